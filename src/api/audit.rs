@@ -1,0 +1,92 @@
+//! `/v1/audit`: read and verify the audit log (auditor, admin).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::Query;
+use super::problem::Problem;
+use super::{decode_cursor, encode_cursor, page_limit};
+use crate::app::App;
+use crate::domain::{Caller, Role};
+use crate::error::Result;
+use crate::store::audit::{self, AuditEvent, Verification};
+
+/// A page of audit events in chain order (oldest first).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// This page.
+    pub items: Vec<AuditEvent>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Query of `GET /v1/audit`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only events of this share.
+    pub share_id: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Read the audit log, oldest first.
+#[utoipa::path(
+    get, path = "/v1/audit", tag = "audit",
+    params(AuditQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of events", body = AuditPage),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs auditor or admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Query(q): Query<AuditQuery>,
+) -> Result<Json<AuditPage>> {
+    caller.require(&[Role::Auditor, Role::Admin])?;
+    let limit = page_limit(q.limit)?;
+    let after = decode_cursor(q.cursor.as_deref())?.unwrap_or(0);
+    let share_id = q.share_id;
+    let mut items = app
+        .store
+        .read(move |c| audit::list(c, share_id.as_deref(), after, limit + 1))
+        .await?;
+    let more = items.len() > limit;
+    items.truncate(limit);
+    let next_cursor = if more {
+        items.last().map(|e| encode_cursor(e.seq))
+    } else {
+        None
+    };
+    Ok(Json(AuditPage { items, next_cursor }))
+}
+
+/// Walk the whole hash chain and report the first broken row.
+#[utoipa::path(
+    get, path = "/v1/audit/verify", tag = "audit",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The verification (ok is false when broken)", body = Verification),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs auditor or admin", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn verify(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<Verification>> {
+    caller.require(&[Role::Auditor, Role::Admin])?;
+    let v = app.store.read(audit::verify).await?;
+    if !v.ok {
+        tracing::error!(first_broken_seq = ?v.first_broken_seq, reason = ?v.reason, "audit chain is broken");
+    }
+    Ok(Json(v))
+}

@@ -1,0 +1,246 @@
+//! The REST API: handlers (one module per resource), extractors, problem details, the OpenAPI document
+//! and the router with its layers.
+
+pub mod audit;
+pub mod extract;
+pub mod health;
+pub mod principals;
+pub mod problem;
+pub mod shares;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use base64::Engine;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::app::App;
+use crate::error::{Error, FieldError, Result};
+
+/// The OpenAPI document's fixed parts; paths come from the handlers' annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "secret-broker",
+        description = "Brokers cross-account access to AWS Secrets Manager secrets: share requests, \
+                       approvals, the three policy documents, and an append-only audit log.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "principals", description = "Consumer principals in other accounts"),
+        (name = "shares", description = "Share requests and their approval"),
+        (name = "audit", description = "The tamper-evident audit log"),
+        (name = "health", description = "Liveness and readiness")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A token from `secret-broker tokens create --name N --role R`",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+fn routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(principals::create, principals::list))
+        .routes(routes!(principals::get))
+        .routes(routes!(shares::create, shares::list))
+        .routes(routes!(shares::get))
+        .routes(routes!(shares::approve))
+        .routes(routes!(shares::reject))
+        .routes(routes!(shares::cancel))
+        .routes(routes!(audit::list))
+        .routes(routes!(audit::verify))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+}
+
+/// The OpenAPI document the service serves at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+/// The OpenAPI document as pretty JSON with a trailing newline (the form committed in `openapi/`).
+pub fn openapi_json() -> String {
+    let mut s = openapi().to_pretty_json().unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// The complete router with its layers.
+pub fn router(app: Arc<App>) -> Router {
+    let timeout = app.config.request_timeout.0;
+    let body_limit = app.config.max_body_bytes.0;
+    let (api, spec) = routes().split_for_parts();
+    let request_id = HeaderName::from_static("x-request-id");
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .with_state(app)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(make_span)
+                        .on_request(())
+                        .on_response(on_response)
+                        .on_failure(()),
+                )
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(SetResponseHeaderLayer::overriding(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-store"),
+                ))
+                .layer(axum::middleware::map_response(problem::problemize))
+                .layer(CatchPanicLayer::new())
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    timeout,
+                )),
+        )
+}
+
+fn make_span<B>(req: &Request<B>) -> Span {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "<unmatched>".into());
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %req.method(),
+        route = %route,
+        request_id = %request_id,
+        caller = tracing::field::Empty,
+    )
+}
+
+fn on_response<B>(resp: &Response<B>, latency: Duration, _span: &Span) {
+    tracing::info!(
+        status = resp.status().as_u16(),
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        "access"
+    );
+}
+
+/// Page size bounds for every list endpoint.
+pub const DEFAULT_LIMIT: usize = 50;
+/// Largest page.
+pub const MAX_LIMIT: usize = 500;
+
+/// Validates a `limit` query parameter.
+pub fn page_limit(limit: Option<usize>) -> Result<usize> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(Error::field(
+            "limit",
+            format!("{n} is out of range: use 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})"),
+        )),
+    }
+}
+
+/// Encodes a position as an opaque cursor.
+pub fn encode_cursor(seq: i64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{seq}"))
+}
+
+/// Decodes a cursor from a previous page's `next_cursor`.
+pub fn decode_cursor(cursor: Option<&str>) -> Result<Option<i64>> {
+    let Some(c) = cursor else { return Ok(None) };
+    let bad = || {
+        Error::field(
+            "cursor",
+            "not a cursor this service issued: pass the next_cursor of the previous page unchanged",
+        )
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(raw).map_err(|_| bad())?;
+    let seq = text
+        .strip_prefix("v1:")
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|n| *n >= 0)
+        .ok_or_else(bad)?;
+    Ok(Some(seq))
+}
+
+/// Builds a page from `limit + 1` fetched rows: the extra row only says there is a next page.
+pub fn paginate<T>(mut rows: Vec<(i64, T)>, limit: usize) -> (Vec<T>, Option<String>) {
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = if more {
+        rows.last().map(|(seq, _)| encode_cursor(*seq))
+    } else {
+        None
+    };
+    (rows.into_iter().map(|(_, t)| t).collect(), next)
+}
+
+/// Checks a free-text field's length (and presence), adding a field error to `errors`.
+pub fn check_text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize, required: bool) {
+    let message = if required && value.trim().is_empty() {
+        "is required and must not be blank".to_owned()
+    } else if value.chars().count() > max {
+        format!("must be at most {max} characters")
+    } else {
+        return;
+    };
+    errors.push(FieldError {
+        field: field.into(),
+        message,
+    });
+}
+
+/// Turns collected field errors into one 422, or `Ok` when there are none.
+pub fn invalid_if_any(errors: Vec<FieldError>) -> Result<()> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let detail = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(Error::Invalid { detail, errors })
+}

@@ -1,0 +1,162 @@
+//! `/v1/principals`: consumer principals in other accounts.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{Auth, Body, Query, RequestId};
+use super::problem::Problem;
+use super::{check_text, decode_cursor, invalid_if_any, page_limit, paginate};
+use crate::app::App;
+use crate::domain::{Caller, Role};
+use crate::error::{Error, FieldError, Result};
+use crate::policy::arn::PrincipalArn;
+use crate::store::rows::{self, Principal};
+use crate::workflow::{self, Origin};
+
+/// Longest description kept.
+pub const MAX_DESCRIPTION: usize = 1000;
+
+/// Body of `POST /v1/principals`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePrincipal {
+    /// IAM user, role (with path) or account-root ARN in another account; a bare 12-digit account id
+    /// means that account's root.
+    #[schema(example = "arn:aws:iam::444455556666:role/app-reader")]
+    pub arn: String,
+    /// Free text, at most 1000 characters.
+    pub description: Option<String>,
+}
+
+/// A page of principals, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PrincipalPage {
+    /// This page.
+    pub items: Vec<Principal>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Query of `GET /v1/principals`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PrincipalQuery {
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Parses a principal ARN field, naming the field in the 422.
+pub fn parse_principal(field: &str, value: &str) -> std::result::Result<PrincipalArn, FieldError> {
+    if value.len() > 2048 {
+        return Err(FieldError {
+            field: field.into(),
+            message: "is longer than 2048 characters".into(),
+        });
+    }
+    PrincipalArn::parse(value).map_err(|e| FieldError {
+        field: field.into(),
+        message: e.to_string(),
+    })
+}
+
+/// Register a consumer principal.
+#[utoipa::path(
+    post, path = "/v1/principals", tag = "principals",
+    request_body = CreatePrincipal,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Registered", body = Principal),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs requester or admin", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already registered (existing_id names it)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid ARN or field", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(
+    State(app): State<Arc<App>>,
+    rid: RequestId,
+    Auth(caller): Auth,
+    Body(body): Body<CreatePrincipal>,
+) -> Result<Response> {
+    let caller = caller?;
+    caller.require(&[Role::Requester, Role::Admin])?;
+    let body = body?;
+    let mut errors = Vec::new();
+    let arn = parse_principal("arn", &body.arn).map_err(|e| errors.push(e)).ok();
+    if let Some(d) = &body.description {
+        check_text(&mut errors, "description", d, MAX_DESCRIPTION, false);
+    }
+    invalid_if_any(errors)?;
+    let arn = arn.ok_or_else(|| Error::Internal("arn parsed without error but missing".into()))?;
+    let p = workflow::register_principal(&app, Origin::of(&caller, rid.0), arn, body.description).await?;
+    let location = format!("/v1/principals/{}", p.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(p)).into_response())
+}
+
+/// List registered principals, newest first.
+#[utoipa::path(
+    get, path = "/v1/principals", tag = "principals",
+    params(PrincipalQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of principals", body = PrincipalPage),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    Query(q): Query<PrincipalQuery>,
+) -> Result<Json<PrincipalPage>> {
+    let limit = page_limit(q.limit)?;
+    let before = decode_cursor(q.cursor.as_deref())?.unwrap_or(i64::MAX);
+    let rows = app
+        .store
+        .read(move |c| rows::list_principals(c, before, limit + 1))
+        .await?;
+    let (items, next_cursor) = paginate(rows, limit);
+    Ok(Json(PrincipalPage { items, next_cursor }))
+}
+
+/// One principal.
+#[utoipa::path(
+    get, path = "/v1/principals/{id}", tag = "principals",
+    params(("id" = String, Path, description = "Principal id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The principal", body = Principal),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such principal", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Principal>> {
+    let id2 = id.clone();
+    app.store
+        .read(move |c| rows::principal_by_id(c, &id2))
+        .await?
+        .map(Json)
+        .ok_or_else(|| Error::NotFound(format!("no principal with id {}", truncate(&id))))
+}
+
+/// Shortens user input echoed in messages.
+pub fn truncate(s: &str) -> String {
+    let mut out: String = s.chars().take(64).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}

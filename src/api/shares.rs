@@ -1,0 +1,555 @@
+//! `/v1/shares`: share requests, their approval, rejection and cancellation.
+//!
+//! Every mutation here that is refused with 401, 403 or 409 leaves a `share.refused` row in the audit
+//! log (see [`guarded`]).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{Auth, Body, OptionalBody, Query, RequestId};
+use super::principals::{parse_principal, truncate};
+use super::problem::Problem;
+use super::{check_text, decode_cursor, invalid_if_any, page_limit, paginate};
+use crate::app::App;
+use crate::domain::{Caller, Role, ShareAction, ShareStatus, fmt_time};
+use crate::error::{Error, FieldError, Result};
+use crate::policy::arn::SecretArn;
+use crate::store::rows::{self, Share, ShareFilter};
+use crate::workflow::{self, Decision, NewShare, Origin};
+
+/// Longest justification or comment kept.
+pub const MAX_TEXT: usize = 2000;
+/// Version stage used when a request names none.
+pub const DEFAULT_STAGE: &str = "AWSCURRENT";
+
+fn double_option<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Body of `POST /v1/shares`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateShare {
+    /// The secret's full ARN, with the 6-character suffix Secrets Manager adds to its name.
+    #[schema(example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf")]
+    pub secret_arn: String,
+    /// The consumer: IAM user, role or account root in another account. Registered on the fly if new.
+    #[schema(example = "arn:aws:iam::444455556666:role/app-reader")]
+    pub principal_arn: String,
+    /// Why the consumer needs the secret (required, at most 2000 characters).
+    pub justification: String,
+    /// Version stage the consumer may read. Omitted: `AWSCURRENT`; `null`: any stage.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, nullable, example = "AWSCURRENT")]
+    pub version_stage: Option<Option<String>>,
+    /// Actions to grant: `secretsmanager:GetSecretValue` (default, required) and optionally
+    /// `secretsmanager:DescribeSecret`.
+    #[schema(example = json!(["secretsmanager:GetSecretValue"]))]
+    pub actions: Option<Vec<String>>,
+    /// When access ends, RFC 3339. Default: now + `default_share_ttl`; at most now + `max_share_ttl`.
+    #[schema(example = "2027-01-31T00:00:00Z")]
+    pub expires_at: Option<String>,
+}
+
+/// Body of `POST /v1/shares/{id}/approve` (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveShare {
+    /// Optional comment, at most 2000 characters.
+    pub comment: Option<String>,
+}
+
+/// Body of `POST /v1/shares/{id}/reject`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectShare {
+    /// Why (required, at most 2000 characters); kept as the share's status_reason.
+    pub comment: String,
+}
+
+/// A page of shares, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SharePage {
+    /// This page.
+    pub items: Vec<Share>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Query of `GET /v1/shares`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ShareQuery {
+    /// Only shares in this status.
+    pub status: Option<String>,
+    /// Only shares of this secret (exact ARN).
+    pub secret_arn: Option<String>,
+    /// Only shares for this principal (exact ARN).
+    pub principal_arn: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Runs a share mutation and audits its refusal: a 401, 403 or 409 outcome is recorded as
+/// `share.refused` with the attempted action. If that row cannot be written the answer is 503.
+async fn guarded<T>(
+    app: &App,
+    rid: &RequestId,
+    actor: String,
+    share_id: Option<&str>,
+    attempted: &str,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let res = fut.await;
+    if let Err(err) = &res
+        && matches!(err.status(), 401 | 403 | 409)
+    {
+        let origin = Origin {
+            actor,
+            request_id: rid.0.clone(),
+        };
+        let share_id = share_id
+            .filter(|s| uuid::Uuid::parse_str(s).is_ok())
+            .map(str::to_owned);
+        workflow::record_refusal(app, origin, share_id, attempted, err).await?;
+    }
+    res
+}
+
+fn validate(app: &App, body: CreateShare) -> Result<NewShare> {
+    let mut errors: Vec<FieldError> = Vec::new();
+    let field = |f: &str, m: String| FieldError {
+        field: f.into(),
+        message: m,
+    };
+    let secret = if body.secret_arn.len() > 2048 {
+        errors.push(field("secret_arn", "is longer than 2048 characters".into()));
+        None
+    } else {
+        SecretArn::parse(&body.secret_arn)
+            .map_err(|e| errors.push(field("secret_arn", e.to_string())))
+            .ok()
+    };
+    let principal = parse_principal("principal_arn", &body.principal_arn)
+        .map_err(|e| errors.push(e))
+        .ok();
+    if let (Some(s), Some(p)) = (&secret, &principal) {
+        if s.partition() != p.partition() {
+            errors.push(field(
+                "principal_arn",
+                format!(
+                    "is in partition {} but the secret is in {}: a share cannot cross partitions",
+                    p.partition(),
+                    s.partition()
+                ),
+            ));
+        } else if s.account() == p.account() {
+            errors.push(field(
+                "principal_arn",
+                format!(
+                    "is in the secret's own account {}: shares are for other accounts; \
+                     grant same-account access with an identity policy",
+                    s.account()
+                ),
+            ));
+        }
+    }
+    check_text(&mut errors, "justification", &body.justification, MAX_TEXT, true);
+    let version_stage = match body.version_stage {
+        None => Some(DEFAULT_STAGE.to_owned()),
+        Some(None) => None,
+        Some(Some(s)) => {
+            let ok = !s.is_empty()
+                && s.len() <= 256
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.+=@".contains(c));
+            if !ok {
+                errors.push(field(
+                    "version_stage",
+                    "must be a staging label of 1 to 256 letters, digits and _-.+=@ (e.g. AWSCURRENT), \
+                     or null for any stage"
+                        .into(),
+                ));
+            }
+            Some(s)
+        }
+    };
+    let mut actions = Vec::new();
+    match body.actions {
+        None => actions.push(ShareAction::GetSecretValue),
+        Some(list) => {
+            for a in &list {
+                match ShareAction::parse(a) {
+                    Ok(a) => actions.push(a),
+                    Err(m) => errors.push(field("actions", truncate(&m))),
+                }
+            }
+            actions.sort();
+            actions.dedup();
+            if !actions.contains(&ShareAction::GetSecretValue) && errors.iter().all(|e| e.field != "actions") {
+                errors.push(field(
+                    "actions",
+                    "must include secretsmanager:GetSecretValue (DescribeSecret may be added to it)".into(),
+                ));
+            }
+        }
+    }
+    let now = app.clock.now();
+    let max = now + app.config.max_share_ttl.0;
+    let expires_at = match body.expires_at {
+        None => Some(now + app.config.default_share_ttl.0),
+        Some(s) => match OffsetDateTime::parse(&s, &Rfc3339) {
+            Err(_) => {
+                errors.push(field(
+                    "expires_at",
+                    "must be an RFC 3339 time such as 2027-01-31T00:00:00Z".into(),
+                ));
+                None
+            }
+            Ok(t) if t <= now => {
+                errors.push(field("expires_at", format!("must be in the future (now is {})", fmt_time(now))));
+                None
+            }
+            Ok(t) if t > max => {
+                errors.push(field(
+                    "expires_at",
+                    format!(
+                        "must be at most {} from now, i.e. no later than {}",
+                        app.config.max_share_ttl,
+                        fmt_time(max)
+                    ),
+                ));
+                None
+            }
+            Ok(t) => Some(t),
+        },
+    };
+    invalid_if_any(errors)?;
+    match (secret, principal, expires_at) {
+        (Some(secret_arn), Some(principal_arn), Some(expires_at)) => Ok(NewShare {
+            secret_arn,
+            principal_arn,
+            actions,
+            version_stage,
+            justification: body.justification,
+            expires_at: fmt_time(expires_at),
+        }),
+        _ => Err(Error::Internal("validation passed with missing fields".into())),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let s = v.to_str().unwrap_or("");
+    if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::field(
+            "Idempotency-Key",
+            "must be 1 to 255 printable ASCII characters without spaces (a UUID is a good choice)",
+        ));
+    }
+    Ok(Some(s.to_owned()))
+}
+
+/// Canonical JSON (object keys sorted, no whitespace), so that the same request in another key order
+/// or layout is recognised as the same request.
+fn canonical(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(&m[k], out);
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// Request a share of a secret with a consumer principal.
+#[utoipa::path(
+    post, path = "/v1/shares", tag = "shares",
+    request_body = CreateShare,
+    params(("Idempotency-Key" = Option<String>, Header,
+            description = "Same key and same body replay the first response; same key and another body is 422")),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Requested; status is pending", body = Share,
+         headers(("Location" = String, description = "The new share"),
+                 ("Idempotent-Replayed" = String, description = "`true` when replayed from an Idempotency-Key"))),
+        (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs requester or admin", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field (errors names each)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(
+    State(app): State<Arc<App>>,
+    rid: RequestId,
+    Auth(auth): Auth,
+    headers: HeaderMap,
+    Body(body): Body<serde_json::Value>,
+) -> Result<Response> {
+    guarded(&app, &rid, actor_of(&auth), None, "request", async {
+        let caller = auth?;
+        caller.require(&[Role::Requester, Role::Admin])?;
+        let key = idempotency_key(&headers)?;
+        let value = body?;
+        let parsed: CreateShare = serde_json::from_value(value.clone()).map_err(|e| Error::Invalid {
+            detail: format!("the request body does not match the schema: {e}"),
+            errors: vec![FieldError {
+                field: "body".into(),
+                message: e.to_string(),
+            }],
+        })?;
+        let new = validate(&app, parsed)?;
+        let idem = key.map(|k| {
+            let mut c = String::new();
+            canonical(&value, &mut c);
+            (k, hex::encode(Sha256::digest(c.as_bytes())))
+        });
+        let created =
+            workflow::request_share(&app, Origin::of(&caller, rid.0.clone()), new, idem).await?;
+        let mut resp = (
+            StatusCode::from_u16(created.status).unwrap_or(StatusCode::CREATED),
+            [(header::CONTENT_TYPE, "application/json")],
+            created.body,
+        )
+            .into_response();
+        if let Ok(v) = HeaderValue::from_str(&format!("/v1/shares/{}", created.id)) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+        if created.replayed {
+            resp.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        Ok(resp)
+    })
+    .await
+}
+
+/// The name a refusal is audited under.
+fn actor_of(auth: &Result<Caller>) -> String {
+    auth.as_ref()
+        .map(|c| c.name.clone())
+        .unwrap_or_else(|_| "anonymous".into())
+}
+
+/// List shares, newest first, with filters.
+#[utoipa::path(
+    get, path = "/v1/shares", tag = "shares",
+    params(ShareQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A page of shares", body = SharePage),
+        (status = 400, description = "Unknown query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    Query(q): Query<ShareQuery>,
+) -> Result<Json<SharePage>> {
+    let limit = page_limit(q.limit)?;
+    let before = decode_cursor(q.cursor.as_deref())?.unwrap_or(i64::MAX);
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| s.parse::<ShareStatus>().map_err(|m| Error::field("status", truncate(&m))))
+        .transpose()?;
+    let filter = ShareFilter {
+        status,
+        secret_arn: q.secret_arn,
+        principal_arn: q.principal_arn,
+    };
+    let rows = app
+        .store
+        .read(move |c| rows::list_shares(c, &filter, before, limit + 1))
+        .await?;
+    let (items, next_cursor) = paginate(rows, limit);
+    Ok(Json(SharePage { items, next_cursor }))
+}
+
+/// One share with its votes.
+#[utoipa::path(
+    get, path = "/v1/shares/{id}", tag = "shares",
+    params(("id" = String, Path, description = "Share id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The share", body = Share),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Share>> {
+    let id2 = id.clone();
+    app.store
+        .read(move |c| rows::share_by_id(c, &id2))
+        .await?
+        .map(Json)
+        .ok_or_else(|| Error::NotFound(format!("no share with id {}", truncate(&id))))
+}
+
+/// Approve a pending share (approver or admin; never the requester). Reaching the quorum of distinct
+/// approvers makes it `approved`.
+#[utoipa::path(
+    post, path = "/v1/shares/{id}/approve", tag = "shares",
+    params(("id" = String, Path, description = "Share id")),
+    request_body(content = ApproveShare, description = "Optional"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Vote recorded; the share as it now is", body = Share),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs approver or admin, and not the requester", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not pending (current_status says what it is), or already voted", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid comment", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn approve(
+    State(app): State<Arc<App>>,
+    rid: RequestId,
+    Auth(auth): Auth,
+    Path(id): Path<String>,
+    OptionalBody(body): OptionalBody<ApproveShare>,
+) -> Result<Json<Share>> {
+    guarded(&app, &rid, actor_of(&auth), Some(&id), "approve", async {
+        let caller = auth?;
+        caller.require(&[Role::Approver, Role::Admin])?;
+        let body = body?;
+        let mut errors = Vec::new();
+        if let Some(c) = &body.comment {
+            check_text(&mut errors, "comment", c, MAX_TEXT, false);
+        }
+        invalid_if_any(errors)?;
+        let origin = Origin::of(&caller, rid.0.clone());
+        workflow::decide(&app, origin, id.clone(), Decision::Approve, body.comment)
+            .await
+            .map(Json)
+    })
+    .await
+}
+
+/// Reject a pending share (approver or admin; not the requester, who cancels instead).
+#[utoipa::path(
+    post, path = "/v1/shares/{id}/reject", tag = "shares",
+    params(("id" = String, Path, description = "Share id")),
+    request_body = RejectShare,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Rejected", body = Share),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs approver or admin, and not the requester", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not pending, or already voted", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Missing or invalid comment", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn reject(
+    State(app): State<Arc<App>>,
+    rid: RequestId,
+    Auth(auth): Auth,
+    Path(id): Path<String>,
+    Body(body): Body<RejectShare>,
+) -> Result<Json<Share>> {
+    guarded(&app, &rid, actor_of(&auth), Some(&id), "reject", async {
+        let caller = auth?;
+        caller.require(&[Role::Approver, Role::Admin])?;
+        let body = body?;
+        let mut errors = Vec::new();
+        check_text(&mut errors, "comment", &body.comment, MAX_TEXT, true);
+        invalid_if_any(errors)?;
+        let origin = Origin::of(&caller, rid.0.clone());
+        workflow::decide(&app, origin, id.clone(), Decision::Reject, Some(body.comment))
+            .await
+            .map(Json)
+    })
+    .await
+}
+
+/// Withdraw a pending share (its requester, or an admin).
+#[utoipa::path(
+    post, path = "/v1/shares/{id}/cancel", tag = "shares",
+    params(("id" = String, Path, description = "Share id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Cancelled", body = Share),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs the requester or an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not pending (current_status says what it is)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel(
+    State(app): State<Arc<App>>,
+    rid: RequestId,
+    Auth(auth): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Share>> {
+    guarded(&app, &rid, actor_of(&auth), Some(&id), "cancel", async {
+        let caller = auth?;
+        caller.require(&[Role::Requester, Role::Admin])?;
+        let origin = Origin::of(&caller, rid.0.clone());
+        workflow::cancel(&app, &caller, origin, id.clone()).await.map(Json)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_ignores_key_order_and_spacing() {
+        let a: serde_json::Value = serde_json::from_str(r#"{"b": [1, {"y":1,"x":2}], "a": "s"}"#).unwrap();
+        let b: serde_json::Value = serde_json::from_str(r#"{"a":"s","b":[1,{"x":2,"y":1}]}"#).unwrap();
+        let (mut ca, mut cb) = (String::new(), String::new());
+        canonical(&a, &mut ca);
+        canonical(&b, &mut cb);
+        assert_eq!(ca, cb);
+        assert_eq!(ca, r#"{"a":"s","b":[1,{"x":2,"y":1}]}"#);
+    }
+}

@@ -1,0 +1,384 @@
+//! Typed configuration: built-in defaults, then an optional TOML file (unknown keys refused), then
+//! `BROKER_*` environment variables (unknown `BROKER_*` variables refused too, since a typo there would
+//! otherwise silently keep a default).
+//!
+//! Every setting is declared once in the `settings!` table below; the struct, the parsers, the file and
+//! environment loaders and the reference in the README all come from that table.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A configuration problem, with the setting it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("config file {path} is not valid TOML: {message}")]
+    Toml {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key no setting has.
+    #[error("unknown setting {key:?} in {origin}; known settings: {known}")]
+    Unknown {
+        /// The key or variable.
+        key: String,
+        /// File or environment.
+        origin: String,
+        /// The known names.
+        known: String,
+    },
+    /// A value that does not parse.
+    #[error("invalid value for {key} ({origin}): {message}")]
+    Invalid {
+        /// The setting.
+        key: String,
+        /// File or environment.
+        origin: String,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+}
+
+/// A duration written as a number and a unit: `90s`, `15m`, `12h`, `30d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub Duration);
+
+impl FromStr for Span {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || format!("{s:?} is not a duration: write a whole number and a unit s, m, h or d (e.g. 30d)");
+        let s = s.trim();
+        let unit = s.chars().last().ok_or_else(err)?;
+        let n: u64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| err())?;
+        let secs = match unit {
+            's' => Some(n),
+            'm' => n.checked_mul(60),
+            'h' => n.checked_mul(3600),
+            'd' => n.checked_mul(86_400),
+            _ => None,
+        }
+        .ok_or_else(err)?;
+        Ok(Span(Duration::from_secs(secs)))
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.0.as_secs();
+        match s {
+            s if s > 0 && s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
+            s if s > 0 && s % 3600 == 0 => write!(f, "{}h", s / 3600),
+            s if s > 0 && s % 60 == 0 => write!(f, "{}m", s / 60),
+            s => write!(f, "{s}s"),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(format!("{s:?}: expected text or json")),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
+}
+
+/// A path shown as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilePath(pub PathBuf);
+
+impl FromStr for FilePath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            Err("must not be empty".into())
+        } else {
+            Ok(Self(PathBuf::from(s)))
+        }
+    }
+}
+
+impl fmt::Display for FilePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.display())
+    }
+}
+
+/// A positive integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count(pub usize);
+
+impl FromStr for Count {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Self(n)),
+            _ => Err(format!("{s:?}: expected a whole number of at least 1")),
+        }
+    }
+}
+
+impl fmt::Display for Count {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// One row of the configuration reference.
+#[derive(Debug, Clone)]
+pub struct SettingInfo {
+    /// Key in the TOML file.
+    pub key: &'static str,
+    /// Environment variable.
+    pub env: String,
+    /// Default, as it would be written.
+    pub default: String,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+macro_rules! settings {
+    ($( #[doc = $doc:literal] $field:ident : $ty:ty = $default:expr ;)*) => {
+        /// The service's configuration. See [`Config::reference`] for every setting.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Config {
+            $( #[doc = $doc] pub $field: $ty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Self { $( $field: $default.parse().expect(concat!("default of ", stringify!($field))), )* }
+            }
+        }
+
+        impl Config {
+            const KEYS: &'static [&'static str] = &[$( stringify!($field) ),*];
+
+            fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
+                match key {
+                    $( stringify!($field) => {
+                        self.$field = value.parse().map_err(|e| ConfigError::Invalid {
+                            key: key.to_owned(),
+                            origin: origin.to_owned(),
+                            message: format!("{e}"),
+                        })?;
+                    } )*
+                    _ => return Err(ConfigError::Unknown {
+                        key: key.to_owned(),
+                        origin: origin.to_owned(),
+                        known: Self::KEYS.join(", "),
+                    }),
+                }
+                Ok(())
+            }
+
+            /// Every setting with its environment variable, default and meaning.
+            pub fn reference() -> Vec<SettingInfo> {
+                let d = Self::default();
+                vec![$( SettingInfo {
+                    key: stringify!($field),
+                    env: format!("BROKER_{}", stringify!($field).to_uppercase()),
+                    default: d.$field.to_string(),
+                    doc: $doc.trim(),
+                } ),*]
+            }
+        }
+    };
+}
+
+settings! {
+    /// Address and port to listen on.
+    listen: SocketAddr = "127.0.0.1:8080";
+    /// SQLite database file (created, with its WAL files, if missing).
+    database: FilePath = "./secret-broker.db";
+    /// Read connections to the database (writes go through one writer thread).
+    read_connections: Count = "4";
+    /// Most queued writes the writer commits together in one transaction.
+    writer_max_batch: Count = "64";
+    /// Distinct approvers needed before a share is approved.
+    approval_quorum: Count = "1";
+    /// Lifetime of a share when the request gives no expires_at.
+    default_share_ttl: Span = "30d";
+    /// Longest lifetime a share may be given.
+    max_share_ttl: Span = "90d";
+    /// Largest request body accepted, in bytes.
+    max_body_bytes: Count = "65536";
+    /// Time limit for one request.
+    request_timeout: Span = "30s";
+    /// Log format: text or json.
+    log_format: LogFormat = "text";
+    /// Log filter in tracing's EnvFilter syntax (RUST_LOG is used when this is left at its default).
+    log: String = "info";
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then `BROKER_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut c = Self::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            c.apply_toml(&text, path)?;
+        }
+        let vars: BTreeMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("BROKER_"))
+            .collect();
+        for (var, value) in vars {
+            let key = var["BROKER_".len()..].to_lowercase();
+            c.set(&key, &value, &format!("environment variable {var}"))
+                .map_err(|e| match e {
+                    ConfigError::Unknown { .. } => ConfigError::Unknown {
+                        key: var.clone(),
+                        origin: "the environment".into(),
+                        known: Self::KEYS
+                            .iter()
+                            .map(|k| format!("BROKER_{}", k.to_uppercase()))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    },
+                    other => other,
+                })?;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn apply_toml(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Toml {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let origin = path.display().to_string();
+        for (key, value) in table {
+            let s = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(ConfigError::Invalid {
+                        key,
+                        origin,
+                        message: format!("expected a string or a number, found {}", other.type_str()),
+                    });
+                }
+            };
+            self.set(&key, &s, &origin)?;
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.default_share_ttl.0 > self.max_share_ttl.0 {
+            return Err(ConfigError::Invalid {
+                key: "default_share_ttl".into(),
+                origin: "configuration".into(),
+                message: format!(
+                    "{} is longer than max_share_ttl ({})",
+                    self.default_share_ttl, self.max_share_ttl
+                ),
+            });
+        }
+        if self.default_share_ttl.0.is_zero() || self.request_timeout.0.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "default_share_ttl/request_timeout".into(),
+                origin: "configuration".into(),
+                message: "must be longer than 0s".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let c = Config::load(None, env(&[("HOME", "/x")])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database.0, PathBuf::from("./secret-broker.db"));
+        assert_eq!(c.approval_quorum.0, 1);
+        assert_eq!(c.default_share_ttl.0, Duration::from_secs(30 * 86_400));
+    }
+
+    #[test]
+    fn env_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "approval_quorum = 3\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        let c = Config::load(Some(&f), env(&[("BROKER_APPROVAL_QUORUM", "2")])).unwrap();
+        assert_eq!(c.approval_quorum.0, 2);
+        assert_eq!(c.listen.port(), 9000);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "approval_qorum = 3\n").unwrap();
+        let e = Config::load(Some(&f), env(&[])).unwrap_err().to_string();
+        assert!(e.contains("approval_qorum") && e.contains("approval_quorum"), "{e}");
+        let e = Config::load(None, env(&[("BROKER_LISTN", "x")])).unwrap_err().to_string();
+        assert!(e.contains("BROKER_LISTN") && e.contains("BROKER_LISTEN"), "{e}");
+        let e = Config::load(None, env(&[("BROKER_MAX_SHARE_TTL", "3 weeks")])).unwrap_err().to_string();
+        assert!(e.contains("BROKER_MAX_SHARE_TTL") && e.contains("30d"), "{e}");
+        let e = Config::load(None, env(&[("BROKER_APPROVAL_QUORUM", "0")])).unwrap_err().to_string();
+        assert!(e.contains("at least 1"), "{e}");
+        let e = Config::load(None, env(&[("BROKER_DEFAULT_SHARE_TTL", "100d")])).unwrap_err().to_string();
+        assert!(e.contains("max_share_ttl"), "{e}");
+    }
+
+    #[test]
+    fn spans_round_trip() {
+        for s in ["30d", "12h", "15m", "90s"] {
+            assert_eq!(s.parse::<Span>().unwrap().to_string(), s);
+        }
+        assert!("30".parse::<Span>().is_err());
+        assert!("d".parse::<Span>().is_err());
+    }
+}

@@ -1,0 +1,270 @@
+//! Domain vocabulary shared by the API, the store and (later) the worker: roles, share statuses and the
+//! state machine, the read-only actions a share may grant, and the clock.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+/// What a bearer token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Registers principals, requests shares, cancels their own pending requests.
+    Requester,
+    /// Approves or rejects other people's requests.
+    Approver,
+    /// Reads everything, including the audit log; changes nothing.
+    Auditor,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    /// All roles, in a stable order.
+    pub const ALL: [Role; 4] = [Role::Requester, Role::Approver, Role::Auditor, Role::Admin];
+
+    /// Stable lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Requester => "requester",
+            Role::Approver => "approver",
+            Role::Auditor => "auditor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role {s:?}: expected requester, approver, auditor or admin"))
+    }
+}
+
+/// The life of a share. Every transition is one audited transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareStatus {
+    /// Waiting for approvals.
+    Pending,
+    /// Reached quorum; waiting to be applied to AWS.
+    Approved,
+    /// Policies are being written.
+    Applying,
+    /// Policies are in place and verified.
+    Active,
+    /// The live policies no longer match what the broker wrote.
+    Drifted,
+    /// Policies are being removed.
+    Revoking,
+    /// Removed on request.
+    Revoked,
+    /// Ended by time (pending too long, or past `expires_at`).
+    Expired,
+    /// Refused by an approver.
+    Rejected,
+    /// Withdrawn by its requester while pending.
+    Cancelled,
+    /// Applying failed and was rolled back; the error is kept.
+    Failed,
+}
+
+impl ShareStatus {
+    /// All statuses, in a stable order.
+    pub const ALL: [ShareStatus; 11] = [
+        ShareStatus::Pending,
+        ShareStatus::Approved,
+        ShareStatus::Applying,
+        ShareStatus::Active,
+        ShareStatus::Drifted,
+        ShareStatus::Revoking,
+        ShareStatus::Revoked,
+        ShareStatus::Expired,
+        ShareStatus::Rejected,
+        ShareStatus::Cancelled,
+        ShareStatus::Failed,
+    ];
+
+    /// Stable lowercase name (as stored and served).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareStatus::Pending => "pending",
+            ShareStatus::Approved => "approved",
+            ShareStatus::Applying => "applying",
+            ShareStatus::Active => "active",
+            ShareStatus::Drifted => "drifted",
+            ShareStatus::Revoking => "revoking",
+            ShareStatus::Revoked => "revoked",
+            ShareStatus::Expired => "expired",
+            ShareStatus::Rejected => "rejected",
+            ShareStatus::Cancelled => "cancelled",
+            ShareStatus::Failed => "failed",
+        }
+    }
+
+    /// Whether the state machine allows `self -> to`.
+    pub fn can_become(self, to: ShareStatus) -> bool {
+        use ShareStatus::*;
+        matches!(
+            (self, to),
+            (Pending, Approved | Rejected | Cancelled | Expired)
+                | (Approved, Applying)
+                | (Applying, Active | Failed)
+                | (Failed, Applying)
+                | (Active, Revoking | Drifted)
+                | (Drifted, Active | Revoking)
+                | (Revoking, Revoked | Expired)
+        )
+    }
+}
+
+impl fmt::Display for ShareStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ShareStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ShareStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ShareStatus::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown status {s:?}: expected one of {}", names.join(", "))
+            })
+    }
+}
+
+/// The read-only Secrets Manager actions a share may grant. Nothing that writes is representable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ShareAction {
+    /// `secretsmanager:GetSecretValue`
+    GetSecretValue,
+    /// `secretsmanager:DescribeSecret`
+    DescribeSecret,
+}
+
+impl ShareAction {
+    /// The IAM action name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareAction::GetSecretValue => "secretsmanager:GetSecretValue",
+            ShareAction::DescribeSecret => "secretsmanager:DescribeSecret",
+        }
+    }
+
+    /// Parses an IAM action name; IAM action names are case-insensitive.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        [ShareAction::GetSecretValue, ShareAction::DescribeSecret]
+            .into_iter()
+            .find(|a| a.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!(
+                    "{s:?} cannot be shared: a share grants only the read actions \
+                     secretsmanager:GetSecretValue and secretsmanager:DescribeSecret"
+                )
+            })
+    }
+}
+
+/// The source of "now". Domain code takes time as a parameter; the app holds one of these.
+pub trait Clock: Send + Sync + 'static {
+    /// The current time, UTC.
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The real clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// Formats a time as RFC 3339 UTC with whole seconds, the one format stored and served.
+pub fn fmt_time(t: OffsetDateTime) -> String {
+    let t = t
+        .to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_machine_edges() {
+        use ShareStatus::*;
+        assert!(Pending.can_become(Approved));
+        assert!(Pending.can_become(Cancelled));
+        assert!(!Approved.can_become(Cancelled));
+        assert!(!Rejected.can_become(Approved));
+        assert!(!Cancelled.can_become(Pending));
+        for s in ShareStatus::ALL {
+            assert_eq!(s.as_str().parse::<ShareStatus>().unwrap(), s);
+            assert!(!s.can_become(Pending), "nothing returns to pending");
+        }
+    }
+
+    #[test]
+    fn actions_are_case_insensitive_and_read_only() {
+        assert_eq!(
+            ShareAction::parse("SecretsManager:getsecretvalue").unwrap(),
+            ShareAction::GetSecretValue
+        );
+        assert!(ShareAction::parse("secretsmanager:PutSecretValue").is_err());
+        assert!(ShareAction::parse("secretsmanager:*").is_err());
+    }
+
+    #[test]
+    fn time_format_is_whole_seconds_utc() {
+        let t = time::macros::datetime!(2026-11-29 13:54:33.987 +02:00);
+        assert_eq!(fmt_time(t), "2026-11-29T11:54:33Z");
+    }
+}
+
+/// An authenticated caller: the token's public id, its actor name and role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// Public token id.
+    pub token_id: String,
+    /// Actor name (several tokens may share one name: they are the same actor).
+    pub name: String,
+    /// Role.
+    pub role: Role,
+}
+
+impl Caller {
+    /// `Ok` when the caller has one of `roles`, else a 403 that says which roles would do.
+    pub fn require(&self, roles: &[Role]) -> crate::error::Result<()> {
+        if roles.contains(&self.role) {
+            return Ok(());
+        }
+        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        Err(crate::error::Error::Forbidden(format!(
+            "this needs a token with the {} role; yours ({}) has {}",
+            names.join(" or "),
+            self.name,
+            self.role
+        )))
+    }
+}

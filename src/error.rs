@@ -1,0 +1,128 @@
+//! The one error type of the service. Every layer returns it; `api::problem` turns it into an RFC 9457
+//! `application/problem+json` response. Internal detail (SQL errors, panics) is logged, never served.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::ShareStatus;
+
+/// One invalid input field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// The field, as named in the request (`secret_arn`, `query.limit`, header `Idempotency-Key`).
+    pub field: String,
+    /// What is wrong and what a valid value looks like.
+    pub message: String,
+}
+
+/// Everything that can go wrong, by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// 400: the request cannot be read at all (malformed JSON, bad header).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no valid token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the token is valid but may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: the resource's state does not allow this.
+    #[error("{detail}")]
+    Conflict {
+        /// What conflicts and what would be allowed.
+        detail: String,
+        /// The share's current status, when a share transition was refused.
+        current_status: Option<ShareStatus>,
+        /// The id of an existing resource the request collided with.
+        existing_id: Option<String>,
+    },
+    /// 413: body too large.
+    #[error("the request body is larger than the service accepts (setting max_body_bytes)")]
+    PayloadTooLarge,
+    /// 415: not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422: well-formed but invalid input.
+    #[error("{detail}")]
+    Invalid {
+        /// Summary.
+        detail: String,
+        /// One entry per invalid field.
+        errors: Vec<FieldError>,
+    },
+    /// 503: the service cannot do this right now (database unavailable, audit not writable).
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a bug or an unexpected failure; the text is logged, never served.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// A 422 for one field.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        let message = message.into();
+        Error::Invalid {
+            detail: format!("{field}: {message}"),
+            errors: vec![FieldError { field, message }],
+        }
+    }
+
+    /// A 409 for a share whose status does not allow `what`.
+    pub fn bad_transition(what: &str, current: ShareStatus, allowed_from: &str) -> Self {
+        Error::Conflict {
+            detail: format!(
+                "cannot {what} a share that is {current}; only a share that is {allowed_from} can be {}",
+                past(what)
+            ),
+            current_status: Some(current),
+            existing_id: None,
+        }
+    }
+
+    /// The HTTP status code this error maps to.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::BadRequest(_) => 400,
+            Error::Unauthorized(_) => 401,
+            Error::Forbidden(_) => 403,
+            Error::NotFound(_) => 404,
+            Error::Conflict { .. } => 409,
+            Error::PayloadTooLarge => 413,
+            Error::UnsupportedMediaType(_) => 415,
+            Error::Invalid { .. } => 422,
+            Error::Unavailable(_) => 503,
+            Error::Internal(_) => 500,
+        }
+    }
+}
+
+fn past(verb: &str) -> String {
+    match verb {
+        "approve" => "approved".into(),
+        "reject" => "rejected".into(),
+        "cancel" => "cancelled".into(),
+        "revoke" => "revoked".into(),
+        v => format!("{v}ed"),
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Internal(format!("database: {e}"))
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Internal(format!("json: {e}"))
+    }
+}
+
+/// Shorthand.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

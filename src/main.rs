@@ -1,0 +1,202 @@
+//! The `secret-broker` command: serve the API, migrate the database, create tokens, verify the audit
+//! log, print the OpenAPI document or the configuration reference.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use secret_broker::app::App;
+use secret_broker::config::{Config, LogFormat};
+use secret_broker::domain::{Role, fmt_time};
+use secret_broker::store::{self, audit};
+use secret_broker::{api, tokens};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "secret-broker", version, about = "Brokers cross-account access to AWS Secrets Manager secrets")]
+struct Cli {
+    /// TOML configuration file (unknown keys are refused); BROKER_* variables override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP service (migrates the database first).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage bearer tokens.
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+    /// Inspect the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Print the OpenAPI document (as committed in openapi/openapi.json).
+    Openapi,
+    /// Print the configuration reference: every setting, its variable, default and meaning.
+    Config,
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Create a token; prints it as the last line (only its hash is stored, so keep it now).
+    Create {
+        /// Actor name recorded in approvals and the audit log (letters, digits, ._@-).
+        #[arg(long)]
+        name: String,
+        /// requester, approver, auditor or admin.
+        #[arg(long)]
+        role: Role,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; exit 1 and name the first broken row if it is broken.
+    Verify,
+}
+
+fn init_logging(config: &Config) {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(f) if config.log == "info" => EnvFilter::new(f),
+        _ => EnvFilter::new(&config.log),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Openapi => {
+            print!("{}", api::openapi_json());
+            return ExitCode::SUCCESS;
+        }
+        Command::Config => {
+            print!("{}", reference_markdown());
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    match run(cli.command, config).await {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let (_, applied) = store::open_and_migrate(&config.database.0)?;
+            for m in &applied {
+                eprintln!("applied {}", m.name);
+            }
+            eprintln!(
+                "{} is up to date ({} migration(s) applied now)",
+                config.database,
+                applied.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tokens {
+            command: TokensCommand::Create { name, role },
+        } => {
+            let app = App::open(config)?;
+            let now = fmt_time(app.clock.now());
+            let token = tokens::create(&app.store, &now, "cli", &name, role).await?;
+            eprintln!("created a {role} token for {name}; it is shown only now:");
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let app = App::open(config)?;
+            let v = app.store.read(audit::verify).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(if v.ok {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "audit chain broken at seq {}: {}",
+                    v.first_broken_seq.unwrap_or_default(),
+                    v.reason.as_deref().unwrap_or("")
+                );
+                ExitCode::from(1)
+            })
+        }
+        Command::Openapi | Command::Config => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let listen = config.listen;
+    let app = App::open(config)?;
+    let router = api::router(app.clone());
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e} (set BROKER_LISTEN)"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(database = %app.store.path().display(), "secret-broker listening on http://{addr}");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+fn reference_markdown() -> String {
+    let mut s = String::from("| setting | variable | default | meaning |\n|---|---|---|---|\n");
+    for r in Config::reference() {
+        s.push_str(&format!("| `{}` | `{}` | `{}` | {} |\n", r.key, r.env, r.default, r.doc));
+    }
+    s
+}

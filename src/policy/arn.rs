@@ -1,0 +1,472 @@
+//! Strictly parsed ARNs: secrets and the IAM principals a secret can be shared with.
+//!
+//! Parsing is the only way to build these types, so holding a [`SecretArn`] or a [`PrincipalArn`] proves
+//! the value is well formed. Error messages say what was wrong and what a valid value looks like; the API
+//! returns them verbatim.
+
+use std::fmt;
+
+/// AWS partitions the broker accepts.
+pub const PARTITIONS: &[&str] = &[
+    "aws",
+    "aws-cn",
+    "aws-us-gov",
+    "aws-iso",
+    "aws-iso-b",
+    "aws-iso-e",
+    "aws-iso-f",
+    "aws-eusc",
+];
+
+/// Maximum length of a secret name (Secrets Manager quota).
+const MAX_SECRET_NAME: usize = 512;
+/// Maximum length of an IAM user or role name.
+const MAX_IAM_NAME: usize = 64;
+/// Maximum length of an IAM path.
+const MAX_IAM_PATH: usize = 512;
+
+/// Why an ARN was refused. The message is meant for the person who typed it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ArnError(String);
+
+impl ArnError {
+    fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}
+
+const SECRET_EXAMPLE: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf";
+const PRINCIPAL_EXAMPLES: &str = "arn:aws:iam::444455556666:role/app-reader, \
+arn:aws:iam::444455556666:user/ci/deployer or arn:aws:iam::444455556666:root";
+
+fn check_partition(p: &str) -> Result<(), ArnError> {
+    if PARTITIONS.contains(&p) {
+        Ok(())
+    } else {
+        Err(ArnError::new(format!(
+            "unknown partition {p:?}: expected one of {}",
+            PARTITIONS.join(", ")
+        )))
+    }
+}
+
+fn check_account(a: &str) -> Result<(), ArnError> {
+    if a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(ArnError::new(format!(
+            "account id {a:?} must be exactly 12 digits"
+        )))
+    }
+}
+
+/// `us-east-1`, `us-gov-west-1`, `cn-north-1`, `eu-isoe-west-1`: lowercase words joined by `-`, ending in a number.
+fn check_region(r: &str) -> Result<(), ArnError> {
+    let parts: Vec<&str> = r.split('-').collect();
+    let ok = parts.len() >= 3
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1]
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty();
+    if ok {
+        Ok(())
+    } else {
+        Err(ArnError::new(format!(
+            "region {r:?} is not a region code such as us-east-1"
+        )))
+    }
+}
+
+fn wildcard_check(s: &str, what: &str) -> Result<(), ArnError> {
+    if s.contains('*') || s.contains('?') {
+        Err(ArnError::new(format!(
+            "{what} must name exactly one resource: wildcards (* and ?) are not allowed"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// A complete Secrets Manager secret ARN, including the 6-character random suffix that Secrets Manager
+/// appends to the name (`...:secret:<name>-<6 chars>`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SecretArn {
+    raw: String,
+    partition_len: usize,
+    region: (usize, usize),
+    account: (usize, usize),
+    name: (usize, usize),
+}
+
+impl SecretArn {
+    /// Parses a full secret ARN.
+    pub fn parse(s: &str) -> Result<Self, ArnError> {
+        let hint = || format!("a full secret ARN looks like {SECRET_EXAMPLE}");
+        if s.trim() != s || s.is_empty() {
+            return Err(ArnError::new(format!(
+                "must not be empty or have surrounding whitespace; {}",
+                hint()
+            )));
+        }
+        wildcard_check(s, "a secret ARN")?;
+        let parts: Vec<&str> = s.splitn(7, ':').collect();
+        if parts.len() != 7 || parts[0] != "arn" {
+            return Err(ArnError::new(format!("not an ARN; {}", hint())));
+        }
+        check_partition(parts[1])?;
+        if parts[2] != "secretsmanager" {
+            return Err(ArnError::new(format!(
+                "service is {:?}, expected secretsmanager; {}",
+                parts[2],
+                hint()
+            )));
+        }
+        check_region(parts[3])?;
+        check_account(parts[4])?;
+        if parts[5] != "secret" {
+            return Err(ArnError::new(format!(
+                "resource type is {:?}, expected secret; {}",
+                parts[5],
+                hint()
+            )));
+        }
+        let full_name = parts[6];
+        let Some((name, suffix)) = full_name.rsplit_once('-') else {
+            return Err(ArnError::new(format!(
+                "secret {full_name:?} lacks the 6-character suffix Secrets Manager adds \
+                 (copy the ARN from DescribeSecret); {}",
+                hint()
+            )));
+        };
+        if suffix.len() != 6 || !suffix.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(ArnError::new(format!(
+                "secret {full_name:?} lacks the 6-character suffix Secrets Manager adds \
+                 (copy the ARN from DescribeSecret); {}",
+                hint()
+            )));
+        }
+        if name.is_empty() || name.len() > MAX_SECRET_NAME {
+            return Err(ArnError::new(format!(
+                "secret name must be 1 to {MAX_SECRET_NAME} characters"
+            )));
+        }
+        if let Some(c) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "/_+=.@-".contains(*c)))
+        {
+            return Err(ArnError::new(format!(
+                "secret name contains {c:?}: only letters, digits and /_+=.@- are allowed"
+            )));
+        }
+        let p = parts[1].len();
+        let r0 = p + "arn::secretsmanager:".len();
+        let r1 = r0 + parts[3].len();
+        let a0 = r1 + 1;
+        let a1 = a0 + 12;
+        let n0 = a1 + ":secret:".len();
+        let n1 = n0 + name.len();
+        Ok(Self {
+            raw: s.to_owned(),
+            partition_len: p,
+            region: (r0, r1),
+            account: (a0, a1),
+            name: (n0, n1),
+        })
+    }
+
+    /// The ARN as given.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+    /// `aws`, `aws-cn`, ...
+    pub fn partition(&self) -> &str {
+        &self.raw[4..4 + self.partition_len]
+    }
+    /// The region the secret lives in.
+    pub fn region(&self) -> &str {
+        &self.raw[self.region.0..self.region.1]
+    }
+    /// The owner account (12 digits).
+    pub fn account(&self) -> &str {
+        &self.raw[self.account.0..self.account.1]
+    }
+    /// The secret name without the random suffix.
+    pub fn name(&self) -> &str {
+        &self.raw[self.name.0..self.name.1]
+    }
+    /// The ARN without its random suffix (`...:secret:<name>`), the stem of `<name>-??????` patterns.
+    pub fn without_suffix(&self) -> &str {
+        &self.raw[..self.name.1]
+    }
+}
+
+impl fmt::Display for SecretArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+/// What kind of IAM identity a principal ARN names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalKind {
+    /// `arn:<partition>:iam::<account>:root`: the whole account (its administrators delegate further).
+    AccountRoot,
+    /// An IAM user.
+    User,
+    /// An IAM role.
+    Role,
+}
+
+impl PrincipalKind {
+    /// Stable lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AccountRoot => "account_root",
+            Self::User => "user",
+            Self::Role => "role",
+        }
+    }
+}
+
+/// An IAM principal in some account: a user, a role (with its path) or an account root.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PrincipalArn {
+    raw: String,
+    partition_len: usize,
+    kind: PrincipalKind,
+}
+
+impl PrincipalArn {
+    /// Parses a consumer principal. A bare 12-digit account id is normalised to the account root in the
+    /// `aws` partition.
+    pub fn parse(s: &str) -> Result<Self, ArnError> {
+        let hint = || format!("a valid principal is an IAM role, user or account root ARN such as {PRINCIPAL_EXAMPLES}");
+        if s.is_empty() || s.trim() != s {
+            return Err(ArnError::new(format!(
+                "must not be empty or have surrounding whitespace; {}",
+                hint()
+            )));
+        }
+        if s == "*" || s.contains('*') || s.contains('?') {
+            return Err(ArnError::new(format!(
+                "wildcards would share the secret with more than one identity (possibly everyone) and are refused; {}",
+                hint()
+            )));
+        }
+        if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+            return Self::parse(&format!("arn:aws:iam::{s}:root"));
+        }
+        if !s.starts_with("arn:") {
+            let what = if s.ends_with(".amazonaws.com") || s.ends_with(".amazonaws.com.cn") {
+                "service principals cannot read another account's secret through a share"
+            } else {
+                "not an ARN"
+            };
+            return Err(ArnError::new(format!("{what}; {}", hint())));
+        }
+        let parts: Vec<&str> = s.splitn(6, ':').collect();
+        if parts.len() != 6 {
+            return Err(ArnError::new(format!("not an ARN; {}", hint())));
+        }
+        check_partition(parts[1])?;
+        match parts[2] {
+            "iam" => {}
+            "sts" => {
+                return Err(ArnError::new(format!(
+                    "STS session ARNs are temporary; share with the role itself \
+                     (arn:{}:iam::<account>:role/<name>); {}",
+                    parts[1],
+                    hint()
+                )));
+            }
+            other => {
+                return Err(ArnError::new(format!(
+                    "service is {other:?}, expected iam; {}",
+                    hint()
+                )));
+            }
+        }
+        if !parts[3].is_empty() {
+            return Err(ArnError::new(format!(
+                "IAM ARNs have an empty region field (iam::); {}",
+                hint()
+            )));
+        }
+        check_account(parts[4])?;
+        let resource = parts[5];
+        let kind = if resource == "root" {
+            PrincipalKind::AccountRoot
+        } else if let Some(rest) = resource.strip_prefix("user/") {
+            check_path_and_name(rest, "user")?;
+            PrincipalKind::User
+        } else if let Some(rest) = resource.strip_prefix("role/") {
+            check_path_and_name(rest, "role")?;
+            PrincipalKind::Role
+        } else {
+            let t = resource.split('/').next().unwrap_or(resource);
+            return Err(ArnError::new(format!(
+                "resource {t:?} cannot be a principal (groups, policies and instance profiles \
+                 cannot hold a share); {}",
+                hint()
+            )));
+        };
+        Ok(Self {
+            raw: s.to_owned(),
+            partition_len: parts[1].len(),
+            kind,
+        })
+    }
+
+    /// The ARN (normalised: a bare account id becomes its root ARN).
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+    /// `aws`, `aws-cn`, ...
+    pub fn partition(&self) -> &str {
+        &self.raw[4..4 + self.partition_len]
+    }
+    /// The principal's account (12 digits).
+    pub fn account(&self) -> &str {
+        let start = 4 + self.partition_len + ":iam::".len();
+        &self.raw[start..start + 12]
+    }
+    /// User, role or account root.
+    pub fn kind(&self) -> PrincipalKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for PrincipalArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+/// `rest` is `[path/]name` after `user/` or `role/`.
+fn check_path_and_name(rest: &str, kind: &str) -> Result<(), ArnError> {
+    let (path, name) = match rest.rfind('/') {
+        Some(i) => (&rest[..=i], &rest[i + 1..]),
+        None => ("", rest),
+    };
+    if name.is_empty() || name.len() > MAX_IAM_NAME {
+        return Err(ArnError::new(format!(
+            "{kind} name must be 1 to {MAX_IAM_NAME} characters"
+        )));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "+=,.@_-".contains(*c)))
+    {
+        return Err(ArnError::new(format!(
+            "{kind} name contains {c:?}: only letters, digits and +=,.@_- are allowed"
+        )));
+    }
+    if path.len() + 1 > MAX_IAM_PATH {
+        return Err(ArnError::new(format!(
+            "{kind} path must be at most {MAX_IAM_PATH} characters"
+        )));
+    }
+    if !path.is_empty() {
+        // `path` is `seg/seg/`: segments of printable ASCII other than '/'.
+        for seg in path[..path.len() - 1].split('/') {
+            if seg.is_empty() {
+                return Err(ArnError::new(format!(
+                    "{kind} path has an empty segment (//)"
+                )));
+            }
+            if let Some(c) = seg.chars().find(|c| !('\u{21}'..='\u{7e}').contains(c)) {
+                return Err(ArnError::new(format!(
+                    "{kind} path contains {c:?}: only printable ASCII is allowed"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_arn_parts() {
+        let a = SecretArn::parse(
+            "arn:aws-us-gov:secretsmanager:us-gov-west-1:111122223333:secret:team/db-pass-AbC123",
+        )
+        .unwrap();
+        assert_eq!(a.partition(), "aws-us-gov");
+        assert_eq!(a.region(), "us-gov-west-1");
+        assert_eq!(a.account(), "111122223333");
+        assert_eq!(a.name(), "team/db-pass");
+        assert_eq!(
+            a.without_suffix(),
+            "arn:aws-us-gov:secretsmanager:us-gov-west-1:111122223333:secret:team/db-pass"
+        );
+    }
+
+    #[test]
+    fn secret_arn_refusals_say_why() {
+        for (bad, needle) in [
+            ("", "empty"),
+            ("arn:aws:secretsmanager:us-east-1:111122223333:secret:db", "6-character suffix"),
+            ("arn:aws:secretsmanager:us-east-1:111122223333:secret:db-abc", "6-character suffix"),
+            ("arn:aws:secretsmanager:us-east-1:111122223333:secret:db-*", "wildcards"),
+            ("arn:aws:secretsmanager:us-east-1:1111:secret:db-AbCdEf", "12 digits"),
+            ("arn:aws:kms:us-east-1:111122223333:secret:db-AbCdEf", "secretsmanager"),
+            ("arn:aws:secretsmanager:useast1:111122223333:secret:db-AbCdEf", "region"),
+            ("arn:foo:secretsmanager:us-east-1:111122223333:secret:db-AbCdEf", "partition"),
+            ("arn:aws:secretsmanager:us-east-1:111122223333:parameter:db-AbCdEf", "secret"),
+            ("arn:aws:secretsmanager:us-east-1:111122223333:secret:d b-AbCdEf", "' '"),
+            ("secret:db-AbCdEf", "not an ARN"),
+        ] {
+            let e = SecretArn::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn principals_in_every_form() {
+        let cases = [
+            ("arn:aws:iam::444455556666:user/alice", PrincipalKind::User),
+            ("arn:aws:iam::444455556666:role/app", PrincipalKind::Role),
+            ("arn:aws:iam::444455556666:role/team/svc/app", PrincipalKind::Role),
+            ("arn:aws-cn:iam::444455556666:root", PrincipalKind::AccountRoot),
+            ("arn:aws-us-gov:iam::444455556666:user/ci/deployer", PrincipalKind::User),
+        ];
+        for (s, kind) in cases {
+            let p = PrincipalArn::parse(s).unwrap();
+            assert_eq!(p.kind(), kind);
+            assert_eq!(p.account(), "444455556666");
+            assert_eq!(p.as_str(), s);
+        }
+        let root = PrincipalArn::parse("444455556666").unwrap();
+        assert_eq!(root.as_str(), "arn:aws:iam::444455556666:root");
+    }
+
+    #[test]
+    fn principal_refusals_say_why() {
+        for (bad, needle) in [
+            ("*", "wildcards"),
+            ("arn:aws:iam::444455556666:role/*", "wildcards"),
+            ("arn:aws:iam::444455556666:user/al?ce", "wildcards"),
+            ("lambda.amazonaws.com", "service principals"),
+            ("arn:aws:sts::444455556666:assumed-role/app/session", "STS session"),
+            ("arn:aws:iam::444455556666:group/admins", "cannot be a principal"),
+            ("arn:aws:iam:us-east-1:444455556666:root", "empty region"),
+            ("arn:aws:iam::44445555666:root", "12 digits"),
+            ("arn:aws:iam::444455556666:role/", "1 to 64"),
+            ("arn:aws:iam::444455556666:role/a//b", "empty segment"),
+            ("arn:aws:iam::444455556666:role/bad name", "' '"),
+            ("arn:aws:s3:::bucket", "expected iam"),
+            ("alice", "not an ARN"),
+        ] {
+            let e = PrincipalArn::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The audit log: append-only (triggers refuse UPDATE and DELETE) and hash-chained.
+//!
+//! `hash = SHA-256(prev_hash || encode(row))` where `encode` writes, for each of seq, at, actor, action,
+//! share_id, request_id and details, a presence byte (for the optional ones) and the field's length
+//! (u64, big endian) followed by its UTF-8 bytes. The first row's `prev_hash` is 64 zeros. `details` is
+//! hashed exactly as stored (compact JSON), so any edit to any column of any row breaks the chain at
+//! that row, and deleting a row leaves a gap in `seq` that [`verify`] reports.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use crate::error::Result;
+
+/// `prev_hash` of the first row.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What one audit row records, before it gets its place in the chain.
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    /// RFC 3339 UTC.
+    pub at: &'a str,
+    /// Token name, `cli`, or `anonymous` for refused unauthenticated calls.
+    pub actor: &'a str,
+    /// Dotted action name, e.g. `share.approved`.
+    pub action: &'a str,
+    /// The share concerned, if any.
+    pub share_id: Option<&'a str>,
+    /// The HTTP request id, if any.
+    pub request_id: Option<&'a str>,
+    /// Free-form details.
+    pub details: serde_json::Value,
+}
+
+/// An audit row as stored and served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct AuditEvent {
+    /// Position in the chain, from 1, without gaps.
+    pub seq: i64,
+    /// When, RFC 3339 UTC.
+    pub at: String,
+    /// Who: a token name, `cli`, or `anonymous`.
+    pub actor: String,
+    /// What, e.g. `share.requested`, `share.approved`, `share.refused`.
+    pub action: String,
+    /// The share concerned.
+    pub share_id: Option<String>,
+    /// The request that caused it.
+    pub request_id: Option<String>,
+    /// Details of the event.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    /// Hash of the previous row.
+    pub prev_hash: String,
+    /// This row's hash.
+    pub hash: String,
+}
+
+fn put(h: &mut Sha256, field: &str) {
+    h.update((field.len() as u64).to_be_bytes());
+    h.update(field.as_bytes());
+}
+
+fn put_opt(h: &mut Sha256, field: Option<&str>) {
+    match field {
+        None => h.update([0u8]),
+        Some(f) => {
+            h.update([1u8]);
+            put(h, f);
+        }
+    }
+}
+
+/// The hash of a row given its predecessor's hash.
+#[allow(clippy::too_many_arguments)]
+pub fn row_hash(
+    prev_hash: &str,
+    seq: i64,
+    at: &str,
+    actor: &str,
+    action: &str,
+    share_id: Option<&str>,
+    request_id: Option<&str>,
+    details: &str,
+) -> String {
+    let mut h = Sha256::new();
+    h.update(b"secret-broker audit v1\n");
+    put(&mut h, prev_hash);
+    put(&mut h, &seq.to_string());
+    put(&mut h, at);
+    put(&mut h, actor);
+    put(&mut h, action);
+    put_opt(&mut h, share_id);
+    put_opt(&mut h, request_id);
+    put(&mut h, details);
+    hex::encode(h.finalize())
+}
+
+/// Appends one row to the chain; call inside the transaction of the change it records.
+pub fn append(conn: &Connection, ev: &NewEvent<'_>) -> Result<i64> {
+    let last: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let (seq, prev) = match last {
+        Some((s, h)) => (s + 1, h),
+        None => (1, GENESIS.to_owned()),
+    };
+    let details = serde_json::to_string(&ev.details)?;
+    let hash = row_hash(
+        &prev,
+        seq,
+        ev.at,
+        ev.actor,
+        ev.action,
+        ev.share_id,
+        ev.request_id,
+        &details,
+    );
+    conn.execute(
+        "INSERT INTO audit (seq, at, actor, action, share_id, request_id, details, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![seq, ev.at, ev.actor, ev.action, ev.share_id, ev.request_id, details, prev, hash],
+    )?;
+    Ok(seq)
+}
+
+const COLUMNS: &str = "seq, at, actor, action, share_id, request_id, details, prev_hash, hash";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(AuditEvent, String)> {
+    let details_text: String = r.get(6)?;
+    let details = serde_json::from_str(&details_text)
+        .unwrap_or(serde_json::Value::String(details_text.clone()));
+    Ok((
+        AuditEvent {
+            seq: r.get(0)?,
+            at: r.get(1)?,
+            actor: r.get(2)?,
+            action: r.get(3)?,
+            share_id: r.get(4)?,
+            request_id: r.get(5)?,
+            details,
+            prev_hash: r.get(7)?,
+            hash: r.get(8)?,
+        },
+        details_text,
+    ))
+}
+
+/// A page of the log in chain order, after `after_seq`, optionally for one share.
+pub fn list(
+    conn: &Connection,
+    share_id: Option<&str>,
+    after_seq: i64,
+    limit: usize,
+) -> Result<Vec<AuditEvent>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM audit WHERE seq > ?1 AND (?2 IS NULL OR share_id = ?2) ORDER BY seq LIMIT ?3"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt
+        .query_map(params![after_seq, share_id, limit as i64], |r| {
+            from_row(r).map(|(e, _)| e)
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// The outcome of walking the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Verification {
+    /// True when every row links to its predecessor and hashes to its stored hash.
+    pub ok: bool,
+    /// Rows checked.
+    pub rows: i64,
+    /// The last row's hash (the chain head), when there is one. Keep it elsewhere to detect truncation.
+    pub head: Option<String>,
+    /// The first broken sequence number, when the chain is broken.
+    pub first_broken_seq: Option<i64>,
+    /// What is wrong at that row.
+    pub reason: Option<String>,
+}
+
+/// Walks the whole chain and reports the first broken row.
+pub fn verify(conn: &Connection) -> Result<Verification> {
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"))?;
+    let mut rows = stmt.query([])?;
+    let mut prev = GENESIS.to_owned();
+    let mut expected_seq = 1i64;
+    let mut count = 0i64;
+    let broken = |seq: i64, count: i64, reason: String| Verification {
+        ok: false,
+        rows: count,
+        head: None,
+        first_broken_seq: Some(seq),
+        reason: Some(reason),
+    };
+    while let Some(r) = rows.next()? {
+        let (e, details_text) = from_row(r)?;
+        count += 1;
+        if e.seq != expected_seq {
+            return Ok(broken(
+                expected_seq,
+                count,
+                format!("row {expected_seq} is missing (next row is {})", e.seq),
+            ));
+        }
+        if e.prev_hash != prev {
+            return Ok(broken(
+                e.seq,
+                count,
+                "prev_hash does not match the previous row's hash".into(),
+            ));
+        }
+        let h = row_hash(
+            &prev,
+            e.seq,
+            &e.at,
+            &e.actor,
+            &e.action,
+            e.share_id.as_deref(),
+            e.request_id.as_deref(),
+            &details_text,
+        );
+        if h != e.hash {
+            return Ok(broken(
+                e.seq,
+                count,
+                "the row's content does not match its hash (edited after it was written)".into(),
+            ));
+        }
+        prev = e.hash;
+        expected_seq += 1;
+    }
+    Ok(Verification {
+        ok: true,
+        rows: count,
+        head: (count > 0).then_some(prev),
+        first_broken_seq: None,
+        reason: None,
+    })
+}

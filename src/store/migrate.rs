@@ -1,0 +1,110 @@
+//! Applies the plain SQL files of `migrations/` in order, each in its own transaction, and refuses to
+//! run against a database whose applied migrations were edited afterwards (their checksum is kept).
+
+use rusqlite::{Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// The migrations compiled into this binary: (version, name, SQL).
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "0001_init.sql",
+    include_str!("../../migrations/0001_init.sql"),
+)];
+
+/// A migration applied by this run.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// Its number.
+    pub version: i64,
+    /// Its file name.
+    pub name: String,
+}
+
+/// Applies every pending migration; returns those it applied.
+pub fn apply(conn: &mut Connection) -> Result<Vec<Applied>> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT NOT NULL,
+             checksum   TEXT NOT NULL,
+             applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
+         )",
+    )?;
+    let newest_known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    let newest_applied: Option<i64> = conn
+        .query_row("SELECT max(version) FROM schema_migrations", [], |r| r.get(0))
+        .optional()?
+        .flatten();
+    if let Some(v) = newest_applied
+        && v > newest_known
+    {
+        return Err(Error::Unavailable(format!(
+            "the database is at schema version {v}, newer than this binary knows ({newest_known}): \
+             run a newer secret-broker"
+        )));
+    }
+    let mut applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS {
+        let checksum = hex::encode(Sha256::digest(sql.as_bytes()));
+        let existing: Option<String> = conn
+            .query_row(
+                "SELECT checksum FROM schema_migrations WHERE version = ?1",
+                [version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match existing {
+            Some(c) if c == checksum => continue,
+            Some(_) => {
+                return Err(Error::Unavailable(format!(
+                    "migration {name} was changed after it was applied to this database; \
+                     migrations are append-only: add a new file instead"
+                )));
+            }
+            None => {}
+        }
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)
+            .map_err(|e| Error::Unavailable(format!("migration {name} failed: {e}")))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES (?1, ?2, ?3)",
+            rusqlite::params![version, name, checksum],
+        )?;
+        tx.commit()?;
+        applied.push(Applied {
+            version: *version,
+            name: (*name).to_owned(),
+        });
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applies_once_and_detects_edits() {
+        let mut c = Connection::open_in_memory().unwrap();
+        assert_eq!(apply(&mut c).unwrap().len(), MIGRATIONS.len());
+        assert!(apply(&mut c).unwrap().is_empty());
+        c.execute("UPDATE schema_migrations SET checksum = 'x' WHERE version = 1", [])
+            .unwrap();
+        let e = apply(&mut c).unwrap_err().to_string();
+        assert!(e.contains("changed after it was applied"), "{e}");
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (i, (v, name, _)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*v, i as i64 + 1);
+            assert!(name.starts_with(&format!("{v:04}_")), "{name}");
+        }
+        let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+            .unwrap()
+            .count();
+        assert_eq!(on_disk, MIGRATIONS.len(), "every file in migrations/ must be listed in MIGRATIONS");
+    }
+}

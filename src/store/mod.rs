@@ -1,0 +1,246 @@
+//! SQLite store: one writer thread that commits queued writes in groups, a small pool of read
+//! connections, WAL and `synchronous=FULL`.
+//!
+//! Writes are closures over a [`rusqlite::Connection`] sent to the writer thread. The writer takes
+//! whatever is queued (up to `writer_max_batch`), runs each closure inside its own SAVEPOINT of one
+//! transaction, commits once, and only then answers every caller: a closure that fails is rolled back
+//! alone, and no caller hears "done" before its write is durable. If the commit fails, every caller in
+//! the group gets 503 and nothing of the group is kept.
+//!
+//! The SQL itself lives in [`rows`] and [`audit`], as plain functions over a connection, so that one
+//! workflow step (a change and its audit row) is composed inside one write closure.
+
+pub mod audit;
+pub mod migrate;
+pub mod rows;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::error::{Error, Result};
+
+type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    writer: mpsc::Sender<Job>,
+    readers: Arc<ReadPool>,
+    path: PathBuf,
+}
+
+struct ReadPool {
+    conns: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+/// Store tuning.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// Read connections.
+    pub read_connections: usize,
+    /// Most writes committed together.
+    pub writer_max_batch: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            read_connections: 4,
+            writer_max_batch: 64,
+        }
+    }
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(())
+}
+
+/// Opens the database file read-write, sets WAL, and applies pending migrations.
+pub fn open_and_migrate(path: &Path) -> Result<(Connection, Vec<migrate::Applied>)> {
+    let mut conn = Connection::open(path).map_err(|e| {
+        Error::Unavailable(format!("cannot open database {}: {e}", path.display()))
+    })?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Unavailable(format!(
+            "database {} cannot use WAL journal mode (got {mode})",
+            path.display()
+        )));
+    }
+    configure(&conn)?;
+    let applied = migrate::apply(&mut conn)?;
+    Ok((conn, applied))
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database, starts the writer thread and the read pool.
+    pub fn open(path: &Path, opts: StoreOptions) -> Result<Self> {
+        let (conn, applied) = open_and_migrate(path)?;
+        for m in applied {
+            tracing::info!(version = m.version, name = %m.name, "applied migration");
+        }
+        let mut readers = Vec::with_capacity(opts.read_connections);
+        for _ in 0..opts.read_connections.max(1) {
+            let r = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| Error::Unavailable(format!("cannot open read connection: {e}")))?;
+            configure(&r)?;
+            r.pragma_update(None, "query_only", "ON")?;
+            readers.push(r);
+        }
+        let n = readers.len();
+        let (tx, rx) = mpsc::channel::<Job>(1024);
+        let max_batch = opts.writer_max_batch.max(1);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, max_batch))
+            .map_err(|e| Error::Internal(format!("cannot start writer thread: {e}")))?;
+        Ok(Self {
+            writer: tx,
+            readers: Arc::new(ReadPool {
+                conns: Mutex::new(readers),
+                permits: Semaphore::new(n),
+            }),
+            path: path.to_owned(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in the writer's transaction (inside its own savepoint) and returns its result once the
+    /// transaction has committed. An `Err` from `f` rolls back everything `f` wrote.
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |conn| {
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+                .unwrap_or_else(|_| Err(Error::Internal("write panicked".into())));
+            let ok = res.is_ok();
+            let reply: Reply = Box::new(move |commit_err| {
+                let out = match commit_err {
+                    Some(e) => Err(Error::Unavailable(format!(
+                        "the database did not commit the change: {e}"
+                    ))),
+                    None => res,
+                };
+                let _ = tx.send(out);
+            });
+            (ok, reply)
+        });
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| Error::Unavailable("the database writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Unavailable("the database writer dropped the request".into()))?
+    }
+
+    /// Runs `f` on a read connection (on the blocking pool).
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        let _permit = pool
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Unavailable("read pool closed".into()))?;
+        let conn = pool
+            .conns
+            .lock()
+            .map_err(|_| Error::Internal("read pool poisoned".into()))?
+            .pop()
+            .ok_or_else(|| Error::Internal("read pool empty despite permit".into()))?;
+        let pool2 = pool.clone();
+        let (conn, res) = tokio::task::spawn_blocking(move || {
+            let res = f(&conn);
+            (conn, res)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("read task failed: {e}")))?;
+        if let Ok(mut v) = pool2.conns.lock() {
+            v.push(conn);
+        }
+        res
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> Result<()> {
+        if self.writer.is_closed() {
+            return Err(Error::Unavailable("the database writer has stopped".into()));
+        }
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .map(|_| ())
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+    let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let size = batch.len();
+        let mut replies: Vec<Reply> = Vec::with_capacity(size);
+        let begin = conn.execute_batch("BEGIN IMMEDIATE");
+        if let Err(e) = begin {
+            tracing::error!(error = %e, "writer cannot begin a transaction");
+            // Dropping a job drops its reply channel: each caller gets 503.
+            batch.clear();
+            continue;
+        }
+        for job in batch.drain(..) {
+            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+                tracing::error!(error = %e, "writer cannot open a savepoint");
+            }
+            let (ok, reply) = job(&conn);
+            let end = if ok {
+                "RELEASE job"
+            } else {
+                "ROLLBACK TO job; RELEASE job"
+            };
+            if let Err(e) = conn.execute_batch(end) {
+                tracing::error!(error = %e, "writer cannot close a savepoint");
+            }
+            replies.push(reply);
+        }
+        let commit = conn.execute_batch("COMMIT");
+        let err = match commit {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(error = %e, batch = size, "group commit failed; the whole group is rolled back");
+                let _ = conn.execute_batch("ROLLBACK");
+                Some(e.to_string())
+            }
+        };
+        tracing::trace!(batch = size, "group committed");
+        for reply in replies {
+            reply(err.as_deref());
+        }
+    }
+    tracing::debug!("writer stopped: every store handle is gone");
+}

@@ -1,0 +1,414 @@
+//! SQL over the domain tables, as plain functions of a connection. Callers compose them inside one
+//! [`Store::write`](super::Store::write) closure so that a change and its audit row commit together.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::{Role, ShareStatus};
+use crate::error::{Error, Result};
+use crate::policy::arn::PrincipalKind;
+
+/// A token as stored (without its secret).
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    /// Public id.
+    pub id: String,
+    /// Actor name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Hex SHA-256 of the secret part.
+    pub secret_hash: String,
+    /// Set when revoked.
+    pub revoked_at: Option<String>,
+}
+
+/// Inserts a token.
+pub fn insert_token(conn: &Connection, t: &TokenRow, created_at: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO tokens (id, name, role, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![t.id, t.name, t.role.as_str(), t.secret_hash, created_at],
+    )?;
+    Ok(())
+}
+
+/// Looks a token up by its public id.
+pub fn token_by_id(conn: &Connection, id: &str) -> Result<Option<TokenRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, role, secret_hash, revoked_at FROM tokens WHERE id = ?1",
+    )?;
+    let row = stmt
+        .query_row([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+            ))
+        })
+        .optional()?;
+    row.map(|(id, name, role, secret_hash, revoked_at)| {
+        Ok(TokenRow {
+            id,
+            name,
+            role: role.parse().map_err(Error::Internal)?,
+            secret_hash,
+            revoked_at,
+        })
+    })
+    .transpose()
+}
+
+/// A registered consumer principal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Principal {
+    /// Id.
+    pub id: String,
+    /// The principal's ARN.
+    #[schema(example = "arn:aws:iam::444455556666:role/app-reader")]
+    pub arn: String,
+    /// Its account.
+    #[schema(example = "444455556666")]
+    pub account_id: String,
+    /// User, role or account root.
+    pub kind: PrincipalKind,
+    /// Free text.
+    pub description: Option<String>,
+    /// Who registered it.
+    pub created_by: String,
+    /// When.
+    pub created_at: String,
+}
+
+const PRINCIPAL_COLUMNS: &str = "id, arn, account_id, kind, description, created_by, created_at";
+
+fn principal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Principal> {
+    let kind: String = r.get(3)?;
+    Ok(Principal {
+        id: r.get(0)?,
+        arn: r.get(1)?,
+        account_id: r.get(2)?,
+        kind: match kind.as_str() {
+            "user" => PrincipalKind::User,
+            "role" => PrincipalKind::Role,
+            _ => PrincipalKind::AccountRoot,
+        },
+        description: r.get(4)?,
+        created_by: r.get(5)?,
+        created_at: r.get(6)?,
+    })
+}
+
+/// Inserts a principal.
+pub fn insert_principal(conn: &Connection, p: &Principal) -> Result<()> {
+    conn.execute(
+        &format!("INSERT INTO principals ({PRINCIPAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        params![
+            p.id,
+            p.arn,
+            p.account_id,
+            p.kind.as_str(),
+            p.description,
+            p.created_by,
+            p.created_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// A principal by id.
+pub fn principal_by_id(conn: &Connection, id: &str) -> Result<Option<Principal>> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE id = ?1"))?;
+    Ok(stmt.query_row([id], principal_from_row).optional()?)
+}
+
+/// A principal by ARN.
+pub fn principal_by_arn(conn: &Connection, arn: &str) -> Result<Option<Principal>> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE arn = ?1"))?;
+    Ok(stmt.query_row([arn], principal_from_row).optional()?)
+}
+
+/// A page of principals, newest first, before `before_seq`; returns rows with their seq.
+pub fn list_principals(
+    conn: &Connection,
+    before_seq: i64,
+    limit: usize,
+) -> Result<Vec<(i64, Principal)>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {PRINCIPAL_COLUMNS}, seq FROM principals WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"
+    ))?;
+    let rows = stmt
+        .query_map(params![before_seq, limit as i64], |r| {
+            Ok((r.get(7)?, principal_from_row(r)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// One approver's vote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Approval {
+    /// The approver's name.
+    pub approver: String,
+    /// `approve` or `reject`.
+    #[schema(example = "approve")]
+    pub decision: String,
+    /// Their comment.
+    pub comment: Option<String>,
+    /// When.
+    pub at: String,
+}
+
+/// A share request and its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Share {
+    /// Id.
+    pub id: String,
+    /// Where the share is in its life.
+    pub status: ShareStatus,
+    /// Why it is in that status, when there is more to say (rejection comment, failure).
+    pub status_reason: Option<String>,
+    /// The secret.
+    #[schema(example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf")]
+    pub secret_arn: String,
+    /// The consumer principal's registration id.
+    pub principal_id: String,
+    /// The consumer principal.
+    #[schema(example = "arn:aws:iam::444455556666:role/app-reader")]
+    pub principal_arn: String,
+    /// IAM actions granted.
+    #[schema(example = json!(["secretsmanager:GetSecretValue"]))]
+    pub actions: Vec<String>,
+    /// Version stage the consumer is limited to; null means any stage.
+    #[schema(example = "AWSCURRENT")]
+    pub version_stage: Option<String>,
+    /// Why the consumer needs it.
+    pub justification: String,
+    /// When access ends, RFC 3339 UTC.
+    pub expires_at: String,
+    /// Who asked.
+    pub requested_by: String,
+    /// Distinct approvals needed.
+    pub approvals_required: u32,
+    /// Votes so far.
+    pub approvals: Vec<Approval>,
+    /// Created, RFC 3339 UTC.
+    pub created_at: String,
+    /// Last change, RFC 3339 UTC.
+    pub updated_at: String,
+}
+
+const SHARE_COLUMNS: &str = "id, status, status_reason, secret_arn, principal_id, principal_arn, actions, \
+     version_stage, justification, expires_at, requested_by, approvals_required, created_at, updated_at";
+
+fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
+    let status: String = r.get(1)?;
+    let actions: String = r.get(6)?;
+    Ok(Share {
+        id: r.get(0)?,
+        status: status.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into())
+        })?,
+        status_reason: r.get(2)?,
+        secret_arn: r.get(3)?,
+        principal_id: r.get(4)?,
+        principal_arn: r.get(5)?,
+        actions: serde_json::from_str(&actions).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, e.into())
+        })?,
+        version_stage: r.get(7)?,
+        justification: r.get(8)?,
+        expires_at: r.get(9)?,
+        requested_by: r.get(10)?,
+        approvals_required: r.get(11)?,
+        approvals: Vec::new(),
+        created_at: r.get(12)?,
+        updated_at: r.get(13)?,
+    })
+}
+
+fn load_approvals(conn: &Connection, share: &mut Share) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT approver, decision, comment, at FROM approvals WHERE share_id = ?1 ORDER BY at, rowid",
+    )?;
+    share.approvals = stmt
+        .query_map([&share.id], |r| {
+            Ok(Approval {
+                approver: r.get(0)?,
+                decision: r.get(1)?,
+                comment: r.get(2)?,
+                at: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(())
+}
+
+/// Inserts a new share (its approvals list is ignored).
+pub fn insert_share(conn: &Connection, s: &Share) -> Result<()> {
+    conn.execute(
+        &format!(
+            "INSERT INTO shares ({SHARE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        ),
+        params![
+            s.id,
+            s.status.as_str(),
+            s.status_reason,
+            s.secret_arn,
+            s.principal_id,
+            s.principal_arn,
+            serde_json::to_string(&s.actions)?,
+            s.version_stage,
+            s.justification,
+            s.expires_at,
+            s.requested_by,
+            s.approvals_required,
+            s.created_at,
+            s.updated_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// A share with its approvals.
+pub fn share_by_id(conn: &Connection, id: &str) -> Result<Option<Share>> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {SHARE_COLUMNS} FROM shares WHERE id = ?1"))?;
+    let share = stmt.query_row([id], share_from_row).optional()?;
+    match share {
+        Some(mut s) => {
+            load_approvals(conn, &mut s)?;
+            Ok(Some(s))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Filters for [`list_shares`]; `None` means no filter.
+#[derive(Debug, Clone, Default)]
+pub struct ShareFilter {
+    /// Only this status.
+    pub status: Option<ShareStatus>,
+    /// Only this secret.
+    pub secret_arn: Option<String>,
+    /// Only this principal.
+    pub principal_arn: Option<String>,
+}
+
+/// A page of shares, newest first, before `before_seq`; returns rows with their seq.
+pub fn list_shares(
+    conn: &Connection,
+    f: &ShareFilter,
+    before_seq: i64,
+    limit: usize,
+) -> Result<Vec<(i64, Share)>> {
+    let mut sql = format!("SELECT {SHARE_COLUMNS}, seq FROM shares WHERE seq < ?");
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(before_seq)];
+    if let Some(s) = f.status {
+        sql.push_str(" AND status = ?");
+        args.push(Box::new(s.as_str()));
+    }
+    if let Some(s) = &f.secret_arn {
+        sql.push_str(" AND secret_arn = ?");
+        args.push(Box::new(s.clone()));
+    }
+    if let Some(p) = &f.principal_arn {
+        sql.push_str(" AND principal_arn = ?");
+        args.push(Box::new(p.clone()));
+    }
+    sql.push_str(" ORDER BY seq DESC LIMIT ?");
+    args.push(Box::new(limit as i64));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt
+        .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+            Ok((r.get::<_, i64>(14)?, share_from_row(r)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (_, s) in &mut rows {
+        load_approvals(conn, s)?;
+    }
+    Ok(rows)
+}
+
+/// Sets a share's status (and reason), stamping `updated_at`.
+pub fn set_share_status(
+    conn: &Connection,
+    id: &str,
+    status: ShareStatus,
+    reason: Option<&str>,
+    now: &str,
+) -> Result<()> {
+    conn.execute(
+        "UPDATE shares SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1",
+        params![id, status.as_str(), reason, now],
+    )?;
+    Ok(())
+}
+
+/// Records a vote; returns false if this approver already voted on this share.
+pub fn insert_vote(
+    conn: &Connection,
+    share_id: &str,
+    approver: &str,
+    decision: &str,
+    comment: Option<&str>,
+    at: &str,
+) -> Result<bool> {
+    let n = conn.execute(
+        "INSERT INTO approvals (share_id, approver, decision, comment, at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (share_id, approver) DO NOTHING",
+        params![share_id, approver, decision, comment, at],
+    )?;
+    Ok(n == 1)
+}
+
+/// A stored idempotent response.
+#[derive(Debug, Clone)]
+pub struct StoredResponse {
+    /// Hash of the request it answered.
+    pub request_hash: String,
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: String,
+}
+
+/// The response stored for (actor, key), if any.
+pub fn idempotent_response(
+    conn: &Connection,
+    actor: &str,
+    key: &str,
+) -> Result<Option<StoredResponse>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT request_hash, status, body FROM idempotency_keys WHERE actor = ?1 AND key = ?2",
+    )?;
+    Ok(stmt
+        .query_row([actor, key], |r| {
+            Ok(StoredResponse {
+                request_hash: r.get(0)?,
+                status: r.get(1)?,
+                body: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Stores the response for (actor, key).
+pub fn store_idempotent_response(
+    conn: &Connection,
+    actor: &str,
+    key: &str,
+    resp: &StoredResponse,
+    now: &str,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO idempotency_keys (actor, key, request_hash, status, body, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![actor, key, resp.request_hash, resp.status, resp.body, now],
+    )?;
+    Ok(())
+}

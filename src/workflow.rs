@@ -1,0 +1,398 @@
+//! The share workflow: every state change is one write transaction that checks the rule, changes the
+//! row and appends its audit event, so a change without its audit row (or the reverse) cannot exist.
+
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::app::App;
+use crate::domain::{Caller, ShareAction, ShareStatus, fmt_time};
+use crate::error::{Error, Result};
+use crate::policy::arn::{PrincipalArn, SecretArn};
+use crate::store::audit::{self, NewEvent};
+use crate::store::rows::{self, Principal, Share, StoredResponse};
+
+/// Who did something, and in which request; what every audit row needs.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The actor's name.
+    pub actor: String,
+    /// The request id, when there is one.
+    pub request_id: Option<String>,
+}
+
+impl Origin {
+    /// From an authenticated caller.
+    pub fn of(caller: &Caller, request_id: Option<String>) -> Self {
+        Self {
+            actor: caller.name.clone(),
+            request_id,
+        }
+    }
+
+    fn event<'a>(
+        &'a self,
+        at: &'a str,
+        action: &'a str,
+        share_id: Option<&'a str>,
+        details: serde_json::Value,
+    ) -> NewEvent<'a> {
+        NewEvent {
+            at,
+            actor: &self.actor,
+            action,
+            share_id,
+            request_id: self.request_id.as_deref(),
+            details,
+        }
+    }
+}
+
+/// A validated share request.
+#[derive(Debug, Clone)]
+pub struct NewShare {
+    /// The secret.
+    pub secret_arn: SecretArn,
+    /// The consumer.
+    pub principal_arn: PrincipalArn,
+    /// Sorted, without duplicates.
+    pub actions: Vec<ShareAction>,
+    /// `None`: any stage.
+    pub version_stage: Option<String>,
+    /// Why.
+    pub justification: String,
+    /// RFC 3339 UTC.
+    pub expires_at: String,
+}
+
+/// The answer to a create call: status code, JSON body, and whether it was replayed from an
+/// Idempotency-Key.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: String,
+    /// The new resource's id (for the Location header).
+    pub id: String,
+    /// True when the answer was replayed from an earlier request with the same key.
+    pub replayed: bool,
+}
+
+fn new_principal(arn: &PrincipalArn, description: Option<String>, by: &str, now: &str) -> Principal {
+    Principal {
+        id: Uuid::now_v7().to_string(),
+        arn: arn.as_str().to_owned(),
+        account_id: arn.account().to_owned(),
+        kind: arn.kind(),
+        description,
+        created_by: by.to_owned(),
+        created_at: now.to_owned(),
+    }
+}
+
+/// Registers a consumer principal; 409 with the existing id when it is already registered.
+pub async fn register_principal(
+    app: &App,
+    origin: Origin,
+    arn: PrincipalArn,
+    description: Option<String>,
+) -> Result<Principal> {
+    let now = fmt_time(app.clock.now());
+    app.store
+        .write(move |c| {
+            if let Some(existing) = rows::principal_by_arn(c, arn.as_str())? {
+                return Err(Error::Conflict {
+                    detail: format!(
+                        "principal {} is already registered as {}: use that id",
+                        existing.arn, existing.id
+                    ),
+                    current_status: None,
+                    existing_id: Some(existing.id),
+                });
+            }
+            let p = new_principal(&arn, description, &origin.actor, &now);
+            rows::insert_principal(c, &p)?;
+            audit::append(
+                c,
+                &origin.event(
+                    &now,
+                    "principal.registered",
+                    None,
+                    json!({"principal_id": p.id, "arn": p.arn}),
+                ),
+            )?;
+            Ok(p)
+        })
+        .await
+}
+
+/// Records a share request (registering its principal on the fly when needed), honouring an
+/// idempotency key: the same key with the same request hash replays the first answer; with another
+/// request hash it is a 422.
+pub async fn request_share(
+    app: &App,
+    origin: Origin,
+    req: NewShare,
+    idempotency: Option<(String, String)>,
+) -> Result<Created> {
+    let now = fmt_time(app.clock.now());
+    let quorum = app.config.approval_quorum.0 as u32;
+    app.store
+        .write(move |c| {
+            if let Some((key, hash)) = &idempotency
+                && let Some(prev) = rows::idempotent_response(c, &origin.actor, key)?
+            {
+                if &prev.request_hash != hash {
+                    return Err(Error::field(
+                        "Idempotency-Key",
+                        "this key was already used with a different request body; \
+                         use a new key for a new request",
+                    ));
+                }
+                let id = serde_json::from_str::<serde_json::Value>(&prev.body)?
+                    .get("id")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                return Ok(Created {
+                    status: prev.status,
+                    body: prev.body,
+                    id,
+                    replayed: true,
+                });
+            }
+            let principal = match rows::principal_by_arn(c, req.principal_arn.as_str())? {
+                Some(p) => p,
+                None => {
+                    let p = new_principal(&req.principal_arn, None, &origin.actor, &now);
+                    rows::insert_principal(c, &p)?;
+                    audit::append(
+                        c,
+                        &origin.event(
+                            &now,
+                            "principal.registered",
+                            None,
+                            json!({"principal_id": p.id, "arn": p.arn, "on_share_request": true}),
+                        ),
+                    )?;
+                    p
+                }
+            };
+            let share = Share {
+                id: Uuid::now_v7().to_string(),
+                status: ShareStatus::Pending,
+                status_reason: None,
+                secret_arn: req.secret_arn.as_str().to_owned(),
+                principal_id: principal.id,
+                principal_arn: principal.arn,
+                actions: req.actions.iter().map(|a| a.as_str().to_owned()).collect(),
+                version_stage: req.version_stage,
+                justification: req.justification,
+                expires_at: req.expires_at,
+                requested_by: origin.actor.clone(),
+                approvals_required: quorum,
+                approvals: Vec::new(),
+                created_at: now.clone(),
+                updated_at: now.clone(),
+            };
+            rows::insert_share(c, &share)?;
+            audit::append(
+                c,
+                &origin.event(
+                    &now,
+                    "share.requested",
+                    Some(&share.id),
+                    json!({
+                        "secret_arn": share.secret_arn,
+                        "principal_arn": share.principal_arn,
+                        "actions": share.actions,
+                        "version_stage": share.version_stage,
+                        "expires_at": share.expires_at,
+                        "justification": share.justification,
+                        "approvals_required": share.approvals_required,
+                    }),
+                ),
+            )?;
+            let body = serde_json::to_string(&share)?;
+            if let Some((key, hash)) = &idempotency {
+                rows::store_idempotent_response(
+                    c,
+                    &origin.actor,
+                    key,
+                    &StoredResponse {
+                        request_hash: hash.clone(),
+                        status: 201,
+                        body: body.clone(),
+                    },
+                    &now,
+                )?;
+            }
+            Ok(Created {
+                status: 201,
+                body,
+                id: share.id,
+                replayed: false,
+            })
+        })
+        .await
+}
+
+fn load(c: &rusqlite::Connection, id: &str) -> Result<Share> {
+    rows::share_by_id(c, id)?.ok_or_else(|| Error::NotFound(format!("no share with id {id}")))
+}
+
+/// An approver's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Counts toward the quorum.
+    Approve,
+    /// Ends the request.
+    Reject,
+}
+
+/// Records an approver's vote. Approve moves the share to `approved` once `approvals_required`
+/// distinct approvers agree; reject ends it at once.
+pub async fn decide(
+    app: &App,
+    origin: Origin,
+    share_id: String,
+    decision: Decision,
+    comment: Option<String>,
+) -> Result<Share> {
+    let now_t = app.clock.now();
+    let now = fmt_time(now_t);
+    app.store
+        .write(move |c| {
+            let share = load(c, &share_id)?;
+            let verb = match decision {
+                Decision::Approve => "approve",
+                Decision::Reject => "reject",
+            };
+            if share.requested_by == origin.actor {
+                return Err(Error::Forbidden(format!(
+                    "{} requested this share and cannot {verb} it: another approver must decide{}",
+                    origin.actor,
+                    if decision == Decision::Reject {
+                        " (use POST /v1/shares/{id}/cancel to withdraw it)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            if share.status != ShareStatus::Pending {
+                return Err(Error::bad_transition(verb, share.status, "pending"));
+            }
+            if decision == Decision::Approve && share.expires_at <= now {
+                return Err(Error::Conflict {
+                    detail: format!(
+                        "the share's access would have ended at {}; request a new share",
+                        share.expires_at
+                    ),
+                    current_status: Some(share.status),
+                    existing_id: None,
+                });
+            }
+            let d = match decision {
+                Decision::Approve => "approve",
+                Decision::Reject => "reject",
+            };
+            if !rows::insert_vote(c, &share.id, &origin.actor, d, comment.as_deref(), &now)? {
+                return Err(Error::Conflict {
+                    detail: format!("{} has already voted on this share", origin.actor),
+                    current_status: Some(share.status),
+                    existing_id: None,
+                });
+            }
+            let approvals = c.query_row(
+                "SELECT count(*) FROM approvals WHERE share_id = ?1 AND decision = 'approve'",
+                [&share.id],
+                |r| r.get::<_, u32>(0),
+            )?;
+            let (action, new_status) = match decision {
+                Decision::Reject => ("share.rejected", Some(ShareStatus::Rejected)),
+                Decision::Approve if approvals >= share.approvals_required => {
+                    ("share.approved", Some(ShareStatus::Approved))
+                }
+                Decision::Approve => ("share.approval_recorded", None),
+            };
+            if let Some(s) = new_status {
+                debug_assert!(share.status.can_become(s));
+                let reason = (decision == Decision::Reject).then_some(comment.as_deref()).flatten();
+                rows::set_share_status(c, &share.id, s, reason, &now)?;
+            }
+            audit::append(
+                c,
+                &origin.event(
+                    &now,
+                    action,
+                    Some(&share.id),
+                    json!({
+                        "decision": d,
+                        "comment": comment,
+                        "approvals": approvals,
+                        "approvals_required": share.approvals_required,
+                        "from": share.status,
+                        "to": new_status.unwrap_or(share.status),
+                    }),
+                ),
+            )?;
+            load(c, &share.id)
+        })
+        .await
+}
+
+/// Withdraws a pending share. Its requester may; an admin may cancel anyone's.
+pub async fn cancel(app: &App, caller: &Caller, origin: Origin, share_id: String) -> Result<Share> {
+    let now = fmt_time(app.clock.now());
+    let is_admin = caller.role == crate::domain::Role::Admin;
+    app.store
+        .write(move |c| {
+            let share = load(c, &share_id)?;
+            if share.requested_by != origin.actor && !is_admin {
+                return Err(Error::Forbidden(format!(
+                    "only the requester ({}) or an admin can cancel this share",
+                    share.requested_by
+                )));
+            }
+            if share.status != ShareStatus::Pending {
+                return Err(Error::bad_transition("cancel", share.status, "pending"));
+            }
+            rows::set_share_status(c, &share.id, ShareStatus::Cancelled, None, &now)?;
+            audit::append(
+                c,
+                &origin.event(
+                    &now,
+                    "share.cancelled",
+                    Some(&share.id),
+                    json!({"from": share.status, "to": ShareStatus::Cancelled}),
+                ),
+            )?;
+            load(c, &share.id)
+        })
+        .await
+}
+
+/// Records a refused attempt on a share (401, 403, 409) in the audit log.
+pub async fn record_refusal(
+    app: &App,
+    origin: Origin,
+    share_id: Option<String>,
+    attempted: &str,
+    err: &Error,
+) -> Result<()> {
+    let now = fmt_time(app.clock.now());
+    let details = json!({
+        "attempted": attempted,
+        "status": err.status(),
+        "reason": err.to_string(),
+    });
+    app.store
+        .write(move |c| {
+            audit::append(
+                c,
+                &origin.event(&now, "share.refused", share_id.as_deref(), details),
+            )?;
+            Ok(())
+        })
+        .await
+}
