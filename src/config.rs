@@ -60,7 +60,11 @@ pub struct Span(pub Duration);
 impl FromStr for Span {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || format!("{s:?} is not a duration: write a whole number and a unit s, m, h or d (e.g. 30d)");
+        let err = || {
+            format!(
+                "{s:?} is not a duration: write a whole number and a unit s, m, h or d (e.g. 30d)"
+            )
+        };
         let s = s.trim();
         let unit = s.chars().last().ok_or_else(err)?;
         let n: u64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| err())?;
@@ -284,10 +288,12 @@ impl Config {
     }
 
     fn apply_toml(&mut self, text: &str, path: &Path) -> Result<(), ConfigError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Toml {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Toml {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
         let origin = path.display().to_string();
         for (key, value) in table {
             let s = match value {
@@ -298,7 +304,10 @@ impl Config {
                     return Err(ConfigError::Invalid {
                         key,
                         origin,
-                        message: format!("expected a string or a number, found {}", other.type_str()),
+                        message: format!(
+                            "expected a string or a number, found {}",
+                            other.type_str()
+                        ),
                     });
                 }
             };
@@ -334,7 +343,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -362,14 +374,31 @@ mod tests {
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "approval_qorum = 3\n").unwrap();
         let e = Config::load(Some(&f), env(&[])).unwrap_err().to_string();
-        assert!(e.contains("approval_qorum") && e.contains("approval_quorum"), "{e}");
-        let e = Config::load(None, env(&[("BROKER_LISTN", "x")])).unwrap_err().to_string();
-        assert!(e.contains("BROKER_LISTN") && e.contains("BROKER_LISTEN"), "{e}");
-        let e = Config::load(None, env(&[("BROKER_MAX_SHARE_TTL", "3 weeks")])).unwrap_err().to_string();
-        assert!(e.contains("BROKER_MAX_SHARE_TTL") && e.contains("30d"), "{e}");
-        let e = Config::load(None, env(&[("BROKER_APPROVAL_QUORUM", "0")])).unwrap_err().to_string();
+        assert!(
+            e.contains("approval_qorum") && e.contains("approval_quorum"),
+            "{e}"
+        );
+        let e = Config::load(None, env(&[("BROKER_LISTN", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("BROKER_LISTN") && e.contains("BROKER_LISTEN"),
+            "{e}"
+        );
+        let e = Config::load(None, env(&[("BROKER_MAX_SHARE_TTL", "3 weeks")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("BROKER_MAX_SHARE_TTL") && e.contains("30d"),
+            "{e}"
+        );
+        let e = Config::load(None, env(&[("BROKER_APPROVAL_QUORUM", "0")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("at least 1"), "{e}");
-        let e = Config::load(None, env(&[("BROKER_DEFAULT_SHARE_TTL", "100d")])).unwrap_err().to_string();
+        let e = Config::load(None, env(&[("BROKER_DEFAULT_SHARE_TTL", "100d")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_share_ttl"), "{e}");
     }
 

@@ -49,7 +49,9 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role {s:?}: expected requester, approver, auditor or admin"))
+            .ok_or_else(|| {
+                format!("unknown role {s:?}: expected requester, approver, auditor or admin")
+            })
     }
 }
 

@@ -13,7 +13,11 @@ use secret_broker::{api, tokens};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "secret-broker", version, about = "Brokers cross-account access to AWS Secrets Manager secrets")]
+#[command(
+    name = "secret-broker",
+    version,
+    about = "Brokers cross-account access to AWS Secrets Manager secrets"
+)]
 struct Cli {
     /// TOML configuration file (unknown keys are refused); BROKER_* variables override it.
     #[arg(long, global = true, value_name = "FILE")]
@@ -70,9 +74,14 @@ fn init_logging(config: &Config) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match config.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
         LogFormat::Text => builder.init(),
     }
 }
@@ -196,7 +205,10 @@ async fn shutdown_signal() {
 fn reference_markdown() -> String {
     let mut s = String::from("| setting | variable | default | meaning |\n|---|---|---|---|\n");
     for r in Config::reference() {
-        s.push_str(&format!("| `{}` | `{}` | `{}` | {} |\n", r.key, r.env, r.default, r.doc));
+        s.push_str(&format!(
+            "| `{}` | `{}` | `{}` | {} |\n",
+            r.key, r.env, r.default, r.doc
+        ));
     }
     s
 }

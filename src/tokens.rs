@@ -103,7 +103,9 @@ pub async fn authenticate(store: &Store, token: &str) -> Result<Caller> {
     match row {
         Some(r) if equal => {
             if r.revoked_at.is_some() {
-                return Err(Error::Unauthorized("the bearer token has been revoked".into()));
+                return Err(Error::Unauthorized(
+                    "the bearer token has been revoked".into(),
+                ));
             }
             Ok(Caller {
                 token_id: r.id,

@@ -78,7 +78,12 @@ pub struct Created {
     pub replayed: bool,
 }
 
-fn new_principal(arn: &PrincipalArn, description: Option<String>, by: &str, now: &str) -> Principal {
+fn new_principal(
+    arn: &PrincipalArn,
+    description: Option<String>,
+    by: &str,
+    now: &str,
+) -> Principal {
     Principal {
         id: Uuid::now_v7().to_string(),
         arn: arn.as_str().to_owned(),
@@ -317,7 +322,9 @@ pub async fn decide(
             };
             if let Some(s) = new_status {
                 debug_assert!(share.status.can_become(s));
-                let reason = (decision == Decision::Reject).then_some(comment.as_deref()).flatten();
+                let reason = (decision == Decision::Reject)
+                    .then_some(comment.as_deref())
+                    .flatten();
                 rows::set_share_status(c, &share.id, s, reason, &now)?;
             }
             audit::append(

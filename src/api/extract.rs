@@ -43,7 +43,10 @@ pub struct Auth(pub Result<Caller>);
 
 impl FromRequestParts<Arc<App>> for Auth {
     type Rejection = std::convert::Infallible;
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Ok(Auth(Err(Error::Unauthorized(
                 "send a token in the header Authorization: Bearer <token>".into(),
@@ -72,7 +75,10 @@ impl FromRequestParts<Arc<App>> for Auth {
 
 impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = Error;
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
         let Ok(Auth(res)) = Auth::from_request_parts(parts, app).await;
         res
     }
@@ -101,7 +107,6 @@ where
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(Error))]
 pub struct Query<T>(pub T);
-
 
 /// An optional JSON body: an empty body gives `T::default()`; anything else must be JSON for `T`.
 pub struct OptionalBody<T>(pub Result<T>);

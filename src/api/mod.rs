@@ -218,7 +218,13 @@ pub fn paginate<T>(mut rows: Vec<(i64, T)>, limit: usize) -> (Vec<T>, Option<Str
 }
 
 /// Checks a free-text field's length (and presence), adding a field error to `errors`.
-pub fn check_text(errors: &mut Vec<FieldError>, field: &str, value: &str, max: usize, required: bool) {
+pub fn check_text(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: &str,
+    max: usize,
+    required: bool,
+) {
     let message = if required && value.trim().is_empty() {
         "is required and must not be blank".to_owned()
     } else if value.chars().count() > max {

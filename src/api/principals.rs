@@ -91,13 +91,16 @@ pub async fn create(
     caller.require(&[Role::Requester, Role::Admin])?;
     let body = body?;
     let mut errors = Vec::new();
-    let arn = parse_principal("arn", &body.arn).map_err(|e| errors.push(e)).ok();
+    let arn = parse_principal("arn", &body.arn)
+        .map_err(|e| errors.push(e))
+        .ok();
     if let Some(d) = &body.description {
         check_text(&mut errors, "description", d, MAX_DESCRIPTION, false);
     }
     invalid_if_any(errors)?;
     let arn = arn.ok_or_else(|| Error::Internal("arn parsed without error but missing".into()))?;
-    let p = workflow::register_principal(&app, Origin::of(&caller, rid.0), arn, body.description).await?;
+    let p = workflow::register_principal(&app, Origin::of(&caller, rid.0), arn, body.description)
+        .await?;
     let location = format!("/v1/principals/{}", p.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(p)).into_response())
 }

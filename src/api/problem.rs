@@ -117,20 +117,27 @@ impl From<JsonRejection> for Error {
     fn from(r: JsonRejection) -> Self {
         match r {
             JsonRejection::JsonDataError(e) => Error::Invalid {
-                detail: format!("the request body does not match the schema: {}", e.body_text()),
+                detail: format!(
+                    "the request body does not match the schema: {}",
+                    e.body_text()
+                ),
                 errors: vec![FieldError {
                     field: "body".into(),
                     message: e.body_text(),
                 }],
             },
-            JsonRejection::JsonSyntaxError(e) => {
-                Error::BadRequest(format!("the request body is not valid JSON: {}", e.body_text()))
-            }
+            JsonRejection::JsonSyntaxError(e) => Error::BadRequest(format!(
+                "the request body is not valid JSON: {}",
+                e.body_text()
+            )),
             JsonRejection::MissingJsonContentType(_) => Error::UnsupportedMediaType(
                 "send the body as JSON with the header Content-Type: application/json".into(),
             ),
             other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge,
-            other => Error::BadRequest(format!("cannot read the request body: {}", other.body_text())),
+            other => Error::BadRequest(format!(
+                "cannot read the request body: {}",
+                other.body_text()
+            )),
         }
     }
 }
@@ -161,10 +168,14 @@ where
     }
     let detail = match status.as_u16() {
         404 => "no such route: see /openapi.json or /docs for the API".to_owned(),
-        405 => "this route does not accept that method (the Allow header lists those it does)".to_owned(),
+        405 => "this route does not accept that method (the Allow header lists those it does)"
+            .to_owned(),
         408 => "the request took longer than the configured request_timeout".to_owned(),
         413 => Error::PayloadTooLarge.to_string(),
-        s if s >= 500 => "an internal error occurred; quote the x-request-id of this response when reporting it".to_owned(),
+        s if s >= 500 => {
+            "an internal error occurred; quote the x-request-id of this response when reporting it"
+                .to_owned()
+        }
         _ => status.canonical_reason().unwrap_or("error").to_owned(),
     };
     let (mut parts, _) = resp.into_parts();

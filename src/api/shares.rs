@@ -45,7 +45,9 @@ where
 #[serde(deny_unknown_fields)]
 pub struct CreateShare {
     /// The secret's full ARN, with the 6-character suffix Secrets Manager adds to its name.
-    #[schema(example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf")]
+    #[schema(
+        example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf"
+    )]
     pub secret_arn: String,
     /// The consumer: IAM user, role or account root in another account. Registered on the fly if new.
     #[schema(example = "arn:aws:iam::444455556666:role/app-reader")]
@@ -171,7 +173,13 @@ fn validate(app: &App, body: CreateShare) -> Result<NewShare> {
             ));
         }
     }
-    check_text(&mut errors, "justification", &body.justification, MAX_TEXT, true);
+    check_text(
+        &mut errors,
+        "justification",
+        &body.justification,
+        MAX_TEXT,
+        true,
+    );
     let version_stage = match body.version_stage {
         None => Some(DEFAULT_STAGE.to_owned()),
         Some(None) => None,
@@ -198,12 +206,20 @@ fn validate(app: &App, body: CreateShare) -> Result<NewShare> {
             for a in &list {
                 match ShareAction::parse(a) {
                     Ok(a) => actions.push(a),
-                    Err(m) => errors.push(field("actions", truncate(&m))),
+                    Err(_) if a.len() > 128 => errors.push(field(
+                        "actions",
+                        "an action name is too long: a share grants only secretsmanager:GetSecretValue \
+                         and secretsmanager:DescribeSecret"
+                            .into(),
+                    )),
+                    Err(m) => errors.push(field("actions", m)),
                 }
             }
             actions.sort();
             actions.dedup();
-            if !actions.contains(&ShareAction::GetSecretValue) && errors.iter().all(|e| e.field != "actions") {
+            if !actions.contains(&ShareAction::GetSecretValue)
+                && errors.iter().all(|e| e.field != "actions")
+            {
                 errors.push(field(
                     "actions",
                     "must include secretsmanager:GetSecretValue (DescribeSecret may be added to it)".into(),
@@ -224,7 +240,10 @@ fn validate(app: &App, body: CreateShare) -> Result<NewShare> {
                 None
             }
             Ok(t) if t <= now => {
-                errors.push(field("expires_at", format!("must be in the future (now is {})", fmt_time(now))));
+                errors.push(field(
+                    "expires_at",
+                    format!("must be in the future (now is {})", fmt_time(now)),
+                ));
                 None
             }
             Ok(t) if t > max => {
@@ -251,7 +270,9 @@ fn validate(app: &App, body: CreateShare) -> Result<NewShare> {
             justification: body.justification,
             expires_at: fmt_time(expires_at),
         }),
-        _ => Err(Error::Internal("validation passed with missing fields".into())),
+        _ => Err(Error::Internal(
+            "validation passed with missing fields".into(),
+        )),
     }
 }
 
@@ -332,13 +353,17 @@ pub async fn create(
         caller.require(&[Role::Requester, Role::Admin])?;
         let key = idempotency_key(&headers)?;
         let value = body?;
-        let parsed: CreateShare = serde_json::from_value(value.clone()).map_err(|e| Error::Invalid {
-            detail: format!("the request body does not match the schema: {e}"),
-            errors: vec![FieldError {
-                field: "body".into(),
-                message: e.to_string(),
-            }],
-        })?;
+        if !value.is_object() {
+            return Err(Error::field("body", "must be a JSON object"));
+        }
+        let parsed: CreateShare =
+            serde_json::from_value(value.clone()).map_err(|e| Error::Invalid {
+                detail: format!("the request body does not match the schema: {e}"),
+                errors: vec![FieldError {
+                    field: "body".into(),
+                    message: e.to_string(),
+                }],
+            })?;
         let new = validate(&app, parsed)?;
         let idem = key.map(|k| {
             let mut c = String::new();
@@ -394,7 +419,10 @@ pub async fn list(
     let status = q
         .status
         .as_deref()
-        .map(|s| s.parse::<ShareStatus>().map_err(|m| Error::field("status", truncate(&m))))
+        .map(|s| {
+            s.parse::<ShareStatus>()
+                .map_err(|m| Error::field("status", if s.len() > 64 { truncate(&m) } else { m }))
+        })
         .transpose()?;
     let filter = ShareFilter {
         status,
@@ -503,9 +531,15 @@ pub async fn reject(
         check_text(&mut errors, "comment", &body.comment, MAX_TEXT, true);
         invalid_if_any(errors)?;
         let origin = Origin::of(&caller, rid.0.clone());
-        workflow::decide(&app, origin, id.clone(), Decision::Reject, Some(body.comment))
-            .await
-            .map(Json)
+        workflow::decide(
+            &app,
+            origin,
+            id.clone(),
+            Decision::Reject,
+            Some(body.comment),
+        )
+        .await
+        .map(Json)
     })
     .await
 }
@@ -533,7 +567,9 @@ pub async fn cancel(
         let caller = auth?;
         caller.require(&[Role::Requester, Role::Admin])?;
         let origin = Origin::of(&caller, rid.0.clone());
-        workflow::cancel(&app, &caller, origin, id.clone()).await.map(Json)
+        workflow::cancel(&app, &caller, origin, id.clone())
+            .await
+            .map(Json)
     })
     .await
 }
@@ -544,8 +580,10 @@ mod tests {
 
     #[test]
     fn canonical_json_ignores_key_order_and_spacing() {
-        let a: serde_json::Value = serde_json::from_str(r#"{"b": [1, {"y":1,"x":2}], "a": "s"}"#).unwrap();
-        let b: serde_json::Value = serde_json::from_str(r#"{"a":"s","b":[1,{"x":2,"y":1}]}"#).unwrap();
+        let a: serde_json::Value =
+            serde_json::from_str(r#"{"b": [1, {"y":1,"x":2}], "a": "s"}"#).unwrap();
+        let b: serde_json::Value =
+            serde_json::from_str(r#"{"a":"s","b":[1,{"x":2,"y":1}]}"#).unwrap();
         let (mut ca, mut cb) = (String::new(), String::new());
         canonical(&a, &mut ca);
         canonical(&b, &mut cb);

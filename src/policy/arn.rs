@@ -36,9 +36,18 @@ impl ArnError {
     }
 }
 
-const SECRET_EXAMPLE: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf";
+const SECRET_EXAMPLE: &str =
+    "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf";
 const PRINCIPAL_EXAMPLES: &str = "arn:aws:iam::444455556666:role/app-reader, \
 arn:aws:iam::444455556666:user/ci/deployer or arn:aws:iam::444455556666:root";
+
+fn with_hint(e: ArnError, example: &str, lead: &str) -> ArnError {
+    if e.0.contains(example) {
+        e
+    } else {
+        ArnError(format!("{}; {lead} {example}", e.0))
+    }
+}
 
 fn check_partition(p: &str) -> Result<(), ArnError> {
     if PARTITIONS.contains(&p) {
@@ -68,9 +77,7 @@ fn check_region(r: &str) -> Result<(), ArnError> {
         && parts[..parts.len() - 1]
             .iter()
             .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-        && parts[parts.len() - 1]
-            .bytes()
-            .all(|b| b.is_ascii_digit())
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
         && !parts[parts.len() - 1].is_empty();
     if ok {
         Ok(())
@@ -103,8 +110,13 @@ pub struct SecretArn {
 }
 
 impl SecretArn {
-    /// Parses a full secret ARN.
+    /// Parses a full secret ARN. Every error ends with an example of a valid one.
     pub fn parse(s: &str) -> Result<Self, ArnError> {
+        Self::parse_inner(s)
+            .map_err(|e| with_hint(e, SECRET_EXAMPLE, "a full secret ARN looks like"))
+    }
+
+    fn parse_inner(s: &str) -> Result<Self, ArnError> {
         let hint = || format!("a full secret ARN looks like {SECRET_EXAMPLE}");
         if s.trim() != s || s.is_empty() {
             return Err(ArnError::new(format!(
@@ -211,7 +223,9 @@ impl fmt::Display for SecretArn {
 }
 
 /// What kind of IAM identity a principal ARN names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PrincipalKind {
     /// `arn:<partition>:iam::<account>:root`: the whole account (its administrators delegate further).
@@ -243,9 +257,23 @@ pub struct PrincipalArn {
 
 impl PrincipalArn {
     /// Parses a consumer principal. A bare 12-digit account id is normalised to the account root in the
-    /// `aws` partition.
+    /// `aws` partition. Every error ends with examples of valid principals.
     pub fn parse(s: &str) -> Result<Self, ArnError> {
-        let hint = || format!("a valid principal is an IAM role, user or account root ARN such as {PRINCIPAL_EXAMPLES}");
+        Self::parse_inner(s).map_err(|e| {
+            with_hint(
+                e,
+                PRINCIPAL_EXAMPLES,
+                "a valid principal is an IAM role, user or account root ARN such as",
+            )
+        })
+    }
+
+    fn parse_inner(s: &str) -> Result<Self, ArnError> {
+        let hint = || {
+            format!(
+                "a valid principal is an IAM role, user or account root ARN such as {PRINCIPAL_EXAMPLES}"
+            )
+        };
         if s.is_empty() || s.trim() != s {
             return Err(ArnError::new(format!(
                 "must not be empty or have surrounding whitespace; {}",
@@ -259,7 +287,7 @@ impl PrincipalArn {
             )));
         }
         if s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()) {
-            return Self::parse(&format!("arn:aws:iam::{s}:root"));
+            return Self::parse_inner(&format!("arn:aws:iam::{s}:root"));
         }
         if !s.starts_with("arn:") {
             let what = if s.ends_with(".amazonaws.com") || s.ends_with(".amazonaws.com.cn") {
@@ -413,15 +441,42 @@ mod tests {
     fn secret_arn_refusals_say_why() {
         for (bad, needle) in [
             ("", "empty"),
-            ("arn:aws:secretsmanager:us-east-1:111122223333:secret:db", "6-character suffix"),
-            ("arn:aws:secretsmanager:us-east-1:111122223333:secret:db-abc", "6-character suffix"),
-            ("arn:aws:secretsmanager:us-east-1:111122223333:secret:db-*", "wildcards"),
-            ("arn:aws:secretsmanager:us-east-1:1111:secret:db-AbCdEf", "12 digits"),
-            ("arn:aws:kms:us-east-1:111122223333:secret:db-AbCdEf", "secretsmanager"),
-            ("arn:aws:secretsmanager:useast1:111122223333:secret:db-AbCdEf", "region"),
-            ("arn:foo:secretsmanager:us-east-1:111122223333:secret:db-AbCdEf", "partition"),
-            ("arn:aws:secretsmanager:us-east-1:111122223333:parameter:db-AbCdEf", "secret"),
-            ("arn:aws:secretsmanager:us-east-1:111122223333:secret:d b-AbCdEf", "' '"),
+            (
+                "arn:aws:secretsmanager:us-east-1:111122223333:secret:db",
+                "6-character suffix",
+            ),
+            (
+                "arn:aws:secretsmanager:us-east-1:111122223333:secret:db-abc",
+                "6-character suffix",
+            ),
+            (
+                "arn:aws:secretsmanager:us-east-1:111122223333:secret:db-*",
+                "wildcards",
+            ),
+            (
+                "arn:aws:secretsmanager:us-east-1:1111:secret:db-AbCdEf",
+                "12 digits",
+            ),
+            (
+                "arn:aws:kms:us-east-1:111122223333:secret:db-AbCdEf",
+                "secretsmanager",
+            ),
+            (
+                "arn:aws:secretsmanager:useast1:111122223333:secret:db-AbCdEf",
+                "region",
+            ),
+            (
+                "arn:foo:secretsmanager:us-east-1:111122223333:secret:db-AbCdEf",
+                "partition",
+            ),
+            (
+                "arn:aws:secretsmanager:us-east-1:111122223333:parameter:db-AbCdEf",
+                "secret",
+            ),
+            (
+                "arn:aws:secretsmanager:us-east-1:111122223333:secret:d b-AbCdEf",
+                "' '",
+            ),
             ("secret:db-AbCdEf", "not an ARN"),
         ] {
             let e = SecretArn::parse(bad).unwrap_err().to_string();
@@ -434,9 +489,18 @@ mod tests {
         let cases = [
             ("arn:aws:iam::444455556666:user/alice", PrincipalKind::User),
             ("arn:aws:iam::444455556666:role/app", PrincipalKind::Role),
-            ("arn:aws:iam::444455556666:role/team/svc/app", PrincipalKind::Role),
-            ("arn:aws-cn:iam::444455556666:root", PrincipalKind::AccountRoot),
-            ("arn:aws-us-gov:iam::444455556666:user/ci/deployer", PrincipalKind::User),
+            (
+                "arn:aws:iam::444455556666:role/team/svc/app",
+                PrincipalKind::Role,
+            ),
+            (
+                "arn:aws-cn:iam::444455556666:root",
+                PrincipalKind::AccountRoot,
+            ),
+            (
+                "arn:aws-us-gov:iam::444455556666:user/ci/deployer",
+                PrincipalKind::User,
+            ),
         ];
         for (s, kind) in cases {
             let p = PrincipalArn::parse(s).unwrap();
@@ -455,8 +519,14 @@ mod tests {
             ("arn:aws:iam::444455556666:role/*", "wildcards"),
             ("arn:aws:iam::444455556666:user/al?ce", "wildcards"),
             ("lambda.amazonaws.com", "service principals"),
-            ("arn:aws:sts::444455556666:assumed-role/app/session", "STS session"),
-            ("arn:aws:iam::444455556666:group/admins", "cannot be a principal"),
+            (
+                "arn:aws:sts::444455556666:assumed-role/app/session",
+                "STS session",
+            ),
+            (
+                "arn:aws:iam::444455556666:group/admins",
+                "cannot be a principal",
+            ),
             ("arn:aws:iam:us-east-1:444455556666:root", "empty region"),
             ("arn:aws:iam::44445555666:root", "12 digits"),
             ("arn:aws:iam::444455556666:role/", "1 to 64"),

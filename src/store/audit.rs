@@ -124,7 +124,17 @@ pub fn append(conn: &Connection, ev: &NewEvent<'_>) -> Result<i64> {
     conn.execute(
         "INSERT INTO audit (seq, at, actor, action, share_id, request_id, details, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![seq, ev.at, ev.actor, ev.action, ev.share_id, ev.request_id, details, prev, hash],
+        params![
+            seq,
+            ev.at,
+            ev.actor,
+            ev.action,
+            ev.share_id,
+            ev.request_id,
+            details,
+            prev,
+            hash
+        ],
     )?;
     Ok(seq)
 }

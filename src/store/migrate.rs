@@ -34,7 +34,9 @@ pub fn apply(conn: &mut Connection) -> Result<Vec<Applied>> {
     )?;
     let newest_known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
     let newest_applied: Option<i64> = conn
-        .query_row("SELECT max(version) FROM schema_migrations", [], |r| r.get(0))
+        .query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })
         .optional()?
         .flatten();
     if let Some(v) = newest_applied
@@ -90,8 +92,11 @@ mod tests {
         let mut c = Connection::open_in_memory().unwrap();
         assert_eq!(apply(&mut c).unwrap().len(), MIGRATIONS.len());
         assert!(apply(&mut c).unwrap().is_empty());
-        c.execute("UPDATE schema_migrations SET checksum = 'x' WHERE version = 1", [])
-            .unwrap();
+        c.execute(
+            "UPDATE schema_migrations SET checksum = 'x' WHERE version = 1",
+            [],
+        )
+        .unwrap();
         let e = apply(&mut c).unwrap_err().to_string();
         assert!(e.contains("changed after it was applied"), "{e}");
     }
@@ -105,6 +110,10 @@ mod tests {
         let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
             .unwrap()
             .count();
-        assert_eq!(on_disk, MIGRATIONS.len(), "every file in migrations/ must be listed in MIGRATIONS");
+        assert_eq!(
+            on_disk,
+            MIGRATIONS.len(),
+            "every file in migrations/ must be listed in MIGRATIONS"
+        );
     }
 }

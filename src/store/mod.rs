@@ -66,9 +66,8 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 
 /// Opens the database file read-write, sets WAL, and applies pending migrations.
 pub fn open_and_migrate(path: &Path) -> Result<(Connection, Vec<migrate::Applied>)> {
-    let mut conn = Connection::open(path).map_err(|e| {
-        Error::Unavailable(format!("cannot open database {}: {e}", path.display()))
-    })?;
+    let mut conn = Connection::open(path)
+        .map_err(|e| Error::Unavailable(format!("cannot open database {}: {e}", path.display())))?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Unavailable(format!(

@@ -104,7 +104,9 @@ fn principal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Principal> {
 /// Inserts a principal.
 pub fn insert_principal(conn: &Connection, p: &Principal) -> Result<()> {
     conn.execute(
-        &format!("INSERT INTO principals ({PRINCIPAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        &format!(
+            "INSERT INTO principals ({PRINCIPAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        ),
         params![
             p.id,
             p.arn,
@@ -120,15 +122,17 @@ pub fn insert_principal(conn: &Connection, p: &Principal) -> Result<()> {
 
 /// A principal by id.
 pub fn principal_by_id(conn: &Connection, id: &str) -> Result<Option<Principal>> {
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE id = ?1"))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE id = ?1"
+    ))?;
     Ok(stmt.query_row([id], principal_from_row).optional()?)
 }
 
 /// A principal by ARN.
 pub fn principal_by_arn(conn: &Connection, arn: &str) -> Result<Option<Principal>> {
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE arn = ?1"))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE arn = ?1"
+    ))?;
     Ok(stmt.query_row([arn], principal_from_row).optional()?)
 }
 
@@ -173,7 +177,9 @@ pub struct Share {
     /// Why it is in that status, when there is more to say (rejection comment, failure).
     pub status_reason: Option<String>,
     /// The secret.
-    #[schema(example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf")]
+    #[schema(
+        example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf"
+    )]
     pub secret_arn: String,
     /// The consumer principal's registration id.
     pub principal_id: String,

@@ -1,0 +1,194 @@
+//! Test harness: a real App over a real SQLite file in a temp dir, a clock the test moves, and helpers
+//! to call the router as a client would.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use secret_broker::app::App;
+use secret_broker::config::Config;
+use secret_broker::domain::{Clock, Role};
+use serde_json::Value;
+use time::OffsetDateTime;
+use tower::ServiceExt;
+
+/// A clock that only moves when told to.
+pub struct ManualClock(Mutex<OffsetDateTime>);
+
+impl Clock for ManualClock {
+    fn now(&self) -> OffsetDateTime {
+        *self.0.lock().unwrap()
+    }
+}
+
+impl ManualClock {
+    #[allow(dead_code)]
+    pub fn advance(&self, d: std::time::Duration) {
+        let mut t = self.0.lock().unwrap();
+        *t += d;
+    }
+}
+
+/// The canonical test secret (owner account 111122223333).
+pub const SECRET: &str =
+    "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf";
+/// A consumer role in account 444455556666.
+pub const ROLE: &str = "arn:aws:iam::444455556666:role/app-reader";
+
+pub struct TestApp {
+    pub app: Arc<App>,
+    pub router: Router,
+    pub clock: Arc<ManualClock>,
+    pub dir: tempfile::TempDir,
+}
+
+/// A response as a client sees it.
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Resp {
+    /// Asserts the status and, for errors, that the body is problem+json with that status.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Self {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.text
+        );
+        if status >= 400 {
+            assert_eq!(
+                self.headers
+                    .get("content-type")
+                    .map(|v| v.to_str().unwrap()),
+                Some("application/problem+json"),
+                "error without problem+json: {}",
+                self.text
+            );
+            assert_eq!(self.body["status"], status, "{}", self.text);
+            assert!(
+                self.body["type"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("urn:secret-broker:problem:")
+            );
+            assert!(!self.body["detail"].as_str().unwrap().is_empty());
+        }
+        self
+    }
+}
+
+impl TestApp {
+    pub fn new() -> Self {
+        Self::with(|_| {})
+    }
+
+    pub fn with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::load(None, Vec::<(String, String)>::new()).unwrap();
+        config.database.0 = dir.path().join("broker.db");
+        tweak(&mut config);
+        let clock = Arc::new(ManualClock(Mutex::new(
+            time::macros::datetime!(2026-11-29 12:00 UTC),
+        )));
+        let app = App::open_with_clock(config, clock.clone()).unwrap();
+        let router = secret_broker::api::router(app.clone());
+        Self {
+            app,
+            router,
+            clock,
+            dir,
+        }
+    }
+
+    /// Creates a token the way the CLI does.
+    pub async fn token(&self, name: &str, role: Role) -> String {
+        secret_broker::tokens::create(&self.app.store, "2026-11-29T12:00:00Z", "cli", name, role)
+            .await
+            .unwrap()
+    }
+
+    pub async fn raw(&self, req: Request<Body>) -> Resp {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut b = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(v) => b
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&v).unwrap()))
+                .unwrap(),
+            None => b.body(Body::empty()).unwrap(),
+        };
+        self.raw(req).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// Requests the canonical share and returns its id.
+    pub async fn request_share(&self, token: &str) -> String {
+        let r = self
+            .post(
+                "/v1/shares",
+                token,
+                serde_json::json!({"secret_arn": SECRET, "principal_arn": ROLE, "justification": "billing job"}),
+            )
+            .await
+            .expect(201);
+        r.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A direct connection to the database file, for counting rows and tampering.
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.dir.path().join("broker.db")).unwrap()
+    }
+
+    pub fn count(&self, table: &str) -> i64 {
+        self.db()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// The audit actions in order.
+    pub fn audit_actions(&self) -> Vec<String> {
+        let db = self.db();
+        let mut s = db.prepare("SELECT action FROM audit ORDER BY seq").unwrap();
+        s.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+}

@@ -1,0 +1,13 @@
+//! The one integration-test binary: drives the real router over a real SQLite file, and the real
+//! binary where the README's commands are concerned.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod harness;
+
+mod audit_log;
+mod cli;
+mod idempotency;
+mod openapi;
+mod roles;
+mod validation;
+mod workflow;

@@ -1,0 +1,209 @@
+//! The role matrix, generated from the served OpenAPI document: every operation is called with no
+//! token, a malformed token, a well-formed unknown token, and each role. A route added without an entry
+//! in `ALLOWED` fails the test.
+
+use axum::http::Method;
+use secret_broker::domain::Role;
+use serde_json::json;
+
+use crate::harness::{ROLE, SECRET, TestApp};
+
+use Role::*;
+
+/// Who may call each operation; `None` means public (no token needed).
+const ALLOWED: &[(&str, &str, Option<&[Role]>)] = &[
+    ("post", "/v1/principals", Some(&[Requester, Admin])),
+    (
+        "get",
+        "/v1/principals",
+        Some(&[Requester, Approver, Auditor, Admin]),
+    ),
+    (
+        "get",
+        "/v1/principals/{id}",
+        Some(&[Requester, Approver, Auditor, Admin]),
+    ),
+    ("post", "/v1/shares", Some(&[Requester, Admin])),
+    (
+        "get",
+        "/v1/shares",
+        Some(&[Requester, Approver, Auditor, Admin]),
+    ),
+    (
+        "get",
+        "/v1/shares/{id}",
+        Some(&[Requester, Approver, Auditor, Admin]),
+    ),
+    ("post", "/v1/shares/{id}/approve", Some(&[Approver, Admin])),
+    ("post", "/v1/shares/{id}/reject", Some(&[Approver, Admin])),
+    ("post", "/v1/shares/{id}/cancel", Some(&[Requester, Admin])),
+    ("get", "/v1/audit", Some(&[Auditor, Admin])),
+    ("get", "/v1/audit/verify", Some(&[Auditor, Admin])),
+    ("get", "/healthz", None),
+    ("get", "/readyz", None),
+];
+
+fn body_for(method: &str, path: &str, n: usize) -> Option<serde_json::Value> {
+    match (method, path) {
+        ("post", "/v1/principals") => {
+            Some(json!({"arn": format!("arn:aws:iam::444455556666:role/matrix-{n}")}))
+        }
+        ("post", "/v1/shares") => {
+            Some(json!({"secret_arn": SECRET, "principal_arn": ROLE, "justification": "matrix"}))
+        }
+        ("post", p) if p.ends_with("/approve") => Some(json!({})),
+        ("post", p) if p.ends_with("/reject") => Some(json!({"comment": "matrix"})),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn every_operation_has_an_entry_and_every_cell_holds() {
+    let t = TestApp::new();
+    let spec = secret_broker::api::openapi();
+    let mut operations = Vec::new();
+    for (path, item) in &spec.paths.paths {
+        let ops = [
+            ("get", item.get.is_some()),
+            ("post", item.post.is_some()),
+            ("put", item.put.is_some()),
+            ("patch", item.patch.is_some()),
+            ("delete", item.delete.is_some()),
+        ];
+        for (m, present) in ops {
+            if present {
+                operations.push((m.to_owned(), path.clone()));
+            }
+        }
+    }
+    for (m, p) in &operations {
+        assert!(
+            ALLOWED.iter().any(|(am, ap, _)| am == m && ap == p),
+            "{} {p} has no entry in the role matrix: add who may call it to ALLOWED",
+            m.to_uppercase()
+        );
+    }
+    assert_eq!(
+        operations.len(),
+        ALLOWED.len(),
+        "ALLOWED lists an operation the API does not have"
+    );
+
+    let tokens = [
+        (Requester, t.token("m-requester", Requester).await),
+        (Approver, t.token("m-approver", Approver).await),
+        (Auditor, t.token("m-auditor", Auditor).await),
+        (Admin, t.token("m-admin", Admin).await),
+    ];
+    let principal_id = t
+        .post(
+            "/v1/principals",
+            &tokens[0].1,
+            json!({"arn": "arn:aws:iam::444455556666:user/matrix"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mut n = 0;
+    for (m, p, allowed) in ALLOWED {
+        let method: Method = m.to_uppercase().parse().unwrap();
+        // A fresh pending share per call, requested by the matrix requester.
+        let fresh_path = async || {
+            let share_id = t.request_share(&tokens[0].1).await;
+            if p.starts_with("/v1/principals/") {
+                p.replace("{id}", &principal_id)
+            } else {
+                p.replace("{id}", &share_id)
+            }
+        };
+        let path = fresh_path().await;
+        let Some(allowed) = allowed else {
+            let r = t.call(method.clone(), &path, None, None).await;
+            assert_eq!(r.status, 200, "{m} {path} is public: {}", r.text);
+            continue;
+        };
+        for (label, token) in [
+            ("no token", None),
+            ("malformed token", Some("not-a-token")),
+            (
+                "unknown token",
+                Some("sb_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            ),
+        ] {
+            n += 1;
+            let r = t
+                .call(method.clone(), &path, token, body_for(m, p, n))
+                .await
+                .expect(401);
+            assert!(
+                r.body["detail"].as_str().unwrap().contains("token"),
+                "{label}: {}",
+                r.text
+            );
+        }
+        for (role, token) in &tokens {
+            n += 1;
+            let path = fresh_path().await;
+            let r = t
+                .call(method.clone(), &path, Some(token), body_for(m, p, n))
+                .await;
+            let code = r.status.as_u16();
+            if allowed.contains(role) {
+                assert!(
+                    code < 400,
+                    "{role} may call {m} {p} but got {code}: {}",
+                    r.text
+                );
+            } else {
+                let r = r.expect(403);
+                assert!(
+                    r.body["detail"].as_str().unwrap().contains("role"),
+                    "{role} on {m} {p}: {}",
+                    r.text
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_refused() {
+    let t = TestApp::new();
+    let token = t.token("gone", Requester).await;
+    t.get("/v1/shares", &token).await.expect(200);
+    let id = token.split('_').nth(1).unwrap().to_owned();
+    t.db()
+        .execute(
+            "UPDATE tokens SET revoked_at = '2026-11-29T12:00:00Z' WHERE id = ?1",
+            [id],
+        )
+        .unwrap();
+    let r = t.get("/v1/shares", &token).await.expect(401);
+    assert!(r.body["detail"].as_str().unwrap().contains("revoked"));
+}
+
+#[tokio::test]
+async fn a_token_with_a_wrong_secret_is_refused() {
+    let t = TestApp::new();
+    let token = t.token("dave", Admin).await;
+    let mut forged = token.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    t.get("/v1/shares", &forged).await.expect(401);
+    // The secret is stored only as a hash.
+    let stored: String = t
+        .db()
+        .query_row(
+            "SELECT secret_hash FROM tokens WHERE name = 'dave'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let secret = token.splitn(3, '_').nth(2).unwrap();
+    assert!(!stored.contains(secret));
+    assert_eq!(stored.len(), 64);
+}
