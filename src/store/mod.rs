@@ -15,6 +15,7 @@ pub mod migrate;
 pub mod rows;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,7 +32,26 @@ type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
 pub struct Store {
     writer: mpsc::Sender<Job>,
     readers: Arc<ReadPool>,
+    stats: Arc<WriterStats>,
     path: PathBuf,
+}
+
+/// Counters kept by the writer thread.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    commits: AtomicU64,
+    writes: AtomicU64,
+}
+
+impl WriterStats {
+    /// Transactions committed (each may carry several writes).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+    /// Writes committed or rolled back.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
 }
 
 struct ReadPool {
@@ -101,9 +121,11 @@ impl Store {
         let n = readers.len();
         let (tx, rx) = mpsc::channel::<Job>(1024);
         let max_batch = opts.writer_max_batch.max(1);
+        let stats = Arc::new(WriterStats::default());
+        let writer_stats = stats.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_batch))
+            .spawn(move || writer_loop(conn, rx, max_batch, &writer_stats))
             .map_err(|e| Error::Internal(format!("cannot start writer thread: {e}")))?;
         Ok(Self {
             writer: tx,
@@ -111,6 +133,7 @@ impl Store {
                 conns: Mutex::new(readers),
                 permits: Semaphore::new(n),
             }),
+            stats,
             path: path.to_owned(),
         })
     }
@@ -118,6 +141,16 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Writes queued and not yet taken by the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.writer.max_capacity() - self.writer.capacity()
     }
 
     /// Runs `f` in the writer's transaction (inside its own savepoint) and returns its result once the
@@ -193,7 +226,12 @@ impl Store {
     }
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    stats: &WriterStats,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -236,10 +274,146 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) 
                 Some(e.to_string())
             }
         };
+        stats.writes.fetch_add(size as u64, Ordering::Relaxed);
+        if err.is_none() {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+        }
         tracing::trace!(batch = size, "group committed");
         for reply in replies {
             reply(err.as_deref());
         }
     }
     tracing::debug!("writer stopped: every store handle is gone");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn open(dir: &tempfile::TempDir, max_batch: usize) -> Store {
+        Store::open(
+            &dir.path().join("t.db"),
+            StoreOptions {
+                read_connections: 2,
+                writer_max_batch: max_batch,
+            },
+        )
+        .unwrap()
+    }
+
+    /// Holds the writer inside a write until released, so that later writes queue up behind it.
+    async fn hold_writer(
+        store: &Store,
+    ) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = oneshot::channel();
+        let s = store.clone();
+        let h = tokio::spawn(async move {
+            s.write(move |_| {
+                let _ = started_tx.send(());
+                let _ = wait.recv_timeout(Duration::from_secs(10));
+                Ok(())
+            })
+            .await
+            .unwrap();
+        });
+        started_rx.await.unwrap();
+        (release, h)
+    }
+
+    async fn wait_for_depth(store: &Store, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.queue_depth() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} writes queued",
+                store.queue_depth()
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_writes_share_commits_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, 64);
+        store
+            .write(|c| Ok(c.execute_batch("CREATE TABLE t (x INTEGER NOT NULL)")?))
+            .await
+            .unwrap();
+        let commits_before = store.stats().commits();
+        let (release, held) = hold_writer(&store).await;
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..100i64 {
+            let s = store.clone();
+            set.spawn(async move {
+                s.write(move |c| {
+                    c.execute("INSERT INTO t (x) VALUES (?1)", [i])?;
+                    if i % 5 == 0 {
+                        Err(Error::Conflict {
+                            detail: "refused".into(),
+                            current_status: None,
+                            existing_id: None,
+                        })
+                    } else {
+                        Ok(i)
+                    }
+                })
+                .await
+            });
+        }
+        wait_for_depth(&store, 100).await;
+        release.send(()).unwrap();
+        held.await.unwrap();
+        let (mut ok, mut refused) = (0, 0);
+        while let Some(r) = set.join_next().await {
+            match r.unwrap() {
+                Ok(_) => ok += 1,
+                Err(Error::Conflict { .. }) => refused += 1,
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!((ok, refused), (80, 20));
+        // 1 for the held write + 100 queued writes in batches of at most 64 = 3 commits.
+        assert_eq!(store.stats().commits() - commits_before, 3);
+        let (rows, bad): (i64, i64) = store
+            .read(|c| {
+                Ok(
+                    c.query_row("SELECT count(*), sum(x % 5 = 0) FROM t", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?,
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (rows, bad),
+            (80, 0),
+            "failed writes were rolled back, and only they"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_is_an_error_and_the_writer_lives_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, 8);
+        let r: Result<()> = store.write(|_| panic!("boom")).await;
+        assert!(matches!(r, Err(Error::Internal(_))));
+        store
+            .write(|c| Ok(c.execute_batch("SELECT 1")?))
+            .await
+            .unwrap();
+        store.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn reads_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, 8);
+        let r = store
+            .read(|c| Ok(c.execute_batch("CREATE TABLE x (y INTEGER)")?))
+            .await;
+        assert!(r.is_err());
+    }
 }
