@@ -46,6 +46,37 @@ enum Command {
     Openapi,
     /// Print the configuration reference: every setting, its variable, default and meaning.
     Config,
+    /// Compose the three policy documents for a share, offline (no AWS call), merged into existing
+    /// policies when given; exit 1 when a finding is an error.
+    Plan(PlanArgs),
+}
+
+#[derive(clap::Args)]
+struct PlanArgs {
+    /// The secret's full ARN (with its 6-character suffix).
+    #[arg(long)]
+    secret_arn: String,
+    /// The full ARN of the secret's customer-managed KMS key.
+    #[arg(long)]
+    kms_key_arn: String,
+    /// The consumer: IAM user, role or account-root ARN, or a 12-digit account id.
+    #[arg(long)]
+    principal: String,
+    /// Version stage the consumer may read.
+    #[arg(long, default_value = "AWSCURRENT", conflicts_with = "any_stage")]
+    version_stage: String,
+    /// Allow any version stage (no VersionStage condition).
+    #[arg(long)]
+    any_stage: bool,
+    /// Actions, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "secretsmanager:GetSecretValue")]
+    actions: Vec<String>,
+    /// The secret's current resource policy (JSON file) to merge into.
+    #[arg(long, value_name = "FILE")]
+    resource_policy: Option<PathBuf>,
+    /// The key's current policy (JSON file) to merge into.
+    #[arg(long, value_name = "FILE")]
+    key_policy: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -97,6 +128,15 @@ async fn main() -> ExitCode {
         Command::Config => {
             print!("{}", reference_markdown());
             return ExitCode::SUCCESS;
+        }
+        Command::Plan(args) => {
+            return match plan(&args) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            };
         }
         _ => {}
     }
@@ -160,7 +200,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Command::Openapi | Command::Config => Ok(ExitCode::SUCCESS),
+        Command::Openapi | Command::Config | Command::Plan(_) => Ok(ExitCode::SUCCESS),
     }
 }
 
@@ -200,6 +240,58 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
+    use secret_broker::domain::ShareAction;
+    use secret_broker::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
+    use secret_broker::policy::compose::Grant;
+    use secret_broker::policy::plan::{Existing, plan};
+
+    let secret = SecretArn::parse(&args.secret_arn).map_err(|e| anyhow::anyhow!("--secret-arn: {e}"))?;
+    let key = KmsKeyArn::parse(&args.kms_key_arn).map_err(|e| anyhow::anyhow!("--kms-key-arn: {e}"))?;
+    let principal = PrincipalArn::parse(&args.principal).map_err(|e| anyhow::anyhow!("--principal: {e}"))?;
+    let mut actions = args
+        .actions
+        .iter()
+        .map(|a| ShareAction::parse(a.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("--actions: {e}"))?;
+    actions.sort();
+    actions.dedup();
+    if !actions.contains(&ShareAction::GetSecretValue) {
+        anyhow::bail!("--actions: must include secretsmanager:GetSecretValue");
+    }
+    let read = |p: &Option<PathBuf>| -> anyhow::Result<Option<String>> {
+        p.as_ref()
+            .map(|p| {
+                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+            })
+            .transpose()
+    };
+    let resource_policy = read(&args.resource_policy)?;
+    let key_policy = read(&args.key_policy)?;
+    let grant = Grant {
+        secret,
+        principal,
+        actions,
+        version_stage: (!args.any_stage).then(|| args.version_stage.clone()),
+    };
+    let p = plan(
+        &grant,
+        &key,
+        &Existing {
+            resource_policy: resource_policy.as_deref(),
+            key_policy: key_policy.as_deref(),
+        },
+    )?;
+    println!("{}", p.to_json());
+    Ok(if p.has_errors() {
+        eprintln!("the plan has findings of severity error: nothing should be written");
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn reference_markdown() -> String {

@@ -222,6 +222,107 @@ impl fmt::Display for SecretArn {
     }
 }
 
+const KEY_EXAMPLE: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+/// A full KMS key ARN: `arn:<partition>:kms:<region>:<account>:key/<uuid>` or `.../key/mrk-<32 hex>`
+/// (multi-Region key). Aliases and bare key ids are refused: key policies and identity policies must name
+/// the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KmsKeyArn {
+    raw: String,
+    partition_len: usize,
+    region: (usize, usize),
+}
+
+impl KmsKeyArn {
+    /// Parses a full key ARN. Every error ends with an example of a valid one.
+    pub fn parse(s: &str) -> Result<Self, ArnError> {
+        Self::parse_inner(s).map_err(|e| with_hint(e, KEY_EXAMPLE, "a full KMS key ARN looks like"))
+    }
+
+    fn parse_inner(s: &str) -> Result<Self, ArnError> {
+        if s.is_empty() || s.trim() != s {
+            return Err(ArnError::new("must not be empty or have surrounding whitespace"));
+        }
+        wildcard_check(s, "a key ARN")?;
+        if s.starts_with("alias/") {
+            return Err(ArnError::new(format!(
+                "{s:?} is an alias, not a key: resolve it with DescribeKey and use the key's ARN"
+            )));
+        }
+        let parts: Vec<&str> = s.splitn(6, ':').collect();
+        if parts.len() != 6 || parts[0] != "arn" {
+            return Err(ArnError::new(
+                "not an ARN (a bare key id is not enough: policies need the full key ARN)",
+            ));
+        }
+        check_partition(parts[1])?;
+        if parts[2] != "kms" {
+            return Err(ArnError::new(format!("service is {:?}, expected kms", parts[2])));
+        }
+        check_region(parts[3])?;
+        check_account(parts[4])?;
+        let resource = parts[5];
+        if resource.starts_with("alias/") {
+            return Err(ArnError::new(
+                "this is an alias ARN, not a key: resolve it with DescribeKey and use the key's ARN",
+            ));
+        }
+        let Some(id) = resource.strip_prefix("key/") else {
+            return Err(ArnError::new(format!(
+                "resource {resource:?} is not key/<key id>"
+            )));
+        };
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        let is_uuid = {
+            let g: Vec<&str> = id.split('-').collect();
+            g.len() == 5
+                && hex(g[0], 8)
+                && hex(g[1], 4)
+                && hex(g[2], 4)
+                && hex(g[3], 4)
+                && hex(g[4], 12)
+        };
+        let is_mrk = id.strip_prefix("mrk-").is_some_and(|h| hex(h, 32));
+        if !(is_uuid || is_mrk) {
+            return Err(ArnError::new(format!(
+                "key id {id:?} is neither a key UUID (1234abcd-12ab-34cd-56ef-1234567890ab) \
+                 nor a multi-Region key id (mrk- and 32 hex digits)"
+            )));
+        }
+        let p = parts[1].len();
+        let r0 = 4 + p + ":kms:".len();
+        Ok(Self {
+            raw: s.to_owned(),
+            partition_len: p,
+            region: (r0, r0 + parts[3].len()),
+        })
+    }
+
+    /// The ARN.
+    pub fn as_str(&self) -> &str {
+        &self.raw
+    }
+    /// `aws`, `aws-cn`, ...
+    pub fn partition(&self) -> &str {
+        &self.raw[4..4 + self.partition_len]
+    }
+    /// The key's region.
+    pub fn region(&self) -> &str {
+        &self.raw[self.region.0..self.region.1]
+    }
+    /// The key's account.
+    pub fn account(&self) -> &str {
+        &self.raw[self.region.1 + 1..self.region.1 + 13]
+    }
+}
+
+impl fmt::Display for KmsKeyArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
 /// What kind of IAM identity a principal ARN names.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
@@ -481,6 +582,26 @@ mod tests {
         ] {
             let e = SecretArn::parse(bad).unwrap_err().to_string();
             assert!(e.contains(needle), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn kms_key_arns() {
+        let k = KmsKeyArn::parse("arn:aws-cn:kms:cn-north-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab").unwrap();
+        assert_eq!((k.partition(), k.region(), k.account()), ("aws-cn", "cn-north-1", "111122223333"));
+        KmsKeyArn::parse("arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab").unwrap();
+        for (bad, needle) in [
+            ("alias/aws/secretsmanager", "alias"),
+            ("arn:aws:kms:us-east-1:111122223333:alias/aws/secretsmanager", "alias"),
+            ("1234abcd-12ab-34cd-56ef-1234567890ab", "full key ARN"),
+            ("arn:aws:kms:us-east-1:111122223333:key/*", "wildcards"),
+            ("arn:aws:kms:us-east-1:111122223333:key/1234", "neither a key UUID"),
+            ("arn:aws:kms:us-east-1:111122223333:key/mrk-12", "neither a key UUID"),
+            ("arn:aws:secretsmanager:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", "expected kms"),
+        ] {
+            let e = KmsKeyArn::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+            assert!(e.contains("arn:aws:kms:us-east-1:111122223333:key/1234abcd"), "{e}");
         }
     }
 

@@ -1,0 +1,427 @@
+//! Checks on the documents the broker is about to write (or is shown): AWS size limits, public or
+//! wildcard principals, wildcard or write actions, key-policy resources, same-account principals, and
+//! the conditions a broker key statement must carry. Findings have a stable code, a severity and a
+//! message; any `error` stops a write.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::compose::{secret_pattern, via_service};
+use super::document::{Effect, PolicyDocument, Statement};
+use super::merge::is_broker_sid;
+use super::arn::{KmsKeyArn, SecretArn};
+
+/// Secrets Manager resource policy limit, in characters.
+pub const MAX_RESOURCE_POLICY_CHARS: usize = 20_480;
+/// KMS key policy limit, in bytes.
+pub const MAX_KEY_POLICY_BYTES: usize = 32_768;
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing.
+    Info,
+    /// Probably wrong, not blocking.
+    Warning,
+    /// Blocks the write.
+    Error,
+}
+
+/// Which document a finding is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DocumentKind {
+    /// The secret's resource policy.
+    ResourcePolicy,
+    /// The KMS key policy.
+    KeyPolicy,
+    /// The consumer's identity policy.
+    IdentityPolicy,
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Finding {
+    /// Stable code, e.g. `public-principal`.
+    pub code: &'static str,
+    /// How bad.
+    pub severity: Severity,
+    /// The document.
+    pub document: DocumentKind,
+    /// The statement's Sid, or `#<index>` when it has none; absent for whole-document findings.
+    pub statement: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// What the linter needs to know about the share's context.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    /// The secret (its account is the owner account).
+    pub secret: &'a SecretArn,
+    /// The key, when known.
+    pub key: Option<&'a KmsKeyArn>,
+}
+
+fn label(i: usize, s: &Statement) -> String {
+    s.sid.clone().unwrap_or_else(|| format!("#{i}"))
+}
+
+fn is_wild(s: &str) -> bool {
+    s.contains('*') || s.contains('?')
+}
+
+const READ_ACTIONS: &[&str] = &["secretsmanager:getsecretvalue", "secretsmanager:describesecret"];
+
+/// Lints one document.
+pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut push = |code, severity, statement: Option<String>, message: String| {
+        out.push(Finding {
+            code,
+            severity,
+            document: kind,
+            statement,
+            message,
+        })
+    };
+    let rendered = doc.render();
+    match kind {
+        DocumentKind::ResourcePolicy => {
+            let n = rendered.chars().count();
+            if n > MAX_RESOURCE_POLICY_CHARS {
+                push(
+                    "resource-policy-too-large",
+                    Severity::Error,
+                    None,
+                    format!(
+                        "the resource policy would be {n} characters; Secrets Manager allows \
+                         {MAX_RESOURCE_POLICY_CHARS}: share with an account root or a role that several \
+                         consumers assume instead of many individual principals"
+                    ),
+                );
+            }
+        }
+        DocumentKind::KeyPolicy => {
+            let n = rendered.len();
+            if n > MAX_KEY_POLICY_BYTES {
+                push(
+                    "key-policy-too-large",
+                    Severity::Error,
+                    None,
+                    format!(
+                        "the key policy would be {n} bytes; KMS allows {MAX_KEY_POLICY_BYTES}: use fewer, \
+                         broader consumer principals (an account root) or a separate key"
+                    ),
+                );
+            }
+        }
+        DocumentKind::IdentityPolicy => {}
+    }
+    if doc.version().is_none() {
+        push(
+            "no-version",
+            Severity::Info,
+            None,
+            "the document has no Version, so IAM reads it as 2008-10-17 (no policy variables)".into(),
+        );
+    }
+    for (i, st) in doc.statements().iter().enumerate() {
+        let s = st.parsed();
+        let ours = s.sid.as_deref().is_some_and(is_broker_sid);
+        let at = Some(label(i, s));
+        if s.effect() != Effect::Allow {
+            continue;
+        }
+        // Public or wildcard principals.
+        let public = s.principal.as_ref().is_some_and(|p| p.is_wildcard()) || s.not_principal.is_some();
+        if public && kind != DocumentKind::IdentityPolicy {
+            let (severity, what) = if ours {
+                (Severity::Error, "a broker statement")
+            } else {
+                (
+                    Severity::Warning,
+                    "an existing statement (BlockPublicPolicy may refuse the write unless a condition narrows it)",
+                )
+            };
+            push(
+                "public-principal",
+                severity,
+                at.clone(),
+                format!("{what} allows a wildcard principal (\"*\", a wildcard ARN, or NotPrincipal)"),
+            );
+        }
+        if !ours && kind != DocumentKind::IdentityPolicy {
+            continue;
+        }
+        // Actions.
+        let actions = s.action.clone().unwrap_or_default();
+        if s.not_action.is_some() {
+            push(
+                "wildcard-action",
+                Severity::Error,
+                at.clone(),
+                "NotAction in an Allow grants every other action; list the actions instead".into(),
+            );
+        }
+        for a in &actions {
+            let lower = a.to_ascii_lowercase();
+            if is_wild(a) {
+                push(
+                    "wildcard-action",
+                    Severity::Error,
+                    at.clone(),
+                    format!("{a} is a wildcard action; a share grants only named read actions"),
+                );
+                continue;
+            }
+            let allowed = match kind {
+                DocumentKind::ResourcePolicy => READ_ACTIONS.contains(&lower.as_str()),
+                DocumentKind::KeyPolicy => lower == "kms:decrypt",
+                DocumentKind::IdentityPolicy => {
+                    READ_ACTIONS.contains(&lower.as_str()) || lower == "kms:decrypt"
+                }
+            };
+            if !allowed {
+                push(
+                    "write-action",
+                    Severity::Error,
+                    at.clone(),
+                    format!("{a} is not a read action a share may grant"),
+                );
+            }
+        }
+        // Principals in the owner's account.
+        if let Some(p) = &s.principal {
+            for arn in p.values("AWS") {
+                let acct = if arn.len() == 12 { arn.as_str() } else { arn.split(':').nth(4).unwrap_or("") };
+                if acct == ctx.secret.account() {
+                    push(
+                        "same-account-principal",
+                        Severity::Error,
+                        at.clone(),
+                        format!(
+                            "{arn} is in the secret's own account {}: shares are for other accounts",
+                            ctx.secret.account()
+                        ),
+                    );
+                }
+            }
+        }
+        match kind {
+            DocumentKind::KeyPolicy => {
+                if s.resource.as_deref() != Some(&["*".to_owned()][..]) {
+                    push(
+                        "key-policy-resource",
+                        Severity::Error,
+                        at.clone(),
+                        "a key-policy statement's Resource must be \"*\" (the key itself)".into(),
+                    );
+                }
+                let has = |op: &str, key: &str, want: &str| {
+                    s.condition.iter().any(|b| {
+                        b.operator == op
+                            && b.entries.iter().any(|(k, v)| k == key && v.len() == 1 && v[0] == want)
+                    })
+                };
+                if !has("StringEquals", "kms:ViaService", &via_service(ctx.secret)) {
+                    push(
+                        "missing-via-service",
+                        Severity::Error,
+                        at.clone(),
+                        format!(
+                            "a broker key statement must require kms:ViaService = {}",
+                            via_service(ctx.secret)
+                        ),
+                    );
+                }
+                if !has("StringLike", "kms:EncryptionContext:SecretARN", &secret_pattern(ctx.secret)) {
+                    push(
+                        "missing-encryption-context",
+                        Severity::Error,
+                        at.clone(),
+                        format!(
+                            "a broker key statement must require kms:EncryptionContext:SecretARN like {}",
+                            secret_pattern(ctx.secret)
+                        ),
+                    );
+                }
+            }
+            DocumentKind::IdentityPolicy => {
+                for r in s.resource.clone().unwrap_or_default() {
+                    if r.starts_with(&format!("{}-", ctx.secret.without_suffix())) && r.ends_with("-*") {
+                        push(
+                            "broad-secret-resource",
+                            Severity::Warning,
+                            at.clone(),
+                            format!(
+                                "{r} also matches other secrets whose names start the same way; use {}",
+                                secret_pattern(ctx.secret)
+                            ),
+                        );
+                    }
+                    if actions.iter().any(|a| a.eq_ignore_ascii_case("kms:Decrypt"))
+                        && let Some(k) = ctx.key
+                        && r != k.as_str()
+                        && (r.contains(":alias/") || r == "*" || !r.starts_with("arn:"))
+                    {
+                        push(
+                            "partial-key-arn",
+                            Severity::Error,
+                            at.clone(),
+                            format!("kms:Decrypt must name the full key ARN {k}, not {r}"),
+                        );
+                    }
+                }
+            }
+            DocumentKind::ResourcePolicy => {}
+        }
+    }
+    if let Some(k) = ctx.key
+        && kind == DocumentKind::KeyPolicy
+        && (k.region() != ctx.secret.region() || k.partition() != ctx.secret.partition())
+    {
+        push(
+            "key-region-mismatch",
+            Severity::Error,
+            None,
+            format!(
+                "the key {k} is not in the secret's region {}: Secrets Manager uses a key in the secret's own region",
+                ctx.secret.region()
+            ),
+        );
+    }
+    out
+}
+
+/// Whether any finding blocks a write.
+pub fn has_errors(findings: &[Finding]) -> bool {
+    findings.iter().any(|f| f.severity == Severity::Error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ShareAction;
+    use crate::policy::arn::PrincipalArn;
+    use crate::policy::compose::{Grant, compose};
+    use serde_json::{Value, json};
+
+    const SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf";
+    const KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    fn composed() -> crate::policy::compose::Composed {
+        compose(
+            &Grant {
+                secret: SecretArn::parse(SECRET).unwrap(),
+                principal: PrincipalArn::parse("arn:aws:iam::444455556666:role/app").unwrap(),
+                actions: vec![ShareAction::GetSecretValue],
+                version_stage: Some("AWSCURRENT".into()),
+            },
+            &KmsKeyArn::parse(KEY).unwrap(),
+        )
+    }
+
+    fn doc(statements: Vec<Value>) -> PolicyDocument {
+        PolicyDocument::parse(&json!({"Version": "2012-10-17", "Statement": statements}).to_string()).unwrap()
+    }
+
+    fn codes(kind: DocumentKind, d: &PolicyDocument, key: &str) -> Vec<&'static str> {
+        let secret = SecretArn::parse(SECRET).unwrap();
+        let key = KmsKeyArn::parse(key).unwrap();
+        lint(kind, d, &Context { secret: &secret, key: Some(&key) })
+            .into_iter()
+            .map(|f| f.code)
+            .collect()
+    }
+
+    fn patched(base: &Value, patch: Value) -> Value {
+        let mut v = base.clone();
+        for (k, val) in patch.as_object().unwrap() {
+            if val.is_null() {
+                v.as_object_mut().unwrap().remove(k);
+            } else {
+                v[k] = val.clone();
+            }
+        }
+        v
+    }
+
+    fn foreign_admin() -> Value {
+        json!({"Sid": "Admin", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"})
+    }
+
+    /// The composed documents are clean: no finding at all.
+    #[test]
+    fn composed_documents_have_no_findings() {
+        let c = composed();
+        assert!(codes(DocumentKind::ResourcePolicy, &doc(vec![c.resource_statement.clone()]), KEY).is_empty());
+        assert!(codes(DocumentKind::KeyPolicy, &doc(vec![foreign_admin(), c.key_statement.clone()]), KEY).is_empty());
+        let id = PolicyDocument::parse(&c.identity_policy.to_string()).unwrap();
+        assert!(codes(DocumentKind::IdentityPolicy, &id, KEY).is_empty());
+    }
+
+    /// Each code: a document that triggers it, and the nearest document that does not.
+    #[test]
+    fn every_finding_triggers_and_does_not() {
+        let c = composed();
+        let r = c.resource_statement.clone();
+        let k = c.key_statement.clone();
+        let filler = |n: usize| {
+            (0..n)
+                .map(|i| json!({"Sid": format!("Foreign{i}"), "Effect": "Allow",
+                    "Principal": {"AWS": format!("arn:aws:iam::{:012}:role/r{i}", 444455556666u64 + i as u64)},
+                    "Action": "secretsmanager:GetSecretValue", "Resource": "*"}))
+                .collect::<Vec<_>>()
+        };
+        let id = |stmts: Value| PolicyDocument::parse(&json!({"Version": "2012-10-17", "Statement": stmts}).to_string()).unwrap();
+        use DocumentKind::*;
+        let cases: Vec<(&str, DocumentKind, PolicyDocument, PolicyDocument, &str)> = vec![
+            ("resource-policy-too-large", ResourcePolicy, doc([filler(140), vec![r.clone()]].concat()), doc([filler(100), vec![r.clone()]].concat()), KEY),
+            ("key-policy-too-large", KeyPolicy, doc([vec![foreign_admin()], filler(220), vec![k.clone()]].concat()), doc([vec![foreign_admin()], filler(150), vec![k.clone()]].concat()), KEY),
+            ("no-version", ResourcePolicy, PolicyDocument::parse(&json!({"Statement": [r]}).to_string()).unwrap(), doc(vec![r.clone()]), KEY),
+            ("public-principal", ResourcePolicy, doc(vec![patched(&r, json!({"Principal": "*"}))]), doc(vec![r.clone()]), KEY),
+            ("public-principal", ResourcePolicy, doc(vec![patched(&r, json!({"Principal": {"AWS": "arn:aws:iam::444455556666:role/*"}}))]), doc(vec![r.clone()]), KEY),
+            ("public-principal", ResourcePolicy, doc(vec![json!({"Sid": "Old", "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "secretsmanager:GetSecretValue", "Resource": "*"}), r.clone()]),
+                doc(vec![json!({"Sid": "Old", "Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "secretsmanager:GetSecretValue", "Resource": "*"}), r.clone()]), KEY),
+            ("wildcard-action", ResourcePolicy, doc(vec![patched(&r, json!({"Action": "secretsmanager:Get*"}))]), doc(vec![r.clone()]), KEY),
+            ("wildcard-action", ResourcePolicy, doc(vec![patched(&r, json!({"Action": null, "NotAction": "secretsmanager:DeleteSecret"}))]), doc(vec![r.clone()]), KEY),
+            ("write-action", ResourcePolicy, doc(vec![patched(&r, json!({"Action": ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"]}))]),
+                doc(vec![patched(&r, json!({"Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]}))]), KEY),
+            ("write-action", KeyPolicy, doc(vec![patched(&k, json!({"Action": ["kms:Decrypt", "kms:Encrypt"]}))]), doc(vec![k.clone()]), KEY),
+            ("same-account-principal", ResourcePolicy, doc(vec![patched(&r, json!({"Principal": {"AWS": "arn:aws:iam::111122223333:role/app"}}))]), doc(vec![r.clone()]), KEY),
+            ("key-policy-resource", KeyPolicy, doc(vec![patched(&k, json!({"Resource": KEY}))]), doc(vec![k.clone()]), KEY),
+            ("missing-via-service", KeyPolicy, doc(vec![patched(&k, json!({"Condition": {"StringLike": {"kms:EncryptionContext:SecretARN": "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-??????"}}}))]), doc(vec![k.clone()]), KEY),
+            ("missing-encryption-context", KeyPolicy, doc(vec![patched(&k, json!({"Condition": {"StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}}}))]), doc(vec![k.clone()]), KEY),
+            ("missing-encryption-context", KeyPolicy, doc(vec![patched(&k, json!({"Condition": {"StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}, "StringLike": {"kms:EncryptionContext:SecretARN": "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-*"}}}))]), doc(vec![k.clone()]), KEY),
+            ("broad-secret-resource", IdentityPolicy, id(json!([{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-*"}])),
+                id(json!([{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-??????"}])), KEY),
+            ("partial-key-arn", IdentityPolicy, id(json!([{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "arn:aws:kms:us-east-1:111122223333:alias/db"}])),
+                id(json!([{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": KEY}])), KEY),
+            ("key-region-mismatch", KeyPolicy, doc(vec![k.clone()]), doc(vec![k.clone()]), "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
+        ];
+        for (code, kind, bad, good, key) in cases {
+            let found = codes(kind, &bad, key);
+            assert!(found.contains(&code), "{code} not found: {found:?}");
+            let clean = codes(kind, &good, if code == "key-region-mismatch" { KEY } else { key });
+            assert!(!clean.contains(&code), "{code} found in the good document: {clean:?}");
+        }
+    }
+
+    #[test]
+    fn severities() {
+        let c = composed();
+        let r = c.resource_statement.clone();
+        let public_foreign = json!({"Sid": "Old", "Effect": "Allow", "Principal": "*", "Action": "secretsmanager:GetSecretValue", "Resource": "*"});
+        let secret = SecretArn::parse(SECRET).unwrap();
+        let ctx = Context { secret: &secret, key: None };
+        let f = lint(DocumentKind::ResourcePolicy, &doc(vec![public_foreign, r.clone()]), &ctx);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].severity, Severity::Warning, "a foreign public statement is a warning");
+        assert_eq!(f[0].statement.as_deref(), Some("Old"));
+        let f = lint(DocumentKind::ResourcePolicy, &doc(vec![patched(&r, json!({"Principal": "*"}))]), &ctx);
+        assert_eq!(f[0].severity, Severity::Error, "a broker public statement is an error");
+        assert!(has_errors(&f));
+    }
+}

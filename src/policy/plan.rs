@@ -1,0 +1,130 @@
+//! The offline plan: the three documents for a grant, merged into existing policies when given, with
+//! the lint findings. Pure; the `plan` command and (later) the API's plan endpoint print it.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::arn::KmsKeyArn;
+use super::compose::{Composed, Grant, compose};
+use super::document::{ParseError, PolicyDocument};
+use super::lint::{self, Context, DocumentKind, Finding, Severity};
+use super::merge;
+
+/// Existing policies to merge into; `None` means "not given".
+#[derive(Debug, Clone, Default)]
+pub struct Existing<'a> {
+    /// The secret's current resource policy.
+    pub resource_policy: Option<&'a str>,
+    /// The key's current policy.
+    pub key_policy: Option<&'a str>,
+}
+
+/// The documents and findings of a plan.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The statements composed for the grant.
+    pub composed: Composed,
+    /// The resource policy to write.
+    pub resource_policy: String,
+    /// The key policy to write (only the broker statement when no key policy was given).
+    pub key_policy: String,
+    /// The consumer's identity policy.
+    pub identity_policy: String,
+    /// Lint findings over all three.
+    pub findings: Vec<Finding>,
+}
+
+/// Why a plan could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// An existing policy did not parse.
+    #[error("{which}: {source}")]
+    Parse {
+        /// `resource policy` or `key policy`.
+        which: &'static str,
+        /// The parse error.
+        source: ParseError,
+    },
+}
+
+fn merged(
+    which: &'static str,
+    existing: Option<&str>,
+    statement: &serde_json::Value,
+) -> Result<PolicyDocument, PlanError> {
+    let wrap = |source| PlanError::Parse { which, source };
+    let mut doc = match existing {
+        Some(t) => PolicyDocument::parse(t).map_err(wrap)?,
+        None => PolicyDocument::new(),
+    };
+    merge::upsert(&mut doc, statement).map_err(wrap)?;
+    Ok(doc)
+}
+
+/// Plans a grant against the given existing policies.
+pub fn plan(grant: &Grant, key: &KmsKeyArn, existing: &Existing<'_>) -> Result<Plan, PlanError> {
+    let composed = compose(grant, key);
+    let resource = merged("resource policy", existing.resource_policy, &composed.resource_statement)?;
+    let key_doc = merged("key policy", existing.key_policy, &composed.key_statement)?;
+    let identity_text = serde_json::to_string(&composed.identity_policy).unwrap_or_default();
+    let identity = PolicyDocument::parse(&identity_text).map_err(|source| PlanError::Parse {
+        which: "identity policy",
+        source,
+    })?;
+    let ctx = Context {
+        secret: &grant.secret,
+        key: Some(key),
+    };
+    let mut findings = lint::lint(DocumentKind::ResourcePolicy, &resource, &ctx);
+    findings.extend(lint::lint(DocumentKind::KeyPolicy, &key_doc, &ctx));
+    findings.extend(lint::lint(DocumentKind::IdentityPolicy, &identity, &ctx));
+    if existing.key_policy.is_none() {
+        findings.push(Finding {
+            code: "key-policy-not-given",
+            severity: Severity::Info,
+            document: DocumentKind::KeyPolicy,
+            statement: None,
+            message: "no key policy was given, so this shows only the broker statement; it is merged \
+                      into the key's live policy when applied (never written alone)"
+                .into(),
+        });
+    }
+    Ok(Plan {
+        composed,
+        resource_policy: resource.render(),
+        key_policy: key_doc.render(),
+        identity_policy: identity_text,
+        findings,
+    })
+}
+
+#[derive(Serialize)]
+struct PlanJson<'a> {
+    resource_policy: Box<RawValue>,
+    key_policy: Box<RawValue>,
+    identity_policy: Box<RawValue>,
+    findings: &'a [Finding],
+}
+
+impl Plan {
+    /// `{resource_policy, key_policy, identity_policy, findings}` with the documents embedded exactly as
+    /// they would be written.
+    pub fn to_json(&self) -> String {
+        let raw = |s: &str| RawValue::from_string(s.to_owned());
+        match (raw(&self.resource_policy), raw(&self.key_policy), raw(&self.identity_policy)) {
+            (Ok(resource_policy), Ok(key_policy), Ok(identity_policy)) => serde_json::to_string_pretty(&PlanJson {
+                resource_policy,
+                key_policy,
+                identity_policy,
+                findings: &self.findings,
+            })
+            .unwrap_or_default(),
+            _ => String::new(),
+        }
+    }
+
+    /// Whether any finding is an error.
+    pub fn has_errors(&self) -> bool {
+        lint::has_errors(&self.findings)
+    }
+}
