@@ -69,7 +69,11 @@ struct PlanArgs {
     #[arg(long)]
     any_stage: bool,
     /// Actions, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "secretsmanager:GetSecretValue")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "secretsmanager:GetSecretValue"
+    )]
     actions: Vec<String>,
     /// The secret's current resource policy (JSON file) to merge into.
     #[arg(long, value_name = "FILE")]
@@ -248,9 +252,12 @@ fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     use secret_broker::policy::compose::Grant;
     use secret_broker::policy::plan::{Existing, plan};
 
-    let secret = SecretArn::parse(&args.secret_arn).map_err(|e| anyhow::anyhow!("--secret-arn: {e}"))?;
-    let key = KmsKeyArn::parse(&args.kms_key_arn).map_err(|e| anyhow::anyhow!("--kms-key-arn: {e}"))?;
-    let principal = PrincipalArn::parse(&args.principal).map_err(|e| anyhow::anyhow!("--principal: {e}"))?;
+    let secret =
+        SecretArn::parse(&args.secret_arn).map_err(|e| anyhow::anyhow!("--secret-arn: {e}"))?;
+    let key =
+        KmsKeyArn::parse(&args.kms_key_arn).map_err(|e| anyhow::anyhow!("--kms-key-arn: {e}"))?;
+    let principal =
+        PrincipalArn::parse(&args.principal).map_err(|e| anyhow::anyhow!("--principal: {e}"))?;
     let mut actions = args
         .actions
         .iter()
@@ -265,7 +272,8 @@ fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
     let read = |p: &Option<PathBuf>| -> anyhow::Result<Option<String>> {
         p.as_ref()
             .map(|p| {
-                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+                std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
             })
             .transpose()
     };

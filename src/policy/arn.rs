@@ -222,7 +222,8 @@ impl fmt::Display for SecretArn {
     }
 }
 
-const KEY_EXAMPLE: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+const KEY_EXAMPLE: &str =
+    "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
 /// A full KMS key ARN: `arn:<partition>:kms:<region>:<account>:key/<uuid>` or `.../key/mrk-<32 hex>`
 /// (multi-Region key). Aliases and bare key ids are refused: key policies and identity policies must name
@@ -242,7 +243,9 @@ impl KmsKeyArn {
 
     fn parse_inner(s: &str) -> Result<Self, ArnError> {
         if s.is_empty() || s.trim() != s {
-            return Err(ArnError::new("must not be empty or have surrounding whitespace"));
+            return Err(ArnError::new(
+                "must not be empty or have surrounding whitespace",
+            ));
         }
         wildcard_check(s, "a key ARN")?;
         if s.starts_with("alias/") {
@@ -258,7 +261,10 @@ impl KmsKeyArn {
         }
         check_partition(parts[1])?;
         if parts[2] != "kms" {
-            return Err(ArnError::new(format!("service is {:?}, expected kms", parts[2])));
+            return Err(ArnError::new(format!(
+                "service is {:?}, expected kms",
+                parts[2]
+            )));
         }
         check_region(parts[3])?;
         check_account(parts[4])?;
@@ -273,7 +279,11 @@ impl KmsKeyArn {
                 "resource {resource:?} is not key/<key id>"
             )));
         };
-        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        let hex = |s: &str, n: usize| {
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        };
         let is_uuid = {
             let g: Vec<&str> = id.split('-').collect();
             g.len() == 5
@@ -587,21 +597,45 @@ mod tests {
 
     #[test]
     fn kms_key_arns() {
-        let k = KmsKeyArn::parse("arn:aws-cn:kms:cn-north-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab").unwrap();
-        assert_eq!((k.partition(), k.region(), k.account()), ("aws-cn", "cn-north-1", "111122223333"));
-        KmsKeyArn::parse("arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab").unwrap();
+        let k = KmsKeyArn::parse(
+            "arn:aws-cn:kms:cn-north-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        )
+        .unwrap();
+        assert_eq!(
+            (k.partition(), k.region(), k.account()),
+            ("aws-cn", "cn-north-1", "111122223333")
+        );
+        KmsKeyArn::parse(
+            "arn:aws:kms:us-east-1:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab",
+        )
+        .unwrap();
         for (bad, needle) in [
             ("alias/aws/secretsmanager", "alias"),
-            ("arn:aws:kms:us-east-1:111122223333:alias/aws/secretsmanager", "alias"),
+            (
+                "arn:aws:kms:us-east-1:111122223333:alias/aws/secretsmanager",
+                "alias",
+            ),
             ("1234abcd-12ab-34cd-56ef-1234567890ab", "full key ARN"),
             ("arn:aws:kms:us-east-1:111122223333:key/*", "wildcards"),
-            ("arn:aws:kms:us-east-1:111122223333:key/1234", "neither a key UUID"),
-            ("arn:aws:kms:us-east-1:111122223333:key/mrk-12", "neither a key UUID"),
-            ("arn:aws:secretsmanager:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", "expected kms"),
+            (
+                "arn:aws:kms:us-east-1:111122223333:key/1234",
+                "neither a key UUID",
+            ),
+            (
+                "arn:aws:kms:us-east-1:111122223333:key/mrk-12",
+                "neither a key UUID",
+            ),
+            (
+                "arn:aws:secretsmanager:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+                "expected kms",
+            ),
         ] {
             let e = KmsKeyArn::parse(bad).unwrap_err().to_string();
             assert!(e.contains(needle), "{bad}: {e}");
-            assert!(e.contains("arn:aws:kms:us-east-1:111122223333:key/1234abcd"), "{e}");
+            assert!(
+                e.contains("arn:aws:kms:us-east-1:111122223333:key/1234abcd"),
+                "{e}"
+            );
         }
     }
 

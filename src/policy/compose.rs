@@ -83,7 +83,11 @@ fn one_or_many(mut v: Vec<String>) -> Value {
 
 /// Composes the three documents for `grant` with the secret's key.
 pub fn compose(grant: &Grant, key: &KmsKeyArn) -> Composed {
-    let actions: Vec<String> = grant.actions.iter().map(|a| a.as_str().to_owned()).collect();
+    let actions: Vec<String> = grant
+        .actions
+        .iter()
+        .map(|a| a.as_str().to_owned())
+        .collect();
     let principal = json!({"AWS": grant.principal.as_str()});
 
     let mut resource = json!({
@@ -151,7 +155,12 @@ pub fn consumer_cli(grant: &Grant) -> String {
 mod tests {
     use super::*;
 
-    pub(crate) fn grant(secret: &str, principal: &str, actions: &[ShareAction], stage: Option<&str>) -> Grant {
+    pub(crate) fn grant(
+        secret: &str,
+        principal: &str,
+        actions: &[ShareAction],
+        stage: Option<&str>,
+    ) -> Grant {
         Grant {
             secret: SecretArn::parse(secret).unwrap(),
             principal: PrincipalArn::parse(principal).unwrap(),
@@ -160,7 +169,8 @@ mod tests {
         }
     }
 
-    const SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf";
+    const SECRET: &str =
+        "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf";
     const KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
     const USER: &str = "arn:aws:iam::444455556666:user/alice";
 
@@ -174,7 +184,12 @@ mod tests {
     #[test]
     fn golden_canonical_documents() {
         let c = compose(
-            &grant(SECRET, USER, &[ShareAction::GetSecretValue], Some("AWSCURRENT")),
+            &grant(
+                SECRET,
+                USER,
+                &[ShareAction::GetSecretValue],
+                Some("AWSCURRENT"),
+            ),
             &KmsKeyArn::parse(KEY).unwrap(),
         );
         assert_eq!(
@@ -221,7 +236,12 @@ mod tests {
             )
         );
         assert_eq!(
-            consumer_cli(&grant(SECRET, USER, &[ShareAction::GetSecretValue], Some("AWSCURRENT"))),
+            consumer_cli(&grant(
+                SECRET,
+                USER,
+                &[ShareAction::GetSecretValue],
+                Some("AWSCURRENT")
+            )),
             "aws secretsmanager get-secret-value --region us-east-1 --secret-id \
              arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf --version-stage AWSCURRENT"
         );
@@ -283,19 +303,29 @@ mod tests {
             let out = compose(&g, &k);
             let p = PrincipalArn::parse(c.principal).unwrap();
             let actions: Vec<&str> = c.actions.iter().map(|a| a.as_str()).collect();
-            let action_value = if actions.len() == 1 { json!(actions[0]) } else { json!(actions) };
+            let action_value = if actions.len() == 1 {
+                json!(actions[0])
+            } else {
+                json!(actions)
+            };
             let r = &out.resource_statement;
             assert_eq!(r["Principal"], json!({"AWS": p.as_str()}));
             assert_eq!(r["Action"], action_value);
             assert_eq!(r["Resource"], "*");
             match c.stage {
-                Some(s) => assert_eq!(r["Condition"]["ForAnyValue:StringEquals"]["secretsmanager:VersionStage"], s),
+                Some(s) => assert_eq!(
+                    r["Condition"]["ForAnyValue:StringEquals"]["secretsmanager:VersionStage"],
+                    s
+                ),
                 None => assert!(r.get("Condition").is_none(), "no stage, no condition"),
             }
             let kst = &out.key_statement;
             assert_eq!(kst["Principal"], json!({"AWS": p.as_str()}));
             assert_eq!(kst["Condition"]["StringEquals"]["kms:ViaService"], c.via);
-            assert_eq!(kst["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"], c.pattern);
+            assert_eq!(
+                kst["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"],
+                c.pattern
+            );
             let id = &out.identity_policy["Statement"];
             assert_eq!(id[0]["Resource"], c.pattern);
             assert_eq!(id[0]["Action"], action_value);
@@ -309,17 +339,53 @@ mod tests {
     #[test]
     fn sids_are_alphanumeric_and_shared_by_equal_grants() {
         let k = KmsKeyArn::parse(KEY).unwrap();
-        let a = compose(&grant(SECRET, USER, &[ShareAction::GetSecretValue], Some("AWSCURRENT")), &k);
-        let b = compose(&grant(SECRET, USER, &[ShareAction::GetSecretValue], Some("AWSCURRENT")), &k);
-        let c = compose(&grant(SECRET, USER, &[ShareAction::GetSecretValue], None), &k);
-        let d = compose(&grant(SECRET, "arn:aws:iam::444455556666:user/bob", &[ShareAction::GetSecretValue], None), &k);
+        let a = compose(
+            &grant(
+                SECRET,
+                USER,
+                &[ShareAction::GetSecretValue],
+                Some("AWSCURRENT"),
+            ),
+            &k,
+        );
+        let b = compose(
+            &grant(
+                SECRET,
+                USER,
+                &[ShareAction::GetSecretValue],
+                Some("AWSCURRENT"),
+            ),
+            &k,
+        );
+        let c = compose(
+            &grant(SECRET, USER, &[ShareAction::GetSecretValue], None),
+            &k,
+        );
+        let d = compose(
+            &grant(
+                SECRET,
+                "arn:aws:iam::444455556666:user/bob",
+                &[ShareAction::GetSecretValue],
+                None,
+            ),
+            &k,
+        );
         assert_eq!(a, b);
-        assert_ne!(a.resource_statement["Sid"], c.resource_statement["Sid"], "stage is part of the grant");
-        assert_eq!(a.key_statement["Sid"], c.key_statement["Sid"], "decrypt does not depend on the stage");
+        assert_ne!(
+            a.resource_statement["Sid"], c.resource_statement["Sid"],
+            "stage is part of the grant"
+        );
+        assert_eq!(
+            a.key_statement["Sid"], c.key_statement["Sid"],
+            "decrypt does not depend on the stage"
+        );
         assert_ne!(c.key_statement["Sid"], d.key_statement["Sid"]);
         for s in [&a.resource_statement["Sid"], &a.key_statement["Sid"]] {
             let s = s.as_str().unwrap();
-            assert!(s.starts_with(SID_PREFIX) && s.chars().all(|c| c.is_ascii_alphanumeric()), "{s}");
+            assert!(
+                s.starts_with(SID_PREFIX) && s.chars().all(|c| c.is_ascii_alphanumeric()),
+                "{s}"
+            );
         }
     }
 }

@@ -178,8 +178,8 @@ impl PolicyDocument {
 
     /// Parses a policy document. Errors name the offending element (`Statement[2].Effect: ...`).
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| ParseError(format!("not valid JSON: {e}")))?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| ParseError(format!("not valid JSON: {e}")))?;
         if !value.is_object() {
             return Err(ParseError(
                 "a policy document must be a JSON object with a Statement".into(),
@@ -196,7 +196,9 @@ impl PolicyDocument {
                     _ => {
                         return Err(err(
                             "Version",
-                            format!("must be \"2012-10-17\" (or the older \"2008-10-17\"), found {ver}"),
+                            format!(
+                                "must be \"2012-10-17\" (or the older \"2008-10-17\"), found {ver}"
+                            ),
                         ));
                     }
                 }
@@ -211,11 +213,17 @@ impl PolicyDocument {
                         serde_json::from_str(raw.get()).map_err(|e| err("Statement", e))?;
                     let mut out = Vec::with_capacity(items.len());
                     for (i, item) in items.into_iter().enumerate() {
-                        out.push(RawStatement::from_text(item.get(), &format!("Statement[{i}]"))?);
+                        out.push(RawStatement::from_text(
+                            item.get(),
+                            &format!("Statement[{i}]"),
+                        )?);
                     }
                     (out, Form::Array)
                 } else if text.starts_with('{') {
-                    (vec![RawStatement::from_text(raw.get(), "Statement")?], Form::Object)
+                    (
+                        vec![RawStatement::from_text(raw.get(), "Statement")?],
+                        Form::Object,
+                    )
                 } else {
                     return Err(err("Statement", "must be an object or an array of objects"));
                 }
@@ -324,7 +332,10 @@ fn strings(v: &Value, path: &str, what: &str) -> Result<Vec<String>, ParseError>
             })
             .collect(),
         Value::Array(_) => Err(err(path, format!("{what} must not be an empty array"))),
-        _ => Err(err(path, format!("{what} must be a string or an array of strings"))),
+        _ => Err(err(
+            path,
+            format!("{what} must be a string or an array of strings"),
+        )),
     }
 }
 
@@ -334,7 +345,10 @@ fn parse_principal(v: &Value, path: &str) -> Result<Principal, ParseError> {
         Value::Object(m) if !m.is_empty() => {
             let mut out = Vec::with_capacity(m.len());
             for (k, val) in m {
-                out.push((k.clone(), strings(val, &format!("{path}.{k}"), "a principal")?));
+                out.push((
+                    k.clone(),
+                    strings(val, &format!("{path}.{k}"), "a principal")?,
+                ));
             }
             Ok(Principal::Typed(out))
         }
@@ -356,7 +370,10 @@ fn scalar_text(v: &Value) -> Option<String> {
 
 fn parse_condition(v: &Value, path: &str) -> Result<Vec<ConditionBlock>, ParseError> {
     let Value::Object(ops) = v else {
-        return Err(err(path, "must be an object of operators, e.g. {\"StringEquals\": {...}}"));
+        return Err(err(
+            path,
+            "must be an object of operators, e.g. {\"StringEquals\": {...}}",
+        ));
     };
     let mut blocks = Vec::with_capacity(ops.len());
     for (op, entries) in ops {
@@ -377,10 +394,9 @@ fn parse_condition(v: &Value, path: &str) -> Result<Vec<ConditionBlock>, ParseEr
                         })
                     })
                     .collect::<Result<Vec<_>, _>>()?,
-                other => vec![
-                    scalar_text(other)
-                        .ok_or_else(|| err(&kp, "must be a string, number, boolean or an array of them"))?,
-                ],
+                other => vec![scalar_text(other).ok_or_else(|| {
+                    err(&kp, "must be a string, number, boolean or an array of them")
+                })?],
             };
             out.push((key.clone(), values));
         }
@@ -411,7 +427,12 @@ fn parse_statement(v: &Value, path: &str) -> Result<Statement, ParseError> {
                 s.effect = Some(match val.as_str() {
                     Some("Allow") => Effect::Allow,
                     Some("Deny") => Effect::Deny,
-                    _ => return Err(err(&p, format!("must be \"Allow\" or \"Deny\", found {val}"))),
+                    _ => {
+                        return Err(err(
+                            &p,
+                            format!("must be \"Allow\" or \"Deny\", found {val}"),
+                        ));
+                    }
                 });
             }
             "Principal" => s.principal = Some(parse_principal(val, &p)?),
@@ -474,9 +495,16 @@ mod tests {
         assert_eq!(d.statements().len(), 2);
         let s = d.statements()[1].parsed();
         assert_eq!(s.effect(), Effect::Deny);
-        assert_eq!(s.not_action.as_ref().unwrap(), &["kms:Describe*", "kms:Get*"]);
+        assert_eq!(
+            s.not_action.as_ref().unwrap(),
+            &["kms:Describe*", "kms:Get*"]
+        );
         assert_eq!(s.condition[0].entries[0].1, ["false"]);
-        assert_eq!(s.condition[1].entries[0].1, ["10.5"], "the typed view reads the number; the text keeps 10.50");
+        assert_eq!(
+            s.condition[1].entries[0].1,
+            ["10.5"],
+            "the typed view reads the number; the text keeps 10.50"
+        );
         assert_eq!(
             s.not_principal.as_ref().unwrap().values("AWS"),
             ["arn:aws:iam::111122223333:role/admin"]
@@ -500,14 +528,38 @@ mod tests {
             ("[]", "JSON object"),
             (r#"{"Version":"2012-10-17"}"#, "no Statement"),
             (r#"{"Version":"2019-01-01","Statement":[]}"#, "Version"),
-            (r#"{"Statement":"x"}"#, "Statement: must be an object or an array"),
-            (r#"{"Statement":[{"Effect":"allow","Action":"a"}]}"#, "Statement[0].Effect: must be \"Allow\" or \"Deny\""),
-            (r#"{"Statement":[{"Effect":"Allow","Action":"a"},{"Effect":"Allow"}]}"#, "Statement[1]: has neither Action"),
-            (r#"{"Statement":[{"Effect":"Allow","Action":[]}]}"#, "Statement[0].Action: an action must not be an empty array"),
-            (r#"{"Statement":[{"Effect":"Allow","Action":"a","Principal":{"AWS":[1]}}]}"#, "Statement[0].Principal.AWS[0]"),
-            (r#"{"Statement":[{"Effect":"Allow","Action":"a","Principal":"me"}]}"#, "Statement[0].Principal: must be"),
-            (r#"{"Statement":[{"Effect":"Allow","Action":"a","Condition":{"StringEquals":{"k":null}}}]}"#, "Statement[0].Condition.StringEquals.k"),
-            (r#"{"Statement":[{"Effect":"Allow","Action":"a","NotAction":"b"}]}"#, "both Action and NotAction"),
+            (
+                r#"{"Statement":"x"}"#,
+                "Statement: must be an object or an array",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"allow","Action":"a"}]}"#,
+                "Statement[0].Effect: must be \"Allow\" or \"Deny\"",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Action":"a"},{"Effect":"Allow"}]}"#,
+                "Statement[1]: has neither Action",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Action":[]}]}"#,
+                "Statement[0].Action: an action must not be an empty array",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Action":"a","Principal":{"AWS":[1]}}]}"#,
+                "Statement[0].Principal.AWS[0]",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Action":"a","Principal":"me"}]}"#,
+                "Statement[0].Principal: must be",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Action":"a","Condition":{"StringEquals":{"k":null}}}]}"#,
+                "Statement[0].Condition.StringEquals.k",
+            ),
+            (
+                r#"{"Statement":[{"Effect":"Allow","Action":"a","NotAction":"b"}]}"#,
+                "both Action and NotAction",
+            ),
         ] {
             let e = PolicyDocument::parse(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");

@@ -6,10 +6,10 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::arn::{KmsKeyArn, SecretArn};
 use super::compose::{secret_pattern, via_service};
 use super::document::{Effect, PolicyDocument, Statement};
 use super::merge::is_broker_sid;
-use super::arn::{KmsKeyArn, SecretArn};
 
 /// Secrets Manager resource policy limit, in characters.
 pub const MAX_RESOURCE_POLICY_CHARS: usize = 20_480;
@@ -72,7 +72,10 @@ fn is_wild(s: &str) -> bool {
     s.contains('*') || s.contains('?')
 }
 
-const READ_ACTIONS: &[&str] = &["secretsmanager:getsecretvalue", "secretsmanager:describesecret"];
+const READ_ACTIONS: &[&str] = &[
+    "secretsmanager:getsecretvalue",
+    "secretsmanager:describesecret",
+];
 
 /// Lints one document.
 pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<Finding> {
@@ -124,7 +127,8 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
             "no-version",
             Severity::Info,
             None,
-            "the document has no Version, so IAM reads it as 2008-10-17 (no policy variables)".into(),
+            "the document has no Version, so IAM reads it as 2008-10-17 (no policy variables)"
+                .into(),
         );
     }
     for (i, st) in doc.statements().iter().enumerate() {
@@ -135,7 +139,8 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
             continue;
         }
         // Public or wildcard principals.
-        let public = s.principal.as_ref().is_some_and(|p| p.is_wildcard()) || s.not_principal.is_some();
+        let public =
+            s.principal.as_ref().is_some_and(|p| p.is_wildcard()) || s.not_principal.is_some();
         if public && kind != DocumentKind::IdentityPolicy {
             let (severity, what) = if ours {
                 (Severity::Error, "a broker statement")
@@ -149,7 +154,9 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
                 "public-principal",
                 severity,
                 at.clone(),
-                format!("{what} allows a wildcard principal (\"*\", a wildcard ARN, or NotPrincipal)"),
+                format!(
+                    "{what} allows a wildcard principal (\"*\", a wildcard ARN, or NotPrincipal)"
+                ),
             );
         }
         if !ours && kind != DocumentKind::IdentityPolicy {
@@ -195,7 +202,11 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
         // Principals in the owner's account.
         if let Some(p) = &s.principal {
             for arn in p.values("AWS") {
-                let acct = if arn.len() == 12 { arn.as_str() } else { arn.split(':').nth(4).unwrap_or("") };
+                let acct = if arn.len() == 12 {
+                    arn.as_str()
+                } else {
+                    arn.split(':').nth(4).unwrap_or("")
+                };
                 if acct == ctx.secret.account() {
                     push(
                         "same-account-principal",
@@ -222,7 +233,9 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
                 let has = |op: &str, key: &str, want: &str| {
                     s.condition.iter().any(|b| {
                         b.operator == op
-                            && b.entries.iter().any(|(k, v)| k == key && v.len() == 1 && v[0] == want)
+                            && b.entries
+                                .iter()
+                                .any(|(k, v)| k == key && v.len() == 1 && v[0] == want)
                     })
                 };
                 if !has("StringEquals", "kms:ViaService", &via_service(ctx.secret)) {
@@ -236,7 +249,11 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
                         ),
                     );
                 }
-                if !has("StringLike", "kms:EncryptionContext:SecretARN", &secret_pattern(ctx.secret)) {
+                if !has(
+                    "StringLike",
+                    "kms:EncryptionContext:SecretARN",
+                    &secret_pattern(ctx.secret),
+                ) {
                     push(
                         "missing-encryption-context",
                         Severity::Error,
@@ -250,7 +267,9 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
             }
             DocumentKind::IdentityPolicy => {
                 for r in s.resource.clone().unwrap_or_default() {
-                    if r.starts_with(&format!("{}-", ctx.secret.without_suffix())) && r.ends_with("-*") {
+                    if r.starts_with(&format!("{}-", ctx.secret.without_suffix()))
+                        && r.ends_with("-*")
+                    {
                         push(
                             "broad-secret-resource",
                             Severity::Warning,
@@ -261,7 +280,9 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
                             ),
                         );
                     }
-                    if actions.iter().any(|a| a.eq_ignore_ascii_case("kms:Decrypt"))
+                    if actions
+                        .iter()
+                        .any(|a| a.eq_ignore_ascii_case("kms:Decrypt"))
                         && let Some(k) = ctx.key
                         && r != k.as_str()
                         && (r.contains(":alias/") || r == "*" || !r.starts_with("arn:"))
@@ -308,7 +329,8 @@ mod tests {
     use crate::policy::compose::{Grant, compose};
     use serde_json::{Value, json};
 
-    const SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf";
+    const SECRET: &str =
+        "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf";
     const KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
     fn composed() -> crate::policy::compose::Composed {
@@ -324,16 +346,26 @@ mod tests {
     }
 
     fn doc(statements: Vec<Value>) -> PolicyDocument {
-        PolicyDocument::parse(&json!({"Version": "2012-10-17", "Statement": statements}).to_string()).unwrap()
+        PolicyDocument::parse(
+            &json!({"Version": "2012-10-17", "Statement": statements}).to_string(),
+        )
+        .unwrap()
     }
 
     fn codes(kind: DocumentKind, d: &PolicyDocument, key: &str) -> Vec<&'static str> {
         let secret = SecretArn::parse(SECRET).unwrap();
         let key = KmsKeyArn::parse(key).unwrap();
-        lint(kind, d, &Context { secret: &secret, key: Some(&key) })
-            .into_iter()
-            .map(|f| f.code)
-            .collect()
+        lint(
+            kind,
+            d,
+            &Context {
+                secret: &secret,
+                key: Some(&key),
+            },
+        )
+        .into_iter()
+        .map(|f| f.code)
+        .collect()
     }
 
     fn patched(base: &Value, patch: Value) -> Value {
@@ -356,8 +388,22 @@ mod tests {
     #[test]
     fn composed_documents_have_no_findings() {
         let c = composed();
-        assert!(codes(DocumentKind::ResourcePolicy, &doc(vec![c.resource_statement.clone()]), KEY).is_empty());
-        assert!(codes(DocumentKind::KeyPolicy, &doc(vec![foreign_admin(), c.key_statement.clone()]), KEY).is_empty());
+        assert!(
+            codes(
+                DocumentKind::ResourcePolicy,
+                &doc(vec![c.resource_statement.clone()]),
+                KEY
+            )
+            .is_empty()
+        );
+        assert!(
+            codes(
+                DocumentKind::KeyPolicy,
+                &doc(vec![foreign_admin(), c.key_statement.clone()]),
+                KEY
+            )
+            .is_empty()
+        );
         let id = PolicyDocument::parse(&c.identity_policy.to_string()).unwrap();
         assert!(codes(DocumentKind::IdentityPolicy, &id, KEY).is_empty());
     }
@@ -375,37 +421,194 @@ mod tests {
                     "Action": "secretsmanager:GetSecretValue", "Resource": "*"}))
                 .collect::<Vec<_>>()
         };
-        let id = |stmts: Value| PolicyDocument::parse(&json!({"Version": "2012-10-17", "Statement": stmts}).to_string()).unwrap();
+        let id = |stmts: Value| {
+            PolicyDocument::parse(&json!({"Version": "2012-10-17", "Statement": stmts}).to_string())
+                .unwrap()
+        };
         use DocumentKind::*;
         let cases: Vec<(&str, DocumentKind, PolicyDocument, PolicyDocument, &str)> = vec![
-            ("resource-policy-too-large", ResourcePolicy, doc([filler(140), vec![r.clone()]].concat()), doc([filler(100), vec![r.clone()]].concat()), KEY),
-            ("key-policy-too-large", KeyPolicy, doc([vec![foreign_admin()], filler(220), vec![k.clone()]].concat()), doc([vec![foreign_admin()], filler(150), vec![k.clone()]].concat()), KEY),
-            ("no-version", ResourcePolicy, PolicyDocument::parse(&json!({"Statement": [r]}).to_string()).unwrap(), doc(vec![r.clone()]), KEY),
-            ("public-principal", ResourcePolicy, doc(vec![patched(&r, json!({"Principal": "*"}))]), doc(vec![r.clone()]), KEY),
-            ("public-principal", ResourcePolicy, doc(vec![patched(&r, json!({"Principal": {"AWS": "arn:aws:iam::444455556666:role/*"}}))]), doc(vec![r.clone()]), KEY),
-            ("public-principal", ResourcePolicy, doc(vec![json!({"Sid": "Old", "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "secretsmanager:GetSecretValue", "Resource": "*"}), r.clone()]),
-                doc(vec![json!({"Sid": "Old", "Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "secretsmanager:GetSecretValue", "Resource": "*"}), r.clone()]), KEY),
-            ("wildcard-action", ResourcePolicy, doc(vec![patched(&r, json!({"Action": "secretsmanager:Get*"}))]), doc(vec![r.clone()]), KEY),
-            ("wildcard-action", ResourcePolicy, doc(vec![patched(&r, json!({"Action": null, "NotAction": "secretsmanager:DeleteSecret"}))]), doc(vec![r.clone()]), KEY),
-            ("write-action", ResourcePolicy, doc(vec![patched(&r, json!({"Action": ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"]}))]),
-                doc(vec![patched(&r, json!({"Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]}))]), KEY),
-            ("write-action", KeyPolicy, doc(vec![patched(&k, json!({"Action": ["kms:Decrypt", "kms:Encrypt"]}))]), doc(vec![k.clone()]), KEY),
-            ("same-account-principal", ResourcePolicy, doc(vec![patched(&r, json!({"Principal": {"AWS": "arn:aws:iam::111122223333:role/app"}}))]), doc(vec![r.clone()]), KEY),
-            ("key-policy-resource", KeyPolicy, doc(vec![patched(&k, json!({"Resource": KEY}))]), doc(vec![k.clone()]), KEY),
-            ("missing-via-service", KeyPolicy, doc(vec![patched(&k, json!({"Condition": {"StringLike": {"kms:EncryptionContext:SecretARN": "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-??????"}}}))]), doc(vec![k.clone()]), KEY),
-            ("missing-encryption-context", KeyPolicy, doc(vec![patched(&k, json!({"Condition": {"StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}}}))]), doc(vec![k.clone()]), KEY),
-            ("missing-encryption-context", KeyPolicy, doc(vec![patched(&k, json!({"Condition": {"StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}, "StringLike": {"kms:EncryptionContext:SecretARN": "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-*"}}}))]), doc(vec![k.clone()]), KEY),
-            ("broad-secret-resource", IdentityPolicy, id(json!([{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-*"}])),
-                id(json!([{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-??????"}])), KEY),
-            ("partial-key-arn", IdentityPolicy, id(json!([{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "arn:aws:kms:us-east-1:111122223333:alias/db"}])),
-                id(json!([{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": KEY}])), KEY),
-            ("key-region-mismatch", KeyPolicy, doc(vec![k.clone()]), doc(vec![k.clone()]), "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
+            (
+                "resource-policy-too-large",
+                ResourcePolicy,
+                doc([filler(140), vec![r.clone()]].concat()),
+                doc([filler(100), vec![r.clone()]].concat()),
+                KEY,
+            ),
+            (
+                "key-policy-too-large",
+                KeyPolicy,
+                doc([vec![foreign_admin()], filler(220), vec![k.clone()]].concat()),
+                doc([vec![foreign_admin()], filler(150), vec![k.clone()]].concat()),
+                KEY,
+            ),
+            (
+                "no-version",
+                ResourcePolicy,
+                PolicyDocument::parse(&json!({"Statement": [r]}).to_string()).unwrap(),
+                doc(vec![r.clone()]),
+                KEY,
+            ),
+            (
+                "public-principal",
+                ResourcePolicy,
+                doc(vec![patched(&r, json!({"Principal": "*"}))]),
+                doc(vec![r.clone()]),
+                KEY,
+            ),
+            (
+                "public-principal",
+                ResourcePolicy,
+                doc(vec![patched(
+                    &r,
+                    json!({"Principal": {"AWS": "arn:aws:iam::444455556666:role/*"}}),
+                )]),
+                doc(vec![r.clone()]),
+                KEY,
+            ),
+            (
+                "public-principal",
+                ResourcePolicy,
+                doc(vec![
+                    json!({"Sid": "Old", "Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "secretsmanager:GetSecretValue", "Resource": "*"}),
+                    r.clone(),
+                ]),
+                doc(vec![
+                    json!({"Sid": "Old", "Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "secretsmanager:GetSecretValue", "Resource": "*"}),
+                    r.clone(),
+                ]),
+                KEY,
+            ),
+            (
+                "wildcard-action",
+                ResourcePolicy,
+                doc(vec![patched(&r, json!({"Action": "secretsmanager:Get*"}))]),
+                doc(vec![r.clone()]),
+                KEY,
+            ),
+            (
+                "wildcard-action",
+                ResourcePolicy,
+                doc(vec![patched(
+                    &r,
+                    json!({"Action": null, "NotAction": "secretsmanager:DeleteSecret"}),
+                )]),
+                doc(vec![r.clone()]),
+                KEY,
+            ),
+            (
+                "write-action",
+                ResourcePolicy,
+                doc(vec![patched(
+                    &r,
+                    json!({"Action": ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"]}),
+                )]),
+                doc(vec![patched(
+                    &r,
+                    json!({"Action": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]}),
+                )]),
+                KEY,
+            ),
+            (
+                "write-action",
+                KeyPolicy,
+                doc(vec![patched(
+                    &k,
+                    json!({"Action": ["kms:Decrypt", "kms:Encrypt"]}),
+                )]),
+                doc(vec![k.clone()]),
+                KEY,
+            ),
+            (
+                "same-account-principal",
+                ResourcePolicy,
+                doc(vec![patched(
+                    &r,
+                    json!({"Principal": {"AWS": "arn:aws:iam::111122223333:role/app"}}),
+                )]),
+                doc(vec![r.clone()]),
+                KEY,
+            ),
+            (
+                "key-policy-resource",
+                KeyPolicy,
+                doc(vec![patched(&k, json!({"Resource": KEY}))]),
+                doc(vec![k.clone()]),
+                KEY,
+            ),
+            (
+                "missing-via-service",
+                KeyPolicy,
+                doc(vec![patched(
+                    &k,
+                    json!({"Condition": {"StringLike": {"kms:EncryptionContext:SecretARN": "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-??????"}}}),
+                )]),
+                doc(vec![k.clone()]),
+                KEY,
+            ),
+            (
+                "missing-encryption-context",
+                KeyPolicy,
+                doc(vec![patched(
+                    &k,
+                    json!({"Condition": {"StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}}}),
+                )]),
+                doc(vec![k.clone()]),
+                KEY,
+            ),
+            (
+                "missing-encryption-context",
+                KeyPolicy,
+                doc(vec![patched(
+                    &k,
+                    json!({"Condition": {"StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}, "StringLike": {"kms:EncryptionContext:SecretARN": "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-*"}}}),
+                )]),
+                doc(vec![k.clone()]),
+                KEY,
+            ),
+            (
+                "broad-secret-resource",
+                IdentityPolicy,
+                id(
+                    json!([{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-*"}]),
+                ),
+                id(
+                    json!([{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-??????"}]),
+                ),
+                KEY,
+            ),
+            (
+                "partial-key-arn",
+                IdentityPolicy,
+                id(
+                    json!([{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": "arn:aws:kms:us-east-1:111122223333:alias/db"}]),
+                ),
+                id(json!([{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": KEY}])),
+                KEY,
+            ),
+            (
+                "key-region-mismatch",
+                KeyPolicy,
+                doc(vec![k.clone()]),
+                doc(vec![k.clone()]),
+                "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+            ),
         ];
         for (code, kind, bad, good, key) in cases {
             let found = codes(kind, &bad, key);
             assert!(found.contains(&code), "{code} not found: {found:?}");
-            let clean = codes(kind, &good, if code == "key-region-mismatch" { KEY } else { key });
-            assert!(!clean.contains(&code), "{code} found in the good document: {clean:?}");
+            let clean = codes(
+                kind,
+                &good,
+                if code == "key-region-mismatch" {
+                    KEY
+                } else {
+                    key
+                },
+            );
+            assert!(
+                !clean.contains(&code),
+                "{code} found in the good document: {clean:?}"
+            );
         }
     }
 
@@ -415,13 +618,32 @@ mod tests {
         let r = c.resource_statement.clone();
         let public_foreign = json!({"Sid": "Old", "Effect": "Allow", "Principal": "*", "Action": "secretsmanager:GetSecretValue", "Resource": "*"});
         let secret = SecretArn::parse(SECRET).unwrap();
-        let ctx = Context { secret: &secret, key: None };
-        let f = lint(DocumentKind::ResourcePolicy, &doc(vec![public_foreign, r.clone()]), &ctx);
+        let ctx = Context {
+            secret: &secret,
+            key: None,
+        };
+        let f = lint(
+            DocumentKind::ResourcePolicy,
+            &doc(vec![public_foreign, r.clone()]),
+            &ctx,
+        );
         assert_eq!(f.len(), 1);
-        assert_eq!(f[0].severity, Severity::Warning, "a foreign public statement is a warning");
+        assert_eq!(
+            f[0].severity,
+            Severity::Warning,
+            "a foreign public statement is a warning"
+        );
         assert_eq!(f[0].statement.as_deref(), Some("Old"));
-        let f = lint(DocumentKind::ResourcePolicy, &doc(vec![patched(&r, json!({"Principal": "*"}))]), &ctx);
-        assert_eq!(f[0].severity, Severity::Error, "a broker public statement is an error");
+        let f = lint(
+            DocumentKind::ResourcePolicy,
+            &doc(vec![patched(&r, json!({"Principal": "*"}))]),
+            &ctx,
+        );
+        assert_eq!(
+            f[0].severity,
+            Severity::Error,
+            "a broker public statement is an error"
+        );
         assert!(has_errors(&f));
     }
 }

@@ -44,7 +44,11 @@ pub fn upsert(doc: &mut PolicyDocument, statement: &Value) -> Result<Change, Par
         .get("Sid")
         .and_then(Value::as_str)
         .filter(|s| is_broker_sid(s))
-        .ok_or_else(|| ParseError(format!("a broker statement needs a Sid starting with {SID_PREFIX}")))?
+        .ok_or_else(|| {
+            ParseError(format!(
+                "a broker statement needs a Sid starting with {SID_PREFIX}"
+            ))
+        })?
         .to_owned();
     let new = RawStatement::from_value(statement)?;
     let stmts = doc.statements_mut();
@@ -53,7 +57,8 @@ pub fn upsert(doc: &mut PolicyDocument, statement: &Value) -> Result<Change, Par
         .position(|s| s.parsed().sid.as_deref() == Some(sid.as_str()))
     {
         Some(i) => {
-            let same = serde_json::from_str::<Value>(stmts[i].raw()).ok().as_ref() == Some(statement);
+            let same =
+                serde_json::from_str::<Value>(stmts[i].raw()).ok().as_ref() == Some(statement);
             if same {
                 Ok(Change::Unchanged)
             } else {
@@ -91,7 +96,11 @@ pub enum Merged {
 
 /// Parses `existing` (or starts a new document when there is none), upserts `add`, removes the Sids in
 /// `remove`, and renders the result.
-pub fn merge(existing: Option<&str>, add: &[Value], remove_sids: &[&str]) -> Result<Merged, ParseError> {
+pub fn merge(
+    existing: Option<&str>,
+    add: &[Value],
+    remove_sids: &[&str],
+) -> Result<Merged, ParseError> {
     let mut doc = match existing {
         Some(text) if !text.trim().is_empty() => PolicyDocument::parse(text)?,
         _ => PolicyDocument::new(),
@@ -125,19 +134,35 @@ mod tests {
 
     #[test]
     fn absent_policy_gets_a_new_document_and_empties_again() {
-        let Merged::Document(d) = merge(None, &[ours(1)], &[]).unwrap() else { panic!() };
-        assert!(d.starts_with(r#"{"Version":"2012-10-17","Statement":[{"Sid":"SecretBrokerS"#), "{d}");
-        assert_eq!(merge(Some(&d), &[], &[&format!("{SID_PREFIX}S{:016x}", 1)]).unwrap(), Merged::Empty);
+        let Merged::Document(d) = merge(None, &[ours(1)], &[]).unwrap() else {
+            panic!()
+        };
+        assert!(
+            d.starts_with(r#"{"Version":"2012-10-17","Statement":[{"Sid":"SecretBrokerS"#),
+            "{d}"
+        );
+        assert_eq!(
+            merge(Some(&d), &[], &[&format!("{SID_PREFIX}S{:016x}", 1)]).unwrap(),
+            Merged::Empty
+        );
     }
 
     #[test]
     fn foreign_statements_keep_their_text_and_order() {
         let mut doc = PolicyDocument::parse(FOREIGN).unwrap();
-        let before: Vec<String> = doc.statements().iter().map(|s| s.raw().to_owned()).collect();
+        let before: Vec<String> = doc
+            .statements()
+            .iter()
+            .map(|s| s.raw().to_owned())
+            .collect();
         assert_eq!(upsert(&mut doc, &ours(1)).unwrap(), Change::Added);
         assert_eq!(upsert(&mut doc, &ours(1)).unwrap(), Change::Unchanged);
         assert_eq!(upsert(&mut doc, &ours(2)).unwrap(), Change::Added);
-        let after: Vec<String> = doc.statements().iter().map(|s| s.raw().to_owned()).collect();
+        let after: Vec<String> = doc
+            .statements()
+            .iter()
+            .map(|s| s.raw().to_owned())
+            .collect();
         assert_eq!(after[..2], before[..]);
         assert_eq!(broker_sids(&doc).len(), 2);
         // Through a render and a fresh parse too.
@@ -158,10 +183,22 @@ mod tests {
         upsert(&mut doc, &ours(1)).unwrap();
         upsert(&mut doc, &ours(2)).unwrap();
         let mut changed = ours(1);
-        changed["Action"] = json!(["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]);
+        changed["Action"] = json!([
+            "secretsmanager:GetSecretValue",
+            "secretsmanager:DescribeSecret"
+        ]);
         assert_eq!(upsert(&mut doc, &changed).unwrap(), Change::Replaced);
-        assert_eq!(broker_sids(&doc), [format!("{SID_PREFIX}S{:016x}", 1), format!("{SID_PREFIX}S{:016x}", 2)]);
-        assert_eq!(doc.statements()[2].parsed().action.as_ref().unwrap().len(), 2);
+        assert_eq!(
+            broker_sids(&doc),
+            [
+                format!("{SID_PREFIX}S{:016x}", 1),
+                format!("{SID_PREFIX}S{:016x}", 2)
+            ]
+        );
+        assert_eq!(
+            doc.statements()[2].parsed().action.as_ref().unwrap().len(),
+            2
+        );
     }
 
     #[test]
@@ -171,13 +208,19 @@ mod tests {
         upsert(&mut doc, &ours(7)).unwrap();
         let r = doc.render();
         assert!(r.starts_with(r#"{"Statement":[{"Sid":"X""#), "{r}");
-        assert!(!r.contains("Version"), "the broker does not add a Version to someone else's document");
+        assert!(
+            !r.contains("Version"),
+            "the broker does not add a Version to someone else's document"
+        );
         remove(&mut doc, &format!("{SID_PREFIX}S{:016x}", 7));
         assert_eq!(doc.render(), text);
         // Across a text round trip it stays an array of one: the same policy.
         let mut again = PolicyDocument::parse(&r).unwrap();
         remove(&mut again, &format!("{SID_PREFIX}S{:016x}", 7));
-        assert_eq!(again.render(), r#"{"Statement":[{"Sid":"X","Effect":"Deny","Principal":{"AWS":"arn:aws:iam::999999999999:root"},"Action":"*","Resource":"*"}]}"#);
+        assert_eq!(
+            again.render(),
+            r#"{"Statement":[{"Sid":"X","Effect":"Deny","Principal":{"AWS":"arn:aws:iam::999999999999:root"},"Action":"*","Resource":"*"}]}"#
+        );
     }
 
     #[test]

@@ -64,7 +64,11 @@ fn merged(
 /// Plans a grant against the given existing policies.
 pub fn plan(grant: &Grant, key: &KmsKeyArn, existing: &Existing<'_>) -> Result<Plan, PlanError> {
     let composed = compose(grant, key);
-    let resource = merged("resource policy", existing.resource_policy, &composed.resource_statement)?;
+    let resource = merged(
+        "resource policy",
+        existing.resource_policy,
+        &composed.resource_statement,
+    )?;
     let key_doc = merged("key policy", existing.key_policy, &composed.key_statement)?;
     let identity_text = serde_json::to_string(&composed.identity_policy).unwrap_or_default();
     let identity = PolicyDocument::parse(&identity_text).map_err(|source| PlanError::Parse {
@@ -84,9 +88,10 @@ pub fn plan(grant: &Grant, key: &KmsKeyArn, existing: &Existing<'_>) -> Result<P
             severity: Severity::Info,
             document: DocumentKind::KeyPolicy,
             statement: None,
-            message: "no key policy was given, so this shows only the broker statement; it is merged \
+            message:
+                "no key policy was given, so this shows only the broker statement; it is merged \
                       into the key's live policy when applied (never written alone)"
-                .into(),
+                    .into(),
         });
     }
     Ok(Plan {
@@ -111,14 +116,20 @@ impl Plan {
     /// they would be written.
     pub fn to_json(&self) -> String {
         let raw = |s: &str| RawValue::from_string(s.to_owned());
-        match (raw(&self.resource_policy), raw(&self.key_policy), raw(&self.identity_policy)) {
-            (Ok(resource_policy), Ok(key_policy), Ok(identity_policy)) => serde_json::to_string_pretty(&PlanJson {
-                resource_policy,
-                key_policy,
-                identity_policy,
-                findings: &self.findings,
-            })
-            .unwrap_or_default(),
+        match (
+            raw(&self.resource_policy),
+            raw(&self.key_policy),
+            raw(&self.identity_policy),
+        ) {
+            (Ok(resource_policy), Ok(key_policy), Ok(identity_policy)) => {
+                serde_json::to_string_pretty(&PlanJson {
+                    resource_policy,
+                    key_policy,
+                    identity_policy,
+                    findings: &self.findings,
+                })
+                .unwrap_or_default()
+            }
             _ => String::new(),
         }
     }

@@ -227,3 +227,155 @@ fn the_ci_script_runs_the_readme_test_command() {
     );
     assert!(ci.contains("scripts/test"), ".ci/run calls scripts/test");
 }
+
+const SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf";
+const KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+fn plan(dir: &Path, extra: &[&str]) -> (Option<i32>, String, String) {
+    let out = broker(dir)
+        .args(["plan", "--secret-arn", SECRET, "--kms-key-arn", KEY])
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn plan_merges_into_given_policies_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_policy = r#"{
+  "Version" : "2012-10-17",
+  "Id" : "key-default-1",
+  "Statement" : [ {
+    "Sid" : "Enable IAM User Permissions",
+    "Effect" : "Allow",
+    "Principal" : { "AWS" : "arn:aws:iam::111122223333:root" },
+    "Action" : "kms:*",
+    "Resource" : "*"
+  } ]
+}"#;
+    let resource_policy = r#"{"Version":"2012-10-17","Statement":{"Sid":"DenyDelete","Effect":"Deny","Principal":{"AWS":"*"},"Action":"secretsmanager:DeleteSecret","Resource":"*"}}"#;
+    std::fs::write(dir.path().join("key.json"), key_policy).unwrap();
+    std::fs::write(dir.path().join("res.json"), resource_policy).unwrap();
+    let (code, stdout, stderr) = plan(
+        dir.path(),
+        &[
+            "--principal",
+            "arn:aws:iam::444455556666:role/team/app",
+            "--actions",
+            "secretsmanager:GetSecretValue,secretsmanager:DescribeSecret",
+            "--key-policy",
+            "key.json",
+            "--resource-policy",
+            "res.json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let key_stmts = v["key_policy"]["Statement"].as_array().unwrap();
+    assert_eq!(key_stmts.len(), 2);
+    assert_eq!(key_stmts[0]["Sid"], "Enable IAM User Permissions");
+    assert_eq!(v["key_policy"]["Id"], "key-default-1");
+    // The foreign statement's exact text is in the output.
+    assert!(
+        stdout.contains("\"Sid\" : \"Enable IAM User Permissions\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains(r#"{"Sid":"DenyDelete","Effect":"Deny""#));
+    let res = v["resource_policy"]["Statement"].as_array().unwrap();
+    assert_eq!(
+        res[1]["Action"],
+        serde_json::json!([
+            "secretsmanager:GetSecretValue",
+            "secretsmanager:DescribeSecret"
+        ])
+    );
+    assert_eq!(
+        res[1]["Condition"]["ForAnyValue:StringEquals"]["secretsmanager:VersionStage"],
+        "AWSCURRENT"
+    );
+    assert_eq!(
+        v["identity_policy"]["Statement"][0]["Resource"],
+        "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-??????"
+    );
+    assert_eq!(v["findings"], serde_json::json!([]));
+
+    // --any-stage drops the condition.
+    let (code, stdout, _) = plan(dir.path(), &["--principal", "444455556666", "--any-stage"]);
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        v["resource_policy"]["Statement"][0]
+            .get("Condition")
+            .is_none()
+    );
+    assert_eq!(
+        v["resource_policy"]["Statement"][0]["Principal"]["AWS"],
+        "arn:aws:iam::444455556666:root"
+    );
+}
+
+#[test]
+fn plan_exits_1_on_error_findings_and_2_on_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = plan(
+        dir.path(),
+        &["--principal", "arn:aws:iam::111122223333:role/same"],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stdout.contains("same-account-principal"));
+    assert!(stderr.contains("severity error"));
+
+    let out = broker(dir.path())
+        .args([
+            "plan",
+            "--secret-arn",
+            SECRET,
+            "--principal",
+            "444455556666",
+        ])
+        .args([
+            "--kms-key-arn",
+            "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("key-region-mismatch"));
+
+    let (code, _, stderr) = plan(dir.path(), &["--principal", "*"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("--principal") && stderr.contains("wildcards"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = plan(
+        dir.path(),
+        &[
+            "--principal",
+            "444455556666",
+            "--actions",
+            "secretsmanager:PutSecretValue",
+        ],
+    );
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--actions"), "{stderr}");
+    std::fs::write(
+        dir.path().join("bad.json"),
+        r#"{"Statement":[{"Effect":"Allow"}]}"#,
+    )
+    .unwrap();
+    let (code, _, stderr) = plan(
+        dir.path(),
+        &["--principal", "444455556666", "--key-policy", "bad.json"],
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("key policy: Statement[0]: has neither Action"),
+        "{stderr}"
+    );
+}

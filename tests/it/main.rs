@@ -8,6 +8,7 @@ mod audit_log;
 mod cli;
 mod idempotency;
 mod openapi;
+mod policy_props;
 mod roles;
 mod validation;
 mod workflow;
