@@ -93,6 +93,8 @@ pub struct Statement {
     pub not_resource: Option<Vec<String>>,
     /// `Condition` blocks in document order.
     pub condition: Vec<ConditionBlock>,
+    /// Names of members IAM does not define (kept in the text; the evaluator refuses to guess).
+    pub unknown_fields: Vec<String>,
 }
 
 impl Statement {
@@ -442,7 +444,7 @@ fn parse_statement(v: &Value, path: &str) -> Result<Statement, ParseError> {
             "Resource" => s.resource = Some(strings(val, &p, "a resource")?),
             "NotResource" => s.not_resource = Some(strings(val, &p, "a resource")?),
             "Condition" => s.condition = parse_condition(val, &p)?,
-            _ => {} // kept verbatim in the raw text
+            other => s.unknown_fields.push(other.to_owned()), // kept verbatim in the raw text
         }
     }
     if s.effect.is_none() {

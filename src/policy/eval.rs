@@ -1,0 +1,960 @@
+//! IAM policy evaluation for the three layers of a cross-account secret read, with reasons.
+//!
+//! The evaluator follows the documented IAM semantics (IAM User Guide: "Policy evaluation logic",
+//! "Cross-account policy evaluation logic", "IAM JSON policy elements: Condition operators", "Multivalued
+//! context keys"). It is three-valued: where a policy uses a construct it does not model (an unknown
+//! operator, a policy variable, a condition key whose value it cannot know, a member IAM does not define),
+//! the answer is `unknown` with the reason, never `allow`.
+//!
+//! Request context: every key the caller of this module knows is given with its values; keys listed as
+//! absent are known not to be in the request (for example `secretsmanager:VersionStage` when the consumer
+//! passes no `--version-stage`); any other key is unknown.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
+
+use super::arn::{KmsKeyArn, PrincipalArn, PrincipalKind, SecretArn};
+use super::compose::via_service;
+use super::document::{ConditionBlock, Effect, PolicyDocument, Principal, Statement};
+
+/// Three-valued logic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Tri {
+    /// Holds.
+    True,
+    /// Does not hold.
+    False,
+    /// Cannot be decided from what the broker knows.
+    Unknown,
+}
+
+impl Tri {
+    fn and(self, other: Tri) -> Tri {
+        match (self, other) {
+            (Tri::False, _) | (_, Tri::False) => Tri::False,
+            (Tri::Unknown, _) | (_, Tri::Unknown) => Tri::Unknown,
+            _ => Tri::True,
+        }
+    }
+    fn or(self, other: Tri) -> Tri {
+        match (self, other) {
+            (Tri::True, _) | (_, Tri::True) => Tri::True,
+            (Tri::Unknown, _) | (_, Tri::Unknown) => Tri::Unknown,
+            _ => Tri::False,
+        }
+    }
+    fn not(self) -> Tri {
+        match self {
+            Tri::True => Tri::False,
+            Tri::False => Tri::True,
+            Tri::Unknown => Tri::Unknown,
+        }
+    }
+    fn from(b: bool) -> Tri {
+        if b { Tri::True } else { Tri::False }
+    }
+}
+
+/// The outcome of evaluating one policy or one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// An applicable Allow and no applicable Deny.
+    Allow,
+    /// An applicable Deny.
+    ExplicitDeny,
+    /// No applicable Allow.
+    ImplicitDeny,
+    /// Depends on something the broker cannot know or does not model.
+    Unknown,
+}
+
+impl Decision {
+    /// Allow.
+    pub fn is_allow(self) -> bool {
+        self == Decision::Allow
+    }
+    /// Either kind of deny.
+    pub fn is_deny(self) -> bool {
+        matches!(self, Decision::ExplicitDeny | Decision::ImplicitDeny)
+    }
+}
+
+/// What is known about the request's condition keys. Keys are case-insensitive.
+#[derive(Debug, Clone, Default)]
+pub struct RequestContext {
+    values: BTreeMap<String, Vec<String>>,
+    absent: BTreeSet<String>,
+}
+
+/// A key lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// In the request with these values (several for multivalued keys).
+    Present(&'a [String]),
+    /// Known not to be in the request.
+    Absent,
+    /// Not known.
+    Unknown,
+}
+
+impl RequestContext {
+    /// Sets a key's values.
+    pub fn set(&mut self, key: &str, values: impl IntoIterator<Item = impl Into<String>>) -> &mut Self {
+        let k = key.to_ascii_lowercase();
+        self.absent.remove(&k);
+        self.values.insert(k, values.into_iter().map(Into::into).collect());
+        self
+    }
+    /// Marks a key as known to be absent.
+    pub fn absent(&mut self, key: &str) -> &mut Self {
+        let k = key.to_ascii_lowercase();
+        self.values.remove(&k);
+        self.absent.insert(k);
+        self
+    }
+    /// Looks a key up.
+    pub fn get(&self, key: &str) -> Lookup<'_> {
+        let k = key.to_ascii_lowercase();
+        match self.values.get(&k) {
+            Some(v) => Lookup::Present(v),
+            None if self.absent.contains(&k) => Lookup::Absent,
+            None => Lookup::Unknown,
+        }
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The principal's ARN; `None` when only the account is known (a share with an account root is used
+    /// by some identity of that account).
+    pub arn: Option<String>,
+    /// The caller's account.
+    pub account: String,
+    /// The caller's partition.
+    pub partition: String,
+}
+
+impl Caller {
+    /// The caller a share's principal stands for: the user or role itself, or some identity of the
+    /// account for an account root.
+    pub fn from_principal(p: &PrincipalArn) -> Self {
+        Self {
+            arn: (p.kind() != PrincipalKind::AccountRoot).then(|| p.as_str().to_owned()),
+            account: p.account().to_owned(),
+            partition: p.partition().to_owned(),
+        }
+    }
+}
+
+/// One request to evaluate a policy against.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// Who.
+    pub caller: &'a Caller,
+    /// The IAM action, e.g. `secretsmanager:GetSecretValue`.
+    pub action: &'a str,
+    /// The resource ARN.
+    pub resource: &'a str,
+    /// Condition keys.
+    pub context: &'a RequestContext,
+}
+
+/// Whether a policy is attached to an identity (no Principal element) or to a resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyType {
+    /// Identity-based.
+    Identity,
+    /// Resource-based (secret resource policy, key policy).
+    Resource,
+}
+
+/// Why a statement did or did not apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct StatementTrace {
+    /// Position in the document.
+    #[serde(skip)]
+    pub index: usize,
+    /// Sid, or `#<index>`.
+    pub statement: String,
+    /// `Allow` or `Deny`.
+    #[schema(value_type = String)]
+    pub effect: Effect,
+    /// Whether it applies to the request.
+    pub applies: Tri,
+    /// Which element decided: `principal`, `action`, `resource`, `condition`, or `all` when it applies.
+    pub element: String,
+    /// In words.
+    pub reason: String,
+    /// For a condition that failed: the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition_key: Option<String>,
+}
+
+/// The evaluation of one policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct PolicyResult {
+    /// The policy's own decision.
+    pub decision: Decision,
+    /// Every statement, in order.
+    pub statements: Vec<StatementTrace>,
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Matching primitives
+
+/// `*` matches any sequence (including none), `?` exactly one character.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0usize, 0usize);
+    let (mut star, mut mark) = (None::<usize>, 0usize);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+fn action_matches(pattern: &str, action: &str) -> bool {
+    glob(&pattern.to_ascii_lowercase(), &action.to_ascii_lowercase())
+}
+
+/// ArnLike / ArnEquals: each of the six colon-separated parts compared on its own, wildcards allowed.
+fn arn_like(pattern: &str, arn: &str) -> bool {
+    let p: Vec<&str> = pattern.splitn(6, ':').collect();
+    let a: Vec<&str> = arn.splitn(6, ':').collect();
+    if p.len() != 6 || a.len() != 6 {
+        return pattern == "*" || glob(pattern, arn);
+    }
+    p.iter().zip(a.iter()).all(|(x, y)| glob(x, y))
+}
+
+fn is_unique_id(s: &str) -> bool {
+    // AIDA..., AROA..., AIPA... : what a policy shows after its principal was deleted.
+    s.len() >= 16 && s.len() <= 128 && s.starts_with('A') && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+fn principal_value_matches(v: &str, caller: &Caller) -> (Tri, String) {
+    if v == "*" {
+        return (Tri::True, "\"*\" matches every principal".into());
+    }
+    if v.len() == 12 && v.bytes().all(|b| b.is_ascii_digit()) {
+        return (
+            Tri::from(v == caller.account),
+            format!("account {v} {}", if v == caller.account { "is the caller's account" } else { "is not the caller's account" }),
+        );
+    }
+    if is_unique_id(v) {
+        return (
+            Tri::False,
+            format!("{v} is a unique id: the principal it named was deleted (a re-created one does not match)"),
+        );
+    }
+    let parts: Vec<&str> = v.splitn(6, ':').collect();
+    if parts.len() != 6 || parts[0] != "arn" {
+        return (Tri::Unknown, format!("principal {v:?} is not a form the evaluator understands"));
+    }
+    if parts[1] != caller.partition || parts[4] != caller.account {
+        return (Tri::False, format!("{v} is in another account or partition than the caller"));
+    }
+    if v.contains('*') || v.contains('?') {
+        return (Tri::Unknown, format!("{v}: wildcards are not valid in a Principal ARN"));
+    }
+    if parts[2] == "iam" && parts[5] == "root" {
+        return (Tri::True, format!("{v} is the caller's account"));
+    }
+    match &caller.arn {
+        Some(arn) if arn == v => (Tri::True, format!("{v} is the caller")),
+        Some(_) => (Tri::False, format!("{v} is not the caller")),
+        None => (
+            Tri::Unknown,
+            format!("{v} is one identity of the caller's account; which identity calls is not known"),
+        ),
+    }
+}
+
+fn principal_matches(p: &Principal, caller: &Caller) -> (Tri, String) {
+    match p {
+        Principal::Any => (Tri::True, "Principal \"*\" matches every principal".into()),
+        Principal::Typed(types) => {
+            let mut result = Tri::False;
+            let mut reasons = Vec::new();
+            for (kind, values) in types {
+                if kind != "AWS" {
+                    reasons.push(format!("{kind} principals are not IAM identities"));
+                    continue;
+                }
+                for v in values {
+                    let (t, r) = principal_value_matches(v, caller);
+                    if t == Tri::True {
+                        return (Tri::True, r);
+                    }
+                    result = result.or(t);
+                    reasons.push(r);
+                }
+            }
+            (result, reasons.join("; "))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Conditions
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SetOp {
+    None,
+    AnyValue,
+    AllValues,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    StrEq,
+    StrEqIc,
+    StrLike,
+    NumEq,
+    NumLt,
+    NumLe,
+    NumGt,
+    NumGe,
+    DateEq,
+    DateLt,
+    DateLe,
+    DateGt,
+    DateGe,
+    Bool,
+    Arn,
+}
+
+struct Op {
+    set: SetOp,
+    kind: Kind,
+    negated: bool,
+    if_exists: bool,
+}
+
+fn parse_operator(op: &str) -> Option<Result<Op, ()>> {
+    let (set, rest) = if let Some(r) = op.strip_prefix("ForAnyValue:") {
+        (SetOp::AnyValue, r)
+    } else if let Some(r) = op.strip_prefix("ForAllValues:") {
+        (SetOp::AllValues, r)
+    } else {
+        (SetOp::None, op)
+    };
+    let (base, if_exists) = match rest.strip_suffix("IfExists") {
+        Some(b) => (b, true),
+        None => (rest, false),
+    };
+    if base == "Null" {
+        return None; // handled separately
+    }
+    let (kind, negated) = match base {
+        "StringEquals" => (Kind::StrEq, false),
+        "StringNotEquals" => (Kind::StrEq, true),
+        "StringEqualsIgnoreCase" => (Kind::StrEqIc, false),
+        "StringNotEqualsIgnoreCase" => (Kind::StrEqIc, true),
+        "StringLike" => (Kind::StrLike, false),
+        "StringNotLike" => (Kind::StrLike, true),
+        "NumericEquals" => (Kind::NumEq, false),
+        "NumericNotEquals" => (Kind::NumEq, true),
+        "NumericLessThan" => (Kind::NumLt, false),
+        "NumericLessThanEquals" => (Kind::NumLe, false),
+        "NumericGreaterThan" => (Kind::NumGt, false),
+        "NumericGreaterThanEquals" => (Kind::NumGe, false),
+        "DateEquals" => (Kind::DateEq, false),
+        "DateNotEquals" => (Kind::DateEq, true),
+        "DateLessThan" => (Kind::DateLt, false),
+        "DateLessThanEquals" => (Kind::DateLe, false),
+        "DateGreaterThan" => (Kind::DateGt, false),
+        "DateGreaterThanEquals" => (Kind::DateGe, false),
+        "Bool" => (Kind::Bool, false),
+        "ArnEquals" | "ArnLike" => (Kind::Arn, false),
+        "ArnNotEquals" | "ArnNotLike" => (Kind::Arn, true),
+        _ => return Some(Err(())),
+    };
+    Some(Ok(Op {
+        set,
+        kind,
+        negated,
+        if_exists,
+    }))
+}
+
+fn parse_date(s: &str) -> Option<i128> {
+    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+        return Some(t.unix_timestamp_nanos());
+    }
+    if let Ok(d) = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")) {
+        return Some(d.midnight().assume_utc().unix_timestamp_nanos());
+    }
+    s.parse::<i64>().ok().map(|n| n as i128 * 1_000_000_000)
+}
+
+/// The positive comparison of one request value against one policy value.
+fn compare(kind: Kind, actual: &str, expected: &str) -> bool {
+    match kind {
+        Kind::StrEq => actual == expected,
+        Kind::StrEqIc => actual.eq_ignore_ascii_case(expected),
+        Kind::StrLike => glob(expected, actual),
+        Kind::Bool => actual.eq_ignore_ascii_case(expected),
+        Kind::Arn => arn_like(expected, actual),
+        Kind::NumEq | Kind::NumLt | Kind::NumLe | Kind::NumGt | Kind::NumGe => {
+            match (actual.parse::<f64>(), expected.parse::<f64>()) {
+                (Ok(a), Ok(e)) => match kind {
+                    Kind::NumEq => a == e,
+                    Kind::NumLt => a < e,
+                    Kind::NumLe => a <= e,
+                    Kind::NumGt => a > e,
+                    _ => a >= e,
+                },
+                _ => false,
+            }
+        }
+        Kind::DateEq | Kind::DateLt | Kind::DateLe | Kind::DateGt | Kind::DateGe => {
+            match (parse_date(actual), parse_date(expected)) {
+                (Some(a), Some(e)) => match kind {
+                    Kind::DateEq => a == e,
+                    Kind::DateLt => a < e,
+                    Kind::DateLe => a <= e,
+                    Kind::DateGt => a > e,
+                    _ => a >= e,
+                },
+                _ => false,
+            }
+        }
+    }
+}
+
+/// One request value against the policy's values (OR), negation applied.
+fn single(op: &Op, actual: &str, expected: &[String]) -> bool {
+    let any = expected.iter().any(|e| compare(op.kind, actual, e));
+    if op.negated { !any } else { any }
+}
+
+/// Evaluates one `operator: {key: values}` entry.
+fn condition_entry(operator: &str, key: &str, expected: &[String], ctx: &RequestContext) -> (Tri, String) {
+    let shown = || format!("{operator} {key} {expected:?}");
+    if expected.iter().any(|v| v.contains("${")) {
+        return (Tri::Unknown, format!("{}: policy variables are not evaluated", shown()));
+    }
+    let lookup = ctx.get(key);
+    let Some(op) = parse_operator(operator) else {
+        // Null: "true" means the key must be absent, "false" that it must be present.
+        let (set, base) = match operator.split_once(':') {
+            Some((s, b)) => (Some(s), b),
+            None => (None, operator),
+        };
+        if base != "Null" || set.is_some() {
+            return (Tri::Unknown, format!("{}: operator not understood", shown()));
+        }
+        return match lookup {
+            Lookup::Unknown => (Tri::Unknown, format!("{}: whether {key} is in the request is not known", shown())),
+            l => {
+                let present = matches!(l, Lookup::Present(v) if !v.is_empty());
+                let ok = expected.iter().any(|e| match e.to_ascii_lowercase().as_str() {
+                    "true" => !present,
+                    "false" => present,
+                    _ => false,
+                });
+                (
+                    Tri::from(ok),
+                    format!("{}: {key} is {}", shown(), if present { "present" } else { "absent" }),
+                )
+            }
+        };
+    };
+    let Ok(op) = op else {
+        return (Tri::Unknown, format!("{}: operator not understood", shown()));
+    };
+    match lookup {
+        Lookup::Unknown => (
+            Tri::Unknown,
+            format!("{}: the value of {key} in the request is not known to the broker", shown()),
+        ),
+        Lookup::Absent | Lookup::Present([]) => {
+            // Documented: IfExists is true on a missing key; ForAllValues is true on a missing or empty
+            // set; ForAnyValue is false; otherwise a negated operator is true and a positive one false.
+            let t = if op.if_exists {
+                true
+            } else {
+                match op.set {
+                    SetOp::AllValues => true,
+                    SetOp::AnyValue => false,
+                    SetOp::None => op.negated,
+                }
+            };
+            (Tri::from(t), format!("{}: {key} is not in the request", shown()))
+        }
+        Lookup::Present(values) => {
+            let t = match op.set {
+                SetOp::AnyValue => Tri::from(values.iter().any(|v| single(&op, v, expected))),
+                SetOp::AllValues => Tri::from(values.iter().all(|v| single(&op, v, expected))),
+                SetOp::None if values.len() == 1 => Tri::from(single(&op, &values[0], expected)),
+                SetOp::None => {
+                    return (
+                        Tri::Unknown,
+                        format!("{}: {key} has several values and the operator has no ForAnyValue/ForAllValues", shown()),
+                    );
+                }
+            };
+            (t, format!("{}: the request has {key} = {values:?}", shown()))
+        }
+    }
+}
+
+fn conditions(blocks: &[ConditionBlock], ctx: &RequestContext) -> (Tri, String, Option<String>) {
+    let mut result = Tri::True;
+    let mut unknown = None;
+    for b in blocks {
+        for (key, values) in &b.entries {
+            let (t, reason) = condition_entry(&b.operator, key, values, ctx);
+            match t {
+                Tri::False => return (Tri::False, reason, Some(key.clone())),
+                Tri::Unknown => {
+                    result = Tri::Unknown;
+                    unknown.get_or_insert((reason, key.clone()));
+                }
+                Tri::True => {}
+            }
+        }
+    }
+    match unknown {
+        Some((r, k)) => (result, r, Some(k)),
+        None => (Tri::True, "every condition holds".into(), None),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Statements and policies
+
+fn label(i: usize, s: &Statement) -> String {
+    s.sid.clone().unwrap_or_else(|| format!("#{i}"))
+}
+
+fn trace(i: usize, s: &Statement, applies: Tri, element: &str, reason: String, key: Option<String>) -> StatementTrace {
+    StatementTrace {
+        index: i,
+        statement: label(i, s),
+        effect: s.effect(),
+        applies,
+        element: element.into(),
+        reason,
+        condition_key: key,
+    }
+}
+
+fn statement(i: usize, s: &Statement, ty: PolicyType, req: &Request<'_>) -> StatementTrace {
+    if let Some(f) = s.unknown_fields.first() {
+        return trace(i, s, Tri::Unknown, "statement", format!("member {f:?} is not an IAM policy element"), None);
+    }
+    let mut acc = Tri::True;
+    let mut pending: Option<StatementTrace> = None;
+    let mut note = |t: Tri, element: &str, reason: String, key: Option<String>| -> Option<StatementTrace> {
+        match t {
+            Tri::False => Some(trace(i, s, Tri::False, element, reason, key)),
+            Tri::Unknown => {
+                acc = acc.and(Tri::Unknown);
+                pending.get_or_insert_with(|| trace(i, s, Tri::Unknown, element, reason, key));
+                None
+            }
+            Tri::True => None,
+        }
+    };
+    if ty == PolicyType::Resource {
+        let (t, r) = match (&s.principal, &s.not_principal) {
+            (Some(p), _) => principal_matches(p, req.caller),
+            (None, Some(np)) => {
+                let (t, r) = principal_matches(np, req.caller);
+                (t.not(), format!("NotPrincipal: {r}"))
+            }
+            (None, None) => (Tri::False, "a resource-based statement without Principal applies to no one".into()),
+        };
+        if let Some(done) = note(t, "principal", r, None) {
+            return done;
+        }
+    }
+    let action = match (&s.action, &s.not_action) {
+        (Some(a), _) => {
+            let m = a.iter().any(|p| action_matches(p, req.action));
+            (Tri::from(m), format!("Action {a:?} {} {}", if m { "matches" } else { "does not match" }, req.action))
+        }
+        (None, Some(na)) => {
+            let m = na.iter().any(|p| action_matches(p, req.action));
+            (Tri::from(!m), format!("NotAction {na:?} {} {}", if m { "excludes" } else { "does not exclude" }, req.action))
+        }
+        (None, None) => (Tri::False, "no Action".into()),
+    };
+    if let Some(done) = note(action.0, "action", action.1, None) {
+        return done;
+    }
+    let resource = match (&s.resource, &s.not_resource) {
+        (Some(r), _) => {
+            let m = r.iter().any(|p| glob(p, req.resource));
+            (Tri::from(m), format!("Resource {r:?} {} {}", if m { "matches" } else { "does not match" }, req.resource))
+        }
+        (None, Some(nr)) => {
+            let m = nr.iter().any(|p| glob(p, req.resource));
+            (Tri::from(!m), format!("NotResource {nr:?} {} {}", if m { "excludes" } else { "does not exclude" }, req.resource))
+        }
+        // Key policies and secret resource policies may omit Resource? IAM requires it; treat as no match.
+        (None, None) => (Tri::False, "no Resource".into()),
+    };
+    if let Some(done) = note(resource.0, "resource", resource.1, None) {
+        return done;
+    }
+    let (t, r, key) = conditions(&s.condition, req.context);
+    if let Some(done) = note(t, "condition", r, key) {
+        return done;
+    }
+    match pending {
+        Some(p) => p,
+        None => trace(i, s, acc, "all", "principal, action, resource and conditions all match".into(), None),
+    }
+}
+
+/// Evaluates one policy for a request.
+pub fn evaluate(doc: &PolicyDocument, ty: PolicyType, req: &Request<'_>) -> PolicyResult {
+    let statements: Vec<StatementTrace> = doc
+        .statements()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| statement(i, s.parsed(), ty, req))
+        .collect();
+    let any = |effect: Effect, t: Tri| statements.iter().any(|s| s.effect == effect && s.applies == t);
+    let decision = if any(Effect::Deny, Tri::True) {
+        Decision::ExplicitDeny
+    } else if any(Effect::Deny, Tri::Unknown) {
+        if any(Effect::Allow, Tri::True) || any(Effect::Allow, Tri::Unknown) {
+            Decision::Unknown
+        } else {
+            Decision::ImplicitDeny
+        }
+    } else if any(Effect::Allow, Tri::True) {
+        Decision::Allow
+    } else if any(Effect::Allow, Tri::Unknown) {
+        Decision::Unknown
+    } else {
+        Decision::ImplicitDeny
+    };
+    PolicyResult { decision, statements }
+}
+
+/// An empty result for a policy that does not exist.
+fn absent_policy() -> PolicyResult {
+    PolicyResult {
+        decision: Decision::ImplicitDeny,
+        statements: Vec::new(),
+    }
+}
+
+/// Same account: identity OR resource allows. Across accounts: both must allow. A Deny anywhere wins.
+fn combine(identity: Decision, resource: Decision, cross_account: bool) -> Decision {
+    use Decision::*;
+    if identity == ExplicitDeny || resource == ExplicitDeny {
+        return ExplicitDeny;
+    }
+    if cross_account {
+        match (identity, resource) {
+            (Allow, Allow) => Allow,
+            (ImplicitDeny, _) | (_, ImplicitDeny) => ImplicitDeny,
+            _ => Unknown,
+        }
+    } else {
+        match (identity, resource) {
+            (Allow, _) | (_, Allow) if identity != Unknown && resource != Unknown => Allow,
+            (ImplicitDeny, ImplicitDeny) => ImplicitDeny,
+            _ => Unknown,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The cross-account check
+
+/// Everything a check needs.
+#[derive(Debug, Clone)]
+pub struct Check<'a> {
+    /// The consumer principal.
+    pub principal: &'a PrincipalArn,
+    /// The secret.
+    pub secret: &'a SecretArn,
+    /// The secret's key.
+    pub key: &'a KmsKeyArn,
+    /// The `--version-stage` the consumer passes, if any.
+    pub version_stage: Option<&'a str>,
+    /// The consumer's identity policy (all of its policies, merged into one document).
+    pub identity_policy: &'a PolicyDocument,
+    /// The secret's resource policy, if it has one.
+    pub resource_policy: Option<&'a PolicyDocument>,
+    /// The key policy.
+    pub key_policy: &'a PolicyDocument,
+    /// The request time (for date conditions on `aws:CurrentTime`); unknown when `None`.
+    pub now: Option<OffsetDateTime>,
+}
+
+/// One layer of the check: the secret read or the decrypt.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Layer {
+    /// `secret` (GetSecretValue) or `decrypt` (kms:Decrypt through Secrets Manager).
+    pub layer: String,
+    /// The action evaluated.
+    pub action: String,
+    /// The resource evaluated.
+    pub resource: String,
+    /// The layer's decision.
+    pub decision: Decision,
+    /// The consumer's identity policy.
+    pub identity_policy: PolicyResult,
+    /// The secret's resource policy or the key policy.
+    pub resource_policy: PolicyResult,
+    /// What to do about it, in words.
+    pub hints: Vec<String>,
+}
+
+/// The whole answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CheckResult {
+    /// `allow`, `deny` or `unknown`.
+    #[schema(example = "allow")]
+    pub decision: String,
+    /// The secret layer and the decrypt layer.
+    pub layers: Vec<Layer>,
+    /// Every hint, in order.
+    pub reasons: Vec<String>,
+}
+
+fn base_context(c: &Check<'_>, caller: &Caller) -> RequestContext {
+    let mut ctx = RequestContext::default();
+    if let Some(arn) = &caller.arn {
+        ctx.set("aws:PrincipalArn", [arn.clone()]);
+        let ty = if arn.contains(":role/") { "AssumedRole" } else { "User" };
+        ctx.set("aws:PrincipalType", [ty]);
+    }
+    ctx.set("aws:PrincipalAccount", [caller.account.clone()]);
+    ctx.set("aws:SecureTransport", ["true"]);
+    ctx.set("aws:RequestedRegion", [c.secret.region()]);
+    if let Some(now) = c.now {
+        ctx.set("aws:CurrentTime", [now.format(&Rfc3339).unwrap_or_default()]);
+        ctx.set("aws:EpochTime", [now.unix_timestamp().to_string()]);
+    }
+    ctx
+}
+
+/// The context of the GetSecretValue call.
+pub fn secret_context(c: &Check<'_>, caller: &Caller) -> RequestContext {
+    let mut ctx = base_context(c, caller);
+    ctx.set("secretsmanager:SecretId", [c.secret.as_str()]);
+    match c.version_stage {
+        Some(s) => ctx.set("secretsmanager:VersionStage", [s]),
+        None => ctx.absent("secretsmanager:VersionStage"),
+    };
+    ctx.absent("secretsmanager:VersionId");
+    ctx
+}
+
+/// The context of the kms:Decrypt call Secrets Manager makes on the consumer's behalf.
+pub fn decrypt_context(c: &Check<'_>, caller: &Caller) -> RequestContext {
+    let mut ctx = base_context(c, caller);
+    ctx.set("kms:ViaService", [via_service(c.secret)]);
+    ctx.set("kms:EncryptionContext:SecretARN", [c.secret.as_str()]);
+    ctx.set("kms:EncryptionContextKeys", ["SecretARN", "SecretVersionId"]);
+    ctx.set("kms:CallerAccount", [caller.account.clone()]);
+    ctx.set("kms:EncryptionAlgorithm", ["SYMMETRIC_DEFAULT"]);
+    ctx
+}
+
+fn describe(d: &str) -> &str {
+    match d {
+        "resource" => "resource policy",
+        "key" => "key policy",
+        _ => "identity policy",
+    }
+}
+
+/// Hints for a layer that does not allow.
+fn hints(layer: &str, action: &str, target: &str, c: &Check<'_>, identity: &PolicyResult, resource: &PolicyResult, resource_doc_exists: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let res_name = if layer == "secret" { "resource" } else { "key" };
+    for (name, r) in [("identity", identity), (res_name, resource)] {
+        for s in &r.statements {
+            if s.effect == Effect::Deny && s.applies == Tri::True {
+                out.push(format!(
+                    "statement {} of the {} explicitly denies {action}: an explicit Deny overrides every Allow",
+                    s.statement,
+                    describe(name)
+                ));
+            }
+            if s.applies == Tri::Unknown {
+                out.push(format!(
+                    "statement {} of the {}: the answer depends on something the broker cannot check ({})",
+                    s.statement,
+                    describe(name),
+                    s.reason
+                ));
+            }
+        }
+    }
+    if resource.decision == Decision::ImplicitDeny {
+        if !resource_doc_exists {
+            out.push(if layer == "secret" {
+                "the secret has no resource policy, so no other account can read it: apply the share".into()
+            } else {
+                "the key has no key policy statement for this principal".into()
+            });
+        } else {
+            let allows: Vec<&StatementTrace> = resource.statements.iter().filter(|s| s.effect == Effect::Allow).collect();
+            let by_condition: Vec<&&StatementTrace> = allows.iter().filter(|s| s.element == "condition").collect();
+            if by_condition.is_empty() {
+                if layer == "decrypt" {
+                    let root_a = format!("arn:{}:iam::{}:root", c.key.partition(), c.key.account());
+                    let has_root = c.key_policy.statements().iter().any(|s| {
+                        s.parsed().principal.as_ref().is_some_and(|p| p.values("AWS").iter().any(|v| v == &root_a || v == c.key.account()))
+                    });
+                    out.push(format!(
+                        "no key-policy statement allows this principal to use kms:Decrypt{}",
+                        if has_root {
+                            format!(" (the statement for {root_a} delegates only to identities in account {}; it grants nothing to account {})", c.key.account(), c.principal.account())
+                        } else {
+                            String::new()
+                        }
+                    ));
+                } else {
+                    out.push(format!("no statement of the resource policy allows {} to call {action}", c.principal));
+                }
+            }
+            for s in by_condition {
+                let key = s.condition_key.clone().unwrap_or_default();
+                if key.eq_ignore_ascii_case("secretsmanager:VersionStage") && c.version_stage.is_none() {
+                    let stage = c
+                        .resource_policy
+                        .and_then(|d| d.statements().get(s.index))
+                        .and_then(|x| {
+                            x.parsed().condition.iter().flat_map(|b| &b.entries).find(|(k, _)| k.eq_ignore_ascii_case(&key)).map(|(_, v)| v.join(" or "))
+                        })
+                        .unwrap_or_else(|| "AWSCURRENT".into());
+                    out.push(format!(
+                        "the resource policy requires secretsmanager:VersionStage = {stage}: pass --version-stage {stage}"
+                    ));
+                } else {
+                    out.push(format!("statement {} of the {} does not apply: {}", s.statement, describe(res_name), s.reason));
+                }
+            }
+        }
+    }
+    if identity.decision == Decision::ImplicitDeny {
+        let same_action: Vec<&StatementTrace> = identity
+            .statements
+            .iter()
+            .filter(|s| s.effect == Effect::Allow && s.element == "resource")
+            .collect();
+        if same_action.is_empty() {
+            out.push(format!(
+                "the identity policy of {} does not allow {action} on {target}: attach the consumer identity policy",
+                c.principal
+            ));
+        } else {
+            for s in same_action {
+                let what = c
+                    .identity_policy
+                    .statements()
+                    .get(s.index)
+                    .and_then(|x| x.parsed().resource.clone())
+                    .unwrap_or_default();
+                out.push(format!(
+                    "the identity policy allows {action} on {} but not on {target}",
+                    what.join(", ")
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Runs both layers of a cross-account read and explains the outcome.
+pub fn check(c: &Check<'_>) -> CheckResult {
+    let caller = Caller::from_principal(c.principal);
+    let cross = c.principal.account() != c.secret.account();
+
+    let sctx = secret_context(c, &caller);
+    let sreq = Request {
+        caller: &caller,
+        action: "secretsmanager:GetSecretValue",
+        resource: c.secret.as_str(),
+        context: &sctx,
+    };
+    let s_identity = evaluate(c.identity_policy, PolicyType::Identity, &sreq);
+    let s_resource = c
+        .resource_policy
+        .map(|d| evaluate(d, PolicyType::Resource, &sreq))
+        .unwrap_or_else(absent_policy);
+    let s_decision = combine(s_identity.decision, s_resource.decision, cross);
+
+    let dctx = decrypt_context(c, &caller);
+    let dreq = Request {
+        caller: &caller,
+        action: "kms:Decrypt",
+        resource: c.key.as_str(),
+        context: &dctx,
+    };
+    let d_identity = evaluate(c.identity_policy, PolicyType::Identity, &dreq);
+    let d_key = evaluate(c.key_policy, PolicyType::Resource, &dreq);
+    let d_decision = combine(d_identity.decision, d_key.decision, cross);
+
+    let mut layers = Vec::new();
+    let mut reasons = Vec::new();
+    for (name, action, resource, decision, identity, res, exists) in [
+        ("secret", "secretsmanager:GetSecretValue", c.secret.as_str(), s_decision, s_identity, s_resource, c.resource_policy.is_some()),
+        ("decrypt", "kms:Decrypt", c.key.as_str(), d_decision, d_identity, d_key, true),
+    ] {
+        let h = if decision == Decision::Allow {
+            Vec::new()
+        } else {
+            hints(name, action, resource, c, &identity, &res, exists)
+        };
+        reasons.extend(h.iter().cloned());
+        layers.push(Layer {
+            layer: name.into(),
+            action: action.into(),
+            resource: resource.into(),
+            decision,
+            identity_policy: identity,
+            resource_policy: res,
+            hints: h,
+        });
+    }
+    let decision = if layers.iter().all(|l| l.decision.is_allow()) {
+        "allow"
+    } else if layers.iter().any(|l| l.decision.is_deny()) {
+        "deny"
+    } else {
+        "unknown"
+    };
+    CheckResult {
+        decision: decision.into(),
+        layers,
+        reasons,
+    }
+}
