@@ -49,6 +49,37 @@ enum Command {
     /// Compose the three policy documents for a share, offline (no AWS call), merged into existing
     /// policies when given; exit 1 when a finding is an error.
     Plan(PlanArgs),
+    /// Explain whether a principal can read a secret across accounts, offline, from the three policies;
+    /// prints `{decision, layers, reasons}`; exit 0 allow, 1 deny, 3 unknown.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The consumer: IAM user, role or account-root ARN.
+    #[arg(long)]
+    principal: String,
+    /// The secret's full ARN.
+    #[arg(long)]
+    secret_arn: String,
+    /// The full ARN of the secret's KMS key.
+    #[arg(long)]
+    kms_key_arn: String,
+    /// The consumer's identity policy (JSON file; put all of the principal's statements in one document).
+    #[arg(long, value_name = "FILE")]
+    identity_policy: PathBuf,
+    /// The secret's resource policy (JSON file); omit when the secret has none.
+    #[arg(long, value_name = "FILE")]
+    resource_policy: Option<PathBuf>,
+    /// The key policy (JSON file).
+    #[arg(long, value_name = "FILE")]
+    key_policy: PathBuf,
+    /// The --version-stage the consumer passes to GetSecretValue, if any.
+    #[arg(long)]
+    version_stage: Option<String>,
+    /// The region the consumer calls (must be the secret's region).
+    #[arg(long)]
+    region: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -133,6 +164,15 @@ async fn main() -> ExitCode {
             print!("{}", reference_markdown());
             return ExitCode::SUCCESS;
         }
+        Command::Check(args) => {
+            return match check(&args) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Command::Plan(args) => {
             return match plan(&args) {
                 Ok(code) => code,
@@ -204,7 +244,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Command::Openapi | Command::Config | Command::Plan(_) => Ok(ExitCode::SUCCESS),
+        Command::Openapi | Command::Config | Command::Plan(_) | Command::Check(_) => {
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -299,6 +341,55 @@ fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    use secret_broker::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
+    use secret_broker::policy::document::PolicyDocument;
+    use secret_broker::policy::eval::{Check, check};
+
+    let secret =
+        SecretArn::parse(&args.secret_arn).map_err(|e| anyhow::anyhow!("--secret-arn: {e}"))?;
+    let key =
+        KmsKeyArn::parse(&args.kms_key_arn).map_err(|e| anyhow::anyhow!("--kms-key-arn: {e}"))?;
+    let principal =
+        PrincipalArn::parse(&args.principal).map_err(|e| anyhow::anyhow!("--principal: {e}"))?;
+    if let Some(r) = &args.region
+        && r != secret.region()
+    {
+        anyhow::bail!(
+            "--region: the secret lives in {}; GetSecretValue must be called there (got {r})",
+            secret.region()
+        );
+    }
+    let load = |flag: &str, p: &PathBuf| -> anyhow::Result<PolicyDocument> {
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| anyhow::anyhow!("{flag}: cannot read {}: {e}", p.display()))?;
+        PolicyDocument::parse(&text).map_err(|e| anyhow::anyhow!("{flag} {}: {e}", p.display()))
+    };
+    let identity = load("--identity-policy", &args.identity_policy)?;
+    let resource = args
+        .resource_policy
+        .as_ref()
+        .map(|p| load("--resource-policy", p))
+        .transpose()?;
+    let key_policy = load("--key-policy", &args.key_policy)?;
+    let result = check(&Check {
+        principal: &principal,
+        secret: &secret,
+        key: &key,
+        version_stage: args.version_stage.as_deref(),
+        identity_policy: &identity,
+        resource_policy: resource.as_ref(),
+        key_policy: &key_policy,
+        now: Some(time::OffsetDateTime::now_utc()),
+    });
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(match result.decision.as_str() {
+        "allow" => ExitCode::SUCCESS,
+        "deny" => ExitCode::from(1),
+        _ => ExitCode::from(3),
     })
 }
 

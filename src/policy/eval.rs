@@ -105,10 +105,15 @@ pub enum Lookup<'a> {
 
 impl RequestContext {
     /// Sets a key's values.
-    pub fn set(&mut self, key: &str, values: impl IntoIterator<Item = impl Into<String>>) -> &mut Self {
+    pub fn set(
+        &mut self,
+        key: &str,
+        values: impl IntoIterator<Item = impl Into<String>>,
+    ) -> &mut Self {
         let k = key.to_ascii_lowercase();
         self.absent.remove(&k);
-        self.values.insert(k, values.into_iter().map(Into::into).collect());
+        self.values
+            .insert(k, values.into_iter().map(Into::into).collect());
         self
     }
     /// Marks a key as known to be absent.
@@ -253,7 +258,11 @@ fn arn_like(pattern: &str, arn: &str) -> bool {
 
 fn is_unique_id(s: &str) -> bool {
     // AIDA..., AROA..., AIPA... : what a policy shows after its principal was deleted.
-    s.len() >= 16 && s.len() <= 128 && s.starts_with('A') && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    s.len() >= 16
+        && s.len() <= 128
+        && s.starts_with('A')
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
 fn principal_value_matches(v: &str, caller: &Caller) -> (Tri, String) {
@@ -263,24 +272,42 @@ fn principal_value_matches(v: &str, caller: &Caller) -> (Tri, String) {
     if v.len() == 12 && v.bytes().all(|b| b.is_ascii_digit()) {
         return (
             Tri::from(v == caller.account),
-            format!("account {v} {}", if v == caller.account { "is the caller's account" } else { "is not the caller's account" }),
+            format!(
+                "account {v} {}",
+                if v == caller.account {
+                    "is the caller's account"
+                } else {
+                    "is not the caller's account"
+                }
+            ),
         );
     }
     if is_unique_id(v) {
         return (
             Tri::False,
-            format!("{v} is a unique id: the principal it named was deleted (a re-created one does not match)"),
+            format!(
+                "{v} is a unique id: the principal it named was deleted (a re-created one does not match)"
+            ),
         );
     }
     let parts: Vec<&str> = v.splitn(6, ':').collect();
     if parts.len() != 6 || parts[0] != "arn" {
-        return (Tri::Unknown, format!("principal {v:?} is not a form the evaluator understands"));
+        return (
+            Tri::Unknown,
+            format!("principal {v:?} is not a form the evaluator understands"),
+        );
     }
     if parts[1] != caller.partition || parts[4] != caller.account {
-        return (Tri::False, format!("{v} is in another account or partition than the caller"));
+        return (
+            Tri::False,
+            format!("{v} is in another account or partition than the caller"),
+        );
     }
     if v.contains('*') || v.contains('?') {
-        return (Tri::Unknown, format!("{v}: wildcards are not valid in a Principal ARN"));
+        return (
+            Tri::Unknown,
+            format!("{v}: wildcards are not valid in a Principal ARN"),
+        );
     }
     if parts[2] == "iam" && parts[5] == "root" {
         return (Tri::True, format!("{v} is the caller's account"));
@@ -290,7 +317,9 @@ fn principal_value_matches(v: &str, caller: &Caller) -> (Tri, String) {
         Some(_) => (Tri::False, format!("{v} is not the caller")),
         None => (
             Tri::Unknown,
-            format!("{v} is one identity of the caller's account; which identity calls is not known"),
+            format!(
+                "{v} is one identity of the caller's account; which identity calls is not known"
+            ),
         ),
     }
 }
@@ -455,10 +484,18 @@ fn single(op: &Op, actual: &str, expected: &[String]) -> bool {
 }
 
 /// Evaluates one `operator: {key: values}` entry.
-fn condition_entry(operator: &str, key: &str, expected: &[String], ctx: &RequestContext) -> (Tri, String) {
+fn condition_entry(
+    operator: &str,
+    key: &str,
+    expected: &[String],
+    ctx: &RequestContext,
+) -> (Tri, String) {
     let shown = || format!("{operator} {key} {expected:?}");
     if expected.iter().any(|v| v.contains("${")) {
-        return (Tri::Unknown, format!("{}: policy variables are not evaluated", shown()));
+        return (
+            Tri::Unknown,
+            format!("{}: policy variables are not evaluated", shown()),
+        );
     }
     let lookup = ctx.get(key);
     let Some(op) = parse_operator(operator) else {
@@ -468,31 +505,49 @@ fn condition_entry(operator: &str, key: &str, expected: &[String], ctx: &Request
             None => (None, operator),
         };
         if base != "Null" || set.is_some() {
-            return (Tri::Unknown, format!("{}: operator not understood", shown()));
+            return (
+                Tri::Unknown,
+                format!("{}: operator not understood", shown()),
+            );
         }
         return match lookup {
-            Lookup::Unknown => (Tri::Unknown, format!("{}: whether {key} is in the request is not known", shown())),
+            Lookup::Unknown => (
+                Tri::Unknown,
+                format!("{}: whether {key} is in the request is not known", shown()),
+            ),
             l => {
                 let present = matches!(l, Lookup::Present(v) if !v.is_empty());
-                let ok = expected.iter().any(|e| match e.to_ascii_lowercase().as_str() {
-                    "true" => !present,
-                    "false" => present,
-                    _ => false,
-                });
+                let ok = expected
+                    .iter()
+                    .any(|e| match e.to_ascii_lowercase().as_str() {
+                        "true" => !present,
+                        "false" => present,
+                        _ => false,
+                    });
                 (
                     Tri::from(ok),
-                    format!("{}: {key} is {}", shown(), if present { "present" } else { "absent" }),
+                    format!(
+                        "{}: {key} is {}",
+                        shown(),
+                        if present { "present" } else { "absent" }
+                    ),
                 )
             }
         };
     };
     let Ok(op) = op else {
-        return (Tri::Unknown, format!("{}: operator not understood", shown()));
+        return (
+            Tri::Unknown,
+            format!("{}: operator not understood", shown()),
+        );
     };
     match lookup {
         Lookup::Unknown => (
             Tri::Unknown,
-            format!("{}: the value of {key} in the request is not known to the broker", shown()),
+            format!(
+                "{}: the value of {key} in the request is not known to the broker",
+                shown()
+            ),
         ),
         Lookup::Absent | Lookup::Present([]) => {
             // Documented: IfExists is true on a missing key; ForAllValues is true on a missing or empty
@@ -506,7 +561,10 @@ fn condition_entry(operator: &str, key: &str, expected: &[String], ctx: &Request
                     SetOp::None => op.negated,
                 }
             };
-            (Tri::from(t), format!("{}: {key} is not in the request", shown()))
+            (
+                Tri::from(t),
+                format!("{}: {key} is not in the request", shown()),
+            )
         }
         Lookup::Present(values) => {
             let t = match op.set {
@@ -516,11 +574,17 @@ fn condition_entry(operator: &str, key: &str, expected: &[String], ctx: &Request
                 SetOp::None => {
                     return (
                         Tri::Unknown,
-                        format!("{}: {key} has several values and the operator has no ForAnyValue/ForAllValues", shown()),
+                        format!(
+                            "{}: {key} has several values and the operator has no ForAnyValue/ForAllValues",
+                            shown()
+                        ),
                     );
                 }
             };
-            (t, format!("{}: the request has {key} = {values:?}", shown()))
+            (
+                t,
+                format!("{}: the request has {key} = {values:?}", shown()),
+            )
         }
     }
 }
@@ -554,7 +618,14 @@ fn label(i: usize, s: &Statement) -> String {
     s.sid.clone().unwrap_or_else(|| format!("#{i}"))
 }
 
-fn trace(i: usize, s: &Statement, applies: Tri, element: &str, reason: String, key: Option<String>) -> StatementTrace {
+fn trace(
+    i: usize,
+    s: &Statement,
+    applies: Tri,
+    element: &str,
+    reason: String,
+    key: Option<String>,
+) -> StatementTrace {
     StatementTrace {
         index: i,
         statement: label(i, s),
@@ -568,21 +639,29 @@ fn trace(i: usize, s: &Statement, applies: Tri, element: &str, reason: String, k
 
 fn statement(i: usize, s: &Statement, ty: PolicyType, req: &Request<'_>) -> StatementTrace {
     if let Some(f) = s.unknown_fields.first() {
-        return trace(i, s, Tri::Unknown, "statement", format!("member {f:?} is not an IAM policy element"), None);
+        return trace(
+            i,
+            s,
+            Tri::Unknown,
+            "statement",
+            format!("member {f:?} is not an IAM policy element"),
+            None,
+        );
     }
     let mut acc = Tri::True;
     let mut pending: Option<StatementTrace> = None;
-    let mut note = |t: Tri, element: &str, reason: String, key: Option<String>| -> Option<StatementTrace> {
-        match t {
-            Tri::False => Some(trace(i, s, Tri::False, element, reason, key)),
-            Tri::Unknown => {
-                acc = acc.and(Tri::Unknown);
-                pending.get_or_insert_with(|| trace(i, s, Tri::Unknown, element, reason, key));
-                None
+    let mut note =
+        |t: Tri, element: &str, reason: String, key: Option<String>| -> Option<StatementTrace> {
+            match t {
+                Tri::False => Some(trace(i, s, Tri::False, element, reason, key)),
+                Tri::Unknown => {
+                    acc = acc.and(Tri::Unknown);
+                    pending.get_or_insert_with(|| trace(i, s, Tri::Unknown, element, reason, key));
+                    None
+                }
+                Tri::True => None,
             }
-            Tri::True => None,
-        }
-    };
+        };
     if ty == PolicyType::Resource {
         let (t, r) = match (&s.principal, &s.not_principal) {
             (Some(p), _) => principal_matches(p, req.caller),
@@ -590,7 +669,10 @@ fn statement(i: usize, s: &Statement, ty: PolicyType, req: &Request<'_>) -> Stat
                 let (t, r) = principal_matches(np, req.caller);
                 (t.not(), format!("NotPrincipal: {r}"))
             }
-            (None, None) => (Tri::False, "a resource-based statement without Principal applies to no one".into()),
+            (None, None) => (
+                Tri::False,
+                "a resource-based statement without Principal applies to no one".into(),
+            ),
         };
         if let Some(done) = note(t, "principal", r, None) {
             return done;
@@ -599,11 +681,25 @@ fn statement(i: usize, s: &Statement, ty: PolicyType, req: &Request<'_>) -> Stat
     let action = match (&s.action, &s.not_action) {
         (Some(a), _) => {
             let m = a.iter().any(|p| action_matches(p, req.action));
-            (Tri::from(m), format!("Action {a:?} {} {}", if m { "matches" } else { "does not match" }, req.action))
+            (
+                Tri::from(m),
+                format!(
+                    "Action {a:?} {} {}",
+                    if m { "matches" } else { "does not match" },
+                    req.action
+                ),
+            )
         }
         (None, Some(na)) => {
             let m = na.iter().any(|p| action_matches(p, req.action));
-            (Tri::from(!m), format!("NotAction {na:?} {} {}", if m { "excludes" } else { "does not exclude" }, req.action))
+            (
+                Tri::from(!m),
+                format!(
+                    "NotAction {na:?} {} {}",
+                    if m { "excludes" } else { "does not exclude" },
+                    req.action
+                ),
+            )
         }
         (None, None) => (Tri::False, "no Action".into()),
     };
@@ -613,11 +709,25 @@ fn statement(i: usize, s: &Statement, ty: PolicyType, req: &Request<'_>) -> Stat
     let resource = match (&s.resource, &s.not_resource) {
         (Some(r), _) => {
             let m = r.iter().any(|p| glob(p, req.resource));
-            (Tri::from(m), format!("Resource {r:?} {} {}", if m { "matches" } else { "does not match" }, req.resource))
+            (
+                Tri::from(m),
+                format!(
+                    "Resource {r:?} {} {}",
+                    if m { "matches" } else { "does not match" },
+                    req.resource
+                ),
+            )
         }
         (None, Some(nr)) => {
             let m = nr.iter().any(|p| glob(p, req.resource));
-            (Tri::from(!m), format!("NotResource {nr:?} {} {}", if m { "excludes" } else { "does not exclude" }, req.resource))
+            (
+                Tri::from(!m),
+                format!(
+                    "NotResource {nr:?} {} {}",
+                    if m { "excludes" } else { "does not exclude" },
+                    req.resource
+                ),
+            )
         }
         // Key policies and secret resource policies may omit Resource? IAM requires it; treat as no match.
         (None, None) => (Tri::False, "no Resource".into()),
@@ -631,7 +741,14 @@ fn statement(i: usize, s: &Statement, ty: PolicyType, req: &Request<'_>) -> Stat
     }
     match pending {
         Some(p) => p,
-        None => trace(i, s, acc, "all", "principal, action, resource and conditions all match".into(), None),
+        None => trace(
+            i,
+            s,
+            acc,
+            "all",
+            "principal, action, resource and conditions all match".into(),
+            None,
+        ),
     }
 }
 
@@ -643,7 +760,11 @@ pub fn evaluate(doc: &PolicyDocument, ty: PolicyType, req: &Request<'_>) -> Poli
         .enumerate()
         .map(|(i, s)| statement(i, s.parsed(), ty, req))
         .collect();
-    let any = |effect: Effect, t: Tri| statements.iter().any(|s| s.effect == effect && s.applies == t);
+    let any = |effect: Effect, t: Tri| {
+        statements
+            .iter()
+            .any(|s| s.effect == effect && s.applies == t)
+    };
     let decision = if any(Effect::Deny, Tri::True) {
         Decision::ExplicitDeny
     } else if any(Effect::Deny, Tri::Unknown) {
@@ -659,7 +780,10 @@ pub fn evaluate(doc: &PolicyDocument, ty: PolicyType, req: &Request<'_>) -> Poli
     } else {
         Decision::ImplicitDeny
     };
-    PolicyResult { decision, statements }
+    PolicyResult {
+        decision,
+        statements,
+    }
 }
 
 /// An empty result for a policy that does not exist.
@@ -750,14 +874,21 @@ fn base_context(c: &Check<'_>, caller: &Caller) -> RequestContext {
     let mut ctx = RequestContext::default();
     if let Some(arn) = &caller.arn {
         ctx.set("aws:PrincipalArn", [arn.clone()]);
-        let ty = if arn.contains(":role/") { "AssumedRole" } else { "User" };
+        let ty = if arn.contains(":role/") {
+            "AssumedRole"
+        } else {
+            "User"
+        };
         ctx.set("aws:PrincipalType", [ty]);
     }
     ctx.set("aws:PrincipalAccount", [caller.account.clone()]);
     ctx.set("aws:SecureTransport", ["true"]);
     ctx.set("aws:RequestedRegion", [c.secret.region()]);
     if let Some(now) = c.now {
-        ctx.set("aws:CurrentTime", [now.format(&Rfc3339).unwrap_or_default()]);
+        ctx.set(
+            "aws:CurrentTime",
+            [now.format(&Rfc3339).unwrap_or_default()],
+        );
         ctx.set("aws:EpochTime", [now.unix_timestamp().to_string()]);
     }
     ctx
@@ -780,7 +911,10 @@ pub fn decrypt_context(c: &Check<'_>, caller: &Caller) -> RequestContext {
     let mut ctx = base_context(c, caller);
     ctx.set("kms:ViaService", [via_service(c.secret)]);
     ctx.set("kms:EncryptionContext:SecretARN", [c.secret.as_str()]);
-    ctx.set("kms:EncryptionContextKeys", ["SecretARN", "SecretVersionId"]);
+    ctx.set(
+        "kms:EncryptionContextKeys",
+        ["SecretARN", "SecretVersionId"],
+    );
     ctx.set("kms:CallerAccount", [caller.account.clone()]);
     ctx.set("kms:EncryptionAlgorithm", ["SYMMETRIC_DEFAULT"]);
     ctx
@@ -795,7 +929,15 @@ fn describe(d: &str) -> &str {
 }
 
 /// Hints for a layer that does not allow.
-fn hints(layer: &str, action: &str, target: &str, c: &Check<'_>, identity: &PolicyResult, resource: &PolicyResult, resource_doc_exists: bool) -> Vec<String> {
+fn hints(
+    layer: &str,
+    action: &str,
+    target: &str,
+    c: &Check<'_>,
+    identity: &PolicyResult,
+    resource: &PolicyResult,
+    resource_doc_exists: bool,
+) -> Vec<String> {
     let mut out = Vec::new();
     let res_name = if layer == "secret" { "resource" } else { "key" };
     for (name, r) in [("identity", identity), (res_name, resource)] {
@@ -825,13 +967,22 @@ fn hints(layer: &str, action: &str, target: &str, c: &Check<'_>, identity: &Poli
                 "the key has no key policy statement for this principal".into()
             });
         } else {
-            let allows: Vec<&StatementTrace> = resource.statements.iter().filter(|s| s.effect == Effect::Allow).collect();
-            let by_condition: Vec<&&StatementTrace> = allows.iter().filter(|s| s.element == "condition").collect();
+            let allows: Vec<&StatementTrace> = resource
+                .statements
+                .iter()
+                .filter(|s| s.effect == Effect::Allow)
+                .collect();
+            let by_condition: Vec<&&StatementTrace> =
+                allows.iter().filter(|s| s.element == "condition").collect();
             if by_condition.is_empty() {
                 if layer == "decrypt" {
                     let root_a = format!("arn:{}:iam::{}:root", c.key.partition(), c.key.account());
                     let has_root = c.key_policy.statements().iter().any(|s| {
-                        s.parsed().principal.as_ref().is_some_and(|p| p.values("AWS").iter().any(|v| v == &root_a || v == c.key.account()))
+                        s.parsed().principal.as_ref().is_some_and(|p| {
+                            p.values("AWS")
+                                .iter()
+                                .any(|v| v == &root_a || v == c.key.account())
+                        })
                     });
                     out.push(format!(
                         "no key-policy statement allows this principal to use kms:Decrypt{}",
@@ -842,24 +993,39 @@ fn hints(layer: &str, action: &str, target: &str, c: &Check<'_>, identity: &Poli
                         }
                     ));
                 } else {
-                    out.push(format!("no statement of the resource policy allows {} to call {action}", c.principal));
+                    out.push(format!(
+                        "no statement of the resource policy allows {} to call {action}",
+                        c.principal
+                    ));
                 }
             }
             for s in by_condition {
                 let key = s.condition_key.clone().unwrap_or_default();
-                if key.eq_ignore_ascii_case("secretsmanager:VersionStage") && c.version_stage.is_none() {
+                if key.eq_ignore_ascii_case("secretsmanager:VersionStage")
+                    && c.version_stage.is_none()
+                {
                     let stage = c
                         .resource_policy
                         .and_then(|d| d.statements().get(s.index))
                         .and_then(|x| {
-                            x.parsed().condition.iter().flat_map(|b| &b.entries).find(|(k, _)| k.eq_ignore_ascii_case(&key)).map(|(_, v)| v.join(" or "))
+                            x.parsed()
+                                .condition
+                                .iter()
+                                .flat_map(|b| &b.entries)
+                                .find(|(k, _)| k.eq_ignore_ascii_case(&key))
+                                .map(|(_, v)| v.join(" or "))
                         })
                         .unwrap_or_else(|| "AWSCURRENT".into());
                     out.push(format!(
                         "the resource policy requires secretsmanager:VersionStage = {stage}: pass --version-stage {stage}"
                     ));
                 } else {
-                    out.push(format!("statement {} of the {} does not apply: {}", s.statement, describe(res_name), s.reason));
+                    out.push(format!(
+                        "statement {} of the {} does not apply: {}",
+                        s.statement,
+                        describe(res_name),
+                        s.reason
+                    ));
                 }
             }
         }
@@ -926,8 +1092,24 @@ pub fn check(c: &Check<'_>) -> CheckResult {
     let mut layers = Vec::new();
     let mut reasons = Vec::new();
     for (name, action, resource, decision, identity, res, exists) in [
-        ("secret", "secretsmanager:GetSecretValue", c.secret.as_str(), s_decision, s_identity, s_resource, c.resource_policy.is_some()),
-        ("decrypt", "kms:Decrypt", c.key.as_str(), d_decision, d_identity, d_key, true),
+        (
+            "secret",
+            "secretsmanager:GetSecretValue",
+            c.secret.as_str(),
+            s_decision,
+            s_identity,
+            s_resource,
+            c.resource_policy.is_some(),
+        ),
+        (
+            "decrypt",
+            "kms:Decrypt",
+            c.key.as_str(),
+            d_decision,
+            d_identity,
+            d_key,
+            true,
+        ),
     ] {
         let h = if decision == Decision::Allow {
             Vec::new()

@@ -379,3 +379,76 @@ fn plan_exits_1_on_error_findings_and_2_on_bad_input() {
         "{stderr}"
     );
 }
+
+#[test]
+fn check_explains_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let role = "arn:aws:iam::444455556666:role/app-reader";
+    // The documents the broker composes, from `plan`.
+    let (code, stdout, _) = plan(dir.path(), &["--principal", role]);
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let mut key = v["key_policy"].clone();
+    key["Statement"].as_array_mut().unwrap().insert(
+        0,
+        serde_json::json!({"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"}),
+    );
+    for (name, doc) in [
+        ("id.json", &v["identity_policy"]),
+        ("res.json", &v["resource_policy"]),
+        ("key.json", &key),
+    ] {
+        std::fs::write(dir.path().join(name), doc.to_string()).unwrap();
+    }
+    let run = |extra: &[&str]| {
+        let out = broker(dir.path())
+            .args([
+                "check",
+                "--principal",
+                role,
+                "--secret-arn",
+                SECRET,
+                "--kms-key-arn",
+                KEY,
+            ])
+            .args(["--identity-policy", "id.json", "--key-policy", "key.json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        (
+            out.status.code(),
+            v,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, v, err) = run(&[
+        "--resource-policy",
+        "res.json",
+        "--version-stage",
+        "AWSCURRENT",
+        "--region",
+        "us-east-1",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(v["decision"], "allow");
+    assert_eq!(v["layers"][0]["layer"], "secret");
+    assert_eq!(v["layers"][1]["decision"], "allow");
+
+    let (code, v, _) = run(&["--resource-policy", "res.json"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["decision"], "deny");
+    let reasons = v["reasons"].to_string();
+    assert!(
+        reasons.contains("pass --version-stage AWSCURRENT"),
+        "{reasons}"
+    );
+
+    let (code, v, _) = run(&[]);
+    assert_eq!(code, Some(1));
+    assert!(v["reasons"].to_string().contains("no resource policy"));
+
+    let (code, _, err) = run(&["--region", "eu-west-1"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("us-east-1"), "{err}");
+}

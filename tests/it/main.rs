@@ -6,6 +6,7 @@ mod harness;
 
 mod audit_log;
 mod cli;
+mod eval_props;
 mod eval_table;
 mod idempotency;
 mod openapi;

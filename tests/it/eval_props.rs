@@ -1,0 +1,187 @@
+//! Monotonicity of the evaluator over generated policies: adding a Deny statement anywhere never turns
+//! a non-allow into allow, and removing an Allow statement never does either.
+
+use proptest::prelude::*;
+use secret_broker::domain::ShareAction;
+use secret_broker::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
+use secret_broker::policy::compose::{Grant, compose};
+use secret_broker::policy::document::PolicyDocument;
+use secret_broker::policy::eval::{Check, check};
+use serde_json::{Map, Value, json};
+
+const SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf";
+const KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+const ROLE: &str = "arn:aws:iam::444455556666:role/app-reader";
+
+fn statement(with_principal: bool, effect: &'static str) -> impl Strategy<Value = Value> {
+    (
+        prop::sample::select(vec![
+            json!("*"),
+            json!({"AWS": ROLE}),
+            json!({"AWS": "arn:aws:iam::444455556666:root"}),
+            json!({"AWS": "444455556666"}),
+            json!({"AWS": "arn:aws:iam::111122223333:root"}),
+            json!({"AWS": "arn:aws:iam::444455556666:role/other"}),
+        ]),
+        prop::bool::weighted(0.2),
+        prop::sample::select(vec![
+            json!("*"),
+            json!("secretsmanager:GetSecretValue"),
+            json!("secretsmanager:*"),
+            json!("kms:Decrypt"),
+            json!(["kms:Decrypt", "secretsmanager:GetSecretValue"]),
+            json!("kms:Encrypt"),
+        ]),
+        prop::bool::weighted(0.15),
+        prop::sample::select(vec![
+            json!("*"),
+            json!(SECRET),
+            json!("arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-??????"),
+            json!("arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/*"),
+            json!(KEY),
+            json!("arn:aws:kms:us-east-1:111122223333:alias/x"),
+        ]),
+        prop::option::of(prop::sample::select(vec![
+            json!({"StringEquals": {"secretsmanager:VersionStage": "AWSCURRENT"}}),
+            json!({"ForAnyValue:StringEquals": {"secretsmanager:VersionStage": ["AWSCURRENT", "AWSPREVIOUS"]}}),
+            json!({"ForAllValues:StringEquals": {"secretsmanager:VersionStage": "AWSPENDING"}}),
+            json!({"StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}}),
+            json!({"StringNotEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}}),
+            json!({"Bool": {"aws:SecureTransport": "false"}}),
+            json!({"StringEqualsIfExists": {"secretsmanager:VersionStage": "AWSCURRENT"}}),
+            json!({"Null": {"secretsmanager:VersionStage": "true"}}),
+            json!({"StringLike": {"kms:EncryptionContext:SecretARN": "arn:aws:secretsmanager:*:111122223333:secret:prod/*"}}),
+            json!({"StringEquals": {"aws:PrincipalOrgID": "o-123"}}),
+            json!({"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}),
+            json!({"DateLessThan": {"aws:CurrentTime": "2027-01-01T00:00:00Z"}}),
+        ])),
+    )
+        .prop_map(move |(principal, not_principal, action, not_action, resource, cond)| {
+            let mut m = Map::new();
+            m.insert("Effect".into(), json!(effect));
+            if with_principal {
+                m.insert(if not_principal { "NotPrincipal" } else { "Principal" }.into(), principal);
+            }
+            m.insert(if not_action { "NotAction" } else { "Action" }.into(), action);
+            m.insert("Resource".into(), resource);
+            if let Some(c) = cond {
+                m.insert("Condition".into(), c);
+            }
+            Value::Object(m)
+        })
+}
+
+fn any_statement(with_principal: bool) -> impl Strategy<Value = Value> {
+    prop_oneof![
+        statement(with_principal, "Allow"),
+        statement(with_principal, "Deny")
+    ]
+}
+
+#[derive(Debug, Clone)]
+struct Docs {
+    identity: Vec<Value>,
+    resource: Vec<Value>,
+    key: Vec<Value>,
+    stage: Option<String>,
+}
+
+fn docs() -> impl Strategy<Value = Docs> {
+    let c = compose(
+        &Grant {
+            secret: SecretArn::parse(SECRET).unwrap(),
+            principal: PrincipalArn::parse(ROLE).unwrap(),
+            actions: vec![ShareAction::GetSecretValue],
+            version_stage: Some("AWSCURRENT".into()),
+        },
+        &KmsKeyArn::parse(KEY).unwrap(),
+    );
+    let base_identity: Vec<Value> = c.identity_policy["Statement"].as_array().unwrap().clone();
+    (
+        prop::collection::vec(any_statement(false), 0..4),
+        prop::collection::vec(any_statement(true), 0..4),
+        prop::collection::vec(any_statement(true), 0..4),
+        prop::bool::ANY,
+        prop::option::of(prop::sample::select(vec![
+            "AWSCURRENT".to_owned(),
+            "AWSPREVIOUS".to_owned(),
+        ])),
+    )
+        .prop_map(move |(i, r, k, with_share, stage)| {
+            let (mut identity, mut resource, mut key) = (i, r, k);
+            if with_share {
+                identity.extend(base_identity.clone());
+                resource.push(c.resource_statement.clone());
+                key.push(c.key_statement.clone());
+            }
+            Docs {
+                identity,
+                resource,
+                key,
+                stage,
+            }
+        })
+}
+
+fn decision(d: &Docs) -> String {
+    let doc = |s: &Vec<Value>| {
+        PolicyDocument::parse(&json!({"Version": "2012-10-17", "Statement": s}).to_string())
+            .unwrap()
+    };
+    let (p, s, k) = (
+        PrincipalArn::parse(ROLE).unwrap(),
+        SecretArn::parse(SECRET).unwrap(),
+        KmsKeyArn::parse(KEY).unwrap(),
+    );
+    let (i, r, kp) = (doc(&d.identity), doc(&d.resource), doc(&d.key));
+    check(&Check {
+        principal: &p,
+        secret: &s,
+        key: &k,
+        version_stage: d.stage.as_deref(),
+        identity_policy: &i,
+        resource_policy: Some(&r),
+        key_policy: &kp,
+        now: Some(time::macros::datetime!(2026-11-29 12:00 UTC)),
+    })
+    .decision
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
+
+    #[test]
+    fn adding_a_deny_never_turns_deny_into_allow(d in docs(), deny in statement(true, "Deny"), layer in 0usize..3) {
+        let before = decision(&d);
+        let mut after = d.clone();
+        match layer {
+            0 => { let mut s = deny; s.as_object_mut().unwrap().remove("Principal"); s.as_object_mut().unwrap().remove("NotPrincipal"); after.identity.push(s) }
+            1 => after.resource.push(deny),
+            _ => after.key.push(deny),
+        }
+        let now = decision(&after);
+        if before != "allow" {
+            prop_assert_ne!(now.as_str(), "allow", "a Deny turned {} into allow", before);
+        }
+        if before == "deny" {
+            prop_assert_eq!(now.as_str(), "deny");
+        }
+    }
+
+    #[test]
+    fn removing_an_allow_never_turns_deny_into_allow(d in docs(), layer in 0usize..3, pick in any::<prop::sample::Index>()) {
+        let before = decision(&d);
+        let mut after = d.clone();
+        let list = match layer { 0 => &mut after.identity, 1 => &mut after.resource, _ => &mut after.key };
+        let allows: Vec<usize> = list.iter().enumerate().filter(|(_, s)| s["Effect"] == "Allow").map(|(i, _)| i).collect();
+        prop_assume!(!allows.is_empty());
+        list.remove(allows[pick.index(allows.len())]);
+        let now = decision(&after);
+        if before != "allow" {
+            prop_assert_ne!(now.as_str(), "allow", "removing an Allow turned {} into allow", before);
+        }
+        if before == "deny" {
+            prop_assert_eq!(now.as_str(), "deny");
+        }
+    }
+}
