@@ -2,12 +2,15 @@
 
 use std::sync::Arc;
 
+use crate::aws::saga::{Applier, Settings};
+use crate::aws::sdk::{SdkAws, Tuning, load_config};
+use crate::aws::{KmsApi, SecretsApi};
 use crate::config::Config;
 use crate::domain::{Clock, SystemClock};
 use crate::error::Result;
 use crate::store::{Store, StoreOptions};
 
-/// Everything a request needs: configuration, the store and the clock.
+/// Everything a request needs: configuration, the store, the clock and the AWS applier.
 pub struct App {
     /// Configuration in force.
     pub config: Config,
@@ -15,16 +18,47 @@ pub struct App {
     pub store: Store,
     /// The source of "now".
     pub clock: Arc<dyn Clock>,
+    /// Applies and revokes shares on AWS.
+    pub applier: Arc<Applier>,
+}
+
+/// The AWS side of an [`App`].
+pub struct AwsParts {
+    /// Secrets Manager.
+    pub secrets: Arc<dyn SecretsApi>,
+    /// KMS.
+    pub kms: Arc<dyn KmsApi>,
+}
+
+impl AwsParts {
+    /// Both traits from one aws-sdk implementation.
+    pub fn sdk(sdk: SdkAws) -> Self {
+        let sdk = Arc::new(sdk);
+        Self {
+            secrets: sdk.clone(),
+            kms: sdk,
+        }
+    }
 }
 
 impl App {
-    /// Opens the store named by the configuration (migrating it) with the system clock.
-    pub fn open(config: Config) -> Result<Arc<Self>> {
-        Self::open_with_clock(config, Arc::new(SystemClock))
+    /// Opens the store named by the configuration (migrating it), with the system clock and AWS clients
+    /// from the standard chain (plus `assume_role_arn`).
+    pub async fn open(config: Config) -> Result<Arc<Self>> {
+        let sdk = load_config(config.assume_role_arn.0.as_deref()).await;
+        let tuning = Tuning {
+            max_attempts: config.aws_max_attempts.0 as u32,
+            ..Tuning::default()
+        };
+        Self::open_with(
+            config,
+            Arc::new(SystemClock),
+            AwsParts::sdk(SdkAws::new(sdk, tuning)),
+        )
     }
 
-    /// Same, with a given clock (tests move time with it).
-    pub fn open_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Self>> {
+    /// Same, with a given clock and AWS clients (tests point them at the emulator).
+    pub fn open_with(config: Config, clock: Arc<dyn Clock>, aws: AwsParts) -> Result<Arc<Self>> {
         let store = Store::open(
             &config.database.0,
             StoreOptions {
@@ -32,10 +66,22 @@ impl App {
                 writer_max_batch: config.writer_max_batch.0,
             },
         )?;
+        let applier = Applier::new(
+            store.clone(),
+            clock.clone(),
+            aws.secrets,
+            aws.kms,
+            Settings {
+                enabled: config.apply_shares.0,
+                coalesce: config.apply_coalesce.0,
+                write_attempts: config.policy_write_attempts.0 as u32,
+            },
+        );
         Ok(Arc::new(Self {
             config,
             store,
             clock,
+            applier,
         }))
     }
 }

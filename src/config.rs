@@ -62,10 +62,14 @@ impl FromStr for Span {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || {
             format!(
-                "{s:?} is not a duration: write a whole number and a unit s, m, h or d (e.g. 30d)"
+                "{s:?} is not a duration: write a whole number and a unit ms, s, m, h or d (e.g. 30d)"
             )
         };
         let s = s.trim();
+        if let Some(ms) = s.strip_suffix("ms") {
+            let n: u64 = ms.parse().map_err(|_| err())?;
+            return Ok(Span(Duration::from_millis(n)));
+        }
         let unit = s.chars().last().ok_or_else(err)?;
         let n: u64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| err())?;
         let secs = match unit {
@@ -82,6 +86,9 @@ impl FromStr for Span {
 
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.subsec_millis() != 0 {
+            return write!(f, "{}ms", self.0.as_millis());
+        }
         let s = self.0.as_secs();
         match s {
             s if s > 0 && s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
@@ -139,6 +146,44 @@ impl FromStr for FilePath {
 impl fmt::Display for FilePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0.display())
+    }
+}
+
+/// `true` or `false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flag(pub bool);
+
+impl FromStr for Flag {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "true" => Ok(Self(true)),
+            "false" => Ok(Self(false)),
+            _ => Err(format!("{s:?}: expected true or false")),
+        }
+    }
+}
+
+impl fmt::Display for Flag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Optional text: empty means not set.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OptText(pub Option<String>);
+
+impl FromStr for OptText {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self((!s.trim().is_empty()).then(|| s.trim().to_owned())))
+    }
+}
+
+impl fmt::Display for OptText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_deref().unwrap_or(""))
     }
 }
 
@@ -247,6 +292,16 @@ settings! {
     log_format: LogFormat = "text";
     /// Log filter in tracing's EnvFilter syntax (RUST_LOG is used when this is left at its default).
     log: String = "info";
+    /// Apply approved shares to AWS. false keeps them approved, to be applied by hand from `plan`.
+    apply_shares: Flag = "true";
+    /// Role to assume for every AWS call (empty: use the standard credential chain as is).
+    assume_role_arn: OptText = "";
+    /// Attempts per AWS call, including the first; throttling and 5xx are retried with backoff.
+    aws_max_attempts: Count = "5";
+    /// How long to wait after an approval before applying, so approvals close together share one write.
+    apply_coalesce: Span = "200ms";
+    /// Read-modify-write attempts per policy when someone else changes it at the same time.
+    policy_write_attempts: Count = "3";
 }
 
 impl Config {
@@ -404,7 +459,7 @@ mod tests {
 
     #[test]
     fn spans_round_trip() {
-        for s in ["30d", "12h", "15m", "90s"] {
+        for s in ["30d", "12h", "15m", "90s", "250ms"] {
             assert_eq!(s.parse::<Span>().unwrap().to_string(), s);
         }
         assert!("30".parse::<Span>().is_err());

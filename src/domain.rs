@@ -123,8 +123,8 @@ impl ShareStatus {
             (self, to),
             (Pending, Approved | Rejected | Cancelled | Expired)
                 | (Approved, Applying)
-                | (Applying, Active | Failed)
-                | (Failed, Applying)
+                | (Applying, Active | Failed | Approved)
+                | (Failed, Approved)
                 | (Active, Revoking | Drifted)
                 | (Drifted, Active | Revoking)
                 | (Revoking, Revoked | Expired)

@@ -54,6 +54,9 @@ pub enum Error {
         /// One entry per invalid field.
         errors: Vec<FieldError>,
     },
+    /// 502: AWS refused or failed; the text says what AWS said and what to do.
+    #[error("{0}")]
+    Upstream(String),
     /// 503: the service cannot do this right now (database unavailable, audit not writable).
     #[error("{0}")]
     Unavailable(String),
@@ -96,6 +99,7 @@ impl Error {
             Error::PayloadTooLarge => 413,
             Error::UnsupportedMediaType(_) => 415,
             Error::Invalid { .. } => 422,
+            Error::Upstream(_) => 502,
             Error::Unavailable(_) => 503,
             Error::Internal(_) => 500,
         }
@@ -108,6 +112,7 @@ fn past(verb: &str) -> String {
         "reject" => "rejected".into(),
         "cancel" => "cancelled".into(),
         "revoke" => "revoked".into(),
+        "retry" => "retried".into(),
         v => format!("{v}ed"),
     }
 }

@@ -220,9 +220,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Tokens {
             command: TokensCommand::Create { name, role },
         } => {
-            let app = App::open(config)?;
-            let now = fmt_time(app.clock.now());
-            let token = tokens::create(&app.store, &now, "cli", &name, role).await?;
+            let store = open_store(&config)?;
+            let now = fmt_time(time::OffsetDateTime::now_utc());
+            let token = tokens::create(&store, &now, "cli", &name, role).await?;
             eprintln!("created a {role} token for {name}; it is shown only now:");
             println!("{token}");
             Ok(ExitCode::SUCCESS)
@@ -230,8 +230,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify,
         } => {
-            let app = App::open(config)?;
-            let v = app.store.read(audit::verify).await?;
+            let store = open_store(&config)?;
+            let v = store.read(audit::verify).await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(if v.ok {
                 ExitCode::SUCCESS
@@ -252,18 +252,34 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let listen = config.listen;
-    let app = App::open(config)?;
+    let app = App::open(config).await?;
+    app.applier.recover().await?;
     let router = api::router(app.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e} (set BROKER_LISTEN)"))?;
     let addr = listener.local_addr()?;
-    tracing::info!(database = %app.store.path().display(), "secret-broker listening on http://{addr}");
+    tracing::info!(
+        database = %app.store.path().display(),
+        apply_shares = app.applier.enabled(),
+        "secret-broker listening on http://{addr}"
+    );
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The store alone, for commands that need no AWS.
+fn open_store(config: &Config) -> anyhow::Result<store::Store> {
+    Ok(store::Store::open(
+        &config.database.0,
+        store::StoreOptions {
+            read_connections: 1,
+            writer_max_batch: config.writer_max_batch.0,
+        },
+    )?)
 }
 
 async fn shutdown_signal() {

@@ -199,6 +199,8 @@ pub async fn request_share(
                 approvals: Vec::new(),
                 created_at: now.clone(),
                 updated_at: now.clone(),
+                key_arn: None,
+                last_error: None,
             };
             rows::insert_share(c, &share)?;
             audit::append(
@@ -400,6 +402,79 @@ pub async fn record_refusal(
                 &origin.event(&now, "share.refused", share_id.as_deref(), details),
             )?;
             Ok(())
+        })
+        .await
+}
+
+/// Asks for an active (or drifted) share to be revoked: it becomes `revoking`; the applier removes its
+/// statements. Its requester, an approver or an admin may.
+pub async fn request_revoke(
+    app: &App,
+    caller: &Caller,
+    origin: Origin,
+    share_id: String,
+    reason: String,
+) -> Result<Share> {
+    let now = fmt_time(app.clock.now());
+    let role = caller.role;
+    app.store
+        .write(move |c| {
+            let share = load(c, &share_id)?;
+            if role == crate::domain::Role::Requester && share.requested_by != origin.actor {
+                return Err(Error::Forbidden(format!(
+                    "only the requester ({}), an approver or an admin can revoke this share",
+                    share.requested_by
+                )));
+            }
+            if !matches!(share.status, ShareStatus::Active | ShareStatus::Drifted) {
+                return Err(Error::bad_transition(
+                    "revoke",
+                    share.status,
+                    "active or drifted",
+                ));
+            }
+            rows::set_share_status(c, &share.id, ShareStatus::Revoking, Some(&reason), &now)?;
+            audit::append(
+                c,
+                &origin.event(
+                    &now,
+                    "share.revoke_requested",
+                    Some(&share.id),
+                    json!({"reason": reason, "from": share.status, "to": ShareStatus::Revoking}),
+                ),
+            )?;
+            load(c, &share.id)
+        })
+        .await
+}
+
+/// Queues a failed share to be applied again (admin).
+pub async fn retry(app: &App, origin: Origin, share_id: String) -> Result<Share> {
+    let now = fmt_time(app.clock.now());
+    app.store
+        .write(move |c| {
+            let share = load(c, &share_id)?;
+            if share.status != ShareStatus::Failed {
+                return Err(Error::bad_transition("retry", share.status, "failed"));
+            }
+            if share.expires_at <= now {
+                return Err(Error::Conflict {
+                    detail: format!("the share's access ended at {}; request a new share", share.expires_at),
+                    current_status: Some(share.status),
+                    existing_id: None,
+                });
+            }
+            rows::set_share_status(c, &share.id, ShareStatus::Approved, None, &now)?;
+            audit::append(
+                c,
+                &origin.event(
+                    &now,
+                    "share.retry",
+                    Some(&share.id),
+                    json!({"previous_error": share.last_error, "from": share.status, "to": ShareStatus::Approved}),
+                ),
+            )?;
+            load(c, &share.id)
         })
         .await
 }

@@ -2,6 +2,7 @@
 //! and the router with its layers.
 
 pub mod audit;
+pub mod checks;
 pub mod extract;
 pub mod health;
 pub mod principals;
@@ -44,6 +45,7 @@ use crate::error::{Error, FieldError, Result};
     tags(
         (name = "principals", description = "Consumer principals in other accounts"),
         (name = "shares", description = "Share requests and their approval"),
+        (name = "access-checks", description = "Explain whether a principal can read a secret"),
         (name = "audit", description = "The tamper-evident audit log"),
         (name = "health", description = "Liveness and readiness")
     )
@@ -78,6 +80,11 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(shares::approve))
         .routes(routes!(shares::reject))
         .routes(routes!(shares::cancel))
+        .routes(routes!(shares::revoke))
+        .routes(routes!(shares::retry))
+        .routes(routes!(shares::plan))
+        .routes(routes!(shares::consumer))
+        .routes(routes!(checks::create))
         .routes(routes!(audit::list))
         .routes(routes!(audit::verify))
         .routes(routes!(health::healthz))

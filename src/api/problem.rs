@@ -48,6 +48,7 @@ fn code_and_title(status: u16) -> (&'static str, &'static str) {
         415 => ("unsupported-media-type", "Unsupported media type"),
         422 => ("validation", "Invalid request"),
         429 => ("rate-limited", "Too many requests"),
+        502 => ("upstream", "AWS refused or failed"),
         503 => ("unavailable", "Service unavailable"),
         s if s >= 500 => ("internal", "Internal error"),
         _ => ("error", "Error"),

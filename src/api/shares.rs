@@ -75,6 +75,37 @@ pub struct ApproveShare {
     pub comment: Option<String>,
 }
 
+/// Body of `POST /v1/shares/{id}/revoke`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeShare {
+    /// Why (required, at most 2000 characters).
+    pub reason: String,
+}
+
+/// `GET /v1/shares/{id}/consumer`: what the consumer's account needs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsumerInstructions {
+    /// The share.
+    pub share_id: String,
+    /// The consumer principal the policy is for.
+    pub principal_arn: String,
+    /// The secret.
+    pub secret_arn: String,
+    /// The secret's customer managed key.
+    pub key_arn: String,
+    /// Attach this to the principal in its own account.
+    #[schema(value_type = Object)]
+    pub identity_policy: serde_json::Value,
+    /// The exact call to read the secret.
+    #[schema(
+        example = "aws secretsmanager get-secret-value --secret-id arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf --version-stage AWSCURRENT --region us-east-1"
+    )]
+    pub command: String,
+    /// Things the consumer must know.
+    pub notes: Vec<String>,
+}
+
 /// Body of `POST /v1/shares/{id}/reject`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -494,9 +525,12 @@ pub async fn approve(
         }
         invalid_if_any(errors)?;
         let origin = Origin::of(&caller, rid.0.clone());
-        workflow::decide(&app, origin, id.clone(), Decision::Approve, body.comment)
-            .await
-            .map(Json)
+        let share =
+            workflow::decide(&app, origin, id.clone(), Decision::Approve, body.comment).await?;
+        if share.status == ShareStatus::Approved {
+            app.applier.kick(&share.secret_arn);
+        }
+        Ok(Json(share))
     })
     .await
 }
@@ -590,4 +624,160 @@ mod tests {
         assert_eq!(ca, cb);
         assert_eq!(ca, r#"{"a":"s","b":[1,{"x":2,"y":1}]}"#);
     }
+}
+
+/// Revoke an active share: its statements are removed (unless another live share needs the same
+/// statement) and it becomes `revoked`. Its requester, an approver or an admin.
+#[utoipa::path(
+    post, path = "/v1/shares/{id}/revoke", tag = "shares",
+    params(("id" = String, Path, description = "Share id")),
+    request_body = RevokeShare,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Revoking; the statements are removed in the background", body = Share),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the requester, an approver or an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not active or drifted", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Missing reason", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn revoke(
+    State(app): State<Arc<App>>,
+    rid: RequestId,
+    Auth(auth): Auth,
+    Path(id): Path<String>,
+    Body(body): Body<RevokeShare>,
+) -> Result<Json<Share>> {
+    guarded(&app, &rid, actor_of(&auth), Some(&id), "revoke", async {
+        let caller = auth?;
+        caller.require(&[Role::Requester, Role::Approver, Role::Admin])?;
+        let body = body?;
+        let mut errors = Vec::new();
+        check_text(&mut errors, "reason", &body.reason, MAX_TEXT, true);
+        invalid_if_any(errors)?;
+        let origin = Origin::of(&caller, rid.0.clone());
+        let share =
+            workflow::request_revoke(&app, &caller, origin, id.clone(), body.reason).await?;
+        app.applier.kick(&share.secret_arn);
+        Ok(Json(share))
+    })
+    .await
+}
+
+/// Queue a failed share to be applied again (admin).
+#[utoipa::path(
+    post, path = "/v1/shares/{id}/retry", tag = "shares",
+    params(("id" = String, Path, description = "Share id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Approved again; it is applied in the background", body = Share),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not failed", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn retry(
+    State(app): State<Arc<App>>,
+    rid: RequestId,
+    Auth(auth): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Share>> {
+    guarded(&app, &rid, actor_of(&auth), Some(&id), "retry", async {
+        let caller = auth?;
+        caller.require(&[Role::Admin])?;
+        let share = workflow::retry(&app, Origin::of(&caller, rid.0.clone()), id.clone()).await?;
+        app.applier.kick(&share.secret_arn);
+        Ok(Json(share))
+    })
+    .await
+}
+
+async fn share_or_404(app: &App, id: &str) -> Result<Share> {
+    let id2 = id.to_owned();
+    app.store
+        .read(move |c| rows::share_by_id(c, &id2))
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no share with id {}", truncate(id))))
+}
+
+/// The share's documents merged into the live policies, diffed and linted. Reads AWS; writes nothing.
+#[utoipa::path(
+    get, path = "/v1/shares/{id}/plan", tag = "shares",
+    params(("id" = String, Path, description = "Share id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The plan", body = crate::aws::saga::LivePlan),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such share, or the secret does not exist", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The secret cannot be shared (AWS managed key, replica, disabled key)", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "AWS refused or failed", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn plan(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<crate::aws::saga::LivePlan>> {
+    let share = share_or_404(&app, &id).await?;
+    Ok(Json(app.applier.live_plan(&share).await?))
+}
+
+/// What the consumer's account needs: the identity policy and the exact CLI call.
+#[utoipa::path(
+    get, path = "/v1/shares/{id}/consumer", tag = "shares",
+    params(("id" = String, Path, description = "Share id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Instructions for the consumer", body = ConsumerInstructions),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The secret cannot be shared", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "AWS refused or failed (resolving the key of a share not yet applied)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn consumer(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ConsumerInstructions>> {
+    use crate::policy::arn::KmsKeyArn;
+    use crate::policy::compose::{compose, consumer_cli};
+    let share = share_or_404(&app, &id).await?;
+    let grant = crate::aws::saga::grant_of(&share)?;
+    let key = match share
+        .key_arn
+        .as_deref()
+        .and_then(|k| KmsKeyArn::parse(k).ok())
+    {
+        Some(k) => k,
+        None => app.applier.resolve_key(&grant.secret).await?,
+    };
+    let composed = compose(&grant, &key);
+    let mut notes = vec![format!(
+        "attach the identity policy to {} in account {}; both it and the secret's policies must allow the read",
+        grant.principal,
+        grant.principal.account()
+    )];
+    if let Some(stage) = &grant.version_stage {
+        notes.push(format!(
+            "the share is limited to version stage {stage}: always pass --version-stage {stage}, or the read is denied"
+        ));
+    }
+    if share.status != ShareStatus::Active {
+        notes.push(format!(
+            "the share is {}: access works once it is active",
+            share.status
+        ));
+    }
+    Ok(Json(ConsumerInstructions {
+        share_id: share.id.clone(),
+        principal_arn: share.principal_arn.clone(),
+        secret_arn: share.secret_arn.clone(),
+        key_arn: key.as_str().to_owned(),
+        identity_policy: composed.identity_policy,
+        command: consumer_cli(&grant),
+        notes,
+    }))
 }

@@ -141,13 +141,13 @@ pub fn compose(grant: &Grant, key: &KmsKeyArn) -> Composed {
 /// The AWS CLI call the consumer runs, with `--version-stage` when the share requires a stage.
 pub fn consumer_cli(grant: &Grant) -> String {
     let mut cmd = format!(
-        "aws secretsmanager get-secret-value --region {} --secret-id {}",
-        grant.secret.region(),
+        "aws secretsmanager get-secret-value --secret-id {}",
         grant.secret.as_str()
     );
     if let Some(stage) = &grant.version_stage {
         cmd.push_str(&format!(" --version-stage {stage}"));
     }
+    cmd.push_str(&format!(" --region {}", grant.secret.region()));
     cmd
 }
 
@@ -242,8 +242,9 @@ mod tests {
                 &[ShareAction::GetSecretValue],
                 Some("AWSCURRENT")
             )),
-            "aws secretsmanager get-secret-value --region us-east-1 --secret-id \
-             arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf --version-stage AWSCURRENT"
+            "aws secretsmanager get-secret-value --secret-id \
+             arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf --version-stage AWSCURRENT \
+             --region us-east-1"
         );
     }
 

@@ -7,11 +7,18 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 
 /// The migrations compiled into this binary: (version, name, SQL).
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "0001_init.sql",
-    include_str!("../../migrations/0001_init.sql"),
-)];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_init.sql",
+        include_str!("../../migrations/0001_init.sql"),
+    ),
+    (
+        2,
+        "0002_apply.sql",
+        include_str!("../../migrations/0002_apply.sql"),
+    ),
+];
 
 /// A migration applied by this run.
 #[derive(Debug, Clone)]

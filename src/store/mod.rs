@@ -11,6 +11,7 @@
 //! workflow step (a change and its audit row) is composed inside one write closure.
 
 pub mod audit;
+pub mod jobs;
 pub mod migrate;
 pub mod rows;
 

@@ -202,6 +202,10 @@ pub struct Share {
     pub approvals_required: u32,
     /// Votes so far.
     pub approvals: Vec<Approval>,
+    /// The full ARN of the secret's KMS key, once the share has been applied.
+    pub key_arn: Option<String>,
+    /// The last failure applying or revoking the share, in words.
+    pub last_error: Option<String>,
     /// Created, RFC 3339 UTC.
     pub created_at: String,
     /// Last change, RFC 3339 UTC.
@@ -209,7 +213,8 @@ pub struct Share {
 }
 
 const SHARE_COLUMNS: &str = "id, status, status_reason, secret_arn, principal_id, principal_arn, actions, \
-     version_stage, justification, expires_at, requested_by, approvals_required, created_at, updated_at";
+     version_stage, justification, expires_at, requested_by, approvals_required, created_at, updated_at, \
+     key_arn, last_error";
 
 fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
     let status: String = r.get(1)?;
@@ -234,6 +239,8 @@ fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
         approvals: Vec::new(),
         created_at: r.get(12)?,
         updated_at: r.get(13)?,
+        key_arn: r.get(14)?,
+        last_error: r.get(15)?,
     })
 }
 
@@ -258,7 +265,7 @@ fn load_approvals(conn: &Connection, share: &mut Share) -> Result<()> {
 pub fn insert_share(conn: &Connection, s: &Share) -> Result<()> {
     conn.execute(
         &format!(
-            "INSERT INTO shares ({SHARE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            "INSERT INTO shares ({SHARE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
         ),
         params![
             s.id,
@@ -274,7 +281,9 @@ pub fn insert_share(conn: &Connection, s: &Share) -> Result<()> {
             s.requested_by,
             s.approvals_required,
             s.created_at,
-            s.updated_at
+            s.updated_at,
+            s.key_arn,
+            s.last_error
         ],
     )?;
     Ok(())
@@ -331,7 +340,7 @@ pub fn list_shares(
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt
         .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-            Ok((r.get::<_, i64>(14)?, share_from_row(r)?))
+            Ok((r.get::<_, i64>(16)?, share_from_row(r)?))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     for (_, s) in &mut rows {
@@ -351,6 +360,55 @@ pub fn set_share_status(
     conn.execute(
         "UPDATE shares SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1",
         params![id, status.as_str(), reason, now],
+    )?;
+    Ok(())
+}
+
+/// Shares of one secret in one status, oldest first, with their approvals.
+pub fn shares_of_secret(
+    conn: &Connection,
+    secret_arn: &str,
+    status: ShareStatus,
+) -> Result<Vec<Share>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SHARE_COLUMNS} FROM shares WHERE secret_arn = ?1 AND status = ?2 ORDER BY seq"
+    ))?;
+    let mut rows = stmt
+        .query_map(params![secret_arn, status.as_str()], share_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for s in &mut rows {
+        load_approvals(conn, s)?;
+    }
+    Ok(rows)
+}
+
+/// Secrets that have shares in one of these statuses.
+pub fn secrets_with_status(conn: &Connection, statuses: &[ShareStatus]) -> Result<Vec<String>> {
+    let list = statuses
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut stmt = conn.prepare(&format!(
+        "SELECT DISTINCT secret_arn FROM shares WHERE status IN ({list}) ORDER BY secret_arn"
+    ))?;
+    let rows = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(rows)
+}
+
+/// Sets a share's key ARN and last error.
+pub fn set_share_outcome(
+    conn: &Connection,
+    id: &str,
+    key_arn: Option<&str>,
+    last_error: Option<&str>,
+    now: &str,
+) -> Result<()> {
+    conn.execute(
+        "UPDATE shares SET key_arn = coalesce(?2, key_arn), last_error = ?3, updated_at = ?4 WHERE id = ?1",
+        params![id, key_arn, last_error, now],
     )?;
     Ok(())
 }

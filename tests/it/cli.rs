@@ -38,9 +38,17 @@ impl Drop for Server {
 }
 
 fn serve(dir: &Path) -> Server {
+    // AWS calls (an approval is applied) go to the emulator, never anywhere else.
+    let moto = crate::moto::moto();
     let mut child = broker(dir)
         .arg("serve")
         .env("BROKER_LISTEN", "127.0.0.1:0")
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()

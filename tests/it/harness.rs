@@ -7,8 +7,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use secret_broker::app::App;
-use secret_broker::config::Config;
+use secret_broker::app::{App, AwsParts};
+use secret_broker::aws::sdk::{SdkAws, Tuning};
+use secret_broker::config::{Config, Flag};
 use secret_broker::domain::{Clock, Role};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -41,7 +42,10 @@ pub struct TestApp {
     pub app: Arc<App>,
     pub router: Router,
     pub clock: Arc<ManualClock>,
-    pub dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+    pub config: Config,
+    pub faults: crate::moto::Faults,
+    aws: bool,
 }
 
 /// A response as a client sees it.
@@ -89,22 +93,111 @@ impl TestApp {
         Self::with(|_| {})
     }
 
+    /// An app that does not apply shares (AWS clients point at a closed loopback port).
     pub fn with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::build(false, tweak)
+    }
+
+    /// An app that applies shares to the emulator (started on first use).
+    pub fn with_aws(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::build(true, tweak)
+    }
+
+    fn build(aws: bool, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::load(None, Vec::<(String, String)>::new()).unwrap();
         config.database.0 = dir.path().join("broker.db");
+        config.apply_shares = Flag(aws);
+        config.apply_coalesce.0 = std::time::Duration::from_millis(20);
         tweak(&mut config);
         let clock = Arc::new(ManualClock(Mutex::new(
             time::macros::datetime!(2026-11-29 12:00 UTC),
         )));
-        let app = App::open_with_clock(config, clock.clone()).unwrap();
+        let faults = crate::moto::Faults::default();
+        let app = Self::open(&config, clock.clone(), aws, &faults);
         let router = secret_broker::api::router(app.clone());
         Self {
             app,
             router,
             clock,
-            dir,
+            _dir: dir,
+            config,
+            faults,
+            aws,
         }
+    }
+
+    fn open(
+        config: &Config,
+        clock: Arc<ManualClock>,
+        aws: bool,
+        faults: &crate::moto::Faults,
+    ) -> Arc<App> {
+        let (sdk, tuning) = if aws {
+            (
+                crate::moto::moto().sdk_config(),
+                Tuning {
+                    max_attempts: 3,
+                    initial_backoff: std::time::Duration::from_millis(5),
+                    interceptors: vec![
+                        aws_smithy_runtime_api::client::interceptors::SharedInterceptor::new(
+                            faults.clone(),
+                        ),
+                    ],
+                    ..Tuning::default()
+                },
+            )
+        } else {
+            (
+                aws_config::SdkConfig::builder()
+                    .behavior_version(aws_config::BehaviorVersion::latest())
+                    .region(aws_config::Region::new("us-east-1"))
+                    .endpoint_url("http://127.0.0.1:9")
+                    .credentials_provider(
+                        aws_credential_types::provider::SharedCredentialsProvider::new(
+                            aws_credential_types::Credentials::new(
+                                "test", "test", None, None, "test",
+                            ),
+                        ),
+                    )
+                    .build(),
+                Tuning {
+                    max_attempts: 1,
+                    ..Tuning::default()
+                },
+            )
+        };
+        App::open_with(
+            config.clone(),
+            clock,
+            AwsParts::sdk(SdkAws::new(sdk, tuning)),
+        )
+        .unwrap()
+    }
+
+    /// A new App over the same database and emulator, as after a restart.
+    pub fn restart(&self) -> Self {
+        let app = Self::open(&self.config, self.clock.clone(), self.aws, &self.faults);
+        let router = secret_broker::api::router(app.clone());
+        Self {
+            app,
+            router,
+            clock: self.clock.clone(),
+            _dir: tempfile::tempdir().unwrap(),
+            config: self.config.clone(),
+            faults: self.faults.clone(),
+            aws: self.aws,
+        }
+    }
+
+    /// Waits until the applier has nothing scheduled or running.
+    pub async fn settle(&self) {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            self.app.applier.wait_idle(),
+        )
+        .await
+        .expect("the applier did not settle within 60 s");
     }
 
     /// Creates a token the way the CLI does.
@@ -173,7 +266,7 @@ impl TestApp {
 
     /// A direct connection to the database file, for counting rows and tampering.
     pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.dir.path().join("broker.db")).unwrap()
+        rusqlite::Connection::open(&self.config.database.0).unwrap()
     }
 
     pub fn count(&self, table: &str) -> i64 {

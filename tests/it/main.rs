@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod harness;
+mod moto;
 
+mod apply;
 mod audit_log;
 mod cli;
 mod eval_props;

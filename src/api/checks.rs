@@ -1,0 +1,105 @@
+//! `/v1/access-checks`: would this principal be able to read this secret, and why not?
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::extract::Body;
+use super::principals::parse_principal;
+use super::problem::Problem;
+use crate::app::App;
+use crate::domain::Caller;
+use crate::error::{Error, FieldError, Result};
+use crate::policy::arn::SecretArn;
+use crate::policy::document::PolicyDocument;
+use crate::policy::eval::CheckResult;
+
+/// Body of `POST /v1/access-checks`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessCheck {
+    /// The consumer principal.
+    #[schema(example = "arn:aws:iam::444455556666:role/app-reader")]
+    pub principal_arn: String,
+    /// The secret's full ARN.
+    #[schema(
+        example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf"
+    )]
+    pub secret_arn: String,
+    /// The `--version-stage` the consumer passes; omit when it passes none.
+    pub version_stage: Option<String>,
+    /// The consumer's identity policy (a policy document); omitted: the one the broker would generate.
+    #[schema(value_type = Option<Object>)]
+    pub identity_policy: Option<serde_json::Value>,
+}
+
+/// Evaluate a cross-account read against the live resource and key policies, and explain it.
+#[utoipa::path(
+    post, path = "/v1/access-checks", tag = "access-checks",
+    request_body = AccessCheck,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The decision per layer with the statements that decided", body = CheckResult),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The secret does not exist", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field, or a secret that cannot be shared", body = Problem, content_type = "application/problem+json"),
+        (status = 502, description = "AWS refused or failed", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    Body(body): Body<AccessCheck>,
+) -> Result<Json<CheckResult>> {
+    let body = body?;
+    let mut errors = Vec::new();
+    let principal = parse_principal("principal_arn", &body.principal_arn)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let secret = if body.secret_arn.len() > 2048 {
+        errors.push(FieldError {
+            field: "secret_arn".into(),
+            message: "is longer than 2048 characters".into(),
+        });
+        None
+    } else {
+        SecretArn::parse(&body.secret_arn)
+            .map_err(|e| {
+                errors.push(FieldError {
+                    field: "secret_arn".into(),
+                    message: e.to_string(),
+                })
+            })
+            .ok()
+    };
+    let identity = match &body.identity_policy {
+        None => None,
+        Some(v) => match PolicyDocument::parse(&v.to_string()) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                errors.push(FieldError {
+                    field: "identity_policy".into(),
+                    message: e.to_string(),
+                });
+                None
+            }
+        },
+    };
+    super::invalid_if_any(errors)?;
+    let (Some(principal), Some(secret)) = (principal, secret) else {
+        return Err(Error::Internal("validated fields missing".into()));
+    };
+    let result = app
+        .applier
+        .access_check(
+            &principal,
+            &secret,
+            body.version_stage.as_deref(),
+            identity.as_ref(),
+        )
+        .await?;
+    Ok(Json(result))
+}

@@ -1,0 +1,1142 @@
+//! Applying and revoking shares: a journaled saga per secret.
+//!
+//! An approval that reaches quorum *kicks* its secret. After a short coalescing window the applier takes
+//! the secret's lock, claims every `approved` share of it in one transaction (they become `applying`,
+//! and a job row is journaled), and runs one read-modify-write per policy for all of them:
+//!
+//! DescribeSecret (refuse replicas and the AWS managed key) -> DescribeKey (customer managed, enabled)
+//! -> key policy: read, merge, lint, journal, write, read back, compare -> resource policy: the same,
+//! with `BlockPublicPolicy=true` -> evaluate the read-back policies with [`crate::policy::eval`] ->
+//! `active`.
+//!
+//! Each write is journaled (with the Sids it adds) before it is sent. When a step fails, the job is
+//! compensated by removing exactly the statements it added from the *current* policies (never by writing
+//! back a stale document), and its shares end `failed` with the reason. A job left `running` by a crash
+//! is compensated at the next start and its shares are queued again. Revokes remove a share's statements
+//! unless another live share needs the same statement, and delete a resource policy left empty.
+//!
+//! Writes are serialized per secret (one task at a time holds its lock) and per key.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{AwsError, AwsErrorKind, KmsApi, SecretsApi};
+use crate::domain::{Clock, ShareAction, ShareStatus, fmt_time};
+use crate::error::Error;
+use crate::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
+use crate::policy::compose::{Grant, compose, consumer_cli};
+use crate::policy::document::PolicyDocument;
+use crate::policy::eval::{self, CheckResult};
+use crate::policy::lint::{self, Context, DocumentKind, Finding, Severity};
+use crate::policy::merge::{self, Change};
+use crate::policy::plan::{self, Existing};
+use crate::store::Store;
+use crate::store::audit::{self, NewEvent};
+use crate::store::jobs::{self, Target};
+use crate::store::rows::{self, Share};
+
+/// Applier settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Whether approved shares are applied at all.
+    pub enabled: bool,
+    /// Wait after a kick, so approvals close together share one write.
+    pub coalesce: Duration,
+    /// Read-modify-write attempts per policy.
+    pub write_attempts: u32,
+}
+
+/// Why an apply, revoke or live read failed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// What kind of failure.
+    pub kind: FailureKind,
+    /// In words, for the share's `last_error` or a problem's detail.
+    pub message: String,
+}
+
+/// Kinds of [`Failure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The secret cannot be shared as it is (AWS managed key, replica, disabled key).
+    Refused,
+    /// The secret or key does not exist.
+    NotFound,
+    /// AWS refused or failed.
+    Aws,
+    /// A lint error or a failed verification.
+    Policy,
+    /// A bug or a store failure.
+    Internal,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Failure {
+    fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<AwsError> for Failure {
+    fn from(e: AwsError) -> Self {
+        let kind = if e.kind == AwsErrorKind::NotFound {
+            FailureKind::NotFound
+        } else {
+            FailureKind::Aws
+        };
+        Failure::new(kind, e.to_string())
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::new(FailureKind::Internal, e.to_string())
+    }
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Self {
+        match f.kind {
+            FailureKind::Refused | FailureKind::Policy => Error::field("secret_arn", f.message),
+            FailureKind::NotFound => Error::NotFound(f.message),
+            FailureKind::Aws => Error::Upstream(f.message),
+            FailureKind::Internal => Error::Internal(f.message),
+        }
+    }
+}
+
+/// A policy the saga writes.
+#[derive(Debug, Clone, Copy)]
+enum Policy<'a> {
+    Key(&'a KmsKeyArn),
+    Resource(&'a SecretArn),
+}
+
+impl Policy<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Policy::Key(_) => "key policy",
+            Policy::Resource(_) => "resource policy",
+        }
+    }
+    fn target(&self) -> Target {
+        match self {
+            Policy::Key(_) => Target::Key,
+            Policy::Resource(_) => Target::Resource,
+        }
+    }
+    fn kind(&self) -> DocumentKind {
+        match self {
+            Policy::Key(_) => DocumentKind::KeyPolicy,
+            Policy::Resource(_) => DocumentKind::ResourcePolicy,
+        }
+    }
+}
+
+/// Counts running work so tests and shutdown can wait for quiet; decremented even on panic.
+struct Busy<'a>(&'a Applier);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Applies and revokes shares.
+pub struct Applier {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    secrets: Arc<dyn SecretsApi>,
+    kms: Arc<dyn KmsApi>,
+    settings: Settings,
+    scheduled: Mutex<HashSet<String>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    busy: AtomicUsize,
+    idle: Notify,
+}
+
+/// The actor of the saga's audit rows.
+const SYSTEM: &str = "system";
+
+/// The refusal for a secret encrypted with the AWS managed key.
+fn aws_managed_key(secret: &SecretArn) -> Failure {
+    Failure::new(
+        FailureKind::Refused,
+        format!(
+            "the secret is encrypted with the AWS managed key aws/secretsmanager, whose key policy cannot be \
+             changed, so no other account can ever decrypt it. Re-encrypt it with a customer managed key: \
+             aws secretsmanager update-secret --region {} --secret-id {} --kms-key-id <customer managed key ARN> \
+             (new versions use that key; then request the share again)",
+            secret.region(),
+            secret.as_str()
+        ),
+    )
+}
+
+fn is_aws_managed_alias(key_id: &str) -> bool {
+    key_id == "alias/aws/secretsmanager" || key_id.ends_with(":alias/aws/secretsmanager")
+}
+
+/// The grant a share stands for.
+pub fn grant_of(share: &Share) -> Result<Grant, Failure> {
+    let bad = |m: String| {
+        Failure::new(
+            FailureKind::Internal,
+            format!("stored share {} is invalid: {m}", share.id),
+        )
+    };
+    let mut actions = share
+        .actions
+        .iter()
+        .map(|a| ShareAction::parse(a))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad)?;
+    actions.sort();
+    actions.dedup();
+    Ok(Grant {
+        secret: SecretArn::parse(&share.secret_arn).map_err(|e| bad(e.to_string()))?,
+        principal: PrincipalArn::parse(&share.principal_arn).map_err(|e| bad(e.to_string()))?,
+        actions,
+        version_stage: share.version_stage.clone(),
+    })
+}
+
+fn sid_of(v: &Value) -> String {
+    v.get("Sid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn statements_as_values(doc: Option<&PolicyDocument>) -> Vec<Value> {
+    doc.map(|d| {
+        d.statements()
+            .iter()
+            .map(|s| serde_json::from_str(s.raw()).unwrap_or(Value::Null))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+impl Applier {
+    /// An applier over the store and the AWS clients.
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        secrets: Arc<dyn SecretsApi>,
+        kms: Arc<dyn KmsApi>,
+        settings: Settings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            clock,
+            secrets,
+            kms,
+            settings,
+            scheduled: Mutex::new(HashSet::new()),
+            locks: Mutex::new(HashMap::new()),
+            busy: AtomicUsize::new(0),
+            idle: Notify::new(),
+        })
+    }
+
+    /// Whether approved shares are applied.
+    pub fn enabled(&self) -> bool {
+        self.settings.enabled
+    }
+
+    fn now(&self) -> String {
+        fmt_time(self.clock.now())
+    }
+
+    fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(name.to_owned()).or_default().clone()
+    }
+
+    fn enter(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(self)
+    }
+
+    /// Waits until no apply or revoke is scheduled or running.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.busy.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Schedules the secret's approved and revoking shares to be processed after the coalescing window.
+    pub fn kick(self: &Arc<Self>, secret_arn: &str) {
+        if !self.settings.enabled {
+            return;
+        }
+        {
+            let mut s = self.scheduled.lock().unwrap_or_else(|p| p.into_inner());
+            if !s.insert(secret_arn.to_owned()) {
+                return;
+            }
+        }
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        let me = self.clone();
+        let secret = secret_arn.to_owned();
+        tokio::spawn(async move {
+            let _busy = Busy(&me);
+            tokio::time::sleep(me.settings.coalesce).await;
+            me.scheduled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&secret);
+            let lock = me.lock_for(&secret);
+            let _guard = lock.lock().await;
+            me.process_secret(&secret).await;
+        });
+    }
+
+    async fn process_secret(&self, secret: &str) {
+        match self.claim(secret, ShareStatus::Revoking, "revoke").await {
+            Ok(Some((job, shares))) => self.run_revoke(&job, shares).await,
+            Ok(None) => {}
+            Err(e) => tracing::error!(secret, error = %e, "cannot claim shares to revoke"),
+        }
+        // Approvals that arrive while a round runs are picked up by the next round.
+        for _ in 0..100 {
+            match self.claim(secret, ShareStatus::Approved, "apply").await {
+                Ok(Some((job, shares))) => self.run_apply(&job, shares).await,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(secret, error = %e, "cannot claim approved shares");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Moves every share of `secret` in status `from` into the job (apply: to `applying`), journaling the
+    /// job, in one transaction.
+    async fn claim(
+        &self,
+        secret: &str,
+        from: ShareStatus,
+        kind: &'static str,
+    ) -> crate::error::Result<Option<(String, Vec<Share>)>> {
+        let now = self.now();
+        let secret = secret.to_owned();
+        self.store
+            .write(move |c| {
+                let shares = rows::shares_of_secret(c, &secret, from)?;
+                if shares.is_empty() {
+                    return Ok(None);
+                }
+                let job = Uuid::now_v7().to_string();
+                let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+                jobs::insert(c, &job, kind, &secret, &ids, &now)?;
+                if from == ShareStatus::Approved {
+                    for s in &shares {
+                        rows::set_share_status(c, &s.id, ShareStatus::Applying, None, &now)?;
+                        audit::append(
+                            c,
+                            &NewEvent {
+                                at: &now,
+                                actor: SYSTEM,
+                                action: "share.applying",
+                                share_id: Some(&s.id),
+                                request_id: None,
+                                details: json!({"job": job, "with": ids.len(), "from": "approved", "to": "applying"}),
+                            },
+                        )?;
+                    }
+                }
+                Ok(Some((job, shares)))
+            })
+            .await
+    }
+
+    async fn journal_step(
+        &self,
+        job: &str,
+        step: &'static str,
+        key: Option<&str>,
+    ) -> Result<(), Failure> {
+        let (job, now, key) = (job.to_owned(), self.now(), key.map(str::to_owned));
+        self.store
+            .write(move |c| jobs::step(c, &job, step, key.as_deref(), &now))
+            .await
+            .map_err(Failure::from)
+    }
+
+    /// DescribeSecret + DescribeKey: the secret's customer managed key, or why it cannot be shared.
+    pub async fn resolve_key(&self, secret: &SecretArn) -> Result<KmsKeyArn, Failure> {
+        let info = self.secrets.describe_secret(secret.as_str()).await?;
+        if let Some(primary) = info.primary_region.as_deref()
+            && primary != secret.region()
+        {
+            let primary_arn = secret.as_str().replacen(
+                &format!(":{}:", secret.region()),
+                &format!(":{primary}:"),
+                1,
+            );
+            return Err(Failure::new(
+                FailureKind::Refused,
+                format!(
+                    "the secret is a replica; policies are written on the primary secret only: request the \
+                     share for {primary_arn} (region {primary})"
+                ),
+            ));
+        }
+        let key_id = match info.kms_key_id.as_deref() {
+            None => return Err(aws_managed_key(secret)),
+            Some(k) if is_aws_managed_alias(k) => return Err(aws_managed_key(secret)),
+            Some(k) => k.to_owned(),
+        };
+        let key = self.kms.describe_key(&key_id, secret.region()).await?;
+        if key.key_manager != "CUSTOMER" {
+            return Err(aws_managed_key(secret));
+        }
+        if !key.enabled {
+            return Err(Failure::new(
+                FailureKind::Refused,
+                format!(
+                    "the secret's key {} is not enabled (state {}): enable it before sharing",
+                    key.arn, key.key_state
+                ),
+            ));
+        }
+        KmsKeyArn::parse(&key.arn).map_err(|e| {
+            Failure::new(
+                FailureKind::Aws,
+                format!("DescribeKey returned an unusable key ARN {}: {e}", key.arn),
+            )
+        })
+    }
+
+    async fn read(&self, p: Policy<'_>) -> Result<Option<String>, Failure> {
+        Ok(match p {
+            Policy::Key(k) => Some(self.kms.get_key_policy(k.as_str()).await?),
+            Policy::Resource(s) => self.secrets.get_resource_policy(s.as_str()).await?,
+        })
+    }
+
+    /// Read-modify-write of one policy: upsert `add`, remove `remove`, lint, journal, write, read back,
+    /// compare; retried (bounded) when the policy changed under us. Returns the read-back document
+    /// (`None` when the resource policy was deleted or never existed).
+    async fn rmw(
+        &self,
+        job: Option<&str>,
+        p: Policy<'_>,
+        ctx: &Context<'_>,
+        add: &[Value],
+        remove: &[String],
+    ) -> Result<Option<PolicyDocument>, Failure> {
+        let attempts = self.settings.write_attempts.max(1);
+        for attempt in 1..=attempts {
+            let current = self.read(p).await?;
+            let mut doc = match current.as_deref() {
+                Some(t) if !t.trim().is_empty() => PolicyDocument::parse(t).map_err(|e| {
+                    Failure::new(
+                        FailureKind::Policy,
+                        format!("the current {} cannot be parsed ({e}); the broker does not write over a policy it cannot read", p.name()),
+                    )
+                })?,
+                _ => PolicyDocument::new(),
+            };
+            let existed = current.as_deref().is_some_and(|t| !t.trim().is_empty());
+            let mut added = Vec::new();
+            let mut changed = false;
+            for s in add {
+                match merge::upsert(&mut doc, s)
+                    .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?
+                {
+                    Change::Added => {
+                        added.push(sid_of(s));
+                        changed = true;
+                    }
+                    Change::Replaced => changed = true,
+                    Change::Unchanged => {}
+                }
+            }
+            for sid in remove {
+                changed |= merge::remove(&mut doc, sid);
+            }
+            if !changed {
+                return Ok(existed.then_some(doc));
+            }
+            if !add.is_empty() {
+                let findings: Vec<Finding> = lint::lint(p.kind(), &doc, ctx)
+                    .into_iter()
+                    .filter(|f| f.severity == Severity::Error)
+                    .collect();
+                if !findings.is_empty() {
+                    let list = findings
+                        .iter()
+                        .map(|f| format!("{} ({})", f.message, f.code))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    return Err(Failure::new(
+                        FailureKind::Policy,
+                        format!("the {} would be refused: {list}", p.name()),
+                    ));
+                }
+            }
+            if let Some(job) = job {
+                let (job, now, target) = (job.to_owned(), self.now(), p.target());
+                let added2 = added.clone();
+                self.store
+                    .write(move |c| jobs::write_started(c, &job, target, &added2, &now))
+                    .await?;
+            }
+            let written = if doc.is_empty() {
+                match p {
+                    Policy::Resource(s) => {
+                        if existed {
+                            self.secrets.delete_resource_policy(s.as_str()).await?;
+                        }
+                        None
+                    }
+                    Policy::Key(_) => {
+                        return Err(Failure::new(
+                            FailureKind::Policy,
+                            "refusing to write an empty key policy",
+                        ));
+                    }
+                }
+            } else {
+                let text = doc.render();
+                match p {
+                    Policy::Key(k) => self.kms.put_key_policy(k.as_str(), &text).await?,
+                    Policy::Resource(s) => {
+                        self.secrets.put_resource_policy(s.as_str(), &text).await?
+                    }
+                }
+                Some(doc)
+            };
+            let back = self.read(p).await?;
+            let back_doc = match back.as_deref() {
+                Some(t) if !t.trim().is_empty() => Some(PolicyDocument::parse(t).map_err(|e| {
+                    Failure::new(
+                        FailureKind::Policy,
+                        format!("the {} read back does not parse: {e}", p.name()),
+                    )
+                })?),
+                _ => None,
+            };
+            if statements_as_values(back_doc.as_ref()) == statements_as_values(written.as_ref()) {
+                return Ok(back_doc);
+            }
+            tracing::warn!(
+                policy = p.name(),
+                attempt,
+                "the policy changed between our read and our read-back; retrying"
+            );
+        }
+        Err(Failure::new(
+            FailureKind::Aws,
+            format!(
+                "the {} kept changing while the broker wrote it ({attempts} attempts): try again later",
+                p.name()
+            ),
+        ))
+    }
+
+    async fn apply_steps(&self, job: &str, shares: &[Share]) -> Result<KmsKeyArn, Failure> {
+        let grants = shares.iter().map(grant_of).collect::<Result<Vec<_>, _>>()?;
+        let secret = grants[0].secret.clone();
+        self.journal_step(job, "describe", None).await?;
+        let key = self.resolve_key(&secret).await?;
+        self.journal_step(job, "compose", Some(key.as_str()))
+            .await?;
+        let composed: Vec<_> = grants.iter().map(|g| compose(g, &key)).collect();
+        let mut key_stmts: Vec<Value> = Vec::new();
+        let mut res_stmts: Vec<Value> = Vec::new();
+        for c in &composed {
+            if !key_stmts
+                .iter()
+                .any(|s| sid_of(s) == sid_of(&c.key_statement))
+            {
+                key_stmts.push(c.key_statement.clone());
+            }
+            if !res_stmts
+                .iter()
+                .any(|s| sid_of(s) == sid_of(&c.resource_statement))
+            {
+                res_stmts.push(c.resource_statement.clone());
+            }
+        }
+        let ctx = Context {
+            secret: &secret,
+            key: Some(&key),
+        };
+        let key_doc = {
+            let lock = self.lock_for(key.as_str());
+            let _g = lock.lock().await;
+            self.rmw(Some(job), Policy::Key(&key), &ctx, &key_stmts, &[])
+                .await?
+        };
+        let res_doc = self
+            .rmw(Some(job), Policy::Resource(&secret), &ctx, &res_stmts, &[])
+            .await?;
+        self.journal_step(job, "verify", None).await?;
+        let key_doc = key_doc.ok_or_else(|| {
+            Failure::new(FailureKind::Policy, "the key policy read back is empty")
+        })?;
+        for (g, c) in grants.iter().zip(&composed) {
+            let identity = PolicyDocument::parse(&c.identity_policy.to_string())
+                .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
+            let r = eval::check(&eval::Check {
+                principal: &g.principal,
+                secret: &secret,
+                key: &key,
+                version_stage: g.version_stage.as_deref(),
+                identity_policy: &identity,
+                resource_policy: res_doc.as_ref(),
+                key_policy: &key_doc,
+                now: Some(self.clock.now()),
+            });
+            if r.decision != "allow" {
+                return Err(Failure::new(
+                    FailureKind::Policy,
+                    format!(
+                        "the policies were written but do not grant {} access ({}): {}",
+                        g.principal,
+                        r.decision,
+                        r.reasons.join("; ")
+                    ),
+                ));
+            }
+        }
+        Ok(key)
+    }
+
+    async fn run_apply(&self, job: &str, shares: Vec<Share>) {
+        let _busy = self.enter();
+        let outcome = self.apply_steps(job, &shares).await;
+        let now = self.now();
+        let job_id = job.to_owned();
+        let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+        let result = match outcome {
+            Ok(key) => {
+                let key = key.as_str().to_owned();
+                self.store
+                    .write(move |c| {
+                        for id in &ids {
+                            rows::set_share_status(c, id, ShareStatus::Active, None, &now)?;
+                            rows::set_share_outcome(c, id, Some(&key), None, &now)?;
+                            audit::append(
+                                c,
+                                &NewEvent {
+                                    at: &now,
+                                    actor: SYSTEM,
+                                    action: "share.active",
+                                    share_id: Some(id),
+                                    request_id: None,
+                                    details: json!({"job": job_id, "key_arn": key, "from": "applying", "to": "active"}),
+                                },
+                            )?;
+                        }
+                        jobs::finish(c, &job_id, "done", None, &now)
+                    })
+                    .await
+            }
+            Err(failure) => {
+                tracing::warn!(job, error = %failure, "apply failed; compensating");
+                let journal = self.store.read({
+                    let j = job.to_owned();
+                    move |c| jobs::get(c, &j)
+                });
+                let compensation = match journal.await {
+                    Ok(Some(j)) => self.compensate(&j).await,
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(Failure::from(e)),
+                };
+                let (state, message) = match &compensation {
+                    Ok(()) => ("compensated", failure.message.clone()),
+                    Err(c) => (
+                        "running",
+                        format!(
+                            "{}; removing the statements already written failed too ({c}); it is retried at the next start",
+                            failure.message
+                        ),
+                    ),
+                };
+                let compensated = compensation.is_ok();
+                self.store
+                    .write(move |c| {
+                        for id in &ids {
+                            rows::set_share_status(c, id, ShareStatus::Failed, None, &now)?;
+                            rows::set_share_outcome(c, id, None, Some(&message), &now)?;
+                            audit::append(
+                                c,
+                                &NewEvent {
+                                    at: &now,
+                                    actor: SYSTEM,
+                                    action: "share.failed",
+                                    share_id: Some(id),
+                                    request_id: None,
+                                    details: json!({"job": job_id, "error": message, "compensated": compensated, "from": "applying", "to": "failed"}),
+                                },
+                            )?;
+                        }
+                        jobs::finish(c, &job_id, state, Some(&message), &now)
+                    })
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(job, error = %e, "cannot record the outcome of an apply");
+        }
+    }
+
+    /// Broker Sids needed by live shares of the secret other than `exclude`: (resource Sids, key Sids).
+    async fn needed_sids(
+        &self,
+        secret: &str,
+        key: Option<&KmsKeyArn>,
+        exclude: &[String],
+    ) -> Result<(HashSet<String>, HashSet<String>), Failure> {
+        let secret_s = secret.to_owned();
+        let live = self
+            .store
+            .read(move |c| {
+                let mut v = Vec::new();
+                for st in [
+                    ShareStatus::Active,
+                    ShareStatus::Drifted,
+                    ShareStatus::Applying,
+                    ShareStatus::Revoking,
+                ] {
+                    v.extend(rows::shares_of_secret(c, &secret_s, st)?);
+                }
+                Ok(v)
+            })
+            .await?;
+        let (mut res, mut keys) = (HashSet::new(), HashSet::new());
+        for s in live.iter().filter(|s| !exclude.contains(&s.id)) {
+            if s.status == ShareStatus::Revoking {
+                continue; // being revoked by a later job: does not keep a statement alive
+            }
+            let Ok(g) = grant_of(s) else { continue };
+            let k = match (&s.key_arn, key) {
+                (Some(k), _) => KmsKeyArn::parse(k).ok(),
+                (None, Some(k)) => Some(k.clone()),
+                _ => None,
+            };
+            if let Some(k) = k {
+                let c = compose(&g, &k);
+                res.insert(sid_of(&c.resource_statement));
+                keys.insert(sid_of(&c.key_statement));
+            }
+        }
+        Ok((res, keys))
+    }
+
+    /// Removes what a job added (and only that, and only if no other live share needs it).
+    async fn compensate(&self, job: &jobs::Job) -> Result<(), Failure> {
+        let secret = SecretArn::parse(&job.secret_arn)
+            .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
+        let key = job
+            .key_arn
+            .as_deref()
+            .and_then(|k| KmsKeyArn::parse(k).ok());
+        let (needed_res, needed_key) = self
+            .needed_sids(&job.secret_arn, key.as_ref(), &job.share_ids)
+            .await?;
+        if job.resource_write_started {
+            let remove: Vec<String> = job
+                .resource_sids
+                .iter()
+                .filter(|s| !needed_res.contains(*s))
+                .cloned()
+                .collect();
+            if !remove.is_empty() {
+                let ctx = Context {
+                    secret: &secret,
+                    key: key.as_ref(),
+                };
+                self.rmw(None, Policy::Resource(&secret), &ctx, &[], &remove)
+                    .await?;
+            }
+        }
+        if job.key_write_started
+            && let Some(k) = &key
+        {
+            let remove: Vec<String> = job
+                .key_sids
+                .iter()
+                .filter(|s| !needed_key.contains(*s))
+                .cloned()
+                .collect();
+            if !remove.is_empty() {
+                let ctx = Context {
+                    secret: &secret,
+                    key: Some(k),
+                };
+                let lock = self.lock_for(k.as_str());
+                let _g = lock.lock().await;
+                self.rmw(None, Policy::Key(k), &ctx, &[], &remove).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn revoke_steps(
+        &self,
+        job: &str,
+        shares: &[Share],
+    ) -> Result<(Vec<String>, Vec<String>), Failure> {
+        let secret = SecretArn::parse(&shares[0].secret_arn)
+            .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
+        let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+        let mut by_key: HashMap<String, Vec<Value>> = HashMap::new();
+        let mut res_stmts: Vec<Value> = Vec::new();
+        for s in shares {
+            let g = grant_of(s)?;
+            let Some(k) = s.key_arn.as_deref().and_then(|k| KmsKeyArn::parse(k).ok()) else {
+                continue; // never applied: nothing to remove
+            };
+            let c = compose(&g, &k);
+            by_key
+                .entry(k.as_str().to_owned())
+                .or_default()
+                .push(c.key_statement);
+            res_stmts.push(c.resource_statement);
+        }
+        let first_key = by_key.keys().next().and_then(|k| KmsKeyArn::parse(k).ok());
+        let (needed_res, needed_key) = self
+            .needed_sids(secret.as_str(), first_key.as_ref(), &ids)
+            .await?;
+        let mut removed = Vec::new();
+        let mut kept = Vec::new();
+        let mut res_remove: Vec<String> = Vec::new();
+        for s in &res_stmts {
+            let sid = sid_of(s);
+            if needed_res.contains(&sid) {
+                kept.push(sid);
+            } else if !res_remove.contains(&sid) {
+                res_remove.push(sid);
+            }
+        }
+        self.journal_step(
+            job,
+            "resource_policy_write",
+            first_key.as_ref().map(|k| k.as_str()),
+        )
+        .await?;
+        let ctx = Context {
+            secret: &secret,
+            key: first_key.as_ref(),
+        };
+        if !res_remove.is_empty() {
+            self.rmw(Some(job), Policy::Resource(&secret), &ctx, &[], &res_remove)
+                .await?;
+        }
+        removed.extend(res_remove);
+        for (k, stmts) in by_key {
+            let key = KmsKeyArn::parse(&k)
+                .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
+            let mut remove: Vec<String> = Vec::new();
+            for s in &stmts {
+                let sid = sid_of(s);
+                if needed_key.contains(&sid) {
+                    kept.push(sid);
+                } else if !remove.contains(&sid) {
+                    remove.push(sid);
+                }
+            }
+            if !remove.is_empty() {
+                self.journal_step(job, "key_policy_write", Some(key.as_str()))
+                    .await?;
+                let ctx = Context {
+                    secret: &secret,
+                    key: Some(&key),
+                };
+                let lock = self.lock_for(key.as_str());
+                let _g = lock.lock().await;
+                self.rmw(Some(job), Policy::Key(&key), &ctx, &[], &remove)
+                    .await?;
+            }
+            removed.extend(remove);
+        }
+        kept.sort();
+        kept.dedup();
+        Ok((removed, kept))
+    }
+
+    async fn run_revoke(&self, job: &str, shares: Vec<Share>) {
+        let _busy = self.enter();
+        let outcome = self.revoke_steps(job, &shares).await;
+        let now = self.now();
+        let job_id = job.to_owned();
+        let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+        let result = self
+            .store
+            .write(move |c| {
+                match &outcome {
+                    Ok((removed, kept)) => {
+                        for id in &ids {
+                            rows::set_share_status(c, id, ShareStatus::Revoked, None, &now)?;
+                            rows::set_share_outcome(c, id, None, None, &now)?;
+                            audit::append(
+                                c,
+                                &NewEvent {
+                                    at: &now,
+                                    actor: SYSTEM,
+                                    action: "share.revoked",
+                                    share_id: Some(id),
+                                    request_id: None,
+                                    details: json!({"job": job_id, "removed": removed, "kept_for_other_shares": kept, "from": "revoking", "to": "revoked"}),
+                                },
+                            )?;
+                        }
+                        jobs::finish(c, &job_id, "done", None, &now)
+                    }
+                    Err(f) => {
+                        for id in &ids {
+                            rows::set_share_outcome(c, id, None, Some(&f.message), &now)?;
+                            audit::append(
+                                c,
+                                &NewEvent {
+                                    at: &now,
+                                    actor: SYSTEM,
+                                    action: "share.revoke_failed",
+                                    share_id: Some(id),
+                                    request_id: None,
+                                    details: json!({"job": job_id, "error": f.message, "status": "revoking"}),
+                                },
+                            )?;
+                        }
+                        jobs::finish(c, &job_id, "failed", Some(&f.message), &now)
+                    }
+                }
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(job, error = %e, "cannot record the outcome of a revoke");
+        }
+    }
+
+    /// At startup: compensates apply jobs a crash left running and queues their shares again; closes
+    /// interrupted revoke jobs; kicks every secret with approved or revoking shares.
+    pub async fn recover(self: &Arc<Self>) -> crate::error::Result<()> {
+        if !self.settings.enabled {
+            return Ok(());
+        }
+        let _busy = self.enter();
+        let running = self.store.read(jobs::running).await?;
+        for job in running {
+            let lock = self.lock_for(&job.secret_arn);
+            let _g = lock.lock().await;
+            let now = self.now();
+            if job.kind == "apply" {
+                match self.compensate(&job).await {
+                    Ok(()) => {
+                        let j = job.clone();
+                        self.store
+                            .write(move |c| {
+                                for id in &j.share_ids {
+                                    if let Some(s) = rows::share_by_id(c, id)?
+                                        && s.status == ShareStatus::Applying
+                                    {
+                                        rows::set_share_status(c, id, ShareStatus::Approved, None, &now)?;
+                                        audit::append(
+                                            c,
+                                            &NewEvent {
+                                                at: &now,
+                                                actor: SYSTEM,
+                                                action: "share.requeued",
+                                                share_id: Some(id),
+                                                request_id: None,
+                                                details: json!({"job": j.id, "reason": "the broker stopped while applying; what it had written was removed and the share is applied again", "from": "applying", "to": "approved"}),
+                                            },
+                                        )?;
+                                    }
+                                }
+                                jobs::finish(c, &j.id, "compensated", Some("interrupted by a restart"), &now)
+                            })
+                            .await?;
+                        tracing::info!(job = %job.id, "compensated an interrupted apply; its shares are queued again");
+                    }
+                    Err(e) => {
+                        tracing::error!(job = %job.id, error = %e, "cannot compensate an interrupted apply; retrying at the next start")
+                    }
+                }
+            } else {
+                let id = job.id.clone();
+                self.store
+                    .write(move |c| {
+                        jobs::finish(
+                            c,
+                            &id,
+                            "failed",
+                            Some("interrupted by a restart; the revoke runs again"),
+                            &now,
+                        )
+                    })
+                    .await?;
+            }
+        }
+        let secrets = self
+            .store
+            .read(|c| rows::secrets_with_status(c, &[ShareStatus::Approved, ShareStatus::Revoking]))
+            .await?;
+        for s in secrets {
+            self.kick(&s);
+        }
+        Ok(())
+    }
+
+    /// The live plan of a share: its documents merged into the live policies, diffed and linted. No write.
+    pub async fn live_plan(&self, share: &Share) -> Result<LivePlan, Failure> {
+        let grant = grant_of(share)?;
+        let key = self.resolve_key(&grant.secret).await?;
+        let resource = self
+            .secrets
+            .get_resource_policy(grant.secret.as_str())
+            .await?;
+        let key_policy = self.kms.get_key_policy(key.as_str()).await?;
+        let p = plan::plan(
+            &grant,
+            &key,
+            &Existing {
+                resource_policy: resource.as_deref(),
+                key_policy: Some(&key_policy),
+            },
+        )
+        .map_err(|e| Failure::new(FailureKind::Policy, e.to_string()))?;
+        let diff = |current: Option<&str>, proposed: &str, ours: &Value| -> PolicyDiff {
+            let parse = |t: &str| serde_json::from_str::<Value>(t).unwrap_or(Value::Null);
+            let sid = sid_of(ours);
+            let present = current
+                .and_then(|t| PolicyDocument::parse(t).ok())
+                .is_some_and(|d| merge::find(&d, &sid).is_some());
+            PolicyDiff {
+                current: current.map(parse),
+                proposed: parse(proposed),
+                statement_sid: sid,
+                change: if present {
+                    "unchanged".into()
+                } else {
+                    "add".into()
+                },
+            }
+        };
+        Ok(LivePlan {
+            key_arn: key.as_str().to_owned(),
+            resource_policy: diff(
+                resource.as_deref(),
+                &p.resource_policy,
+                &p.composed.resource_statement,
+            ),
+            key_policy: diff(Some(&key_policy), &p.key_policy, &p.composed.key_statement),
+            identity_policy: p.composed.identity_policy.clone(),
+            consumer_command: consumer_cli(&grant),
+            findings: p.findings,
+        })
+    }
+
+    /// The live access check: the secret's resource and key policies as they are now, against `identity`
+    /// (or the identity policy the broker would generate).
+    pub async fn access_check(
+        &self,
+        principal: &PrincipalArn,
+        secret: &SecretArn,
+        version_stage: Option<&str>,
+        identity: Option<&PolicyDocument>,
+    ) -> Result<CheckResult, Failure> {
+        let key = self.resolve_key(secret).await?;
+        let resource = self.secrets.get_resource_policy(secret.as_str()).await?;
+        let key_policy = self.kms.get_key_policy(key.as_str()).await?;
+        let parse = |what: &str, t: &str| {
+            PolicyDocument::parse(t).map_err(|e| {
+                Failure::new(
+                    FailureKind::Policy,
+                    format!("the live {what} does not parse: {e}"),
+                )
+            })
+        };
+        let resource = resource
+            .as_deref()
+            .map(|t| parse("resource policy", t))
+            .transpose()?;
+        let key_policy = parse("key policy", &key_policy)?;
+        let generated;
+        let identity = match identity {
+            Some(d) => d,
+            None => {
+                let g = Grant {
+                    secret: secret.clone(),
+                    principal: principal.clone(),
+                    actions: vec![ShareAction::GetSecretValue],
+                    version_stage: version_stage.map(str::to_owned),
+                };
+                generated = PolicyDocument::parse(&compose(&g, &key).identity_policy.to_string())
+                    .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
+                &generated
+            }
+        };
+        Ok(eval::check(&eval::Check {
+            principal,
+            secret,
+            key: &key,
+            version_stage,
+            identity_policy: identity,
+            resource_policy: resource.as_ref(),
+            key_policy: &key_policy,
+            now: Some(self.clock.now()),
+        }))
+    }
+}
+
+/// One policy in a live plan.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PolicyDiff {
+    /// The policy as it is now (`null`: none).
+    #[schema(value_type = Object)]
+    pub current: Option<Value>,
+    /// The policy as the broker would write it.
+    #[schema(value_type = Object)]
+    pub proposed: Value,
+    /// The broker statement's Sid.
+    pub statement_sid: String,
+    /// `add` (the statement is new) or `unchanged` (already there, for this or an equal share).
+    pub change: String,
+}
+
+/// `GET /v1/shares/{id}/plan`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LivePlan {
+    /// The secret's customer managed key.
+    pub key_arn: String,
+    /// The secret's resource policy.
+    pub resource_policy: PolicyDiff,
+    /// The key policy.
+    pub key_policy: PolicyDiff,
+    /// The identity policy for the consumer's account.
+    #[schema(value_type = Object)]
+    pub identity_policy: Value,
+    /// The call the consumer makes.
+    pub consumer_command: String,
+    /// Lint findings.
+    pub findings: Vec<Finding>,
+}

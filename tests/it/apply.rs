@@ -1,0 +1,778 @@
+//! Applying and revoking shares against the AWS emulator (moto server), with faults injected in the SDK
+//! layer where the emulator cannot produce them.
+
+use axum::http::Method;
+use secret_broker::domain::Role::*;
+use serde_json::{Value, json};
+
+use crate::harness::TestApp;
+use crate::moto::{Fault, moto};
+
+const ROLE: &str = "arn:aws:iam::444455556666:role/app-reader";
+
+struct Actors {
+    alice: String,
+    bob: String,
+    root: String,
+}
+
+async fn actors(t: &TestApp) -> Actors {
+    Actors {
+        alice: t.token("alice", Requester).await,
+        bob: t.token("bob", Approver).await,
+        root: t.token("root", Admin).await,
+    }
+}
+
+async fn request(t: &TestApp, a: &Actors, secret: &str, principal: &str, extra: Value) -> String {
+    let mut body =
+        json!({"secret_arn": secret, "principal_arn": principal, "justification": "test"});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    let r = t.post("/v1/shares", &a.alice, body).await.expect(201);
+    r.body["id"].as_str().unwrap().to_owned()
+}
+
+async fn approve(t: &TestApp, a: &Actors, id: &str) {
+    t.call(
+        Method::POST,
+        &format!("/v1/shares/{id}/approve"),
+        Some(&a.bob),
+        None,
+    )
+    .await
+    .expect(200);
+}
+
+async fn share(t: &TestApp, a: &Actors, id: &str) -> Value {
+    t.get(&format!("/v1/shares/{id}"), &a.root)
+        .await
+        .expect(200)
+        .body
+}
+
+fn statements(policy: &str) -> Vec<Value> {
+    let v: Value = serde_json::from_str(policy).unwrap();
+    match &v["Statement"] {
+        Value::Array(a) => a.clone(),
+        o => vec![o.clone()],
+    }
+}
+
+fn broker_sids(policy: &str) -> Vec<String> {
+    statements(policy)
+        .iter()
+        .filter_map(|s| s["Sid"].as_str())
+        .filter(|s| s.starts_with("SecretBroker"))
+        .map(str::to_owned)
+        .collect()
+}
+
+const FOREIGN_KEY_POLICY: &str = r#"{
+  "Version" : "2012-10-17",
+  "Id" : "key-consolepolicy-3",
+  "Statement" : [ {
+    "Sid" : "Enable IAM User Permissions",
+    "Effect" : "Allow",
+    "Principal" : { "AWS" : "arn:aws:iam::123456789012:root" },
+    "Action" : "kms:*",
+    "Resource" : "*"
+  }, {
+    "Sid" : "Allow use by the rotation lambda",
+    "Effect" : "Allow",
+    "Principal" : { "AWS" : "arn:aws:iam::123456789012:role/rotation" },
+    "Action" : [ "kms:Decrypt", "kms:GenerateDataKey" ],
+    "Resource" : "*"
+  } ]
+}"#;
+
+const FOREIGN_RESOURCE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"DenyDeleteByOthers","Effect":"Deny","Principal":{"AWS":"arn:aws:iam::123456789012:role/intern"},"Action":"secretsmanager:DeleteSecret","Resource":"*"}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_keeps_foreign_statements_and_is_verified() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    m.set_key_policy(&key, FOREIGN_KEY_POLICY).await;
+    m.set_resource_policy(&secret, FOREIGN_RESOURCE_POLICY)
+        .await;
+
+    let id = request(&t, &a, &secret, ROLE, json!({})).await;
+    approve(&t, &a, &id).await;
+    t.settle().await;
+    let s = share(&t, &a, &id).await;
+    assert_eq!(s["status"], "active", "{s}");
+    assert_eq!(s["key_arn"], key.as_str());
+    assert!(s["last_error"].is_null());
+
+    let kp = m.key_policy(&key).await;
+    let ks = statements(&kp);
+    let original = statements(FOREIGN_KEY_POLICY);
+    assert_eq!(
+        ks[..2],
+        original[..],
+        "foreign key statements unchanged and first"
+    );
+    assert_eq!(ks.len(), 3);
+    assert_eq!(ks[2]["Principal"]["AWS"], ROLE);
+    assert_eq!(
+        ks[2]["Condition"]["StringEquals"]["kms:ViaService"],
+        "secretsmanager.us-east-1.amazonaws.com"
+    );
+    // The foreign statements' exact text survives too.
+    assert!(
+        kp.contains(r#""Sid" : "Allow use by the rotation lambda","#),
+        "{kp}"
+    );
+    let rp = m.resource_policy(&secret).await.unwrap();
+    assert!(
+        rp.starts_with(r#"{"Version":"2012-10-17","Statement":[{"Sid":"DenyDeleteByOthers""#),
+        "{rp}"
+    );
+    let rs = statements(&rp);
+    assert_eq!(rs.len(), 2);
+    assert_eq!(
+        rs[1]["Condition"]["ForAnyValue:StringEquals"]["secretsmanager:VersionStage"],
+        "AWSCURRENT"
+    );
+
+    // Audit: requested, approved, applying, active.
+    let actions: Vec<String> = {
+        let db = t.db();
+        let mut st = db
+            .prepare("SELECT action FROM audit WHERE share_id = ?1 ORDER BY seq")
+            .unwrap();
+        st.query_map([&id], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(
+        actions,
+        [
+            "share.requested",
+            "share.approved",
+            "share.applying",
+            "share.active"
+        ]
+    );
+
+    // Consumer instructions.
+    let c = t
+        .get(&format!("/v1/shares/{id}/consumer"), &a.alice)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        c["command"],
+        format!(
+            "aws secretsmanager get-secret-value --secret-id {secret} --version-stage AWSCURRENT --region us-east-1"
+        )
+    );
+    assert_eq!(
+        c["identity_policy"]["Statement"][1]["Resource"],
+        key.as_str()
+    );
+    assert!(
+        c["notes"]
+            .to_string()
+            .contains("--version-stage AWSCURRENT")
+    );
+
+    // The live plan shows the statements as already there.
+    let p = t
+        .get(&format!("/v1/shares/{id}/plan"), &a.alice)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(p["key_policy"]["change"], "unchanged");
+    assert_eq!(p["resource_policy"]["change"], "unchanged");
+    assert_eq!(p["findings"], json!([]));
+
+    // Access checks against the live policies.
+    let r = t
+        .post(
+            "/v1/access-checks",
+            &a.alice,
+            json!({"principal_arn": ROLE, "secret_arn": secret, "version_stage": "AWSCURRENT"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r.body["decision"], "allow", "{}", r.text);
+    let r = t
+        .post(
+            "/v1/access-checks",
+            &a.alice,
+            json!({"principal_arn": ROLE, "secret_arn": secret}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r.body["decision"], "deny");
+    assert!(
+        r.body["reasons"]
+            .to_string()
+            .contains("pass --version-stage AWSCURRENT"),
+        "{}",
+        r.text
+    );
+    let r = t
+        .post(
+            "/v1/access-checks",
+            &a.alice,
+            json!({"principal_arn": "arn:aws:iam::444455556666:role/someone-else", "secret_arn": secret, "version_stage": "AWSCURRENT"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r.body["decision"], "deny");
+    m.assert_no_get_secret_value();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_principals_then_revoke_one_then_the_other() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    let original_key_policy = m.key_policy(&key).await;
+    let other = "arn:aws:iam::777788889999:user/ci/deployer";
+    let id1 = request(&t, &a, &secret, ROLE, json!({})).await;
+    let id2 = request(
+        &t,
+        &a,
+        &secret,
+        other,
+        json!({"actions": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]}),
+    )
+    .await;
+    approve(&t, &a, &id1).await;
+    approve(&t, &a, &id2).await;
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id1).await["status"], "active");
+    assert_eq!(share(&t, &a, &id2).await["status"], "active");
+    assert_eq!(broker_sids(&m.key_policy(&key).await).len(), 2);
+    assert_eq!(
+        broker_sids(&m.resource_policy(&secret).await.unwrap()).len(),
+        2
+    );
+
+    // Revoke the first: the second stays.
+    let r = t
+        .post(
+            &format!("/v1/shares/{id1}/revoke"),
+            &a.bob,
+            json!({"reason": "project ended"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r.body["status"], "revoking");
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id1).await["status"], "revoked");
+    assert_eq!(share(&t, &a, &id2).await["status"], "active");
+    let kp = m.key_policy(&key).await;
+    let rp = m.resource_policy(&secret).await.unwrap();
+    assert_eq!(broker_sids(&kp).len(), 1);
+    assert_eq!(broker_sids(&rp).len(), 1);
+    assert!(!kp.contains(ROLE) && !rp.contains(ROLE));
+    assert!(kp.contains(other) && rp.contains(other));
+
+    // Revoke the second: the resource policy is deleted, the key policy is as it was.
+    t.post(
+        &format!("/v1/shares/{id2}/revoke"),
+        &a.alice,
+        json!({"reason": "done"}),
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id2).await["status"], "revoked");
+    assert_eq!(m.resource_policy(&secret).await, None);
+    let kp: Value = serde_json::from_str(&m.key_policy(&key).await).unwrap();
+    let orig: Value = serde_json::from_str(&original_key_policy).unwrap();
+    assert_eq!(kp["Statement"], orig["Statement"]);
+
+    // A revoked share cannot be revoked again.
+    let r = t
+        .post(
+            &format!("/v1/shares/{id2}/revoke"),
+            &a.root,
+            json!({"reason": "again"}),
+        )
+        .await
+        .expect(409);
+    assert_eq!(r.body["current_status"], "revoked");
+    m.assert_no_get_secret_value();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_shares_of_one_grant_share_one_statement() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    let id1 = request(&t, &a, &secret, ROLE, json!({})).await;
+    approve(&t, &a, &id1).await;
+    t.settle().await;
+    let id2 = request(
+        &t,
+        &a,
+        &secret,
+        ROLE,
+        json!({"justification": "second team needs it too"}),
+    )
+    .await;
+    approve(&t, &a, &id2).await;
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id2).await["status"], "active");
+    assert_eq!(broker_sids(&m.key_policy(&key).await).len(), 1);
+    assert_eq!(
+        broker_sids(&m.resource_policy(&secret).await.unwrap()).len(),
+        1
+    );
+
+    t.post(
+        &format!("/v1/shares/{id1}/revoke"),
+        &a.bob,
+        json!({"reason": "first done"}),
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id1).await["status"], "revoked");
+    assert_eq!(
+        broker_sids(&m.key_policy(&key).await).len(),
+        1,
+        "still needed by the second share"
+    );
+    assert_eq!(
+        broker_sids(&m.resource_policy(&secret).await.unwrap()).len(),
+        1
+    );
+    let revoked_row: String = t
+        .db()
+        .query_row(
+            "SELECT details FROM audit WHERE share_id = ?1 AND action = 'share.revoked'",
+            [&id1],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        revoked_row.contains("kept_for_other_shares"),
+        "{revoked_row}"
+    );
+
+    t.post(
+        &format!("/v1/shares/{id2}/revoke"),
+        &a.bob,
+        json!({"reason": "second done"}),
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    assert!(broker_sids(&m.key_policy(&key).await).is_empty());
+    assert_eq!(m.resource_policy(&secret).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unshareable_secrets_are_refused_with_nothing_written() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    // AWS managed key (no KmsKeyId).
+    let managed = m.create_secret(None).await;
+    let id = request(&t, &a, &managed, ROLE, json!({})).await;
+    approve(&t, &a, &id).await;
+    // Missing secret (right shape, never created).
+    let missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:does/not/exist-AbCdEf";
+    let id_missing = request(&t, &a, missing, ROLE, json!({})).await;
+    approve(&t, &a, &id_missing).await;
+    t.settle().await;
+
+    let s = share(&t, &a, &id).await;
+    assert_eq!(s["status"], "failed");
+    let err = s["last_error"].as_str().unwrap();
+    assert!(err.contains("AWS managed key aws/secretsmanager"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "aws secretsmanager update-secret --region us-east-1 --secret-id {managed} --kms-key-id"
+        )),
+        "{err}"
+    );
+    assert_eq!(m.resource_policy(&managed).await, None);
+    assert_eq!(m.calls("PutResourcePolicy", &managed), 0);
+    assert_eq!(m.calls("PutKeyPolicy", &managed), 0);
+
+    let s = share(&t, &a, &id_missing).await;
+    assert_eq!(s["status"], "failed");
+    assert!(
+        s["last_error"].as_str().unwrap().contains("does not exist"),
+        "{s}"
+    );
+    assert_eq!(m.calls("PutResourcePolicy", "does/not/exist"), 0);
+
+    // The plan endpoint says the same, as problem+json.
+    let r = t
+        .get(&format!("/v1/shares/{id}/plan"), &a.alice)
+        .await
+        .expect(422);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("aws/secretsmanager")
+    );
+    t.get(&format!("/v1/shares/{id_missing}/plan"), &a.alice)
+        .await
+        .expect(404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_is_refused_naming_the_primary() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    m.secrets()
+        .replicate_secret_to_regions()
+        .secret_id(&secret)
+        .add_replica_regions(
+            aws_sdk_secretsmanager::types::ReplicaRegionType::builder()
+                .region("eu-west-1")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let replica = secret.replace(":us-east-1:", ":eu-west-1:");
+    let id = request(&t, &a, &replica, ROLE, json!({})).await;
+    approve(&t, &a, &id).await;
+    t.settle().await;
+    let s = share(&t, &a, &id).await;
+    assert_eq!(s["status"], "failed");
+    let err = s["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("replica") && err.contains(&secret) && err.contains("us-east-1"),
+        "{err}"
+    );
+    assert_eq!(m.calls("PutResourcePolicy", &replica), 0);
+    assert_eq!(m.calls("PutKeyPolicy", &key), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_approvals_on_one_secret_are_one_write_per_policy() {
+    let t = TestApp::with_aws(|c| c.apply_coalesce.0 = std::time::Duration::from_millis(1500));
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            request(
+                &t,
+                &a,
+                &secret,
+                &format!("arn:aws:iam::{}:role/consumer", 400000000000u64 + i),
+                json!({}),
+            )
+            .await,
+        );
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for id in &ids {
+        let router = t.router.clone();
+        let req = axum::http::Request::post(format!("/v1/shares/{id}/approve"))
+            .header("authorization", format!("Bearer {}", a.bob))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        set.spawn(async move {
+            tower::ServiceExt::oneshot(router, req)
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    while let Some(s) = set.join_next().await {
+        assert_eq!(s.unwrap(), 200);
+    }
+    t.settle().await;
+    for id in &ids {
+        assert_eq!(share(&t, &a, id).await["status"], "active");
+    }
+    assert_eq!(broker_sids(&m.key_policy(&key).await).len(), 20);
+    assert_eq!(
+        broker_sids(&m.resource_policy(&secret).await.unwrap()).len(),
+        20
+    );
+    assert_eq!(
+        m.calls("PutKeyPolicy", &key),
+        1,
+        "one key-policy write for all 20"
+    );
+    assert_eq!(
+        m.calls("PutResourcePolicy", &secret),
+        1,
+        "one resource-policy write for all 20"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_retried_then_succeeds() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    t.faults.arm(Fault::Throttle {
+        op: "PutKeyPolicy",
+        times: 2,
+    });
+    t.faults.arm(Fault::Throttle {
+        op: "GetResourcePolicy",
+        times: 1,
+    });
+    let id = request(&t, &a, &secret, ROLE, json!({})).await;
+    approve(&t, &a, &id).await;
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id).await["status"], "active");
+    assert_eq!(
+        m.calls("PutKeyPolicy", &key),
+        3,
+        "two throttled attempts and one that succeeded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_resource_write_removes_the_key_statement_again() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    m.set_key_policy(&key, FOREIGN_KEY_POLICY).await;
+    m.set_resource_policy(&secret, FOREIGN_RESOURCE_POLICY)
+        .await;
+    t.faults.arm(Fault::FailBeforeSend {
+        op: "PutResourcePolicy",
+    });
+    let id = request(&t, &a, &secret, ROLE, json!({})).await;
+    approve(&t, &a, &id).await;
+    t.settle().await;
+    let s = share(&t, &a, &id).await;
+    assert_eq!(s["status"], "failed");
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("PutResourcePolicy"),
+        "{s}"
+    );
+    // The key statement was written, then removed again; foreign statements untouched, text included.
+    assert_eq!(
+        m.calls("PutKeyPolicy", &key),
+        2 + 1,
+        "seed, apply, compensation"
+    );
+    let kp = m.key_policy(&key).await;
+    assert_eq!(
+        statements(&kp),
+        statements(FOREIGN_KEY_POLICY),
+        "the key policy is back as it was"
+    );
+    let rotation = &FOREIGN_KEY_POLICY[FOREIGN_KEY_POLICY
+        .find("{\n    \"Sid\" : \"Allow use")
+        .unwrap()..FOREIGN_KEY_POLICY.rfind('}').unwrap()];
+    let rotation = &rotation[..rotation.rfind('}').unwrap() + 1];
+    assert!(
+        kp.contains(rotation),
+        "each foreign statement keeps its exact text:\n{kp}"
+    );
+    assert_eq!(
+        m.resource_policy(&secret).await.as_deref(),
+        Some(FOREIGN_RESOURCE_POLICY)
+    );
+    let failed: String = t
+        .db()
+        .query_row(
+            "SELECT details FROM audit WHERE share_id = ?1 AND action = 'share.failed'",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(failed.contains("\"compensated\":true"), "{failed}");
+
+    // Once AWS works again, an admin retries and it applies.
+    t.faults.clear();
+    t.call(
+        Method::POST,
+        &format!("/v1/shares/{id}/retry"),
+        Some(&a.alice),
+        None,
+    )
+    .await
+    .expect(403);
+    let r = t
+        .call(
+            Method::POST,
+            &format!("/v1/shares/{id}/retry"),
+            Some(&a.root),
+            None,
+        )
+        .await
+        .expect(200);
+    assert_eq!(r.body["status"], "approved");
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id).await["status"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_errors_are_named() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let s1 = m.create_secret(Some(&key)).await;
+    t.faults.arm(Fault::Respond {
+        op: "PutKeyPolicy",
+        status: 400,
+        code: "AccessDeniedException",
+        message: "User is not authorized to perform kms:PutKeyPolicy",
+    });
+    let id = request(&t, &a, &s1, ROLE, json!({})).await;
+    approve(&t, &a, &id).await;
+    t.settle().await;
+    let err = share(&t, &a, &id).await["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        err.contains("not allowed to call kms:PutKeyPolicy"),
+        "{err}"
+    );
+
+    t.faults.clear();
+    t.faults.arm(Fault::Respond {
+        op: "PutResourcePolicy",
+        status: 400,
+        code: "MalformedPolicyDocumentException",
+        message: "This resource policy contains an unsupported principal.",
+    });
+    let s2 = m.create_secret(Some(&key)).await;
+    let id = request(
+        &t,
+        &a,
+        &s2,
+        "arn:aws:iam::444455556666:role/brand-new",
+        json!({}),
+    )
+    .await;
+    approve(&t, &a, &id).await;
+    t.settle().await;
+    let s = share(&t, &a, &id).await;
+    assert_eq!(s["status"], "failed");
+    let err = s["last_error"].as_str().unwrap();
+    assert!(err.contains("may not exist yet"), "{err}");
+    // The key statement written before the refusal was removed again.
+    assert!(!m.key_policy(&key).await.contains("brand-new"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_the_two_writes_is_compensated_and_completed_at_restart() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    t.faults.arm(Fault::Crash {
+        op: "PutResourcePolicy",
+    });
+    let id = request(&t, &a, &secret, ROLE, json!({})).await;
+    approve(&t, &a, &id).await;
+    t.settle().await;
+    // The task died after writing the key policy: the share is stuck applying, the journal says so.
+    assert_eq!(share(&t, &a, &id).await["status"], "applying");
+    assert_eq!(broker_sids(&m.key_policy(&key).await).len(), 1);
+    let (state, step): (String, String) = t
+        .db()
+        .query_row(
+            "SELECT state, step FROM jobs ORDER BY started_at DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (state.as_str(), step.as_str()),
+        ("running", "resource_policy_write")
+    );
+
+    // Restart: recovery removes what the job wrote, queues the share again, and it applies.
+    let t2 = t.restart();
+    t2.app.applier.recover().await.unwrap();
+    t2.settle().await;
+    assert_eq!(share(&t2, &a, &id).await["status"], "active");
+    assert_eq!(
+        broker_sids(&m.key_policy(&key).await).len(),
+        1,
+        "no duplicate statement"
+    );
+    assert_eq!(
+        broker_sids(&m.resource_policy(&secret).await.unwrap()).len(),
+        1
+    );
+    let actions: Vec<String> = {
+        let db = t2.db();
+        let mut st = db
+            .prepare("SELECT action FROM audit WHERE share_id = ?1 ORDER BY seq")
+            .unwrap();
+        st.query_map([&id], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(
+        actions,
+        [
+            "share.requested",
+            "share.approved",
+            "share.applying",
+            "share.requeued",
+            "share.applying",
+            "share.active"
+        ]
+    );
+    let v = t2.get("/v1/audit/verify", &a.root).await.expect(200);
+    assert_eq!(v.body["ok"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_never_reads_a_secret_value() {
+    // Runs alongside the others; each AWS test also checks the recording when it ends.
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    let id = request(&t, &a, &secret, ROLE, json!({})).await;
+    approve(&t, &a, &id).await;
+    t.settle().await;
+    t.get(&format!("/v1/shares/{id}/plan"), &a.alice)
+        .await
+        .expect(200);
+    t.post(
+        "/v1/access-checks",
+        &a.alice,
+        json!({"principal_arn": ROLE, "secret_arn": secret}),
+    )
+    .await
+    .expect(200);
+    assert!(
+        m.calls("DescribeSecret", &secret) > 0,
+        "the recording is read"
+    );
+    m.assert_no_get_secret_value();
+}

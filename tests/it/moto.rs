@@ -1,0 +1,351 @@
+//! The AWS emulator for the tests: moto server, started once per test binary on a free loopback port
+//! (it exits with the test process), recording every request so a test can read what the broker called.
+//! Also: SDK clients for setting up secrets and keys, and a fault injector in the SDK layer.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextRef,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_runtime_api::http::StatusCode;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+
+pub struct Moto {
+    pub endpoint: String,
+    pub recording: PathBuf,
+    _child: Mutex<Child>,
+    _stdin: Mutex<ChildStdin>,
+}
+
+static MOTO: OnceLock<Moto> = OnceLock::new();
+
+const INSTALL: &str = "moto server is needed by the AWS tests: run ./scripts/test (it installs moto[server] into \
+~/.cache/secret-broker/venv), or `pip install 'moto[server]'` and put moto_server on PATH (or set MOTO_SERVER)";
+
+/// The shared emulator, started on first use.
+pub fn moto() -> &'static Moto {
+    MOTO.get_or_init(|| {
+        let bin = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+        let found = Command::new("sh")
+            .args(["-c", "command -v \"$0\"", &bin])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(found, "{bin} not found. {INSTALL}");
+        let recording = std::env::var("SECRET_BROKER_MOTO_RECORDING")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("moto-recording.jsonl"));
+        let _ = std::fs::remove_file(&recording);
+        // The wrapper kills moto when our end of its stdin closes, i.e. when the test process exits.
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                "\"$0\" -H 127.0.0.1 -p 0 & pid=$!; trap 'kill $pid 2>/dev/null' EXIT; cat >/dev/null",
+                &bin,
+            ])
+            .env("MOTO_ENABLE_RECORDING", "true")
+            .env("MOTO_RECORDER_FILEPATH", &recording)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}. {INSTALL}"));
+        let stderr = child.stderr.take().unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            // Keep draining: moto logs every request, and a full pipe would stall it.
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("Running on http://") {
+                    let addr: String = line[i + "Running on ".len()..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace())
+                        .collect();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let endpoint = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("moto server did not report its address within 60 s. {INSTALL}"));
+        assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
+        Moto {
+            endpoint,
+            recording,
+            _child: Mutex::new(child),
+            _stdin: Mutex::new(stdin),
+        }
+    })
+}
+
+impl Moto {
+    pub fn sdk_config(&self) -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "test", "test", None, None, "test",
+            )))
+            .build()
+    }
+
+    pub fn kms(&self) -> aws_sdk_kms::Client {
+        aws_sdk_kms::Client::new(&self.sdk_config())
+    }
+
+    pub fn secrets(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.sdk_config())
+    }
+
+    /// A new customer managed key; its ARN.
+    pub async fn create_key(&self) -> String {
+        let k = self.kms().create_key().send().await.unwrap();
+        k.key_metadata().unwrap().arn().unwrap().to_owned()
+    }
+
+    /// A new secret (unique name) encrypted with `key` (None: the AWS managed key); its ARN.
+    pub async fn create_secret(&self, key: Option<&str>) -> String {
+        let name = format!("test/{}", uuid::Uuid::new_v4().simple());
+        let mut req = self
+            .secrets()
+            .create_secret()
+            .name(name)
+            .secret_string("not-read-by-the-broker");
+        if let Some(k) = key {
+            req = req.kms_key_id(k);
+        }
+        req.send().await.unwrap().arn().unwrap().to_owned()
+    }
+
+    pub async fn key_policy(&self, key: &str) -> String {
+        self.kms()
+            .get_key_policy()
+            .key_id(key)
+            .policy_name("default")
+            .send()
+            .await
+            .unwrap()
+            .policy()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn set_key_policy(&self, key: &str, policy: &str) {
+        self.kms()
+            .put_key_policy()
+            .key_id(key)
+            .policy_name("default")
+            .policy(policy)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    pub async fn resource_policy(&self, secret: &str) -> Option<String> {
+        self.secrets()
+            .get_resource_policy()
+            .secret_id(secret)
+            .send()
+            .await
+            .unwrap()
+            .resource_policy()
+            .map(str::to_owned)
+    }
+
+    pub async fn set_resource_policy(&self, secret: &str, policy: &str) {
+        self.secrets()
+            .put_resource_policy()
+            .secret_id(secret)
+            .resource_policy(policy)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Recorded requests: (X-Amz-Target, decoded body).
+    pub fn requests(&self) -> Vec<(String, String)> {
+        use base64::Engine;
+        let text = std::fs::read_to_string(&self.recording).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| {
+                let headers = &v["headers"];
+                let target = headers
+                    .as_object()
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
+                    })
+                    .and_then(|(_, v)| v.as_str())
+                    .unwrap_or("")
+                    .to_owned();
+                let body = v["body"].as_str().unwrap_or("");
+                let body = if v["body_encoded"] == true {
+                    String::from_utf8_lossy(
+                        &base64::engine::general_purpose::STANDARD
+                            .decode(body)
+                            .unwrap_or_default(),
+                    )
+                    .into_owned()
+                } else {
+                    body.to_owned()
+                };
+                (target, body)
+            })
+            .collect()
+    }
+
+    /// How many recorded calls of `operation` mention `needle` in their body.
+    pub fn calls(&self, operation: &str, needle: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|(t, b)| t.ends_with(&format!(".{operation}")) && b.contains(needle))
+            .count()
+    }
+
+    /// No request so far read a secret's value.
+    pub fn assert_no_get_secret_value(&self) {
+        let n = self
+            .requests()
+            .iter()
+            .filter(|(t, _)| t.ends_with(".GetSecretValue"))
+            .count();
+        assert_eq!(
+            n, 0,
+            "the emulator saw GetSecretValue: the broker must never read a secret's value"
+        );
+    }
+}
+
+/// A fault to inject into the SDK's request pipeline.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// The next `times` responses to `op` become ThrottlingException (the request did reach the emulator).
+    Throttle { op: &'static str, times: u32 },
+    /// Every call of `op` fails before it is sent.
+    FailBeforeSend { op: &'static str },
+    /// The next call of `op` panics before it is sent: the task running it dies where it stands.
+    Crash { op: &'static str },
+    /// Every response to `op` becomes this error (the request did reach the emulator).
+    Respond {
+        op: &'static str,
+        status: u16,
+        code: &'static str,
+        message: &'static str,
+    },
+}
+
+/// Fault injector: an SDK interceptor, shared with the test that arms it.
+#[derive(Debug, Default, Clone)]
+pub struct Faults(Arc<Mutex<Vec<Fault>>>);
+
+#[derive(Debug)]
+struct ReplaceResponse {
+    status: u16,
+    code: &'static str,
+    message: &'static str,
+}
+
+impl Storable for ReplaceResponse {
+    type Storer = StoreReplace<Self>;
+}
+
+impl Faults {
+    pub fn arm(&self, f: Fault) {
+        self.0.lock().unwrap().push(f);
+    }
+    pub fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+}
+
+impl Intercept for Faults {
+    fn name(&self) -> &'static str {
+        "test-fault-injector"
+    }
+
+    fn read_before_transmit(
+        &self,
+        ctx: &BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let target = ctx
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or("")
+            .to_owned();
+        let mut faults = self.0.lock().unwrap();
+        let mut crash = false;
+        for f in faults.iter_mut() {
+            match f {
+                Fault::Throttle { op, times }
+                    if target.ends_with(&format!(".{op}")) && *times > 0 =>
+                {
+                    *times -= 1;
+                    cfg.interceptor_state().store_put(ReplaceResponse {
+                        status: 400,
+                        code: "ThrottlingException",
+                        message: "Rate exceeded (injected)",
+                    });
+                }
+                Fault::Respond {
+                    op,
+                    status,
+                    code,
+                    message,
+                } if target.ends_with(&format!(".{op}")) => {
+                    cfg.interceptor_state().store_put(ReplaceResponse {
+                        status: *status,
+                        code,
+                        message,
+                    });
+                }
+                Fault::FailBeforeSend { op } if target.ends_with(&format!(".{op}")) => {
+                    return Err(format!("injected failure of {op}").into());
+                }
+                Fault::Crash { op } if target.ends_with(&format!(".{op}")) => crash = true,
+                _ => {}
+            }
+        }
+        if crash {
+            faults.retain(|f| !matches!(f, Fault::Crash { .. }));
+            drop(faults);
+            panic!("injected crash before {target}");
+        }
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        ctx: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(r) = cfg.load::<ReplaceResponse>() {
+            let (status, code, message) = (r.status, r.code, r.message);
+            cfg.interceptor_state().unset::<ReplaceResponse>();
+            let resp = ctx.response_mut();
+            *resp.status_mut() = StatusCode::try_from(status).unwrap();
+            resp.headers_mut().insert("x-amzn-errortype", code);
+            resp.headers_mut()
+                .insert("content-type", "application/x-amz-json-1.1");
+            *resp.body_mut() =
+                SdkBody::from(serde_json::json!({"__type": code, "message": message}).to_string());
+        }
+        Ok(())
+    }
+}
