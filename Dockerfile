@@ -6,6 +6,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY migrations migrations
 COPY src src
+COPY benches benches
 RUN cargo build --release --locked \
  && install -m 0755 target/release/secret-broker /usr/local/bin/secret-broker
 

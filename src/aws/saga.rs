@@ -554,7 +554,8 @@ impl Applier {
         Err(Failure::new(
             FailureKind::Aws,
             format!(
-                "the {} kept changing while the broker wrote it ({attempts} attempts): try again later",
+                "the {} kept changing while the broker wrote it (read back differently {attempts} \
+                 time(s)): someone else is editing it; retry the share later",
                 p.name()
             ),
         ))

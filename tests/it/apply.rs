@@ -776,3 +776,120 @@ async fn the_broker_never_reads_a_secret_value() {
     );
     m.assert_no_get_secret_value();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_edit_seen_at_read_back_is_retried() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    m.set_key_policy(&key, FOREIGN_KEY_POLICY).await;
+    // The read-back shows someone's edit of a foreign statement: the broker reads again, finds its
+    // statement in place next to the edit, and is done.
+    t.faults.arm(Fault::Rewrite {
+        op: "GetKeyPolicy",
+        skip: 1,
+        times: 1,
+        find: "rotation lambda",
+        replace: "rotation lambda (edited)",
+    });
+    let id = request(&t, &a, &secret, ROLE, json!({})).await;
+    approve(&t, &a, &id).await;
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id).await["status"], "active");
+    let rereads = m.calls("GetKeyPolicy", &key);
+    assert!(rereads >= 3, "read, read-back, read again: {rereads}");
+    assert_eq!(m.calls("PutKeyPolicy", &key), 1 + 1, "seed and one write");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_that_keeps_changing_gives_up_and_undoes_its_write() {
+    let t = TestApp::with_aws(|c| c.policy_write_attempts.0 = 1);
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    m.set_key_policy(&key, FOREIGN_KEY_POLICY).await;
+    t.faults.arm(Fault::Rewrite {
+        op: "GetKeyPolicy",
+        skip: 1,
+        times: 1,
+        find: "rotation lambda",
+        replace: "rotation lambda (edited)",
+    });
+    let id = request(&t, &a, &secret, ROLE, json!({})).await;
+    approve(&t, &a, &id).await;
+    t.settle().await;
+    let s = share(&t, &a, &id).await;
+    assert_eq!(s["status"], "failed");
+    assert!(
+        s["last_error"].as_str().unwrap().contains("kept changing"),
+        "{s}"
+    );
+    assert_eq!(
+        m.calls("PutKeyPolicy", &key),
+        1 + 2,
+        "seed, the write, the compensation"
+    );
+    assert_eq!(
+        statements(&m.key_policy(&key).await),
+        statements(FOREIGN_KEY_POLICY)
+    );
+    assert_eq!(m.calls("PutResourcePolicy", &secret), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_over_the_size_limit_is_refused_naming_the_finding() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    // A resource policy just under the 20,480-character limit.
+    let mut stmts = Vec::new();
+    let mut i = 0u64;
+    loop {
+        stmts.push(json!({"Sid": format!("Team{i}"), "Effect": "Allow",
+            "Principal": {"AWS": format!("arn:aws:iam::{}:role/reader", 500000000000u64 + i)},
+            "Action": "secretsmanager:DescribeSecret", "Resource": "*"}));
+        let text = json!({"Version": "2012-10-17", "Statement": stmts}).to_string();
+        if text.len() > 20_000 {
+            stmts.pop();
+            break;
+        }
+        i += 1;
+    }
+    // Pad with one more statement to exactly 20,400 characters.
+    let text = json!({"Version": "2012-10-17", "Statement": stmts}).to_string();
+    let pad = json!({"Sid": "Pad", "Effect": "Deny", "Principal": {"AWS": "arn:aws:iam::999999999999:root"},
+        "Action": "secretsmanager:DeleteSecret", "Resource": "*"});
+    let room = 20_400 - text.len() - pad.to_string().len() - 1;
+    stmts.push(json!({"Sid": format!("Pad{}", "x".repeat(room)), "Effect": "Deny",
+        "Principal": {"AWS": "arn:aws:iam::999999999999:root"}, "Action": "secretsmanager:DeleteSecret", "Resource": "*"}));
+    let seeded = json!({"Version": "2012-10-17", "Statement": stmts}).to_string();
+    assert_eq!(seeded.len(), 20_400);
+    m.set_resource_policy(&secret, &seeded).await;
+    let original_key = m.key_policy(&key).await;
+    let id = request(&t, &a, &secret, ROLE, json!({})).await;
+    approve(&t, &a, &id).await;
+    t.settle().await;
+    let s = share(&t, &a, &id).await;
+    assert_eq!(s["status"], "failed");
+    let err = s["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("resource-policy-too-large") && err.contains("20480"),
+        "{err}"
+    );
+    assert_eq!(
+        m.resource_policy(&secret).await.as_deref(),
+        Some(seeded.as_str()),
+        "nothing half-written"
+    );
+    let kp: Value = serde_json::from_str(&m.key_policy(&key).await).unwrap();
+    let orig: Value = serde_json::from_str(&original_key).unwrap();
+    assert_eq!(
+        kp["Statement"], orig["Statement"],
+        "the key statement was removed again"
+    );
+}

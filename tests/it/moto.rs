@@ -245,11 +245,30 @@ pub enum Fault {
         code: &'static str,
         message: &'static str,
     },
+    /// After letting `skip` responses to `op` through, the next `times` have `find` replaced by
+    /// `replace` in their body: what a concurrent edit of the policy looks like to a read.
+    Rewrite {
+        op: &'static str,
+        skip: u32,
+        times: u32,
+        find: &'static str,
+        replace: &'static str,
+    },
 }
 
 /// Fault injector: an SDK interceptor, shared with the test that arms it.
 #[derive(Debug, Default, Clone)]
 pub struct Faults(Arc<Mutex<Vec<Fault>>>);
+
+#[derive(Debug)]
+struct RewriteBody {
+    find: &'static str,
+    replace: &'static str,
+}
+
+impl Storable for RewriteBody {
+    type Storer = StoreReplace<Self>;
+}
 
 #[derive(Debug)]
 struct ReplaceResponse {
@@ -274,6 +293,33 @@ impl Faults {
 impl Intercept for Faults {
     fn name(&self) -> &'static str {
         "test-fault-injector"
+    }
+
+    fn modify_before_completion(
+        &self,
+        ctx: &mut aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        use aws_sdk_kms::operation::get_key_policy::GetKeyPolicyOutput;
+        let Some(r) = cfg.load::<RewriteBody>() else {
+            return Ok(());
+        };
+        let (find, replace) = (r.find, r.replace);
+        cfg.interceptor_state().unset::<RewriteBody>();
+        if let Some(Ok(out)) = ctx.output_or_error_mut()
+            && let Some(policy) = out
+                .downcast_ref::<GetKeyPolicyOutput>()
+                .and_then(|o| o.policy().map(str::to_owned))
+        {
+            *out = aws_smithy_runtime_api::client::interceptors::context::Output::erase(
+                GetKeyPolicyOutput::builder()
+                    .policy(policy.replace(find, replace))
+                    .policy_name("default")
+                    .build(),
+            );
+        }
+        Ok(())
     }
 
     fn read_before_transmit(
@@ -313,6 +359,21 @@ impl Intercept for Faults {
                         code,
                         message,
                     });
+                }
+                Fault::Rewrite {
+                    op,
+                    skip,
+                    times,
+                    find,
+                    replace,
+                } if target.ends_with(&format!(".{op}")) => {
+                    if *skip > 0 {
+                        *skip -= 1;
+                    } else if *times > 0 {
+                        *times -= 1;
+                        cfg.interceptor_state()
+                            .store_put(RewriteBody { find, replace });
+                    }
                 }
                 Fault::FailBeforeSend { op } if target.ends_with(&format!(".{op}")) => {
                     return Err(format!("injected failure of {op}").into());
