@@ -8,6 +8,7 @@ use crate::aws::{KmsApi, SecretsApi};
 use crate::config::Config;
 use crate::domain::{Clock, SystemClock};
 use crate::error::Result;
+use crate::notify::Notifier;
 use crate::store::{Store, StoreOptions};
 
 /// Everything a request needs: configuration, the store, the clock and the AWS applier.
@@ -20,6 +21,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// Applies and revokes shares on AWS.
     pub applier: Arc<Applier>,
+    /// Delivers webhook notifications, when configured.
+    pub notifier: Option<Arc<Notifier>>,
 }
 
 /// The AWS side of an [`App`].
@@ -66,6 +69,15 @@ impl App {
                 writer_max_batch: config.writer_max_batch.0,
             },
         )?;
+        let notifier = match (&config.webhook_url.0, &config.webhook_secret.0) {
+            (Some(url), Some(secret)) => Some(Arc::new(Notifier::new(
+                url.clone(),
+                secret.clone(),
+                config.webhook_max_attempts.0 as u32,
+                config.webhook_backoff.0,
+            )?)),
+            _ => None,
+        };
         let applier = Applier::new(
             store.clone(),
             clock.clone(),
@@ -75,6 +87,7 @@ impl App {
                 enabled: config.apply_shares.0,
                 coalesce: config.apply_coalesce.0,
                 write_attempts: config.policy_write_attempts.0 as u32,
+                notify: notifier.is_some(),
             },
         );
         Ok(Arc::new(Self {
@@ -82,6 +95,12 @@ impl App {
             store,
             clock,
             applier,
+            notifier,
         }))
+    }
+
+    /// Whether events are written to the outbox.
+    pub fn notify_enabled(&self) -> bool {
+        self.notifier.is_some()
     }
 }

@@ -187,6 +187,35 @@ impl fmt::Display for OptText {
     }
 }
 
+/// How drifted shares are repaired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairMode {
+    /// Mark drifted; an admin repairs with POST /v1/shares/{id}/repair.
+    Manual,
+    /// Re-apply at once.
+    Auto,
+}
+
+impl FromStr for RepairMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "manual" => Ok(Self::Manual),
+            "auto" => Ok(Self::Auto),
+            _ => Err(format!("{s:?}: expected manual or auto")),
+        }
+    }
+}
+
+impl fmt::Display for RepairMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Manual => "manual",
+            Self::Auto => "auto",
+        })
+    }
+}
+
 /// A positive integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Count(pub usize);
@@ -302,6 +331,24 @@ settings! {
     apply_coalesce: Span = "200ms";
     /// Read-modify-write attempts per policy when someone else changes it at the same time.
     policy_write_attempts: Count = "3";
+    /// How often the background worker runs (expiry, pending timeouts, drift checks, notifications).
+    worker_interval: Span = "60s";
+    /// A pending share not decided within this time expires.
+    pending_ttl: Span = "7d";
+    /// What to do when a share's statements drift: manual (mark drifted, an admin repairs) or auto.
+    drift_repair: RepairMode = "manual";
+    /// Webhook that receives share events as JSON (empty: no notifications).
+    webhook_url: OptText = "";
+    /// Shared secret for the X-Secret-Broker-Signature HMAC-SHA256 header (required with webhook_url).
+    webhook_secret: OptText = "";
+    /// Announce "expiring soon" this long before a share's expiry.
+    webhook_expiring_lead: Span = "3d";
+    /// Delivery attempts per event before it is given up (and audited).
+    webhook_max_attempts: Count = "6";
+    /// First retry delay; later ones double.
+    webhook_backoff: Span = "10s";
+    /// On SIGTERM/SIGINT: how long to let in-flight applies and the worker finish before exiting.
+    shutdown_grace: Span = "30s";
 }
 
 impl Config {
@@ -380,6 +427,29 @@ impl Config {
                     "{} is longer than max_share_ttl ({})",
                     self.default_share_ttl, self.max_share_ttl
                 ),
+            });
+        }
+        if self.webhook_url.0.is_some() != self.webhook_secret.0.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "webhook_url/webhook_secret".into(),
+                origin: "configuration".into(),
+                message: "set both (the secret signs every delivery) or neither".into(),
+            });
+        }
+        if let Some(u) = &self.webhook_url.0
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            return Err(ConfigError::Invalid {
+                key: "webhook_url".into(),
+                origin: "configuration".into(),
+                message: format!("{u:?} is not an http(s) URL"),
+            });
+        }
+        if self.worker_interval.0.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "worker_interval".into(),
+                origin: "configuration".into(),
+                message: "must be longer than 0s".into(),
             });
         }
         if self.default_share_ttl.0.is_zero() || self.request_timeout.0.is_zero() {

@@ -113,6 +113,7 @@ fn past(verb: &str) -> String {
         "cancel" => "cancelled".into(),
         "revoke" => "revoked".into(),
         "retry" => "retried".into(),
+        "repair" => "repaired".into(),
         v => format!("{v}ed"),
     }
 }

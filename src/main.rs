@@ -264,9 +264,24 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         apply_shares = app.applier.enabled(),
         "secret-broker listening on http://{addr}"
     );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = secret_broker::worker::spawn(app.clone(), stopped);
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    let _ = stop.send(true);
+    let grace = app.config.shutdown_grace.0;
+    let drained = tokio::time::timeout(grace, async {
+        let _ = worker.await;
+        app.applier.wait_idle().await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "shutdown grace of {} ran out with AWS work in flight; it is journaled and resumed at the next start",
+            app.config.shutdown_grace
+        );
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -142,6 +142,7 @@ pub async fn request_share(
 ) -> Result<Created> {
     let now = fmt_time(app.clock.now());
     let quorum = app.config.approval_quorum.0 as u32;
+    let notify = app.notify_enabled();
     app.store
         .write(move |c| {
             if let Some((key, hash)) = &idempotency
@@ -203,6 +204,17 @@ pub async fn request_share(
                 last_error: None,
             };
             rows::insert_share(c, &share)?;
+            crate::notify::enqueue(
+                c,
+                notify,
+                "share.pending",
+                &share,
+                &format!(
+                    "requested by {}: {}",
+                    share.requested_by, share.justification
+                ),
+                &now,
+            )?;
             audit::append(
                 c,
                 &origin.event(
@@ -268,6 +280,7 @@ pub async fn decide(
 ) -> Result<Share> {
     let now_t = app.clock.now();
     let now = fmt_time(now_t);
+    let notify = app.notify_enabled();
     app.store
         .write(move |c| {
             let share = load(c, &share_id)?;
@@ -345,7 +358,23 @@ pub async fn decide(
                     }),
                 ),
             )?;
-            load(c, &share.id)
+            let after = load(c, &share.id)?;
+            if let Some(s) = new_status {
+                let event = if s == ShareStatus::Approved {
+                    "share.approved"
+                } else {
+                    "share.rejected"
+                };
+                crate::notify::enqueue(
+                    c,
+                    notify,
+                    event,
+                    &after,
+                    &format!("by {}", origin.actor),
+                    &now,
+                )?;
+            }
+            Ok(after)
         })
         .await
 }
@@ -475,6 +504,29 @@ pub async fn retry(app: &App, origin: Origin, share_id: String) -> Result<Share>
                 ),
             )?;
             load(c, &share.id)
+        })
+        .await
+}
+
+/// Records an admin's request to repair a drifted share (the applier re-applies it).
+pub async fn request_repair(app: &App, origin: Origin, share_id: String) -> Result<Share> {
+    let now = fmt_time(app.clock.now());
+    app.store
+        .write(move |c| {
+            let share = load(c, &share_id)?;
+            if share.status != ShareStatus::Drifted {
+                return Err(Error::bad_transition("repair", share.status, "drifted"));
+            }
+            audit::append(
+                c,
+                &origin.event(
+                    &now,
+                    "share.repair_requested",
+                    Some(&share.id),
+                    json!({"problems": share.last_error}),
+                ),
+            )?;
+            Ok(share)
         })
         .await
 }

@@ -82,6 +82,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(shares::cancel))
         .routes(routes!(shares::revoke))
         .routes(routes!(shares::retry))
+        .routes(routes!(shares::repair))
         .routes(routes!(shares::plan))
         .routes(routes!(shares::consumer))
         .routes(routes!(checks::create))

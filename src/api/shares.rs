@@ -134,6 +134,8 @@ pub struct ShareQuery {
     pub secret_arn: Option<String>,
     /// Only shares for this principal (exact ARN).
     pub principal_arn: Option<String>,
+    /// Only active shares whose access ends within this span from now (e.g. `7d`, `12h`).
+    pub expiring_within: Option<String>,
     /// Page size, 1 to 500 (default 50).
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
@@ -455,10 +457,29 @@ pub async fn list(
                 .map_err(|m| Error::field("status", if s.len() > 64 { truncate(&m) } else { m }))
         })
         .transpose()?;
+    let expires_before = q
+        .expiring_within
+        .as_deref()
+        .map(|w| {
+            w.parse::<crate::config::Span>()
+                .map(|span| fmt_time(app.clock.now() + span.0))
+                .map_err(|m| {
+                    Error::field(
+                        "expiring_within",
+                        if w.len() > 64 { truncate(&m) } else { m },
+                    )
+                })
+        })
+        .transpose()?;
+    let status = match (&expires_before, status) {
+        (Some(_), None) => Some(ShareStatus::Active),
+        (_, s) => s,
+    };
     let filter = ShareFilter {
         status,
         secret_arn: q.secret_arn,
         principal_arn: q.principal_arn,
+        expires_before,
     };
     let rows = app
         .store
@@ -780,4 +801,35 @@ pub async fn consumer(
         command: consumer_cli(&grant),
         notes,
     }))
+}
+
+/// Re-apply a drifted share (admin); it returns to `active` once the read-back verifies.
+#[utoipa::path(
+    post, path = "/v1/shares/{id}/repair", tag = "shares",
+    params(("id" = String, Path, description = "Share id")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Repair started; the share stays drifted until it verifies", body = Share),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not drifted", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn repair(
+    State(app): State<Arc<App>>,
+    rid: RequestId,
+    Auth(auth): Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Share>> {
+    guarded(&app, &rid, actor_of(&auth), Some(&id), "repair", async {
+        let caller = auth?;
+        caller.require(&[Role::Admin])?;
+        let share =
+            workflow::request_repair(&app, Origin::of(&caller, rid.0.clone()), id.clone()).await?;
+        app.applier
+            .repair(&share.secret_arn, vec![share.id.clone()]);
+        Ok(Json(share))
+    })
+    .await
 }

@@ -52,6 +52,8 @@ pub struct Settings {
     pub coalesce: Duration,
     /// Read-modify-write attempts per policy.
     pub write_attempts: u32,
+    /// Whether to write notification events to the outbox.
+    pub notify: bool,
 }
 
 /// Why an apply, revoke or live read failed.
@@ -632,6 +634,7 @@ impl Applier {
 
     async fn run_apply(&self, job: &str, shares: Vec<Share>) {
         let _busy = self.enter();
+        let notify = self.settings.notify;
         let outcome = self.apply_steps(job, &shares).await;
         let now = self.now();
         let job_id = job.to_owned();
@@ -655,6 +658,9 @@ impl Applier {
                                     details: json!({"job": job_id, "key_arn": key, "from": "applying", "to": "active"}),
                                 },
                             )?;
+                            if let Some(s) = rows::share_by_id(c, id)? {
+                                crate::notify::enqueue(c, notify, "share.active", &s, "the policies are in place and verified", &now)?;
+                            }
                         }
                         jobs::finish(c, &job_id, "done", None, &now)
                     })
@@ -698,6 +704,9 @@ impl Applier {
                                     details: json!({"job": job_id, "error": message, "compensated": compensated, "from": "applying", "to": "failed"}),
                                 },
                             )?;
+                            if let Some(s) = rows::share_by_id(c, id)? {
+                                crate::notify::enqueue(c, notify, "share.failed", &s, &message, &now)?;
+                            }
                         }
                         jobs::finish(c, &job_id, state, Some(&message), &now)
                     })
@@ -886,6 +895,7 @@ impl Applier {
 
     async fn run_revoke(&self, job: &str, shares: Vec<Share>) {
         let _busy = self.enter();
+        let notify = self.settings.notify;
         let outcome = self.revoke_steps(job, &shares).await;
         let now = self.now();
         let job_id = job.to_owned();
@@ -896,19 +906,29 @@ impl Applier {
                 match &outcome {
                     Ok((removed, kept)) => {
                         for id in &ids {
-                            rows::set_share_status(c, id, ShareStatus::Revoked, None, &now)?;
+                            // A share revoked because its time ran out ends `expired`.
+                            let expired = rows::share_by_id(c, id)?.is_some_and(|s| s.expires_at <= now);
+                            let (to, action) = if expired {
+                                (ShareStatus::Expired, "share.expired")
+                            } else {
+                                (ShareStatus::Revoked, "share.revoked")
+                            };
+                            rows::set_share_status(c, id, to, None, &now)?;
                             rows::set_share_outcome(c, id, None, None, &now)?;
                             audit::append(
                                 c,
                                 &NewEvent {
                                     at: &now,
                                     actor: SYSTEM,
-                                    action: "share.revoked",
+                                    action,
                                     share_id: Some(id),
                                     request_id: None,
-                                    details: json!({"job": job_id, "removed": removed, "kept_for_other_shares": kept, "from": "revoking", "to": "revoked"}),
+                                    details: json!({"job": job_id, "removed": removed, "kept_for_other_shares": kept, "from": "revoking", "to": to}),
                                 },
                             )?;
+                            if let Some(s) = rows::share_by_id(c, id)? {
+                                crate::notify::enqueue(c, notify, action, &s, "access has ended", &now)?;
+                            }
                         }
                         jobs::finish(c, &job_id, "done", None, &now)
                     }
@@ -1005,6 +1025,210 @@ impl Applier {
             self.kick(&s);
         }
         Ok(())
+    }
+
+    /// Compares the live policies of the secret's active shares with what the broker wrote, and checks
+    /// that they still allow the read. Reads each policy once.
+    pub async fn detect_drift(&self, secret: &str) -> Result<Vec<Drift>, Failure> {
+        let secret_s = secret.to_owned();
+        let shares = self
+            .store
+            .read(move |c| rows::shares_of_secret(c, &secret_s, ShareStatus::Active))
+            .await?;
+        if shares.is_empty() {
+            return Ok(Vec::new());
+        }
+        let secret_arn = SecretArn::parse(secret)
+            .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
+        let parse = |what: &str, t: Option<String>| -> Result<Option<PolicyDocument>, String> {
+            match t {
+                Some(t) if !t.trim().is_empty() => PolicyDocument::parse(&t)
+                    .map(Some)
+                    .map_err(|e| format!("the {what} no longer parses: {e}")),
+                _ => Ok(None),
+            }
+        };
+        let resource = parse(
+            "resource policy",
+            self.secrets.get_resource_policy(secret).await?,
+        );
+        let mut keys: HashMap<String, Result<Option<PolicyDocument>, String>> = HashMap::new();
+        let mut out = Vec::new();
+        for share in shares {
+            let Some(key) = share
+                .key_arn
+                .as_deref()
+                .and_then(|k| KmsKeyArn::parse(k).ok())
+            else {
+                continue;
+            };
+            if !keys.contains_key(key.as_str()) {
+                let doc = parse(
+                    "key policy",
+                    Some(self.kms.get_key_policy(key.as_str()).await?),
+                );
+                keys.insert(key.as_str().to_owned(), doc);
+            }
+            let grant = grant_of(&share)?;
+            let c = compose(&grant, &key);
+            let mut problems = Vec::new();
+            let docs = [
+                ("resource policy", &resource, &c.resource_statement),
+                ("key policy", &keys[key.as_str()], &c.key_statement),
+            ];
+            for (name, doc, want) in docs {
+                match doc {
+                    Err(e) => problems.push(e.clone()),
+                    Ok(doc) => statement_drift(
+                        name,
+                        doc.as_ref(),
+                        want,
+                        grant.principal.as_str(),
+                        &mut problems,
+                    ),
+                }
+            }
+            if problems.is_empty()
+                && let (Ok(res), Ok(Some(kp))) = (&resource, &keys[key.as_str()])
+            {
+                let identity = PolicyDocument::parse(&c.identity_policy.to_string())
+                    .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
+                let r = eval::check(&eval::Check {
+                    principal: &grant.principal,
+                    secret: &secret_arn,
+                    key: &key,
+                    version_stage: grant.version_stage.as_deref(),
+                    identity_policy: &identity,
+                    resource_policy: res.as_ref(),
+                    key_policy: kp,
+                    now: Some(self.clock.now()),
+                });
+                if r.decision != "allow" {
+                    problems.push(format!(
+                        "the policies no longer allow the read ({}): {}",
+                        r.decision,
+                        r.reasons.join("; ")
+                    ));
+                }
+            }
+            if !problems.is_empty() {
+                out.push(Drift {
+                    share_id: share.id.clone(),
+                    problems,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Re-applies drifted shares of a secret in the background (same saga as an apply); they return to
+    /// `active` when the read-back verifies.
+    pub fn repair(self: &Arc<Self>, secret: &str, ids: Vec<String>) {
+        if !self.settings.enabled || ids.is_empty() {
+            return;
+        }
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        let me = self.clone();
+        let secret = secret.to_owned();
+        tokio::spawn(async move {
+            let _busy = Busy(&me);
+            let lock = me.lock_for(&secret);
+            let _guard = lock.lock().await;
+            me.run_repair(&secret, ids).await;
+        });
+    }
+
+    async fn run_repair(&self, secret: &str, ids: Vec<String>) {
+        let now = self.now();
+        let secret_s = secret.to_owned();
+        let claimed = self
+            .store
+            .write(move |c| {
+                let shares: Vec<Share> =
+                    rows::shares_of_secret(c, &secret_s, ShareStatus::Drifted)?
+                        .into_iter()
+                        .filter(|s| ids.contains(&s.id))
+                        .collect();
+                if shares.is_empty() {
+                    return Ok(None);
+                }
+                let job = Uuid::now_v7().to_string();
+                let share_ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+                jobs::insert(c, &job, "apply", &secret_s, &share_ids, &now)?;
+                Ok(Some((job, shares)))
+            })
+            .await;
+        let (job, shares) = match claimed {
+            Ok(Some(x)) => x,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(secret, error = %e, "cannot claim drifted shares");
+                return;
+            }
+        };
+        let outcome = self.apply_steps(&job, &shares).await;
+        let compensation = match &outcome {
+            Ok(_) => Ok(()),
+            Err(_) => match self
+                .store
+                .read({
+                    let j = job.clone();
+                    move |c| jobs::get(c, &j)
+                })
+                .await
+            {
+                Ok(Some(j)) => self.compensate(&j).await,
+                Ok(None) => Ok(()),
+                Err(e) => Err(Failure::from(e)),
+            },
+        };
+        let now = self.now();
+        let notify = self.settings.notify;
+        let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+        let result = self
+            .store
+            .write(move |c| {
+                for id in &ids {
+                    match &outcome {
+                        Ok(key) => {
+                            rows::set_share_status(c, id, ShareStatus::Active, None, &now)?;
+                            rows::set_share_outcome(c, id, Some(key.as_str()), None, &now)?;
+                            audit::append(c, &NewEvent {
+                                at: &now,
+                                actor: SYSTEM,
+                                action: "share.repaired",
+                                share_id: Some(id),
+                                request_id: None,
+                                details: json!({"job": job, "from": "drifted", "to": "active"}),
+                            })?;
+                            if let Some(s) = rows::share_by_id(c, id)? {
+                                crate::notify::enqueue(c, notify, "share.active", &s, "repaired after drift", &now)?;
+                            }
+                        }
+                        Err(f) => {
+                            rows::set_share_outcome(c, id, None, Some(&f.message), &now)?;
+                            audit::append(c, &NewEvent {
+                                at: &now,
+                                actor: SYSTEM,
+                                action: "share.repair_failed",
+                                share_id: Some(id),
+                                request_id: None,
+                                details: json!({"job": job, "error": f.message, "status": "drifted"}),
+                            })?;
+                        }
+                    }
+                }
+                let state = match (&outcome, &compensation) {
+                    (Ok(_), _) => "done",
+                    (Err(_), Ok(())) => "compensated",
+                    (Err(_), Err(_)) => "running",
+                };
+                jobs::finish(c, &job, state, outcome.as_ref().err().map(|f| f.message.as_str()), &now)
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(secret, error = %e, "cannot record the outcome of a repair");
+        }
     }
 
     /// The live plan of a share: its documents merged into the live policies, diffed and linted. No write.
@@ -1106,6 +1330,52 @@ impl Applier {
             key_policy: &key_policy,
             now: Some(self.clock.now()),
         }))
+    }
+}
+
+/// What drifted on one share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// The share.
+    pub share_id: String,
+    /// What changed, in words.
+    pub problems: Vec<String>,
+}
+
+fn statement_drift(
+    name: &str,
+    doc: Option<&PolicyDocument>,
+    want: &Value,
+    principal: &str,
+    problems: &mut Vec<String>,
+) {
+    let sid = sid_of(want);
+    let Some(found) = doc.and_then(|d| merge::find(d, &sid)) else {
+        problems.push(format!("the {name} statement {sid} is missing"));
+        return;
+    };
+    let got: Value = serde_json::from_str(found.raw()).unwrap_or(Value::Null);
+    if &got == want {
+        return;
+    }
+    let ids: Vec<String> = found
+        .parsed()
+        .principal
+        .as_ref()
+        .map(|p| p.values("AWS").to_vec())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| !v.starts_with("arn:") && v.len() > 12)
+        .collect();
+    if let Some(id) = ids.first() {
+        problems.push(format!(
+            "the {name} statement {sid} names {id} instead of {principal}: the principal was deleted (and \
+             perhaps re-created), so AWS shows its old unique id; repair grants the current principal"
+        ));
+    } else {
+        problems.push(format!(
+            "the {name} statement {sid} was changed by someone else"
+        ));
     }
 }
 

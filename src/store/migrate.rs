@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0002_apply.sql",
         include_str!("../../migrations/0002_apply.sql"),
     ),
+    (
+        3,
+        "0003_lifecycle.sql",
+        include_str!("../../migrations/0003_lifecycle.sql"),
+    ),
 ];
 
 /// A migration applied by this run.

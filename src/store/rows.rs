@@ -312,6 +312,8 @@ pub struct ShareFilter {
     pub secret_arn: Option<String>,
     /// Only this principal.
     pub principal_arn: Option<String>,
+    /// Only shares whose access ends at or before this time (RFC 3339).
+    pub expires_before: Option<String>,
 }
 
 /// A page of shares, newest first, before `before_seq`; returns rows with their seq.
@@ -334,6 +336,10 @@ pub fn list_shares(
     if let Some(p) = &f.principal_arn {
         sql.push_str(" AND principal_arn = ?");
         args.push(Box::new(p.clone()));
+    }
+    if let Some(t) = &f.expires_before {
+        sql.push_str(" AND expires_at <= ?");
+        args.push(Box::new(t.clone()));
     }
     sql.push_str(" ORDER BY seq DESC LIMIT ?");
     args.push(Box::new(limit as i64));

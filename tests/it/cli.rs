@@ -25,9 +25,41 @@ fn broker(dir: &Path) -> Command {
 }
 
 /// A `serve` process on a free loopback port; killed on drop.
-struct Server {
+pub struct Server {
     child: Child,
-    addr: String,
+    pub addr: String,
+}
+
+impl Server {
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+/// Creates tokens with the CLI in `dir`'s database; returns them in order.
+pub fn create_tokens(dir: &Path, specs: &[(&str, &str)]) -> Vec<String> {
+    specs
+        .iter()
+        .map(|(name, role)| {
+            let out = broker(dir)
+                .args(["tokens", "create", "--name", name, "--role", role])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .last()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
 }
 
 impl Drop for Server {
@@ -39,11 +71,16 @@ impl Drop for Server {
 
 fn serve(dir: &Path) -> Server {
     // AWS calls (an approval is applied) go to the emulator, never anywhere else.
-    let moto = crate::moto::moto();
+    serve_with(dir, &crate::moto::moto().endpoint)
+}
+
+/// `serve` in `dir` with AWS at `endpoint` (loopback), applying quickly.
+pub fn serve_with(dir: &Path, endpoint: &str) -> Server {
     let mut child = broker(dir)
         .arg("serve")
         .env("BROKER_LISTEN", "127.0.0.1:0")
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("BROKER_APPLY_COALESCE", "10ms")
+        .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_REGION", "us-east-1")

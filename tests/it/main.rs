@@ -11,6 +11,7 @@ mod cli;
 mod eval_props;
 mod eval_table;
 mod idempotency;
+mod lifecycle;
 mod openapi;
 mod policy_props;
 mod roles;

@@ -43,6 +43,7 @@ const ALLOWED: &[(&str, &str, Option<&[Role]>)] = &[
         Some(&[Requester, Approver, Admin]),
     ),
     ("post", "/v1/shares/{id}/retry", Some(&[Admin])),
+    ("post", "/v1/shares/{id}/repair", Some(&[Admin])),
     (
         "get",
         "/v1/shares/{id}/plan",

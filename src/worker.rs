@@ -1,0 +1,268 @@
+//! The background worker: one loop, every `worker_interval`.
+//!
+//! Each tick, in order:
+//! 1. pending shares older than `pending_ttl` (or past their own expiry) end `expired`;
+//! 2. active or drifted shares past `expires_at` become `revoking`; the applier removes their statements
+//!    (keeping any another live share needs) and they end `expired`;
+//! 3. active shares expiring within `webhook_expiring_lead` are announced once;
+//! 4. drift: the live policies of active shares are compared with what the broker wrote and evaluated;
+//!    a missing or altered statement, a principal shown as a unique id, or a policy that no longer allows
+//!    the read makes the share `drifted`; with `drift_repair = auto` it is re-applied at once;
+//! 5. secrets with approved or revoking shares are kicked (work is claimed through the store, so a kick
+//!    lost to a crash or an AWS outage is picked up again);
+//! 6. due webhook notifications are delivered.
+//!
+//! The worker never holds the database writer across an AWS call: every step is a store transaction,
+//! then AWS work, then another transaction.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::config::RepairMode;
+use crate::domain::{ShareStatus, fmt_time};
+use crate::error::Result;
+use crate::notify;
+use crate::store::audit::{self, NewEvent};
+use crate::store::rows::{self, Share};
+
+/// What one tick did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Pending shares that timed out.
+    pub pending_expired: usize,
+    /// Active shares whose expiry started their revocation.
+    pub expiry_started: usize,
+    /// "Expiring soon" events written.
+    pub expiring_announced: usize,
+    /// Shares found drifted.
+    pub drifted: usize,
+    /// Drifted shares sent to repair.
+    pub repairs_started: usize,
+    /// Notifications delivered.
+    pub delivered: usize,
+}
+
+fn select(
+    c: &rusqlite::Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<String>> {
+    let mut st = c.prepare_cached(sql)?;
+    let ids = st
+        .query_map(args, |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(ids)
+}
+
+fn event(
+    c: &rusqlite::Connection,
+    now: &str,
+    action: &str,
+    share: &Share,
+    details: serde_json::Value,
+) -> Result<()> {
+    audit::append(
+        c,
+        &NewEvent {
+            at: now,
+            actor: "system",
+            action,
+            share_id: Some(&share.id),
+            request_id: None,
+            details,
+        },
+    )?;
+    Ok(())
+}
+
+/// Runs one pass of the worker.
+pub async fn tick(app: &Arc<App>) -> Result<TickReport> {
+    let mut report = TickReport::default();
+    let now_t = app.clock.now();
+    let now = fmt_time(now_t);
+    let notify_on = app.notify_enabled();
+
+    // 1. Pending timeouts.
+    let cutoff = fmt_time(now_t - app.config.pending_ttl.0);
+    let ttl = app.config.pending_ttl.to_string();
+    report.pending_expired = app
+        .store
+        .write({
+            let now = now.clone();
+            move |c| {
+                let ids = select(
+                    c,
+                    "SELECT id FROM shares WHERE status = 'pending' AND (created_at <= ?1 OR expires_at <= ?2)",
+                    &[&cutoff, &now],
+                )?;
+                for id in &ids {
+                    rows::set_share_status(c, id, ShareStatus::Expired, Some("not decided in time"), &now)?;
+                    if let Some(s) = rows::share_by_id(c, id)? {
+                        event(c, &now, "share.expired", &s, json!({"reason": format!("pending for longer than {ttl} or past its expiry"), "from": "pending", "to": "expired"}))?;
+                        notify::enqueue(c, notify_on, "share.expired", &s, "the request was not decided in time", &now)?;
+                    }
+                }
+                Ok(ids.len())
+            }
+        })
+        .await?;
+
+    if app.applier.enabled() {
+        // 2. Expiry of applied shares: revoke them.
+        let secrets = app
+            .store
+            .write({
+                let now = now.clone();
+                move |c| {
+                    let ids = select(
+                        c,
+                        "SELECT id FROM shares WHERE status IN ('active', 'drifted') AND expires_at <= ?1",
+                        &[&now],
+                    )?;
+                    let mut secrets = Vec::new();
+                    for id in &ids {
+                        let Some(s) = rows::share_by_id(c, id)? else { continue };
+                        rows::set_share_status(c, id, ShareStatus::Revoking, Some("expired"), &now)?;
+                        event(c, &now, "share.expiry_started", &s, json!({"expires_at": s.expires_at, "from": s.status, "to": "revoking"}))?;
+                        if !secrets.contains(&s.secret_arn) {
+                            secrets.push(s.secret_arn.clone());
+                        }
+                    }
+                    Ok((ids.len(), secrets))
+                }
+            })
+            .await?;
+        report.expiry_started = secrets.0;
+        for s in &secrets.1 {
+            app.applier.kick(s);
+        }
+    }
+
+    // 3. Expiring soon.
+    if notify_on {
+        let horizon = fmt_time(now_t + app.config.webhook_expiring_lead.0);
+        report.expiring_announced = app
+            .store
+            .write({
+                let now = now.clone();
+                move |c| {
+                    let ids = select(
+                        c,
+                        "SELECT s.id FROM shares s WHERE s.status = 'active' AND s.expires_at > ?1 AND s.expires_at <= ?2
+                         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.share_id = s.id AND o.event = 'share.expiring')",
+                        &[&now, &horizon],
+                    )?;
+                    for id in &ids {
+                        if let Some(s) = rows::share_by_id(c, id)? {
+                            let detail = format!("access ends at {}", s.expires_at);
+                            notify::enqueue(c, true, "share.expiring", &s, &detail, &now)?;
+                        }
+                    }
+                    Ok(ids.len())
+                }
+            })
+            .await?;
+    }
+
+    if app.applier.enabled() {
+        // 4. Drift.
+        let secrets = app
+            .store
+            .read(|c| rows::secrets_with_status(c, &[ShareStatus::Active]))
+            .await?;
+        for secret in secrets {
+            let drifts = match app.applier.detect_drift(&secret).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(secret, error = %e, "drift check skipped: cannot read the policies");
+                    continue;
+                }
+            };
+            if drifts.is_empty() {
+                continue;
+            }
+            let now2 = now.clone();
+            let marked = app
+                .store
+                .write(move |c| {
+                    let mut marked = Vec::new();
+                    for d in drifts {
+                        let Some(s) = rows::share_by_id(c, &d.share_id)? else {
+                            continue;
+                        };
+                        if s.status != ShareStatus::Active {
+                            continue;
+                        }
+                        let problems = d.problems.join("; ");
+                        rows::set_share_status(c, &s.id, ShareStatus::Drifted, None, &now2)?;
+                        rows::set_share_outcome(c, &s.id, None, Some(&problems), &now2)?;
+                        event(
+                            c,
+                            &now2,
+                            "share.drifted",
+                            &s,
+                            json!({"problems": d.problems, "from": "active", "to": "drifted"}),
+                        )?;
+                        if let Some(after) = rows::share_by_id(c, &s.id)? {
+                            notify::enqueue(
+                                c,
+                                notify_on,
+                                "share.drifted",
+                                &after,
+                                &problems,
+                                &now2,
+                            )?;
+                        }
+                        marked.push(s.id);
+                    }
+                    Ok(marked)
+                })
+                .await?;
+            report.drifted += marked.len();
+            if app.config.drift_repair == RepairMode::Auto {
+                report.repairs_started += marked.len();
+                app.applier.repair(&secret, marked);
+            }
+        }
+
+        // 5. Work left behind.
+        let pending = app
+            .store
+            .read(|c| rows::secrets_with_status(c, &[ShareStatus::Approved, ShareStatus::Revoking]))
+            .await?;
+        for s in pending {
+            app.applier.kick(&s);
+        }
+    }
+
+    // 6. Notifications.
+    if let Some(n) = &app.notifier {
+        report.delivered = n.deliver_due(&app.store, now_t).await?;
+    }
+    Ok(report)
+}
+
+/// Runs [`tick`] every `worker_interval` until `shutdown` turns true; a tick in progress finishes first.
+pub fn spawn(app: Arc<App>, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let interval = app.config.worker_interval.0;
+        loop {
+            match tick(&app).await {
+                Ok(r) if r != TickReport::default() => tracing::info!(?r, "worker tick"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "worker tick failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => break,
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        tracing::info!("worker stopped");
+    })
+}

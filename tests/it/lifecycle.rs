@@ -1,0 +1,715 @@
+//! The background worker against the emulator: expiry, pending timeouts, drift and repair, webhook
+//! notifications; and a real process killed between its two writes.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, Method, StatusCode};
+use secret_broker::config::{OptText, RepairMode};
+use secret_broker::domain::Role::*;
+use secret_broker::worker::tick;
+use serde_json::{Value, json};
+
+use crate::harness::TestApp;
+use crate::moto::moto;
+
+const ROLE: &str = "arn:aws:iam::444455556666:role/app-reader";
+const OTHER: &str = "arn:aws:iam::777788889999:role/reporting";
+
+struct Actors {
+    alice: String,
+    bob: String,
+    root: String,
+}
+
+async fn actors(t: &TestApp) -> Actors {
+    Actors {
+        alice: t.token("alice", Requester).await,
+        bob: t.token("bob", Approver).await,
+        root: t.token("root", Admin).await,
+    }
+}
+
+async fn request(t: &TestApp, a: &Actors, secret: &str, principal: &str, extra: Value) -> String {
+    let mut body =
+        json!({"secret_arn": secret, "principal_arn": principal, "justification": "test"});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    t.post("/v1/shares", &a.alice, body).await.expect(201).body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn approve(t: &TestApp, a: &Actors, id: &str) {
+    t.call(
+        Method::POST,
+        &format!("/v1/shares/{id}/approve"),
+        Some(&a.bob),
+        None,
+    )
+    .await
+    .expect(200);
+}
+
+async fn status(t: &TestApp, a: &Actors, id: &str) -> Value {
+    t.get(&format!("/v1/shares/{id}"), &a.root)
+        .await
+        .expect(200)
+        .body
+}
+
+fn broker_statements(policy: Option<String>) -> Vec<Value> {
+    let Some(p) = policy else { return Vec::new() };
+    let v: Value = serde_json::from_str(&p).unwrap();
+    let all = match &v["Statement"] {
+        Value::Array(a) => a.clone(),
+        o => vec![o.clone()],
+    };
+    all.into_iter()
+        .filter(|s| {
+            s["Sid"]
+                .as_str()
+                .is_some_and(|x| x.starts_with("SecretBroker"))
+        })
+        .collect()
+}
+
+/// Two active shares on one secret; returns (key, secret, id of ROLE's share, id of OTHER's share).
+async fn two_active(
+    t: &TestApp,
+    a: &Actors,
+    first_expiry: Option<&str>,
+) -> (String, String, String, String) {
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    let extra = match first_expiry {
+        Some(e) => json!({"expires_at": e}),
+        None => json!({}),
+    };
+    let id1 = request(t, a, &secret, ROLE, extra).await;
+    let id2 = request(t, a, &secret, OTHER, json!({})).await;
+    approve(t, a, &id1).await;
+    approve(t, a, &id2).await;
+    t.settle().await;
+    assert_eq!(status(t, a, &id1).await["status"], "active");
+    assert_eq!(status(t, a, &id2).await["status"], "active");
+    (key, secret, id1, id2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_share_is_revoked_and_others_stay() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let (key, secret, id1, id2) = two_active(&t, &a, Some("2026-11-29T13:00:00Z")).await;
+
+    let r = t
+        .get("/v1/shares?expiring_within=2h", &a.alice)
+        .await
+        .expect(200);
+    let ids: Vec<&str> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id1.as_str()]);
+    let r = t
+        .get("/v1/shares?expiring_within=30m", &a.alice)
+        .await
+        .expect(200);
+    assert!(r.body["items"].as_array().unwrap().is_empty());
+    t.get("/v1/shares?expiring_within=soon", &a.alice)
+        .await
+        .expect(422);
+
+    // Before its time nothing happens.
+    let report = tick(&t.app).await.unwrap();
+    assert_eq!(report.expiry_started, 0);
+    t.clock.advance(Duration::from_secs(2 * 3600));
+    let report = tick(&t.app).await.unwrap();
+    assert_eq!(report.expiry_started, 1);
+    t.settle().await;
+    let s1 = status(&t, &a, &id1).await;
+    assert_eq!(s1["status"], "expired", "{s1}");
+    assert_eq!(status(&t, &a, &id2).await["status"], "active");
+    let res = broker_statements(m.resource_policy(&secret).await);
+    let kp = broker_statements(Some(m.key_policy(&key).await));
+    assert_eq!(res.len(), 1);
+    assert_eq!(kp.len(), 1);
+    assert_eq!(res[0]["Principal"]["AWS"], OTHER);
+    assert_eq!(kp[0]["Principal"]["AWS"], OTHER);
+    let actions: Vec<String> = {
+        let db = t.db();
+        let mut st = db
+            .prepare("SELECT action FROM audit WHERE share_id = ?1 ORDER BY seq")
+            .unwrap();
+        st.query_map([&id1], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(
+        actions[actions.len() - 2..],
+        ["share.expiry_started", "share.expired"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_share_times_out() {
+    let t = TestApp::with(|c| c.pending_ttl.0 = Duration::from_secs(86_400));
+    let a = actors(&t).await;
+    let id = request(
+        &t,
+        &a,
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:x-AbCdEf",
+        ROLE,
+        json!({}),
+    )
+    .await;
+    let decided = request(
+        &t,
+        &a,
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:y-AbCdEf",
+        ROLE,
+        json!({}),
+    )
+    .await;
+    approve(&t, &a, &decided).await;
+    t.clock.advance(Duration::from_secs(23 * 3600));
+    assert_eq!(tick(&t.app).await.unwrap().pending_expired, 0);
+    t.clock.advance(Duration::from_secs(2 * 3600));
+    assert_eq!(tick(&t.app).await.unwrap().pending_expired, 1);
+    let s = status(&t, &a, &id).await;
+    assert_eq!(s["status"], "expired");
+    assert_eq!(s["status_reason"], "not decided in time");
+    assert_eq!(
+        status(&t, &a, &decided).await["status"],
+        "approved",
+        "only pending shares time out"
+    );
+    // An expired request cannot be approved any more.
+    t.call(
+        Method::POST,
+        &format!("/v1/shares/{id}/approve"),
+        Some(&a.bob),
+        None,
+    )
+    .await
+    .expect(409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_statement_is_drift_and_an_admin_repairs_it() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let (key, secret, id1, id2) = two_active(&t, &a, None).await;
+    // Someone removes ROLE's statement from the resource policy by hand.
+    let rp: Value = serde_json::from_str(&m.resource_policy(&secret).await.unwrap()).unwrap();
+    let kept: Vec<Value> = rp["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["Principal"]["AWS"] != ROLE)
+        .cloned()
+        .collect();
+    m.set_resource_policy(
+        &secret,
+        &json!({"Version": "2012-10-17", "Statement": kept}).to_string(),
+    )
+    .await;
+
+    let report = tick(&t.app).await.unwrap();
+    assert_eq!((report.drifted, report.repairs_started), (1, 0));
+    let s = status(&t, &a, &id1).await;
+    assert_eq!(s["status"], "drifted");
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("resource policy statement"),
+        "{s}"
+    );
+    assert!(
+        s["last_error"].as_str().unwrap().contains("is missing"),
+        "{s}"
+    );
+    assert_eq!(status(&t, &a, &id2).await["status"], "active");
+    // A second tick does not flag it again.
+    assert_eq!(tick(&t.app).await.unwrap().drifted, 0);
+
+    // Repair is for admins, and only for drifted shares.
+    t.call(
+        Method::POST,
+        &format!("/v1/shares/{id1}/repair"),
+        Some(&a.bob),
+        None,
+    )
+    .await
+    .expect(403);
+    t.call(
+        Method::POST,
+        &format!("/v1/shares/{id2}/repair"),
+        Some(&a.root),
+        None,
+    )
+    .await
+    .expect(409);
+    t.call(
+        Method::POST,
+        &format!("/v1/shares/{id1}/repair"),
+        Some(&a.root),
+        None,
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    assert_eq!(status(&t, &a, &id1).await["status"], "active");
+    assert_eq!(broker_statements(m.resource_policy(&secret).await).len(), 2);
+    assert_eq!(broker_statements(Some(m.key_policy(&key).await)).len(), 2);
+    assert_eq!(tick(&t.app).await.unwrap().drifted, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_repair_restores_a_deleted_key_statement() {
+    let t = TestApp::with_aws(|c| c.drift_repair = RepairMode::Auto);
+    let a = actors(&t).await;
+    let m = moto();
+    let (key, _secret, id1, _id2) = two_active(&t, &a, None).await;
+    let kp: Value = serde_json::from_str(&m.key_policy(&key).await).unwrap();
+    let kept: Vec<Value> = kp["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["Principal"]["AWS"] != ROLE)
+        .cloned()
+        .collect();
+    m.set_key_policy(
+        &key,
+        &json!({"Version": "2012-10-17", "Statement": kept}).to_string(),
+    )
+    .await;
+    let report = tick(&t.app).await.unwrap();
+    assert_eq!((report.drifted, report.repairs_started), (1, 1));
+    t.settle().await;
+    assert_eq!(status(&t, &a, &id1).await["status"], "active");
+    assert_eq!(broker_statements(Some(m.key_policy(&key).await)).len(), 2);
+    let repaired: i64 = t
+        .db()
+        .query_row(
+            "SELECT count(*) FROM audit WHERE share_id = ?1 AND action = 'share.repaired'",
+            [&id1],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(repaired, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_shown_as_a_unique_id_is_flagged() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let (_key, secret, id1, _id2) = two_active(&t, &a, None).await;
+    // What AWS shows after the role was deleted: its unique id instead of its ARN.
+    let rp = m
+        .resource_policy(&secret)
+        .await
+        .unwrap()
+        .replace(ROLE, "AROA3XFRBF535PLBIFPI4");
+    m.set_resource_policy(&secret, &rp).await;
+    assert_eq!(tick(&t.app).await.unwrap().drifted, 1);
+    let s = status(&t, &a, &id1).await;
+    assert_eq!(s["status"], "drifted");
+    let err = s["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("AROA3XFRBF535PLBIFPI4") && err.contains("unique id") && err.contains(ROLE),
+        "{err}"
+    );
+}
+
+/// A webhook receiver on loopback: records every delivery; answers 500 to the first `fail_first`.
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<(HeaderMap, String, u16)>>>,
+    fail_first: usize,
+}
+
+async fn receiver(fail_first: usize) -> (String, Receiver) {
+    let r = Receiver {
+        fail_first,
+        ..Receiver::default()
+    };
+    let state = r.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let state = state.clone();
+            async move {
+                let mut got = state.got.lock().unwrap();
+                let code = if got.len() < state.fail_first {
+                    500
+                } else {
+                    200
+                };
+                got.push((headers, body, code));
+                StatusCode::from_u16(code).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_gets_each_event_once_signed_and_retried_after_a_500() {
+    let (url, rx) = receiver(1).await;
+    let t = TestApp::with_aws(|c| {
+        c.webhook_url = OptText(Some(url.clone()));
+        c.webhook_secret = OptText(Some("s3cret".into()));
+        c.webhook_backoff.0 = Duration::from_secs(5);
+    });
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    let id = request(
+        &t,
+        &a,
+        &secret,
+        ROLE,
+        json!({"expires_at": "2026-12-01T12:00:00Z"}),
+    )
+    .await;
+    approve(&t, &a, &id).await;
+    t.settle().await;
+    assert_eq!(status(&t, &a, &id).await["status"], "active");
+
+    // pending, approved, active, and expiring soon (ends within 3 days): the first delivery gets a 500.
+    let report = tick(&t.app).await.unwrap();
+    assert_eq!(report.expiring_announced, 1);
+    assert_eq!(report.delivered, 3);
+    t.clock.advance(Duration::from_secs(6));
+    assert_eq!(
+        tick(&t.app).await.unwrap().delivered,
+        1,
+        "the failed one is retried after its backoff"
+    );
+    t.clock.advance(Duration::from_secs(60));
+    assert_eq!(tick(&t.app).await.unwrap().delivered, 0, "each event once");
+
+    let got = rx.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 5);
+    assert_eq!(got[0].2, 500);
+    let mut delivered: Vec<(String, String)> = Vec::new();
+    for (headers, body, code) in &got {
+        let ts: i64 = headers["x-secret-broker-timestamp"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let sig = headers["x-secret-broker-signature"].to_str().unwrap();
+        assert_eq!(
+            sig,
+            secret_broker::notify::signature("s3cret", ts, body),
+            "valid signature"
+        );
+        assert_ne!(sig, secret_broker::notify::signature("wrong", ts, body));
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            v["event"],
+            headers["x-secret-broker-event"].to_str().unwrap()
+        );
+        assert_eq!(v["share"]["id"], id.as_str());
+        assert!(v["text"].as_str().unwrap().contains("app-reader"), "{v}");
+        if *code == 200 {
+            delivered.push((
+                v["id"].as_str().unwrap().to_owned(),
+                v["event"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    let mut events: Vec<&str> = delivered.iter().map(|(_, e)| e.as_str()).collect();
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            "share.active",
+            "share.approved",
+            "share.expiring",
+            "share.pending"
+        ]
+    );
+    let mut ids: Vec<&str> = delivered.iter().map(|(i, _)| i.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 4, "no event delivered twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_keeps_failing_is_given_up_and_audited() {
+    let (url, rx) = receiver(usize::MAX).await;
+    let t = TestApp::with(|c| {
+        c.webhook_url = OptText(Some(url.clone()));
+        c.webhook_secret = OptText(Some("s3cret".into()));
+        c.webhook_backoff.0 = Duration::from_secs(1);
+        c.webhook_max_attempts.0 = 2;
+    });
+    let a = actors(&t).await;
+    let id = request(
+        &t,
+        &a,
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:x-AbCdEf",
+        ROLE,
+        json!({}),
+    )
+    .await;
+    tick(&t.app).await.unwrap();
+    t.clock.advance(Duration::from_secs(2));
+    tick(&t.app).await.unwrap();
+    t.clock.advance(Duration::from_secs(10));
+    tick(&t.app).await.unwrap();
+    assert_eq!(
+        rx.got.lock().unwrap().len(),
+        2,
+        "two attempts, then it stops"
+    );
+    let (state, attempts): (String, i64) = t
+        .db()
+        .query_row(
+            "SELECT state, attempts FROM outbox WHERE share_id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((state.as_str(), attempts), ("failed", 2));
+    let details: String = t
+        .db()
+        .query_row(
+            "SELECT details FROM audit WHERE action = 'notification.failed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(details.contains("500"), "{details}");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A real process, killed between its two writes.
+
+type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<axum::body::Bytes>,
+>;
+
+fn client() -> Client {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+async fn http(
+    c: &Client,
+    method: &str,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    use http_body_util::BodyExt;
+    let mut b = axum::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("authorization", format!("Bearer {token}"));
+    if body.is_some() {
+        b = b.header("content-type", "application/json");
+    }
+    let req = b
+        .body(http_body_util::Full::new(axum::body::Bytes::from(
+            body.map(|v| v.to_string()).unwrap_or_default(),
+        )))
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// A loopback proxy in front of the emulator that holds (never answers) requests for one operation.
+#[derive(Clone)]
+struct HoldingProxy {
+    upstream: String,
+    hold: Arc<Mutex<Option<&'static str>>>,
+    held: Arc<tokio::sync::Notify>,
+}
+
+async fn holding_proxy(upstream: &str) -> (String, HoldingProxy) {
+    let p = HoldingProxy {
+        upstream: upstream.to_owned(),
+        hold: Arc::new(Mutex::new(None)),
+        held: Arc::new(tokio::sync::Notify::new()),
+    };
+    let state = p.clone();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let state = state.clone();
+        async move {
+            use http_body_util::BodyExt;
+            let (parts, body) = req.into_parts();
+            let target = parts
+                .headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let hold = *state.hold.lock().unwrap();
+            if let Some(op) = hold
+                && target.ends_with(&format!(".{op}"))
+            {
+                state.held.notify_one();
+                std::future::pending::<()>().await;
+            }
+            let bytes = body.collect().await.unwrap().to_bytes();
+            let uri = format!(
+                "{}{}",
+                state.upstream,
+                parts
+                    .uri
+                    .path_and_query()
+                    .map(|p| p.as_str())
+                    .unwrap_or("/")
+            );
+            let mut b = axum::http::Request::builder().method(parts.method).uri(uri);
+            for (k, v) in &parts.headers {
+                if k != "host" {
+                    b = b.header(k, v);
+                }
+            }
+            let resp = client()
+                .request(b.body(http_body_util::Full::new(bytes)).unwrap())
+                .await
+                .unwrap();
+            let (rp, rb) = resp.into_parts();
+            let body = rb.collect().await.unwrap().to_bytes();
+            axum::response::Response::from_parts(rp, axum::body::Body::from(body))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), p)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_between_the_two_writes_then_restart_ends_consistent() {
+    let m = moto();
+    let (proxy_url, proxy) = holding_proxy(&m.endpoint).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    let tokens = crate::cli::create_tokens(
+        dir.path(),
+        &[
+            ("alice", "requester"),
+            ("bob", "approver"),
+            ("root", "admin"),
+        ],
+    );
+    let c = client();
+
+    *proxy.hold.lock().unwrap() = Some("PutResourcePolicy");
+    let mut server = crate::cli::serve_with(dir.path(), &proxy_url);
+    let base = format!("http://{}", server.addr);
+    let (code, body) = http(
+        &c,
+        "POST",
+        &format!("{base}/v1/shares"),
+        &tokens[0],
+        Some(json!({"secret_arn": secret, "principal_arn": ROLE, "justification": "kill test"})),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let (code, _) = http(
+        &c,
+        "POST",
+        &format!("{base}/v1/shares/{id}/approve"),
+        &tokens[1],
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    // The key policy is written; the resource-policy write is held: kill the process now.
+    tokio::time::timeout(Duration::from_secs(30), proxy.held.notified())
+        .await
+        .expect("PutResourcePolicy was never sent");
+    assert_eq!(broker_statements(Some(m.key_policy(&key).await)).len(), 1);
+    server.kill();
+
+    // Restart on the same database; AWS answers normally again.
+    *proxy.hold.lock().unwrap() = None;
+    let server = crate::cli::serve_with(dir.path(), &proxy_url);
+    let base = format!("http://{}", server.addr);
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let (_, s) = http(
+            &c,
+            "GET",
+            &format!("{base}/v1/shares/{id}"),
+            &tokens[2],
+            None,
+        )
+        .await;
+        if s["status"] == "active" || s["status"] == "failed" {
+            last = s;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last["status"], "active", "{last}");
+    assert_eq!(
+        broker_statements(Some(m.key_policy(&key).await)).len(),
+        1,
+        "no duplicate key statement"
+    );
+    assert_eq!(broker_statements(m.resource_policy(&secret).await).len(), 1);
+    let (_, v) = http(
+        &c,
+        "GET",
+        &format!("{base}/v1/audit/verify"),
+        &tokens[2],
+        None,
+    )
+    .await;
+    assert_eq!(v["ok"], true, "{v}");
+    let (_, audit) = http(
+        &c,
+        "GET",
+        &format!("{base}/v1/audit?share_id={id}"),
+        &tokens[2],
+        None,
+    )
+    .await;
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "share.requested",
+            "share.approved",
+            "share.applying",
+            "share.requeued",
+            "share.applying",
+            "share.active"
+        ]
+    );
+}
