@@ -23,6 +23,8 @@ pub struct App {
     pub applier: Arc<Applier>,
     /// Delivers webhook notifications, when configured.
     pub notifier: Option<Arc<Notifier>>,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// The AWS side of an [`App`].
@@ -96,6 +98,7 @@ impl App {
             clock,
             applier,
             notifier,
+            draining: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 

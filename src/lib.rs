@@ -13,6 +13,7 @@ pub mod aws;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod metrics;
 pub mod notify;
 pub mod policy;
 pub mod store;

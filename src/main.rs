@@ -44,8 +44,19 @@ enum Command {
     },
     /// Print the OpenAPI document (as committed in openapi/openapi.json).
     Openapi,
-    /// Print the configuration reference: every setting, its variable, default and meaning.
-    Config,
+    /// Print the configuration reference (a Markdown table), or with --print-defaults a TOML file of
+    /// every setting at its default.
+    Config {
+        /// Print a TOML configuration file with every default instead of the table.
+        #[arg(long)]
+        print_defaults: bool,
+    },
+    /// Probe a running service (for container health checks): exit 0 when /readyz answers 200.
+    Health {
+        /// The URL to probe (default: /readyz on BROKER_LISTEN).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Compose the three policy documents for a share, offline (no AWS call), merged into existing
     /// policies when given; exit 1 when a finding is an error.
     Plan(PlanArgs),
@@ -160,8 +171,15 @@ async fn main() -> ExitCode {
             print!("{}", api::openapi_json());
             return ExitCode::SUCCESS;
         }
-        Command::Config => {
-            print!("{}", reference_markdown());
+        Command::Config { print_defaults } => {
+            print!(
+                "{}",
+                if print_defaults {
+                    defaults_toml()
+                } else {
+                    reference_markdown()
+                }
+            );
             return ExitCode::SUCCESS;
         }
         Command::Check(args) => {
@@ -244,7 +262,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
-        Command::Openapi | Command::Config | Command::Plan(_) | Command::Check(_) => {
+        Command::Health { url } => health(url, &config).await,
+        Command::Openapi | Command::Config { .. } | Command::Plan(_) | Command::Check(_) => {
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -252,13 +271,36 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let listen = config.listen;
+    let std_listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e} (set BROKER_LISTEN)"))?;
+    std_listener.set_nonblocking(true)?;
+    let addr = std_listener.local_addr()?;
+    // While the database is migrated and interrupted work recovered: alive, not ready.
+    let (ready, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let starting = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .fallback(|| async {
+            secret_broker::api::problem::problem(
+                503,
+                "starting: applying database migrations and recovering interrupted work".into(),
+            )
+        });
+    let early = tokio::spawn(
+        axum::serve(
+            tokio::net::TcpListener::from_std(std_listener.try_clone()?)?,
+            starting,
+        )
+        .with_graceful_shutdown(async {
+            let _ = ready_rx.await;
+        })
+        .into_future(),
+    );
     let app = App::open(config).await?;
     app.applier.recover().await?;
+    let _ = ready.send(());
+    let _ = early.await;
     let router = api::router(app.clone());
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e} (set BROKER_LISTEN)"))?;
-    let addr = listener.local_addr()?;
+    let listener = tokio::net::TcpListener::from_std(std_listener)?;
     tracing::info!(
         database = %app.store.path().display(),
         apply_shares = app.applier.enabled(),
@@ -267,7 +309,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = secret_broker::worker::spawn(app.clone(), stopped);
     axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown_signal(app.clone()))
         .await?;
     let _ = stop.send(true);
     let grace = app.config.shutdown_grace.0;
@@ -297,7 +339,7 @@ fn open_store(config: &Config) -> anyhow::Result<store::Store> {
     )?)
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal(app: std::sync::Arc<App>) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -316,6 +358,8 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+    app.draining
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
@@ -422,6 +466,51 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         "deny" => ExitCode::from(1),
         _ => ExitCode::from(3),
     })
+}
+
+async fn health(url: Option<String>, config: &Config) -> anyhow::Result<ExitCode> {
+    use http_body_util::{BodyExt, Empty};
+    let url = url.unwrap_or_else(|| {
+        let mut a = config.listen;
+        if a.ip().is_unspecified() {
+            a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{a}/readyz")
+    });
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<hyper::body::Bytes>>();
+    let req = hyper::Request::get(&url).body(Empty::new())?;
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), client.request(req))
+        .await
+        .map_err(|_| anyhow::anyhow!("{url} did not answer within 5 s"))??;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    if status.is_success() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{url}: {status} {}", String::from_utf8_lossy(&body));
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn defaults_toml() -> String {
+    let mut s = String::from(
+        "# secret-broker configuration: every setting at its default.\n\
+         # Pass with --config FILE; a BROKER_<NAME> variable overrides any setting.\n",
+    );
+    for r in Config::reference() {
+        let value =
+            if r.default.parse::<i64>().is_ok() || r.default == "true" || r.default == "false" {
+                r.default.clone()
+            } else {
+                toml::Value::String(r.default.clone()).to_string()
+            };
+        s.push_str(&format!(
+            "\n# {} ({})\n{} = {}\n",
+            r.doc, r.env, r.key, value
+        ));
+    }
+    s
 }
 
 fn reference_markdown() -> String {

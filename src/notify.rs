@@ -211,6 +211,15 @@ impl Notifier {
             let max = self.max_attempts.max(1);
             let delay = self.backoff.saturating_mul(1u32 << (attempts - 1).min(16));
             let next = fmt_time(now + delay);
+            let label = match (&outcome, attempts >= max) {
+                (Ok(()), _) => "delivered",
+                (Err(_), false) => "retry",
+                (Err(_), true) => "failed",
+            };
+            crate::metrics::metrics()
+                .webhook_deliveries
+                .get_or_create(&crate::metrics::Kind { kind: label.into() })
+                .inc();
             match outcome {
                 Ok(()) => {
                     delivered += 1;

@@ -222,6 +222,9 @@ pub async fn tick(app: &Arc<App>) -> Result<TickReport> {
                 })
                 .await?;
             report.drifted += marked.len();
+            crate::metrics::metrics()
+                .drift_found
+                .inc_by(marked.len() as u64);
             if app.config.drift_repair == RepairMode::Auto {
                 report.repairs_started += marked.len();
                 app.applier.repair(&secret, marked);

@@ -323,6 +323,10 @@ pub async fn decide(
                     existing_id: None,
                 });
             }
+            crate::metrics::metrics()
+                .votes
+                .get_or_create(&crate::metrics::Kind { kind: d.to_owned() })
+                .inc();
             let approvals = c.query_row(
                 "SELECT count(*) FROM approvals WHERE share_id = ?1 AND decision = 'approve'",
                 [&share.id],

@@ -35,8 +35,53 @@ pub async fn healthz() -> Json<Health> {
         (status = 503, description = "Not ready", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Health>> {
+    if app.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(crate::error::Error::Unavailable("shutting down".into()));
+    }
     app.store.ping().await?;
     Ok(Json(Health {
         status: "ok".into(),
     }))
+}
+
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String)))]
+pub async fn metrics(State(app): State<Arc<App>>) -> Result<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let m = crate::metrics::metrics();
+    let (counts, audit_len) = app
+        .store
+        .read(|c| {
+            let mut st = c.prepare_cached("SELECT status, count(*) FROM shares GROUP BY status")?;
+            let counts = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let audit: i64 =
+                c.query_row("SELECT coalesce(max(seq), 0) FROM audit", [], |r| r.get(0))?;
+            Ok((counts, audit))
+        })
+        .await?;
+    for s in crate::domain::ShareStatus::ALL {
+        let n = counts
+            .iter()
+            .find(|(k, _)| k == s.as_str())
+            .map(|(_, n)| *n)
+            .unwrap_or(0);
+        m.shares
+            .get_or_create(&crate::metrics::StatusLabel {
+                status: s.as_str().into(),
+            })
+            .set(n);
+    }
+    m.audit_chain_length.set(audit_len);
+    m.writer_queue_depth.set(app.store.queue_depth() as i64);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.encode(),
+    )
+        .into_response())
 }

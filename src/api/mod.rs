@@ -90,6 +90,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(audit::verify))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
 }
 
 /// The OpenAPI document the service serves at `/openapi.json`.
@@ -133,6 +134,7 @@ pub fn router(app: Arc<App>) -> Router {
                     header::CACHE_CONTROL,
                     HeaderValue::from_static("no-store"),
                 ))
+                .layer(axum::middleware::from_fn(track))
                 .layer(axum::middleware::map_response(problem::problemize))
                 .layer(CatchPanicLayer::new())
                 .layer(TimeoutLayer::with_status_code(
@@ -140,6 +142,32 @@ pub fn router(app: Arc<App>) -> Router {
                     timeout,
                 )),
         )
+}
+
+/// Counts and times every request by matched route and status.
+async fn track(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let start = std::time::Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "<unmatched>".into());
+    let resp = next.run(req).await;
+    let labels = crate::metrics::HttpLabels {
+        method,
+        route,
+        status: resp.status().as_u16(),
+    };
+    let m = crate::metrics::metrics();
+    m.http_requests.get_or_create(&labels).inc();
+    m.http_duration
+        .get_or_create(&labels)
+        .observe(start.elapsed().as_secs_f64());
+    resp
 }
 
 fn make_span<B>(req: &Request<B>) -> Span {

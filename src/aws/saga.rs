@@ -635,7 +635,9 @@ impl Applier {
     async fn run_apply(&self, job: &str, shares: Vec<Share>) {
         let _busy = self.enter();
         let notify = self.settings.notify;
+        let started = std::time::Instant::now();
         let outcome = self.apply_steps(job, &shares).await;
+        crate::metrics::metrics().saga("apply", outcome.is_ok(), started.elapsed());
         let now = self.now();
         let job_id = job.to_owned();
         let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
@@ -896,7 +898,9 @@ impl Applier {
     async fn run_revoke(&self, job: &str, shares: Vec<Share>) {
         let _busy = self.enter();
         let notify = self.settings.notify;
+        let started = std::time::Instant::now();
         let outcome = self.revoke_steps(job, &shares).await;
+        crate::metrics::metrics().saga("revoke", outcome.is_ok(), started.elapsed());
         let now = self.now();
         let job_id = job.to_owned();
         let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
@@ -1166,7 +1170,9 @@ impl Applier {
                 return;
             }
         };
+        let started = std::time::Instant::now();
         let outcome = self.apply_steps(&job, &shares).await;
+        crate::metrics::metrics().saga("repair", outcome.is_ok(), started.elapsed());
         let compensation = match &outcome {
             Ok(_) => Ok(()),
             Err(_) => match self

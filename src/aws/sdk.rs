@@ -136,6 +136,40 @@ impl SdkAws {
     }
 }
 
+/// Times a call, records it in the metrics and logs it (inside the caller's span, so a call made for a
+/// request carries its request id).
+async fn timed<T>(
+    action: &'static str,
+    resource: &str,
+    fut: impl std::future::Future<Output = AwsResult<T>>,
+) -> AwsResult<T> {
+    let start = std::time::Instant::now();
+    let r = fut.await;
+    let outcome = match &r {
+        Ok(_) => "ok",
+        Err(e) => match e.kind {
+            AwsErrorKind::AccessDenied => "access_denied",
+            AwsErrorKind::NotFound => "not_found",
+            AwsErrorKind::InvalidPrincipal => "invalid_principal",
+            AwsErrorKind::MalformedPolicy => "malformed_policy",
+            AwsErrorKind::PublicPolicy => "public_policy",
+            AwsErrorKind::Throttled => "throttled",
+            AwsErrorKind::Unavailable => "unavailable",
+            AwsErrorKind::Other => "error",
+        },
+    };
+    let took = start.elapsed();
+    crate::metrics::metrics().aws_call(action, outcome, took);
+    tracing::debug!(
+        operation = action,
+        resource,
+        outcome,
+        ms = took.as_secs_f64() * 1000.0,
+        "aws call"
+    );
+    r
+}
+
 fn region(arn: &str, action: &'static str) -> AwsResult<String> {
     region_of(arn).map(str::to_owned).ok_or_else(|| AwsError {
         kind: AwsErrorKind::Other,
@@ -198,57 +232,69 @@ where
 impl SecretsApi for SdkAws {
     async fn describe_secret(&self, secret_arn: &str) -> AwsResult<SecretInfo> {
         const A: &str = "secretsmanager:DescribeSecret";
-        let out = self
-            .secrets(&region(secret_arn, A)?)
-            .describe_secret()
-            .secret_id(secret_arn)
-            .send()
-            .await
-            .map_err(|e| classify(e, A, secret_arn))?;
-        Ok(SecretInfo {
-            arn: out.arn().unwrap_or(secret_arn).to_owned(),
-            kms_key_id: out.kms_key_id().map(str::to_owned),
-            primary_region: out.primary_region().map(str::to_owned),
+        timed(A, secret_arn, async move {
+            let out = self
+                .secrets(&region(secret_arn, A)?)
+                .describe_secret()
+                .secret_id(secret_arn)
+                .send()
+                .await
+                .map_err(|e| classify(e, A, secret_arn))?;
+            Ok(SecretInfo {
+                arn: out.arn().unwrap_or(secret_arn).to_owned(),
+                kms_key_id: out.kms_key_id().map(str::to_owned),
+                primary_region: out.primary_region().map(str::to_owned),
+            })
         })
+        .await
     }
 
     async fn get_resource_policy(&self, secret_arn: &str) -> AwsResult<Option<String>> {
         const A: &str = "secretsmanager:GetResourcePolicy";
-        let out = self
-            .secrets(&region(secret_arn, A)?)
-            .get_resource_policy()
-            .secret_id(secret_arn)
-            .send()
-            .await
-            .map_err(|e| classify(e, A, secret_arn))?;
-        Ok(out
-            .resource_policy()
-            .filter(|p| !p.trim().is_empty())
-            .map(str::to_owned))
+        timed(A, secret_arn, async move {
+            let out = self
+                .secrets(&region(secret_arn, A)?)
+                .get_resource_policy()
+                .secret_id(secret_arn)
+                .send()
+                .await
+                .map_err(|e| classify(e, A, secret_arn))?;
+            Ok(out
+                .resource_policy()
+                .filter(|p| !p.trim().is_empty())
+                .map(str::to_owned))
+        })
+        .await
     }
 
     async fn put_resource_policy(&self, secret_arn: &str, policy: &str) -> AwsResult<()> {
         const A: &str = "secretsmanager:PutResourcePolicy";
-        self.secrets(&region(secret_arn, A)?)
-            .put_resource_policy()
-            .secret_id(secret_arn)
-            .resource_policy(policy)
-            .block_public_policy(true)
-            .send()
-            .await
-            .map_err(|e| classify(e, A, secret_arn))?;
-        Ok(())
+        timed(A, secret_arn, async move {
+            self.secrets(&region(secret_arn, A)?)
+                .put_resource_policy()
+                .secret_id(secret_arn)
+                .resource_policy(policy)
+                .block_public_policy(true)
+                .send()
+                .await
+                .map_err(|e| classify(e, A, secret_arn))?;
+            Ok(())
+        })
+        .await
     }
 
     async fn delete_resource_policy(&self, secret_arn: &str) -> AwsResult<()> {
         const A: &str = "secretsmanager:DeleteResourcePolicy";
-        self.secrets(&region(secret_arn, A)?)
-            .delete_resource_policy()
-            .secret_id(secret_arn)
-            .send()
-            .await
-            .map_err(|e| classify(e, A, secret_arn))?;
-        Ok(())
+        timed(A, secret_arn, async move {
+            self.secrets(&region(secret_arn, A)?)
+                .delete_resource_policy()
+                .secret_id(secret_arn)
+                .send()
+                .await
+                .map_err(|e| classify(e, A, secret_arn))?;
+            Ok(())
+        })
+        .await
     }
 }
 
@@ -256,63 +302,72 @@ impl SecretsApi for SdkAws {
 impl KmsApi for SdkAws {
     async fn describe_key(&self, key_id: &str, secret_region: &str) -> AwsResult<KeyInfo> {
         const A: &str = "kms:DescribeKey";
-        let r = region_of(key_id).unwrap_or(secret_region).to_owned();
-        let out = self
-            .kms(&r)
-            .describe_key()
-            .key_id(key_id)
-            .send()
-            .await
-            .map_err(|e| classify(e, A, key_id))?;
-        let m = out.key_metadata().ok_or_else(|| AwsError {
-            kind: AwsErrorKind::Other,
-            action: A,
-            resource: key_id.to_owned(),
-            message: "DescribeKey returned no metadata".into(),
-        })?;
-        Ok(KeyInfo {
-            arn: m.arn().unwrap_or(key_id).to_owned(),
-            key_manager: m
-                .key_manager()
-                .map(KeyManagerType::as_str)
-                .unwrap_or("")
-                .to_owned(),
-            enabled: m.enabled(),
-            key_state: m
-                .key_state()
-                .map(|s| s.as_str().to_owned())
-                .unwrap_or_default(),
+        timed(A, key_id, async move {
+            let r = region_of(key_id).unwrap_or(secret_region).to_owned();
+            let out = self
+                .kms(&r)
+                .describe_key()
+                .key_id(key_id)
+                .send()
+                .await
+                .map_err(|e| classify(e, A, key_id))?;
+            let m = out.key_metadata().ok_or_else(|| AwsError {
+                kind: AwsErrorKind::Other,
+                action: A,
+                resource: key_id.to_owned(),
+                message: "DescribeKey returned no metadata".into(),
+            })?;
+            Ok(KeyInfo {
+                arn: m.arn().unwrap_or(key_id).to_owned(),
+                key_manager: m
+                    .key_manager()
+                    .map(KeyManagerType::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+                enabled: m.enabled(),
+                key_state: m
+                    .key_state()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
+            })
         })
+        .await
     }
 
     async fn get_key_policy(&self, key_arn: &str) -> AwsResult<String> {
         const A: &str = "kms:GetKeyPolicy";
-        let out = self
-            .kms(&region(key_arn, A)?)
-            .get_key_policy()
-            .key_id(key_arn)
-            .policy_name("default")
-            .send()
-            .await
-            .map_err(|e| classify(e, A, key_arn))?;
-        out.policy().map(str::to_owned).ok_or_else(|| AwsError {
-            kind: AwsErrorKind::Other,
-            action: A,
-            resource: key_arn.to_owned(),
-            message: "GetKeyPolicy returned no policy".into(),
+        timed(A, key_arn, async move {
+            let out = self
+                .kms(&region(key_arn, A)?)
+                .get_key_policy()
+                .key_id(key_arn)
+                .policy_name("default")
+                .send()
+                .await
+                .map_err(|e| classify(e, A, key_arn))?;
+            out.policy().map(str::to_owned).ok_or_else(|| AwsError {
+                kind: AwsErrorKind::Other,
+                action: A,
+                resource: key_arn.to_owned(),
+                message: "GetKeyPolicy returned no policy".into(),
+            })
         })
+        .await
     }
 
     async fn put_key_policy(&self, key_arn: &str, policy: &str) -> AwsResult<()> {
         const A: &str = "kms:PutKeyPolicy";
-        self.kms(&region(key_arn, A)?)
-            .put_key_policy()
-            .key_id(key_arn)
-            .policy_name("default")
-            .policy(policy)
-            .send()
-            .await
-            .map_err(|e| classify(e, A, key_arn))?;
-        Ok(())
+        timed(A, key_arn, async move {
+            self.kms(&region(key_arn, A)?)
+                .put_key_policy()
+                .key_id(key_arn)
+                .policy_name("default")
+                .policy(policy)
+                .send()
+                .await
+                .map_err(|e| classify(e, A, key_arn))?;
+            Ok(())
+        })
+        .await
     }
 }

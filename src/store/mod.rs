@@ -276,6 +276,7 @@ fn writer_loop(
             }
         };
         stats.writes.fetch_add(size as u64, Ordering::Relaxed);
+        crate::metrics::metrics().commit_batch.observe(size as f64);
         if err.is_none() {
             stats.commits.fetch_add(1, Ordering::Relaxed);
         }

@@ -13,6 +13,7 @@ mod eval_table;
 mod idempotency;
 mod lifecycle;
 mod openapi;
+mod ops;
 mod policy_props;
 mod roles;
 mod validation;

@@ -63,6 +63,7 @@ const ALLOWED: &[(&str, &str, Option<&[Role]>)] = &[
     ("get", "/v1/audit/verify", Some(&[Auditor, Admin])),
     ("get", "/healthz", None),
     ("get", "/readyz", None),
+    ("get", "/metrics", None),
 ];
 
 fn body_for(method: &str, path: &str, n: usize) -> Option<serde_json::Value> {

@@ -1,0 +1,204 @@
+//! Prometheus metrics (prometheus-client), served at `/metrics` in the OpenMetrics text format.
+//!
+//! Counters and histograms are updated where things happen; gauges that describe stored state (shares
+//! by status, audit chain length, writer queue depth) are read from the store at scrape time.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of HTTP metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// Method.
+    pub method: String,
+    /// Matched route template (`/v1/shares/{id}`), never the raw path.
+    pub route: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels of AWS call metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AwsLabels {
+    /// IAM action of the call, e.g. `kms:PutKeyPolicy`.
+    pub operation: String,
+    /// `ok` or the error kind.
+    pub outcome: String,
+}
+
+/// A single label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    /// Its value.
+    pub kind: String,
+}
+
+/// A share status label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    /// The status.
+    pub status: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+/// Every metric the service exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route and status.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// Request latency by route and status.
+    pub http_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
+    /// Approver votes by decision.
+    pub votes: Family<Kind, Counter>,
+    /// AWS calls by operation and outcome.
+    pub aws_calls: Family<AwsLabels, Counter>,
+    /// AWS call latency by operation and outcome.
+    pub aws_duration: Family<AwsLabels, Histogram, fn() -> Histogram>,
+    /// Apply and revoke runs by kind (`apply`, `revoke`, `repair`) and outcome.
+    pub saga_runs: Family<AwsLabels, Counter>,
+    /// Apply and revoke durations by kind.
+    pub saga_duration: Family<Kind, Histogram, fn() -> Histogram>,
+    /// Shares found drifted.
+    pub drift_found: Counter,
+    /// Webhook deliveries by outcome (`delivered`, `retry`, `failed`).
+    pub webhook_deliveries: Family<Kind, Counter>,
+    /// Writes per group commit.
+    pub commit_batch: Histogram,
+    /// Shares by status (set at scrape).
+    pub shares: Family<StatusLabel, Gauge>,
+    /// Audit rows (set at scrape).
+    pub audit_chain_length: Gauge,
+    /// Writes waiting for the writer (set at scrape).
+    pub writer_queue_depth: Gauge,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    METRICS.get_or_init(|| {
+        let mut r = Registry::with_prefix("secret_broker");
+        let m = Metrics {
+            http_requests: Family::default(),
+            http_duration: Family::new_with_constructor(latency_histogram),
+            votes: Family::default(),
+            aws_calls: Family::default(),
+            aws_duration: Family::new_with_constructor(latency_histogram),
+            saga_runs: Family::default(),
+            saga_duration: Family::new_with_constructor(latency_histogram),
+            drift_found: Counter::default(),
+            webhook_deliveries: Family::default(),
+            commit_batch: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            shares: Family::default(),
+            audit_chain_length: Gauge::default(),
+            writer_queue_depth: Gauge::default(),
+            registry: Registry::default(),
+        };
+        r.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            m.http_requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            m.http_duration.clone(),
+        );
+        r.register(
+            "approval_votes",
+            "Approver votes by decision",
+            m.votes.clone(),
+        );
+        r.register(
+            "aws_calls",
+            "AWS calls by operation and outcome",
+            m.aws_calls.clone(),
+        );
+        r.register(
+            "aws_call_duration_seconds",
+            "AWS call latency",
+            m.aws_duration.clone(),
+        );
+        r.register(
+            "saga_runs",
+            "Apply, revoke and repair runs by kind and outcome",
+            m.saga_runs.clone(),
+        );
+        r.register(
+            "saga_duration_seconds",
+            "Apply, revoke and repair durations",
+            m.saga_duration.clone(),
+        );
+        r.register("drift_found", "Shares found drifted", m.drift_found.clone());
+        r.register(
+            "webhook_deliveries",
+            "Webhook delivery attempts by outcome",
+            m.webhook_deliveries.clone(),
+        );
+        r.register(
+            "writer_commit_batch_size",
+            "Writes per group commit",
+            m.commit_batch.clone(),
+        );
+        r.register("shares", "Shares by status", m.shares.clone());
+        r.register(
+            "audit_chain_length",
+            "Rows in the audit log",
+            m.audit_chain_length.clone(),
+        );
+        r.register(
+            "writer_queue_depth",
+            "Writes waiting for the database writer",
+            m.writer_queue_depth.clone(),
+        );
+        Metrics { registry: r, ..m }
+    })
+}
+
+impl Metrics {
+    /// Records one AWS call.
+    pub fn aws_call(&self, operation: &str, outcome: &str, took: Duration) {
+        let l = AwsLabels {
+            operation: operation.to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        self.aws_calls.get_or_create(&l).inc();
+        self.aws_duration
+            .get_or_create(&l)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records one saga run.
+    pub fn saga(&self, kind: &str, ok: bool, took: Duration) {
+        self.saga_runs
+            .get_or_create(&AwsLabels {
+                operation: kind.to_owned(),
+                outcome: if ok { "ok" } else { "failed" }.to_owned(),
+            })
+            .inc();
+        self.saga_duration
+            .get_or_create(&Kind {
+                kind: kind.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

