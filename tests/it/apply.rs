@@ -2,72 +2,12 @@
 //! layer where the emulator cannot produce them.
 
 use axum::http::Method;
-use secret_broker::domain::Role::*;
 use serde_json::{Value, json};
 
-use crate::harness::TestApp;
+use crate::harness::{TestApp, actors, approve, broker_sids, request, share, statements};
 use crate::moto::{Fault, moto};
 
 const ROLE: &str = "arn:aws:iam::444455556666:role/app-reader";
-
-struct Actors {
-    alice: String,
-    bob: String,
-    root: String,
-}
-
-async fn actors(t: &TestApp) -> Actors {
-    Actors {
-        alice: t.token("alice", Requester).await,
-        bob: t.token("bob", Approver).await,
-        root: t.token("root", Admin).await,
-    }
-}
-
-async fn request(t: &TestApp, a: &Actors, secret: &str, principal: &str, extra: Value) -> String {
-    let mut body =
-        json!({"secret_arn": secret, "principal_arn": principal, "justification": "test"});
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    let r = t.post("/v1/shares", &a.alice, body).await.expect(201);
-    r.body["id"].as_str().unwrap().to_owned()
-}
-
-async fn approve(t: &TestApp, a: &Actors, id: &str) {
-    t.call(
-        Method::POST,
-        &format!("/v1/shares/{id}/approve"),
-        Some(&a.bob),
-        None,
-    )
-    .await
-    .expect(200);
-}
-
-async fn share(t: &TestApp, a: &Actors, id: &str) -> Value {
-    t.get(&format!("/v1/shares/{id}"), &a.root)
-        .await
-        .expect(200)
-        .body
-}
-
-fn statements(policy: &str) -> Vec<Value> {
-    let v: Value = serde_json::from_str(policy).unwrap();
-    match &v["Statement"] {
-        Value::Array(a) => a.clone(),
-        o => vec![o.clone()],
-    }
-}
-
-fn broker_sids(policy: &str) -> Vec<String> {
-    statements(policy)
-        .iter()
-        .filter_map(|s| s["Sid"].as_str())
-        .filter(|s| s.starts_with("SecretBroker"))
-        .map(str::to_owned)
-        .collect()
-}
 
 const FOREIGN_KEY_POLICY: &str = r#"{
   "Version" : "2012-10-17",

@@ -285,3 +285,87 @@ impl TestApp {
             .collect()
     }
 }
+
+/// A requester, an approver and an admin.
+pub struct Actors {
+    pub alice: String,
+    pub bob: String,
+    pub root: String,
+}
+
+pub async fn actors(t: &TestApp) -> Actors {
+    Actors {
+        alice: t.token("alice", Role::Requester).await,
+        bob: t.token("bob", Role::Approver).await,
+        root: t.token("root", Role::Admin).await,
+    }
+}
+
+/// Alice requests a share (with `extra` fields merged into the body); its id.
+pub async fn request(
+    t: &TestApp,
+    a: &Actors,
+    secret: &str,
+    principal: &str,
+    extra: Value,
+) -> String {
+    let mut body = serde_json::json!({"secret_arn": secret, "principal_arn": principal, "justification": "test"});
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    t.post("/v1/shares", &a.alice, body).await.expect(201).body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Bob approves.
+pub async fn approve(t: &TestApp, a: &Actors, id: &str) {
+    t.call(
+        Method::POST,
+        &format!("/v1/shares/{id}/approve"),
+        Some(&a.bob),
+        None,
+    )
+    .await
+    .expect(200);
+}
+
+/// The share as the API shows it.
+pub async fn share(t: &TestApp, a: &Actors, id: &str) -> Value {
+    t.get(&format!("/v1/shares/{id}"), &a.root)
+        .await
+        .expect(200)
+        .body
+}
+
+/// A policy's statements, whether `Statement` is an object or an array.
+pub fn statements(policy: &str) -> Vec<Value> {
+    let v: Value = serde_json::from_str(policy).unwrap();
+    match &v["Statement"] {
+        Value::Array(a) => a.clone(),
+        o => vec![o.clone()],
+    }
+}
+
+/// The broker's statements of a policy (none when there is no policy).
+pub fn broker_statements(policy: Option<String>) -> Vec<Value> {
+    policy
+        .map(|p| statements(&p))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| {
+            s["Sid"]
+                .as_str()
+                .is_some_and(|x| x.starts_with("SecretBroker"))
+        })
+        .collect()
+}
+
+/// The broker Sids of a policy.
+pub fn broker_sids(policy: &str) -> Vec<String> {
+    broker_statements(Some(policy.to_owned()))
+        .iter()
+        .map(|s| s["Sid"].as_str().unwrap().to_owned())
+        .collect()
+}

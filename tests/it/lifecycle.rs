@@ -6,75 +6,17 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use secret_broker::config::{OptText, RepairMode};
-use secret_broker::domain::Role::*;
 use secret_broker::worker::tick;
 use serde_json::{Value, json};
 
-use crate::harness::TestApp;
+use crate::harness::{
+    Actors, TestApp, actors, approve, broker_statements, request, share as status,
+};
+use crate::http::{client, http};
 use crate::moto::moto;
 
 const ROLE: &str = "arn:aws:iam::444455556666:role/app-reader";
 const OTHER: &str = "arn:aws:iam::777788889999:role/reporting";
-
-struct Actors {
-    alice: String,
-    bob: String,
-    root: String,
-}
-
-async fn actors(t: &TestApp) -> Actors {
-    Actors {
-        alice: t.token("alice", Requester).await,
-        bob: t.token("bob", Approver).await,
-        root: t.token("root", Admin).await,
-    }
-}
-
-async fn request(t: &TestApp, a: &Actors, secret: &str, principal: &str, extra: Value) -> String {
-    let mut body =
-        json!({"secret_arn": secret, "principal_arn": principal, "justification": "test"});
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    t.post("/v1/shares", &a.alice, body).await.expect(201).body["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn approve(t: &TestApp, a: &Actors, id: &str) {
-    t.call(
-        Method::POST,
-        &format!("/v1/shares/{id}/approve"),
-        Some(&a.bob),
-        None,
-    )
-    .await
-    .expect(200);
-}
-
-async fn status(t: &TestApp, a: &Actors, id: &str) -> Value {
-    t.get(&format!("/v1/shares/{id}"), &a.root)
-        .await
-        .expect(200)
-        .body
-}
-
-fn broker_statements(policy: Option<String>) -> Vec<Value> {
-    let Some(p) = policy else { return Vec::new() };
-    let v: Value = serde_json::from_str(&p).unwrap();
-    let all = match &v["Statement"] {
-        Value::Array(a) => a.clone(),
-        o => vec![o.clone()],
-    };
-    all.into_iter()
-        .filter(|s| {
-            s["Sid"]
-                .as_str()
-                .is_some_and(|x| x.starts_with("SecretBroker"))
-        })
-        .collect()
-}
 
 /// Two active shares on one secret; returns (key, secret, id of ROLE's share, id of OTHER's share).
 async fn two_active(
@@ -503,44 +445,6 @@ async fn a_delivery_that_keeps_failing_is_given_up_and_audited() {
 // ---------------------------------------------------------------------------------------------------
 // A real process, killed between its two writes.
 
-type Client = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    http_body_util::Full<axum::body::Bytes>,
->;
-
-fn client() -> Client {
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
-}
-
-async fn http(
-    c: &Client,
-    method: &str,
-    url: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    use http_body_util::BodyExt;
-    let mut b = axum::http::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("authorization", format!("Bearer {token}"));
-    if body.is_some() {
-        b = b.header("content-type", "application/json");
-    }
-    let req = b
-        .body(http_body_util::Full::new(axum::body::Bytes::from(
-            body.map(|v| v.to_string()).unwrap_or_default(),
-        )))
-        .unwrap();
-    let resp = c.request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
 /// A loopback proxy in front of the emulator that holds (never answers) requests for one operation.
 #[derive(Clone)]
 struct HoldingProxy {
@@ -632,7 +536,8 @@ async fn sigkill_between_the_two_writes_then_restart_ends_consistent() {
         &tokens[0],
         Some(json!({"secret_arn": secret, "principal_arn": ROLE, "justification": "kill test"})),
     )
-    .await;
+    .await
+    .unwrap();
     assert_eq!(code, 201, "{body}");
     let id = body["id"].as_str().unwrap().to_owned();
     let (code, _) = http(
@@ -642,7 +547,8 @@ async fn sigkill_between_the_two_writes_then_restart_ends_consistent() {
         &tokens[1],
         None,
     )
-    .await;
+    .await
+    .unwrap();
     assert_eq!(code, 200);
     // The key policy is written; the resource-policy write is held: kill the process now.
     tokio::time::timeout(Duration::from_secs(30), proxy.held.notified())
@@ -664,7 +570,8 @@ async fn sigkill_between_the_two_writes_then_restart_ends_consistent() {
             &tokens[2],
             None,
         )
-        .await;
+        .await
+        .unwrap();
         if s["status"] == "active" || s["status"] == "failed" {
             last = s;
             break;
@@ -685,7 +592,8 @@ async fn sigkill_between_the_two_writes_then_restart_ends_consistent() {
         &tokens[2],
         None,
     )
-    .await;
+    .await
+    .unwrap();
     assert_eq!(v["ok"], true, "{v}");
     let (_, audit) = http(
         &c,
@@ -694,7 +602,8 @@ async fn sigkill_between_the_two_writes_then_restart_ends_consistent() {
         &tokens[2],
         None,
     )
-    .await;
+    .await
+    .unwrap();
     let actions: Vec<&str> = audit["items"]
         .as_array()
         .unwrap()

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod harness;
+mod http;
 mod moto;
 
 mod apply;

@@ -10,6 +10,7 @@ use secret_broker::domain::Role::*;
 use serde_json::{Value, json};
 
 use crate::harness::TestApp;
+use crate::http::{client, http};
 use crate::moto::moto;
 
 const ROLE: &str = "arn:aws:iam::444455556666:role/app-reader";
@@ -191,49 +192,6 @@ fn the_dockerfile_is_lint_clean_and_ships_the_locked_release_build() {
 
 // ---------------------------------------------------------------------------------------------------
 // The real process and its signals.
-
-async fn http(
-    c: &Client,
-    method: &str,
-    url: &str,
-    token: &str,
-    body: Option<Value>,
-) -> Result<(u16, Value), String> {
-    use http_body_util::BodyExt;
-    let mut b = axum::http::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("authorization", format!("Bearer {token}"));
-    if body.is_some() {
-        b = b.header("content-type", "application/json");
-    }
-    let req = b
-        .body(http_body_util::Full::new(axum::body::Bytes::from(
-            body.map(|v| v.to_string()).unwrap_or_default(),
-        )))
-        .unwrap();
-    let resp = c.request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
-}
-
-type Client = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    http_body_util::Full<axum::body::Bytes>,
->;
-
-fn client() -> Client {
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
-}
 
 fn sigterm(pid: u32) {
     let ok = Command::new("kill")
