@@ -8,7 +8,7 @@ use secret_broker::domain::ShareAction;
 use secret_broker::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
 use secret_broker::policy::compose::{Grant, compose};
 use secret_broker::policy::document::PolicyDocument;
-use secret_broker::policy::eval::{Check, check};
+use secret_broker::policy::eval::{Check, check, decide};
 use secret_broker::policy::merge;
 use serde_json::json;
 use std::hint::black_box;
@@ -57,6 +57,10 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("check_canonical_three_layers", |b| {
         b.iter(|| check(black_box(&ck)))
+    });
+    assert_eq!(decide(&ck), "allow");
+    g.bench_function("decide_canonical_three_layers", |b| {
+        b.iter(|| decide(black_box(&ck)))
     });
     g.bench_function("compose", |b| {
         b.iter(|| compose(black_box(&grant), black_box(&key)))

@@ -122,7 +122,7 @@ impl ShareStatus {
         matches!(
             (self, to),
             (Pending, Approved | Rejected | Cancelled | Expired)
-                | (Approved, Applying)
+                | (Approved, Applying | Expired)
                 | (Applying, Active | Failed | Approved)
                 | (Failed, Approved)
                 | (Active, Revoking | Drifted)

@@ -176,8 +176,15 @@ impl Notifier {
     }
 
     /// Sends every due event once; returns how many were delivered.
-    pub async fn deliver_due(&self, store: &Store, now: time::OffsetDateTime) -> Result<usize> {
-        let now_s = fmt_time(now);
+    /// Sends every due event once (for at most a minute per pass); returns how many were delivered.
+    /// Each delivery is signed with the time it is sent.
+    pub async fn deliver_due(
+        &self,
+        store: &Store,
+        clock: &dyn crate::domain::Clock,
+    ) -> Result<usize> {
+        let started = std::time::Instant::now();
+        let now_s = fmt_time(clock.now());
         let due = {
             let now_s = now_s.clone();
             store
@@ -203,11 +210,15 @@ impl Notifier {
         };
         let mut delivered = 0;
         for d in due {
+            if started.elapsed() > Duration::from_secs(60) {
+                break; // the rest waits for the next pass
+            }
+            let now = clock.now();
+            let now_s = fmt_time(now);
             let outcome = self
                 .post(&d.id, &d.event, &d.payload, now.unix_timestamp())
                 .await;
             let attempts = d.attempts + 1;
-            let now_s = now_s.clone();
             let max = self.max_attempts.max(1);
             let delay = self.backoff.saturating_mul(1u32 << (attempts - 1).min(16));
             let next = fmt_time(now + delay);

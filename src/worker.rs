@@ -78,8 +78,8 @@ fn event(
     Ok(())
 }
 
-/// Runs one pass of the worker.
-pub async fn tick(app: &Arc<App>) -> Result<TickReport> {
+/// One pass of steps 1 to 5 (everything but notification delivery).
+pub async fn maintain(app: &Arc<App>) -> Result<TickReport> {
     let mut report = TickReport::default();
     let now_t = app.clock.now();
     let now = fmt_time(now_t);
@@ -231,32 +231,65 @@ pub async fn tick(app: &Arc<App>) -> Result<TickReport> {
             }
         }
 
-        // 5. Work left behind.
-        let pending = app
-            .store
-            .read(|c| rows::secrets_with_status(c, &[ShareStatus::Approved, ShareStatus::Revoking]))
-            .await?;
-        for s in pending {
-            app.applier.kick(&s);
-        }
-    }
-
-    // 6. Notifications.
-    if let Some(n) = &app.notifier {
-        report.delivered = n.deliver_due(&app.store, now_t).await?;
+        // 5. Work left behind: orphaned jobs are compensated and their shares queued again, and
+        //    secrets with approved or revoking shares are kicked.
+        app.applier.recover().await?;
     }
     Ok(report)
 }
 
-/// Runs [`tick`] every `worker_interval` until `shutdown` turns true; a tick in progress finishes first.
-pub fn spawn(app: Arc<App>, mut shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+/// Delivers due webhook notifications; returns how many were delivered.
+pub async fn deliver(app: &Arc<App>) -> Result<usize> {
+    match &app.notifier {
+        Some(n) => n.deliver_due(&app.store, app.clock.as_ref()).await,
+        None => Ok(0),
+    }
+}
+
+/// One pass of everything: [`maintain`], then [`deliver`].
+pub async fn tick(app: &Arc<App>) -> Result<TickReport> {
+    let mut report = maintain(app).await?;
+    report.delivered = deliver(app).await?;
+    Ok(report)
+}
+
+/// Runs [`maintain`] every `worker_interval` until `shutdown` turns true (a pass in progress finishes
+/// first), and delivers notifications in a loop of its own, so a slow webhook never delays expiry.
+pub fn spawn(app: Arc<App>, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    let delivery = {
+        let app = app.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if app.notifier.is_none() {
+                return;
+            }
+            let interval = app
+                .config
+                .worker_interval
+                .0
+                .min(std::time::Duration::from_secs(10));
+            loop {
+                if let Err(e) = deliver(&app).await {
+                    tracing::error!(error = %e, "webhook delivery pass failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = shutdown.changed() => break,
+                }
+                if *shutdown.borrow() {
+                    break;
+                }
+            }
+        })
+    };
+    let mut shutdown = shutdown;
     tokio::spawn(async move {
         let interval = app.config.worker_interval.0;
         loop {
-            match tick(&app).await {
-                Ok(r) if r != TickReport::default() => tracing::info!(?r, "worker tick"),
+            match maintain(&app).await {
+                Ok(r) if r != TickReport::default() => tracing::info!(?r, "worker pass"),
                 Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "worker tick failed"),
+                Err(e) => tracing::error!(error = %e, "worker pass failed"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
@@ -266,6 +299,7 @@ pub fn spawn(app: Arc<App>, mut shutdown: watch::Receiver<bool>) -> tokio::task:
                 break;
             }
         }
+        let _ = delivery.await;
         tracing::info!("worker stopped");
     })
 }

@@ -88,6 +88,17 @@ pub async fn create(
             }
         },
     };
+    if let (Some(p), Some(s)) = (&principal, &secret)
+        && p.account() == s.account()
+    {
+        errors.push(FieldError {
+            field: "principal_arn".into(),
+            message: format!(
+                "is in the secret's own account {}: access checks are for cross-account reads",
+                s.account()
+            ),
+        });
+    }
     super::invalid_if_any(errors)?;
     let (Some(principal), Some(secret)) = (principal, secret) else {
         return Err(Error::Internal("validated fields missing".into()));

@@ -461,14 +461,17 @@ pub async fn list(
         .expiring_within
         .as_deref()
         .map(|w| {
-            w.parse::<crate::config::Span>()
-                .map(|span| fmt_time(app.clock.now() + span.0))
-                .map_err(|m| {
-                    Error::field(
-                        "expiring_within",
-                        if w.len() > 64 { truncate(&m) } else { m },
-                    )
-                })
+            let span = w.parse::<crate::config::Span>().map_err(|m| {
+                Error::field(
+                    "expiring_within",
+                    if w.len() > 64 { truncate(&m) } else { m },
+                )
+            })?;
+            time::Duration::try_from(span.0)
+                .ok()
+                .and_then(|d| app.clock.now().checked_add(d))
+                .map(fmt_time)
+                .ok_or_else(|| Error::field("expiring_within", "is too far in the future"))
         })
         .transpose()?;
     let status = match (&expires_before, status) {

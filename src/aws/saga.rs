@@ -162,8 +162,23 @@ impl Drop for Busy<'_> {
     }
 }
 
+/// Unregisters a job from the running set when dropped.
+struct JobGuard<'a>(&'a Applier, String);
+
+impl Drop for JobGuard<'_> {
+    fn drop(&mut self) {
+        self.0
+            .active_jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
+}
+
 /// Applies and revokes shares.
 pub struct Applier {
+    /// Jobs this process is running now: recovery leaves them alone.
+    active_jobs: Mutex<HashSet<String>>,
     store: Store,
     clock: Arc<dyn Clock>,
     secrets: Arc<dyn SecretsApi>,
@@ -248,6 +263,7 @@ impl Applier {
         settings: Settings,
     ) -> Arc<Self> {
         Arc::new(Self {
+            active_jobs: Mutex::new(HashSet::new()),
             store,
             clock,
             secrets,
@@ -346,9 +362,34 @@ impl Applier {
     ) -> crate::error::Result<Option<(String, Vec<Share>)>> {
         let now = self.now();
         let secret = secret.to_owned();
-        self.store
+        let notify = self.settings.notify;
+        let claimed = self
+            .store
             .write(move |c| {
-                let shares = rows::shares_of_secret(c, &secret, from)?;
+                let mut shares = rows::shares_of_secret(c, &secret, from)?;
+                if from == ShareStatus::Approved {
+                    // An approved share whose time ran out before it was applied is never applied.
+                    let (late, due): (Vec<Share>, Vec<Share>) =
+                        shares.into_iter().partition(|s| s.expires_at <= now);
+                    for s in &late {
+                        rows::set_share_status(c, &s.id, ShareStatus::Expired, Some("expired before it was applied"), &now)?;
+                        audit::append(
+                            c,
+                            &NewEvent {
+                                at: &now,
+                                actor: SYSTEM,
+                                action: "share.expired",
+                                share_id: Some(&s.id),
+                                request_id: None,
+                                details: json!({"reason": "expired before it was applied", "from": "approved", "to": "expired"}),
+                            },
+                        )?;
+                        if let Some(after) = rows::share_by_id(c, &s.id)? {
+                            crate::notify::enqueue(c, notify, "share.expired", &after, "expired before it was applied", &now)?;
+                        }
+                    }
+                    shares = due;
+                }
                 if shares.is_empty() {
                     return Ok(None);
                 }
@@ -373,7 +414,19 @@ impl Applier {
                 }
                 Ok(Some((job, shares)))
             })
-            .await
+            .await?;
+        if let Some((job, _)) = &claimed {
+            self.active_jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(job.clone());
+        }
+        Ok(claimed)
+    }
+
+    /// Marks a job as no longer run by this process (also when its task panics).
+    fn release(&self, job: &str) -> JobGuard<'_> {
+        JobGuard(self, job.to_owned())
     }
 
     async fn journal_step(
@@ -392,6 +445,17 @@ impl Applier {
     /// DescribeSecret + DescribeKey: the secret's customer managed key, or why it cannot be shared.
     pub async fn resolve_key(&self, secret: &SecretArn) -> Result<KmsKeyArn, Failure> {
         let info = self.secrets.describe_secret(secret.as_str()).await?;
+        if info.arn != secret.as_str() {
+            // Secrets Manager also resolves partial ARNs; policies need the exact one.
+            return Err(Failure::new(
+                FailureKind::Refused,
+                format!(
+                    "{} is not the secret's full ARN; Secrets Manager resolved it to {}: request the share with the full ARN",
+                    secret.as_str(),
+                    info.arn
+                ),
+            ));
+        }
         if let Some(primary) = info.primary_region.as_deref()
             && primary != secret.region()
         {
@@ -634,6 +698,7 @@ impl Applier {
 
     async fn run_apply(&self, job: &str, shares: Vec<Share>) {
         let _busy = self.enter();
+        let _job = self.release(job);
         let notify = self.settings.notify;
         let started = std::time::Instant::now();
         let outcome = self.apply_steps(job, &shares).await;
@@ -744,7 +809,12 @@ impl Applier {
             })
             .await?;
         let (mut res, mut keys) = (HashSet::new(), HashSet::new());
-        for s in live.iter().filter(|s| !exclude.contains(&s.id)) {
+        // The job's own shares do not keep its statements alive while they are still being applied (or
+        // revoked); a share of an old job that has since become active again does.
+        for s in live
+            .iter()
+            .filter(|s| !(exclude.contains(&s.id) && s.status == ShareStatus::Applying))
+        {
             if s.status == ShareStatus::Revoking {
                 continue; // being revoked by a later job: does not keep a statement alive
             }
@@ -897,6 +967,7 @@ impl Applier {
 
     async fn run_revoke(&self, job: &str, shares: Vec<Share>) {
         let _busy = self.enter();
+        let _job = self.release(job);
         let notify = self.settings.notify;
         let started = std::time::Instant::now();
         let outcome = self.revoke_steps(job, &shares).await;
@@ -970,8 +1041,18 @@ impl Applier {
         let _busy = self.enter();
         let running = self.store.read(jobs::running).await?;
         for job in running {
+            // Jobs run under their secret's lock: once we hold it, a running job that this process
+            // is not running is an orphan (a crash, a panicked task, or a compensation that failed).
             let lock = self.lock_for(&job.secret_arn);
             let _g = lock.lock().await;
+            if self
+                .active_jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&job.id)
+            {
+                continue;
+            }
             let now = self.now();
             if job.kind == "apply" {
                 match self.compensate(&job).await {
@@ -1163,13 +1244,20 @@ impl Applier {
             })
             .await;
         let (job, shares) = match claimed {
-            Ok(Some(x)) => x,
+            Ok(Some(x)) => {
+                self.active_jobs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(x.0.clone());
+                x
+            }
             Ok(None) => return,
             Err(e) => {
                 tracing::error!(secret, error = %e, "cannot claim drifted shares");
                 return;
             }
         };
+        let _job = self.release(&job);
         let started = std::time::Instant::now();
         let outcome = self.apply_steps(&job, &shares).await;
         crate::metrics::metrics().saga("repair", outcome.is_ok(), started.elapsed());
@@ -1197,6 +1285,10 @@ impl Applier {
                 for id in &ids {
                     match &outcome {
                         Ok(key) => {
+                            // Revoked or expired meanwhile: leave it to the revoke.
+                            if rows::share_by_id(c, id)?.map(|s| s.status) != Some(ShareStatus::Drifted) {
+                                continue;
+                            }
                             rows::set_share_status(c, id, ShareStatus::Active, None, &now)?;
                             rows::set_share_outcome(c, id, Some(key.as_str()), None, &now)?;
                             audit::append(c, &NewEvent {

@@ -214,6 +214,13 @@ pub struct PolicyResult {
 // ---------------------------------------------------------------------------------------------------
 // Matching primitives
 
+/// Builds a reason only when explaining; the decision path allocates nothing for words.
+macro_rules! why {
+    ($explain:expr, $($arg:tt)*) => {
+        if $explain { format!($($arg)*) } else { String::new() }
+    };
+}
+
 /// `*` matches any sequence (including none), `?` exactly one character.
 pub fn glob(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
@@ -265,14 +272,15 @@ fn is_unique_id(s: &str) -> bool {
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
 }
 
-fn principal_value_matches(v: &str, caller: &Caller) -> (Tri, String) {
+fn principal_value_matches(v: &str, caller: &Caller, explain: bool) -> (Tri, String) {
     if v == "*" {
-        return (Tri::True, "\"*\" matches every principal".into());
+        return (Tri::True, why!(explain, "\"*\" matches every principal"));
     }
     if v.len() == 12 && v.bytes().all(|b| b.is_ascii_digit()) {
         return (
             Tri::from(v == caller.account),
-            format!(
+            why!(
+                explain,
                 "account {v} {}",
                 if v == caller.account {
                     "is the caller's account"
@@ -285,7 +293,8 @@ fn principal_value_matches(v: &str, caller: &Caller) -> (Tri, String) {
     if is_unique_id(v) {
         return (
             Tri::False,
-            format!(
+            why!(
+                explain,
                 "{v} is a unique id: the principal it named was deleted (a re-created one does not match)"
             ),
         );
@@ -294,58 +303,137 @@ fn principal_value_matches(v: &str, caller: &Caller) -> (Tri, String) {
     if parts.len() != 6 || parts[0] != "arn" {
         return (
             Tri::Unknown,
-            format!("principal {v:?} is not a form the evaluator understands"),
+            why!(
+                explain,
+                "principal {v:?} is not a form the evaluator understands"
+            ),
         );
     }
     if parts[1] != caller.partition || parts[4] != caller.account {
         return (
             Tri::False,
-            format!("{v} is in another account or partition than the caller"),
+            why!(
+                explain,
+                "{v} is in another account or partition than the caller"
+            ),
         );
     }
     if v.contains('*') || v.contains('?') {
         return (
             Tri::Unknown,
-            format!("{v}: wildcards are not valid in a Principal ARN"),
+            why!(explain, "{v}: wildcards are not valid in a Principal ARN"),
         );
     }
     if parts[2] == "iam" && parts[5] == "root" {
-        return (Tri::True, format!("{v} is the caller's account"));
+        return (Tri::True, why!(explain, "{v} is the caller's account"));
     }
     match &caller.arn {
-        Some(arn) if arn == v => (Tri::True, format!("{v} is the caller")),
-        Some(_) => (Tri::False, format!("{v} is not the caller")),
+        Some(arn) if arn == v => (Tri::True, why!(explain, "{v} is the caller")),
+        Some(_) => (Tri::False, why!(explain, "{v} is not the caller")),
         None => (
             Tri::Unknown,
-            format!(
+            why!(
+                explain,
                 "{v} is one identity of the caller's account; which identity calls is not known"
             ),
         ),
     }
 }
 
-fn principal_matches(p: &Principal, caller: &Caller) -> (Tri, String) {
+fn principal_matches(p: &Principal, caller: &Caller, explain: bool) -> (Tri, String) {
     match p {
-        Principal::Any => (Tri::True, "Principal \"*\" matches every principal".into()),
+        Principal::Any => (
+            Tri::True,
+            why!(explain, "Principal \"*\" matches every principal"),
+        ),
         Principal::Typed(types) => {
             let mut result = Tri::False;
             let mut reasons = Vec::new();
             for (kind, values) in types {
                 if kind != "AWS" {
-                    reasons.push(format!("{kind} principals are not IAM identities"));
+                    if explain {
+                        reasons.push(format!("{kind} principals are not IAM identities"));
+                    }
                     continue;
                 }
                 for v in values {
-                    let (t, r) = principal_value_matches(v, caller);
+                    let (t, r) = principal_value_matches(v, caller, explain);
                     if t == Tri::True {
                         return (Tri::True, r);
                     }
                     result = result.or(t);
-                    reasons.push(r);
+                    if explain {
+                        reasons.push(r);
+                    }
                 }
             }
             (result, reasons.join("; "))
         }
+    }
+}
+
+/// Whether a `NotPrincipal` list exempts the caller (IAM User Guide, "NotPrincipal"): only the exact
+/// identity that calls is exempt. Listing an account does not exempt the users and roles in it, and a
+/// role's caller is its assumed-role session (`arn:aws:sts::<account>:assumed-role/<role>/<session>`),
+/// so listing the role ARN does not exempt it either; a session ARN for the role depends on the session
+/// name, which the broker cannot know.
+fn not_principal_exempts(p: &Principal, caller: &Caller, explain: bool) -> (Tri, String) {
+    let values: &[String] = match p {
+        Principal::Any => return (Tri::True, why!(explain, "\"*\" exempts everyone")),
+        Principal::Typed(_) => p.values("AWS"),
+    };
+    let Some(arn) = &caller.arn else {
+        let same_account = values
+            .iter()
+            .any(|v| v.split(':').nth(4) == Some(caller.account.as_str()));
+        return if same_account {
+            (
+                Tri::Unknown,
+                why!(
+                    explain,
+                    "it lists identities of the caller's account; which one calls is not known"
+                ),
+            )
+        } else {
+            (
+                Tri::False,
+                why!(explain, "it lists no identity of the caller's account"),
+            )
+        };
+    };
+    if arn.contains(":user/") {
+        let listed = values.iter().any(|v| v == arn);
+        return (
+            Tri::from(listed),
+            why!(
+                explain,
+                "{arn} is {}listed",
+                if listed { "" } else { "not " }
+            ),
+        );
+    }
+    // A role: exempt only through a session ARN of that role.
+    let role_name = arn.rsplit('/').next().unwrap_or("");
+    let session_prefix = format!(
+        "arn:{}:sts::{}:assumed-role/{role_name}/",
+        caller.partition, caller.account
+    );
+    if values.iter().any(|v| v.starts_with(&session_prefix)) {
+        (
+            Tri::Unknown,
+            why!(
+                explain,
+                "it lists sessions of {arn}; whether the caller's session is one of them is not known"
+            ),
+        )
+    } else {
+        (
+            Tri::False,
+            why!(
+                explain,
+                "{arn} calls as an assumed-role session, which is not listed (listing the role or its account does not exempt it)"
+            ),
+        )
     }
 }
 
@@ -489,12 +577,13 @@ fn condition_entry(
     key: &str,
     expected: &[String],
     ctx: &RequestContext,
+    explain: bool,
 ) -> (Tri, String) {
-    let shown = || format!("{operator} {key} {expected:?}");
+    let shown = || why!(explain, "{operator} {key} {expected:?}");
     if expected.iter().any(|v| v.contains("${")) {
         return (
             Tri::Unknown,
-            format!("{}: policy variables are not evaluated", shown()),
+            why!(explain, "{}: policy variables are not evaluated", shown()),
         );
     }
     let lookup = ctx.get(key);
@@ -507,13 +596,17 @@ fn condition_entry(
         if base != "Null" || set.is_some() {
             return (
                 Tri::Unknown,
-                format!("{}: operator not understood", shown()),
+                why!(explain, "{}: operator not understood", shown()),
             );
         }
         return match lookup {
             Lookup::Unknown => (
                 Tri::Unknown,
-                format!("{}: whether {key} is in the request is not known", shown()),
+                why!(
+                    explain,
+                    "{}: whether {key} is in the request is not known",
+                    shown()
+                ),
             ),
             l => {
                 let present = matches!(l, Lookup::Present(v) if !v.is_empty());
@@ -526,7 +619,8 @@ fn condition_entry(
                     });
                 (
                     Tri::from(ok),
-                    format!(
+                    why!(
+                        explain,
                         "{}: {key} is {}",
                         shown(),
                         if present { "present" } else { "absent" }
@@ -538,13 +632,14 @@ fn condition_entry(
     let Ok(op) = op else {
         return (
             Tri::Unknown,
-            format!("{}: operator not understood", shown()),
+            why!(explain, "{}: operator not understood", shown()),
         );
     };
     match lookup {
         Lookup::Unknown => (
             Tri::Unknown,
-            format!(
+            why!(
+                explain,
                 "{}: the value of {key} in the request is not known to the broker",
                 shown()
             ),
@@ -563,7 +658,7 @@ fn condition_entry(
             };
             (
                 Tri::from(t),
-                format!("{}: {key} is not in the request", shown()),
+                why!(explain, "{}: {key} is not in the request", shown()),
             )
         }
         Lookup::Present(values) => {
@@ -574,7 +669,8 @@ fn condition_entry(
                 SetOp::None => {
                     return (
                         Tri::Unknown,
-                        format!(
+                        why!(
+                            explain,
                             "{}: {key} has several values and the operator has no ForAnyValue/ForAllValues",
                             shown()
                         ),
@@ -583,18 +679,22 @@ fn condition_entry(
             };
             (
                 t,
-                format!("{}: the request has {key} = {values:?}", shown()),
+                why!(explain, "{}: the request has {key} = {values:?}", shown()),
             )
         }
     }
 }
 
-fn conditions(blocks: &[ConditionBlock], ctx: &RequestContext) -> (Tri, String, Option<String>) {
+fn conditions(
+    blocks: &[ConditionBlock],
+    ctx: &RequestContext,
+    explain: bool,
+) -> (Tri, String, Option<String>) {
     let mut result = Tri::True;
     let mut unknown = None;
     for b in blocks {
         for (key, values) in &b.entries {
-            let (t, reason) = condition_entry(&b.operator, key, values, ctx);
+            let (t, reason) = condition_entry(&b.operator, key, values, ctx, explain);
             match t {
                 Tri::False => return (Tri::False, reason, Some(key.clone())),
                 Tri::Unknown => {
@@ -607,7 +707,7 @@ fn conditions(blocks: &[ConditionBlock], ctx: &RequestContext) -> (Tri, String, 
     }
     match unknown {
         Some((r, k)) => (result, r, Some(k)),
-        None => (Tri::True, "every condition holds".into(), None),
+        None => (Tri::True, why!(explain, "every condition holds"), None),
     }
 }
 
@@ -618,45 +718,42 @@ fn label(i: usize, s: &Statement) -> String {
     s.sid.clone().unwrap_or_else(|| format!("#{i}"))
 }
 
-fn trace(
-    i: usize,
-    s: &Statement,
+/// How one statement relates to a request, before it is labelled for a trace.
+struct Outcome {
     applies: Tri,
-    element: &str,
+    element: &'static str,
     reason: String,
     key: Option<String>,
-) -> StatementTrace {
-    StatementTrace {
-        index: i,
-        statement: label(i, s),
-        effect: s.effect(),
+}
+
+fn outcome(applies: Tri, element: &'static str, reason: String, key: Option<String>) -> Outcome {
+    Outcome {
         applies,
-        element: element.into(),
+        element,
         reason,
-        condition_key: key,
+        key,
     }
 }
 
-fn statement(i: usize, s: &Statement, ty: PolicyType, req: &Request<'_>) -> StatementTrace {
+/// Whether `s` applies to `req`; with `explain` false no reason text is built (the decision path).
+fn statement(s: &Statement, ty: PolicyType, req: &Request<'_>, explain: bool) -> Outcome {
     if let Some(f) = s.unknown_fields.first() {
-        return trace(
-            i,
-            s,
+        return outcome(
             Tri::Unknown,
             "statement",
-            format!("member {f:?} is not an IAM policy element"),
+            why!(explain, "member {f:?} is not an IAM policy element"),
             None,
         );
     }
     let mut acc = Tri::True;
-    let mut pending: Option<StatementTrace> = None;
+    let mut pending: Option<Outcome> = None;
     let mut note =
-        |t: Tri, element: &str, reason: String, key: Option<String>| -> Option<StatementTrace> {
+        |t: Tri, element: &'static str, reason: String, key: Option<String>| -> Option<Outcome> {
             match t {
-                Tri::False => Some(trace(i, s, Tri::False, element, reason, key)),
+                Tri::False => Some(outcome(Tri::False, element, reason, key)),
                 Tri::Unknown => {
                     acc = acc.and(Tri::Unknown);
-                    pending.get_or_insert_with(|| trace(i, s, Tri::Unknown, element, reason, key));
+                    pending.get_or_insert_with(|| outcome(Tri::Unknown, element, reason, key));
                     None
                 }
                 Tri::True => None,
@@ -664,14 +761,17 @@ fn statement(i: usize, s: &Statement, ty: PolicyType, req: &Request<'_>) -> Stat
         };
     if ty == PolicyType::Resource {
         let (t, r) = match (&s.principal, &s.not_principal) {
-            (Some(p), _) => principal_matches(p, req.caller),
+            (Some(p), _) => principal_matches(p, req.caller, explain),
             (None, Some(np)) => {
-                let (t, r) = principal_matches(np, req.caller);
-                (t.not(), format!("NotPrincipal: {r}"))
+                let (exempt, r) = not_principal_exempts(np, req.caller, explain);
+                (exempt.not(), why!(explain, "NotPrincipal: {r}"))
             }
             (None, None) => (
                 Tri::False,
-                "a resource-based statement without Principal applies to no one".into(),
+                why!(
+                    explain,
+                    "a resource-based statement without Principal applies to no one"
+                ),
             ),
         };
         if let Some(done) = note(t, "principal", r, None) {
@@ -681,91 +781,79 @@ fn statement(i: usize, s: &Statement, ty: PolicyType, req: &Request<'_>) -> Stat
     let action = match (&s.action, &s.not_action) {
         (Some(a), _) => {
             let m = a.iter().any(|p| action_matches(p, req.action));
+            let verb = if m { "matches" } else { "does not match" };
             (
                 Tri::from(m),
-                format!(
-                    "Action {a:?} {} {}",
-                    if m { "matches" } else { "does not match" },
-                    req.action
-                ),
+                why!(explain, "Action {a:?} {verb} {}", req.action),
             )
         }
         (None, Some(na)) => {
             let m = na.iter().any(|p| action_matches(p, req.action));
+            let verb = if m { "excludes" } else { "does not exclude" };
             (
                 Tri::from(!m),
-                format!(
-                    "NotAction {na:?} {} {}",
-                    if m { "excludes" } else { "does not exclude" },
-                    req.action
-                ),
+                why!(explain, "NotAction {na:?} {verb} {}", req.action),
             )
         }
-        (None, None) => (Tri::False, "no Action".into()),
+        (None, None) => (Tri::False, why!(explain, "no Action")),
     };
     if let Some(done) = note(action.0, "action", action.1, None) {
         return done;
     }
+    let has_variable = |v: &Vec<String>| v.iter().any(|p| p.contains("${"));
     let resource = match (&s.resource, &s.not_resource) {
+        (Some(r), _) | (None, Some(r)) if has_variable(r) => (
+            Tri::Unknown,
+            why!(
+                explain,
+                "Resource {r:?} uses a policy variable, which the evaluator does not substitute"
+            ),
+        ),
         (Some(r), _) => {
             let m = r.iter().any(|p| glob(p, req.resource));
+            let verb = if m { "matches" } else { "does not match" };
             (
                 Tri::from(m),
-                format!(
-                    "Resource {r:?} {} {}",
-                    if m { "matches" } else { "does not match" },
-                    req.resource
-                ),
+                why!(explain, "Resource {r:?} {verb} {}", req.resource),
             )
         }
         (None, Some(nr)) => {
             let m = nr.iter().any(|p| glob(p, req.resource));
+            let verb = if m { "excludes" } else { "does not exclude" };
             (
                 Tri::from(!m),
-                format!(
-                    "NotResource {nr:?} {} {}",
-                    if m { "excludes" } else { "does not exclude" },
-                    req.resource
-                ),
+                why!(explain, "NotResource {nr:?} {verb} {}", req.resource),
             )
         }
-        // Key policies and secret resource policies may omit Resource? IAM requires it; treat as no match.
-        (None, None) => (Tri::False, "no Resource".into()),
+        // IAM requires Resource or NotResource; a statement without either applies to nothing.
+        (None, None) => (Tri::False, why!(explain, "no Resource")),
     };
     if let Some(done) = note(resource.0, "resource", resource.1, None) {
         return done;
     }
-    let (t, r, key) = conditions(&s.condition, req.context);
+    let (t, r, key) = conditions(&s.condition, req.context, explain);
     if let Some(done) = note(t, "condition", r, key) {
         return done;
     }
     match pending {
         Some(p) => p,
-        None => trace(
-            i,
-            s,
+        None => outcome(
             acc,
             "all",
-            "principal, action, resource and conditions all match".into(),
+            why!(
+                explain,
+                "principal, action, resource and conditions all match"
+            ),
             None,
         ),
     }
 }
 
-/// Evaluates one policy for a request.
-pub fn evaluate(doc: &PolicyDocument, ty: PolicyType, req: &Request<'_>) -> PolicyResult {
-    let statements: Vec<StatementTrace> = doc
-        .statements()
-        .iter()
-        .enumerate()
-        .map(|(i, s)| statement(i, s.parsed(), ty, req))
-        .collect();
-    let any = |effect: Effect, t: Tri| {
-        statements
-            .iter()
-            .any(|s| s.effect == effect && s.applies == t)
-    };
-    let decision = if any(Effect::Deny, Tri::True) {
+/// A policy's decision from its statements' effects and whether they apply (IAM: an applicable Deny
+/// wins; then an applicable Allow; otherwise an implicit deny). Unknowns keep it from being an allow.
+fn decision_of(applies: impl Iterator<Item = (Effect, Tri)> + Clone) -> Decision {
+    let any = |effect: Effect, t: Tri| applies.clone().any(|(e, a)| e == effect && a == t);
+    if any(Effect::Deny, Tri::True) {
         Decision::ExplicitDeny
     } else if any(Effect::Deny, Tri::Unknown) {
         if any(Effect::Allow, Tri::True) || any(Effect::Allow, Tri::Unknown) {
@@ -779,11 +867,61 @@ pub fn evaluate(doc: &PolicyDocument, ty: PolicyType, req: &Request<'_>) -> Poli
         Decision::Unknown
     } else {
         Decision::ImplicitDeny
-    };
+    }
+}
+
+/// Evaluates one policy for a request, with a trace of every statement.
+pub fn evaluate(doc: &PolicyDocument, ty: PolicyType, req: &Request<'_>) -> PolicyResult {
+    let statements: Vec<StatementTrace> = doc
+        .statements()
+        .iter()
+        .enumerate()
+        .map(|(i, st)| {
+            let s = st.parsed();
+            let o = statement(s, ty, req, true);
+            StatementTrace {
+                index: i,
+                statement: label(i, s),
+                effect: s.effect(),
+                applies: o.applies,
+                element: o.element.into(),
+                reason: o.reason,
+                condition_key: o.key,
+            }
+        })
+        .collect();
+    let decision = decision_of(statements.iter().map(|t| (t.effect, t.applies)));
     PolicyResult {
         decision,
         statements,
     }
+}
+
+/// The decision alone, without traces or reason text: what access reviews and benchmarks use.
+pub fn evaluate_decision(doc: &PolicyDocument, ty: PolicyType, req: &Request<'_>) -> Decision {
+    let mut applies: [(Effect, Tri); 16] = [(Effect::Deny, Tri::False); 16];
+    let stmts = doc.statements();
+    if stmts.len() > applies.len() {
+        return decision_of(
+            stmts
+                .iter()
+                .map(|st| {
+                    (
+                        st.parsed().effect(),
+                        statement(st.parsed(), ty, req, false).applies,
+                    )
+                })
+                .collect::<Vec<_>>()
+                .into_iter(),
+        );
+    }
+    for (slot, st) in applies.iter_mut().zip(stmts) {
+        *slot = (
+            st.parsed().effect(),
+            statement(st.parsed(), ty, req, false).applies,
+        );
+    }
+    decision_of(applies[..stmts.len()].iter().copied())
 }
 
 /// An empty result for a policy that does not exist.
@@ -1087,7 +1225,9 @@ pub fn check(c: &Check<'_>) -> CheckResult {
     };
     let d_identity = evaluate(c.identity_policy, PolicyType::Identity, &dreq);
     let d_key = evaluate(c.key_policy, PolicyType::Resource, &dreq);
-    let d_decision = combine(d_identity.decision, d_key.decision, cross);
+    // KMS: the key policy must always allow (an identity policy alone never grants a key), so the
+    // decrypt layer is always evaluated as "both must allow".
+    let d_decision = combine(d_identity.decision, d_key.decision, true);
 
     let mut layers = Vec::new();
     let mut reasons = Vec::new();
@@ -1127,16 +1267,57 @@ pub fn check(c: &Check<'_>) -> CheckResult {
             hints: h,
         });
     }
-    let decision = if layers.iter().all(|l| l.decision.is_allow()) {
-        "allow"
-    } else if layers.iter().any(|l| l.decision.is_deny()) {
-        "deny"
-    } else {
-        "unknown"
-    };
+    let decision = overall(layers[0].decision, layers[1].decision);
     CheckResult {
         decision: decision.into(),
         layers,
         reasons,
     }
+}
+
+/// Both layers must allow; either denying denies; otherwise the answer is unknown.
+fn overall(secret: Decision, decrypt: Decision) -> &'static str {
+    if secret.is_allow() && decrypt.is_allow() {
+        "allow"
+    } else if secret.is_deny() || decrypt.is_deny() {
+        "deny"
+    } else {
+        "unknown"
+    }
+}
+
+/// The same answer as [`check`]'s `decision`, without traces or hints: the fast path for access reviews.
+pub fn decide(c: &Check<'_>) -> &'static str {
+    let caller = Caller::from_principal(c.principal);
+    let cross = c.principal.account() != c.secret.account();
+    let sctx = secret_context(c, &caller);
+    let sreq = Request {
+        caller: &caller,
+        action: "secretsmanager:GetSecretValue",
+        resource: c.secret.as_str(),
+        context: &sctx,
+    };
+    let secret = combine(
+        evaluate_decision(c.identity_policy, PolicyType::Identity, &sreq),
+        c.resource_policy
+            .map(|d| evaluate_decision(d, PolicyType::Resource, &sreq))
+            .unwrap_or(Decision::ImplicitDeny),
+        cross,
+    );
+    if secret.is_deny() {
+        return "deny";
+    }
+    let dctx = decrypt_context(c, &caller);
+    let dreq = Request {
+        caller: &caller,
+        action: "kms:Decrypt",
+        resource: c.key.as_str(),
+        context: &dctx,
+    };
+    let decrypt = combine(
+        evaluate_decision(c.identity_policy, PolicyType::Identity, &dreq),
+        evaluate_decision(c.key_policy, PolicyType::Resource, &dreq),
+        true,
+    );
+    overall(secret, decrypt)
 }

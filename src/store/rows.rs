@@ -363,6 +363,17 @@ pub fn set_share_status(
     reason: Option<&str>,
     now: &str,
 ) -> Result<()> {
+    let current: String = conn.query_row("SELECT status FROM shares WHERE id = ?1", [id], |r| {
+        r.get(0)
+    })?;
+    let current: ShareStatus = current.parse().map_err(Error::Internal)?;
+    if !current.can_become(status) {
+        return Err(Error::Conflict {
+            detail: format!("a share that is {current} cannot become {status}"),
+            current_status: Some(current),
+            existing_id: None,
+        });
+    }
     conn.execute(
         "UPDATE shares SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1",
         params![id, status.as_str(), reason, now],

@@ -833,3 +833,75 @@ async fn a_policy_over_the_size_limit_is_refused_naming_the_finding() {
         "the key statement was removed again"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_arn_that_aws_resolves_is_refused() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    // "t<hex>-secret": its partial ARN also looks like a name ("t<hex>") plus a 6-character suffix.
+    let name = format!(
+        "t{}-secret",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let full = m.create_named_secret(&name, Some(&key)).await;
+    let partial = full.rsplit_once('-').unwrap().0.to_owned();
+    let id = request(&t, &a, &partial, ROLE, json!({})).await;
+    approve(&t, &a, &id).await;
+    t.settle().await;
+    let s = share(&t, &a, &id).await;
+    assert_eq!(s["status"], "failed");
+    let err = s["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("not the secret's full ARN") && err.contains(&full),
+        "{err}"
+    );
+    assert_eq!(m.calls("PutKeyPolicy", &key), 0);
+    assert_eq!(m.resource_policy(&full).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_share_past_its_expiry_is_never_applied() {
+    let t = TestApp::with_aws(|c| c.apply_coalesce.0 = std::time::Duration::from_millis(300));
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    let id = request(
+        &t,
+        &a,
+        &secret,
+        ROLE,
+        json!({"expires_at": "2026-11-29T13:00:00Z"}),
+    )
+    .await;
+    approve(&t, &a, &id).await;
+    // The broker was down (or slow) until after the share's end.
+    t.clock.advance(std::time::Duration::from_secs(2 * 3600));
+    t.settle().await;
+    let s = share(&t, &a, &id).await;
+    assert_eq!(s["status"], "expired");
+    assert_eq!(s["status_reason"], "expired before it was applied");
+    assert_eq!(m.calls("PutKeyPolicy", &key), 0);
+}
+
+#[tokio::test]
+async fn access_checks_are_for_other_accounts() {
+    let t = TestApp::new();
+    let a = actors(&t).await;
+    let r = t
+        .post(
+            "/v1/access-checks",
+            &a.alice,
+            json!({"principal_arn": "arn:aws:iam::123456789012:role/local", "secret_arn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:x-AbCdEf"}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.body["errors"][0]["field"], "principal_arn");
+    let r = t
+        .get("/v1/shares?expiring_within=999999999999d", &a.alice)
+        .await
+        .expect(422);
+    assert_eq!(r.body["errors"][0]["field"], "expiring_within");
+}

@@ -6,7 +6,7 @@ use secret_broker::domain::ShareAction;
 use secret_broker::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
 use secret_broker::policy::compose::{Grant, compose};
 use secret_broker::policy::document::PolicyDocument;
-use secret_broker::policy::eval::{Check, check};
+use secret_broker::policy::eval::{Check, check, decide};
 use serde_json::{Map, Value, json};
 
 const SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf";
@@ -134,7 +134,7 @@ fn decision(d: &Docs) -> String {
         KmsKeyArn::parse(KEY).unwrap(),
     );
     let (i, r, kp) = (doc(&d.identity), doc(&d.resource), doc(&d.key));
-    check(&Check {
+    let c = Check {
         principal: &p,
         secret: &s,
         key: &k,
@@ -143,8 +143,14 @@ fn decision(d: &Docs) -> String {
         resource_policy: Some(&r),
         key_policy: &kp,
         now: Some(time::macros::datetime!(2026-11-29 12:00 UTC)),
-    })
-    .decision
+    };
+    let full = check(&c).decision;
+    assert_eq!(
+        decide(&c),
+        full,
+        "the fast path and the explained path agree"
+    );
+    full
 }
 
 proptest! {

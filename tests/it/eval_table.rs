@@ -323,16 +323,76 @@ fn scenario_cases() -> Vec<(&'static str, &'static str, Edit, &'static str, &'st
         ),
         (
             "[ELEM]",
-            "NotPrincipal Deny excluding the consumer does not apply",
+            "NotPrincipal listing the role ARN and its account does not exempt the role's sessions",
             edit(|s| {
                 push(
                     s.resource.as_mut().unwrap(),
                     "/Statement",
-                    json!({"Effect": "Deny", "NotPrincipal": {"AWS": [ROLE, "arn:aws:iam::444455556666:root"]}, "Action": "*", "Resource": "*"}),
+                    json!({"Sid": "NotMe", "Effect": "Deny", "NotPrincipal": {"AWS": [ROLE, "arn:aws:iam::444455556666:root"]}, "Action": "*", "Resource": "*"}),
+                )
+            }),
+            "deny",
+            "NotMe",
+        ),
+        (
+            "[ELEM]",
+            "NotPrincipal listing sessions of the role: depends on the session name",
+            edit(|s| {
+                push(
+                    s.resource.as_mut().unwrap(),
+                    "/Statement",
+                    json!({"Sid": "Sessions", "Effect": "Deny", "NotPrincipal": {"AWS": ["arn:aws:sts::444455556666:assumed-role/app-reader/batch"]}, "Action": "*", "Resource": "*"}),
+                )
+            }),
+            "unknown",
+            "Sessions",
+        ),
+        (
+            "[ELEM]",
+            "NotPrincipal listing the exact user exempts that user",
+            edit(|s| {
+                *s = canonical_for(
+                    "arn:aws:iam::444455556666:user/ci/deployer",
+                    Some("AWSCURRENT"),
+                    &[ShareAction::GetSecretValue],
+                );
+                push(
+                    s.resource.as_mut().unwrap(),
+                    "/Statement",
+                    json!({"Effect": "Deny", "NotPrincipal": {"AWS": ["arn:aws:iam::444455556666:user/ci/deployer", "arn:aws:iam::444455556666:root"]}, "Action": "*", "Resource": "*"}),
                 )
             }),
             "allow",
             "",
+        ),
+        (
+            "[ELEM]",
+            "a Deny whose Resource uses a policy variable is unknown, never allow",
+            edit(|s| {
+                push(
+                    &mut s.identity,
+                    "/Statement",
+                    json!({"Sid": "TeamOnly", "Effect": "Deny", "Action": "secretsmanager:GetSecretValue", "Resource": "arn:aws:secretsmanager:*:*:secret:${aws:PrincipalTag/team}/*"}),
+                )
+            }),
+            "unknown",
+            "TeamOnly",
+        ),
+        (
+            "[KMS]",
+            "same account: an identity policy alone never grants a key; the key policy must allow",
+            edit(|s| {
+                *s = canonical_for(
+                    "arn:aws:iam::111122223333:role/local",
+                    Some("AWSCURRENT"),
+                    &[ShareAction::GetSecretValue],
+                );
+                s.key = json!({"Version": "2012-10-17", "Statement": [
+                    {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:role/other"}, "Action": "kms:*", "Resource": "*"}
+                ]});
+            }),
+            "deny",
+            "no key-policy statement allows",
         ),
         (
             "[ELEM]",

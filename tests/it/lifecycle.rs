@@ -622,3 +622,55 @@ async fn sigkill_between_the_two_writes_then_restart_ends_consistent() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_during_a_repair_wins() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let (key, secret, id1, _id2) = two_active(&t, &a, None).await;
+    let rp: Value = serde_json::from_str(&m.resource_policy(&secret).await.unwrap()).unwrap();
+    let kept: Vec<Value> = rp["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["Principal"]["AWS"] != ROLE)
+        .cloned()
+        .collect();
+    m.set_resource_policy(
+        &secret,
+        &json!({"Version": "2012-10-17", "Statement": kept}).to_string(),
+    )
+    .await;
+    assert_eq!(tick(&t.app).await.unwrap().drifted, 1);
+    // The repair and the revoke race for the secret; whatever the order, the revoke wins.
+    t.call(
+        Method::POST,
+        &format!("/v1/shares/{id1}/repair"),
+        Some(&a.root),
+        None,
+    )
+    .await
+    .expect(200);
+    t.post(
+        &format!("/v1/shares/{id1}/revoke"),
+        &a.bob,
+        json!({"reason": "leaving"}),
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    tick(&t.app).await.unwrap();
+    t.settle().await;
+    assert_eq!(status(&t, &a, &id1).await["status"], "revoked");
+    let principals: Vec<Value> = broker_statements(Some(m.key_policy(&key).await))
+        .iter()
+        .map(|s| s["Principal"]["AWS"].clone())
+        .collect();
+    assert_eq!(principals, [json!(OTHER)]);
+    assert!(
+        broker_statements(m.resource_policy(&secret).await)
+            .iter()
+            .all(|s| s["Principal"]["AWS"] == OTHER)
+    );
+}

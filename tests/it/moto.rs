@@ -117,7 +117,12 @@ impl Moto {
 
     /// A new secret (unique name) encrypted with `key` (None: the AWS managed key); its ARN.
     pub async fn create_secret(&self, key: Option<&str>) -> String {
-        let name = format!("test/{}", uuid::Uuid::new_v4().simple());
+        self.create_named_secret(&format!("test/{}", uuid::Uuid::new_v4().simple()), key)
+            .await
+    }
+
+    /// A new secret with this name, encrypted with `key`; its ARN.
+    pub async fn create_named_secret(&self, name: &str, key: Option<&str>) -> String {
         let mut req = self
             .secrets()
             .create_secret()
