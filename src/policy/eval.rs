@@ -10,7 +10,8 @@
 //! absent are known not to be in the request (for example `secretsmanager:VersionStage` when the consumer
 //! passes no `--version-stage`); any other key is unknown.
 
-use std::collections::{BTreeMap, BTreeSet};
+
+use std::borrow::Cow;
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -87,49 +88,54 @@ impl Decision {
 
 /// What is known about the request's condition keys. Keys are case-insensitive.
 #[derive(Debug, Clone, Default)]
-pub struct RequestContext {
-    values: BTreeMap<String, Vec<String>>,
-    absent: BTreeSet<String>,
+pub struct RequestContext<'a> {
+    values: Vec<(Cow<'static, str>, Vec<Cow<'a, str>>)>,
+    absent: Vec<Cow<'static, str>>,
 }
 
 /// A key lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lookup<'a> {
     /// In the request with these values (several for multivalued keys).
-    Present(&'a [String]),
+    Present(&'a [Cow<'a, str>]),
     /// Known not to be in the request.
     Absent,
     /// Not known.
     Unknown,
 }
 
-impl RequestContext {
+impl<'a> RequestContext<'a> {
     /// Sets a key's values.
     pub fn set(
         &mut self,
-        key: &str,
-        values: impl IntoIterator<Item = impl Into<String>>,
+        key: impl Into<Cow<'static, str>>,
+        values: impl IntoIterator<Item = impl Into<Cow<'a, str>>>,
     ) -> &mut Self {
-        let k = key.to_ascii_lowercase();
-        self.absent.remove(&k);
+        let key = key.into();
+        self.absent.retain(|k| !k.eq_ignore_ascii_case(&key));
+        self.values.retain(|(k, _)| !k.eq_ignore_ascii_case(&key));
         self.values
-            .insert(k, values.into_iter().map(Into::into).collect());
+            .push((key, values.into_iter().map(Into::into).collect()));
         self
     }
     /// Marks a key as known to be absent.
-    pub fn absent(&mut self, key: &str) -> &mut Self {
-        let k = key.to_ascii_lowercase();
-        self.values.remove(&k);
-        self.absent.insert(k);
+    pub fn absent(&mut self, key: impl Into<Cow<'static, str>>) -> &mut Self {
+        let key = key.into();
+        self.values.retain(|(k, _)| !k.eq_ignore_ascii_case(&key));
+        if !self.absent.iter().any(|k| k.eq_ignore_ascii_case(&key)) {
+            self.absent.push(key);
+        }
         self
     }
     /// Looks a key up.
     pub fn get(&self, key: &str) -> Lookup<'_> {
-        let k = key.to_ascii_lowercase();
-        match self.values.get(&k) {
-            Some(v) => Lookup::Present(v),
-            None if self.absent.contains(&k) => Lookup::Absent,
-            None => Lookup::Unknown,
+        if let Some((_, v)) = self.values.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)) {
+            return Lookup::Present(v);
+        }
+        if self.absent.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+            Lookup::Absent
+        } else {
+            Lookup::Unknown
         }
     }
 }
@@ -168,7 +174,7 @@ pub struct Request<'a> {
     /// The resource ARN.
     pub resource: &'a str,
     /// Condition keys.
-    pub context: &'a RequestContext,
+    pub context: &'a RequestContext<'a>,
 }
 
 /// Whether a policy is attached to an identity (no Principal element) or to a resource.
@@ -223,15 +229,33 @@ macro_rules! why {
 
 /// `*` matches any sequence (including none), `?` exactly one character.
 pub fn glob(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
+    if pattern.is_ascii() && text.is_ascii() {
+        glob_units(pattern.as_bytes(), text.as_bytes(), |a, b| a == b)
+    } else {
+        let p: Vec<char> = pattern.chars().collect();
+        let t: Vec<char> = text.chars().collect();
+        glob_units(&p, &t, |a, b| a == b)
+    }
+}
+
+/// Case-insensitive (ASCII) glob, for action names.
+fn glob_ignore_case(pattern: &str, text: &str) -> bool {
+    if pattern.is_ascii() && text.is_ascii() {
+        glob_units(pattern.as_bytes(), text.as_bytes(), |a, b| a.eq_ignore_ascii_case(b))
+    } else {
+        glob(&pattern.to_lowercase(), &text.to_lowercase())
+    }
+}
+
+/// Iterative wildcard matching with one backtrack point: linear in practice, no allocation.
+fn glob_units<T: Copy + PartialEq + WildcardUnit>(p: &[T], t: &[T], eq: impl Fn(&T, &T) -> bool) -> bool {
     let (mut pi, mut ti) = (0usize, 0usize);
     let (mut star, mut mark) = (None::<usize>, 0usize);
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && (p[pi].is_any_one() || eq(&p[pi], &t[ti])) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi].is_any_run() {
             star = Some(pi);
             mark = ti;
             pi += 1;
@@ -243,24 +267,48 @@ pub fn glob(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    while pi < p.len() && p[pi] == '*' {
+    while pi < p.len() && p[pi].is_any_run() {
         pi += 1;
     }
     pi == p.len()
 }
 
+trait WildcardUnit {
+    fn is_any_one(&self) -> bool;
+    fn is_any_run(&self) -> bool;
+}
+
+impl WildcardUnit for u8 {
+    fn is_any_one(&self) -> bool {
+        *self == b'?'
+    }
+    fn is_any_run(&self) -> bool {
+        *self == b'*'
+    }
+}
+
+impl WildcardUnit for char {
+    fn is_any_one(&self) -> bool {
+        *self == '?'
+    }
+    fn is_any_run(&self) -> bool {
+        *self == '*'
+    }
+}
+
 fn action_matches(pattern: &str, action: &str) -> bool {
-    glob(&pattern.to_ascii_lowercase(), &action.to_ascii_lowercase())
+    glob_ignore_case(pattern, action)
 }
 
 /// ArnLike / ArnEquals: each of the six colon-separated parts compared on its own, wildcards allowed.
 fn arn_like(pattern: &str, arn: &str) -> bool {
-    let p: Vec<&str> = pattern.splitn(6, ':').collect();
-    let a: Vec<&str> = arn.splitn(6, ':').collect();
-    if p.len() != 6 || a.len() != 6 {
+    if pattern.splitn(6, ':').count() != 6 || arn.splitn(6, ':').count() != 6 {
         return pattern == "*" || glob(pattern, arn);
     }
-    p.iter().zip(a.iter()).all(|(x, y)| glob(x, y))
+    pattern
+        .splitn(6, ':')
+        .zip(arn.splitn(6, ':'))
+        .all(|(x, y)| glob(x, y))
 }
 
 fn is_unique_id(s: &str) -> bool {
@@ -299,8 +347,9 @@ fn principal_value_matches(v: &str, caller: &Caller, explain: bool) -> (Tri, Str
             ),
         );
     }
-    let parts: Vec<&str> = v.splitn(6, ':').collect();
-    if parts.len() != 6 || parts[0] != "arn" {
+    let mut it = v.splitn(6, ':');
+    let parts: [&str; 6] = std::array::from_fn(|_| it.next().unwrap_or(""));
+    if v.splitn(6, ':').count() != 6 || parts[0] != "arn" {
         return (
             Tri::Unknown,
             why!(
@@ -1008,10 +1057,10 @@ pub struct CheckResult {
     pub reasons: Vec<String>,
 }
 
-fn base_context(c: &Check<'_>, caller: &Caller) -> RequestContext {
+fn base_context<'a>(c: &Check<'a>, caller: &'a Caller) -> RequestContext<'a> {
     let mut ctx = RequestContext::default();
     if let Some(arn) = &caller.arn {
-        ctx.set("aws:PrincipalArn", [arn.clone()]);
+        ctx.set("aws:PrincipalArn", [arn.as_str()]);
         let ty = if arn.contains(":role/") {
             "AssumedRole"
         } else {
@@ -1019,7 +1068,7 @@ fn base_context(c: &Check<'_>, caller: &Caller) -> RequestContext {
         };
         ctx.set("aws:PrincipalType", [ty]);
     }
-    ctx.set("aws:PrincipalAccount", [caller.account.clone()]);
+    ctx.set("aws:PrincipalAccount", [caller.account.as_str()]);
     ctx.set("aws:SecureTransport", ["true"]);
     ctx.set("aws:RequestedRegion", [c.secret.region()]);
     if let Some(now) = c.now {
@@ -1033,7 +1082,7 @@ fn base_context(c: &Check<'_>, caller: &Caller) -> RequestContext {
 }
 
 /// The context of the GetSecretValue call.
-pub fn secret_context(c: &Check<'_>, caller: &Caller) -> RequestContext {
+pub fn secret_context<'a>(c: &Check<'a>, caller: &'a Caller) -> RequestContext<'a> {
     let mut ctx = base_context(c, caller);
     ctx.set("secretsmanager:SecretId", [c.secret.as_str()]);
     match c.version_stage {
@@ -1045,7 +1094,7 @@ pub fn secret_context(c: &Check<'_>, caller: &Caller) -> RequestContext {
 }
 
 /// The context of the kms:Decrypt call Secrets Manager makes on the consumer's behalf.
-pub fn decrypt_context(c: &Check<'_>, caller: &Caller) -> RequestContext {
+pub fn decrypt_context<'a>(c: &Check<'a>, caller: &'a Caller) -> RequestContext<'a> {
     let mut ctx = base_context(c, caller);
     ctx.set("kms:ViaService", [via_service(c.secret)]);
     ctx.set("kms:EncryptionContext:SecretARN", [c.secret.as_str()]);
@@ -1053,7 +1102,7 @@ pub fn decrypt_context(c: &Check<'_>, caller: &Caller) -> RequestContext {
         "kms:EncryptionContextKeys",
         ["SecretARN", "SecretVersionId"],
     );
-    ctx.set("kms:CallerAccount", [caller.account.clone()]);
+    ctx.set("kms:CallerAccount", [caller.account.as_str()]);
     ctx.set("kms:EncryptionAlgorithm", ["SYMMETRIC_DEFAULT"]);
     ctx
 }

@@ -732,13 +732,13 @@ fn scenario_table() {
 // ---------------------------------------------------------------------------------------------------
 // Statement-level cases: one Allow with a condition, evaluated as an identity policy.
 
-fn ctx_with(pairs: &[(&str, &[&str])], absent: &[&str]) -> RequestContext {
+fn ctx_with(pairs: &[(&str, &[&str])], absent: &[&str]) -> RequestContext<'static> {
     let mut c = RequestContext::default();
     for (k, v) in pairs {
-        c.set(k, v.iter().copied());
+        c.set(k.to_string(), v.iter().map(|x| x.to_string()));
     }
     for k in absent {
-        c.absent(k);
+        c.absent(k.to_string());
     }
     c
 }
@@ -768,7 +768,7 @@ fn decide(condition: Value, ctx: &RequestContext) -> Decision {
 
 use Decision::{Allow as A, ImplicitDeny as D, Unknown as U};
 
-fn condition_cases() -> Vec<(&'static str, &'static str, Value, RequestContext, Decision)> {
+fn condition_cases() -> Vec<(&'static str, &'static str, Value, RequestContext<'static>, Decision)> {
     let k = "x:Key";
     let present = |v: &'static [&'static str]| ctx_with(&[("x:Key", v)], &[]);
     let missing = ctx_with(&[], &["x:Key"]);
