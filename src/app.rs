@@ -53,6 +53,8 @@ impl App {
         let sdk = load_config(config.assume_role_arn.0.as_deref()).await;
         let tuning = Tuning {
             max_attempts: config.aws_max_attempts.0 as u32,
+            secrets_policy_rate: config.aws_policy_rate.0 as u32,
+            put_key_policy_rate: config.aws_put_key_policy_rate.0 as u32,
             ..Tuning::default()
         };
         Self::open_with(

@@ -327,6 +327,10 @@ settings! {
     assume_role_arn: OptText = "";
     /// Attempts per AWS call, including the first; throttling and 5xx are retried with backoff.
     aws_max_attempts: Count = "5";
+    /// Most Secrets Manager resource-policy calls per second and region (the AWS quota is 50).
+    aws_policy_rate: Count = "40";
+    /// Most KMS PutKeyPolicy calls per second and region (the AWS quota is 15).
+    aws_put_key_policy_rate: Count = "12";
     /// How long to wait after an approval before applying, so approvals close together share one write.
     apply_coalesce: Span = "200ms";
     /// Read-modify-write attempts per policy when someone else changes it at the same time.

@@ -175,8 +175,13 @@ impl Drop for JobGuard<'_> {
     }
 }
 
+/// How long a DescribeKey answer is reused.
+const KEY_INFO_TTL: Duration = Duration::from_secs(300);
+
 /// Applies and revokes shares.
 pub struct Applier {
+    /// DescribeKey answers by key id, with when they were fetched.
+    key_info: Mutex<HashMap<String, (std::time::Instant, super::KeyInfo)>>,
     /// Jobs this process is running now: recovery leaves them alone.
     active_jobs: Mutex<HashSet<String>>,
     store: Store,
@@ -264,6 +269,7 @@ impl Applier {
     ) -> Arc<Self> {
         Arc::new(Self {
             active_jobs: Mutex::new(HashSet::new()),
+            key_info: Mutex::new(HashMap::new()),
             store,
             clock,
             secrets,
@@ -477,7 +483,24 @@ impl Applier {
             Some(k) if is_aws_managed_alias(k) => return Err(aws_managed_key(secret)),
             Some(k) => k.to_owned(),
         };
-        let key = self.kms.describe_key(&key_id, secret.region()).await?;
+        let cached = self
+            .key_info
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key_id)
+            .filter(|(at, _)| at.elapsed() < KEY_INFO_TTL)
+            .map(|(_, k)| k.clone());
+        let key = match cached {
+            Some(k) => k,
+            None => {
+                let k = self.kms.describe_key(&key_id, secret.region()).await?;
+                self.key_info
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key_id.clone(), (std::time::Instant::now(), k.clone()));
+                k
+            }
+        };
         if key.key_manager != "CUSTOMER" {
             return Err(aws_managed_key(secret));
         }

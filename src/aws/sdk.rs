@@ -20,6 +20,34 @@ use super::{
     AwsError, AwsErrorKind, AwsResult, KeyInfo, KmsApi, SecretInfo, SecretsApi, region_of,
 };
 
+/// Spaces calls so that at most `1 / interval` start per second (per kind of call and region).
+#[derive(Debug)]
+pub struct Pacer {
+    interval: Duration,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    /// A pacer for `per_second` calls per second.
+    pub fn new(per_second: u32) -> Self {
+        Self {
+            interval: Duration::from_secs(1) / per_second.max(1),
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits for the next slot.
+    pub async fn wait(&self) {
+        let at = {
+            let mut next = self.next.lock().await;
+            let at = (*next).max(tokio::time::Instant::now());
+            *next = at + self.interval;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+}
+
 /// Retry and hook settings applied to every client.
 #[derive(Clone, Debug)]
 pub struct Tuning {
@@ -31,6 +59,10 @@ pub struct Tuning {
     pub operation_timeout: Duration,
     /// Extra SDK interceptors (tests inject faults here).
     pub interceptors: Vec<SharedInterceptor>,
+    /// Secrets Manager resource-policy calls per second and region (AWS quota: 50).
+    pub secrets_policy_rate: u32,
+    /// KMS PutKeyPolicy calls per second and region (AWS quota: 15).
+    pub put_key_policy_rate: u32,
 }
 
 impl Default for Tuning {
@@ -40,6 +72,8 @@ impl Default for Tuning {
             initial_backoff: Duration::from_millis(200),
             operation_timeout: Duration::from_secs(60),
             interceptors: Vec::new(),
+            secrets_policy_rate: 40,
+            put_key_policy_rate: 12,
         }
     }
 }
@@ -50,6 +84,7 @@ pub struct SdkAws {
     tuning: Tuning,
     secrets: Mutex<HashMap<String, aws_sdk_secretsmanager::Client>>,
     kms: Mutex<HashMap<String, aws_sdk_kms::Client>>,
+    pacers: Mutex<HashMap<(&'static str, String), std::sync::Arc<Pacer>>>,
 }
 
 impl std::fmt::Debug for SdkAws {
@@ -88,7 +123,23 @@ impl SdkAws {
             tuning,
             secrets: Mutex::new(HashMap::new()),
             kms: Mutex::new(HashMap::new()),
+            pacers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Waits for a slot under the client-side rate limit of this kind of call in this region.
+    async fn pace(&self, kind: &'static str, region: &str) {
+        let rate = match kind {
+            "secrets-policy" => self.tuning.secrets_policy_rate,
+            _ => self.tuning.put_key_policy_rate,
+        };
+        let pacer = {
+            let mut m = self.pacers.lock().unwrap_or_else(|p| p.into_inner());
+            m.entry((kind, region.to_owned()))
+                .or_insert_with(|| std::sync::Arc::new(Pacer::new(rate)))
+                .clone()
+        };
+        pacer.wait().await;
     }
 
     fn retry(&self) -> RetryConfig {
@@ -252,6 +303,7 @@ impl SecretsApi for SdkAws {
     async fn get_resource_policy(&self, secret_arn: &str) -> AwsResult<Option<String>> {
         const A: &str = "secretsmanager:GetResourcePolicy";
         timed(A, secret_arn, async move {
+            self.pace("secrets-policy", &region(secret_arn, A)?).await;
             let out = self
                 .secrets(&region(secret_arn, A)?)
                 .get_resource_policy()
@@ -270,6 +322,7 @@ impl SecretsApi for SdkAws {
     async fn put_resource_policy(&self, secret_arn: &str, policy: &str) -> AwsResult<()> {
         const A: &str = "secretsmanager:PutResourcePolicy";
         timed(A, secret_arn, async move {
+            self.pace("secrets-policy", &region(secret_arn, A)?).await;
             self.secrets(&region(secret_arn, A)?)
                 .put_resource_policy()
                 .secret_id(secret_arn)
@@ -286,6 +339,7 @@ impl SecretsApi for SdkAws {
     async fn delete_resource_policy(&self, secret_arn: &str) -> AwsResult<()> {
         const A: &str = "secretsmanager:DeleteResourcePolicy";
         timed(A, secret_arn, async move {
+            self.pace("secrets-policy", &region(secret_arn, A)?).await;
             self.secrets(&region(secret_arn, A)?)
                 .delete_resource_policy()
                 .secret_id(secret_arn)
@@ -358,6 +412,7 @@ impl KmsApi for SdkAws {
     async fn put_key_policy(&self, key_arn: &str, policy: &str) -> AwsResult<()> {
         const A: &str = "kms:PutKeyPolicy";
         timed(A, key_arn, async move {
+            self.pace("put-key-policy", &region(key_arn, A)?).await;
             self.kms(&region(key_arn, A)?)
                 .put_key_policy()
                 .key_id(key_arn)
@@ -369,5 +424,37 @@ impl KmsApi for SdkAws {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pacer_keeps_calls_under_the_rate() {
+        let p = std::sync::Arc::new(Pacer::new(50));
+        let start = tokio::time::Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..101 {
+            let p = p.clone();
+            set.spawn(async move {
+                p.wait().await;
+                tokio::time::Instant::now()
+            });
+        }
+        let mut times = Vec::new();
+        while let Some(t) = set.join_next().await {
+            times.push(t.unwrap() - start);
+        }
+        times.sort();
+        // 101 calls at 50/s: the last starts 2 s after the first, and no 1-second window holds more than 50.
+        assert_eq!(times[100], Duration::from_secs(2));
+        for w in times.windows(51) {
+            assert!(
+                w[50] - w[0] >= Duration::from_secs(1),
+                "51 calls within a second"
+            );
+        }
     }
 }

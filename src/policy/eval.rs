@@ -10,7 +10,6 @@
 //! absent are known not to be in the request (for example `secretsmanager:VersionStage` when the consumer
 //! passes no `--version-stage`); any other key is unknown.
 
-
 use std::borrow::Cow;
 
 use serde::Serialize;
@@ -129,7 +128,11 @@ impl<'a> RequestContext<'a> {
     }
     /// Looks a key up.
     pub fn get(&self, key: &str) -> Lookup<'_> {
-        if let Some((_, v)) = self.values.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)) {
+        if let Some((_, v)) = self
+            .values
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        {
             return Lookup::Present(v);
         }
         if self.absent.iter().any(|k| k.eq_ignore_ascii_case(key)) {
@@ -241,14 +244,20 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 /// Case-insensitive (ASCII) glob, for action names.
 fn glob_ignore_case(pattern: &str, text: &str) -> bool {
     if pattern.is_ascii() && text.is_ascii() {
-        glob_units(pattern.as_bytes(), text.as_bytes(), |a, b| a.eq_ignore_ascii_case(b))
+        glob_units(pattern.as_bytes(), text.as_bytes(), |a, b| {
+            a.eq_ignore_ascii_case(b)
+        })
     } else {
         glob(&pattern.to_lowercase(), &text.to_lowercase())
     }
 }
 
 /// Iterative wildcard matching with one backtrack point: linear in practice, no allocation.
-fn glob_units<T: Copy + PartialEq + WildcardUnit>(p: &[T], t: &[T], eq: impl Fn(&T, &T) -> bool) -> bool {
+fn glob_units<T: Copy + PartialEq + WildcardUnit>(
+    p: &[T],
+    t: &[T],
+    eq: impl Fn(&T, &T) -> bool,
+) -> bool {
     let (mut pi, mut ti) = (0usize, 0usize);
     let (mut star, mut mark) = (None::<usize>, 0usize);
     while ti < t.len() {

@@ -230,15 +230,20 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
                         "a key-policy statement's Resource must be \"*\" (the key itself)".into(),
                     );
                 }
-                let has = |op: &str, key: &str, want: &str| {
-                    s.condition.iter().any(|b| {
-                        b.operator == op
-                            && b.entries
-                                .iter()
-                                .any(|(k, v)| k == key && v.len() == 1 && v[0] == want)
-                    })
+                // A key is shared by the secrets it encrypts: each broker statement names one of
+                // them. What must hold for every one: Secrets Manager in the key's region, and a
+                // `<name>-??????` secret ARN of this account and region.
+                let values = |op: &str, key: &str| -> Vec<&String> {
+                    s.condition
+                        .iter()
+                        .filter(|b| b.operator == op)
+                        .flat_map(|b| &b.entries)
+                        .filter(|(k, _)| k == key)
+                        .flat_map(|(_, v)| v)
+                        .collect()
                 };
-                if !has("StringEquals", "kms:ViaService", &via_service(ctx.secret)) {
+                let via = values("StringEquals", "kms:ViaService");
+                if !(via.len() == 1 && *via[0] == via_service(ctx.secret)) {
                     push(
                         "missing-via-service",
                         Severity::Error,
@@ -249,11 +254,22 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
                         ),
                     );
                 }
-                if !has(
-                    "StringLike",
-                    "kms:EncryptionContext:SecretARN",
-                    &secret_pattern(ctx.secret),
-                ) {
+                let stem = format!(
+                    "arn:{}:secretsmanager:{}:{}:secret:",
+                    ctx.secret.partition(),
+                    ctx.secret.region(),
+                    ctx.secret.account()
+                );
+                let ec = values("StringLike", "kms:EncryptionContext:SecretARN");
+                let well_formed = ec.len() == 1 && {
+                    let v = ec[0].as_str();
+                    v.strip_prefix(&stem)
+                        .and_then(|rest| rest.strip_suffix("-??????"))
+                        .is_some_and(|name| {
+                            !name.is_empty() && !name.contains('*') && !name.contains('?')
+                        })
+                };
+                if !well_formed {
                     push(
                         "missing-encryption-context",
                         Severity::Error,
@@ -406,6 +422,36 @@ mod tests {
         );
         let id = PolicyDocument::parse(&c.identity_policy.to_string()).unwrap();
         assert!(codes(DocumentKind::IdentityPolicy, &id, KEY).is_empty());
+    }
+
+    /// One key encrypts several secrets: a broker statement for another secret of the same account
+    /// and region is well formed, one for another region is not.
+    #[test]
+    fn a_key_shared_by_several_secrets() {
+        let other = compose(
+            &Grant {
+                secret: SecretArn::parse(
+                    "arn:aws:secretsmanager:us-east-1:111122223333:secret:other-XyZ123",
+                )
+                .unwrap(),
+                principal: PrincipalArn::parse("arn:aws:iam::444455556666:role/app").unwrap(),
+                actions: vec![ShareAction::GetSecretValue],
+                version_stage: None,
+            },
+            &KmsKeyArn::parse(KEY).unwrap(),
+        );
+        let c = composed();
+        let d = doc(vec![
+            foreign_admin(),
+            other.key_statement.clone(),
+            c.key_statement.clone(),
+        ]);
+        assert!(codes(DocumentKind::KeyPolicy, &d, KEY).is_empty());
+        let mut elsewhere = other.key_statement.clone();
+        elsewhere["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"] =
+            json!("arn:aws:secretsmanager:eu-west-1:111122223333:secret:other-??????");
+        let d = doc(vec![foreign_admin(), elsewhere, c.key_statement.clone()]);
+        assert!(codes(DocumentKind::KeyPolicy, &d, KEY).contains(&"missing-encryption-context"));
     }
 
     /// Each code: a document that triggers it, and the nearest document that does not.

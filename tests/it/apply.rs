@@ -905,3 +905,90 @@ async fn access_checks_are_for_other_accounts() {
         .expect(422);
     assert_eq!(r.body["errors"][0]["field"], "expiring_within");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_on_a_known_key_costs_seven_aws_calls() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let key_id = key.rsplit('/').next().unwrap().to_owned();
+    let s1 = m.create_secret(Some(&key)).await;
+    let s2 = m.create_secret(Some(&key)).await;
+    let id1 = request(&t, &a, &s1, ROLE, json!({})).await;
+    approve(&t, &a, &id1).await;
+    t.settle().await;
+    let touching = |m: &crate::moto::Moto| {
+        m.requests()
+            .iter()
+            .filter(|(_, b)| b.contains(&key_id) || b.contains(&s2))
+            .count()
+    };
+    let before = touching(m);
+    let id2 = request(&t, &a, &s2, ROLE, json!({})).await;
+    approve(&t, &a, &id2).await;
+    t.settle().await;
+    let s = share(&t, &a, &id2).await;
+    assert_eq!(s["status"], "active", "{s}");
+    // DescribeSecret, GetKeyPolicy, PutKeyPolicy, GetKeyPolicy (read-back), GetResourcePolicy,
+    // PutResourcePolicy, GetResourcePolicy (read-back); DescribeKey is reused from the first share.
+    assert_eq!(touching(m) - before, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_shares_over_fifty_secrets_approved_at_once() {
+    let t = TestApp::with_aws(|c| c.apply_coalesce.0 = std::time::Duration::from_millis(3000));
+    let a = actors(&t).await;
+    let m = moto();
+    let mut secrets = Vec::new();
+    for _ in 0..50 {
+        let key = m.create_key().await;
+        secrets.push((key.clone(), m.create_secret(Some(&key)).await));
+    }
+    let mut ids = Vec::new();
+    for (i, (_, secret)) in secrets.iter().enumerate() {
+        for j in 0..20u64 {
+            let principal = format!(
+                "arn:aws:iam::{}:role/consumer",
+                400000000000u64 + i as u64 * 100 + j
+            );
+            ids.push(request(&t, &a, secret, &principal, json!({})).await);
+        }
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for id in &ids {
+        let router = t.router.clone();
+        let req = axum::http::Request::post(format!("/v1/shares/{id}/approve"))
+            .header("authorization", format!("Bearer {}", a.bob))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        set.spawn(async move {
+            tower::ServiceExt::oneshot(router, req)
+                .await
+                .unwrap()
+                .status()
+        });
+    }
+    while let Some(s) = set.join_next().await {
+        assert_eq!(s.unwrap(), 200);
+    }
+    t.settle().await;
+    let active: i64 = t
+        .db()
+        .query_row(
+            "SELECT count(*) FROM shares WHERE status = 'active'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(active, 1000);
+    for (key, secret) in &secrets {
+        assert!(m.calls("PutResourcePolicy", secret) <= 2, "{secret}");
+        assert!(m.calls("PutKeyPolicy", key) <= 2, "{key}");
+        assert_eq!(
+            broker_sids(&m.resource_policy(secret).await.unwrap()).len(),
+            20
+        );
+    }
+    m.assert_no_get_secret_value();
+}

@@ -768,7 +768,13 @@ fn decide(condition: Value, ctx: &RequestContext) -> Decision {
 
 use Decision::{Allow as A, ImplicitDeny as D, Unknown as U};
 
-fn condition_cases() -> Vec<(&'static str, &'static str, Value, RequestContext<'static>, Decision)> {
+fn condition_cases() -> Vec<(
+    &'static str,
+    &'static str,
+    Value,
+    RequestContext<'static>,
+    Decision,
+)> {
     let k = "x:Key";
     let present = |v: &'static [&'static str]| ctx_with(&[("x:Key", v)], &[]);
     let missing = ctx_with(&[], &["x:Key"]);
