@@ -83,6 +83,83 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // An access review: 10,000 active grants over 100 secrets (100 principals each), with each
+    // secret's resource policy and key policy holding all 100 broker statements.
+    let mut g = c.benchmark_group("review");
+    g.sample_size(10);
+    let principals: Vec<PrincipalArn> = (0..100)
+        .map(|i| {
+            PrincipalArn::parse(&format!(
+                "arn:aws:iam::{}:role/consumer",
+                500_000_000_000u64 + i
+            ))
+            .unwrap()
+        })
+        .collect();
+    let mut cases = Vec::new();
+    for s in 0..100 {
+        let secret = SecretArn::parse(&format!(
+            "arn:aws:secretsmanager:us-east-1:111122223333:secret:app{s}-AbCdEf"
+        ))
+        .unwrap();
+        let key = KmsKeyArn::parse(&format!(
+            "arn:aws:kms:us-east-1:111122223333:key/{:08x}-12ab-34cd-56ef-1234567890ab",
+            s
+        ))
+        .unwrap();
+        let grants: Vec<Grant> = principals
+            .iter()
+            .map(|p| Grant {
+                secret: secret.clone(),
+                principal: p.clone(),
+                actions: vec![ShareAction::GetSecretValue],
+                version_stage: Some("AWSCURRENT".into()),
+            })
+            .collect();
+        let composed: Vec<_> = grants.iter().map(|g| compose(g, &key)).collect();
+        let resource = PolicyDocument::parse(
+            &json!({"Version": "2012-10-17", "Statement": composed.iter().map(|c| c.resource_statement.clone()).collect::<Vec<_>>()}).to_string(),
+        )
+        .unwrap();
+        let mut key_statements = vec![
+            json!({"Sid": "Root", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"}, "Action": "kms:*", "Resource": "*"}),
+        ];
+        key_statements.extend(composed.iter().map(|c| c.key_statement.clone()));
+        let key_policy = PolicyDocument::parse(
+            &json!({"Version": "2012-10-17", "Statement": key_statements}).to_string(),
+        )
+        .unwrap();
+        let identities: Vec<PolicyDocument> = composed
+            .iter()
+            .map(|c| PolicyDocument::parse(&c.identity_policy.to_string()).unwrap())
+            .collect();
+        cases.push((secret, key, resource, key_policy, identities));
+    }
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function("access_review_10k_grants", |b| {
+        b.iter(|| {
+            let mut allowed = 0;
+            for (secret, key, resource, key_policy, identities) in &cases {
+                for (p, identity) in principals.iter().zip(identities) {
+                    let d = decide(&Check {
+                        principal: p,
+                        secret,
+                        key,
+                        version_stage: Some("AWSCURRENT"),
+                        identity_policy: identity,
+                        resource_policy: Some(resource),
+                        key_policy,
+                        now: None,
+                    });
+                    allowed += usize::from(d == "allow");
+                }
+            }
+            assert_eq!(allowed, 10_000);
+            allowed
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod app;
 pub mod aws;
+pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -51,6 +51,16 @@ enum Command {
         #[arg(long)]
         print_defaults: bool,
     },
+    /// Seed a database for benchmarks (scripts/bench).
+    #[command(hide = true)]
+    BenchSeed {
+        /// Shares to add.
+        #[arg(long, default_value_t = 1000)]
+        shares: u64,
+        /// Audit rows to add.
+        #[arg(long, default_value_t = 5000)]
+        audit: u64,
+    },
     /// Probe a running service (for container health checks): exit 0 when /readyz answers 200.
     Health {
         /// The URL to probe (default: /readyz on BROKER_LISTEN).
@@ -263,6 +273,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Health { url } => health(url, &config).await,
+        Command::BenchSeed { shares, audit } => {
+            let s = secret_broker::bench::seed(&config.database.0, shares, audit)?;
+            println!("{}", serde_json::to_string(&s)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Openapi | Command::Config { .. } | Command::Plan(_) | Command::Check(_) => {
             Ok(ExitCode::SUCCESS)
         }

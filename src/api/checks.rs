@@ -114,3 +114,84 @@ pub async fn create(
         .await?;
     Ok(Json(result))
 }
+
+/// Body of `POST /v1/access-reviews`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessReview {
+    /// Only these secrets (full ARNs); all when omitted. At most 1000.
+    pub secret_arns: Option<Vec<String>>,
+    /// Only these principals; all when omitted. At most 1000.
+    pub principal_arns: Option<Vec<String>>,
+    /// Identity policies to use instead of the generated ones, by principal ARN. At most 100.
+    #[schema(value_type = Option<Object>)]
+    pub identity_policies: Option<std::collections::HashMap<String, serde_json::Value>>,
+}
+
+/// Evaluate every active share against the live policies (read once per secret and key): who can
+/// read what, now.
+#[utoipa::path(
+    post, path = "/v1/access-reviews", tag = "access-checks",
+    request_body = AccessReview,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A decision per active share", body = crate::aws::saga::Review),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs approver, auditor or admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn review(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    super::extract::OptionalBody(body): super::extract::OptionalBody<AccessReview>,
+) -> Result<Json<crate::aws::saga::Review>> {
+    use crate::domain::Role;
+    caller.require(&[Role::Approver, Role::Auditor, Role::Admin])?;
+    let body = body?;
+    let mut errors = Vec::new();
+    for (field, list) in [
+        ("secret_arns", &body.secret_arns),
+        ("principal_arns", &body.principal_arns),
+    ] {
+        if list.as_ref().is_some_and(|l| l.len() > 1000) {
+            errors.push(FieldError {
+                field: field.into(),
+                message: "at most 1000 entries".into(),
+            });
+        }
+    }
+    let mut identities = std::collections::HashMap::new();
+    if let Some(map) = &body.identity_policies {
+        if map.len() > 100 {
+            errors.push(FieldError {
+                field: "identity_policies".into(),
+                message: "at most 100 entries".into(),
+            });
+        }
+        for (principal, v) in map.iter().take(100) {
+            match (
+                parse_principal("identity_policies", principal),
+                PolicyDocument::parse(&v.to_string()),
+            ) {
+                (Ok(p), Ok(d)) => {
+                    identities.insert(p.as_str().to_owned(), d);
+                }
+                (Err(e), _) => errors.push(e),
+                (_, Err(e)) => errors.push(FieldError {
+                    field: format!(
+                        "identity_policies.{}",
+                        super::principals::truncate(principal)
+                    ),
+                    message: e.to_string(),
+                }),
+            }
+        }
+    }
+    super::invalid_if_any(errors)?;
+    Ok(Json(
+        app.applier
+            .access_review(body.secret_arns, body.principal_arns, identities)
+            .await?,
+    ))
+}

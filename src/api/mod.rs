@@ -86,6 +86,7 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(shares::plan))
         .routes(routes!(shares::consumer))
         .routes(routes!(checks::create))
+        .routes(routes!(checks::review))
         .routes(routes!(audit::list))
         .routes(routes!(audit::verify))
         .routes(routes!(health::healthz))

@@ -1401,6 +1401,140 @@ impl Applier {
         })
     }
 
+    /// Evaluates every active share (optionally only of some secrets or principals) against the live
+    /// policies, read once per secret and once per key; `identities` replaces the generated identity
+    /// policy of a principal. Decisions only (the fast path); `access_check` explains one.
+    pub async fn access_review(
+        &self,
+        secrets: Option<Vec<String>>,
+        principals: Option<Vec<String>>,
+        identities: HashMap<String, PolicyDocument>,
+    ) -> Result<Review, Failure> {
+        let active = self
+            .store
+            .read(move |c| {
+                let list = match &secrets {
+                    Some(s) => s.clone(),
+                    None => rows::secrets_with_status(c, &[ShareStatus::Active])?,
+                };
+                let mut out = Vec::new();
+                for s in list {
+                    out.extend(rows::shares_of_secret(c, &s, ShareStatus::Active)?);
+                }
+                Ok(out)
+            })
+            .await?
+            .into_iter()
+            .filter(|s| {
+                principals
+                    .as_ref()
+                    .is_none_or(|p| p.contains(&s.principal_arn))
+            })
+            .collect::<Vec<_>>();
+        let mut by_secret: HashMap<String, Vec<Share>> = HashMap::new();
+        for s in active {
+            by_secret.entry(s.secret_arn.clone()).or_default().push(s);
+        }
+        let mut key_docs: HashMap<String, PolicyDocument> = HashMap::new();
+        let mut review = Review::default();
+        let now = self.clock.now();
+        let mut secrets: Vec<_> = by_secret.into_iter().collect();
+        secrets.sort_by(|a, b| a.0.cmp(&b.0));
+        for (secret, shares) in secrets {
+            let read = async {
+                let text = self.secrets.get_resource_policy(&secret).await?;
+                let doc = text
+                    .as_deref()
+                    .map(PolicyDocument::parse)
+                    .transpose()
+                    .map_err(|e| {
+                        Failure::new(
+                            FailureKind::Policy,
+                            format!("the resource policy does not parse: {e}"),
+                        )
+                    })?;
+                Ok::<_, Failure>(doc)
+            };
+            let resource = match read.await {
+                Ok(d) => d,
+                Err(f) => {
+                    review.failures.push(ReviewFailure {
+                        secret_arn: secret.clone(),
+                        error: f.message,
+                    });
+                    continue;
+                }
+            };
+            review.secrets += 1;
+            for share in shares {
+                let (Ok(grant), Some(key)) = (
+                    grant_of(&share),
+                    share
+                        .key_arn
+                        .as_deref()
+                        .and_then(|k| KmsKeyArn::parse(k).ok()),
+                ) else {
+                    continue;
+                };
+                if !key_docs.contains_key(key.as_str()) {
+                    match self
+                        .kms
+                        .get_key_policy(key.as_str())
+                        .await
+                        .map_err(Failure::from)
+                        .and_then(|t| {
+                            PolicyDocument::parse(&t).map_err(|e| {
+                                Failure::new(
+                                    FailureKind::Policy,
+                                    format!("the key policy does not parse: {e}"),
+                                )
+                            })
+                        }) {
+                        Ok(d) => {
+                            key_docs.insert(key.as_str().to_owned(), d);
+                        }
+                        Err(f) => {
+                            review.failures.push(ReviewFailure {
+                                secret_arn: secret.clone(),
+                                error: f.message,
+                            });
+                            continue;
+                        }
+                    }
+                }
+                let generated;
+                let identity = match identities.get(&share.principal_arn) {
+                    Some(d) => d,
+                    None => {
+                        generated = PolicyDocument::parse(
+                            &compose(&grant, &key).identity_policy.to_string(),
+                        )
+                        .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
+                        &generated
+                    }
+                };
+                let decision = eval::decide(&eval::Check {
+                    principal: &grant.principal,
+                    secret: &grant.secret,
+                    key: &key,
+                    version_stage: grant.version_stage.as_deref(),
+                    identity_policy: identity,
+                    resource_policy: resource.as_ref(),
+                    key_policy: &key_docs[key.as_str()],
+                    now: Some(now),
+                });
+                review.evaluated += 1;
+                review.items.push(ReviewItem {
+                    share_id: share.id.clone(),
+                    secret_arn: share.secret_arn.clone(),
+                    principal_arn: share.principal_arn.clone(),
+                    decision: decision.to_owned(),
+                });
+            }
+        }
+        Ok(review)
+    }
+
     /// The live access check: the secret's resource and key policies as they are now, against `identity`
     /// (or the identity policy the broker would generate).
     pub async fn access_check(
@@ -1531,4 +1665,39 @@ pub struct LivePlan {
     pub consumer_command: String,
     /// Lint findings.
     pub findings: Vec<Finding>,
+}
+
+/// `POST /v1/access-reviews`.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct Review {
+    /// One decision per active share.
+    pub items: Vec<ReviewItem>,
+    /// Secrets whose policies were read.
+    pub secrets: usize,
+    /// Shares evaluated.
+    pub evaluated: usize,
+    /// Secrets that could not be reviewed, and why.
+    pub failures: Vec<ReviewFailure>,
+}
+
+/// Who can read what.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReviewItem {
+    /// The share.
+    pub share_id: String,
+    /// The secret.
+    pub secret_arn: String,
+    /// The consumer.
+    pub principal_arn: String,
+    /// `allow`, `deny` or `unknown` (ask `/v1/access-checks` why).
+    pub decision: String,
+}
+
+/// A secret that could not be reviewed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReviewFailure {
+    /// The secret.
+    pub secret_arn: String,
+    /// Why.
+    pub error: String,
 }

@@ -57,7 +57,7 @@ impl WriterStats {
 
 struct ReadPool {
     conns: Mutex<Vec<Connection>>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
 }
 
 /// Store tuning.
@@ -132,7 +132,7 @@ impl Store {
             writer: tx,
             readers: Arc::new(ReadPool {
                 conns: Mutex::new(readers),
-                permits: Semaphore::new(n),
+                permits: Arc::new(Semaphore::new(n)),
             }),
             stats,
             path: path.to_owned(),
@@ -192,9 +192,10 @@ impl Store {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let pool = self.readers.clone();
-        let _permit = pool
+        let permit = pool
             .permits
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| Error::Unavailable("read pool closed".into()))?;
         let conn = pool
@@ -203,17 +204,18 @@ impl Store {
             .map_err(|_| Error::Internal("read pool poisoned".into()))?
             .pop()
             .ok_or_else(|| Error::Internal("read pool empty despite permit".into()))?;
-        let pool2 = pool.clone();
-        let (conn, res) = tokio::task::spawn_blocking(move || {
+        // The connection goes back to the pool (and only then its permit) inside the blocking task, so
+        // a caller that gives up waiting (a client that disconnects) cannot leak it.
+        tokio::task::spawn_blocking(move || {
             let res = f(&conn);
-            (conn, res)
+            if let Ok(mut v) = pool.conns.lock() {
+                v.push(conn);
+            }
+            drop(permit);
+            res
         })
         .await
-        .map_err(|e| Error::Internal(format!("read task failed: {e}")))?;
-        if let Ok(mut v) = pool2.conns.lock() {
-            v.push(conn);
-        }
-        res
+        .map_err(|e| Error::Internal(format!("read task failed: {e}")))?
     }
 
     /// Whether the database answers a trivial query.
@@ -410,6 +412,37 @@ mod tests {
             .await
             .unwrap();
         store.ping().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readers_that_give_up_do_not_leak_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, 8);
+        // Start many slow reads and abandon them half-way, as disconnecting clients do.
+        for _ in 0..20 {
+            let s = store.clone();
+            let h = tokio::spawn(async move {
+                s.read(|c| {
+                    std::thread::sleep(Duration::from_millis(20));
+                    Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)
+                })
+                .await
+            });
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            h.abort();
+        }
+        // Every connection came back: as many concurrent reads as the pool has all succeed.
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..10 {
+            let s = store.clone();
+            set.spawn(async move {
+                s.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+                    .await
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            assert_eq!(r.unwrap().unwrap(), 1);
+        }
     }
 
     #[tokio::test]

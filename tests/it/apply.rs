@@ -992,3 +992,83 @@ async fn a_thousand_shares_over_fifty_secrets_approved_at_once() {
     }
     m.assert_no_get_secret_value();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_review_says_who_can_read_what() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let auditor = t
+        .token("audrey", secret_broker::domain::Role::Auditor)
+        .await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    let other = "arn:aws:iam::777788889999:role/reporting";
+    let id1 = request(&t, &a, &secret, ROLE, json!({})).await;
+    let id2 = request(&t, &a, &secret, other, json!({})).await;
+    approve(&t, &a, &id1).await;
+    approve(&t, &a, &id2).await;
+    t.settle().await;
+    // Someone deletes the reporting role's key statement by hand.
+    let kp: Value = serde_json::from_str(&m.key_policy(&key).await).unwrap();
+    let kept: Vec<Value> = kp["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["Principal"]["AWS"] != other)
+        .cloned()
+        .collect();
+    m.set_key_policy(
+        &key,
+        &json!({"Version": "2012-10-17", "Statement": kept}).to_string(),
+    )
+    .await;
+
+    let gets_before = m.calls("GetKeyPolicy", &key);
+    let r = t
+        .post(
+            "/v1/access-reviews",
+            &auditor,
+            json!({"secret_arns": [secret]}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r.body["secrets"], 1);
+    assert_eq!(r.body["evaluated"], 2);
+    let decisions: std::collections::HashMap<String, String> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["principal_arn"].as_str().unwrap().to_owned(),
+                i["decision"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(decisions[ROLE], "allow");
+    assert_eq!(decisions[other], "deny");
+    assert_eq!(
+        m.calls("GetKeyPolicy", &key) - gets_before,
+        1,
+        "the key policy is read once"
+    );
+
+    // A given identity policy replaces the generated one.
+    let r = t
+        .post(
+            "/v1/access-reviews",
+            &auditor,
+            json!({"secret_arns": [secret], "principal_arns": [ROLE],
+                   "identity_policies": {ROLE: {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "kms:Decrypt", "Resource": key}]}}}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        r.body["items"][0]["decision"], "deny",
+        "no GetSecretValue in that identity policy"
+    );
+    t.post("/v1/access-reviews", &a.alice, json!({}))
+        .await
+        .expect(403);
+}

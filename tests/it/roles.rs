@@ -59,6 +59,11 @@ const ALLOWED: &[(&str, &str, Option<&[Role]>)] = &[
         "/v1/access-checks",
         Some(&[Requester, Approver, Auditor, Admin]),
     ),
+    (
+        "post",
+        "/v1/access-reviews",
+        Some(&[Approver, Auditor, Admin]),
+    ),
     ("get", "/v1/audit", Some(&[Auditor, Admin])),
     ("get", "/v1/audit/verify", Some(&[Auditor, Admin])),
     ("get", "/healthz", None),
