@@ -78,13 +78,10 @@ pub fn enqueue(
     } else {
         "INSERT"
     };
-    conn.execute(
-        &format!(
+    conn.prepare_cached(&format!(
             "{verb} INTO outbox (id, seq, event, share_id, payload, state, next_attempt_at, created_at)
              VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM outbox), ?2, ?3, ?4, 'pending', ?5, ?5)"
-        ),
-        params![id, event, share.id, payload, now],
-    )?;
+        ))?.execute(params![id, event, share.id, payload, now])?;
     Ok(())
 }
 

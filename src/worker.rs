@@ -88,16 +88,33 @@ pub async fn maintain(app: &Arc<App>) -> Result<TickReport> {
     // 1. Pending timeouts.
     let cutoff = fmt_time(now_t - app.config.pending_ttl.0);
     let ttl = app.config.pending_ttl.to_string();
-    report.pending_expired = app
-        .store
-        .write({
-            let now = now.clone();
-            move |c| {
-                let ids = select(
+    // Candidates are found with a read, so the writer is held only when there is something to change
+    // (the state machine in set_share_status rechecks each share inside the write).
+    let candidates = {
+        let (cutoff, now) = (cutoff.clone(), now.clone());
+        app.store
+            .read(move |c| {
+                select(
                     c,
                     "SELECT id FROM shares WHERE status = 'pending' AND (created_at <= ?1 OR expires_at <= ?2)",
                     &[&cutoff, &now],
-                )?;
+                )
+            })
+            .await?
+    };
+    report.pending_expired = if candidates.is_empty() {
+        0
+    } else {
+        app.store
+        .write({
+            let now = now.clone();
+            move |c| {
+                let mut ids = Vec::new();
+                for id in candidates {
+                    if rows::share_by_id(c, &id)?.is_some_and(|s| s.status == ShareStatus::Pending) {
+                        ids.push(id);
+                    }
+                }
                 for id in &ids {
                     rows::set_share_status(c, id, ShareStatus::Expired, Some("not decided in time"), &now)?;
                     if let Some(s) = rows::share_by_id(c, id)? {
@@ -108,7 +125,8 @@ pub async fn maintain(app: &Arc<App>) -> Result<TickReport> {
                 Ok(ids.len())
             }
         })
-        .await?;
+        .await?
+    };
 
     if app.applier.enabled() {
         // 2. Expiry of applied shares: revoke them.

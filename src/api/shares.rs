@@ -510,7 +510,7 @@ pub async fn get(
 ) -> Result<Json<Share>> {
     let id2 = id.clone();
     app.store
-        .read(move |c| rows::share_by_id(c, &id2))
+        .read_quick(move |c| rows::share_by_id(c, &id2))
         .await?
         .map(Json)
         .ok_or_else(|| Error::NotFound(format!("no share with id {}", truncate(&id))))

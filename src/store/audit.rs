@@ -121,21 +121,21 @@ pub fn append(conn: &Connection, ev: &NewEvent<'_>) -> Result<i64> {
         ev.request_id,
         &details,
     );
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO audit (seq, at, actor, action, share_id, request_id, details, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            seq,
-            ev.at,
-            ev.actor,
-            ev.action,
-            ev.share_id,
-            ev.request_id,
-            details,
-            prev,
-            hash
-        ],
-    )?;
+    )?
+    .execute(params![
+        seq,
+        ev.at,
+        ev.actor,
+        ev.action,
+        ev.share_id,
+        ev.request_id,
+        details,
+        prev,
+        hash
+    ])?;
     Ok(seq)
 }
 
@@ -168,15 +168,27 @@ pub fn list(
     after_seq: i64,
     limit: usize,
 ) -> Result<Vec<AuditEvent>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM audit WHERE seq > ?1 AND (?2 IS NULL OR share_id = ?2) ORDER BY seq LIMIT ?3"
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt
-        .query_map(params![after_seq, share_id, limit as i64], |r| {
-            from_row(r).map(|(e, _)| e)
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    // One statement per shape, so that each walks its own index (seq, or share_id then seq).
+    let rows = match share_id {
+        Some(id) => {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM audit WHERE share_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+            ))?;
+            stmt.query_map(params![id, after_seq, limit as i64], |r| {
+                from_row(r).map(|(e, _)| e)
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        }
+        None => {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            ))?;
+            stmt.query_map(params![after_seq, limit as i64], |r| {
+                from_row(r).map(|(e, _)| e)
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+        }
+    };
     Ok(rows)
 }
 

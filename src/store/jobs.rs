@@ -75,11 +75,17 @@ pub fn insert(
     share_ids: &[String],
     now: &str,
 ) -> Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO jobs (id, kind, secret_arn, share_ids, state, step, started_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, 'running', 'claimed', ?5, ?5)",
-        params![id, kind, secret_arn, serde_json::to_string(share_ids)?, now],
-    )?;
+    )?
+    .execute(params![
+        id,
+        kind,
+        secret_arn,
+        serde_json::to_string(share_ids)?,
+        now
+    ])?;
     Ok(())
 }
 
@@ -91,10 +97,10 @@ pub fn step(
     key_arn: Option<&str>,
     now: &str,
 ) -> Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE jobs SET step = ?2, key_arn = coalesce(?3, key_arn), updated_at = ?4 WHERE id = ?1",
-        params![id, step, key_arn, now],
-    )?;
+    )?
+    .execute(params![id, step, key_arn, now])?;
     Ok(())
 }
 
@@ -128,10 +134,10 @@ pub fn write_started(
             sids.push(s.clone());
         }
     }
-    conn.execute(
-        &format!("UPDATE jobs SET {col_sids} = ?2, {col_flag} = 1, step = ?3, updated_at = ?4 WHERE id = ?1"),
-        params![id, serde_json::to_string(&sids)?, step, now],
-    )?;
+    conn.prepare_cached(&format!(
+        "UPDATE jobs SET {col_sids} = ?2, {col_flag} = 1, step = ?3, updated_at = ?4 WHERE id = ?1"
+    ))?
+    .execute(params![id, serde_json::to_string(&sids)?, step, now])?;
     Ok(())
 }
 
@@ -143,10 +149,8 @@ pub fn finish(
     error: Option<&str>,
     now: &str,
 ) -> Result<()> {
-    conn.execute(
-        "UPDATE jobs SET state = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
-        params![id, state, error, now],
-    )?;
+    conn.prepare_cached("UPDATE jobs SET state = ?2, error = ?3, updated_at = ?4 WHERE id = ?1")?
+        .execute(params![id, state, error, now])?;
     Ok(())
 }
 

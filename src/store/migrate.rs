@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0003_lifecycle.sql",
         include_str!("../../migrations/0003_lifecycle.sql"),
     ),
+    (
+        4,
+        "0004_indexes.sql",
+        include_str!("../../migrations/0004_indexes.sql"),
+    ),
 ];
 
 /// A migration applied by this run.

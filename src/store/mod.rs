@@ -35,6 +35,8 @@ pub struct Store {
     readers: Arc<ReadPool>,
     stats: Arc<WriterStats>,
     path: PathBuf,
+    /// While any handle lives, the checkpoint thread runs.
+    _alive: Arc<()>,
 }
 
 /// Counters kept by the writer thread.
@@ -79,6 +81,7 @@ impl Default for StoreOptions {
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_prepared_statement_cache_capacity(64);
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -105,6 +108,11 @@ impl Store {
     /// Opens (creating if needed) and migrates the database, starts the writer thread and the read pool.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Self> {
         let (conn, applied) = open_and_migrate(path)?;
+        // Checkpoints run on their own connection and thread (PASSIVE: they never block the writer),
+        // so a commit never waits for the WAL to be copied into the database file.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let alive = Arc::new(());
+        spawn_checkpointer(path, Arc::downgrade(&alive))?;
         for m in applied {
             tracing::info!(version = m.version, name = %m.name, "applied migration");
         }
@@ -136,6 +144,7 @@ impl Store {
             }),
             stats,
             path: path.to_owned(),
+            _alive: alive,
         })
     }
 
@@ -218,6 +227,33 @@ impl Store {
         .map_err(|e| Error::Internal(format!("read task failed: {e}")))?
     }
 
+    /// Runs a short point read (a lookup by key) on the calling thread when a read connection is free,
+    /// avoiding the hop to the blocking pool; otherwise it waits like [`Store::read`]. Only for queries
+    /// that take microseconds.
+    pub async fn read_quick<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        if let Ok(permit) = pool.permits.clone().try_acquire_owned() {
+            let conn = pool
+                .conns
+                .lock()
+                .map_err(|_| Error::Internal("read pool poisoned".into()))?
+                .pop();
+            if let Some(conn) = conn {
+                let res = f(&conn);
+                if let Ok(mut v) = pool.conns.lock() {
+                    v.push(conn);
+                }
+                drop(permit);
+                return res;
+            }
+        }
+        self.read(f).await
+    }
+
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> Result<()> {
         if self.writer.is_closed() {
@@ -227,6 +263,24 @@ impl Store {
             .await
             .map(|_| ())
     }
+}
+
+fn spawn_checkpointer(path: &Path, alive: std::sync::Weak<()>) -> Result<()> {
+    let conn = Connection::open(path)
+        .map_err(|e| Error::Unavailable(format!("cannot open the checkpoint connection: {e}")))?;
+    configure(&conn)?;
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            while alive.upgrade().is_some() {
+                std::thread::sleep(Duration::from_millis(500));
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                }
+            }
+        })
+        .map_err(|e| Error::Internal(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok(())
 }
 
 fn writer_loop(

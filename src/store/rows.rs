@@ -26,10 +26,16 @@ pub struct TokenRow {
 
 /// Inserts a token.
 pub fn insert_token(conn: &Connection, t: &TokenRow, created_at: &str) -> Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO tokens (id, name, role, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![t.id, t.name, t.role.as_str(), t.secret_hash, created_at],
-    )?;
+    )?
+    .execute(params![
+        t.id,
+        t.name,
+        t.role.as_str(),
+        t.secret_hash,
+        created_at
+    ])?;
     Ok(())
 }
 
@@ -103,20 +109,18 @@ fn principal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Principal> {
 
 /// Inserts a principal.
 pub fn insert_principal(conn: &Connection, p: &Principal) -> Result<()> {
-    conn.execute(
-        &format!(
-            "INSERT INTO principals ({PRINCIPAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-        ),
-        params![
-            p.id,
-            p.arn,
-            p.account_id,
-            p.kind.as_str(),
-            p.description,
-            p.created_by,
-            p.created_at
-        ],
-    )?;
+    conn.prepare_cached(&format!(
+        "INSERT INTO principals ({PRINCIPAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    ))?
+    .execute(params![
+        p.id,
+        p.arn,
+        p.account_id,
+        p.kind.as_str(),
+        p.description,
+        p.created_by,
+        p.created_at
+    ])?;
     Ok(())
 }
 
@@ -263,11 +267,9 @@ fn load_approvals(conn: &Connection, share: &mut Share) -> Result<()> {
 
 /// Inserts a new share (its approvals list is ignored).
 pub fn insert_share(conn: &Connection, s: &Share) -> Result<()> {
-    conn.execute(
-        &format!(
+    conn.prepare_cached(&format!(
             "INSERT INTO shares ({SHARE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-        ),
-        params![
+        ))?.execute(params![
             s.id,
             s.status.as_str(),
             s.status_reason,
@@ -284,8 +286,7 @@ pub fn insert_share(conn: &Connection, s: &Share) -> Result<()> {
             s.updated_at,
             s.key_arn,
             s.last_error
-        ],
-    )?;
+        ])?;
     Ok(())
 }
 
@@ -349,10 +350,43 @@ pub fn list_shares(
             Ok((r.get::<_, i64>(16)?, share_from_row(r)?))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    for (_, s) in &mut rows {
-        load_approvals(conn, s)?;
-    }
+    load_approvals_for(conn, rows.iter_mut().map(|(_, s)| s))?;
     Ok(rows)
+}
+
+/// Loads the votes of several shares with one query.
+fn load_approvals_for<'a>(
+    conn: &Connection,
+    shares: impl Iterator<Item = &'a mut Share>,
+) -> Result<()> {
+    let mut shares: Vec<&mut Share> = shares.collect();
+    if shares.is_empty() {
+        return Ok(());
+    }
+    let marks = vec!["?"; shares.len()].join(",");
+    let mut stmt = conn.prepare(&format!(
+        "SELECT share_id, approver, decision, comment, at FROM approvals WHERE share_id IN ({marks}) ORDER BY at, rowid"
+    ))?;
+    let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+    let votes = stmt
+        .query_map(rusqlite::params_from_iter(ids.iter()), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Approval {
+                    approver: r.get(1)?,
+                    decision: r.get(2)?,
+                    comment: r.get(3)?,
+                    at: r.get(4)?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (id, v) in votes {
+        if let Some(s) = shares.iter_mut().find(|s| s.id == id) {
+            s.approvals.push(v);
+        }
+    }
+    Ok(())
 }
 
 /// Sets a share's status (and reason), stamping `updated_at`.
@@ -374,10 +408,10 @@ pub fn set_share_status(
             existing_id: None,
         });
     }
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE shares SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1",
-        params![id, status.as_str(), reason, now],
-    )?;
+    )?
+    .execute(params![id, status.as_str(), reason, now])?;
     Ok(())
 }
 
@@ -393,9 +427,7 @@ pub fn shares_of_secret(
     let mut rows = stmt
         .query_map(params![secret_arn, status.as_str()], share_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    for s in &mut rows {
-        load_approvals(conn, s)?;
-    }
+    load_approvals_for(conn, rows.iter_mut())?;
     Ok(rows)
 }
 
@@ -423,10 +455,7 @@ pub fn set_share_outcome(
     last_error: Option<&str>,
     now: &str,
 ) -> Result<()> {
-    conn.execute(
-        "UPDATE shares SET key_arn = coalesce(?2, key_arn), last_error = ?3, updated_at = ?4 WHERE id = ?1",
-        params![id, key_arn, last_error, now],
-    )?;
+    conn.prepare_cached("UPDATE shares SET key_arn = coalesce(?2, key_arn), last_error = ?3, updated_at = ?4 WHERE id = ?1")?.execute(params![id, key_arn, last_error, now])?;
     Ok(())
 }
 
@@ -439,11 +468,8 @@ pub fn insert_vote(
     comment: Option<&str>,
     at: &str,
 ) -> Result<bool> {
-    let n = conn.execute(
-        "INSERT INTO approvals (share_id, approver, decision, comment, at) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (share_id, approver) DO NOTHING",
-        params![share_id, approver, decision, comment, at],
-    )?;
+    let n = conn.prepare_cached("INSERT INTO approvals (share_id, approver, decision, comment, at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (share_id, approver) DO NOTHING")?.execute(params![share_id, approver, decision, comment, at])?;
     Ok(n == 1)
 }
 
@@ -486,10 +512,17 @@ pub fn store_idempotent_response(
     resp: &StoredResponse,
     now: &str,
 ) -> Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO idempotency_keys (actor, key, request_hash, status, body, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![actor, key, resp.request_hash, resp.status, resp.body, now],
-    )?;
+    )?
+    .execute(params![
+        actor,
+        key,
+        resp.request_hash,
+        resp.status,
+        resp.body,
+        now
+    ])?;
     Ok(())
 }

@@ -1,0 +1,2 @@
+-- Finding pending shares to time out without scanning every pending share.
+CREATE INDEX shares_by_status_created ON shares (status, created_at);
