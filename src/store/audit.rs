@@ -221,41 +221,52 @@ pub fn verify(conn: &Connection) -> Result<Verification> {
         first_broken_seq: Some(seq),
         reason: Some(reason),
     };
+    // Reads the columns as borrowed text (no JSON parsing, no per-row allocation beyond the hash).
     while let Some(r) = rows.next()? {
-        let (e, details_text) = from_row(r)?;
+        let seq: i64 = r.get(0)?;
+        let text = |i: usize| -> rusqlite::Result<&str> {
+            r.get_ref(i)?.as_str().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+            })
+        };
+        let opt = |i: usize| -> rusqlite::Result<Option<&str>> {
+            r.get_ref(i)?.as_str_or_null().map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+            })
+        };
         count += 1;
-        if e.seq != expected_seq {
+        if seq != expected_seq {
             return Ok(broken(
                 expected_seq,
                 count,
-                format!("row {expected_seq} is missing (next row is {})", e.seq),
+                format!("row {expected_seq} is missing (next row is {seq})"),
             ));
         }
-        if e.prev_hash != prev {
+        if text(7)? != prev {
             return Ok(broken(
-                e.seq,
+                seq,
                 count,
                 "prev_hash does not match the previous row's hash".into(),
             ));
         }
         let h = row_hash(
             &prev,
-            e.seq,
-            &e.at,
-            &e.actor,
-            &e.action,
-            e.share_id.as_deref(),
-            e.request_id.as_deref(),
-            &details_text,
+            seq,
+            text(1)?,
+            text(2)?,
+            text(3)?,
+            opt(4)?,
+            opt(5)?,
+            text(6)?,
         );
-        if h != e.hash {
+        if h != text(8)? {
             return Ok(broken(
-                e.seq,
+                seq,
                 count,
                 "the row's content does not match its hash (edited after it was written)".into(),
             ));
         }
-        prev = e.hash;
+        prev = h;
         expected_seq += 1;
     }
     Ok(Verification {
