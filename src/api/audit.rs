@@ -32,6 +32,7 @@ pub struct AuditQuery {
     /// Only events of this share.
     pub share_id: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -57,7 +58,7 @@ pub async fn list(
     caller.require(&[Role::Auditor, Role::Admin])?;
     let limit = page_limit(q.limit)?;
     let after = decode_cursor(q.cursor.as_deref())?.unwrap_or(0);
-    let share_id = q.share_id;
+    let share_id = q.share_id.filter(|s| !s.is_empty());
     let mut items = app
         .store
         .read(move |c| audit::list(c, share_id.as_deref(), after, limit + 1))

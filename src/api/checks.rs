@@ -22,11 +22,17 @@ use crate::policy::eval::CheckResult;
 #[serde(deny_unknown_fields)]
 pub struct AccessCheck {
     /// The consumer principal.
-    #[schema(example = "arn:aws:iam::444455556666:role/app-reader")]
+    #[schema(
+        example = "arn:aws:iam::444455556666:role/app-reader",
+        max_length = 2048,
+        pattern = r"^([0-9]{12}|arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::[0-9]{12}:(root|(user|role)/([A-Za-z0-9_+=,.@-]{1,32}/){0,8}[A-Za-z0-9_+=,.@-]{1,64}))$"
+    )]
     pub principal_arn: String,
     /// The secret's full ARN.
     #[schema(
-        example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf"
+        example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf",
+        max_length = 2048,
+        pattern = r"^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):secretsmanager:[a-z]{2}(-[a-z]{1,10}){1,3}-[0-9]{1,2}:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]{1,64}-[A-Za-z0-9]{6}$"
     )]
     pub secret_arn: String,
     /// The `--version-stage` the consumer passes; omit when it passes none.
@@ -132,7 +138,7 @@ pub struct AccessReview {
 /// read what, now.
 #[utoipa::path(
     post, path = "/v1/access-reviews", tag = "access-checks",
-    request_body = AccessReview,
+    request_body(content = Option<AccessReview>, description = "Optional: without it every active share is reviewed"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "A decision per active share", body = crate::aws::saga::Review),

@@ -135,7 +135,13 @@ where
                 )))));
             }
         };
-        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            return Ok(OptionalBody(Err(Error::BadRequest(
+                "the request body is not valid JSON: it is not UTF-8".into(),
+            ))));
+        };
+        let text = text.trim();
+        if text.is_empty() || text == "null" {
             return Ok(OptionalBody(Ok(T::default())));
         }
         if !is_json {

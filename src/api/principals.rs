@@ -28,9 +28,14 @@ pub const MAX_DESCRIPTION: usize = 1000;
 pub struct CreatePrincipal {
     /// IAM user, role (with path) or account-root ARN in another account; a bare 12-digit account id
     /// means that account's root.
-    #[schema(example = "arn:aws:iam::444455556666:role/app-reader")]
+    #[schema(
+        example = "arn:aws:iam::444455556666:role/app-reader",
+        max_length = 2048,
+        pattern = r"^([0-9]{12}|arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::[0-9]{12}:(root|(user|role)/([A-Za-z0-9_+=,.@-]{1,32}/){0,8}[A-Za-z0-9_+=,.@-]{1,64}))$"
+    )]
     pub arn: String,
     /// Free text, at most 1000 characters.
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
 }
 
@@ -49,6 +54,7 @@ pub struct PrincipalPage {
 #[into_params(parameter_in = Query)]
 pub struct PrincipalQuery {
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

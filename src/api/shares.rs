@@ -46,17 +46,24 @@ where
 pub struct CreateShare {
     /// The secret's full ARN, with the 6-character suffix Secrets Manager adds to its name.
     #[schema(
-        example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf"
+        example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf",
+        max_length = 2048,
+        pattern = r"^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):secretsmanager:[a-z]{2}(-[a-z]{1,10}){1,3}-[0-9]{1,2}:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]{1,64}-[A-Za-z0-9]{6}$"
     )]
     pub secret_arn: String,
     /// The consumer: IAM user, role or account root in another account. Registered on the fly if new.
-    #[schema(example = "arn:aws:iam::444455556666:role/app-reader")]
+    #[schema(
+        example = "arn:aws:iam::444455556666:role/app-reader",
+        max_length = 2048,
+        pattern = r"^([0-9]{12}|arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::[0-9]{12}:(root|(user|role)/([A-Za-z0-9_+=,.@-]{1,32}/){0,8}[A-Za-z0-9_+=,.@-]{1,64}))$"
+    )]
     pub principal_arn: String,
     /// Why the consumer needs the secret (required, at most 2000 characters).
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     pub justification: String,
     /// Version stage the consumer may read. Omitted: `AWSCURRENT`; `null`: any stage.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>, nullable, example = "AWSCURRENT")]
+    #[schema(value_type = Option<String>, nullable, example = "AWSCURRENT", pattern = r"^[A-Za-z0-9_.+=@-]{1,256}$")]
     pub version_stage: Option<Option<String>>,
     /// Actions to grant: `secretsmanager:GetSecretValue` (default, required) and optionally
     /// `secretsmanager:DescribeSecret`.
@@ -72,6 +79,7 @@ pub struct CreateShare {
 #[serde(deny_unknown_fields)]
 pub struct ApproveShare {
     /// Optional comment, at most 2000 characters.
+    #[schema(max_length = 2000)]
     pub comment: Option<String>,
 }
 
@@ -80,6 +88,7 @@ pub struct ApproveShare {
 #[serde(deny_unknown_fields)]
 pub struct RevokeShare {
     /// Why (required, at most 2000 characters).
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     pub reason: String,
 }
 
@@ -111,6 +120,7 @@ pub struct ConsumerInstructions {
 #[serde(deny_unknown_fields)]
 pub struct RejectShare {
     /// Why (required, at most 2000 characters); kept as the share's status_reason.
+    #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     pub comment: String,
 }
 
@@ -137,6 +147,7 @@ pub struct ShareQuery {
     /// Only active shares whose access ends within this span from now (e.g. `7d`, `12h`).
     pub expiring_within: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -359,7 +370,7 @@ fn canonical(v: &serde_json::Value, out: &mut String) {
 #[utoipa::path(
     post, path = "/v1/shares", tag = "shares",
     request_body = CreateShare,
-    params(("Idempotency-Key" = Option<String>, Header,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$",
             description = "Same key and same body replay the first response; same key and another body is 422")),
     security(("bearer" = [])),
     responses(
@@ -449,6 +460,14 @@ pub async fn list(
 ) -> Result<Json<SharePage>> {
     let limit = page_limit(q.limit)?;
     let before = decode_cursor(q.cursor.as_deref())?.unwrap_or(i64::MAX);
+    let given = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let q = ShareQuery {
+        status: given(q.status),
+        secret_arn: given(q.secret_arn),
+        principal_arn: given(q.principal_arn),
+        expiring_within: given(q.expiring_within),
+        ..q
+    };
     let status = q
         .status
         .as_deref()
@@ -521,7 +540,7 @@ pub async fn get(
 #[utoipa::path(
     post, path = "/v1/shares/{id}/approve", tag = "shares",
     params(("id" = String, Path, description = "Share id")),
-    request_body(content = ApproveShare, description = "Optional"),
+    request_body(content = Option<ApproveShare>, description = "Optional"),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Vote recorded; the share as it now is", body = Share),

@@ -51,6 +51,9 @@ pub enum AwsErrorKind {
     PublicPolicy,
     /// Still throttled after the SDK's retries.
     Throttled,
+    /// AWS refused the request as invalid (a 4xx the broker has no better name for): the input, such
+    /// as the ARN's region, is what it objects to.
+    Rejected,
     /// AWS could not be reached or failed (5xx, timeout) after retries.
     Unavailable,
     /// Anything else.
@@ -101,6 +104,11 @@ impl fmt::Display for AwsError {
             AwsErrorKind::Throttled => write!(
                 f,
                 "AWS kept throttling {} on {} after retries; it will be retried ({})",
+                self.action, self.resource, self.message
+            ),
+            AwsErrorKind::Rejected => write!(
+                f,
+                "AWS refused {} on {} as invalid: {}",
                 self.action, self.resource, self.message
             ),
             AwsErrorKind::Unavailable => write!(

@@ -97,10 +97,10 @@ impl Failure {
 
 impl From<AwsError> for Failure {
     fn from(e: AwsError) -> Self {
-        let kind = if e.kind == AwsErrorKind::NotFound {
-            FailureKind::NotFound
-        } else {
-            FailureKind::Aws
+        let kind = match e.kind {
+            AwsErrorKind::NotFound => FailureKind::NotFound,
+            AwsErrorKind::Rejected => FailureKind::Refused,
+            _ => FailureKind::Aws,
         };
         Failure::new(kind, e.to_string())
     }

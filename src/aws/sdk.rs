@@ -205,6 +205,7 @@ async fn timed<T>(
             AwsErrorKind::MalformedPolicy => "malformed_policy",
             AwsErrorKind::PublicPolicy => "public_policy",
             AwsErrorKind::Throttled => "throttled",
+            AwsErrorKind::Rejected => "rejected",
             AwsErrorKind::Unavailable => "unavailable",
             AwsErrorKind::Other => "error",
         },
@@ -230,10 +231,13 @@ fn region(arn: &str, action: &'static str) -> AwsResult<String> {
     })
 }
 
-fn classify<E, R>(e: SdkError<E, R>, action: &'static str, resource: &str) -> AwsError
+fn classify<E>(
+    e: SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+    action: &'static str,
+    resource: &str,
+) -> AwsError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
 {
     let (kind, message) = match &e {
         SdkError::ServiceError(se) => {
@@ -261,6 +265,7 @@ where
                 | "KMSInternalException"
                 | "DependencyTimeoutException"
                 | "ServiceUnavailable" => AwsErrorKind::Unavailable,
+                _ if se.raw().status().is_client_error() => AwsErrorKind::Rejected,
                 _ => AwsErrorKind::Other,
             };
             (kind, format!("{code}: {msg}"))

@@ -73,12 +73,14 @@ fn check_account(a: &str) -> Result<(), ArnError> {
 /// `us-east-1`, `us-gov-west-1`, `cn-north-1`, `eu-isoe-west-1`: lowercase words joined by `-`, ending in a number.
 fn check_region(r: &str) -> Result<(), ArnError> {
     let parts: Vec<&str> = r.split('-').collect();
-    let ok = parts.len() >= 3
+    let ok = r.len() <= 25
+        && (3..=5).contains(&parts.len())
         && parts[..parts.len() - 1]
             .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
-        && !parts[parts.len() - 1].is_empty();
+            .all(|p| (1..=10).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[0].len() == 2
+        && (1..=2).contains(&parts[parts.len() - 1].len())
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit());
     if ok {
         Ok(())
     } else {

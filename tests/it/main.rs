@@ -9,6 +9,7 @@ mod moto;
 mod apply;
 mod audit_log;
 mod cli;
+mod contract;
 mod eval_props;
 mod eval_table;
 mod idempotency;
