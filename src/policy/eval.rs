@@ -793,6 +793,34 @@ fn outcome(applies: Tri, element: &'static str, reason: String, key: Option<Stri
     }
 }
 
+/// Action/NotAction or Resource/NotResource against one value: the positive element matches when any
+/// pattern does, the negative one when none does; a statement with neither applies to nothing (IAM
+/// requires one of them).
+fn element(
+    (name, not_name): (&str, &str),
+    (list, not_list): (Option<&Vec<String>>, Option<&Vec<String>>),
+    value: &str,
+    matches: fn(&str, &str) -> bool,
+    explain: bool,
+) -> (Tri, String) {
+    match (list, not_list) {
+        (Some(l), _) => {
+            let m = l.iter().any(|p| matches(p, value));
+            let verb = if m { "matches" } else { "does not match" };
+            (Tri::from(m), why!(explain, "{name} {l:?} {verb} {value}"))
+        }
+        (None, Some(nl)) => {
+            let m = nl.iter().any(|p| matches(p, value));
+            let verb = if m { "excludes" } else { "does not exclude" };
+            (
+                Tri::from(!m),
+                why!(explain, "{not_name} {nl:?} {verb} {value}"),
+            )
+        }
+        (None, None) => (Tri::False, why!(explain, "no {name}")),
+    }
+}
+
 /// Whether `s` applies to `req`; with `explain` false no reason text is built (the decision path).
 fn statement(s: &Statement, ty: PolicyType, req: &Request<'_>, explain: bool) -> Outcome {
     if let Some(f) = s.unknown_fields.first() {
@@ -836,55 +864,36 @@ fn statement(s: &Statement, ty: PolicyType, req: &Request<'_>, explain: bool) ->
             return done;
         }
     }
-    let action = match (&s.action, &s.not_action) {
-        (Some(a), _) => {
-            let m = a.iter().any(|p| action_matches(p, req.action));
-            let verb = if m { "matches" } else { "does not match" };
-            (
-                Tri::from(m),
-                why!(explain, "Action {a:?} {verb} {}", req.action),
-            )
-        }
-        (None, Some(na)) => {
-            let m = na.iter().any(|p| action_matches(p, req.action));
-            let verb = if m { "excludes" } else { "does not exclude" };
-            (
-                Tri::from(!m),
-                why!(explain, "NotAction {na:?} {verb} {}", req.action),
-            )
-        }
-        (None, None) => (Tri::False, why!(explain, "no Action")),
-    };
+    let action = element(
+        ("Action", "NotAction"),
+        (s.action.as_ref(), s.not_action.as_ref()),
+        req.action,
+        action_matches,
+        explain,
+    );
     if let Some(done) = note(action.0, "action", action.1, None) {
         return done;
     }
-    let has_variable = |v: &Vec<String>| v.iter().any(|p| p.contains("${"));
-    let resource = match (&s.resource, &s.not_resource) {
-        (Some(r), _) | (None, Some(r)) if has_variable(r) => (
+    let variable = [s.resource.as_ref(), s.not_resource.as_ref()]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|p| p.contains("${"));
+    let resource = match variable {
+        Some(p) => (
             Tri::Unknown,
             why!(
                 explain,
-                "Resource {r:?} uses a policy variable, which the evaluator does not substitute"
+                "Resource {p:?} uses a policy variable, which the evaluator does not substitute"
             ),
         ),
-        (Some(r), _) => {
-            let m = r.iter().any(|p| glob(p, req.resource));
-            let verb = if m { "matches" } else { "does not match" };
-            (
-                Tri::from(m),
-                why!(explain, "Resource {r:?} {verb} {}", req.resource),
-            )
-        }
-        (None, Some(nr)) => {
-            let m = nr.iter().any(|p| glob(p, req.resource));
-            let verb = if m { "excludes" } else { "does not exclude" };
-            (
-                Tri::from(!m),
-                why!(explain, "NotResource {nr:?} {verb} {}", req.resource),
-            )
-        }
-        // IAM requires Resource or NotResource; a statement without either applies to nothing.
-        (None, None) => (Tri::False, why!(explain, "no Resource")),
+        None => element(
+            ("Resource", "NotResource"),
+            (s.resource.as_ref(), s.not_resource.as_ref()),
+            req.resource,
+            glob,
+            explain,
+        ),
     };
     if let Some(done) = note(resource.0, "resource", resource.1, None) {
         return done;

@@ -4,7 +4,9 @@
 use axum::http::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, actors, approve, broker_sids, request, share, statements};
+use crate::harness::{
+    TestApp, actors, approve, approve_all, broker_sids, request, share, statements,
+};
 use crate::moto::{Fault, moto};
 
 const ROLE: &str = "arn:aws:iam::444455556666:role/app-reader";
@@ -423,23 +425,7 @@ async fn twenty_approvals_on_one_secret_are_one_write_per_policy() {
             .await,
         );
     }
-    let mut set = tokio::task::JoinSet::new();
-    for id in &ids {
-        let router = t.router.clone();
-        let req = axum::http::Request::post(format!("/v1/shares/{id}/approve"))
-            .header("authorization", format!("Bearer {}", a.bob))
-            .body(axum::body::Body::empty())
-            .unwrap();
-        set.spawn(async move {
-            tower::ServiceExt::oneshot(router, req)
-                .await
-                .unwrap()
-                .status()
-        });
-    }
-    while let Some(s) = set.join_next().await {
-        assert_eq!(s.unwrap(), 200);
-    }
+    approve_all(&t, &a, &ids).await;
     t.settle().await;
     for id in &ids {
         assert_eq!(share(&t, &a, id).await["status"], "active");
@@ -955,23 +941,7 @@ async fn a_thousand_shares_over_fifty_secrets_approved_at_once() {
             ids.push(request(&t, &a, secret, &principal, json!({})).await);
         }
     }
-    let mut set = tokio::task::JoinSet::new();
-    for id in &ids {
-        let router = t.router.clone();
-        let req = axum::http::Request::post(format!("/v1/shares/{id}/approve"))
-            .header("authorization", format!("Bearer {}", a.bob))
-            .body(axum::body::Body::empty())
-            .unwrap();
-        set.spawn(async move {
-            tower::ServiceExt::oneshot(router, req)
-                .await
-                .unwrap()
-                .status()
-        });
-    }
-    while let Some(s) = set.join_next().await {
-        assert_eq!(s.unwrap(), 200);
-    }
+    approve_all(&t, &a, &ids).await;
     t.settle().await;
     let active: i64 = t
         .db()

@@ -331,6 +331,22 @@ pub async fn approve(t: &TestApp, a: &Actors, id: &str) {
     .expect(200);
 }
 
+/// Bob approves all of them at once (concurrent requests).
+pub async fn approve_all(t: &TestApp, a: &Actors, ids: &[String]) {
+    let mut set = tokio::task::JoinSet::new();
+    for id in ids {
+        let router = t.router.clone();
+        let req = Request::post(format!("/v1/shares/{id}/approve"))
+            .header("authorization", format!("Bearer {}", a.bob))
+            .body(Body::empty())
+            .unwrap();
+        set.spawn(async move { router.oneshot(req).await.unwrap().status() });
+    }
+    while let Some(s) = set.join_next().await {
+        assert_eq!(s.unwrap(), StatusCode::OK);
+    }
+}
+
 /// The share as the API shows it.
 pub async fn share(t: &TestApp, a: &Actors, id: &str) -> Value {
     t.get(&format!("/v1/shares/{id}"), &a.root)
