@@ -145,6 +145,9 @@ enum TokensCommand {
         /// requester, approver, auditor or admin.
         #[arg(long)]
         role: Role,
+        /// Lifetime such as 90d or 12h (default: no expiry).
+        #[arg(long)]
+        expires_in: Option<secret_broker::config::Span>,
     },
 }
 
@@ -246,11 +249,27 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Tokens {
-            command: TokensCommand::Create { name, role },
+            command:
+                TokensCommand::Create {
+                    name,
+                    role,
+                    expires_in,
+                },
         } => {
             let store = open_store(&config)?;
-            let now = fmt_time(time::OffsetDateTime::now_utc());
-            let token = tokens::create(&store, &now, "cli", &name, role).await?;
+            let now_t = time::OffsetDateTime::now_utc();
+            let expires_at = expires_in
+                .map(|s| time::Duration::try_from(s.0).map(|d| fmt_time(now_t + d)))
+                .transpose()?;
+            let token = tokens::create_with_expiry(
+                &store,
+                &fmt_time(now_t),
+                "cli",
+                &name,
+                role,
+                expires_at,
+            )
+            .await?;
             eprintln!("created a {role} token for {name}; it is shown only now:");
             println!("{token}");
             Ok(ExitCode::SUCCESS)

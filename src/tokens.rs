@@ -44,6 +44,18 @@ pub async fn create(
     name: &str,
     role: Role,
 ) -> Result<String> {
+    create_with_expiry(store, now, actor, name, role, None).await
+}
+
+/// [`create`] with an expiry (RFC 3339 UTC) after which the token is refused.
+pub async fn create_with_expiry(
+    store: &Store,
+    now: &str,
+    actor: &str,
+    name: &str,
+    role: Role,
+    expires_at: Option<String>,
+) -> Result<String> {
     validate_name(name).map_err(|m| Error::field("name", m))?;
     let mut id = [0u8; 8];
     let mut secret = [0u8; 32];
@@ -57,6 +69,7 @@ pub async fn create(
         role,
         secret_hash: hash_secret(&secret),
         revoked_at: None,
+        expires_at,
     };
     let (now, actor) = (now.to_owned(), actor.to_owned());
     store
@@ -70,7 +83,7 @@ pub async fn create(
                     action: "token.created",
                     share_id: None,
                     request_id: None,
-                    details: serde_json::json!({"token_id": row.id, "name": row.name, "role": role}),
+                    details: serde_json::json!({"token_id": row.id, "name": row.name, "role": role, "expires_at": row.expires_at}),
                 },
             )?;
             Ok(())
@@ -79,8 +92,8 @@ pub async fn create(
     Ok(format!("{PREFIX}{id}_{secret}"))
 }
 
-/// Resolves a bearer token to its caller, or a 401 that says what is wrong.
-pub async fn authenticate(store: &Store, token: &str) -> Result<Caller> {
+/// Resolves a bearer token to its caller at time `now` (RFC 3339), or a 401 that says what is wrong.
+pub async fn authenticate(store: &Store, token: &str, now: &str) -> Result<Caller> {
     let bad = || {
         Error::Unauthorized(
             "the bearer token is not valid: create one with `secret-broker tokens create`".into(),
@@ -102,6 +115,13 @@ pub async fn authenticate(store: &Store, token: &str) -> Result<Caller> {
     let equal: bool = given.as_bytes().ct_eq(stored.as_bytes()).into();
     match row {
         Some(r) if equal => {
+            if let Some(end) = r.expires_at.as_deref()
+                && end <= now
+            {
+                return Err(Error::Unauthorized(format!(
+                    "the bearer token expired at {end}: ask an admin for a new one"
+                )));
+            }
             if r.revoked_at.is_some() {
                 return Err(Error::Unauthorized(
                     "the bearer token has been revoked".into(),

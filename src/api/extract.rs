@@ -65,7 +65,8 @@ impl FromRequestParts<Arc<App>> for Auth {
                 "the Authorization header must be `Bearer <token>`".into(),
             ))));
         };
-        let res = tokens::authenticate(&app.store, token).await;
+        let now = crate::domain::fmt_time(app.clock.now());
+        let res = tokens::authenticate(&app.store, token, &now).await;
         if let Ok(c) = &res {
             tracing::Span::current().record("caller", c.name.as_str());
         }

@@ -8,6 +8,7 @@ pub mod health;
 pub mod principals;
 pub mod problem;
 pub mod shares;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,7 @@ use crate::error::{Error, FieldError, Result};
         (name = "shares", description = "Share requests and their approval"),
         (name = "access-checks", description = "Explain whether a principal can read a secret"),
         (name = "audit", description = "The tamper-evident audit log"),
+        (name = "tokens", description = "Bearer tokens (admin)"),
         (name = "health", description = "Liveness and readiness")
     )
 )]
@@ -87,6 +89,8 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(shares::consumer))
         .routes(routes!(checks::create))
         .routes(routes!(checks::review))
+        .routes(routes!(tokens::create, tokens::list))
+        .routes(routes!(tokens::revoke))
         .routes(routes!(audit::list))
         .routes(routes!(audit::verify))
         .routes(routes!(health::healthz))

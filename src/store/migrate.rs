@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0004_indexes.sql",
         include_str!("../../migrations/0004_indexes.sql"),
     ),
+    (
+        5,
+        "0005_token_expiry.sql",
+        include_str!("../../migrations/0005_token_expiry.sql"),
+    ),
 ];
 
 /// A migration applied by this run.

@@ -22,19 +22,78 @@ pub struct TokenRow {
     pub secret_hash: String,
     /// Set when revoked.
     pub revoked_at: Option<String>,
+    /// When it stops working, if ever.
+    pub expires_at: Option<String>,
+}
+
+/// A token as an admin sees it: never its secret or hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct TokenInfo {
+    /// Public id (the part after `sb_` and before the next `_`).
+    pub id: String,
+    /// Actor name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Created, RFC 3339 UTC.
+    pub created_at: String,
+    /// When it stops working, if ever.
+    pub expires_at: Option<String>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<String>,
+}
+
+/// Every token, newest first.
+pub fn list_tokens(conn: &Connection) -> Result<Vec<TokenInfo>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, role, created_at, expires_at, revoked_at FROM tokens ORDER BY created_at DESC, id",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter()
+        .map(|(id, name, role, created_at, expires_at, revoked_at)| {
+            Ok(TokenInfo {
+                id,
+                name,
+                role: role.parse().map_err(Error::Internal)?,
+                created_at,
+                expires_at,
+                revoked_at,
+            })
+        })
+        .collect()
+}
+
+/// Revokes a token; false when there is no such token or it was already revoked.
+pub fn revoke_token(conn: &Connection, id: &str, now: &str) -> Result<bool> {
+    let n = conn
+        .prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
+        .execute(params![id, now])?;
+    Ok(n == 1)
 }
 
 /// Inserts a token.
 pub fn insert_token(conn: &Connection, t: &TokenRow, created_at: &str) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO tokens (id, name, role, secret_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO tokens (id, name, role, secret_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         t.id,
         t.name,
         t.role.as_str(),
         t.secret_hash,
-        created_at
+        created_at,
+        t.expires_at
     ])?;
     Ok(())
 }
@@ -42,7 +101,7 @@ pub fn insert_token(conn: &Connection, t: &TokenRow, created_at: &str) -> Result
 /// Looks a token up by its public id.
 pub fn token_by_id(conn: &Connection, id: &str) -> Result<Option<TokenRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, name, role, secret_hash, revoked_at FROM tokens WHERE id = ?1",
+        "SELECT id, name, role, secret_hash, revoked_at, expires_at FROM tokens WHERE id = ?1",
     )?;
     let row = stmt
         .query_row([id], |r| {
@@ -52,16 +111,18 @@ pub fn token_by_id(conn: &Connection, id: &str) -> Result<Option<TokenRow>> {
                 r.get::<_, String>(2)?,
                 r.get::<_, String>(3)?,
                 r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
             ))
         })
         .optional()?;
-    row.map(|(id, name, role, secret_hash, revoked_at)| {
+    row.map(|(id, name, role, secret_hash, revoked_at, expires_at)| {
         Ok(TokenRow {
             id,
             name,
             role: role.parse().map_err(Error::Internal)?,
             secret_hash,
             revoked_at,
+            expires_at,
         })
     })
     .transpose()

@@ -18,5 +18,6 @@ mod openapi;
 mod ops;
 mod policy_props;
 mod roles;
+mod tokens_api;
 mod validation;
 mod workflow;

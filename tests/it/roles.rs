@@ -64,6 +64,9 @@ const ALLOWED: &[(&str, &str, Option<&[Role]>)] = &[
         "/v1/access-reviews",
         Some(&[Approver, Auditor, Admin]),
     ),
+    ("post", "/v1/tokens", Some(&[Admin])),
+    ("get", "/v1/tokens", Some(&[Admin])),
+    ("post", "/v1/tokens/{id}/revoke", Some(&[Admin])),
     ("get", "/v1/audit", Some(&[Auditor, Admin])),
     ("get", "/v1/audit/verify", Some(&[Auditor, Admin])),
     ("get", "/healthz", None),
@@ -83,6 +86,7 @@ fn body_for(method: &str, path: &str, n: usize) -> Option<serde_json::Value> {
         ("post", p) if p.ends_with("/reject") => Some(json!({"comment": "matrix"})),
         ("post", p) if p.ends_with("/revoke") => Some(json!({"reason": "matrix"})),
         ("post", "/v1/access-checks") => Some(json!({"principal_arn": ROLE, "secret_arn": SECRET})),
+        ("post", "/v1/tokens") => Some(json!({"name": format!("matrix-{n}"), "role": "auditor"})),
         _ => None,
     }
 }
@@ -146,6 +150,9 @@ async fn every_operation_has_an_entry_and_every_cell_holds() {
             let share_id = t.request_share(&tokens[0].1).await;
             if p.starts_with("/v1/principals/") {
                 p.replace("{id}", &principal_id)
+            } else if p.starts_with("/v1/tokens/") {
+                let victim = t.token("matrix-victim", Auditor).await;
+                p.replace("{id}", victim.split('_').nth(1).unwrap())
             } else {
                 p.replace("{id}", &share_id)
             }

@@ -1,0 +1,178 @@
+//! `/v1/tokens`: bearer tokens (admin). A token's text is shown once, when it is created; listings never
+//! show it again, and a revoked or expired token is refused at once.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::extract::{Body, RequestId};
+use super::principals::truncate;
+use super::problem::Problem;
+use crate::app::App;
+use crate::config::Span;
+use crate::domain::{Caller, Role, fmt_time};
+use crate::error::{Error, Result};
+use crate::store::audit::{self, NewEvent};
+use crate::store::rows::{self, TokenInfo};
+use crate::tokens;
+
+/// Body of `POST /v1/tokens`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// Actor name (letters, digits, ._@-); tokens with one name are one person for approvals.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[A-Za-z0-9._@-]{1,64}$",
+        example = "ci-portal"
+    )]
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Lifetime such as `90d` or `12h`; without it the token never expires.
+    #[schema(pattern = r"^[0-9]{1,6}(ms|s|m|h|d)$", example = "90d")]
+    pub expires_in: Option<String>,
+}
+
+/// A new token: the only time its text is shown.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedToken {
+    /// The bearer token. Keep it now: only its hash is stored.
+    pub token: String,
+    /// What the listing shows of it.
+    #[serde(flatten)]
+    pub info: TokenInfo,
+}
+
+/// Every token (never their secrets).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenList {
+    /// Newest first.
+    pub items: Vec<TokenInfo>,
+}
+
+/// Create a token (admin).
+#[utoipa::path(
+    post, path = "/v1/tokens", tag = "tokens",
+    request_body = CreateToken,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created; the token text is in this answer only", body = CreatedToken),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name or lifetime", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Body(body): Body<CreateToken>,
+) -> Result<Response> {
+    caller.require(&[Role::Admin])?;
+    let body = body?;
+    let now_t = app.clock.now();
+    let expires_at = match body.expires_in.as_deref() {
+        None => None,
+        Some(s) => {
+            let span: Span = s
+                .parse()
+                .map_err(|m: String| Error::field("expires_in", truncate(&m)))?;
+            let end = time::Duration::try_from(span.0)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .and_then(|d| now_t.checked_add(d))
+                .ok_or_else(|| {
+                    Error::field("expires_in", "must be longer than 0s and not absurdly long")
+                })?;
+            Some(fmt_time(end))
+        }
+    };
+    let now = fmt_time(now_t);
+    let token = tokens::create_with_expiry(
+        &app.store,
+        &now,
+        &caller.name,
+        &body.name,
+        body.role,
+        expires_at,
+    )
+    .await?;
+    let id = token.split('_').nth(1).unwrap_or_default().to_owned();
+    let info = app
+        .store
+        .read(move |c| Ok(rows::list_tokens(c)?.into_iter().find(|t| t.id == id)))
+        .await?
+        .ok_or_else(|| Error::Internal("the new token is not stored".into()))?;
+    Ok((StatusCode::CREATED, Json(CreatedToken { token, info })).into_response())
+}
+
+/// List tokens (admin): ids, names, roles, expiry and revocation; never the tokens themselves.
+#[utoipa::path(
+    get, path = "/v1/tokens", tag = "tokens",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every token", body = TokenList),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<TokenList>> {
+    caller.require(&[Role::Admin])?;
+    let items = app.store.read(rows::list_tokens).await?;
+    Ok(Json(TokenList { items }))
+}
+
+/// Revoke a token (admin): it is refused from the next request on.
+#[utoipa::path(
+    post, path = "/v1/tokens/{id}/revoke", tag = "tokens",
+    params(("id" = String, Path, description = "Token id (the part after sb_)")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such token, or already revoked", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn revoke(
+    State(app): State<Arc<App>>,
+    rid: RequestId,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    caller.require(&[Role::Admin])?;
+    let now = fmt_time(app.clock.now());
+    let actor = caller.name.clone();
+    let shown = truncate(&id);
+    let revoked = app
+        .store
+        .write(move |c| {
+            if !rows::revoke_token(c, &id, &now)? {
+                return Ok(false);
+            }
+            audit::append(
+                c,
+                &NewEvent {
+                    at: &now,
+                    actor: &actor,
+                    action: "token.revoked",
+                    share_id: None,
+                    request_id: rid.0.as_deref(),
+                    details: serde_json::json!({"token_id": id}),
+                },
+            )?;
+            Ok(true)
+        })
+        .await?;
+    if revoked {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Error::NotFound(format!("no active token with id {shown}")))
+    }
+}
