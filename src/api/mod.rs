@@ -199,6 +199,14 @@ pub fn router(app: Arc<App>) -> Router {
                     header::CACHE_CONTROL,
                     HeaderValue::from_static("no-store"),
                 ))
+                .layer(SetResponseHeaderLayer::overriding(
+                    header::X_FRAME_OPTIONS,
+                    HeaderValue::from_static("DENY"),
+                ))
+                .layer(SetResponseHeaderLayer::overriding(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
+                ))
                 .layer(axum::middleware::from_fn(track))
                 .layer(axum::middleware::map_response(problem::problemize))
                 .layer(CatchPanicLayer::new())

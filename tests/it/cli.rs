@@ -157,12 +157,29 @@ fn tokens_create_prints_the_token_as_its_last_line() {
     assert_eq!(n, 0, "the token text is not stored");
 
     let out = broker(dir.path())
-        .args(["tokens", "create", "--name", "temp", "--role", "auditor", "--expires-in", "1d"])
+        .args([
+            "tokens",
+            "create",
+            "--name",
+            "temp",
+            "--role",
+            "auditor",
+            "--expires-in",
+            "1d",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let expiry: Option<String> = db
-        .query_row("SELECT expires_at FROM tokens WHERE name = 'temp'", [], |r| r.get(0))
+        .query_row(
+            "SELECT expires_at FROM tokens WHERE name = 'temp'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert!(expiry.is_some(), "--expires-in sets an expiry");
 

@@ -349,6 +349,8 @@ async fn responses_carry_request_ids_and_safe_headers() {
     assert_eq!(r.headers["x-request-id"], "req-123");
     assert_eq!(r.headers["x-content-type-options"], "nosniff");
     assert_eq!(r.headers["cache-control"], "no-store");
+    assert_eq!(r.headers["x-frame-options"], "DENY");
+    assert_eq!(r.headers["referrer-policy"], "no-referrer");
     let r = t.get("/v1/shares", &alice).await;
     assert!(
         !r.headers["x-request-id"].is_empty(),
