@@ -1,11 +1,11 @@
 //! Applying and revoking shares against the AWS emulator (moto server), with faults injected in the SDK
 //! layer where the emulator cannot produce them.
 
-use axum::http::Method;
 use serde_json::{Value, json};
 
 use crate::harness::{
     TestApp, actors, approve, approve_all, broker_sids, request, share, statements,
+    without_principal,
 };
 use crate::moto::{Fault, moto};
 
@@ -534,21 +534,11 @@ async fn a_failed_resource_write_removes_the_key_statement_again() {
 
     // Once AWS works again, an admin retries and it applies.
     t.faults.clear();
-    t.call(
-        Method::POST,
-        &format!("/v1/shares/{id}/retry"),
-        Some(&a.alice),
-        None,
-    )
-    .await
-    .expect(403);
+    t.post_empty(&format!("/v1/shares/{id}/retry"), &a.alice)
+        .await
+        .expect(403);
     let r = t
-        .call(
-            Method::POST,
-            &format!("/v1/shares/{id}/retry"),
-            Some(&a.root),
-            None,
-        )
+        .post_empty(&format!("/v1/shares/{id}/retry"), &a.root)
         .await
         .expect(200);
     assert_eq!(r.body["status"], "approved");
@@ -980,19 +970,8 @@ async fn an_access_review_says_who_can_read_what() {
     approve(&t, &a, &id2).await;
     t.settle().await;
     // Someone deletes the reporting role's key statement by hand.
-    let kp: Value = serde_json::from_str(&m.key_policy(&key).await).unwrap();
-    let kept: Vec<Value> = kp["Statement"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["Principal"]["AWS"] != other)
-        .cloned()
-        .collect();
-    m.set_key_policy(
-        &key,
-        &json!({"Version": "2012-10-17", "Statement": kept}).to_string(),
-    )
-    .await;
+    let edited = without_principal(&m.key_policy(&key).await, other);
+    m.set_key_policy(&key, &edited).await;
 
     let gets_before = m.calls("GetKeyPolicy", &key);
     let r = t

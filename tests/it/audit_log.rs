@@ -1,6 +1,5 @@
 //! The audit log: one row per change, chained; edits behind the service's back are found.
 
-use axum::http::Method;
 use secret_broker::domain::Role::*;
 use secret_broker::store::audit::{GENESIS, row_hash};
 use serde_json::json;
@@ -11,14 +10,9 @@ async fn scripted(t: &TestApp) -> (String, String) {
     let alice = t.token("alice", Requester).await;
     let bob = t.token("bob", Approver).await;
     let id = t.request_share(&alice).await;
-    t.call(
-        Method::POST,
-        &format!("/v1/shares/{id}/approve"),
-        Some(&alice),
-        None,
-    )
-    .await
-    .expect(403);
+    t.post_empty(&format!("/v1/shares/{id}/approve"), &alice)
+        .await
+        .expect(403);
     t.post(
         &format!("/v1/shares/{id}/approve"),
         &bob,
@@ -27,14 +21,9 @@ async fn scripted(t: &TestApp) -> (String, String) {
     .await
     .expect(200);
     let id2 = t.request_share(&alice).await;
-    t.call(
-        Method::POST,
-        &format!("/v1/shares/{id2}/cancel"),
-        Some(&alice),
-        None,
-    )
-    .await
-    .expect(200);
+    t.post_empty(&format!("/v1/shares/{id2}/cancel"), &alice)
+        .await
+        .expect(200);
     (id, id2)
 }
 

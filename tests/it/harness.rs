@@ -243,6 +243,11 @@ impl TestApp {
         self.raw(req).await
     }
 
+    /// A POST without a body (approve, cancel, retry, repair).
+    pub async fn post_empty(&self, path: &str, token: &str) -> Resp {
+        self.call(Method::POST, path, Some(token), None).await
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Resp {
         self.call(Method::GET, path, Some(token), None).await
     }
@@ -362,6 +367,16 @@ pub fn statements(policy: &str) -> Vec<Value> {
         Value::Array(a) => a.clone(),
         o => vec![o.clone()],
     }
+}
+
+/// A policy's text without the statements granting `principal`: what a hand edit that deletes them
+/// leaves behind.
+pub fn without_principal(policy: &str, principal: &str) -> String {
+    let kept: Vec<Value> = statements(policy)
+        .into_iter()
+        .filter(|s| s["Principal"]["AWS"] != principal)
+        .collect();
+    serde_json::json!({"Version": "2012-10-17", "Statement": kept}).to_string()
 }
 
 /// The broker's statements of a policy (none when there is no policy).

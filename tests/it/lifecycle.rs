@@ -4,13 +4,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use secret_broker::config::{OptText, RepairMode};
 use secret_broker::worker::tick;
 use serde_json::{Value, json};
 
 use crate::harness::{
     Actors, TestApp, actors, approve, broker_statements, request, share as status,
+    without_principal,
 };
 use crate::http::{client, http};
 use crate::moto::moto;
@@ -134,14 +135,9 @@ async fn a_pending_share_times_out() {
         "only pending shares time out"
     );
     // An expired request cannot be approved any more.
-    t.call(
-        Method::POST,
-        &format!("/v1/shares/{id}/approve"),
-        Some(&a.bob),
-        None,
-    )
-    .await
-    .expect(409);
+    t.post_empty(&format!("/v1/shares/{id}/approve"), &a.bob)
+        .await
+        .expect(409);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,19 +147,8 @@ async fn a_deleted_statement_is_drift_and_an_admin_repairs_it() {
     let m = moto();
     let (key, secret, id1, id2) = two_active(&t, &a, None).await;
     // Someone removes ROLE's statement from the resource policy by hand.
-    let rp: Value = serde_json::from_str(&m.resource_policy(&secret).await.unwrap()).unwrap();
-    let kept: Vec<Value> = rp["Statement"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["Principal"]["AWS"] != ROLE)
-        .cloned()
-        .collect();
-    m.set_resource_policy(
-        &secret,
-        &json!({"Version": "2012-10-17", "Statement": kept}).to_string(),
-    )
-    .await;
+    let edited = without_principal(&m.resource_policy(&secret).await.unwrap(), ROLE);
+    m.set_resource_policy(&secret, &edited).await;
 
     let report = tick(&t.app).await.unwrap();
     assert_eq!((report.drifted, report.repairs_started), (1, 0));
@@ -185,30 +170,15 @@ async fn a_deleted_statement_is_drift_and_an_admin_repairs_it() {
     assert_eq!(tick(&t.app).await.unwrap().drifted, 0);
 
     // Repair is for admins, and only for drifted shares.
-    t.call(
-        Method::POST,
-        &format!("/v1/shares/{id1}/repair"),
-        Some(&a.bob),
-        None,
-    )
-    .await
-    .expect(403);
-    t.call(
-        Method::POST,
-        &format!("/v1/shares/{id2}/repair"),
-        Some(&a.root),
-        None,
-    )
-    .await
-    .expect(409);
-    t.call(
-        Method::POST,
-        &format!("/v1/shares/{id1}/repair"),
-        Some(&a.root),
-        None,
-    )
-    .await
-    .expect(200);
+    t.post_empty(&format!("/v1/shares/{id1}/repair"), &a.bob)
+        .await
+        .expect(403);
+    t.post_empty(&format!("/v1/shares/{id2}/repair"), &a.root)
+        .await
+        .expect(409);
+    t.post_empty(&format!("/v1/shares/{id1}/repair"), &a.root)
+        .await
+        .expect(200);
     t.settle().await;
     assert_eq!(status(&t, &a, &id1).await["status"], "active");
     assert_eq!(broker_statements(m.resource_policy(&secret).await).len(), 2);
@@ -222,19 +192,8 @@ async fn automatic_repair_restores_a_deleted_key_statement() {
     let a = actors(&t).await;
     let m = moto();
     let (key, _secret, id1, _id2) = two_active(&t, &a, None).await;
-    let kp: Value = serde_json::from_str(&m.key_policy(&key).await).unwrap();
-    let kept: Vec<Value> = kp["Statement"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["Principal"]["AWS"] != ROLE)
-        .cloned()
-        .collect();
-    m.set_key_policy(
-        &key,
-        &json!({"Version": "2012-10-17", "Statement": kept}).to_string(),
-    )
-    .await;
+    let edited = without_principal(&m.key_policy(&key).await, ROLE);
+    m.set_key_policy(&key, &edited).await;
     let report = tick(&t.app).await.unwrap();
     assert_eq!((report.drifted, report.repairs_started), (1, 1));
     t.settle().await;
@@ -629,29 +588,13 @@ async fn a_revoke_during_a_repair_wins() {
     let a = actors(&t).await;
     let m = moto();
     let (key, secret, id1, _id2) = two_active(&t, &a, None).await;
-    let rp: Value = serde_json::from_str(&m.resource_policy(&secret).await.unwrap()).unwrap();
-    let kept: Vec<Value> = rp["Statement"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["Principal"]["AWS"] != ROLE)
-        .cloned()
-        .collect();
-    m.set_resource_policy(
-        &secret,
-        &json!({"Version": "2012-10-17", "Statement": kept}).to_string(),
-    )
-    .await;
+    let edited = without_principal(&m.resource_policy(&secret).await.unwrap(), ROLE);
+    m.set_resource_policy(&secret, &edited).await;
     assert_eq!(tick(&t.app).await.unwrap().drifted, 1);
     // The repair and the revoke race for the secret; whatever the order, the revoke wins.
-    t.call(
-        Method::POST,
-        &format!("/v1/shares/{id1}/repair"),
-        Some(&a.root),
-        None,
-    )
-    .await
-    .expect(200);
+    t.post_empty(&format!("/v1/shares/{id1}/repair"), &a.root)
+        .await
+        .expect(200);
     t.post(
         &format!("/v1/shares/{id1}/revoke"),
         &a.bob,

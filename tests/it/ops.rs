@@ -68,22 +68,12 @@ async fn metrics_move_with_a_scripted_workflow() {
         .as_str()
         .unwrap()
         .to_owned();
-    t.call(
-        Method::POST,
-        &format!("/v1/shares/{id}/approve"),
-        Some(&alice),
-        None,
-    )
-    .await
-    .expect(403);
-    t.call(
-        Method::POST,
-        &format!("/v1/shares/{id}/approve"),
-        Some(&bob),
-        None,
-    )
-    .await
-    .expect(200);
+    t.post_empty(&format!("/v1/shares/{id}/approve"), &alice)
+        .await
+        .expect(403);
+    t.post_empty(&format!("/v1/shares/{id}/approve"), &bob)
+        .await
+        .expect(200);
     t.settle().await;
     let after = scrape(&t).await;
 

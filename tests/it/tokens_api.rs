@@ -1,6 +1,5 @@
 //! Token lifecycle: admins create (shown once), list (never shown again), expire and revoke tokens.
 
-use axum::http::Method;
 use secret_broker::domain::Role::*;
 use serde_json::json;
 
@@ -46,24 +45,14 @@ async fn create_list_expire_and_revoke() {
     let id = other.split('_').nth(1).unwrap();
     t.get("/v1/shares", &other).await.expect(200);
     let r = t
-        .call(
-            Method::POST,
-            &format!("/v1/tokens/{id}/revoke"),
-            Some(&root),
-            None,
-        )
+        .post_empty(&format!("/v1/tokens/{id}/revoke"), &root)
         .await;
     assert_eq!(r.status, 204);
     let r = t.get("/v1/shares", &other).await.expect(401);
     assert!(r.body["detail"].as_str().unwrap().contains("revoked"));
-    t.call(
-        Method::POST,
-        &format!("/v1/tokens/{id}/revoke"),
-        Some(&root),
-        None,
-    )
-    .await
-    .expect(404);
+    t.post_empty(&format!("/v1/tokens/{id}/revoke"), &root)
+        .await
+        .expect(404);
 
     // Both are in the audit log, by the admin who did them.
     let db = t.db();

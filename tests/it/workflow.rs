@@ -68,26 +68,17 @@ async fn quorum_of_distinct_approvers() {
     let id = t.request_share(&alice).await;
     let approve = format!("/v1/shares/{id}/approve");
 
-    let r = t
-        .call(Method::POST, &approve, Some(&bob), None)
-        .await
-        .expect(200);
+    let r = t.post_empty(&approve, &bob).await.expect(200);
     assert_eq!(r.body["status"], "pending", "one of two approvals");
     // The same approver, even with another token, has one vote.
-    let r = t
-        .call(Method::POST, &approve, Some(&bob2), None)
-        .await
-        .expect(409);
+    let r = t.post_empty(&approve, &bob2).await.expect(409);
     assert!(
         r.body["detail"].as_str().unwrap().contains("already voted"),
         "{}",
         r.text
     );
     assert_eq!(r.body["current_status"], "pending");
-    let r = t
-        .call(Method::POST, &approve, Some(&carol), None)
-        .await
-        .expect(200);
+    let r = t.post_empty(&approve, &carol).await.expect(200);
     assert_eq!(r.body["status"], "approved");
     assert_eq!(r.body["approvals"].as_array().unwrap().len(), 2);
     let actions = t.audit_actions();
@@ -109,12 +100,7 @@ async fn the_requester_can_never_approve_their_own_share() {
     let root = t.token("root", Admin).await;
     let id = t.request_share(&root).await;
     let r = t
-        .call(
-            Method::POST,
-            &format!("/v1/shares/{id}/approve"),
-            Some(&root),
-            None,
-        )
+        .post_empty(&format!("/v1/shares/{id}/approve"), &root)
         .await
         .expect(403);
     assert!(
@@ -127,14 +113,9 @@ async fn the_requester_can_never_approve_their_own_share() {
     );
     // An approver token carrying the requester's name is the same actor.
     let same = t.token("root", Approver).await;
-    t.call(
-        Method::POST,
-        &format!("/v1/shares/{id}/approve"),
-        Some(&same),
-        None,
-    )
-    .await
-    .expect(403);
+    t.post_empty(&format!("/v1/shares/{id}/approve"), &same)
+        .await
+        .expect(403);
     let share = t.get(&format!("/v1/shares/{id}"), &root).await.expect(200);
     assert_eq!(share.body["status"], "pending");
     assert!(share.body["approvals"].as_array().unwrap().is_empty());
@@ -208,79 +189,42 @@ async fn reject_cancel_and_refused_transitions() {
     // Cancel: only the requester (or an admin), only while pending.
     let id = t.request_share(&alice).await;
     let r = t
-        .call(
-            Method::POST,
-            &format!("/v1/shares/{id}/cancel"),
-            Some(&mallory),
-            None,
-        )
+        .post_empty(&format!("/v1/shares/{id}/cancel"), &mallory)
         .await
         .expect(403);
     assert!(r.body["detail"].as_str().unwrap().contains("alice"));
     let r = t
-        .call(
-            Method::POST,
-            &format!("/v1/shares/{id}/cancel"),
-            Some(&alice),
-            None,
-        )
+        .post_empty(&format!("/v1/shares/{id}/cancel"), &alice)
         .await
         .expect(200);
     assert_eq!(r.body["status"], "cancelled");
-    t.call(
-        Method::POST,
-        &format!("/v1/shares/{id}/cancel"),
-        Some(&alice),
-        None,
-    )
-    .await
-    .expect(409);
-    t.call(
-        Method::POST,
-        &format!("/v1/shares/{id}/approve"),
-        Some(&bob),
-        None,
-    )
-    .await
-    .expect(409);
+    t.post_empty(&format!("/v1/shares/{id}/cancel"), &alice)
+        .await
+        .expect(409);
+    t.post_empty(&format!("/v1/shares/{id}/approve"), &bob)
+        .await
+        .expect(409);
 
     // An admin can cancel anyone's pending share; an approved share can no longer be cancelled.
     let id = t.request_share(&alice).await;
-    t.call(
-        Method::POST,
-        &format!("/v1/shares/{id}/cancel"),
-        Some(&root),
-        None,
-    )
-    .await
-    .expect(200);
+    t.post_empty(&format!("/v1/shares/{id}/cancel"), &root)
+        .await
+        .expect(200);
     let id = t.request_share(&alice).await;
-    t.call(
-        Method::POST,
-        &format!("/v1/shares/{id}/approve"),
-        Some(&bob),
-        None,
-    )
-    .await
-    .expect(200);
+    t.post_empty(&format!("/v1/shares/{id}/approve"), &bob)
+        .await
+        .expect(200);
     let r = t
-        .call(
-            Method::POST,
-            &format!("/v1/shares/{id}/cancel"),
-            Some(&alice),
-            None,
-        )
+        .post_empty(&format!("/v1/shares/{id}/cancel"), &alice)
         .await
         .expect(409);
     assert_eq!(r.body["current_status"], "approved");
 
     // Unknown share: 404, not a refusal.
     let before = t.count("audit");
-    t.call(
-        Method::POST,
+    t.post_empty(
         "/v1/shares/01234567-89ab-7def-8123-456789abcdef/approve",
-        Some(&bob),
-        None,
+        &bob,
     )
     .await
     .expect(404);
@@ -303,12 +247,7 @@ async fn a_share_past_its_expiry_cannot_be_approved() {
     let id = r.body["id"].as_str().unwrap();
     t.clock.advance(std::time::Duration::from_secs(2 * 86_400));
     let r = t
-        .call(
-            Method::POST,
-            &format!("/v1/shares/{id}/approve"),
-            Some(&bob),
-            None,
-        )
+        .post_empty(&format!("/v1/shares/{id}/approve"), &bob)
         .await
         .expect(409);
     assert!(
