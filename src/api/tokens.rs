@@ -106,7 +106,7 @@ pub async fn create(
     let id = token.split('_').nth(1).unwrap_or_default().to_owned();
     let info = app
         .store
-        .read(move |c| Ok(rows::list_tokens(c)?.into_iter().find(|t| t.id == id)))
+        .read(move |c| rows::token_info(c, &id))
         .await?
         .ok_or_else(|| Error::Internal("the new token is not stored".into()))?;
     Ok((StatusCode::CREATED, Json(CreatedToken { token, info })).into_response())

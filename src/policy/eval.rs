@@ -1266,35 +1266,16 @@ fn hints(
 
 /// Runs both layers of a cross-account read and explains the outcome.
 pub fn check(c: &Check<'_>) -> CheckResult {
-    let caller = Caller::from_principal(c.principal);
-    let cross = c.principal.account() != c.secret.account();
-
-    let sctx = secret_context(c, &caller);
-    let sreq = Request {
-        caller: &caller,
-        action: "secretsmanager:GetSecretValue",
-        resource: c.secret.as_str(),
-        context: &sctx,
-    };
-    let s_identity = evaluate(c.identity_policy, PolicyType::Identity, &sreq);
-    let s_resource = c
-        .resource_policy
-        .map(|d| evaluate(d, PolicyType::Resource, &sreq))
-        .unwrap_or_else(absent_policy);
-    let s_decision = combine(s_identity.decision, s_resource.decision, cross);
-
-    let dctx = decrypt_context(c, &caller);
-    let dreq = Request {
-        caller: &caller,
-        action: "kms:Decrypt",
-        resource: c.key.as_str(),
-        context: &dctx,
-    };
-    let d_identity = evaluate(c.identity_policy, PolicyType::Identity, &dreq);
-    let d_key = evaluate(c.key_policy, PolicyType::Resource, &dreq);
-    // KMS: the key policy must always allow (an identity policy alone never grants a key), so the
-    // decrypt layer is always evaluated as "both must allow".
-    let d_decision = combine(d_identity.decision, d_key.decision, true);
+    let [s_identity, s_resource, d_identity, d_key] = evaluate_layers(c, evaluate, absent_policy);
+    let (s_decision, d_decision) = layer_decisions(
+        c,
+        [
+            s_identity.decision,
+            s_resource.decision,
+            d_identity.decision,
+            d_key.decision,
+        ],
+    );
 
     let mut layers = Vec::new();
     let mut reasons = Vec::new();
@@ -1355,36 +1336,47 @@ fn overall(secret: Decision, decrypt: Decision) -> &'static str {
 
 /// The same answer as [`check`]'s `decision`, without traces or hints: the fast path for access reviews.
 pub fn decide(c: &Check<'_>) -> &'static str {
+    let d = evaluate_layers(c, evaluate_decision, || Decision::ImplicitDeny);
+    let (secret, decrypt) = layer_decisions(c, d);
+    overall(secret, decrypt)
+}
+
+/// Evaluates the four policies of a cross-account read with `eval` (traced or decision-only):
+/// [identity and resource policy for GetSecretValue, identity and key policy for kms:Decrypt under the
+/// context Secrets Manager sends]. `absent` stands for a secret without a resource policy.
+fn evaluate_layers<T>(
+    c: &Check<'_>,
+    eval: impl Fn(&PolicyDocument, PolicyType, &Request<'_>) -> T,
+    absent: impl Fn() -> T,
+) -> [T; 4] {
     let caller = Caller::from_principal(c.principal);
-    let cross = c.principal.account() != c.secret.account();
-    let sctx = secret_context(c, &caller);
+    let (sctx, dctx) = (secret_context(c, &caller), decrypt_context(c, &caller));
     let sreq = Request {
         caller: &caller,
         action: "secretsmanager:GetSecretValue",
         resource: c.secret.as_str(),
         context: &sctx,
     };
-    let secret = combine(
-        evaluate_decision(c.identity_policy, PolicyType::Identity, &sreq),
-        c.resource_policy
-            .map(|d| evaluate_decision(d, PolicyType::Resource, &sreq))
-            .unwrap_or(Decision::ImplicitDeny),
-        cross,
-    );
-    if secret.is_deny() {
-        return "deny";
-    }
-    let dctx = decrypt_context(c, &caller);
     let dreq = Request {
         caller: &caller,
         action: "kms:Decrypt",
         resource: c.key.as_str(),
         context: &dctx,
     };
-    let decrypt = combine(
-        evaluate_decision(c.identity_policy, PolicyType::Identity, &dreq),
-        evaluate_decision(c.key_policy, PolicyType::Resource, &dreq),
-        true,
-    );
-    overall(secret, decrypt)
+    [
+        eval(c.identity_policy, PolicyType::Identity, &sreq),
+        c.resource_policy
+            .map(|d| eval(d, PolicyType::Resource, &sreq))
+            .unwrap_or_else(absent),
+        eval(c.identity_policy, PolicyType::Identity, &dreq),
+        eval(c.key_policy, PolicyType::Resource, &dreq),
+    ]
+}
+
+/// The secret layer and the decrypt layer from the four policies' decisions. Across accounts both
+/// the identity and the resource policy must allow; for KMS the key policy must always allow (an
+/// identity policy alone never grants a key), so the decrypt layer is always "both must allow".
+fn layer_decisions(c: &Check<'_>, [si, sr, di, dk]: [Decision; 4]) -> (Decision, Decision) {
+    let cross = c.principal.account() != c.secret.account();
+    (combine(si, sr, cross), combine(di, dk, true))
 }

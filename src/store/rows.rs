@@ -43,35 +43,39 @@ pub struct TokenInfo {
     pub revoked_at: Option<String>,
 }
 
+const TOKEN_INFO_COLUMNS: &str = "id, name, role, created_at, expires_at, revoked_at";
+
+fn token_info_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
+    let role: String = r.get(2)?;
+    Ok(TokenInfo {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        role: role.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
+        })?,
+        created_at: r.get(3)?,
+        expires_at: r.get(4)?,
+        revoked_at: r.get(5)?,
+    })
+}
+
 /// Every token, newest first.
 pub fn list_tokens(conn: &Connection) -> Result<Vec<TokenInfo>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, name, role, created_at, expires_at, revoked_at FROM tokens ORDER BY created_at DESC, id",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TOKEN_INFO_COLUMNS} FROM tokens ORDER BY created_at DESC, id"
+    ))?;
     let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, Option<String>>(5)?,
-            ))
-        })?
+        .query_map([], token_info_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    rows.into_iter()
-        .map(|(id, name, role, created_at, expires_at, revoked_at)| {
-            Ok(TokenInfo {
-                id,
-                name,
-                role: role.parse().map_err(Error::Internal)?,
-                created_at,
-                expires_at,
-                revoked_at,
-            })
-        })
-        .collect()
+    Ok(rows)
+}
+
+/// One token as an admin sees it.
+pub fn token_info(conn: &Connection, id: &str) -> Result<Option<TokenInfo>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TOKEN_INFO_COLUMNS} FROM tokens WHERE id = ?1"
+    ))?;
+    Ok(stmt.query_row([id], token_info_from_row).optional()?)
 }
 
 /// Revokes a token; false when there is no such token or it was already revoked.
