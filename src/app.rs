@@ -7,7 +7,7 @@ use crate::aws::sdk::{SdkAws, Tuning, load_config};
 use crate::aws::{KmsApi, SecretsApi};
 use crate::config::Config;
 use crate::domain::{Clock, SystemClock};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::notify::Notifier;
 use crate::store::{Store, StoreOptions};
 
@@ -25,6 +25,10 @@ pub struct App {
     pub notifier: Option<Arc<Notifier>>,
     /// Set when shutdown begins: `/readyz` answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Verifies JWTs from the configured OIDC issuer, when there is one.
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
+    /// Which refused authentications are written to the audit log.
+    pub auth_failures: crate::auth::FailureAudit,
 }
 
 /// The AWS side of an [`App`].
@@ -82,6 +86,8 @@ impl App {
             )?)),
             _ => None,
         };
+        let oidc = crate::oidc::Oidc::from_config(&config)
+            .map_err(|e| Error::Unavailable(format!("{e:#}")))?;
         let applier = Applier::new(
             store.clone(),
             clock.clone(),
@@ -101,6 +107,8 @@ impl App {
             applier,
             notifier,
             draining: std::sync::atomic::AtomicBool::new(false),
+            oidc,
+            auth_failures: crate::auth::FailureAudit::default(),
         }))
     }
 

@@ -236,6 +236,72 @@ impl fmt::Display for Count {
     }
 }
 
+/// A limit that can be turned off: a whole number of at least 1, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit(pub Option<u32>);
+
+impl FromStr for Limit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "off" => Ok(Self(None)),
+            t => match t.parse::<u32>() {
+                Ok(n) if n > 0 => Ok(Self(Some(n))),
+                _ => Err(format!(
+                    "{s:?}: expected a whole number of at least 1, or off"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+/// Maps values of the OIDC roles claim to broker roles: `group=role,group=role`. Empty: the claim's
+/// values must be role names themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoleMap(pub Vec<(String, crate::domain::Role)>);
+
+impl FromStr for RoleMap {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out = Vec::new();
+        for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (value, role) = pair.rsplit_once('=').ok_or_else(|| {
+                format!("{pair:?}: write claim-value=role pairs separated by commas (e.g. secops=approver,portal=requester)")
+            })?;
+            let value = value.trim();
+            if value.is_empty() {
+                return Err(format!("{pair:?}: the claim value is empty"));
+            }
+            let role = role
+                .trim()
+                .parse()
+                .map_err(|e: String| format!("{pair:?}: {e}"))?;
+            out.push((value.to_owned(), role));
+        }
+        Ok(Self(out))
+    }
+}
+
+impl fmt::Display for RoleMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(v, r)| format!("{v}={}", r.as_str()))
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
 /// One row of the configuration reference.
 #[derive(Debug, Clone)]
 pub struct SettingInfo {
@@ -353,6 +419,34 @@ settings! {
     webhook_backoff: Span = "10s";
     /// On SIGTERM/SIGINT: how long to let in-flight applies and the worker finish before exiting.
     shutdown_grace: Span = "30s";
+    /// Requests per second one bearer credential may send (a short burst of twice this is allowed); requests without a token count per client address. `off` disables it.
+    token_rate_limit: Limit = "50";
+    /// Requests per second one client address may send, whatever its tokens (burst: twice this). Behind a proxy every caller has the proxy's address: set it off there and limit at the proxy.
+    address_rate_limit: Limit = "500";
+    /// Most requests handled at once; more are answered 503 with Retry-After at once.
+    max_concurrent_requests: Count = "512";
+    /// PEM certificate chain to serve HTTPS with (set with tls_key; empty: plain HTTP).
+    tls_cert: OptText = "";
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of tls_cert.
+    tls_key: OptText = "";
+    /// OIDC issuer whose JWTs are accepted as bearer tokens besides broker tokens (empty: off). Must equal the tokens' iss claim exactly.
+    oidc_issuer: OptText = "";
+    /// Audience the JWTs must name in aud (required with oidc_issuer).
+    oidc_audience: OptText = "";
+    /// JWKS URL of the issuer (https, or http on a loopback address); or set oidc_jwks_file.
+    oidc_jwks_url: OptText = "";
+    /// JWKS file, read at start and at every refresh; or set oidc_jwks_url.
+    oidc_jwks_file: OptText = "";
+    /// How often the JWKS is fetched again (a token with an unknown kid also triggers a fetch, at most once a minute).
+    oidc_jwks_refresh: Span = "15m";
+    /// Claim that holds the caller's roles: a string or an array of strings; a dotted path reaches into objects (realm_access.roles).
+    oidc_roles_claim: String = "roles";
+    /// Maps roles-claim values to broker roles (secops=approver,portal=requester); empty: the values are role names. A token that maps to admin is admin; one that maps to two other roles is refused.
+    oidc_role_map: RoleMap = "";
+    /// Claim that names the caller in the audit log (recorded as oidc:<value>).
+    oidc_name_claim: String = "sub";
+    /// Clock skew allowed when checking exp and nbf.
+    oidc_leeway: Span = "60s";
 }
 
 impl Config {
@@ -447,6 +541,56 @@ impl Config {
                 key: "webhook_url".into(),
                 origin: "configuration".into(),
                 message: format!("{u:?} is not an http(s) URL"),
+            });
+        }
+        if self.tls_cert.0.is_some() != self.tls_key.0.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "tls_cert/tls_key".into(),
+                origin: "configuration".into(),
+                message: "set both (certificate chain and its private key) or neither".into(),
+            });
+        }
+        if let Some(iss) = &self.oidc_issuer.0 {
+            let invalid = |key: &str, message: String| ConfigError::Invalid {
+                key: key.into(),
+                origin: "configuration".into(),
+                message,
+            };
+            if self.oidc_audience.0.is_none() {
+                return Err(invalid(
+                    "oidc_audience",
+                    format!("required with oidc_issuer ({iss}): the aud the broker's tokens carry"),
+                ));
+            }
+            match (&self.oidc_jwks_url.0, &self.oidc_jwks_file.0) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(invalid(
+                        "oidc_jwks_url/oidc_jwks_file",
+                        "set exactly one with oidc_issuer".into(),
+                    ));
+                }
+                (Some(u), None) if !crate::oidc::jwks_url_allowed(u) => {
+                    return Err(invalid(
+                        "oidc_jwks_url",
+                        format!("{u:?}: use an https URL (http only on a loopback address)"),
+                    ));
+                }
+                _ => {}
+            }
+            if self.oidc_roles_claim.trim().is_empty() || self.oidc_name_claim.trim().is_empty() {
+                return Err(invalid(
+                    "oidc_roles_claim/oidc_name_claim",
+                    "must not be empty".into(),
+                ));
+            }
+        } else if self.oidc_audience.0.is_some()
+            || self.oidc_jwks_url.0.is_some()
+            || self.oidc_jwks_file.0.is_some()
+        {
+            return Err(ConfigError::Invalid {
+                key: "oidc_issuer".into(),
+                origin: "configuration".into(),
+                message: "oidc_audience and the JWKS settings need oidc_issuer".into(),
             });
         }
         if self.worker_interval.0.is_zero() {

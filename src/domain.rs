@@ -9,7 +9,9 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 /// What a bearer token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Registers principals, requests shares, cancels their own pending requests.

@@ -9,15 +9,19 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod aws;
 pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod oidc;
 pub mod policy;
 pub mod store;
+pub mod tls;
 pub mod tokens;
 pub mod worker;
 pub mod workflow;

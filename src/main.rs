@@ -6,11 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use secret_broker::app::App;
-use secret_broker::config::{Config, LogFormat};
+use secret_broker::config::Config;
 use secret_broker::domain::{Role, fmt_time};
 use secret_broker::store::{self, audit};
 use secret_broker::{api, tokens};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -158,22 +157,9 @@ enum AuditCommand {
 }
 
 fn init_logging(config: &Config) {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(f) if config.log == "info" => EnvFilter::new(f),
-        _ => EnvFilter::new(&config.log),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match config.log_format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init(),
-        LogFormat::Text => builder.init(),
-    }
+    let sub =
+        secret_broker::logging::subscriber(config, std::env::var("RUST_LOG").ok(), std::io::stderr);
+    let _ = tracing::subscriber::set_global_default(sub);
 }
 
 #[tokio::main]
@@ -304,13 +290,25 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, OnceLock};
+    use tower::ServiceExt;
+
     let listen = config.listen;
-    let std_listener = std::net::TcpListener::bind(listen)
+    // Certificate problems stop the start before the port is taken.
+    let tls = match (&config.tls_cert.0, &config.tls_key.0) {
+        (Some(cert), Some(key)) => Some(secret_broker::tls::acceptor(
+            std::path::Path::new(cert),
+            std::path::Path::new(key),
+        )?),
+        _ => None,
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e} (set BROKER_LISTEN)"))?;
-    std_listener.set_nonblocking(true)?;
-    let addr = std_listener.local_addr()?;
-    // While the database is migrated and interrupted work recovered: alive, not ready.
-    let (ready, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let addr = listener.local_addr()?;
+    // One server for the whole life of the process. While the database is migrated and interrupted
+    // work recovered it is alive, not ready: /healthz answers, everything else 503.
     let starting = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .fallback(|| async {
@@ -319,32 +317,75 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
                 "starting: applying database migrations and recovering interrupted work".into(),
             )
         });
-    let early = tokio::spawn(
-        axum::serve(
-            tokio::net::TcpListener::from_std(std_listener.try_clone()?)?,
-            starting,
-        )
-        .with_graceful_shutdown(async {
-            let _ = ready_rx.await;
+    let slot: Arc<OnceLock<axum::Router>> = Arc::new(OnceLock::new());
+    let routed = {
+        let slot = slot.clone();
+        tower::service_fn(move |req: axum::extract::Request| {
+            let router = slot.get().cloned().unwrap_or_else(|| starting.clone());
+            router.oneshot(req)
         })
-        .into_future(),
-    );
+    };
+    let make = axum::Router::new()
+        .fallback_service(routed)
+        .into_make_service_with_connect_info::<SocketAddr>();
+    let (app_tx, app_rx) = tokio::sync::oneshot::channel::<Arc<App>>();
+    let shutdown = async move {
+        match app_rx.await {
+            Ok(app) => shutdown_signal(app).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server = match tls {
+        Some(acceptor) => {
+            let l = secret_broker::tls::TlsListener::new(listener, acceptor)?;
+            use axum::serve::ListenerExt;
+            tokio::spawn(
+                axum::serve(l.tap_io(|_| ()), make)
+                    .with_graceful_shutdown(shutdown)
+                    .into_future(),
+            )
+        }
+        None => tokio::spawn(
+            axum::serve(listener, make)
+                .with_graceful_shutdown(shutdown)
+                .into_future(),
+        ),
+    };
     let app = App::open(config).await?;
     app.applier.recover().await?;
-    let _ = ready.send(());
-    let _ = early.await;
-    let router = api::router(app.clone());
-    let listener = tokio::net::TcpListener::from_std(std_listener)?;
+    let _ = slot.set(api::router(app.clone()));
+    if let Some(oidc) = app.oidc.clone() {
+        // Fetched now and then every oidc_jwks_refresh; a failure keeps the last good keys.
+        tokio::spawn(async move {
+            match oidc.refresh().await {
+                Ok(n) => tracing::info!(
+                    issuer = oidc.issuer(),
+                    keys = n,
+                    "OIDC issuer's keys loaded"
+                ),
+                Err(e) => {
+                    tracing::error!(issuer = oidc.issuer(), error = %e, "cannot load the OIDC issuer's keys: JWTs are refused until they load")
+                }
+            }
+            let mut tick = tokio::time::interval(oidc.refresh_interval());
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let _ = oidc.refresh().await;
+            }
+        });
+    }
     tracing::info!(
         database = %app.store.path().display(),
         apply_shares = app.applier.enabled(),
-        "secret-broker listening on http://{addr}"
+        oidc = app.oidc.is_some(),
+        "secret-broker listening on {scheme}://{addr}"
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = secret_broker::worker::spawn(app.clone(), stopped);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal(app.clone()))
-        .await?;
+    let _ = app_tx.send(app.clone());
+    server.await??;
     let _ = stop.send(true);
     let grace = app.config.shutdown_grace.0;
     let drained = tokio::time::timeout(grace, async {

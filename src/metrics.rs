@@ -80,6 +80,15 @@ pub struct Metrics {
     pub audit_chain_length: Gauge,
     /// Writes waiting for the writer (set at scrape).
     pub writer_queue_depth: Gauge,
+    /// Refused authentications by reason (`no-token`, `unknown-token`, `jwt-expired`, ...).
+    pub auth_failures: Family<Kind, Counter>,
+    /// Refused authentications not written to the audit log (coalesced per client address).
+    pub auth_failures_unaudited: Counter,
+    /// OIDC JWKS fetches by outcome (`ok`, `failed`).
+    pub oidc_jwks_refreshes: Family<Kind, Counter>,
+    /// Requests answered 429 by limit (`token`, `address`) or 503 because too many were in flight
+    /// (`concurrency`).
+    pub limited: Family<Kind, Counter>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -102,6 +111,10 @@ pub fn metrics() -> &'static Metrics {
             shares: Family::default(),
             audit_chain_length: Gauge::default(),
             writer_queue_depth: Gauge::default(),
+            auth_failures: Family::default(),
+            auth_failures_unaudited: Counter::default(),
+            oidc_jwks_refreshes: Family::default(),
+            limited: Family::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -160,6 +173,26 @@ pub fn metrics() -> &'static Metrics {
             "writer_queue_depth",
             "Writes waiting for the database writer",
             m.writer_queue_depth.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "Refused authentications by reason",
+            m.auth_failures.clone(),
+        );
+        r.register(
+            "auth_failures_unaudited",
+            "Refused authentications counted but not written to the audit log (coalesced per address)",
+            m.auth_failures_unaudited.clone(),
+        );
+        r.register(
+            "oidc_jwks_refreshes",
+            "OIDC JWKS fetches by outcome",
+            m.oidc_jwks_refreshes.clone(),
+        );
+        r.register(
+            "limited_requests",
+            "Requests refused by a rate limit (429) or the concurrency limit (503)",
+            m.limited.clone(),
         );
         Metrics { registry: r, ..m }
     })

@@ -6,11 +6,19 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::auth::Failure;
 use crate::domain::{Caller, Role};
 use crate::error::{Error, Result};
 use crate::store::{Store, audit, rows};
 
-const PREFIX: &str = "sb_";
+/// Every broker token starts with this.
+pub const PREFIX: &str = "sb_";
+
+/// The public id of a text shaped like a broker token (never its secret), for the audit log.
+pub fn public_id(token: &str) -> Option<String> {
+    let (id, _) = token.strip_prefix(PREFIX)?.split_once('_')?;
+    (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
+}
 
 /// Checks an actor name: 1 to 64 of letters, digits and `._@-`.
 pub fn validate_name(name: &str) -> std::result::Result<(), String> {
@@ -92,20 +100,27 @@ pub async fn create_with_expiry(
     Ok(format!("{PREFIX}{id}_{secret}"))
 }
 
-/// Resolves a bearer token to its caller at time `now` (RFC 3339), or a 401 that says what is wrong.
-pub async fn authenticate(store: &Store, token: &str, now: &str) -> Result<Caller> {
+/// Resolves a broker token to its caller at time `now` (RFC 3339). `Ok(Err(_))` is a refusal that
+/// says what is wrong; `Err(_)` means the token table could not be read.
+pub async fn authenticate(
+    store: &Store,
+    token: &str,
+    now: &str,
+) -> Result<std::result::Result<Caller, Failure>> {
     let bad = || {
-        Error::Unauthorized(
-            "the bearer token is not valid: create one with `secret-broker tokens create`".into(),
+        Failure::new(
+            "malformed",
+            "the bearer token is not valid: create one with `secret-broker tokens create`",
         )
     };
-    let rest = token.strip_prefix(PREFIX).ok_or_else(bad)?;
-    let (id, secret) = rest.split_once('_').ok_or_else(bad)?;
-    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) || secret.is_empty() {
-        return Err(bad());
+    let Some(id) = public_id(token) else {
+        return Ok(Err(bad()));
+    };
+    let secret = &token[PREFIX.len() + id.len() + 1..];
+    if secret.is_empty() || secret.len() > 256 {
+        return Ok(Err(bad()));
     }
     let given = hash_secret(secret);
-    let id = id.to_owned();
     let row = store.read_quick(move |c| rows::token_by_id(c, &id)).await?;
     // Compare against a dummy hash when the id is unknown, so both paths do the same work.
     let (stored, row) = match row {
@@ -113,28 +128,31 @@ pub async fn authenticate(store: &Store, token: &str, now: &str) -> Result<Calle
         None => (hash_secret("no such token"), None),
     };
     let equal: bool = given.as_bytes().ct_eq(stored.as_bytes()).into();
-    match row {
-        Some(r) if equal => {
-            if let Some(end) = r.expires_at.as_deref()
-                && end <= now
-            {
-                return Err(Error::Unauthorized(format!(
-                    "the bearer token expired at {end}: ask an admin for a new one"
-                )));
-            }
-            if r.revoked_at.is_some() {
-                return Err(Error::Unauthorized(
-                    "the bearer token has been revoked".into(),
-                ));
-            }
-            Ok(Caller {
-                token_id: r.id,
-                name: r.name,
-                role: r.role,
-            })
-        }
-        _ => Err(bad()),
+    let Some(r) = row.filter(|_| equal) else {
+        return Ok(Err(Failure::new(
+            "unknown-token",
+            "the bearer token is not valid: create one with `secret-broker tokens create`",
+        )));
+    };
+    if let Some(end) = r.expires_at.as_deref()
+        && end <= now
+    {
+        return Ok(Err(Failure::new(
+            "expired",
+            format!("the bearer token expired at {end}: ask an admin for a new one"),
+        )));
     }
+    if r.revoked_at.is_some() {
+        return Ok(Err(Failure::new(
+            "revoked",
+            "the bearer token has been revoked",
+        )));
+    }
+    Ok(Ok(Caller {
+        token_id: r.id,
+        name: r.name,
+        role: r.role,
+    }))
 }
 
 #[cfg(test)]

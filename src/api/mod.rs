@@ -5,6 +5,7 @@ pub mod audit;
 pub mod checks;
 pub mod extract;
 pub mod health;
+pub mod limits;
 pub mod principals;
 pub mod problem;
 pub mod shares;
@@ -18,6 +19,8 @@ use axum::extract::{DefaultBodyLimit, MatchedPath};
 use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use base64::Engine;
 use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_governor::GovernorLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -120,7 +123,7 @@ fn add_common_responses(spec: &mut utoipa::openapi::OpenApi) {
             )
             .build()
     };
-    for (path, item) in spec.paths.paths.iter_mut() {
+    for item in spec.paths.paths.values_mut() {
         let ops = [
             item.get.as_mut(),
             item.post.as_mut(),
@@ -148,12 +151,15 @@ fn add_common_responses(spec: &mut utoipa::openapi::OpenApi) {
                 add("415", "The body is not application/json");
                 add("422", "A field is invalid (errors names each)");
             }
-            if path.starts_with("/v1/") {
-                add(
-                    "503",
-                    "The change could not be recorded, so it was not made; try again",
-                );
-            }
+            add(
+                "429",
+                "Over the per-token or per-address rate limit; retry after Retry-After seconds",
+            );
+            add(
+                "503",
+                "Starting, at max_concurrent_requests (retry after Retry-After seconds), or the change \
+                 could not be recorded and so was not made",
+            );
         }
     }
 }
@@ -174,6 +180,15 @@ pub fn openapi_json() -> String {
 pub fn router(app: Arc<App>) -> Router {
     let timeout = app.config.request_timeout.0;
     let body_limit = app.config.max_body_bytes.0;
+    let max_concurrent = app.config.max_concurrent_requests.0;
+    let address_limit = app.config.address_rate_limit.0.map(|n| {
+        GovernorLayer::new(limits::config(limits::AddressKey, n))
+            .error_handler(limits::too_many("address", n))
+    });
+    let token_limit = app.config.token_rate_limit.0.map(|n| {
+        GovernorLayer::new(limits::config(limits::CredentialKey, n))
+            .error_handler(limits::too_many("token", n))
+    });
     let (api, spec) = split();
     let request_id = HeaderName::from_static("x-request-id");
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
@@ -213,7 +228,16 @@ pub fn router(app: Arc<App>) -> Router {
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::REQUEST_TIMEOUT,
                     timeout,
-                )),
+                ))
+                .option_layer(address_limit)
+                .option_layer(token_limit)
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    limits::overloaded,
+                ))
+                .load_shed()
+                // One semaphore for the whole router: Router::layer makes a service per route, and a
+                // plain concurrency_limit would give each route its own allowance.
+                .layer(GlobalConcurrencyLimitLayer::new(max_concurrent)),
         )
 }
 

@@ -1,7 +1,7 @@
 //! `/v1/shares`: share requests, their approval, rejection and cancellation.
 //!
-//! Every mutation here that is refused with 401, 403 or 409 leaves a `share.refused` row in the audit
-//! log (see [`guarded`]).
+//! Every mutation here that is refused with 403 or 409 leaves a `share.refused` row in the audit log
+//! (see [`guarded`]); a 401 leaves an `auth.failed` row (see [`crate::auth`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -153,7 +153,7 @@ pub struct ShareQuery {
     pub cursor: Option<String>,
 }
 
-/// Runs a share mutation and audits its refusal: a 401, 403 or 409 outcome is recorded as
+/// Runs a share mutation and audits its refusal: a 403 or 409 outcome is recorded as
 /// `share.refused` with the attempted action. If that row cannot be written the answer is 503.
 async fn guarded<T>(
     app: &App,
@@ -164,8 +164,9 @@ async fn guarded<T>(
     fut: impl Future<Output = Result<T>>,
 ) -> Result<T> {
     let res = fut.await;
+    // A 401 is audited as auth.failed by the extractor (coalesced per address), not here.
     if let Err(err) = &res
-        && matches!(err.status(), 401 | 403 | 409)
+        && matches!(err.status(), 403 | 409)
     {
         let origin = Origin {
             actor,

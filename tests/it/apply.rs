@@ -913,7 +913,12 @@ async fn a_share_on_a_known_key_costs_seven_aws_calls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_shares_over_fifty_secrets_approved_at_once() {
-    let t = TestApp::with_aws(|c| c.apply_coalesce.0 = std::time::Duration::from_millis(3000));
+    // All 1,000 approvals are in flight at once: above the default max_concurrent_requests (512),
+    // which would shed half of them with 503.
+    let t = TestApp::with_aws(|c| {
+        c.apply_coalesce.0 = std::time::Duration::from_millis(3000);
+        c.max_concurrent_requests.0 = 1024;
+    });
     let a = actors(&t).await;
     let m = moto();
     let mut secrets = Vec::new();

@@ -96,8 +96,14 @@ fn serve(dir: &Path) -> Server {
 
 /// `serve` in `dir` with AWS at `endpoint` (loopback), applying quickly.
 pub fn serve_with(dir: &Path, endpoint: &str) -> Server {
+    serve_env(dir, endpoint, &[])
+}
+
+/// [`serve_with`] with more environment variables (settings).
+pub fn serve_env(dir: &Path, endpoint: &str, env: &[(&str, &str)]) -> Server {
     let mut child = broker(dir)
         .arg("serve")
+        .envs(env.iter().copied())
         .env("BROKER_LISTEN", "127.0.0.1:0")
         .env("BROKER_APPLY_COALESCE", "10ms")
         .env("AWS_ENDPOINT_URL", endpoint)
@@ -114,8 +120,9 @@ pub fn serve_with(dir: &Path, endpoint: &str) -> Server {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("listening on http://") {
-                let rest = &line[i + "listening on http://".len()..];
+            if let Some(i) = line.find("listening on http") {
+                let rest = &line[i..];
+                let rest = &rest[rest.find("://").unwrap_or(0) + 3..];
                 let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
                 let _ = tx.send(addr);
             }
@@ -543,4 +550,82 @@ fn check_explains_offline() {
     let (code, _, err) = run(&["--region", "eu-west-1"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("us-east-1"), "{err}");
+}
+
+#[test]
+fn serves_https_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    // A certificate that does not load stops the start, naming the setting.
+    let out = broker(dir.path())
+        .arg("serve")
+        .env("BROKER_LISTEN", "127.0.0.1:0")
+        .env("BROKER_TLS_CERT", dir.path().join("missing.pem"))
+        .env("BROKER_TLS_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tls_cert"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let server = serve_env(
+        dir.path(),
+        &crate::moto::moto().endpoint,
+        &[
+            ("BROKER_TLS_CERT", cert.to_str().unwrap()),
+            ("BROKER_TLS_KEY", key.to_str().unwrap()),
+        ],
+    );
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    // A client that connects and never starts its handshake holds up nobody.
+    let _idle = std::net::TcpStream::connect(&server.addr).unwrap();
+    let curl = |url: &str, extra: &[&str]| {
+        Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "--cacert",
+                cert.to_str().unwrap(),
+            ])
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("curl is needed: ./scripts/test installs it")
+    };
+    let out = curl(&format!("https://localhost:{port}/healthz"), &["-i"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("x-content-type-options: nosniff"), "{text}");
+    // TLS 1.0 and 1.1 are refused.
+    let out = curl(
+        &format!("https://localhost:{port}/healthz"),
+        &["--tlsv1.0", "--tls-max", "1.1"],
+    );
+    assert!(!out.status.success(), "TLS 1.1 was accepted");
+    // Plain HTTP on the TLS port gets no HTTP answer.
+    let out = curl(&format!("http://127.0.0.1:{port}/healthz"), &[]);
+    assert!(
+        !out.status.success() || !String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "plain HTTP was served"
+    );
+    // Still serving.
+    let out = curl(&format!("https://127.0.0.1:{port}/readyz"), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

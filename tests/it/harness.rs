@@ -109,6 +109,9 @@ impl TestApp {
         config.database.0 = dir.path().join("broker.db");
         config.apply_shares = Flag(aws);
         config.apply_coalesce.0 = std::time::Duration::from_millis(20);
+        // Tests send many requests from one address with one token; tests of the limits turn them on.
+        config.token_rate_limit.0 = None;
+        config.address_rate_limit.0 = None;
         tweak(&mut config);
         let clock = Arc::new(ManualClock(Mutex::new(
             time::macros::datetime!(2026-11-29 12:00 UTC),
@@ -208,6 +211,13 @@ impl TestApp {
     }
 
     pub async fn raw(&self, req: Request<Body>) -> Resp {
+        self.raw_from(req, LOOPBACK).await
+    }
+
+    /// [`TestApp::raw`] from a given client address.
+    pub async fn raw_from(&self, mut req: Request<Body>, peer: std::net::SocketAddr) -> Resp {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
@@ -336,15 +346,21 @@ pub async fn approve(t: &TestApp, a: &Actors, id: &str) {
     .expect(200);
 }
 
+/// The client address of test requests, as a server would see it.
+pub const LOOPBACK: std::net::SocketAddr =
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000);
+
 /// Bob approves all of them at once (concurrent requests).
 pub async fn approve_all(t: &TestApp, a: &Actors, ids: &[String]) {
     let mut set = tokio::task::JoinSet::new();
     for id in ids {
         let router = t.router.clone();
-        let req = Request::post(format!("/v1/shares/{id}/approve"))
+        let mut req = Request::post(format!("/v1/shares/{id}/approve"))
             .header("authorization", format!("Bearer {}", a.bob))
             .body(Body::empty())
             .unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(LOOPBACK));
         set.spawn(async move { router.oneshot(req).await.unwrap().status() });
     }
     while let Some(s) = set.join_next().await {

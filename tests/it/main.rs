@@ -4,6 +4,7 @@
 
 mod harness;
 mod http;
+mod jwt;
 mod moto;
 
 mod apply;
@@ -18,6 +19,7 @@ mod openapi;
 mod ops;
 mod policy_props;
 mod roles;
+mod security;
 mod tokens_api;
 mod validation;
 mod workflow;

@@ -1,5 +1,7 @@
 //! The role matrix, generated from the served OpenAPI document: every operation is called with no
-//! token, a malformed token, a well-formed unknown token, and each role. A route added without an entry
+//! token, a malformed token, a well-formed unknown token, an expired and a revoked broker token, JWTs
+//! from another issuer, for another audience, expired, with alg `none` and forged with HS256, and each
+//! role both as a broker token and as a JWT from the configured issuer. A route added without an entry
 //! in `ALLOWED` fails the test.
 
 use axum::http::Method;
@@ -7,6 +9,7 @@ use secret_broker::domain::Role;
 use serde_json::json;
 
 use crate::harness::{ROLE, SECRET, TestApp};
+use crate::jwt;
 
 use Role::*;
 
@@ -93,7 +96,9 @@ fn body_for(method: &str, path: &str, n: usize) -> Option<serde_json::Value> {
 
 #[tokio::test]
 async fn every_operation_has_an_entry_and_every_cell_holds() {
-    let t = TestApp::new();
+    let jwks_dir = tempfile::tempdir().unwrap();
+    let t = TestApp::with(|c| jwt::configure_file(c, jwks_dir.path()));
+    let now = t.app.clock.now().unix_timestamp();
     let spec = secret_broker::api::openapi();
     let mut operations = Vec::new();
     for (path, item) in &spec.paths.paths {
@@ -123,11 +128,69 @@ async fn every_operation_has_an_entry_and_every_cell_holds() {
         "ALLOWED lists an operation the API does not have"
     );
 
+    let jwt_of = |role: Role| jwt::token(now, &format!("jwt-{}", role.as_str()), &[role.as_str()]);
     let tokens = [
         (Requester, t.token("m-requester", Requester).await),
         (Approver, t.token("m-approver", Approver).await),
         (Auditor, t.token("m-auditor", Auditor).await),
         (Admin, t.token("m-admin", Admin).await),
+        (Requester, jwt_of(Requester)),
+        (Approver, jwt_of(Approver)),
+        (Auditor, jwt_of(Auditor)),
+        (Admin, jwt_of(Admin)),
+    ];
+    let expired = secret_broker::tokens::create_with_expiry(
+        &t.app.store,
+        "2026-11-29T12:00:00Z",
+        "cli",
+        "m-expired",
+        Admin,
+        Some("2026-11-29T11:59:59Z".into()),
+    )
+    .await
+    .unwrap();
+    let revoked = t.token("m-revoked", Admin).await;
+    t.db()
+        .execute(
+            "UPDATE tokens SET revoked_at = '2026-11-29T12:00:00Z' WHERE id = ?1",
+            [revoked.split('_').nth(1).unwrap()],
+        )
+        .unwrap();
+    let admin_claims = jwt::claims(now, "m-jwt", &["admin"]);
+    let jwt_with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = admin_claims.clone();
+        f(&mut c);
+        jwt::sign("ES256", Some("es-1"), &c)
+    };
+    let refused: Vec<(&str, Option<String>)> = vec![
+        ("no token", None),
+        ("malformed token", Some("not-a-token".into())),
+        (
+            "unknown token",
+            Some("sb_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".into()),
+        ),
+        ("expired token", Some(expired)),
+        ("revoked token", Some(revoked)),
+        (
+            "JWT from another issuer",
+            Some(jwt_with(&|c| c["iss"] = "https://evil.example".into())),
+        ),
+        (
+            "JWT for another audience",
+            Some(jwt_with(&|c| c["aud"] = "another-service".into())),
+        ),
+        (
+            "expired JWT",
+            Some(jwt_with(&|c| c["exp"] = (now - 3600).into())),
+        ),
+        (
+            "JWT with alg none",
+            Some(jwt::sign("none", Some("es-1"), &admin_claims)),
+        ),
+        (
+            "JWT forged with HS256 and the public key",
+            Some(jwt::sign("HS256", Some("rs-1"), &admin_claims)),
+        ),
     ];
     let principal_id = t
         .post(
@@ -145,9 +208,10 @@ async fn every_operation_has_an_entry_and_every_cell_holds() {
     let mut n = 0;
     for (m, p, allowed) in ALLOWED {
         let method: Method = m.to_uppercase().parse().unwrap();
-        // A fresh pending share per call, requested by the matrix requester.
-        let fresh_path = async || {
-            let share_id = t.request_share(&tokens[0].1).await;
+        // A fresh pending share per call, requested by the matrix requester of the same kind (broker
+        // token or JWT), so that "their own" means the same for both.
+        let fresh_path = async |requester: &str| {
+            let share_id = t.request_share(requester).await;
             if p.starts_with("/v1/principals/") {
                 p.replace("{id}", &principal_id)
             } else if p.starts_with("/v1/tokens/") {
@@ -157,34 +221,30 @@ async fn every_operation_has_an_entry_and_every_cell_holds() {
                 p.replace("{id}", &share_id)
             }
         };
-        let path = fresh_path().await;
+        let path = fresh_path(&tokens[0].1).await;
         let Some(allowed) = allowed else {
             let r = t.call(method.clone(), &path, None, None).await;
             assert_eq!(r.status, 200, "{m} {path} is public: {}", r.text);
             continue;
         };
-        for (label, token) in [
-            ("no token", None),
-            ("malformed token", Some("not-a-token")),
-            (
-                "unknown token",
-                Some("sb_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
-            ),
-        ] {
+        for (label, token) in &refused {
             n += 1;
             let r = t
-                .call(method.clone(), &path, token, body_for(m, p, n))
-                .await
-                .expect(401);
+                .call(method.clone(), &path, token.as_deref(), body_for(m, p, n))
+                .await;
+            assert_eq!(r.status, 401, "{label} on {m} {p}: {}", r.text);
+            let r = r.expect(401);
             assert!(
-                r.body["detail"].as_str().unwrap().contains("token"),
+                r.body["detail"].as_str().unwrap().contains("token")
+                    || r.body["detail"].as_str().unwrap().contains("JWT"),
                 "{label}: {}",
                 r.text
             );
         }
-        for (role, token) in &tokens {
+        for (i, (role, token)) in tokens.iter().enumerate() {
             n += 1;
-            let path = fresh_path().await;
+            let requester = if i < 4 { &tokens[0].1 } else { &tokens[4].1 };
+            let path = fresh_path(requester).await;
             let r = t
                 .call(method.clone(), &path, Some(token), body_for(m, p, n))
                 .await;

@@ -231,19 +231,24 @@ async fn unauthenticated_bad_bodies_are_401_not_422() {
         .await
         .expect(401);
     assert!(r.body["detail"].as_str().unwrap().contains("Authorization"));
-    // The refused attempt is audited, by an anonymous actor.
-    let (actor, action): (String, String) = t
+    // The refused attempt is audited, by an anonymous actor, with what it tried.
+    let (actor, action, details): (String, String, String) = t
         .db()
         .query_row(
-            "SELECT actor, action FROM audit ORDER BY seq DESC LIMIT 1",
+            "SELECT actor, action, details FROM audit ORDER BY seq DESC LIMIT 1",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
     assert_eq!(
         (actor.as_str(), action.as_str()),
-        ("anonymous", "share.refused")
+        ("anonymous", "auth.failed")
     );
+    let details: serde_json::Value = serde_json::from_str(&details).unwrap();
+    assert_eq!(details["reason"], "no-token");
+    assert_eq!(details["method"], "POST");
+    assert_eq!(details["route"], "/v1/shares");
+    assert_eq!(details["address"], "127.0.0.1");
     assert_eq!(t.count("shares"), 0);
 }
 

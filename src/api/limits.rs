@@ -1,0 +1,158 @@
+//! Rate and concurrency limits, as tower layers: a per-address and a per-credential rate limit
+//! (tower_governor, answered 429 with Retry-After) and a concurrency limit that sheds excess load at
+//! once (tower's load_shed over concurrency_limit, answered 503 with Retry-After).
+//!
+//! The per-credential key is a digest of the whole Authorization header, so each token (broker token
+//! or JWT) has its own bucket and nobody can spend another caller's allowance without holding that
+//! caller's token; requests without the header share a bucket per client address. A stream of made-up
+//! tokens gets a new bucket per token, which is what the per-address limit is for.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, Request, Response, header};
+use axum::response::IntoResponse;
+use governor::middleware::NoOpMiddleware;
+use sha2::{Digest, Sha256};
+use tower_governor::GovernorError;
+use tower_governor::governor::{GovernorConfig, GovernorConfigBuilder};
+use tower_governor::key_extractor::KeyExtractor;
+
+use super::problem::problem;
+
+fn peer<T>(req: &Request<T>) -> Option<IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// Keys requests by client address (the connection's peer; forwarded headers are not trusted).
+#[derive(Debug, Clone, Copy)]
+pub struct AddressKey;
+
+impl KeyExtractor for AddressKey {
+    type Key = Option<IpAddr>;
+    fn extract<T>(&self, req: &Request<T>) -> Result<Self::Key, GovernorError> {
+        Ok(peer(req))
+    }
+}
+
+/// Keys requests by a digest of their Authorization header, or by client address without one.
+#[derive(Debug, Clone, Copy)]
+pub struct CredentialKey;
+
+impl KeyExtractor for CredentialKey {
+    type Key = [u8; 16];
+    fn extract<T>(&self, req: &Request<T>) -> Result<Self::Key, GovernorError> {
+        let mut h = Sha256::new();
+        match req.headers().get(header::AUTHORIZATION) {
+            Some(v) => {
+                h.update(b"credential\0");
+                h.update(v.as_bytes());
+            }
+            None => {
+                h.update(b"address\0");
+                h.update(format!("{:?}", peer(req)).as_bytes());
+            }
+        }
+        let digest = h.finalize();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        Ok(key)
+    }
+}
+
+/// A rate limit of `per_second` requests a second with bursts of twice that, keyed by `K`.
+pub fn config<K>(key: K, per_second: u32) -> Arc<GovernorConfig<K, NoOpMiddleware>>
+where
+    K: KeyExtractor + Send + Sync + 'static,
+    K::Key: Send + Sync + 'static,
+{
+    let period = Duration::from_secs(1) / per_second.max(1);
+    let burst = per_second.saturating_mul(2).max(1);
+    let config = GovernorConfigBuilder::default()
+        .period(period.max(Duration::from_nanos(1)))
+        .burst_size(burst)
+        .key_extractor(key)
+        .finish()
+        .unwrap_or_else(|| unreachable!("period and burst are positive"));
+    let config = Arc::new(config);
+    forget_idle_keys(&config);
+    config
+}
+
+/// Drops the state of keys that have been idle for a while, every minute, for as long as the limit
+/// is in use (so made-up tokens do not accumulate).
+fn forget_idle_keys<K>(config: &Arc<GovernorConfig<K, NoOpMiddleware>>)
+where
+    K::Key: Send + Sync + 'static,
+    K: KeyExtractor + Send + Sync + 'static,
+{
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let weak = Arc::downgrade(config);
+    rt.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(c) = weak.upgrade() else { break };
+            c.limiter().retain_recent();
+            c.limiter().shrink_to_fit();
+        }
+    });
+}
+
+/// The 429 problem for a request over limit `kind` (`token` or `address`).
+pub fn too_many(
+    kind: &'static str,
+    per_second: u32,
+) -> impl Fn(GovernorError) -> Response<axum::body::Body> + Send + Sync + 'static {
+    move |e| {
+        crate::metrics::metrics()
+            .limited
+            .get_or_create(&crate::metrics::Kind { kind: kind.into() })
+            .inc();
+        let wait = match &e {
+            GovernorError::TooManyRequests { wait_time, .. } => (*wait_time).max(1),
+            _ => 1,
+        };
+        let who = if kind == "token" {
+            "this token (or, without one, this address)"
+        } else {
+            "this client address"
+        };
+        let mut resp = problem(
+            429,
+            format!(
+                "too many requests from {who}: at most {per_second} a second (bursts of {}); retry after {wait} s",
+                per_second.saturating_mul(2)
+            ),
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        resp
+    }
+}
+
+/// The 503 for a request shed because `max_concurrent_requests` are in flight.
+pub async fn overloaded(_: axum::BoxError) -> Response<axum::body::Body> {
+    crate::metrics::metrics()
+        .limited
+        .get_or_create(&crate::metrics::Kind {
+            kind: "concurrency".into(),
+        })
+        .inc();
+    let mut resp = problem(
+        503,
+        "the service is handling as many requests as it is configured for (max_concurrent_requests); retry shortly".into(),
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}

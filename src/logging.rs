@@ -1,0 +1,155 @@
+//! Logging: tracing's fmt subscriber (text or JSON lines) writing through [`Escaping`], which turns
+//! every control character inside an event into a visible escape, so no value that reaches a log line
+//! (an error text quoting input, a claim, a header) can end the line early, forge another one, or send
+//! terminal escape sequences. Colours are off for the same reason.
+
+use std::io::{self, Write};
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::config::{Config, LogFormat};
+
+/// Whether `c` is escaped in a log line: control characters (C0, DEL, C1), line and paragraph
+/// separators, and the bidirectional overrides that make text display other than it reads.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `event` (one formatted log line) with its control characters escaped; a final newline is kept.
+pub fn escape_line(event: &[u8]) -> Vec<u8> {
+    let (body, newline) = match event.strip_suffix(b"\n") {
+        Some(b) => (b, true),
+        None => (event, false),
+    };
+    let text = String::from_utf8_lossy(body);
+    let mut out = String::with_capacity(text.len() + 2);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    if newline {
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// A writer that escapes each event before passing it on (the fmt layer writes one event per call).
+pub struct Escaping<W>(W);
+
+impl<W: Write> Write for Escaping<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write_all(&escape_line(buf))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Makes [`Escaping`] writers around another writer maker.
+pub struct EscapingWriter<M>(pub M);
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for EscapingWriter<M> {
+    type Writer = Escaping<M::Writer>;
+    fn make_writer(&'a self) -> Self::Writer {
+        Escaping(self.0.make_writer())
+    }
+}
+
+/// The service's subscriber: `config.log` as the filter (or `rust_log` when `log` is left at its
+/// default), `config.log_format`, written through [`EscapingWriter`] to `writer`.
+pub fn subscriber<M>(
+    config: &Config,
+    rust_log: Option<String>,
+    writer: M,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    M: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = match rust_log {
+        Some(f) if config.log == "info" => EnvFilter::new(f),
+        _ => EnvFilter::new(&config.log),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(EscapingWriter(writer))
+        .with_ansi(false);
+    match config.log_format {
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .finish(),
+        ),
+        LogFormat::Text => Box::new(builder.finish()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buf {
+        type Writer = Buf;
+        fn make_writer(&'a self) -> Buf {
+            self.clone()
+        }
+    }
+
+    const HOSTILE: &str = "alice\n2026-11-29T00:00:00Z  INFO forged: admin approved\r\x1b[31mred\x1b[0m\u{9b}2J\u{202e}txt.exe\u{2028}";
+
+    #[test]
+    fn hostile_values_stay_on_one_line_in_both_formats() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let buf = Buf::default();
+            let config = Config {
+                log_format: format,
+                ..Config::default()
+            };
+            let sub = subscriber(&config, None, buf.clone());
+            tracing::subscriber::with_default(sub, || {
+                tracing::info!(user = %HOSTILE, debug = ?HOSTILE, "message with {HOSTILE}");
+                tracing::warn!("second");
+            });
+            let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+            let lines: Vec<&str> = out.lines().collect();
+            assert_eq!(lines.len(), 2, "{format}: {out}");
+            assert!(lines[0].contains("forged: admin approved"), "{out}");
+            assert!(lines[1].contains("second"), "{out}");
+            for line in &lines {
+                for c in line.chars() {
+                    assert!(!needs_escape(c), "{format}: {c:?} reached the log: {out}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn plain_lines_are_untouched() {
+        let line = b"2026-11-29T12:00:00Z  INFO request: access status=200 caf\xc3\xa9\n";
+        assert_eq!(escape_line(line), line.to_vec());
+        assert_eq!(escape_line(b"a\tb\n"), b"a\\tb\n".to_vec());
+    }
+}

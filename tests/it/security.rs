@@ -1,0 +1,679 @@
+//! Adversarial tests of the front door: OIDC JWTs (forged, misissued, expired, key confusion, key
+//! rotation), rate and concurrency limits, and the audit of refused authentications.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use secret_broker::config::{Config, Limit, OptText, RoleMap};
+use secret_broker::domain::Role::*;
+use serde_json::{Value, json};
+
+use crate::harness::{LOOPBACK, TestApp};
+use crate::jwt::{self, AUDIENCE, ISSUER};
+
+fn oidc_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap().keep();
+    TestApp::with(|c| jwt::configure_file(c, &dir))
+}
+
+fn now(t: &TestApp) -> i64 {
+    t.app.clock.now().unix_timestamp()
+}
+
+/// The newest audit row's details.
+fn last_audit(t: &TestApp) -> (String, String, Value) {
+    let (actor, action, details): (String, String, String) = t
+        .db()
+        .query_row(
+            "SELECT actor, action, details FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    (actor, action, serde_json::from_str(&details).unwrap())
+}
+
+#[tokio::test]
+async fn a_valid_jwt_acts_with_its_mapped_role_under_its_subject() {
+    let t = oidc_app();
+    let n = now(&t);
+    // ES256, requester: may register a principal; the audit names oidc:<sub>.
+    let alice = jwt::token(n, "alice@corp.example", &["requester"]);
+    t.post(
+        "/v1/principals",
+        &alice,
+        json!({"arn": "arn:aws:iam::444455556666:role/jwt-app"}),
+    )
+    .await
+    .expect(201);
+    let (actor, action, _) = last_audit(&t);
+    assert_eq!(
+        (actor.as_str(), action.as_str()),
+        ("oidc:alice@corp.example", "principal.registered")
+    );
+    // ... and may not read the audit log.
+    t.get("/v1/audit", &alice).await.expect(403);
+    // RS256, auditor.
+    let carol = jwt::sign(
+        "RS256",
+        Some("rs-1"),
+        &jwt::claims(n, "carol", &["auditor"]),
+    );
+    t.get("/v1/audit", &carol).await.expect(200);
+    t.post(
+        "/v1/principals",
+        &carol,
+        json!({"arn": "arn:aws:iam::444455556666:role/jwt-app-2"}),
+    )
+    .await
+    .expect(403);
+    // The token is never stored.
+    let dump: String = t
+        .db()
+        .query_row("SELECT group_concat(details, ' ') FROM audit", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(!dump.contains(&alice) && !dump.contains(&carol));
+}
+
+#[tokio::test]
+async fn forged_misissued_and_stale_jwts_are_refused_and_audited() {
+    let t = oidc_app();
+    let n = now(&t);
+    let base = jwt::claims(n, "mallory", &["admin"]);
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = base.clone();
+        f(&mut c);
+        c
+    };
+    let es = |c: &Value| jwt::sign("ES256", Some("es-1"), c);
+    let tampered = {
+        // Signed as an auditor, then the payload is swapped for an admin's.
+        let good = jwt::token(n, "mallory", &["auditor"]);
+        let parts: Vec<&str> = good.split('.').collect();
+        let forged = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            base.to_string(),
+        );
+        format!("{}.{forged}.{}", parts[0], parts[2])
+    };
+    let other_key = {
+        // Header and payload of a token naming es-1, signature by es-2.
+        let named = es(&base);
+        let signed = jwt::sign("ES256", Some("es-2"), &base);
+        let (head, _) = named.rsplit_once('.').unwrap();
+        let (_, sig) = signed.rsplit_once('.').unwrap();
+        let payload_es2 = signed.split('.').nth(1).unwrap();
+        assert_eq!(head.split('.').nth(1).unwrap(), payload_es2);
+        format!("{head}.{sig}")
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "wrong issuer",
+            es(&with(&|c| c["iss"] = "https://evil.example".into())),
+            "jwt-issuer",
+        ),
+        (
+            "issuer with a trailing slash",
+            es(&with(&|c| c["iss"] = format!("{ISSUER}/").into())),
+            "jwt-issuer",
+        ),
+        (
+            "wrong audience",
+            es(&with(&|c| c["aud"] = "another-service".into())),
+            "jwt-audience",
+        ),
+        (
+            "no audience",
+            es(&with(&|c| {
+                c.as_object_mut().unwrap().remove("aud");
+            })),
+            "jwt-claims",
+        ),
+        (
+            "expired beyond the leeway",
+            es(&with(&|c| c["exp"] = (n - 61).into())),
+            "jwt-expired",
+        ),
+        (
+            "no exp",
+            es(&with(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            })),
+            "jwt-claims",
+        ),
+        (
+            "exp as text",
+            es(&with(&|c| c["exp"] = (n + 600).to_string().into())),
+            "jwt-claims",
+        ),
+        (
+            "not valid yet",
+            es(&with(&|c| c["nbf"] = (n + 300).into())),
+            "jwt-not-yet-valid",
+        ),
+        (
+            "alg none",
+            jwt::sign("none", Some("es-1"), &base),
+            "jwt-algorithm",
+        ),
+        ("alg None", jwt::sign("None", None, &base), "jwt-algorithm"),
+        (
+            "HS256 keyed with the RSA public key",
+            jwt::sign("HS256", Some("rs-1"), &base),
+            "jwt-algorithm",
+        ),
+        (
+            "RS512",
+            jwt::sign("RS512", Some("rs-1"), &base),
+            "jwt-algorithm",
+        ),
+        (
+            "PS256",
+            jwt::sign("PS256", Some("rs-1"), &base),
+            "jwt-algorithm",
+        ),
+        (
+            "ES256 naming the RSA key",
+            jwt::sign("ES256", Some("rs-1"), &base),
+            "jwt-algorithm",
+        ),
+        (
+            "RS256 naming the EC key",
+            jwt::sign("RS256", Some("es-1"), &base),
+            "jwt-algorithm",
+        ),
+        ("tampered payload", tampered, "jwt-signature"),
+        ("signed by another key", other_key, "jwt-signature"),
+        (
+            "unknown kid",
+            jwt::sign("ES256", Some("es-9"), &base),
+            "jwt-unknown-key",
+        ),
+        (
+            "no role",
+            es(&with(&|c| c["roles"] = json!([]))),
+            "jwt-no-role",
+        ),
+        (
+            "unknown role",
+            es(&with(&|c| c["roles"] = json!(["root", "superuser"]))),
+            "jwt-no-role",
+        ),
+        (
+            "roles not strings",
+            es(&with(&|c| c["roles"] = json!([{"admin": true}]))),
+            "jwt-no-role",
+        ),
+        (
+            "two roles",
+            es(&with(&|c| c["roles"] = json!(["requester", "approver"]))),
+            "jwt-ambiguous-role",
+        ),
+        (
+            "no sub",
+            es(&with(&|c| {
+                c.as_object_mut().unwrap().remove("sub");
+            })),
+            "jwt-claims",
+        ),
+        (
+            "sub with a newline",
+            es(&with(&|c| c["sub"] = "alice\nadmin".into())),
+            "jwt-claims",
+        ),
+        (
+            "two parts",
+            "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0".into(),
+            "jwt-malformed",
+        ),
+        (
+            "header not JSON",
+            "bm90IGpzb24.e30.c2ln".into(),
+            "jwt-malformed",
+        ),
+        (
+            "huge",
+            format!("{}.{}.x", "a".repeat(20_000), "b"),
+            "jwt-malformed",
+        ),
+    ];
+    for (i, (label, token, reason)) in cases.iter().enumerate() {
+        // A fresh address each, so no refusal is coalesced away.
+        let peer = SocketAddr::from(([192, 0, 2, i as u8 + 1], 4000));
+        let r = get_from(&t, "/v1/shares", token, peer).await;
+        assert_eq!(r.status, 401, "{label} was not refused: {}", r.text);
+        let r = r.expect(401);
+        assert!(
+            !r.text.contains(token.as_str()),
+            "{label}: the token was echoed"
+        );
+        let (actor, action, details) = last_audit(&t);
+        assert_eq!(
+            (actor.as_str(), action.as_str(), details["reason"].as_str()),
+            ("anonymous", "auth.failed", Some(*reason)),
+            "{label}: {}",
+            r.text
+        );
+    }
+    // Within the leeway, an admin token with admin among other roles, and an aud list naming the
+    // broker are all accepted.
+    for (label, token) in [
+        (
+            "expired within the leeway",
+            es(&with(&|c| c["exp"] = (n - 30).into())),
+        ),
+        (
+            "admin among other roles",
+            es(&with(&|c| c["roles"] = json!(["requester", "admin"]))),
+        ),
+        (
+            "aud list",
+            es(&with(&|c| c["aud"] = json!(["other", AUDIENCE]))),
+        ),
+        (
+            "roles as one string",
+            es(&with(&|c| c["roles"] = "admin".into())),
+        ),
+    ] {
+        let r = t.get("/v1/tokens", &token).await;
+        assert_eq!(r.status, 200, "{label}: {}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn expiry_is_judged_by_the_service_clock() {
+    let t = oidc_app();
+    let token = jwt::token(now(&t), "dora", &["auditor"]);
+    t.get("/v1/audit", &token).await.expect(200);
+    t.clock.advance(Duration::from_secs(600 + 61));
+    let r = t.get("/v1/audit", &token).await.expect(401);
+    assert!(r.body["detail"].as_str().unwrap().contains("expired"));
+}
+
+#[tokio::test]
+async fn a_role_map_and_a_nested_roles_claim() {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let t = TestApp::with(|c| {
+        jwt::configure_file(c, &dir);
+        c.oidc_roles_claim = "realm_access.roles".into();
+        c.oidc_role_map = "secops=approver,eng=requester".parse::<RoleMap>().unwrap();
+        c.oidc_name_claim = "email".into();
+    });
+    let n = now(&t);
+    let mk = |roles: Value| {
+        let mut c = jwt::claims(n, "u-1", &[]);
+        c.as_object_mut().unwrap().remove("roles");
+        c["realm_access"] = json!({ "roles": roles });
+        c["email"] = "erin@corp.example".into();
+        jwt::sign("ES256", Some("es-1"), &c)
+    };
+    let eng = mk(json!(["eng", "unrelated"]));
+    t.post(
+        "/v1/principals",
+        &eng,
+        json!({"arn": "arn:aws:iam::444455556666:role/mapped"}),
+    )
+    .await
+    .expect(201);
+    assert_eq!(last_audit(&t).0, "oidc:erin@corp.example");
+    // With a map, role names themselves mean nothing.
+    let r = t.get("/v1/shares", &mk(json!(["admin"]))).await.expect(401);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("realm_access.roles")
+    );
+    t.get("/v1/shares", &mk(json!(["secops"])))
+        .await
+        .expect(200);
+    t.get("/v1/shares", &mk(json!(["secops", "eng"])))
+        .await
+        .expect(401);
+}
+
+#[tokio::test]
+async fn a_jwks_url_is_fetched_and_a_rotated_key_is_picked_up() {
+    let server = jwt::JwksServer::start(jwt::jwks(false)).await;
+    let t = TestApp::with(|c| {
+        c.oidc_issuer = OptText(Some(ISSUER.into()));
+        c.oidc_audience = OptText(Some(AUDIENCE.into()));
+        c.oidc_jwks_url = OptText(Some(server.url.clone()));
+    });
+    let n = now(&t);
+    t.get("/v1/shares", &jwt::token(n, "u", &["auditor"]))
+        .await
+        .expect(200);
+    assert_eq!(server.hits(), 1, "the first JWT loads the keys");
+    t.get("/v1/shares", &jwt::token(n, "u", &["auditor"]))
+        .await
+        .expect(200);
+    assert_eq!(server.hits(), 1, "the keys are cached");
+    // The issuer starts signing with a new key before the broker has seen it.
+    *server.doc.lock().unwrap() = jwt::jwks(true);
+    let rotated = jwt::sign("ES256", Some("es-2"), &jwt::claims(n, "u", &["auditor"]));
+    // An unknown kid fetches again, at most once a minute: the first fetch was just now.
+    t.get("/v1/shares", &rotated).await.expect(401);
+    assert_eq!(server.hits(), 1);
+    // The periodic refresh (what serve runs every oidc_jwks_refresh) picks it up.
+    let oidc = t.app.oidc.clone().unwrap();
+    assert_eq!(oidc.refresh().await, Ok(3));
+    t.get("/v1/shares", &rotated).await.expect(200);
+    // A refresh that fails keeps the last good keys.
+    *server.doc.lock().unwrap() = json!({"keys": []});
+    assert!(oidc.refresh().await.is_err());
+    t.get("/v1/shares", &rotated).await.expect(200);
+}
+
+#[tokio::test]
+async fn an_unknown_kid_triggers_one_fetch() {
+    let server = jwt::JwksServer::start(json!({"keys": []})).await;
+    let t = TestApp::with(|c| {
+        c.oidc_issuer = OptText(Some(ISSUER.into()));
+        c.oidc_audience = OptText(Some(AUDIENCE.into()));
+        c.oidc_jwks_url = OptText(Some(server.url.clone()));
+    });
+    let n = now(&t);
+    // The issuer's JWKS has no usable key yet: refused, and the next tries do not hammer it.
+    let r = t
+        .get("/v1/shares", &jwt::token(n, "u", &["auditor"]))
+        .await
+        .expect(401);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("could not be loaded")
+    );
+    for _ in 0..5 {
+        t.get("/v1/shares", &jwt::token(n, "u", &["auditor"]))
+            .await
+            .expect(401);
+    }
+    assert_eq!(server.hits(), 1);
+}
+
+#[tokio::test]
+async fn without_an_issuer_a_jwt_is_refused_plainly() {
+    let t = TestApp::new();
+    let r = t
+        .get("/v1/shares", &jwt::token(now(&t), "u", &["admin"]))
+        .await
+        .expect(401);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not accept JWTs")
+    );
+}
+
+#[test]
+fn oidc_settings_are_checked_together() {
+    let load = |pairs: &[(&str, &str)]| {
+        Config::load(
+            None,
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let iss = ("BROKER_OIDC_ISSUER", ISSUER);
+    let aud = ("BROKER_OIDC_AUDIENCE", AUDIENCE);
+    for (pairs, needle) in [
+        (vec![iss], "oidc_audience"),
+        (vec![iss, aud], "exactly one"),
+        (
+            vec![
+                iss,
+                aud,
+                ("BROKER_OIDC_JWKS_URL", "http://idp.example/jwks"),
+            ],
+            "https",
+        ),
+        (vec![aud], "need oidc_issuer"),
+        (vec![("BROKER_TLS_CERT", "/x.pem")], "tls_key"),
+        (vec![("BROKER_OIDC_ROLE_MAP", "a=b")], "unknown role"),
+        (vec![("BROKER_TOKEN_RATE_LIMIT", "0")], "or off"),
+    ] {
+        let e = load(&pairs).unwrap_err().to_string();
+        assert!(e.contains(needle), "{pairs:?}: {e}");
+    }
+    let c = load(&[
+        iss,
+        aud,
+        ("BROKER_OIDC_JWKS_URL", "https://idp.example/jwks"),
+        ("BROKER_TOKEN_RATE_LIMIT", "off"),
+    ])
+    .unwrap();
+    assert_eq!(c.token_rate_limit, Limit(None));
+}
+
+// ---- limits ----
+
+async fn get_from(t: &TestApp, path: &str, token: &str, peer: SocketAddr) -> crate::harness::Resp {
+    let req = Request::get(path)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    t.raw_from(req, peer).await
+}
+
+#[tokio::test]
+async fn a_token_over_its_rate_gets_429_with_retry_after() {
+    let t = TestApp::with(|c| c.token_rate_limit = Limit(Some(5)));
+    let a = t.token("busy", Auditor).await;
+    let b = t.token("calm", Auditor).await;
+    // A burst of twice the rate passes, the next is refused.
+    for i in 0..10 {
+        let r = t.get("/v1/shares", &a).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text);
+    }
+    let r = t.get("/v1/shares", &a).await.expect(429);
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert_eq!(r.body["type"], "urn:secret-broker:problem:rate-limited");
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("at most 5 a second")
+    );
+    // Another token is not affected.
+    t.get("/v1/shares", &b).await.expect(200);
+    // After the wait, the token may call again (one cell refills in 200 ms).
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    t.get("/v1/shares", &a).await.expect(200);
+    let metrics = t.call(Method::GET, "/metrics", None, None).await.text;
+    assert!(metrics.contains("secret_broker_limited_requests_total{kind=\"token\"}"));
+}
+
+#[tokio::test]
+async fn made_up_tokens_cannot_escape_the_address_limit() {
+    let t = TestApp::with(|c| {
+        c.token_rate_limit = Limit(Some(100));
+        c.address_rate_limit = Limit(Some(3));
+    });
+    let mallory: SocketAddr = "192.0.2.66:5000".parse().unwrap();
+    let other: SocketAddr = "192.0.2.77:5000".parse().unwrap();
+    // Each made-up token has its own per-token bucket, but they all come from one address.
+    for i in 0..6 {
+        let r = get_from(&t, "/v1/shares", &format!("made-up-{i}"), mallory).await;
+        assert_eq!(r.status, 401, "request {i}: {}", r.text);
+    }
+    let r = get_from(&t, "/v1/shares", "made-up-7", mallory)
+        .await
+        .expect(429);
+    assert!(r.headers.contains_key("retry-after"));
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("client address")
+    );
+    // Another address is not affected.
+    get_from(&t, "/v1/shares", "made-up-8", other)
+        .await
+        .expect(401);
+}
+
+/// A request body that never arrives: the request stays in flight until dropped.
+struct Stalled;
+
+impl http_body::Body for Stalled {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn requests_over_the_concurrency_limit_are_shed_with_503() {
+    let t = TestApp::with(|c| c.max_concurrent_requests.0 = 2);
+    let token = t.token("slow", Requester).await;
+    let stall = || {
+        let mut req = Request::post("/v1/principals")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::new(Stalled))
+            .unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(LOOPBACK));
+        tokio::spawn(tower::ServiceExt::oneshot(t.router.clone(), req))
+    };
+    // Two requests take the two slots (each waits for a body that never comes).
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let task = stall();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!task.is_finished(), "a stalled request was answered");
+        stalled.push(task);
+    }
+    // The next request is refused at once.
+    let shed = t.get("/v1/shares", &token).await;
+    let shed = shed.expect(503);
+    assert_eq!(shed.headers["retry-after"], "1");
+    assert!(
+        shed.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_concurrent_requests")
+    );
+    // When they end, there is room again.
+    for s in &stalled {
+        s.abort();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while t.get("/v1/shares", &token).await.status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slots were not released"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// ---- refused authentications in the audit log ----
+
+#[tokio::test]
+async fn refused_authentications_are_audited_without_the_token_and_coalesced() {
+    let t = TestApp::new();
+    let expired = secret_broker::tokens::create_with_expiry(
+        &t.app.store,
+        "2026-11-29T12:00:00Z",
+        "cli",
+        "old",
+        Auditor,
+        Some("2026-11-29T11:00:00Z".into()),
+    )
+    .await
+    .unwrap();
+    let revoked = t.token("gone", Auditor).await;
+    let revoked_id = revoked.split('_').nth(1).unwrap().to_owned();
+    t.db()
+        .execute(
+            "UPDATE tokens SET revoked_at = '2026-11-29T12:00:00Z' WHERE id = ?1",
+            [&revoked_id],
+        )
+        .unwrap();
+    let mut good = t.token("good", Auditor).await;
+    good.pop();
+    good.push('!');
+    let unknown = "sb_0123456789abcdef_c2VjcmV0LXRoYXQtbXVzdC1uZXZlci1iZS1zdG9yZWQ".to_owned();
+    let cases = [
+        (expired.clone(), "expired"),
+        (revoked.clone(), "revoked"),
+        (good.clone(), "unknown-token"),
+        (unknown.clone(), "unknown-token"),
+        ("garbage".to_owned(), "malformed"),
+    ];
+    let peer: SocketAddr = "198.51.100.7:1234".parse().unwrap();
+    for (token, reason) in &cases {
+        let r = get_from(&t, "/v1/audit", token, peer).await.expect(401);
+        let (actor, action, details) = last_audit(&t);
+        assert_eq!(
+            (actor.as_str(), action.as_str()),
+            ("anonymous", "auth.failed")
+        );
+        assert_eq!(details["reason"], *reason, "{}", r.text);
+        assert_eq!(details["address"], "198.51.100.7");
+        assert_eq!(details["route"], "/v1/audit");
+    }
+    let (_, _, d) = last_audit(&t);
+    assert!(d.get("token_id").is_none());
+    // The public id of a broker-shaped token is recorded, never a secret.
+    let ids: Vec<String> = {
+        let db = t.db();
+        let mut s = db
+            .prepare("SELECT json_extract(details, '$.token_id') FROM audit WHERE action = 'auth.failed' ORDER BY seq")
+            .unwrap();
+        s.query_map([], |r| r.get::<_, Option<String>>(0))
+            .unwrap()
+            .map(|r| r.unwrap().unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(ids[1], revoked_id);
+    assert_eq!(ids[3], "0123456789abcdef");
+    let dump: String = t
+        .db()
+        .query_row("SELECT group_concat(details, ' ') FROM audit", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    for (token, _) in &cases {
+        if let Some(secret) = token.splitn(3, '_').nth(2) {
+            assert!(
+                !dump.contains(secret),
+                "a token secret reached the audit log"
+            );
+        }
+    }
+    // A flood from one address writes AUDITED_PER_WINDOW rows a minute, not one per request.
+    let before = t.count("audit");
+    for i in 0..40 {
+        get_from(&t, "/v1/shares", &format!("flood-{i}"), peer)
+            .await
+            .expect(401);
+    }
+    let written = t.count("audit") - before;
+    assert_eq!(
+        written as u32 + cases.len() as u32,
+        secret_broker::auth::AUDITED_PER_WINDOW
+    );
+    let metrics = t.call(Method::GET, "/metrics", None, None).await.text;
+    assert!(metrics.contains("secret_broker_auth_failures_unaudited_total"));
+    assert!(metrics.contains("secret_broker_auth_failures_total{kind=\"revoked\"}"));
+    // The chain still verifies.
+    let admin = t.token("root", Admin).await;
+    let v = t.get("/v1/audit/verify", &admin).await.expect(200);
+    assert_eq!(v.body["ok"], true, "{}", v.text);
+}
