@@ -36,7 +36,7 @@ pub struct CreateToken {
     /// Role.
     pub role: Role,
     /// Lifetime such as `90d` or `12h`; without it the token never expires.
-    #[schema(pattern = r"^[0-9]{1,6}(ms|s|m|h|d)$", example = "90d")]
+    #[schema(pattern = r"^0*[1-9][0-9]{0,5}(ms|s|m|h|d)$", example = "90d")]
     pub expires_in: Option<String>,
 }
 

@@ -2,7 +2,8 @@
 //! it (valid and invalid) against a real `serve` process, and every answer must be documented, match its
 //! schema and content type, never be a 5xx, and invalid input must be refused.
 //! A longer run: `scripts/contract` (more examples per operation).
-//! Measured: 25 examples per operation generate about 1,000 requests in about 10 s.
+//! Every check schemathesis has but one (see below) runs on every response.
+//! Measured: 25 examples per operation generate about 1,100 requests in about 10 s.
 
 use std::process::Command;
 
@@ -31,14 +32,21 @@ fn the_api_keeps_its_openapi_contract() {
                 "--max-examples",
                 &examples,
                 "--checks",
-                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection",
-                // Generated secret ARNs in made-up regions and partitions make the emulator answer with
-                // errors no real region gives (a 502 here says "AWS failed"); access checks are covered
-                // against the emulator with real secrets in tests/it/apply.rs.
+                "all",
+                // The one check left out: schema-valid requests the service still refuses with 422 for
+                // rules a schema cannot state (a cursor must be one the service issued; an
+                // Idempotency-Key must not be reused with another body).
+                "--exclude-checks",
+                "positive_data_acceptance",
+                // Left out: access checks, because generated secret ARNs in made-up regions make the
+                // emulator answer with errors no real region gives (a 502 says "AWS failed"; they are
+                // covered against the emulator in tests/it/apply.rs); and token revocation, because
+                // the stateful phase revokes the very token it runs with, after which every call is
+                // 401 (covered in tests/it/tokens_api.rs and the role matrix).
                 "--exclude-path-regex",
-                "^/v1/access-checks$",
+                "^/v1/(access-checks|tokens/\\{id\\}/revoke)$",
                 "--workers",
-                "2",
+                "1",
                 "--seed",
                 "20261129",
             ])
@@ -71,11 +79,12 @@ fn the_api_keeps_its_openapi_contract() {
         "schemathesis found problems ({generated}):\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    eprintln!("schemathesis: {generated}");
     // The run must have exercised the API, not skipped it.
     let n: usize = generated
         .split_whitespace()
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    assert!(n >= 500, "only {n} requests were generated: {generated}");
+    assert!(n >= 1000, "only {n} requests were generated: {generated}");
 }

@@ -10,6 +10,7 @@ mod moto;
 mod apply;
 mod audit_log;
 mod cli;
+mod concurrency;
 mod contract;
 mod eval_props;
 mod eval_table;
