@@ -30,11 +30,13 @@ pub struct AuditPage {
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Only events of this share.
+    #[param(max_length = 64)]
     pub share_id: Option<String>,
     /// Page size, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(max_length = 64)]
     pub cursor: Option<String>,
 }
 
@@ -58,6 +60,7 @@ pub async fn list(
     caller.require(&[Role::Auditor, Role::Admin])?;
     let limit = page_limit(q.limit)?;
     let after = decode_cursor(q.cursor.as_deref())?.unwrap_or(0);
+    super::check_len("share_id", q.share_id.as_deref(), 64)?;
     let share_id = q.share_id.filter(|s| !s.is_empty());
     let mut items = app
         .store

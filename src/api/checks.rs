@@ -36,6 +36,7 @@ pub struct AccessCheck {
     )]
     pub secret_arn: String,
     /// The `--version-stage` the consumer passes; omit when it passes none.
+    #[schema(max_length = 256)]
     pub version_stage: Option<String>,
     /// The consumer's identity policy (a policy document); omitted: the one the broker would generate.
     #[schema(value_type = Option<Object>)]
@@ -62,6 +63,12 @@ pub async fn create(
 ) -> Result<Json<CheckResult>> {
     let body = body?;
     let mut errors = Vec::new();
+    if body.version_stage.as_ref().is_some_and(|v| v.len() > 256) {
+        errors.push(FieldError {
+            field: "version_stage".into(),
+            message: "is longer than 256 characters".into(),
+        });
+    }
     let principal = parse_principal("principal_arn", &body.principal_arn)
         .map_err(|e| errors.push(e))
         .ok();
@@ -121,13 +128,19 @@ pub async fn create(
     Ok(Json(result))
 }
 
+fn arn_list() -> utoipa::openapi::schema::Array {
+    super::bounded_strings(2048)
+}
+
 /// Body of `POST /v1/access-reviews`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccessReview {
     /// Only these secrets (full ARNs); all when omitted. At most 1000.
+    #[schema(schema_with = arn_list)]
     pub secret_arns: Option<Vec<String>>,
     /// Only these principals; all when omitted. At most 1000.
+    #[schema(schema_with = arn_list)]
     pub principal_arns: Option<Vec<String>>,
     /// Identity policies to use instead of the generated ones, by principal ARN. At most 100.
     #[schema(value_type = Option<Object>)]
@@ -164,6 +177,12 @@ pub async fn review(
             errors.push(FieldError {
                 field: field.into(),
                 message: "at most 1000 entries".into(),
+            });
+        }
+        if list.iter().flatten().any(|a| a.len() > 2048) {
+            errors.push(FieldError {
+                field: field.into(),
+                message: "an entry is longer than 2048 characters".into(),
             });
         }
     }

@@ -317,11 +317,22 @@ pub fn encode_cursor(seq: i64) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{seq}"))
 }
 
+/// Longest cursor accepted (the service's own are about 16 characters).
+pub const MAX_CURSOR: usize = 64;
+
 /// Decodes a cursor from a previous page's `next_cursor`.
 pub fn decode_cursor(cursor: Option<&str>) -> Result<Option<i64>> {
     let Some(c) = cursor.filter(|c| !c.is_empty()) else {
         return Ok(None);
     };
+    if c.len() > MAX_CURSOR {
+        return Err(Error::field(
+            "cursor",
+            format!(
+                "is longer than {MAX_CURSOR} characters: pass the next_cursor of the previous page unchanged"
+            ),
+        ));
+    }
     let bad = || {
         Error::field(
             "cursor",
@@ -371,6 +382,31 @@ pub fn check_text(
         field: field.into(),
         message,
     });
+}
+
+/// A 422 when an optional filter or parameter is longer than `max` bytes (the bound the OpenAPI
+/// document declares as its maxLength).
+pub fn check_len(field: &str, value: Option<&str>, max: usize) -> Result<()> {
+    match value {
+        Some(v) if v.len() > max => Err(Error::field(
+            field,
+            format!("is longer than {max} characters"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The OpenAPI schema of an optional (nullable) list of strings of at most `max` characters each.
+pub fn bounded_strings(max: usize) -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(max)),
+        )
+        .build()
 }
 
 /// Turns collected field errors into one 422, or `Ok` when there are none.

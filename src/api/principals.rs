@@ -57,6 +57,7 @@ pub struct PrincipalQuery {
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(max_length = 64)]
     pub cursor: Option<String>,
 }
 
@@ -140,7 +141,7 @@ pub async fn list(
 /// One principal.
 #[utoipa::path(
     get, path = "/v1/principals/{id}", tag = "principals",
-    params(("id" = String, Path, description = "Principal id")),
+    params(("id" = String, Path, description = "Principal id", max_length = 64)),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The principal", body = Principal),

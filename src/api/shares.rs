@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::extract::{Auth, Body, OptionalBody, Query, RequestId};
 use super::principals::{parse_principal, truncate};
 use super::problem::Problem;
-use super::{check_text, decode_cursor, invalid_if_any, page_limit, paginate};
+use super::{check_len, check_text, decode_cursor, invalid_if_any, page_limit, paginate};
 use crate::app::App;
 use crate::domain::{Caller, Role, ShareAction, ShareStatus, fmt_time};
 use crate::error::{Error, FieldError, Result};
@@ -63,15 +63,19 @@ pub struct CreateShare {
     pub justification: String,
     /// Version stage the consumer may read. Omitted: `AWSCURRENT`; `null`: any stage.
     #[serde(default, deserialize_with = "double_option")]
-    #[schema(value_type = Option<String>, nullable, example = "AWSCURRENT", pattern = r"^[A-Za-z0-9_.+=@-]{1,256}$")]
+    #[schema(value_type = Option<String>, nullable, example = "AWSCURRENT", pattern = r"^[A-Za-z0-9_.+=@-]{1,256}$", max_length = 256)]
     pub version_stage: Option<Option<String>>,
     /// Actions to grant: `secretsmanager:GetSecretValue` (default, required) and optionally
     /// `secretsmanager:DescribeSecret`.
-    #[schema(example = json!(["secretsmanager:GetSecretValue"]))]
+    #[schema(schema_with = action_list, example = json!(["secretsmanager:GetSecretValue"]))]
     pub actions: Option<Vec<String>>,
     /// When access ends, RFC 3339. Default: now + `default_share_ttl`; at most now + `max_share_ttl`.
-    #[schema(example = "2027-01-31T00:00:00Z")]
+    #[schema(example = "2027-01-31T00:00:00Z", max_length = 64)]
     pub expires_at: Option<String>,
+}
+
+fn action_list() -> utoipa::openapi::schema::Array {
+    super::bounded_strings(128)
 }
 
 /// Body of `POST /v1/shares/{id}/approve` (optional).
@@ -139,17 +143,22 @@ pub struct SharePage {
 #[into_params(parameter_in = Query)]
 pub struct ShareQuery {
     /// Only shares in this status.
+    #[param(max_length = 64)]
     pub status: Option<String>,
     /// Only shares of this secret (exact ARN).
+    #[param(max_length = 2048)]
     pub secret_arn: Option<String>,
     /// Only shares for this principal (exact ARN).
+    #[param(max_length = 2048)]
     pub principal_arn: Option<String>,
     /// Only active shares whose access ends within this span from now (e.g. `7d`, `12h`).
+    #[param(max_length = 16)]
     pub expiring_within: Option<String>,
     /// Page size, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(max_length = 64)]
     pub cursor: Option<String>,
 }
 
@@ -277,6 +286,10 @@ fn validate(app: &App, body: CreateShare) -> Result<NewShare> {
     let expires_at = match body.expires_at {
         None => Some(now + app.config.default_share_ttl.0),
         Some(s) => match OffsetDateTime::parse(&s, &Rfc3339) {
+            _ if s.len() > 64 => {
+                errors.push(field("expires_at", "is longer than 64 characters".into()));
+                None
+            }
             Err(_) => {
                 errors.push(field(
                     "expires_at",
@@ -371,7 +384,7 @@ fn canonical(v: &serde_json::Value, out: &mut String) {
 #[utoipa::path(
     post, path = "/v1/shares", tag = "shares",
     request_body = CreateShare,
-    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$",
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$", max_length = 255,
             description = "Same key and same body replay the first response; same key and another body is 422")),
     security(("bearer" = [])),
     responses(
@@ -461,6 +474,10 @@ pub async fn list(
 ) -> Result<Json<SharePage>> {
     let limit = page_limit(q.limit)?;
     let before = decode_cursor(q.cursor.as_deref())?.unwrap_or(i64::MAX);
+    check_len("status", q.status.as_deref(), 64)?;
+    check_len("secret_arn", q.secret_arn.as_deref(), 2048)?;
+    check_len("principal_arn", q.principal_arn.as_deref(), 2048)?;
+    check_len("expiring_within", q.expiring_within.as_deref(), 16)?;
     let given = |v: Option<String>| v.filter(|s| !s.is_empty());
     let q = ShareQuery {
         status: given(q.status),
@@ -515,7 +532,7 @@ pub async fn list(
 /// One share with its votes.
 #[utoipa::path(
     get, path = "/v1/shares/{id}", tag = "shares",
-    params(("id" = String, Path, description = "Share id")),
+    params(("id" = String, Path, description = "Share id", max_length = 64)),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The share", body = Share),
@@ -540,7 +557,7 @@ pub async fn get(
 /// approvers makes it `approved`.
 #[utoipa::path(
     post, path = "/v1/shares/{id}/approve", tag = "shares",
-    params(("id" = String, Path, description = "Share id")),
+    params(("id" = String, Path, description = "Share id", max_length = 64)),
     request_body(content = Option<ApproveShare>, description = "Optional"),
     security(("bearer" = [])),
     responses(
@@ -582,7 +599,7 @@ pub async fn approve(
 /// Reject a pending share (approver or admin; not the requester, who cancels instead).
 #[utoipa::path(
     post, path = "/v1/shares/{id}/reject", tag = "shares",
-    params(("id" = String, Path, description = "Share id")),
+    params(("id" = String, Path, description = "Share id", max_length = 64)),
     request_body = RejectShare,
     security(("bearer" = [])),
     responses(
@@ -625,7 +642,7 @@ pub async fn reject(
 /// Withdraw a pending share (its requester, or an admin).
 #[utoipa::path(
     post, path = "/v1/shares/{id}/cancel", tag = "shares",
-    params(("id" = String, Path, description = "Share id")),
+    params(("id" = String, Path, description = "Share id", max_length = 64)),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Cancelled", body = Share),
@@ -674,7 +691,7 @@ mod tests {
 /// statement) and it becomes `revoked`. Its requester, an approver or an admin.
 #[utoipa::path(
     post, path = "/v1/shares/{id}/revoke", tag = "shares",
-    params(("id" = String, Path, description = "Share id")),
+    params(("id" = String, Path, description = "Share id", max_length = 64)),
     request_body = RevokeShare,
     security(("bearer" = [])),
     responses(
@@ -712,7 +729,7 @@ pub async fn revoke(
 /// Queue a failed share to be applied again (admin).
 #[utoipa::path(
     post, path = "/v1/shares/{id}/retry", tag = "shares",
-    params(("id" = String, Path, description = "Share id")),
+    params(("id" = String, Path, description = "Share id", max_length = 64)),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Approved again; it is applied in the background", body = Share),
@@ -749,12 +766,13 @@ async fn share_or_404(app: &App, id: &str) -> Result<Share> {
 /// The share's documents merged into the live policies, diffed and linted. Reads AWS; writes nothing.
 #[utoipa::path(
     get, path = "/v1/shares/{id}/plan", tag = "shares",
-    params(("id" = String, Path, description = "Share id")),
+    params(("id" = String, Path, description = "Share id", max_length = 64)),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The plan", body = crate::aws::saga::LivePlan),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such share, or the secret does not exist", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The share's secret or key does not exist (or is not visible to the broker)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The secret cannot be shared (AWS managed key, replica, disabled key)", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "AWS refused or failed", body = Problem, content_type = "application/problem+json"),
     )
@@ -765,18 +783,36 @@ pub async fn plan(
     Path(id): Path<String>,
 ) -> Result<Json<crate::aws::saga::LivePlan>> {
     let share = share_or_404(&app, &id).await?;
-    Ok(Json(app.applier.live_plan(&share).await?))
+    Ok(Json(
+        app.applier
+            .live_plan(&share)
+            .await
+            .map_err(|e| aws_gone(&share, e.into()))?,
+    ))
+}
+
+/// The share exists: a secret or key AWS cannot find is a conflict with the share, not a 404 for it.
+fn aws_gone(share: &rows::Share, e: Error) -> Error {
+    match e {
+        Error::NotFound(m) => Error::Conflict {
+            detail: format!("share {} exists, but {m}", share.id),
+            current_status: Some(share.status),
+            existing_id: None,
+        },
+        other => other,
+    }
 }
 
 /// What the consumer's account needs: the identity policy and the exact CLI call.
 #[utoipa::path(
     get, path = "/v1/shares/{id}/consumer", tag = "shares",
-    params(("id" = String, Path, description = "Share id")),
+    params(("id" = String, Path, description = "Share id", max_length = 64)),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Instructions for the consumer", body = ConsumerInstructions),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The share's secret or key does not exist (or is not visible to the broker)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The secret cannot be shared", body = Problem, content_type = "application/problem+json"),
         (status = 502, description = "AWS refused or failed (resolving the key of a share not yet applied)", body = Problem, content_type = "application/problem+json"),
     )
@@ -796,7 +832,11 @@ pub async fn consumer(
         .and_then(|k| KmsKeyArn::parse(k).ok())
     {
         Some(k) => k,
-        None => app.applier.resolve_key(&grant.secret).await?,
+        None => app
+            .applier
+            .resolve_key(&grant.secret)
+            .await
+            .map_err(|e| aws_gone(&share, e.into()))?,
     };
     let composed = compose(&grant, &key);
     let mut notes = vec![format!(
@@ -829,7 +869,7 @@ pub async fn consumer(
 /// Re-apply a drifted share (admin); it returns to `active` once the read-back verifies.
 #[utoipa::path(
     post, path = "/v1/shares/{id}/repair", tag = "shares",
-    params(("id" = String, Path, description = "Share id")),
+    params(("id" = String, Path, description = "Share id", max_length = 64)),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Repair started; the share stays drifted until it verifies", body = Share),

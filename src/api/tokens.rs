@@ -36,7 +36,11 @@ pub struct CreateToken {
     /// Role.
     pub role: Role,
     /// Lifetime such as `90d` or `12h`; without it the token never expires.
-    #[schema(pattern = r"^0*[1-9][0-9]{0,5}(ms|s|m|h|d)$", example = "90d")]
+    #[schema(
+        pattern = r"^0*[1-9][0-9]{0,5}(ms|s|m|h|d)$",
+        max_length = 16,
+        example = "90d"
+    )]
     pub expires_in: Option<String>,
 }
 
@@ -77,6 +81,7 @@ pub async fn create(
     caller.require(&[Role::Admin])?;
     let body = body?;
     let now_t = app.clock.now();
+    super::check_len("expires_in", body.expires_in.as_deref(), 16)?;
     let expires_at = match body.expires_in.as_deref() {
         None => None,
         Some(s) => {
@@ -131,7 +136,7 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<To
 /// Revoke a token (admin): it is refused from the next request on.
 #[utoipa::path(
     post, path = "/v1/tokens/{id}/revoke", tag = "tokens",
-    params(("id" = String, Path, description = "Token id (the part after sb_)")),
+    params(("id" = String, Path, description = "Token id (the part after sb_)", max_length = 64)),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Revoked"),

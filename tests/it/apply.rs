@@ -367,9 +367,16 @@ async fn unshareable_secrets_are_refused_with_nothing_written() {
             .unwrap()
             .contains("aws/secretsmanager")
     );
-    t.get(&format!("/v1/shares/{id_missing}/plan"), &a.alice)
+    // The share exists; its secret does not: a conflict, not a 404 for the share.
+    let r = t
+        .get(&format!("/v1/shares/{id_missing}/plan"), &a.alice)
         .await
-        .expect(404);
+        .expect(409);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("exists, but"),
+        "{}",
+        r.text
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,3 +55,70 @@ async fn swagger_ui_is_served_offline() {
         &r.text[..r.text.len().min(200)]
     );
 }
+
+/// Every string a client sends (path, query, body, array items) has a declared bound: maxLength, an
+/// enum, or a date-time/uuid format. A new field without one fails here; the handlers enforce the
+/// bound (schemathesis's negative_data_rejection check holds them to it).
+#[test]
+fn every_string_input_is_bounded() {
+    let spec: serde_json::Value =
+        serde_json::from_str(&secret_broker::api::openapi_json()).unwrap();
+    let comps = &spec["components"]["schemas"];
+    fn walk(s: &serde_json::Value, comps: &serde_json::Value, path: String, out: &mut Vec<String>) {
+        let s = match s["$ref"].as_str() {
+            Some(r) => &comps[r.rsplit('/').next().unwrap()],
+            None => s,
+        };
+        for k in ["oneOf", "anyOf", "allOf"] {
+            for x in s[k].as_array().into_iter().flatten() {
+                walk(x, comps, path.clone(), out);
+            }
+        }
+        let is_string = match &s["type"] {
+            serde_json::Value::String(t) => t == "string",
+            serde_json::Value::Array(ts) => ts.iter().any(|t| t == "string"),
+            _ => false,
+        };
+        if is_string
+            && s.get("maxLength").is_none()
+            && s.get("enum").is_none()
+            && !matches!(s["format"].as_str(), Some("date-time" | "uuid"))
+        {
+            out.push(path.clone());
+        }
+        if let Some(props) = s["properties"].as_object() {
+            for (k, v) in props {
+                walk(v, comps, format!("{path}.{k}"), out);
+            }
+        }
+        if s.get("items").is_some() {
+            walk(&s["items"], comps, format!("{path}[]"), out);
+        }
+    }
+    let mut unbounded = Vec::new();
+    for (p, item) in spec["paths"].as_object().unwrap() {
+        for (m, op) in item.as_object().unwrap() {
+            for prm in op["parameters"].as_array().into_iter().flatten() {
+                let name = prm["name"].as_str().unwrap();
+                walk(
+                    &prm["schema"],
+                    comps,
+                    format!("{m} {p} {name}"),
+                    &mut unbounded,
+                );
+            }
+            for (_, c) in op["requestBody"]["content"]
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
+                walk(&c["schema"], comps, format!("{m} {p} body"), &mut unbounded);
+            }
+        }
+    }
+    assert!(
+        unbounded.is_empty(),
+        "string inputs without a declared bound:\n{}",
+        unbounded.join("\n")
+    );
+}
