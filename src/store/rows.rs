@@ -498,16 +498,13 @@ pub fn shares_of_secret(
 
 /// Secrets that have shares in one of these statuses.
 pub fn secrets_with_status(conn: &Connection, statuses: &[ShareStatus]) -> Result<Vec<String>> {
-    let list = statuses
-        .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect::<Vec<_>>()
-        .join(",");
+    let marks = vec!["?"; statuses.len()].join(",");
     let mut stmt = conn.prepare(&format!(
-        "SELECT DISTINCT secret_arn FROM shares WHERE status IN ({list}) ORDER BY secret_arn"
+        "SELECT DISTINCT secret_arn FROM shares WHERE status IN ({marks}) ORDER BY secret_arn"
     ))?;
+    let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
     let rows = stmt
-        .query_map([], |r| r.get(0))?
+        .query_map(rusqlite::params_from_iter(names), |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?;
     Ok(rows)
 }

@@ -677,3 +677,101 @@ async fn refused_authentications_are_audited_without_the_token_and_coalesced() {
     let v = t.get("/v1/audit/verify", &admin).await.expect(200);
     assert_eq!(v.body["ok"], true, "{}", v.text);
 }
+
+// ---- input ----
+
+#[tokio::test]
+async fn hostile_text_is_stored_as_given_and_never_interpreted() {
+    let t = TestApp::new();
+    let alice = t.token("alice", Requester).await;
+    let root = t.token("root", Admin).await;
+    let hostile = "'); DROP TABLE shares; -- \" OR 1=1 -- <script>alert(1)</script> {{7*7}} ${jndi:ldap://x} \u{202e}\n\t\u{0}";
+    let r = t
+        .post(
+            "/v1/shares",
+            &alice,
+            json!({"secret_arn": crate::harness::SECRET, "principal_arn": crate::harness::ROLE,
+                   "justification": hostile}),
+        )
+        .await
+        .expect(201);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    // Read back byte for byte, as JSON data.
+    let got = t.get(&format!("/v1/shares/{id}"), &root).await.expect(200);
+    assert_eq!(got.body["justification"], hostile);
+    // Filters carrying SQL match nothing and break nothing.
+    for filter in [
+        "secret_arn=%27%20OR%20%271%27%3D%271",
+        "principal_arn=x%22%29%3B%20DROP%20TABLE%20shares%3B--",
+        "status=active%27--",
+    ] {
+        let r = t.get(&format!("/v1/shares?{filter}"), &root).await;
+        assert!(r.status == 200 || r.status == 422, "{filter}: {}", r.text);
+        if r.status == 200 {
+            assert!(r.body["items"].as_array().unwrap().is_empty(), "{filter}");
+        }
+    }
+    assert_eq!(t.count("shares"), 1);
+    let v = t.get("/v1/audit/verify", &root).await.expect(200);
+    assert_eq!(v.body["ok"], true);
+}
+
+/// SQL text is built only from constants: a `format!` whose text is SQL may interpolate only the
+/// column-list constants, the two column names the job journal picks from an enum, a list of `?`
+/// placeholders (`marks`) and the outbox's constant verb; every value is a bound parameter. A new
+/// interpolation fails here.
+#[test]
+fn sql_is_never_built_from_values() {
+    let allowed = |hole: &str| {
+        hole.ends_with("COLUMNS}")
+            || matches!(hole, "{col_sids}" | "{col_flag}" | "{marks}" | "{verb}")
+    };
+    let mut found = Vec::new();
+    let mut checked = 0;
+    for dir in ["src/store", "src"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        for entry in std::fs::read_dir(path).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            for (at, _) in text.match_indices("format!(") {
+                // The format string: from the first quote after `format!(` to the closing quote.
+                let rest = text[at + 8..].trim_start();
+                let Some(body) = rest.strip_prefix('"') else {
+                    continue;
+                };
+                let lit = &body[..body.find('"').unwrap_or(body.len())];
+                let upper = lit.to_uppercase();
+                if !["SELECT ", "INSERT ", "UPDATE ", "DELETE "]
+                    .iter()
+                    .any(|k| upper.contains(k))
+                {
+                    continue;
+                }
+                checked += 1;
+                let mut holes = lit;
+                while let Some(open) = holes.find('{') {
+                    let close = holes[open..]
+                        .find('}')
+                        .map_or(holes.len(), |e| open + e + 1);
+                    let hole = &holes[open..close];
+                    if !allowed(hole) {
+                        found.push(format!("{}: {hole} in {lit:?}", p.display()));
+                    }
+                    holes = &holes[close..];
+                }
+            }
+        }
+    }
+    assert!(
+        checked >= 5,
+        "the scan found only {checked} SQL format strings"
+    );
+    assert!(
+        found.is_empty(),
+        "SQL built with interpolated values:\n{}",
+        found.join("\n")
+    );
+}
