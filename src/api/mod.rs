@@ -96,6 +96,12 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(tokens::revoke))
         .routes(routes!(audit::list))
         .routes(routes!(audit::verify))
+}
+
+/// Liveness, readiness and metrics: never rate limited or shed, so a flood from a neighbour behind the
+/// same address cannot make an orchestrator restart the service.
+fn probe_routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
@@ -103,10 +109,12 @@ fn routes() -> OpenApiRouter<Arc<App>> {
 
 /// The router and the OpenAPI document it serves, with the responses every operation can give added
 /// where the handler's annotation does not list them (so the document never misses one).
-fn split() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
+fn split() -> (Router<Arc<App>>, Router<Arc<App>>, utoipa::openapi::OpenApi) {
     let (router, mut spec) = routes().split_for_parts();
+    let (probes, probe_spec) = probe_routes().split_for_parts();
+    spec.merge(probe_spec);
     add_common_responses(&mut spec);
-    (router, spec)
+    (router, probes, spec)
 }
 
 fn add_common_responses(spec: &mut utoipa::openapi::OpenApi) {
@@ -123,7 +131,7 @@ fn add_common_responses(spec: &mut utoipa::openapi::OpenApi) {
             )
             .build()
     };
-    for item in spec.paths.paths.values_mut() {
+    for (path, item) in spec.paths.paths.iter_mut() {
         let ops = [
             item.get.as_mut(),
             item.post.as_mut(),
@@ -151,10 +159,12 @@ fn add_common_responses(spec: &mut utoipa::openapi::OpenApi) {
                 add("415", "The body is not application/json");
                 add("422", "A field is invalid (errors names each)");
             }
-            add(
-                "429",
-                "Over the per-token or per-address rate limit; retry after Retry-After seconds",
-            );
+            if path.starts_with("/v1/") {
+                add(
+                    "429",
+                    "Over the per-token or per-address rate limit; retry after Retry-After seconds",
+                );
+            }
             add(
                 "503",
                 "Starting, at max_concurrent_requests (retry after Retry-After seconds), or the change \
@@ -166,7 +176,7 @@ fn add_common_responses(spec: &mut utoipa::openapi::OpenApi) {
 
 /// The OpenAPI document the service serves at `/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    split().1
+    split().2
 }
 
 /// The OpenAPI document as pretty JSON with a trailing newline (the form committed in `openapi/`).
@@ -189,12 +199,28 @@ pub fn router(app: Arc<App>) -> Router {
         GovernorLayer::new(limits::config(limits::CredentialKey, n))
             .error_handler(limits::too_many("token", n))
     });
-    let (api, spec) = split();
+    let (api, probes, spec) = split();
     let request_id = HeaderName::from_static("x-request-id");
-    api.merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+    // The limits wrap the API and the docs; the probes are merged in after, outside them.
+    let limited = api
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            ServiceBuilder::new()
+                .option_layer(address_limit)
+                .option_layer(token_limit)
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    limits::overloaded,
+                ))
+                .load_shed()
+                // One semaphore for the whole router: Router::layer makes a service per route, and a
+                // plain concurrency_limit would give each route its own allowance.
+                .layer(GlobalConcurrencyLimitLayer::new(max_concurrent)),
+        );
+    limited
+        .merge(probes)
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(app)
-        .layer(DefaultBodyLimit::max(body_limit))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
@@ -228,16 +254,7 @@ pub fn router(app: Arc<App>) -> Router {
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::REQUEST_TIMEOUT,
                     timeout,
-                ))
-                .option_layer(address_limit)
-                .option_layer(token_limit)
-                .layer(axum::error_handling::HandleErrorLayer::new(
-                    limits::overloaded,
-                ))
-                .load_shed()
-                // One semaphore for the whole router: Router::layer makes a service per route, and a
-                // plain concurrency_limit would give each route its own allowance.
-                .layer(GlobalConcurrencyLimitLayer::new(max_concurrent)),
+                )),
         )
 }
 

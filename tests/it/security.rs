@@ -775,3 +775,25 @@ fn sql_is_never_built_from_values() {
         found.join("\n")
     );
 }
+
+#[tokio::test]
+async fn probes_are_never_limited() {
+    let t = TestApp::with(|c| {
+        c.token_rate_limit = Limit(Some(1));
+        c.address_rate_limit = Limit(Some(1));
+        c.max_concurrent_requests.0 = 1;
+    });
+    for _ in 0..3 {
+        t.call(Method::GET, "/v1/shares", None, None).await;
+    }
+    t.call(Method::GET, "/v1/shares", None, None)
+        .await
+        .expect(429);
+    // The same address keeps its probes, however busy it is.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        for _ in 0..20 {
+            let r = t.call(Method::GET, path, None, None).await;
+            assert_eq!(r.status, 200, "{path}: {}", r.text);
+        }
+    }
+}
