@@ -1,0 +1,416 @@
+//! The evaluator (`evaluate`, `evaluate_decision`, `check`, `decide`) on structured inputs.
+//!
+//! `arbitrary` builds a grant, three policies (identity, resource or none, key) from statements made
+//! of IAM's vocabulary and arbitrary strings, one extra statement, and a free-standing request (caller,
+//! action, resource, condition keys). Checked:
+//! - nothing panics, and the traced and decision-only paths agree (`evaluate` vs `evaluate_decision`,
+//!   including documents of more than 16 statements; `check` vs `decide`);
+//! - a trace has one entry per statement, labelled by Sid or `#<index>`;
+//! - adding a Deny never makes a policy (or a check) more permissive: a non-allow never becomes
+//!   allow, an explicit deny stays one, a check's deny stays deny;
+//! - adding an Allow never makes a policy less permissive, and never revokes an allowed
+//!   cross-account check;
+//! - three-valued soundness: when a condition key the request did not know becomes known (values or
+//!   absent), or an account-level caller becomes a known identity of that account, a definite answer
+//!   stays (Allow stays Allow, ExplicitDeny stays ExplicitDeny, ImplicitDeny stays a deny);
+//! - the three composed documents of any grant allow the consumer to read the secret (unless the
+//!   stage uses a policy variable, which the evaluator does not substitute);
+//! - NotPrincipal exempts only the exact identity that calls: a role is never exempted by listing
+//!   its ARN (it calls as a session); and the request context says `aws:PrincipalType` = `User` or
+//!   `AssumedRole` for the principal's kind;
+//! - `glob` agrees with a plain dynamic-programming matcher.
+#![no_main]
+
+use std::borrow::Cow;
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use secret_broker::policy::arn::{PrincipalArn, PrincipalKind};
+use secret_broker::policy::compose::{Grant, compose};
+use secret_broker::policy::document::PolicyDocument;
+use secret_broker::policy::eval::{
+    Caller, Check, Decision, Lookup, PolicyType, Request, RequestContext, check, decide, evaluate,
+    evaluate_decision, glob, secret_context,
+};
+use secret_broker_fuzz::{
+    ACCOUNTS, ACTIONS, CONDITION_KEYS, GrantSpec, NAMES, PARTITIONS, PRINCIPAL_VALUES, Pick,
+    PrincipalInput, RESOURCES, STAGES, StatementSpec, VALUES, document,
+};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+#[derive(Arbitrary, Debug)]
+enum ContextValue {
+    Absent,
+    Values(Vec<Pick>),
+}
+
+#[derive(Arbitrary, Debug)]
+struct CallerSpec {
+    /// `None`: only the account is known.
+    arn: Option<Pick>,
+    account: u8,
+    partition: u8,
+    /// The identity it is refined to: a role (else a user) with this name.
+    role: bool,
+    name: Pick,
+}
+
+#[derive(Arbitrary, Debug)]
+struct RequestSpec {
+    caller: CallerSpec,
+    action: Pick,
+    resource: Pick,
+    context: Vec<(Pick, ContextValue)>,
+    refine: u8,
+    refine_to: ContextValue,
+}
+
+#[derive(Arbitrary, Debug)]
+enum Stage {
+    /// What the grant requires.
+    Granted,
+    /// None passed.
+    NotPassed,
+    /// Some stage.
+    Passed(Pick),
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    grant: GrantSpec,
+    with_share: bool,
+    stage: Stage,
+    now: Option<u32>,
+    identity: Vec<StatementSpec>,
+    resource: Option<Vec<StatementSpec>>,
+    key: Vec<StatementSpec>,
+    extra: StatementSpec,
+    layer: u8,
+    request: RequestSpec,
+    glob: (String, String),
+}
+
+/// Wildcard matching by the book: `*` any run, `?` one character.
+fn glob_reference(p: &[char], t: &[char]) -> bool {
+    let mut m = vec![vec![false; t.len() + 1]; p.len() + 1];
+    m[0][0] = true;
+    for i in 1..=p.len() {
+        m[i][0] = m[i - 1][0] && p[i - 1] == '*';
+        for j in 1..=t.len() {
+            m[i][j] = match p[i - 1] {
+                '*' => m[i - 1][j] || m[i][j - 1],
+                '?' => m[i - 1][j - 1],
+                c => m[i - 1][j - 1] && c == t[j - 1],
+            };
+        }
+    }
+    m[p.len()][t.len()]
+}
+
+fn set_value<'a>(ctx: &mut RequestContext<'a>, key: String, v: &'a ContextValue) {
+    match v {
+        ContextValue::Absent => {
+            ctx.absent(key);
+        }
+        ContextValue::Values(vals) => {
+            ctx.set(key, vals.iter().take(4).map(|p| p.get(VALUES)));
+        }
+    }
+}
+
+/// A definite answer survives learning more.
+fn refines(before: Decision, after: Decision, what: &str) {
+    let ok = match before {
+        Decision::Allow => after == Decision::Allow,
+        Decision::ExplicitDeny => after == Decision::ExplicitDeny,
+        Decision::ImplicitDeny => after.is_deny(),
+        Decision::Unknown => true,
+    };
+    assert!(ok, "{what}: {before:?} became {after:?}");
+}
+
+fn with(doc: &PolicyDocument, extra: &Value) -> PolicyDocument {
+    let mut stmts: Vec<Value> = doc
+        .statements()
+        .iter()
+        .map(|s| serde_json::from_str(s.raw()).expect("JSON"))
+        .collect();
+    stmts.push(extra.clone());
+    document(&stmts)
+}
+
+/// Every per-policy property for one document and request.
+fn policy_properties(
+    doc: &PolicyDocument,
+    keys: &[String],
+    deny: &Value,
+    allow: &Value,
+    spec: &RequestSpec,
+) {
+    let c = &spec.caller;
+    let account = ACCOUNTS[c.account as usize % ACCOUNTS.len()];
+    let partition = PARTITIONS[c.partition as usize % PARTITIONS.len()];
+    let caller = Caller {
+        arn: c.arn.as_ref().map(|p| p.get(PRINCIPAL_VALUES).into_owned()),
+        account: account.to_owned(),
+        partition: partition.to_owned(),
+    };
+    let mut ctx = RequestContext::default();
+    for (k, v) in spec.context.iter().take(8) {
+        set_value(&mut ctx, k.get(CONDITION_KEYS).into_owned(), v);
+    }
+    let (action, resource) = (spec.action.get(ACTIONS), spec.resource.get(RESOURCES));
+    let req = Request {
+        caller: &caller,
+        action: &action,
+        resource: &resource,
+        context: &ctx,
+    };
+    let with_deny = with(doc, deny);
+    let with_allow = with(doc, allow);
+    for ty in [PolicyType::Identity, PolicyType::Resource] {
+        let traced = evaluate(doc, ty, &req);
+        let d = evaluate_decision(doc, ty, &req);
+        assert_eq!(
+            traced.decision, d,
+            "traced and decision-only agree ({ty:?})"
+        );
+        assert_eq!(traced.statements.len(), doc.statements().len());
+        for (i, (t, s)) in traced.statements.iter().zip(doc.statements()).enumerate() {
+            let label = s.parsed().sid.clone().unwrap_or_else(|| format!("#{i}"));
+            assert_eq!(t.statement, label);
+            assert_eq!(t.effect, s.parsed().effect());
+        }
+
+        let after = evaluate_decision(&with_deny, ty, &req);
+        assert_eq!(evaluate(&with_deny, ty, &req).decision, after);
+        let ok = match d {
+            Decision::Allow => after != Decision::ImplicitDeny,
+            Decision::Unknown => matches!(after, Decision::Unknown | Decision::ExplicitDeny),
+            Decision::ImplicitDeny => after.is_deny(),
+            Decision::ExplicitDeny => after == Decision::ExplicitDeny,
+        };
+        assert!(ok, "adding a Deny turned {d:?} into {after:?}");
+
+        let after = evaluate_decision(&with_allow, ty, &req);
+        assert_eq!(evaluate(&with_allow, ty, &req).decision, after);
+        let ok = match d {
+            Decision::Allow => after == Decision::Allow,
+            Decision::Unknown => matches!(after, Decision::Unknown | Decision::Allow),
+            Decision::ImplicitDeny => after != Decision::ExplicitDeny,
+            Decision::ExplicitDeny => after == Decision::ExplicitDeny,
+        };
+        assert!(ok, "adding an Allow turned {d:?} into {after:?}");
+
+        // A condition key that was unknown becomes known.
+        if !keys.is_empty() {
+            let key = &keys[spec.refine as usize % keys.len()];
+            if ctx.get(key) == Lookup::Unknown {
+                let mut known = ctx.clone();
+                set_value(&mut known, key.clone(), &spec.refine_to);
+                let r = Request {
+                    context: &known,
+                    ..req.clone()
+                };
+                refines(d, evaluate_decision(doc, ty, &r), key);
+                assert_eq!(
+                    evaluate(doc, ty, &r).decision,
+                    evaluate_decision(doc, ty, &r)
+                );
+            }
+        }
+        // Only the account was known; now the identity is.
+        if caller.arn.is_none() {
+            let kind = if c.role { "role" } else { "user" };
+            let who = Caller {
+                arn: Some(format!(
+                    "arn:{partition}:iam::{account}:{kind}/{}",
+                    c.name.get(NAMES)
+                )),
+                ..caller.clone()
+            };
+            let r = Request {
+                caller: &who,
+                ..req.clone()
+            };
+            refines(d, evaluate_decision(doc, ty, &r), "the caller's identity");
+        }
+    }
+}
+
+/// What a principal's own NotPrincipal Deny does to it, and the context's principal type.
+fn principal_properties(p: &PrincipalArn, c: &Check<'_>) {
+    let caller = Caller::from_principal(p);
+    let ctx = secret_context(c, &caller);
+    let ty = ctx.get("aws:PrincipalType");
+    match p.kind() {
+        PrincipalKind::AccountRoot => assert_eq!(ty, Lookup::Unknown),
+        PrincipalKind::User => assert_eq!(ty, Lookup::Present(&[Cow::Borrowed("User")]), "{p}"),
+        PrincipalKind::Role => {
+            assert_eq!(ty, Lookup::Present(&[Cow::Borrowed("AssumedRole")]), "{p}")
+        }
+    }
+    let doc = document(&[
+        json!({"Effect": "Deny", "NotPrincipal": {"AWS": [p.as_str()]}, "Action": "*", "Resource": "*"}),
+        json!({"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}),
+    ]);
+    let empty = RequestContext::default();
+    let req = Request {
+        caller: &caller,
+        action: "secretsmanager:GetSecretValue",
+        resource: c.secret.as_str(),
+        context: &empty,
+    };
+    let d = evaluate_decision(&doc, PolicyType::Resource, &req);
+    let want = match p.kind() {
+        // Listing the role does not exempt its sessions.
+        PrincipalKind::Role => Decision::ExplicitDeny,
+        // The exact user is exempt.
+        PrincipalKind::User => Decision::Allow,
+        // Which identity of the account calls is not known.
+        PrincipalKind::AccountRoot => Decision::Unknown,
+    };
+    assert_eq!(d, want, "NotPrincipal [{p}]");
+}
+
+fn canonical() -> (Grant, secret_broker::policy::arn::KmsKeyArn) {
+    GrantSpec {
+        secret: Pick::V(0),
+        principal: PrincipalInput::V(0),
+        key: Pick::V(0),
+        describe: false,
+        stage: Some(Pick::V(0)),
+    }
+    .build()
+    .expect("the canonical grant")
+}
+
+fn statements(v: &Value) -> Vec<Value> {
+    v["Statement"].as_array().cloned().unwrap_or_default()
+}
+
+fuzz_target!(|input: Input| {
+    let (p, t) = &input.glob;
+    let (p, t): (Vec<char>, Vec<char>) =
+        (p.chars().take(48).collect(), t.chars().take(48).collect());
+    let (ps, ts): (String, String) = (p.iter().collect(), t.iter().collect());
+    assert_eq!(
+        glob(&ps, &ts),
+        glob_reference(&p, &t),
+        "glob({ps:?}, {ts:?})"
+    );
+
+    let (grant, key) = input.grant.build().unwrap_or_else(canonical);
+    let composed = compose(&grant, &key);
+    let now = input
+        .now
+        .and_then(|n| OffsetDateTime::from_unix_timestamp(i64::from(n)).ok());
+
+    // The composed documents alone allow the grant.
+    let identity_c = document(&statements(&composed.identity_policy));
+    let resource_c = document(std::slice::from_ref(&composed.resource_statement));
+    let key_c = document(std::slice::from_ref(&composed.key_statement));
+    let share = Check {
+        principal: &grant.principal,
+        secret: &grant.secret,
+        key: &key,
+        version_stage: grant.version_stage.as_deref(),
+        identity_policy: &identity_c,
+        resource_policy: Some(&resource_c),
+        key_policy: &key_c,
+        now,
+    };
+    let granted = check(&share).decision;
+    assert_eq!(decide(&share), granted);
+    if !grant
+        .version_stage
+        .as_deref()
+        .is_some_and(|s| s.contains("${"))
+    {
+        assert_eq!(granted, "allow", "the composed documents grant {grant:?}");
+    }
+    principal_properties(&grant.principal, &share);
+
+    // The fuzzed documents, with or without the share's statements.
+    let specs = |v: &[StatementSpec]| -> Vec<Value> {
+        v.iter().take(20).map(|s| s.to_value(None)).collect()
+    };
+    let mut identity = specs(&input.identity);
+    let mut resource = input.resource.as_deref().map(specs);
+    let mut key_policy = specs(&input.key);
+    if input.with_share {
+        identity.extend(statements(&composed.identity_policy));
+        if let Some(r) = &mut resource {
+            r.push(composed.resource_statement.clone());
+        }
+        key_policy.push(composed.key_statement.clone());
+    }
+    let docs = [
+        Some(document(&identity)),
+        resource.as_deref().map(document),
+        Some(document(&key_policy)),
+    ];
+    let stage = match &input.stage {
+        Stage::Granted => grant.version_stage.clone(),
+        Stage::NotPassed => None,
+        Stage::Passed(p) => Some(p.get(STAGES).into_owned()),
+    };
+    let run = |docs: &[Option<PolicyDocument>; 3]| {
+        let c = Check {
+            principal: &grant.principal,
+            secret: &grant.secret,
+            key: &key,
+            version_stage: stage.as_deref(),
+            identity_policy: docs[0].as_ref().expect("identity"),
+            resource_policy: docs[1].as_ref(),
+            key_policy: docs[2].as_ref().expect("key"),
+            now,
+        };
+        let full = check(&c);
+        let fast = decide(&c);
+        assert_eq!(full.decision, fast, "check and decide agree");
+        assert_eq!(full.layers.len(), 2);
+        fast
+    };
+    let before = run(&docs);
+
+    let deny = input.extra.to_value(Some("Deny"));
+    let allow = input.extra.to_value(Some("Allow"));
+    let layer = input.layer as usize % 3;
+    let added = |extra: &Value| {
+        let mut d = docs.clone();
+        d[layer] = Some(match &d[layer] {
+            Some(doc) => with(doc, extra),
+            None => document(std::slice::from_ref(extra)),
+        });
+        d
+    };
+    let after = run(&added(&deny));
+    if before != "allow" {
+        assert_ne!(after, "allow", "a Deny turned {before} into allow");
+    }
+    if before == "deny" {
+        assert_eq!(after, "deny", "a Deny turned deny into {after}");
+    }
+    if before == "allow"
+        && grant.principal.account() != grant.secret.account()
+        && docs[layer].is_some()
+    {
+        let after = run(&added(&allow));
+        assert_eq!(after, "allow", "an Allow revoked a cross-account read");
+    }
+
+    // Per-policy properties, against the free-standing request.
+    let mut keys: Vec<String> = [&input.identity, &input.key]
+        .into_iter()
+        .chain(input.resource.as_ref())
+        .flatten()
+        .chain(std::iter::once(&input.extra))
+        .flat_map(StatementSpec::condition_keys)
+        .collect();
+    keys.extend(CONDITION_KEYS.iter().map(|k| (*k).to_owned()));
+    for doc in docs.iter().flatten() {
+        policy_properties(doc, &keys, &deny, &allow, &input.request);
+    }
+});
