@@ -41,8 +41,10 @@ const SECRET_EXAMPLE: &str =
 const PRINCIPAL_EXAMPLES: &str = "arn:aws:iam::444455556666:role/app-reader, \
 arn:aws:iam::444455556666:user/ci/deployer or arn:aws:iam::444455556666:root";
 
+/// Ends the message with `lead example` unless it already ends with the example. (Not "contains": a
+/// message that quotes the input, such as the alias one, may contain the example without ending with it.)
 fn with_hint(e: ArnError, example: &str, lead: &str) -> ArnError {
-    if e.0.contains(example) {
+    if e.0.ends_with(example) {
         e
     } else {
         ArnError(format!("{}; {lead} {example}", e.0))
@@ -639,6 +641,26 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    /// Found by the `arn` fuzz target: an input that quotes the example must still get the example at
+    /// the end of its error.
+    #[test]
+    fn errors_end_with_an_example_even_when_the_input_quotes_it() {
+        let e = KmsKeyArn::parse(&format!("alias/{KEY_EXAMPLE}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is an alias") && e.ends_with(KEY_EXAMPLE), "{e}");
+        let e = SecretArn::parse(&format!("{SECRET_EXAMPLE}*"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with(SECRET_EXAMPLE), "{e}");
+        let e = PrincipalArn::parse(&format!(
+            "arn:aws:iam::444455556666:group/{PRINCIPAL_EXAMPLES}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.ends_with(PRINCIPAL_EXAMPLES), "{e}");
     }
 
     #[test]
