@@ -430,6 +430,14 @@ fn principal_matches(p: &Principal, caller: &Caller, explain: bool) -> (Tri, Str
     }
 }
 
+/// The resource type of an IAM ARN (`user`, `role`, `root`, ...): its sixth `:`-separated field up to
+/// the first `/`. Not a substring test: an IAM path may contain `:` and so `:role/` or `:user/`
+/// (`arn:aws:iam::444455556666:user/a:role/b` is a user).
+fn iam_resource_type(arn: &str) -> &str {
+    let resource = arn.splitn(6, ':').nth(5).unwrap_or("");
+    resource.split('/').next().unwrap_or(resource)
+}
+
 /// Whether a `NotPrincipal` list exempts the caller (IAM User Guide, "NotPrincipal"): only the exact
 /// identity that calls is exempt. Listing an account does not exempt the users and roles in it, and a
 /// role's caller is its assumed-role session (`arn:aws:sts::<account>:assumed-role/<role>/<session>`),
@@ -459,7 +467,7 @@ fn not_principal_exempts(p: &Principal, caller: &Caller, explain: bool) -> (Tri,
             )
         };
     };
-    if arn.contains(":user/") {
+    if iam_resource_type(arn) == "user" {
         let listed = values.iter().any(|v| v == arn);
         return (
             Tri::from(listed),
@@ -1079,7 +1087,7 @@ fn base_context<'a>(c: &Check<'a>, caller: &'a Caller) -> RequestContext<'a> {
     let mut ctx = RequestContext::default();
     if let Some(arn) = &caller.arn {
         ctx.set("aws:PrincipalArn", [arn.as_str()]);
-        let ty = if arn.contains(":role/") {
+        let ty = if iam_resource_type(arn) == "role" {
             "AssumedRole"
         } else {
             "User"
@@ -1379,4 +1387,85 @@ fn evaluate_layers<T>(
 fn layer_decisions(c: &Check<'_>, [si, sr, di, dk]: [Decision; 4]) -> (Decision, Decision) {
     let cross = c.principal.account() != c.secret.account();
     (combine(si, sr, cross), combine(di, dk, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(statements: serde_json::Value) -> PolicyDocument {
+        PolicyDocument::parse(&serde_json::json!({"Statement": statements}).to_string()).unwrap()
+    }
+
+    /// Found by the `eval` fuzz target: a user whose path contains `:role/` was typed `AssumedRole`,
+    /// and a role whose path contains `:user/` was exempted by a NotPrincipal listing its ARN (as if it
+    /// were a user), so that Deny did not apply to it.
+    #[test]
+    fn the_principal_kind_comes_from_the_resource_type_not_a_substring() {
+        let secret =
+            SecretArn::parse("arn:aws:secretsmanager:us-east-1:111122223333:secret:db-AbCdEf")
+                .unwrap();
+        let key = KmsKeyArn::parse(
+            "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        )
+        .unwrap();
+        let empty = doc(serde_json::json!([]));
+        for (arn, kind, ty) in [
+            (
+                "arn:aws:iam::444455556666:user/x:444455556666:role/app",
+                PrincipalKind::User,
+                "User",
+            ),
+            (
+                "arn:aws:iam::444455556666:role/x:444455556666:user/app",
+                PrincipalKind::Role,
+                "AssumedRole",
+            ),
+        ] {
+            let p = PrincipalArn::parse(arn).unwrap();
+            assert_eq!(p.kind(), kind);
+            let c = Check {
+                principal: &p,
+                secret: &secret,
+                key: &key,
+                version_stage: None,
+                identity_policy: &empty,
+                resource_policy: None,
+                key_policy: &empty,
+                now: None,
+            };
+            let caller = Caller::from_principal(&p);
+            let ctx = secret_context(&c, &caller);
+            assert_eq!(
+                ctx.get("aws:PrincipalType"),
+                Lookup::Present(&[Cow::Borrowed(ty)]),
+                "{arn}"
+            );
+            let policy = doc(serde_json::json!([
+                {"Effect": "Deny", "NotPrincipal": {"AWS": arn}, "Action": "*", "Resource": "*"},
+                {"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}
+            ]));
+            let req = Request {
+                caller: &caller,
+                action: "secretsmanager:GetSecretValue",
+                resource: secret.as_str(),
+                context: &ctx,
+            };
+            let want = if kind == PrincipalKind::Role {
+                Decision::ExplicitDeny
+            } else {
+                Decision::Allow
+            };
+            assert_eq!(
+                evaluate(&policy, PolicyType::Resource, &req).decision,
+                want,
+                "{arn}"
+            );
+            assert_eq!(
+                evaluate_decision(&policy, PolicyType::Resource, &req),
+                want,
+                "{arn}"
+            );
+        }
+    }
 }
