@@ -108,9 +108,11 @@ impl Store {
     /// Opens (creating if needed) and migrates the database, starts the writer thread and the read pool.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Self> {
         let (conn, applied) = open_and_migrate(path)?;
-        // Checkpoints run on their own connection and thread (PASSIVE: they never block the writer),
-        // so a commit never waits for the WAL to be copied into the database file.
+        // Checkpoints run on their own connection and thread (see spawn_checkpointer), so a commit
+        // never waits for the WAL to be copied into the database file. After a restart the WAL file
+        // is cut back to this size.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_RESTART_FRAMES * 4096)?;
         let alive = Arc::new(());
         spawn_checkpointer(path, Arc::downgrade(&alive))?;
         for m in applied {
@@ -265,17 +267,38 @@ impl Store {
     }
 }
 
+/// WAL frames (pages) past which the checkpointer restarts the WAL (about 16 MB of 4 KiB pages).
+pub const WAL_RESTART_FRAMES: i64 = 4_096;
+
+/// Every half second, a PASSIVE checkpoint: it never blocks the writer. Under sustained writes a
+/// passive checkpoint never reaches the end of the WAL, so the WAL is never started over and grows
+/// without bound (the load soak found 7 GB in two minutes, and the WAL index in memory with it). So
+/// once the WAL holds more than [`WAL_RESTART_FRAMES`], a RESTART checkpoint copies the rest and waits
+/// for readers to leave the old frames, holding new writes back for that moment; the next commit then
+/// writes the WAL from its start.
 fn spawn_checkpointer(path: &Path, alive: std::sync::Weak<()>) -> Result<()> {
     let conn = Connection::open(path)
         .map_err(|e| Error::Unavailable(format!("cannot open the checkpoint connection: {e}")))?;
     configure(&conn)?;
+    let checkpoint = move |mode: &str| -> rusqlite::Result<i64> {
+        // (busy, frames in the WAL, frames checkpointed)
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            r.get::<_, i64>(1)
+        })
+    };
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
             while alive.upgrade().is_some() {
                 std::thread::sleep(Duration::from_millis(500));
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                match checkpoint("PASSIVE") {
+                    Ok(frames) if frames > WAL_RESTART_FRAMES => {
+                        if let Err(e) = checkpoint("RESTART") {
+                            tracing::warn!(error = %e, frames, "WAL restart checkpoint failed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
                 }
             }
         })
