@@ -38,6 +38,29 @@ impl Failure {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` header (scheme in any case, surrounding spaces
+/// trimmed), or `None` when the header is not of that form.
+pub fn bearer(value: &axum::http::HeaderValue) -> Option<&str> {
+    let (scheme, rest) = value.to_str().ok()?.split_once(' ')?;
+    let token = rest.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The client a limit or the refusal audit counts against: an IPv4 address, or the /64 network of an
+/// IPv6 address (one host usually holds a whole /64, so counting single IPv6 addresses would give it
+/// 2^64 allowances). IPv4-mapped IPv6 addresses count as their IPv4 address.
+pub fn client_key(addr: Option<IpAddr>) -> Option<IpAddr> {
+    addr.map(|a| match a {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    })
+}
+
 /// Refusals written to the audit log per client address and window.
 pub const AUDITED_PER_WINDOW: u32 = 10;
 const WINDOW: Duration = Duration::from_secs(60);
@@ -55,20 +78,29 @@ struct Window {
 #[derive(Debug, Default)]
 pub struct FailureAudit {
     windows: Mutex<HashMap<Option<IpAddr>, Window>>,
+    /// Refusals counted for addresses whose entries were evicted to make room, not yet reported.
+    evicted: std::sync::atomic::AtomicU64,
 }
 
 impl FailureAudit {
-    /// `Some(n)` when a refusal from `addr` is to be written, `n` being the refusals from that address
-    /// not written since the last row; `None` when it is only counted.
-    fn admit(&self, addr: Option<IpAddr>, now: Instant) -> Option<u64> {
+    /// `Some((n, m))` when a refusal from `addr` is to be written, `n` being the refusals from that
+    /// address not written since its last row and `m` those of evicted addresses not reported yet;
+    /// `None` when it is only counted.
+    fn admit(&self, addr: Option<IpAddr>, now: Instant) -> Option<(u64, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let addr = client_key(addr);
         let mut w = self
             .windows
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if w.len() >= MAX_TRACKED && !w.contains_key(&addr) {
+            // Make room: first the addresses whose window has ended and that owe no report, then,
+            // if that is not enough, everyone, their unwritten counts carried by the next row.
             w.retain(|_, x| now.duration_since(x.start) < WINDOW || x.unaudited > 0);
             if w.len() >= MAX_TRACKED {
-                return None;
+                let owed: u64 = w.values().map(|x| x.unaudited).sum();
+                self.evicted.fetch_add(owed, Relaxed);
+                w.clear();
             }
         }
         let win = w.entry(addr).or_insert(Window {
@@ -82,7 +114,10 @@ impl FailureAudit {
         }
         if win.written < AUDITED_PER_WINDOW {
             win.written += 1;
-            Some(std::mem::take(&mut win.unaudited))
+            Some((
+                std::mem::take(&mut win.unaudited),
+                self.evicted.swap(0, Relaxed),
+            ))
         } else {
             win.unaudited += 1;
             None
@@ -133,16 +168,19 @@ pub async fn record_failure(app: &App, failure: &Failure, token: Option<&str>, a
             kind: failure.reason.to_owned(),
         })
         .inc();
+    // Logged (at info) as often as audited, so a flood cannot flood the log either.
+    let Some((unaudited, elsewhere)) = app.auth_failures.admit(attempt.addr, Instant::now()) else {
+        m.auth_failures_unaudited.inc();
+        tracing::debug!(reason = failure.reason, addr = ?attempt.addr, "authentication refused (coalesced)");
+        return;
+    };
     tracing::info!(
         reason = failure.reason,
         addr = ?attempt.addr,
         route = %attempt.route,
+        unaudited_before = unaudited,
         "authentication refused"
     );
-    let Some(unaudited) = app.auth_failures.admit(attempt.addr, Instant::now()) else {
-        m.auth_failures_unaudited.inc();
-        return;
-    };
     let token_id = token.and_then(crate::tokens::public_id);
     let mut details = serde_json::json!({
         "reason": failure.reason,
@@ -155,6 +193,9 @@ pub async fn record_failure(app: &App, failure: &Failure, token: Option<&str>, a
     }
     if unaudited > 0 {
         details["unaudited_before"] = unaudited.into();
+    }
+    if elsewhere > 0 {
+        details["unaudited_other_addresses"] = elsewhere.into();
     }
     let now = crate::domain::fmt_time(app.clock.now());
     let rid = attempt.request_id;
@@ -196,32 +237,40 @@ mod tests {
         let x: Option<IpAddr> = Some("192.0.2.1".parse().unwrap());
         let y: Option<IpAddr> = Some("192.0.2.2".parse().unwrap());
         for _ in 0..AUDITED_PER_WINDOW {
-            assert_eq!(a.admit(x, t0), Some(0));
+            assert_eq!(a.admit(x, t0), Some((0, 0)));
         }
         for _ in 0..5 {
             assert_eq!(a.admit(x, t0), None);
         }
         // Another address has its own allowance.
-        assert_eq!(a.admit(y, t0), Some(0));
+        assert_eq!(a.admit(y, t0), Some((0, 0)));
         // In the next window the first row says how many were not written.
-        assert_eq!(a.admit(x, t0 + WINDOW), Some(5));
-        assert_eq!(a.admit(x, t0 + WINDOW), Some(0));
+        assert_eq!(a.admit(x, t0 + WINDOW), Some((5, 0)));
+        assert_eq!(a.admit(x, t0 + WINDOW), Some((0, 0)));
+        // Addresses of one IPv6 /64 share an allowance.
+        let p = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        for i in 0..AUDITED_PER_WINDOW {
+            assert!(a.admit(p(&format!("2001:db8::{i:x}")), t0).is_some());
+        }
+        assert_eq!(a.admit(p("2001:db8::ffff:1234"), t0), None);
+        assert!(a.admit(p("2001:db8:0:1::1"), t0).is_some());
     }
 
     #[test]
-    fn the_table_is_bounded() {
+    fn the_table_is_bounded_and_auditing_never_stops() {
         let a = FailureAudit::default();
         let t0 = Instant::now();
+        // Every tracked address exhausts its allowance and owes a report.
         for i in 0..MAX_TRACKED as u32 {
-            let ip = IpAddr::from(std::net::Ipv4Addr::from(i));
-            assert!(a.admit(Some(ip), t0).is_some());
+            let ip = Some(IpAddr::from(std::net::Ipv4Addr::from(i)));
+            for _ in 0..AUDITED_PER_WINDOW {
+                assert!(a.admit(ip, t0).is_some());
+            }
+            assert_eq!(a.admit(ip, t0), None);
         }
-        // Full, and no window has ended: a new address is counted only.
-        assert_eq!(a.admit(Some("198.51.100.1".parse().unwrap()), t0), None);
-        // Once windows end, stale entries make room.
-        assert!(
-            a.admit(Some("198.51.100.1".parse().unwrap()), t0 + WINDOW)
-                .is_some()
-        );
+        // A new address is still audited, and its row reports what the evicted ones owed.
+        let fresh = Some("198.51.100.1".parse().unwrap());
+        assert_eq!(a.admit(fresh, t0), Some((0, MAX_TRACKED as u64)));
+        assert_eq!(a.admit(fresh, t0), Some((0, 0)));
     }
 }

@@ -425,6 +425,8 @@ settings! {
     address_rate_limit: Limit = "500";
     /// Most requests handled at once; more are answered 503 with Retry-After at once.
     max_concurrent_requests: Count = "512";
+    /// Most requests one client address (IPv6: one /64) may have in flight; more are answered 503 with Retry-After. Behind a proxy, set it off.
+    max_concurrent_per_address: Limit = "64";
     /// PEM certificate chain to serve HTTPS with (set with tls_key; empty: plain HTTP).
     tls_cert: OptText = "";
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of tls_cert.

@@ -50,15 +50,7 @@ impl FromRequestParts<Arc<App>> for Auth {
         app: &Arc<App>,
     ) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(header::AUTHORIZATION).cloned();
-        let token = header
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, rest) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-            })
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned);
+        let token = header.as_ref().and_then(auth::bearer).map(str::to_owned);
         let outcome = match (&header, token.as_deref()) {
             (None, _) => Ok(Err(Failure::new(
                 "no-token",

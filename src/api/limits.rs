@@ -1,11 +1,17 @@
 //! Rate and concurrency limits, as tower layers: a per-address and a per-credential rate limit
-//! (tower_governor, answered 429 with Retry-After) and a concurrency limit that sheds excess load at
-//! once (tower's load_shed over concurrency_limit, answered 503 with Retry-After).
+//! (tower_governor, answered 429 with Retry-After), a cap on the requests one address has in flight
+//! ([`PerAddressLayer`]), and a global concurrency limit that sheds excess load at once (tower's
+//! load_shed over a global concurrency limit); both caps answer 503 with Retry-After.
 //!
-//! The per-credential key is a digest of the whole Authorization header, so each token (broker token
-//! or JWT) has its own bucket and nobody can spend another caller's allowance without holding that
-//! caller's token; requests without the header share a bucket per client address. A stream of made-up
-//! tokens gets a new bucket per token, which is what the per-address limit is for.
+//! The per-credential key is a digest of the bearer token (as the authentication extractor reads it:
+//! `bEaReR  x` and `Bearer x` are one bucket), so each token has its own bucket and nobody can spend
+//! another caller's allowance without holding that caller's token; requests without a bearer token
+//! share a bucket per client address. A stream of made-up tokens gets a new bucket per token, which is
+//! what the per-address limit is for. Addresses are counted as [`crate::auth::client_key`] gives them
+//! (IPv6 by /64).
+//!
+//! The per-address cap exists because a concurrency permit is taken before the handler reads the body:
+//! without it, one client sending bodies slowly could hold every permit until `request_timeout`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -23,9 +29,11 @@ use tower_governor::key_extractor::KeyExtractor;
 use super::problem::problem;
 
 fn peer<T>(req: &Request<T>) -> Option<IpAddr> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+    crate::auth::client_key(
+        req.extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip()),
+    )
 }
 
 /// Keys requests by client address (the connection's peer; forwarded headers are not trusted).
@@ -47,10 +55,14 @@ impl KeyExtractor for CredentialKey {
     type Key = [u8; 16];
     fn extract<T>(&self, req: &Request<T>) -> Result<Self::Key, GovernorError> {
         let mut h = Sha256::new();
-        match req.headers().get(header::AUTHORIZATION) {
-            Some(v) => {
+        match req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(crate::auth::bearer)
+        {
+            Some(token) => {
                 h.update(b"credential\0");
-                h.update(v.as_bytes());
+                h.update(token.as_bytes());
             }
             None => {
                 h.update(b"address\0");
@@ -137,6 +149,136 @@ pub fn too_many(
             .insert(header::RETRY_AFTER, HeaderValue::from(wait));
         resp
     }
+}
+
+/// Caps the requests one client address has in flight; more are answered 503 with Retry-After.
+#[derive(Debug, Clone)]
+pub struct PerAddressLayer {
+    state: Arc<PerAddress>,
+}
+
+#[derive(Debug)]
+struct PerAddress {
+    max: usize,
+    in_flight: std::sync::Mutex<std::collections::HashMap<Option<IpAddr>, usize>>,
+}
+
+impl PerAddressLayer {
+    /// At most `max` requests in flight per address.
+    pub fn new(max: usize) -> Self {
+        Self {
+            state: Arc::new(PerAddress {
+                max,
+                in_flight: std::sync::Mutex::new(std::collections::HashMap::new()),
+            }),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for PerAddressLayer {
+    type Service = PerAddressService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        PerAddressService {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// The service of [`PerAddressLayer`].
+#[derive(Debug, Clone)]
+pub struct PerAddressService<S> {
+    inner: S,
+    state: Arc<PerAddress>,
+}
+
+/// A request's slot; released when the response is done (or the request dropped).
+struct Slot {
+    state: Arc<PerAddress>,
+    key: Option<IpAddr>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = self
+            .state
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl PerAddress {
+    fn take(self: &Arc<Self>, key: Option<IpAddr>) -> Option<Slot> {
+        let mut m = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(key).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            state: self.clone(),
+            key,
+        })
+    }
+}
+
+impl<S, B> tower::Service<Request<B>> for PerAddressService<S>
+where
+    S: tower::Service<Request<B>, Response = Response<axum::body::Body>> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<axum::body::Body>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let Some(slot) = self.state.take(peer(&req)) else {
+            let max = self.state.max;
+            return Box::pin(async move { Ok(busy_address(max)) });
+        };
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await;
+            drop(slot);
+            resp
+        })
+    }
+}
+
+fn busy_address(max: usize) -> Response<axum::body::Body> {
+    crate::metrics::metrics()
+        .limited
+        .get_or_create(&crate::metrics::Kind {
+            kind: "address-concurrency".into(),
+        })
+        .inc();
+    let mut resp = problem(
+        503,
+        format!("this client address already has {max} requests in flight (max_concurrent_per_address); retry shortly"),
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
 }
 
 /// The 503 for a request shed because `max_concurrent_requests` are in flight.

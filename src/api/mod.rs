@@ -191,6 +191,11 @@ pub fn router(app: Arc<App>) -> Router {
     let timeout = app.config.request_timeout.0;
     let body_limit = app.config.max_body_bytes.0;
     let max_concurrent = app.config.max_concurrent_requests.0;
+    let per_address = app
+        .config
+        .max_concurrent_per_address
+        .0
+        .map(|n| limits::PerAddressLayer::new(n as usize));
     let address_limit = app.config.address_rate_limit.0.map(|n| {
         GovernorLayer::new(limits::config(limits::AddressKey, n))
             .error_handler(limits::too_many("address", n))
@@ -209,6 +214,7 @@ pub fn router(app: Arc<App>) -> Router {
             ServiceBuilder::new()
                 .option_layer(address_limit)
                 .option_layer(token_limit)
+                .option_layer(per_address)
                 .layer(axum::error_handling::HandleErrorLayer::new(
                     limits::overloaded,
                 ))

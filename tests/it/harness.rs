@@ -112,6 +112,7 @@ impl TestApp {
         // Tests send many requests from one address with one token; tests of the limits turn them on.
         config.token_rate_limit.0 = None;
         config.address_rate_limit.0 = None;
+        config.max_concurrent_per_address.0 = None;
         tweak(&mut config);
         let clock = Arc::new(ManualClock(Mutex::new(
             time::macros::datetime!(2026-11-29 12:00 UTC),

@@ -582,6 +582,83 @@ async fn requests_over_the_concurrency_limit_are_shed_with_503() {
     }
 }
 
+#[tokio::test]
+async fn one_address_cannot_hold_every_slot() {
+    // A client that sends bodies slowly holds its slots until request_timeout; the per-address cap
+    // keeps it from holding the whole service.
+    let t = TestApp::with(|c| {
+        c.max_concurrent_requests.0 = 100;
+        c.max_concurrent_per_address = Limit(Some(2));
+    });
+    let token = t.token("slow", Requester).await;
+    let slow: SocketAddr = "203.0.113.9:1000".parse().unwrap();
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut req = Request::post("/v1/principals")
+            .header("content-type", "application/json")
+            .body(Body::new(Stalled))
+            .unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(slow));
+        let task = tokio::spawn(tower::ServiceExt::oneshot(t.router.clone(), req));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!task.is_finished(), "a stalled request was answered");
+        stalled.push(task);
+    }
+    let r = get_from(&t, "/v1/shares", &token, slow).await.expect(503);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_concurrent_per_address")
+    );
+    assert_eq!(r.headers["retry-after"], "1");
+    // Another address is served; so is the slow one once its requests end.
+    get_from(
+        &t,
+        "/v1/shares",
+        &token,
+        "203.0.113.10:1000".parse().unwrap(),
+    )
+    .await
+    .expect(200);
+    for s in &stalled {
+        s.abort();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while get_from(&t, "/v1/shares", &token, slow).await.status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slots were not released"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_token_limit_cannot_be_dodged_by_respelling_the_header() {
+    let t = TestApp::with(|c| c.token_rate_limit = Limit(Some(2)));
+    let token = t.token("sly", Auditor).await;
+    let spellings = [
+        format!("Bearer {token}"),
+        format!("bearer {token}"),
+        format!("BEARER  {token}"),
+        format!("Bearer {token}  "),
+    ];
+    let mut limited = 0;
+    for i in 0..12 {
+        let req = Request::get("/v1/shares")
+            .header("authorization", &spellings[i % spellings.len()])
+            .body(Body::empty())
+            .unwrap();
+        let r = t.raw(req).await;
+        assert!(r.status == 200 || r.status == 429, "{}", r.text);
+        limited += usize::from(r.status == 429);
+    }
+    // A burst of 4 passes (twice the rate); the other 8 are one token's, whatever the spelling.
+    assert!(limited >= 7, "only {limited} of 12 were limited");
+}
+
 // ---- refused authentications in the audit log ----
 
 #[tokio::test]
