@@ -445,7 +445,7 @@ settings! {
     oidc_roles_claim: String = "roles";
     /// Maps roles-claim values to broker roles (secops=approver,portal=requester); empty: the values are role names. A token that maps to admin is admin; one that maps to two other roles is refused.
     oidc_role_map: RoleMap = "";
-    /// Claim that names the caller in the audit log (recorded as oidc:<value>).
+    /// Claim that names the caller in the audit log (recorded as oidc:<value>); it is who the quorum and self-approval rules see, so use a claim users cannot change (sub, not email or preferred_username).
     oidc_name_claim: String = "sub";
     /// Clock skew allowed when checking exp and nbf.
     oidc_leeway: Span = "60s";
@@ -578,6 +578,19 @@ impl Config {
                     ));
                 }
                 _ => {}
+            }
+            let refresh = self.oidc_jwks_refresh.0;
+            if refresh < Duration::from_secs(60) || refresh > Duration::from_secs(86_400) {
+                return Err(invalid(
+                    "oidc_jwks_refresh",
+                    format!("{}: use 1m to 1d", self.oidc_jwks_refresh),
+                ));
+            }
+            if self.oidc_leeway.0 > Duration::from_secs(300) {
+                return Err(invalid(
+                    "oidc_leeway",
+                    format!("{}: at most 5m of clock skew", self.oidc_leeway),
+                ));
             }
             if self.oidc_roles_claim.trim().is_empty() || self.oidc_name_claim.trim().is_empty() {
                 return Err(invalid(

@@ -30,7 +30,9 @@ pub fn escape_line(event: &[u8]) -> Vec<u8> {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            // \uXXXX: valid in a JSON string as well as readable in text (every escaped character
+            // is in the Basic Multilingual Plane).
+            c if needs_escape(c) => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
     }
@@ -141,6 +143,14 @@ mod tests {
             for line in &lines {
                 for c in line.chars() {
                     assert!(!needs_escape(c), "{format}: {c:?} reached the log: {out}");
+                }
+                if format == LogFormat::Json {
+                    let v: serde_json::Value = serde_json::from_str(line)
+                        .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                    // Parsed back, the value is what was logged.
+                    if let Some(user) = v.get("user") {
+                        assert_eq!(user, HOSTILE);
+                    }
                 }
             }
         }

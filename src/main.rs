@@ -329,9 +329,16 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .fallback_service(routed)
         .into_make_service_with_connect_info::<SocketAddr>();
     let (app_tx, app_rx) = tokio::sync::oneshot::channel::<Arc<App>>();
+    // Set when SIGTERM/SIGINT arrives: the server stops accepting, the worker stops, and from then on
+    // everything has shutdown_grace to finish.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let signalled = stop.clone();
     let shutdown = async move {
         match app_rx.await {
-            Ok(app) => shutdown_signal(app).await,
+            Ok(app) => {
+                shutdown_signal(app).await;
+                let _ = signalled.send(true);
+            }
             Err(_) => std::future::pending().await,
         }
     };
@@ -382,12 +389,25 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         oidc = app.oidc.is_some(),
         "secret-broker listening on {scheme}://{addr}"
     );
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let worker = secret_broker::worker::spawn(app.clone(), stopped);
+    let worker = secret_broker::worker::spawn(app.clone(), stopped.clone());
     let _ = app_tx.send(app.clone());
-    server.await??;
-    let _ = stop.send(true);
     let grace = app.config.shutdown_grace.0;
+    // Graceful shutdown waits for every open connection, and a client can keep one open without ever
+    // sending a request: past shutdown_grace after the signal, those are cut.
+    let mut server = server;
+    let mut signal = stopped;
+    let deadline = async move {
+        let _ = signal.wait_for(|s| *s).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        res = &mut server => res??,
+        () = deadline => {
+            tracing::warn!("connections still open {} after the shutdown signal; closing them", app.config.shutdown_grace);
+            server.abort();
+        }
+    }
+    let _ = stop.send(true);
     let drained = tokio::time::timeout(grace, async {
         let _ = worker.await;
         app.applier.wait_idle().await;

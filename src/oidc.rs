@@ -197,8 +197,14 @@ impl Oidc {
     /// Fetches (or re-reads) the JWKS now; on failure the last good set stays in use.
     pub async fn refresh(&self) -> Result<usize, String> {
         let mut last = self.fetching.lock().await;
-        *last = Some(Instant::now());
+        self.refresh_locked(&mut last).await
+    }
+
+    /// The fetch, with the fetch lock held (one fetch at a time). The attempt's time is recorded
+    /// when it ends, so a fetch cut short (its caller gone) does not hold off the next one.
+    async fn refresh_locked(&self, last: &mut Option<Instant>) -> Result<usize, String> {
         let res = self.fetch().await;
+        *last = Some(Instant::now());
         let m = crate::metrics::metrics();
         match res {
             Ok(keys) => {
@@ -268,13 +274,13 @@ impl Oidc {
         if !(stale || unknown) {
             return set;
         }
-        {
-            let last = self.fetching.lock().await;
-            if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH) {
-                return self.current();
-            }
+        // Check and fetch under one lock: of many requests that find the kid unknown at once, the
+        // first fetches and the rest, once it is done, see a fresh attempt and use its result.
+        let mut last = self.fetching.lock().await;
+        if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH) {
+            return self.current();
         }
-        let _ = self.refresh().await;
+        let _ = self.refresh_locked(&mut last).await;
         self.current()
     }
 
@@ -398,7 +404,7 @@ impl Oidc {
         let name = claims
             .get(&self.name_claim)
             .and_then(|n| n.as_str())
-            .filter(|n| !n.is_empty() && n.len() <= 200 && !n.chars().any(char::is_control))
+            .filter(|n| !n.is_empty() && n.len() <= 200 && !n.chars().any(invisible))
             .ok_or_else(|| {
                 fail(
                     "jwt-claims",
@@ -464,6 +470,15 @@ impl Oidc {
             )),
         }
     }
+}
+
+/// Characters refused in a caller's name: controls, and the format characters (zero-width, bidi
+/// overrides, separators, tags) that would let one name look like another in the audit log.
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{00ad}' | '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}' | '\u{e0000}'..='\u{e007f}')
 }
 
 /// Parses a JWKS, keeping the keys usable for RS256 or ES256 signatures.

@@ -16,9 +16,12 @@ use tokio_rustls::rustls;
 use tokio_rustls::server::TlsStream;
 
 /// Longest a client may take to complete its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most handshakes in progress at once; further connections wait to be accepted.
 pub const MAX_HANDSHAKES: usize = 256;
+/// Most handshakes in progress from one client address (an IPv6 /64); more are closed at once, so one
+/// host cannot fill every slot with connections that never speak.
+pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 8;
 
 /// A TLS acceptor for the PEM certificate chain at `cert` and private key at `key` (TLS 1.2 and 1.3,
 /// HTTP/1.1 by ALPN).
@@ -58,6 +61,8 @@ impl TlsListener {
         let local = tcp.local_addr()?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+        let per_address: Arc<std::sync::Mutex<std::collections::HashMap<_, usize>>> =
+            Arc::default();
         tokio::spawn(async move {
             loop {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -74,9 +79,22 @@ impl TlsListener {
                 if tx.is_closed() {
                     return;
                 }
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                let key = crate::auth::client_key(Some(addr.ip()));
+                {
+                    let mut m = per_address
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let n = m.entry(key).or_insert(0);
+                    if *n >= MAX_HANDSHAKES_PER_ADDRESS {
+                        tracing::debug!(%addr, "too many TLS handshakes from this address; closed");
+                        continue;
+                    }
+                    *n += 1;
+                }
+                let (acceptor, tx, counts) = (acceptor.clone(), tx.clone(), per_address.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
+                    let _count = HandshakeCount { counts, key };
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, addr)).await;
@@ -92,6 +110,27 @@ impl TlsListener {
             }
         });
         Ok(Self { rx, local })
+    }
+}
+
+/// One handshake in progress from `key`; counted down when dropped.
+struct HandshakeCount {
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<Option<std::net::IpAddr>, usize>>>,
+    key: Option<std::net::IpAddr>,
+}
+
+impl Drop for HandshakeCount {
+    fn drop(&mut self) {
+        let mut m = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
     }
 }
 

@@ -584,7 +584,24 @@ fn serves_https_with_the_configured_certificate() {
         ],
     );
     let port = server.addr.rsplit(':').next().unwrap().to_owned();
-    // A client that connects and never starts its handshake holds up nobody.
+    // Clients that connect and never start their handshake hold up nobody else; one address gets
+    // at most 8 such slots, and a ninth connection from it is closed at once.
+    let idle: Vec<_> = (0..8)
+        .map(|_| std::net::TcpStream::connect(&server.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut ninth = std::net::TcpStream::connect(&server.addr).unwrap();
+    ninth
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        std::io::Read::read(&mut ninth, &mut byte).unwrap_or(usize::MAX),
+        0,
+        "the ninth silent connection was not closed"
+    );
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(200));
     let _idle = std::net::TcpStream::connect(&server.addr).unwrap();
     let curl = |url: &str, extra: &[&str]| {
         Command::new("curl")

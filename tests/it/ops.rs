@@ -324,3 +324,27 @@ async fn the_health_probe_answers_for_the_container() {
     let down = probe("http://127.0.0.1:9/readyz");
     assert!(!down.status.success());
 }
+
+#[test]
+fn a_silent_or_half_sent_request_does_not_hold_up_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = crate::cli::serve_env(
+        dir.path(),
+        &moto().endpoint,
+        &[("BROKER_SHUTDOWN_GRACE", "1s")],
+    );
+    // A client that connected and never sent a request, and one that sent half of one.
+    let _idle = std::net::TcpStream::connect(&server.addr).unwrap();
+    let mut half = std::net::TcpStream::connect(&server.addr).unwrap();
+    std::io::Write::write_all(&mut half, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let start = std::time::Instant::now();
+    sigterm(server.pid());
+    let code = server.wait(std::time::Duration::from_secs(15));
+    assert_eq!(code, Some(0), "the server did not exit after SIGTERM");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "exit took {:?}",
+        start.elapsed()
+    );
+}
