@@ -61,8 +61,7 @@ impl TlsListener {
         let local = tcp.local_addr()?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-        let per_address: Arc<std::sync::Mutex<std::collections::HashMap<_, usize>>> =
-            Arc::default();
+        let per_address = crate::api::limits::PerClient::new(MAX_HANDSHAKES_PER_ADDRESS);
         tokio::spawn(async move {
             loop {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -79,22 +78,14 @@ impl TlsListener {
                 if tx.is_closed() {
                     return;
                 }
-                let key = crate::auth::client_key(Some(addr.ip()));
-                {
-                    let mut m = per_address
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let n = m.entry(key).or_insert(0);
-                    if *n >= MAX_HANDSHAKES_PER_ADDRESS {
-                        tracing::debug!(%addr, "too many TLS handshakes from this address; closed");
-                        continue;
-                    }
-                    *n += 1;
-                }
-                let (acceptor, tx, counts) = (acceptor.clone(), tx.clone(), per_address.clone());
+                let Some(slot) = per_address.take(crate::auth::client_key(Some(addr.ip()))) else {
+                    tracing::debug!(%addr, "too many TLS handshakes from this address; closed");
+                    continue;
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let _count = HandshakeCount { counts, key };
+                    let _slot = slot;
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, addr)).await;
@@ -110,27 +101,6 @@ impl TlsListener {
             }
         });
         Ok(Self { rx, local })
-    }
-}
-
-/// One handshake in progress from `key`; counted down when dropped.
-struct HandshakeCount {
-    counts: Arc<std::sync::Mutex<std::collections::HashMap<Option<std::net::IpAddr>, usize>>>,
-    key: Option<std::net::IpAddr>,
-}
-
-impl Drop for HandshakeCount {
-    fn drop(&mut self) {
-        let mut m = self
-            .counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = m.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.key);
-            }
-        }
     }
 }
 

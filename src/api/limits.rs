@@ -151,26 +151,79 @@ pub fn too_many(
     }
 }
 
+/// Counts what each client (as [`crate::auth::client_key`] gives it) has in progress, up to a cap.
+#[derive(Debug)]
+pub struct PerClient {
+    max: usize,
+    counts: std::sync::Mutex<std::collections::HashMap<Option<IpAddr>, usize>>,
+}
+
+/// One unit of a client's allowance, given back when dropped.
+#[derive(Debug)]
+pub struct ClientSlot {
+    owner: Arc<PerClient>,
+    key: Option<IpAddr>,
+}
+
+impl PerClient {
+    /// At most `max` at once per client.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            counts: std::sync::Mutex::default(),
+        })
+    }
+
+    /// The cap.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A slot for `key`, or `None` when it already holds `max`.
+    pub fn take(self: &Arc<Self>, key: Option<IpAddr>) -> Option<ClientSlot> {
+        let mut m = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(key).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            owner: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut m = self
+            .owner
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// Caps the requests one client address has in flight; more are answered 503 with Retry-After.
 #[derive(Debug, Clone)]
 pub struct PerAddressLayer {
-    state: Arc<PerAddress>,
-}
-
-#[derive(Debug)]
-struct PerAddress {
-    max: usize,
-    in_flight: std::sync::Mutex<std::collections::HashMap<Option<IpAddr>, usize>>,
+    state: Arc<PerClient>,
 }
 
 impl PerAddressLayer {
     /// At most `max` requests in flight per address.
     pub fn new(max: usize) -> Self {
         Self {
-            state: Arc::new(PerAddress {
-                max,
-                in_flight: std::sync::Mutex::new(std::collections::HashMap::new()),
-            }),
+            state: PerClient::new(max),
         }
     }
 }
@@ -189,47 +242,7 @@ impl<S> tower::Layer<S> for PerAddressLayer {
 #[derive(Debug, Clone)]
 pub struct PerAddressService<S> {
     inner: S,
-    state: Arc<PerAddress>,
-}
-
-/// A request's slot; released when the response is done (or the request dropped).
-struct Slot {
-    state: Arc<PerAddress>,
-    key: Option<IpAddr>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut m = self
-            .state
-            .in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(n) = m.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.key);
-            }
-        }
-    }
-}
-
-impl PerAddress {
-    fn take(self: &Arc<Self>, key: Option<IpAddr>) -> Option<Slot> {
-        let mut m = self
-            .in_flight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = m.entry(key).or_insert(0);
-        if *n >= self.max {
-            return None;
-        }
-        *n += 1;
-        Some(Slot {
-            state: self.clone(),
-            key,
-        })
-    }
+    state: Arc<PerClient>,
 }
 
 impl<S, B> tower::Service<Request<B>> for PerAddressService<S>
@@ -252,7 +265,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let Some(slot) = self.state.take(peer(&req)) else {
-            let max = self.state.max;
+            let max = self.state.max();
             return Box::pin(async move { Ok(busy_address(max)) });
         };
         let fut = self.inner.call(req);
