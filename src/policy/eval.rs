@@ -261,13 +261,15 @@ fn glob_units<T: Copy + PartialEq + WildcardUnit>(
     let (mut pi, mut ti) = (0usize, 0usize);
     let (mut star, mut mark) = (None::<usize>, 0usize);
     while ti < t.len() {
-        if pi < p.len() && (p[pi].is_any_one() || eq(&p[pi], &t[ti])) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi].is_any_run() {
+        // A `*` in the pattern is a wildcard even where the text has a `*` too: tested first, or
+        // it would be matched as that literal character and never backtrack.
+        if pi < p.len() && p[pi].is_any_run() {
             star = Some(pi);
             mark = ti;
             pi += 1;
+        } else if pi < p.len() && (p[pi].is_any_one() || eq(&p[pi], &t[ti])) {
+            pi += 1;
+            ti += 1;
         } else if let Some(s) = star {
             pi = s + 1;
             mark += 1;
@@ -1395,6 +1397,30 @@ mod tests {
 
     fn doc(statements: serde_json::Value) -> PolicyDocument {
         PolicyDocument::parse(&serde_json::json!({"Statement": statements}).to_string()).unwrap()
+    }
+
+    /// Found by the `eval` fuzz target: a `*` of the pattern facing a `*` of the text was taken as that
+    /// literal character, so `*` did not match `*a` nor `a*` match `a*b`.
+    #[test]
+    fn a_pattern_star_is_a_wildcard_even_against_a_text_star() {
+        for (p, t, want) in [
+            ("*", "*a", true),
+            ("a*", "a*b", true),
+            ("*******************", &"*".repeat(48), true),
+            ("*b", "**b", true),
+            ("a*c", "a*b", false),
+            ("?", "*", true),
+            ("x*", "*x", false),
+        ] {
+            assert_eq!(glob(p, t), want, "glob({p:?}, {t:?})");
+            assert_eq!(
+                glob_ignore_case(p, t),
+                want,
+                "glob_ignore_case({p:?}, {t:?})"
+            );
+            let (p, t) = (format!("{p}é"), format!("{t}é"));
+            assert_eq!(glob(&p, &t), want, "glob({p:?}, {t:?}) (not ASCII)");
+        }
     }
 
     /// Found by the `eval` fuzz target: a user whose path contains `:role/` was typed `AssumedRole`,
