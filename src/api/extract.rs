@@ -73,7 +73,7 @@ impl FromRequestParts<Arc<App>> for Auth {
                         .extensions
                         .get::<ConnectInfo<SocketAddr>>()
                         .map(|c| c.0.ip()),
-                    method: parts.method.to_string(),
+                    method: super::method_label(&parts.method).to_owned(),
                     route: parts
                         .extensions
                         .get::<MatchedPath>()

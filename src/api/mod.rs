@@ -265,18 +265,28 @@ pub fn router(app: Arc<App>) -> Router {
         )
 }
 
+/// A method as metrics and the audit log name it: standard methods by name, anything else (a client may
+/// send any token) as `other`, so made-up methods cannot create label values without end.
+pub fn method_label(m: &axum::http::Method) -> &'static str {
+    match m.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Counts and times every request by matched route and status.
 async fn track(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let start = std::time::Instant::now();
-    // Standard methods by name; anything else (a client may send any token) as one label value, so
-    // made-up methods cannot create series without end.
-    let method = match req.method().as_str() {
-        m @ ("GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS") => m.to_owned(),
-        _ => "other".to_owned(),
-    };
+    let method = method_label(req.method()).to_owned();
     let route = req
         .extensions()
         .get::<MatchedPath>()
