@@ -93,14 +93,22 @@ impl FailureAudit {
             .windows
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut addr = addr;
         if w.len() >= MAX_TRACKED && !w.contains_key(&addr) {
-            // Make room: first the addresses whose window has ended and that owe no report, then,
-            // if that is not enough, everyone, their unwritten counts carried by the next row.
-            w.retain(|_, x| now.duration_since(x.start) < WINDOW || x.unaudited > 0);
+            // Make room: drop the addresses whose window has ended (their allowance would start over
+            // anyway), their unwritten counts carried by the next row written. If every window is
+            // still running, the new address shares the allowance of the untracked (None) entry.
+            let mut owed = 0;
+            w.retain(|_, x| {
+                let keep = now.duration_since(x.start) < WINDOW;
+                if !keep {
+                    owed += x.unaudited;
+                }
+                keep
+            });
+            self.evicted.fetch_add(owed, Relaxed);
             if w.len() >= MAX_TRACKED {
-                let owed: u64 = w.values().map(|x| x.unaudited).sum();
-                self.evicted.fetch_add(owed, Relaxed);
-                w.clear();
+                addr = None;
             }
         }
         let win = w.entry(addr).or_insert(Window {
@@ -268,9 +276,20 @@ mod tests {
             }
             assert_eq!(a.admit(ip, t0), None);
         }
-        // A new address is still audited, and its row reports what the evicted ones owed.
-        let fresh = Some("198.51.100.1".parse().unwrap());
-        assert_eq!(a.admit(fresh, t0), Some((0, MAX_TRACKED as u64)));
-        assert_eq!(a.admit(fresh, t0), Some((0, 0)));
+        // While their windows run, a new address shares the untracked allowance: still audited,
+        // at most AUDITED_PER_WINDOW rows for all such addresses together.
+        for i in 0..AUDITED_PER_WINDOW {
+            let ip = Some(IpAddr::from(std::net::Ipv4Addr::new(198, 51, 100, i as u8)));
+            assert_eq!(a.admit(ip, t0), Some((0, 0)));
+        }
+        assert_eq!(a.admit(Some("198.51.100.200".parse().unwrap()), t0), None);
+        // Once the windows have ended, they make room, and the next row reports what they owed (one
+        // each, and the one the untracked entry left out).
+        let fresh = Some("203.0.113.1".parse().unwrap());
+        assert_eq!(
+            a.admit(fresh, t0 + WINDOW),
+            Some((0, MAX_TRACKED as u64 + 1))
+        );
+        assert_eq!(a.admit(fresh, t0 + WINDOW), Some((0, 0)));
     }
 }

@@ -333,10 +333,13 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     // everything has shutdown_grace to finish.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let signalled = stop.clone();
+    let signal_at: Arc<OnceLock<tokio::time::Instant>> = Arc::default();
+    let at = signal_at.clone();
     let shutdown = async move {
         match app_rx.await {
             Ok(app) => {
                 shutdown_signal(app).await;
+                let _ = at.set(tokio::time::Instant::now());
                 let _ = signalled.send(true);
             }
             Err(_) => std::future::pending().await,
@@ -345,7 +348,11 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let server = match tls {
         Some(acceptor) => {
-            let l = secret_broker::tls::TlsListener::new(listener, acceptor)?;
+            let per_address = config
+                .max_concurrent_per_address
+                .0
+                .map(|_| secret_broker::tls::MAX_HANDSHAKES_PER_ADDRESS);
+            let l = secret_broker::tls::TlsListener::new(listener, acceptor, per_address)?;
             use axum::serve::ListenerExt;
             tokio::spawn(
                 axum::serve(l.tap_io(|_| ()), make)
@@ -392,13 +399,27 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let worker = secret_broker::worker::spawn(app.clone(), stopped.clone());
     let _ = app_tx.send(app.clone());
     let grace = app.config.shutdown_grace.0;
-    // Graceful shutdown waits for every open connection, and a client can keep one open without ever
-    // sending a request: past shutdown_grace after the signal, those are cut.
+    // One deadline, shutdown_grace after the signal, for everything: graceful shutdown waits for every
+    // open connection (and a client can keep one open without ever finishing a request), then the
+    // worker and any apply in progress.
+    let deadline_at = {
+        let signal_at = signal_at.clone();
+        move || {
+            signal_at
+                .get()
+                .copied()
+                .unwrap_or_else(tokio::time::Instant::now)
+                + grace
+        }
+    };
     let mut server = server;
     let mut signal = stopped;
-    let deadline = async move {
-        let _ = signal.wait_for(|s| *s).await;
-        tokio::time::sleep(grace).await;
+    let deadline = {
+        let deadline_at = deadline_at.clone();
+        async move {
+            let _ = signal.wait_for(|s| *s).await;
+            tokio::time::sleep_until(deadline_at()).await;
+        }
     };
     tokio::select! {
         res = &mut server => res??,
@@ -408,7 +429,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         }
     }
     let _ = stop.send(true);
-    let drained = tokio::time::timeout(grace, async {
+    let drained = tokio::time::timeout_at(deadline_at(), async {
         let _ = worker.await;
         app.applier.wait_idle().await;
     })

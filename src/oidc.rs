@@ -200,9 +200,11 @@ impl Oidc {
         self.refresh_locked(&mut last).await
     }
 
-    /// The fetch, with the fetch lock held (one fetch at a time). The attempt's time is recorded
-    /// when it ends, so a fetch cut short (its caller gone) does not hold off the next one.
+    /// The fetch, with the fetch lock held (one fetch at a time). The attempt is recorded when it
+    /// starts (so a fetch cut short by its caller going away still counts against the once-a-minute
+    /// allowance) and again when it ends.
     async fn refresh_locked(&self, last: &mut Option<Instant>) -> Result<usize, String> {
+        *last = Some(Instant::now());
         let res = self.fetch().await;
         *last = Some(Instant::now());
         let m = crate::metrics::metrics();

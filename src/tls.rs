@@ -19,8 +19,9 @@ use tokio_rustls::server::TlsStream;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most handshakes in progress at once; further connections wait to be accepted.
 pub const MAX_HANDSHAKES: usize = 256;
-/// Most handshakes in progress from one client address (an IPv6 /64); more are closed at once, so one
-/// host cannot fill every slot with connections that never speak.
+/// Most handshakes in progress from one client address (an IPv6 /64), unless
+/// `max_concurrent_per_address` is off; more are closed at once, so one host cannot fill every slot
+/// with connections that never speak.
 pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 8;
 
 /// A TLS acceptor for the PEM certificate chain at `cert` and private key at `key` (TLS 1.2 and 1.3,
@@ -56,12 +57,17 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Starts accepting on `tcp`.
-    pub fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> io::Result<Self> {
+    /// Starts accepting on `tcp`; `per_address` caps one client's handshakes in progress (`None`:
+    /// no cap, for a deployment where every client comes through one proxy address).
+    pub fn new(
+        tcp: TcpListener,
+        acceptor: TlsAcceptor,
+        per_address: Option<usize>,
+    ) -> io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-        let per_address = crate::api::limits::PerClient::new(MAX_HANDSHAKES_PER_ADDRESS);
+        let per_address = per_address.map(crate::api::limits::PerClient::new);
         tokio::spawn(async move {
             loop {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
@@ -78,9 +84,15 @@ impl TlsListener {
                 if tx.is_closed() {
                     return;
                 }
-                let Some(slot) = per_address.take(crate::auth::client_key(Some(addr.ip()))) else {
-                    tracing::debug!(%addr, "too many TLS handshakes from this address; closed");
-                    continue;
+                let slot = match &per_address {
+                    Some(p) => match p.take(crate::auth::client_key(Some(addr.ip()))) {
+                        Some(slot) => Some(slot),
+                        None => {
+                            tracing::debug!(%addr, "too many TLS handshakes from this address; closed");
+                            continue;
+                        }
+                    },
+                    None => None,
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
