@@ -124,10 +124,6 @@ pub fn too_many(
     per_second: u32,
 ) -> impl Fn(GovernorError) -> Response<axum::body::Body> + Send + Sync + 'static {
     move |e| {
-        crate::metrics::metrics()
-            .limited
-            .get_or_create(&crate::metrics::Kind { kind: kind.into() })
-            .inc();
         let wait = match &e {
             GovernorError::TooManyRequests { wait_time, .. } => (*wait_time).max(1),
             _ => 1,
@@ -137,18 +133,33 @@ pub fn too_many(
         } else {
             "this client address"
         };
-        let mut resp = problem(
+        refusal(
+            kind,
             429,
             format!(
                 "too many requests from {who}: at most {per_second} a second (bursts of {}); retry after {wait} s",
                 per_second.saturating_mul(2)
             ),
+            wait,
         )
-        .into_response();
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
-        resp
     }
+}
+
+/// A limit's refusal: counted under `kind`, a problem with `status` and `detail`, and Retry-After.
+fn refusal(
+    kind: &str,
+    status: u16,
+    detail: String,
+    retry_after: u64,
+) -> Response<axum::body::Body> {
+    crate::metrics::metrics()
+        .limited
+        .get_or_create(&crate::metrics::Kind { kind: kind.into() })
+        .inc();
+    let mut resp = problem(status, detail).into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    resp
 }
 
 /// Counts what each client (as [`crate::auth::client_key`] gives it) has in progress, up to a cap.
@@ -278,36 +289,22 @@ where
 }
 
 fn busy_address(max: usize) -> Response<axum::body::Body> {
-    crate::metrics::metrics()
-        .limited
-        .get_or_create(&crate::metrics::Kind {
-            kind: "address-concurrency".into(),
-        })
-        .inc();
-    let mut resp = problem(
+    refusal(
+        "address-concurrency",
         503,
-        format!("this client address already has {max} requests in flight (max_concurrent_per_address); retry shortly"),
+        format!(
+            "this client address already has {max} requests in flight (max_concurrent_per_address); retry shortly"
+        ),
+        1,
     )
-    .into_response();
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    resp
 }
 
 /// The 503 for a request shed because `max_concurrent_requests` are in flight.
 pub async fn overloaded(_: axum::BoxError) -> Response<axum::body::Body> {
-    crate::metrics::metrics()
-        .limited
-        .get_or_create(&crate::metrics::Kind {
-            kind: "concurrency".into(),
-        })
-        .inc();
-    let mut resp = problem(
+    refusal(
+        "concurrency",
         503,
         "the service is handling as many requests as it is configured for (max_concurrent_requests); retry shortly".into(),
+        1,
     )
-    .into_response();
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    resp
 }
