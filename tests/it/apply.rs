@@ -945,15 +945,7 @@ async fn a_thousand_shares_over_fifty_secrets_approved_at_once() {
     }
     approve_all(&t, &a, &ids).await;
     t.settle().await;
-    let active: i64 = t
-        .db()
-        .query_row(
-            "SELECT count(*) FROM shares WHERE status = 'active'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(active, 1000);
+    assert_eq!(t.count_status("active"), 1000);
     for (key, secret) in &secrets {
         assert!(m.calls("PutResourcePolicy", secret) <= 2, "{secret}");
         assert!(m.calls("PutKeyPolicy", key) <= 2, "{key}");

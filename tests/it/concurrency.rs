@@ -7,7 +7,6 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use secret_broker::domain::Role;
 use serde_json::json;
-use tower::ServiceExt;
 
 use crate::harness::{LOOPBACK, TestApp, actors, broker_sids, request};
 use crate::moto::moto;
@@ -29,14 +28,12 @@ async fn a_hundred_concurrent_approvals_apply_once_and_audit_every_vote() {
     }
     let mut set = tokio::task::JoinSet::new();
     for (name, token) in &voters {
-        let mut req = Request::post(format!("/v1/shares/{id}/approve"))
+        let req = Request::post(format!("/v1/shares/{id}/approve"))
             .header("authorization", format!("Bearer {token}"))
             .body(Body::empty())
             .unwrap();
-        req.extensions_mut()
-            .insert(axum::extract::ConnectInfo(LOOPBACK));
-        let (router, name) = (t.router.clone(), name.clone());
-        set.spawn(async move { (name, router.oneshot(req).await.unwrap().status()) });
+        let (sent, name) = (t.send(req, LOOPBACK), name.clone());
+        set.spawn(async move { (name, sent.await.status()) });
     }
     let mut statuses: HashMap<StatusCode, usize> = HashMap::new();
     while let Some(r) = set.join_next().await {
@@ -92,20 +89,17 @@ async fn fifty_concurrent_shares_of_one_secret_lose_no_statement() {
     // Requested at once, then approved at once (no coalescing window to hide behind: the default).
     let mut set = tokio::task::JoinSet::new();
     for p in &principals {
-        let (router, alice, secret, p) =
-            (t.router.clone(), a.alice.clone(), secret.clone(), p.clone());
+        let req = Request::post("/v1/shares")
+            .header("authorization", format!("Bearer {}", a.alice))
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({"secret_arn": secret, "principal_arn": p, "justification": "race"})
+                    .to_string(),
+            ))
+            .unwrap();
+        let sent = t.send(req, LOOPBACK);
         set.spawn(async move {
-            let mut req = Request::post("/v1/shares")
-                .header("authorization", format!("Bearer {alice}"))
-                .header("content-type", "application/json")
-                .body(Body::from(
-                    json!({"secret_arn": secret, "principal_arn": p, "justification": "race"})
-                        .to_string(),
-                ))
-                .unwrap();
-            req.extensions_mut()
-                .insert(axum::extract::ConnectInfo(LOOPBACK));
-            let resp = router.oneshot(req).await.unwrap();
+            let resp = sent.await;
             assert_eq!(resp.status(), StatusCode::CREATED);
             let body = http_body_util::BodyExt::collect(resp.into_body())
                 .await
@@ -123,15 +117,7 @@ async fn fifty_concurrent_shares_of_one_secret_lose_no_statement() {
     }
     crate::harness::approve_all(&t, &a, &ids).await;
     t.settle().await;
-    let active: i64 = t
-        .db()
-        .query_row(
-            "SELECT count(*) FROM shares WHERE status = 'active'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(active, 50);
+    assert_eq!(t.count_status("active"), 50);
     // Every principal is in both policies.
     let resource = m.resource_policy(&secret).await.unwrap();
     let key_policy = m.key_policy(&key).await;

@@ -215,11 +215,22 @@ impl TestApp {
         self.raw_from(req, LOOPBACK).await
     }
 
-    /// [`TestApp::raw`] from a given client address.
-    pub async fn raw_from(&self, mut req: Request<Body>, peer: std::net::SocketAddr) -> Resp {
+    /// Sends `req` as a client at `peer` would (the server sets the connection's address); the
+    /// future owns what it needs, so it can be spawned.
+    pub fn send(
+        &self,
+        mut req: Request<Body>,
+        peer: std::net::SocketAddr,
+    ) -> impl std::future::Future<Output = axum::response::Response> + Send + 'static {
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(peer));
-        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let router = self.router.clone();
+        async move { router.oneshot(req).await.unwrap() }
+    }
+
+    /// [`TestApp::raw`] from a given client address.
+    pub async fn raw_from(&self, req: Request<Body>, peer: std::net::SocketAddr) -> Resp {
+        let resp = self.send(req, peer).await;
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -283,6 +294,30 @@ impl TestApp {
     /// A direct connection to the database file, for counting rows and tampering.
     pub fn db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(&self.config.database.0).unwrap()
+    }
+
+    /// The newest audit row: actor, action and details.
+    pub fn last_audit(&self) -> (String, String, Value) {
+        let (actor, action, details): (String, String, String) = self
+            .db()
+            .query_row(
+                "SELECT actor, action, details FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        (actor, action, serde_json::from_str(&details).unwrap())
+    }
+
+    /// How many shares have `status`.
+    pub fn count_status(&self, status: &str) -> i64 {
+        self.db()
+            .query_row(
+                "SELECT count(*) FROM shares WHERE status = ?1",
+                [status],
+                |r| r.get(0),
+            )
+            .unwrap()
     }
 
     pub fn count(&self, table: &str) -> i64 {
@@ -355,14 +390,12 @@ pub const LOOPBACK: std::net::SocketAddr =
 pub async fn approve_all(t: &TestApp, a: &Actors, ids: &[String]) {
     let mut set = tokio::task::JoinSet::new();
     for id in ids {
-        let router = t.router.clone();
-        let mut req = Request::post(format!("/v1/shares/{id}/approve"))
+        let req = Request::post(format!("/v1/shares/{id}/approve"))
             .header("authorization", format!("Bearer {}", a.bob))
             .body(Body::empty())
             .unwrap();
-        req.extensions_mut()
-            .insert(axum::extract::ConnectInfo(LOOPBACK));
-        set.spawn(async move { router.oneshot(req).await.unwrap().status() });
+        let sent = t.send(req, LOOPBACK);
+        set.spawn(async move { sent.await.status() });
     }
     while let Some(s) = set.join_next().await {
         assert_eq!(s.unwrap(), StatusCode::OK);

@@ -22,19 +22,6 @@ fn now(t: &TestApp) -> i64 {
     t.app.clock.now().unix_timestamp()
 }
 
-/// The newest audit row's details.
-fn last_audit(t: &TestApp) -> (String, String, Value) {
-    let (actor, action, details): (String, String, String) = t
-        .db()
-        .query_row(
-            "SELECT actor, action, details FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
-    (actor, action, serde_json::from_str(&details).unwrap())
-}
-
 #[tokio::test]
 async fn a_valid_jwt_acts_with_its_mapped_role_under_its_subject() {
     let t = oidc_app();
@@ -48,7 +35,7 @@ async fn a_valid_jwt_acts_with_its_mapped_role_under_its_subject() {
     )
     .await
     .expect(201);
-    let (actor, action, _) = last_audit(&t);
+    let (actor, action, _) = t.last_audit();
     assert_eq!(
         (actor.as_str(), action.as_str()),
         ("oidc:alice@corp.example", "principal.registered")
@@ -261,7 +248,7 @@ async fn forged_misissued_and_stale_jwts_are_refused_and_audited() {
             !r.text.contains(token.as_str()),
             "{label}: the token was echoed"
         );
-        let (actor, action, details) = last_audit(&t);
+        let (actor, action, details) = t.last_audit();
         assert_eq!(
             (actor.as_str(), action.as_str(), details["reason"].as_str()),
             ("anonymous", "auth.failed", Some(*reason)),
@@ -329,7 +316,7 @@ async fn a_role_map_and_a_nested_roles_claim() {
     )
     .await
     .expect(201);
-    assert_eq!(last_audit(&t).0, "oidc:erin@corp.example");
+    assert_eq!(t.last_audit().0, "oidc:erin@corp.example");
     // With a map, role names themselves mean nothing.
     let r = t.get("/v1/shares", &mk(json!(["admin"]))).await.expect(401);
     assert!(
@@ -569,14 +556,12 @@ async fn requests_over_the_concurrency_limit_are_shed_with_503() {
     let t = TestApp::with(|c| c.max_concurrent_requests.0 = 2);
     let token = t.token("slow", Requester).await;
     let stall = || {
-        let mut req = Request::post("/v1/principals")
+        let req = Request::post("/v1/principals")
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
             .body(Body::new(Stalled))
             .unwrap();
-        req.extensions_mut()
-            .insert(axum::extract::ConnectInfo(LOOPBACK));
-        tokio::spawn(tower::ServiceExt::oneshot(t.router.clone(), req))
+        tokio::spawn(t.send(req, LOOPBACK))
     };
     // Two requests take the two slots (each waits for a body that never comes).
     let mut stalled = Vec::new();
@@ -622,13 +607,11 @@ async fn one_address_cannot_hold_every_slot() {
     let slow: SocketAddr = "203.0.113.9:1000".parse().unwrap();
     let mut stalled = Vec::new();
     for _ in 0..2 {
-        let mut req = Request::post("/v1/principals")
+        let req = Request::post("/v1/principals")
             .header("content-type", "application/json")
             .body(Body::new(Stalled))
             .unwrap();
-        req.extensions_mut()
-            .insert(axum::extract::ConnectInfo(slow));
-        let task = tokio::spawn(tower::ServiceExt::oneshot(t.router.clone(), req));
+        let task = tokio::spawn(t.send(req, slow));
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!task.is_finished(), "a stalled request was answered");
         stalled.push(task);
@@ -725,7 +708,7 @@ async fn refused_authentications_are_audited_without_the_token_and_coalesced() {
     let peer: SocketAddr = "198.51.100.7:1234".parse().unwrap();
     for (token, reason) in &cases {
         let r = get_from(&t, "/v1/audit", token, peer).await.expect(401);
-        let (actor, action, details) = last_audit(&t);
+        let (actor, action, details) = t.last_audit();
         assert_eq!(
             (actor.as_str(), action.as_str()),
             ("anonymous", "auth.failed")
@@ -734,7 +717,7 @@ async fn refused_authentications_are_audited_without_the_token_and_coalesced() {
         assert_eq!(details["address"], "198.51.100.7");
         assert_eq!(details["route"], "/v1/audit");
     }
-    let (_, _, d) = last_audit(&t);
+    let (_, _, d) = t.last_audit();
     assert!(d.get("token_id").is_none());
     // The public id of a broker-shaped token is recorded, never a secret.
     let ids: Vec<String> = {

@@ -232,19 +232,11 @@ async fn unauthenticated_bad_bodies_are_401_not_422() {
         .expect(401);
     assert!(r.body["detail"].as_str().unwrap().contains("Authorization"));
     // The refused attempt is audited, by an anonymous actor, with what it tried.
-    let (actor, action, details): (String, String, String) = t
-        .db()
-        .query_row(
-            "SELECT actor, action, details FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .unwrap();
+    let (actor, action, details) = t.last_audit();
     assert_eq!(
         (actor.as_str(), action.as_str()),
         ("anonymous", "auth.failed")
     );
-    let details: serde_json::Value = serde_json::from_str(&details).unwrap();
     assert_eq!(details["reason"], "no-token");
     assert_eq!(details["method"], "POST");
     assert_eq!(details["route"], "/v1/shares");
