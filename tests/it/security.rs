@@ -366,7 +366,7 @@ async fn a_jwks_url_is_fetched_and_a_rotated_key_is_picked_up() {
     t.get("/v1/shares", &rotated).await.expect(200);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_kid_triggers_one_fetch() {
     let server = jwt::JwksServer::start(json!({"keys": []})).await;
     let t = TestApp::with(|c| {
@@ -375,6 +375,29 @@ async fn an_unknown_kid_triggers_one_fetch() {
         c.oidc_jwks_url = OptText(Some(server.url.clone()));
     });
     let n = now(&t);
+    // Twenty requests at once name a kid the (still empty) cache lacks: one fetch serves them all.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let token = jwt::sign(
+            "ES256",
+            Some(&format!("kid-{i}")),
+            &jwt::claims(n, "u", &["auditor"]),
+        );
+        let req = Request::get("/v1/shares")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let sent = t.send(req, LOOPBACK);
+        set.spawn(async move { sent.await.status() });
+    }
+    while let Some(status) = set.join_next().await {
+        assert_eq!(status.unwrap(), 401);
+    }
+    assert_eq!(
+        server.hits(),
+        1,
+        "concurrent unknown kids fetched the JWKS more than once"
+    );
     // The issuer's JWKS has no usable key yet: refused, and the next tries do not hammer it.
     let r = t
         .get("/v1/shares", &jwt::token(n, "u", &["auditor"]))
