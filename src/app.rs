@@ -86,7 +86,7 @@ impl App {
             )?)),
             _ => None,
         };
-        let oidc = crate::oidc::Oidc::from_config(&config)
+        let oidc = crate::oidc::Oidc::from_config(&config, clock.clone())
             .map_err(|e| Error::Unavailable(format!("{e:#}")))?;
         let applier = Applier::new(
             store.clone(),

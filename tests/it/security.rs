@@ -356,10 +356,18 @@ async fn a_jwks_url_is_fetched_and_a_rotated_key_is_picked_up() {
     // An unknown kid fetches again, at most once a minute: the first fetch was just now.
     t.get("/v1/shares", &rotated).await.expect(401);
     assert_eq!(server.hits(), 1);
-    // The periodic refresh (what serve runs every oidc_jwks_refresh) picks it up.
+    // A minute later (service clock) the unknown kid itself fetches the rotated set, with no refresh.
+    t.clock.advance(Duration::from_secs(61));
+    let n = now(&t);
+    let rotated = jwt::sign("ES256", Some("es-2"), &jwt::claims(n, "u", &["auditor"]));
+    t.get("/v1/shares", &rotated).await.expect(200);
+    assert_eq!(server.hits(), 2, "the unknown kid fetched the JWKS");
+    t.get("/v1/shares", &rotated).await.expect(200);
+    assert_eq!(server.hits(), 2, "the rotated key is cached");
+    // The periodic refresh (what serve runs every oidc_jwks_refresh) fetches whatever the kids.
     let oidc = t.app.oidc.clone().unwrap();
     assert_eq!(oidc.refresh().await, Ok(3));
-    t.get("/v1/shares", &rotated).await.expect(200);
+    assert_eq!(server.hits(), 3);
     // A refresh that fails keeps the last good keys.
     *server.doc.lock().unwrap() = json!({"keys": []});
     assert!(oidc.refresh().await.is_err());
@@ -368,6 +376,68 @@ async fn a_jwks_url_is_fetched_and_a_rotated_key_is_picked_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_kid_triggers_one_fetch() {
+    let server = jwt::JwksServer::start(jwt::jwks(false)).await;
+    let t = TestApp::with(|c| {
+        c.oidc_issuer = OptText(Some(ISSUER.into()));
+        c.oidc_audience = OptText(Some(AUDIENCE.into()));
+        c.oidc_jwks_url = OptText(Some(server.url.clone()));
+    });
+    // The keys are loaded (from the empty cache) and in use.
+    t.get("/v1/shares", &jwt::token(now(&t), "u", &["auditor"]))
+        .await
+        .expect(200);
+    assert_eq!(server.hits(), 1);
+    // Past the once-a-minute allowance, the issuer rotates; twenty requests at once name kids the
+    // cache lacks: the unknown-kid branch fetches once, and that one fetch serves them all.
+    t.clock.advance(Duration::from_secs(61));
+    *server.doc.lock().unwrap() = jwt::jwks(true);
+    let n = now(&t);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let kid = if i % 2 == 0 {
+            "es-2".to_owned()
+        } else {
+            format!("kid-{i}")
+        };
+        let token = jwt::sign("ES256", Some(&kid), &jwt::claims(n, "u", &["auditor"]));
+        let req = Request::get("/v1/shares")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let sent = t.send(req, LOOPBACK);
+        set.spawn(async move { (kid, sent.await.status()) });
+    }
+    while let Some(r) = set.join_next().await {
+        let (kid, status) = r.unwrap();
+        // The rotated key verifies once fetched; made-up kids stay refused.
+        let want = if kid == "es-2" { 200 } else { 401 };
+        assert_eq!(status, want, "{kid}");
+    }
+    assert_eq!(
+        server.hits(),
+        2,
+        "concurrent unknown kids fetched the JWKS more than once"
+    );
+    // More unknown kids within the minute do not hammer the issuer.
+    for i in 0..5 {
+        let token = jwt::sign(
+            "ES256",
+            Some(&format!("again-{i}")),
+            &jwt::claims(n, "u", &["auditor"]),
+        );
+        let r = t.get("/v1/shares", &token).await.expect(401);
+        assert!(
+            r.body["detail"].as_str().unwrap().contains("kid"),
+            "{}",
+            r.text
+        );
+    }
+    assert_eq!(server.hits(), 2);
+}
+
+/// An issuer whose JWKS has no usable key: refused with a reason, and the retries do not hammer it.
+#[tokio::test]
+async fn an_issuer_without_usable_keys_is_refused_and_not_hammered() {
     let server = jwt::JwksServer::start(json!({"keys": []})).await;
     let t = TestApp::with(|c| {
         c.oidc_issuer = OptText(Some(ISSUER.into()));
@@ -375,30 +445,6 @@ async fn an_unknown_kid_triggers_one_fetch() {
         c.oidc_jwks_url = OptText(Some(server.url.clone()));
     });
     let n = now(&t);
-    // Twenty requests at once name a kid the (still empty) cache lacks: one fetch serves them all.
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..20 {
-        let token = jwt::sign(
-            "ES256",
-            Some(&format!("kid-{i}")),
-            &jwt::claims(n, "u", &["auditor"]),
-        );
-        let req = Request::get("/v1/shares")
-            .header("authorization", format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap();
-        let sent = t.send(req, LOOPBACK);
-        set.spawn(async move { sent.await.status() });
-    }
-    while let Some(status) = set.join_next().await {
-        assert_eq!(status.unwrap(), 401);
-    }
-    assert_eq!(
-        server.hits(),
-        1,
-        "concurrent unknown kids fetched the JWKS more than once"
-    );
-    // The issuer's JWKS has no usable key yet: refused, and the next tries do not hammer it.
     let r = t
         .get("/v1/shares", &jwt::token(n, "u", &["auditor"]))
         .await
