@@ -74,7 +74,7 @@ const ALLOWED: &[(&str, &str, Option<&[Role]>)] = &[
     ("get", "/v1/audit/verify", Some(&[Auditor, Admin])),
     ("get", "/healthz", None),
     ("get", "/readyz", None),
-    ("get", "/metrics", None),
+    ("get", "/metrics", Some(&[Auditor, Admin])),
 ];
 
 fn body_for(method: &str, path: &str, n: usize) -> Option<serde_json::Value> {
