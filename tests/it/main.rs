@@ -15,6 +15,7 @@ mod contract;
 mod eval_props;
 mod eval_table;
 mod idempotency;
+mod identity;
 mod lifecycle;
 mod openapi;
 mod ops;
