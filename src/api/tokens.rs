@@ -242,19 +242,19 @@ async fn revoke_inner(
                 if rows::admin_tokens_lasting(c, &id, until, &now)? == 0 {
                     return Err(Error::Conflict {
                         detail: format!(
-                            "token {id} ({}) is the last admin credential{}: revoking it would leave \
-                             the broker without an admin (no OIDC role maps to admin). Create another \
-                             admin token{} first (POST /v1/tokens), then revoke this one",
+                            "token {id} ({}) is the last admin credential {}: revoking it could leave \
+                             the broker without an admin, and no OIDC role maps to admin. Create \
+                             another admin token {} first (POST /v1/tokens), then revoke this one",
                             token.name,
                             if until.is_some() {
-                                " that lasts this long"
+                                "that lasts this long"
                             } else {
-                                " that never expires"
+                                "that never expires"
                             },
                             if until.is_some() {
-                                " expiring no earlier than this one"
+                                "expiring no earlier than this one"
                             } else {
-                                " without expiry"
+                                "without expires_in"
                             },
                         ),
                         current_status: None,
