@@ -100,6 +100,23 @@ struct CheckArgs {
     /// The region the consumer calls (must be the secret's region).
     #[arg(long)]
     region: Option<String>,
+    /// The action the consumer calls: secretsmanager:GetSecretValue (with the decrypt layer) or
+    /// secretsmanager:DescribeSecret.
+    #[arg(long, default_value = "secretsmanager:GetSecretValue")]
+    action: String,
+    /// The consumer's permissions boundary (JSON file), if it has one: it must allow too.
+    #[arg(long, value_name = "FILE")]
+    permissions_boundary: Option<PathBuf>,
+    /// The session policy of the consumer's role session (JSON file), if one was passed.
+    #[arg(long, value_name = "FILE")]
+    session_policy: Option<PathBuf>,
+    /// An SCP level of the consumer's account (JSON file; repeat once per level: root, each OU, the
+    /// account): each must allow.
+    #[arg(long = "scp", value_name = "FILE")]
+    service_control_policies: Vec<PathBuf>,
+    /// An RCP level of the secret's account (JSON file; repeat once per level): each must allow.
+    #[arg(long = "rcp", value_name = "FILE")]
+    resource_control_policies: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -153,7 +170,17 @@ enum TokensCommand {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Walk the hash chain; exit 1 and name the first broken row if it is broken.
-    Verify,
+    Verify {
+        /// A head kept earlier (an `audit.anchor` event or log line, or the `head_seq` of an earlier
+        /// verify): the chain must still reach this row. Give with --head-hash.
+        #[arg(long, requires = "head_hash", value_parser = clap::value_parser!(i64).range(1..))]
+        head_seq: Option<i64>,
+        /// That row's hash (64 hex digits).
+        #[arg(long, requires = "head_seq")]
+        head_hash: Option<String>,
+    },
+    /// Print the chain's head (sequence number and hash) to keep outside the database.
+    Head,
 }
 
 fn init_logging(config: &Config) {
@@ -261,10 +288,45 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {
-            command: AuditCommand::Verify,
+            command: AuditCommand::Head,
         } => {
             let store = open_store(&config)?;
-            let v = store.read(audit::verify).await?;
+            match store.read(audit::head).await? {
+                Some(a) => {
+                    println!("{}", serde_json::to_string(&a)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!("the audit log is empty: there is no head yet");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    head_seq,
+                    head_hash,
+                },
+        } => {
+            let anchor = match (head_seq, head_hash) {
+                (Some(seq), Some(hash)) => {
+                    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        anyhow::bail!(
+                            "--head-hash: must be 64 hex digits (the hash of the anchored row), not {hash:?}"
+                        );
+                    }
+                    Some(audit::Anchor {
+                        seq,
+                        hash: hash.to_ascii_lowercase(),
+                    })
+                }
+                _ => None,
+            };
+            let store = open_store(&config)?;
+            let v = store
+                .read(move |c| audit::verify_against(c, anchor.as_ref()))
+                .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(if v.ok {
                 ExitCode::SUCCESS
@@ -368,6 +430,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     };
     let app = App::open(config).await?;
     app.applier.recover().await?;
+    secret_broker::worker::anchor(&app, "start").await?;
     let _ = slot.set(api::router(app.clone()));
     if let Some(oidc) = app.oidc.clone() {
         // Fetched now and then every oidc_jwks_refresh; a failure keeps the last good keys.
@@ -439,6 +502,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             "shutdown grace of {} ran out with AWS work in flight; it is journaled and resumed at the next start",
             app.config.shutdown_grace
         );
+    }
+    if let Err(e) = secret_broker::worker::anchor(&app, "shutdown").await {
+        tracing::error!(error = %e, "could not anchor the audit chain's head at shutdown");
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -536,9 +602,10 @@ fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    use secret_broker::domain::ShareAction;
     use secret_broker::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
     use secret_broker::policy::document::PolicyDocument;
-    use secret_broker::policy::eval::{Check, check};
+    use secret_broker::policy::eval::{Check, Guardrails, check};
 
     let secret =
         SecretArn::parse(&args.secret_arn).map_err(|e| anyhow::anyhow!("--secret-arn: {e}"))?;
@@ -566,6 +633,42 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         .map(|p| load("--resource-policy", p))
         .transpose()?;
     let key_policy = load("--key-policy", &args.key_policy)?;
+    if principal.partition() != secret.partition() {
+        anyhow::bail!(
+            "--principal: {principal} is in partition {} but the secret is in {}: partitions are isolated, \
+             so no policy can grant it (give an ARN in {}, e.g. arn:{}:iam::{}:root)",
+            principal.partition(),
+            secret.partition(),
+            secret.partition(),
+            secret.partition(),
+            principal.account()
+        );
+    }
+    let action = ShareAction::parse(&args.action).map_err(|e| anyhow::anyhow!("--action: {e}"))?;
+    let many = |flag: &str, files: &[PathBuf]| -> anyhow::Result<Option<Vec<PolicyDocument>>> {
+        if files.is_empty() {
+            return Ok(None);
+        }
+        files
+            .iter()
+            .map(|p| load(flag, p))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(Some)
+    };
+    let guardrails = Guardrails {
+        permissions_boundary: args
+            .permissions_boundary
+            .as_ref()
+            .map(|p| load("--permissions-boundary", p))
+            .transpose()?,
+        session_policy: args
+            .session_policy
+            .as_ref()
+            .map(|p| load("--session-policy", p))
+            .transpose()?,
+        service_control_policies: many("--scp", &args.service_control_policies)?,
+        resource_control_policies: many("--rcp", &args.resource_control_policies)?,
+    };
     let result = check(&Check {
         principal: &principal,
         secret: &secret,
@@ -575,6 +678,8 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         resource_policy: resource.as_ref(),
         key_policy: &key_policy,
         now: Some(time::OffsetDateTime::now_utc()),
+        action: action.as_str(),
+        guardrails: &guardrails,
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(match result.decision.as_str() {

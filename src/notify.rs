@@ -116,6 +116,38 @@ pub fn slack_text(text: &str) -> String {
     out
 }
 
+/// Writes an `audit.anchor` event with the chain's head to the outbox (inside the caller's
+/// transaction). No-op when `enabled` is false.
+pub fn enqueue_anchor(
+    conn: &Connection,
+    enabled: bool,
+    head: &audit::Anchor,
+    when: &str,
+    now: &str,
+) -> Result<()> {
+    if !enabled {
+        return Ok(());
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    let payload = json!({
+        "id": id,
+        "event": "audit.anchor",
+        "at": now,
+        "text": format!(
+            "secret-broker: audit chain head at row {} ({when}); keep it to detect truncation",
+            head.seq
+        ),
+        "anchor": {"seq": head.seq, "hash": head.hash, "when": when},
+    })
+    .to_string();
+    conn.prepare_cached(
+        "INSERT INTO outbox (id, seq, event, share_id, payload, state, next_attempt_at, created_at)
+         VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM outbox), 'audit.anchor', NULL, ?2, 'pending', ?3, ?3)",
+    )?
+    .execute(params![id, payload, now])?;
+    Ok(())
+}
+
 /// The signature header value for a delivery.
 pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| {

@@ -703,6 +703,8 @@ impl Applier {
                 resource_policy: res_doc.as_ref(),
                 key_policy: &key_doc,
                 now: Some(self.clock.now()),
+                action: eval::GET_SECRET_VALUE,
+                guardrails: &eval::Guardrails::NONE,
             });
             if r.decision != "allow" {
                 return Err(Failure::new(
@@ -1210,6 +1212,8 @@ impl Applier {
                     resource_policy: res.as_ref(),
                     key_policy: kp,
                     now: Some(self.clock.now()),
+                    action: eval::GET_SECRET_VALUE,
+                    guardrails: &eval::Guardrails::NONE,
                 });
                 if r.decision != "allow" {
                     problems.push(format!(
@@ -1522,6 +1526,8 @@ impl Applier {
                     resource_policy: resource.as_ref(),
                     key_policy: &key_docs[key.as_str()],
                     now: Some(now),
+                    action: eval::GET_SECRET_VALUE,
+                    guardrails: &eval::Guardrails::NONE,
                 });
                 review.evaluated += 1;
                 review.items.push(ReviewItem {
@@ -1543,6 +1549,8 @@ impl Applier {
         secret: &SecretArn,
         version_stage: Option<&str>,
         identity: Option<&PolicyDocument>,
+        action: ShareAction,
+        guardrails: &eval::Guardrails,
     ) -> Result<CheckResult, Failure> {
         let key = self.resolve_key(secret).await?;
         let resource = self.secrets.get_resource_policy(secret.as_str()).await?;
@@ -1564,10 +1572,12 @@ impl Applier {
         let identity = match identity {
             Some(d) => d,
             None => {
+                let mut actions = vec![ShareAction::GetSecretValue, action];
+                actions.dedup();
                 let g = Grant {
                     secret: secret.clone(),
                     principal: principal.clone(),
-                    actions: vec![ShareAction::GetSecretValue],
+                    actions,
                     version_stage: version_stage.map(str::to_owned),
                 };
                 generated = PolicyDocument::parse(&compose(&g, &key).identity_policy.to_string())
@@ -1584,6 +1594,8 @@ impl Applier {
             resource_policy: resource.as_ref(),
             key_policy: &key_policy,
             now: Some(self.clock.now()),
+            action: action.as_str(),
+            guardrails,
         }))
     }
 }

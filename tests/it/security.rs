@@ -830,56 +830,116 @@ async fn hostile_text_is_stored_as_given_and_never_interpreted() {
 
 /// SQL text is built only from constants: a `format!` whose text is SQL may interpolate only the
 /// column-list constants, the two column names the job journal picks from an enum, a list of `?`
-/// placeholders (`marks`) and the outbox's constant verb; every value is a bound parameter. A new
-/// interpolation fails here.
+/// placeholders (`marks`) and the outbox's constant verb; a string that holds SQL is only ever extended
+/// with `push_str` of a literal; every value is a bound parameter. Every `.rs` file under `src/` is
+/// scanned (not just two folders). A new interpolation fails here.
 #[test]
 fn sql_is_never_built_from_values() {
+    // SQL keywords as the project writes them (upper case), so English messages do not count.
+    const KEYWORDS: [&str; 8] = [
+        "SELECT ",
+        "INSERT ",
+        "UPDATE ",
+        "DELETE ",
+        " WHERE ",
+        " AND ",
+        " ORDER BY ",
+        " SET ",
+    ];
+    let is_sql = |lit: &str| KEYWORDS.iter().any(|k| lit.contains(k));
     let allowed = |hole: &str| {
         hole.ends_with("COLUMNS}")
             || matches!(hole, "{col_sids}" | "{col_flag}" | "{marks}" | "{verb}")
     };
-    let mut found = Vec::new();
-    let mut checked = 0;
-    for dir in ["src/store", "src"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-        for entry in std::fs::read_dir(path).unwrap() {
+    /// The string literal at the start of `s` (after whitespace), if there is one.
+    fn literal(s: &str) -> Option<&str> {
+        let body = s.trim_start().strip_prefix('"')?;
+        Some(&body[..body.find('"').unwrap_or(body.len())])
+    }
+    /// The identifier just before `.push_str(` at `at`.
+    fn receiver(text: &str, at: usize) -> &str {
+        let before = &text[..at];
+        let start = before
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        &before[start..]
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(d).unwrap() {
             let p = entry.unwrap().path();
-            if p.extension().is_none_or(|e| e != "rs") {
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() >= 30, "only {} source files found", files.len());
+    let mut found = Vec::new();
+    let (mut checked, mut appends) = (0, 0);
+    for p in &files {
+        let text = std::fs::read_to_string(p).unwrap();
+        // Variables that hold SQL: assigned from SQL text, or extended with it.
+        let mut sql_vars = std::collections::BTreeSet::new();
+        for (at, _) in text.match_indices("format!(") {
+            let Some(lit) = literal(&text[at + 8..]) else {
+                continue;
+            };
+            if !is_sql(lit) {
                 continue;
             }
-            let text = std::fs::read_to_string(&p).unwrap();
-            for (at, _) in text.match_indices("format!(") {
-                // The format string: from the first quote after `format!(` to the closing quote.
-                let rest = text[at + 8..].trim_start();
-                let Some(body) = rest.strip_prefix('"') else {
-                    continue;
-                };
-                let lit = &body[..body.find('"').unwrap_or(body.len())];
-                let upper = lit.to_uppercase();
-                if !["SELECT ", "INSERT ", "UPDATE ", "DELETE "]
-                    .iter()
-                    .any(|k| upper.contains(k))
-                {
-                    continue;
+            checked += 1;
+            if let Some(var) = text[..at]
+                .trim_end()
+                .strip_suffix('=')
+                .map(|b| b.trim_end().rsplit(' ').next().unwrap_or(""))
+            {
+                sql_vars.insert(var.to_owned());
+            }
+            let mut holes = lit;
+            while let Some(open) = holes.find('{') {
+                let close = holes[open..]
+                    .find('}')
+                    .map_or(holes.len(), |e| open + e + 1);
+                let hole = &holes[open..close];
+                if !allowed(hole) {
+                    found.push(format!("{}: {hole} in {lit:?}", p.display()));
                 }
-                checked += 1;
-                let mut holes = lit;
-                while let Some(open) = holes.find('{') {
-                    let close = holes[open..]
-                        .find('}')
-                        .map_or(holes.len(), |e| open + e + 1);
-                    let hole = &holes[open..close];
-                    if !allowed(hole) {
-                        found.push(format!("{}: {hole} in {lit:?}", p.display()));
-                    }
-                    holes = &holes[close..];
-                }
+                holes = &holes[close..];
+            }
+        }
+        let pushes: Vec<(usize, &str, Option<&str>)> = text
+            .match_indices(".push_str(")
+            .map(|(at, _)| (at, receiver(&text, at), literal(&text[at + 10..])))
+            .collect();
+        for (_, var, lit) in &pushes {
+            if lit.is_some_and(is_sql) {
+                sql_vars.insert((*var).to_owned());
+            }
+        }
+        for (at, var, lit) in pushes {
+            if !sql_vars.contains(var) {
+                continue;
+            }
+            appends += 1;
+            if lit.is_none() {
+                let line = text[..at].lines().count();
+                found.push(format!(
+                    "{}:{line}: {var}.push_str of something other than a literal",
+                    p.display()
+                ));
             }
         }
     }
     assert!(
         checked >= 5,
         "the scan found only {checked} SQL format strings"
+    );
+    assert!(
+        appends >= 5,
+        "the scan found only {appends} appends to SQL strings"
     );
     assert!(
         found.is_empty(),
