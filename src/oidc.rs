@@ -433,10 +433,17 @@ impl Oidc {
             })?;
         let role = self.role_of(&claims)?;
         let digest = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes());
+        let subject = claims
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .filter(|s| !s.is_empty() && s.len() <= 200 && !s.chars().any(invisible))
+            .unwrap_or(name);
         Ok(Caller {
             token_id: format!("jwt:{}", hex::encode(&digest[..8])),
-            name: format!("oidc:{name}"),
+            name: format!("oidc:{}", crate::identity::canonical(name)),
             role,
+            credential: format!("oidc:{subject}"),
+            issued_by: None,
         })
     }
 

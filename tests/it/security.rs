@@ -573,7 +573,7 @@ async fn a_token_over_its_rate_gets_429_with_retry_after() {
     // After the wait, the token may call again (one cell refills in 200 ms).
     tokio::time::sleep(Duration::from_millis(450)).await;
     t.get("/v1/shares", &a).await.expect(200);
-    let metrics = t.call(Method::GET, "/metrics", None, None).await.text;
+    let metrics = t.scrape_metrics().await.text;
     assert!(metrics.contains("secret_broker_limited_requests_total{kind=\"token\"}"));
 }
 
@@ -827,7 +827,7 @@ async fn refused_authentications_are_audited_without_the_token_and_coalesced() {
         written as u32 + cases.len() as u32,
         secret_broker::auth::AUDITED_PER_WINDOW
     );
-    let metrics = t.call(Method::GET, "/metrics", None, None).await.text;
+    let metrics = t.scrape_metrics().await.text;
     assert!(metrics.contains("secret_broker_auth_failures_unaudited_total"));
     assert!(metrics.contains("secret_broker_auth_failures_total{kind=\"revoked\"}"));
     // The chain still verifies.
