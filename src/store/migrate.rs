@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0007_identity.sql",
         include_str!("../../migrations/0007_identity.sql"),
     ),
+    (
+        9,
+        "0009_console_sessions.sql",
+        include_str!("../../migrations/0009_console_sessions.sql"),
+    ),
 ];
 
 /// A migration applied by this run.
