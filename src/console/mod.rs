@@ -325,7 +325,7 @@ async fn sign_in(
                 route: matched
                     .ok()
                     .map_or_else(|| "/console/sign-in".to_owned(), |m| m.as_str().to_owned()),
-                request_id: rid.0,
+                request_id: rid.0.clone(),
             };
             crate::auth::record_failure(&app, &failure, Some(token), attempt).await;
             return sign_in_page(&app, StatusCode::UNAUTHORIZED, Some(&failure.detail));
@@ -343,12 +343,8 @@ async fn sign_in(
         created_at: fmt_time(now),
         expires_at: fmt_time(end),
     };
-    let now_s = fmt_time(now);
-    if let Err(e) = app
-        .store
-        .write(move |c| sessions::insert_session(c, &row, &now_s))
-        .await
-    {
+    let origin = crate::workflow::Origin::of(&caller, rid.0.clone());
+    if let Err(e) = crate::workflow::open_console_session(&app, origin, row).await {
         return api_error(&e, None);
     }
     let mut resp = see_other("/console/queue");
@@ -376,6 +372,7 @@ fn read_form(form: Result<Form<ActionForm>, FormRejection>) -> ActionForm {
 async fn sign_out(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
+    rid: RequestId,
     form: Result<Form<ActionForm>, FormRejection>,
 ) -> Response {
     let form = read_form(form);
@@ -383,11 +380,8 @@ async fn sign_out(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let id_hash = s.row.id_hash.clone();
-    if let Err(e) = app
-        .store
-        .write(move |c| sessions::delete_session(c, &id_hash))
-        .await
+    let origin = crate::workflow::Origin::of(&s.caller, rid.0.clone());
+    if let Err(e) = crate::workflow::end_console_session(&app, origin, s.row.id_hash.clone()).await
     {
         return api_error(&e, Some(&s));
     }
@@ -861,7 +855,6 @@ async fn decision(
         share.status,
         ShareStatus::Pending | ShareStatus::Approved | ShareStatus::Failed
     ) {
-        body.push_str("<h2>The plan: what the broker will write</h2>");
         match crate::api::shares::plan(State(app.clone()), s.caller.clone(), Path(share.id.clone()))
             .await
         {
@@ -889,7 +882,7 @@ async fn decision(
                     }
                     body.push_str("</ul>");
                 }
-                body.push_str("<h2>Diff against the live policies</h2><div class=\"grid\"><div>");
+                body.push_str("<h2>The plan: what the broker will write, against the live policies</h2><div class=\"grid\"><div>");
                 body.push_str(&diff_html(
                     "Secret resource policy",
                     "diff-resource",

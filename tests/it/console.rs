@@ -180,6 +180,21 @@ async fn session_cookie_headers_and_csp() {
         .collect();
     assert_eq!(stored.len(), 1);
     assert!(!stored[0].contains(&id));
+    let (actor, action, details) = t.last_audit();
+    assert_eq!(
+        (actor.as_str(), action.as_str()),
+        ("bob", "console.signed_in")
+    );
+    assert_eq!(details["expires_at"], "2026-11-29T20:00:00Z");
+    let row = t
+        .db()
+        .query_row(
+            "SELECT details FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get::<_, String>(0),
+        )
+        .unwrap();
+    assert!(!row.contains(&id) && !row.contains(&a.bob));
 
     // The CSS is the only asset, served by the broker itself.
     let css = get_page(&t, "/console/assets/console.css", None).await;
@@ -259,6 +274,11 @@ async fn posts_need_the_csrf_token_and_a_live_session() {
     // Signed out: the session row is gone, and the same cookie and token can no longer post.
     let r = post_with(&t, "/console/sign-out", &jar, &[]).await;
     assert_eq!(r.status, 303);
+    let (actor, action, _) = t.last_audit();
+    assert_eq!(
+        (actor.as_str(), action.as_str()),
+        ("bob", "console.signed_out")
+    );
     assert!(
         set_cookie_value(&r, "sb_console")
             .unwrap()
@@ -697,7 +717,7 @@ impl<'a> Browser<'a> {
                             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                             "--no-first-run", "--disable-background-networking",
                             "--disable-component-update", "--disable-sync",
-                            "--window-size=1280,1600",
+                            "--window-size=1280,1900",
                             format!("--user-data-dir={}", profile.display()),
                         ]
                     }
