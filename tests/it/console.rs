@@ -433,6 +433,9 @@ enum Who {
     As(Role),
 }
 
+/// A form post of the matrix: the action, its fields and the status wanted.
+type PostCell<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16);
+
 #[tokio::test]
 async fn role_matrix() {
     let t = TestApp::new();
@@ -520,7 +523,7 @@ async fn role_matrix() {
         }
         // Posts, each on a fresh pending share of alice's.
         let decider = matches!(who, Who::As(Role::Approver | Role::Admin));
-        let posts: Vec<(&str, Vec<(&str, &str)>, u16)> = vec![
+        let posts: Vec<PostCell> = vec![
             (
                 "approve",
                 vec![("comment", "fine")],
