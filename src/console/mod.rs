@@ -411,6 +411,34 @@ fn age(now: OffsetDateTime, since: &str) -> String {
     }
 }
 
+/// Every share in `status` (optionally of one secret), through `GET /v1/shares`'s handler page by page:
+/// the list is newest first, and the queue needs the oldest too.
+async fn shares_with(
+    app: &Arc<App>,
+    caller: &Caller,
+    status: &str,
+    secret: Option<String>,
+) -> Result<Vec<Share>, Error> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let q = ShareQuery {
+            status: Some(status.into()),
+            secret_arn: secret.clone(),
+            principal_arn: None,
+            expiring_within: None,
+            limit: Some(crate::api::MAX_LIMIT),
+            cursor,
+        };
+        let page = crate::api::shares::list(State(app.clone()), caller.clone(), Query(q)).await?;
+        out.extend(page.0.items);
+        match page.0.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
+}
+
 /// The filters of the queue.
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
@@ -431,21 +459,11 @@ async fn queue(
     let f = filter.map(|q| q.0).unwrap_or_default();
     let secret = f.secret.filter(|v| !v.trim().is_empty());
     let requester = f.requester.filter(|v| !v.trim().is_empty());
-    let q = ShareQuery {
-        status: Some("pending".into()),
-        secret_arn: secret.clone(),
-        principal_arn: None,
-        expiring_within: None,
-        limit: Some(crate::api::MAX_LIMIT),
-        cursor: None,
-    };
-    let page_ = match crate::api::shares::list(State(app.clone()), s.caller.clone(), Query(q)).await
-    {
-        Ok(p) => p.0,
+    let all = match shares_with(&app, &s.caller, "pending", secret.clone()).await {
+        Ok(v) => v,
         Err(e) => return api_error(&e, Some(&s)),
     };
-    let mut items: Vec<Share> = page_
-        .items
+    let mut items: Vec<Share> = all
         .into_iter()
         .filter(|sh| {
             requester
@@ -505,16 +523,8 @@ async fn active(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     };
     let mut items = Vec::new();
     for status in ["active", "drifted", "revoking"] {
-        let q = ShareQuery {
-            status: Some(status.into()),
-            secret_arn: None,
-            principal_arn: None,
-            expiring_within: None,
-            limit: Some(crate::api::MAX_LIMIT),
-            cursor: None,
-        };
-        match crate::api::shares::list(State(app.clone()), s.caller.clone(), Query(q)).await {
-            Ok(p) => items.extend(p.0.items),
+        match shares_with(&app, &s.caller, status, None).await {
+            Ok(v) => items.extend(v),
             Err(e) => return api_error(&e, Some(&s)),
         }
     }

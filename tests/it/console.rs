@@ -1048,3 +1048,24 @@ async fn browser_signs_in_decides_and_revokes() {
     assert!(b.source().await.contains("The audit chain verifies"));
     b.close().await;
 }
+
+#[tokio::test]
+async fn queue_shows_the_oldest_of_more_than_a_page() {
+    let t = TestApp::new();
+    let a = actors(&t).await;
+    let oldest = request(&t, &a, crate::harness::SECRET, ROLE, json!({})).await;
+    t.clock.advance(std::time::Duration::from_secs(1));
+    for _ in 0..secret_broker::api::MAX_LIMIT {
+        request(&t, &a, crate::harness::SECRET, ROLE, json!({})).await;
+    }
+    let jar = sign_in(&t, &a.bob).await;
+    let page = get_page(&t, "/console/queue", Some(&jar)).await.text;
+    assert_eq!(
+        page.matches("class=\"share\"").count(),
+        secret_broker::api::MAX_LIMIT + 1
+    );
+    let first = page.find("class=\"share\"").unwrap();
+    assert!(page[first..].starts_with(&format!(
+        "class=\"share\" href=\"/console/shares/{oldest}\""
+    )));
+}
