@@ -196,9 +196,11 @@ async fn two_principals_then_revoke_one_then_the_other() {
     assert_eq!(share(&t, &a, &id1).await["status"], "active");
     assert_eq!(share(&t, &a, &id2).await["status"], "active");
     assert_eq!(broker_sids(&m.key_policy(&key).await).len(), 2);
+    // The second share's DescribeSecret sits in a statement of its own, without the stage condition
+    // (DESIGN.md 4.12): three resource statements for two shares.
     assert_eq!(
         broker_sids(&m.resource_policy(&secret).await.unwrap()).len(),
-        2
+        3
     );
 
     // Revoke the first: the second stays.
@@ -217,7 +219,7 @@ async fn two_principals_then_revoke_one_then_the_other() {
     let kp = m.key_policy(&key).await;
     let rp = m.resource_policy(&secret).await.unwrap();
     assert_eq!(broker_sids(&kp).len(), 1);
-    assert_eq!(broker_sids(&rp).len(), 1);
+    assert_eq!(broker_sids(&rp).len(), 2);
     assert!(!kp.contains(ROLE) && !rp.contains(ROLE));
     assert!(kp.contains(other) && rp.contains(other));
 
