@@ -1400,6 +1400,19 @@ impl Applier {
             "resource policy",
             self.secrets.get_resource_policy(secret).await?,
         );
+        // The key that encrypts the secret now: a share applied with another key (the secret was
+        // re-encrypted since) no longer lets its consumer decrypt new versions.
+        // A transient failure skips this secret's check (like a failed policy read); a refusal (the AWS
+        // managed key, a disabled key) or a deleted secret is drift.
+        let arn = SecretArn::parse(secret)
+            .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
+        let current_key = match self.resolve_key(&arn).await {
+            Ok(k) => Ok(k),
+            Err(f) if matches!(f.kind, FailureKind::Refused | FailureKind::NotFound) => {
+                Err(f.message)
+            }
+            Err(f) => return Err(f),
+        };
         let mut keys: HashMap<String, Result<Option<PolicyDocument>, String>> = HashMap::new();
         let mut out = Vec::new();
         for share in shares {
@@ -1409,6 +1422,17 @@ impl Applier {
                 .and_then(|k| KmsKeyArn::parse(k).ok())
             else {
                 continue;
+            };
+            let key_problem = match &current_key {
+                Ok(k) if k == &key => None,
+                Ok(k) => Some(format!(
+                    "the secret is now encrypted with the key {k}, not {key} that the share was applied \
+                     with: the consumer cannot decrypt new versions; repair grants decrypt on the new key \
+                     and removes the grant from the old one"
+                )),
+                Err(e) => Some(format!(
+                    "the secret's key cannot be used for a share any more: {e}"
+                )),
             };
             if !keys.contains_key(key.as_str()) {
                 let doc = parse(
@@ -1420,7 +1444,7 @@ impl Applier {
             let grant = grant_of(&share)?;
             let c = compose_for(&grant, &key, &self.settings.installation);
             let (legacy_res, legacy_key) = legacy_statements(&grant);
-            let mut problems = Vec::new();
+            let mut problems: Vec<String> = key_problem.into_iter().collect();
             let docs = [
                 (
                     "resource policy",

@@ -503,10 +503,9 @@ pub fn shares_with_key(
     key_arn: &str,
     statuses: &[ShareStatus],
 ) -> Result<Vec<Share>> {
-    let marks: Vec<String> = (0..statuses.len()).map(|i| format!("?{}", i + 2)).collect();
+    let marks = vec!["?"; statuses.len()].join(",");
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {SHARE_COLUMNS} FROM shares WHERE key_arn = ?1 AND status IN ({}) ORDER BY seq",
-        marks.join(",")
+        "SELECT {SHARE_COLUMNS} FROM shares WHERE key_arn = ? AND status IN ({marks}) ORDER BY seq"
     ))?;
     let mut values: Vec<&str> = vec![key_arn];
     values.extend(statuses.iter().map(|s| s.as_str()));

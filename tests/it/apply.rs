@@ -1027,3 +1027,133 @@ async fn an_access_review_says_who_can_read_what() {
         .await
         .expect(403);
 }
+
+/// Issue 13 item 10: revoke reference counting is per (key ARN, Sid). The secret is re-encrypted under
+/// another key and a second share of the same consumer (another stage: the same key statement, Sid
+/// included) is applied under the new key. Revoking the first removes its grant from the old key even
+/// though the second share needs an equal statement in the new key; revoking the second leaves no broker
+/// statement in either key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_after_a_reencryption_leaves_no_broker_statement_in_either_key() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let old_key = m.create_key().await;
+    let new_key = m.create_key().await;
+    let secret = m.create_secret(Some(&old_key)).await;
+    let id1 = request(&t, &a, &secret, ROLE, json!({})).await;
+    approve(&t, &a, &id1).await;
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id1).await["key_arn"], old_key.as_str());
+    m.secrets()
+        .update_secret()
+        .secret_id(&secret)
+        .kms_key_id(&new_key)
+        .send()
+        .await
+        .unwrap();
+    let id2 = request(
+        &t,
+        &a,
+        &secret,
+        ROLE,
+        json!({"version_stage": "AWSPREVIOUS"}),
+    )
+    .await;
+    approve(&t, &a, &id2).await;
+    t.settle().await;
+    let s2 = share(&t, &a, &id2).await;
+    assert_eq!(s2["status"], "active", "{s2}");
+    assert_eq!(s2["key_arn"], new_key.as_str());
+    let old_sids = broker_sids(&m.key_policy(&old_key).await);
+    assert_eq!(
+        old_sids,
+        broker_sids(&m.key_policy(&new_key).await),
+        "the same Sid in both keys"
+    );
+
+    t.post(
+        &format!("/v1/shares/{id1}/revoke"),
+        &a.bob,
+        json!({"reason": "rotated"}),
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id1).await["status"], "revoked");
+    assert!(
+        broker_sids(&m.key_policy(&old_key).await).is_empty(),
+        "no grant left in the old key"
+    );
+    assert_eq!(
+        broker_sids(&m.key_policy(&new_key).await).len(),
+        1,
+        "the live share keeps its own"
+    );
+
+    t.post(
+        &format!("/v1/shares/{id2}/revoke"),
+        &a.bob,
+        json!({"reason": "done"}),
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    for k in [&old_key, &new_key] {
+        assert!(broker_sids(&m.key_policy(k).await).is_empty());
+    }
+    assert!(m.resource_policy(&secret).await.is_none());
+}
+
+/// Issue 13 item 10: a secret deleted and re-created under the same name is another ARN with the same
+/// key statement. Revoking the share of the deleted secret succeeds (its policy went with it) and keeps
+/// the key statement the re-created secret's live share needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_for_a_deleted_secret_keeps_what_its_recreated_namesake_needs() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let name = format!("test/recreated-{}", uuid::Uuid::new_v4().simple());
+    let first = m.create_named_secret(&name, Some(&key)).await;
+    let id1 = request(&t, &a, &first, ROLE, json!({})).await;
+    approve(&t, &a, &id1).await;
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id1).await["status"], "active");
+    m.secrets()
+        .delete_secret()
+        .secret_id(&first)
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap();
+    let second = m.create_named_secret(&name, Some(&key)).await;
+    assert_ne!(first, second);
+    let id2 = request(&t, &a, &second, ROLE, json!({})).await;
+    approve(&t, &a, &id2).await;
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id2).await["status"], "active");
+    let before = broker_sids(&m.key_policy(&key).await);
+    assert_eq!(
+        before.len(),
+        1,
+        "one statement serves both: same name pattern"
+    );
+
+    t.post(
+        &format!("/v1/shares/{id1}/revoke"),
+        &a.bob,
+        json!({"reason": "secret deleted"}),
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    let s1 = share(&t, &a, &id1).await;
+    assert_eq!(s1["status"], "revoked", "{s1}");
+    assert_eq!(
+        broker_sids(&m.key_policy(&key).await),
+        before,
+        "the live share's statement stays"
+    );
+    assert!(m.resource_policy(&second).await.is_some());
+}
