@@ -50,6 +50,8 @@ fn bench(c: &mut Criterion) {
         resource_policy: Some(&resource),
         key_policy: &key_policy,
         now: None,
+        action: secret_broker::policy::eval::GET_SECRET_VALUE,
+        guardrails: &secret_broker::policy::eval::Guardrails::NONE,
     };
     assert_eq!(check(&ck).decision, "allow");
 
@@ -156,6 +158,8 @@ fn bench(c: &mut Criterion) {
                         resource_policy: Some(resource),
                         key_policy,
                         now: None,
+                        action: secret_broker::policy::eval::GET_SECRET_VALUE,
+                        guardrails: &secret_broker::policy::eval::Guardrails::NONE,
                     });
                     allowed += usize::from(d == "allow");
                 }

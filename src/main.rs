@@ -100,6 +100,23 @@ struct CheckArgs {
     /// The region the consumer calls (must be the secret's region).
     #[arg(long)]
     region: Option<String>,
+    /// The action the consumer calls: secretsmanager:GetSecretValue (with the decrypt layer) or
+    /// secretsmanager:DescribeSecret.
+    #[arg(long, default_value = "secretsmanager:GetSecretValue")]
+    action: String,
+    /// The consumer's permissions boundary (JSON file), if it has one: it must allow too.
+    #[arg(long, value_name = "FILE")]
+    permissions_boundary: Option<PathBuf>,
+    /// The session policy of the consumer's role session (JSON file), if one was passed.
+    #[arg(long, value_name = "FILE")]
+    session_policy: Option<PathBuf>,
+    /// An SCP level of the consumer's account (JSON file; repeat once per level: root, each OU, the
+    /// account): each must allow.
+    #[arg(long = "scp", value_name = "FILE")]
+    service_control_policies: Vec<PathBuf>,
+    /// An RCP level of the secret's account (JSON file; repeat once per level): each must allow.
+    #[arg(long = "rcp", value_name = "FILE")]
+    resource_control_policies: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -545,9 +562,10 @@ fn plan(args: &PlanArgs, config: Option<&std::path::Path>) -> anyhow::Result<Exi
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    use secret_broker::domain::ShareAction;
     use secret_broker::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
     use secret_broker::policy::document::PolicyDocument;
-    use secret_broker::policy::eval::{Check, check};
+    use secret_broker::policy::eval::{Check, Guardrails, check};
 
     let secret =
         SecretArn::parse(&args.secret_arn).map_err(|e| anyhow::anyhow!("--secret-arn: {e}"))?;
@@ -575,6 +593,42 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         .map(|p| load("--resource-policy", p))
         .transpose()?;
     let key_policy = load("--key-policy", &args.key_policy)?;
+    if principal.partition() != secret.partition() {
+        anyhow::bail!(
+            "--principal: {principal} is in partition {} but the secret is in {}: partitions are isolated, \
+             so no policy can grant it (give an ARN in {}, e.g. arn:{}:iam::{}:root)",
+            principal.partition(),
+            secret.partition(),
+            secret.partition(),
+            secret.partition(),
+            principal.account()
+        );
+    }
+    let action = ShareAction::parse(&args.action).map_err(|e| anyhow::anyhow!("--action: {e}"))?;
+    let many = |flag: &str, files: &[PathBuf]| -> anyhow::Result<Option<Vec<PolicyDocument>>> {
+        if files.is_empty() {
+            return Ok(None);
+        }
+        files
+            .iter()
+            .map(|p| load(flag, p))
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map(Some)
+    };
+    let guardrails = Guardrails {
+        permissions_boundary: args
+            .permissions_boundary
+            .as_ref()
+            .map(|p| load("--permissions-boundary", p))
+            .transpose()?,
+        session_policy: args
+            .session_policy
+            .as_ref()
+            .map(|p| load("--session-policy", p))
+            .transpose()?,
+        service_control_policies: many("--scp", &args.service_control_policies)?,
+        resource_control_policies: many("--rcp", &args.resource_control_policies)?,
+    };
     let result = check(&Check {
         principal: &principal,
         secret: &secret,
@@ -584,6 +638,8 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         resource_policy: resource.as_ref(),
         key_policy: &key_policy,
         now: Some(time::OffsetDateTime::now_utc()),
+        action: action.as_str(),
+        guardrails: &guardrails,
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(match result.decision.as_str() {

@@ -12,10 +12,11 @@ use super::principals::parse_principal;
 use super::problem::Problem;
 use crate::app::App;
 use crate::domain::Caller;
+use crate::domain::ShareAction;
 use crate::error::{Error, FieldError, Result};
 use crate::policy::arn::SecretArn;
 use crate::policy::document::PolicyDocument;
-use crate::policy::eval::CheckResult;
+use crate::policy::eval::{CheckResult, Guardrails};
 
 /// Body of `POST /v1/access-checks`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -41,6 +42,68 @@ pub struct AccessCheck {
     /// The consumer's identity policy (a policy document); omitted: the one the broker would generate.
     #[schema(value_type = Option<Object>)]
     pub identity_policy: Option<serde_json::Value>,
+    /// The action the consumer calls: `secretsmanager:GetSecretValue` (default; evaluated with the
+    /// decrypt layer) or `secretsmanager:DescribeSecret`.
+    #[schema(max_length = 64, example = "secretsmanager:GetSecretValue")]
+    pub action: Option<String>,
+    /// The consumer's permissions boundary (a policy document), when it has one: it must allow too.
+    #[schema(value_type = Option<Object>)]
+    pub permissions_boundary: Option<serde_json::Value>,
+    /// The session policy of the consumer's role session, when one was passed: it must allow too.
+    #[schema(value_type = Option<Object>)]
+    pub session_policy: Option<serde_json::Value>,
+    /// The SCPs that apply to the consumer's account, one document per level of the organization
+    /// (root, each OU, the account; merge the SCPs of one level into one document): each must allow.
+    /// At most 10.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub service_control_policies: Option<Vec<serde_json::Value>>,
+    /// The RCPs that apply to the secret's account, one document per level: each must allow. At most 10.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub resource_control_policies: Option<Vec<serde_json::Value>>,
+}
+
+/// At most this many SCP or RCP documents (an organization has at most five OU levels, plus the root
+/// and the account).
+const MAX_LEVELS: usize = 10;
+
+/// Parses one optional policy document field, collecting its error.
+fn document(
+    field: &str,
+    v: Option<&serde_json::Value>,
+    errors: &mut Vec<FieldError>,
+) -> Option<PolicyDocument> {
+    PolicyDocument::parse(&v?.to_string())
+        .map_err(|e| {
+            errors.push(FieldError {
+                field: field.into(),
+                message: e.to_string(),
+            })
+        })
+        .ok()
+}
+
+/// Parses an optional list of policy documents (SCPs, RCPs), collecting errors.
+fn documents(
+    field: &str,
+    v: Option<&Vec<serde_json::Value>>,
+    errors: &mut Vec<FieldError>,
+) -> Option<Vec<PolicyDocument>> {
+    let v = v?;
+    if v.len() > MAX_LEVELS {
+        errors.push(FieldError {
+            field: field.into(),
+            message: format!(
+                "at most {MAX_LEVELS} documents, one per level of the organization (merge the policies of one level into one document)"
+            ),
+        });
+        return None;
+    }
+    let docs: Vec<_> = v
+        .iter()
+        .enumerate()
+        .map(|(i, d)| document(&format!("{field}[{i}]"), Some(d), errors))
+        .collect();
+    docs.into_iter().collect()
 }
 
 /// Evaluate a cross-account read against the live resource and key policies, and explain it.
@@ -88,29 +151,75 @@ pub async fn create(
             })
             .ok()
     };
-    let identity = match &body.identity_policy {
-        None => None,
-        Some(v) => match PolicyDocument::parse(&v.to_string()) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                errors.push(FieldError {
-                    field: "identity_policy".into(),
-                    message: e.to_string(),
-                });
-                None
-            }
-        },
+    let identity = document(
+        "identity_policy",
+        body.identity_policy.as_ref(),
+        &mut errors,
+    );
+    let guardrails = Guardrails {
+        permissions_boundary: document(
+            "permissions_boundary",
+            body.permissions_boundary.as_ref(),
+            &mut errors,
+        ),
+        session_policy: document("session_policy", body.session_policy.as_ref(), &mut errors),
+        service_control_policies: documents(
+            "service_control_policies",
+            body.service_control_policies.as_ref(),
+            &mut errors,
+        ),
+        resource_control_policies: documents(
+            "resource_control_policies",
+            body.resource_control_policies.as_ref(),
+            &mut errors,
+        ),
     };
-    if let (Some(p), Some(s)) = (&principal, &secret)
-        && p.account() == s.account()
-    {
-        errors.push(FieldError {
-            field: "principal_arn".into(),
-            message: format!(
-                "is in the secret's own account {}: access checks are for cross-account reads",
-                s.account()
-            ),
-        });
+    let action = match body.action.as_deref() {
+        None => ShareAction::GetSecretValue,
+        Some(a) if a.len() > 64 => {
+            errors.push(FieldError {
+                field: "action".into(),
+                message: "is longer than 64 characters".into(),
+            });
+            ShareAction::GetSecretValue
+        }
+        Some(a) => ShareAction::parse(a).unwrap_or_else(|m| {
+            errors.push(FieldError {
+                field: "action".into(),
+                message: m,
+            });
+            ShareAction::GetSecretValue
+        }),
+    };
+    if let (Some(p), Some(s)) = (&principal, &secret) {
+        if p.partition() != s.partition() {
+            let bare = body.principal_arn.bytes().all(|b| b.is_ascii_digit());
+            errors.push(FieldError {
+                field: "principal_arn".into(),
+                message: format!(
+                    "is in partition {} but the secret is in {}: partitions are isolated, so no policy can grant it{}",
+                    p.partition(),
+                    s.partition(),
+                    if bare {
+                        format!(
+                            " (a bare account id is read as partition aws: give the full ARN, e.g. arn:{}:iam::{}:root)",
+                            s.partition(),
+                            p.account()
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            });
+        } else if p.account() == s.account() {
+            errors.push(FieldError {
+                field: "principal_arn".into(),
+                message: format!(
+                    "is in the secret's own account {}: access checks are for cross-account reads",
+                    s.account()
+                ),
+            });
+        }
     }
     super::invalid_if_any(errors)?;
     let (Some(principal), Some(secret)) = (principal, secret) else {
@@ -123,6 +232,8 @@ pub async fn create(
             &secret,
             body.version_stage.as_deref(),
             identity.as_ref(),
+            action,
+            &guardrails,
         )
         .await?;
     Ok(Json(result))

@@ -738,18 +738,25 @@ impl Applier {
         resource: Option<&PolicyDocument>,
         key_policy: &PolicyDocument,
     ) -> Result<(), (String, CheckResult)> {
-        let r = eval::check(&eval::Check {
-            principal: &grant.principal,
-            secret: &grant.secret,
-            key,
-            version_stage: grant.version_stage.as_deref(),
-            identity_policy: identity,
-            resource_policy: resource,
-            key_policy,
-            now: Some(self.clock.now()),
-        });
-        if r.decision != "allow" {
-            return Err((ShareAction::GetSecretValue.as_str().to_owned(), r));
+        // DESIGN.md 4.12: a condition binds every action of its statement, and only GetSecretValue
+        // requests carry a version stage, so each action is proven on its own: an `active` share is
+        // one whose every action AWS would allow (GetSecretValue through the key as well).
+        for action in &grant.actions {
+            let r = eval::check(&eval::Check {
+                principal: &grant.principal,
+                secret: &grant.secret,
+                key,
+                version_stage: grant.version_stage.as_deref(),
+                identity_policy: identity,
+                resource_policy: resource,
+                key_policy,
+                now: Some(self.clock.now()),
+                action: action.as_str(),
+                guardrails: &eval::Guardrails::NONE,
+            });
+            if r.decision != "allow" {
+                return Err((action.as_str().to_owned(), r));
+            }
         }
         Ok(())
     }
@@ -1934,6 +1941,8 @@ impl Applier {
                     resource_policy: resource.as_ref(),
                     key_policy: &key_docs[key.as_str()],
                     now: Some(now),
+                    action: eval::GET_SECRET_VALUE,
+                    guardrails: &eval::Guardrails::NONE,
                 });
                 review.evaluated += 1;
                 review.items.push(ReviewItem {
@@ -1955,6 +1964,8 @@ impl Applier {
         secret: &SecretArn,
         version_stage: Option<&str>,
         identity: Option<&PolicyDocument>,
+        action: ShareAction,
+        guardrails: &eval::Guardrails,
     ) -> Result<CheckResult, Failure> {
         let key = self.resolve_key(secret).await?;
         let resource = self.secrets.get_resource_policy(secret.as_str()).await?;
@@ -1976,10 +1987,12 @@ impl Applier {
         let identity = match identity {
             Some(d) => d,
             None => {
+                let mut actions = vec![ShareAction::GetSecretValue, action];
+                actions.dedup();
                 let g = Grant {
                     secret: secret.clone(),
                     principal: principal.clone(),
-                    actions: vec![ShareAction::GetSecretValue],
+                    actions,
                     version_stage: version_stage.map(str::to_owned),
                 };
                 generated = PolicyDocument::parse(&compose(&g, &key).identity_policy.to_string())
@@ -1996,6 +2009,8 @@ impl Applier {
             resource_policy: resource.as_ref(),
             key_policy: &key_policy,
             now: Some(self.clock.now()),
+            action: action.as_str(),
+            guardrails,
         }))
     }
 }

@@ -153,6 +153,9 @@ pub struct Caller {
     pub account: String,
     /// The caller's partition.
     pub partition: String,
+    /// Whether the caller is known to have a permissions boundary (a Deny with NotPrincipal always
+    /// applies to such a caller).
+    pub permissions_boundary: bool,
 }
 
 impl Caller {
@@ -163,6 +166,7 @@ impl Caller {
             arn: (p.kind() != PrincipalKind::AccountRoot).then(|| p.as_str().to_owned()),
             account: p.account().to_owned(),
             partition: p.partition().to_owned(),
+            permissions_boundary: false,
         }
     }
 }
@@ -307,6 +311,56 @@ impl WildcardUnit for char {
     }
 }
 
+/// Resource ARN matching (IAM User Guide, "IAM JSON policy elements: Resource"): `*` and `?` match
+/// within one ARN segment (the parts separated by colons) and do not cross a colon, except a `*` that
+/// is the last character of a segment (followed by `:` or ending the pattern), which "can expand to match
+/// beyond the colon boundaries". Case-sensitive.
+pub fn resource_matches(pattern: &str, arn: &str) -> bool {
+    if pattern.is_ascii() && arn.is_ascii() {
+        segment_glob(pattern.as_bytes(), arn.as_bytes(), b':')
+    } else {
+        let p: Vec<char> = pattern.chars().collect();
+        let t: Vec<char> = arn.chars().collect();
+        segment_glob(&p, &t, ':')
+    }
+}
+
+fn segment_glob<T: Copy + PartialEq + WildcardUnit>(p: &[T], t: &[T], colon: T) -> bool {
+    let free_star = |k: usize| p[k].is_any_run() && p.get(k + 1).is_none_or(|n| *n == colon);
+    let has_any_one = p.iter().any(WildcardUnit::is_any_one);
+    let bound_stars = (0..p.len()).any(|k| p[k].is_any_run() && !free_star(k));
+    if !bound_stars && !p.iter().any(WildcardUnit::is_any_run) {
+        // `?` only (the usual `name-??????`): one unit each, never a colon.
+        return p.len() == t.len()
+            && p.iter()
+                .zip(t)
+                .all(|(a, b)| if a.is_any_one() { *b != colon } else { a == b });
+    }
+    if !bound_stars && !has_any_one {
+        return glob_units(p, t, |a, b| a == b);
+    }
+    // General case: a row of "p[..i] matches t[..j]", one pattern unit at a time.
+    let n = t.len();
+    let mut row = vec![false; n + 1];
+    let mut next = vec![false; n + 1];
+    row[0] = true;
+    for (k, pc) in p.iter().enumerate() {
+        next[0] = pc.is_any_run() && row[0];
+        for j in 1..=n {
+            let c = t[j - 1];
+            next[j] = if pc.is_any_run() {
+                row[j] || (next[j - 1] && (free_star(k) || c != colon))
+            } else if pc.is_any_one() {
+                row[j - 1] && c != colon
+            } else {
+                row[j - 1] && *pc == c
+            };
+        }
+        std::mem::swap(&mut row, &mut next);
+    }
+    row[n]
+}
+
 fn action_matches(pattern: &str, action: &str) -> bool {
     glob_ignore_case(pattern, action)
 }
@@ -387,6 +441,35 @@ fn principal_value_matches(v: &str, caller: &Caller, explain: bool) -> (Tri, Str
     if parts[2] == "iam" && parts[5] == "root" {
         return (Tri::True, why!(explain, "{v} is the caller's account"));
     }
+    if parts[2] == "sts"
+        && let Some((role, _session)) = parts[5]
+            .strip_prefix("assumed-role/")
+            .and_then(|r| r.split_once('/'))
+    {
+        // A role acts through sessions whose names the broker cannot know (IAM User Guide, "Role
+        // session principals"): a statement naming one session of the caller's role may or may not
+        // be the caller's.
+        return match &caller.arn {
+            Some(arn) if iam_resource_type(arn) == "role" && role_name(arn) == role => (
+                Tri::Unknown,
+                why!(
+                    explain,
+                    "{v} names one session of {arn}; which session name the consumer uses is not known"
+                ),
+            ),
+            Some(_) => (
+                Tri::False,
+                why!(explain, "{v} is a session of another role than the caller"),
+            ),
+            None => (
+                Tri::Unknown,
+                why!(
+                    explain,
+                    "{v} is a role session in the caller's account; which identity calls is not known"
+                ),
+            ),
+        };
+    }
     match &caller.arn {
         Some(arn) if arn == v => (Tri::True, why!(explain, "{v} is the caller")),
         Some(_) => (Tri::False, why!(explain, "{v} is not the caller")),
@@ -432,6 +515,12 @@ fn principal_matches(p: &Principal, caller: &Caller, explain: bool) -> (Tri, Str
     }
 }
 
+/// A role's name: the last `/`-separated part of its ARN (a role session ARN names the role without
+/// its path).
+fn role_name(arn: &str) -> &str {
+    arn.rsplit('/').next().unwrap_or("")
+}
+
 /// The resource type of an IAM ARN (`user`, `role`, `root`, ...): its sixth `:`-separated field up to
 /// the first `/`. Not a substring test: an IAM path may contain `:` and so `:role/` or `:user/`
 /// (`arn:aws:iam::444455556666:user/a:role/b` is a user).
@@ -445,7 +534,19 @@ fn iam_resource_type(arn: &str) -> &str {
 /// role's caller is its assumed-role session (`arn:aws:sts::<account>:assumed-role/<role>/<session>`),
 /// so listing the role ARN does not exempt it either; a session ARN for the role depends on the session
 /// name, which the broker cannot know.
-fn not_principal_exempts(p: &Principal, caller: &Caller, explain: bool) -> (Tri, String) {
+///
+/// The same page: "When you use NotPrincipal with Deny, you must also specify the account ARN of the
+/// not-denied principal", or the principal may be denied; and NotPrincipal with Deny "always denies
+/// principals with permission boundaries attached, regardless of the values in the NotPrincipal
+/// element". So a user listed without its account is not exempt, and a listed user or role session
+/// with its account is exempt only if it has no permissions boundary, which the broker cannot see
+/// unless the check is given one: unknown, or not exempt when a boundary is given.
+fn not_principal_exempts(
+    p: &Principal,
+    caller: &Caller,
+    has_boundary: bool,
+    explain: bool,
+) -> (Tri, String) {
     let values: &[String] = match p {
         Principal::Any => return (Tri::True, why!(explain, "\"*\" exempts everyone")),
         Principal::Typed(_) => p.values("AWS"),
@@ -469,40 +570,63 @@ fn not_principal_exempts(p: &Principal, caller: &Caller, explain: bool) -> (Tri,
             )
         };
     };
-    if iam_resource_type(arn) == "user" {
-        let listed = values.iter().any(|v| v == arn);
-        return (
-            Tri::from(listed),
-            why!(
-                explain,
-                "{arn} is {}listed",
-                if listed { "" } else { "not " }
-            ),
-        );
-    }
-    // A role: exempt only through a session ARN of that role.
-    let role_name = arn.rsplit('/').next().unwrap_or("");
-    let session_prefix = format!(
-        "arn:{}:sts::{}:assumed-role/{role_name}/",
-        caller.partition, caller.account
-    );
-    if values.iter().any(|v| v.starts_with(&session_prefix)) {
-        (
-            Tri::Unknown,
-            why!(
-                explain,
-                "it lists sessions of {arn}; whether the caller's session is one of them is not known"
-            ),
-        )
+    let listed = if iam_resource_type(arn) == "user" {
+        Tri::from(values.iter().any(|v| v == arn))
     } else {
-        (
+        // A role: exempt only through a session ARN of that role.
+        let session_prefix = format!(
+            "arn:{}:sts::{}:assumed-role/{}/",
+            caller.partition,
+            caller.account,
+            role_name(arn)
+        );
+        if values.iter().any(|v| v.starts_with(&session_prefix)) {
+            Tri::Unknown
+        } else {
+            Tri::False
+        }
+    };
+    if listed == Tri::False {
+        return (
             Tri::False,
             why!(
                 explain,
-                "{arn} calls as an assumed-role session, which is not listed (listing the role or its account does not exempt it)"
+                "{arn} is not listed (for a role: its sessions are; listing the role or its account does not exempt it)"
             ),
-        )
+        );
     }
+    let root = format!("arn:{}:iam::{}:root", caller.partition, caller.account);
+    if !values.iter().any(|v| *v == root || *v == caller.account) {
+        return (
+            Tri::False,
+            why!(
+                explain,
+                "{arn} is listed but its account {} is not, and AWS requires the account to be listed too",
+                caller.account
+            ),
+        );
+    }
+    if has_boundary {
+        return (
+            Tri::False,
+            why!(
+                explain,
+                "{arn} has a permissions boundary, and NotPrincipal with Deny always denies such a principal"
+            ),
+        );
+    }
+    (
+        Tri::Unknown,
+        why!(
+            explain,
+            "{arn} and its account are listed{}; the exemption holds only if {arn} has no permissions boundary, which the broker cannot see",
+            if listed == Tri::Unknown {
+                ", but only as some sessions whose names the broker cannot know"
+            } else {
+                ""
+            }
+        ),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -588,55 +712,132 @@ fn parse_operator(op: &str) -> Option<Result<Op, ()>> {
     }))
 }
 
-fn parse_date(s: &str) -> Option<i128> {
-    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
-        return Some(t.unix_timestamp_nanos());
+/// Two ASCII digits at `s[i..i + 2]`.
+fn two_digits(s: &[u8], i: usize) -> Option<u8> {
+    match s.get(i..i + 2)? {
+        [a @ b'0'..=b'9', b @ b'0'..=b'9'] => Some((a - b'0') * 10 + (b - b'0')),
+        _ => None,
     }
-    if let Ok(d) = time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]")) {
-        return Some(d.midnight().assume_utc().unix_timestamp_nanos());
-    }
-    s.parse::<i64>().ok().map(|n| n as i128 * 1_000_000_000)
 }
 
-/// The positive comparison of one request value against one policy value.
-fn compare(kind: Kind, actual: &str, expected: &str) -> bool {
+/// A date condition value as nanoseconds since the epoch. AWS accepts the W3C profiles of ISO 8601
+/// (IAM User Guide, "Date condition operators", which points to the W3C note "Date and Time Formats"):
+/// `YYYY`, `YYYY-MM`, `YYYY-MM-DD`, `YYYY-MM-DDThh:mmTZD`, `YYYY-MM-DDThh:mm:ssTZD` and
+/// `YYYY-MM-DDThh:mm:ss.sTZD` (TZD `Z` or `+hh:mm`/`-hh:mm`; a date alone is its first instant in UTC),
+/// and epoch (UNIX) seconds. Anything else is `None`, which makes the condition unknown, never "no match".
+pub fn parse_date(s: &str) -> Option<i128> {
+    use time::{Date, Month, PrimitiveDateTime, Time, UtcOffset};
+    if !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit()) && s.len() != 4 {
+        return s.parse::<i64>().ok().map(|n| i128::from(n) * 1_000_000_000);
+    }
+    let b = s.as_bytes();
+    let year = match b.get(..4)? {
+        y if y.iter().all(u8::is_ascii_digit) => s[..4].parse::<i32>().ok()?,
+        _ => return None,
+    };
+    let mut month = 1;
+    let mut day = 1;
+    let mut i = 4;
+    if i < b.len() {
+        (b[i] == b'-').then_some(())?;
+        month = two_digits(b, i + 1)?;
+        i += 3;
+    }
+    if i < b.len() {
+        (b[i] == b'-').then_some(())?;
+        day = two_digits(b, i + 1)?;
+        i += 3;
+    }
+    let date = Date::from_calendar_date(year, Month::try_from(month).ok()?, day).ok()?;
+    if i == b.len() {
+        return Some(date.midnight().assume_utc().unix_timestamp_nanos());
+    }
+    // A time needs the full date before it, and a time zone after it.
+    (i == 10 && b[i] == b'T').then_some(())?;
+    let hour = two_digits(b, 11)?;
+    (b.get(13) == Some(&b':')).then_some(())?;
+    let minute = two_digits(b, 14)?;
+    i = 16;
+    let (mut second, mut nanos) = (0u8, 0u32);
+    if b.get(i) == Some(&b':') {
+        second = two_digits(b, i + 1)?;
+        i += 3;
+        if b.get(i) == Some(&b'.') {
+            let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            (1..=9).contains(&digits).then_some(())?;
+            let frac = &s[i + 1..i + 1 + digits];
+            nanos = frac.parse::<u32>().ok()? * 10u32.pow(9 - digits as u32);
+            i += 1 + digits;
+        }
+    }
+    let offset = match &b[i..] {
+        [b'Z'] => UtcOffset::UTC,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (h, m) = (two_digits(b, i + 1)? as i8, two_digits(b, i + 4)? as i8);
+            let k = if *sign == b'-' { -1 } else { 1 };
+            UtcOffset::from_hms(k * h, k * m, 0).ok()?
+        }
+        _ => return None,
+    };
+    let time = Time::from_hms_nano(hour, minute, second, nanos).ok()?;
+    Some(
+        PrimitiveDateTime::new(date, time)
+            .assume_offset(offset)
+            .unix_timestamp_nanos(),
+    )
+}
+
+/// A numeric condition value: an optional sign, digits, and an optional fraction. Anything else
+/// (`1e5`, `inf`, `NaN`, text) is `None`, which makes the condition unknown.
+fn parse_number(s: &str) -> Option<f64> {
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let ok = !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && (frac.is_empty() || !digits.ends_with('.'));
+    ok.then(|| s.parse::<f64>().ok()).flatten()
+}
+
+/// The positive comparison of one request value against one policy value; unknown when either value
+/// cannot be read as the operator's type.
+fn compare(kind: Kind, actual: &str, expected: &str) -> Tri {
+    fn order<T: PartialOrd>(kind: Kind, a: T, e: T) -> bool {
+        match kind {
+            Kind::NumEq | Kind::DateEq => a == e,
+            Kind::NumLt | Kind::DateLt => a < e,
+            Kind::NumLe | Kind::DateLe => a <= e,
+            Kind::NumGt | Kind::DateGt => a > e,
+            _ => a >= e,
+        }
+    }
     match kind {
-        Kind::StrEq => actual == expected,
-        Kind::StrEqIc => actual.eq_ignore_ascii_case(expected),
-        Kind::StrLike => glob(expected, actual),
-        Kind::Bool => actual.eq_ignore_ascii_case(expected),
-        Kind::Arn => arn_like(expected, actual),
+        Kind::StrEq => Tri::from(actual == expected),
+        Kind::StrEqIc => Tri::from(actual.eq_ignore_ascii_case(expected)),
+        Kind::StrLike => Tri::from(glob(expected, actual)),
+        Kind::Bool => Tri::from(actual.eq_ignore_ascii_case(expected)),
+        Kind::Arn => Tri::from(arn_like(expected, actual)),
         Kind::NumEq | Kind::NumLt | Kind::NumLe | Kind::NumGt | Kind::NumGe => {
-            match (actual.parse::<f64>(), expected.parse::<f64>()) {
-                (Ok(a), Ok(e)) => match kind {
-                    Kind::NumEq => a == e,
-                    Kind::NumLt => a < e,
-                    Kind::NumLe => a <= e,
-                    Kind::NumGt => a > e,
-                    _ => a >= e,
-                },
-                _ => false,
+            match (parse_number(actual), parse_number(expected)) {
+                (Some(a), Some(e)) => Tri::from(order(kind, a, e)),
+                _ => Tri::Unknown,
             }
         }
         Kind::DateEq | Kind::DateLt | Kind::DateLe | Kind::DateGt | Kind::DateGe => {
             match (parse_date(actual), parse_date(expected)) {
-                (Some(a), Some(e)) => match kind {
-                    Kind::DateEq => a == e,
-                    Kind::DateLt => a < e,
-                    Kind::DateLe => a <= e,
-                    Kind::DateGt => a > e,
-                    _ => a >= e,
-                },
-                _ => false,
+                (Some(a), Some(e)) => Tri::from(order(kind, a, e)),
+                _ => Tri::Unknown,
             }
         }
     }
 }
 
 /// One request value against the policy's values (OR), negation applied.
-fn single(op: &Op, actual: &str, expected: &[String]) -> bool {
-    let any = expected.iter().any(|e| compare(op.kind, actual, e));
-    if op.negated { !any } else { any }
+fn single(op: &Op, actual: &str, expected: &[String]) -> Tri {
+    let any = expected
+        .iter()
+        .fold(Tri::False, |acc, e| acc.or(compare(op.kind, actual, e)));
+    if op.negated { any.not() } else { any }
 }
 
 /// Evaluates one `operator: {key: values}` entry.
@@ -713,16 +914,23 @@ fn condition_entry(
             ),
         ),
         Lookup::Absent | Lookup::Present([]) => {
-            // Documented: IfExists is true on a missing key; ForAllValues is true on a missing or empty
-            // set; ForAnyValue is false; otherwise a negated operator is true and a positive one false.
-            let t = if op.if_exists {
-                true
-            } else {
-                match op.set {
-                    SetOp::AllValues => true,
-                    SetOp::AnyValue => false,
-                    SetOp::None => op.negated,
-                }
+            // A key missing from the request (or an empty set):
+            // - ForAnyValue is false, *with or without IfExists*. The IAM User Guide ("Multivalued
+            //   context keys") says ForAnyValue on a missing key or empty set evaluates to false; it says
+            //   nothing of IfExists changing that, and AWS is observed to treat
+            //   `ForAnyValue:StringEqualsIfExists` on a missing key as false (re:Post, "ForAnyValue:
+            //   StringEqualsIfExists behaving unexpectedly"). Reading IfExists as "true when missing"
+            //   here would turn an Allow AWS does not apply into an allow: a false proof.
+            // - ForAllValues is true (documented: "returns true if ... the key is missing or empty"), and
+            //   IfExists cannot make it any truer, so `ForAllValues:...IfExists` is true as well. In a
+            //   Deny that is the answer that denies, so it errs towards deny, never towards allow.
+            // - A single-valued operator: IfExists makes it true (documented: "If the policy key is not
+            //   present in the context ... the condition evaluates to true"); without IfExists a negated
+            //   operator is true and a positive one false (documented for the negated operators).
+            let t = match op.set {
+                SetOp::AnyValue => false,
+                SetOp::AllValues => true,
+                SetOp::None => op.if_exists || op.negated,
             };
             (
                 Tri::from(t),
@@ -731,9 +939,13 @@ fn condition_entry(
         }
         Lookup::Present(values) => {
             let t = match op.set {
-                SetOp::AnyValue => Tri::from(values.iter().any(|v| single(&op, v, expected))),
-                SetOp::AllValues => Tri::from(values.iter().all(|v| single(&op, v, expected))),
-                SetOp::None if values.len() == 1 => Tri::from(single(&op, &values[0], expected)),
+                SetOp::AnyValue => values
+                    .iter()
+                    .fold(Tri::False, |acc, v| acc.or(single(&op, v, expected))),
+                SetOp::AllValues => values
+                    .iter()
+                    .fold(Tri::True, |acc, v| acc.and(single(&op, v, expected))),
+                SetOp::None if values.len() == 1 => single(&op, &values[0], expected),
                 SetOp::None => {
                     return (
                         Tri::Unknown,
@@ -745,9 +957,18 @@ fn condition_entry(
                     );
                 }
             };
+            let unreadable = if t == Tri::Unknown {
+                " (a value cannot be read as the operator's type: the condition is unknown, not false)"
+            } else {
+                ""
+            };
             (
                 t,
-                why!(explain, "{}: the request has {key} = {values:?}", shown()),
+                why!(
+                    explain,
+                    "{}: the request has {key} = {values:?}{unreadable}",
+                    shown()
+                ),
             )
         }
     }
@@ -856,10 +1077,26 @@ fn statement(s: &Statement, ty: PolicyType, req: &Request<'_>, explain: bool) ->
             }
         };
     if ty == PolicyType::Resource {
+        let resource_partition = req.resource.split(':').nth(1).unwrap_or("");
+        if resource_partition != req.caller.partition {
+            // Partitions are isolated (IAM User Guide, "Identifiers": partitions): no principal of
+            // another partition matches, "*" included.
+            return outcome(
+                Tri::False,
+                "principal",
+                why!(
+                    explain,
+                    "the caller is in partition {} and the resource in {resource_partition}: partitions are isolated",
+                    req.caller.partition
+                ),
+                None,
+            );
+        }
         let (t, r) = match (&s.principal, &s.not_principal) {
             (Some(p), _) => principal_matches(p, req.caller, explain),
             (None, Some(np)) => {
-                let (exempt, r) = not_principal_exempts(np, req.caller, explain);
+                let (exempt, r) =
+                    not_principal_exempts(np, req.caller, req.caller.permissions_boundary, explain);
                 (exempt.not(), why!(explain, "NotPrincipal: {r}"))
             }
             (None, None) => (
@@ -901,7 +1138,7 @@ fn statement(s: &Statement, ty: PolicyType, req: &Request<'_>, explain: bool) ->
             ("Resource", "NotResource"),
             (s.resource.as_ref(), s.not_resource.as_ref()),
             req.resource,
-            glob,
+            resource_matches,
             explain,
         ),
     };
@@ -1052,12 +1289,47 @@ pub struct Check<'a> {
     pub key_policy: &'a PolicyDocument,
     /// The request time (for date conditions on `aws:CurrentTime`); unknown when `None`.
     pub now: Option<OffsetDateTime>,
+    /// The Secrets Manager action the consumer calls ([`GET_SECRET_VALUE`] or `DescribeSecret`). Only
+    /// GetSecretValue carries `secretsmanager:VersionStage` and makes Secrets Manager call `kms:Decrypt`.
+    pub action: &'a str,
+    /// Policies of the layers the broker cannot read, when the caller supplies them.
+    pub guardrails: &'a Guardrails,
+}
+
+/// `secretsmanager:GetSecretValue`: the read a share exists for.
+pub const GET_SECRET_VALUE: &str = "secretsmanager:GetSecretValue";
+
+/// Policies that also decide a request but that the broker cannot read itself (IAM User Guide, "Policy
+/// evaluation logic": SCPs and RCPs of the organization, the principal's permissions boundary, the
+/// session policy of a role session). Each one given must allow as well, and a Deny in any of them wins;
+/// a layer not given is listed in the answer's `not_evaluated`.
+#[derive(Debug, Clone, Default)]
+pub struct Guardrails {
+    /// The consumer's permissions boundary.
+    pub permissions_boundary: Option<PolicyDocument>,
+    /// The session policy of the consumer's role session.
+    pub session_policy: Option<PolicyDocument>,
+    /// The SCPs that apply to the consumer's account, one document per level of the organization
+    /// (root, each OU, the account): each level must allow.
+    pub service_control_policies: Option<Vec<PolicyDocument>>,
+    /// The RCPs that apply to the secret's (and key's) account, one document per level: each must allow.
+    pub resource_control_policies: Option<Vec<PolicyDocument>>,
+}
+
+impl Guardrails {
+    /// No guardrail known: what the broker's own verification uses.
+    pub const NONE: Guardrails = Guardrails {
+        permissions_boundary: None,
+        session_policy: None,
+        service_control_policies: None,
+        resource_control_policies: None,
+    };
 }
 
 /// One layer of the check: the secret read or the decrypt.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Layer {
-    /// `secret` (GetSecretValue) or `decrypt` (kms:Decrypt through Secrets Manager).
+    /// `secret` (the Secrets Manager action) or `decrypt` (kms:Decrypt through Secrets Manager).
     pub layer: String,
     /// The action evaluated.
     pub action: String,
@@ -1069,20 +1341,48 @@ pub struct Layer {
     pub identity_policy: PolicyResult,
     /// The secret's resource policy or the key policy.
     pub resource_policy: PolicyResult,
+    /// The guardrail policies given with the check (boundary, session policy, SCPs, RCPs), each of
+    /// which must allow too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub guardrails: Vec<GuardrailResult>,
     /// What to do about it, in words.
     pub hints: Vec<String>,
+}
+
+/// The evaluation of one guardrail policy.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct GuardrailResult {
+    /// `permissions_boundary`, `session_policy`, `service_control_policies[i]` or
+    /// `resource_control_policies[i]`.
+    pub policy: String,
+    /// Its evaluation.
+    pub result: PolicyResult,
+}
+
+/// A layer of AWS's evaluation that the answer did not include.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct NotEvaluated {
+    /// `service_control_policies`, `resource_control_policies`, `permissions_boundary`,
+    /// `session_policy` or `other_identity_policies`.
+    pub layer: String,
+    /// What it could change.
+    pub note: String,
 }
 
 /// The whole answer.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CheckResult {
-    /// `allow`, `deny` or `unknown`.
+    /// `allow`, `deny` or `unknown`. An `allow` proves the read for the policies evaluated here; the
+    /// layers in `not_evaluated` can still refuse it.
     #[schema(example = "allow")]
     pub decision: String,
-    /// The secret layer and the decrypt layer.
+    /// The secret layer and, for GetSecretValue, the decrypt layer.
     pub layers: Vec<Layer>,
     /// Every hint, in order.
     pub reasons: Vec<String>,
+    /// The layers AWS also evaluates that this answer did not see (give them to the check to include
+    /// them).
+    pub not_evaluated: Vec<NotEvaluated>,
 }
 
 fn base_context<'a>(c: &Check<'a>, caller: &'a Caller) -> RequestContext<'a> {
@@ -1109,11 +1409,13 @@ fn base_context<'a>(c: &Check<'a>, caller: &'a Caller) -> RequestContext<'a> {
     ctx
 }
 
-/// The context of the GetSecretValue call.
+/// The context of the Secrets Manager call (`c.action`).
 pub fn secret_context<'a>(c: &Check<'a>, caller: &'a Caller) -> RequestContext<'a> {
     let mut ctx = base_context(c, caller);
     ctx.set("secretsmanager:SecretId", [c.secret.as_str()]);
-    match c.version_stage {
+    // Only a read of the value names a version stage (Secrets Manager User Guide, condition keys):
+    // DescribeSecret carries none, so a statement conditioned on it never allows DescribeSecret.
+    match c.version_stage.filter(|_| needs_decrypt(c.action)) {
         Some(s) => ctx.set("secretsmanager:VersionStage", [s]),
         None => ctx.absent("secretsmanager:VersionStage"),
     };
@@ -1274,71 +1576,249 @@ fn hints(
     out
 }
 
-/// Runs both layers of a cross-account read and explains the outcome.
-pub fn check(c: &Check<'_>) -> CheckResult {
-    let [s_identity, s_resource, d_identity, d_key] = evaluate_layers(c, evaluate, absent_policy);
-    let (s_decision, d_decision) = layer_decisions(
-        c,
-        [
-            s_identity.decision,
-            s_resource.decision,
-            d_identity.decision,
-            d_key.decision,
-        ],
-    );
+/// Whether an action makes Secrets Manager decrypt the secret with the consumer's permissions (only a
+/// read of the value does; DescribeSecret returns metadata and calls no KMS operation).
+pub fn needs_decrypt(action: &str) -> bool {
+    action.eq_ignore_ascii_case(GET_SECRET_VALUE)
+}
 
+/// The guardrail policies that were given, each with its label and the policy type it is evaluated as
+/// (SCPs, boundaries and session policies have no Principal; RCPs are resource-based).
+fn guardrail_policies(g: &Guardrails) -> Vec<(String, PolicyType, &PolicyDocument)> {
+    let mut out = Vec::new();
+    if let Some(d) = &g.permissions_boundary {
+        out.push(("permissions_boundary".into(), PolicyType::Identity, d));
+    }
+    if let Some(d) = &g.session_policy {
+        out.push(("session_policy".into(), PolicyType::Identity, d));
+    }
+    for (i, d) in g.service_control_policies.iter().flatten().enumerate() {
+        out.push((
+            format!("service_control_policies[{i}]"),
+            PolicyType::Identity,
+            d,
+        ));
+    }
+    for (i, d) in g.resource_control_policies.iter().flatten().enumerate() {
+        out.push((
+            format!("resource_control_policies[{i}]"),
+            PolicyType::Resource,
+            d,
+        ));
+    }
+    out
+}
+
+/// What the answer to `c` cannot see.
+pub fn not_evaluated(c: &Check<'_>) -> Vec<NotEvaluated> {
+    let g = c.guardrails;
+    let mut out = vec![NotEvaluated {
+        layer: "other_identity_policies".into(),
+        note: format!(
+            "only the identity policy given (or composed by the broker) was evaluated, as if attached to {}: \
+             whether it is attached, and a Deny in another policy of the principal, are not seen",
+            c.principal
+        ),
+    }];
+    if g.service_control_policies.is_none() {
+        out.push(NotEvaluated {
+            layer: "service_control_policies".into(),
+            note: format!(
+                "SCPs of account {} (if it is in an organization) must allow the read as well, and a Deny in one refuses it",
+                c.principal.account()
+            ),
+        });
+    }
+    if g.resource_control_policies.is_none() {
+        out.push(NotEvaluated {
+            layer: "resource_control_policies".into(),
+            note: format!(
+                "RCPs of account {} (if it is in an organization) must allow the read as well, and a Deny in one refuses it",
+                c.secret.account()
+            ),
+        });
+    }
+    if g.permissions_boundary.is_none() {
+        out.push(NotEvaluated {
+            layer: "permissions_boundary".into(),
+            note: "a permissions boundary on the principal must allow the read as well".into(),
+        });
+    }
+    if g.session_policy.is_none() && c.principal.kind() != PrincipalKind::User {
+        out.push(NotEvaluated {
+            layer: "session_policy".into(),
+            note: "a session policy passed when the role was assumed must allow the read as well"
+                .into(),
+        });
+    }
+    out
+}
+
+/// The caller of a check: its principal, with a permissions boundary when one is given.
+fn caller_of(c: &Check<'_>) -> Caller {
+    Caller {
+        permissions_boundary: c.guardrails.permissions_boundary.is_some(),
+        ..Caller::from_principal(c.principal)
+    }
+}
+
+/// One layer to evaluate: its name, action, resource, request context and resource-side policy.
+struct LayerSpec<'c> {
+    name: &'static str,
+    action: &'c str,
+    resource: &'c str,
+    context: RequestContext<'c>,
+    resource_policy: Option<&'c PolicyDocument>,
+}
+
+fn layer_specs<'c>(c: &'c Check<'c>, caller: &'c Caller) -> Vec<LayerSpec<'c>> {
+    let mut out = vec![LayerSpec {
+        name: "secret",
+        action: c.action,
+        resource: c.secret.as_str(),
+        context: secret_context(c, caller),
+        resource_policy: c.resource_policy,
+    }];
+    if needs_decrypt(c.action) {
+        out.push(LayerSpec {
+            name: "decrypt",
+            action: "kms:Decrypt",
+            resource: c.key.as_str(),
+            context: decrypt_context(c, caller),
+            resource_policy: Some(c.key_policy),
+        });
+    }
+    out
+}
+
+/// Every decision must allow; a Deny in any wins; then an implicit deny; then unknown.
+fn all_of(decisions: impl IntoIterator<Item = Decision>) -> Decision {
+    let mut out = Decision::Allow;
+    for d in decisions {
+        out = match (out, d) {
+            (Decision::ExplicitDeny, _) | (_, Decision::ExplicitDeny) => Decision::ExplicitDeny,
+            (Decision::ImplicitDeny, _) | (_, Decision::ImplicitDeny) => Decision::ImplicitDeny,
+            (Decision::Unknown, _) | (_, Decision::Unknown) => Decision::Unknown,
+            _ => Decision::Allow,
+        };
+    }
+    out
+}
+
+/// A layer's decision: the identity and resource-side policy combined by the cross-account rule, and
+/// every guardrail must allow as well.
+fn layer_decision(
+    c: &Check<'_>,
+    layer: &str,
+    identity: Decision,
+    resource: Decision,
+    guards: impl IntoIterator<Item = Decision>,
+) -> Decision {
+    // Across accounts both must allow; for KMS the key policy must always allow (an identity policy
+    // alone never grants a key), so the decrypt layer is always "both must allow".
+    let cross = layer == "decrypt" || c.principal.account() != c.secret.account();
+    all_of(std::iter::once(combine(identity, resource, cross)).chain(guards))
+}
+
+/// A principal of one partition never reaches a resource of another (`aws`, `aws-cn` and `aws-us-gov`
+/// are isolated: IAM User Guide, "ARN format": partitions).
+fn other_partition(c: &Check<'_>) -> bool {
+    c.principal.partition() != c.secret.partition() || c.key.partition() != c.secret.partition()
+}
+
+/// Runs every layer of the read (the secret layer, and the decrypt layer for GetSecretValue) and
+/// explains the outcome.
+pub fn check(c: &Check<'_>) -> CheckResult {
+    let caller = caller_of(c);
+    let guards = guardrail_policies(c.guardrails);
     let mut layers = Vec::new();
     let mut reasons = Vec::new();
-    for (name, action, resource, decision, identity, res, exists) in [
-        (
-            "secret",
-            "secretsmanager:GetSecretValue",
-            c.secret.as_str(),
-            s_decision,
-            s_identity,
-            s_resource,
-            c.resource_policy.is_some(),
-        ),
-        (
-            "decrypt",
-            "kms:Decrypt",
-            c.key.as_str(),
-            d_decision,
-            d_identity,
-            d_key,
-            true,
-        ),
-    ] {
-        let h = if decision == Decision::Allow {
-            Vec::new()
-        } else {
-            hints(name, action, resource, c, &identity, &res, exists)
+    for spec in layer_specs(c, &caller) {
+        let req = Request {
+            caller: &caller,
+            action: spec.action,
+            resource: spec.resource,
+            context: &spec.context,
         };
+        let identity = evaluate(c.identity_policy, PolicyType::Identity, &req);
+        let resource = spec
+            .resource_policy
+            .map(|d| evaluate(d, PolicyType::Resource, &req))
+            .unwrap_or_else(absent_policy);
+        let guardrails: Vec<GuardrailResult> = guards
+            .iter()
+            .map(|(label, ty, d)| GuardrailResult {
+                policy: label.clone(),
+                result: evaluate(d, *ty, &req),
+            })
+            .collect();
+        let mut decision = layer_decision(
+            c,
+            spec.name,
+            identity.decision,
+            resource.decision,
+            guardrails.iter().map(|g| g.result.decision),
+        );
+        let mut h = Vec::new();
+        if other_partition(c) {
+            decision = Decision::ImplicitDeny;
+            h.push(format!(
+                "{} is in partition {} and the secret in {}: partitions are isolated, so no policy can grant it",
+                c.principal,
+                c.principal.partition(),
+                c.secret.partition()
+            ));
+        } else if decision != Decision::Allow {
+            h = hints(
+                spec.name,
+                spec.action,
+                spec.resource,
+                c,
+                &identity,
+                &resource,
+                spec.resource_policy.is_some(),
+            );
+            for g in &guardrails {
+                if g.result.decision != Decision::Allow {
+                    h.push(format!(
+                        "{} does not allow {} ({:?})",
+                        g.policy, spec.action, g.result.decision
+                    ));
+                }
+            }
+        }
         reasons.extend(h.iter().cloned());
         layers.push(Layer {
-            layer: name.into(),
-            action: action.into(),
-            resource: resource.into(),
+            layer: spec.name.into(),
+            action: spec.action.into(),
+            resource: spec.resource.into(),
             decision,
             identity_policy: identity,
-            resource_policy: res,
+            resource_policy: resource,
+            guardrails,
             hints: h,
         });
     }
-    let decision = overall(layers[0].decision, layers[1].decision);
+    let decision = overall(layers.iter().map(|l| l.decision));
     CheckResult {
         decision: decision.into(),
         layers,
         reasons,
+        not_evaluated: not_evaluated(c),
     }
 }
 
-/// Both layers must allow; either denying denies; otherwise the answer is unknown.
-fn overall(secret: Decision, decrypt: Decision) -> &'static str {
-    if secret.is_allow() && decrypt.is_allow() {
-        "allow"
-    } else if secret.is_deny() || decrypt.is_deny() {
+/// Every layer must allow; any denying denies; otherwise the answer is unknown.
+fn overall(layers: impl Iterator<Item = Decision>) -> &'static str {
+    let (mut allow, mut deny) = (true, false);
+    for d in layers {
+        allow &= d.is_allow();
+        deny |= d.is_deny();
+    }
+    if deny {
         "deny"
+    } else if allow {
+        "allow"
     } else {
         "unknown"
     }
@@ -1346,49 +1826,30 @@ fn overall(secret: Decision, decrypt: Decision) -> &'static str {
 
 /// The same answer as [`check`]'s `decision`, without traces or hints: the fast path for access reviews.
 pub fn decide(c: &Check<'_>) -> &'static str {
-    let d = evaluate_layers(c, evaluate_decision, || Decision::ImplicitDeny);
-    let (secret, decrypt) = layer_decisions(c, d);
-    overall(secret, decrypt)
-}
-
-/// Evaluates the four policies of a cross-account read with `eval` (traced or decision-only):
-/// [identity and resource policy for GetSecretValue, identity and key policy for kms:Decrypt under the
-/// context Secrets Manager sends]. `absent` stands for a secret without a resource policy.
-fn evaluate_layers<T>(
-    c: &Check<'_>,
-    eval: impl Fn(&PolicyDocument, PolicyType, &Request<'_>) -> T,
-    absent: impl Fn() -> T,
-) -> [T; 4] {
-    let caller = Caller::from_principal(c.principal);
-    let (sctx, dctx) = (secret_context(c, &caller), decrypt_context(c, &caller));
-    let sreq = Request {
-        caller: &caller,
-        action: "secretsmanager:GetSecretValue",
-        resource: c.secret.as_str(),
-        context: &sctx,
-    };
-    let dreq = Request {
-        caller: &caller,
-        action: "kms:Decrypt",
-        resource: c.key.as_str(),
-        context: &dctx,
-    };
-    [
-        eval(c.identity_policy, PolicyType::Identity, &sreq),
-        c.resource_policy
-            .map(|d| eval(d, PolicyType::Resource, &sreq))
-            .unwrap_or_else(absent),
-        eval(c.identity_policy, PolicyType::Identity, &dreq),
-        eval(c.key_policy, PolicyType::Resource, &dreq),
-    ]
-}
-
-/// The secret layer and the decrypt layer from the four policies' decisions. Across accounts both
-/// the identity and the resource policy must allow; for KMS the key policy must always allow (an
-/// identity policy alone never grants a key), so the decrypt layer is always "both must allow".
-fn layer_decisions(c: &Check<'_>, [si, sr, di, dk]: [Decision; 4]) -> (Decision, Decision) {
-    let cross = c.principal.account() != c.secret.account();
-    (combine(si, sr, cross), combine(di, dk, true))
+    if other_partition(c) {
+        return "deny";
+    }
+    let caller = caller_of(c);
+    let guards = guardrail_policies(c.guardrails);
+    overall(layer_specs(c, &caller).into_iter().map(|spec| {
+        let req = Request {
+            caller: &caller,
+            action: spec.action,
+            resource: spec.resource,
+            context: &spec.context,
+        };
+        layer_decision(
+            c,
+            spec.name,
+            evaluate_decision(c.identity_policy, PolicyType::Identity, &req),
+            spec.resource_policy.map_or(Decision::ImplicitDeny, |d| {
+                evaluate_decision(d, PolicyType::Resource, &req)
+            }),
+            guards
+                .iter()
+                .map(|(_, ty, d)| evaluate_decision(d, *ty, &req)),
+        )
+    }))
 }
 
 #[cfg(test)]
@@ -1459,6 +1920,8 @@ mod tests {
                 resource_policy: None,
                 key_policy: &empty,
                 now: None,
+                action: GET_SECRET_VALUE,
+                guardrails: &Guardrails::NONE,
             };
             let caller = Caller::from_principal(&p);
             let ctx = secret_context(&c, &caller);
@@ -1467,8 +1930,9 @@ mod tests {
                 Lookup::Present(&[Cow::Borrowed(ty)]),
                 "{arn}"
             );
+            // The account is listed too, as AWS requires for NotPrincipal with Deny.
             let policy = doc(serde_json::json!([
-                {"Effect": "Deny", "NotPrincipal": {"AWS": arn}, "Action": "*", "Resource": "*"},
+                {"Effect": "Deny", "NotPrincipal": {"AWS": [arn, "444455556666"]}, "Action": "*", "Resource": "*"},
                 {"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}
             ]));
             let req = Request {
@@ -1477,10 +1941,12 @@ mod tests {
                 resource: secret.as_str(),
                 context: &ctx,
             };
+            // A listed user is exempt unless it has a permissions boundary, which is not known here;
+            // a role is never exempt by its own ARN.
             let want = if kind == PrincipalKind::Role {
                 Decision::ExplicitDeny
             } else {
-                Decision::Allow
+                Decision::Unknown
             };
             assert_eq!(
                 evaluate(&policy, PolicyType::Resource, &req).decision,

@@ -438,8 +438,12 @@ mod tests {
         let limit = (WAL_RESTART_FRAMES as u64) * 4096 * 3;
         let started = Instant::now();
         let mut written = 0u64;
-        // 400 KB a write every 5 ms for 4 s, several checkpointer ticks.
-        while started.elapsed() < Duration::from_secs(4) {
+        // 400 KB a write every 5 ms, for at least 4 s (several checkpointer ticks) and until more than
+        // twice the limit is written, however slow the machine is (a loaded CI machine wrote less than
+        // that in 4 s); bounded at 60 s.
+        while (started.elapsed() < Duration::from_secs(4) || written <= 2 * limit + 4096 * 100)
+            && started.elapsed() < Duration::from_secs(60)
+        {
             store
                 .write(|c| {
                     let mut stmt =

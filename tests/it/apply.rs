@@ -1157,3 +1157,72 @@ async fn a_revoke_for_a_deleted_secret_keeps_what_its_recreated_namesake_needs()
     );
     assert!(m.resource_policy(&second).await.is_some());
 }
+
+/// Issue 13 item 7 / DESIGN.md 4.12: a DescribeSecret request carries no version stage, so the share's
+/// DescribeSecret sits in a resource statement of its own without the stage condition, and the share
+/// ends `active` only when every action is proven. Positive instances: a role with AWSCURRENT and with
+/// AWSPREVIOUS. Negative instances: a foreign Deny of DescribeSecret for the consumer, and one for `*`
+/// narrowed to the consumer's account: GetSecretValue alone is allowed, the share fails (and what was
+/// written is removed again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_secret_gets_its_own_statement_and_is_proven() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let actions = json!([
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:DescribeSecret"
+    ]);
+    for stage in ["AWSCURRENT", "AWSPREVIOUS"] {
+        let key = m.create_key().await;
+        let secret = m.create_secret(Some(&key)).await;
+        let id = request(
+            &t,
+            &a,
+            &secret,
+            ROLE,
+            json!({"actions": actions, "version_stage": stage}),
+        )
+        .await;
+        approve(&t, &a, &id).await;
+        t.settle().await;
+        let s = share(&t, &a, &id).await;
+        assert_eq!(s["status"], "active", "{s}");
+        let rp = m.resource_policy(&secret).await.unwrap();
+        let ours: Vec<Value> = statements(&rp);
+        assert_eq!(ours.len(), 2, "{rp}");
+        assert_eq!(ours[0]["Action"], "secretsmanager:GetSecretValue");
+        assert_eq!(
+            ours[0]["Condition"]["ForAnyValue:StringEquals"]["secretsmanager:VersionStage"],
+            stage
+        );
+        assert_eq!(ours[1]["Action"], "secretsmanager:DescribeSecret");
+        assert!(ours[1].get("Condition").is_none(), "{}", ours[1]);
+    }
+    let denials = [
+        json!({"Sid": "NoDescribe", "Effect": "Deny", "Principal": {"AWS": ROLE},
+               "Action": "secretsmanager:DescribeSecret", "Resource": "*"}),
+        json!({"Sid": "NoDescribeFromThere", "Effect": "Deny", "Principal": "*",
+               "Action": "secretsmanager:DescribeSecret", "Resource": "*",
+               "Condition": {"StringEquals": {"aws:PrincipalAccount": "444455556666"}}}),
+    ];
+    for deny in denials {
+        let key = m.create_key().await;
+        let secret = m.create_secret(Some(&key)).await;
+        let foreign = json!({"Version": "2012-10-17", "Statement": [deny]}).to_string();
+        m.set_resource_policy(&secret, &foreign).await;
+        let id = request(&t, &a, &secret, ROLE, json!({"actions": actions})).await;
+        approve(&t, &a, &id).await;
+        t.settle().await;
+        let s = share(&t, &a, &id).await;
+        assert_eq!(s["status"], "failed", "{s}");
+        let err = s["last_error"].as_str().unwrap();
+        assert!(err.contains("secretsmanager:DescribeSecret"), "{err}");
+        assert_eq!(
+            m.resource_policy(&secret).await.unwrap(),
+            foreign,
+            "compensated"
+        );
+        assert!(broker_sids(&m.key_policy(&key).await).is_empty());
+    }
+}

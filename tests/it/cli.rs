@@ -666,6 +666,93 @@ fn check_explains_offline() {
     let (code, _, err) = run(&["--region", "eu-west-1"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("us-east-1"), "{err}");
+
+    // The layers it could not see are listed; given, they are evaluated and must allow too.
+    let full = &[
+        "--resource-policy",
+        "res.json",
+        "--version-stage",
+        "AWSCURRENT",
+    ];
+    let (_, v, _) = run(full);
+    let unseen = v["not_evaluated"].to_string();
+    for layer in [
+        "service_control_policies",
+        "resource_control_policies",
+        "permissions_boundary",
+        "session_policy",
+        "other_identity_policies",
+    ] {
+        assert!(unseen.contains(layer), "{layer}: {unseen}");
+    }
+    std::fs::write(
+        dir.path().join("scp.json"),
+        r#"{"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}, {"Effect": "Deny", "Action": "kms:Decrypt", "Resource": "*"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("all.json"),
+        r#"{"Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}"#,
+    )
+    .unwrap();
+    let (code, v, err) =
+        run(&[full as &[&str], &["--scp", "all.json", "--scp", "scp.json"]].concat());
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(v["layers"][1]["decision"], "explicit_deny");
+    assert_eq!(
+        v["layers"][1]["guardrails"][1]["policy"],
+        "service_control_policies[1]"
+    );
+    let (code, v, err) = run(&[
+        full as &[&str],
+        &["--scp", "all.json", "--permissions-boundary", "all.json"],
+    ]
+    .concat());
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        !v["not_evaluated"]
+            .to_string()
+            .contains("permissions_boundary")
+    );
+    assert!(
+        !v["not_evaluated"]
+            .to_string()
+            .contains("service_control_policies")
+    );
+
+    // DescribeSecret: under the composed stage condition it is never allowed, and it has no decrypt layer.
+    let (code, v, err) = run(&[
+        full as &[&str],
+        &["--action", "secretsmanager:DescribeSecret"],
+    ]
+    .concat());
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(v["layers"].as_array().unwrap().len(), 1);
+    let (code, _, err) = run(&[
+        full as &[&str],
+        &["--action", "secretsmanager:PutSecretValue"],
+    ]
+    .concat());
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--action"), "{err}");
+
+    // Partitions are isolated: a principal of another partition is refused, with what to give instead.
+    let out = broker(dir.path())
+        .args([
+            "check",
+            "--principal",
+            "arn:aws-us-gov:iam::444455556666:role/app-reader",
+        ])
+        .args(["--secret-arn", SECRET, "--kms-key-arn", KEY])
+        .args(["--identity-policy", "id.json", "--key-policy", "key.json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("partitions are isolated") && err.contains("arn:aws:iam::444455556666:root"),
+        "{err}"
+    );
 }
 
 #[test]

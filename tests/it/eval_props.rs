@@ -1,12 +1,16 @@
-//! Monotonicity of the evaluator over generated policies: adding a Deny statement anywhere never turns
-//! a non-allow into allow, and removing an Allow statement never does either.
+//! Monotonicity of the evaluator over generated policies: adding a Deny statement anywhere (a layer or
+//! an SCP) never turns a non-allow into allow, and removing an Allow statement never does either. The
+//! generated statements carry issue 13's constructs (role sessions, other partitions, NotPrincipal with
+//! and without the account, every date form and unparseable values, ForAnyValue/ForAllValues with
+//! IfExists, segment wildcards in Resource), and the check runs for GetSecretValue and DescribeSecret,
+//! with and without a permissions boundary.
 
 use proptest::prelude::*;
 use secret_broker::domain::ShareAction;
 use secret_broker::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
 use secret_broker::policy::compose::{Grant, compose};
 use secret_broker::policy::document::PolicyDocument;
-use secret_broker::policy::eval::{Check, check, decide};
+use secret_broker::policy::eval::{Check, GET_SECRET_VALUE, Guardrails, check, decide};
 use serde_json::{Map, Value, json};
 
 const SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf";
@@ -22,6 +26,13 @@ fn statement(with_principal: bool, effect: &'static str) -> impl Strategy<Value 
             json!({"AWS": "444455556666"}),
             json!({"AWS": "arn:aws:iam::111122223333:root"}),
             json!({"AWS": "arn:aws:iam::444455556666:role/other"}),
+            // Issue 13's constructs: sessions, other partitions, NotPrincipal lists with accounts.
+            json!({"AWS": "arn:aws:sts::444455556666:assumed-role/app-reader/nightly"}),
+            json!({"AWS": "arn:aws:sts::444455556666:assumed-role/other/nightly"}),
+            json!({"AWS": "arn:aws-cn:iam::444455556666:role/app-reader"}),
+            json!({"AWS": "arn:aws-us-gov:iam::444455556666:root"}),
+            json!({"AWS": [ROLE, "arn:aws:iam::444455556666:root"]}),
+            json!({"AWS": ["arn:aws:sts::444455556666:assumed-role/app-reader/s", "444455556666"]}),
         ]),
         prop::bool::weighted(0.2),
         prop::sample::select(vec![
@@ -40,6 +51,10 @@ fn statement(with_principal: bool, effect: &'static str) -> impl Strategy<Value 
             json!("arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/*"),
             json!(KEY),
             json!("arn:aws:kms:us-east-1:111122223333:alias/x"),
+            json!("arn:aws:secretsmanager:us-east-1:111122223333:sec*"),
+            json!("arn:aws:secretsmanager:us*1:111122223333:secret:prod/*"),
+            json!("arn:aws:*:111122223333:*"),
+            json!("arn:aws:kms:us-east-1?111122223333:key/*"),
         ]),
         prop::option::of(prop::sample::select(vec![
             json!({"StringEquals": {"secretsmanager:VersionStage": "AWSCURRENT"}}),
@@ -54,6 +69,13 @@ fn statement(with_principal: bool, effect: &'static str) -> impl Strategy<Value 
             json!({"StringEquals": {"aws:PrincipalOrgID": "o-123"}}),
             json!({"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}),
             json!({"DateLessThan": {"aws:CurrentTime": "2027-01-01T00:00:00Z"}}),
+            json!({"ForAnyValue:StringEqualsIfExists": {"secretsmanager:VersionStage": "AWSCURRENT"}}),
+            json!({"ForAllValues:StringNotEqualsIfExists": {"secretsmanager:VersionStage": "AWSPENDING"}}),
+            json!({"DateGreaterThan": {"aws:CurrentTime": "2026-01-01T00:00Z"}}),
+            json!({"DateGreaterThan": {"aws:CurrentTime": "2026"}}),
+            json!({"DateLessThan": {"aws:CurrentTime": "2026-11-29T12:00"}}),
+            json!({"NumericGreaterThan": {"aws:EpochTime": "1.7e9"}}),
+            json!({"DateLessThanEquals": {"aws:EpochTime": "1764000000"}}),
         ])),
     )
         .prop_map(move |(principal, not_principal, action, not_action, resource, cond)| {
@@ -83,7 +105,11 @@ struct Docs {
     identity: Vec<Value>,
     resource: Vec<Value>,
     key: Vec<Value>,
+    /// An SCP level of the consumer's account, when one is given.
+    scp: Option<Vec<Value>>,
     stage: Option<String>,
+    describe: bool,
+    boundary: bool,
 }
 
 fn docs() -> impl Strategy<Value = Docs> {
@@ -106,21 +132,31 @@ fn docs() -> impl Strategy<Value = Docs> {
             "AWSCURRENT".to_owned(),
             "AWSPREVIOUS".to_owned(),
         ])),
+        (
+            prop::option::of(prop::collection::vec(any_statement(false), 0..3)),
+            prop::bool::weighted(0.2),
+            prop::bool::weighted(0.2),
+        ),
     )
-        .prop_map(move |(i, r, k, with_share, stage)| {
-            let (mut identity, mut resource, mut key) = (i, r, k);
-            if with_share {
-                identity.extend(base_identity.clone());
-                resource.push(c.resource_statement.clone());
-                key.push(c.key_statement.clone());
-            }
-            Docs {
-                identity,
-                resource,
-                key,
-                stage,
-            }
-        })
+        .prop_map(
+            move |(i, r, k, with_share, stage, (scp, describe, boundary))| {
+                let (mut identity, mut resource, mut key) = (i, r, k);
+                if with_share {
+                    identity.extend(base_identity.clone());
+                    resource.push(c.resource_statement.clone());
+                    key.push(c.key_statement.clone());
+                }
+                Docs {
+                    identity,
+                    resource,
+                    key,
+                    scp,
+                    stage,
+                    describe,
+                    boundary,
+                }
+            },
+        )
 }
 
 fn decision(d: &Docs) -> String {
@@ -134,6 +170,15 @@ fn decision(d: &Docs) -> String {
         KmsKeyArn::parse(KEY).unwrap(),
     );
     let (i, r, kp) = (doc(&d.identity), doc(&d.resource), doc(&d.key));
+    let guardrails = Guardrails {
+        service_control_policies: d.scp.as_ref().map(|s| vec![doc(s)]),
+        permissions_boundary: d.boundary.then(|| {
+            doc(&vec![
+                json!({"Effect": "Allow", "Action": "*", "Resource": "*"}),
+            ])
+        }),
+        ..Guardrails::default()
+    };
     let c = Check {
         principal: &p,
         secret: &s,
@@ -143,6 +188,12 @@ fn decision(d: &Docs) -> String {
         resource_policy: Some(&r),
         key_policy: &kp,
         now: Some(time::macros::datetime!(2026-11-29 12:00 UTC)),
+        action: if d.describe {
+            "secretsmanager:DescribeSecret"
+        } else {
+            GET_SECRET_VALUE
+        },
+        guardrails: &guardrails,
     };
     let full = check(&c).decision;
     assert_eq!(
@@ -157,13 +208,19 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
 
     #[test]
-    fn adding_a_deny_never_turns_deny_into_allow(d in docs(), deny in statement(true, "Deny"), layer in 0usize..3) {
+    fn adding_a_deny_never_turns_deny_into_allow(d in docs(), deny in statement(true, "Deny"), layer in 0usize..4) {
         let before = decision(&d);
         let mut after = d.clone();
+        let without_principal = |mut s: Value| {
+            s.as_object_mut().unwrap().remove("Principal");
+            s.as_object_mut().unwrap().remove("NotPrincipal");
+            s
+        };
         match layer {
-            0 => { let mut s = deny; s.as_object_mut().unwrap().remove("Principal"); s.as_object_mut().unwrap().remove("NotPrincipal"); after.identity.push(s) }
+            0 => after.identity.push(without_principal(deny)),
             1 => after.resource.push(deny),
-            _ => after.key.push(deny),
+            2 => after.key.push(deny),
+            _ => after.scp.get_or_insert_with(Vec::new).push(without_principal(deny)),
         }
         let now = decision(&after);
         if before != "allow" {

@@ -888,3 +888,75 @@ async fn two_installations_never_remove_each_others_statements() {
     assert_eq!(tick(&t2.app).await.unwrap().drifted, 0);
     assert_eq!(status(&t2, &a2, &id2).await["status"], "active");
 }
+
+/// Issue 13 item 9: statements written under the earlier Sid scheme (`SecretBroker<S|K><16 hex>`, no
+/// installation id) stay the broker's for the shares that relied on them: they are not drift, and a
+/// revoke removes them. An earlier-scheme statement no share of this broker relies on is foreign and
+/// survives the revoke byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_of_the_earlier_sid_scheme_stay_recognized() {
+    use secret_broker::domain::ShareAction;
+    use secret_broker::policy::arn::{PrincipalArn, SecretArn};
+    use secret_broker::policy::compose::{Grant, legacy_statements};
+
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let (key, secret, id1, id2) = two_active(&t, &a, None).await;
+    let legacy = |principal: &str| {
+        legacy_statements(&Grant {
+            secret: SecretArn::parse(&secret).unwrap(),
+            principal: PrincipalArn::parse(principal).unwrap(),
+            actions: vec![ShareAction::GetSecretValue],
+            version_stage: Some("AWSCURRENT".into()),
+        })
+    };
+    // The policies as the earlier version left them: ROLE's statements under the earlier scheme, and
+    // an earlier-scheme statement for a consumer this broker has no share for (another broker's).
+    let (role_res, role_key) = legacy(ROLE);
+    let (stranger_res, stranger_key) = legacy("arn:aws:iam::999988887777:role/elsewhere");
+    let swap = |policy: &str, ours: &Value, stranger: &Value| -> String {
+        let mut doc: Value = serde_json::from_str(policy).unwrap();
+        let list = doc["Statement"].as_array_mut().unwrap();
+        list.retain(|s| s["Principal"]["AWS"] != ROLE);
+        list.push(ours.clone());
+        list.push(stranger.clone());
+        doc.to_string()
+    };
+    let rp = swap(
+        &m.resource_policy(&secret).await.unwrap(),
+        &role_res,
+        &stranger_res,
+    );
+    let kp = swap(&m.key_policy(&key).await, &role_key, &stranger_key);
+    m.set_resource_policy(&secret, &rp).await;
+    m.set_key_policy(&key, &kp).await;
+
+    assert_eq!(
+        tick(&t.app).await.unwrap().drifted,
+        0,
+        "an earlier-scheme statement is not drift"
+    );
+    t.post(
+        &format!("/v1/shares/{id1}/revoke"),
+        &a.bob,
+        json!({"reason": "upgrade test"}),
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    assert_eq!(status(&t, &a, &id1).await["status"], "revoked");
+    let (rp, kp) = (
+        m.resource_policy(&secret).await.unwrap(),
+        m.key_policy(&key).await,
+    );
+    assert!(!rp.contains(ROLE) && !kp.contains(ROLE), "{rp}\n{kp}");
+    for (p, stranger) in [(&rp, &stranger_res), (&kp, &stranger_key)] {
+        assert!(
+            p.contains(&stranger.to_string()),
+            "the foreign statement is kept as it was: {p}"
+        );
+        assert!(p.contains(OTHER));
+    }
+    assert_eq!(status(&t, &a, &id2).await["status"], "active");
+}

@@ -12,6 +12,7 @@ mod audit_log;
 mod cli;
 mod concurrency;
 mod contract;
+mod eval_edges;
 mod eval_props;
 mod eval_table;
 mod idempotency;

@@ -379,3 +379,67 @@ async fn responses_carry_request_ids_and_safe_headers() {
         .unwrap();
     assert_eq!(rid, "req-456");
 }
+
+/// Access checks refuse what can never be granted, and bad guardrail documents, before any AWS call
+/// (this app has no AWS access configured: a check that got that far would fail otherwise).
+#[tokio::test]
+async fn access_checks_refuse_other_partitions_and_name_bad_guardrails() {
+    let t = TestApp::new();
+    let alice = t.token("alice", Requester).await;
+    let cn_secret =
+        "arn:aws-cn:secretsmanager:cn-north-1:111122223333:secret:prod/db-password-AbCdEf";
+    let cases: Vec<(serde_json::Value, &str, &str)> = vec![
+        // Partitions are isolated: a bare account id is read as aws, and the message says what to give.
+        (
+            json!({"principal_arn": "444455556666", "secret_arn": cn_secret}),
+            "principal_arn",
+            "arn:aws-cn:iam::444455556666:root",
+        ),
+        (
+            json!({"principal_arn": "arn:aws-us-gov:iam::444455556666:role/app", "secret_arn": SECRET}),
+            "principal_arn",
+            "partitions are isolated",
+        ),
+        (
+            json!({"principal_arn": ROLE, "secret_arn": cn_secret}),
+            "principal_arn",
+            "partitions are isolated",
+        ),
+        (
+            json!({"principal_arn": ROLE, "secret_arn": SECRET, "action": "secretsmanager:PutSecretValue"}),
+            "action",
+            "cannot be shared",
+        ),
+        (
+            json!({"principal_arn": ROLE, "secret_arn": SECRET, "permissions_boundary": {"Statement": [{"Effect": "Allow"}]}}),
+            "permissions_boundary",
+            "Action",
+        ),
+        (
+            json!({"principal_arn": ROLE, "secret_arn": SECRET, "service_control_policies": [{"Statement": []}, {"Statement": "x"}]}),
+            "service_control_policies[1]",
+            "",
+        ),
+        (
+            json!({"principal_arn": ROLE, "secret_arn": SECRET, "resource_control_policies": vec![json!({"Statement": []}); 11]}),
+            "resource_control_policies",
+            "at most 10",
+        ),
+    ];
+    for (body, field, text) in cases {
+        let r = t
+            .post("/v1/access-checks", &alice, body.clone())
+            .await
+            .expect(422);
+        let errors = &r.body["errors"];
+        assert!(
+            errors
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["field"] == field && e["message"].as_str().unwrap().contains(text)),
+            "{body}: {}",
+            r.text
+        );
+    }
+}
