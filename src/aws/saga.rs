@@ -1183,14 +1183,17 @@ impl Applier {
         let owner = self.owner_for(&grants);
         let mut removed = Vec::new();
         let mut kept = Vec::new();
-        let (keep, res_remove): (Vec<String>, Vec<String>) = res_sids
-            .into_iter()
-            .partition(|sid| needed.resource.contains(sid));
-        kept.extend(keep);
         let first_key = keys.first();
         self.journal_step(job, "resource_policy_write", first_key.map(|k| k.as_str()))
             .await?;
-        let res_remove = self.present(Policy::Resource(&secret), res_remove).await?;
+        // Only the Sids present now are reported (a share has this installation's Sids or, applied
+        // by an earlier version, earlier-scheme ones: rarely both).
+        let (keep, res_remove): (Vec<String>, Vec<String>) = self
+            .present(Policy::Resource(&secret), res_sids)
+            .await?
+            .into_iter()
+            .partition(|sid| needed.resource.contains(sid));
+        kept.extend(keep);
         if !res_remove.is_empty() {
             let ctx = Context {
                 secret: &secret,
@@ -1209,12 +1212,12 @@ impl Applier {
         }
         removed.extend(res_remove);
         for key in &keys {
-            let (keep, remove): (Vec<String>, Vec<String>) = by_key[key.as_str()]
-                .iter()
-                .cloned()
+            let (keep, remove): (Vec<String>, Vec<String>) = self
+                .present(Policy::Key(key), by_key[key.as_str()].clone())
+                .await?
+                .into_iter()
                 .partition(|sid| needed.key.contains(&(key.as_str().to_owned(), sid.clone())));
             kept.extend(keep);
-            let remove = self.present(Policy::Key(key), remove).await?;
             if !remove.is_empty() {
                 self.journal_step(job, "key_policy_write", Some(key.as_str()))
                     .await?;
