@@ -169,7 +169,10 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
     }
     for (i, st) in doc.statements().iter().enumerate() {
         let s = st.parsed();
-        let ours = s.sid.as_deref().is_some_and(|sid| ctx.owner.owns(sid));
+        // The broker's own checks apply to the statements it writes (this installation's Sids); an
+        // earlier-scheme statement it still owns was written under the earlier rules and is only
+        // removed, never rewritten, so it is linted like a foreign one.
+        let ours = s.sid.as_deref().is_some_and(|sid| ctx.owner.writes(sid));
         let at = Some(label(i, s));
         if s.effect() != Effect::Allow {
             continue;
@@ -849,5 +852,50 @@ mod tests {
             )
             .is_empty()
         );
+    }
+
+    /// An earlier-scheme statement the broker still owns (for removal) was written under the earlier
+    /// rules (one kms:ViaService value, even in aws-cn): it does not block a write, while this
+    /// installation's statements must carry the current conditions.
+    #[test]
+    fn earlier_scheme_statements_are_not_held_to_the_current_rules() {
+        use crate::policy::compose::{compose_for, legacy_statements};
+        let secret =
+            SecretArn::parse("arn:aws-cn:secretsmanager:cn-north-1:111122223333:secret:app-AbCdEf")
+                .unwrap();
+        let key = KmsKeyArn::parse(
+            "arn:aws-cn:kms:cn-north-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        )
+        .unwrap();
+        let grant = Grant {
+            secret: secret.clone(),
+            principal: PrincipalArn::parse("arn:aws-cn:iam::444455556666:role/app").unwrap(),
+            actions: vec![ShareAction::GetSecretValue],
+            version_stage: None,
+        };
+        let (_, legacy_key) = legacy_statements(&grant);
+        let owner = Owner::default().with_legacy([legacy_key["Sid"].as_str().unwrap()]);
+        let ctx = Context {
+            secret: &secret,
+            key: Some(&key),
+            owner: &owner,
+        };
+        let current = compose_for(&grant, &key, owner.installation()).key_statement;
+        let f = lint(
+            DocumentKind::KeyPolicy,
+            &doc(vec![foreign_admin(), legacy_key.clone(), current.clone()]),
+            &ctx,
+        );
+        assert!(!has_errors(&f), "{f:?}");
+        // The same single-value condition under this installation's Sid is an error.
+        let mut bad = current;
+        bad["Condition"]["StringEquals"]["kms:ViaService"] =
+            json!("secretsmanager.cn-north-1.amazonaws.com");
+        let f = lint(
+            DocumentKind::KeyPolicy,
+            &doc(vec![foreign_admin(), bad]),
+            &ctx,
+        );
+        assert!(f.iter().any(|f| f.code == "missing-via-service"), "{f:?}");
     }
 }
