@@ -658,7 +658,10 @@ impl Applier {
                 if !findings.is_empty() {
                     let list = findings
                         .iter()
-                        .map(|f| format!("{} ({})", f.message, f.code))
+                        .map(|f| match &f.statement {
+                            Some(st) => format!("statement {st}: {} ({})", f.message, f.code),
+                            None => format!("{} ({})", f.message, f.code),
+                        })
                         .collect::<Vec<_>>()
                         .join("; ");
                     return Err(Failure::new(

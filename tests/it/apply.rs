@@ -1226,3 +1226,58 @@ async fn describe_secret_gets_its_own_statement_and_is_proven() {
         assert!(broker_sids(&m.key_policy(&key).await).is_empty());
     }
 }
+
+/// Issue 13 item 11: the broker writes with BlockPublicPolicy=true, and Secrets Manager refuses a resource
+/// policy that allows broad access (moto does not enforce it). A live foreign Allow for `*` with no
+/// narrowing condition therefore fails the share before anything is written to the resource policy, with
+/// a message that names the statement and the reason, and the share's plan shows the error finding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_foreign_statement_fails_the_apply_before_writing() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    for public in [
+        json!({"Sid": "OpenRead", "Effect": "Allow", "Principal": {"AWS": "*"},
+               "Action": "secretsmanager:GetSecretValue", "Resource": "*"}),
+        json!({"Sid": "AnyoneOverTls", "Effect": "Allow", "Principal": "*",
+               "Action": "secretsmanager:DescribeSecret", "Resource": "*",
+               "Condition": {"Bool": {"aws:SecureTransport": "true"}}}),
+    ] {
+        let key = m.create_key().await;
+        let secret = m.create_secret(Some(&key)).await;
+        let foreign = json!({"Version": "2012-10-17", "Statement": [public]}).to_string();
+        m.set_resource_policy(&secret, &foreign).await;
+        let id = request(&t, &a, &secret, ROLE, json!({})).await;
+        let plan = t
+            .get(&format!("/v1/shares/{id}/plan"), &a.bob)
+            .await
+            .expect(200);
+        let finding = plan.body["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["code"] == "public-principal")
+            .cloned()
+            .unwrap_or_else(|| panic!("{}", plan.body));
+        assert_eq!(finding["severity"], "error", "{finding}");
+        approve(&t, &a, &id).await;
+        t.settle().await;
+        let s = share(&t, &a, &id).await;
+        assert_eq!(s["status"], "failed", "{s}");
+        let err = s["last_error"].as_str().unwrap();
+        assert!(
+            err.contains("BlockPublicPolicy") && err.contains(public["Sid"].as_str().unwrap()),
+            "{err}"
+        );
+        assert_eq!(m.resource_policy(&secret).await.unwrap(), foreign);
+        assert!(
+            broker_sids(&m.key_policy(&key).await).is_empty(),
+            "compensated"
+        );
+        assert_eq!(
+            m.calls("PutResourcePolicy", &secret),
+            1,
+            "only the test's own write"
+        );
+    }
+}
