@@ -29,6 +29,8 @@ pub struct App {
     pub oidc: Option<Arc<crate::oidc::Oidc>>,
     /// Which refused authentications are written to the audit log.
     pub auth_failures: crate::auth::FailureAudit,
+    /// Which refusals of signed-in callers are written to the audit log.
+    pub refusals: crate::refusals::RefusalAudit,
 }
 
 /// The AWS side of an [`App`].
@@ -86,7 +88,7 @@ impl App {
             )?)),
             _ => None,
         };
-        let oidc = crate::oidc::Oidc::from_config(&config)
+        let oidc = crate::oidc::Oidc::from_config(&config, clock.clone())
             .map_err(|e| Error::Unavailable(format!("{e:#}")))?;
         let applier = Applier::new(
             store.clone(),
@@ -110,7 +112,21 @@ impl App {
             draining: std::sync::atomic::AtomicBool::new(false),
             oidc,
             auth_failures: crate::auth::FailureAudit::default(),
+            refusals: crate::refusals::RefusalAudit::default(),
         }))
+    }
+
+    /// Whether a JWT from the configured OIDC issuer can carry the admin role (so that revoking the
+    /// last admin token does not leave the broker without an admin).
+    pub fn oidc_maps_admin(&self) -> bool {
+        self.oidc.is_some()
+            && (self.config.oidc_role_map.0.is_empty()
+                || self
+                    .config
+                    .oidc_role_map
+                    .0
+                    .iter()
+                    .any(|(_, r)| *r == crate::domain::Role::Admin))
     }
 
     /// Whether events are written to the outbox.

@@ -423,6 +423,8 @@ settings! {
     webhook_backoff: Span = "10s";
     /// On SIGTERM/SIGINT: how long to let in-flight applies and the worker finish before exiting.
     shutdown_grace: Span = "30s";
+    /// How often the audit chain's head (sequence number and hash) is written to the log and sent as an audit.anchor webhook event, besides at start and at shutdown: keep these outside the database to detect rows removed from the end of the chain (1m to 1d).
+    audit_anchor_interval: Span = "1h";
     /// Requests per second one bearer credential may send (a short burst of twice this is allowed); requests without a token count per client address. `off` disables it.
     token_rate_limit: Limit = "50";
     /// Requests per second one client address may send, whatever its tokens (burst: twice this). Behind a proxy every caller has the proxy's address: set it off there and limit at the proxy.
@@ -610,6 +612,14 @@ impl Config {
                 key: "oidc_issuer".into(),
                 origin: "configuration".into(),
                 message: "oidc_audience and the JWKS settings need oidc_issuer".into(),
+            });
+        }
+        let anchor = self.audit_anchor_interval.0;
+        if anchor < Duration::from_secs(60) || anchor > Duration::from_secs(86_400) {
+            return Err(ConfigError::Invalid {
+                key: "audit_anchor_interval".into(),
+                origin: "configuration".into(),
+                message: "must be between 1m and 1d".into(),
             });
         }
         if self.worker_interval.0.is_zero() {

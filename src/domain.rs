@@ -249,12 +249,18 @@ mod tests {
 /// An authenticated caller: the token's public id, its actor name and role.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// Public token id.
+    /// Public token id (for a JWT, `jwt:` and a digest of the token: the rate limits' key).
     pub token_id: String,
-    /// Actor name (several tokens may share one name: they are the same actor).
+    /// Actor name in its canonical form ([`crate::identity::canonical`]): several tokens may share one
+    /// name, and they are the same actor.
     pub name: String,
     /// Role.
     pub role: Role,
+    /// The credential that authenticated, as votes record it: a broker token's id, or `oidc:<sub>`.
+    pub credential: String,
+    /// For a broker token, the canonical name of whoever created it (`cli` for the command line);
+    /// `None` for a JWT, or a token older than the broker's record of it.
+    pub issued_by: Option<String>,
 }
 
 impl Caller {

@@ -174,7 +174,17 @@ enum TokensCommand {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Walk the hash chain; exit 1 and name the first broken row if it is broken.
-    Verify,
+    Verify {
+        /// A head kept earlier (an `audit.anchor` event or log line, or the `head_seq` of an earlier
+        /// verify): the chain must still reach this row. Give with --head-hash.
+        #[arg(long, requires = "head_hash", value_parser = clap::value_parser!(i64).range(1..))]
+        head_seq: Option<i64>,
+        /// That row's hash (64 hex digits).
+        #[arg(long, requires = "head_seq")]
+        head_hash: Option<String>,
+    },
+    /// Print the chain's head (sequence number and hash) to keep outside the database.
+    Head,
 }
 
 fn init_logging(config: &Config) {
@@ -282,10 +292,45 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {
-            command: AuditCommand::Verify,
+            command: AuditCommand::Head,
         } => {
             let store = open_store(&config)?;
-            let v = store.read(audit::verify).await?;
+            match store.read(audit::head).await? {
+                Some(a) => {
+                    println!("{}", serde_json::to_string(&a)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!("the audit log is empty: there is no head yet");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    head_seq,
+                    head_hash,
+                },
+        } => {
+            let anchor = match (head_seq, head_hash) {
+                (Some(seq), Some(hash)) => {
+                    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        anyhow::bail!(
+                            "--head-hash: must be 64 hex digits (the hash of the anchored row), not {hash:?}"
+                        );
+                    }
+                    Some(audit::Anchor {
+                        seq,
+                        hash: hash.to_ascii_lowercase(),
+                    })
+                }
+                _ => None,
+            };
+            let store = open_store(&config)?;
+            let v = store
+                .read(move |c| audit::verify_against(c, anchor.as_ref()))
+                .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(if v.ok {
                 ExitCode::SUCCESS
@@ -389,6 +434,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     };
     let app = App::open(config).await?;
     app.applier.recover().await?;
+    secret_broker::worker::anchor(&app, "start").await?;
     let _ = slot.set(api::router(app.clone()));
     if let Some(oidc) = app.oidc.clone() {
         // Fetched now and then every oidc_jwks_refresh; a failure keeps the last good keys.
@@ -460,6 +506,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             "shutdown grace of {} ran out with AWS work in flight; it is journaled and resumed at the next start",
             app.config.shutdown_grace
         );
+    }
+    if let Err(e) = secret_broker::worker::anchor(&app, "shutdown").await {
+        tracing::error!(error = %e, "could not anchor the audit chain's head at shutdown");
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

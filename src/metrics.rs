@@ -84,6 +84,8 @@ pub struct Metrics {
     pub auth_failures: Family<Kind, Counter>,
     /// Refused authentications not written to the audit log (coalesced per client address).
     pub auth_failures_unaudited: Counter,
+    /// Refused mutations of signed-in callers not written to the audit log (coalesced per caller).
+    pub refusals_unaudited: Counter,
     /// OIDC JWKS fetches by outcome (`ok`, `failed`).
     pub oidc_jwks_refreshes: Family<Kind, Counter>,
     /// Requests answered 429 by limit (`token`, `address`) or 503 because too many were in flight
@@ -113,6 +115,7 @@ pub fn metrics() -> &'static Metrics {
             writer_queue_depth: Gauge::default(),
             auth_failures: Family::default(),
             auth_failures_unaudited: Counter::default(),
+            refusals_unaudited: Counter::default(),
             oidc_jwks_refreshes: Family::default(),
             limited: Family::default(),
             registry: Registry::default(),
@@ -183,6 +186,11 @@ pub fn metrics() -> &'static Metrics {
             "auth_failures_unaudited",
             "Refused authentications counted but not written to the audit log (coalesced per address)",
             m.auth_failures_unaudited.clone(),
+        );
+        r.register(
+            "refusals_unaudited",
+            "Refused mutations counted but not written to the audit log (coalesced per caller)",
+            m.refusals_unaudited.clone(),
         );
         r.register(
             "oidc_jwks_refreshes",

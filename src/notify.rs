@@ -54,6 +54,7 @@ pub fn enqueue(
     if !detail.is_empty() {
         text.push_str(&format!(": {detail}"));
     }
+    let text = slack_text(&text);
     let payload = json!({
         "id": id,
         "event": event,
@@ -82,6 +83,68 @@ pub fn enqueue(
             "{verb} INTO outbox (id, seq, event, share_id, payload, state, next_attempt_at, created_at)
              VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM outbox), ?2, ?3, ?4, 'pending', ?5, ?5)"
         ))?.execute(params![id, event, share.id, payload, now])?;
+    Ok(())
+}
+
+/// `text` made safe for the `text` field of a Slack message: `&`, `<` and `>` escaped as Slack requires
+/// (`&amp;`, `&lt;`, `&gt;`), so a requester's `<!channel>` or `<https://evil|Click here>` shows as
+/// typed instead of pinging a channel or disguising a link; and control characters, line and paragraph
+/// separators and bidirectional overrides folded to one space, so a user-given field cannot start a
+/// line that looks like another message. The structured fields of the payload keep the values verbatim.
+pub fn slack_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut space = false;
+    for c in text.chars() {
+        let fold = c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{85}')
+            || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}');
+        if fold {
+            if !space {
+                out.push(' ');
+            }
+            space = true;
+            continue;
+        }
+        space = false;
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Writes an `audit.anchor` event with the chain's head to the outbox (inside the caller's
+/// transaction). No-op when `enabled` is false.
+pub fn enqueue_anchor(
+    conn: &Connection,
+    enabled: bool,
+    head: &audit::Anchor,
+    when: &str,
+    now: &str,
+) -> Result<()> {
+    if !enabled {
+        return Ok(());
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    let payload = json!({
+        "id": id,
+        "event": "audit.anchor",
+        "at": now,
+        "text": format!(
+            "secret-broker: audit chain head at row {} ({when}); keep it to detect truncation",
+            head.seq
+        ),
+        "anchor": {"seq": head.seq, "hash": head.hash, "when": when},
+    })
+    .to_string();
+    conn.prepare_cached(
+        "INSERT INTO outbox (id, seq, event, share_id, payload, state, next_attempt_at, created_at)
+         VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM outbox), 'audit.anchor', NULL, ?2, 'pending', ?3, ?3)",
+    )?
+    .execute(params![id, payload, now])?;
     Ok(())
 }
 
@@ -274,5 +337,25 @@ impl Notifier {
             }
         }
         Ok(delivered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slack_text;
+
+    #[test]
+    fn slack_text_escapes_markup_and_folds_lines() {
+        assert_eq!(
+            slack_text("need it <!channel> <https://evil.example/approve|Click here to approve>"),
+            "need it &lt;!channel&gt; &lt;https://evil.example/approve|Click here to approve&gt;"
+        );
+        assert_eq!(slack_text("a & b"), "a &amp; b");
+        assert_eq!(
+            slack_text("line one\r\n\r\nApproved by bob"),
+            "line one Approved by bob"
+        );
+        assert_eq!(slack_text("x\u{2028}y\u{202E}z\ty\u{0}"), "x y z y ");
+        assert_eq!(slack_text("plain `code` *bold*"), "plain `code` *bold*");
     }
 }

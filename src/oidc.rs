@@ -11,7 +11,9 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use time::OffsetDateTime;
 
 use base64::Engine;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -21,7 +23,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use crate::auth::Failure;
 use crate::config::Config;
-use crate::domain::{Caller, Role};
+use crate::domain::{Caller, Clock, Role};
 
 /// Largest JWKS document read, in bytes.
 const MAX_JWKS_BYTES: usize = 1 << 20;
@@ -78,8 +80,8 @@ struct Key {
 #[derive(Default)]
 struct KeySet {
     keys: Vec<Key>,
-    /// When the set was last fetched successfully.
-    fetched: Option<Instant>,
+    /// When the set was last fetched successfully (service clock).
+    fetched: Option<OffsetDateTime>,
 }
 
 type HttpClient = hyper_util::client::legacy::Client<
@@ -98,14 +100,20 @@ pub struct Oidc {
     refresh: Duration,
     source: Source,
     keys: RwLock<Arc<KeySet>>,
-    fetching: tokio::sync::Mutex<Option<Instant>>,
+    /// When the last fetch was attempted (service clock), under the one-fetch-at-a-time lock.
+    fetching: tokio::sync::Mutex<Option<OffsetDateTime>>,
     client: Option<HttpClient>,
+    /// The service clock: the once-a-minute allowance and staleness are judged by it, like exp/nbf.
+    clock: Arc<dyn Clock>,
 }
 
 impl Oidc {
     /// The verifier for `config`, or `None` when `oidc_issuer` is not set. A JWKS file is read now (a
     /// bad one stops the start); a URL is fetched by [`Oidc::refresh`].
-    pub fn from_config(config: &Config) -> anyhow::Result<Option<Arc<Self>>> {
+    pub fn from_config(
+        config: &Config,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Option<Arc<Self>>> {
         let (Some(issuer), Some(audience)) = (&config.oidc_issuer.0, &config.oidc_audience.0)
         else {
             return Ok(None);
@@ -149,6 +157,7 @@ impl Oidc {
             keys: RwLock::new(Arc::new(KeySet::default())),
             fetching: tokio::sync::Mutex::new(None),
             client,
+            clock,
         };
         if let Source::File(path) = &oidc.source {
             let text = std::fs::read(path).map_err(|e| {
@@ -159,6 +168,12 @@ impl Oidc {
             oidc.install(set);
         }
         Ok(Some(Arc::new(oidc)))
+    }
+
+    /// Time since `t` on the service clock; a `t` in the future (the clock went back) counts as long
+    /// ago, so a clock change never blocks a fetch.
+    fn since(&self, t: OffsetDateTime) -> Duration {
+        Duration::try_from(self.clock.now() - t).unwrap_or(Duration::MAX)
     }
 
     /// The issuer tokens must name.
@@ -186,7 +201,7 @@ impl Oidc {
     fn install(&self, keys: Vec<Key>) {
         let set = Arc::new(KeySet {
             keys,
-            fetched: Some(Instant::now()),
+            fetched: Some(self.clock.now()),
         });
         match self.keys.write() {
             Ok(mut k) => *k = set,
@@ -203,10 +218,10 @@ impl Oidc {
     /// The fetch, with the fetch lock held (one fetch at a time). The attempt is recorded when it
     /// starts (so a fetch cut short by its caller going away still counts against the once-a-minute
     /// allowance) and again when it ends.
-    async fn refresh_locked(&self, last: &mut Option<Instant>) -> Result<usize, String> {
-        *last = Some(Instant::now());
+    async fn refresh_locked(&self, last: &mut Option<OffsetDateTime>) -> Result<usize, String> {
+        *last = Some(self.clock.now());
         let res = self.fetch().await;
-        *last = Some(Instant::now());
+        *last = Some(self.clock.now());
         let m = crate::metrics::metrics();
         match res {
             Ok(keys) => {
@@ -271,7 +286,7 @@ impl Oidc {
     /// background refresh has stopped working), or — at most once a minute — when `kid` is unknown.
     async fn keys_for(&self, kid: Option<&str>) -> Arc<KeySet> {
         let set = self.current();
-        let stale = set.fetched.is_none_or(|t| t.elapsed() > self.refresh * 2);
+        let stale = set.fetched.is_none_or(|t| self.since(t) > self.refresh * 2);
         let unknown = kid.is_some_and(|k| !set.keys.iter().any(|x| x.kid.as_deref() == Some(k)));
         if !(stale || unknown) {
             return set;
@@ -279,7 +294,7 @@ impl Oidc {
         // Check and fetch under one lock: of many requests that find the kid unknown at once, the
         // first fetches and the rest, once it is done, see a fresh attempt and use its result.
         let mut last = self.fetching.lock().await;
-        if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_REFETCH) {
+        if last.is_some_and(|t| self.since(t) < UNKNOWN_KID_REFETCH) {
             return self.current();
         }
         let _ = self.refresh_locked(&mut last).await;
@@ -418,10 +433,17 @@ impl Oidc {
             })?;
         let role = self.role_of(&claims)?;
         let digest = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes());
+        let subject = claims
+            .get("sub")
+            .and_then(|s| s.as_str())
+            .filter(|s| !s.is_empty() && s.len() <= 200 && !s.chars().any(invisible))
+            .unwrap_or(name);
         Ok(Caller {
             token_id: format!("jwt:{}", hex::encode(&digest[..8])),
-            name: format!("oidc:{name}"),
+            name: format!("oidc:{}", crate::identity::canonical(name)),
             role,
+            credential: format!("oidc:{subject}"),
+            issued_by: None,
         })
     }
 

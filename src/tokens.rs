@@ -33,8 +33,10 @@ pub fn validate_name(name: &str) -> std::result::Result<(), String> {
             "contains {c:?}: use letters, digits and ._@- (for example alice or ci-portal)"
         ));
     }
-    if matches!(name, "anonymous" | "cli" | "system") {
-        return Err(format!("{name:?} is reserved for the audit log"));
+    if crate::identity::is_reserved(name) {
+        return Err(format!(
+            "{name:?} is reserved for the audit log (names are compared without regard to case)"
+        ));
     }
     Ok(())
 }
@@ -64,24 +66,91 @@ pub async fn create_with_expiry(
     role: Role,
     expires_at: Option<String>,
 ) -> Result<String> {
-    validate_name(name).map_err(|m| Error::field("name", m))?;
+    issue(
+        store,
+        now,
+        actor,
+        NewToken {
+            name: name.to_owned(),
+            role,
+            expires_at,
+            same_person: None,
+            request_id: None,
+        },
+    )
+    .await
+}
+
+/// A token to create.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// Actor name as given; stored in its canonical form.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// When it stops working (RFC 3339 UTC), if ever.
+    pub expires_at: Option<String>,
+    /// `Some(flag)`: a name that already belongs to someone else's active tokens is refused (409)
+    /// unless `flag` says the new token is for that same person. `None`: not checked (the command
+    /// line, run on the database host).
+    pub same_person: Option<bool>,
+    /// The request that asked for it.
+    pub request_id: Option<String>,
+}
+
+/// Creates a token as `actor` (a canonical name, or `cli`), records it in the audit log with who
+/// created it, and returns the token text (shown once: only its hash is kept).
+pub async fn issue(store: &Store, now: &str, actor: &str, t: NewToken) -> Result<String> {
+    validate_name(&t.name).map_err(|m| Error::field("name", m))?;
     let mut id = [0u8; 8];
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut id);
     rand::rng().fill_bytes(&mut secret);
     let id = hex::encode(id);
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let actor = crate::identity::canonical(actor);
     let row = rows::TokenRow {
         id: id.clone(),
-        name: name.to_owned(),
-        role,
+        name: crate::identity::canonical(&t.name),
+        role: t.role,
         secret_hash: hash_secret(&secret),
         revoked_at: None,
-        expires_at,
+        expires_at: t.expires_at,
+        created_by: Some(actor.clone()),
     };
-    let (now, actor) = (now.to_owned(), actor.to_owned());
+    let now = now.to_owned();
+    let (same_person, request_id) = (t.same_person, t.request_id);
     store
         .write(move |c| {
+            let mut details = serde_json::json!({
+                "token_id": row.id,
+                "name": row.name,
+                "role": row.role,
+                "expires_at": row.expires_at,
+            });
+            if let Some(flag) = same_person {
+                let existing = rows::active_tokens_named(c, &row.name, &now)?;
+                let someone_else = !existing.is_empty() && row.name != actor;
+                if someone_else && !flag {
+                    return Err(Error::Conflict {
+                        detail: format!(
+                            "{} already has {} active token(s) ({}): every token named {} is that one \
+                             person for approvals and the quorum. If this token is for the same person, \
+                             send \"same_person\": true; otherwise give it a name of its own",
+                            row.name,
+                            existing.len(),
+                            existing.join(", "),
+                            row.name
+                        ),
+                        current_status: None,
+                        existing_id: existing.first().cloned(),
+                    });
+                }
+                details["same_person"] = flag.into();
+                if someone_else {
+                    details["name_already_held_by"] = existing.into();
+                }
+            }
             rows::insert_token(c, &row, &now)?;
             audit::append(
                 c,
@@ -90,8 +159,8 @@ pub async fn create_with_expiry(
                     actor: &actor,
                     action: "token.created",
                     share_id: None,
-                    request_id: None,
-                    details: serde_json::json!({"token_id": row.id, "name": row.name, "role": role, "expires_at": row.expires_at}),
+                    request_id: request_id.as_deref(),
+                    details,
                 },
             )?;
             Ok(())
@@ -149,9 +218,11 @@ pub async fn authenticate(
         )));
     }
     Ok(Ok(Caller {
+        credential: r.id.clone(),
         token_id: r.id,
-        name: r.name,
+        name: crate::identity::canonical(&r.name),
         role: r.role,
+        issued_by: r.created_by.as_deref().map(crate::identity::canonical),
     }))
 }
 
@@ -166,6 +237,9 @@ mod tests {
         assert!(validate_name("").is_err());
         assert!(validate_name("a b").is_err());
         assert!(validate_name("anonymous").is_err());
+        assert!(validate_name("Anonymous").is_err());
+        assert!(validate_name("CLI").is_err());
+        assert!(validate_name("System").is_err());
         assert!(validate_name(&"x".repeat(65)).is_err());
     }
 }

@@ -12,6 +12,9 @@
 //!    lost to a crash or an AWS outage is picked up again);
 //! 6. due webhook notifications are delivered.
 //!
+//! Beside the passes, every `audit_anchor_interval` (and at start and shutdown) the audit chain's head
+//! is anchored: logged and sent as an `audit.anchor` webhook event (see [`anchor`]).
+//!
 //! The worker never holds the database writer across an AWS call: every step is a store transaction,
 //! then AWS work, then another transaction.
 
@@ -271,6 +274,36 @@ pub async fn tick(app: &Arc<App>) -> Result<TickReport> {
     Ok(report)
 }
 
+/// Writes the audit chain's head to the log and, with webhooks on, to the outbox as an `audit.anchor`
+/// event: copies outside the database, against which `audit verify --head-seq --head-hash` (or
+/// `/v1/audit/verify?head_seq=&head_hash=`) finds rows removed from the end of the chain, which the chain
+/// alone cannot show. `when` says why: `start`, `interval` or `shutdown`. Writes no audit row (the head
+/// would move).
+pub async fn anchor(app: &Arc<App>, when: &'static str) -> Result<Option<audit::Anchor>> {
+    let now = fmt_time(app.clock.now());
+    let enabled = app.notifier.is_some();
+    let head = app
+        .store
+        .write(move |c| {
+            let head = audit::head(c)?;
+            if let Some(a) = &head {
+                notify::enqueue_anchor(c, enabled, a, when, &now)?;
+            }
+            Ok(head)
+        })
+        .await?;
+    match &head {
+        Some(a) => tracing::info!(
+            audit_head_seq = a.seq,
+            audit_head_hash = %a.hash,
+            when,
+            "audit chain head: keep it to detect rows removed from the end (audit verify --head-seq --head-hash)"
+        ),
+        None => tracing::info!(when, "audit chain is empty"),
+    }
+    Ok(head)
+}
+
 /// Runs [`maintain`] every `worker_interval` until `shutdown` turns true (a pass in progress finishes
 /// first), and delivers notifications in a loop of its own, so a slow webhook never delays expiry.
 pub fn spawn(app: Arc<App>, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
@@ -300,6 +333,25 @@ pub fn spawn(app: Arc<App>, shutdown: watch::Receiver<bool>) -> tokio::task::Joi
             }
         })
     };
+    let anchors = {
+        let app = app.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let every = app.config.audit_anchor_interval.0;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = shutdown.changed() => break,
+                }
+                if *shutdown.borrow() {
+                    break;
+                }
+                if let Err(e) = anchor(&app, "interval").await {
+                    tracing::error!(error = %e, "could not anchor the audit chain's head");
+                }
+            }
+        })
+    };
     let mut shutdown = shutdown;
     tokio::spawn(async move {
         let interval = app.config.worker_interval.0;
@@ -318,6 +370,7 @@ pub fn spawn(app: Arc<App>, shutdown: watch::Receiver<bool>) -> tokio::task::Joi
             }
         }
         let _ = delivery.await;
+        let _ = anchors.await;
         tracing::info!("worker stopped");
     })
 }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use crate::app::App;
 use crate::domain::{Caller, ShareAction, ShareStatus, fmt_time};
 use crate::error::{Error, Result};
+use crate::identity;
 use crate::policy::arn::{PrincipalArn, SecretArn};
 use crate::store::audit::{self, NewEvent};
 use crate::store::rows::{self, Principal, Share, StoredResponse};
@@ -271,8 +272,14 @@ pub enum Decision {
 
 /// Records an approver's vote. Approve moves the share to `approved` once `approvals_required`
 /// distinct approvers agree; reject ends it at once.
+///
+/// Names are compared in their canonical form ([`crate::identity`]): `Alice` is `alice` for
+/// self-approval and for one vote per person. A broker token issued by the requester, directly or
+/// through tokens the requester issued, cannot approve: the vote records the credential that cast it
+/// and who issued it.
 pub async fn decide(
     app: &App,
+    caller: &Caller,
     origin: Origin,
     share_id: String,
     decision: Decision,
@@ -281,6 +288,9 @@ pub async fn decide(
     let now_t = app.clock.now();
     let now = fmt_time(now_t);
     let notify = app.notify_enabled();
+    let credential = caller.credential.clone();
+    let issued_by = caller.issued_by.clone();
+    let broker_token = caller.credential == caller.token_id;
     app.store
         .write(move |c| {
             let share = load(c, &share_id)?;
@@ -288,7 +298,7 @@ pub async fn decide(
                 Decision::Approve => "approve",
                 Decision::Reject => "reject",
             };
-            if share.requested_by == origin.actor {
+            if identity::same(&share.requested_by, &origin.actor) {
                 return Err(Error::Forbidden(format!(
                     "{} requested this share and cannot {verb} it: another approver must decide{}",
                     origin.actor,
@@ -298,6 +308,21 @@ pub async fn decide(
                         ""
                     }
                 )));
+            }
+            if decision == Decision::Approve && broker_token {
+                let requester = identity::canonical(&share.requested_by);
+                let issuers = rows::token_issuers(c, &credential)?;
+                if issuers.iter().any(|i| identity::same(i, &requester)) {
+                    let direct = issued_by.as_deref().is_some_and(|i| identity::same(i, &requester));
+                    return Err(Error::Forbidden(format!(
+                        "this token ({credential}, named {}) was issued by {requester}{}, who requested \
+                         this share: a token its requester issued cannot approve the request. Approve \
+                         with a token issued by someone else (or by the command line), or with an OIDC \
+                         identity",
+                        origin.actor,
+                        if direct { "" } else { " through tokens they issued" },
+                    )));
+                }
             }
             if share.status != ShareStatus::Pending {
                 return Err(Error::bad_transition(verb, share.status, "pending"));
@@ -316,9 +341,30 @@ pub async fn decide(
                 Decision::Approve => "approve",
                 Decision::Reject => "reject",
             };
-            if !rows::insert_vote(c, &share.id, &origin.actor, d, comment.as_deref(), &now)? {
+            let voted = share
+                .approvals
+                .iter()
+                .any(|v| identity::same(&v.approver, &origin.actor));
+            if voted
+                || !rows::insert_vote(
+                    c,
+                    &rows::NewVote {
+                        share_id: &share.id,
+                        approver: &origin.actor,
+                        decision: d,
+                        comment: comment.as_deref(),
+                        credential: &credential,
+                        issued_by: issued_by.as_deref(),
+                        at: &now,
+                    },
+                )?
+            {
                 return Err(Error::Conflict {
-                    detail: format!("{} has already voted on this share", origin.actor),
+                    detail: format!(
+                        "{} has already voted on this share (names are compared without regard to \
+                         case: every token of one name is one person)",
+                        origin.actor
+                    ),
                     current_status: Some(share.status),
                     existing_id: None,
                 });
@@ -327,11 +373,21 @@ pub async fn decide(
                 .votes
                 .get_or_create(&crate::metrics::Kind { kind: d.to_owned() })
                 .inc();
-            let approvals = c.query_row(
-                "SELECT count(*) FROM approvals WHERE share_id = ?1 AND decision = 'approve'",
-                [&share.id],
-                |r| r.get::<_, u32>(0),
-            )?;
+            // Distinct people: votes recorded before names were canonical may differ in case only.
+            let approvals = {
+                let mut people: Vec<String> = share
+                    .approvals
+                    .iter()
+                    .filter(|v| v.decision == "approve")
+                    .map(|v| identity::canonical(&v.approver))
+                    .collect();
+                if decision == Decision::Approve {
+                    people.push(identity::canonical(&origin.actor));
+                }
+                people.sort();
+                people.dedup();
+                people.len() as u32
+            };
             let (action, new_status) = match decision {
                 Decision::Reject => ("share.rejected", Some(ShareStatus::Rejected)),
                 Decision::Approve if approvals >= share.approvals_required => {
@@ -355,6 +411,8 @@ pub async fn decide(
                     json!({
                         "decision": d,
                         "comment": comment,
+                        "credential": credential,
+                        "issued_by": issued_by,
                         "approvals": approvals,
                         "approvals_required": share.approvals_required,
                         "from": share.status,
@@ -390,7 +448,7 @@ pub async fn cancel(app: &App, caller: &Caller, origin: Origin, share_id: String
     app.store
         .write(move |c| {
             let share = load(c, &share_id)?;
-            if share.requested_by != origin.actor && !is_admin {
+            if !identity::same(&share.requested_by, &origin.actor) && !is_admin {
                 return Err(Error::Forbidden(format!(
                     "only the requester ({}) or an admin can cancel this share",
                     share.requested_by
@@ -414,25 +472,72 @@ pub async fn cancel(app: &App, caller: &Caller, origin: Origin, share_id: String
         .await
 }
 
-/// Records a refused attempt on a share (401, 403, 409) in the audit log.
+/// What a refused mutation was aimed at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    /// A share (its canonical id goes in the row's `share_id`).
+    Share,
+    /// A bearer token.
+    Token,
+    /// A consumer principal.
+    Principal,
+}
+
+impl Resource {
+    fn name(self) -> &'static str {
+        match self {
+            Resource::Share => "share",
+            Resource::Token => "token",
+            Resource::Principal => "principal",
+        }
+    }
+}
+
+/// Records a refused mutation (403, 409) of a share, token or principal as `<resource>.refused`,
+/// coalesced per caller ([`crate::refusals`]): the same refusal is written once a minute and at most
+/// a few per caller; the rest are counted, and the next row written says how many were not.
 pub async fn record_refusal(
     app: &App,
     origin: Origin,
-    share_id: Option<String>,
+    resource: Resource,
+    target: Option<String>,
     attempted: &str,
     err: &Error,
 ) -> Result<()> {
-    let now = fmt_time(app.clock.now());
-    let details = json!({
+    let now_t = app.clock.now();
+    let action = format!("{}.refused", resource.name());
+    let Some(unaudited) = app.refusals.admit(
+        &origin.actor,
+        &format!("{action}:{attempted}"),
+        target.as_deref().unwrap_or(""),
+        now_t.unix_timestamp(),
+    ) else {
+        crate::metrics::metrics().refusals_unaudited.inc();
+        return Ok(());
+    };
+    let now = fmt_time(now_t);
+    let mut details = json!({
         "attempted": attempted,
         "status": err.status(),
         "reason": err.to_string(),
     });
+    if unaudited > 0 {
+        details["unaudited_before"] = unaudited.into();
+    }
+    let share_id = match resource {
+        Resource::Share => target,
+        Resource::Token | Resource::Principal => {
+            if let Some(t) = target {
+                details["target"] = t.into();
+            }
+            None
+        }
+    };
     app.store
         .write(move |c| {
             audit::append(
                 c,
-                &origin.event(&now, "share.refused", share_id.as_deref(), details),
+                &origin.event(&now, &action, share_id.as_deref(), details),
             )?;
             Ok(())
         })
@@ -453,7 +558,9 @@ pub async fn request_revoke(
     app.store
         .write(move |c| {
             let share = load(c, &share_id)?;
-            if role == crate::domain::Role::Requester && share.requested_by != origin.actor {
+            if role == crate::domain::Role::Requester
+                && !identity::same(&share.requested_by, &origin.actor)
+            {
                 return Err(Error::Forbidden(format!(
                     "only the requester ({}), an approver or an admin can revoke this share",
                     share.requested_by

@@ -18,7 +18,10 @@
 //! - NotPrincipal exempts only the exact identity that calls: a role is never exempted by listing
 //!   its ARN (it calls as a session); and the request context says `aws:PrincipalType` = `User` or
 //!   `AssumedRole` for the principal's kind;
-//! - `glob` agrees with a plain dynamic-programming matcher.
+//! - `glob` and `resource_matches` agree with plain dynamic-programming matchers.
+//!
+//! Each input checks one group of these properties (chosen by its first byte), so one input costs
+//! about one evaluation: the target runs thousands of inputs a second instead of a hundred.
 #![no_main]
 
 use std::borrow::Cow;
@@ -29,8 +32,9 @@ use secret_broker::policy::arn::{PrincipalArn, PrincipalKind};
 use secret_broker::policy::compose::{Grant, compose};
 use secret_broker::policy::document::PolicyDocument;
 use secret_broker::policy::eval::{
-    Caller, Check, Decision, Lookup, PolicyType, Request, RequestContext, check, decide, evaluate,
-    evaluate_decision, glob, secret_context,
+    Caller, Check, Decision, GET_SECRET_VALUE, Guardrails, Lookup, PolicyType, Request,
+    RequestContext, check, decide, evaluate, evaluate_decision, glob, resource_matches,
+    secret_context,
 };
 use secret_broker_fuzz::{
     ACCOUNTS, ACTIONS, CONDITION_KEYS, GrantSpec, NAMES, PARTITIONS, PRINCIPAL_VALUES, Pick,
@@ -78,6 +82,12 @@ enum Stage {
 
 #[derive(Arbitrary, Debug)]
 struct Input {
+    /// Which group of properties this input checks: one group per input keeps the target fast.
+    property: u8,
+    /// Evaluate DescribeSecret instead of GetSecretValue.
+    describe: bool,
+    /// An SCP level for the consumer's account, as a guardrail.
+    scp: Option<Vec<StatementSpec>>,
     grant: GrantSpec,
     with_share: bool,
     stage: Stage,
@@ -89,6 +99,25 @@ struct Input {
     layer: u8,
     request: RequestSpec,
     glob: (String, String),
+}
+
+/// Resource matching by the book (IAM User Guide, "Resource"): `*` any run within a segment, `?` one
+/// character other than `:`, and a `*` that ends its segment (followed by `:` or the end) any run.
+fn resource_reference(p: &[char], t: &[char]) -> bool {
+    let mut m = vec![vec![false; t.len() + 1]; p.len() + 1];
+    m[0][0] = true;
+    for i in 1..=p.len() {
+        let free = p[i - 1] == '*' && (i == p.len() || p[i] == ':');
+        m[i][0] = m[i - 1][0] && p[i - 1] == '*';
+        for j in 1..=t.len() {
+            m[i][j] = match p[i - 1] {
+                '*' => m[i - 1][j] || (m[i][j - 1] && (free || t[j - 1] != ':')),
+                '?' => m[i - 1][j - 1] && t[j - 1] != ':',
+                c => m[i - 1][j - 1] && c == t[j - 1],
+            };
+        }
+    }
+    m[p.len()][t.len()]
 }
 
 /// Wildcard matching by the book: `*` any run, `?` one character.
@@ -155,6 +184,7 @@ fn policy_properties(
         arn: c.arn.as_ref().map(|p| p.get(PRINCIPAL_VALUES).into_owned()),
         account: account.to_owned(),
         partition: partition.to_owned(),
+        permissions_boundary: false,
     };
     let mut ctx = RequestContext::default();
     for (k, v) in spec.context.iter().take(8) {
@@ -264,14 +294,29 @@ fn principal_properties(p: &PrincipalArn, c: &Check<'_>) {
     };
     let d = evaluate_decision(&doc, PolicyType::Resource, &req);
     let want = match p.kind() {
-        // Listing the role does not exempt its sessions.
-        PrincipalKind::Role => Decision::ExplicitDeny,
-        // The exact user is exempt.
-        PrincipalKind::User => Decision::Allow,
+        // Listing the role does not exempt its sessions; a user listed without its account is not
+        // exempt either (AWS requires the account too).
+        PrincipalKind::Role | PrincipalKind::User => Decision::ExplicitDeny,
         // Which identity of the account calls is not known.
         PrincipalKind::AccountRoot => Decision::Unknown,
     };
     assert_eq!(d, want, "NotPrincipal [{p}]");
+    // With the account listed, a user is exempt only without a permissions boundary, which the
+    // evaluator cannot see: unknown.
+    let root = format!("arn:{}:iam::{}:root", p.partition(), p.account());
+    let doc = document(&[
+        json!({"Effect": "Deny", "NotPrincipal": {"AWS": [p.as_str(), root]}, "Action": "*", "Resource": "*"}),
+        json!({"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}),
+    ]);
+    let want = match p.kind() {
+        PrincipalKind::Role => Decision::ExplicitDeny,
+        PrincipalKind::User | PrincipalKind::AccountRoot => Decision::Unknown,
+    };
+    assert_eq!(
+        evaluate_decision(&doc, PolicyType::Resource, &req),
+        want,
+        "NotPrincipal [{p}, {root}]"
+    );
 }
 
 fn canonical() -> (Grant, secret_broker::policy::arn::KmsKeyArn) {
@@ -290,7 +335,8 @@ fn statements(v: &Value) -> Vec<Value> {
     v["Statement"].as_array().cloned().unwrap_or_default()
 }
 
-fuzz_target!(|input: Input| {
+/// The matchers against their references.
+fn matchers(input: &Input) {
     let (p, t) = &input.glob;
     let (p, t): (Vec<char>, Vec<char>) =
         (p.chars().take(48).collect(), t.chars().take(48).collect());
@@ -300,41 +346,78 @@ fuzz_target!(|input: Input| {
         glob_reference(&p, &t),
         "glob({ps:?}, {ts:?})"
     );
+    assert_eq!(
+        resource_matches(&ps, &ts),
+        resource_reference(&p, &t),
+        "resource_matches({ps:?}, {ts:?})"
+    );
+    // The same pattern against a real ARN, from the vocabulary.
+    let arn: Vec<char> = input.request.resource.get(RESOURCES).chars().collect();
+    let arn_s: String = arn.iter().collect();
+    assert_eq!(
+        resource_matches(&ps, &arn_s),
+        resource_reference(&p, &arn),
+        "resource_matches({ps:?}, {arn_s:?})"
+    );
+}
 
+fuzz_target!(|input: Input| {
     let (grant, key) = input.grant.build().unwrap_or_else(canonical);
+    let property = input.property % 4;
+    if property == 0 {
+        matchers(&input);
+        return;
+    }
     let composed = compose(&grant, &key);
     let now = input
         .now
         .and_then(|n| OffsetDateTime::from_unix_timestamp(i64::from(n)).ok());
 
-    // The composed documents alone allow the grant.
-    let identity_c = document(&statements(&composed.identity_policy));
-    let resource_c = document(std::slice::from_ref(&composed.resource_statement));
-    let key_c = document(std::slice::from_ref(&composed.key_statement));
-    let share = Check {
-        principal: &grant.principal,
-        secret: &grant.secret,
-        key: &key,
-        version_stage: grant.version_stage.as_deref(),
-        identity_policy: &identity_c,
-        resource_policy: Some(&resource_c),
-        key_policy: &key_c,
-        now,
-    };
-    let granted = check(&share).decision;
-    assert_eq!(decide(&share), granted);
-    if !grant
-        .version_stage
-        .as_deref()
-        .is_some_and(|s| s.contains("${"))
-    {
-        assert_eq!(granted, "allow", "the composed documents grant {grant:?}");
+    if property == 1 {
+        // The composed documents alone allow every action of the grant.
+        let identity_c = document(&statements(&composed.identity_policy));
+        let resource_c = document(std::slice::from_ref(&composed.resource_statement));
+        let key_c = document(std::slice::from_ref(&composed.key_statement));
+        for action in &grant.actions {
+            let share = Check {
+                principal: &grant.principal,
+                secret: &grant.secret,
+                key: &key,
+                version_stage: grant.version_stage.as_deref(),
+                identity_policy: &identity_c,
+                resource_policy: Some(&resource_c),
+                key_policy: &key_c,
+                now,
+                action: action.as_str(),
+                guardrails: &Guardrails::NONE,
+            };
+            let granted = check(&share).decision;
+            assert_eq!(decide(&share), granted);
+            let same_partition = grant.principal.partition() == grant.secret.partition()
+                && key.partition() == grant.secret.partition();
+            if !same_partition {
+                // Partitions are isolated: nothing crosses them.
+                assert_eq!(granted, "deny", "a grant across partitions {grant:?}");
+                continue;
+            }
+            if action.as_str() == GET_SECRET_VALUE
+                && !grant
+                    .version_stage
+                    .as_deref()
+                    .is_some_and(|s| s.contains("${"))
+            {
+                assert_eq!(granted, "allow", "the composed documents grant {grant:?}");
+            }
+            if action.as_str() == GET_SECRET_VALUE {
+                principal_properties(&grant.principal, &share);
+            }
+        }
+        return;
     }
-    principal_properties(&grant.principal, &share);
 
     // The fuzzed documents, with or without the share's statements.
     let specs = |v: &[StatementSpec]| -> Vec<Value> {
-        v.iter().take(20).map(|s| s.to_value(None)).collect()
+        v.iter().take(8).map(|s| s.to_value(None)).collect()
     };
     let mut identity = specs(&input.identity);
     let mut resource = input.resource.as_deref().map(specs);
@@ -350,13 +433,44 @@ fuzz_target!(|input: Input| {
         Some(document(&identity)),
         resource.as_deref().map(document),
         Some(document(&key_policy)),
+        input.scp.as_deref().map(|v| document(&specs(v))),
     ];
+
+    if property == 3 {
+        // Per-policy properties, against the free-standing request, on one of the documents.
+        let deny = input.extra.to_value(Some("Deny"));
+        let allow = input.extra.to_value(Some("Allow"));
+        let mut keys: Vec<String> = [&input.identity, &input.key]
+            .into_iter()
+            .chain(input.resource.as_ref())
+            .flatten()
+            .chain(std::iter::once(&input.extra))
+            .flat_map(StatementSpec::condition_keys)
+            .collect();
+        keys.extend(CONDITION_KEYS.iter().map(|k| (*k).to_owned()));
+        if let Some(doc) = docs[input.layer as usize % 3].as_ref() {
+            policy_properties(doc, &keys, &deny, &allow, &input.request);
+        }
+        return;
+    }
+
+    // property == 2: a Deny added anywhere (a layer or the SCP) never turns deny or unknown into
+    // allow; an Allow added never revokes an allowed cross-account read.
     let stage = match &input.stage {
         Stage::Granted => grant.version_stage.clone(),
         Stage::NotPassed => None,
         Stage::Passed(p) => Some(p.get(STAGES).into_owned()),
     };
-    let run = |docs: &[Option<PolicyDocument>; 3]| {
+    let action = if input.describe {
+        "secretsmanager:DescribeSecret"
+    } else {
+        GET_SECRET_VALUE
+    };
+    let run = |docs: &[Option<PolicyDocument>; 4]| {
+        let guardrails = Guardrails {
+            service_control_policies: docs[3].clone().map(|d| vec![d]),
+            ..Guardrails::default()
+        };
         let c = Check {
             principal: &grant.principal,
             secret: &grant.secret,
@@ -366,23 +480,33 @@ fuzz_target!(|input: Input| {
             resource_policy: docs[1].as_ref(),
             key_policy: docs[2].as_ref().expect("key"),
             now,
+            action,
+            guardrails: &guardrails,
         };
         let full = check(&c);
         let fast = decide(&c);
         assert_eq!(full.decision, fast, "check and decide agree");
-        assert_eq!(full.layers.len(), 2);
+        assert_eq!(full.layers.len(), if input.describe { 1 } else { 2 });
         fast
     };
     let before = run(&docs);
 
     let deny = input.extra.to_value(Some("Deny"));
     let allow = input.extra.to_value(Some("Allow"));
-    let layer = input.layer as usize % 3;
+    let layer = input.layer as usize % 4;
     let added = |extra: &Value| {
         let mut d = docs.clone();
+        let mut extra = extra.clone();
+        if layer == 0 || layer == 3 {
+            // Identity policies and SCPs have no Principal.
+            if let Some(m) = extra.as_object_mut() {
+                m.remove("Principal");
+                m.remove("NotPrincipal");
+            }
+        }
         d[layer] = Some(match &d[layer] {
-            Some(doc) => with(doc, extra),
-            None => document(std::slice::from_ref(extra)),
+            Some(doc) => with(doc, &extra),
+            None => document(std::slice::from_ref(&extra)),
         });
         d
     };
@@ -399,18 +523,5 @@ fuzz_target!(|input: Input| {
     {
         let after = run(&added(&allow));
         assert_eq!(after, "allow", "an Allow revoked a cross-account read");
-    }
-
-    // Per-policy properties, against the free-standing request.
-    let mut keys: Vec<String> = [&input.identity, &input.key]
-        .into_iter()
-        .chain(input.resource.as_ref())
-        .flatten()
-        .chain(std::iter::once(&input.extra))
-        .flat_map(StatementSpec::condition_keys)
-        .collect();
-    keys.extend(CONDITION_KEYS.iter().map(|k| (*k).to_owned()));
-    for doc in docs.iter().flatten() {
-        policy_properties(doc, &keys, &deny, &allow, &input.request);
     }
 });

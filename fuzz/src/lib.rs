@@ -107,6 +107,10 @@ pub const PRINCIPAL_VALUES: &[&str] = &[
     "arn:aws:iam::444455556666:role/*",
     "arn:aws-cn:iam::444455556666:root",
     "arn:aws:iam::444455556666:role/team/svc/app",
+    "arn:aws:sts::444455556666:assumed-role/app/nightly",
+    "arn:aws:sts::444455556666:assumed-role/other/session",
+    "arn:aws-us-gov:iam::444455556666:user/ci/deployer",
+    "arn:aws-cn:iam::444455556666:role/app-reader",
 ];
 
 /// Principal types.
@@ -141,6 +145,11 @@ pub const RESOURCES: &[&str] = &[
     "arn:aws:kms:*:111122223333:key/*",
     "arn:aws:secretsmanager:*:*:secret:*",
     "arn:aws:secretsmanager:us-east-1:111122223333:secret:${aws:username}-*",
+    "arn:aws:secretsmanager:us-east-1:111122223333:sec*",
+    "arn:aws:secretsmanager:us*1:111122223333:secret:prod/*",
+    "arn:aws:*:111122223333:secret:*",
+    "arn:aws:secretsmanager:us-east-1?111122223333:secret:*",
+    "arn:aws-cn:secretsmanager:*",
 ];
 
 /// Condition keys.
@@ -215,6 +224,12 @@ pub const VALUES: &[&str] = &[
     "2026-11-29T12:00:00Z",
     "2027-01-01",
     "1795000000",
+    "2026",
+    "2026-06",
+    "2026-11-29T12:00Z",
+    "2026-11-29T13:00:00.5+01:00",
+    "2026-11-29T12:00",
+    "1.7e9",
     "10.5",
     "-3",
     "o-123",

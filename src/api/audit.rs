@@ -12,8 +12,8 @@ use super::problem::Problem;
 use super::{decode_cursor, encode_cursor, page_limit};
 use crate::app::App;
 use crate::domain::{Caller, Role};
-use crate::error::Result;
-use crate::store::audit::{self, AuditEvent, Verification};
+use crate::error::{Error, Result};
+use crate::store::audit::{self, Anchor, AuditEvent, Verification};
 
 /// A page of audit events in chain order (oldest first).
 #[derive(Debug, Serialize, ToSchema)]
@@ -76,19 +76,76 @@ pub async fn list(
     Ok(Json(AuditPage { items, next_cursor }))
 }
 
-/// Walk the whole hash chain and report the first broken row.
+/// Query of `GET /v1/audit/verify`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyQuery {
+    /// A head kept earlier (`head_seq` of a verification, or `seq` of an `audit.anchor` event): the
+    /// chain must still reach this row. Give with `head_hash`.
+    #[param(minimum = 1)]
+    pub head_seq: Option<i64>,
+    /// That row's hash (64 hex digits).
+    #[param(min_length = 64, max_length = 64, pattern = "^[0-9a-fA-F]{64}$")]
+    pub head_hash: Option<String>,
+}
+
+impl VerifyQuery {
+    /// The anchor to check against, or a 422 naming the field.
+    pub fn anchor(&self) -> Result<Option<Anchor>> {
+        match (self.head_seq, self.head_hash.as_deref()) {
+            (None, None) => Ok(None),
+            (Some(seq), Some(hash)) => {
+                if seq < 1 {
+                    return Err(Error::field("head_seq", "must be 1 or more".to_owned()));
+                }
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(Error::field(
+                        "head_hash",
+                        "must be 64 hex digits (the hash of the anchored row)".to_owned(),
+                    ));
+                }
+                Ok(Some(Anchor {
+                    seq,
+                    hash: hash.to_ascii_lowercase(),
+                }))
+            }
+            (Some(_), None) => Err(Error::field(
+                "head_hash",
+                "is required with head_seq (give both, from a kept anchor)".to_owned(),
+            )),
+            (None, Some(_)) => Err(Error::field(
+                "head_seq",
+                "is required with head_hash (give both, from a kept anchor)".to_owned(),
+            )),
+        }
+    }
+}
+
+/// Walk the whole hash chain and report the first broken row; with a kept head, also rows removed from
+/// the end.
 #[utoipa::path(
     get, path = "/v1/audit/verify", tag = "audit",
+    params(VerifyQuery),
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The verification (ok is false when broken)", body = Verification),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs auditor or admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad head_seq or head_hash", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn verify(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<Verification>> {
+pub async fn verify(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Query(q): Query<VerifyQuery>,
+) -> Result<Json<Verification>> {
     caller.require(&[Role::Auditor, Role::Admin])?;
-    let v = app.store.read(audit::verify).await?;
+    let anchor = q.anchor()?;
+    let v = app
+        .store
+        .read(move |c| audit::verify_against(c, anchor.as_ref()))
+        .await?;
     if !v.ok {
         tracing::error!(first_broken_seq = ?v.first_broken_seq, reason = ?v.reason, "audit chain is broken");
     }

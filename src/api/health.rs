@@ -44,11 +44,20 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Health>> {
     }))
 }
 
-/// Prometheus metrics (OpenMetrics text).
+/// Prometheus metrics (OpenMetrics text); needs a token with the auditor or admin role.
 #[utoipa::path(get, path = "/metrics", tag = "health",
-    responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String)))]
-pub async fn metrics(State(app): State<Arc<App>>) -> Result<axum::response::Response> {
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs auditor or admin", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn metrics(
+    State(app): State<Arc<App>>,
+    caller: crate::domain::Caller,
+) -> Result<axum::response::Response> {
     use axum::response::IntoResponse;
+    caller.require(&[crate::domain::Role::Auditor, crate::domain::Role::Admin])?;
     let m = crate::metrics::metrics();
     let (counts, audit_len) = app
         .store

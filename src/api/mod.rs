@@ -230,6 +230,9 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
         .layer(
             ServiceBuilder::new()
+                // A caller's X-Request-Id is kept only when plain; otherwise one is generated, so the
+                // log span and the audit row carry the same, harmless value.
+                .layer(axum::middleware::map_request(plain_request_id))
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
@@ -263,6 +266,32 @@ pub fn router(app: Arc<App>) -> Router {
                     timeout,
                 )),
         )
+}
+
+/// Longest `X-Request-Id` kept from a caller.
+pub const MAX_REQUEST_ID: usize = 64;
+
+/// Whether a caller's request id is kept: 1 to [`MAX_REQUEST_ID`] letters, digits, `-`, `_` and `.`.
+pub fn is_plain_request_id(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.len() <= MAX_REQUEST_ID
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Drops a caller's `X-Request-Id` that is not plain (or is sent more than once), so that the next
+/// layer generates one in its place.
+async fn plain_request_id(mut req: axum::extract::Request) -> axum::extract::Request {
+    let mut given = req.headers().get_all("x-request-id").iter();
+    let keep = match (given.next(), given.next()) {
+        (None, _) => true,
+        (Some(v), None) => is_plain_request_id(v.as_bytes()),
+        (Some(_), Some(_)) => false,
+    };
+    if !keep {
+        req.headers_mut().remove("x-request-id");
+    }
+    req
 }
 
 /// A method as metrics and the audit log name it: standard methods by name, anything else (a client may
@@ -332,6 +361,39 @@ fn on_response<B>(resp: &Response<B>, latency: Duration, _span: &Span) {
         latency_ms = latency.as_secs_f64() * 1000.0,
         "access"
     );
+}
+
+/// The name a refusal is audited under: the caller's canonical name, or `anonymous`.
+pub fn actor_of(auth: &Result<crate::domain::Caller>) -> String {
+    auth.as_ref()
+        .map(|c| c.name.clone())
+        .unwrap_or_else(|_| "anonymous".into())
+}
+
+/// Runs a mutation of a share, token or principal and audits its refusal: a 403 or 409 outcome is
+/// recorded as `<resource>.refused` with the attempted action and its target, coalesced per caller
+/// ([`crate::refusals`]). A 401 is audited as `auth.failed` by the extractor, not here. If the row
+/// cannot be written the answer is 503.
+pub async fn guarded<T>(
+    app: &App,
+    rid: &extract::RequestId,
+    actor: String,
+    resource: crate::workflow::Resource,
+    target: Option<String>,
+    attempted: &str,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let res = fut.await;
+    if let Err(err) = &res
+        && matches!(err.status(), 403 | 409)
+    {
+        let origin = crate::workflow::Origin {
+            actor,
+            request_id: rid.0.clone(),
+        };
+        crate::workflow::record_refusal(app, origin, resource, target, attempted, err).await?;
+    }
+    res
 }
 
 /// Page size bounds for every list endpoint.

@@ -91,10 +91,32 @@ pub fn parse_principal(field: &str, value: &str) -> std::result::Result<Principa
 pub async fn create(
     State(app): State<Arc<App>>,
     rid: RequestId,
-    Auth(caller): Auth,
+    Auth(auth): Auth,
     Body(body): Body<CreatePrincipal>,
 ) -> Result<Response> {
-    let caller = caller?;
+    let target = body
+        .as_ref()
+        .ok()
+        .map(|b| b.arn.chars().take(256).collect::<String>());
+    super::guarded(
+        &app,
+        &rid,
+        super::actor_of(&auth),
+        workflow::Resource::Principal,
+        target,
+        "register",
+        create_inner(&app, &rid, auth, body),
+    )
+    .await
+}
+
+async fn create_inner(
+    app: &App,
+    rid: &RequestId,
+    auth: Result<Caller>,
+    body: Result<CreatePrincipal>,
+) -> Result<Response> {
+    let caller = auth?;
     caller.require(&[Role::Requester, Role::Admin])?;
     let body = body?;
     let mut errors = Vec::new();
@@ -106,8 +128,13 @@ pub async fn create(
     }
     invalid_if_any(errors)?;
     let arn = arn.ok_or_else(|| Error::Internal("arn parsed without error but missing".into()))?;
-    let p = workflow::register_principal(&app, Origin::of(&caller, rid.0), arn, body.description)
-        .await?;
+    let p = workflow::register_principal(
+        app,
+        Origin::of(&caller, rid.0.clone()),
+        arn,
+        body.description,
+    )
+    .await?;
     let location = format!("/v1/principals/{}", p.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(p)).into_response())
 }

@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::extract::{Auth, Body, OptionalBody, Query, RequestId};
 use super::principals::{parse_principal, truncate};
 use super::problem::Problem;
-use super::{check_len, check_text, decode_cursor, invalid_if_any, page_limit, paginate};
+use super::{actor_of, check_len, check_text, decode_cursor, invalid_if_any, page_limit, paginate};
 use crate::app::App;
 use crate::domain::{Caller, Role, ShareAction, ShareStatus, fmt_time};
 use crate::error::{Error, FieldError, Result};
@@ -163,7 +163,8 @@ pub struct ShareQuery {
 }
 
 /// Runs a share mutation and audits its refusal: a 403 or 409 outcome is recorded as
-/// `share.refused` with the attempted action. If that row cannot be written the answer is 503.
+/// `share.refused` with the attempted action and the canonical share id. If that row cannot be
+/// written the answer is 503.
 async fn guarded<T>(
     app: &App,
     rid: &RequestId,
@@ -172,21 +173,30 @@ async fn guarded<T>(
     attempted: &str,
     fut: impl Future<Output = Result<T>>,
 ) -> Result<T> {
-    let res = fut.await;
-    // A 401 is audited as auth.failed by the extractor (coalesced per address), not here.
-    if let Err(err) = &res
-        && matches!(err.status(), 403 | 409)
-    {
-        let origin = Origin {
-            actor,
-            request_id: rid.0.clone(),
-        };
-        let share_id = share_id
-            .filter(|s| uuid::Uuid::parse_str(s).is_ok())
-            .map(str::to_owned);
-        workflow::record_refusal(app, origin, share_id, attempted, err).await?;
-    }
-    res
+    let share_id = share_id.and_then(canonical_uuid);
+    super::guarded(
+        app,
+        rid,
+        actor,
+        workflow::Resource::Share,
+        share_id,
+        attempted,
+        fut,
+    )
+    .await
+}
+
+/// The canonical form of a UUID typed in any of the forms a UUID parser accepts (upper case, without
+/// dashes, in braces, `urn:uuid:`), or `None` when it is not a UUID.
+pub fn canonical_uuid(id: &str) -> Option<String> {
+    uuid::Uuid::parse_str(id)
+        .ok()
+        .map(|u| u.hyphenated().to_string())
+}
+
+/// A share id from a path: its canonical form when it is a UUID, else as typed (to be answered 404).
+fn share_path_id(id: String) -> String {
+    canonical_uuid(&id).unwrap_or(id)
 }
 
 fn validate(app: &App, body: CreateShare) -> Result<NewShare> {
@@ -448,13 +458,6 @@ pub async fn create(
     .await
 }
 
-/// The name a refusal is audited under.
-fn actor_of(auth: &Result<Caller>) -> String {
-    auth.as_ref()
-        .map(|c| c.name.clone())
-        .unwrap_or_else(|_| "anonymous".into())
-}
-
 /// List shares, newest first, with filters.
 #[utoipa::path(
     get, path = "/v1/shares", tag = "shares",
@@ -545,6 +548,7 @@ pub async fn get(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Share>> {
+    let id = share_path_id(id);
     let id2 = id.clone();
     app.store
         .read_quick(move |c| rows::share_by_id(c, &id2))
@@ -576,6 +580,7 @@ pub async fn approve(
     Path(id): Path<String>,
     OptionalBody(body): OptionalBody<ApproveShare>,
 ) -> Result<Json<Share>> {
+    let id = share_path_id(id);
     guarded(&app, &rid, actor_of(&auth), Some(&id), "approve", async {
         let caller = auth?;
         caller.require(&[Role::Approver, Role::Admin])?;
@@ -586,8 +591,15 @@ pub async fn approve(
         }
         invalid_if_any(errors)?;
         let origin = Origin::of(&caller, rid.0.clone());
-        let share =
-            workflow::decide(&app, origin, id.clone(), Decision::Approve, body.comment).await?;
+        let share = workflow::decide(
+            &app,
+            &caller,
+            origin,
+            id.clone(),
+            Decision::Approve,
+            body.comment,
+        )
+        .await?;
         if share.status == ShareStatus::Approved {
             app.applier.kick(&share.secret_arn);
         }
@@ -618,6 +630,7 @@ pub async fn reject(
     Path(id): Path<String>,
     Body(body): Body<RejectShare>,
 ) -> Result<Json<Share>> {
+    let id = share_path_id(id);
     guarded(&app, &rid, actor_of(&auth), Some(&id), "reject", async {
         let caller = auth?;
         caller.require(&[Role::Approver, Role::Admin])?;
@@ -628,6 +641,7 @@ pub async fn reject(
         let origin = Origin::of(&caller, rid.0.clone());
         workflow::decide(
             &app,
+            &caller,
             origin,
             id.clone(),
             Decision::Reject,
@@ -658,6 +672,7 @@ pub async fn cancel(
     Auth(auth): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<Share>> {
+    let id = share_path_id(id);
     guarded(&app, &rid, actor_of(&auth), Some(&id), "cancel", async {
         let caller = auth?;
         caller.require(&[Role::Requester, Role::Admin])?;
@@ -710,6 +725,7 @@ pub async fn revoke(
     Path(id): Path<String>,
     Body(body): Body<RevokeShare>,
 ) -> Result<Json<Share>> {
+    let id = share_path_id(id);
     guarded(&app, &rid, actor_of(&auth), Some(&id), "revoke", async {
         let caller = auth?;
         caller.require(&[Role::Requester, Role::Approver, Role::Admin])?;
@@ -745,6 +761,7 @@ pub async fn retry(
     Auth(auth): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<Share>> {
+    let id = share_path_id(id);
     guarded(&app, &rid, actor_of(&auth), Some(&id), "retry", async {
         let caller = auth?;
         caller.require(&[Role::Admin])?;
@@ -782,6 +799,7 @@ pub async fn plan(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<crate::aws::saga::LivePlan>> {
+    let id = share_path_id(id);
     let share = share_or_404(&app, &id).await?;
     Ok(Json(
         app.applier
@@ -822,6 +840,7 @@ pub async fn consumer(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ConsumerInstructions>> {
+    let id = share_path_id(id);
     use crate::policy::arn::KmsKeyArn;
     use crate::policy::compose::{compose, consumer_cli};
     let share = share_or_404(&app, &id).await?;
@@ -885,6 +904,7 @@ pub async fn repair(
     Auth(auth): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<Share>> {
+    let id = share_path_id(id);
     guarded(&app, &rid, actor_of(&auth), Some(&id), "repair", async {
         let caller = auth?;
         caller.require(&[Role::Admin])?;

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::extract::{Body, RequestId};
+use super::extract::{Auth, Body, RequestId};
 use super::principals::truncate;
 use super::problem::Problem;
 use crate::app::App;
@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::store::audit::{self, NewEvent};
 use crate::store::rows::{self, TokenInfo};
 use crate::tokens;
+use crate::workflow::Resource;
 
 /// Body of `POST /v1/tokens`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -42,6 +43,12 @@ pub struct CreateToken {
         example = "90d"
     )]
     pub expires_in: Option<String>,
+    /// Set to `true` to create a token for a name that already has active tokens held by someone
+    /// else than the caller: it says the new token is for that same person (the audit row records
+    /// it). Without it, such a name is refused (409): every token of one name is one person for
+    /// approvals, so minting tokens under others' names would let one person vote as several.
+    #[serde(default)]
+    pub same_person: bool,
 }
 
 /// A new token: the only time its text is shown.
@@ -70,14 +77,39 @@ pub struct TokenList {
         (status = 201, description = "Created; the token text is in this answer only", body = CreatedToken),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The name belongs to someone else's active tokens: send same_person true if it is the same person", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid name or lifetime", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create(
     State(app): State<Arc<App>>,
-    caller: Caller,
+    rid: RequestId,
+    Auth(auth): Auth,
     Body(body): Body<CreateToken>,
 ) -> Result<Response> {
+    let target = body
+        .as_ref()
+        .ok()
+        .map(|b| format!("{} ({})", truncate(&b.name), b.role));
+    super::guarded(
+        &app,
+        &rid,
+        super::actor_of(&auth),
+        Resource::Token,
+        target,
+        "create",
+        create_inner(&app, &rid, auth, body),
+    )
+    .await
+}
+
+async fn create_inner(
+    app: &App,
+    rid: &RequestId,
+    auth: Result<Caller>,
+    body: Result<CreateToken>,
+) -> Result<Response> {
+    let caller = auth?;
     caller.require(&[Role::Admin])?;
     let body = body?;
     let now_t = app.clock.now();
@@ -99,13 +131,17 @@ pub async fn create(
         }
     };
     let now = fmt_time(now_t);
-    let token = tokens::create_with_expiry(
+    let token = tokens::issue(
         &app.store,
         &now,
         &caller.name,
-        &body.name,
-        body.role,
-        expires_at,
+        tokens::NewToken {
+            name: body.name,
+            role: body.role,
+            expires_at,
+            same_person: Some(body.same_person),
+            request_id: rid.0.clone(),
+        },
     )
     .await?;
     let id = token.split('_').nth(1).unwrap_or_default().to_owned();
@@ -127,10 +163,25 @@ pub async fn create(
         (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<TokenList>> {
-    caller.require(&[Role::Admin])?;
-    let items = app.store.read(rows::list_tokens).await?;
-    Ok(Json(TokenList { items }))
+pub async fn list(
+    State(app): State<Arc<App>>,
+    rid: RequestId,
+    Auth(auth): Auth,
+) -> Result<Json<TokenList>> {
+    super::guarded(
+        &app,
+        &rid,
+        super::actor_of(&auth),
+        Resource::Token,
+        None,
+        "list",
+        async {
+            auth?.require(&[Role::Admin])?;
+            let items = app.store.read(rows::list_tokens).await?;
+            Ok(Json(TokenList { items }))
+        },
+    )
+    .await
 }
 
 /// Revoke a token (admin): it is refused from the next request on.
@@ -143,21 +194,74 @@ pub async fn list(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<To
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such token, or already revoked", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The last admin credential: create another admin token first", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn revoke(
     State(app): State<Arc<App>>,
     rid: RequestId,
-    caller: Caller,
+    Auth(auth): Auth,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
+    let target = Some(truncate(&id));
+    super::guarded(
+        &app,
+        &rid,
+        super::actor_of(&auth),
+        Resource::Token,
+        target,
+        "revoke",
+        revoke_inner(&app, &rid, auth, id),
+    )
+    .await
+}
+
+async fn revoke_inner(
+    app: &App,
+    rid: &RequestId,
+    auth: Result<Caller>,
+    id: String,
+) -> Result<StatusCode> {
+    let caller = auth?;
     caller.require(&[Role::Admin])?;
     let now = fmt_time(app.clock.now());
     let actor = caller.name.clone();
     let shown = truncate(&id);
+    let oidc_admin = app.oidc_maps_admin();
+    let request_id = rid.0.clone();
     let revoked = app
         .store
         .write(move |c| {
+            let Some(token) = rows::token_info(c, &id)? else {
+                return Ok(false);
+            };
+            let active = token.revoked_at.is_none()
+                && token.expires_at.as_deref().is_none_or(|e| e > now.as_str());
+            if token.role == Role::Admin && active && !oidc_admin {
+                let until = token.expires_at.as_deref();
+                if rows::admin_tokens_lasting(c, &id, until, &now)? == 0 {
+                    return Err(Error::Conflict {
+                        detail: format!(
+                            "token {id} ({}) is the last admin credential {}: revoking it could leave \
+                             the broker without an admin, and no OIDC role maps to admin. Create \
+                             another admin token {} first (POST /v1/tokens), then revoke this one",
+                            token.name,
+                            if until.is_some() {
+                                "that lasts this long"
+                            } else {
+                                "that never expires"
+                            },
+                            if until.is_some() {
+                                "expiring no earlier than this one"
+                            } else {
+                                "without expires_in"
+                            },
+                        ),
+                        current_status: None,
+                        existing_id: None,
+                    });
+                }
+            }
             if !rows::revoke_token(c, &id, &now)? {
                 return Ok(false);
             }
@@ -168,8 +272,8 @@ pub async fn revoke(
                     actor: &actor,
                     action: "token.revoked",
                     share_id: None,
-                    request_id: rid.0.as_deref(),
-                    details: serde_json::json!({"token_id": id}),
+                    request_id: request_id.as_deref(),
+                    details: serde_json::json!({"token_id": id, "name": token.name, "role": token.role}),
                 },
             )?;
             Ok(true)

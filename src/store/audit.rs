@@ -1,10 +1,18 @@
 //! The audit log: append-only (triggers refuse UPDATE and DELETE) and hash-chained.
 //!
-//! `hash = SHA-256(prev_hash || encode(row))` where `encode` writes, for each of seq, at, actor, action,
-//! share_id, request_id and details, a presence byte (for the optional ones) and the field's length
-//! (u64, big endian) followed by its UTF-8 bytes. The first row's `prev_hash` is 64 zeros. `details` is
-//! hashed exactly as stored (compact JSON), so any edit to any column of any row breaks the chain at
-//! that row, and deleting a row leaves a gap in `seq` that [`verify`] reports.
+//! A row's hash is the lowercase hex of SHA-256 over, in this order:
+//! 1. the version line `secret-broker audit v1\n` (23 bytes, no length prefix);
+//! 2. `prev_hash`, `seq` (as decimal text), `at`, `actor` and `action`, each as its length in bytes (u64,
+//!    big endian) followed by its UTF-8 bytes;
+//! 3. `share_id` and `request_id`, each as one presence byte (`0` absent, then nothing; `1` present, then
+//!    length and bytes as above);
+//! 4. `details`, length-prefixed, exactly as stored (compact JSON).
+//!
+//! The first row's `prev_hash` is 64 zeros. Any edit to any column of any row breaks the chain at that
+//! row, and deleting a row leaves a gap in `seq` that [`verify`] reports. Deleting the *newest* rows
+//! leaves a valid but shorter chain: only a copy of the head kept elsewhere finds that, so the broker
+//! emits the head (an [`Anchor`]) to its log and webhook, and [`verify_against`] checks the chain still
+//! reaches an anchor it is given.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -192,14 +200,44 @@ pub fn list(
     Ok(rows)
 }
 
+/// The chain's head at one moment: its last row's sequence number and hash. A copy kept outside the
+/// database lets [`verify_against`] find rows removed from the end of the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Anchor {
+    /// The last row's sequence number.
+    pub seq: i64,
+    /// The last row's hash.
+    pub hash: String,
+}
+
+/// The current head of the chain, if the chain has any row.
+pub fn head(conn: &Connection) -> Result<Option<Anchor>> {
+    Ok(conn
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| {
+                Ok(Anchor {
+                    seq: r.get(0)?,
+                    hash: r.get(1)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
 /// The outcome of walking the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Verification {
-    /// True when every row links to its predecessor and hashes to its stored hash.
+    /// True when every row links to its predecessor and hashes to its stored hash (and, when an anchor
+    /// was given, the chain still holds it).
     pub ok: bool,
     /// Rows checked.
     pub rows: i64,
-    /// The last row's hash (the chain head), when there is one. Keep it elsewhere to detect truncation.
+    /// The last row's sequence number, when there is one.
+    pub head_seq: Option<i64>,
+    /// The last row's hash (the chain head), when there is one. Keep it elsewhere with `head_seq` and
+    /// pass both back to detect truncation.
     pub head: Option<String>,
     /// The first broken sequence number, when the chain is broken.
     pub first_broken_seq: Option<i64>,
@@ -209,6 +247,35 @@ pub struct Verification {
 
 /// Walks the whole chain and reports the first broken row.
 pub fn verify(conn: &Connection) -> Result<Verification> {
+    verify_against(conn, None)
+}
+
+/// Walks the whole chain and reports the first broken row; with `anchor`, also that the chain still
+/// reaches the anchored row with the anchored hash (rows removed from the end are found this way).
+pub fn verify_against(conn: &Connection, anchor: Option<&Anchor>) -> Result<Verification> {
+    let v = walk(conn, anchor)?;
+    let Some(a) = anchor else { return Ok(v) };
+    if !v.ok {
+        return Ok(v);
+    }
+    let rows = v.rows;
+    if rows < a.seq {
+        return Ok(Verification {
+            ok: false,
+            first_broken_seq: Some(rows + 1),
+            reason: Some(format!(
+                "the chain ends at row {rows} but the anchored head is row {}: rows {} to {} were removed",
+                a.seq,
+                rows + 1,
+                a.seq
+            )),
+            ..v
+        });
+    }
+    Ok(v)
+}
+
+fn walk(conn: &Connection, anchor: Option<&Anchor>) -> Result<Verification> {
     let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"))?;
     let mut rows = stmt.query([])?;
     let mut prev = GENESIS.to_owned();
@@ -217,6 +284,7 @@ pub fn verify(conn: &Connection) -> Result<Verification> {
     let broken = |seq: i64, count: i64, reason: String| Verification {
         ok: false,
         rows: count,
+        head_seq: None,
         head: None,
         first_broken_seq: Some(seq),
         reason: Some(reason),
@@ -266,12 +334,25 @@ pub fn verify(conn: &Connection) -> Result<Verification> {
                 "the row's content does not match its hash (edited after it was written)".into(),
             ));
         }
+        if let Some(a) = anchor
+            && a.seq == seq
+            && !a.hash.eq_ignore_ascii_case(&h)
+        {
+            return Ok(broken(
+                seq,
+                count,
+                format!(
+                    "row {seq} does not have the anchored hash: the chain was rewritten from row {seq} or earlier"
+                ),
+            ));
+        }
         prev = h;
         expected_seq += 1;
     }
     Ok(Verification {
         ok: true,
         rows: count,
+        head_seq: (count > 0).then_some(count),
         head: (count > 0).then_some(prev),
         first_broken_seq: None,
         reason: None,

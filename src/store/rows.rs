@@ -24,6 +24,8 @@ pub struct TokenRow {
     pub revoked_at: Option<String>,
     /// When it stops working, if ever.
     pub expires_at: Option<String>,
+    /// Canonical name of whoever created it (`cli` for the command line); `None` when unknown.
+    pub created_by: Option<String>,
 }
 
 /// A token as an admin sees it: never its secret or hash.
@@ -41,9 +43,12 @@ pub struct TokenInfo {
     pub expires_at: Option<String>,
     /// When it was revoked, if it was.
     pub revoked_at: Option<String>,
+    /// Who created it (`cli` for the command line); absent when unknown. A token cannot approve a
+    /// share requested by whoever created it, directly or through tokens they created.
+    pub created_by: Option<String>,
 }
 
-const TOKEN_INFO_COLUMNS: &str = "id, name, role, created_at, expires_at, revoked_at";
+const TOKEN_INFO_COLUMNS: &str = "id, name, role, created_at, expires_at, revoked_at, created_by";
 
 fn token_info_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
     let role: String = r.get(2)?;
@@ -56,6 +61,7 @@ fn token_info_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
         created_at: r.get(3)?,
         expires_at: r.get(4)?,
         revoked_at: r.get(5)?,
+        created_by: r.get(6)?,
     })
 }
 
@@ -89,7 +95,7 @@ pub fn revoke_token(conn: &Connection, id: &str, now: &str) -> Result<bool> {
 /// Inserts a token.
 pub fn insert_token(conn: &Connection, t: &TokenRow, created_at: &str) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO tokens (id, name, role, secret_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO tokens (id, name, role, secret_hash, created_at, expires_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         t.id,
@@ -97,15 +103,64 @@ pub fn insert_token(conn: &Connection, t: &TokenRow, created_at: &str) -> Result
         t.role.as_str(),
         t.secret_hash,
         created_at,
-        t.expires_at
+        t.expires_at,
+        t.created_by
     ])?;
     Ok(())
+}
+
+/// Ids of the active tokens (neither revoked nor expired at `now`) carrying the canonical `name`.
+pub fn active_tokens_named(conn: &Connection, name: &str, now: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM tokens WHERE name = ?1 AND revoked_at IS NULL
+         AND (expires_at IS NULL OR expires_at > ?2) ORDER BY created_at, id",
+    )?;
+    let ids = stmt
+        .query_map(params![name, now], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ids)
+}
+
+/// Everyone who issued the token `id`, directly or through tokens issued to them, and so on up to the
+/// command line: the canonical names of its creator, of the creators of every token carrying that
+/// name, and so on. Empty for an unknown token or one whose creator is unknown.
+pub fn token_issuers(conn: &Connection, id: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "WITH RECURSIVE issuers (name) AS (
+             SELECT created_by FROM tokens WHERE id = ?1 AND created_by IS NOT NULL
+             UNION
+             SELECT t.created_by FROM tokens t JOIN issuers i ON t.name = i.name
+             WHERE t.created_by IS NOT NULL
+         )
+         SELECT name FROM issuers",
+    )?;
+    let names = stmt
+        .query_map([id], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(names)
+}
+
+/// Active admin tokens other than `except` that work at least as long as `until` (`None`: for ever),
+/// at time `now`.
+pub fn admin_tokens_lasting(
+    conn: &Connection,
+    except: &str,
+    until: Option<&str>,
+    now: &str,
+) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM tokens WHERE role = 'admin' AND id != ?1 AND revoked_at IS NULL
+             AND (expires_at IS NULL OR (expires_at > ?3 AND ?2 IS NOT NULL AND expires_at >= ?2))",
+        )?
+        .query_row(params![except, until, now], |r| r.get(0))?;
+    Ok(n as u64)
 }
 
 /// Looks a token up by its public id.
 pub fn token_by_id(conn: &Connection, id: &str) -> Result<Option<TokenRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, name, role, secret_hash, revoked_at, expires_at FROM tokens WHERE id = ?1",
+        "SELECT id, name, role, secret_hash, revoked_at, expires_at, created_by FROM tokens WHERE id = ?1",
     )?;
     let row = stmt
         .query_row([id], |r| {
@@ -116,19 +171,23 @@ pub fn token_by_id(conn: &Connection, id: &str) -> Result<Option<TokenRow>> {
                 r.get::<_, String>(3)?,
                 r.get::<_, Option<String>>(4)?,
                 r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<String>>(6)?,
             ))
         })
         .optional()?;
-    row.map(|(id, name, role, secret_hash, revoked_at, expires_at)| {
-        Ok(TokenRow {
-            id,
-            name,
-            role: role.parse().map_err(Error::Internal)?,
-            secret_hash,
-            revoked_at,
-            expires_at,
-        })
-    })
+    row.map(
+        |(id, name, role, secret_hash, revoked_at, expires_at, created_by)| {
+            Ok(TokenRow {
+                id,
+                name,
+                role: role.parse().map_err(Error::Internal)?,
+                secret_hash,
+                revoked_at,
+                expires_at,
+                created_by,
+            })
+        },
+    )
     .transpose()
 }
 
@@ -234,6 +293,11 @@ pub struct Approval {
     pub comment: Option<String>,
     /// When.
     pub at: String,
+    /// The credential that cast the vote: a broker token's id, or `oidc:<sub>` for a JWT (absent for
+    /// votes recorded before the broker kept it).
+    pub credential: Option<String>,
+    /// For a broker token, who created it (`cli` for the command line).
+    pub issued_by: Option<String>,
 }
 
 /// A share request and its state.
@@ -315,7 +379,7 @@ fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
 
 fn load_approvals(conn: &Connection, share: &mut Share) -> Result<()> {
     let mut stmt = conn.prepare_cached(
-        "SELECT approver, decision, comment, at FROM approvals WHERE share_id = ?1 ORDER BY at, rowid",
+        "SELECT approver, decision, comment, at, credential, issued_by FROM approvals WHERE share_id = ?1 ORDER BY at, rowid",
     )?;
     share.approvals = stmt
         .query_map([&share.id], |r| {
@@ -324,6 +388,8 @@ fn load_approvals(conn: &Connection, share: &mut Share) -> Result<()> {
                 decision: r.get(1)?,
                 comment: r.get(2)?,
                 at: r.get(3)?,
+                credential: r.get(4)?,
+                issued_by: r.get(5)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -430,7 +496,7 @@ fn load_approvals_for<'a>(
     }
     let marks = vec!["?"; shares.len()].join(",");
     let mut stmt = conn.prepare(&format!(
-        "SELECT share_id, approver, decision, comment, at FROM approvals WHERE share_id IN ({marks}) ORDER BY at, rowid"
+        "SELECT share_id, approver, decision, comment, at, credential, issued_by FROM approvals WHERE share_id IN ({marks}) ORDER BY at, rowid"
     ))?;
     let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
     let votes = stmt
@@ -442,6 +508,8 @@ fn load_approvals_for<'a>(
                     decision: r.get(2)?,
                     comment: r.get(3)?,
                     at: r.get(4)?,
+                    credential: r.get(5)?,
+                    issued_by: r.get(6)?,
                 },
             ))
         })?
@@ -541,17 +609,41 @@ pub fn set_share_outcome(
     Ok(())
 }
 
+/// One vote to record.
+#[derive(Debug, Clone, Copy)]
+pub struct NewVote<'a> {
+    /// The share.
+    pub share_id: &'a str,
+    /// The approver's canonical name.
+    pub approver: &'a str,
+    /// `approve` or `reject`.
+    pub decision: &'a str,
+    /// Their comment.
+    pub comment: Option<&'a str>,
+    /// The credential that cast it (token id or `oidc:<sub>`).
+    pub credential: &'a str,
+    /// Who created the broker token.
+    pub issued_by: Option<&'a str>,
+    /// When.
+    pub at: &'a str,
+}
+
 /// Records a vote; returns false if this approver already voted on this share.
-pub fn insert_vote(
-    conn: &Connection,
-    share_id: &str,
-    approver: &str,
-    decision: &str,
-    comment: Option<&str>,
-    at: &str,
-) -> Result<bool> {
-    let n = conn.prepare_cached("INSERT INTO approvals (share_id, approver, decision, comment, at) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (share_id, approver) DO NOTHING")?.execute(params![share_id, approver, decision, comment, at])?;
+pub fn insert_vote(conn: &Connection, v: &NewVote<'_>) -> Result<bool> {
+    let n = conn
+        .prepare_cached(
+            "INSERT INTO approvals (share_id, approver, decision, comment, at, credential, issued_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (share_id, approver) DO NOTHING",
+        )?
+        .execute(params![
+            v.share_id,
+            v.approver,
+            v.decision,
+            v.comment,
+            v.at,
+            v.credential,
+            v.issued_by
+        ])?;
     Ok(n == 1)
 }
 

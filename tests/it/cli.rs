@@ -303,6 +303,51 @@ fn audit_verify_exits_1_on_a_broken_chain() {
 }
 
 #[test]
+fn audit_verify_finds_a_cut_tail_given_the_head_from_audit_head() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a", "b", "c"] {
+        let out = broker(dir.path())
+            .args(["tokens", "create", "--name", name, "--role", "admin"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let out = broker(dir.path()).args(["audit", "head"]).output().unwrap();
+    assert!(out.status.success());
+    let head: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(head["seq"], 3);
+    let hash = head["hash"].as_str().unwrap().to_owned();
+    let verify = |extra: &[&str]| {
+        broker(dir.path())
+            .args(["audit", "verify"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        verify(&["--head-seq", "3", "--head-hash", &hash])
+            .status
+            .success()
+    );
+    let db = rusqlite::Connection::open(dir.path().join("secret-broker.db")).unwrap();
+    db.execute_batch("DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq = 3;")
+        .unwrap();
+    assert!(
+        verify(&[]).status.success(),
+        "without the head, a cut tail is not seen"
+    );
+    let out = verify(&["--head-seq", "3", "--head-hash", &hash]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("rows 3 to 3 were removed"), "{stderr}");
+    // Half an anchor, or a malformed hash, is a usage error.
+    assert_eq!(verify(&["--head-seq", "3"]).status.code(), Some(2));
+    let out = verify(&["--head-seq", "3", "--head-hash", "nothex"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("64 hex digits"));
+}
+
+#[test]
 fn readme_documents_every_setting() {
     let text = readme();
     let out = Command::new(BIN).arg("config").output().unwrap();

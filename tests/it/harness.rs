@@ -265,6 +265,12 @@ impl TestApp {
         self.raw(req).await
     }
 
+    /// `GET /metrics` as a Prometheus scraper holding an auditor token would.
+    pub async fn scrape_metrics(&self) -> Resp {
+        let token = self.token("metrics-scraper", Role::Auditor).await;
+        self.call(Method::GET, "/metrics", Some(&token), None).await
+    }
+
     /// A POST without a body (approve, cancel, retry, repair).
     pub async fn post_empty(&self, path: &str, token: &str) -> Resp {
         self.call(Method::POST, path, Some(token), None).await

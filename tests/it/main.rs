@@ -16,6 +16,7 @@ mod eval_edges;
 mod eval_props;
 mod eval_table;
 mod idempotency;
+mod identity;
 mod lifecycle;
 mod openapi;
 mod ops;

@@ -27,7 +27,7 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
 }
 
 async fn scrape(t: &TestApp) -> HashMap<String, f64> {
-    let r = t.call(Method::GET, "/metrics", None, None).await;
+    let r = t.scrape_metrics().await;
     assert_eq!(r.status, 200);
     assert!(
         r.headers["content-type"]

@@ -74,7 +74,7 @@ const ALLOWED: &[(&str, &str, Option<&[Role]>)] = &[
     ("get", "/v1/audit/verify", Some(&[Auditor, Admin])),
     ("get", "/healthz", None),
     ("get", "/readyz", None),
-    ("get", "/metrics", None),
+    ("get", "/metrics", Some(&[Auditor, Admin])),
 ];
 
 fn body_for(method: &str, path: &str, n: usize) -> Option<serde_json::Value> {
@@ -305,4 +305,180 @@ async fn a_token_with_a_wrong_secret_is_refused() {
     let secret = token.splitn(3, '_').nth(2).unwrap();
     assert!(!stored.contains(secret));
     assert_eq!(stored.len(), 64);
+}
+
+/// The identity cells of the matrix (issue 14): who may approve when a token was minted by the
+/// requester, when names differ only in case or width, and who may revoke the last admin credential.
+/// Each cell is (what, expected status, actual status).
+#[tokio::test]
+async fn identity_cells_hold() {
+    let jwks_dir = tempfile::tempdir().unwrap();
+    let t = TestApp::with(|c| c.approval_quorum.0 = 2);
+    let o = TestApp::with(|c| jwt::configure_file(c, jwks_dir.path()));
+    let now = o.app.clock.now().unix_timestamp();
+    let id_of = |tok: &str| tok.split('_').nth(1).unwrap().to_owned();
+    let minted = async |t: &TestApp, by: &str, name: &str, role: &str, same: bool| {
+        t.post(
+            "/v1/tokens",
+            by,
+            json!({"name": name, "role": role, "same_person": same}),
+        )
+        .await
+        .expect(201)
+        .body["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let approve = async |t: &TestApp, id: &str, tok: &str| {
+        t.post_empty(&format!("/v1/shares/{id}/approve"), tok)
+            .await
+            .status
+            .as_u16()
+    };
+    let mut cells: Vec<(&str, u16, u16)> = Vec::new();
+
+    // Tokens minted by the requester.
+    let root = t.token("root", Admin).await;
+    let bob = t.token("bob", Approver).await;
+    let alice = t.token("alice", Requester).await;
+    let by_root = t.request_share(&root).await;
+    let fresh = minted(&t, &root, "m-fresh", "approver", false).await;
+    cells.push((
+        "approver token the requester minted, fresh name",
+        403,
+        approve(&t, &by_root, &fresh).await,
+    ));
+    let as_bob = minted(&t, &root, "bob", "approver", true).await;
+    cells.push((
+        "approver token the requester minted, another's name",
+        403,
+        approve(&t, &by_root, &as_bob).await,
+    ));
+    let admin2 = minted(&t, &root, "m-admin2", "admin", false).await;
+    cells.push((
+        "admin token the requester minted",
+        403,
+        approve(&t, &by_root, &admin2).await,
+    ));
+    let laundered = minted(&t, &admin2, "m-laundered", "approver", false).await;
+    cells.push((
+        "approver token minted through a token the requester minted",
+        403,
+        approve(&t, &by_root, &laundered).await,
+    ));
+    let r = t
+        .post(
+            "/v1/tokens",
+            &root,
+            json!({"name": "BOB", "role": "approver"}),
+        )
+        .await;
+    cells.push((
+        "another's name without same_person (case variant)",
+        409,
+        r.status.as_u16(),
+    ));
+    cells.push((
+        "approver token issued by the command line",
+        200,
+        approve(&t, &by_root, &bob).await,
+    ));
+    let by_alice = t.request_share(&alice).await;
+    cells.push((
+        "approver token the requester's admin minted, other requester",
+        200,
+        approve(&t, &by_alice, &fresh).await,
+    ));
+
+    // Case variants.
+    let big_alice = t.token("ALICE", Approver).await;
+    let by_alice2 = t.request_share(&alice).await;
+    cells.push((
+        "requester's name in upper case",
+        403,
+        approve(&t, &by_alice2, &big_alice).await,
+    ));
+    let carol = t.token("carol", Approver).await;
+    let carol_cap = t.token("Carol", Approver).await;
+    cells.push(("first vote", 200, approve(&t, &by_alice2, &carol).await));
+    cells.push((
+        "second vote, same name in another case",
+        409,
+        approve(&t, &by_alice2, &carol_cap).await,
+    ));
+    for reserved in ["CLI", "Anonymous", "SYSTEM"] {
+        let r = t
+            .post(
+                "/v1/tokens",
+                &root,
+                json!({"name": reserved, "role": "auditor"}),
+            )
+            .await;
+        cells.push(("reserved name in another case", 422, r.status.as_u16()));
+    }
+    let dora = jwt::token(now, "Dora", &["requester"]);
+    let by_dora = o.request_share(&dora).await;
+    cells.push((
+        "JWT naming the requester in upper case",
+        403,
+        approve(&o, &by_dora, &jwt::token(now, "DORA", &["approver"])).await,
+    ));
+    cells.push((
+        "JWT naming the requester in fullwidth letters",
+        403,
+        approve(&o, &by_dora, &jwt::token(now, "ＤＯＲＡ", &["approver"])).await,
+    ));
+    cells.push((
+        "JWT of someone else",
+        200,
+        approve(&o, &by_dora, &jwt::token(now, "erin", &["approver"])).await,
+    ));
+
+    // The last admin credential.
+    let solo = TestApp::new();
+    let only = solo.token("root", Admin).await;
+    let revoke = async |t: &TestApp, by: &str, id: &str| {
+        t.post_empty(&format!("/v1/tokens/{id}/revoke"), by)
+            .await
+            .status
+            .as_u16()
+    };
+    cells.push((
+        "revoke the last admin token (itself)",
+        409,
+        revoke(&solo, &only, &id_of(&only)).await,
+    ));
+    let expiring = solo
+        .post(
+            "/v1/tokens",
+            &only,
+            json!({"name": "root", "role": "admin", "expires_in": "1d"}),
+        )
+        .await
+        .expect(201)
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    cells.push((
+        "revoke the last lasting admin token, an expiring one left",
+        409,
+        revoke(&solo, &expiring, &id_of(&only)).await,
+    ));
+    cells.push((
+        "revoke an expiring admin token, a lasting one left",
+        204,
+        revoke(&solo, &only, &id_of(&expiring)).await,
+    ));
+    let o_admin = o.token("root", Admin).await;
+    cells.push((
+        "revoke the last admin token, OIDC maps admin",
+        204,
+        revoke(&o, &o_admin, &id_of(&o_admin)).await,
+    ));
+
+    let wrong: Vec<_> = cells.iter().filter(|(_, want, got)| want != got).collect();
+    assert!(wrong.is_empty(), "cells that do not hold: {wrong:#?}");
+    assert_eq!(cells.len(), 20);
 }

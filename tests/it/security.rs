@@ -356,10 +356,18 @@ async fn a_jwks_url_is_fetched_and_a_rotated_key_is_picked_up() {
     // An unknown kid fetches again, at most once a minute: the first fetch was just now.
     t.get("/v1/shares", &rotated).await.expect(401);
     assert_eq!(server.hits(), 1);
-    // The periodic refresh (what serve runs every oidc_jwks_refresh) picks it up.
+    // A minute later (service clock) the unknown kid itself fetches the rotated set, with no refresh.
+    t.clock.advance(Duration::from_secs(61));
+    let n = now(&t);
+    let rotated = jwt::sign("ES256", Some("es-2"), &jwt::claims(n, "u", &["auditor"]));
+    t.get("/v1/shares", &rotated).await.expect(200);
+    assert_eq!(server.hits(), 2, "the unknown kid fetched the JWKS");
+    t.get("/v1/shares", &rotated).await.expect(200);
+    assert_eq!(server.hits(), 2, "the rotated key is cached");
+    // The periodic refresh (what serve runs every oidc_jwks_refresh) fetches whatever the kids.
     let oidc = t.app.oidc.clone().unwrap();
     assert_eq!(oidc.refresh().await, Ok(3));
-    t.get("/v1/shares", &rotated).await.expect(200);
+    assert_eq!(server.hits(), 3);
     // A refresh that fails keeps the last good keys.
     *server.doc.lock().unwrap() = json!({"keys": []});
     assert!(oidc.refresh().await.is_err());
@@ -368,6 +376,68 @@ async fn a_jwks_url_is_fetched_and_a_rotated_key_is_picked_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_kid_triggers_one_fetch() {
+    let server = jwt::JwksServer::start(jwt::jwks(false)).await;
+    let t = TestApp::with(|c| {
+        c.oidc_issuer = OptText(Some(ISSUER.into()));
+        c.oidc_audience = OptText(Some(AUDIENCE.into()));
+        c.oidc_jwks_url = OptText(Some(server.url.clone()));
+    });
+    // The keys are loaded (from the empty cache) and in use.
+    t.get("/v1/shares", &jwt::token(now(&t), "u", &["auditor"]))
+        .await
+        .expect(200);
+    assert_eq!(server.hits(), 1);
+    // Past the once-a-minute allowance, the issuer rotates; twenty requests at once name kids the
+    // cache lacks: the unknown-kid branch fetches once, and that one fetch serves them all.
+    t.clock.advance(Duration::from_secs(61));
+    *server.doc.lock().unwrap() = jwt::jwks(true);
+    let n = now(&t);
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let kid = if i % 2 == 0 {
+            "es-2".to_owned()
+        } else {
+            format!("kid-{i}")
+        };
+        let token = jwt::sign("ES256", Some(&kid), &jwt::claims(n, "u", &["auditor"]));
+        let req = Request::get("/v1/shares")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let sent = t.send(req, LOOPBACK);
+        set.spawn(async move { (kid, sent.await.status()) });
+    }
+    while let Some(r) = set.join_next().await {
+        let (kid, status) = r.unwrap();
+        // The rotated key verifies once fetched; made-up kids stay refused.
+        let want = if kid == "es-2" { 200 } else { 401 };
+        assert_eq!(status, want, "{kid}");
+    }
+    assert_eq!(
+        server.hits(),
+        2,
+        "concurrent unknown kids fetched the JWKS more than once"
+    );
+    // More unknown kids within the minute do not hammer the issuer.
+    for i in 0..5 {
+        let token = jwt::sign(
+            "ES256",
+            Some(&format!("again-{i}")),
+            &jwt::claims(n, "u", &["auditor"]),
+        );
+        let r = t.get("/v1/shares", &token).await.expect(401);
+        assert!(
+            r.body["detail"].as_str().unwrap().contains("kid"),
+            "{}",
+            r.text
+        );
+    }
+    assert_eq!(server.hits(), 2);
+}
+
+/// An issuer whose JWKS has no usable key: refused with a reason, and the retries do not hammer it.
+#[tokio::test]
+async fn an_issuer_without_usable_keys_is_refused_and_not_hammered() {
     let server = jwt::JwksServer::start(json!({"keys": []})).await;
     let t = TestApp::with(|c| {
         c.oidc_issuer = OptText(Some(ISSUER.into()));
@@ -375,30 +445,6 @@ async fn an_unknown_kid_triggers_one_fetch() {
         c.oidc_jwks_url = OptText(Some(server.url.clone()));
     });
     let n = now(&t);
-    // Twenty requests at once name a kid the (still empty) cache lacks: one fetch serves them all.
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..20 {
-        let token = jwt::sign(
-            "ES256",
-            Some(&format!("kid-{i}")),
-            &jwt::claims(n, "u", &["auditor"]),
-        );
-        let req = Request::get("/v1/shares")
-            .header("authorization", format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap();
-        let sent = t.send(req, LOOPBACK);
-        set.spawn(async move { sent.await.status() });
-    }
-    while let Some(status) = set.join_next().await {
-        assert_eq!(status.unwrap(), 401);
-    }
-    assert_eq!(
-        server.hits(),
-        1,
-        "concurrent unknown kids fetched the JWKS more than once"
-    );
-    // The issuer's JWKS has no usable key yet: refused, and the next tries do not hammer it.
     let r = t
         .get("/v1/shares", &jwt::token(n, "u", &["auditor"]))
         .await
@@ -527,7 +573,7 @@ async fn a_token_over_its_rate_gets_429_with_retry_after() {
     // After the wait, the token may call again (one cell refills in 200 ms).
     tokio::time::sleep(Duration::from_millis(450)).await;
     t.get("/v1/shares", &a).await.expect(200);
-    let metrics = t.call(Method::GET, "/metrics", None, None).await.text;
+    let metrics = t.scrape_metrics().await.text;
     assert!(metrics.contains("secret_broker_limited_requests_total{kind=\"token\"}"));
 }
 
@@ -781,7 +827,7 @@ async fn refused_authentications_are_audited_without_the_token_and_coalesced() {
         written as u32 + cases.len() as u32,
         secret_broker::auth::AUDITED_PER_WINDOW
     );
-    let metrics = t.call(Method::GET, "/metrics", None, None).await.text;
+    let metrics = t.scrape_metrics().await.text;
     assert!(metrics.contains("secret_broker_auth_failures_unaudited_total"));
     assert!(metrics.contains("secret_broker_auth_failures_total{kind=\"revoked\"}"));
     // The chain still verifies.
@@ -830,56 +876,116 @@ async fn hostile_text_is_stored_as_given_and_never_interpreted() {
 
 /// SQL text is built only from constants: a `format!` whose text is SQL may interpolate only the
 /// column-list constants, the two column names the job journal picks from an enum, a list of `?`
-/// placeholders (`marks`) and the outbox's constant verb; every value is a bound parameter. A new
-/// interpolation fails here.
+/// placeholders (`marks`) and the outbox's constant verb; a string that holds SQL is only ever extended
+/// with `push_str` of a literal; every value is a bound parameter. Every `.rs` file under `src/` is
+/// scanned (not just two folders). A new interpolation fails here.
 #[test]
 fn sql_is_never_built_from_values() {
+    // SQL keywords as the project writes them (upper case), so English messages do not count.
+    const KEYWORDS: [&str; 8] = [
+        "SELECT ",
+        "INSERT ",
+        "UPDATE ",
+        "DELETE ",
+        " WHERE ",
+        " AND ",
+        " ORDER BY ",
+        " SET ",
+    ];
+    let is_sql = |lit: &str| KEYWORDS.iter().any(|k| lit.contains(k));
     let allowed = |hole: &str| {
         hole.ends_with("COLUMNS}")
             || matches!(hole, "{col_sids}" | "{col_flag}" | "{marks}" | "{verb}")
     };
-    let mut found = Vec::new();
-    let mut checked = 0;
-    for dir in ["src/store", "src"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
-        for entry in std::fs::read_dir(path).unwrap() {
+    /// The string literal at the start of `s` (after whitespace), if there is one.
+    fn literal(s: &str) -> Option<&str> {
+        let body = s.trim_start().strip_prefix('"')?;
+        Some(&body[..body.find('"').unwrap_or(body.len())])
+    }
+    /// The identifier just before `.push_str(` at `at`.
+    fn receiver(text: &str, at: usize) -> &str {
+        let before = &text[..at];
+        let start = before
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1);
+        &before[start..]
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(d) = dirs.pop() {
+        for entry in std::fs::read_dir(d).unwrap() {
             let p = entry.unwrap().path();
-            if p.extension().is_none_or(|e| e != "rs") {
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() >= 30, "only {} source files found", files.len());
+    let mut found = Vec::new();
+    let (mut checked, mut appends) = (0, 0);
+    for p in &files {
+        let text = std::fs::read_to_string(p).unwrap();
+        // Variables that hold SQL: assigned from SQL text, or extended with it.
+        let mut sql_vars = std::collections::BTreeSet::new();
+        for (at, _) in text.match_indices("format!(") {
+            let Some(lit) = literal(&text[at + 8..]) else {
+                continue;
+            };
+            if !is_sql(lit) {
                 continue;
             }
-            let text = std::fs::read_to_string(&p).unwrap();
-            for (at, _) in text.match_indices("format!(") {
-                // The format string: from the first quote after `format!(` to the closing quote.
-                let rest = text[at + 8..].trim_start();
-                let Some(body) = rest.strip_prefix('"') else {
-                    continue;
-                };
-                let lit = &body[..body.find('"').unwrap_or(body.len())];
-                let upper = lit.to_uppercase();
-                if !["SELECT ", "INSERT ", "UPDATE ", "DELETE "]
-                    .iter()
-                    .any(|k| upper.contains(k))
-                {
-                    continue;
+            checked += 1;
+            if let Some(var) = text[..at]
+                .trim_end()
+                .strip_suffix('=')
+                .map(|b| b.trim_end().rsplit(' ').next().unwrap_or(""))
+            {
+                sql_vars.insert(var.to_owned());
+            }
+            let mut holes = lit;
+            while let Some(open) = holes.find('{') {
+                let close = holes[open..]
+                    .find('}')
+                    .map_or(holes.len(), |e| open + e + 1);
+                let hole = &holes[open..close];
+                if !allowed(hole) {
+                    found.push(format!("{}: {hole} in {lit:?}", p.display()));
                 }
-                checked += 1;
-                let mut holes = lit;
-                while let Some(open) = holes.find('{') {
-                    let close = holes[open..]
-                        .find('}')
-                        .map_or(holes.len(), |e| open + e + 1);
-                    let hole = &holes[open..close];
-                    if !allowed(hole) {
-                        found.push(format!("{}: {hole} in {lit:?}", p.display()));
-                    }
-                    holes = &holes[close..];
-                }
+                holes = &holes[close..];
+            }
+        }
+        let pushes: Vec<(usize, &str, Option<&str>)> = text
+            .match_indices(".push_str(")
+            .map(|(at, _)| (at, receiver(&text, at), literal(&text[at + 10..])))
+            .collect();
+        for (_, var, lit) in &pushes {
+            if lit.is_some_and(is_sql) {
+                sql_vars.insert((*var).to_owned());
+            }
+        }
+        for (at, var, lit) in pushes {
+            if !sql_vars.contains(var) {
+                continue;
+            }
+            appends += 1;
+            if lit.is_none() {
+                let line = text[..at].lines().count();
+                found.push(format!(
+                    "{}:{line}: {var}.push_str of something other than a literal",
+                    p.display()
+                ));
             }
         }
     }
     assert!(
         checked >= 5,
         "the scan found only {checked} SQL format strings"
+    );
+    assert!(
+        appends >= 5,
+        "the scan found only {appends} appends to SQL strings"
     );
     assert!(
         found.is_empty(),
