@@ -99,9 +99,17 @@ fn condition() -> impl Strategy<Value = Value> {
 
 fn foreign_statement() -> impl Strategy<Value = Value> {
     (
+        // Foreign Sids include look-alikes of the broker's: another installation's
+        // (`SecretBroker<id><S|K><16 hex>`), the earlier scheme's, and other `SecretBroker...` names:
+        // ownership is exact (issue 13 item 9), so all of them stay untouched.
         prop::option::of(
-            "[A-Z][A-Za-z0-9]{0,12}"
-                .prop_filter("not a broker sid", |s| !s.starts_with(SID_PREFIX)),
+            prop_oneof![
+                "[A-Z][A-Za-z0-9]{0,12}",
+                "SecretBroker[A-Za-z0-9]{1,16}[SK][0-9a-f]{16}",
+                "SecretBroker[SK][0-9a-f]{16}",
+                "SecretBroker[A-Za-z0-9]{0,20}",
+            ]
+            .prop_filter("not this installation's sid", |s| !OWNER.owns(s)),
         ),
         prop::bool::ANY,
         prop_oneof![
