@@ -210,6 +210,31 @@ async fn session_cookie_headers_and_csp() {
 }
 
 #[tokio::test]
+async fn the_cookie_is_secure_when_the_broker_serves_tls() {
+    let t = TestApp::with(|c| {
+        c.tls_cert.0 = Some("/nonexistent/cert.pem".into());
+        c.tls_key.0 = Some("/nonexistent/key.pem".into());
+    });
+    let a = actors(&t).await;
+    let form = get_page(&t, "/console/sign-in", None).await;
+    let nonce = set_cookie_value(&form, "sb_console_signin").unwrap();
+    assert!(nonce.ends_with("; Secure"), "{nonce}");
+    let r = post_form(
+        &t,
+        "/console/sign-in",
+        Some(&cookie_pair(&nonce)),
+        &form_encode(&[("csrf", &csrf_of(&form.text)), ("token", &a.bob)]),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    let set = set_cookie_value(&r, "sb_console").unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.ends_with("; Secure"),
+        "{set}"
+    );
+}
+
+#[tokio::test]
 async fn sign_in_needs_its_nonce_and_a_valid_token() {
     let t = TestApp::new();
     let a = actors(&t).await;
@@ -700,13 +725,15 @@ struct Browser<'a> {
     d: &'a Driver,
     id: String,
     base: String,
+    /// The fresh profile (`--user-data-dir`), removed when the browser is done.
+    _profile: tempfile::TempDir,
 }
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 impl<'a> Browser<'a> {
     async fn open(d: &'a Driver, base: String) -> Browser<'a> {
-        let profile = tempfile::tempdir().unwrap().keep();
+        let profile = tempfile::tempdir().unwrap();
         let chromium = find_binary("SECRET_BROKER_CHROMIUM", &["chromium"]);
         let v = d
             .call(
@@ -721,7 +748,7 @@ impl<'a> Browser<'a> {
                             "--no-first-run", "--disable-background-networking",
                             "--disable-component-update", "--disable-sync",
                             "--window-size=1280,1900",
-                            format!("--user-data-dir={}", profile.display()),
+                            format!("--user-data-dir={}", profile.path().display()),
                         ]
                     }
                 }}})),
@@ -731,6 +758,7 @@ impl<'a> Browser<'a> {
             d,
             id: v["sessionId"].as_str().unwrap().to_owned(),
             base,
+            _profile: profile,
         }
     }
 
