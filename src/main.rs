@@ -70,13 +70,14 @@ enum Command {
     /// policies when given; exit 1 when a finding is an error.
     Plan(PlanArgs),
     /// Explain whether a principal can read a secret across accounts, offline, from the three policies;
-    /// prints `{decision, layers, reasons}`; exit 0 allow, 1 deny, 3 unknown.
+    /// prints `{decision, layers, reasons, not_evaluated}`; exit 0 allow, 1 deny, 3 unknown.
     Check(CheckArgs),
 }
 
 #[derive(clap::Args)]
 struct CheckArgs {
-    /// The consumer: IAM user, role or account-root ARN.
+    /// The consumer, in another account than the secret: IAM user, role or account-root ARN, or a
+    /// 12-digit account id (read as partition aws).
     #[arg(long)]
     principal: String,
     /// The secret's full ARN.
@@ -91,9 +92,9 @@ struct CheckArgs {
     /// The secret's resource policy (JSON file); omit when the secret has none.
     #[arg(long, value_name = "FILE")]
     resource_policy: Option<PathBuf>,
-    /// The key policy (JSON file).
+    /// The key policy (JSON file); needed for GetSecretValue (DescribeSecret does not decrypt).
     #[arg(long, value_name = "FILE")]
-    key_policy: PathBuf,
+    key_policy: Option<PathBuf>,
     /// The --version-stage the consumer passes to GetSecretValue, if any.
     #[arg(long)]
     version_stage: Option<String>,
@@ -641,7 +642,13 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|p| load("--resource-policy", p))
         .transpose()?;
-    let key_policy = load("--key-policy", &args.key_policy)?;
+    if key.region() != secret.region() {
+        anyhow::bail!(
+            "--kms-key-arn: the key is in {} but the secret in {}: Secrets Manager encrypts a secret with a key of its own region",
+            key.region(),
+            secret.region()
+        );
+    }
     if principal.partition() != secret.partition() {
         anyhow::bail!(
             "--principal: {principal} is in partition {} but the secret is in {}: partitions are isolated, \
@@ -653,7 +660,26 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             principal.account()
         );
     }
+    if principal.account() == secret.account() {
+        // The evaluator models cross-account reads (both sides must allow). In one account a resource
+        // policy naming the account delegates to IAM there, which it does not model: refuse, as
+        // /v1/access-checks does, rather than answer.
+        anyhow::bail!(
+            "--principal: {principal} is in the secret's own account {}: check explains cross-account reads; \
+             same-account access is decided by that account's identity policies",
+            secret.account()
+        );
+    }
     let action = ShareAction::parse(&args.action).map_err(|e| anyhow::anyhow!("--action: {e}"))?;
+    let key_policy = match &args.key_policy {
+        Some(p) => load("--key-policy", p)?,
+        None if action == ShareAction::GetSecretValue => anyhow::bail!(
+            "--key-policy: required for {}: it is read through the key's policy (give the key policy as a JSON file)",
+            action.as_str()
+        ),
+        // DescribeSecret calls no KMS operation: no decrypt layer, so no key policy is consulted.
+        None => PolicyDocument::parse(r#"{"Statement": []}"#)?,
+    };
     let many = |flag: &str, files: &[PathBuf]| -> anyhow::Result<Option<Vec<PolicyDocument>>> {
         if files.is_empty() {
             return Ok(None);

@@ -20,6 +20,65 @@ fn err(path: &str, msg: impl fmt::Display) -> ParseError {
     ParseError(format!("{path}: {msg}"))
 }
 
+/// Refuses JSON text with a member name twice in one object, at any depth. serde_json keeps the last
+/// of two equal names, so `{"Statement": [Deny], "Statement": [Allow]}` would read as the Allow alone;
+/// what AWS makes of such a document is not documented, and a reader (or the broker) could be shown one
+/// statement while AWS applies the other. Refusing it is the only answer that cannot be a false proof.
+fn reject_duplicate_members(text: &str) -> Result<(), ParseError> {
+    use serde::de::{Deserialize, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+
+    struct Checked;
+    struct CheckedVisitor;
+    impl<'de> Deserialize<'de> for Checked {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(CheckedVisitor)
+        }
+    }
+    impl<'de> Visitor<'de> for CheckedVisitor {
+        type Value = Checked;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if !seen.insert(key.clone()) {
+                    return Err(A::Error::custom(format!(
+                        "the member {key:?} appears twice in one object: write it once"
+                    )));
+                }
+                map.next_value::<Checked>()?;
+            }
+            Ok(Checked)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+            while seq.next_element::<Checked>()?.is_some() {}
+            Ok(Checked)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+            Ok(Checked)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+            Ok(Checked)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+            Ok(Checked)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+            Ok(Checked)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+            Ok(Checked)
+        }
+        fn visit_unit<E>(self) -> Result<Checked, E> {
+            Ok(Checked)
+        }
+    }
+    serde_json::from_str::<Checked>(text)
+        .map(|_| ())
+        .map_err(|e| ParseError(format!("not a valid policy: {e}")))
+}
+
 /// Allow or Deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum Effect {
@@ -182,6 +241,7 @@ impl PolicyDocument {
     pub fn parse(text: &str) -> Result<Self, ParseError> {
         let value: Value =
             serde_json::from_str(text).map_err(|e| ParseError(format!("not valid JSON: {e}")))?;
+        reject_duplicate_members(text)?;
         if !value.is_object() {
             return Err(ParseError(
                 "a policy document must be a JSON object with a Statement".into(),

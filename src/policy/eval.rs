@@ -472,6 +472,21 @@ fn principal_value_matches(v: &str, caller: &Caller, explain: bool) -> (Tri, Str
     }
     match &caller.arn {
         Some(arn) if arn == v => (Tri::True, why!(explain, "{v} is the caller")),
+        // IAM user and role names are unique without regard to letter case, and across paths (IAM
+        // User Guide, "IAM identifiers"; CreateRole: names "are not distinguished by case"): an ARN
+        // that differs from the caller's only there may well name the caller.
+        Some(arn)
+            if iam_resource_type(arn) == iam_resource_type(v)
+                && role_name(arn).eq_ignore_ascii_case(role_name(v)) =>
+        {
+            (
+                Tri::Unknown,
+                why!(
+                    explain,
+                    "{v} differs from the caller {arn} only in letter case or path, and IAM names are unique without regard to either"
+                ),
+            )
+        }
         Some(_) => (Tri::False, why!(explain, "{v} is not the caller")),
         None => (
             Tri::Unknown,

@@ -798,6 +798,52 @@ fn check_explains_offline() {
         err.contains("partitions are isolated") && err.contains("arn:aws:iam::444455556666:root"),
         "{err}"
     );
+    // The same account is refused (check explains cross-account reads), as is a key of another region;
+    // DescribeSecret needs no key policy.
+    let refused = |principal: &str, key: &str, extra: &[&str]| {
+        let out = broker(dir.path())
+            .args(["check", "--principal", principal, "--secret-arn", SECRET])
+            .args(["--kms-key-arn", key, "--identity-policy", "id.json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = refused(
+        "arn:aws:iam::111122223333:role/app-reader",
+        KEY,
+        &["--key-policy", "key.json"],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("own account"), "{err}");
+    let (code, err) = refused(
+        role,
+        "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        &["--key-policy", "key.json"],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("its own region"), "{err}");
+    let (code, err) = refused(role, KEY, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--key-policy: required"), "{err}");
+    let (code, err) = refused(
+        role,
+        KEY,
+        &[
+            "--action",
+            "secretsmanager:DescribeSecret",
+            "--resource-policy",
+            "res.json",
+        ],
+    );
+    assert_eq!(
+        code,
+        Some(1),
+        "DescribeSecret under the stage condition is denied: {err}"
+    );
 }
 
 #[test]

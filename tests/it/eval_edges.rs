@@ -769,3 +769,39 @@ fn in_china_a_key_statement_must_hold_under_both_via_service_names() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Review findings: principal names differing in case or path; duplicate members
+
+#[test]
+fn a_principal_differing_only_in_case_or_path_may_be_the_caller() {
+    // IAM names are unique without regard to case, and across paths: such a Deny may name the consumer.
+    for named in [
+        "arn:aws:iam::444455556666:role/App-Reader",
+        "arn:aws:iam::444455556666:role/team/app-reader",
+        "arn:aws:iam::444455556666:role/APP-READER",
+    ] {
+        let d = with_resource(&composed(ROLE), deny_all_for(json!({"AWS": named})));
+        assert_decision(named, &d, "unknown");
+    }
+    // Another name, or a user of the same name, is someone else.
+    for named in [
+        "arn:aws:iam::444455556666:role/app-readers",
+        "arn:aws:iam::444455556666:user/app-reader",
+    ] {
+        let d = with_resource(&composed(ROLE), deny_all_for(json!({"AWS": named})));
+        assert_decision(named, &d, "allow");
+    }
+}
+
+#[test]
+fn a_document_with_a_member_twice_is_refused() {
+    for text in [
+        r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}], "Statement": []}"#,
+        r#"{"Statement": [{"Effect": "Deny", "Effect": "Allow", "Action": "*", "Resource": "*"}]}"#,
+        r#"{"Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*", "Condition": {"Bool": {"aws:SecureTransport": "false"}, "Bool": {"aws:SecureTransport": "true"}}}]}"#,
+    ] {
+        let e = PolicyDocument::parse(text).unwrap_err().to_string();
+        assert!(e.contains("appears twice"), "{text}: {e}");
+    }
+}

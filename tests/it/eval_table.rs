@@ -556,7 +556,7 @@ fn scenario_cases() -> Vec<(&'static str, &'static str, Edit, &'static str, &'st
         ),
         (
             "[ELEM]",
-            "role path omitted in the resource policy does not match",
+            "role path omitted in the resource policy: unknown, not allow (IAM role names are unique across paths, so role/app may be the consumer given with the wrong path; as a Deny it must not be read as someone else)",
             edit(|s| {
                 *s = canonical_for(
                     "arn:aws:iam::444455556666:role/team/svc/app",
@@ -566,8 +566,8 @@ fn scenario_cases() -> Vec<(&'static str, &'static str, Edit, &'static str, &'st
                 s.resource.as_mut().unwrap()["Statement"][0]["Principal"]["AWS"] =
                     json!("arn:aws:iam::444455556666:role/app");
             }),
-            "deny",
-            "",
+            "unknown",
+            "only in letter case or path",
         ),
         (
             "[ELEM]",
