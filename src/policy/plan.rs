@@ -47,21 +47,48 @@ pub enum PlanError {
     },
 }
 
+/// The existing document with `statements` merged in, and the Sids of broker statements whose content
+/// someone changed (a broker Sid is derived from its content, so an upsert that replaces one is
+/// overwriting an edit).
 fn merged(
     which: &'static str,
     existing: Option<&str>,
     owner: &Owner,
     statements: &[&serde_json::Value],
-) -> Result<PolicyDocument, PlanError> {
+) -> Result<(PolicyDocument, Vec<String>), PlanError> {
     let wrap = |source| PlanError::Parse { which, source };
     let mut doc = match existing {
         Some(t) => PolicyDocument::parse(t).map_err(wrap)?,
         None => PolicyDocument::new(),
     };
+    let mut edited = Vec::new();
     for statement in statements {
-        merge::upsert(&mut doc, owner, statement).map_err(wrap)?;
+        if merge::upsert(&mut doc, owner, statement).map_err(wrap)? == merge::Change::Replaced {
+            edited.push(
+                statement
+                    .get("Sid")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
     }
-    Ok(doc)
+    Ok((doc, edited))
+}
+
+/// An error finding for a broker statement someone edited: the plan would revert their edit.
+fn edited_finding(document: DocumentKind, sid: String) -> Finding {
+    Finding {
+        code: "owner-edited-statement",
+        severity: Severity::Error,
+        document,
+        message: format!(
+            "statement {sid} has this broker's Sid but not the content the broker writes: someone edited it, \
+             and writing this plan would revert their edit; agree the change with the policy's owner (an admin's \
+             POST /v1/shares/{{id}}/repair reverts it deliberately, and the worker reports it as drift)"
+        ),
+        statement: Some(sid),
+    }
 }
 
 /// Plans a grant against the given existing policies, with the Sids of `owner`'s installation.
@@ -72,13 +99,13 @@ pub fn plan(
     owner: &Owner,
 ) -> Result<Plan, PlanError> {
     let composed = compose_for(grant, key, owner.installation());
-    let resource = merged(
+    let (resource, resource_edited) = merged(
         "resource policy",
         existing.resource_policy,
         owner,
         &composed.resource_statements(),
     )?;
-    let key_doc = merged(
+    let (key_doc, key_edited) = merged(
         "key policy",
         existing.key_policy,
         owner,
@@ -97,6 +124,16 @@ pub fn plan(
     let mut findings = lint::lint(DocumentKind::ResourcePolicy, &resource, &ctx);
     findings.extend(lint::lint(DocumentKind::KeyPolicy, &key_doc, &ctx));
     findings.extend(lint::lint(DocumentKind::IdentityPolicy, &identity, &ctx));
+    findings.extend(
+        resource_edited
+            .into_iter()
+            .map(|sid| edited_finding(DocumentKind::ResourcePolicy, sid)),
+    );
+    findings.extend(
+        key_edited
+            .into_iter()
+            .map(|sid| edited_finding(DocumentKind::KeyPolicy, sid)),
+    );
     if existing.key_policy.is_none() {
         findings.push(Finding {
             code: "key-policy-not-given",

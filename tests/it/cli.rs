@@ -954,3 +954,37 @@ fn serves_https_with_the_configured_certificate() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A broker statement someone edited (here turned into a Deny) is not silently reverted by a plan: an
+/// error finding names it and `plan` exits 1.
+#[test]
+fn plan_refuses_to_revert_an_owner_edit_of_a_broker_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    let role = "arn:aws:iam::444455556666:role/app-reader";
+    let (code, stdout, _) = plan(dir.path(), &["--principal", role]);
+    assert_eq!(code, Some(0));
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for (file, doc, field) in [
+        ("res.json", &v["resource_policy"], "--resource-policy"),
+        ("key.json", &v["key_policy"], "--key-policy"),
+    ] {
+        let mut edited = doc.clone();
+        edited["Statement"][0]["Effect"] = "Deny".into();
+        std::fs::write(dir.path().join(file), edited.to_string()).unwrap();
+        let (code, stdout, _) = plan(dir.path(), &["--principal", role, field, file]);
+        assert_eq!(code, Some(1), "{stdout}");
+        let out: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let f = out["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["code"] == "owner-edited-statement")
+            .unwrap_or_else(|| panic!("{field}: {stdout}"));
+        assert_eq!(f["severity"], "error");
+        assert_eq!(f["statement"], doc["Statement"][0]["Sid"]);
+        // The plan unedited is fine.
+        std::fs::write(dir.path().join(file), doc.to_string()).unwrap();
+        let (code, stdout, _) = plan(dir.path(), &["--principal", role, field, file]);
+        assert_eq!(code, Some(0), "{stdout}");
+    }
+}
