@@ -96,19 +96,47 @@ const NARROWING_KEYS: &[&str] = &[
     "aws:userid",
 ];
 
-/// Whether a statement's conditions narrow a wildcard principal: some narrowing key is compared,
-/// with a positive operator (not a `Not...` one, not `IfExists`, not `Null`), to values that are not
-/// all-wildcard.
+/// Whether one value of a narrowing key pins the caller down: a fixed value, no policy variable, and no
+/// wildcard where it decides who the caller is (an account id, the account of an ARN, an organization).
+fn pins(key: &str, value: &str) -> bool {
+    let wild = |t: &str| t.contains('*') || t.contains('?');
+    let account = |t: &str| t.len() == 12 && t.bytes().all(|b| b.is_ascii_digit());
+    if value.contains("${") || value.is_empty() {
+        return false;
+    }
+    match key {
+        "aws:principalaccount" | "aws:sourceaccount" | "aws:sourceowner" => account(value),
+        "aws:principalarn" | "aws:sourcearn" => {
+            let parts: Vec<&str> = value.splitn(6, ':').collect();
+            parts.len() == 6 && account(parts[4]) && !wild(parts[1])
+        }
+        "aws:principalorgid" => value.starts_with("o-") && !wild(value),
+        "aws:principalorgpaths" => value
+            .split('/')
+            .next()
+            .is_some_and(|org| org.starts_with("o-") && !wild(org)),
+        "aws:sourceip" => !matches!(value, "0.0.0.0/0" | "::/0") && !wild(value),
+        _ => !wild(value),
+    }
+}
+
+/// Whether a statement's conditions narrow a wildcard principal: some narrowing key is compared with a
+/// positive operator (not a `Not...` one, not `IfExists`, not `Null`, and not `ForAllValues`, which is
+/// true when the key is missing) to values that each pin the caller down ([`pins`]).
 fn narrows_principal(s: &Statement) -> bool {
     s.condition.iter().any(|b| {
         let op = b.operator.to_ascii_lowercase();
         let base = op.rsplit(':').next().unwrap_or(&op);
-        let positive = !base.contains("not") && !base.ends_with("ifexists") && base != "null";
+        let positive = !base.contains("not")
+            && !base.ends_with("ifexists")
+            && base != "null"
+            && !op.starts_with("forallvalues:");
         positive
             && b.entries.iter().any(|(k, v)| {
-                NARROWING_KEYS.contains(&k.to_ascii_lowercase().as_str())
+                let key = k.to_ascii_lowercase();
+                NARROWING_KEYS.contains(&key.as_str())
                     && !v.is_empty()
-                    && v.iter().all(|x| !x.chars().all(|c| c == '*' || c == '?'))
+                    && v.iter().all(|x| pins(&key, x))
             })
     })
 }
@@ -791,6 +819,23 @@ mod tests {
             stmt(json!({"Principal": {"AWS": "arn:aws:iam::444455556666:role/*"}})),
             // Another installation's broker statement is foreign to this one.
             stmt(json!({"Sid": "SecretBrokerBlueS0123456789abcdef", "Principal": "*"})),
+            // Conditions that look narrowing but pin nobody down (review findings): a wildcard account
+            // in an ARN, a policy variable, ForAllValues (true when the key is missing), an org wildcard.
+            stmt(
+                json!({"Principal": "*", "Condition": {"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*:role/x"}}}),
+            ),
+            stmt(
+                json!({"Principal": "*", "Condition": {"StringEquals": {"aws:PrincipalAccount": "${aws:PrincipalAccount}"}}}),
+            ),
+            stmt(
+                json!({"Principal": "*", "Condition": {"ForAllValues:StringEquals": {"aws:PrincipalAccount": "111122223333"}}}),
+            ),
+            stmt(
+                json!({"Principal": "*", "Condition": {"StringLike": {"aws:PrincipalOrgID": "o-*"}}}),
+            ),
+            stmt(
+                json!({"Principal": "*", "Condition": {"IpAddress": {"aws:SourceIp": "0.0.0.0/0"}}}),
+            ),
         ];
         for e in error {
             let f = lint(
