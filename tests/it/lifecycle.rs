@@ -414,74 +414,10 @@ async fn a_delivery_that_keeps_failing_is_given_up_and_audited() {
 // ---------------------------------------------------------------------------------------------------
 // A real process, killed between its two writes.
 
-/// A loopback proxy in front of the emulator that holds (never answers) requests for one operation.
-#[derive(Clone)]
-struct HoldingProxy {
-    upstream: String,
-    hold: Arc<Mutex<Option<&'static str>>>,
-    held: Arc<tokio::sync::Notify>,
-}
-
-async fn holding_proxy(upstream: &str) -> (String, HoldingProxy) {
-    let p = HoldingProxy {
-        upstream: upstream.to_owned(),
-        hold: Arc::new(Mutex::new(None)),
-        held: Arc::new(tokio::sync::Notify::new()),
-    };
-    let state = p.clone();
-    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-        let state = state.clone();
-        async move {
-            use http_body_util::BodyExt;
-            let (parts, body) = req.into_parts();
-            let target = parts
-                .headers
-                .get("x-amz-target")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
-            let hold = *state.hold.lock().unwrap();
-            if let Some(op) = hold
-                && target.ends_with(&format!(".{op}"))
-            {
-                state.held.notify_one();
-                std::future::pending::<()>().await;
-            }
-            let bytes = body.collect().await.unwrap().to_bytes();
-            let uri = format!(
-                "{}{}",
-                state.upstream,
-                parts
-                    .uri
-                    .path_and_query()
-                    .map(|p| p.as_str())
-                    .unwrap_or("/")
-            );
-            let mut b = axum::http::Request::builder().method(parts.method).uri(uri);
-            for (k, v) in &parts.headers {
-                if k != "host" {
-                    b = b.header(k, v);
-                }
-            }
-            let resp = client()
-                .request(b.body(http_body_util::Full::new(bytes)).unwrap())
-                .await
-                .unwrap();
-            let (rp, rb) = resp.into_parts();
-            let body = rb.collect().await.unwrap().to_bytes();
-            axum::response::Response::from_parts(rp, axum::body::Body::from(body))
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}"), p)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_between_the_two_writes_then_restart_ends_consistent() {
     let m = moto();
-    let (proxy_url, proxy) = holding_proxy(&m.endpoint).await;
+    let proxy = crate::moto::HoldingProxy::start().await;
     let dir = tempfile::tempdir().unwrap();
     let key = m.create_key().await;
     let secret = m.create_secret(Some(&key)).await;
@@ -495,8 +431,9 @@ async fn sigkill_between_the_two_writes_then_restart_ends_consistent() {
     );
     let c = client();
 
-    *proxy.hold.lock().unwrap() = Some("PutResourcePolicy");
-    let mut server = crate::cli::serve_with(dir.path(), &proxy_url);
+    let key_id = key.rsplit('/').next().unwrap().to_owned();
+    let held = proxy.hold("PutResourcePolicy", secret.rsplit('/').next().unwrap());
+    let mut server = crate::cli::serve_with(dir.path(), &proxy.url);
     let base = format!("http://{}", server.addr);
     let (code, body) = http(
         &c,
@@ -520,15 +457,14 @@ async fn sigkill_between_the_two_writes_then_restart_ends_consistent() {
     .unwrap();
     assert_eq!(code, 200);
     // The key policy is written; the resource-policy write is held: kill the process now.
-    tokio::time::timeout(Duration::from_secs(30), proxy.held.notified())
-        .await
-        .expect("PutResourcePolicy was never sent");
+    held.reached().await;
     assert_eq!(broker_statements(Some(m.key_policy(&key).await)).len(), 1);
+    assert_eq!(proxy.forwarded("PutKeyPolicy", &key_id), 1);
     server.kill();
 
     // Restart on the same database; AWS answers normally again.
-    *proxy.hold.lock().unwrap() = None;
-    let server = crate::cli::serve_with(dir.path(), &proxy_url);
+    proxy.clear();
+    let server = crate::cli::serve_with(dir.path(), &proxy.url);
     let base = format!("http://{}", server.addr);
     let mut last = Value::Null;
     for _ in 0..300 {
@@ -554,6 +490,13 @@ async fn sigkill_between_the_two_writes_then_restart_ends_consistent() {
         "no duplicate key statement"
     );
     assert_eq!(broker_statements(m.resource_policy(&secret).await).len(), 1);
+    // The key statement was written, removed by the compensation at restart, and written again: a
+    // compensation that did nothing would leave two writes.
+    assert_eq!(
+        proxy.forwarded("PutKeyPolicy", &key_id),
+        3,
+        "write, compensation, write again"
+    );
     let (_, v) = http(
         &c,
         "GET",
