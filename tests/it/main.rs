@@ -21,6 +21,7 @@ mod lifecycle;
 mod openapi;
 mod ops;
 mod policy_props;
+mod recovery;
 mod roles;
 mod security;
 mod tokens_api;
