@@ -10,7 +10,7 @@ use secret_broker::domain::Role::*;
 use serde_json::{Value, json};
 
 use crate::harness::TestApp;
-use crate::http::{client, http};
+use crate::http::{REFUSED, client, http};
 use crate::moto::moto;
 
 const ROLE: &str = "arn:aws:iam::444455556666:role/app-reader";
@@ -200,7 +200,11 @@ async fn sigterm_loses_no_accepted_request_and_exits_0() {
     let secret = m.create_secret(Some(&key)).await;
     let tokens =
         crate::cli::create_tokens(dir.path(), &[("alice", "requester"), ("bob", "approver")]);
-    let mut server = crate::cli::serve_with(dir.path(), &m.endpoint);
+    // The share's resource-policy write is held at a proxy in front of the emulator until the server
+    // is draining, so the signal lands during the apply.
+    let proxy = crate::moto::HoldingProxy::start().await;
+    let write = proxy.hold("PutResourcePolicy", crate::recovery::unique(&secret));
+    let mut server = crate::cli::serve_with(dir.path(), &proxy.url);
     let base = format!("http://{}", server.addr);
     let c = client();
 
@@ -226,6 +230,7 @@ async fn sigterm_loses_no_accepted_request_and_exits_0() {
     .await
     .unwrap();
     assert_eq!(code, 200);
+    write.reached().await;
 
     // A burst of requests, with SIGTERM in the middle of it: once the first ten are answered, the
     // signal goes while the other fifty are in flight or still connecting.
@@ -244,13 +249,34 @@ async fn sigterm_loses_no_accepted_request_and_exits_0() {
         match r.unwrap() {
             Ok((201, v)) => created.push(v["id"].as_str().unwrap().to_owned()),
             Ok((code, v)) => panic!("an accepted request got {code}: {v}"),
-            Err(_) => refused += 1, // not accepted: the listener had closed
+            Err(e) if e.starts_with(REFUSED) => refused += 1, // not accepted: the listener had closed
+            Err(e) => panic!("a request was accepted and then lost: {e}"),
         }
         answered += 1;
         if answered == 10 {
             sigterm(server.pid());
         }
     }
+    // The server has stopped listening while the write is held; then the write goes through, and the
+    // shutdown waits for the apply.
+    let mut closed = false;
+    for _ in 0..200 {
+        match http(&c, "GET", &format!("{base}/readyz"), "", None).await {
+            Err(e) if e.starts_with(REFUSED) => closed = true,
+            _ => {}
+        }
+        if closed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed, "the server never stopped listening after SIGTERM");
+    assert_eq!(
+        proxy.forwarded("PutResourcePolicy", crate::recovery::unique(&secret)),
+        0,
+        "the write was still held when the signal landed"
+    );
+    write.release();
     let code = server.wait(Duration::from_secs(60));
     assert_eq!(code, Some(0), "exit code after SIGTERM");
     assert!(
@@ -258,6 +284,15 @@ async fn sigterm_loses_no_accepted_request_and_exits_0() {
         "the first ten were served before the signal"
     );
     assert_eq!(created.len() + refused, 60);
+    // The apply that was in flight finished during the drain.
+    let db = rusqlite::Connection::open(dir.path().join("secret-broker.db")).unwrap();
+    let status: String = db
+        .query_row("SELECT status FROM shares WHERE id = ?1", [&applied], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(status, "active", "the drain waited for the apply");
+    drop(db);
 
     // Every answered request is in the database, and the audit chain is intact.
     let db = rusqlite::Connection::open(dir.path().join("secret-broker.db")).unwrap();
