@@ -80,7 +80,12 @@ fn bench(c: &mut Criterion) {
     g.bench_function("parse_merge_render_100_statements", |b| {
         b.iter(|| {
             let mut d = PolicyDocument::parse(black_box(&big)).unwrap();
-            merge::upsert(&mut d, &composed.resource_statement).unwrap();
+            merge::upsert(
+                &mut d,
+                &merge::Owner::default(),
+                &composed.resource_statement,
+            )
+            .unwrap();
             d.render()
         })
     });

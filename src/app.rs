@@ -100,6 +100,7 @@ impl App {
                 coalesce: config.apply_coalesce.0,
                 write_attempts: config.policy_write_attempts.0 as u32,
                 notify: notifier.is_some(),
+                installation: config.installation_id.clone(),
             },
         );
         Ok(Arc::new(Self {

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use crate::policy::compose::InstallationId;
+
 /// A configuration problem, with the setting it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -405,8 +407,10 @@ settings! {
     worker_interval: Span = "60s";
     /// A pending share not decided within this time expires.
     pending_ttl: Span = "7d";
-    /// What to do when a share's statements drift: manual (mark drifted, an admin repairs) or auto.
+    /// What to do when a share's statements drift: manual (mark drifted, an admin repairs) or auto. Auto repair re-adds missing statements; a broker statement someone edited is written back only by an admin's repair; any repair revokes a share whose principal AWS shows as a unique id (deleted and re-created), never granting it again.
     drift_repair: RepairMode = "manual";
+    /// This broker's id in the Sids of the statements it writes (SecretBroker<id>S..., 1-16 letters and digits). Brokers that write to the same AWS account must have different ids: each removes or rewrites only its own statements.
+    installation_id: InstallationId = "Main";
     /// Webhook that receives share events as JSON (empty: no notifications).
     webhook_url: OptText = "";
     /// Shared secret for the X-Secret-Broker-Signature HMAC-SHA256 header (required with webhook_url).

@@ -149,6 +149,10 @@ struct PlanArgs {
     /// The key's current policy (JSON file) to merge into.
     #[arg(long, value_name = "FILE")]
     key_policy: Option<PathBuf>,
+    /// The installation whose statements the plan writes (default: installation_id from the
+    /// configuration); statements of other installations are foreign.
+    #[arg(long, value_name = "ID")]
+    installation_id: Option<secret_broker::policy::compose::InstallationId>,
 }
 
 #[derive(Subcommand)]
@@ -218,7 +222,7 @@ async fn main() -> ExitCode {
             };
         }
         Command::Plan(args) => {
-            return match plan(&args) {
+            return match plan(&args, cli.config.as_deref()) {
                 Ok(code) => code,
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -549,7 +553,7 @@ async fn shutdown_signal(app: std::sync::Arc<App>) {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
+fn plan(args: &PlanArgs, config: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
     use secret_broker::domain::ShareAction;
     use secret_broker::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
     use secret_broker::policy::compose::Grant;
@@ -588,6 +592,10 @@ fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
         actions,
         version_stage: (!args.any_stage).then(|| args.version_stage.clone()),
     };
+    let installation = match &args.installation_id {
+        Some(id) => id.clone(),
+        None => Config::load(config, std::env::vars())?.installation_id,
+    };
     let p = plan(
         &grant,
         &key,
@@ -595,6 +603,7 @@ fn plan(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             resource_policy: resource_policy.as_deref(),
             key_policy: key_policy.as_deref(),
         },
+        &secret_broker::policy::merge::Owner::new(installation),
     )?;
     println!("{}", p.to_json());
     Ok(if p.has_errors() {

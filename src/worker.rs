@@ -248,7 +248,7 @@ pub async fn maintain(app: &Arc<App>) -> Result<TickReport> {
                 .inc_by(marked.len() as u64);
             if app.config.drift_repair == RepairMode::Auto {
                 report.repairs_started += marked.len();
-                app.applier.repair(&secret, marked);
+                app.applier.repair(&secret, marked, false);
             }
         }
 

@@ -98,7 +98,7 @@ fuzz_target!(|data: &[u8]| {
     // Force a fresh rendering: add one broker statement with a Sid the document does not use.
     let mut n = 0u32;
     let sid = loop {
-        let s = format!("{SID_PREFIX}Fuzz{n}");
+        let s = format!("{SID_PREFIX}MainS{n:016x}");
         if merge::find(&doc, &s).is_none() {
             break s;
         }
@@ -107,7 +107,7 @@ fuzz_target!(|data: &[u8]| {
     let ours = json!({"Sid": sid, "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::444455556666:root"},
                       "Action": "secretsmanager:GetSecretValue", "Resource": "*"});
     let mut grown = doc.clone();
-    assert_eq!(merge::upsert(&mut grown, &ours), Ok(merge::Change::Added));
+    assert_eq!(merge::upsert(&mut grown, secret_broker_fuzz::owner(), &ours), Ok(merge::Change::Added));
     let rendered = grown.render();
     let again = PolicyDocument::parse(&rendered)
         .unwrap_or_else(|e| panic!("a rendered document parses: {e}\n{rendered}"));
@@ -134,10 +134,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(Some(v), after.get(k), "member {k} unchanged");
         }
     }
-    assert!(merge::remove(&mut grown, &sid));
+    assert!(merge::remove(&mut grown, secret_broker_fuzz::owner(), &sid));
     assert_eq!(grown.render(), text, "back to the original text");
     let mut again = again;
-    assert!(merge::remove(&mut again, &sid));
+    assert!(merge::remove(&mut again, secret_broker_fuzz::owner(), &sid));
     let back = PolicyDocument::parse(&again.render()).expect("parses");
     assert_eq!(raws(&back), raws(&doc));
 });

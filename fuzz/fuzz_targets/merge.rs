@@ -21,7 +21,7 @@ use secret_broker::policy::compose::{SID_PREFIX, compose};
 use secret_broker::policy::document::{PolicyDocument, RawStatement};
 use secret_broker::policy::lint::{self, DocumentKind, Severity};
 use secret_broker::policy::merge::{self, Change, Merged};
-use secret_broker_fuzz::{GrantSpec, Pick, StatementSpec, lint_context, raws};
+use secret_broker_fuzz::{GrantSpec, Pick, StatementSpec, lint_context, owner, raws};
 use serde_json::Value;
 
 #[derive(Arbitrary, Debug)]
@@ -46,6 +46,8 @@ const SIDS: &[&str] = &[
     "Admins",
     "SecretBroker",
     "SecretBrokerS0123456789abcdef",
+    "SecretBrokerMainS0123456789abcdef",
+    "SecretBrokerBlueK0123456789abcdef",
     "secretbrokerS1",
     "",
 ];
@@ -53,14 +55,14 @@ const SIDS: &[&str] = &[
 fn foreign(doc: &PolicyDocument) -> Vec<String> {
     doc.statements()
         .iter()
-        .filter(|s| !s.parsed().sid.as_deref().is_some_and(merge::is_broker_sid))
+        .filter(|s| !s.parsed().sid.as_deref().is_some_and(|s| owner().owns(s)))
         .map(|s| s.raw().to_owned())
         .collect()
 }
 
 fn fresh_sid(doc: &PolicyDocument) -> String {
     (0u32..)
-        .map(|n| format!("{SID_PREFIX}Fuzz{n}"))
+        .map(|n| format!("{SID_PREFIX}MainS{n:016x}"))
         .find(|s| merge::find(doc, s).is_none())
         .expect("some Sid is free")
 }
@@ -102,14 +104,14 @@ fn upsert(doc: &mut PolicyDocument, v: &Value) -> Option<Change> {
     let existed = sid
         .as_deref()
         .is_some_and(|s| merge::find(doc, s).is_some());
-    let result = merge::upsert(doc, v);
+    let result = merge::upsert(doc, owner(), v);
     let after = raws(doc);
     let text = serde_json::to_string(v).expect("JSON");
     match result {
         Err(_) => {
             assert_eq!(after, before, "a refused upsert changes nothing");
             assert!(
-                !sid.as_deref().is_some_and(merge::is_broker_sid)
+                !sid.as_deref().is_some_and(|s| owner().owns(s))
                     || RawStatement::from_value(v).is_err(),
                 "a valid broker statement was refused: {v}"
             );
@@ -117,7 +119,7 @@ fn upsert(doc: &mut PolicyDocument, v: &Value) -> Option<Change> {
         }
         Ok(change) => {
             let sid = sid.expect("upsert needs a Sid");
-            assert!(merge::is_broker_sid(&sid));
+            assert!(owner().owns(&sid));
             match change {
                 Change::Added => {
                     assert!(!existed, "Added, though {sid:?} was there");
@@ -150,7 +152,7 @@ fn upsert(doc: &mut PolicyDocument, v: &Value) -> Option<Change> {
                 serde_json::from_str::<Value>(&text).ok()
             );
             assert_eq!(
-                merge::upsert(doc, v),
+                merge::upsert(doc, owner(), v),
                 Ok(Change::Unchanged),
                 "an upsert repeated changes nothing"
             );
@@ -167,9 +169,9 @@ fn remove(doc: &mut PolicyDocument, sid: &str) {
         .iter()
         .map(|s| s.parsed().sid.as_deref() == Some(sid))
         .collect();
-    let removed = merge::remove(doc, sid);
+    let removed = merge::remove(doc, owner(), sid);
     let after = raws(doc);
-    if !merge::is_broker_sid(sid) {
+    if !owner().owns(sid) {
         assert!(!removed, "a foreign Sid is never removed");
         assert_eq!(after, before);
         return;
@@ -198,7 +200,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(d) => d,
         Err(e) => {
             if !text.trim().is_empty() {
-                assert_eq!(merge::merge(Some(text), &[], &[]), Err(e));
+                assert_eq!(merge::merge(Some(text), owner(), &[], &[]), Err(e));
             }
             return;
         }
@@ -219,7 +221,7 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(c, compose(&grant, &key), "composition is deterministic");
                 for s in [&c.resource_statement, &c.key_statement] {
                     let sid = s["Sid"].as_str().expect("a Sid");
-                    assert!(merge::is_broker_sid(sid));
+                    assert!(owner().owns(sid));
                     assert!(sid.chars().all(|c| c.is_ascii_alphanumeric()), "{sid}");
                 }
                 let v = if *resource {
@@ -292,8 +294,8 @@ fuzz_target!(|data: &[u8]| {
             "foreign statements keep their text and order"
         );
     }
-    for sid in merge::broker_sids(&doc) {
-        assert!(merge::is_broker_sid(&sid));
+    for sid in merge::broker_sids(&doc, owner()) {
+        assert!(owner().owns(&sid));
     }
 
     // The result renders to a document that parses to the same statements.
@@ -313,16 +315,16 @@ fuzz_target!(|data: &[u8]| {
     let mut by_hand = original.clone();
     let mut expected = Ok(());
     for v in &upserted {
-        if let Err(e) = merge::upsert(&mut by_hand, v) {
+        if let Err(e) = merge::upsert(&mut by_hand, owner(), v) {
             expected = Err(e);
             break;
         }
     }
     for sid in &removed {
-        merge::remove(&mut by_hand, sid);
+        merge::remove(&mut by_hand, owner(), sid);
     }
     let sids: Vec<&str> = removed.iter().map(String::as_str).collect();
-    let got = merge::merge(Some(text), &upserted, &sids);
+    let got = merge::merge(Some(text), owner(), &upserted, &sids);
     match expected {
         Err(e) => assert_eq!(got, Err(e)),
         Ok(()) if by_hand.is_empty() => assert_eq!(got, Ok(Merged::Empty)),

@@ -29,9 +29,20 @@ pub fn key_arn() -> KmsKeyArn {
     KmsKeyArn::parse(KEY).expect("valid")
 }
 
+/// The default installation's ownership (no earlier-scheme Sids).
+pub fn owner() -> &'static secret_broker::policy::merge::Owner {
+    static OWNER: std::sync::LazyLock<secret_broker::policy::merge::Owner> =
+        std::sync::LazyLock::new(secret_broker::policy::merge::Owner::default);
+    &OWNER
+}
+
 /// A lint context.
 pub fn lint_context<'a>(secret: &'a SecretArn, key: Option<&'a KmsKeyArn>) -> lint::Context<'a> {
-    lint::Context { secret, key }
+    lint::Context {
+        secret,
+        key,
+        owner: owner(),
+    }
 }
 
 /// The statements' exact texts.

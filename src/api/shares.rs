@@ -911,7 +911,7 @@ pub async fn repair(
         let share =
             workflow::request_repair(&app, Origin::of(&caller, rid.0.clone()), id.clone()).await?;
         app.applier
-            .repair(&share.secret_arn, vec![share.id.clone()]);
+            .repair(&share.secret_arn, vec![share.id.clone()], true);
         Ok(Json(share))
     })
     .await

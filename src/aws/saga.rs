@@ -32,11 +32,14 @@ use super::{AwsError, AwsErrorKind, KmsApi, SecretsApi};
 use crate::domain::{Clock, ShareAction, ShareStatus, fmt_time};
 use crate::error::Error;
 use crate::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
-use crate::policy::compose::{Grant, compose, consumer_cli};
+use crate::policy::compose::{
+    Composed, Grant, InstallationId, compose, compose_for, consumer_cli, is_unique_id,
+    key_statement_for, legacy_statements, resource_statements_for,
+};
 use crate::policy::document::PolicyDocument;
 use crate::policy::eval::{self, CheckResult};
 use crate::policy::lint::{self, Context, DocumentKind, Finding, Severity};
-use crate::policy::merge::{self, Change};
+use crate::policy::merge::{self, Change, Owner};
 use crate::policy::plan::{self, Existing};
 use crate::store::Store;
 use crate::store::audit::{self, NewEvent};
@@ -54,6 +57,8 @@ pub struct Settings {
     pub write_attempts: u32,
     /// Whether to write notification events to the outbox.
     pub notify: bool,
+    /// This broker's id in the Sids it writes; it owns only those statements.
+    pub installation: InstallationId,
 }
 
 /// Why an apply, revoke or live read failed.
@@ -258,6 +263,50 @@ fn statements_as_values(doc: Option<&PolicyDocument>) -> Vec<Value> {
     .unwrap_or_default()
 }
 
+/// The Sids a share's statements have (or had under the earlier scheme), per policy.
+#[derive(Debug, Clone, Default)]
+struct ShareSids {
+    /// Resource-policy Sids: this installation's, then the earlier scheme's.
+    resource: Vec<String>,
+    /// Key-policy Sids: this installation's, then the earlier scheme's.
+    key: Vec<String>,
+}
+
+fn share_sids(grant: &Grant, installation: &InstallationId) -> ShareSids {
+    let (legacy_res, legacy_key) = legacy_statements(grant);
+    ShareSids {
+        resource: resource_statements_for(grant, installation)
+            .iter()
+            .map(sid_of)
+            .chain([sid_of(&legacy_res)])
+            .collect(),
+        key: vec![
+            sid_of(&key_statement_for(grant, installation)),
+            sid_of(&legacy_key),
+        ],
+    }
+}
+
+/// Statements live shares still need: resource-policy Sids of the secret, and (key ARN, Sid) pairs.
+#[derive(Debug, Default)]
+struct Needed {
+    resource: HashSet<String>,
+    key: HashSet<(String, String)>,
+}
+
+/// The unique ids (AROA..., AIDA...) that stand where an ARN was in a statement's principal.
+fn unique_ids_in(found: &crate::policy::document::RawStatement) -> Vec<String> {
+    found
+        .parsed()
+        .principal
+        .as_ref()
+        .map(|p| p.values("AWS").to_vec())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| is_unique_id(v))
+        .collect()
+}
+
 impl Applier {
     /// An applier over the store and the AWS clients.
     pub fn new(
@@ -289,6 +338,16 @@ impl Applier {
 
     fn now(&self) -> String {
         fmt_time(self.clock.now())
+    }
+
+    /// This installation's statements, plus the earlier-scheme statements these shares relied on.
+    fn owner_for<'s>(&self, grants: impl IntoIterator<Item = &'s Grant>) -> Owner {
+        Owner::new(self.settings.installation.clone()).with_legacy(grants.into_iter().flat_map(
+            |g| {
+                let (r, k) = legacy_statements(g);
+                [sid_of(&r), sid_of(&k)]
+            },
+        ))
     }
 
     fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -531,6 +590,9 @@ impl Applier {
     /// Read-modify-write of one policy: upsert `add`, remove `remove`, lint, journal, write, read back,
     /// compare; retried (bounded) when the policy changed under us. Returns the read-back document
     /// (`None` when the resource policy was deleted or never existed).
+    ///
+    /// A broker statement whose content someone changed is written back only with `overwrite_edits`
+    /// (an admin's repair); otherwise the write is refused and the edit stays as the owner left it.
     async fn rmw(
         &self,
         job: Option<&str>,
@@ -538,6 +600,7 @@ impl Applier {
         ctx: &Context<'_>,
         add: &[Value],
         remove: &[String],
+        overwrite_edits: bool,
     ) -> Result<Option<PolicyDocument>, Failure> {
         let attempts = self.settings.write_attempts.max(1);
         for attempt in 1..=attempts {
@@ -555,7 +618,22 @@ impl Applier {
             let mut added = Vec::new();
             let mut changed = false;
             for s in add {
-                match merge::upsert(&mut doc, s)
+                if !overwrite_edits
+                    && let Some(found) = merge::find(&doc, &sid_of(s))
+                    && !merge::same_content(found, s)
+                {
+                    return Err(Failure::new(
+                        FailureKind::Policy,
+                        format!(
+                            "the {} statement {} was changed by someone other than the broker; the broker \
+                             does not revert an owner's edit on its own: an admin can repair the share to write \
+                             it back, or revoke it",
+                            p.name(),
+                            sid_of(s)
+                        ),
+                    ));
+                }
+                match merge::upsert(&mut doc, ctx.owner, s)
                     .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?
                 {
                     Change::Added => {
@@ -567,7 +645,7 @@ impl Applier {
                 }
             }
             for sid in remove {
-                changed |= merge::remove(&mut doc, sid);
+                changed |= merge::remove(&mut doc, ctx.owner, sid);
             }
             if !changed {
                 return Ok(existed.then_some(doc));
@@ -580,7 +658,10 @@ impl Applier {
                 if !findings.is_empty() {
                     let list = findings
                         .iter()
-                        .map(|f| format!("{} ({})", f.message, f.code))
+                        .map(|f| match &f.statement {
+                            Some(st) => format!("statement {st}: {} ({})", f.message, f.code),
+                            None => format!("{} ({})", f.message, f.code),
+                        })
                         .collect::<Vec<_>>()
                         .join("; ");
                     return Err(Failure::new(
@@ -650,14 +731,56 @@ impl Applier {
         ))
     }
 
-    async fn apply_steps(&self, job: &str, shares: &[Share]) -> Result<KmsKeyArn, Failure> {
+    /// Evaluates the read-back policies for one grant: every action the share grants, each through the
+    /// secret's layers (and GetSecretValue through the key's too).
+    fn verify(
+        &self,
+        grant: &Grant,
+        key: &KmsKeyArn,
+        identity: &PolicyDocument,
+        resource: Option<&PolicyDocument>,
+        key_policy: &PolicyDocument,
+    ) -> Result<(), (String, CheckResult)> {
+        // DESIGN.md 4.12: a condition binds every action of its statement, and only GetSecretValue
+        // requests carry a version stage, so each action is proven on its own: an `active` share is
+        // one whose every action AWS would allow (GetSecretValue through the key as well).
+        for action in &grant.actions {
+            let r = eval::check(&eval::Check {
+                principal: &grant.principal,
+                secret: &grant.secret,
+                key,
+                version_stage: grant.version_stage.as_deref(),
+                identity_policy: identity,
+                resource_policy: resource,
+                key_policy,
+                now: Some(self.clock.now()),
+                action: action.as_str(),
+                guardrails: &eval::Guardrails::NONE,
+            });
+            if r.decision != "allow" {
+                return Err((action.as_str().to_owned(), r));
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_steps(
+        &self,
+        job: &str,
+        shares: &[Share],
+        overwrite_edits: bool,
+    ) -> Result<KmsKeyArn, Failure> {
         let grants = shares.iter().map(grant_of).collect::<Result<Vec<_>, _>>()?;
         let secret = grants[0].secret.clone();
         self.journal_step(job, "describe", None).await?;
         let key = self.resolve_key(&secret).await?;
         self.journal_step(job, "compose", Some(key.as_str()))
             .await?;
-        let composed: Vec<_> = grants.iter().map(|g| compose(g, &key)).collect();
+        let installation = &self.settings.installation;
+        let composed: Vec<Composed> = grants
+            .iter()
+            .map(|g| compose_for(g, &key, installation))
+            .collect();
         let mut key_stmts: Vec<Value> = Vec::new();
         let mut res_stmts: Vec<Value> = Vec::new();
         for c in &composed {
@@ -667,25 +790,40 @@ impl Applier {
             {
                 key_stmts.push(c.key_statement.clone());
             }
-            if !res_stmts
-                .iter()
-                .any(|s| sid_of(s) == sid_of(&c.resource_statement))
-            {
-                res_stmts.push(c.resource_statement.clone());
+            for r in c.resource_statements() {
+                if !res_stmts.iter().any(|s| sid_of(s) == sid_of(r)) {
+                    res_stmts.push(r.clone());
+                }
             }
         }
+        let owner = self.owner_for(&grants);
         let ctx = Context {
             secret: &secret,
             key: Some(&key),
+            owner: &owner,
         };
         let key_doc = {
             let lock = self.lock_for(key.as_str());
             let _g = lock.lock().await;
-            self.rmw(Some(job), Policy::Key(&key), &ctx, &key_stmts, &[])
-                .await?
+            self.rmw(
+                Some(job),
+                Policy::Key(&key),
+                &ctx,
+                &key_stmts,
+                &[],
+                overwrite_edits,
+            )
+            .await?
         };
         let res_doc = self
-            .rmw(Some(job), Policy::Resource(&secret), &ctx, &res_stmts, &[])
+            .rmw(
+                Some(job),
+                Policy::Resource(&secret),
+                &ctx,
+                &res_stmts,
+                &[],
+                overwrite_edits,
+            )
             .await?;
         self.journal_step(job, "verify", None).await?;
         let key_doc = key_doc.ok_or_else(|| {
@@ -694,23 +832,11 @@ impl Applier {
         for (g, c) in grants.iter().zip(&composed) {
             let identity = PolicyDocument::parse(&c.identity_policy.to_string())
                 .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
-            let r = eval::check(&eval::Check {
-                principal: &g.principal,
-                secret: &secret,
-                key: &key,
-                version_stage: g.version_stage.as_deref(),
-                identity_policy: &identity,
-                resource_policy: res_doc.as_ref(),
-                key_policy: &key_doc,
-                now: Some(self.clock.now()),
-                action: eval::GET_SECRET_VALUE,
-                guardrails: &eval::Guardrails::NONE,
-            });
-            if r.decision != "allow" {
+            if let Err((action, r)) = self.verify(g, &key, &identity, res_doc.as_ref(), &key_doc) {
                 return Err(Failure::new(
                     FailureKind::Policy,
                     format!(
-                        "the policies were written but do not grant {} access ({}): {}",
+                        "the policies were written but do not grant {} {action} ({}): {}",
                         g.principal,
                         r.decision,
                         r.reasons.join("; ")
@@ -718,7 +844,71 @@ impl Applier {
                 ));
             }
         }
+        self.leave_old_keys(job, shares, &grants, &secret, &key)
+            .await?;
         Ok(key)
+    }
+
+    /// A share applied before with another key (the secret was re-encrypted since) leaves that key:
+    /// its statements there are removed unless another live share applied with that key needs the
+    /// same (key, Sid).
+    async fn leave_old_keys(
+        &self,
+        job: &str,
+        shares: &[Share],
+        grants: &[Grant],
+        secret: &SecretArn,
+        key: &KmsKeyArn,
+    ) -> Result<(), Failure> {
+        let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
+        let mut moved = Vec::new();
+        for (s, g) in shares.iter().zip(grants) {
+            let Some(old) = s.key_arn.as_deref().filter(|k| *k != key.as_str()) else {
+                continue;
+            };
+            let sids = by_key.entry(old.to_owned()).or_default();
+            for sid in share_sids(g, &self.settings.installation).key {
+                if !sids.contains(&sid) {
+                    sids.push(sid);
+                }
+            }
+            moved.push(g);
+        }
+        if by_key.is_empty() {
+            return Ok(());
+        }
+        let old_keys: Vec<KmsKeyArn> = by_key
+            .keys()
+            .filter_map(|k| KmsKeyArn::parse(k).ok())
+            .collect();
+        let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+        let needed = self.needed(secret.as_str(), &old_keys, &ids, true).await?;
+        let owner = self.owner_for(moved);
+        for old in old_keys {
+            let remove: Vec<String> = by_key[old.as_str()]
+                .iter()
+                .filter(|sid| {
+                    !needed
+                        .key
+                        .contains(&(old.as_str().to_owned(), (*sid).clone()))
+                })
+                .cloned()
+                .collect();
+            if remove.is_empty() {
+                continue;
+            }
+            self.journal_step(job, "old_key_policy_write", None).await?;
+            let ctx = Context {
+                secret,
+                key: Some(&old),
+                owner: &owner,
+            };
+            let lock = self.lock_for(old.as_str());
+            let _g = lock.lock().await;
+            self.rmw(None, Policy::Key(&old), &ctx, &[], &remove, false)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn run_apply(&self, job: &str, shares: Vec<Share>) {
@@ -726,7 +916,7 @@ impl Applier {
         let _job = self.release(job);
         let notify = self.settings.notify;
         let started = std::time::Instant::now();
-        let outcome = self.apply_steps(job, &shares).await;
+        let outcome = self.apply_steps(job, &shares, false).await;
         crate::metrics::metrics().saga("apply", outcome.is_ok(), started.elapsed());
         let now = self.now();
         let job_id = job.to_owned();
@@ -810,52 +1000,73 @@ impl Applier {
         }
     }
 
-    /// Broker Sids needed by live shares of the secret other than `exclude`: (resource Sids, key Sids).
-    async fn needed_sids(
+    /// Statements live shares other than `exclude` need: the resource-policy Sids of `secret` (shares of
+    /// that exact ARN), and per key of `keys` the (key ARN, Sid) pairs of every live share applied with
+    /// that key, whatever its secret (a key encrypts several secrets, and a secret re-created under its
+    /// old name has another ARN but the same key statement). Shares being applied count for the key
+    /// their running job resolved. `exclude` drops the job's own shares while they are `applying`
+    /// (or in any status with `exclude_any_status`).
+    async fn needed(
         &self,
         secret: &str,
-        key: Option<&KmsKeyArn>,
+        keys: &[KmsKeyArn],
         exclude: &[String],
-    ) -> Result<(HashSet<String>, HashSet<String>), Failure> {
+        exclude_any_status: bool,
+    ) -> Result<Needed, Failure> {
+        const LIVE: [ShareStatus; 3] = [
+            ShareStatus::Active,
+            ShareStatus::Drifted,
+            ShareStatus::Applying,
+        ];
         let secret_s = secret.to_owned();
-        let live = self
+        let key_list: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
+        let (of_secret, with_key) = self
             .store
             .read(move |c| {
-                let mut v = Vec::new();
-                for st in [
-                    ShareStatus::Active,
-                    ShareStatus::Drifted,
-                    ShareStatus::Applying,
-                    ShareStatus::Revoking,
-                ] {
-                    v.extend(rows::shares_of_secret(c, &secret_s, st)?);
+                let mut of_secret = Vec::new();
+                for st in LIVE {
+                    of_secret.extend(rows::shares_of_secret(c, &secret_s, st)?);
                 }
-                Ok(v)
+                let mut with_key = Vec::new();
+                for key in &key_list {
+                    for s in rows::shares_with_key(c, key, &LIVE)? {
+                        with_key.push((key.clone(), s));
+                    }
+                    for job in jobs::running_with_key(c, key)? {
+                        for id in &job.share_ids {
+                            if let Some(s) = rows::share_by_id(c, id)?
+                                && s.status == ShareStatus::Applying
+                                && s.key_arn.is_none()
+                            {
+                                with_key.push((key.clone(), s));
+                            }
+                        }
+                    }
+                }
+                Ok((of_secret, with_key))
             })
             .await?;
-        let (mut res, mut keys) = (HashSet::new(), HashSet::new());
-        // The job's own shares do not keep its statements alive while they are still being applied (or
-        // revoked); a share of an old job that has since become active again does.
-        for s in live
-            .iter()
-            .filter(|s| !(exclude.contains(&s.id) && s.status == ShareStatus::Applying))
-        {
-            if s.status == ShareStatus::Revoking {
-                continue; // being revoked by a later job: does not keep a statement alive
-            }
-            let Ok(g) = grant_of(s) else { continue };
-            let k = match (&s.key_arn, key) {
-                (Some(k), _) => KmsKeyArn::parse(k).ok(),
-                (None, Some(k)) => Some(k.clone()),
-                _ => None,
-            };
-            if let Some(k) = k {
-                let c = compose(&g, &k);
-                res.insert(sid_of(&c.resource_statement));
-                keys.insert(sid_of(&c.key_statement));
+        // A share being revoked (status `revoking`) is not live: it keeps nothing alive.
+        let skip = |s: &Share| {
+            exclude.contains(&s.id) && (exclude_any_status || s.status == ShareStatus::Applying)
+        };
+        let installation = &self.settings.installation;
+        let mut needed = Needed::default();
+        for s in of_secret.iter().filter(|s| !skip(s)) {
+            if let Ok(g) = grant_of(s) {
+                needed
+                    .resource
+                    .extend(share_sids(&g, installation).resource);
             }
         }
-        Ok((res, keys))
+        for (key, s) in with_key.iter().filter(|(_, s)| !skip(s)) {
+            if let Ok(g) = grant_of(s) {
+                for sid in share_sids(&g, installation).key {
+                    needed.key.insert((key.clone(), sid));
+                }
+            }
+        }
+        Ok(needed)
     }
 
     /// Removes what a job added (and only that, and only if no other live share needs it).
@@ -866,22 +1077,27 @@ impl Applier {
             .key_arn
             .as_deref()
             .and_then(|k| KmsKeyArn::parse(k).ok());
-        let (needed_res, needed_key) = self
-            .needed_sids(&job.secret_arn, key.as_ref(), &job.share_ids)
+        let needed = self
+            .needed(&job.secret_arn, key.as_slice(), &job.share_ids, false)
             .await?;
+        // The journal says which Sids this job wrote; a job of an earlier version may have written
+        // earlier-scheme Sids, and those are the ones it may remove.
+        let owner = Owner::new(self.settings.installation.clone())
+            .with_legacy(job.key_sids.iter().chain(&job.resource_sids).cloned());
         if job.resource_write_started {
             let remove: Vec<String> = job
                 .resource_sids
                 .iter()
-                .filter(|s| !needed_res.contains(*s))
+                .filter(|s| !needed.resource.contains(*s))
                 .cloned()
                 .collect();
             if !remove.is_empty() {
                 let ctx = Context {
                     secret: &secret,
                     key: key.as_ref(),
+                    owner: &owner,
                 };
-                self.rmw(None, Policy::Resource(&secret), &ctx, &[], &remove)
+                self.rmw(None, Policy::Resource(&secret), &ctx, &[], &remove, false)
                     .await?;
             }
         }
@@ -891,20 +1107,43 @@ impl Applier {
             let remove: Vec<String> = job
                 .key_sids
                 .iter()
-                .filter(|s| !needed_key.contains(*s))
+                .filter(|s| !needed.key.contains(&(k.as_str().to_owned(), (*s).clone())))
                 .cloned()
                 .collect();
             if !remove.is_empty() {
                 let ctx = Context {
                     secret: &secret,
                     key: Some(k),
+                    owner: &owner,
                 };
                 let lock = self.lock_for(k.as_str());
                 let _g = lock.lock().await;
-                self.rmw(None, Policy::Key(k), &ctx, &[], &remove).await?;
+                self.rmw(None, Policy::Key(k), &ctx, &[], &remove, false)
+                    .await?;
             }
         }
         Ok(())
+    }
+
+    /// The Sids of `sids` that are present in the policy now (for the audit, and to skip empty writes).
+    async fn present(&self, p: Policy<'_>, sids: Vec<String>) -> Result<Vec<String>, Failure> {
+        let text = match self.read(p).await {
+            Ok(t) => t,
+            // A deleted secret has no resource policy left to clean.
+            Err(f) if f.kind == FailureKind::NotFound && matches!(p, Policy::Resource(_)) => None,
+            Err(f) => return Err(f),
+        };
+        let Some(doc) = text
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+            .and_then(|t| PolicyDocument::parse(t).ok())
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(sids
+            .into_iter()
+            .filter(|s| merge::find(&doc, s).is_some())
+            .collect())
     }
 
     async fn revoke_steps(
@@ -915,72 +1154,84 @@ impl Applier {
         let secret = SecretArn::parse(&shares[0].secret_arn)
             .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
         let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
-        let mut by_key: HashMap<String, Vec<Value>> = HashMap::new();
-        let mut res_stmts: Vec<Value> = Vec::new();
+        let installation = &self.settings.installation;
+        let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
+        let mut res_sids: Vec<String> = Vec::new();
+        let mut grants = Vec::new();
         for s in shares {
             let g = grant_of(s)?;
             let Some(k) = s.key_arn.as_deref().and_then(|k| KmsKeyArn::parse(k).ok()) else {
                 continue; // never applied: nothing to remove
             };
-            let c = compose(&g, &k);
-            by_key
-                .entry(k.as_str().to_owned())
-                .or_default()
-                .push(c.key_statement);
-            res_stmts.push(c.resource_statement);
-        }
-        let first_key = by_key.keys().next().and_then(|k| KmsKeyArn::parse(k).ok());
-        let (needed_res, needed_key) = self
-            .needed_sids(secret.as_str(), first_key.as_ref(), &ids)
-            .await?;
-        let mut removed = Vec::new();
-        let mut kept = Vec::new();
-        let mut res_remove: Vec<String> = Vec::new();
-        for s in &res_stmts {
-            let sid = sid_of(s);
-            if needed_res.contains(&sid) {
-                kept.push(sid);
-            } else if !res_remove.contains(&sid) {
-                res_remove.push(sid);
-            }
-        }
-        self.journal_step(
-            job,
-            "resource_policy_write",
-            first_key.as_ref().map(|k| k.as_str()),
-        )
-        .await?;
-        let ctx = Context {
-            secret: &secret,
-            key: first_key.as_ref(),
-        };
-        if !res_remove.is_empty() {
-            self.rmw(Some(job), Policy::Resource(&secret), &ctx, &[], &res_remove)
-                .await?;
-        }
-        removed.extend(res_remove);
-        for (k, stmts) in by_key {
-            let key = KmsKeyArn::parse(&k)
-                .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
-            let mut remove: Vec<String> = Vec::new();
-            for s in &stmts {
-                let sid = sid_of(s);
-                if needed_key.contains(&sid) {
-                    kept.push(sid);
-                } else if !remove.contains(&sid) {
-                    remove.push(sid);
+            let sids = share_sids(&g, installation);
+            let entry = by_key.entry(k.as_str().to_owned()).or_default();
+            for sid in sids.key {
+                if !entry.contains(&sid) {
+                    entry.push(sid);
                 }
             }
+            for sid in sids.resource {
+                if !res_sids.contains(&sid) {
+                    res_sids.push(sid);
+                }
+            }
+            grants.push(g);
+        }
+        let mut keys: Vec<KmsKeyArn> = by_key
+            .keys()
+            .filter_map(|k| KmsKeyArn::parse(k).ok())
+            .collect();
+        keys.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let needed = self.needed(secret.as_str(), &keys, &ids, false).await?;
+        let owner = self.owner_for(&grants);
+        let mut removed = Vec::new();
+        let mut kept = Vec::new();
+        let first_key = keys.first();
+        self.journal_step(job, "resource_policy_write", first_key.map(|k| k.as_str()))
+            .await?;
+        // Only the Sids present now are reported (a share has this installation's Sids or, applied
+        // by an earlier version, earlier-scheme ones: rarely both).
+        let (keep, res_remove): (Vec<String>, Vec<String>) = self
+            .present(Policy::Resource(&secret), res_sids)
+            .await?
+            .into_iter()
+            .partition(|sid| needed.resource.contains(sid));
+        kept.extend(keep);
+        if !res_remove.is_empty() {
+            let ctx = Context {
+                secret: &secret,
+                key: first_key,
+                owner: &owner,
+            };
+            self.rmw(
+                Some(job),
+                Policy::Resource(&secret),
+                &ctx,
+                &[],
+                &res_remove,
+                false,
+            )
+            .await?;
+        }
+        removed.extend(res_remove);
+        for key in &keys {
+            let (keep, remove): (Vec<String>, Vec<String>) = self
+                .present(Policy::Key(key), by_key[key.as_str()].clone())
+                .await?
+                .into_iter()
+                .partition(|sid| needed.key.contains(&(key.as_str().to_owned(), sid.clone())));
+            kept.extend(keep);
             if !remove.is_empty() {
                 self.journal_step(job, "key_policy_write", Some(key.as_str()))
                     .await?;
                 let ctx = Context {
                     secret: &secret,
-                    key: Some(&key),
+                    key: Some(key),
+                    owner: &owner,
                 };
                 let lock = self.lock_for(key.as_str());
                 let _g = lock.lock().await;
-                self.rmw(Some(job), Policy::Key(&key), &ctx, &[], &remove)
+                self.rmw(Some(job), Policy::Key(key), &ctx, &[], &remove, false)
                     .await?;
             }
             removed.extend(remove);
@@ -1006,14 +1257,16 @@ impl Applier {
                 match &outcome {
                     Ok((removed, kept)) => {
                         for id in &ids {
-                            // A share revoked because its time ran out ends `expired`.
-                            let expired = rows::share_by_id(c, id)?.is_some_and(|s| s.expires_at <= now);
-                            let (to, action) = if expired {
-                                (ShareStatus::Expired, "share.expired")
+                            // A share revoked because its time ran out ends `expired`; a revoked one keeps
+                            // the reason it was revoked for.
+                            let before = rows::share_by_id(c, id)?;
+                            let expired = before.as_ref().is_some_and(|s| s.expires_at <= now);
+                            let (to, action, reason) = if expired {
+                                (ShareStatus::Expired, "share.expired", None)
                             } else {
-                                (ShareStatus::Revoked, "share.revoked")
+                                (ShareStatus::Revoked, "share.revoked", before.and_then(|s| s.status_reason))
                             };
-                            rows::set_share_status(c, id, to, None, &now)?;
+                            rows::set_share_status(c, id, to, reason.as_deref(), &now)?;
                             rows::set_share_outcome(c, id, None, None, &now)?;
                             audit::append(
                                 c,
@@ -1155,8 +1408,6 @@ impl Applier {
         if shares.is_empty() {
             return Ok(Vec::new());
         }
-        let secret_arn = SecretArn::parse(secret)
-            .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
         let parse = |what: &str, t: Option<String>| -> Result<Option<PolicyDocument>, String> {
             match t {
                 Some(t) if !t.trim().is_empty() => PolicyDocument::parse(&t)
@@ -1169,6 +1420,19 @@ impl Applier {
             "resource policy",
             self.secrets.get_resource_policy(secret).await?,
         );
+        // The key that encrypts the secret now: a share applied with another key (the secret was
+        // re-encrypted since) no longer lets its consumer decrypt new versions.
+        // A transient failure skips this secret's check (like a failed policy read); a refusal (the AWS
+        // managed key, a disabled key) or a deleted secret is drift.
+        let arn = SecretArn::parse(secret)
+            .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
+        let current_key = match self.resolve_key(&arn).await {
+            Ok(k) => Ok(k),
+            Err(f) if matches!(f.kind, FailureKind::Refused | FailureKind::NotFound) => {
+                Err(f.message)
+            }
+            Err(f) => return Err(f),
+        };
         let mut keys: HashMap<String, Result<Option<PolicyDocument>, String>> = HashMap::new();
         let mut out = Vec::new();
         for share in shares {
@@ -1179,6 +1443,17 @@ impl Applier {
             else {
                 continue;
             };
+            let key_problem = match &current_key {
+                Ok(k) if k == &key => None,
+                Ok(k) => Some(format!(
+                    "the secret is now encrypted with the key {k}, not {key} that the share was applied \
+                     with: the consumer cannot decrypt new versions; repair grants decrypt on the new key \
+                     and removes the grant from the old one"
+                )),
+                Err(e) => Some(format!(
+                    "the secret's key cannot be used for a share any more: {e}"
+                )),
+            };
             if !keys.contains_key(key.as_str()) {
                 let doc = parse(
                     "key policy",
@@ -1187,22 +1462,52 @@ impl Applier {
                 keys.insert(key.as_str().to_owned(), doc);
             }
             let grant = grant_of(&share)?;
-            let c = compose(&grant, &key);
-            let mut problems = Vec::new();
+            let c = compose_for(&grant, &key, &self.settings.installation);
+            let (legacy_res, legacy_key) = legacy_statements(&grant);
+            let mut problems: Vec<String> = key_problem.into_iter().collect();
             let docs = [
-                ("resource policy", &resource, &c.resource_statement),
-                ("key policy", &keys[key.as_str()], &c.key_statement),
+                (
+                    "resource policy",
+                    &resource,
+                    c.resource_statements(),
+                    &legacy_res,
+                ),
+                (
+                    "key policy",
+                    &keys[key.as_str()],
+                    vec![&c.key_statement],
+                    &legacy_key,
+                ),
             ];
-            for (name, doc, want) in docs {
+            for (name, doc, wants, legacy) in docs {
                 match doc {
                     Err(e) => problems.push(e.clone()),
-                    Ok(doc) => statement_drift(
-                        name,
-                        doc.as_ref(),
-                        want,
-                        grant.principal.as_str(),
-                        &mut problems,
-                    ),
+                    Ok(doc) => {
+                        let d = doc.as_ref();
+                        let present =
+                            |v: &Value| d.is_some_and(|d| merge::find(d, &sid_of(v)).is_some());
+                        if !wants.iter().all(|w| present(w)) && present(legacy) {
+                            // Applied before installation ids: its earlier-scheme statement stands
+                            // for it (the evaluation below still checks every action it grants).
+                            statement_drift(
+                                name,
+                                d,
+                                legacy,
+                                grant.principal.as_str(),
+                                &mut problems,
+                            );
+                        } else {
+                            for want in wants {
+                                statement_drift(
+                                    name,
+                                    d,
+                                    want,
+                                    grant.principal.as_str(),
+                                    &mut problems,
+                                );
+                            }
+                        }
+                    }
                 }
             }
             if problems.is_empty()
@@ -1210,21 +1515,9 @@ impl Applier {
             {
                 let identity = PolicyDocument::parse(&c.identity_policy.to_string())
                     .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
-                let r = eval::check(&eval::Check {
-                    principal: &grant.principal,
-                    secret: &secret_arn,
-                    key: &key,
-                    version_stage: grant.version_stage.as_deref(),
-                    identity_policy: &identity,
-                    resource_policy: res.as_ref(),
-                    key_policy: kp,
-                    now: Some(self.clock.now()),
-                    action: eval::GET_SECRET_VALUE,
-                    guardrails: &eval::Guardrails::NONE,
-                });
-                if r.decision != "allow" {
+                if let Err((action, r)) = self.verify(&grant, &key, &identity, res.as_ref(), kp) {
                     problems.push(format!(
-                        "the policies no longer allow the read ({}): {}",
+                        "the policies no longer allow {action} ({}): {}",
                         r.decision,
                         r.reasons.join("; ")
                     ));
@@ -1241,8 +1534,11 @@ impl Applier {
     }
 
     /// Re-applies drifted shares of a secret in the background (same saga as an apply); they return to
-    /// `active` when the read-back verifies.
-    pub fn repair(self: &Arc<Self>, secret: &str, ids: Vec<String>) {
+    /// `active` when the read-back verifies. `by_admin`: an admin asked, so a broker statement someone
+    /// edited is written back; the worker's automatic repair leaves such an edit alone (the share stays
+    /// `drifted`). Either way a share whose principal AWS shows as a unique id (deleted, perhaps
+    /// re-created) is never granted again: it is revoked, with that reason.
+    pub fn repair(self: &Arc<Self>, secret: &str, ids: Vec<String>, by_admin: bool) {
         if !self.settings.enabled || ids.is_empty() {
             return;
         }
@@ -1252,12 +1548,88 @@ impl Applier {
         tokio::spawn(async move {
             let _busy = Busy(&me);
             let lock = me.lock_for(&secret);
-            let _guard = lock.lock().await;
-            me.run_repair(&secret, ids).await;
+            let revoking = {
+                let _guard = lock.lock().await;
+                me.run_repair(&secret, ids, by_admin).await
+            };
+            if revoking {
+                me.kick(&secret);
+            }
         });
     }
 
-    async fn run_repair(&self, secret: &str, ids: Vec<String>) {
+    /// The shares whose statements (this installation's or their earlier-scheme ones) name a unique id
+    /// where their principal's ARN was, with the reason; and the others.
+    async fn split_recreated(
+        &self,
+        secret: &str,
+        shares: Vec<Share>,
+    ) -> (Vec<(Share, String)>, Vec<Share>) {
+        let resource = self
+            .secrets
+            .get_resource_policy(secret)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|t| PolicyDocument::parse(&t).ok());
+        let mut key_docs: HashMap<String, Option<PolicyDocument>> = HashMap::new();
+        let (mut recreated, mut rest) = (Vec::new(), Vec::new());
+        for share in shares {
+            let Ok(grant) = grant_of(&share) else {
+                rest.push(share);
+                continue;
+            };
+            let sids = share_sids(&grant, &self.settings.installation);
+            let mut found: Option<(String, &'static str)> = None;
+            if let Some(doc) = &resource {
+                for sid in &sids.resource {
+                    if let Some(id) =
+                        merge::find(doc, sid).and_then(|st| unique_ids_in(st).into_iter().next())
+                    {
+                        found = Some((id, "resource policy"));
+                    }
+                }
+            }
+            if found.is_none()
+                && let Some(k) = share.key_arn.clone()
+            {
+                if !key_docs.contains_key(&k) {
+                    let doc = self
+                        .kms
+                        .get_key_policy(&k)
+                        .await
+                        .ok()
+                        .and_then(|t| PolicyDocument::parse(&t).ok());
+                    key_docs.insert(k.clone(), doc);
+                }
+                if let Some(doc) = &key_docs[&k] {
+                    for sid in &sids.key {
+                        if let Some(id) = merge::find(doc, sid)
+                            .and_then(|st| unique_ids_in(st).into_iter().next())
+                        {
+                            found = Some((id, "key policy"));
+                        }
+                    }
+                }
+            }
+            match found {
+                Some((id, policy)) => {
+                    let reason = format!(
+                        "the principal {} was deleted: the {policy} shows its old unique id {id} in its place. A \
+                         principal re-created with that ARN is someone new, so the broker does not grant it \
+                         again; its statements are removed. The new principal needs a new share request",
+                        grant.principal
+                    );
+                    recreated.push((share, reason));
+                }
+                None => rest.push(share),
+            }
+        }
+        (recreated, rest)
+    }
+
+    /// Returns whether shares were sent to be revoked (the caller kicks the secret once the lock is free).
+    async fn run_repair(&self, secret: &str, ids: Vec<String>, by_admin: bool) -> bool {
         let now = self.now();
         let secret_s = secret.to_owned();
         let claimed = self
@@ -1285,15 +1657,55 @@ impl Applier {
                     .insert(x.0.clone());
                 x
             }
-            Ok(None) => return,
+            Ok(None) => return false,
             Err(e) => {
                 tracing::error!(secret, error = %e, "cannot claim drifted shares");
-                return;
+                return false;
             }
         };
         let _job = self.release(&job);
+        let (recreated, shares) = self.split_recreated(secret, shares).await;
+        let revoking = !recreated.is_empty();
+        if revoking {
+            let now = self.now();
+            let job_id = job.clone();
+            let result = self
+                .store
+                .write(move |c| {
+                    for (share, reason) in &recreated {
+                        if rows::share_by_id(c, &share.id)?.map(|s| s.status) != Some(ShareStatus::Drifted) {
+                            continue;
+                        }
+                        rows::set_share_status(c, &share.id, ShareStatus::Revoking, Some(reason), &now)?;
+                        audit::append(c, &NewEvent {
+                            at: &now,
+                            actor: SYSTEM,
+                            action: "share.revoke_requested",
+                            share_id: Some(&share.id),
+                            request_id: None,
+                            details: json!({"job": job_id, "reason": reason, "principal_recreated": true, "from": "drifted", "to": "revoking"}),
+                        })?;
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::error!(secret, error = %e, "cannot send shares of a re-created principal to be revoked");
+            }
+        }
+        if shares.is_empty() {
+            let (job_id, now) = (job.clone(), self.now());
+            if let Err(e) = self
+                .store
+                .write(move |c| jobs::finish(c, &job_id, "done", None, &now))
+                .await
+            {
+                tracing::error!(secret, error = %e, "cannot close a repair job");
+            }
+            return revoking;
+        }
         let started = std::time::Instant::now();
-        let outcome = self.apply_steps(&job, &shares).await;
+        let outcome = self.apply_steps(&job, &shares, by_admin).await;
         crate::metrics::metrics().saga("repair", outcome.is_ok(), started.elapsed());
         let compensation = match &outcome {
             Ok(_) => Ok(()),
@@ -1361,6 +1773,7 @@ impl Applier {
         if let Err(e) = result {
             tracing::error!(secret, error = %e, "cannot record the outcome of a repair");
         }
+        revoking
     }
 
     /// The live plan of a share: its documents merged into the live policies, diffed and linted. No write.
@@ -1379,18 +1792,22 @@ impl Applier {
                 resource_policy: resource.as_deref(),
                 key_policy: Some(&key_policy),
             },
+            &self.owner_for([&grant]),
         )
         .map_err(|e| Failure::new(FailureKind::Policy, e.to_string()))?;
-        let diff = |current: Option<&str>, proposed: &str, ours: &Value| -> PolicyDiff {
+        let diff = |current: Option<&str>, proposed: &str, ours: &[&Value]| -> PolicyDiff {
             let parse = |t: &str| serde_json::from_str::<Value>(t).unwrap_or(Value::Null);
-            let sid = sid_of(ours);
-            let present = current
-                .and_then(|t| PolicyDocument::parse(t).ok())
-                .is_some_and(|d| merge::find(&d, &sid).is_some());
+            let doc = current.and_then(|t| PolicyDocument::parse(t).ok());
+            let present = ours.iter().all(|o| {
+                doc.as_ref()
+                    .and_then(|d| merge::find(d, &sid_of(o)))
+                    .is_some_and(|f| merge::same_content(f, o))
+            });
             PolicyDiff {
                 current: current.map(parse),
                 proposed: parse(proposed),
-                statement_sid: sid,
+                statement_sid: ours.first().map(|o| sid_of(o)).unwrap_or_default(),
+                statement_sids: ours.iter().map(|o| sid_of(o)).collect(),
                 change: if present {
                     "unchanged".into()
                 } else {
@@ -1403,9 +1820,13 @@ impl Applier {
             resource_policy: diff(
                 resource.as_deref(),
                 &p.resource_policy,
-                &p.composed.resource_statement,
+                &p.composed.resource_statements(),
             ),
-            key_policy: diff(Some(&key_policy), &p.key_policy, &p.composed.key_statement),
+            key_policy: diff(
+                Some(&key_policy),
+                &p.key_policy,
+                &[&p.composed.key_statement],
+            ),
             identity_policy: p.composed.identity_policy.clone(),
             consumer_command: consumer_cli(&grant),
             findings: p.findings,
@@ -1628,27 +2049,20 @@ fn statement_drift(
         problems.push(format!("the {name} statement {sid} is missing"));
         return;
     };
-    let got: Value = serde_json::from_str(found.raw()).unwrap_or(Value::Null);
-    if &got == want {
+    if merge::same_content(found, want) {
         return;
     }
-    let ids: Vec<String> = found
-        .parsed()
-        .principal
-        .as_ref()
-        .map(|p| p.values("AWS").to_vec())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|v| !v.starts_with("arn:") && v.len() > 12)
-        .collect();
+    let ids = unique_ids_in(found);
     if let Some(id) = ids.first() {
         problems.push(format!(
-            "the {name} statement {sid} names {id} instead of {principal}: the principal was deleted (and \
-             perhaps re-created), so AWS shows its old unique id; repair grants the current principal"
+            "the {name} statement {sid} names {id} instead of {principal}: AWS shows a principal's unique id \
+             once the principal was deleted; one re-created with the same ARN is someone new, so the broker \
+             never grants it again: repair ends the share revoked (the new principal needs a new share)"
         ));
     } else {
         problems.push(format!(
-            "the {name} statement {sid} was changed by someone else"
+            "the {name} statement {sid} was changed by someone else; the broker does not revert an owner's \
+             edit on its own: an admin's repair writes it back"
         ));
     }
 }
@@ -1662,9 +2076,13 @@ pub struct PolicyDiff {
     /// The policy as the broker would write it.
     #[schema(value_type = Object)]
     pub proposed: Value,
-    /// The broker statement's Sid.
+    /// The broker statement's Sid (the first one when the share needs several).
     pub statement_sid: String,
-    /// `add` (the statement is new) or `unchanged` (already there, for this or an equal share).
+    /// Every broker statement the share needs in this policy: the resource policy has a second one for
+    /// actions without a version stage (DescribeSecret).
+    pub statement_sids: Vec<String>,
+    /// `add` (a statement is new or differs) or `unchanged` (all already there, for this or an equal
+    /// share).
     pub change: String,
 }
 

@@ -1,15 +1,24 @@
 //! The three documents of a share (DESIGN.md section 4):
 //!
-//! - a statement for the secret's **resource policy** allowing the consumer the share's actions on
-//!   `Resource: "*"` (the secret itself), limited to a version stage when the share names one;
+//! - statements for the secret's **resource policy** allowing the consumer the share's actions on
+//!   `Resource: "*"` (the secret itself): `GetSecretValue` limited to a version stage when the share
+//!   names one, and every other action (`DescribeSecret`) in a statement of its own without that
+//!   condition, because only GetSecretValue requests carry `secretsmanager:VersionStage` and a
+//!   condition binds every action of its statement (DESIGN.md 4.12);
 //! - a statement for the **key policy** of the secret's customer-managed key allowing the consumer
 //!   `kms:Decrypt` only through Secrets Manager in the secret's region and only for this secret;
 //! - the consumer's **identity policy**, for the consumer account to attach: the actions on
 //!   `arn:...:secret:<name>-??????` and `kms:Decrypt` on the full key ARN.
 //!
-//! Broker statements carry the Sid prefix [`SID_PREFIX`] and a suffix derived from their content, so two
+//! Broker statements carry the Sid `SecretBroker<installation id><S|K><16 hex>`: the installation id
+//! (config `installation_id`) says which broker owns it, the suffix is derived from the content, so two
 //! shares that need the same grant produce the same statement (merged once, removed when the last share
-//! that needs it goes).
+//! that needs it goes). Statements written before installation ids existed are
+//! `SecretBroker<S|K><16 hex>`: [`legacy_statements`] recomputes them for a share, so the share that
+//! relied on one can still find, check and remove it (and nothing else of that form).
+
+use std::fmt;
+use std::str::FromStr;
 
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -19,6 +28,52 @@ use crate::domain::ShareAction;
 
 /// Every broker-owned statement's Sid starts with this (alphanumeric, as Sids must be).
 pub const SID_PREFIX: &str = "SecretBroker";
+
+/// The longest installation id: a Sid stays short and readable.
+pub const MAX_INSTALLATION_ID: usize = 16;
+
+/// Which broker installation owns a statement: 1 to 16 ASCII letters and digits (IAM Sids are
+/// alphanumeric). Two brokers that write to the same account must have different ids.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InstallationId(String);
+
+impl InstallationId {
+    /// The id used when none is configured.
+    pub const DEFAULT: &'static str = "Main";
+
+    /// The id as written in Sids.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for InstallationId {
+    fn default() -> Self {
+        Self(Self::DEFAULT.to_owned())
+    }
+}
+
+impl FromStr for InstallationId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty()
+            || s.len() > MAX_INSTALLATION_ID
+            || !s.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(format!(
+                "{s:?} is not an installation id: use 1 to {MAX_INSTALLATION_ID} ASCII letters and digits \
+                 (it becomes part of every statement Sid the broker writes, and IAM Sids are alphanumeric)"
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Display for InstallationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// What a share grants, as far as the documents are concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,12 +91,26 @@ pub struct Grant {
 /// The composed documents.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Composed {
-    /// Statement for the secret's resource policy.
+    /// Statement for the secret's resource policy: `GetSecretValue`, under the version-stage condition
+    /// when the share names a stage.
     pub resource_statement: Value,
+    /// Second statement for the resource policy: the share's actions that carry no version stage
+    /// (`DescribeSecret`), without the stage condition; `None` when the share grants only
+    /// `GetSecretValue`.
+    pub unstaged_statement: Option<Value>,
     /// Statement for the key policy.
     pub key_statement: Value,
     /// The consumer's identity policy (a whole document).
     pub identity_policy: Value,
+}
+
+impl Composed {
+    /// Every statement for the resource policy, in the order they are written.
+    pub fn resource_statements(&self) -> Vec<&Value> {
+        std::iter::once(&self.resource_statement)
+            .chain(self.unstaged_statement.as_ref())
+            .collect()
+    }
 }
 
 /// `arn:...:secret:<name>-??????`: matches the secret whatever its random suffix, and nothing else
@@ -50,21 +119,55 @@ pub fn secret_pattern(secret: &SecretArn) -> String {
     format!("{}-??????", secret.without_suffix())
 }
 
-/// `secretsmanager.<region>.amazonaws.com`, the `kms:ViaService` value Secrets Manager sends to KMS.
-/// The same form is used in every partition, as the KMS condition-key documentation gives it.
+/// `secretsmanager.<region>.amazonaws.com`, the `kms:ViaService` value Secrets Manager sends to KMS
+/// as the KMS developer guide gives it (condition keys, `kms:ViaService`). See [`via_services`] for what
+/// the key statement accepts.
 pub fn via_service(secret: &SecretArn) -> String {
     format!("secretsmanager.{}.amazonaws.com", secret.region())
 }
 
-/// Sid for a statement: prefix, a letter for the document, and 16 hex digits of SHA-256 over the
-/// statement's content (without its Sid).
-fn sid(kind: char, content: &Value) -> String {
-    let digest = Sha256::digest(content.to_string().as_bytes());
-    format!("{SID_PREFIX}{kind}{}", &hex::encode(digest)[..16])
+/// The `kms:ViaService` values the broker's key statement accepts (one `StringEquals` list, so any
+/// one of them matches).
+///
+/// In `aws` and `aws-us-gov` this is [`via_service`] alone. For the China partition (`aws-cn`) the
+/// documentation we could consult (the China-region KMS developer guide, "Condition keys for Amazon
+/// KMS", docs.amazonaws.cn/en_us/kms/latest/developerguide/policy-conditions.html, and its ViaService
+/// table) did not show the value Secrets Manager sends there, and the China service endpoints end in
+/// `.amazonaws.com.cn`. Unconfirmed, the statement lists both `secretsmanager.<region>.amazonaws.com`
+/// and `secretsmanager.<region>.amazonaws.com.cn`: it is right whichever of the two AWS sends, and
+/// admits nothing else (both names denote Secrets Manager in the secret's own region).
+pub fn via_services(secret: &SecretArn) -> Vec<String> {
+    let mut out = vec![via_service(secret)];
+    if secret.partition() == "aws-cn" {
+        out.push(format!(
+            "secretsmanager.{}.amazonaws.com.cn",
+            secret.region()
+        ));
+    }
+    out
 }
 
-fn with_sid(kind: char, content: Value) -> Value {
-    let id = sid(kind, &content);
+/// Whether a principal value is an IAM unique id (`AIDA...` user, `AROA...` role, ...) rather than an
+/// ARN or account: what AWS shows in a saved policy once the principal it named was deleted. A
+/// re-created principal with the same ARN is someone new.
+pub fn is_unique_id(s: &str) -> bool {
+    s.len() >= 16
+        && s.len() <= 128
+        && s.starts_with('A')
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+}
+
+/// Sid for a statement: prefix, installation, a letter for the document, and 16 hex digits of SHA-256
+/// over the statement's content (without its Sid).
+fn sid(installation: Option<&InstallationId>, kind: char, content: &Value) -> String {
+    let digest = Sha256::digest(content.to_string().as_bytes());
+    let inst = installation.map(InstallationId::as_str).unwrap_or("");
+    format!("{SID_PREFIX}{inst}{kind}{}", &hex::encode(digest)[..16])
+}
+
+fn with_sid(installation: Option<&InstallationId>, kind: char, content: Value) -> Value {
+    let id = sid(installation, kind, &content);
     let mut m = Map::new();
     m.insert("Sid".into(), Value::String(id));
     if let Value::Object(c) = content {
@@ -81,19 +184,19 @@ fn one_or_many(mut v: Vec<String>) -> Value {
     }
 }
 
-/// Composes the three documents for `grant` with the secret's key.
+/// Composes the three documents for `grant` with the secret's key, for the default installation.
 pub fn compose(grant: &Grant, key: &KmsKeyArn) -> Composed {
-    let actions: Vec<String> = grant
-        .actions
-        .iter()
-        .map(|a| a.as_str().to_owned())
-        .collect();
-    let principal = json!({"AWS": grant.principal.as_str()});
+    compose_for(grant, key, &InstallationId::default())
+}
 
+/// The resource-policy statements of `grant` (GetSecretValue, then the unstaged actions if any), with
+/// Sids of `installation`; they do not depend on the key.
+pub fn resource_statements_for(grant: &Grant, installation: &InstallationId) -> Vec<Value> {
+    let principal = json!({"AWS": grant.principal.as_str()});
     let mut resource = json!({
         "Effect": "Allow",
         "Principal": principal,
-        "Action": one_or_many(actions.clone()),
+        "Action": ShareAction::GetSecretValue.as_str(),
         "Resource": "*",
     });
     if let Some(stage) = &grant.version_stage {
@@ -101,18 +204,54 @@ pub fn compose(grant: &Grant, key: &KmsKeyArn) -> Composed {
             "ForAnyValue:StringEquals": {"secretsmanager:VersionStage": stage}
         });
     }
+    let mut out = vec![with_sid(Some(installation), 'S', resource)];
+    let unstaged: Vec<String> = grant
+        .actions
+        .iter()
+        .filter(|a| **a != ShareAction::GetSecretValue)
+        .map(|a| a.as_str().to_owned())
+        .collect();
+    if !unstaged.is_empty() {
+        out.push(with_sid(
+            Some(installation),
+            'S',
+            json!({
+                "Effect": "Allow",
+                "Principal": principal,
+                "Action": one_or_many(unstaged),
+                "Resource": "*",
+            }),
+        ));
+    }
+    out
+}
 
-    let key_statement = json!({
-        "Effect": "Allow",
-        "Principal": principal,
-        "Action": "kms:Decrypt",
-        "Resource": "*",
-        "Condition": {
-            "StringEquals": {"kms:ViaService": via_service(&grant.secret)},
-            "StringLike": {"kms:EncryptionContext:SecretARN": secret_pattern(&grant.secret)}
-        }
-    });
+/// The key-policy statement of `grant`, with the Sid of `installation`; it does not depend on the key
+/// (one key can encrypt several secrets: the statement names the secret, not the key).
+pub fn key_statement_for(grant: &Grant, installation: &InstallationId) -> Value {
+    with_sid(
+        Some(installation),
+        'K',
+        json!({
+            "Effect": "Allow",
+            "Principal": {"AWS": grant.principal.as_str()},
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": {"kms:ViaService": one_or_many(via_services(&grant.secret))},
+                "StringLike": {"kms:EncryptionContext:SecretARN": secret_pattern(&grant.secret)}
+            }
+        }),
+    )
+}
 
+/// Composes the three documents for `grant` with the secret's key, with Sids of `installation`.
+pub fn compose_for(grant: &Grant, key: &KmsKeyArn, installation: &InstallationId) -> Composed {
+    let actions: Vec<String> = grant
+        .actions
+        .iter()
+        .map(|a| a.as_str().to_owned())
+        .collect();
     let identity_policy = json!({
         "Version": super::document::VERSION,
         "Statement": [
@@ -130,12 +269,73 @@ pub fn compose(grant: &Grant, key: &KmsKeyArn) -> Composed {
             }
         ]
     });
-
+    let mut resource = resource_statements_for(grant, installation).into_iter();
     Composed {
-        resource_statement: with_sid('S', resource),
-        key_statement: with_sid('K', key_statement),
+        resource_statement: resource.next().unwrap_or(Value::Null),
+        unstaged_statement: resource.next(),
+        key_statement: key_statement_for(grant, installation),
         identity_policy,
     }
+}
+
+/// The statements a share's grant had under the earlier Sid scheme (`SecretBroker<S|K><16 hex>`, no
+/// installation id; every action in one resource statement; one `kms:ViaService` value), exactly as
+/// that version wrote them: (resource statement, key statement). A share applied before installation
+/// ids may rely on them; only such a share's own legacy Sids are ever treated as the broker's.
+pub fn legacy_statements(grant: &Grant) -> (Value, Value) {
+    let actions: Vec<String> = grant
+        .actions
+        .iter()
+        .map(|a| a.as_str().to_owned())
+        .collect();
+    let principal = json!({"AWS": grant.principal.as_str()});
+    let mut resource = json!({
+        "Effect": "Allow",
+        "Principal": principal,
+        "Action": one_or_many(actions),
+        "Resource": "*",
+    });
+    if let Some(stage) = &grant.version_stage {
+        resource["Condition"] = json!({
+            "ForAnyValue:StringEquals": {"secretsmanager:VersionStage": stage}
+        });
+    }
+    let key_statement = json!({
+        "Effect": "Allow",
+        "Principal": principal,
+        "Action": "kms:Decrypt",
+        "Resource": "*",
+        "Condition": {
+            "StringEquals": {"kms:ViaService": via_service(&grant.secret)},
+            "StringLike": {"kms:EncryptionContext:SecretARN": secret_pattern(&grant.secret)}
+        }
+    });
+    (
+        with_sid(None, 'S', resource),
+        with_sid(None, 'K', key_statement),
+    )
+}
+
+/// Whether `sid` has the form of a Sid this installation writes: `SecretBroker<id><S|K><16 hex>`.
+/// Another installation's Sids never have it (the id is followed by exactly 17 characters, so ids of
+/// different lengths cannot collide, and equal lengths mean equal ids).
+pub fn is_installation_sid(sid: &str, installation: &InstallationId) -> bool {
+    sid.strip_prefix(SID_PREFIX)
+        .and_then(|r| r.strip_prefix(installation.as_str()))
+        .is_some_and(is_suffix)
+}
+
+/// Whether `sid` has the earlier scheme's form `SecretBroker<S|K><16 hex>`.
+pub fn is_legacy_sid(sid: &str) -> bool {
+    sid.strip_prefix(SID_PREFIX).is_some_and(is_suffix)
+}
+
+fn is_suffix(r: &str) -> bool {
+    r.len() == 17
+        && matches!(r.as_bytes()[0], b'S' | b'K')
+        && r[1..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The AWS CLI call the consumer runs, with `--version-stage` when the share requires a stage.
@@ -256,7 +456,7 @@ mod tests {
             principal: &'static str,
             actions: &'static [ShareAction],
             stage: Option<&'static str>,
-            via: &'static str,
+            via: &'static [&'static str],
             pattern: &'static str,
         }
         use ShareAction::*;
@@ -267,7 +467,7 @@ mod tests {
                 principal: "arn:aws:iam::444455556666:role/team/svc/app-reader",
                 actions: &[GetSecretValue],
                 stage: Some("AWSCURRENT"),
-                via: "secretsmanager.us-east-1.amazonaws.com",
+                via: &["secretsmanager.us-east-1.amazonaws.com"],
                 pattern: "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-??????",
             },
             Case {
@@ -276,7 +476,7 @@ mod tests {
                 principal: "444455556666",
                 actions: &[GetSecretValue],
                 stage: None,
-                via: "secretsmanager.us-east-1.amazonaws.com",
+                via: &["secretsmanager.us-east-1.amazonaws.com"],
                 pattern: "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-??????",
             },
             Case {
@@ -285,7 +485,10 @@ mod tests {
                 principal: "arn:aws-cn:iam::444455556666:root",
                 actions: &[GetSecretValue, DescribeSecret],
                 stage: Some("AWSCURRENT"),
-                via: "secretsmanager.cn-north-1.amazonaws.com",
+                via: &[
+                    "secretsmanager.cn-north-1.amazonaws.com",
+                    "secretsmanager.cn-north-1.amazonaws.com.cn",
+                ],
                 pattern: "arn:aws-cn:secretsmanager:cn-north-1:111122223333:secret:app-??????",
             },
             Case {
@@ -294,7 +497,7 @@ mod tests {
                 principal: "arn:aws-us-gov:iam::444455556666:user/ci/deployer",
                 actions: &[GetSecretValue, DescribeSecret],
                 stage: Some("AWSPREVIOUS"),
-                via: "secretsmanager.us-gov-west-1.amazonaws.com",
+                via: &["secretsmanager.us-gov-west-1.amazonaws.com"],
                 pattern: "arn:aws-us-gov:secretsmanager:us-gov-west-1:111122223333:secret:a-b-c-??????",
             },
         ];
@@ -311,8 +514,21 @@ mod tests {
             };
             let r = &out.resource_statement;
             assert_eq!(r["Principal"], json!({"AWS": p.as_str()}));
-            assert_eq!(r["Action"], action_value);
+            // GetSecretValue alone under the stage condition; DescribeSecret in a statement of its
+            // own without it (a DescribeSecret request carries no VersionStage: DESIGN.md 4.12).
+            assert_eq!(r["Action"], "secretsmanager:GetSecretValue");
             assert_eq!(r["Resource"], "*");
+            match &out.unstaged_statement {
+                None => assert_eq!(c.actions, &[GetSecretValue]),
+                Some(u) => {
+                    assert!(c.actions.contains(&DescribeSecret));
+                    assert_eq!(u["Action"], "secretsmanager:DescribeSecret");
+                    assert_eq!(u["Principal"], json!({"AWS": p.as_str()}));
+                    assert!(u.get("Condition").is_none(), "{u}");
+                    assert_ne!(u["Sid"], r["Sid"]);
+                }
+            }
+            assert_eq!(out.resource_statements().len(), c.actions.len());
             match c.stage {
                 Some(s) => assert_eq!(
                     r["Condition"]["ForAnyValue:StringEquals"]["secretsmanager:VersionStage"],
@@ -322,7 +538,12 @@ mod tests {
             }
             let kst = &out.key_statement;
             assert_eq!(kst["Principal"], json!({"AWS": p.as_str()}));
-            assert_eq!(kst["Condition"]["StringEquals"]["kms:ViaService"], c.via);
+            let via = if c.via.len() == 1 {
+                json!(c.via[0])
+            } else {
+                json!(c.via)
+            };
+            assert_eq!(kst["Condition"]["StringEquals"]["kms:ViaService"], via);
             assert_eq!(
                 kst["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"],
                 c.pattern
@@ -387,6 +608,223 @@ mod tests {
                 s.starts_with(SID_PREFIX) && s.chars().all(|c| c.is_ascii_alphanumeric()),
                 "{s}"
             );
+        }
+    }
+
+    /// DESIGN.md 4.12 / issue 13 item 7: `secretsmanager:VersionStage` is present only on GetSecretValue
+    /// requests and a condition binds every action of its statement, so DescribeSecret must sit in a
+    /// statement without the stage condition. Instances other than the issue's (user, AWSCURRENT).
+    #[test]
+    fn describe_secret_gets_its_own_statement_without_the_stage_condition() {
+        use ShareAction::*;
+        let k = KmsKeyArn::parse(KEY).unwrap();
+        let cases: [(&str, Option<&str>); 4] = [
+            (
+                "arn:aws:iam::444455556666:role/ci/deployer",
+                Some("AWSPREVIOUS"),
+            ),
+            ("444455556666", None),
+            ("arn:aws:iam::777788889999:root", Some("blue-green")),
+            ("arn:aws:iam::444455556666:user/bob", Some("AWSPENDING")),
+        ];
+        for (principal, stage) in cases {
+            let c = compose(
+                &grant(SECRET, principal, &[GetSecretValue, DescribeSecret], stage),
+                &k,
+            );
+            let statements = c.resource_statements();
+            assert_eq!(statements.len(), 2, "{principal} {stage:?}");
+            let (get, describe) = (statements[0], statements[1]);
+            assert_eq!(get["Action"], "secretsmanager:GetSecretValue");
+            assert_eq!(
+                get.get("Condition").is_some(),
+                stage.is_some(),
+                "GetSecretValue keeps the share's stage condition: {get}"
+            );
+            assert_eq!(describe["Action"], "secretsmanager:DescribeSecret");
+            assert!(describe.get("Condition").is_none(), "{describe}");
+            assert_eq!(describe["Principal"], get["Principal"]);
+            // The DescribeSecret statement does not depend on the stage: shares of one principal with
+            // different stages need the same statement.
+            let other = compose(
+                &grant(
+                    SECRET,
+                    principal,
+                    &[GetSecretValue, DescribeSecret],
+                    Some("X1"),
+                ),
+                &k,
+            );
+            assert_eq!(other.unstaged_statement.as_ref(), Some(describe));
+            // A share of GetSecretValue alone composes one statement.
+            let only = compose(&grant(SECRET, principal, &[GetSecretValue], stage), &k);
+            assert_eq!(only.resource_statements(), vec![get]);
+        }
+    }
+
+    /// Issue 13 item 8: the value Secrets Manager sends as kms:ViaService in aws-cn could not be
+    /// confirmed from the documentation, so the China key statement accepts both forms; other partitions
+    /// keep the one documented name. Instances in both China regions and two other partitions.
+    #[test]
+    fn via_service_lists_both_names_in_china_and_one_elsewhere() {
+        let cases: [(&str, &[&str]); 5] = [
+            (
+                "arn:aws-cn:secretsmanager:cn-north-1:111122223333:secret:a-AbCdEf",
+                &[
+                    "secretsmanager.cn-north-1.amazonaws.com",
+                    "secretsmanager.cn-north-1.amazonaws.com.cn",
+                ],
+            ),
+            (
+                "arn:aws-cn:secretsmanager:cn-northwest-1:111122223333:secret:db/pw-123456",
+                &[
+                    "secretsmanager.cn-northwest-1.amazonaws.com",
+                    "secretsmanager.cn-northwest-1.amazonaws.com.cn",
+                ],
+            ),
+            (
+                "arn:aws-us-gov:secretsmanager:us-gov-east-1:111122223333:secret:a-AbCdEf",
+                &["secretsmanager.us-gov-east-1.amazonaws.com"],
+            ),
+            (
+                "arn:aws:secretsmanager:eu-west-3:111122223333:secret:a-AbCdEf",
+                &["secretsmanager.eu-west-3.amazonaws.com"],
+            ),
+            (
+                "arn:aws:secretsmanager:ap-southeast-4:111122223333:secret:x-AbCdEf",
+                &["secretsmanager.ap-southeast-4.amazonaws.com"],
+            ),
+        ];
+        for (secret, want) in cases {
+            let s = SecretArn::parse(secret).unwrap();
+            assert_eq!(via_services(&s), want, "{secret}");
+            let key = format!(
+                "arn:{}:kms:{}:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+                s.partition(),
+                s.region()
+            );
+            let c = compose(
+                &grant(
+                    secret,
+                    &format!("arn:{}:iam::444455556666:root", s.partition()),
+                    &[ShareAction::GetSecretValue],
+                    None,
+                ),
+                &KmsKeyArn::parse(&key).unwrap(),
+            );
+            let written = &c.key_statement["Condition"]["StringEquals"]["kms:ViaService"];
+            let expected = if want.len() == 1 {
+                json!(want[0])
+            } else {
+                json!(want)
+            };
+            assert_eq!(
+                written, &expected,
+                "one StringEquals list: any listed name matches"
+            );
+        }
+    }
+
+    /// Issue 13 item 9: ownership is exact. A Sid belongs to this installation only when it is
+    /// `SecretBroker<id><S|K><16 hex>` with this id; other installations' Sids (ids that are prefixes of
+    /// ours or extend it), the earlier scheme and hand-written look-alikes are not ours.
+    #[test]
+    fn installation_ids_and_exact_sid_ownership() {
+        for bad in [
+            "",
+            "has space",
+            "dash-id",
+            "ünï",
+            "A234567890123456X",
+            "a_b",
+        ] {
+            assert!(bad.parse::<InstallationId>().is_err(), "{bad:?}");
+        }
+        let main: InstallationId = "Main".parse().unwrap();
+        let main2: InstallationId = "Main2".parse().unwrap();
+        let mai: InstallationId = "Mai".parse().unwrap();
+        assert_eq!(InstallationId::default(), main);
+        let k = KmsKeyArn::parse(KEY).unwrap();
+        let g = grant(
+            SECRET,
+            USER,
+            &[ShareAction::GetSecretValue, ShareAction::DescribeSecret],
+            Some("AWSCURRENT"),
+        );
+        let a = compose_for(&g, &k, &main);
+        let b = compose_for(&g, &k, &main2);
+        for (x, y) in [
+            (&a.resource_statement, &b.resource_statement),
+            (&a.key_statement, &b.key_statement),
+        ] {
+            let (sx, sy) = (x["Sid"].as_str().unwrap(), y["Sid"].as_str().unwrap());
+            assert_ne!(sx, sy);
+            assert!(sx.chars().all(|c| c.is_ascii_alphanumeric()), "{sx}");
+            assert!(
+                is_installation_sid(sx, &main)
+                    && !is_installation_sid(sx, &main2)
+                    && !is_installation_sid(sx, &mai)
+            );
+            assert!(is_installation_sid(sy, &main2) && !is_installation_sid(sy, &main));
+            assert!(!is_legacy_sid(sx) && !is_legacy_sid(sy));
+        }
+        for not_ours in [
+            "SecretBrokerMainS0123456789abcde",  // 15 hex
+            "SecretBrokerMainX0123456789abcdef", // kind
+            "SecretBrokerMainS0123456789ABCDEF", // upper-case hex
+            "SecretBrokerMainReadSecret",
+            "SecretBrokerS0123456789abcdef", // earlier scheme
+            "secretbrokerMainS0123456789abcdef",
+            "SecretBrokerMainS0123456789abcdef0",
+        ] {
+            assert!(!is_installation_sid(not_ours, &main), "{not_ours}");
+        }
+        assert!(is_legacy_sid("SecretBrokerK0123456789abcdef"));
+        assert!(!is_legacy_sid("SecretBrokerMainK0123456789abcdef"));
+    }
+
+    /// The earlier scheme, pinned: these Sids were computed independently (SHA-256 of the compact JSON
+    /// the earlier version hashed), so a share applied before installation ids finds its statements.
+    #[test]
+    fn legacy_statements_reproduce_the_earlier_sids() {
+        let g = grant(
+            SECRET,
+            USER,
+            &[ShareAction::GetSecretValue],
+            Some("AWSCURRENT"),
+        );
+        let (r, k) = legacy_statements(&g);
+        assert_eq!(r["Sid"], "SecretBrokerSe9dbac00b8878fdc");
+        assert_eq!(k["Sid"], "SecretBrokerKbba66863eaebcd8e");
+        let g2 = grant(
+            SECRET,
+            USER,
+            &[ShareAction::GetSecretValue, ShareAction::DescribeSecret],
+            Some("AWSCURRENT"),
+        );
+        let (r2, k2) = legacy_statements(&g2);
+        assert_eq!(r2["Sid"], "SecretBrokerSa4081938a49a4c04");
+        assert_eq!(k2, k, "the key statement never depended on the actions");
+        assert!(is_legacy_sid(r2["Sid"].as_str().unwrap()));
+    }
+
+    #[test]
+    fn unique_ids_are_recognized() {
+        for id in [
+            "AROA3XFRBF535PLBIFPI4",
+            "AIDAJQABLZS4A3QDU576Q",
+            "AIPAJWG3QXAMPLE7ABCDE",
+        ] {
+            assert!(is_unique_id(id), "{id}");
+        }
+        for not in [
+            "arn:aws:iam::444455556666:role/a",
+            "444455556666",
+            "*",
+            "AROA",
+            "aroa3xfrbf535plbifpi4",
+        ] {
+            assert!(!is_unique_id(not), "{not}");
         }
     }
 }

@@ -7,9 +7,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::arn::{KmsKeyArn, SecretArn};
-use super::compose::{secret_pattern, via_service};
+use super::compose::{secret_pattern, via_services};
 use super::document::{Effect, PolicyDocument, Statement};
-use super::merge::is_broker_sid;
+use super::merge::Owner;
 
 /// Secrets Manager resource policy limit, in characters.
 pub const MAX_RESOURCE_POLICY_CHARS: usize = 20_480;
@@ -62,6 +62,8 @@ pub struct Context<'a> {
     pub secret: &'a SecretArn,
     /// The key, when known.
     pub key: Option<&'a KmsKeyArn>,
+    /// Which statements are the broker's (the rest are foreign: another installation's included).
+    pub owner: &'a Owner,
 }
 
 fn label(i: usize, s: &Statement) -> String {
@@ -76,6 +78,40 @@ const READ_ACTIONS: &[&str] = &[
     "secretsmanager:getsecretvalue",
     "secretsmanager:describesecret",
 ];
+
+/// Condition keys that, compared with fixed values, keep a wildcard principal from being public:
+/// they pin the caller to known accounts, an organization, principals or networks (the keys AWS's
+/// public-access analysis treats as narrowing; IAM Access Analyzer, "What is public").
+const NARROWING_KEYS: &[&str] = &[
+    "aws:principalaccount",
+    "aws:principalarn",
+    "aws:principalorgid",
+    "aws:principalorgpaths",
+    "aws:sourceaccount",
+    "aws:sourcearn",
+    "aws:sourceowner",
+    "aws:sourcevpc",
+    "aws:sourcevpce",
+    "aws:sourceip",
+    "aws:userid",
+];
+
+/// Whether a statement's conditions narrow a wildcard principal: some narrowing key is compared,
+/// with a positive operator (not a `Not...` one, not `IfExists`, not `Null`), to values that are not
+/// all-wildcard.
+fn narrows_principal(s: &Statement) -> bool {
+    s.condition.iter().any(|b| {
+        let op = b.operator.to_ascii_lowercase();
+        let base = op.rsplit(':').next().unwrap_or(&op);
+        let positive = !base.contains("not") && !base.ends_with("ifexists") && base != "null";
+        positive
+            && b.entries.iter().any(|(k, v)| {
+                NARROWING_KEYS.contains(&k.to_ascii_lowercase().as_str())
+                    && !v.is_empty()
+                    && v.iter().all(|x| !x.chars().all(|c| c == '*' || c == '?'))
+            })
+    })
+}
 
 /// Lints one document.
 pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<Finding> {
@@ -133,7 +169,10 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
     }
     for (i, st) in doc.statements().iter().enumerate() {
         let s = st.parsed();
-        let ours = s.sid.as_deref().is_some_and(is_broker_sid);
+        // The broker's own checks apply to the statements it writes (this installation's Sids); an
+        // earlier-scheme statement it still owns was written under the earlier rules and is only
+        // removed, never rewritten, so it is linted like a foreign one.
+        let ours = s.sid.as_deref().is_some_and(|sid| ctx.owner.writes(sid));
         let at = Some(label(i, s));
         if s.effect() != Effect::Allow {
             continue;
@@ -142,22 +181,36 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
         let public =
             s.principal.as_ref().is_some_and(|p| p.is_wildcard()) || s.not_principal.is_some();
         if public && kind != DocumentKind::IdentityPolicy {
-            let (severity, what) = if ours {
-                (Severity::Error, "a broker statement")
+            let (severity, message) = if ours {
+                (
+                    Severity::Error,
+                    "a broker statement allows a wildcard principal (\"*\", a wildcard ARN, or NotPrincipal)"
+                        .to_owned(),
+                )
+            } else if kind == DocumentKind::ResourcePolicy && !narrows_principal(s) {
+                // The broker always writes with BlockPublicPolicy=true, and Secrets Manager then refuses
+                // a policy that allows broad access (PutResourcePolicy, BlockPublicPolicy;
+                // PublicPolicyException): the whole document is refused, this statement included,
+                // whoever wrote it. So the write cannot succeed until the owner narrows or removes it.
+                (
+                    Severity::Error,
+                    "an existing statement allows a wildcard principal (\"*\", a wildcard ARN, or \
+                     NotPrincipal) with no condition that narrows it to known accounts or an organization: \
+                     the broker writes with BlockPublicPolicy=true and Secrets Manager refuses any resource \
+                     policy that allows public access, so the write would fail. Remove the statement or add a \
+                     condition such as aws:PrincipalOrgID or aws:PrincipalAccount first"
+                        .to_owned(),
+                )
             } else {
                 (
                     Severity::Warning,
-                    "an existing statement (BlockPublicPolicy may refuse the write unless a condition narrows it)",
+                    "an existing statement allows a wildcard principal (\"*\", a wildcard ARN, or \
+                     NotPrincipal); a condition narrows it, but AWS may still judge it public and refuse the \
+                     write (BlockPublicPolicy)"
+                        .to_owned(),
                 )
             };
-            push(
-                "public-principal",
-                severity,
-                at.clone(),
-                format!(
-                    "{what} allows a wildcard principal (\"*\", a wildcard ARN, or NotPrincipal)"
-                ),
-            );
+            push("public-principal", severity, at.clone(), message);
         }
         if !ours && kind != DocumentKind::IdentityPolicy {
             continue;
@@ -243,14 +296,15 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
                         .collect()
                 };
                 let via = values("StringEquals", "kms:ViaService");
-                if !(via.len() == 1 && *via[0] == via_service(ctx.secret)) {
+                let want = via_services(ctx.secret);
+                if !(via.len() == want.len() && via.iter().zip(&want).all(|(a, b)| *a == b)) {
                     push(
                         "missing-via-service",
                         Severity::Error,
                         at.clone(),
                         format!(
                             "a broker key statement must require kms:ViaService = {}",
-                            via_service(ctx.secret)
+                            want.join(" or ")
                         ),
                     );
                 }
@@ -377,6 +431,7 @@ mod tests {
             &Context {
                 secret: &secret,
                 key: Some(&key),
+                owner: &Owner::default(),
             },
         )
         .into_iter()
@@ -664,9 +719,11 @@ mod tests {
         let r = c.resource_statement.clone();
         let public_foreign = json!({"Sid": "Old", "Effect": "Allow", "Principal": "*", "Action": "secretsmanager:GetSecretValue", "Resource": "*"});
         let secret = SecretArn::parse(SECRET).unwrap();
+        let owner = Owner::default();
         let ctx = Context {
             secret: &secret,
             key: None,
+            owner: &owner,
         };
         let f = lint(
             DocumentKind::ResourcePolicy,
@@ -676,8 +733,8 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(
             f[0].severity,
-            Severity::Warning,
-            "a foreign public statement is a warning"
+            Severity::Error,
+            "an unconditioned foreign public Allow makes BlockPublicPolicy refuse the write (issue 13 item 11)"
         );
         assert_eq!(f[0].statement.as_deref(), Some("Old"));
         let f = lint(
@@ -691,5 +748,154 @@ mod tests {
             "a broker public statement is an error"
         );
         assert!(has_errors(&f));
+    }
+
+    /// Issue 13 item 11: the broker writes with BlockPublicPolicy=true, and Secrets Manager refuses a
+    /// resource policy that allows broad access (PutResourcePolicy: "block resource-based policies that
+    /// allow broad access to the secret, for example those that use a wildcard for the principal";
+    /// PublicPolicyException). A foreign Allow for a wildcard principal with no narrowing condition is
+    /// therefore an error before the write; a narrowed one a warning; a Deny nothing; in a key policy
+    /// (no BlockPublicPolicy in KMS) a warning.
+    #[test]
+    fn a_public_foreign_statement_blocks_the_resource_policy_write() {
+        let c = composed();
+        let r = c.resource_statement.clone();
+        let secret = SecretArn::parse(SECRET).unwrap();
+        let owner = Owner::default();
+        let ctx = Context {
+            secret: &secret,
+            key: None,
+            owner: &owner,
+        };
+        let stmt = |v: Value| -> Value {
+            let mut base = json!({"Sid": "Theirs", "Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": "*"});
+            for (k, x) in v.as_object().unwrap() {
+                base[k] = x.clone();
+            }
+            base
+        };
+        let error = [
+            stmt(json!({"Principal": {"AWS": "*"}})),
+            stmt(json!({"Principal": {"AWS": ["arn:aws:iam::444455556666:root", "*"]}})),
+            stmt(json!({"Principal": "*", "Condition": {"Bool": {"aws:SecureTransport": "true"}}})),
+            stmt(
+                json!({"Principal": "*", "Condition": {"StringNotEquals": {"aws:PrincipalOrgID": "o-abc123def4"}}}),
+            ),
+            stmt(
+                json!({"Principal": "*", "Condition": {"StringLike": {"aws:PrincipalAccount": "*"}}}),
+            ),
+            stmt(
+                json!({"Principal": "*", "Condition": {"StringEqualsIfExists": {"aws:SourceAccount": "444455556666"}}}),
+            ),
+            stmt(json!({"NotPrincipal": {"AWS": "arn:aws:iam::444455556666:root"}})),
+            stmt(json!({"Principal": {"AWS": "arn:aws:iam::444455556666:role/*"}})),
+            // Another installation's broker statement is foreign to this one.
+            stmt(json!({"Sid": "SecretBrokerBlueS0123456789abcdef", "Principal": "*"})),
+        ];
+        for e in error {
+            let f = lint(
+                DocumentKind::ResourcePolicy,
+                &doc(vec![e.clone(), r.clone()]),
+                &ctx,
+            );
+            assert!(
+                f.iter()
+                    .any(|f| f.code == "public-principal" && f.severity == Severity::Error),
+                "{e}: {f:?}"
+            );
+            assert!(has_errors(&f));
+            // The same statement in a key policy: KMS has no BlockPublicPolicy, so a warning.
+            let key = KmsKeyArn::parse(KEY).unwrap();
+            let kctx = Context {
+                secret: &secret,
+                key: Some(&key),
+                owner: &owner,
+            };
+            let kf = lint(
+                DocumentKind::KeyPolicy,
+                &doc(vec![e.clone(), c.key_statement.clone()]),
+                &kctx,
+            );
+            assert!(
+                kf.iter().all(|f| f.severity != Severity::Error),
+                "{e}: {kf:?}"
+            );
+        }
+        let warning = [
+            stmt(
+                json!({"Principal": "*", "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-abc123def4"}}}),
+            ),
+            stmt(
+                json!({"Principal": {"AWS": "*"}, "Condition": {"ForAnyValue:StringLike": {"aws:PrincipalOrgPaths": "o-abc123def4/r-ab12/ou-ab12-11111111/*"}}}),
+            ),
+            stmt(
+                json!({"Principal": "*", "Condition": {"StringEquals": {"aws:PrincipalAccount": ["444455556666", "777788889999"]}}}),
+            ),
+        ];
+        for w in warning {
+            let f = lint(
+                DocumentKind::ResourcePolicy,
+                &doc(vec![w.clone(), r.clone()]),
+                &ctx,
+            );
+            assert_eq!(f.len(), 1, "{w}: {f:?}");
+            assert_eq!(f[0].severity, Severity::Warning, "{w}");
+        }
+        let deny = stmt(
+            json!({"Effect": "Deny", "Principal": "*", "Action": "secretsmanager:DeleteSecret"}),
+        );
+        assert!(
+            lint(
+                DocumentKind::ResourcePolicy,
+                &doc(vec![deny, r.clone()]),
+                &ctx
+            )
+            .is_empty()
+        );
+    }
+
+    /// An earlier-scheme statement the broker still owns (for removal) was written under the earlier
+    /// rules (one kms:ViaService value, even in aws-cn): it does not block a write, while this
+    /// installation's statements must carry the current conditions.
+    #[test]
+    fn earlier_scheme_statements_are_not_held_to_the_current_rules() {
+        use crate::policy::compose::{compose_for, legacy_statements};
+        let secret =
+            SecretArn::parse("arn:aws-cn:secretsmanager:cn-north-1:111122223333:secret:app-AbCdEf")
+                .unwrap();
+        let key = KmsKeyArn::parse(
+            "arn:aws-cn:kms:cn-north-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        )
+        .unwrap();
+        let grant = Grant {
+            secret: secret.clone(),
+            principal: PrincipalArn::parse("arn:aws-cn:iam::444455556666:role/app").unwrap(),
+            actions: vec![ShareAction::GetSecretValue],
+            version_stage: None,
+        };
+        let (_, legacy_key) = legacy_statements(&grant);
+        let owner = Owner::default().with_legacy([legacy_key["Sid"].as_str().unwrap()]);
+        let ctx = Context {
+            secret: &secret,
+            key: Some(&key),
+            owner: &owner,
+        };
+        let current = compose_for(&grant, &key, owner.installation()).key_statement;
+        let f = lint(
+            DocumentKind::KeyPolicy,
+            &doc(vec![foreign_admin(), legacy_key.clone(), current.clone()]),
+            &ctx,
+        );
+        assert!(!has_errors(&f), "{f:?}");
+        // The same single-value condition under this installation's Sid is an error.
+        let mut bad = current;
+        bad["Condition"]["StringEquals"]["kms:ViaService"] =
+            json!("secretsmanager.cn-north-1.amazonaws.com");
+        let f = lint(
+            DocumentKind::KeyPolicy,
+            &doc(vec![foreign_admin(), bad]),
+            &ctx,
+        );
+        assert!(f.iter().any(|f| f.code == "missing-via-service"), "{f:?}");
     }
 }

@@ -5,10 +5,10 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::arn::KmsKeyArn;
-use super::compose::{Composed, Grant, compose};
+use super::compose::{Composed, Grant, compose_for};
 use super::document::{ParseError, PolicyDocument};
 use super::lint::{self, Context, DocumentKind, Finding, Severity};
-use super::merge;
+use super::merge::{self, Owner};
 
 /// Existing policies to merge into; `None` means "not given".
 #[derive(Debug, Clone, Default)]
@@ -50,26 +50,40 @@ pub enum PlanError {
 fn merged(
     which: &'static str,
     existing: Option<&str>,
-    statement: &serde_json::Value,
+    owner: &Owner,
+    statements: &[&serde_json::Value],
 ) -> Result<PolicyDocument, PlanError> {
     let wrap = |source| PlanError::Parse { which, source };
     let mut doc = match existing {
         Some(t) => PolicyDocument::parse(t).map_err(wrap)?,
         None => PolicyDocument::new(),
     };
-    merge::upsert(&mut doc, statement).map_err(wrap)?;
+    for statement in statements {
+        merge::upsert(&mut doc, owner, statement).map_err(wrap)?;
+    }
     Ok(doc)
 }
 
-/// Plans a grant against the given existing policies.
-pub fn plan(grant: &Grant, key: &KmsKeyArn, existing: &Existing<'_>) -> Result<Plan, PlanError> {
-    let composed = compose(grant, key);
+/// Plans a grant against the given existing policies, with the Sids of `owner`'s installation.
+pub fn plan(
+    grant: &Grant,
+    key: &KmsKeyArn,
+    existing: &Existing<'_>,
+    owner: &Owner,
+) -> Result<Plan, PlanError> {
+    let composed = compose_for(grant, key, owner.installation());
     let resource = merged(
         "resource policy",
         existing.resource_policy,
-        &composed.resource_statement,
+        owner,
+        &composed.resource_statements(),
     )?;
-    let key_doc = merged("key policy", existing.key_policy, &composed.key_statement)?;
+    let key_doc = merged(
+        "key policy",
+        existing.key_policy,
+        owner,
+        &[&composed.key_statement],
+    )?;
     let identity_text = serde_json::to_string(&composed.identity_policy).unwrap_or_default();
     let identity = PolicyDocument::parse(&identity_text).map_err(|source| PlanError::Parse {
         which: "identity policy",
@@ -78,6 +92,7 @@ pub fn plan(grant: &Grant, key: &KmsKeyArn, existing: &Existing<'_>) -> Result<P
     let ctx = Context {
         secret: &grant.secret,
         key: Some(key),
+        owner,
     };
     let mut findings = lint::lint(DocumentKind::ResourcePolicy, &resource, &ctx);
     findings.extend(lint::lint(DocumentKind::KeyPolicy, &key_doc, &ctx));

@@ -170,3 +170,14 @@ pub fn running(conn: &Connection) -> Result<Vec<Job>> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
+
+/// Running jobs that resolved `key_arn` (their shares may be writing to that key now).
+pub fn running_with_key(conn: &Connection, key_arn: &str) -> Result<Vec<Job>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM jobs WHERE state = 'running' AND key_arn = ?1 ORDER BY started_at, id"
+    ))?;
+    let rows = stmt
+        .query_map([key_arn], from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}

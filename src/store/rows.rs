@@ -564,6 +564,26 @@ pub fn shares_of_secret(
     Ok(rows)
 }
 
+/// Shares in one of `statuses` that were applied with `key_arn`, whatever their secret (a key can
+/// encrypt several secrets, and a secret re-created under its old name is another ARN), oldest first.
+pub fn shares_with_key(
+    conn: &Connection,
+    key_arn: &str,
+    statuses: &[ShareStatus],
+) -> Result<Vec<Share>> {
+    let marks = vec!["?"; statuses.len()].join(",");
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {SHARE_COLUMNS} FROM shares WHERE key_arn = ? AND status IN ({marks}) ORDER BY seq"
+    ))?;
+    let mut values: Vec<&str> = vec![key_arn];
+    values.extend(statuses.iter().map(|s| s.as_str()));
+    let mut rows = stmt
+        .query_map(rusqlite::params_from_iter(values), share_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    load_approvals_for(conn, rows.iter_mut())?;
+    Ok(rows)
+}
+
 /// Secrets that have shares in one of these statuses.
 pub fn secrets_with_status(conn: &Connection, statuses: &[ShareStatus]) -> Result<Vec<String>> {
     let marks = vec!["?"; statuses.len()].join(",");

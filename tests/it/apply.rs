@@ -196,9 +196,11 @@ async fn two_principals_then_revoke_one_then_the_other() {
     assert_eq!(share(&t, &a, &id1).await["status"], "active");
     assert_eq!(share(&t, &a, &id2).await["status"], "active");
     assert_eq!(broker_sids(&m.key_policy(&key).await).len(), 2);
+    // The second share's DescribeSecret sits in a statement of its own, without the stage condition
+    // (DESIGN.md 4.12): three resource statements for two shares.
     assert_eq!(
         broker_sids(&m.resource_policy(&secret).await.unwrap()).len(),
-        2
+        3
     );
 
     // Revoke the first: the second stays.
@@ -217,7 +219,7 @@ async fn two_principals_then_revoke_one_then_the_other() {
     let kp = m.key_policy(&key).await;
     let rp = m.resource_policy(&secret).await.unwrap();
     assert_eq!(broker_sids(&kp).len(), 1);
-    assert_eq!(broker_sids(&rp).len(), 1);
+    assert_eq!(broker_sids(&rp).len(), 2);
     assert!(!kp.contains(ROLE) && !rp.contains(ROLE));
     assert!(kp.contains(other) && rp.contains(other));
 
@@ -956,4 +958,258 @@ async fn an_access_review_says_who_can_read_what() {
     t.post("/v1/access-reviews", &a.alice, json!({}))
         .await
         .expect(403);
+}
+
+/// Issue 13 item 10: revoke reference counting is per (key ARN, Sid). The secret is re-encrypted under
+/// another key and a second share of the same consumer (another stage: the same key statement, Sid
+/// included) is applied under the new key. Revoking the first removes its grant from the old key even
+/// though the second share needs an equal statement in the new key; revoking the second leaves no broker
+/// statement in either key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_after_a_reencryption_leaves_no_broker_statement_in_either_key() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let old_key = m.create_key().await;
+    let new_key = m.create_key().await;
+    let secret = m.create_secret(Some(&old_key)).await;
+    let id1 = request(&t, &a, &secret, ROLE, json!({})).await;
+    approve(&t, &a, &id1).await;
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id1).await["key_arn"], old_key.as_str());
+    m.secrets()
+        .update_secret()
+        .secret_id(&secret)
+        .kms_key_id(&new_key)
+        .send()
+        .await
+        .unwrap();
+    let id2 = request(
+        &t,
+        &a,
+        &secret,
+        ROLE,
+        json!({"version_stage": "AWSPREVIOUS"}),
+    )
+    .await;
+    approve(&t, &a, &id2).await;
+    t.settle().await;
+    let s2 = share(&t, &a, &id2).await;
+    assert_eq!(s2["status"], "active", "{s2}");
+    assert_eq!(s2["key_arn"], new_key.as_str());
+    let old_sids = broker_sids(&m.key_policy(&old_key).await);
+    assert_eq!(
+        old_sids,
+        broker_sids(&m.key_policy(&new_key).await),
+        "the same Sid in both keys"
+    );
+
+    t.post(
+        &format!("/v1/shares/{id1}/revoke"),
+        &a.bob,
+        json!({"reason": "rotated"}),
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id1).await["status"], "revoked");
+    assert!(
+        broker_sids(&m.key_policy(&old_key).await).is_empty(),
+        "no grant left in the old key"
+    );
+    assert_eq!(
+        broker_sids(&m.key_policy(&new_key).await).len(),
+        1,
+        "the live share keeps its own"
+    );
+
+    t.post(
+        &format!("/v1/shares/{id2}/revoke"),
+        &a.bob,
+        json!({"reason": "done"}),
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    for k in [&old_key, &new_key] {
+        assert!(broker_sids(&m.key_policy(k).await).is_empty());
+    }
+    assert!(m.resource_policy(&secret).await.is_none());
+}
+
+/// Issue 13 item 10: a secret deleted and re-created under the same name is another ARN with the same
+/// key statement. Revoking the share of the deleted secret succeeds (its policy went with it) and keeps
+/// the key statement the re-created secret's live share needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_for_a_deleted_secret_keeps_what_its_recreated_namesake_needs() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let name = format!("test/recreated-{}", uuid::Uuid::new_v4().simple());
+    let first = m.create_named_secret(&name, Some(&key)).await;
+    let id1 = request(&t, &a, &first, ROLE, json!({})).await;
+    approve(&t, &a, &id1).await;
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id1).await["status"], "active");
+    m.secrets()
+        .delete_secret()
+        .secret_id(&first)
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap();
+    let second = m.create_named_secret(&name, Some(&key)).await;
+    assert_ne!(first, second);
+    let id2 = request(&t, &a, &second, ROLE, json!({})).await;
+    approve(&t, &a, &id2).await;
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id2).await["status"], "active");
+    let before = broker_sids(&m.key_policy(&key).await);
+    assert_eq!(
+        before.len(),
+        1,
+        "one statement serves both: same name pattern"
+    );
+
+    t.post(
+        &format!("/v1/shares/{id1}/revoke"),
+        &a.bob,
+        json!({"reason": "secret deleted"}),
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    let s1 = share(&t, &a, &id1).await;
+    assert_eq!(s1["status"], "revoked", "{s1}");
+    assert_eq!(
+        broker_sids(&m.key_policy(&key).await),
+        before,
+        "the live share's statement stays"
+    );
+    assert!(m.resource_policy(&second).await.is_some());
+}
+
+/// Issue 13 item 7 / DESIGN.md 4.12: a DescribeSecret request carries no version stage, so the share's
+/// DescribeSecret sits in a resource statement of its own without the stage condition, and the share
+/// ends `active` only when every action is proven. Positive instances: a role with AWSCURRENT and with
+/// AWSPREVIOUS. Negative instances: a foreign Deny of DescribeSecret for the consumer, and one for `*`
+/// narrowed to the consumer's account: GetSecretValue alone is allowed, the share fails (and what was
+/// written is removed again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_secret_gets_its_own_statement_and_is_proven() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let actions = json!([
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:DescribeSecret"
+    ]);
+    for stage in ["AWSCURRENT", "AWSPREVIOUS"] {
+        let key = m.create_key().await;
+        let secret = m.create_secret(Some(&key)).await;
+        let id = request(
+            &t,
+            &a,
+            &secret,
+            ROLE,
+            json!({"actions": actions, "version_stage": stage}),
+        )
+        .await;
+        approve(&t, &a, &id).await;
+        t.settle().await;
+        let s = share(&t, &a, &id).await;
+        assert_eq!(s["status"], "active", "{s}");
+        let rp = m.resource_policy(&secret).await.unwrap();
+        let ours: Vec<Value> = statements(&rp);
+        assert_eq!(ours.len(), 2, "{rp}");
+        assert_eq!(ours[0]["Action"], "secretsmanager:GetSecretValue");
+        assert_eq!(
+            ours[0]["Condition"]["ForAnyValue:StringEquals"]["secretsmanager:VersionStage"],
+            stage
+        );
+        assert_eq!(ours[1]["Action"], "secretsmanager:DescribeSecret");
+        assert!(ours[1].get("Condition").is_none(), "{}", ours[1]);
+    }
+    let denials = [
+        json!({"Sid": "NoDescribe", "Effect": "Deny", "Principal": {"AWS": ROLE},
+               "Action": "secretsmanager:DescribeSecret", "Resource": "*"}),
+        json!({"Sid": "NoDescribeFromThere", "Effect": "Deny", "Principal": "*",
+               "Action": "secretsmanager:DescribeSecret", "Resource": "*",
+               "Condition": {"StringEquals": {"aws:PrincipalAccount": "444455556666"}}}),
+    ];
+    for deny in denials {
+        let key = m.create_key().await;
+        let secret = m.create_secret(Some(&key)).await;
+        let foreign = json!({"Version": "2012-10-17", "Statement": [deny]}).to_string();
+        m.set_resource_policy(&secret, &foreign).await;
+        let id = request(&t, &a, &secret, ROLE, json!({"actions": actions})).await;
+        approve(&t, &a, &id).await;
+        t.settle().await;
+        let s = share(&t, &a, &id).await;
+        assert_eq!(s["status"], "failed", "{s}");
+        let err = s["last_error"].as_str().unwrap();
+        assert!(err.contains("secretsmanager:DescribeSecret"), "{err}");
+        assert_eq!(
+            m.resource_policy(&secret).await.unwrap(),
+            foreign,
+            "compensated"
+        );
+        assert!(broker_sids(&m.key_policy(&key).await).is_empty());
+    }
+}
+
+/// Issue 13 item 11: the broker writes with BlockPublicPolicy=true, and Secrets Manager refuses a resource
+/// policy that allows broad access (moto does not enforce it). A live foreign Allow for `*` with no
+/// narrowing condition therefore fails the share before anything is written to the resource policy, with
+/// a message that names the statement and the reason, and the share's plan shows the error finding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_foreign_statement_fails_the_apply_before_writing() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    for public in [
+        json!({"Sid": "OpenRead", "Effect": "Allow", "Principal": {"AWS": "*"},
+               "Action": "secretsmanager:GetSecretValue", "Resource": "*"}),
+        json!({"Sid": "AnyoneOverTls", "Effect": "Allow", "Principal": "*",
+               "Action": "secretsmanager:DescribeSecret", "Resource": "*",
+               "Condition": {"Bool": {"aws:SecureTransport": "true"}}}),
+    ] {
+        let key = m.create_key().await;
+        let secret = m.create_secret(Some(&key)).await;
+        let foreign = json!({"Version": "2012-10-17", "Statement": [public]}).to_string();
+        m.set_resource_policy(&secret, &foreign).await;
+        let id = request(&t, &a, &secret, ROLE, json!({})).await;
+        let plan = t
+            .get(&format!("/v1/shares/{id}/plan"), &a.bob)
+            .await
+            .expect(200);
+        let finding = plan.body["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["code"] == "public-principal")
+            .cloned()
+            .unwrap_or_else(|| panic!("{}", plan.body));
+        assert_eq!(finding["severity"], "error", "{finding}");
+        approve(&t, &a, &id).await;
+        t.settle().await;
+        let s = share(&t, &a, &id).await;
+        assert_eq!(s["status"], "failed", "{s}");
+        let err = s["last_error"].as_str().unwrap();
+        assert!(
+            err.contains("BlockPublicPolicy") && err.contains(public["Sid"].as_str().unwrap()),
+            "{err}"
+        );
+        assert_eq!(m.resource_policy(&secret).await.unwrap(), foreign);
+        assert!(
+            broker_sids(&m.key_policy(&key).await).is_empty(),
+            "compensated"
+        );
+        assert_eq!(
+            m.calls("PutResourcePolicy", &secret),
+            1,
+            "only the test's own write"
+        );
+    }
 }

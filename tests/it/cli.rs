@@ -431,16 +431,23 @@ fn plan_merges_into_given_policies_offline() {
     );
     assert!(stdout.contains(r#"{"Sid":"DenyDelete","Effect":"Deny""#));
     let res = v["resource_policy"]["Statement"].as_array().unwrap();
-    assert_eq!(
-        res[1]["Action"],
-        serde_json::json!([
-            "secretsmanager:GetSecretValue",
-            "secretsmanager:DescribeSecret"
-        ])
-    );
+    // GetSecretValue under the stage condition, DescribeSecret in its own statement without it: a
+    // DescribeSecret request carries no VersionStage (DESIGN.md 4.12).
+    assert_eq!(res.len(), 3);
+    assert_eq!(res[1]["Action"], "secretsmanager:GetSecretValue");
     assert_eq!(
         res[1]["Condition"]["ForAnyValue:StringEquals"]["secretsmanager:VersionStage"],
         "AWSCURRENT"
+    );
+    assert_eq!(res[2]["Action"], "secretsmanager:DescribeSecret");
+    assert!(res[2].get("Condition").is_none(), "{}", res[2]);
+    assert!(
+        res[1]["Sid"]
+            .as_str()
+            .unwrap()
+            .starts_with("SecretBrokerMainS"),
+        "the default installation id is in the Sid: {}",
+        res[1]["Sid"]
     );
     assert_eq!(
         v["identity_policy"]["Statement"][0]["Resource"],
@@ -522,6 +529,115 @@ fn plan_exits_1_on_error_findings_and_2_on_bad_input() {
         stderr.contains("key policy: Statement[0]: has neither Action"),
         "{stderr}"
     );
+}
+
+/// Issue 13 item 11: with BlockPublicPolicy=true (always sent), Secrets Manager refuses a resource
+/// policy that allows broad access (PutResourcePolicy BlockPublicPolicy; PublicPolicyException), so a
+/// live foreign Allow for a wildcard principal with no narrowing condition makes the broker's write fail:
+/// `plan` reports it as an error finding and exits 1. Instances other than the issue's: `{"AWS": "*"}`
+/// narrowed only by aws:SecureTransport, NotPrincipal, and a wildcard role ARN; a statement narrowed by
+/// aws:PrincipalOrgID stays a warning (exit 0).
+#[test]
+fn plan_refuses_a_resource_policy_with_a_public_foreign_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocked = [
+        r#"{"Sid":"Public","Effect":"Allow","Principal":{"AWS":"*"},"Action":"secretsmanager:GetSecretValue","Resource":"*","Condition":{"Bool":{"aws:SecureTransport":"true"}}}"#,
+        r#"{"Sid":"AllButOne","Effect":"Allow","NotPrincipal":{"AWS":"arn:aws:iam::444455556666:root"},"Action":"secretsmanager:DescribeSecret","Resource":"*"}"#,
+        r#"{"Sid":"AnyRole","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::777788889999:role/*"},"Action":"secretsmanager:GetSecretValue","Resource":"*"}"#,
+    ];
+    for st in blocked {
+        std::fs::write(
+            dir.path().join("res.json"),
+            format!(r#"{{"Version":"2012-10-17","Statement":[{st}]}}"#),
+        )
+        .unwrap();
+        let (code, stdout, stderr) = plan(
+            dir.path(),
+            &[
+                "--principal",
+                "444455556666",
+                "--resource-policy",
+                "res.json",
+            ],
+        );
+        assert_eq!(code, Some(1), "{st}: {stdout} {stderr}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let f = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["code"] == "public-principal")
+            .unwrap_or_else(|| panic!("{stdout}"));
+        assert_eq!(f["severity"], "error", "{f}");
+        assert!(
+            f["message"].as_str().unwrap().contains("BlockPublicPolicy"),
+            "{f}"
+        );
+        assert!(stderr.contains("severity error"), "{stderr}");
+    }
+    std::fs::write(
+        dir.path().join("res.json"),
+        r#"{"Version":"2012-10-17","Statement":[{"Sid":"Org","Effect":"Allow","Principal":"*","Action":"secretsmanager:GetSecretValue","Resource":"*","Condition":{"StringEquals":{"aws:PrincipalOrgID":"o-a1b2c3d4e5"}}}]}"#,
+    )
+    .unwrap();
+    let (code, stdout, stderr) = plan(
+        dir.path(),
+        &[
+            "--principal",
+            "444455556666",
+            "--resource-policy",
+            "res.json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stdout} {stderr}");
+    assert!(stdout.contains(r#""severity": "warning""#), "{stdout}");
+}
+
+/// Issue 13 item 9: the Sid carries the installation id; another installation's statements are foreign
+/// (kept byte for byte, and linted as foreign).
+#[test]
+fn plan_writes_the_installation_id_and_keeps_other_installations_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = r#"{"Sid":"SecretBrokerBlueS0123456789abcdef","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::777788889999:root"},"Action":"secretsmanager:GetSecretValue","Resource":"*"}"#;
+    std::fs::write(
+        dir.path().join("res.json"),
+        format!(r#"{{"Version":"2012-10-17","Statement":[{theirs}]}}"#),
+    )
+    .unwrap();
+    for (args, prefix) in [
+        (vec!["--installation-id", "Green2"], "SecretBrokerGreen2S"),
+        (vec![], "SecretBrokerMainS"),
+    ] {
+        let mut all = vec![
+            "--principal",
+            "444455556666",
+            "--resource-policy",
+            "res.json",
+        ];
+        all.extend(args);
+        let (code, stdout, stderr) = plan(dir.path(), &all);
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(stdout.contains(theirs), "{stdout}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        let st = v["resource_policy"]["Statement"].as_array().unwrap();
+        assert_eq!(st.len(), 2);
+        assert!(
+            st[1]["Sid"].as_str().unwrap().starts_with(prefix),
+            "{}",
+            st[1]
+        );
+    }
+    let (code, _, stderr) = plan(
+        dir.path(),
+        &[
+            "--principal",
+            "444455556666",
+            "--installation-id",
+            "not-valid",
+        ],
+    );
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("installation id"), "{stderr}");
 }
 
 #[test]

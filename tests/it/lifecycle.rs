@@ -570,3 +570,346 @@ async fn a_revoke_during_a_repair_wins() {
             .all(|s| s["Principal"]["AWS"] == OTHER)
     );
 }
+
+/// The audit actions of one share, in order.
+fn share_actions(t: &TestApp, id: &str) -> Vec<String> {
+    let db = t.db();
+    let mut stmt = db
+        .prepare("SELECT action FROM audit WHERE share_id = ?1 ORDER BY seq")
+        .unwrap();
+    stmt.query_map([id], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<Vec<String>, _>>()
+        .unwrap()
+}
+
+/// Issue 13 item 9 / DESIGN.md 4.10: AWS shows a deleted principal's unique id in a saved policy; one
+/// re-created with the same ARN is someone new. A repair, manual or automatic, never grants it again:
+/// the share ends `revoked` with that reason and its statements are gone from both policies. Two
+/// instances: an admin's repair after the role's id shows in the resource policy, and the automatic
+/// repair after it shows in the key policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_of_a_unique_id_principal_revokes_and_never_grants_again() {
+    for (auto, in_key, unique) in [
+        (false, false, "AROA3XFRBF535PLBIFPI4"),
+        (true, true, "AROAJ52OTH4H7LEXAMPLE"),
+    ] {
+        let t = TestApp::with_aws(|c| {
+            if auto {
+                c.drift_repair = RepairMode::Auto;
+            }
+        });
+        let a = actors(&t).await;
+        let m = moto();
+        let (key, secret, id1, id2) = two_active(&t, &a, None).await;
+        if in_key {
+            let kp = m.key_policy(&key).await.replace(ROLE, unique);
+            m.set_key_policy(&key, &kp).await;
+        } else {
+            let rp = m
+                .resource_policy(&secret)
+                .await
+                .unwrap()
+                .replace(ROLE, unique);
+            m.set_resource_policy(&secret, &rp).await;
+        }
+        let report = tick(&t.app).await.unwrap();
+        assert_eq!(report.drifted, 1);
+        if !auto {
+            assert_eq!(status(&t, &a, &id1).await["status"], "drifted");
+            t.post_empty(&format!("/v1/shares/{id1}/repair"), &a.root)
+                .await
+                .expect(200);
+        }
+        t.settle().await;
+        let s = status(&t, &a, &id1).await;
+        assert_eq!(s["status"], "revoked", "auto={auto}: {s}");
+        let reason = s["status_reason"].as_str().unwrap();
+        assert!(
+            reason.contains(unique) && reason.contains("someone new") && reason.contains(ROLE),
+            "{reason}"
+        );
+        assert_eq!(status(&t, &a, &id2).await["status"], "active");
+        // Never granted again: neither the unique id nor the ARN is in either policy, now or after
+        // another worker pass.
+        for _ in 0..2 {
+            let kp = m.key_policy(&key).await;
+            let rp = m.resource_policy(&secret).await.unwrap_or_default();
+            for p in [&kp, &rp] {
+                assert!(!p.contains(unique) && !p.contains(ROLE), "{p}");
+                assert!(p.contains(OTHER), "{p}");
+            }
+            tick(&t.app).await.unwrap();
+            t.settle().await;
+        }
+        let actions = share_actions(&t, &id1);
+        assert!(
+            !actions.iter().any(|a| a == "share.repaired"),
+            "{actions:?}"
+        );
+        assert_eq!(
+            actions.last().map(String::as_str),
+            Some("share.revoked"),
+            "{actions:?}"
+        );
+    }
+}
+
+/// Issue 13 item 9 / DESIGN.md 4.7: an owner's edit of a broker statement is drift and is never reverted
+/// without an admin. The automatic repair leaves the edit in place (the share stays drifted, the refusal
+/// audited); an admin's repair writes the statement back. Two edits: a narrowing condition added to the
+/// resource statement, and the key statement's action changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_edit_is_reverted_only_by_an_admin() {
+    for in_key in [false, true] {
+        let t = TestApp::with_aws(|c| c.drift_repair = RepairMode::Auto);
+        let a = actors(&t).await;
+        let m = moto();
+        let (key, secret, id1, _id2) = two_active(&t, &a, None).await;
+        let original = if in_key {
+            m.key_policy(&key).await
+        } else {
+            m.resource_policy(&secret).await.unwrap()
+        };
+        let mut doc: Value = serde_json::from_str(&original).unwrap();
+        for st in doc["Statement"].as_array_mut().unwrap() {
+            if st["Principal"]["AWS"] == ROLE {
+                if in_key {
+                    st["Action"] = json!(["kms:Decrypt", "kms:DescribeKey"]);
+                } else {
+                    st["Condition"]["IpAddress"] = json!({"aws:SourceIp": "203.0.113.0/24"});
+                }
+            }
+        }
+        let edited = doc.to_string();
+        if in_key {
+            m.set_key_policy(&key, &edited).await;
+        } else {
+            m.set_resource_policy(&secret, &edited).await;
+        }
+        let report = tick(&t.app).await.unwrap();
+        assert_eq!((report.drifted, report.repairs_started), (1, 1));
+        t.settle().await;
+        let s = status(&t, &a, &id1).await;
+        assert_eq!(s["status"], "drifted", "{s}");
+        assert!(
+            s["last_error"].as_str().unwrap().contains("an admin"),
+            "{s}"
+        );
+        let now = if in_key {
+            m.key_policy(&key).await
+        } else {
+            m.resource_policy(&secret).await.unwrap()
+        };
+        assert_eq!(
+            now, edited,
+            "the automatic repair left the owner's edit alone"
+        );
+        assert!(share_actions(&t, &id1).contains(&"share.repair_failed".to_owned()));
+
+        t.post_empty(&format!("/v1/shares/{id1}/repair"), &a.root)
+            .await
+            .expect(200);
+        t.settle().await;
+        assert_eq!(status(&t, &a, &id1).await["status"], "active");
+        let now = if in_key {
+            m.key_policy(&key).await
+        } else {
+            m.resource_policy(&secret).await.unwrap()
+        };
+        assert!(
+            !now.contains("203.0.113.0/24") && !now.contains("kms:DescribeKey"),
+            "{now}"
+        );
+        assert_eq!(tick(&t.app).await.unwrap().drifted, 0);
+    }
+}
+
+/// Issue 13 item 10: a secret re-encrypted under another key is drift (the consumer cannot decrypt new
+/// versions); the repair grants decrypt on the new key and leaves no broker statement for that share in
+/// the old one; a later revoke leaves none in either key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reencrypted_secret_is_drift_and_the_repair_leaves_the_old_key() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let (old_key, secret, id1, id2) = two_active(&t, &a, None).await;
+    let new_key = m.create_key().await;
+    m.secrets()
+        .update_secret()
+        .secret_id(&secret)
+        .kms_key_id(&new_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tick(&t.app).await.unwrap().drifted, 2);
+    let s = status(&t, &a, &id1).await;
+    assert!(s["last_error"].as_str().unwrap().contains(&new_key), "{s}");
+    t.post_empty(&format!("/v1/shares/{id1}/repair"), &a.root)
+        .await
+        .expect(200);
+    t.settle().await;
+    let s = status(&t, &a, &id1).await;
+    assert_eq!(s["status"], "active", "{s}");
+    assert_eq!(s["key_arn"], new_key.as_str());
+    let old = m.key_policy(&old_key).await;
+    assert!(!old.contains(ROLE), "{old}");
+    assert!(
+        old.contains(OTHER),
+        "the other share still relies on it: {old}"
+    );
+    assert!(m.key_policy(&new_key).await.contains(ROLE));
+    // Revoke both: no broker statement in either key.
+    for id in [&id1, &id2] {
+        t.post(
+            &format!("/v1/shares/{id}/revoke"),
+            &a.bob,
+            json!({"reason": "done"}),
+        )
+        .await
+        .expect(200);
+    }
+    t.settle().await;
+    assert_eq!(status(&t, &a, &id1).await["status"], "revoked");
+    assert_eq!(status(&t, &a, &id2).await["status"], "revoked");
+    for k in [&old_key, &new_key] {
+        assert!(
+            broker_statements(Some(m.key_policy(k).await)).is_empty(),
+            "{}",
+            m.key_policy(k).await
+        );
+    }
+    assert!(broker_statements(m.resource_policy(&secret).await).is_empty());
+}
+
+/// Issue 13 item 9: two brokers on one account (installation ids Main and Blue) grant the same consumer
+/// on the same secret: each writes its own statements and a revoke in one never removes the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_installations_never_remove_each_others_statements() {
+    let t1 = TestApp::with_aws(|_| {});
+    let t2 = TestApp::with_aws(|c| c.installation_id = "Blue".parse().unwrap());
+    let (a1, a2) = (actors(&t1).await, actors(&t2).await);
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    let extra =
+        json!({"actions": ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]});
+    let id1 = request(&t1, &a1, &secret, ROLE, extra.clone()).await;
+    approve(&t1, &a1, &id1).await;
+    t1.settle().await;
+    let id2 = request(&t2, &a2, &secret, ROLE, extra).await;
+    approve(&t2, &a2, &id2).await;
+    t2.settle().await;
+    assert_eq!(status(&t1, &a1, &id1).await["status"], "active");
+    assert_eq!(status(&t2, &a2, &id2).await["status"], "active");
+    let sids = |p: Option<String>| -> Vec<String> {
+        broker_statements(p)
+            .iter()
+            .map(|s| s["Sid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let res = sids(m.resource_policy(&secret).await);
+    assert_eq!(res.len(), 4, "{res:?}");
+    assert_eq!(
+        res.iter()
+            .filter(|s| s.starts_with("SecretBrokerBlue"))
+            .count(),
+        2
+    );
+    assert_eq!(sids(Some(m.key_policy(&key).await)).len(), 2);
+
+    t1.post(
+        &format!("/v1/shares/{id1}/revoke"),
+        &a1.bob,
+        json!({"reason": "moved"}),
+    )
+    .await
+    .expect(200);
+    t1.settle().await;
+    assert_eq!(status(&t1, &a1, &id1).await["status"], "revoked");
+    let res = sids(m.resource_policy(&secret).await);
+    let kp = sids(Some(m.key_policy(&key).await));
+    assert!(
+        res.len() == 2 && res.iter().all(|s| s.starts_with("SecretBrokerBlue")),
+        "{res:?}"
+    );
+    assert!(
+        kp.len() == 1 && kp[0].starts_with("SecretBrokerBlue"),
+        "{kp:?}"
+    );
+    // The other broker's share is intact and not drifted.
+    assert_eq!(tick(&t2.app).await.unwrap().drifted, 0);
+    assert_eq!(status(&t2, &a2, &id2).await["status"], "active");
+}
+
+/// Issue 13 item 9: statements written under the earlier Sid scheme (`SecretBroker<S|K><16 hex>`, no
+/// installation id) stay the broker's for the shares that relied on them: they are not drift, and a
+/// revoke removes them. An earlier-scheme statement no share of this broker relies on is foreign and
+/// survives the revoke byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_of_the_earlier_sid_scheme_stay_recognized() {
+    use secret_broker::domain::ShareAction;
+    use secret_broker::policy::arn::{PrincipalArn, SecretArn};
+    use secret_broker::policy::compose::{Grant, legacy_statements};
+
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let (key, secret, id1, id2) = two_active(&t, &a, None).await;
+    let legacy = |principal: &str| {
+        legacy_statements(&Grant {
+            secret: SecretArn::parse(&secret).unwrap(),
+            principal: PrincipalArn::parse(principal).unwrap(),
+            actions: vec![ShareAction::GetSecretValue],
+            version_stage: Some("AWSCURRENT".into()),
+        })
+    };
+    // The policies as the earlier version left them: ROLE's statements under the earlier scheme, and
+    // an earlier-scheme statement for a consumer this broker has no share for (another broker's).
+    let (role_res, role_key) = legacy(ROLE);
+    let (stranger_res, stranger_key) = legacy("arn:aws:iam::999988887777:role/elsewhere");
+    let swap = |policy: &str, ours: &Value, stranger: &Value| -> String {
+        let mut doc: Value = serde_json::from_str(policy).unwrap();
+        let list = doc["Statement"].as_array_mut().unwrap();
+        list.retain(|s| s["Principal"]["AWS"] != ROLE);
+        list.push(ours.clone());
+        list.push(stranger.clone());
+        doc.to_string()
+    };
+    let rp = swap(
+        &m.resource_policy(&secret).await.unwrap(),
+        &role_res,
+        &stranger_res,
+    );
+    let kp = swap(&m.key_policy(&key).await, &role_key, &stranger_key);
+    m.set_resource_policy(&secret, &rp).await;
+    m.set_key_policy(&key, &kp).await;
+
+    assert_eq!(
+        tick(&t.app).await.unwrap().drifted,
+        0,
+        "an earlier-scheme statement is not drift"
+    );
+    t.post(
+        &format!("/v1/shares/{id1}/revoke"),
+        &a.bob,
+        json!({"reason": "upgrade test"}),
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    assert_eq!(status(&t, &a, &id1).await["status"], "revoked");
+    let (rp, kp) = (
+        m.resource_policy(&secret).await.unwrap(),
+        m.key_policy(&key).await,
+    );
+    assert!(!rp.contains(ROLE) && !kp.contains(ROLE), "{rp}\n{kp}");
+    for (p, stranger) in [(&rp, &stranger_res), (&kp, &stranger_key)] {
+        assert!(
+            p.contains(&stranger.to_string()),
+            "the foreign statement is kept as it was: {p}"
+        );
+        assert!(p.contains(OTHER));
+    }
+    assert_eq!(status(&t, &a, &id2).await["status"], "active");
+}

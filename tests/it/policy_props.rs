@@ -99,9 +99,17 @@ fn condition() -> impl Strategy<Value = Value> {
 
 fn foreign_statement() -> impl Strategy<Value = Value> {
     (
+        // Foreign Sids include look-alikes of the broker's: another installation's
+        // (`SecretBroker<id><S|K><16 hex>`), the earlier scheme's, and other `SecretBroker...` names:
+        // ownership is exact (issue 13 item 9), so all of them stay untouched.
         prop::option::of(
-            "[A-Z][A-Za-z0-9]{0,12}"
-                .prop_filter("not a broker sid", |s| !s.starts_with(SID_PREFIX)),
+            prop_oneof![
+                "[A-Z][A-Za-z0-9]{0,12}",
+                "SecretBroker[A-Za-z0-9]{1,16}[SK][0-9a-f]{16}",
+                "SecretBroker[SK][0-9a-f]{16}",
+                "SecretBroker[A-Za-z0-9]{0,20}",
+            ]
+            .prop_filter("not this installation's sid", |s| !OWNER.owns(s)),
         ),
         prop::bool::ANY,
         prop_oneof![
@@ -175,15 +183,18 @@ fn existing_policy() -> impl Strategy<Value = String> {
         })
 }
 
+/// The default installation's broker statements.
+static OWNER: std::sync::LazyLock<merge::Owner> = std::sync::LazyLock::new(merge::Owner::default);
+
 fn ours(n: u8) -> Value {
-    json!({"Sid": format!("{SID_PREFIX}S{n:016x}"), "Effect": "Allow",
+    json!({"Sid": format!("{SID_PREFIX}MainS{n:016x}"), "Effect": "Allow",
            "Principal": {"AWS": "arn:aws:iam::444455556666:role/app"},
            "Action": "secretsmanager:GetSecretValue", "Resource": "*",
            "Condition": {"ForAnyValue:StringEquals": {"secretsmanager:VersionStage": "AWSCURRENT"}}})
 }
 
 fn sid(n: u8) -> String {
-    format!("{SID_PREFIX}S{n:016x}")
+    format!("{SID_PREFIX}MainS{n:016x}")
 }
 
 fn raws(d: &PolicyDocument) -> Vec<String> {
@@ -204,13 +215,13 @@ proptest! {
         let original = PolicyDocument::parse(&text).unwrap();
         let mut d = original.clone();
         for i in 0..n {
-            prop_assert_eq!(merge::upsert(&mut d, &ours(i)).unwrap(), Change::Added);
+            prop_assert_eq!(merge::upsert(&mut d, &OWNER, &ours(i)).unwrap(), Change::Added);
         }
         let out = d.render();
         let reparsed = PolicyDocument::parse(&out).unwrap();
         let foreign = raws(&original);
         prop_assert_eq!(&raws(&reparsed)[..foreign.len()], &foreign[..]);
-        prop_assert_eq!(merge::broker_sids(&reparsed).len(), n as usize);
+        prop_assert_eq!(merge::broker_sids(&reparsed, &OWNER).len(), n as usize);
         // Broker statements parse back to exactly what was upserted.
         for (i, st) in reparsed.statements()[foreign.len()..].iter().enumerate() {
             prop_assert_eq!(serde_json::from_str::<Value>(st.raw()).unwrap(), ours(i as u8));
@@ -220,13 +231,13 @@ proptest! {
     #[test]
     fn applying_twice_equals_applying_once(text in existing_policy()) {
         let mut once = PolicyDocument::parse(&text).unwrap();
-        merge::upsert(&mut once, &ours(1)).unwrap();
+        merge::upsert(&mut once, &OWNER, &ours(1)).unwrap();
         let mut twice = once.clone();
-        prop_assert_eq!(merge::upsert(&mut twice, &ours(1)).unwrap(), Change::Unchanged);
+        prop_assert_eq!(merge::upsert(&mut twice, &OWNER, &ours(1)).unwrap(), Change::Unchanged);
         prop_assert_eq!(twice.render(), once.render());
         // Also after a round trip through text, as between two applies.
         let mut again = PolicyDocument::parse(&once.render()).unwrap();
-        prop_assert_eq!(merge::upsert(&mut again, &ours(1)).unwrap(), Change::Unchanged);
+        prop_assert_eq!(merge::upsert(&mut again, &OWNER, &ours(1)).unwrap(), Change::Unchanged);
         prop_assert_eq!(again.render(), once.render());
     }
 
@@ -234,17 +245,17 @@ proptest! {
     fn add_then_remove_gives_back_the_original(text in existing_policy()) {
         let original = PolicyDocument::parse(&text).unwrap();
         let mut d = original.clone();
-        merge::upsert(&mut d, &ours(1)).unwrap();
-        merge::upsert(&mut d, &ours(2)).unwrap();
+        merge::upsert(&mut d, &OWNER, &ours(1)).unwrap();
+        merge::upsert(&mut d, &OWNER, &ours(2)).unwrap();
         let (s1, s2) = (sid(1), sid(2));
-        prop_assert!(merge::remove(&mut d, &s1));
-        prop_assert!(merge::remove(&mut d, &s2));
+        prop_assert!(merge::remove(&mut d, &OWNER, &s1));
+        prop_assert!(merge::remove(&mut d, &OWNER, &s2));
         prop_assert_eq!(d.render(), text.clone());
         // Across text (add, write, read, remove): the same statements, byte for byte.
         let mut added = original.clone();
-        merge::upsert(&mut added, &ours(1)).unwrap();
+        merge::upsert(&mut added, &OWNER, &ours(1)).unwrap();
         let mut read_back = PolicyDocument::parse(&added.render()).unwrap();
-        merge::remove(&mut read_back, &sid(1));
+        merge::remove(&mut read_back, &OWNER, &sid(1));
         prop_assert_eq!(raws(&read_back), raws(&original));
         let out = read_back.render();
         let v_out: Value = serde_json::from_str(&out).unwrap();
@@ -258,10 +269,10 @@ proptest! {
     #[test]
     fn merge_output_always_parses_and_empties_say_so(text in existing_policy()) {
         let sid = sid(1);
-        let merged = merge::merge(Some(&text), &[ours(1)], &[]).unwrap();
+        let merged = merge::merge(Some(&text), &OWNER, &[ours(1)], &[]).unwrap();
         let merge::Merged::Document(out) = merged else { panic!("adding cannot empty a policy") };
         PolicyDocument::parse(&out).unwrap();
-        let removed = merge::merge(Some(&out), &[], &[&sid]).unwrap();
+        let removed = merge::merge(Some(&out), &OWNER, &[], &[&sid]).unwrap();
         let foreign = PolicyDocument::parse(&text).unwrap().statements().len();
         match removed {
             merge::Merged::Empty => prop_assert_eq!(foreign, 0),
