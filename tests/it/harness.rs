@@ -191,7 +191,6 @@ impl TestApp {
     }
 
     /// A new App over the same database and emulator, as after a restart.
-    #[allow(dead_code)]
     pub fn restart(&self) -> Self {
         let app = Self::open(
             &self.config,

@@ -23,6 +23,7 @@ mod ops;
 mod policy_props;
 mod recovery;
 mod roles;
+mod saga_edges;
 mod security;
 mod tokens_api;
 mod validation;

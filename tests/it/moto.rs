@@ -255,6 +255,8 @@ pub enum Fault {
         code: &'static str,
         message: &'static str,
     },
+    /// After letting `skip` calls of `op` through, every later call fails before it is sent.
+    FailBeforeSendAfter { op: &'static str, skip: u32 },
     /// After letting `skip` responses to `op` through, the next `times` have `find` replaced by
     /// `replace` in their body: what a concurrent edit of the policy looks like to a read.
     Rewrite {
@@ -369,6 +371,13 @@ impl Intercept for Faults {
                         code,
                         message,
                     });
+                }
+                Fault::FailBeforeSendAfter { op, skip } if target.ends_with(&format!(".{op}")) => {
+                    if *skip > 0 {
+                        *skip -= 1;
+                    } else {
+                        return Err(format!("injected failure of {op}").into());
+                    }
                 }
                 Fault::Rewrite {
                     op,
