@@ -535,19 +535,46 @@ async fn sigkill_between_the_two_writes_then_restart_ends_consistent() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoke_during_a_repair_wins() {
-    let t = TestApp::with_aws(|_| {});
-    let a = actors(&t).await;
+/// Which of a repair and a revoke of one drifted share reaches the secret first.
+#[derive(Clone, Copy, Debug)]
+enum First {
+    /// The repair is writing (held at its resource-policy write) when the revoke is asked for.
+    Repair,
+    /// The repair is queued behind other work on the secret when the revoke is asked for; it runs
+    /// first and finds the share no longer drifted.
+    Queued,
+}
+
+async fn a_revoke_and_a_repair(first: First) {
     let m = moto();
+    let proxy = crate::moto::HoldingProxy::start().await;
+    let t = TestApp::with_aws_via(&proxy.url, |_| {});
+    let a = actors(&t).await;
     let (key, secret, id1, _id2) = two_active(&t, &a, None).await;
     let edited = without_principal(&m.resource_policy(&secret).await.unwrap(), ROLE);
     m.set_resource_policy(&secret, &edited).await;
     assert_eq!(tick(&t.app).await.unwrap().drifted, 1);
-    // The repair and the revoke race for the secret; whatever the order, the revoke wins.
-    t.post_empty(&format!("/v1/shares/{id1}/repair"), &a.root)
-        .await
-        .expect(200);
+    let write = proxy.hold("PutResourcePolicy", crate::recovery::unique(&secret));
+    const THIRD: &str = "arn:aws:iam::121212121212:role/third";
+    let mut third = None;
+    match first {
+        First::Repair => {
+            t.post_empty(&format!("/v1/shares/{id1}/repair"), &a.root)
+                .await
+                .expect(200);
+            write.reached().await;
+        }
+        First::Queued => {
+            // Another share's apply holds the secret; the repair waits behind it.
+            let id3 = request(&t, &a, &secret, THIRD, json!({})).await;
+            approve(&t, &a, &id3).await;
+            write.reached().await;
+            t.post_empty(&format!("/v1/shares/{id1}/repair"), &a.root)
+                .await
+                .expect(200);
+            third = Some(id3);
+        }
+    }
     t.post(
         &format!("/v1/shares/{id1}/revoke"),
         &a.bob,
@@ -555,20 +582,54 @@ async fn a_revoke_during_a_repair_wins() {
     )
     .await
     .expect(200);
+    write.release();
     t.settle().await;
     tick(&t.app).await.unwrap();
     t.settle().await;
-    assert_eq!(status(&t, &a, &id1).await["status"], "revoked");
-    let principals: Vec<Value> = broker_statements(Some(m.key_policy(&key).await))
+    assert_eq!(status(&t, &a, &id1).await["status"], "revoked", "{first:?}");
+    let mut want = vec![json!(OTHER)];
+    if let Some(id3) = &third {
+        assert_eq!(status(&t, &a, id3).await["status"], "active");
+        want.push(json!(THIRD));
+    }
+    let mut principals: Vec<Value> = broker_statements(Some(m.key_policy(&key).await))
         .iter()
         .map(|s| s["Principal"]["AWS"].clone())
         .collect();
-    assert_eq!(principals, [json!(OTHER)]);
+    principals.sort_by_key(|v| v.to_string());
+    want.sort_by_key(|v| v.to_string());
+    assert_eq!(principals, want, "{first:?}");
+    let res = broker_statements(m.resource_policy(&secret).await);
     assert!(
-        broker_statements(m.resource_policy(&secret).await)
-            .iter()
-            .all(|s| s["Principal"]["AWS"] == OTHER)
+        res.iter().all(|s| s["Principal"]["AWS"] != ROLE),
+        "{first:?}: {res:?}"
     );
+    // The jobs that carried the share, in order: the repair ran (and was overtaken) or found nothing.
+    let jobs: Vec<(String, String)> = {
+        let db = t.db();
+        let mut st = db
+            .prepare("SELECT kind, state FROM jobs WHERE share_ids LIKE ?1 ORDER BY rowid")
+            .unwrap();
+        st.query_map([format!("%{id1}%")], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let kinds: Vec<&str> = jobs.iter().map(|(k, _)| k.as_str()).collect();
+    match first {
+        First::Repair => assert_eq!(kinds, ["apply", "apply", "revoke"], "{jobs:?}"),
+        First::Queued => assert_eq!(kinds, ["apply", "revoke"], "{jobs:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_during_a_repair_wins() {
+    a_revoke_and_a_repair(First::Repair).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_before_a_queued_repair_wins() {
+    a_revoke_and_a_repair(First::Queued).await;
 }
 
 /// The audit actions of one share, in order.
