@@ -457,6 +457,8 @@ settings! {
     oidc_name_claim: String = "sub";
     /// Clock skew allowed when checking exp and nbf.
     oidc_leeway: Span = "60s";
+    /// How long a console sign-in lasts (the session cookie's Max-Age and the server-side session's end); the session also ends at sign-out or when its token is revoked or expires.
+    console_session_ttl: Span = "8h";
 }
 
 impl Config {

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod aws;
 pub mod bench;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod error;
 pub mod identity;

@@ -226,6 +226,47 @@ pub async fn authenticate(
     }))
 }
 
+/// Resolves the broker token with public id `id` to its caller at time `now` (RFC 3339), for a console
+/// session opened with it: the same checks as [`authenticate`] after the secret matched (expiry,
+/// revocation), so revoking the token ends the sessions it opened.
+pub async fn caller_by_id(
+    store: &Store,
+    id: &str,
+    now: &str,
+) -> Result<std::result::Result<Caller, Failure>> {
+    let id2 = id.to_owned();
+    let row = store
+        .read_quick(move |c| rows::token_by_id(c, &id2))
+        .await?;
+    let Some(r) = row else {
+        return Ok(Err(Failure::new(
+            "unknown-token",
+            "the session's token no longer exists: sign in again",
+        )));
+    };
+    if let Some(end) = r.expires_at.as_deref()
+        && end <= now
+    {
+        return Ok(Err(Failure::new(
+            "expired",
+            format!("the session's token expired at {end}: sign in with a new one"),
+        )));
+    }
+    if r.revoked_at.is_some() {
+        return Ok(Err(Failure::new(
+            "revoked",
+            "the session's token has been revoked",
+        )));
+    }
+    Ok(Ok(Caller {
+        credential: r.id.clone(),
+        token_id: r.id,
+        name: crate::identity::canonical(&r.name),
+        role: r.role,
+        issued_by: r.created_by.as_deref().map(crate::identity::canonical),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -641,3 +641,44 @@ pub async fn request_repair(app: &App, origin: Origin, share_id: String) -> Resu
         })
         .await
 }
+
+/// Opens a console session (issue 20) and audits it (`console.signed_in`, with the token's public id and
+/// the session's end; never the session id or its hash) in one transaction.
+pub async fn open_console_session(
+    app: &App,
+    origin: Origin,
+    row: crate::store::sessions::SessionRow,
+) -> Result<()> {
+    let now = fmt_time(app.clock.now());
+    app.store
+        .write(move |c| {
+            crate::store::sessions::insert_session(c, &row, &now)?;
+            audit::append(
+                c,
+                &origin.event(
+                    &now,
+                    "console.signed_in",
+                    None,
+                    json!({"token_id": row.token_id, "expires_at": row.expires_at}),
+                ),
+            )?;
+            Ok(())
+        })
+        .await
+}
+
+/// Ends a console session at sign-out and audits it (`console.signed_out`) in one transaction.
+pub async fn end_console_session(app: &App, origin: Origin, id_hash: String) -> Result<()> {
+    let now = fmt_time(app.clock.now());
+    app.store
+        .write(move |c| {
+            if crate::store::sessions::delete_session(c, &id_hash)? {
+                audit::append(
+                    c,
+                    &origin.event(&now, "console.signed_out", None, json!({})),
+                )?;
+            }
+            Ok(())
+        })
+        .await
+}

@@ -13,8 +13,8 @@
 //! - three-valued soundness: when a condition key the request did not know becomes known (values or
 //!   absent), or an account-level caller becomes a known identity of that account, a definite answer
 //!   stays (Allow stays Allow, ExplicitDeny stays ExplicitDeny, ImplicitDeny stays a deny);
-//! - the three composed documents of any grant allow the consumer to read the secret (unless the
-//!   stage uses a policy variable, which the evaluator does not substitute);
+//! - the three composed documents of any grant allow every action of the grant (GetSecretValue unless
+//!   the stage uses a policy variable, which the evaluator does not substitute; DescribeSecret always);
 //! - NotPrincipal exempts only the exact identity that calls: a role is never exempted by listing
 //!   its ARN (it calls as a session); and the request context says `aws:PrincipalType` = `User` or
 //!   `AssumedRole` for the principal's kind;
@@ -376,7 +376,13 @@ fuzz_target!(|input: Input| {
     if property == 1 {
         // The composed documents alone allow every action of the grant.
         let identity_c = document(&statements(&composed.identity_policy));
-        let resource_c = document(std::slice::from_ref(&composed.resource_statement));
+        let resource_c = document(
+            &composed
+                .resource_statements()
+                .into_iter()
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
         let key_c = document(std::slice::from_ref(&composed.key_statement));
         for action in &grant.actions {
             let share = Check {
@@ -400,13 +406,18 @@ fuzz_target!(|input: Input| {
                 assert_eq!(granted, "deny", "a grant across partitions {grant:?}");
                 continue;
             }
-            if action.as_str() == GET_SECRET_VALUE
-                && !grant
+            // Every action of the grant, each through the layers it needs (a DescribeSecret statement
+            // carries no stage condition, so the stage's policy variable does not reach it).
+            if !(action.as_str() == GET_SECRET_VALUE
+                && grant
                     .version_stage
                     .as_deref()
-                    .is_some_and(|s| s.contains("${"))
+                    .is_some_and(|s| s.contains("${")))
             {
-                assert_eq!(granted, "allow", "the composed documents grant {grant:?}");
+                assert_eq!(
+                    granted, "allow",
+                    "the composed documents grant {action:?} of {grant:?}"
+                );
             }
             if action.as_str() == GET_SECRET_VALUE {
                 principal_properties(&grant.principal, &share);
@@ -425,7 +436,7 @@ fuzz_target!(|input: Input| {
     if input.with_share {
         identity.extend(statements(&composed.identity_policy));
         if let Some(r) = &mut resource {
-            r.push(composed.resource_statement.clone());
+            r.extend(composed.resource_statements().into_iter().cloned());
         }
         key_policy.push(composed.key_statement.clone());
     }

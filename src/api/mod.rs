@@ -210,6 +210,8 @@ pub fn router(app: Arc<App>) -> Router {
     // The limits wrap the API and the docs; the probes are merged in after, outside them.
     let limited = api
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+        // The console's pages: inside the same limits, outside the OpenAPI document.
+        .merge(crate::console::router())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
             ServiceBuilder::new()

@@ -1945,24 +1945,42 @@ impl Applier {
                         &generated
                     }
                 };
-                let decision = eval::decide(&eval::Check {
-                    principal: &grant.principal,
-                    secret: &grant.secret,
-                    key: &key,
-                    version_stage: grant.version_stage.as_deref(),
-                    identity_policy: identity,
-                    resource_policy: resource.as_ref(),
-                    key_policy: &key_docs[key.as_str()],
-                    now: Some(now),
-                    action: eval::GET_SECRET_VALUE,
-                    guardrails: &eval::Guardrails::NONE,
-                });
+                // Every action the share grants, each through the layers it needs: the share's
+                // answer is allow only when every one is.
+                let actions: Vec<ReviewAction> = grant
+                    .actions
+                    .iter()
+                    .map(|a| ReviewAction {
+                        action: a.as_str().to_owned(),
+                        decision: eval::decide(&eval::Check {
+                            principal: &grant.principal,
+                            secret: &grant.secret,
+                            key: &key,
+                            version_stage: grant.version_stage.as_deref(),
+                            identity_policy: identity,
+                            resource_policy: resource.as_ref(),
+                            key_policy: &key_docs[key.as_str()],
+                            now: Some(now),
+                            action: a.as_str(),
+                            guardrails: &eval::Guardrails::NONE,
+                        })
+                        .to_owned(),
+                    })
+                    .collect();
+                let decision = if actions.iter().any(|a| a.decision == "deny") {
+                    "deny"
+                } else if actions.iter().all(|a| a.decision == "allow") {
+                    "allow"
+                } else {
+                    "unknown"
+                };
                 review.evaluated += 1;
                 review.items.push(ReviewItem {
                     share_id: share.id.clone(),
                     secret_arn: share.secret_arn.clone(),
                     principal_arn: share.principal_arn.clone(),
                     decision: decision.to_owned(),
+                    actions,
                 });
             }
         }
@@ -2126,7 +2144,19 @@ pub struct ReviewItem {
     pub secret_arn: String,
     /// The consumer.
     pub principal_arn: String,
-    /// `allow`, `deny` or `unknown` (ask `/v1/access-checks` why).
+    /// `allow` when every action of the share is allowed, `deny` when one is denied, else `unknown`
+    /// (ask `/v1/access-checks` why, with the action).
+    pub decision: String,
+    /// The decision for each action the share grants.
+    pub actions: Vec<ReviewAction>,
+}
+
+/// The review's decision for one action of a share.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReviewAction {
+    /// The IAM action.
+    pub action: String,
+    /// `allow`, `deny` or `unknown`.
     pub decision: String,
 }
 

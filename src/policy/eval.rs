@@ -18,7 +18,7 @@ use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
 use super::arn::{KmsKeyArn, PrincipalArn, PrincipalKind, SecretArn};
-use super::compose::via_service;
+use super::compose::{via_service, via_services};
 use super::document::{ConditionBlock, Effect, PolicyDocument, Principal, Statement};
 
 /// Three-valued logic.
@@ -1425,8 +1425,13 @@ pub fn secret_context<'a>(c: &Check<'a>, caller: &'a Caller) -> RequestContext<'
 
 /// The context of the kms:Decrypt call Secrets Manager makes on the consumer's behalf.
 pub fn decrypt_context<'a>(c: &Check<'a>, caller: &'a Caller) -> RequestContext<'a> {
+    decrypt_context_via(c, caller, via_service(c.secret))
+}
+
+/// The same, with a given `kms:ViaService` value.
+fn decrypt_context_via<'a>(c: &Check<'a>, caller: &'a Caller, via: String) -> RequestContext<'a> {
     let mut ctx = base_context(c, caller);
-    ctx.set("kms:ViaService", [via_service(c.secret)]);
+    ctx.set("kms:ViaService", [via]);
     ctx.set("kms:EncryptionContext:SecretARN", [c.secret.as_str()]);
     ctx.set(
         "kms:EncryptionContextKeys",
@@ -1668,6 +1673,10 @@ struct LayerSpec<'c> {
     action: &'c str,
     resource: &'c str,
     context: RequestContext<'c>,
+    /// Other contexts the request may have instead, where the broker cannot know which: in aws-cn the
+    /// `kms:ViaService` value Secrets Manager sends is not confirmed (`compose::via_services`), so the
+    /// decrypt layer is decided under each, and an answer that differs between them is unknown.
+    alternatives: Vec<RequestContext<'c>>,
     resource_policy: Option<&'c PolicyDocument>,
 }
 
@@ -1677,6 +1686,7 @@ fn layer_specs<'c>(c: &'c Check<'c>, caller: &'c Caller) -> Vec<LayerSpec<'c>> {
         action: c.action,
         resource: c.secret.as_str(),
         context: secret_context(c, caller),
+        alternatives: Vec::new(),
         resource_policy: c.resource_policy,
     }];
     if needs_decrypt(c.action) {
@@ -1685,6 +1695,11 @@ fn layer_specs<'c>(c: &'c Check<'c>, caller: &'c Caller) -> Vec<LayerSpec<'c>> {
             action: "kms:Decrypt",
             resource: c.key.as_str(),
             context: decrypt_context(c, caller),
+            alternatives: via_services(c.secret)
+                .into_iter()
+                .skip(1)
+                .map(|via| decrypt_context_via(c, caller, via))
+                .collect(),
             resource_policy: Some(c.key_policy),
         });
     }
@@ -1720,6 +1735,47 @@ fn layer_decision(
     all_of(std::iter::once(combine(identity, resource, cross)).chain(guards))
 }
 
+/// The decision-only answer of one layer under one context.
+fn layer_decision_in(
+    c: &Check<'_>,
+    caller: &Caller,
+    guards: &[(String, PolicyType, &PolicyDocument)],
+    spec: &LayerSpec<'_>,
+    context: &RequestContext<'_>,
+) -> Decision {
+    let req = Request {
+        caller,
+        action: spec.action,
+        resource: spec.resource,
+        context,
+    };
+    layer_decision(
+        c,
+        spec.name,
+        evaluate_decision(c.identity_policy, PolicyType::Identity, &req),
+        spec.resource_policy.map_or(Decision::ImplicitDeny, |d| {
+            evaluate_decision(d, PolicyType::Resource, &req)
+        }),
+        guards
+            .iter()
+            .map(|(_, ty, d)| evaluate_decision(d, *ty, &req)),
+    )
+}
+
+/// `decision` stands only if every alternative context gives the same answer (or another deny).
+fn in_every_context(
+    decision: Decision,
+    alternatives: impl IntoIterator<Item = Decision>,
+) -> Decision {
+    alternatives.into_iter().fold(decision, |d, alt| {
+        if d == alt || (d.is_deny() && alt.is_deny()) {
+            d
+        } else {
+            Decision::Unknown
+        }
+    })
+}
+
 /// A principal of one partition never reaches a resource of another (`aws`, `aws-cn` and `aws-us-gov`
 /// are isolated: IAM User Guide, "ARN format": partitions).
 fn other_partition(c: &Check<'_>) -> bool {
@@ -1752,14 +1808,27 @@ pub fn check(c: &Check<'_>) -> CheckResult {
                 result: evaluate(d, *ty, &req),
             })
             .collect();
-        let mut decision = layer_decision(
+        let first = layer_decision(
             c,
             spec.name,
             identity.decision,
             resource.decision,
             guardrails.iter().map(|g| g.result.decision),
         );
+        let mut decision = in_every_context(
+            first,
+            spec.alternatives
+                .iter()
+                .map(|ctx| layer_decision_in(c, &caller, &guards, &spec, ctx)),
+        );
         let mut h = Vec::new();
+        if decision != first {
+            h.push(format!(
+                "in {} the kms:ViaService value Secrets Manager sends is not confirmed ({}), and the policies answer differently for them",
+                c.secret.partition(),
+                via_services(c.secret).join(" or ")
+            ));
+        }
         if other_partition(c) {
             decision = Decision::ImplicitDeny;
             h.push(format!(
@@ -1769,7 +1838,7 @@ pub fn check(c: &Check<'_>) -> CheckResult {
                 c.secret.partition()
             ));
         } else if decision != Decision::Allow {
-            h = hints(
+            h.extend(hints(
                 spec.name,
                 spec.action,
                 spec.resource,
@@ -1777,7 +1846,7 @@ pub fn check(c: &Check<'_>) -> CheckResult {
                 &identity,
                 &resource,
                 spec.resource_policy.is_some(),
-            );
+            ));
             for g in &guardrails {
                 if g.result.decision != Decision::Allow {
                     h.push(format!(
@@ -1831,23 +1900,12 @@ pub fn decide(c: &Check<'_>) -> &'static str {
     }
     let caller = caller_of(c);
     let guards = guardrail_policies(c.guardrails);
-    overall(layer_specs(c, &caller).into_iter().map(|spec| {
-        let req = Request {
-            caller: &caller,
-            action: spec.action,
-            resource: spec.resource,
-            context: &spec.context,
-        };
-        layer_decision(
-            c,
-            spec.name,
-            evaluate_decision(c.identity_policy, PolicyType::Identity, &req),
-            spec.resource_policy.map_or(Decision::ImplicitDeny, |d| {
-                evaluate_decision(d, PolicyType::Resource, &req)
-            }),
-            guards
+    overall(layer_specs(c, &caller).iter().map(|spec| {
+        in_every_context(
+            layer_decision_in(c, &caller, &guards, spec, &spec.context),
+            spec.alternatives
                 .iter()
-                .map(|(_, ty, d)| evaluate_decision(d, *ty, &req)),
+                .map(|ctx| layer_decision_in(c, &caller, &guards, spec, ctx)),
         )
     }))
 }

@@ -34,9 +34,14 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/0005_token_expiry.sql"),
     ),
     (
+        6,
+        "0006_identity.sql",
+        include_str!("../../migrations/0006_identity.sql"),
+    ),
+    (
         7,
-        "0007_identity.sql",
-        include_str!("../../migrations/0007_identity.sql"),
+        "0007_console_sessions.sql",
+        include_str!("../../migrations/0007_console_sessions.sql"),
     ),
 ];
 
@@ -128,10 +133,6 @@ mod tests {
         assert!(e.contains("changed after it was applied"), "{e}");
     }
 
-    /// Versions left free for a migration written on another branch at the same time (6: issue 13).
-    /// A version listed here must not be in `MIGRATIONS`; remove it once its migration lands.
-    const RESERVED_VERSIONS: &[i64] = &[6];
-
     #[test]
     fn identity_migration_canonicalises_names_and_backfills_token_issuers() {
         let mut c = Connection::open_in_memory().unwrap();
@@ -140,7 +141,7 @@ mod tests {
              checksum TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT 'then')",
         )
         .unwrap();
-        for (v, name, sql) in MIGRATIONS.iter().filter(|m| m.0 < 7) {
+        for (v, name, sql) in MIGRATIONS.iter().filter(|m| m.0 < 6) {
             c.execute_batch(sql).unwrap();
             c.execute(
                 "INSERT INTO schema_migrations (version, name, checksum) VALUES (?1, ?2, ?3)",
@@ -160,7 +161,7 @@ mod tests {
         let applied = apply(&mut c).unwrap();
         assert_eq!(
             applied.len(),
-            MIGRATIONS.iter().filter(|m| m.0 >= 7).count()
+            MIGRATIONS.iter().filter(|m| m.0 >= 6).count()
         );
         let rows: Vec<(String, Option<String>)> = c
             .prepare("SELECT name, created_by FROM tokens ORDER BY id")
@@ -179,9 +180,6 @@ mod tests {
     fn migrations_are_numbered_in_order() {
         let mut expected = 1;
         for (v, name, _) in MIGRATIONS {
-            while RESERVED_VERSIONS.contains(&expected) {
-                expected += 1;
-            }
             assert_eq!(*v, expected, "{name}");
             expected += 1;
             assert!(name.starts_with(&format!("{v:04}_")), "{name}");

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod jobs;
 pub mod migrate;
 pub mod rows;
+pub mod sessions;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1213,3 +1213,56 @@ async fn a_public_foreign_statement_fails_the_apply_before_writing() {
         );
     }
 }
+
+/// An access review judges every action a share grants: a foreign Deny of DescribeSecret added after the
+/// share went active makes the share's answer deny, and the per-action list says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_review_judges_every_action_of_a_share() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let auditor = t
+        .token("audrey", secret_broker::domain::Role::Auditor)
+        .await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    let actions = json!([
+        "secretsmanager:GetSecretValue",
+        "secretsmanager:DescribeSecret"
+    ]);
+    let id = request(&t, &a, &secret, ROLE, json!({"actions": actions})).await;
+    approve(&t, &a, &id).await;
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id).await["status"], "active");
+    let review = || {
+        let body = json!({"secret_arns": [secret]});
+        let (t, auditor) = (&t, auditor.clone());
+        async move {
+            t.post("/v1/access-reviews", &auditor, body)
+                .await
+                .expect(200)
+                .body["items"][0]
+                .clone()
+        }
+    };
+    let item = review().await;
+    assert_eq!(item["decision"], "allow", "{item}");
+    assert_eq!(
+        item["actions"],
+        json!([
+            {"action": "secretsmanager:GetSecretValue", "decision": "allow"},
+            {"action": "secretsmanager:DescribeSecret", "decision": "allow"}
+        ])
+    );
+    let mut policy: Value =
+        serde_json::from_str(&m.resource_policy(&secret).await.unwrap()).unwrap();
+    policy["Statement"].as_array_mut().unwrap().push(json!({
+        "Sid": "NoDescribe", "Effect": "Deny", "Principal": {"AWS": ROLE},
+        "Action": "secretsmanager:DescribeSecret", "Resource": "*"
+    }));
+    m.set_resource_policy(&secret, &policy.to_string()).await;
+    let item = review().await;
+    assert_eq!(item["decision"], "deny", "{item}");
+    assert_eq!(item["actions"][0]["decision"], "allow");
+    assert_eq!(item["actions"][1]["decision"], "deny");
+}

@@ -708,3 +708,64 @@ fn guardrails_must_allow_and_their_deny_wins() {
     assert_eq!(run_with(&d, DESCRIBE, &boundary).decision, "allow");
     assert_eq!(run_with(&d, GET_SECRET_VALUE, &boundary).decision, "deny");
 }
+
+// ---------------------------------------------------------------------------------------------------
+// 8. kms:ViaService in aws-cn: not confirmed, so the decrypt layer is decided under both names
+
+#[test]
+fn in_china_a_key_statement_must_hold_under_both_via_service_names() {
+    let secret =
+        SecretArn::parse("arn:aws-cn:secretsmanager:cn-north-1:111122223333:secret:prod/db-AbCdEf")
+            .unwrap();
+    let key = KmsKeyArn::parse(
+        "arn:aws-cn:kms:cn-north-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    )
+    .unwrap();
+    let p = PrincipalArn::parse("arn:aws-cn:iam::444455556666:role/app-reader").unwrap();
+    let c = compose(
+        &Grant {
+            secret: secret.clone(),
+            principal: p.clone(),
+            actions: vec![ShareAction::GetSecretValue],
+            version_stage: None,
+        },
+        &key,
+    );
+    let identity = doc(&c.identity_policy);
+    let resource = doc(&json!({"Statement": [c.resource_statement]}));
+    let run = |key_statement: &Value| {
+        let kp = doc(&json!({"Statement": [key_statement]}));
+        let ck = Check {
+            principal: &p,
+            secret: &secret,
+            key: &key,
+            version_stage: None,
+            identity_policy: &identity,
+            resource_policy: Some(&resource),
+            key_policy: &kp,
+            now: None,
+            action: GET_SECRET_VALUE,
+            guardrails: &Guardrails::NONE,
+        };
+        let full = check(&ck);
+        assert_eq!(decide(&ck), full.decision);
+        full
+    };
+    // The composed statement lists both names: allowed whichever AWS sends.
+    assert_eq!(run(&c.key_statement).decision, "allow");
+    // A hand-written statement with one of them holds only if AWS sends that one: unknown, not allow.
+    for via in [
+        "secretsmanager.cn-north-1.amazonaws.com",
+        "secretsmanager.cn-north-1.amazonaws.com.cn",
+    ] {
+        let mut one = c.key_statement.clone();
+        one["Condition"]["StringEquals"]["kms:ViaService"] = json!(via);
+        let r = run(&one);
+        assert_eq!(r.decision, "unknown", "{via}: {:#?}", r.reasons);
+        assert!(
+            r.reasons.iter().any(|x| x.contains("not confirmed")),
+            "{:?}",
+            r.reasons
+        );
+    }
+}

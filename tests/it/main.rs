@@ -11,6 +11,7 @@ mod apply;
 mod audit_log;
 mod cli;
 mod concurrency;
+mod console;
 mod contract;
 mod eval_edges;
 mod eval_props;

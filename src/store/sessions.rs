@@ -1,0 +1,64 @@
+//! SQL for console sessions (issue 20). The id a browser holds is never stored: only its SHA-256.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::Result;
+
+/// A console session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    /// Hex SHA-256 of the session id the browser holds.
+    pub id_hash: String,
+    /// Public id of the broker token the session was opened with.
+    pub token_id: String,
+    /// The CSRF token every form of this session carries.
+    pub csrf: String,
+    /// Opened, RFC 3339 UTC.
+    pub created_at: String,
+    /// Ends, RFC 3339 UTC.
+    pub expires_at: String,
+}
+
+/// Stores a new session, and removes sessions that ended before `now`.
+pub fn insert_session(conn: &Connection, s: &SessionRow, now: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM console_sessions WHERE expires_at <= ?1")?
+        .execute(params![now])?;
+    conn.prepare_cached(
+        "INSERT INTO console_sessions (id_hash, token_id, csrf, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        s.id_hash,
+        s.token_id,
+        s.csrf,
+        s.created_at,
+        s.expires_at
+    ])?;
+    Ok(())
+}
+
+/// The session whose id hashes to `id_hash`, if it has not ended at `now`.
+pub fn live_session(conn: &Connection, id_hash: &str, now: &str) -> Result<Option<SessionRow>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id_hash, token_id, csrf, created_at, expires_at FROM console_sessions \
+             WHERE id_hash = ?1 AND expires_at > ?2",
+        )?
+        .query_row(params![id_hash, now], |r| {
+            Ok(SessionRow {
+                id_hash: r.get(0)?,
+                token_id: r.get(1)?,
+                csrf: r.get(2)?,
+                created_at: r.get(3)?,
+                expires_at: r.get(4)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Ends a session; false when there was none.
+pub fn delete_session(conn: &Connection, id_hash: &str) -> Result<bool> {
+    let n = conn
+        .prepare_cached("DELETE FROM console_sessions WHERE id_hash = ?1")?
+        .execute(params![id_hash])?;
+    Ok(n == 1)
+}
