@@ -423,6 +423,8 @@ settings! {
     webhook_backoff: Span = "10s";
     /// On SIGTERM/SIGINT: how long to let in-flight applies and the worker finish before exiting.
     shutdown_grace: Span = "30s";
+    /// On SIGTERM/SIGINT: how long to keep accepting and serving requests, /readyz answering 503, before the listener closes, so a load balancer stops sending first and requests already connected are served (counted within shutdown_grace).
+    shutdown_drain: Span = "1s";
     /// How often the audit chain's head (sequence number and hash) is written to the log and sent as an audit.anchor webhook event, besides at start and at shutdown: keep these outside the database to detect rows removed from the end of the chain (1m to 1d).
     audit_anchor_interval: Span = "1h";
     /// Requests per second one bearer credential may send (a short burst of twice this is allowed); requests without a token count per client address. `off` disables it.

@@ -402,12 +402,16 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let signalled = stop.clone();
     let signal_at: Arc<OnceLock<tokio::time::Instant>> = Arc::default();
     let at = signal_at.clone();
+    // Closing the listener resets connections the kernel had accepted but the server had not yet read
+    // from; serving on for the drain (while /readyz says 503) lets those be answered first.
+    let drain = config.shutdown_drain.0.min(config.shutdown_grace.0);
     let shutdown = async move {
         match app_rx.await {
             Ok(app) => {
                 shutdown_signal(app).await;
                 let _ = at.set(tokio::time::Instant::now());
                 let _ = signalled.send(true);
+                tokio::time::sleep(drain).await;
             }
             Err(_) => std::future::pending().await,
         }

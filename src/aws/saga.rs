@@ -1318,19 +1318,26 @@ impl Applier {
         }
         let _busy = self.enter();
         let running = self.store.read(jobs::running).await?;
-        for job in running {
+        for listed in running {
             // Jobs run under their secret's lock: once we hold it, a running job that this process
             // is not running is an orphan (a crash, a panicked task, or a compensation that failed).
-            let lock = self.lock_for(&job.secret_arn);
+            let lock = self.lock_for(&listed.secret_arn);
             let _g = lock.lock().await;
             if self
                 .active_jobs
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .contains(&job.id)
+                .contains(&listed.id)
             {
                 continue;
             }
+            // The list was read before the lock was ours: a job that finished while we waited for it is
+            // no orphan. Its journal, read again under the lock, is the truth (and has its latest Sids).
+            let id = listed.id.clone();
+            let job = match self.store.read(move |c| jobs::get(c, &id)).await? {
+                Some(j) if j.state == "running" => j,
+                _ => continue,
+            };
             let now = self.now();
             if job.kind == "apply" {
                 match self.compensate(&job).await {

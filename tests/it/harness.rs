@@ -46,6 +46,8 @@ pub struct TestApp {
     pub config: Config,
     pub faults: crate::moto::Faults,
     aws: bool,
+    /// Where the AWS clients send requests (the emulator, or a proxy in front of it).
+    endpoint: Option<String>,
 }
 
 /// A response as a client sees it.
@@ -95,15 +97,21 @@ impl TestApp {
 
     /// An app that does not apply shares (AWS clients point at a closed loopback port).
     pub fn with(tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::build(false, tweak)
+        Self::build(false, None, tweak)
     }
 
     /// An app that applies shares to the emulator (started on first use).
     pub fn with_aws(tweak: impl FnOnce(&mut Config)) -> Self {
-        Self::build(true, tweak)
+        Self::build(true, None, tweak)
     }
 
-    fn build(aws: bool, tweak: impl FnOnce(&mut Config)) -> Self {
+    /// An app that applies shares through `endpoint` (a [`crate::moto::HoldingProxy`] in front of the
+    /// emulator).
+    pub fn with_aws_via(endpoint: &str, tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::build(true, Some(endpoint.to_owned()), tweak)
+    }
+
+    fn build(aws: bool, endpoint: Option<String>, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::load(None, Vec::<(String, String)>::new()).unwrap();
         config.database.0 = dir.path().join("broker.db");
@@ -118,7 +126,7 @@ impl TestApp {
             time::macros::datetime!(2026-11-29 12:00 UTC),
         )));
         let faults = crate::moto::Faults::default();
-        let app = Self::open(&config, clock.clone(), aws, &faults);
+        let app = Self::open(&config, clock.clone(), aws, endpoint.as_deref(), &faults);
         let router = secret_broker::api::router(app.clone());
         Self {
             app,
@@ -128,6 +136,7 @@ impl TestApp {
             config,
             faults,
             aws,
+            endpoint,
         }
     }
 
@@ -135,11 +144,13 @@ impl TestApp {
         config: &Config,
         clock: Arc<ManualClock>,
         aws: bool,
+        endpoint: Option<&str>,
         faults: &crate::moto::Faults,
     ) -> Arc<App> {
         let (sdk, tuning) = if aws {
+            let m = crate::moto::moto();
             (
-                crate::moto::moto().sdk_config(),
+                m.sdk_config_at(endpoint.unwrap_or(&m.endpoint)),
                 Tuning {
                     max_attempts: 3,
                     initial_backoff: std::time::Duration::from_millis(5),
@@ -181,7 +192,13 @@ impl TestApp {
 
     /// A new App over the same database and emulator, as after a restart.
     pub fn restart(&self) -> Self {
-        let app = Self::open(&self.config, self.clock.clone(), self.aws, &self.faults);
+        let app = Self::open(
+            &self.config,
+            self.clock.clone(),
+            self.aws,
+            self.endpoint.as_deref(),
+            &self.faults,
+        );
         let router = secret_broker::api::router(app.clone());
         Self {
             app,
@@ -191,6 +208,7 @@ impl TestApp {
             config: self.config.clone(),
             faults: self.faults.clone(),
             aws: self.aws,
+            endpoint: self.endpoint.clone(),
         }
     }
 

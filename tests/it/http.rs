@@ -11,7 +11,22 @@ pub fn client() -> Client {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
 
-/// One JSON request; `Err` when the connection failed (the request was not accepted).
+/// The prefix of an `Err` from [`http`] when the connection was refused: the server never accepted the
+/// request. Any other error (a reset, an unanswered request) means an accepted request was lost.
+pub const REFUSED: &str = "connection refused";
+
+fn refused(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return e.is_connect() && io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// One JSON request; `Err` when it failed (starting with [`REFUSED`] when the connection was refused).
 pub async fn http(
     c: &Client,
     method: &str,
@@ -32,7 +47,13 @@ pub async fn http(
             body.map(|v| v.to_string()).unwrap_or_default(),
         )))
         .unwrap();
-    let resp = c.request(req).await.map_err(|e| e.to_string())?;
+    let resp = c.request(req).await.map_err(|e| {
+        if refused(&e) {
+            format!("{REFUSED}: {e}")
+        } else {
+            format!("{e:?}")
+        }
+    })?;
     let status = resp.status().as_u16();
     let bytes = resp
         .into_body()

@@ -414,74 +414,10 @@ async fn a_delivery_that_keeps_failing_is_given_up_and_audited() {
 // ---------------------------------------------------------------------------------------------------
 // A real process, killed between its two writes.
 
-/// A loopback proxy in front of the emulator that holds (never answers) requests for one operation.
-#[derive(Clone)]
-struct HoldingProxy {
-    upstream: String,
-    hold: Arc<Mutex<Option<&'static str>>>,
-    held: Arc<tokio::sync::Notify>,
-}
-
-async fn holding_proxy(upstream: &str) -> (String, HoldingProxy) {
-    let p = HoldingProxy {
-        upstream: upstream.to_owned(),
-        hold: Arc::new(Mutex::new(None)),
-        held: Arc::new(tokio::sync::Notify::new()),
-    };
-    let state = p.clone();
-    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-        let state = state.clone();
-        async move {
-            use http_body_util::BodyExt;
-            let (parts, body) = req.into_parts();
-            let target = parts
-                .headers
-                .get("x-amz-target")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
-            let hold = *state.hold.lock().unwrap();
-            if let Some(op) = hold
-                && target.ends_with(&format!(".{op}"))
-            {
-                state.held.notify_one();
-                std::future::pending::<()>().await;
-            }
-            let bytes = body.collect().await.unwrap().to_bytes();
-            let uri = format!(
-                "{}{}",
-                state.upstream,
-                parts
-                    .uri
-                    .path_and_query()
-                    .map(|p| p.as_str())
-                    .unwrap_or("/")
-            );
-            let mut b = axum::http::Request::builder().method(parts.method).uri(uri);
-            for (k, v) in &parts.headers {
-                if k != "host" {
-                    b = b.header(k, v);
-                }
-            }
-            let resp = client()
-                .request(b.body(http_body_util::Full::new(bytes)).unwrap())
-                .await
-                .unwrap();
-            let (rp, rb) = resp.into_parts();
-            let body = rb.collect().await.unwrap().to_bytes();
-            axum::response::Response::from_parts(rp, axum::body::Body::from(body))
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}"), p)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_between_the_two_writes_then_restart_ends_consistent() {
     let m = moto();
-    let (proxy_url, proxy) = holding_proxy(&m.endpoint).await;
+    let proxy = crate::moto::HoldingProxy::start().await;
     let dir = tempfile::tempdir().unwrap();
     let key = m.create_key().await;
     let secret = m.create_secret(Some(&key)).await;
@@ -495,8 +431,9 @@ async fn sigkill_between_the_two_writes_then_restart_ends_consistent() {
     );
     let c = client();
 
-    *proxy.hold.lock().unwrap() = Some("PutResourcePolicy");
-    let mut server = crate::cli::serve_with(dir.path(), &proxy_url);
+    let key_id = key.rsplit('/').next().unwrap().to_owned();
+    let held = proxy.hold("PutResourcePolicy", secret.rsplit('/').next().unwrap());
+    let mut server = crate::cli::serve_with(dir.path(), &proxy.url);
     let base = format!("http://{}", server.addr);
     let (code, body) = http(
         &c,
@@ -520,15 +457,14 @@ async fn sigkill_between_the_two_writes_then_restart_ends_consistent() {
     .unwrap();
     assert_eq!(code, 200);
     // The key policy is written; the resource-policy write is held: kill the process now.
-    tokio::time::timeout(Duration::from_secs(30), proxy.held.notified())
-        .await
-        .expect("PutResourcePolicy was never sent");
+    held.reached().await;
     assert_eq!(broker_statements(Some(m.key_policy(&key).await)).len(), 1);
+    assert_eq!(proxy.forwarded("PutKeyPolicy", &key_id), 1);
     server.kill();
 
     // Restart on the same database; AWS answers normally again.
-    *proxy.hold.lock().unwrap() = None;
-    let server = crate::cli::serve_with(dir.path(), &proxy_url);
+    proxy.clear();
+    let server = crate::cli::serve_with(dir.path(), &proxy.url);
     let base = format!("http://{}", server.addr);
     let mut last = Value::Null;
     for _ in 0..300 {
@@ -554,6 +490,13 @@ async fn sigkill_between_the_two_writes_then_restart_ends_consistent() {
         "no duplicate key statement"
     );
     assert_eq!(broker_statements(m.resource_policy(&secret).await).len(), 1);
+    // The key statement was written, removed by the compensation at restart, and written again: a
+    // compensation that did nothing would leave two writes.
+    assert_eq!(
+        proxy.forwarded("PutKeyPolicy", &key_id),
+        3,
+        "write, compensation, write again"
+    );
     let (_, v) = http(
         &c,
         "GET",
@@ -592,19 +535,46 @@ async fn sigkill_between_the_two_writes_then_restart_ends_consistent() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoke_during_a_repair_wins() {
-    let t = TestApp::with_aws(|_| {});
-    let a = actors(&t).await;
+/// Which of a repair and a revoke of one drifted share reaches the secret first.
+#[derive(Clone, Copy, Debug)]
+enum First {
+    /// The repair is writing (held at its resource-policy write) when the revoke is asked for.
+    Repair,
+    /// The repair is queued behind other work on the secret when the revoke is asked for; it runs
+    /// first and finds the share no longer drifted.
+    Queued,
+}
+
+async fn a_revoke_and_a_repair(first: First) {
     let m = moto();
+    let proxy = crate::moto::HoldingProxy::start().await;
+    let t = TestApp::with_aws_via(&proxy.url, |_| {});
+    let a = actors(&t).await;
     let (key, secret, id1, _id2) = two_active(&t, &a, None).await;
     let edited = without_principal(&m.resource_policy(&secret).await.unwrap(), ROLE);
     m.set_resource_policy(&secret, &edited).await;
     assert_eq!(tick(&t.app).await.unwrap().drifted, 1);
-    // The repair and the revoke race for the secret; whatever the order, the revoke wins.
-    t.post_empty(&format!("/v1/shares/{id1}/repair"), &a.root)
-        .await
-        .expect(200);
+    let write = proxy.hold("PutResourcePolicy", crate::recovery::unique(&secret));
+    const THIRD: &str = "arn:aws:iam::121212121212:role/third";
+    let mut third = None;
+    match first {
+        First::Repair => {
+            t.post_empty(&format!("/v1/shares/{id1}/repair"), &a.root)
+                .await
+                .expect(200);
+            write.reached().await;
+        }
+        First::Queued => {
+            // Another share's apply holds the secret; the repair waits behind it.
+            let id3 = request(&t, &a, &secret, THIRD, json!({})).await;
+            approve(&t, &a, &id3).await;
+            write.reached().await;
+            t.post_empty(&format!("/v1/shares/{id1}/repair"), &a.root)
+                .await
+                .expect(200);
+            third = Some(id3);
+        }
+    }
     t.post(
         &format!("/v1/shares/{id1}/revoke"),
         &a.bob,
@@ -612,20 +582,54 @@ async fn a_revoke_during_a_repair_wins() {
     )
     .await
     .expect(200);
+    write.release();
     t.settle().await;
     tick(&t.app).await.unwrap();
     t.settle().await;
-    assert_eq!(status(&t, &a, &id1).await["status"], "revoked");
-    let principals: Vec<Value> = broker_statements(Some(m.key_policy(&key).await))
+    assert_eq!(status(&t, &a, &id1).await["status"], "revoked", "{first:?}");
+    let mut want = vec![json!(OTHER)];
+    if let Some(id3) = &third {
+        assert_eq!(status(&t, &a, id3).await["status"], "active");
+        want.push(json!(THIRD));
+    }
+    let mut principals: Vec<Value> = broker_statements(Some(m.key_policy(&key).await))
         .iter()
         .map(|s| s["Principal"]["AWS"].clone())
         .collect();
-    assert_eq!(principals, [json!(OTHER)]);
+    principals.sort_by_key(|v| v.to_string());
+    want.sort_by_key(|v| v.to_string());
+    assert_eq!(principals, want, "{first:?}");
+    let res = broker_statements(m.resource_policy(&secret).await);
     assert!(
-        broker_statements(m.resource_policy(&secret).await)
-            .iter()
-            .all(|s| s["Principal"]["AWS"] == OTHER)
+        res.iter().all(|s| s["Principal"]["AWS"] != ROLE),
+        "{first:?}: {res:?}"
     );
+    // The jobs that carried the share, in order: the repair ran (and was overtaken) or found nothing.
+    let jobs: Vec<(String, String)> = {
+        let db = t.db();
+        let mut st = db
+            .prepare("SELECT kind, state FROM jobs WHERE share_ids LIKE ?1 ORDER BY rowid")
+            .unwrap();
+        st.query_map([format!("%{id1}%")], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let kinds: Vec<&str> = jobs.iter().map(|(k, _)| k.as_str()).collect();
+    match first {
+        First::Repair => assert_eq!(kinds, ["apply", "apply", "revoke"], "{jobs:?}"),
+        First::Queued => assert_eq!(kinds, ["apply", "revoke"], "{jobs:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_during_a_repair_wins() {
+    a_revoke_and_a_repair(First::Repair).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_before_a_queued_repair_wins() {
+    a_revoke_and_a_repair(First::Queued).await;
 }
 
 /// The audit actions of one share, in order.

@@ -91,10 +91,15 @@ pub fn moto() -> &'static Moto {
 
 impl Moto {
     pub fn sdk_config(&self) -> SdkConfig {
+        self.sdk_config_at(&self.endpoint)
+    }
+
+    /// SDK settings that send requests to `endpoint` (a proxy in front of the emulator).
+    pub fn sdk_config_at(&self, endpoint: &str) -> SdkConfig {
         SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
-            .endpoint_url(&self.endpoint)
+            .endpoint_url(endpoint)
             .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
                 "test", "test", None, None, "test",
             )))
@@ -250,6 +255,8 @@ pub enum Fault {
         code: &'static str,
         message: &'static str,
     },
+    /// After letting `skip` calls of `op` through, every later call fails before it is sent.
+    FailBeforeSendAfter { op: &'static str, skip: u32 },
     /// After letting `skip` responses to `op` through, the next `times` have `find` replaced by
     /// `replace` in their body: what a concurrent edit of the policy looks like to a read.
     Rewrite {
@@ -365,6 +372,13 @@ impl Intercept for Faults {
                         message,
                     });
                 }
+                Fault::FailBeforeSendAfter { op, skip } if target.ends_with(&format!(".{op}")) => {
+                    if *skip > 0 {
+                        *skip -= 1;
+                    } else {
+                        return Err(format!("injected failure of {op}").into());
+                    }
+                }
                 Fault::Rewrite {
                     op,
                     skip,
@@ -413,5 +427,135 @@ impl Intercept for Faults {
                 SdkBody::from(serde_json::json!({"__type": code, "message": message}).to_string());
         }
         Ok(())
+    }
+}
+
+/// One held operation of a [`HoldingProxy`]: requests for `op` whose body contains `needle` wait at the
+/// proxy (the emulator has not seen them) until [`Hold::release`].
+#[derive(Clone)]
+pub struct Hold {
+    op: &'static str,
+    needle: String,
+    reached: Arc<tokio::sync::Notify>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl Hold {
+    /// Waits (bounded) until a matching request is being held.
+    pub async fn reached(&self) {
+        tokio::time::timeout(Duration::from_secs(30), self.reached.notified())
+            .await
+            .unwrap_or_else(|_| panic!("no {} call reached the proxy within 30 s", self.op));
+    }
+
+    /// Lets held and later matching requests through.
+    pub fn release(&self) {
+        self.gate.add_permits(1);
+    }
+}
+
+/// A loopback proxy in front of the emulator that forwards every request, holds the ones a test asks it
+/// to hold, and counts requests per operation and needle. Faults for a real `serve` process (which the
+/// interceptor cannot reach) and calls held for as long as a test needs.
+#[derive(Clone)]
+pub struct HoldingProxy {
+    pub url: String,
+    upstream: String,
+    holds: Arc<Mutex<Vec<Hold>>>,
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl HoldingProxy {
+    /// Starts a proxy in front of the shared emulator.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let p = HoldingProxy {
+            url: format!("http://{}", listener.local_addr().unwrap()),
+            upstream: moto().endpoint.clone(),
+            holds: Arc::new(Mutex::new(Vec::new())),
+            seen: Arc::new(Mutex::new(Vec::new())),
+        };
+        let state = p.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let state = state.clone();
+            async move { state.forward(req).await }
+        });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        p
+    }
+
+    /// Holds requests for `op` (e.g. `PutResourcePolicy`) whose body contains `needle`.
+    pub fn hold(&self, op: &'static str, needle: &str) -> Hold {
+        let h = Hold {
+            op,
+            needle: needle.to_owned(),
+            reached: Arc::new(tokio::sync::Notify::new()),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        };
+        self.holds.lock().unwrap().push(h.clone());
+        h
+    }
+
+    /// Stops holding anything (requests already held stay held until released).
+    pub fn clear(&self) {
+        self.holds.lock().unwrap().clear();
+    }
+
+    /// How many requests for `op` whose body contains `needle` were forwarded to the emulator.
+    pub fn forwarded(&self, op: &str, needle: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, b)| t.ends_with(&format!(".{op}")) && b.contains(needle))
+            .count()
+    }
+
+    async fn forward(&self, req: axum::extract::Request) -> axum::response::Response {
+        use http_body_util::BodyExt;
+        let (parts, body) = req.into_parts();
+        let target = parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let hold = self
+            .holds
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|h| target.ends_with(&format!(".{}", h.op)) && text.contains(&h.needle))
+            .cloned();
+        if let Some(h) = hold {
+            h.reached.notify_one();
+            // A permit is taken and given back: one release lets every held request through.
+            drop(h.gate.acquire().await.unwrap());
+        }
+        self.seen.lock().unwrap().push((target, text));
+        let uri = format!(
+            "{}{}",
+            self.upstream,
+            parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/")
+        );
+        let mut b = axum::http::Request::builder().method(parts.method).uri(uri);
+        for (k, v) in &parts.headers {
+            if k != "host" {
+                b = b.header(k, v);
+            }
+        }
+        let resp = crate::http::client()
+            .request(b.body(http_body_util::Full::new(bytes)).unwrap())
+            .await
+            .unwrap();
+        let (rp, rb) = resp.into_parts();
+        let body = rb.collect().await.unwrap().to_bytes();
+        axum::response::Response::from_parts(rp, axum::body::Body::from(body))
     }
 }

@@ -6,11 +6,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use axum::http::Method;
-use secret_broker::domain::Role::*;
 use serde_json::{Value, json};
 
 use crate::harness::TestApp;
-use crate::http::{client, http};
+use crate::http::{REFUSED, client, http};
 use crate::moto::moto;
 
 const ROLE: &str = "arn:aws:iam::444455556666:role/app-reader";
@@ -26,101 +25,188 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
         .collect()
 }
 
-async fn scrape(t: &TestApp) -> HashMap<String, f64> {
-    let r = t.scrape_metrics().await;
-    assert_eq!(r.status, 200);
+/// `GET /metrics` of a real `serve` process with `token`: the parsed OpenMetrics text.
+async fn scrape(c: &crate::http::Client, base: &str, token: &str) -> HashMap<String, f64> {
+    use http_body_util::BodyExt;
+    let req = axum::http::Request::get(format!("{base}/metrics"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Full::new(axum::body::Bytes::new()))
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
     assert!(
-        r.headers["content-type"]
+        resp.headers()["content-type"]
             .to_str()
             .unwrap()
             .starts_with("application/openmetrics-text")
     );
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
     assert!(
-        r.text.trim_end().ends_with("# EOF"),
+        text.trim_end().ends_with("# EOF"),
         "OpenMetrics text ends with # EOF"
     );
-    parse_metrics(&r.text)
+    parse_metrics(&text)
 }
 
 fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
     m.get(key).copied().unwrap_or(0.0)
 }
 
+/// Polls (bounded) until the share has `want`.
+async fn wait_for(c: &crate::http::Client, base: &str, token: &str, id: &str, want: &str) {
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        let (_, s) = http(c, "GET", &format!("{base}/v1/shares/{id}"), token, None)
+            .await
+            .unwrap();
+        if s["status"] == want {
+            return;
+        }
+        last = s;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("share {id} never became {want}: {last}");
+}
+
+/// The metrics of a process of its own (the test binary's registry is shared by every test running
+/// beside this one): exact deltas.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_with_a_scripted_workflow() {
-    let t = TestApp::with_aws(|_| {});
-    let alice = t.token("alice", Requester).await;
-    let bob = t.token("bob", Approver).await;
     let m = moto();
+    let dir = tempfile::tempdir().unwrap();
     let key = m.create_key().await;
     let secret = m.create_secret(Some(&key)).await;
-    let before = scrape(&t).await;
+    let tokens = crate::cli::create_tokens(
+        dir.path(),
+        &[
+            ("alice", "requester"),
+            ("bob", "approver"),
+            ("scraper", "auditor"),
+        ],
+    );
+    let (alice, bob, scraper) = (&tokens[0], &tokens[1], &tokens[2]);
+    // No worker pass during the test: its reads would move the AWS counters.
+    let server =
+        crate::cli::serve_env(dir.path(), &m.endpoint, &[("BROKER_WORKER_INTERVAL", "1h")]);
+    let base = format!("http://{}", server.addr);
+    let c = client();
+    let before = scrape(&c, &base, scraper).await;
 
-    let id = t
-        .post(
-            "/v1/shares",
-            &alice,
-            json!({"secret_arn": secret, "principal_arn": ROLE, "justification": "metrics"}),
-        )
-        .await
-        .expect(201)
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    t.post_empty(&format!("/v1/shares/{id}/approve"), &alice)
-        .await
-        .expect(403);
-    t.post_empty(&format!("/v1/shares/{id}/approve"), &bob)
-        .await
-        .expect(200);
-    t.settle().await;
-    let after = scrape(&t).await;
+    let (code, body) = http(
+        &c,
+        "POST",
+        &format!("{base}/v1/shares"),
+        alice,
+        Some(json!({"secret_arn": secret, "principal_arn": ROLE, "justification": "metrics"})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let approve = format!("{base}/v1/shares/{id}/approve");
+    assert_eq!(
+        http(&c, "POST", &approve, alice, None).await.unwrap().0,
+        403
+    );
+    assert_eq!(http(&c, "POST", &approve, bob, None).await.unwrap().0, 200);
+    wait_for(&c, &base, bob, &id, "active").await;
+    let after = scrape(&c, &base, scraper).await;
 
     let delta = |k: &str| get(&after, k) - get(&before, k);
-    assert!(
-        delta(
-            r#"secret_broker_http_requests_total{method="POST",route="/v1/shares",status="201"}"#
-        ) >= 1.0
-    );
-    assert!(
-        delta(
-            r#"secret_broker_http_requests_total{method="POST",route="/v1/shares/{id}/approve",status="403"}"#
-        ) >= 1.0
-    );
-    assert!(
-        delta(
-            r#"secret_broker_http_request_duration_seconds_count{method="POST",route="/v1/shares",status="201"}"#
-        ) >= 1.0
-    );
-    assert!(delta(r#"secret_broker_approval_votes_total{kind="approve"}"#) >= 1.0);
-    assert!(
-        delta(r#"secret_broker_aws_calls_total{operation="kms:PutKeyPolicy",outcome="ok"}"#) >= 1.0
-    );
-    assert!(
-        delta(
-            r#"secret_broker_aws_calls_total{operation="secretsmanager:PutResourcePolicy",outcome="ok"}"#
-        ) >= 1.0
-    );
+    for (k, want) in [
+        (
+            r#"secret_broker_http_requests_total{method="POST",route="/v1/shares",status="201"}"#,
+            1.0,
+        ),
+        (
+            r#"secret_broker_http_requests_total{method="POST",route="/v1/shares/{id}/approve",status="403"}"#,
+            1.0,
+        ),
+        (
+            r#"secret_broker_http_requests_total{method="POST",route="/v1/shares/{id}/approve",status="200"}"#,
+            1.0,
+        ),
+        (
+            r#"secret_broker_http_request_duration_seconds_count{method="POST",route="/v1/shares",status="201"}"#,
+            1.0,
+        ),
+        (r#"secret_broker_approval_votes_total{kind="approve"}"#, 1.0),
+        (
+            r#"secret_broker_aws_calls_total{operation="kms:PutKeyPolicy",outcome="ok"}"#,
+            1.0,
+        ),
+        (
+            r#"secret_broker_aws_calls_total{operation="secretsmanager:PutResourcePolicy",outcome="ok"}"#,
+            1.0,
+        ),
+        (
+            r#"secret_broker_saga_runs_total{operation="apply",outcome="ok"}"#,
+            1.0,
+        ),
+        (
+            r#"secret_broker_saga_duration_seconds_count{kind="apply"}"#,
+            1.0,
+        ),
+    ] {
+        assert_eq!(delta(k), want, "{k}");
+    }
     assert!(
         delta(
             r#"secret_broker_aws_call_duration_seconds_count{operation="secretsmanager:DescribeSecret",outcome="ok"}"#
         ) >= 1.0
     );
-    assert!(delta(r#"secret_broker_saga_runs_total{operation="apply",outcome="ok"}"#) >= 1.0);
-    assert!(delta(r#"secret_broker_saga_duration_seconds_count{kind="apply"}"#) >= 1.0);
     assert!(delta("secret_broker_writer_commit_batch_size_count") >= 3.0);
-    // Gauges describe this app's database exactly.
+    // Gauges describe this process's database exactly.
     assert_eq!(get(&after, r#"secret_broker_shares{status="active"}"#), 1.0);
     assert_eq!(
         get(&after, r#"secret_broker_shares{status="pending"}"#),
         0.0
     );
+    let db = rusqlite::Connection::open(dir.path().join("secret-broker.db")).unwrap();
+    let chain: i64 = db
+        .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(
         get(&after, "secret_broker_audit_chain_length"),
-        t.count("audit") as f64
+        chain as f64
     );
-    assert!(after.contains_key("secret_broker_writer_queue_depth"));
+    assert_eq!(get(&after, "secret_broker_writer_queue_depth"), 0.0);
+}
+
+/// A token over its rate in a process of its own: the limited-requests counter moves by exactly the
+/// number of 429s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limited_requests_counter_counts_each_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens =
+        crate::cli::create_tokens(dir.path(), &[("busy", "auditor"), ("scraper", "auditor")]);
+    let server = crate::cli::serve_env(
+        dir.path(),
+        &moto().endpoint,
+        &[("BROKER_TOKEN_RATE_LIMIT", "5")],
+    );
+    let base = format!("http://{}", server.addr);
+    let c = client();
+    let key = r#"secret_broker_limited_requests_total{kind="token"}"#;
+    let before = get(&scrape(&c, &base, &tokens[1]).await, key);
+    let mut limited = 0;
+    for _ in 0..15 {
+        let (code, _) = http(&c, "GET", &format!("{base}/v1/shares"), &tokens[0], None)
+            .await
+            .unwrap();
+        if code == 429 {
+            limited += 1;
+        } else {
+            assert_eq!(code, 200);
+        }
+    }
+    assert!(
+        limited >= 1,
+        "a burst of 15 at 5 a second was never limited"
+    );
+    let after = get(&scrape(&c, &base, &tokens[1]).await, key);
+    assert_eq!(after - before, limited as f64);
 }
 
 #[tokio::test]
@@ -200,7 +286,11 @@ async fn sigterm_loses_no_accepted_request_and_exits_0() {
     let secret = m.create_secret(Some(&key)).await;
     let tokens =
         crate::cli::create_tokens(dir.path(), &[("alice", "requester"), ("bob", "approver")]);
-    let mut server = crate::cli::serve_with(dir.path(), &m.endpoint);
+    // The share's resource-policy write is held at a proxy in front of the emulator until the server
+    // is draining, so the signal lands during the apply.
+    let proxy = crate::moto::HoldingProxy::start().await;
+    let write = proxy.hold("PutResourcePolicy", crate::recovery::unique(&secret));
+    let mut server = crate::cli::serve_with(dir.path(), &proxy.url);
     let base = format!("http://{}", server.addr);
     let c = client();
 
@@ -226,6 +316,7 @@ async fn sigterm_loses_no_accepted_request_and_exits_0() {
     .await
     .unwrap();
     assert_eq!(code, 200);
+    write.reached().await;
 
     // A burst of requests, with SIGTERM in the middle of it: once the first ten are answered, the
     // signal goes while the other fifty are in flight or still connecting.
@@ -244,13 +335,34 @@ async fn sigterm_loses_no_accepted_request_and_exits_0() {
         match r.unwrap() {
             Ok((201, v)) => created.push(v["id"].as_str().unwrap().to_owned()),
             Ok((code, v)) => panic!("an accepted request got {code}: {v}"),
-            Err(_) => refused += 1, // not accepted: the listener had closed
+            Err(e) if e.starts_with(REFUSED) => refused += 1, // not accepted: the listener had closed
+            Err(e) => panic!("a request was accepted and then lost: {e}"),
         }
         answered += 1;
         if answered == 10 {
             sigterm(server.pid());
         }
     }
+    // The server has stopped listening while the write is held; then the write goes through, and the
+    // shutdown waits for the apply.
+    let mut closed = false;
+    for _ in 0..200 {
+        match http(&c, "GET", &format!("{base}/readyz"), "", None).await {
+            Err(e) if e.starts_with(REFUSED) => closed = true,
+            _ => {}
+        }
+        if closed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed, "the server never stopped listening after SIGTERM");
+    assert_eq!(
+        proxy.forwarded("PutResourcePolicy", crate::recovery::unique(&secret)),
+        0,
+        "the write was still held when the signal landed"
+    );
+    write.release();
     let code = server.wait(Duration::from_secs(60));
     assert_eq!(code, Some(0), "exit code after SIGTERM");
     assert!(
@@ -258,6 +370,15 @@ async fn sigterm_loses_no_accepted_request_and_exits_0() {
         "the first ten were served before the signal"
     );
     assert_eq!(created.len() + refused, 60);
+    // The apply that was in flight finished during the drain.
+    let db = rusqlite::Connection::open(dir.path().join("secret-broker.db")).unwrap();
+    let status: String = db
+        .query_row("SELECT status FROM shares WHERE id = ?1", [&applied], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(status, "active", "the drain waited for the apply");
+    drop(db);
 
     // Every answered request is in the database, and the audit chain is intact.
     let db = rusqlite::Connection::open(dir.path().join("secret-broker.db")).unwrap();

@@ -245,18 +245,52 @@ async fn every_operation_has_an_entry_and_every_cell_holds() {
             n += 1;
             let requester = if i < 4 { &tokens[0].1 } else { &tokens[4].1 };
             let path = fresh_path(requester).await;
+            // The share is put in the state the operation acts on, so an allowed call reaches it.
+            let in_state = |path: &str| {
+                let state = match p {
+                    p if p.ends_with("/revoke") => "active",
+                    p if p.ends_with("/retry") => "failed",
+                    p if p.ends_with("/repair") => "drifted",
+                    _ => return,
+                };
+                let id = path.split('/').nth(3).unwrap();
+                t.db()
+                    .execute("UPDATE shares SET status = ?1 WHERE id = ?2", [state, id])
+                    .unwrap();
+            };
+            in_state(&path);
             let r = t
                 .call(method.clone(), &path, Some(token), body_for(m, p, n))
                 .await;
             let code = r.status.as_u16();
             if allowed.contains(role) {
-                // Allowed: whatever the outcome (409 for a share in the wrong state, 502 where the
-                // AWS clients point nowhere), it is not an authorization refusal.
+                // Allowed: the call does what it names (502 only where it must read AWS, whose
+                // clients point nowhere here).
+                let reads_aws = p.ends_with("/plan")
+                    || p.ends_with("/consumer")
+                    || *p == "/v1/access-checks"
+                    || *p == "/v1/access-reviews";
                 assert!(
-                    code < 400 || code == 409 || code == 502,
+                    code < 400 || (code == 502 && reads_aws),
                     "{role} may call {m} {p} but got {code}: {}",
                     r.text
                 );
+                // A requester acts only on their own shares: another requester's is refused.
+                if *role == Requester && (p.ends_with("/revoke") || p.ends_with("/cancel")) {
+                    let other = if i < 4 { &tokens[4].1 } else { &tokens[0].1 };
+                    let theirs = fresh_path(other).await;
+                    in_state(&theirs);
+                    n += 1;
+                    let r = t
+                        .call(method.clone(), &theirs, Some(token), body_for(m, p, n))
+                        .await
+                        .expect(403);
+                    assert!(
+                        r.body["detail"].as_str().unwrap().contains("requester"),
+                        "{m} {p}: {}",
+                        r.text
+                    );
+                }
             } else {
                 let r = r.expect(403);
                 assert!(

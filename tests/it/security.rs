@@ -573,8 +573,8 @@ async fn a_token_over_its_rate_gets_429_with_retry_after() {
     // After the wait, the token may call again (one cell refills in 200 ms).
     tokio::time::sleep(Duration::from_millis(450)).await;
     t.get("/v1/shares", &a).await.expect(200);
-    let metrics = t.scrape_metrics().await.text;
-    assert!(metrics.contains("secret_broker_limited_requests_total{kind=\"token\"}"));
+    // The counter of 429s is checked exactly in a process of its own:
+    // ops::the_limited_requests_counter_counts_each_429 (this process's registry is shared by every test).
 }
 
 #[tokio::test]
