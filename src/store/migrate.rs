@@ -178,10 +178,8 @@ mod tests {
 
     #[test]
     fn migrations_are_numbered_in_order() {
-        let mut expected = 1;
-        for (v, name, _) in MIGRATIONS {
+        for (expected, (v, name, _)) in (1..).zip(MIGRATIONS.iter()) {
             assert_eq!(*v, expected, "{name}");
-            expected += 1;
             assert!(name.starts_with(&format!("{v:04}_")), "{name}");
         }
         let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
