@@ -200,7 +200,12 @@ async fn sigterm_loses_no_accepted_request_and_exits_0() {
     let secret = m.create_secret(Some(&key)).await;
     let tokens =
         crate::cli::create_tokens(dir.path(), &[("alice", "requester"), ("bob", "approver")]);
-    let mut server = crate::cli::serve_with(dir.path(), &m.endpoint);
+    // 61 shares of one requester, more than max_pending_per_requester's default.
+    let mut server = crate::cli::serve_env(
+        dir.path(),
+        &m.endpoint,
+        &[("BROKER_MAX_PENDING_PER_REQUESTER", "100")],
+    );
     let base = format!("http://{}", server.addr);
     let c = client();
 
