@@ -375,8 +375,10 @@ settings! {
     read_connections: Count = "4";
     /// Most queued writes the writer commits together in one transaction.
     writer_max_batch: Count = "64";
-    /// Distinct approvers needed before a share is approved.
+    /// Independent approvers needed before a share is approved (two whose tokens one person issued count once; see SECURITY.md).
     approval_quorum: Count = "1";
+    /// Most pending shares one requester may have; more are refused (429) until some are decided or cancelled.
+    max_pending_per_requester: Count = "50";
     /// Lifetime of a share when the request gives no expires_at.
     default_share_ttl: Span = "30d";
     /// Longest lifetime a share may be given.

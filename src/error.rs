@@ -54,6 +54,9 @@ pub enum Error {
         /// One entry per invalid field.
         errors: Vec<FieldError>,
     },
+    /// 429: the caller has too much in flight (not the rate limits: those answer in `api::limits`).
+    #[error("{0}")]
+    TooMany(String),
     /// 502: AWS refused or failed; the text says what AWS said and what to do.
     #[error("{0}")]
     Upstream(String),
@@ -99,6 +102,7 @@ impl Error {
             Error::PayloadTooLarge => 413,
             Error::UnsupportedMediaType(_) => 415,
             Error::Invalid { .. } => 422,
+            Error::TooMany(_) => 429,
             Error::Upstream(_) => 502,
             Error::Unavailable(_) => 503,
             Error::Internal(_) => 500,

@@ -1,6 +1,8 @@
 //! The share workflow: every state change is one write transaction that checks the rule, changes the
 //! row and appends its audit event, so a change without its audit row (or the reverse) cannot exist.
 
+use std::collections::BTreeSet;
+
 use serde_json::json;
 use uuid::Uuid;
 
@@ -143,6 +145,7 @@ pub async fn request_share(
 ) -> Result<Created> {
     let now = fmt_time(app.clock.now());
     let quorum = app.config.approval_quorum.0 as u32;
+    let max_pending = app.config.max_pending_per_requester.0 as u64;
     let notify = app.notify_enabled();
     app.store
         .write(move |c| {
@@ -167,6 +170,18 @@ pub async fn request_share(
                     id,
                     replayed: true,
                 });
+            }
+            // Each pending share is an audit row, a webhook post and an approver's time: bounded per
+            // requester (counted in this transaction, so concurrent requests cannot overshoot).
+            let pending = rows::pending_shares_of(c, &identity::canonical(&origin.actor))?;
+            if pending >= max_pending {
+                return Err(Error::TooMany(format!(
+                    "{} already has {pending} pending shares, the most one requester may have \
+                     (setting max_pending_per_requester = {max_pending}): cancel some \
+                     (POST /v1/shares/{{id}}/cancel) or wait for approvers to decide them, then \
+                     request again",
+                    origin.actor
+                )));
             }
             let principal = match rows::principal_by_arn(c, req.principal_arn.as_str())? {
                 Some(p) => p,
@@ -309,10 +324,14 @@ pub async fn decide(
                     }
                 )));
             }
-            if decision == Decision::Approve && broker_token {
+            // Whoever issued a token saw its secret and can act as its holder, so a vote is cast by
+            // the voter or by anyone in its issuer chain (the command line excepted: SECURITY.md).
+            let voter = if decision == Decision::Approve {
+                let cred = broker_token.then_some(credential.as_str());
+                let voter = controllers(c, &origin.actor, cred)?;
                 let requester = identity::canonical(&share.requested_by);
                 let issuers = rows::token_issuers(c, &credential)?;
-                if issuers.iter().any(|i| identity::same(i, &requester)) {
+                if broker_token && issuers.iter().any(|i| identity::same(i, &requester)) {
                     let direct = issued_by.as_deref().is_some_and(|i| identity::same(i, &requester));
                     return Err(Error::Forbidden(format!(
                         "this token ({credential}, named {}) was issued by {requester}{}, who requested \
@@ -323,7 +342,31 @@ pub async fn decide(
                         if direct { "" } else { " through tokens they issued" },
                     )));
                 }
-            }
+                let mut theirs = rows::name_issuers(c, &requester)?
+                    .iter()
+                    .map(|n| identity::canonical(n))
+                    .collect::<BTreeSet<_>>();
+                theirs.remove(CLI);
+                let common: Vec<&String> = voter.intersection(&theirs).collect();
+                if !common.is_empty() {
+                    return Err(Error::Forbidden(format!(
+                        "{} issued the tokens of {requester}, who requested this share, and {} this \
+                         vote ({credential}, named {}): whoever issues a token can act as its holder, \
+                         so the requester's issuers cannot approve the request. Approve with a token \
+                         issued by someone else (or by the command line), or with an OIDC identity",
+                        join(&common),
+                        if common.iter().any(|n| **n == identity::canonical(&origin.actor)) {
+                            "would cast"
+                        } else {
+                            "issued the token (directly or through tokens they issued) casting"
+                        },
+                        origin.actor,
+                    )));
+                }
+                Some(voter)
+            } else {
+                None
+            };
             if share.status != ShareStatus::Pending {
                 return Err(Error::bad_transition(verb, share.status, "pending"));
             }
@@ -368,6 +411,32 @@ pub async fn decide(
                     current_status: Some(share.status),
                     existing_id: None,
                 });
+            }
+            // The quorum counts independent controllers: a vote that one of the approvers before it
+            // could have cast (their controllers meet) is refused, so the approvals recorded are
+            // pairwise independent and each counts once.
+            if let Some(voter) = &voter {
+                for v in share.approvals.iter().filter(|v| v.decision == "approve") {
+                    let cred = v.credential.as_deref().filter(|c| !c.starts_with("oidc:"));
+                    let prior = controllers(c, &v.approver, cred)?;
+                    let common: Vec<&String> = voter.intersection(&prior).collect();
+                    if !common.is_empty() {
+                        return Err(Error::Conflict {
+                            detail: format!(
+                                "{} could have cast both this vote (named {}) and the approval of {} \
+                                 already recorded: whoever issues a token can act as its holder, so the \
+                                 same controller cannot vote twice and this vote was not recorded. The \
+                                 share needs an approver whose token was issued by someone else (or by \
+                                 the command line), or an OIDC identity",
+                                join(&common),
+                                origin.actor,
+                                v.approver,
+                            ),
+                            current_status: Some(share.status),
+                            existing_id: None,
+                        });
+                    }
+                }
             }
             crate::metrics::metrics()
                 .votes
@@ -439,6 +508,37 @@ pub async fn decide(
             Ok(after)
         })
         .await
+}
+
+/// The command line's name as an issuer: trusted (SECURITY.md), so never a controller.
+const CLI: &str = "cli";
+
+/// Who could cast a vote as `name` with the broker token `token` (`None`: an OIDC identity, or a vote
+/// recorded before credentials were): the name and, for a broker token, everyone in its issuer chain,
+/// in canonical form and without the command line.
+fn controllers(
+    c: &rusqlite::Connection,
+    name: &str,
+    token: Option<&str>,
+) -> Result<BTreeSet<String>> {
+    let mut set = BTreeSet::from([identity::canonical(name)]);
+    if let Some(id) = token {
+        set.extend(
+            rows::token_issuers(c, id)?
+                .iter()
+                .map(|n| identity::canonical(n)),
+        );
+    }
+    set.remove(CLI);
+    Ok(set)
+}
+
+fn join(names: &[&String]) -> String {
+    names
+        .iter()
+        .map(|n| n.as_str())
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// Withdraws a pending share. Its requester may; an admin may cancel anyone's.

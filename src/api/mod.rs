@@ -372,7 +372,7 @@ pub fn actor_of(auth: &Result<crate::domain::Caller>) -> String {
         .unwrap_or_else(|_| "anonymous".into())
 }
 
-/// Runs a mutation of a share, token or principal and audits its refusal: a 403 or 409 outcome is
+/// Runs a mutation of a share, token or principal and audits its refusal: a 403, 409 or 429 outcome is
 /// recorded as `<resource>.refused` with the attempted action and its target, coalesced per caller
 /// ([`crate::refusals`]). A 401 is audited as `auth.failed` by the extractor, not here. If the row
 /// cannot be written the answer is 503.
@@ -387,7 +387,7 @@ pub async fn guarded<T>(
 ) -> Result<T> {
     let res = fut.await;
     if let Err(err) = &res
-        && matches!(err.status(), 403 | 409)
+        && matches!(err.status(), 403 | 409 | 429)
     {
         let origin = crate::workflow::Origin {
             actor,

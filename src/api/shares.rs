@@ -407,6 +407,7 @@ fn canonical(v: &serde_json::Value, out: &mut String) {
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field (errors names each)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The requester has max_pending_per_requester pending shares (cancel some or wait for decisions), or a rate limit", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create(

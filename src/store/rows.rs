@@ -140,6 +140,37 @@ pub fn token_issuers(conn: &Connection, id: &str) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Everyone who issued a token carrying the name `name`, directly or through tokens issued to them,
+/// and so on up to the command line (the issuer chain of a name rather than of one token: a share
+/// records who requested it, not which token did). Empty for a name no token carries (an OIDC name).
+pub fn name_issuers(conn: &Connection, name: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "WITH RECURSIVE issuers (name) AS (
+             SELECT created_by FROM tokens WHERE name = ?1 AND created_by IS NOT NULL
+             UNION
+             SELECT t.created_by FROM tokens t JOIN issuers i ON t.name = i.name
+             WHERE t.created_by IS NOT NULL
+         )
+         SELECT name FROM issuers",
+    )?;
+    let names = stmt
+        .query_map([name], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(names)
+}
+
+/// How many shares requested by `requester` (a canonical name) are pending. Names stored before they
+/// were canonical differ from it in ASCII case at most (token names are ASCII), hence `lower`.
+pub fn pending_shares_of(conn: &Connection, requester: &str) -> Result<u64> {
+    let n: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM shares WHERE status = 'pending'
+             AND (requested_by = ?1 OR lower(requested_by) = ?1)",
+        )?
+        .query_row([requester], |r| r.get(0))?;
+    Ok(n as u64)
+}
+
 /// Active admin tokens other than `except` that work at least as long as `until` (`None`: for ever),
 /// at time `now`.
 pub fn admin_tokens_lasting(

@@ -671,3 +671,248 @@ async fn metrics_need_an_auditor_or_admin_token() {
         assert!(r.text.contains("secret_broker_shares"));
     }
 }
+
+/// Mints a token over the API (`by` an admin token) and returns it.
+async fn mint(t: &TestApp, by: &str, name: &str, role: &str) -> String {
+    t.post("/v1/tokens", by, json!({"name": name, "role": role}))
+        .await
+        .expect(201)
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Issue 14 follow-up, finding 1: with quorum 3, admin1 (issued by the command line) mints mallory
+/// (requester), p1 and p2 (approvers); mallory requests; admin1, p1 and p2 approve. Whoever minted a
+/// token can act as its holder, so every one of those votes is mallory's issuer's: all refused, each
+/// saying why and audited; the share stays pending with no approval.
+#[tokio::test]
+async fn an_admin_cannot_meet_the_quorum_through_a_requester_they_minted() {
+    let t = TestApp::with(|c| c.approval_quorum.0 = 3);
+    let admin1 = t.token("admin1", Admin).await;
+    let mallory = mint(&t, &admin1, "mallory", "requester").await;
+    let p1 = mint(&t, &admin1, "p1", "approver").await;
+    let p2 = mint(&t, &admin1, "p2", "approver").await;
+    let id = t.request_share(&mallory).await;
+    for (who, tok) in [("admin1", &admin1), ("p1", &p1), ("p2", &p2)] {
+        let r = t
+            .post_empty(&format!("/v1/shares/{id}/approve"), tok)
+            .await
+            .expect(403);
+        let d = detail(&r);
+        assert!(
+            d.contains("admin1 issued the tokens of mallory")
+                && d.contains(&format!("named {who}")),
+            "{d}"
+        );
+    }
+    let share = t
+        .get(&format!("/v1/shares/{id}"), &admin1)
+        .await
+        .expect(200);
+    assert_eq!(share.body["status"], "pending");
+    assert!(share.body["approvals"].as_array().unwrap().is_empty());
+    let refusals = rows_of(&t, "share.refused");
+    let actors: Vec<&str> = refusals.iter().map(|(a, _, _)| a.as_str()).collect();
+    assert_eq!(actors, ["admin1", "p1", "p2"]);
+    assert!(refusals.iter().all(|(_, s, d)| {
+        s.as_deref() == Some(&*id)
+            && d["status"] == 403
+            && d["reason"]
+                .as_str()
+                .unwrap()
+                .contains("issued the tokens of mallory")
+    }));
+    // Someone outside mallory's chain can approve: the command line's tokens, an OIDC identity.
+    let bob = t.token("bob", Approver).await;
+    t.post_empty(&format!("/v1/shares/{id}/approve"), &bob)
+        .await
+        .expect(200);
+}
+
+/// Finding 1, the quorum: two approvers minted by one admin are one controller (the admin could
+/// cast both votes): the second is refused with 409 and not recorded, and so is the admin's own.
+/// Approvers issued by the command line, and OIDC identities, count separately.
+#[tokio::test]
+async fn the_quorum_counts_independent_controllers() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestApp::with(|c| {
+        c.approval_quorum.0 = 4;
+        jwt::configure_file(c, dir.path());
+    });
+    let admin1 = t.token("admin1", Admin).await;
+    let alice = t.token("alice", Requester).await;
+    let p1 = mint(&t, &admin1, "p1", "approver").await;
+    let p2 = mint(&t, &admin1, "p2", "approver").await;
+    let id = t.request_share(&alice).await;
+    t.post_empty(&format!("/v1/shares/{id}/approve"), &p1)
+        .await
+        .expect(200);
+    for (who, tok) in [("p2", &p2), ("admin1", &admin1)] {
+        let r = t
+            .post_empty(&format!("/v1/shares/{id}/approve"), tok)
+            .await
+            .expect(409);
+        let d = detail(&r);
+        assert!(
+            d.contains("admin1 could have cast both")
+                && d.contains(&format!("named {who}"))
+                && d.contains("approval of p1"),
+            "{d}"
+        );
+    }
+    let share = t.get(&format!("/v1/shares/{id}"), &alice).await.expect(200);
+    assert_eq!(share.body["status"], "pending");
+    assert_eq!(share.body["approvals"].as_array().unwrap().len(), 1);
+    let refused = rows_of(&t, "share.refused");
+    assert_eq!(refused.len(), 2);
+    assert!(refused.iter().all(|(_, _, d)| d["status"] == 409));
+    // Two approvers issued by the command line, and two OIDC identities, are four controllers more;
+    // with p1 the quorum of 4 is met at the third of them.
+    let bob = t.token("bob", Approver).await;
+    let carol = t.token("carol", Approver).await;
+    let now = t.app.clock.now().unix_timestamp();
+    for tok in [bob, carol] {
+        t.post_empty(&format!("/v1/shares/{id}/approve"), &tok)
+            .await
+            .expect(200);
+    }
+    let share = t
+        .post_empty(
+            &format!("/v1/shares/{id}/approve"),
+            &jwt::token(now, "erin", &["approver"]),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(share["status"], "approved", "{share}");
+    let approvers: Vec<&str> = share["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["approver"].as_str().unwrap())
+        .collect();
+    assert_eq!(approvers, ["p1", "bob", "carol", "oidc:erin"]);
+    // Two OIDC identities on a new share count as two.
+    let id2 = t.request_share(&alice).await;
+    t.post_empty(
+        &format!("/v1/shares/{id2}/approve"),
+        &jwt::token(now, "frank", &["approver"]),
+    )
+    .await
+    .expect(200);
+    t.post_empty(
+        &format!("/v1/shares/{id2}/approve"),
+        &jwt::token(now, "gina", &["approver"]),
+    )
+    .await
+    .expect(200);
+    let share = t
+        .get(&format!("/v1/shares/{id2}"), &alice)
+        .await
+        .expect(200);
+    assert_eq!(share.body["approvals"].as_array().unwrap().len(), 2);
+}
+
+/// Finding 2: a requester may have at most `max_pending_per_requester` pending shares (counted by
+/// canonical name); more are 429 problem+json naming the limit, audited as a coalesced refusal; a
+/// cancelled one makes room; others are not affected.
+#[tokio::test]
+async fn pending_shares_per_requester_are_bounded() {
+    let t = TestApp::with(|c| c.max_pending_per_requester.0 = 3);
+    let alice = t.token("alice", Requester).await;
+    let big_alice = t.token("ALICE", Requester).await;
+    let bob = t.token("bob", Requester).await;
+    let mut ids = Vec::new();
+    for tok in [&alice, &big_alice, &alice] {
+        ids.push(t.request_share(tok).await);
+    }
+    let before = t.count("audit");
+    for tok in [&alice, &big_alice, &alice] {
+        let r = t
+            .post(
+                "/v1/shares",
+                tok,
+                json!({"secret_arn": crate::harness::SECRET, "principal_arn": crate::harness::ROLE,
+                       "justification": "one more"}),
+            )
+            .await
+            .expect(429);
+        assert_eq!(r.headers["content-type"], "application/problem+json");
+        let d = detail(&r);
+        assert!(
+            d.contains("max_pending_per_requester = 3") && d.contains("cancel"),
+            "{d}"
+        );
+    }
+    // One row for the three refusals (the same refusal is written once a window).
+    assert_eq!(t.count("audit") - before, 1);
+    let (actor, action, d) = t.last_audit();
+    assert_eq!(
+        (actor.as_str(), action.as_str()),
+        ("alice", "share.refused")
+    );
+    assert_eq!(d["attempted"], "request");
+    assert_eq!(d["status"], 429);
+    assert_eq!(t.count("shares"), 3);
+    // Bob has his own allowance; alice gets room by cancelling one.
+    t.request_share(&bob).await;
+    t.post_empty(&format!("/v1/shares/{}/cancel", ids[0]), &alice)
+        .await
+        .expect(200);
+    t.request_share(&big_alice).await;
+}
+
+/// Finding 3: invisible (Cf) characters in a justification are folded to a space in the webhook's
+/// `text`, and its mrkdwn emphasis cannot format: the user-given part is one code span, with no
+/// backtick of the user's inside it.
+#[tokio::test]
+async fn webhook_text_folds_invisible_characters_and_neutralises_emphasis() {
+    let t = TestApp::with(|c| {
+        c.webhook_url = OptText(Some("http://127.0.0.1:9/hook".into()));
+        c.webhook_secret = OptText(Some("s3cret".into()));
+    });
+    let alice = t.token("alice", Requester).await;
+    let justification = "*APPROVED* by _security_\u{200B}\u{2060}\u{FEFF}\u{061C}\u{E0041} ~not~ `rm -rf` x\u{AD}y ` *tail*";
+    let r = t
+        .post(
+            "/v1/shares",
+            &alice,
+            json!({"secret_arn": crate::harness::SECRET, "principal_arn": crate::harness::ROLE,
+                   "justification": justification}),
+        )
+        .await
+        .expect(201);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let payload: String = t
+        .db()
+        .query_row(
+            "SELECT payload FROM outbox WHERE share_id = ?1 AND event = 'share.pending'",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let p: Value = serde_json::from_str(&payload).unwrap();
+    let text = p["text"].as_str().unwrap();
+    for c in [
+        '\u{200B}',
+        '\u{2060}',
+        '\u{FEFF}',
+        '\u{061C}',
+        '\u{E0041}',
+        '\u{AD}',
+    ] {
+        assert!(!text.contains(c), "U+{:04X} in {text:?}", c as u32);
+    }
+    // The user-given part is the last code span and holds no backtick of its own.
+    let (head, span) = text.split_once(": `").unwrap();
+    assert!(head.ends_with("is *pending*"), "{text}");
+    let inner = span.strip_suffix('`').unwrap();
+    assert!(!inner.contains('`'), "{text}");
+    assert_eq!(
+        inner,
+        "requested by alice: *APPROVED* by _security_  ~not~ \u{2CB}rm -rf\u{2CB} x y \u{2CB} *tail*"
+    );
+    assert_eq!(p["detail"], format!("requested by alice: {justification}"));
+}

@@ -287,10 +287,15 @@ async fn sigterm_loses_no_accepted_request_and_exits_0() {
     let tokens =
         crate::cli::create_tokens(dir.path(), &[("alice", "requester"), ("bob", "approver")]);
     // The share's resource-policy write is held at a proxy in front of the emulator until the server
-    // is draining, so the signal lands during the apply.
+    // is draining, so the signal lands during the apply. 61 shares of one requester: more than
+    // max_pending_per_requester's default.
     let proxy = crate::moto::HoldingProxy::start().await;
     let write = proxy.hold("PutResourcePolicy", crate::recovery::unique(&secret));
-    let mut server = crate::cli::serve_with(dir.path(), &proxy.url);
+    let mut server = crate::cli::serve_env(
+        dir.path(),
+        &proxy.url,
+        &[("BROKER_MAX_PENDING_PER_REQUESTER", "100")],
+    );
     let base = format!("http://{}", server.addr);
     let c = client();
 

@@ -97,7 +97,11 @@ fn body_for(method: &str, path: &str, n: usize) -> Option<serde_json::Value> {
 #[tokio::test]
 async fn every_operation_has_an_entry_and_every_cell_holds() {
     let jwks_dir = tempfile::tempdir().unwrap();
-    let t = TestApp::with(|c| jwt::configure_file(c, jwks_dir.path()));
+    // The matrix requests a share for every cell that needs one, as one requester.
+    let t = TestApp::with(|c| {
+        jwt::configure_file(c, jwks_dir.path());
+        c.max_pending_per_requester.0 = 10_000;
+    });
     let now = t.app.clock.now().unix_timestamp();
     let spec = secret_broker::api::openapi();
     let mut operations = Vec::new();
@@ -425,6 +429,36 @@ async fn identity_cells_hold() {
         approve(&t, &by_alice, &fresh).await,
     ));
 
+    // Controllers (issue 14 follow-up): whoever issued a token can act as its holder.
+    let fresh2 = minted(&t, &root, "m-fresh2", "approver", false).await;
+    cells.push((
+        "second approver minted by the admin who minted a recorded approval's token",
+        409,
+        approve(&t, &by_alice, &fresh2).await,
+    ));
+    cells.push((
+        "that admin itself, after an approver it minted",
+        409,
+        approve(&t, &by_alice, &root).await,
+    ));
+    let req_by_root = minted(&t, &root, "m-req", "requester", false).await;
+    let by_minted = t.request_share(&req_by_root).await;
+    cells.push((
+        "the admin who minted the requester",
+        403,
+        approve(&t, &by_minted, &root).await,
+    ));
+    cells.push((
+        "approver minted by the admin who minted the requester",
+        403,
+        approve(&t, &by_minted, &fresh2).await,
+    ));
+    cells.push((
+        "approver issued by the command line, for a requester an admin minted",
+        200,
+        approve(&t, &by_minted, &bob).await,
+    ));
+
     // Case variants.
     let big_alice = t.token("ALICE", Approver).await;
     let by_alice2 = t.request_share(&alice).await;
@@ -514,5 +548,5 @@ async fn identity_cells_hold() {
 
     let wrong: Vec<_> = cells.iter().filter(|(_, want, got)| want != got).collect();
     assert!(wrong.is_empty(), "cells that do not hold: {wrong:#?}");
-    assert_eq!(cells.len(), 20);
+    assert_eq!(cells.len(), 25);
 }
