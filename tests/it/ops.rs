@@ -209,6 +209,68 @@ async fn the_limited_requests_counter_counts_each_429() {
     assert_eq!(after - before, limited as f64);
 }
 
+/// Refused authentications in a process of its own: each kind's counter moves by exactly the number of
+/// refusals, and the unaudited counter by exactly the refusals the coalescing left out of the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_failure_metrics_move_by_exactly_the_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = crate::cli::create_tokens(dir.path(), &[("scraper", "auditor")]);
+    let server = crate::cli::serve_env(dir.path(), &moto().endpoint, &[]);
+    let base = format!("http://{}", server.addr);
+    let c = client();
+    let audited = || {
+        let db = rusqlite::Connection::open(dir.path().join("secret-broker.db")).unwrap();
+        db.query_row(
+            "SELECT count(*) FROM audit WHERE action = 'auth.failed'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+    };
+    let keys = [
+        r#"secret_broker_auth_failures_total{kind="malformed"}"#,
+        r#"secret_broker_auth_failures_total{kind="unknown-token"}"#,
+        "secret_broker_auth_failures_unaudited_total",
+    ];
+    let before = scrape(&c, &base, &tokens[0]).await;
+    let rows_before = audited();
+    for i in 0..7 {
+        let (code, _) = http(
+            &c,
+            "GET",
+            &format!("{base}/v1/shares"),
+            &format!("garbage-{i}"),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, 401);
+    }
+    for _ in 0..13 {
+        let (code, _) = http(
+            &c,
+            "GET",
+            &format!("{base}/v1/shares"),
+            "sb_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, 401);
+    }
+    let after = scrape(&c, &base, &tokens[0]).await;
+    let delta = |k: &str| get(&after, k) - get(&before, k);
+    assert_eq!(delta(keys[0]), 7.0);
+    assert_eq!(delta(keys[1]), 13.0);
+    let written = audited() - rows_before;
+    assert_eq!(
+        written,
+        i64::from(secret_broker::auth::AUDITED_PER_WINDOW),
+        "one address: the window's allowance of rows"
+    );
+    assert_eq!(delta(keys[2]), (20 - written) as f64);
+}
+
 #[tokio::test]
 async fn readyz_turns_unready_while_draining() {
     let t = TestApp::new();
