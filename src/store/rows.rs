@@ -121,42 +121,44 @@ pub fn active_tokens_named(conn: &Connection, name: &str, now: &str) -> Result<V
     Ok(ids)
 }
 
+/// The recursive issuer query, seeded by the tokens whose `$seed` column is `?1`: their creators, the
+/// creators of every token carrying those names, and so on up to the command line.
+macro_rules! issuers_sql {
+    ($seed:literal) => {
+        concat!(
+            "WITH RECURSIVE issuers (name) AS (
+                 SELECT created_by FROM tokens WHERE ",
+            $seed,
+            " = ?1 AND created_by IS NOT NULL
+                 UNION
+                 SELECT t.created_by FROM tokens t JOIN issuers i ON t.name = i.name
+                 WHERE t.created_by IS NOT NULL
+             )
+             SELECT name FROM issuers"
+        )
+    };
+}
+
+fn issuers(conn: &Connection, sql: &'static str, key: &str) -> Result<Vec<String>> {
+    let names = conn
+        .prepare_cached(sql)?
+        .query_map([key], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(names)
+}
+
 /// Everyone who issued the token `id`, directly or through tokens issued to them, and so on up to the
 /// command line: the canonical names of its creator, of the creators of every token carrying that
 /// name, and so on. Empty for an unknown token or one whose creator is unknown.
 pub fn token_issuers(conn: &Connection, id: &str) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached(
-        "WITH RECURSIVE issuers (name) AS (
-             SELECT created_by FROM tokens WHERE id = ?1 AND created_by IS NOT NULL
-             UNION
-             SELECT t.created_by FROM tokens t JOIN issuers i ON t.name = i.name
-             WHERE t.created_by IS NOT NULL
-         )
-         SELECT name FROM issuers",
-    )?;
-    let names = stmt
-        .query_map([id], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
-    Ok(names)
+    issuers(conn, issuers_sql!("id"), id)
 }
 
 /// Everyone who issued a token carrying the name `name`, directly or through tokens issued to them,
 /// and so on up to the command line (the issuer chain of a name rather than of one token: a share
 /// records who requested it, not which token did). Empty for a name no token carries (an OIDC name).
 pub fn name_issuers(conn: &Connection, name: &str) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached(
-        "WITH RECURSIVE issuers (name) AS (
-             SELECT created_by FROM tokens WHERE name = ?1 AND created_by IS NOT NULL
-             UNION
-             SELECT t.created_by FROM tokens t JOIN issuers i ON t.name = i.name
-             WHERE t.created_by IS NOT NULL
-         )
-         SELECT name FROM issuers",
-    )?;
-    let names = stmt
-        .query_map([name], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
-    Ok(names)
+    issuers(conn, issuers_sql!("name"), name)
 }
 
 /// How many shares requested by `requester` (a canonical name) are pending. Names stored before they
