@@ -38,7 +38,7 @@ use secret_broker::policy::eval::{
 };
 use secret_broker_fuzz::{
     ACCOUNTS, ACTIONS, CONDITION_KEYS, GrantSpec, NAMES, PARTITIONS, PRINCIPAL_VALUES, Pick,
-    PrincipalInput, RESOURCES, STAGES, StatementSpec, VALUES, document,
+    PrincipalInput, RESOURCES, STAGES, StatementSpec, VALUES, document, statement,
 };
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -159,14 +159,14 @@ fn refines(before: Decision, after: Decision, what: &str) {
     assert!(ok, "{what}: {before:?} became {after:?}");
 }
 
+/// The document with one more statement at its end (left out if it does not parse), without
+/// re-parsing the others.
 fn with(doc: &PolicyDocument, extra: &Value) -> PolicyDocument {
-    let mut stmts: Vec<Value> = doc
-        .statements()
+    doc.statements()
         .iter()
-        .map(|s| serde_json::from_str(s.raw()).expect("JSON"))
-        .collect();
-    stmts.push(extra.clone());
-    document(&stmts)
+        .cloned()
+        .chain(statement(extra))
+        .collect()
 }
 
 /// Every per-policy property for one document and request.

@@ -9,7 +9,7 @@ use arbitrary::Arbitrary;
 use secret_broker::domain::ShareAction;
 use secret_broker::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
 use secret_broker::policy::compose::Grant;
-use secret_broker::policy::document::PolicyDocument;
+use secret_broker::policy::document::{PolicyDocument, RawStatement};
 use secret_broker::policy::lint;
 use serde_json::{Map, Value, json};
 
@@ -485,15 +485,13 @@ fn name(not: bool, base: &str) -> String {
 
 /// A document of these statements (statements that do not parse are left out).
 pub fn document(statements: &[Value]) -> PolicyDocument {
-    let text = json!({"Version": "2012-10-17", "Statement": statements}).to_string();
-    PolicyDocument::parse(&text).unwrap_or_else(|_| {
-        let ok: Vec<&Value> = statements
-            .iter()
-            .filter(|s| PolicyDocument::parse(&json!({"Statement": [s]}).to_string()).is_ok())
-            .collect();
-        PolicyDocument::parse(&json!({"Version": "2012-10-17", "Statement": ok}).to_string())
-            .expect("statements that parse alone parse together")
-    })
+    statements.iter().filter_map(statement).collect()
+}
+
+/// One statement, parsed from its compact text as a policy's statement is; `None` when it does not
+/// parse (the documents above leave such statements out).
+pub fn statement(v: &Value) -> Option<RawStatement> {
+    RawStatement::from_value(v).ok()
 }
 
 /// A principal for a grant: from the vocabulary, built from parts (any path), or any text.

@@ -381,6 +381,16 @@ impl Default for PolicyDocument {
     }
 }
 
+/// A new document (`Version` 2012-10-17) holding these statements in order, built without a text
+/// round trip: what a caller that already holds parsed statements (the fuzz harness) needs.
+impl FromIterator<RawStatement> for PolicyDocument {
+    fn from_iter<I: IntoIterator<Item = RawStatement>>(iter: I) -> Self {
+        let mut doc = Self::new();
+        doc.statements.extend(iter);
+        doc
+    }
+}
+
 fn strings(v: &Value, path: &str, what: &str) -> Result<Vec<String>, ParseError> {
     match v {
         Value::String(s) => Ok(vec![s.clone()]),
@@ -528,6 +538,19 @@ fn parse_statement(v: &Value, path: &str) -> Result<Statement, ParseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_statements_equals_parsing_the_rendered_document() {
+        let doc = PolicyDocument::parse(REAL).expect("parses");
+        let built: PolicyDocument = doc.statements().iter().cloned().collect();
+        assert_eq!(built.statements(), doc.statements());
+        assert_eq!(built.version().as_deref(), Some(VERSION));
+        let reparsed = PolicyDocument::parse(&built.render()).expect("renders valid JSON");
+        assert_eq!(reparsed.statements(), doc.statements());
+        let empty: PolicyDocument = std::iter::empty().collect();
+        assert!(empty.is_empty());
+        assert!(PolicyDocument::parse(&empty.render()).is_ok());
+    }
 
     const REAL: &str = r#"{
   "Version" : "2012-10-17",
