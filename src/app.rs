@@ -27,6 +27,8 @@ pub struct App {
     pub draining: std::sync::atomic::AtomicBool,
     /// Verifies JWTs from the configured OIDC issuer, when there is one.
     pub oidc: Option<Arc<crate::oidc::Oidc>>,
+    /// The console's OIDC sign-in (authorization code with PKCE), when `oidc_client_id` is set.
+    pub oidc_login: Option<Arc<crate::console::oidc_login::OidcLogin>>,
     /// Which refused authentications are written to the audit log.
     pub auth_failures: crate::auth::FailureAudit,
     /// Which refusals of signed-in callers are written to the audit log.
@@ -90,6 +92,8 @@ impl App {
         };
         let oidc = crate::oidc::Oidc::from_config(&config, clock.clone())
             .map_err(|e| Error::Unavailable(format!("{e:#}")))?;
+        let oidc_login = crate::console::oidc_login::OidcLogin::from_config(&config)
+            .map_err(|e| Error::Unavailable(format!("{e:#}")))?;
         let applier = Applier::new(
             store.clone(),
             clock.clone(),
@@ -111,6 +115,7 @@ impl App {
             notifier,
             draining: std::sync::atomic::AtomicBool::new(false),
             oidc,
+            oidc_login,
             auth_failures: crate::auth::FailureAudit::default(),
             refusals: crate::refusals::RefusalAudit::default(),
         }))

@@ -189,6 +189,30 @@ impl fmt::Display for OptText {
     }
 }
 
+/// Optional secret text: empty means not set. Its value never appears in `Debug` output (the whole
+/// [`Config`] may be logged) nor in `Display` (which shows `<set>`).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SecretText(pub Option<String>);
+
+impl FromStr for SecretText {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self((!s.trim().is_empty()).then(|| s.trim().to_owned())))
+    }
+}
+
+impl fmt::Display for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "<set>" } else { "" })
+    }
+}
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretText({self})")
+    }
+}
+
 /// How drifted shares are repaired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RepairMode {
@@ -461,6 +485,18 @@ settings! {
     oidc_leeway: Span = "60s";
     /// How long a console sign-in lasts (the session cookie's Max-Age and the server-side session's end); the session also ends at sign-out or when its token is revoked or expires.
     console_session_ttl: Span = "8h";
+    /// Client id of the console's OIDC sign-in at oidc_issuer (authorization code with PKCE; empty: the console takes broker tokens only). The id_token's aud must name it; roles and name come from it as from a bearer JWT.
+    oidc_client_id: OptText = "";
+    /// Client secret of oidc_client_id, sent with HTTP Basic to the token endpoint (empty: a public client, PKCE only). Never logged.
+    oidc_client_secret: SecretText = "";
+    /// Where the identity provider sends the browser back: this broker's /console/oidc/callback as browsers reach it (https://broker.example.com/console/oidc/callback); register it at the identity provider. Required with oidc_client_id.
+    oidc_redirect_url: OptText = "";
+    /// Scopes the console's sign-in asks for, separated by spaces (must include openid; add what puts the roles claim in the id_token).
+    oidc_scopes: String = "openid";
+    /// Authorization endpoint of oidc_issuer (empty: from {oidc_issuer}/.well-known/openid-configuration).
+    oidc_authorization_endpoint: OptText = "";
+    /// Token endpoint of oidc_issuer (empty: from {oidc_issuer}/.well-known/openid-configuration).
+    oidc_token_endpoint: OptText = "";
 }
 
 impl Config {
@@ -620,6 +656,7 @@ impl Config {
                 message: "oidc_audience and the JWKS settings need oidc_issuer".into(),
             });
         }
+        self.validate_oidc_login()?;
         let anchor = self.audit_anchor_interval.0;
         if anchor < Duration::from_secs(60) || anchor > Duration::from_secs(86_400) {
             return Err(ConfigError::Invalid {
@@ -641,6 +678,120 @@ impl Config {
                 origin: "configuration".into(),
                 message: "must be longer than 0s".into(),
             });
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The console's OIDC sign-in settings (issue 20).
+    fn validate_oidc_login(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            origin: "configuration".into(),
+            message,
+        };
+        let Some(client_id) = &self.oidc_client_id.0 else {
+            for (key, set) in [
+                ("oidc_client_secret", self.oidc_client_secret.0.is_some()),
+                ("oidc_redirect_url", self.oidc_redirect_url.0.is_some()),
+                (
+                    "oidc_authorization_endpoint",
+                    self.oidc_authorization_endpoint.0.is_some(),
+                ),
+                ("oidc_token_endpoint", self.oidc_token_endpoint.0.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        key,
+                        "is a setting of the console's OIDC sign-in: set oidc_client_id too (e.g. oidc_client_id = \"secret-broker-console\")".into(),
+                    ));
+                }
+            }
+            return Ok(());
+        };
+        let Some(issuer) = &self.oidc_issuer.0 else {
+            return Err(invalid(
+                "oidc_client_id",
+                format!(
+                    "{client_id:?} needs oidc_issuer (with oidc_audience and oidc_jwks_url or oidc_jwks_file): \
+                     the issuer whose id_tokens the console accepts, e.g. oidc_issuer = \"https://login.example.com/realms/corp\""
+                ),
+            ));
+        };
+        if client_id.len() > 255 || client_id.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(invalid(
+                "oidc_client_id",
+                format!(
+                    "{client_id:?}: at most 255 printable characters without spaces (e.g. secret-broker-console)"
+                ),
+            ));
+        }
+        let Some(redirect) = &self.oidc_redirect_url.0 else {
+            return Err(invalid(
+                "oidc_redirect_url",
+                "required with oidc_client_id: this broker's callback as browsers reach it, registered at the \
+                 identity provider, e.g. oidc_redirect_url = \"https://broker.example.com/console/oidc/callback\""
+                    .into(),
+            ));
+        };
+        let path = redirect
+            .split_once("://")
+            .map(|(_, rest)| rest.find('/').map_or("", |i| &rest[i..]))
+            .unwrap_or("");
+        if !crate::oidc::jwks_url_allowed(redirect) || !path.ends_with("/console/oidc/callback") {
+            return Err(invalid(
+                "oidc_redirect_url",
+                format!(
+                    "{redirect:?}: use the https URL of this broker's /console/oidc/callback (http only on a \
+                     loopback address), without query or fragment, e.g. https://broker.example.com/console/oidc/callback"
+                ),
+            ));
+        }
+        if !self.oidc_scopes.split_whitespace().any(|s| s == "openid")
+            || self
+                .oidc_scopes
+                .chars()
+                .any(|c| !(c.is_ascii_graphic() || c == ' ') || c == '"' || c == '\\')
+        {
+            return Err(invalid(
+                "oidc_scopes",
+                format!(
+                    "{:?}: scopes separated by spaces, including openid (e.g. \"openid profile groups\")",
+                    self.oidc_scopes
+                ),
+            ));
+        }
+        for (key, value) in [
+            (
+                "oidc_authorization_endpoint",
+                &self.oidc_authorization_endpoint.0,
+            ),
+            ("oidc_token_endpoint", &self.oidc_token_endpoint.0),
+        ] {
+            if let Some(u) = value
+                && (!crate::oidc::jwks_url_allowed(u) || u.contains('#'))
+            {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{u:?}: use an https URL (http only on a loopback address) without fragment, e.g. \
+                         https://login.example.com/realms/corp/protocol/openid-connect/auth"
+                    ),
+                ));
+            }
+        }
+        let discover =
+            self.oidc_authorization_endpoint.0.is_none() || self.oidc_token_endpoint.0.is_none();
+        if discover && !crate::oidc::jwks_url_allowed(issuer) {
+            return Err(invalid(
+                "oidc_issuer",
+                format!(
+                    "{issuer:?}: the console's sign-in discovers its endpoints at {{oidc_issuer}}/.well-known/openid-configuration, \
+                     which needs an https issuer (http only on a loopback address); or set oidc_authorization_endpoint \
+                     and oidc_token_endpoint"
+                ),
+            ));
         }
         Ok(())
     }
@@ -708,6 +859,87 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_share_ttl"), "{e}");
+    }
+
+    #[test]
+    fn oidc_sign_in_settings_are_checked_with_the_setting_and_an_example() {
+        let base = [
+            (
+                "BROKER_OIDC_ISSUER",
+                "https://login.example.com/realms/corp",
+            ),
+            ("BROKER_OIDC_AUDIENCE", "secret-broker"),
+            ("BROKER_OIDC_JWKS_URL", "https://login.example.com/certs"),
+            ("BROKER_OIDC_CLIENT_ID", "broker-console"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            Config::load(None, env(&pairs))
+        };
+        let e = with(&[]).unwrap_err().to_string();
+        assert!(
+            e.contains("oidc_redirect_url")
+                && e.contains("https://broker.example.com/console/oidc/callback"),
+            "{e}"
+        );
+        let ok = with(&[(
+            "BROKER_OIDC_REDIRECT_URL",
+            "https://broker.example.com/console/oidc/callback",
+        )])
+        .unwrap();
+        assert_eq!(ok.oidc_scopes, "openid");
+        for (key, value, words) in [
+            (
+                "BROKER_OIDC_REDIRECT_URL",
+                "http://broker.example.com/console/oidc/callback",
+                "oidc_redirect_url",
+            ),
+            (
+                "BROKER_OIDC_REDIRECT_URL",
+                "https://broker.example.com/callback",
+                "oidc_redirect_url",
+            ),
+            ("BROKER_OIDC_SCOPES", "profile email", "oidc_scopes"),
+            (
+                "BROKER_OIDC_TOKEN_ENDPOINT",
+                "http://idp.example.com/token",
+                "oidc_token_endpoint",
+            ),
+        ] {
+            let mut extra = vec![(
+                "BROKER_OIDC_REDIRECT_URL",
+                "https://broker.example.com/console/oidc/callback",
+            )];
+            extra.retain(|(k, _)| *k != key);
+            extra.push((key, value));
+            let e = with(&extra).unwrap_err().to_string();
+            assert!(e.contains(words), "{key}={value}: {e}");
+        }
+        // Sign-in settings without a client id, and a client id without an issuer, are refused.
+        let e = Config::load(None, env(&[("BROKER_OIDC_CLIENT_SECRET", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("oidc_client_secret") && e.contains("oidc_client_id"),
+            "{e}"
+        );
+        let e = Config::load(None, env(&[("BROKER_OIDC_CLIENT_ID", "c")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs oidc_issuer"), "{e}");
+        // The secret never shows in Debug output.
+        let c = with(&[
+            (
+                "BROKER_OIDC_REDIRECT_URL",
+                "https://broker.example.com/console/oidc/callback",
+            ),
+            ("BROKER_OIDC_CLIENT_SECRET", "hunter2-secret"),
+        ])
+        .unwrap();
+        assert_eq!(c.oidc_client_secret.0.as_deref(), Some("hunter2-secret"));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.oidc_client_secret.to_string(), "<set>");
     }
 
     #[test]

@@ -462,6 +462,13 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
             }
         });
     }
+    {
+        // The console's OIDC sign-in endpoints: a problem shows in the log at start.
+        let app = app.clone();
+        tokio::spawn(
+            async move { secret_broker::console::oidc_login::discover_at_start(&app).await },
+        );
+    }
     tracing::info!(
         database = %app.store.path().display(),
         apply_shares = app.applier.enabled(),

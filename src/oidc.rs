@@ -303,6 +303,32 @@ impl Oidc {
 
     /// Verifies a JWT and maps it to a caller, at `now` (Unix seconds).
     pub async fn authenticate(&self, token: &str, now: i64) -> Result<Caller, Failure> {
+        self.verify(token, now, &self.audience, None).await
+    }
+
+    /// Verifies an id_token the console's sign-in received from the token endpoint (issue 20) and maps it
+    /// to a caller exactly as [`Oidc::authenticate`] maps a bearer JWT (same role map, same name claim):
+    /// besides the signature, `iss`, `exp` and `nbf`, its `aud` must name `client_id`, its `nonce` must
+    /// equal the one the sign-in stored, it must have a `sub`, and its `azp`, when present (required
+    /// when `aud` names several audiences), must be `client_id`.
+    pub async fn verify_id_token(
+        &self,
+        token: &str,
+        now: i64,
+        client_id: &str,
+        nonce: &str,
+    ) -> Result<Caller, Failure> {
+        self.verify(token, now, client_id, Some(nonce)).await
+    }
+
+    /// The verification both share; `nonce` is `Some` for an id_token.
+    async fn verify(
+        &self,
+        token: &str,
+        now: i64,
+        audience: &str,
+        nonce: Option<&str>,
+    ) -> Result<Caller, Failure> {
         if token.len() > MAX_JWT_BYTES {
             return Err(fail(
                 "jwt-malformed",
@@ -375,7 +401,7 @@ impl Oidc {
         }
         let mut v = Validation::new(alg);
         v.set_issuer(&[&self.issuer]);
-        v.set_audience(&[&self.audience]);
+        v.set_audience(&[audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
         // exp and nbf are checked below against the service's clock.
         v.validate_exp = false;
@@ -390,7 +416,7 @@ impl Oidc {
                 ),
                 K::InvalidAudience => fail(
                     "jwt-audience",
-                    format!("the JWT's aud does not include {}", self.audience),
+                    format!("the JWT's aud does not include {audience}"),
                 ),
                 K::MissingRequiredClaim(c) => {
                     fail("jwt-claims", format!("the JWT has no {c} claim"))
@@ -417,6 +443,9 @@ impl Oidc {
             if (nbf as i64).saturating_sub(leeway) > now {
                 return Err(fail("jwt-not-yet-valid", "the JWT is not valid yet (nbf)"));
             }
+        }
+        if let Some(want) = nonce {
+            id_token_claims(&claims, audience, want)?;
         }
         let name = claims
             .get(&self.name_claim)
@@ -493,6 +522,44 @@ impl Oidc {
                 ),
             )),
         }
+    }
+}
+
+/// The id_token's own checks (OpenID Connect Core 3.1.3.7): `nonce`, `sub`, and `azp`.
+fn id_token_claims(
+    claims: &serde_json::Value,
+    client_id: &str,
+    nonce: &str,
+) -> Result<(), Failure> {
+    use subtle::ConstantTimeEq;
+    let got = claims.get("nonce").and_then(|n| n.as_str()).unwrap_or("");
+    if got.is_empty() || !bool::from(got.as_bytes().ct_eq(nonce.as_bytes())) {
+        return Err(fail(
+            "jwt-nonce",
+            "the id_token's nonce is not the one this sign-in sent (a replayed or substituted token)",
+        ));
+    }
+    if claims
+        .get("sub")
+        .and_then(|s| s.as_str())
+        .is_none_or(str::is_empty)
+    {
+        return Err(fail("jwt-claims", "the id_token has no sub claim"));
+    }
+    let several = claims
+        .get("aud")
+        .and_then(|a| a.as_array())
+        .is_some_and(|a| a.len() > 1);
+    match claims.get("azp") {
+        Some(azp) if azp.as_str() != Some(client_id) => Err(fail(
+            "jwt-audience",
+            format!("the id_token's azp is not the console's client id {client_id}"),
+        )),
+        None if several => Err(fail(
+            "jwt-audience",
+            "the id_token names several audiences but no azp (authorized party)",
+        )),
+        _ => Ok(()),
     }
 }
 

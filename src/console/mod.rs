@@ -8,6 +8,8 @@
 //!   server-side session: the browser holds only a random 256-bit session id in an HttpOnly,
 //!   SameSite=Strict cookie (Secure when the broker serves TLS) with a Max-Age; the database keeps its
 //!   SHA-256, the token's public id, a per-session CSRF token and the end time;
+//! - with `oidc_client_id` set, sign-in can also go through the issuer's authorization-code flow with
+//!   PKCE ([`oidc_login`]); such a session carries the identity and role its id_token mapped to;
 //! - every request resolves the session's token again (a revoked or expired token ends the session);
 //! - every form post carries the session's CSRF token, compared in constant time (403 without it);
 //!   a post without a live session is 401; sign-out deletes the session row.
@@ -15,6 +17,7 @@
 //! Pages use no script at all; the Content-Security-Policy allows only the embedded stylesheet.
 
 pub mod html;
+pub mod oidc_login;
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -63,6 +66,8 @@ pub fn router() -> Router<Arc<App>> {
         .route("/console/", get(index))
         .route("/console/sign-in", get(sign_in_form).post(sign_in))
         .route("/console/sign-out", post(sign_out))
+        .route("/console/oidc/start", get(oidc_login::start))
+        .route("/console/oidc/callback", get(oidc_login::callback))
         .route("/console/queue", get(queue))
         .route("/console/active", get(active))
         .route("/console/audit", get(audit_page))
@@ -197,6 +202,10 @@ async fn session(app: &App, headers: &HeaderMap) -> Result<Option<Session>, Erro
     else {
         return Ok(None);
     };
+    if let Some(caller) = oidc_login::session_caller(app, &row).await? {
+        tracing::Span::current().record("caller", caller.name.as_str());
+        return Ok(Some(Session { row, caller }));
+    }
     match crate::tokens::caller_by_id(&app.store, &row.token_id, &now).await? {
         Ok(caller) => {
             tracing::Span::current().record("caller", caller.name.as_str());
@@ -253,6 +262,7 @@ fn sign_in_page(app: &App, status: StatusCode, message: Option<&str>) -> Respons
     if let Some(m) = message {
         let _ = write!(body, "<div class=\"error\">{}</div>", esc(m));
     }
+    body.push_str(&oidc_login::button(app));
     let _ = write!(
         body,
         "<p>Paste a broker token (from <code>secret-broker tokens create</code> or an admin). It is sent once: \

@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0007_console_sessions.sql",
         include_str!("../../migrations/0007_console_sessions.sql"),
     ),
+    (
+        8,
+        "0008_console_oidc.sql",
+        include_str!("../../migrations/0008_console_oidc.sql"),
+    ),
 ];
 
 /// A migration applied by this run.

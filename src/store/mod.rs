@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod jobs;
 pub mod migrate;
+pub mod oidc_logins;
 pub mod rows;
 pub mod sessions;
 

@@ -12,6 +12,9 @@ use serde_json::{Value, json};
 use crate::harness::{Resp, TestApp, actors, request, share};
 use crate::moto::moto;
 
+#[path = "console_oidc.rs"]
+mod oidc;
+
 const ROLE: &str = "arn:aws:iam::444455556666:role/app-reader";
 
 // ---------------------------------------------------------------------------------------------------
@@ -463,7 +466,15 @@ type PostCell<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16);
 
 #[tokio::test]
 async fn role_matrix() {
-    let t = TestApp::new();
+    // With OIDC sign-in configured (explicit endpoints: nothing is fetched), so its routes are in it.
+    let jwks_dir = tempfile::tempdir().unwrap();
+    let t = TestApp::with(|c| {
+        crate::jwt::configure_file(c, jwks_dir.path());
+        c.oidc_client_id.0 = Some("broker-console".into());
+        c.oidc_redirect_url.0 = Some("http://127.0.0.1:1/console/oidc/callback".into());
+        c.oidc_authorization_endpoint.0 = Some("http://127.0.0.1:2/authorize".into());
+        c.oidc_token_endpoint.0 = Some("http://127.0.0.1:2/token".into());
+    });
     let a = actors(&t).await;
     let roles = [
         Who::Nobody,
@@ -497,6 +508,10 @@ async fn role_matrix() {
                 }),
             ),
             ("/console/sign-in".into(), 200, None),
+            // Starting an OIDC sign-in is open to anyone (it only sends the browser to the IdP)...
+            ("/console/oidc/start".into(), 303, None),
+            // ...and a callback without a state this browser started is refused, signed in or not.
+            ("/console/oidc/callback?code=c&state=s".into(), 400, None),
             ("/console/assets/console.css".into(), 200, None),
             (
                 "/console/queue".into(),
@@ -542,7 +557,10 @@ async fn role_matrix() {
                     r.status
                 ));
             }
-            if r.status.as_u16() == 303 && !signed_in && path != "/console" {
+            if path == "/console/oidc/start" {
+                let to = loc.as_deref().unwrap_or("");
+                assert!(to.starts_with("http://127.0.0.1:2/authorize?"), "{to}");
+            } else if r.status.as_u16() == 303 && !signed_in && path != "/console" {
                 assert_eq!(loc.as_deref(), Some("/console/sign-in"));
             }
         }
@@ -623,7 +641,7 @@ async fn role_matrix() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
-    assert_eq!(cells, 5 * 12);
+    assert_eq!(cells, 5 * 14);
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -1,0 +1,752 @@
+//! The console's OIDC sign-in (issue 20): the authorization-code flow with PKCE (RFC 7636, S256) against
+//! `oidc_issuer`, as client `oidc_client_id`.
+//!
+//! - `GET /console/oidc/start` makes a `state`, a `nonce` and a PKCE `code_verifier`, stores them in the
+//!   database for 10 minutes (the state and a browser-binding value only as SHA-256), sets the binding
+//!   value in a short-lived cookie and redirects the browser to the authorization endpoint with the
+//!   verifier's S256 challenge. It is a link, not a form: the console's CSP has `form-action 'self'`,
+//!   which browsers also apply to a form post's redirect to another origin.
+//! - `GET /console/oidc/callback` takes (deletes) the stored sign-in named by `state` — so a state is used
+//!   once whatever the outcome — and refuses it when it is unknown, expired, or started by another
+//!   browser; then exchanges the code at the token endpoint with the verifier, verifies the id_token
+//!   with the JWKS machinery of [`crate::oidc`] (signature, iss, aud = client id, azp, exp/nbf with
+//!   `oidc_leeway`, the stored nonce) and maps its roles and name claim exactly as the API maps a bearer
+//!   JWT, so the quorum and self-approval rules see the same `oidc:<sub>` either way. It then opens the
+//!   same server-side session (HttpOnly, SameSite=Strict cookie) as a token sign-in, carrying that
+//!   identity and role until `console_session_ttl` or sign-out.
+//!
+//! Every refusal at the callback renders a page and is counted and audited like a failed token sign-in
+//! (`auth.failed`, with a reason). Codes, tokens, verifiers and nonces are never logged nor audited.
+//!
+//! The endpoints come from `{oidc_issuer}/.well-known/openid-configuration` (fetched when the broker
+//! starts and again when a sign-in finds them unknown, at most every 10 seconds), unless both are set in
+//! the configuration.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, MatchedPath, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use base64::Engine;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::html::{esc, page, url_component};
+use super::{
+    SESSION_COOKIE, cookie, error_page, hash_id, html_response, random_b64, see_other, set_cookie,
+};
+use crate::api::extract::RequestId;
+use crate::app::App;
+use crate::auth::Failure;
+use crate::config::Config;
+use crate::domain::{Caller, fmt_time};
+use crate::store::oidc_logins::{self, LoginRow, OidcIdentity};
+use crate::store::sessions::SessionRow;
+
+/// The cookie that binds a sign-in in progress to the browser that started it.
+pub const LOGIN_COOKIE: &str = "sb_console_oidc";
+/// How long a started sign-in may take to come back.
+pub const LOGIN_TTL: Duration = Duration::from_secs(600);
+/// Most sign-ins in progress at once (a started sign-in is a database row; this bounds them).
+const MAX_LOGINS: u32 = 10_000;
+/// Largest discovery document or token response read, in bytes.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+/// Time limit of one call to the identity provider.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// A failed discovery is tried again by a sign-in at most this often.
+const DISCOVERY_RETRY: Duration = Duration::from_secs(10);
+/// The prefix of a caller's `token_id` (as the API's JWT path gives it) that marks an OIDC session.
+const OIDC_TOKEN_ID: &str = "jwt:";
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+>;
+
+/// The identity provider's endpoints the flow uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    /// Where the browser is sent to sign in.
+    pub authorization: String,
+    /// Where the broker exchanges the code.
+    pub token: String,
+}
+
+#[derive(Default)]
+struct Discovery {
+    found: Option<Endpoints>,
+    failed_at: Option<Instant>,
+    error: String,
+}
+
+/// The console's OIDC client: its settings, the endpoints, and an HTTP client.
+pub struct OidcLogin {
+    issuer: String,
+    client_id: String,
+    client_secret: Option<String>,
+    redirect_url: String,
+    scopes: String,
+    auth_override: Option<String>,
+    token_override: Option<String>,
+    discovery: tokio::sync::Mutex<Discovery>,
+    client: HttpClient,
+    /// Whether cookies get the Secure attribute besides when the broker serves TLS (an https redirect
+    /// URL: TLS ends at a proxy in front of the broker).
+    https: bool,
+}
+
+impl std::fmt::Debug for OidcLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcLogin")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("redirect_url", &self.redirect_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The PKCE S256 challenge of `verifier` (RFC 7636 4.2).
+pub fn s256(verifier: &str) -> String {
+    b64(&Sha256::digest(verifier.as_bytes()))
+}
+
+/// Up to 100 printable ASCII characters of a value the identity provider sent, for a page.
+fn shown(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(100)
+        .collect()
+}
+
+impl OidcLogin {
+    /// The client for `config`, or `None` when `oidc_client_id` is not set (the configuration was
+    /// validated: with a client id come the issuer and the redirect URL).
+    pub fn from_config(config: &Config) -> anyhow::Result<Option<Arc<Self>>> {
+        let (Some(client_id), Some(issuer), Some(redirect)) = (
+            &config.oidc_client_id.0,
+            &config.oidc_issuer.0,
+            &config.oidc_redirect_url.0,
+        ) else {
+            return Ok(None);
+        };
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(
+                    hyper_rustls::HttpsConnectorBuilder::new()
+                        .with_native_roots()
+                        .map_err(|e| {
+                            anyhow::anyhow!("cannot load the system's TLS root certificates: {e}")
+                        })?
+                        .https_or_http()
+                        .enable_http1()
+                        .build(),
+                );
+        Ok(Some(Arc::new(Self {
+            issuer: issuer.clone(),
+            client_id: client_id.clone(),
+            client_secret: config.oidc_client_secret.0.clone(),
+            redirect_url: redirect.clone(),
+            scopes: config
+                .oidc_scopes
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+            auth_override: config.oidc_authorization_endpoint.0.clone(),
+            token_override: config.oidc_token_endpoint.0.clone(),
+            discovery: tokio::sync::Mutex::new(Discovery::default()),
+            client,
+            https: redirect.starts_with("https://"),
+        })))
+    }
+
+    /// The issuer's host, for the sign-in button.
+    pub fn issuer_host(&self) -> &str {
+        let rest = self
+            .issuer
+            .split_once("://")
+            .map_or(self.issuer.as_str(), |(_, r)| r);
+        rest.split(['/', '?', '#']).next().unwrap_or(rest)
+    }
+
+    /// The discovery document's URL.
+    pub fn discovery_url(&self) -> String {
+        format!(
+            "{}/.well-known/openid-configuration",
+            self.issuer.trim_end_matches('/')
+        )
+    }
+
+    /// The endpoints: the configured ones, or those discovered (fetched now when not known yet, unless
+    /// the last attempt failed less than 10 s ago).
+    pub async fn endpoints(&self) -> Result<Endpoints, String> {
+        if let (Some(a), Some(t)) = (&self.auth_override, &self.token_override) {
+            return Ok(Endpoints {
+                authorization: a.clone(),
+                token: t.clone(),
+            });
+        }
+        let mut d = self.discovery.lock().await;
+        if let Some(e) = &d.found {
+            return Ok(e.clone());
+        }
+        if d.failed_at.is_some_and(|t| t.elapsed() < DISCOVERY_RETRY) {
+            return Err(d.error.clone());
+        }
+        match self.discover().await {
+            Ok(e) => {
+                tracing::info!(issuer = %self.issuer, authorization_endpoint = %e.authorization, token_endpoint = %e.token, "OIDC sign-in endpoints discovered");
+                d.found = Some(e.clone());
+                Ok(e)
+            }
+            Err(e) => {
+                tracing::warn!(issuer = %self.issuer, error = %e, "cannot discover the OIDC sign-in endpoints");
+                d.failed_at = Some(Instant::now());
+                d.error = e.clone();
+                Err(e)
+            }
+        }
+    }
+
+    async fn call(&self, req: hyper::Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
+        let resp = tokio::time::timeout(CALL_TIMEOUT, self.client.request(req))
+            .await
+            .map_err(|_| format!("no answer within {} s", CALL_TIMEOUT.as_secs()))?
+            .map_err(|e| format!("cannot reach it: {e}"))?;
+        let status = resp.status();
+        let body = tokio::time::timeout(
+            CALL_TIMEOUT,
+            Limited::new(resp.into_body(), MAX_RESPONSE_BYTES).collect(),
+        )
+        .await
+        .map_err(|_| "timed out reading its answer".to_owned())?
+        .map_err(|e| format!("cannot read its answer (at most {MAX_RESPONSE_BYTES} bytes): {e}"))?
+        .to_bytes();
+        Ok((status, body))
+    }
+
+    async fn discover(&self) -> Result<Endpoints, String> {
+        let url = self.discovery_url();
+        let req = hyper::Request::get(url.as_str())
+            .header("accept", "application/json")
+            .header(
+                "user-agent",
+                concat!("secret-broker/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Full::default())
+            .map_err(|e| format!("{url}: bad URL: {e}"))?;
+        let (status, body) = self.call(req).await.map_err(|e| format!("{url}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("{url} answered {status}"));
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("{url}: not a JSON document: {e}"))?;
+        if doc.get("issuer").and_then(|i| i.as_str()) != Some(self.issuer.as_str()) {
+            return Err(format!(
+                "{url}: its issuer is not oidc_issuer ({}) exactly",
+                self.issuer
+            ));
+        }
+        if let Some(methods) = doc
+            .get("code_challenge_methods_supported")
+            .and_then(|m| m.as_array())
+            && !methods.iter().any(|m| m == "S256")
+        {
+            return Err(format!(
+                "{url}: the issuer does not support PKCE with S256 (code_challenge_methods_supported)"
+            ));
+        }
+        let field = |name: &str, over: &Option<String>| -> Result<String, String> {
+            if let Some(o) = over {
+                return Ok(o.clone());
+            }
+            let v = doc
+                .get(name)
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| format!("{url}: no {name}"))?;
+            if !crate::oidc::jwks_url_allowed(v) {
+                return Err(format!(
+                    "{url}: its {name} {v:?} is neither https nor http on a loopback address"
+                ));
+            }
+            Ok(v.to_owned())
+        };
+        Ok(Endpoints {
+            authorization: field("authorization_endpoint", &self.auth_override)?,
+            token: field("token_endpoint", &self.token_override)?,
+        })
+    }
+
+    /// The URL the browser is sent to.
+    fn authorize_url(&self, endpoint: &str, state: &str, nonce: &str, verifier: &str) -> String {
+        let sep = if endpoint.contains('?') { '&' } else { '?' };
+        format!(
+            "{endpoint}{sep}response_type=code&client_id={}&redirect_uri={}&scope={}&state={state}&nonce={nonce}\
+             &code_challenge={}&code_challenge_method=S256",
+            url_component(&self.client_id),
+            url_component(&self.redirect_url),
+            url_component(&self.scopes),
+            s256(verifier),
+        )
+    }
+
+    /// Exchanges `code` for the id_token at the token endpoint, with the PKCE verifier (and the client
+    /// secret, with HTTP Basic, for a confidential client).
+    async fn exchange(
+        &self,
+        token_endpoint: &str,
+        code: &str,
+        verifier: &str,
+    ) -> Result<String, String> {
+        let body = format!(
+            "grant_type=authorization_code&code={}&redirect_uri={}&client_id={}&code_verifier={}",
+            url_component(code),
+            url_component(&self.redirect_url),
+            url_component(&self.client_id),
+            url_component(verifier),
+        );
+        let mut req = hyper::Request::post(token_endpoint)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .header(
+                "user-agent",
+                concat!("secret-broker/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(secret) = &self.client_secret {
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+                "{}:{}",
+                url_component(&self.client_id),
+                url_component(secret)
+            ));
+            req = req.header("authorization", format!("Basic {basic}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("bad token endpoint URL: {e}"))?;
+        let (status, body) = self
+            .call(req)
+            .await
+            .map_err(|e| format!("the token endpoint: {e}"))?;
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        if !status.is_success() {
+            let error = doc.get("error").and_then(|e| e.as_str()).map(shown);
+            return Err(match error {
+                Some(e) => format!("the token endpoint refused the code: {status} {e}"),
+                None => format!("the token endpoint answered {status}"),
+            });
+        }
+        doc.get("id_token")
+            .and_then(|t| t.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| "the token endpoint's answer has no id_token".to_owned())
+    }
+}
+
+/// Fetches the endpoints when the broker starts, so a misconfiguration shows in the log at once (a
+/// sign-in tries again, so an issuer that is down at start does not stop the console).
+pub async fn discover_at_start(app: &App) {
+    if let Some(login) = &app.oidc_login {
+        match login.endpoints().await {
+            Ok(_) => {}
+            Err(e) => tracing::error!(
+                issuer = %login.issuer,
+                discovery = %login.discovery_url(),
+                error = %e,
+                "the console's OIDC sign-in cannot find its endpoints: fix oidc_issuer, or set \
+                 oidc_authorization_endpoint and oidc_token_endpoint; sign-ins try again"
+            ),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Sessions
+
+/// The caller of a session opened through OIDC (`None` for a token session, or when OIDC sign-in is no
+/// longer configured: such a session is then signed out).
+pub(super) async fn session_caller(
+    app: &App,
+    row: &SessionRow,
+) -> crate::error::Result<Option<Caller>> {
+    if app.oidc_login.is_none() || !row.token_id.starts_with(OIDC_TOKEN_ID) {
+        return Ok(None);
+    }
+    let id_hash = row.id_hash.clone();
+    let who = app
+        .store
+        .read_quick(move |c| oidc_logins::session_identity(c, &id_hash))
+        .await?;
+    Ok(who.map(|w| Caller {
+        token_id: row.token_id.clone(),
+        name: w.name,
+        role: w.role,
+        credential: w.credential,
+        issued_by: None,
+    }))
+}
+
+/// The sign-in button, when OIDC sign-in is configured.
+pub(super) fn button(app: &App) -> String {
+    match &app.oidc_login {
+        Some(l) => format!(
+            "<p><a class=\"button\" id=\"oidc-sign-in\" href=\"/console/oidc/start\">Sign in with {}</a></p>\
+             <p class=\"muted\">Or with a broker token:</p>",
+            esc(l.issuer_host())
+        ),
+        None => String::new(),
+    }
+}
+
+/// The short-lived cookie binding a sign-in to its browser. SameSite=Lax, not Strict: the identity
+/// provider sends the browser back with a cross-site top-level navigation (a redirect from its origin),
+/// and browsers send SameSite=Strict cookies on no cross-site request at all, so a Strict cookie would
+/// never reach the callback. Lax cookies are sent on cross-site top-level GET navigations only, which is
+/// exactly the callback; the cookie is HttpOnly, scoped to /console/oidc and ends with the sign-in.
+fn login_cookie(
+    app: &App,
+    login: &OidcLogin,
+    value: &str,
+    max_age: u64,
+) -> axum::http::HeaderValue {
+    let secure = if app.config.tls_cert.0.is_some() || login.https {
+        "; Secure"
+    } else {
+        ""
+    };
+    axum::http::HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={value}; Path=/console/oidc; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .unwrap_or_else(|_| axum::http::HeaderValue::from_static(""))
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Routes
+
+/// `GET /console/oidc/start`: stores a new sign-in and sends the browser to the identity provider.
+pub async fn start(State(app): State<Arc<App>>) -> Response {
+    let Some(login) = app.oidc_login.clone() else {
+        return error_page(
+            404,
+            "OIDC sign-in is not configured on this broker: sign in with a broker token",
+            None,
+        );
+    };
+    let endpoints = match login.endpoints().await {
+        Ok(e) => e,
+        Err(_) => {
+            return error_page(
+                503,
+                "the identity provider's sign-in endpoints cannot be found now (the broker's log says why); \
+                 try again later, or sign in with a broker token",
+                None,
+            );
+        }
+    };
+    let (state, nonce, verifier, browser) =
+        (random_b64(), random_b64(), random_b64(), random_b64());
+    let now = app.clock.now();
+    let row = LoginRow {
+        state_hash: hash_id(&state),
+        browser_hash: hash_id(&browser),
+        nonce: nonce.clone(),
+        verifier: verifier.clone(),
+        created_at: fmt_time(now),
+        expires_at: fmt_time(now + LOGIN_TTL),
+    };
+    let now_text = fmt_time(now);
+    let stored = app
+        .store
+        .write(move |c| oidc_logins::insert_login(c, &row, &now_text, MAX_LOGINS))
+        .await;
+    match stored {
+        Ok(true) => {}
+        Ok(false) => {
+            return error_page(
+                503,
+                "too many sign-ins are in progress; try again in a few minutes",
+                None,
+            );
+        }
+        Err(e) => return super::api_error(&e, None),
+    }
+    let mut resp =
+        see_other(&login.authorize_url(&endpoints.authorization, &state, &nonce, &verifier));
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        login_cookie(&app, &login, &browser, LOGIN_TTL.as_secs()),
+    );
+    resp
+}
+
+/// What the identity provider sends back (RFC 6749 4.1.2, RFC 9207's `iss`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+    iss: Option<String>,
+}
+
+/// A refused callback: its status, reason code (audited) and the page's message.
+struct Refusal {
+    status: u16,
+    failure: Failure,
+}
+
+fn refused(status: u16, reason: &'static str, detail: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        failure: Failure::new(reason, detail),
+    }
+}
+
+/// `GET /console/oidc/callback`: checks the state, exchanges the code, verifies the id_token and opens
+/// the session.
+pub async fn callback(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    rid: RequestId,
+    connect: Result<
+        ConnectInfo<std::net::SocketAddr>,
+        axum::extract::rejection::ExtensionRejection,
+    >,
+    matched: Result<MatchedPath, axum::extract::rejection::MatchedPathRejection>,
+    query: Result<axum::extract::Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(login) = app.oidc_login.clone() else {
+        return error_page(
+            404,
+            "OIDC sign-in is not configured on this broker: sign in with a broker token",
+            None,
+        );
+    };
+    let q = query.map(|q| q.0).unwrap_or_default();
+    let outcome = finish(&app, &login, &headers, q, rid.0.clone()).await;
+    let mut resp = match outcome {
+        Ok(resp) => resp,
+        Err(r) => {
+            let attempt = crate::auth::Attempt {
+                addr: connect.ok().map(|c| c.0.ip()),
+                method: "GET".into(),
+                route: matched.ok().map_or_else(
+                    || "/console/oidc/callback".to_owned(),
+                    |m| m.as_str().to_owned(),
+                ),
+                request_id: rid.0.clone(),
+            };
+            crate::auth::record_failure(&app, &r.failure, None, attempt).await;
+            let body = format!(
+                "<div class=\"error\" id=\"oidc-error\">{}</div><p><a href=\"/console/sign-in\">Back to sign-in</a></p>",
+                esc(&r.failure.detail)
+            );
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+            html_response(status, page("Sign-in refused", None, &body))
+        }
+    };
+    // The sign-in is over either way.
+    resp.headers_mut()
+        .append(header::SET_COOKIE, login_cookie(&app, &login, "", 0));
+    resp
+}
+
+async fn finish(
+    app: &Arc<App>,
+    login: &OidcLogin,
+    headers: &HeaderMap,
+    q: CallbackQuery,
+    request_id: Option<String>,
+) -> Result<Response, Refusal> {
+    let Some(state) = q.state.filter(|s| !s.is_empty() && s.len() <= 128) else {
+        return Err(refused(
+            400,
+            "oidc-state",
+            "the identity provider's answer has no state: start the sign-in again",
+        ));
+    };
+    // Taken first, whatever follows: each state is used once.
+    let state_hash = hash_id(&state);
+    let row = app
+        .store
+        .write(move |c| oidc_logins::take_login(c, &state_hash))
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "console: cannot read the OIDC sign-in state");
+            refused(
+                503,
+                "oidc-state",
+                "the broker cannot complete sign-ins now; try again",
+            )
+        })?;
+    if let Some(error) = q.error {
+        let desc = q
+            .error_description
+            .as_deref()
+            .map(|d| format!(": {}", shown(d)))
+            .unwrap_or_default();
+        return Err(refused(
+            401,
+            "oidc-idp-error",
+            format!(
+                "the identity provider did not sign you in ({}{desc})",
+                shown(&error)
+            ),
+        ));
+    }
+    let Some(row) = row else {
+        return Err(refused(
+            400,
+            "oidc-state",
+            "this sign-in is unknown or was used already: start the sign-in again",
+        ));
+    };
+    if row.expires_at <= fmt_time(app.clock.now()) {
+        return Err(refused(
+            400,
+            "oidc-state",
+            format!(
+                "this sign-in took longer than {} minutes: start it again",
+                LOGIN_TTL.as_secs() / 60
+            ),
+        ));
+    }
+    let bound = cookie(headers, LOGIN_COOKIE)
+        .is_some_and(|b| bool::from(hash_id(b).as_bytes().ct_eq(row.browser_hash.as_bytes())));
+    if !bound {
+        return Err(refused(
+            400,
+            "oidc-state",
+            "this sign-in was not started in this browser (or its cookie is gone): start the sign-in again here",
+        ));
+    }
+    if let Some(iss) = q.iss
+        && iss != login.issuer
+    {
+        return Err(refused(
+            400,
+            "oidc-state",
+            "the answer names another issuer than the broker's (iss): start the sign-in again",
+        ));
+    }
+    let Some(code) = q.code.filter(|c| !c.is_empty() && c.len() <= 4096) else {
+        return Err(refused(
+            400,
+            "oidc-state",
+            "the identity provider's answer has no code: start the sign-in again",
+        ));
+    };
+    let endpoints = login.endpoints().await.map_err(|_| {
+        refused(
+            503,
+            "oidc-exchange",
+            "the identity provider's token endpoint cannot be found now; try again later",
+        )
+    })?;
+    let id_token = login
+        .exchange(&endpoints.token, &code, &row.verifier)
+        .await
+        .map_err(|e| {
+            tracing::warn!(issuer = %login.issuer, error = %e, "console: the OIDC code exchange failed");
+            refused(502, "oidc-exchange", format!("the sign-in could not be completed: {e}"))
+        })?;
+    let Some(oidc) = app.oidc.clone() else {
+        return Err(refused(503, "oidc-exchange", "OIDC is not configured"));
+    };
+    let now = app.clock.now();
+    let caller = oidc
+        .verify_id_token(
+            &id_token,
+            now.unix_timestamp(),
+            &login.client_id,
+            &row.nonce,
+        )
+        .await
+        .map_err(|f| Refusal {
+            status: 401,
+            failure: Failure::new(
+                f.reason,
+                format!("the identity provider's id_token is refused: {}", f.detail),
+            ),
+        })?;
+
+    let id = random_b64();
+    let ttl = app.config.console_session_ttl.0;
+    let end = now + time::Duration::try_from(ttl).unwrap_or(time::Duration::HOUR);
+    let session = SessionRow {
+        id_hash: hash_id(&id),
+        token_id: caller.token_id.clone(),
+        csrf: random_b64(),
+        created_at: fmt_time(now),
+        expires_at: fmt_time(end),
+    };
+    let who = OidcIdentity {
+        name: caller.name.clone(),
+        role: caller.role,
+        credential: caller.credential.clone(),
+    };
+    let now_text = fmt_time(now);
+    let opened = app
+        .store
+        .write(move |c| {
+            oidc_logins::insert_oidc_session(c, &session, &who, &now_text)?;
+            crate::store::audit::append(
+                c,
+                &crate::store::audit::NewEvent {
+                    at: &now_text,
+                    actor: &who.name,
+                    action: "console.signed_in",
+                    share_id: None,
+                    request_id: request_id.as_deref(),
+                    details: serde_json::json!({
+                        "via": "oidc",
+                        "credential": who.credential,
+                        "role": who.role.as_str(),
+                        "token_id": session.token_id,
+                        "expires_at": session.expires_at,
+                    }),
+                },
+            )?;
+            Ok(())
+        })
+        .await;
+    if let Err(e) = opened {
+        tracing::warn!(error = %e, "console: cannot open the OIDC session");
+        return Err(refused(
+            503,
+            "oidc-session",
+            "the broker cannot open sessions now; try again",
+        ));
+    }
+    // A page that moves on by itself, rather than a redirect: this response ends a navigation that
+    // started at the identity provider (cross-site), and a redirect from it would still count as
+    // cross-site, so the browser would not send the new SameSite=Strict session cookie with it. A
+    // refresh from this page is a same-site navigation (no script: the CSP allows none).
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<div class=\"done\" id=\"signed-in\">Signed in as {} ({}).</div>\
+         <p><a href=\"/console/queue\" id=\"continue\">Continue to the queue</a></p>",
+        esc(&caller.name),
+        esc(caller.role.as_str())
+    );
+    let html = page("Signed in", None, &body).replacen(
+        "<head>",
+        "<head><meta http-equiv=\"refresh\" content=\"0;url=/console/queue\">",
+        1,
+    );
+    let mut resp = html_response(StatusCode::OK, html);
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(app, SESSION_COOKIE, &id, ttl.as_secs()),
+    );
+    Ok(resp)
+}

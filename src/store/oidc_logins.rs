@@ -1,0 +1,140 @@
+//! SQL for the console's OIDC sign-in (issue 20): sign-ins in progress (state, nonce, PKCE verifier) and
+//! the identity a session opened through OIDC carries. The `state` and the browser-binding value are
+//! never stored, only their SHA-256.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::domain::Role;
+use crate::error::Result;
+use crate::store::sessions::SessionRow;
+
+/// A sign-in in progress, as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LoginRow {
+    /// Hex SHA-256 of the `state` sent to the identity provider.
+    pub state_hash: String,
+    /// Hex SHA-256 of the value in the browser's short-lived sign-in cookie.
+    pub browser_hash: String,
+    /// The nonce the id_token must carry.
+    pub nonce: String,
+    /// The PKCE code_verifier the token request sends.
+    pub verifier: String,
+    /// Started, RFC 3339 UTC.
+    pub created_at: String,
+    /// Ends, RFC 3339 UTC.
+    pub expires_at: String,
+}
+
+impl std::fmt::Debug for LoginRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The nonce and the verifier stay out of logs.
+        f.debug_struct("LoginRow")
+            .field("state_hash", &self.state_hash)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stores a sign-in in progress after removing those that ended before `now`; `false` (and nothing
+/// stored) when `max` are in progress already.
+pub fn insert_login(conn: &Connection, row: &LoginRow, now: &str, max: u32) -> Result<bool> {
+    conn.prepare_cached("DELETE FROM console_oidc_logins WHERE expires_at <= ?1")?
+        .execute(params![now])?;
+    let n: i64 = conn
+        .prepare_cached("SELECT count(*) FROM console_oidc_logins")?
+        .query_row([], |r| r.get(0))?;
+    if n >= i64::from(max) {
+        return Ok(false);
+    }
+    conn.prepare_cached(
+        "INSERT INTO console_oidc_logins (state_hash, browser_hash, nonce, verifier, created_at, expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        row.state_hash,
+        row.browser_hash,
+        row.nonce,
+        row.verifier,
+        row.created_at,
+        row.expires_at
+    ])?;
+    Ok(true)
+}
+
+/// Takes (deletes and returns) the sign-in whose state hashes to `state_hash`, expired or not: a state
+/// is used at most once, whatever its callback's outcome.
+pub fn take_login(conn: &Connection, state_hash: &str) -> Result<Option<LoginRow>> {
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM console_oidc_logins WHERE state_hash = ?1 \
+             RETURNING state_hash, browser_hash, nonce, verifier, created_at, expires_at",
+        )?
+        .query_row(params![state_hash], |r| {
+            Ok(LoginRow {
+                state_hash: r.get(0)?,
+                browser_hash: r.get(1)?,
+                nonce: r.get(2)?,
+                verifier: r.get(3)?,
+                created_at: r.get(4)?,
+                expires_at: r.get(5)?,
+            })
+        })
+        .optional()?)
+}
+
+/// The identity of a session opened through OIDC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcIdentity {
+    /// Canonical caller name, `oidc:<name claim>`.
+    pub name: String,
+    /// The role the id_token's roles claim mapped to.
+    pub role: Role,
+    /// `oidc:<sub>`, as votes record it.
+    pub credential: String,
+}
+
+/// Stores a session opened through OIDC with its identity, and removes sessions that ended before `now`.
+pub fn insert_oidc_session(
+    conn: &Connection,
+    s: &SessionRow,
+    who: &OidcIdentity,
+    now: &str,
+) -> Result<()> {
+    conn.prepare_cached("DELETE FROM console_sessions WHERE expires_at <= ?1")?
+        .execute(params![now])?;
+    conn.prepare_cached(
+        "INSERT INTO console_sessions (id_hash, token_id, csrf, created_at, expires_at, oidc_name, oidc_role, oidc_credential) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        s.id_hash,
+        s.token_id,
+        s.csrf,
+        s.created_at,
+        s.expires_at,
+        who.name,
+        who.role.as_str(),
+        who.credential
+    ])?;
+    Ok(())
+}
+
+/// The OIDC identity of the session whose id hashes to `id_hash`, if it was opened through OIDC.
+pub fn session_identity(conn: &Connection, id_hash: &str) -> Result<Option<OidcIdentity>> {
+    let row: Option<(Option<String>, Option<String>, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT oidc_name, oidc_role, oidc_credential FROM console_sessions WHERE id_hash = ?1",
+        )?
+        .query_row(params![id_hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    Ok(match row {
+        Some((Some(name), Some(role), Some(credential))) => {
+            role.parse().ok().map(|role| OidcIdentity {
+                name,
+                role,
+                credential,
+            })
+        }
+        _ => None,
+    })
+}
