@@ -587,21 +587,6 @@ async fn finish(
                 "the broker cannot complete sign-ins now; try again",
             )
         })?;
-    if let Some(error) = q.error {
-        let desc = q
-            .error_description
-            .as_deref()
-            .map(|d| format!(": {}", shown(d)))
-            .unwrap_or_default();
-        return Err(refused(
-            401,
-            "oidc-idp-error",
-            format!(
-                "the identity provider did not sign you in ({}{desc})",
-                shown(&error)
-            ),
-        ));
-    }
     let Some(row) = row else {
         return Err(refused(
             400,
@@ -626,6 +611,24 @@ async fn finish(
             400,
             "oidc-state",
             "this sign-in was not started in this browser (or its cookie is gone): start the sign-in again here",
+        ));
+    }
+    // The identity provider's error text is shown only to the browser whose sign-in it ends: anyone can
+    // send a link to the callback with an `error_description` of their choosing, and the broker's page
+    // must not present that text as the identity provider's.
+    if let Some(error) = q.error {
+        let desc = q
+            .error_description
+            .as_deref()
+            .map(|d| format!(": {}", shown(d)))
+            .unwrap_or_default();
+        return Err(refused(
+            401,
+            "oidc-idp-error",
+            format!(
+                "the identity provider did not sign you in ({}{desc})",
+                shown(&error)
+            ),
         ));
     }
     if let Some(iss) = q.iss

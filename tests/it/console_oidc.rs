@@ -717,6 +717,48 @@ async fn id_tokens_with_a_wrong_nonce_aud_issuer_or_expiry_are_refused() {
 }
 
 #[tokio::test]
+async fn a_forged_idp_error_in_a_link_is_not_shown_as_the_identity_providers() {
+    // Anyone can send an approver a link to the broker's callback with an error and a description of
+    // their choosing; the broker's page must not present that text as the identity provider's answer.
+    let idp = FakeIdp::start(Some(CLIENT_SECRET)).await;
+    let t = TestApp::with(|c| idp.configure(c, REDIRECT));
+    let bait = "Your approver account is locked. Call 555-0100";
+    let query = |state: &str| {
+        format!(
+            "/console/oidc/callback?{}",
+            form_encode(&[
+                ("error", "access_denied"),
+                ("error_description", bait),
+                ("state", state)
+            ])
+        )
+    };
+    // A state the broker never issued, in a browser that started nothing.
+    let r = callback(&t, &query("made-up-state"), None).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(!r.text.contains("555-0100"), "{}", r.text);
+    assert!(!r.text.contains("access_denied"), "{}", r.text);
+    assert!(r.text.contains("unknown or was used already"), "{}", r.text);
+    // A real state, but the link opened in another browser (no binding cookie).
+    let s = start(&t).await;
+    let state = params(&s.authorize)["state"].clone();
+    let r = callback(&t, &query(&state), None).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(!r.text.contains("555-0100"), "{}", r.text);
+    assert!(r.text.contains("not started in this browser"), "{}", r.text);
+    // The browser that started the sign-in sees the identity provider's answer.
+    let s = start(&t).await;
+    let state = params(&s.authorize)["state"].clone();
+    let r = callback(&t, &query(&state), Some(&s.cookie)).await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert!(r.text.contains("access_denied: Your approver account is locked"), "{}", r.text);
+    assert_eq!(
+        audit_failures(&t),
+        ["oidc-state", "oidc-state", "oidc-idp-error"]
+    );
+}
+
+#[tokio::test]
 async fn the_token_endpoint_gets_the_verifier_and_refuses_a_wrong_one() {
     let idp = FakeIdp::start(Some(CLIENT_SECRET)).await;
     let t = TestApp::with(|c| idp.configure(c, REDIRECT));
