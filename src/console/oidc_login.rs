@@ -52,7 +52,8 @@ use crate::store::sessions::SessionRow;
 pub const LOGIN_COOKIE: &str = "sb_console_oidc";
 /// How long a started sign-in may take to come back.
 pub const LOGIN_TTL: Duration = Duration::from_secs(600);
-/// Most sign-ins in progress at once (a started sign-in is a database row; this bounds them).
+/// Most sign-ins in progress at once (a started sign-in is a database row; this bounds them: past it the
+/// oldest gives way to the newest).
 const MAX_LOGINS: u32 = 10_000;
 /// Largest discovery document or token response read, in bytes.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
@@ -467,12 +468,11 @@ pub async fn start(State(app): State<Arc<App>>) -> Response {
         .write(move |c| oidc_logins::insert_login(c, &row, &now_text, MAX_LOGINS))
         .await;
     match stored {
-        Ok(true) => {}
-        Ok(false) => {
-            return error_page(
-                503,
-                "too many sign-ins are in progress; try again in a few minutes",
-                None,
+        Ok(0) => {}
+        Ok(_) => {
+            tracing::debug!(
+                max = MAX_LOGINS,
+                "console: the oldest OIDC sign-in in progress gave way to a new one"
             );
         }
         Err(e) => return super::api_error(&e, None),

@@ -35,16 +35,24 @@ impl std::fmt::Debug for LoginRow {
     }
 }
 
-/// Stores a sign-in in progress after removing those that ended before `now`; `false` (and nothing
-/// stored) when `max` are in progress already.
-pub fn insert_login(conn: &Connection, row: &LoginRow, now: &str, max: u32) -> Result<bool> {
+/// Stores a sign-in in progress after removing those that ended before `now`. When `max` are in progress
+/// already, the oldest give way (and their number is returned): the table stays bounded, and a flood of
+/// started sign-ins from anyone who can reach the port (they need no credential) only ends the sign-ins
+/// it outlasts instead of refusing every new one until the flood's rows expire.
+pub fn insert_login(conn: &Connection, row: &LoginRow, now: &str, max: u32) -> Result<u64> {
     conn.prepare_cached("DELETE FROM console_oidc_logins WHERE expires_at <= ?1")?
         .execute(params![now])?;
     let n: i64 = conn
         .prepare_cached("SELECT count(*) FROM console_oidc_logins")?
         .query_row([], |r| r.get(0))?;
-    if n >= i64::from(max) {
-        return Ok(false);
+    let excess = (n + 1 - i64::from(max.max(1))).max(0);
+    if excess > 0 {
+        // rowid grows with each insert: the smallest are the oldest.
+        conn.prepare_cached(
+            "DELETE FROM console_oidc_logins WHERE rowid IN \
+             (SELECT rowid FROM console_oidc_logins ORDER BY rowid LIMIT ?1)",
+        )?
+        .execute(params![excess])?;
     }
     conn.prepare_cached(
         "INSERT INTO console_oidc_logins (state_hash, browser_hash, nonce, verifier, created_at, expires_at) \
@@ -58,7 +66,7 @@ pub fn insert_login(conn: &Connection, row: &LoginRow, now: &str, max: u32) -> R
         row.created_at,
         row.expires_at
     ])?;
-    Ok(true)
+    Ok(excess as u64)
 }
 
 /// Takes (deletes and returns) the sign-in whose state hashes to `state_hash`, expired or not: a state

@@ -759,6 +759,43 @@ async fn a_forged_idp_error_in_a_link_is_not_shown_as_the_identity_providers() {
 }
 
 #[tokio::test]
+async fn a_flood_of_started_sign_ins_does_not_lock_others_out() {
+    // /console/oidc/start needs no credential and stores a row; 10,000 of them (200 s of one address's
+    // unauthenticated allowance) must not refuse everyone's sign-in for the next 10 minutes.
+    let idp = FakeIdp::start(Some(CLIENT_SECRET)).await;
+    let t = TestApp::with(|c| idp.configure(c, REDIRECT));
+    {
+        let mut db = t.db();
+        let tx = db.transaction().unwrap();
+        {
+            let mut ins = tx
+                .prepare(
+                    "INSERT INTO console_oidc_logins (state_hash, browser_hash, nonce, verifier, created_at, expires_at) \
+                     VALUES (?1, 'b', 'n', 'v', '2026-11-29T11:59:00Z', '2026-11-29T12:09:00Z')",
+                )
+                .unwrap();
+            for i in 0..10_000 {
+                ins.execute([format!("flood-{i:05}")]).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let jar = oidc_sign_in(&t, &idp, "dana", &["idp-approvers"]).await;
+    assert!(!jar.csrf.is_empty());
+    // The table stays bounded: the oldest flood row gave way, the rest are still there.
+    assert_eq!(t.count("console_oidc_logins"), 9_999);
+    let oldest: i64 = t
+        .db()
+        .query_row(
+            "SELECT count(*) FROM console_oidc_logins WHERE state_hash = 'flood-00000'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(oldest, 0);
+}
+
+#[tokio::test]
 async fn the_token_endpoint_gets_the_verifier_and_refuses_a_wrong_one() {
     let idp = FakeIdp::start(Some(CLIENT_SECRET)).await;
     let t = TestApp::with(|c| idp.configure(c, REDIRECT));
