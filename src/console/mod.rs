@@ -6,8 +6,9 @@
 //!
 //! - sign-in takes a broker token once (a form posted with a pre-session CSRF nonce) and opens a
 //!   server-side session: the browser holds only a random 256-bit session id in an HttpOnly,
-//!   SameSite=Strict cookie (Secure when the broker serves TLS) with a Max-Age; the database keeps its
-//!   SHA-256, the token's public id, a per-session CSRF token and the end time;
+//!   SameSite=Strict cookie (Secure when the broker serves TLS or the OIDC redirect URL is https) with
+//!   a Max-Age; the database keeps its SHA-256, the token's public id, a per-session CSRF token and the
+//!   end time;
 //! - with `oidc_client_id` set, sign-in can also go through the issuer's authorization-code flow with
 //!   PKCE ([`oidc_login`]); such a session carries the identity and role its id_token mapped to;
 //! - every request resolves the session's token again (a revoked or expired token ends the session);
@@ -171,12 +172,16 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty() && v.len() <= 128)
 }
 
+/// Whether the console's cookies get the Secure attribute: when the broker serves TLS, or when the OIDC
+/// sign-in's redirect URL is https (browsers reach the broker over https, TLS ending at a proxy in
+/// front of it), so a session cookie is never sent over plain HTTP where the broker's own settings say
+/// browsers use https.
+fn cookies_secure(app: &App) -> bool {
+    app.config.tls_cert.0.is_some() || app.oidc_login.as_ref().is_some_and(|l| l.https())
+}
+
 fn set_cookie(app: &App, name: &str, value: &str, max_age: u64) -> HeaderValue {
-    let secure = if app.config.tls_cert.0.is_some() {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = if cookies_secure(app) { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{name}={value}; Path=/console; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
     ))

@@ -38,7 +38,8 @@ use subtle::ConstantTimeEq;
 
 use super::html::{esc, page, url_component};
 use super::{
-    SESSION_COOKIE, cookie, error_page, hash_id, html_response, random_b64, see_other, set_cookie,
+    SESSION_COOKIE, cookie, cookies_secure, error_page, hash_id, html_response, random_b64,
+    see_other, set_cookie,
 };
 use crate::api::extract::RequestId;
 use crate::app::App;
@@ -167,6 +168,11 @@ impl OidcLogin {
             client,
             https: redirect.starts_with("https://"),
         })))
+    }
+
+    /// Whether the redirect URL is https (browsers reach the broker over https).
+    pub fn https(&self) -> bool {
+        self.https
     }
 
     /// The issuer's host, for the sign-in button.
@@ -411,17 +417,8 @@ pub(super) fn button(app: &App) -> String {
 /// and browsers send SameSite=Strict cookies on no cross-site request at all, so a Strict cookie would
 /// never reach the callback. Lax cookies are sent on cross-site top-level GET navigations only, which is
 /// exactly the callback; the cookie is HttpOnly, scoped to /console/oidc and ends with the sign-in.
-fn login_cookie(
-    app: &App,
-    login: &OidcLogin,
-    value: &str,
-    max_age: u64,
-) -> axum::http::HeaderValue {
-    let secure = if app.config.tls_cert.0.is_some() || login.https {
-        "; Secure"
-    } else {
-        ""
-    };
+fn login_cookie(app: &App, value: &str, max_age: u64) -> axum::http::HeaderValue {
+    let secure = if cookies_secure(app) { "; Secure" } else { "" };
     axum::http::HeaderValue::from_str(&format!(
         "{LOGIN_COOKIE}={value}; Path=/console/oidc; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
     ))
@@ -481,7 +478,7 @@ pub async fn start(State(app): State<Arc<App>>) -> Response {
         see_other(&login.authorize_url(&endpoints.authorization, &state, &nonce, &verifier));
     resp.headers_mut().append(
         header::SET_COOKIE,
-        login_cookie(&app, &login, &browser, LOGIN_TTL.as_secs()),
+        login_cookie(&app, &browser, LOGIN_TTL.as_secs()),
     );
     resp
 }
@@ -555,7 +552,7 @@ pub async fn callback(
     };
     // The sign-in is over either way.
     resp.headers_mut()
-        .append(header::SET_COOKIE, login_cookie(&app, &login, "", 0));
+        .append(header::SET_COOKIE, login_cookie(&app, "", 0));
     resp
 }
 

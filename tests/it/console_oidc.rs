@@ -278,6 +278,11 @@ async fn start(t: &TestApp) -> Started {
 
 /// The browser's visit to the IdP: returns the callback's path and query it is sent back to.
 async fn at_idp(authorize: &str) -> String {
+    at_idp_via(authorize, "http://127.0.0.1:1").await
+}
+
+/// [`at_idp`] for a broker whose redirect URL starts with `base`.
+async fn at_idp_via(authorize: &str, base: &str) -> String {
     use http_body_util::BodyExt;
     let req = Request::get(authorize)
         .body(http_body_util::Full::new(axum::body::Bytes::new()))
@@ -292,7 +297,7 @@ async fn at_idp(authorize: &str) -> String {
     assert_eq!(status, 303, "{}", String::from_utf8_lossy(&body));
     let location = location.unwrap();
     location
-        .strip_prefix("http://127.0.0.1:1")
+        .strip_prefix(base)
         .unwrap_or_else(|| panic!("not sent back to the redirect URL: {location}"))
         .to_owned()
 }
@@ -751,7 +756,12 @@ async fn a_forged_idp_error_in_a_link_is_not_shown_as_the_identity_providers() {
     let state = params(&s.authorize)["state"].clone();
     let r = callback(&t, &query(&state), Some(&s.cookie)).await;
     assert_eq!(r.status, 401, "{}", r.text);
-    assert!(r.text.contains("access_denied: Your approver account is locked"), "{}", r.text);
+    assert!(
+        r.text
+            .contains("access_denied: Your approver account is locked"),
+        "{}",
+        r.text
+    );
     assert_eq!(
         audit_failures(&t),
         ["oidc-state", "oidc-state", "oidc-idp-error"]
@@ -793,6 +803,39 @@ async fn a_flood_of_started_sign_ins_does_not_lock_others_out() {
         )
         .unwrap();
     assert_eq!(oldest, 0);
+}
+
+#[tokio::test]
+async fn cookies_are_secure_when_the_redirect_url_says_browsers_use_https() {
+    // TLS ends at a proxy: the broker serves plain HTTP, but its redirect URL is https, so browsers
+    // reach it over https. The binding cookie was Secure; the session cookie the same callback set,
+    // and the token form's cookies, were not, so a browser would send them over plain HTTP.
+    let idp = FakeIdp::start(Some(CLIENT_SECRET)).await;
+    let t = TestApp::with(|c| {
+        idp.configure(c, "https://broker.example/console/oidc/callback");
+    });
+    assert!(t.config.tls_cert.0.is_none());
+    let secure = |set: &str| {
+        assert!(
+            set.split(';').any(|a| a.trim() == "Secure"),
+            "no Secure attribute: {set}"
+        );
+    };
+    let s = start(&t).await;
+    let back = at_idp_via(&s.authorize, "https://broker.example").await;
+    let r = callback(&t, &back, Some(&s.cookie)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let session = set_cookie_value(&r, "sb_console").unwrap();
+    secure(&session);
+    secure(&set_cookie_value(&r, "sb_console_oidc").unwrap());
+    // The token form's nonce cookie, its session cookie and sign-out's clearing cookie too.
+    let form = get_page(&t, "/console/sign-in", None).await;
+    secure(&set_cookie_value(&form, "sb_console_signin").unwrap());
+    let a = actors(&t).await;
+    let jar = super::sign_in(&t, &a.bob).await;
+    let out = post_with(&t, "/console/sign-out", &jar, &[]).await;
+    assert_eq!(out.status, 303, "{}", out.text);
+    secure(&set_cookie_value(&out, "sb_console").unwrap());
 }
 
 #[tokio::test]
