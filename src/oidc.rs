@@ -303,21 +303,24 @@ impl Oidc {
 
     /// Verifies a JWT and maps it to a caller, at `now` (Unix seconds).
     pub async fn authenticate(&self, token: &str, now: i64) -> Result<Caller, Failure> {
-        self.verify(token, now, &self.audience, None).await
+        self.verify(token, now, &self.audience, None)
+            .await
+            .map(|(caller, _)| caller)
     }
 
     /// Verifies an id_token the console's sign-in received from the token endpoint (issue 20) and maps it
     /// to a caller exactly as [`Oidc::authenticate`] maps a bearer JWT (same role map, same name claim):
     /// besides the signature, `iss`, `exp` and `nbf`, its `aud` must name `client_id`, its `nonce` must
     /// equal the one the sign-in stored, it must have a `sub`, and its `azp`, when present (required
-    /// when `aud` names several audiences), must be `client_id`.
+    /// when `aud` names several audiences), must be `client_id`. Besides the caller, returns the values
+    /// of the roles claim, so a session can map them again with the role map in force at each request.
     pub async fn verify_id_token(
         &self,
         token: &str,
         now: i64,
         client_id: &str,
         nonce: &str,
-    ) -> Result<Caller, Failure> {
+    ) -> Result<(Caller, Vec<String>), Failure> {
         self.verify(token, now, client_id, Some(nonce)).await
     }
 
@@ -328,7 +331,7 @@ impl Oidc {
         now: i64,
         audience: &str,
         nonce: Option<&str>,
-    ) -> Result<Caller, Failure> {
+    ) -> Result<(Caller, Vec<String>), Failure> {
         if token.len() > MAX_JWT_BYTES {
             return Err(fail(
                 "jwt-malformed",
@@ -460,32 +463,44 @@ impl Oidc {
                     ),
                 )
             })?;
-        let role = self.role_of(&claims)?;
+        let role_values = self.role_values(&claims);
+        let role = self.map_roles(&role_values)?;
         let digest = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes());
         let subject = claims
             .get("sub")
             .and_then(|s| s.as_str())
             .filter(|s| !s.is_empty() && s.len() <= 200 && !s.chars().any(invisible))
             .unwrap_or(name);
-        Ok(Caller {
+        let caller = Caller {
             token_id: format!("jwt:{}", hex::encode(&digest[..8])),
             name: format!("oidc:{}", crate::identity::canonical(name)),
             role,
             credential: format!("oidc:{subject}"),
             issued_by: None,
-        })
+        };
+        Ok((caller, role_values))
     }
 
-    fn role_of(&self, claims: &serde_json::Value) -> Result<Role, Failure> {
+    /// The string values of the roles claim (`oidc_roles_claim`, a dotted path) of `claims`.
+    fn role_values(&self, claims: &serde_json::Value) -> Vec<String> {
         let mut v = claims;
         for part in &self.roles_claim {
             v = v.get(part).unwrap_or(&serde_json::Value::Null);
         }
-        let values: Vec<&str> = match v {
-            serde_json::Value::String(s) => vec![s.as_str()],
-            serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str()).collect(),
+        match v {
+            serde_json::Value::String(s) => vec![s.clone()],
+            serde_json::Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str())
+                .map(str::to_owned)
+                .collect(),
             _ => vec![],
-        };
+        }
+    }
+
+    /// The one broker role the roles claim's `values` map to under `oidc_role_map` (admin wins; none,
+    /// or several others, is a refusal).
+    pub fn map_roles(&self, values: &[String]) -> Result<Role, Failure> {
         let roles: BTreeSet<Role> = values
             .iter()
             .filter_map(|value| {

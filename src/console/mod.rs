@@ -10,7 +10,8 @@
 //!   a Max-Age; the database keeps its SHA-256, the token's public id, a per-session CSRF token and the
 //!   end time;
 //! - with `oidc_client_id` set, sign-in can also go through the issuer's authorization-code flow with
-//!   PKCE ([`oidc_login`]); such a session carries the identity and role its id_token mapped to;
+//!   PKCE ([`oidc_login`]); such a session carries the identity its id_token mapped to and the values
+//!   of its roles claim, mapped to a role again at each request;
 //! - every request resolves the session's token again (a revoked or expired token ends the session);
 //! - every form post carries the session's CSRF token, compared in constant time (403 without it);
 //!   a post without a live session is 401; sign-out deletes the session row.

@@ -13,7 +13,8 @@
 //!   `oidc_leeway`, the stored nonce) and maps its roles and name claim exactly as the API maps a bearer
 //!   JWT, so the quorum and self-approval rules see the same `oidc:<sub>` either way. It then opens the
 //!   same server-side session (HttpOnly, SameSite=Strict cookie) as a token sign-in, carrying that
-//!   identity and role until `console_session_ttl` or sign-out.
+//!   identity and the roles claim's values until `console_session_ttl` or sign-out; the values are
+//!   mapped with the role map in force at each request, as the API maps a bearer JWT's.
 //!
 //! Every refusal at the callback renders a page and is counted and audited like a failed token sign-in
 //! (`auth.failed`, with a reason). Codes, tokens, verifiers and nonces are never logged nor audited.
@@ -378,12 +379,17 @@ pub async fn discover_at_start(app: &App) {
 // Sessions
 
 /// The caller of a session opened through OIDC (`None` for a token session, or when OIDC sign-in is no
-/// longer configured: such a session is then signed out).
+/// longer configured: such a session is then signed out). Its role is mapped again from the id_token's
+/// roles claim with the role map in force now, as the API maps a bearer JWT's on every request: a
+/// session whose values no longer map to a role (or whose values were not kept) is signed out.
 pub(super) async fn session_caller(
     app: &App,
     row: &SessionRow,
 ) -> crate::error::Result<Option<Caller>> {
-    if app.oidc_login.is_none() || !row.token_id.starts_with(OIDC_TOKEN_ID) {
+    let (Some(_), Some(oidc)) = (&app.oidc_login, &app.oidc) else {
+        return Ok(None);
+    };
+    if !row.token_id.starts_with(OIDC_TOKEN_ID) {
         return Ok(None);
     }
     let id_hash = row.id_hash.clone();
@@ -391,10 +397,21 @@ pub(super) async fn session_caller(
         .store
         .read_quick(move |c| oidc_logins::session_identity(c, &id_hash))
         .await?;
-    Ok(who.map(|w| Caller {
+    let Some(w) = who else { return Ok(None) };
+    let Some(values) = &w.role_values else {
+        return Ok(None);
+    };
+    let role = match oidc.map_roles(values) {
+        Ok(r) => r,
+        Err(f) => {
+            tracing::info!(caller = %w.name, reason = f.reason, "console: an OIDC session's roles claim no longer maps to a role; signed out");
+            return Ok(None);
+        }
+    };
+    Ok(Some(Caller {
         token_id: row.token_id.clone(),
         name: w.name,
-        role: w.role,
+        role,
         credential: w.credential,
         issued_by: None,
     }))
@@ -662,7 +679,7 @@ async fn finish(
         return Err(refused(503, "oidc-exchange", "OIDC is not configured"));
     };
     let now = app.clock.now();
-    let caller = oidc
+    let (caller, role_values) = oidc
         .verify_id_token(
             &id_token,
             now.unix_timestamp(),
@@ -692,6 +709,7 @@ async fn finish(
         name: caller.name.clone(),
         role: caller.role,
         credential: caller.credential.clone(),
+        role_values: Some(role_values),
     };
     let now_text = fmt_time(now);
     let opened = app

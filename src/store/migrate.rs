@@ -48,6 +48,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0008_console_oidc.sql",
         include_str!("../../migrations/0008_console_oidc.sql"),
     ),
+    (
+        9,
+        "0009_console_oidc_roles.sql",
+        include_str!("../../migrations/0009_console_oidc_roles.sql"),
+    ),
 ];
 
 /// A migration applied by this run.

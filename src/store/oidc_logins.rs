@@ -95,8 +95,11 @@ pub fn take_login(conn: &Connection, state_hash: &str) -> Result<Option<LoginRow
 pub struct OidcIdentity {
     /// Canonical caller name, `oidc:<name claim>`.
     pub name: String,
-    /// The role the id_token's roles claim mapped to.
+    /// The role the id_token's roles claim mapped to when the session opened.
     pub role: Role,
+    /// The values of the id_token's roles claim, mapped again at each request (`None`: a session
+    /// stored before they were kept).
+    pub role_values: Option<Vec<String>>,
     /// `oidc:<sub>`, as votes record it.
     pub credential: String,
 }
@@ -111,8 +114,8 @@ pub fn insert_oidc_session(
     conn.prepare_cached("DELETE FROM console_sessions WHERE expires_at <= ?1")?
         .execute(params![now])?;
     conn.prepare_cached(
-        "INSERT INTO console_sessions (id_hash, token_id, csrf, created_at, expires_at, oidc_name, oidc_role, oidc_credential) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO console_sessions (id_hash, token_id, csrf, created_at, expires_at, oidc_name, oidc_role, \
+         oidc_credential, oidc_role_values) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         s.id_hash,
@@ -122,25 +125,38 @@ pub fn insert_oidc_session(
         s.expires_at,
         who.name,
         who.role.as_str(),
-        who.credential
+        who.credential,
+        who.role_values
+            .as_ref()
+            .map(|v| serde_json::Value::from(v.clone()).to_string())
     ])?;
     Ok(())
 }
 
 /// The OIDC identity of the session whose id hashes to `id_hash`, if it was opened through OIDC.
 pub fn session_identity(conn: &Connection, id_hash: &str) -> Result<Option<OidcIdentity>> {
-    let row: Option<(Option<String>, Option<String>, Option<String>)> = conn
+    type Row = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let row: Option<Row> = conn
         .prepare_cached(
-            "SELECT oidc_name, oidc_role, oidc_credential FROM console_sessions WHERE id_hash = ?1",
+            "SELECT oidc_name, oidc_role, oidc_credential, oidc_role_values FROM console_sessions \
+             WHERE id_hash = ?1",
         )?
-        .query_row(params![id_hash], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row(params![id_hash], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?;
     Ok(match row {
-        Some((Some(name), Some(role), Some(credential))) => {
+        Some((Some(name), Some(role), Some(credential), values)) => {
             role.parse().ok().map(|role| OidcIdentity {
                 name,
                 role,
                 credential,
+                role_values: values.and_then(|v| serde_json::from_str(&v).ok()),
             })
         }
         _ => None,

@@ -839,6 +839,42 @@ async fn cookies_are_secure_when_the_redirect_url_says_browsers_use_https() {
 }
 
 #[tokio::test]
+async fn an_open_oidc_session_follows_the_role_map_in_force() {
+    // The API maps a bearer JWT's roles claim on every request; a console session must not keep a role
+    // the operator's role map no longer gives (a mapping removed during an incident, then a restart).
+    let idp = FakeIdp::start(Some(CLIENT_SECRET)).await;
+    let t = TestApp::with(|c| idp.configure(c, REDIRECT));
+    let a = actors(&t).await;
+    let id = t.request_share(&a.alice).await;
+    let jar = oidc_sign_in(&t, &idp, "dana", &["idp-admins"]).await;
+    let page = get_page(&t, "/console/queue", Some(&jar)).await;
+    assert!(page.text.contains("oidc:dana (admin)"), "{}", page.text);
+
+    // idp-admins now maps to requester: the open session is a requester's.
+    let t2 = t.restart_with(|c| {
+        c.oidc_role_map = "idp-approvers=approver,idp-admins=requester"
+            .parse()
+            .unwrap();
+    });
+    let page = get_page(&t2, "/console/queue", Some(&jar)).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("oidc:dana (requester)"), "{}", page.text);
+    let r = post_with(&t2, &format!("/console/shares/{id}/approve"), &jar, &[]).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+
+    // idp-admins maps to nothing: the session ends.
+    let t3 = t.restart_with(|c| {
+        c.oidc_role_map = "idp-approvers=approver".parse().unwrap();
+    });
+    let page = get_page(&t3, "/console/queue", Some(&jar)).await;
+    assert_eq!(page.status, 303, "{}", page.text);
+    assert_eq!(page.headers["location"], "/console/sign-in");
+    let r = post_with(&t3, &format!("/console/shares/{id}/approve"), &jar, &[]).await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(t3.count_status("pending"), 1);
+}
+
+#[tokio::test]
 async fn the_token_endpoint_gets_the_verifier_and_refuses_a_wrong_one() {
     let idp = FakeIdp::start(Some(CLIENT_SECRET)).await;
     let t = TestApp::with(|c| idp.configure(c, REDIRECT));

@@ -192,8 +192,15 @@ impl TestApp {
 
     /// A new App over the same database and emulator, as after a restart.
     pub fn restart(&self) -> Self {
+        self.restart_with(|_| {})
+    }
+
+    /// [`TestApp::restart`] with settings changed by `tweak`.
+    pub fn restart_with(&self, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = self.config.clone();
+        tweak(&mut config);
         let app = Self::open(
-            &self.config,
+            &config,
             self.clock.clone(),
             self.aws,
             self.endpoint.as_deref(),
@@ -205,7 +212,7 @@ impl TestApp {
             router,
             clock: self.clock.clone(),
             _dir: tempfile::tempdir().unwrap(),
-            config: self.config.clone(),
+            config,
             faults: self.faults.clone(),
             aws: self.aws,
             endpoint: self.endpoint.clone(),
