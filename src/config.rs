@@ -739,12 +739,16 @@ impl Config {
             .split_once("://")
             .map(|(_, rest)| rest.find('/').map_or("", |i| &rest[i..]))
             .unwrap_or("");
-        if !crate::oidc::jwks_url_allowed(redirect) || !path.ends_with("/console/oidc/callback") {
+        // Exactly /console/oidc/callback: the console's cookies (Path=/console) and links are at the root
+        // of the host, so behind a proxy that adds a path prefix the browser would never send the sign-in's
+        // binding cookie back, and every sign-in would be refused as "not started in this browser".
+        if !crate::oidc::jwks_url_allowed(redirect) || path != "/console/oidc/callback" {
             return Err(invalid(
                 "oidc_redirect_url",
                 format!(
                     "{redirect:?}: use the https URL of this broker's /console/oidc/callback (http only on a \
-                     loopback address), without query or fragment, e.g. https://broker.example.com/console/oidc/callback"
+                     loopback address), at the root of the host (the console does not work under a path prefix) \
+                     and without query or fragment, e.g. https://broker.example.com/console/oidc/callback"
                 ),
             ));
         }
@@ -899,6 +903,12 @@ mod tests {
                 "BROKER_OIDC_REDIRECT_URL",
                 "https://broker.example.com/callback",
                 "oidc_redirect_url",
+            ),
+            // Under a path prefix the console's cookies (Path=/console) never come back.
+            (
+                "BROKER_OIDC_REDIRECT_URL",
+                "https://example.com/broker/console/oidc/callback",
+                "path prefix",
             ),
             ("BROKER_OIDC_SCOPES", "profile email", "oidc_scopes"),
             (
