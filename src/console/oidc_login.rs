@@ -257,11 +257,18 @@ impl OidcLogin {
         }
         let doc: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| format!("{url}: not a JSON document: {e}"))?;
-        if doc.get("issuer").and_then(|i| i.as_str()) != Some(self.issuer.as_str()) {
-            return Err(format!(
-                "{url}: its issuer is not oidc_issuer ({}) exactly",
-                self.issuer
-            ));
+        let found = doc.get("issuer").and_then(|i| i.as_str());
+        if found != Some(self.issuer.as_str()) {
+            // Say what the document names: the usual mistake is a trailing slash or another path.
+            return Err(match found {
+                Some(f) => format!(
+                    "{url}: its issuer is {:?}, not oidc_issuer ({:?}) exactly: set oidc_issuer to the \
+                     issuer the identity provider names (tokens carry it in iss)",
+                    shown(f),
+                    self.issuer
+                ),
+                None => format!("{url}: the document names no issuer"),
+            });
         }
         if let Some(methods) = doc
             .get("code_challenge_methods_supported")

@@ -914,6 +914,38 @@ async fn the_token_endpoint_gets_the_verifier_and_refuses_a_wrong_one() {
 }
 
 #[tokio::test]
+async fn a_discovery_issuer_mismatch_names_what_the_document_says() {
+    // A new user's usual mistake: oidc_issuer without the trailing slash the IdP puts in iss. The log
+    // line must say which issuer the document names, not only that it differs.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let named = format!("{base}/");
+    let doc = json!({
+        "issuer": named,
+        "authorization_endpoint": format!("{base}/authorize"),
+        "token_endpoint": format!("{base}/token"),
+    });
+    let app = axum::Router::new().route(
+        "/.well-known/openid-configuration",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { axum::Json(doc) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut c = Config::load(None, Vec::<(String, String)>::new()).unwrap();
+    c.oidc_issuer = OptText(Some(base.clone()));
+    c.oidc_client_id = OptText(Some(CLIENT_ID.into()));
+    c.oidc_redirect_url = OptText(Some(REDIRECT.into()));
+    let login = secret_broker::console::oidc_login::OidcLogin::from_config(&c)
+        .unwrap()
+        .unwrap();
+    let e = login.endpoints().await.unwrap_err();
+    assert!(e.contains(&format!("{named:?}")), "{e}");
+    assert!(e.contains("set oidc_issuer"), "{e}");
+}
+
+#[tokio::test]
 async fn without_oidc_sign_in_the_routes_are_404_and_the_form_has_no_button() {
     let t = TestApp::new();
     let form = get_page(&t, "/console/sign-in", None).await;
