@@ -107,7 +107,10 @@ fuzz_target!(|data: &[u8]| {
     let ours = json!({"Sid": sid, "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::444455556666:root"},
                       "Action": "secretsmanager:GetSecretValue", "Resource": "*"});
     let mut grown = doc.clone();
-    assert_eq!(merge::upsert(&mut grown, secret_broker_fuzz::owner(), &ours), Ok(merge::Change::Added));
+    assert_eq!(
+        merge::upsert(&mut grown, secret_broker_fuzz::owner(), &ours),
+        Ok(merge::Change::Added)
+    );
     let rendered = grown.render();
     let again = PolicyDocument::parse(&rendered)
         .unwrap_or_else(|e| panic!("a rendered document parses: {e}\n{rendered}"));

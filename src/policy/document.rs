@@ -181,8 +181,12 @@ impl RawStatement {
     }
     /// Builds a statement from a JSON value (compact rendering).
     pub fn from_value(v: &Value) -> Result<Self, ParseError> {
-        let text = serde_json::to_string(v).map_err(|e| err("Statement", e))?;
-        Self::from_text(&text, "Statement")
+        // The compact text, written straight into the raw value (it is valid JSON by construction);
+        // the typed view is parsed from that text, so it is exactly what a reader of the text sees.
+        let raw = serde_json::value::to_raw_value(v).map_err(|e| err("Statement", e))?;
+        let value: Value = serde_json::from_str(raw.get()).map_err(|e| err("Statement", e))?;
+        let parsed = parse_statement(&value, "Statement")?;
+        Ok(Self { raw, parsed })
     }
     fn from_text(text: &str, path: &str) -> Result<Self, ParseError> {
         let raw = RawValue::from_string(text.to_owned()).map_err(|e| err(path, e))?;
