@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod app;
+pub mod apply;
 pub mod auth;
 pub mod aws;
 pub mod bench;
@@ -17,6 +18,7 @@ pub mod console;
 pub mod domain;
 pub mod error;
 pub mod identity;
+pub mod inspect;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

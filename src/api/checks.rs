@@ -265,7 +265,7 @@ pub struct AccessReview {
     request_body(content = Option<AccessReview>, description = "Optional: without it every active share is reviewed"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "A decision per active share", body = crate::aws::saga::Review),
+        (status = 200, description = "A decision per active share", body = crate::inspect::Review),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs approver, auditor or admin", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
@@ -275,7 +275,7 @@ pub async fn review(
     State(app): State<Arc<App>>,
     caller: Caller,
     super::extract::OptionalBody(body): super::extract::OptionalBody<AccessReview>,
-) -> Result<Json<crate::aws::saga::Review>> {
+) -> Result<Json<crate::inspect::Review>> {
     use crate::domain::Role;
     caller.require(&[Role::Approver, Role::Auditor, Role::Admin])?;
     let body = body?;

@@ -787,7 +787,7 @@ async fn share_or_404(app: &App, id: &str) -> Result<Share> {
     params(("id" = String, Path, description = "Share id", max_length = 64)),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The plan", body = crate::aws::saga::LivePlan),
+        (status = 200, description = "The plan", body = crate::inspect::LivePlan),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The share's secret or key does not exist (or is not visible to the broker)", body = Problem, content_type = "application/problem+json"),
@@ -799,7 +799,7 @@ pub async fn plan(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<crate::aws::saga::LivePlan>> {
+) -> Result<Json<crate::inspect::LivePlan>> {
     let id = share_path_id(id);
     let share = share_or_404(&app, &id).await?;
     Ok(Json(
@@ -845,7 +845,7 @@ pub async fn consumer(
     use crate::policy::arn::KmsKeyArn;
     use crate::policy::compose::{compose, consumer_cli};
     let share = share_or_404(&app, &id).await?;
-    let grant = crate::aws::saga::grant_of(&share)?;
+    let grant = crate::apply::grant_of(&share)?;
     let key = match share
         .key_arn
         .as_deref()

@@ -38,9 +38,9 @@ use crate::api::audit::{AuditQuery, VerifyQuery};
 use crate::api::extract::{Auth, Body, OptionalBody, Query, RequestId};
 use crate::api::shares::{ApproveShare, RejectShare, RevokeShare, ShareQuery};
 use crate::app::App;
-use crate::aws::saga::LivePlan;
 use crate::domain::{Caller, ShareStatus, fmt_time};
 use crate::error::Error;
+use crate::inspect::LivePlan;
 use crate::store::rows::Share;
 use crate::store::sessions::{self, SessionRow};
 use html::{csrf_field, esc, page, url_component};
@@ -607,7 +607,7 @@ fn statements(doc: &serde_json::Value) -> Vec<serde_json::Value> {
 
 /// One policy's diff: every statement of the planned document, the broker's new one marked `+`,
 /// the others (foreign, or already there) shown unchanged.
-fn diff_html(title: &str, id: &str, d: &crate::aws::saga::PolicyDiff) -> String {
+fn diff_html(title: &str, id: &str, d: &crate::inspect::PolicyDiff) -> String {
     let mut out = String::new();
     let current = d.current.as_ref().map(statements).unwrap_or_default();
     let proposed = statements(&d.proposed);
@@ -656,7 +656,7 @@ fn verdicts(
     use crate::policy::arn::KmsKeyArn;
     use crate::policy::document::PolicyDocument;
     use crate::policy::eval;
-    let grant = crate::aws::saga::grant_of(share).map_err(|e| e.to_string())?;
+    let grant = crate::apply::grant_of(share).map_err(|e| e.to_string())?;
     let key = KmsKeyArn::parse(&plan.key_arn).map_err(|e| e.to_string())?;
     let parse =
         |v: &serde_json::Value| PolicyDocument::parse(&v.to_string()).map_err(|e| e.to_string());

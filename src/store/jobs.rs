@@ -181,3 +181,15 @@ pub fn running_with_key(conn: &Connection, key_arn: &str) -> Result<Vec<Job>> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
+
+/// Every job, oldest first.
+#[cfg(test)]
+pub fn all(conn: &Connection) -> Result<Vec<Job>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM jobs ORDER BY started_at, id"
+    ))?;
+    let rows = stmt
+        .query_map([], from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}

@@ -1,0 +1,119 @@
+//! Claiming work: every share of a secret in one status moves into one journaled job, in one store
+//! transaction.
+
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{Applier, SYSTEM};
+use crate::domain::ShareStatus;
+use crate::store::audit::{self, NewEvent};
+use crate::store::jobs;
+use crate::store::rows::{self, Share};
+
+impl Applier {
+    /// Moves every share of `secret` in status `from` into the job (apply: to `applying`), journaling the
+    /// job, in one transaction.
+    pub(super) async fn claim(
+        &self,
+        secret: &str,
+        from: ShareStatus,
+        kind: &'static str,
+    ) -> crate::error::Result<Option<(String, Vec<Share>)>> {
+        let now = self.now();
+        let secret = secret.to_owned();
+        let notify = self.settings.notify;
+        let claimed = self
+            .store
+            .write(move |c| {
+                let mut shares = rows::shares_of_secret(c, &secret, from)?;
+                if from == ShareStatus::Approved {
+                    // An approved share whose time ran out before it was applied is never applied.
+                    let (late, due): (Vec<Share>, Vec<Share>) =
+                        shares.into_iter().partition(|s| s.expires_at <= now);
+                    for s in &late {
+                        rows::set_share_status(c, &s.id, ShareStatus::Expired, Some("expired before it was applied"), &now)?;
+                        audit::append(
+                            c,
+                            &NewEvent {
+                                at: &now,
+                                actor: SYSTEM,
+                                action: "share.expired",
+                                share_id: Some(&s.id),
+                                request_id: None,
+                                details: json!({"reason": "expired before it was applied", "from": "approved", "to": "expired"}),
+                            },
+                        )?;
+                        if let Some(after) = rows::share_by_id(c, &s.id)? {
+                            crate::notify::enqueue(c, notify, "share.expired", &after, "expired before it was applied", &now)?;
+                        }
+                    }
+                    shares = due;
+                }
+                if shares.is_empty() {
+                    return Ok(None);
+                }
+                let job = Uuid::now_v7().to_string();
+                let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+                jobs::insert(c, &job, kind, &secret, &ids, &now)?;
+                if from == ShareStatus::Approved {
+                    for s in &shares {
+                        rows::set_share_status(c, &s.id, ShareStatus::Applying, None, &now)?;
+                        audit::append(
+                            c,
+                            &NewEvent {
+                                at: &now,
+                                actor: SYSTEM,
+                                action: "share.applying",
+                                share_id: Some(&s.id),
+                                request_id: None,
+                                details: json!({"job": job, "with": ids.len(), "from": "approved", "to": "applying"}),
+                            },
+                        )?;
+                    }
+                }
+                Ok(Some((job, shares)))
+            })
+            .await?;
+        if let Some((job, _)) = &claimed {
+            self.active_jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(job.clone());
+        }
+        Ok(claimed)
+    }
+
+    /// Moves the drifted shares `ids` of `secret` (those still drifted) into one journaled repair job.
+    pub(super) async fn claim_drifted(
+        &self,
+        secret: &str,
+        ids: Vec<String>,
+    ) -> crate::error::Result<Option<(String, Vec<Share>)>> {
+        let now = self.now();
+        let secret_s = secret.to_owned();
+        let claimed = self
+            .store
+            .write(move |c| {
+                let shares: Vec<Share> =
+                    rows::shares_of_secret(c, &secret_s, ShareStatus::Drifted)?
+                        .into_iter()
+                        .filter(|s| ids.contains(&s.id))
+                        .collect();
+                if shares.is_empty() {
+                    return Ok(None);
+                }
+                let job = Uuid::now_v7().to_string();
+                let share_ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+                jobs::insert(c, &job, "apply", &secret_s, &share_ids, &now)?;
+                Ok(Some((job, shares)))
+            })
+            .await?;
+        if let Some((job, _)) = &claimed {
+            self.active_jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(job.clone());
+        }
+        Ok(claimed)
+    }
+}
