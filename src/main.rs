@@ -255,7 +255,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => serve(config).await,
         Command::Migrate => {
-            let (_, applied) = store::open_and_migrate(&config.database.0)?;
+            let applied = store::migrate_database(&config.database.0)?;
             for m in &applied {
                 eprintln!("applied {}", m.name);
             }
@@ -346,7 +346,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Health { url } => health(url, &config).await,
         Command::BenchSeed { shares, audit } => {
-            let s = secret_broker::bench::seed(&config.database.0, shares, audit)?;
+            let s = secret_broker::store::bench::seed(&config.database.0, shares, audit)?;
             println!("{}", serde_json::to_string(&s)?);
             Ok(ExitCode::SUCCESS)
         }

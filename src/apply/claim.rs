@@ -6,9 +6,9 @@ use uuid::Uuid;
 
 use super::{Applier, SYSTEM};
 use crate::domain::ShareStatus;
-use crate::store::audit::{self, NewEvent};
 use crate::store::jobs;
 use crate::store::rows::{self, Share};
+use crate::store::{Transition, transition};
 
 impl Applier {
     /// Moves every share of `secret` in status `from` into the job (apply: to `applying`), journaling the
@@ -31,21 +31,13 @@ impl Applier {
                     let (late, due): (Vec<Share>, Vec<Share>) =
                         shares.into_iter().partition(|s| s.expires_at <= now);
                     for s in &late {
-                        rows::set_share_status(c, &s.id, ShareStatus::Expired, Some("expired before it was applied"), &now)?;
-                        audit::append(
-                            c,
-                            &NewEvent {
-                                at: &now,
-                                actor: SYSTEM,
-                                action: "share.expired",
-                                share_id: Some(&s.id),
-                                request_id: None,
-                                details: json!({"reason": "expired before it was applied", "from": "approved", "to": "expired"}),
-                            },
-                        )?;
-                        if let Some(after) = rows::share_by_id(c, &s.id)? {
-                            crate::notify::enqueue(c, notify, "share.expired", &after, "expired before it was applied", &now)?;
-                        }
+                        const WHY: &str = "expired before it was applied";
+                        let details = json!({"reason": WHY, "from": "approved", "to": "expired"});
+                        transition(c, Transition {
+                            reason: Some(WHY),
+                            notice: notify.then_some(("share.expired", WHY)),
+                            ..Transition::new(&s.id, ShareStatus::Approved, ShareStatus::Expired, &now, SYSTEM, "share.expired", details)
+                        })?;
                     }
                     shares = due;
                 }
@@ -57,18 +49,8 @@ impl Applier {
                 jobs::insert(c, &job, kind, &secret, &ids, &now)?;
                 if from == ShareStatus::Approved {
                     for s in &shares {
-                        rows::set_share_status(c, &s.id, ShareStatus::Applying, None, &now)?;
-                        audit::append(
-                            c,
-                            &NewEvent {
-                                at: &now,
-                                actor: SYSTEM,
-                                action: "share.applying",
-                                share_id: Some(&s.id),
-                                request_id: None,
-                                details: json!({"job": job, "with": ids.len(), "from": "approved", "to": "applying"}),
-                            },
-                        )?;
+                        let details = json!({"job": job, "with": ids.len(), "from": "approved", "to": "applying"});
+                        transition(c, Transition::new(&s.id, ShareStatus::Approved, ShareStatus::Applying, &now, SYSTEM, "share.applying", details))?;
                     }
                 }
                 Ok(Some((job, shares)))

@@ -16,6 +16,7 @@ use crate::policy::merge;
 use crate::store::audit::{self, NewEvent};
 use crate::store::jobs;
 use crate::store::rows::{self, Share};
+use crate::store::{Outcome, Transition, transition};
 
 impl Applier {
     /// At startup: compensates apply jobs a crash left running and queues their shares again; closes
@@ -54,21 +55,9 @@ impl Applier {
                         self.store
                             .write(move |c| {
                                 for id in &j.share_ids {
-                                    if let Some(s) = rows::share_by_id(c, id)?
-                                        && s.status == ShareStatus::Applying
-                                    {
-                                        rows::set_share_status(c, id, ShareStatus::Approved, None, &now)?;
-                                        audit::append(
-                                            c,
-                                            &NewEvent {
-                                                at: &now,
-                                                actor: SYSTEM,
-                                                action: "share.requeued",
-                                                share_id: Some(id),
-                                                request_id: None,
-                                                details: json!({"job": j.id, "reason": "the broker stopped while applying; what it had written was removed and the share is applied again", "from": "applying", "to": "approved"}),
-                                            },
-                                        )?;
+                                    if rows::status_of(c, id)? == Some(ShareStatus::Applying) {
+                                        let details = json!({"job": j.id, "reason": "the broker stopped while applying; what it had written was removed and the share is applied again", "from": "applying", "to": "approved"});
+                                        transition(c, Transition::new(id, ShareStatus::Applying, ShareStatus::Approved, &now, SYSTEM, "share.requeued", details))?;
                                     }
                                 }
                                 jobs::finish(c, &j.id, "compensated", Some("interrupted by a restart"), &now)
@@ -210,17 +199,13 @@ impl Applier {
                 .store
                 .write(move |c| {
                     for (share, reason) in &recreated {
-                        if rows::share_by_id(c, &share.id)?.map(|s| s.status) != Some(ShareStatus::Drifted) {
+                        if rows::status_of(c, &share.id)? != Some(ShareStatus::Drifted) {
                             continue;
                         }
-                        rows::set_share_status(c, &share.id, ShareStatus::Revoking, Some(reason), &now)?;
-                        audit::append(c, &NewEvent {
-                            at: &now,
-                            actor: SYSTEM,
-                            action: "share.revoke_requested",
-                            share_id: Some(&share.id),
-                            request_id: None,
-                            details: json!({"job": job_id, "reason": reason, "principal_recreated": true, "from": "drifted", "to": "revoking"}),
+                        let details = json!({"job": job_id, "reason": reason, "principal_recreated": true, "from": "drifted", "to": "revoking"});
+                        transition(c, Transition {
+                            reason: Some(reason),
+                            ..Transition::new(&share.id, ShareStatus::Drifted, ShareStatus::Revoking, &now, SYSTEM, "share.revoke_requested", details)
                         })?;
                     }
                     Ok(())
@@ -264,22 +249,15 @@ impl Applier {
                     match &outcome {
                         Ok(key) => {
                             // Revoked or expired meanwhile: leave it to the revoke.
-                            if rows::share_by_id(c, id)?.map(|s| s.status) != Some(ShareStatus::Drifted) {
+                            if rows::status_of(c, id)? != Some(ShareStatus::Drifted) {
                                 continue;
                             }
-                            rows::set_share_status(c, id, ShareStatus::Active, None, &now)?;
-                            rows::set_share_outcome(c, id, Some(key.as_str()), None, &now)?;
-                            audit::append(c, &NewEvent {
-                                at: &now,
-                                actor: SYSTEM,
-                                action: "share.repaired",
-                                share_id: Some(id),
-                                request_id: None,
-                                details: json!({"job": job, "from": "drifted", "to": "active"}),
+                            let details = json!({"job": job, "from": "drifted", "to": "active"});
+                            transition(c, Transition {
+                                outcome: Some(Outcome { key_arn: Some(key.as_str()), last_error: None }),
+                                notice: notify.then_some(("share.active", "repaired after drift")),
+                                ..Transition::new(id, ShareStatus::Drifted, ShareStatus::Active, &now, SYSTEM, "share.repaired", details)
                             })?;
-                            if let Some(s) = rows::share_by_id(c, id)? {
-                                crate::notify::enqueue(c, notify, "share.active", &s, "repaired after drift", &now)?;
-                            }
                         }
                         Err(f) => {
                             rows::set_share_outcome(c, id, None, Some(&f.message), &now)?;

@@ -13,6 +13,7 @@ use crate::policy::lint::Context;
 use crate::store::audit::{self, NewEvent};
 use crate::store::jobs;
 use crate::store::rows::{self, Share};
+use crate::store::{Outcome, Transition, transition};
 
 impl Applier {
     async fn revoke_steps(
@@ -135,22 +136,13 @@ impl Applier {
                             } else {
                                 (ShareStatus::Revoked, "share.revoked", before.and_then(|s| s.status_reason))
                             };
-                            rows::set_share_status(c, id, to, reason.as_deref(), &now)?;
-                            rows::set_share_outcome(c, id, None, None, &now)?;
-                            audit::append(
-                                c,
-                                &NewEvent {
-                                    at: &now,
-                                    actor: SYSTEM,
-                                    action,
-                                    share_id: Some(id),
-                                    request_id: None,
-                                    details: json!({"job": job_id, "removed": removed, "kept_for_other_shares": kept, "from": "revoking", "to": to}),
-                                },
-                            )?;
-                            if let Some(s) = rows::share_by_id(c, id)? {
-                                crate::notify::enqueue(c, notify, action, &s, "access has ended", &now)?;
-                            }
+                            let details = json!({"job": job_id, "removed": removed, "kept_for_other_shares": kept, "from": "revoking", "to": to});
+                            transition(c, Transition {
+                                reason: reason.as_deref(),
+                                outcome: Some(Outcome::default()),
+                                notice: notify.then_some((action, "access has ended")),
+                                ..Transition::new(id, ShareStatus::Revoking, to, &now, SYSTEM, action, details)
+                            })?;
                         }
                         jobs::finish(c, &job_id, "done", None, &now)
                     }

@@ -13,9 +13,9 @@ use crate::domain::ShareStatus;
 use crate::policy::arn::{KmsKeyArn, SecretArn};
 use crate::policy::compose::{Composed, Grant, compose_for};
 use crate::policy::lint::Context;
-use crate::store::audit::{self, NewEvent};
 use crate::store::jobs;
-use crate::store::rows::{self, Share};
+use crate::store::rows::Share;
+use crate::store::{Outcome, Transition, transition};
 
 /// What a run of the apply saga is for; decides how its outcome is recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,22 +243,12 @@ impl Applier {
                 self.store
                     .write(move |c| {
                         for id in &ids {
-                            rows::set_share_status(c, id, ShareStatus::Active, None, &now)?;
-                            rows::set_share_outcome(c, id, Some(&key), None, &now)?;
-                            audit::append(
-                                c,
-                                &NewEvent {
-                                    at: &now,
-                                    actor: SYSTEM,
-                                    action: "share.active",
-                                    share_id: Some(id),
-                                    request_id: None,
-                                    details: json!({"job": job_id, "key_arn": key, "from": "applying", "to": "active"}),
-                                },
-                            )?;
-                            if let Some(s) = rows::share_by_id(c, id)? {
-                                crate::notify::enqueue(c, notify, "share.active", &s, "the policies are in place and verified", &now)?;
-                            }
+                            let details = json!({"job": job_id, "key_arn": key, "from": "applying", "to": "active"});
+                            transition(c, Transition {
+                                outcome: Some(Outcome { key_arn: Some(&key), last_error: None }),
+                                notice: notify.then_some(("share.active", "the policies are in place and verified")),
+                                ..Transition::new(id, ShareStatus::Applying, ShareStatus::Active, &now, SYSTEM, "share.active", details)
+                            })?;
                         }
                         jobs::finish(c, &job_id, "done", None, &now)
                     })
@@ -279,22 +269,12 @@ impl Applier {
                 self.store
                     .write(move |c| {
                         for id in &ids {
-                            rows::set_share_status(c, id, ShareStatus::Failed, None, &now)?;
-                            rows::set_share_outcome(c, id, None, Some(&message), &now)?;
-                            audit::append(
-                                c,
-                                &NewEvent {
-                                    at: &now,
-                                    actor: SYSTEM,
-                                    action: "share.failed",
-                                    share_id: Some(id),
-                                    request_id: None,
-                                    details: json!({"job": job_id, "error": message, "compensated": compensated, "from": "applying", "to": "failed"}),
-                                },
-                            )?;
-                            if let Some(s) = rows::share_by_id(c, id)? {
-                                crate::notify::enqueue(c, notify, "share.failed", &s, &message, &now)?;
-                            }
+                            let details = json!({"job": job_id, "error": message, "compensated": compensated, "from": "applying", "to": "failed"});
+                            transition(c, Transition {
+                                outcome: Some(Outcome { key_arn: None, last_error: Some(&message) }),
+                                notice: notify.then_some(("share.failed", message.as_str())),
+                                ..Transition::new(id, ShareStatus::Applying, ShareStatus::Failed, &now, SYSTEM, "share.failed", details)
+                            })?;
                         }
                         jobs::finish(c, &job_id, state, Some(&message), &now)
                     })

@@ -17,7 +17,7 @@ use crate::domain::{Clock, ShareStatus, fmt_time};
 use crate::policy::arn::PrincipalKind;
 use crate::policy::compose::key_statement_for;
 use crate::store::rows::{self, Principal, Share};
-use crate::store::{Store, StoreOptions, jobs};
+use crate::store::{Store, StoreOptions, Transition, jobs, transition};
 
 const SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-AbCdEf";
 const KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
@@ -145,7 +145,14 @@ impl Fixture {
     async fn set_status(&self, id: &str, to: ShareStatus) {
         let id = id.to_owned();
         self.store
-            .write(move |c| rows::set_share_status(c, &id, to, None, &fmt_time(NOW)))
+            .write(move |c| {
+                let from = rows::status_of(c, &id)?.unwrap();
+                let at = fmt_time(NOW);
+                transition(
+                    c,
+                    Transition::new(&id, from, to, &at, "tester", "share.test", json!({})),
+                )
+            })
             .await
             .unwrap();
     }

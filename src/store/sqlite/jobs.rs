@@ -1,6 +1,8 @@
 //! The saga journal: one row per apply or revoke run, updated before each step runs.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
+
+use super::Tx;
 
 use crate::error::Result;
 
@@ -68,13 +70,14 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
 
 /// Starts a job.
 pub fn insert(
-    conn: &Connection,
+    tx: &Tx<'_>,
     id: &str,
     kind: &str,
     secret_arn: &str,
     share_ids: &[String],
     now: &str,
 ) -> Result<()> {
+    let conn = tx.conn();
     conn.prepare_cached(
         "INSERT INTO jobs (id, kind, secret_arn, share_ids, state, step, started_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, 'running', 'claimed', ?5, ?5)",
@@ -90,13 +93,8 @@ pub fn insert(
 }
 
 /// Records the step about to run (and the key, once known).
-pub fn step(
-    conn: &Connection,
-    id: &str,
-    step: &str,
-    key_arn: Option<&str>,
-    now: &str,
-) -> Result<()> {
+pub fn step(tx: &Tx<'_>, id: &str, step: &str, key_arn: Option<&str>, now: &str) -> Result<()> {
+    let conn = tx.conn();
     conn.prepare_cached(
         "UPDATE jobs SET step = ?2, key_arn = coalesce(?3, key_arn), updated_at = ?4 WHERE id = ?1",
     )?
@@ -106,13 +104,14 @@ pub fn step(
 
 /// Records, before a write is sent, that it is being sent and which Sids it adds.
 pub fn write_started(
-    conn: &Connection,
+    tx: &Tx<'_>,
     id: &str,
     target: Target,
     added: &[String],
     now: &str,
 ) -> Result<()> {
-    let Some(job) = get(conn, id)? else {
+    let conn = tx.conn();
+    let Some(job) = get(tx, id)? else {
         return Ok(());
     };
     let (mut sids, col_sids, col_flag, step) = match target {
@@ -142,26 +141,23 @@ pub fn write_started(
 }
 
 /// Ends a job.
-pub fn finish(
-    conn: &Connection,
-    id: &str,
-    state: &str,
-    error: Option<&str>,
-    now: &str,
-) -> Result<()> {
+pub fn finish(tx: &Tx<'_>, id: &str, state: &str, error: Option<&str>, now: &str) -> Result<()> {
+    let conn = tx.conn();
     conn.prepare_cached("UPDATE jobs SET state = ?2, error = ?3, updated_at = ?4 WHERE id = ?1")?
         .execute(params![id, state, error, now])?;
     Ok(())
 }
 
 /// One job.
-pub fn get(conn: &Connection, id: &str) -> Result<Option<Job>> {
+pub fn get(tx: &Tx<'_>, id: &str) -> Result<Option<Job>> {
+    let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))?;
     Ok(stmt.query_row([id], from_row).optional()?)
 }
 
 /// Jobs left running (by a crash), oldest first.
-pub fn running(conn: &Connection) -> Result<Vec<Job>> {
+pub fn running(tx: &Tx<'_>) -> Result<Vec<Job>> {
+    let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM jobs WHERE state = 'running' ORDER BY started_at, id"
     ))?;
@@ -172,7 +168,8 @@ pub fn running(conn: &Connection) -> Result<Vec<Job>> {
 }
 
 /// Running jobs that resolved `key_arn` (their shares may be writing to that key now).
-pub fn running_with_key(conn: &Connection, key_arn: &str) -> Result<Vec<Job>> {
+pub fn running_with_key(tx: &Tx<'_>, key_arn: &str) -> Result<Vec<Job>> {
+    let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM jobs WHERE state = 'running' AND key_arn = ?1 ORDER BY started_at, id"
     ))?;
@@ -184,7 +181,8 @@ pub fn running_with_key(conn: &Connection, key_arn: &str) -> Result<Vec<Job>> {
 
 /// Every job, oldest first.
 #[cfg(test)]
-pub fn all(conn: &Connection) -> Result<Vec<Job>> {
+pub fn all(tx: &Tx<'_>) -> Result<Vec<Job>> {
+    let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM jobs ORDER BY started_at, id"
     ))?;
