@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{Applier, SYSTEM};
 use crate::domain::ShareStatus;
-use crate::store::jobs;
+use crate::store::jobs::{self, JobKind};
 use crate::store::rows::{self, Share};
 use crate::store::{Transition, transition};
 
@@ -17,7 +17,7 @@ impl Applier {
         &self,
         secret: &str,
         from: ShareStatus,
-        kind: &'static str,
+        kind: JobKind,
     ) -> crate::error::Result<Option<(String, Vec<Share>)>> {
         let now = self.now();
         let secret = secret.to_owned();
@@ -86,7 +86,7 @@ impl Applier {
                 }
                 let job = Uuid::now_v7().to_string();
                 let share_ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
-                jobs::insert(c, &job, "apply", &secret_s, &share_ids, &now)?;
+                jobs::insert(c, &job, JobKind::Apply, &secret_s, &share_ids, &now)?;
                 Ok(Some((job, shares)))
             })
             .await?;

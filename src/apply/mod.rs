@@ -49,7 +49,7 @@ use crate::domain::{Clock, ShareStatus, fmt_time};
 use crate::policy::compose::{Grant, InstallationId, legacy_statements};
 use crate::policy::merge::Owner;
 use crate::store::Store;
-use crate::store::jobs;
+use crate::store::jobs::{self, JobKind};
 
 pub use failure::{Failure, FailureKind};
 pub use grant::grant_of;
@@ -206,14 +206,20 @@ impl Applier {
     }
 
     async fn process_secret(&self, secret: &str) {
-        match self.claim(secret, ShareStatus::Revoking, "revoke").await {
+        match self
+            .claim(secret, ShareStatus::Revoking, JobKind::Revoke)
+            .await
+        {
             Ok(Some((job, shares))) => self.run_revoke(&job, shares).await,
             Ok(None) => {}
             Err(e) => tracing::error!(secret, error = %e, "cannot claim shares to revoke"),
         }
         // Approvals that arrive while a round runs are picked up by the next round.
         for _ in 0..100 {
-            match self.claim(secret, ShareStatus::Approved, "apply").await {
+            match self
+                .claim(secret, ShareStatus::Approved, JobKind::Apply)
+                .await
+            {
                 Ok(Some((job, shares))) => self.run(&job, shares, run::Mode::Apply).await,
                 Ok(None) => break,
                 Err(e) => {

@@ -14,7 +14,7 @@ use crate::domain::ShareStatus;
 use crate::policy::arn::KmsKeyArn;
 use crate::policy::merge;
 use crate::store::audit::{self, NewEvent};
-use crate::store::jobs;
+use crate::store::jobs::{self, JobKind, JobState};
 use crate::store::rows::{self, Share};
 use crate::store::{Outcome, Transition, transition};
 
@@ -44,11 +44,11 @@ impl Applier {
             // no orphan. Its journal, read again under the lock, is the truth (and has its latest Sids).
             let id = listed.id.clone();
             let job = match self.store.read(move |c| jobs::get(c, &id)).await? {
-                Some(j) if j.state == "running" => j,
+                Some(j) if j.state == JobState::Running => j,
                 _ => continue,
             };
             let now = self.now();
-            if job.kind == "apply" {
+            if job.kind == JobKind::Apply {
                 match self.compensate(&job).await {
                     Ok(()) => {
                         let j = job.clone();
@@ -60,7 +60,7 @@ impl Applier {
                                         transition(c, Transition::new(id, ShareStatus::Applying, ShareStatus::Approved, &now, SYSTEM, "share.requeued", details))?;
                                     }
                                 }
-                                jobs::finish(c, &j.id, "compensated", Some("interrupted by a restart"), &now)
+                                jobs::finish(c, &j.id, JobState::Compensated, Some("interrupted by a restart"), &now)
                             })
                             .await?;
                         tracing::info!(job = %job.id, "compensated an interrupted apply; its shares are queued again");
@@ -76,7 +76,7 @@ impl Applier {
                         jobs::finish(
                             c,
                             &id,
-                            "failed",
+                            JobState::Failed,
                             Some("interrupted by a restart; the revoke runs again"),
                             &now,
                         )
@@ -219,7 +219,7 @@ impl Applier {
             let (job_id, now) = (job.clone(), self.now());
             if let Err(e) = self
                 .store
-                .write(move |c| jobs::finish(c, &job_id, "done", None, &now))
+                .write(move |c| jobs::finish(c, &job_id, JobState::Done, None, &now))
                 .await
             {
                 tracing::error!(secret, error = %e, "cannot close a repair job");
@@ -273,9 +273,9 @@ impl Applier {
                     }
                 }
                 let state = match (&outcome, &compensation) {
-                    (Ok(_), _) => "done",
-                    (Err(_), Ok(())) => "compensated",
-                    (Err(_), Err(_)) => "running",
+                    (Ok(_), _) => JobState::Done,
+                    (Err(_), Ok(())) => JobState::Compensated,
+                    (Err(_), Err(_)) => JobState::Running,
                 };
                 jobs::finish(c, &job, state, outcome.as_ref().err().map(|f| f.message.as_str()), &now)
             })

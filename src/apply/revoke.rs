@@ -11,7 +11,7 @@ use crate::domain::ShareStatus;
 use crate::policy::arn::{KmsKeyArn, SecretArn};
 use crate::policy::lint::Context;
 use crate::store::audit::{self, NewEvent};
-use crate::store::jobs;
+use crate::store::jobs::{self, JobState};
 use crate::store::rows::{self, Share};
 use crate::store::{Outcome, Transition, transition};
 
@@ -144,7 +144,7 @@ impl Applier {
                                 ..Transition::new(id, ShareStatus::Revoking, to, &now, SYSTEM, action, details)
                             })?;
                         }
-                        jobs::finish(c, &job_id, "done", None, &now)
+                        jobs::finish(c, &job_id, JobState::Done, None, &now)
                     }
                     Err(f) => {
                         for id in &ids {
@@ -161,7 +161,7 @@ impl Applier {
                                 },
                             )?;
                         }
-                        jobs::finish(c, &job_id, "failed", Some(&f.message), &now)
+                        jobs::finish(c, &job_id, JobState::Failed, Some(&f.message), &now)
                     }
                 }
             })

@@ -13,7 +13,7 @@ use crate::domain::ShareStatus;
 use crate::policy::arn::{KmsKeyArn, SecretArn};
 use crate::policy::compose::{Composed, Grant, compose_for};
 use crate::policy::lint::Context;
-use crate::store::jobs;
+use crate::store::jobs::{self, JobState};
 use crate::store::rows::Share;
 use crate::store::{Outcome, Transition, transition};
 
@@ -250,15 +250,15 @@ impl Applier {
                                 ..Transition::new(id, ShareStatus::Applying, ShareStatus::Active, &now, SYSTEM, "share.active", details)
                             })?;
                         }
-                        jobs::finish(c, &job_id, "done", None, &now)
+                        jobs::finish(c, &job_id, JobState::Done, None, &now)
                     })
                     .await
             }
             Err(failure) => {
                 let (state, message) = match &compensation {
-                    Ok(()) => ("compensated", failure.message.clone()),
+                    Ok(()) => (JobState::Compensated, failure.message.clone()),
                     Err(c) => (
-                        "running",
+                        JobState::Running,
                         format!(
                             "{}; removing the statements already written failed too ({c}); it is retried at the next start",
                             failure.message

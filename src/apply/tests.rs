@@ -16,6 +16,7 @@ use crate::aws::memory::{MemoryAws, MemorySecret};
 use crate::domain::{Clock, ShareStatus, fmt_time};
 use crate::policy::arn::PrincipalKind;
 use crate::policy::compose::key_statement_for;
+use crate::store::jobs::{JobKind, JobState};
 use crate::store::rows::{self, Principal, Share};
 use crate::store::{Store, StoreOptions, Transition, jobs, transition};
 
@@ -207,7 +208,7 @@ async fn an_approved_share_is_applied_verified_and_active() {
     );
     let jobs = f.jobs().await;
     assert_eq!(jobs.len(), 1);
-    assert_eq!(jobs[0].state, "done");
+    assert_eq!(jobs[0].state, JobState::Done);
     assert_eq!(jobs[0].key_sids, vec![sids.key[0].clone()]);
     // Each policy: one write, read before and after.
     assert_eq!(f.aws.count("kms:PutKeyPolicy"), 1);
@@ -258,7 +259,7 @@ async fn a_failure_after_the_key_write_is_compensated_and_the_share_fails() {
     assert_eq!(f.key_sids(), sids_in(Some(&before_key)));
     assert_eq!(f.aws.resource_policy(SECRET), None);
     let jobs = f.jobs().await;
-    assert_eq!(jobs[0].state, "compensated");
+    assert_eq!(jobs[0].state, JobState::Compensated);
     assert!(jobs[0].key_write_started && jobs[0].resource_write_started);
 }
 
@@ -281,12 +282,12 @@ async fn a_failed_compensation_leaves_the_job_to_recovery_which_finishes_it() {
     assert!(error.contains("failed too"), "{error}");
     let sid = f.sids(&f.get(&id).await).key[0].clone();
     assert!(f.key_sids().contains(&sid), "the statement is still there");
-    assert_eq!(f.jobs().await[0].state, "running");
+    assert_eq!(f.jobs().await[0].state, JobState::Running);
     // Recovery (the next worker pass) removes it.
     f.aws.clear_faults();
     f.applier.recover().await.unwrap();
     f.applier.wait_idle().await;
-    assert_eq!(f.jobs().await[0].state, "compensated");
+    assert_eq!(f.jobs().await[0].state, JobState::Compensated);
     assert_eq!(f.key_sids(), vec!["EnableRootPermissions".to_owned()]);
     assert_eq!(f.get(&id).await.status, ShareStatus::Failed, "not requeued");
 }
@@ -350,7 +351,7 @@ async fn recovery_compensates_an_orphaned_apply_and_applies_its_shares_again() {
     let (id2, sid2, now) = (id.clone(), sid.clone(), fmt_time(NOW));
     f.store
         .write(move |c| {
-            jobs::insert(c, "orphan", "apply", SECRET, &[id2], &now)?;
+            jobs::insert(c, "orphan", JobKind::Apply, SECRET, &[id2], &now)?;
             jobs::step(c, "orphan", "compose", Some(KEY), &now)?;
             jobs::write_started(c, "orphan", jobs::Target::Key, &[sid2], &now)
         })
@@ -360,14 +361,14 @@ async fn recovery_compensates_an_orphaned_apply_and_applies_its_shares_again() {
     f.applier.wait_idle().await;
     let jobs = f.jobs().await;
     let orphan = jobs.iter().find(|j| j.id == "orphan").unwrap();
-    assert_eq!(orphan.state, "compensated");
+    assert_eq!(orphan.state, JobState::Compensated);
     // The compensation removed the statement (one write), the share was queued again and a new job
     // applied it (another write).
     assert_eq!(f.aws.count("kms:PutKeyPolicy"), 2);
     assert_eq!(f.get(&id).await.status, ShareStatus::Active);
     assert!(f.key_sids().contains(&sid));
     assert_eq!(
-        jobs.iter().filter(|j| j.state == "done").count(),
+        jobs.iter().filter(|j| j.state == JobState::Done).count(),
         1,
         "{jobs:?}"
     );

@@ -15,21 +15,73 @@ pub enum Target {
     Resource,
 }
 
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// Writes shares' statements (an apply of approved shares or a repair of drifted ones).
+    Apply,
+    /// Removes them.
+    Revoke,
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Running, or left running by a crash or a failed compensation (recovery's work).
+    Running,
+    /// Finished.
+    Done,
+    /// A revoke that failed (its shares stay `revoking` and are retried).
+    Failed,
+    /// Failed, and what it had written was removed.
+    Compensated,
+}
+
+macro_rules! text_enum {
+    ($t:ty, $what:literal, $($v:ident = $s:literal),+) => {
+        impl $t {
+            /// As stored.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),+ }
+            }
+        }
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
+                match s {
+                    $($s => Ok(Self::$v),)+
+                    _ => Err(format!(concat!("unknown ", $what, " {:?}"), s)),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(JobKind, "job kind", Apply = "apply", Revoke = "revoke");
+text_enum!(
+    JobState,
+    "job state",
+    Running = "running",
+    Done = "done",
+    Failed = "failed",
+    Compensated = "compensated"
+);
+
 /// A journaled run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     /// Id.
     pub id: String,
-    /// `apply` or `revoke`.
-    pub kind: String,
+    /// What it does.
+    pub kind: JobKind,
     /// The secret.
     pub secret_arn: String,
     /// The key, once resolved.
     pub key_arn: Option<String>,
     /// The shares it carries.
     pub share_ids: Vec<String>,
-    /// `running`, `done`, `failed`, `compensated`.
-    pub state: String,
+    /// Where it is.
+    pub state: JobState,
     /// The step it is at (or reached).
     pub step: String,
     /// Broker Sids this job added to the key policy.
@@ -47,21 +99,46 @@ pub struct Job {
 const COLUMNS: &str = "id, kind, secret_arn, key_arn, share_ids, state, step, key_sids, resource_sids, \
      key_write_started, resource_write_started, error";
 
-fn json_list(s: String) -> Vec<String> {
-    serde_json::from_str(&s).unwrap_or_default()
+/// A column that must hold a JSON list of strings: a row where it does not is refused, naming the job
+/// and the column (compensating from a journal read as empty would remove nothing and say it had).
+fn json_list(r: &rusqlite::Row<'_>, i: usize, column: &str) -> rusqlite::Result<Vec<String>> {
+    let text: String = r.get(i)?;
+    serde_json::from_str(&text).map_err(|e| {
+        let id: String = r.get(0).unwrap_or_default();
+        bad_column(
+            i,
+            format!("job {id}: {column} is not a JSON list of strings ({e}): {text:?}"),
+        )
+    })
+}
+
+/// A column that must parse into `T`; the error names the job.
+fn parsed<T: std::str::FromStr<Err = String>>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    text.parse().map_err(|e: String| {
+        let id: String = r.get(0).unwrap_or_default();
+        bad_column(i, format!("job {id}: {e}"))
+    })
+}
+
+fn bad_column(i: usize, message: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, message.into())
 }
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     Ok(Job {
         id: r.get(0)?,
-        kind: r.get(1)?,
+        kind: parsed(r, 1)?,
         secret_arn: r.get(2)?,
         key_arn: r.get(3)?,
-        share_ids: json_list(r.get(4)?),
-        state: r.get(5)?,
+        share_ids: json_list(r, 4, "share_ids")?,
+        state: parsed(r, 5)?,
         step: r.get(6)?,
-        key_sids: json_list(r.get(7)?),
-        resource_sids: json_list(r.get(8)?),
+        key_sids: json_list(r, 7, "key_sids")?,
+        resource_sids: json_list(r, 8, "resource_sids")?,
         key_write_started: r.get(9)?,
         resource_write_started: r.get(10)?,
         error: r.get(11)?,
@@ -72,7 +149,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
 pub fn insert(
     tx: &Tx<'_>,
     id: &str,
-    kind: &str,
+    kind: JobKind,
     secret_arn: &str,
     share_ids: &[String],
     now: &str,
@@ -84,7 +161,7 @@ pub fn insert(
     )?
     .execute(params![
         id,
-        kind,
+        kind.as_str(),
         secret_arn,
         serde_json::to_string(share_ids)?,
         now
@@ -141,10 +218,16 @@ pub fn write_started(
 }
 
 /// Ends a job.
-pub fn finish(tx: &Tx<'_>, id: &str, state: &str, error: Option<&str>, now: &str) -> Result<()> {
+pub fn finish(
+    tx: &Tx<'_>,
+    id: &str,
+    state: JobState,
+    error: Option<&str>,
+    now: &str,
+) -> Result<()> {
     let conn = tx.conn();
     conn.prepare_cached("UPDATE jobs SET state = ?2, error = ?3, updated_at = ?4 WHERE id = ?1")?
-        .execute(params![id, state, error, now])?;
+        .execute(params![id, state.as_str(), error, now])?;
     Ok(())
 }
 
@@ -190,4 +273,52 @@ pub fn all(tx: &Tx<'_>) -> Result<Vec<Job>> {
         .query_map([], from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+
+    /// A journal whose Sids cannot be read is an error naming the job, never an empty list (with
+    /// which compensation would remove nothing and report success).
+    #[tokio::test]
+    async fn a_corrupt_journal_row_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), StoreOptions::default()).unwrap();
+        store
+            .write(|c| {
+                insert(
+                    c,
+                    "j1",
+                    JobKind::Apply,
+                    "arn:s",
+                    &["a".into()],
+                    "2026-12-01T00:00:00Z",
+                )?;
+                c.conn()
+                    .execute("UPDATE jobs SET key_sids = 'not json' WHERE id = 'j1'", [])?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let err = store.read(|c| get(c, "j1")).await.unwrap_err().to_string();
+        assert!(err.contains("job j1") && err.contains("key_sids"), "{err}");
+        let err = store.read(running).await.unwrap_err().to_string();
+        assert!(err.contains("job j1"), "{err}");
+        store
+            .write(|c| {
+                c.conn().execute(
+                    "UPDATE jobs SET key_sids = '[]', share_ids = '{}' WHERE id = 'j1'",
+                    [],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let err = store.read(|c| get(c, "j1")).await.unwrap_err().to_string();
+        assert!(err.contains("job j1: share_ids"), "{err}");
+    }
 }

@@ -268,7 +268,19 @@ fn principal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Principal> {
         kind: match kind.as_str() {
             "user" => PrincipalKind::User,
             "role" => PrincipalKind::Role,
-            _ => PrincipalKind::AccountRoot,
+            "account_root" => PrincipalKind::AccountRoot,
+            other => {
+                // Refused, not guessed: a wrong kind would compose the wrong policies.
+                let id: String = r.get(0)?;
+                return Err(rusqlite::Error::FromSqlConversionFailure(
+                    3,
+                    rusqlite::types::Type::Text,
+                    format!(
+                        "principal {id} has an unknown kind {other:?} (user, role or account_root)"
+                    )
+                    .into(),
+                ));
+            }
         },
         description: r.get(4)?,
         created_by: r.get(5)?,
@@ -404,14 +416,24 @@ fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
     Ok(Share {
         id: r.get(0)?,
         status: status.parse().map_err(|e: String| {
-            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into())
+            let id: String = r.get(0).unwrap_or_default();
+            rusqlite::Error::FromSqlConversionFailure(
+                1,
+                rusqlite::types::Type::Text,
+                format!("share {id}: {e}").into(),
+            )
         })?,
         status_reason: r.get(2)?,
         secret_arn: r.get(3)?,
         principal_id: r.get(4)?,
         principal_arn: r.get(5)?,
         actions: serde_json::from_str(&actions).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, e.into())
+            let id: String = r.get(0).unwrap_or_default();
+            rusqlite::Error::FromSqlConversionFailure(
+                6,
+                rusqlite::types::Type::Text,
+                format!("share {id}: actions is not a JSON list ({e}): {actions:?}").into(),
+            )
         })?,
         version_stage: r.get(7)?,
         justification: r.get(8)?,
