@@ -619,7 +619,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     use secret_broker::domain::ShareAction;
     use secret_broker::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
     use secret_broker::policy::document::PolicyDocument;
-    use secret_broker::policy::eval::{Check, Guardrails, check};
+    use secret_broker::policy::eval::{Check, Guardrails, Verdict, check};
 
     let secret =
         SecretArn::parse(&args.secret_arn).map_err(|e| anyhow::anyhow!("--secret-arn: {e}"))?;
@@ -721,10 +721,10 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         guardrails: &guardrails,
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
-    Ok(match result.decision.as_str() {
-        "allow" => ExitCode::SUCCESS,
-        "deny" => ExitCode::from(1),
-        _ => ExitCode::from(3),
+    Ok(match result.decision {
+        Verdict::Allow => ExitCode::SUCCESS,
+        Verdict::Deny => ExitCode::from(1),
+        Verdict::Unknown => ExitCode::from(3),
     })
 }
 

@@ -403,7 +403,7 @@ fuzz_target!(|input: Input| {
                 && key.partition() == grant.secret.partition();
             if !same_partition {
                 // Partitions are isolated: nothing crosses them.
-                assert_eq!(granted, "deny", "a grant across partitions {grant:?}");
+                assert_eq!(granted.as_str(), "deny", "a grant across partitions {grant:?}");
                 continue;
             }
             // Every action of the grant, each through the layers it needs (a DescribeSecret statement
@@ -415,7 +415,7 @@ fuzz_target!(|input: Input| {
                     .is_some_and(|s| s.contains("${")))
             {
                 assert_eq!(
-                    granted, "allow",
+                    granted.as_str(), "allow",
                     "the composed documents grant {action:?} of {grant:?}"
                 );
             }
@@ -498,7 +498,7 @@ fuzz_target!(|input: Input| {
         let fast = decide(&c);
         assert_eq!(full.decision, fast, "check and decide agree");
         assert_eq!(full.layers.len(), if input.describe { 1 } else { 2 });
-        fast
+        fast.as_str()
     };
     let before = run(&docs);
 

@@ -4,7 +4,7 @@ use super::Applier;
 use crate::policy::arn::KmsKeyArn;
 use crate::policy::compose::{Composed, Grant};
 use crate::policy::document::PolicyDocument;
-use crate::policy::eval::{self, CheckResult};
+use crate::policy::eval::{self, CheckResult, Verdict};
 
 use super::{Failure, FailureKind};
 
@@ -41,7 +41,7 @@ impl Applier {
                 action: action.as_str(),
                 guardrails: &eval::Guardrails::NONE,
             });
-            if r.decision != "allow" {
+            if r.decision != Verdict::Allow {
                 return Err((action.as_str().to_owned(), r));
             }
         }

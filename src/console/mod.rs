@@ -699,7 +699,7 @@ fn verdict_html(share: &Share, plan: &LivePlan, now: OffsetDateTime) -> String {
                 let _ = write!(
                     out,
                     "<p><span class=\"verdict {d}\" id=\"verdict\">{d}</span> <code>{a}</code> by the consumer, on the documents as the broker would write them</p><ul>",
-                    d = esc(&r.decision),
+                    d = esc(r.decision.as_str()),
                     a = esc(&action)
                 );
                 for layer in &r.layers {

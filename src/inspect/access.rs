@@ -13,7 +13,7 @@ use crate::domain::{ShareAction, ShareStatus};
 use crate::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
 use crate::policy::compose::{Grant, compose};
 use crate::policy::document::PolicyDocument;
-use crate::policy::eval::{self, CheckResult};
+use crate::policy::eval::{self, CheckResult, Verdict};
 use crate::store::rows::{self, Share};
 
 impl Applier {
@@ -127,23 +127,16 @@ impl Applier {
                             now: Some(now),
                             action: a.as_str(),
                             guardrails: &eval::Guardrails::NONE,
-                        })
-                        .to_owned(),
+                        }),
                     })
                     .collect();
-                let decision = if actions.iter().any(|a| a.decision == "deny") {
-                    "deny"
-                } else if actions.iter().all(|a| a.decision == "allow") {
-                    "allow"
-                } else {
-                    "unknown"
-                };
+                let decision = Verdict::all(actions.iter().map(|a| a.decision));
                 review.evaluated += 1;
                 review.items.push(ReviewItem {
                     share_id: share.id.clone(),
                     secret_arn: share.secret_arn.clone(),
                     principal_arn: share.principal_arn.clone(),
-                    decision: decision.to_owned(),
+                    decision,
                     actions,
                 });
             }
@@ -233,7 +226,7 @@ pub struct ReviewItem {
     pub principal_arn: String,
     /// `allow` when every action of the share is allowed, `deny` when one is denied, else `unknown`
     /// (ask `/v1/access-checks` why, with the action).
-    pub decision: String,
+    pub decision: Verdict,
     /// The decision for each action the share grants.
     pub actions: Vec<ReviewAction>,
 }
@@ -244,7 +237,7 @@ pub struct ReviewAction {
     /// The IAM action.
     pub action: String,
     /// `allow`, `deny` or `unknown`.
-    pub decision: String,
+    pub decision: Verdict,
 }
 
 /// A secret that could not be reviewed.
