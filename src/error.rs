@@ -122,6 +122,12 @@ fn past(verb: &str) -> String {
     }
 }
 
+impl From<crate::domain::Forbidden> for Error {
+    fn from(e: crate::domain::Forbidden) -> Self {
+        Error::Forbidden(e.0)
+    }
+}
+
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
         Error::Internal(format!("json: {e}"))
