@@ -228,9 +228,10 @@ pub async fn request_share(
                 id: Uuid::now_v7().to_string(),
                 status: ShareStatus::Pending,
                 status_reason: None,
-                secret_arn: req.secret_arn.as_str().to_owned(),
+                secret_arn: req.secret_arn,
                 principal_id: principal.id,
-                principal_arn: principal.arn,
+                // The registered principal is the one of this ARN (looked up by it, or just made).
+                principal_arn: req.principal_arn,
                 actions: req.actions.iter().map(|a| a.as_str().to_owned()).collect(),
                 version_stage: req.version_stage,
                 justification: req.justification,

@@ -842,15 +842,10 @@ pub async fn consumer(
     Path(id): Path<String>,
 ) -> Result<Json<ConsumerInstructions>> {
     let id = share_path_id(id);
-    use crate::policy::arn::KmsKeyArn;
     use crate::policy::compose::{compose, consumer_cli};
     let share = share_or_404(&app, &id).await?;
     let grant = crate::apply::grant_of(&share)?;
-    let key = match share
-        .key_arn
-        .as_deref()
-        .and_then(|k| KmsKeyArn::parse(k).ok())
-    {
+    let key = match share.key_arn.clone() {
         Some(k) => k,
         None => app
             .applier
@@ -877,8 +872,8 @@ pub async fn consumer(
     }
     Ok(Json(ConsumerInstructions {
         share_id: share.id.clone(),
-        principal_arn: share.principal_arn.clone(),
-        secret_arn: share.secret_arn.clone(),
+        principal_arn: share.principal_arn.to_string(),
+        secret_arn: share.secret_arn.to_string(),
         key_arn: key.as_str().to_owned(),
         identity_policy: composed.identity_policy,
         command: consumer_cli(&grant),

@@ -1,8 +1,7 @@
 //! Compensation: removing exactly what a job added, from the policies as they are now.
 
 use super::rmw::Policy;
-use super::{Applier, Failure, FailureKind};
-use crate::policy::arn::{KmsKeyArn, SecretArn};
+use super::{Applier, Failure};
 use crate::policy::lint::Context;
 use crate::policy::merge::Owner;
 use crate::store::jobs;
@@ -10,12 +9,8 @@ use crate::store::jobs;
 impl Applier {
     /// Removes what a job added (and only that, and only if no other live share needs it).
     pub(super) async fn compensate(&self, job: &jobs::Job) -> Result<(), Failure> {
-        let secret = SecretArn::parse(&job.secret_arn)
-            .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
-        let key = job
-            .key_arn
-            .as_deref()
-            .and_then(|k| KmsKeyArn::parse(k).ok());
+        let secret = job.secret_arn.clone();
+        let key = job.key_arn.clone();
         let needed = self
             .needed(&job.secret_arn, key.as_slice(), &job.share_ids, false)
             .await?;

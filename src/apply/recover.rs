@@ -147,13 +147,10 @@ impl Applier {
                 }
             }
             if found.is_none()
-                && let Some(k) = share
-                    .key_arn
-                    .as_deref()
-                    .and_then(|k| KmsKeyArn::parse(k).ok())
+                && let Some(k) = &share.key_arn
             {
-                let _ = live.fetch_key(&k).await;
-                if let Some(doc) = live.key(&k).and_then(Live::document) {
+                let _ = live.fetch_key(k).await;
+                if let Some(doc) = live.key(k).and_then(Live::document) {
                     for sid in &sids.key {
                         if let Some(id) = merge::find(doc, sid)
                             .and_then(|st| unique_ids_in(st).into_iter().next())

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use super::rmw::Policy;
-use super::{Applier, Failure, FailureKind, SYSTEM, grant_of, share_sids};
+use super::{Applier, Failure, SYSTEM, grant_of, share_sids};
 use crate::domain::ShareStatus;
-use crate::policy::arn::{KmsKeyArn, SecretArn};
+use crate::policy::arn::KmsKeyArn;
 use crate::policy::lint::Context;
 use crate::store::audit::{self, NewEvent};
 use crate::store::jobs::{self, JobState};
@@ -21,20 +21,19 @@ impl Applier {
         job: &str,
         shares: &[Share],
     ) -> Result<(Vec<String>, Vec<String>), Failure> {
-        let secret = SecretArn::parse(&shares[0].secret_arn)
-            .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
+        let secret = shares[0].secret_arn.clone();
         let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
         let installation = &self.settings.installation;
-        let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
+        let mut by_key: HashMap<KmsKeyArn, Vec<String>> = HashMap::new();
         let mut res_sids: Vec<String> = Vec::new();
         let mut grants = Vec::new();
         for s in shares {
             let g = grant_of(s)?;
-            let Some(k) = s.key_arn.as_deref().and_then(|k| KmsKeyArn::parse(k).ok()) else {
+            let Some(k) = s.key_arn.clone() else {
                 continue; // never applied: nothing to remove
             };
             let sids = share_sids(&g, installation);
-            let entry = by_key.entry(k.as_str().to_owned()).or_default();
+            let entry = by_key.entry(k).or_default();
             for sid in sids.key {
                 if !entry.contains(&sid) {
                     entry.push(sid);
@@ -47,10 +46,7 @@ impl Applier {
             }
             grants.push(g);
         }
-        let mut keys: Vec<KmsKeyArn> = by_key
-            .keys()
-            .filter_map(|k| KmsKeyArn::parse(k).ok())
-            .collect();
+        let mut keys: Vec<KmsKeyArn> = by_key.keys().cloned().collect();
         keys.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         let needed = self.needed(secret.as_str(), &keys, &ids, false).await?;
         let owner = self.owner_for(&grants);
@@ -86,7 +82,7 @@ impl Applier {
         removed.extend(res_remove);
         for key in &keys {
             let (keep, remove): (Vec<String>, Vec<String>) = self
-                .present(Policy::Key(key), by_key[key.as_str()].clone())
+                .present(Policy::Key(key), by_key[key].clone())
                 .await?
                 .into_iter()
                 .partition(|sid| needed.key.contains(&(key.as_str().to_owned(), sid.clone())));

@@ -173,13 +173,13 @@ impl Applier {
         secret: &SecretArn,
         key: &KmsKeyArn,
     ) -> Result<(), Failure> {
-        let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
+        let mut by_key: HashMap<KmsKeyArn, Vec<String>> = HashMap::new();
         let mut moved = Vec::new();
         for (s, g) in shares.iter().zip(grants) {
-            let Some(old) = s.key_arn.as_deref().filter(|k| *k != key.as_str()) else {
+            let Some(old) = s.key_arn.as_ref().filter(|k| *k != key) else {
                 continue;
             };
-            let sids = by_key.entry(old.to_owned()).or_default();
+            let sids = by_key.entry(old.clone()).or_default();
             for sid in share_sids(g, &self.settings.installation).key {
                 if !sids.contains(&sid) {
                     sids.push(sid);
@@ -190,15 +190,12 @@ impl Applier {
         if by_key.is_empty() {
             return Ok(());
         }
-        let old_keys: Vec<KmsKeyArn> = by_key
-            .keys()
-            .filter_map(|k| KmsKeyArn::parse(k).ok())
-            .collect();
+        let old_keys: Vec<KmsKeyArn> = by_key.keys().cloned().collect();
         let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
         let needed = self.needed(secret.as_str(), &old_keys, &ids, true).await?;
         let owner = self.owner_for(moved);
         for old in old_keys {
-            let remove: Vec<String> = by_key[old.as_str()]
+            let remove: Vec<String> = by_key[&old]
                 .iter()
                 .filter(|sid| {
                     !needed

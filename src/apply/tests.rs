@@ -14,7 +14,7 @@ use super::{Applier, Settings, grant_of, share_sids};
 use crate::aws::AwsErrorKind;
 use crate::aws::memory::{MemoryAws, MemorySecret};
 use crate::domain::{Clock, ShareStatus, fmt_time};
-use crate::policy::arn::PrincipalKind;
+use crate::policy::arn::{PrincipalArn, PrincipalKind, SecretArn};
 use crate::policy::compose::key_statement_for;
 use crate::store::jobs::{JobKind, JobState};
 use crate::store::rows::{self, Principal, Share};
@@ -112,9 +112,9 @@ impl Fixture {
                     id: uuid::Uuid::now_v7().to_string(),
                     status,
                     status_reason: None,
-                    secret_arn: SECRET.into(),
+                    secret_arn: SecretArn::parse(SECRET).unwrap(),
                     principal_id: principal.id,
-                    principal_arn: principal.arn,
+                    principal_arn: PrincipalArn::parse(&principal.arn).unwrap(),
                     actions: vec!["secretsmanager:GetSecretValue".into()],
                     version_stage: Some("AWSCURRENT".into()),
                     justification: "tests".into(),

@@ -10,7 +10,7 @@ use super::{Live, LivePolicies};
 use crate::apply::verify::identity_document;
 use crate::apply::{Applier, Failure, FailureKind, grant_of};
 use crate::domain::{ShareAction, ShareStatus};
-use crate::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
+use crate::policy::arn::{PrincipalArn, SecretArn};
 use crate::policy::compose::{Grant, compose};
 use crate::policy::document::PolicyDocument;
 use crate::policy::eval::{self, CheckResult, Verdict};
@@ -44,12 +44,15 @@ impl Applier {
             .filter(|s| {
                 principals
                     .as_ref()
-                    .is_none_or(|p| p.contains(&s.principal_arn))
+                    .is_none_or(|p| p.iter().any(|p| **p == *s.principal_arn))
             })
             .collect::<Vec<_>>();
         let mut by_secret: HashMap<String, Vec<Share>> = HashMap::new();
         for s in active {
-            by_secret.entry(s.secret_arn.clone()).or_default().push(s);
+            by_secret
+                .entry(s.secret_arn.to_string())
+                .or_default()
+                .push(s);
         }
         let mut live = LivePolicies::new(self);
         let mut review = Review::default();
@@ -76,13 +79,7 @@ impl Applier {
             }
             review.secrets += 1;
             for share in shares {
-                let (Ok(grant), Some(key)) = (
-                    grant_of(&share),
-                    share
-                        .key_arn
-                        .as_deref()
-                        .and_then(|k| KmsKeyArn::parse(k).ok()),
-                ) else {
+                let (Ok(grant), Some(key)) = (grant_of(&share), share.key_arn.clone()) else {
                     continue;
                 };
                 if let Err(f) = live.fetch_key(&key).await {
@@ -102,7 +99,7 @@ impl Applier {
                     }
                 };
                 let generated;
-                let identity = match identities.get(&share.principal_arn) {
+                let identity = match identities.get(share.principal_arn.as_str()) {
                     Some(d) => d,
                     None => {
                         generated = identity_document(&compose(&grant, &key))?;
@@ -134,8 +131,8 @@ impl Applier {
                 review.evaluated += 1;
                 review.items.push(ReviewItem {
                     share_id: share.id.clone(),
-                    secret_arn: share.secret_arn.clone(),
-                    principal_arn: share.principal_arn.clone(),
+                    secret_arn: share.secret_arn.to_string(),
+                    principal_arn: share.principal_arn.to_string(),
                     decision,
                     actions,
                 });

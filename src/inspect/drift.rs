@@ -41,10 +41,7 @@ impl Applier {
             Err(f) => return Err(f),
         };
         // Every key the shares were applied with, read once (before the comparisons borrow them).
-        let applied: Vec<Option<KmsKeyArn>> = shares
-            .iter()
-            .map(|s| s.key_arn.as_deref().and_then(|k| KmsKeyArn::parse(k).ok()))
-            .collect();
+        let applied: Vec<Option<KmsKeyArn>> = shares.iter().map(|s| s.key_arn.clone()).collect();
         for key in applied.iter().flatten() {
             live.fetch_key(key).await?;
         }

@@ -490,6 +490,28 @@ impl fmt::Display for PrincipalArn {
     }
 }
 
+/// The parsed ARNs read as their text wherever text is wanted (`&arn` where a `&str` is expected, or
+/// `arn.len()`), and serialize as that text (JSON, the API, webhook payloads): what was parsed once stays
+/// parsed, and nothing needs to parse it again.
+macro_rules! arn_text {
+    ($($t:ty),+) => {$(
+        impl std::ops::Deref for $t {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.raw
+            }
+        }
+
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.raw)
+            }
+        }
+    )+};
+}
+
+arn_text!(SecretArn, KmsKeyArn, PrincipalArn);
+
 /// `rest` is `[path/]name` after `user/` or `role/`.
 fn check_path_and_name(rest: &str, kind: &str) -> Result<(), ArnError> {
     let (path, name) = match rest.rfind('/') {

@@ -5,6 +5,7 @@ use rusqlite::{OptionalExtension, params};
 use super::Tx;
 
 use crate::error::Result;
+use crate::policy::arn::{ArnError, KmsKeyArn, SecretArn};
 
 /// Which policy a write step touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,9 +76,9 @@ pub struct Job {
     /// What it does.
     pub kind: JobKind,
     /// The secret.
-    pub secret_arn: String,
+    pub secret_arn: SecretArn,
     /// The key, once resolved.
-    pub key_arn: Option<String>,
+    pub key_arn: Option<KmsKeyArn>,
     /// The shares it carries.
     pub share_ids: Vec<String>,
     /// Where it is.
@@ -124,6 +125,19 @@ fn parsed<T: std::str::FromStr<Err = String>>(
     })
 }
 
+/// An ARN column; the error names the job.
+fn arn<T>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+    parse: impl FnOnce(&str) -> std::result::Result<T, ArnError>,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    parse(&text).map_err(|e| {
+        let id: String = r.get(0).unwrap_or_default();
+        bad_column(i, format!("job {id}: {text:?} does not parse: {e}"))
+    })
+}
+
 fn bad_column(i: usize, message: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, message.into())
 }
@@ -132,8 +146,11 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     Ok(Job {
         id: r.get(0)?,
         kind: parsed(r, 1)?,
-        secret_arn: r.get(2)?,
-        key_arn: r.get(3)?,
+        secret_arn: arn(r, 2, SecretArn::parse)?,
+        key_arn: match r.get_ref(3)? {
+            rusqlite::types::ValueRef::Null => None,
+            _ => Some(arn(r, 3, KmsKeyArn::parse)?),
+        },
         share_ids: json_list(r, 4, "share_ids")?,
         state: parsed(r, 5)?,
         step: r.get(6)?,
@@ -282,6 +299,8 @@ mod tests {
     use super::*;
     use crate::store::{Store, StoreOptions};
 
+    const SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-AbCdEf";
+
     /// A journal whose Sids cannot be read is an error naming the job, never an empty list (with
     /// which compensation would remove nothing and report success).
     #[tokio::test]
@@ -294,7 +313,7 @@ mod tests {
                     c,
                     "j1",
                     JobKind::Apply,
-                    "arn:s",
+                    SECRET,
                     &["a".into()],
                     "2026-12-01T00:00:00Z",
                 )?;
@@ -320,5 +339,20 @@ mod tests {
             .unwrap();
         let err = store.read(|c| get(c, "j1")).await.unwrap_err().to_string();
         assert!(err.contains("job j1: share_ids"), "{err}");
+        store
+            .write(|c| {
+                c.conn().execute(
+                    "UPDATE jobs SET share_ids = '[]', secret_arn = 'arn:aws:secretsmanager:x' WHERE id = 'j1'",
+                    [],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let err = store.read(|c| get(c, "j1")).await.unwrap_err().to_string();
+        assert!(
+            err.contains("job j1: \"arn:aws:secretsmanager:x\" does not parse"),
+            "{err}"
+        );
     }
 }

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::domain::{Role, ShareStatus};
 use crate::error::{Error, Result};
-use crate::policy::arn::PrincipalKind;
+use crate::policy::arn::{KmsKeyArn, PrincipalArn, PrincipalKind, SecretArn};
 
 /// A token as stored (without its secret).
 #[derive(Debug, Clone)]
@@ -372,14 +372,15 @@ pub struct Share {
     pub status_reason: Option<String>,
     /// The secret.
     #[schema(
+        value_type = String,
         example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf"
     )]
-    pub secret_arn: String,
+    pub secret_arn: SecretArn,
     /// The consumer principal's registration id.
     pub principal_id: String,
     /// The consumer principal.
-    #[schema(example = "arn:aws:iam::444455556666:role/app-reader")]
-    pub principal_arn: String,
+    #[schema(value_type = String, example = "arn:aws:iam::444455556666:role/app-reader")]
+    pub principal_arn: PrincipalArn,
     /// IAM actions granted.
     #[schema(example = json!(["secretsmanager:GetSecretValue"]))]
     pub actions: Vec<String>,
@@ -397,7 +398,8 @@ pub struct Share {
     /// Votes so far.
     pub approvals: Vec<Approval>,
     /// The full ARN of the secret's KMS key, once the share has been applied.
-    pub key_arn: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub key_arn: Option<KmsKeyArn>,
     /// The last failure applying or revoking the share, in words.
     pub last_error: Option<String>,
     /// Created, RFC 3339 UTC.
@@ -409,6 +411,24 @@ pub struct Share {
 const SHARE_COLUMNS: &str = "id, status, status_reason, secret_arn, principal_id, principal_arn, actions, \
      version_stage, justification, expires_at, requested_by, approvals_required, created_at, updated_at, \
      key_arn, last_error";
+
+/// An ARN column of a share row, parsed; a row whose ARN does not parse is refused, naming it.
+fn arn_column<T>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+    parse: impl FnOnce(&str) -> std::result::Result<T, crate::policy::arn::ArnError>,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    parse(&text).map_err(|e| {
+        let id: String = r.get(0).unwrap_or_default();
+        let column = r.as_ref().column_name(i).unwrap_or("?").to_owned();
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("share {id}: {column} {text:?} does not parse: {e}").into(),
+        )
+    })
+}
 
 fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
     let status: String = r.get(1)?;
@@ -424,9 +444,9 @@ fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
             )
         })?,
         status_reason: r.get(2)?,
-        secret_arn: r.get(3)?,
+        secret_arn: arn_column(r, 3, SecretArn::parse)?,
         principal_id: r.get(4)?,
-        principal_arn: r.get(5)?,
+        principal_arn: arn_column(r, 5, PrincipalArn::parse)?,
         actions: serde_json::from_str(&actions).map_err(|e| {
             let id: String = r.get(0).unwrap_or_default();
             rusqlite::Error::FromSqlConversionFailure(
@@ -443,7 +463,10 @@ fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
         approvals: Vec::new(),
         created_at: r.get(12)?,
         updated_at: r.get(13)?,
-        key_arn: r.get(14)?,
+        key_arn: match r.get_ref(14)? {
+            rusqlite::types::ValueRef::Null => None,
+            _ => Some(arn_column(r, 14, KmsKeyArn::parse)?),
+        },
         last_error: r.get(15)?,
     })
 }
@@ -476,9 +499,9 @@ pub fn insert_share(tx: &Tx<'_>, s: &Share) -> Result<()> {
             s.id,
             s.status.as_str(),
             s.status_reason,
-            s.secret_arn,
+            s.secret_arn.as_str(),
             s.principal_id,
-            s.principal_arn,
+            s.principal_arn.as_str(),
             serde_json::to_string(&s.actions)?,
             s.version_stage,
             s.justification,
@@ -487,7 +510,7 @@ pub fn insert_share(tx: &Tx<'_>, s: &Share) -> Result<()> {
             s.approvals_required,
             s.created_at,
             s.updated_at,
-            s.key_arn,
+            s.key_arn.as_deref(),
             s.last_error
         ])?;
     Ok(())
@@ -810,4 +833,43 @@ pub fn expiring_unannounced(tx: &Tx<'_>, now: &str, horizon: &str) -> Result<Vec
          AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.share_id = s.id AND o.event = 'share.expiring')",
         &[&now, &horizon],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+
+    /// A share row that does not parse is refused with an error naming it and the column.
+    #[tokio::test]
+    async fn rows_that_do_not_parse_are_refused_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), StoreOptions::default()).unwrap();
+        store
+            .write(|c| {
+                c.conn().execute_batch(
+                    "INSERT INTO principals (id, arn, account_id, kind, description, created_by, created_at)
+                     VALUES ('p1', 'arn:aws:iam::444455556666:role/r', '444455556666', 'role', NULL, 't', 'now');
+                     INSERT INTO shares (id, status, status_reason, secret_arn, principal_id, principal_arn,
+                       actions, version_stage, justification, expires_at, requested_by, approvals_required,
+                       created_at, updated_at)
+                     VALUES ('s1', 'active', NULL, 'arn:aws:secretsmanager:us-east-1:111122223333:secret:x',
+                       'p1', 'arn:aws:iam::444455556666:role/r', '[]', NULL, 'j', 'e', 'r', 1, 'c', 'u');",
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let err = store
+            .read(|c| share_by_id(c, "s1"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("share s1: secret_arn") && err.contains("does not parse"),
+            "{err}"
+        );
+    }
 }
