@@ -56,13 +56,7 @@ impl Applier {
                 Ok(Some((job, shares)))
             })
             .await?;
-        if let Some((job, _)) = &claimed {
-            self.active_jobs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(job.clone());
-        }
-        Ok(claimed)
+        Ok(self.running(claimed))
     }
 
     /// Moves the drifted shares `ids` of `secret` (those still drifted) into one journaled repair job.
@@ -90,12 +84,17 @@ impl Applier {
                 Ok(Some((job, shares)))
             })
             .await?;
+        Ok(self.running(claimed))
+    }
+
+    /// Registers a claimed job as run by this process (recovery leaves it alone).
+    fn running(&self, claimed: Option<(String, Vec<Share>)>) -> Option<(String, Vec<Share>)> {
         if let Some((job, _)) = &claimed {
             self.active_jobs
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(job.clone());
         }
-        Ok(claimed)
+        claimed
     }
 }
