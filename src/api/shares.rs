@@ -17,13 +17,13 @@ use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Auth, Body, OptionalBody, Query, RequestId};
-use super::principals::{parse_principal, truncate};
+use super::principals::{parse_principal, parse_secret, truncate};
 use super::problem::Problem;
 use super::{actor_of, check_len, check_text, decode_cursor, invalid_if_any, page_limit, paginate};
 use crate::app::App;
 use crate::domain::{Caller, Role, ShareAction, ShareStatus, fmt_time};
 use crate::error::{Error, FieldError, Result};
-use crate::policy::arn::SecretArn;
+use crate::policy::arn::MAX_ARN_LEN;
 use crate::store::rows::{self, Share, ShareFilter};
 use crate::workflow::{self, Decision, NewShare, Origin};
 
@@ -205,14 +205,9 @@ fn validate(app: &App, body: CreateShare) -> Result<NewShare> {
         field: f.into(),
         message: m,
     };
-    let secret = if body.secret_arn.len() > 2048 {
-        errors.push(field("secret_arn", "is longer than 2048 characters".into()));
-        None
-    } else {
-        SecretArn::parse(&body.secret_arn)
-            .map_err(|e| errors.push(field("secret_arn", e.to_string())))
-            .ok()
-    };
+    let secret = parse_secret("secret_arn", &body.secret_arn)
+        .map_err(|e| errors.push(e))
+        .ok();
     let principal = parse_principal("principal_arn", &body.principal_arn)
         .map_err(|e| errors.push(e))
         .ok();
@@ -479,8 +474,8 @@ pub async fn list(
     let limit = page_limit(q.limit)?;
     let before = decode_cursor(q.cursor.as_deref())?.unwrap_or(i64::MAX);
     check_len("status", q.status.as_deref(), 64)?;
-    check_len("secret_arn", q.secret_arn.as_deref(), 2048)?;
-    check_len("principal_arn", q.principal_arn.as_deref(), 2048)?;
+    check_len("secret_arn", q.secret_arn.as_deref(), MAX_ARN_LEN)?;
+    check_len("principal_arn", q.principal_arn.as_deref(), MAX_ARN_LEN)?;
     check_len("expiring_within", q.expiring_within.as_deref(), 16)?;
     let given = |v: Option<String>| v.filter(|s| !s.is_empty());
     let q = ShareQuery {

@@ -18,6 +18,11 @@ pub const PARTITIONS: &[&str] = &[
     "aws-eusc",
 ];
 
+/// The longest ARN the API takes in any field: checked before parsing, and the `maxLength` of every ARN
+/// field in the OpenAPI document (utoipa's attributes take only literals, so `2048` is written there
+/// and `tests/it/openapi.rs` keeps each one equal to this).
+pub const MAX_ARN_LEN: usize = 2048;
+
 /// Maximum length of a secret name (Secrets Manager quota).
 const MAX_SECRET_NAME: usize = 512;
 /// Maximum length of an IAM user or role name.
