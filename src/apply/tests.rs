@@ -97,7 +97,7 @@ impl Fixture {
                     None => {
                         let p = Principal {
                             id: uuid::Uuid::now_v7().to_string(),
-                            arn: PRINCIPAL.into(),
+                            arn: PrincipalArn::parse(PRINCIPAL).unwrap(),
                             account_id: "444455556666".into(),
                             kind: PrincipalKind::Role,
                             description: None,
@@ -114,7 +114,7 @@ impl Fixture {
                     status_reason: None,
                     secret_arn: SecretArn::parse(SECRET).unwrap(),
                     principal_id: principal.id,
-                    principal_arn: PrincipalArn::parse(&principal.arn).unwrap(),
+                    principal_arn: principal.arn,
                     actions: vec!["secretsmanager:GetSecretValue".into()],
                     version_stage: Some("AWSCURRENT".into()),
                     justification: "tests".into(),

@@ -242,8 +242,8 @@ pub struct Principal {
     /// Id.
     pub id: String,
     /// The principal's ARN.
-    #[schema(example = "arn:aws:iam::444455556666:role/app-reader")]
-    pub arn: String,
+    #[schema(value_type = String, example = "arn:aws:iam::444455556666:role/app-reader")]
+    pub arn: PrincipalArn,
     /// Its account.
     #[schema(example = "444455556666")]
     pub account_id: String,
@@ -263,7 +263,7 @@ fn principal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Principal> {
     let kind: String = r.get(3)?;
     Ok(Principal {
         id: r.get(0)?,
-        arn: r.get(1)?,
+        arn: parse_column(r, 1, "principal", PrincipalArn::parse)?,
         account_id: r.get(2)?,
         kind: match kind.as_str() {
             "user" => PrincipalKind::User,
@@ -296,7 +296,7 @@ pub fn insert_principal(tx: &Tx<'_>, p: &Principal) -> Result<()> {
     ))?
     .execute(params![
         p.id,
-        p.arn,
+        p.arn.as_str(),
         p.account_id,
         p.kind.as_str(),
         p.description,
