@@ -645,7 +645,7 @@ pub fn shares_with_key(tx: &Tx<'_>, key_arn: &str, statuses: &[ShareStatus]) -> 
 }
 
 /// Secrets that have shares in one of these statuses.
-pub fn secrets_with_status(tx: &Tx<'_>, statuses: &[ShareStatus]) -> Result<Vec<String>> {
+pub fn secrets_with_status(tx: &Tx<'_>, statuses: &[ShareStatus]) -> Result<Vec<SecretArn>> {
     let conn = tx.conn();
     let marks = vec!["?"; statuses.len()].join(",");
     let mut stmt = conn.prepare(&format!(
@@ -653,8 +653,10 @@ pub fn secrets_with_status(tx: &Tx<'_>, statuses: &[ShareStatus]) -> Result<Vec<
     ))?;
     let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
     let rows = stmt
-        .query_map(rusqlite::params_from_iter(names), |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+        .query_map(rusqlite::params_from_iter(names), |r| {
+            parse_column(r, 0, "secret", SecretArn::parse)
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
