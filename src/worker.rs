@@ -178,7 +178,7 @@ pub async fn maintain(app: &Arc<App>) -> Result<TickReport> {
             let drifts = match app.applier.detect_drift(&secret).await {
                 Ok(d) => d,
                 Err(e) => {
-                    tracing::warn!(secret, error = %e, "drift check skipped: cannot read the policies");
+                    tracing::warn!(secret = %secret, error = %e, "drift check skipped: cannot read the policies");
                     continue;
                 }
             };

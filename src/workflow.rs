@@ -113,7 +113,7 @@ fn new_principal(
 ) -> Principal {
     Principal {
         id: Uuid::now_v7().to_string(),
-        arn: arn.as_str().to_owned(),
+        arn: arn.clone(),
         account_id: arn.account().to_owned(),
         kind: arn.kind(),
         description,

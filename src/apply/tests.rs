@@ -25,6 +25,10 @@ const KEY: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56e
 const PRINCIPAL: &str = "arn:aws:iam::444455556666:role/app-reader";
 const NOW: OffsetDateTime = datetime!(2026-12-01 12:00 UTC);
 
+fn secret() -> SecretArn {
+    SecretArn::parse(SECRET).unwrap()
+}
+
 struct Fixed;
 
 impl Clock for Fixed {
@@ -97,7 +101,7 @@ impl Fixture {
                     None => {
                         let p = Principal {
                             id: uuid::Uuid::now_v7().to_string(),
-                            arn: PRINCIPAL.into(),
+                            arn: PrincipalArn::parse(PRINCIPAL).unwrap(),
                             account_id: "444455556666".into(),
                             kind: PrincipalKind::Role,
                             description: None,
@@ -114,7 +118,7 @@ impl Fixture {
                     status_reason: None,
                     secret_arn: SecretArn::parse(SECRET).unwrap(),
                     principal_id: principal.id,
-                    principal_arn: PrincipalArn::parse(&principal.arn).unwrap(),
+                    principal_arn: principal.arn,
                     actions: vec!["secretsmanager:GetSecretValue".into()],
                     version_stage: Some("AWSCURRENT".into()),
                     justification: "tests".into(),
@@ -381,7 +385,7 @@ async fn repair_writes_back_a_deleted_statement_and_the_share_is_active_again() 
     f.settle().await;
     // The owner deletes the resource policy: drift.
     f.aws.set_resource_policy(SECRET, None);
-    let drift = f.applier.detect_drift(SECRET).await.unwrap();
+    let drift = f.applier.detect_drift(&secret()).await.unwrap();
     assert_eq!(drift.len(), 1);
     assert!(drift[0].problems[0].contains("missing"), "{drift:?}");
     f.set_status(&id, ShareStatus::Drifted).await;
@@ -389,7 +393,7 @@ async fn repair_writes_back_a_deleted_statement_and_the_share_is_active_again() 
     f.applier.wait_idle().await;
     assert_eq!(f.get(&id).await.status, ShareStatus::Active);
     assert_eq!(f.resource_sids().len(), 1);
-    assert!(f.applier.detect_drift(SECRET).await.unwrap().is_empty());
+    assert!(f.applier.detect_drift(&secret()).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -31,7 +31,10 @@ impl Applier {
             .read(move |c| {
                 let list = match &secrets {
                     Some(s) => s.clone(),
-                    None => rows::secrets_with_status(c, &[ShareStatus::Active])?,
+                    None => rows::secrets_with_status(c, &[ShareStatus::Active])?
+                        .into_iter()
+                        .map(|s| s.to_string())
+                        .collect(),
                 };
                 let mut out = Vec::new();
                 for s in list {

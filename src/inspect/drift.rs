@@ -16,8 +16,8 @@ use crate::store::rows;
 impl Applier {
     /// Compares the live policies of the secret's active shares with what the broker wrote, and checks
     /// that they still allow the read. Reads each policy once.
-    pub async fn detect_drift(&self, secret: &str) -> Result<Vec<Drift>, Failure> {
-        let secret_s = secret.to_owned();
+    pub async fn detect_drift(&self, secret: &SecretArn) -> Result<Vec<Drift>, Failure> {
+        let secret_s = secret.clone();
         let shares = self
             .store
             .read(move |c| rows::shares_of_secret(c, &secret_s, ShareStatus::Active))
@@ -31,9 +31,7 @@ impl Applier {
         // re-encrypted since) no longer lets its consumer decrypt new versions.
         // A transient failure skips this secret's check (like a failed policy read); a refusal (the AWS
         // managed key, a disabled key) or a deleted secret is drift.
-        let arn = SecretArn::parse(secret)
-            .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?;
-        let current_key = match self.resolve_key(&arn).await {
+        let current_key = match self.resolve_key(secret).await {
             Ok(k) => Ok(k),
             Err(f) if matches!(f.kind, FailureKind::Refused | FailureKind::NotFound) => {
                 Err(f.message)

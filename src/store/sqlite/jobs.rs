@@ -2,10 +2,10 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::Tx;
+use super::{Tx, json_strings, parse_column, parse_optional_column};
 
 use crate::error::Result;
-use crate::policy::arn::{ArnError, KmsKeyArn, SecretArn};
+use crate::policy::arn::{KmsKeyArn, SecretArn};
 
 /// Which policy a write step touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,9 @@ text_enum!(
     Compensated = "compensated"
 );
 
-/// A journaled run.
+/// A journaled run. Read through `parse_column`: a row whose kind, state, ARNs or JSON lists do not
+/// parse is refused, naming the job (a corrupt `key_sids` read as empty would make compensation remove
+/// nothing and report success).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
     /// Id.
@@ -100,62 +102,17 @@ pub struct Job {
 const COLUMNS: &str = "id, kind, secret_arn, key_arn, share_ids, state, step, key_sids, resource_sids, \
      key_write_started, resource_write_started, error";
 
-/// A column that must hold a JSON list of strings: a row where it does not is refused, naming the job
-/// and the column (compensating from a journal read as empty would remove nothing and say it had).
-fn json_list(r: &rusqlite::Row<'_>, i: usize, column: &str) -> rusqlite::Result<Vec<String>> {
-    let text: String = r.get(i)?;
-    serde_json::from_str(&text).map_err(|e| {
-        let id: String = r.get(0).unwrap_or_default();
-        bad_column(
-            i,
-            format!("job {id}: {column} is not a JSON list of strings ({e}): {text:?}"),
-        )
-    })
-}
-
-/// A column that must parse into `T`; the error names the job.
-fn parsed<T: std::str::FromStr<Err = String>>(
-    r: &rusqlite::Row<'_>,
-    i: usize,
-) -> rusqlite::Result<T> {
-    let text: String = r.get(i)?;
-    text.parse().map_err(|e: String| {
-        let id: String = r.get(0).unwrap_or_default();
-        bad_column(i, format!("job {id}: {e}"))
-    })
-}
-
-/// An ARN column; the error names the job.
-fn arn<T>(
-    r: &rusqlite::Row<'_>,
-    i: usize,
-    parse: impl FnOnce(&str) -> std::result::Result<T, ArnError>,
-) -> rusqlite::Result<T> {
-    let text: String = r.get(i)?;
-    parse(&text).map_err(|e| {
-        let id: String = r.get(0).unwrap_or_default();
-        bad_column(i, format!("job {id}: {text:?} does not parse: {e}"))
-    })
-}
-
-fn bad_column(i: usize, message: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, message.into())
-}
-
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     Ok(Job {
         id: r.get(0)?,
-        kind: parsed(r, 1)?,
-        secret_arn: arn(r, 2, SecretArn::parse)?,
-        key_arn: match r.get_ref(3)? {
-            rusqlite::types::ValueRef::Null => None,
-            _ => Some(arn(r, 3, KmsKeyArn::parse)?),
-        },
-        share_ids: json_list(r, 4, "share_ids")?,
-        state: parsed(r, 5)?,
+        kind: parse_column(r, 1, "job", str::parse)?,
+        secret_arn: parse_column(r, 2, "job", SecretArn::parse)?,
+        key_arn: parse_optional_column(r, 3, "job", KmsKeyArn::parse)?,
+        share_ids: parse_column(r, 4, "job", json_strings)?,
+        state: parse_column(r, 5, "job", str::parse)?,
         step: r.get(6)?,
-        key_sids: json_list(r, 7, "key_sids")?,
-        resource_sids: json_list(r, 8, "resource_sids")?,
+        key_sids: parse_column(r, 7, "job", json_strings)?,
+        resource_sids: parse_column(r, 8, "job", json_strings)?,
         key_write_started: r.get(9)?,
         resource_write_started: r.get(10)?,
         error: r.get(11)?,
@@ -351,7 +308,7 @@ mod tests {
             .unwrap();
         let err = store.read(|c| get(c, "j1")).await.unwrap_err().to_string();
         assert!(
-            err.contains("job j1: \"arn:aws:secretsmanager:x\" does not parse"),
+            err.contains("job j1: secret_arn \"arn:aws:secretsmanager:x\" does not parse"),
             "{err}"
         );
     }

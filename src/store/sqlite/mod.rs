@@ -54,6 +54,44 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
+/// A column that must parse: a row where it does not is refused with an error naming the row (`what`
+/// and its id, column 0), the column and the value; never read as a default.
+fn parse_column<T, E: std::fmt::Display>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+    what: &str,
+    parse: impl FnOnce(&str) -> std::result::Result<T, E>,
+) -> rusqlite::Result<T> {
+    let text: String = r.get(i)?;
+    parse(&text).map_err(|e| {
+        let id: String = r.get(0).unwrap_or_default();
+        let column = r.as_ref().column_name(i).unwrap_or("?");
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("{what} {id}: {column} {text:?} does not parse: {e}").into(),
+        )
+    })
+}
+
+/// A column holding a JSON list of strings (share actions, a job's share ids and Sids).
+fn json_strings(t: &str) -> serde_json::Result<Vec<String>> {
+    serde_json::from_str(t)
+}
+
+/// [`parse_column`] for a column that may be NULL.
+fn parse_optional_column<T, E: std::fmt::Display>(
+    r: &rusqlite::Row<'_>,
+    i: usize,
+    what: &str,
+    parse: impl FnOnce(&str) -> std::result::Result<T, E>,
+) -> rusqlite::Result<Option<T>> {
+    match r.get_ref(i)? {
+        rusqlite::types::ValueRef::Null => Ok(None),
+        _ => parse_column(r, i, what, parse).map(Some),
+    }
+}
+
 type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
 type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
 

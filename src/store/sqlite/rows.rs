@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::Tx;
+use super::{Tx, json_strings, parse_column, parse_optional_column};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -242,8 +242,8 @@ pub struct Principal {
     /// Id.
     pub id: String,
     /// The principal's ARN.
-    #[schema(example = "arn:aws:iam::444455556666:role/app-reader")]
-    pub arn: String,
+    #[schema(value_type = String, example = "arn:aws:iam::444455556666:role/app-reader")]
+    pub arn: PrincipalArn,
     /// Its account.
     #[schema(example = "444455556666")]
     pub account_id: String,
@@ -263,7 +263,7 @@ fn principal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Principal> {
     let kind: String = r.get(3)?;
     Ok(Principal {
         id: r.get(0)?,
-        arn: r.get(1)?,
+        arn: parse_column(r, 1, "principal", PrincipalArn::parse)?,
         account_id: r.get(2)?,
         kind: match kind.as_str() {
             "user" => PrincipalKind::User,
@@ -296,7 +296,7 @@ pub fn insert_principal(tx: &Tx<'_>, p: &Principal) -> Result<()> {
     ))?
     .execute(params![
         p.id,
-        p.arn,
+        p.arn.as_str(),
         p.account_id,
         p.kind.as_str(),
         p.description,
@@ -412,49 +412,15 @@ const SHARE_COLUMNS: &str = "id, status, status_reason, secret_arn, principal_id
      version_stage, justification, expires_at, requested_by, approvals_required, created_at, updated_at, \
      key_arn, last_error";
 
-/// An ARN column of a share row, parsed; a row whose ARN does not parse is refused, naming it.
-fn arn_column<T>(
-    r: &rusqlite::Row<'_>,
-    i: usize,
-    parse: impl FnOnce(&str) -> std::result::Result<T, crate::policy::arn::ArnError>,
-) -> rusqlite::Result<T> {
-    let text: String = r.get(i)?;
-    parse(&text).map_err(|e| {
-        let id: String = r.get(0).unwrap_or_default();
-        let column = r.as_ref().column_name(i).unwrap_or("?").to_owned();
-        rusqlite::Error::FromSqlConversionFailure(
-            i,
-            rusqlite::types::Type::Text,
-            format!("share {id}: {column} {text:?} does not parse: {e}").into(),
-        )
-    })
-}
-
 fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
-    let status: String = r.get(1)?;
-    let actions: String = r.get(6)?;
     Ok(Share {
         id: r.get(0)?,
-        status: status.parse().map_err(|e: String| {
-            let id: String = r.get(0).unwrap_or_default();
-            rusqlite::Error::FromSqlConversionFailure(
-                1,
-                rusqlite::types::Type::Text,
-                format!("share {id}: {e}").into(),
-            )
-        })?,
+        status: parse_column(r, 1, "share", str::parse::<ShareStatus>)?,
         status_reason: r.get(2)?,
-        secret_arn: arn_column(r, 3, SecretArn::parse)?,
+        secret_arn: parse_column(r, 3, "share", SecretArn::parse)?,
         principal_id: r.get(4)?,
-        principal_arn: arn_column(r, 5, PrincipalArn::parse)?,
-        actions: serde_json::from_str(&actions).map_err(|e| {
-            let id: String = r.get(0).unwrap_or_default();
-            rusqlite::Error::FromSqlConversionFailure(
-                6,
-                rusqlite::types::Type::Text,
-                format!("share {id}: actions is not a JSON list ({e}): {actions:?}").into(),
-            )
-        })?,
+        principal_arn: parse_column(r, 5, "share", PrincipalArn::parse)?,
+        actions: parse_column(r, 6, "share", json_strings)?,
         version_stage: r.get(7)?,
         justification: r.get(8)?,
         expires_at: r.get(9)?,
@@ -463,10 +429,7 @@ fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
         approvals: Vec::new(),
         created_at: r.get(12)?,
         updated_at: r.get(13)?,
-        key_arn: match r.get_ref(14)? {
-            rusqlite::types::ValueRef::Null => None,
-            _ => Some(arn_column(r, 14, KmsKeyArn::parse)?),
-        },
+        key_arn: parse_optional_column(r, 14, "share", KmsKeyArn::parse)?,
         last_error: r.get(15)?,
     })
 }
@@ -682,7 +645,7 @@ pub fn shares_with_key(tx: &Tx<'_>, key_arn: &str, statuses: &[ShareStatus]) -> 
 }
 
 /// Secrets that have shares in one of these statuses.
-pub fn secrets_with_status(tx: &Tx<'_>, statuses: &[ShareStatus]) -> Result<Vec<String>> {
+pub fn secrets_with_status(tx: &Tx<'_>, statuses: &[ShareStatus]) -> Result<Vec<SecretArn>> {
     let conn = tx.conn();
     let marks = vec!["?"; statuses.len()].join(",");
     let mut stmt = conn.prepare(&format!(
@@ -690,8 +653,10 @@ pub fn secrets_with_status(tx: &Tx<'_>, statuses: &[ShareStatus]) -> Result<Vec<
     ))?;
     let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
     let rows = stmt
-        .query_map(rusqlite::params_from_iter(names), |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+        .query_map(rusqlite::params_from_iter(names), |r| {
+            parse_column(r, 0, "secret", SecretArn::parse)
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
