@@ -53,14 +53,14 @@ fn bench(c: &mut Criterion) {
         action: secret_broker::policy::eval::GET_SECRET_VALUE,
         guardrails: &secret_broker::policy::eval::Guardrails::NONE,
     };
-    assert_eq!(check(&ck).decision, "allow");
+    assert_eq!(check(&ck).decision.as_str(), "allow");
 
     let mut g = c.benchmark_group("policy");
     g.throughput(Throughput::Elements(1));
     g.bench_function("check_canonical_three_layers", |b| {
         b.iter(|| check(black_box(&ck)))
     });
-    assert_eq!(decide(&ck), "allow");
+    assert_eq!(decide(&ck).as_str(), "allow");
     g.bench_function("decide_canonical_three_layers", |b| {
         b.iter(|| decide(black_box(&ck)))
     });
@@ -161,7 +161,7 @@ fn bench(c: &mut Criterion) {
                         action: secret_broker::policy::eval::GET_SECRET_VALUE,
                         guardrails: &secret_broker::policy::eval::Guardrails::NONE,
                     });
-                    allowed += usize::from(d == "allow");
+                    allowed += usize::from(d.as_str() == "allow");
                 }
             }
             assert_eq!(allowed, 10_000);

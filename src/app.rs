@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::aws::saga::{Applier, Settings};
+use crate::apply::{Applier, Settings};
 use crate::aws::sdk::{SdkAws, Tuning, load_config};
 use crate::aws::{KmsApi, SecretsApi};
 use crate::config::Config;

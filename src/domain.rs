@@ -1,5 +1,6 @@
-//! Domain vocabulary shared by the API, the store and (later) the worker: roles, share statuses and the
-//! state machine, the read-only actions a share may grant, and the clock.
+//! Domain vocabulary shared by the API, the store, the applier and the worker (it imports none of them,
+//! nor the error type): roles, share statuses and the state machine, the read-only actions a share may
+//! grant, and the clock.
 
 use std::fmt;
 use std::str::FromStr;
@@ -263,14 +264,18 @@ pub struct Caller {
     pub issued_by: Option<String>,
 }
 
+/// A refusal for want of a role, in words (the API answers 403 with it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forbidden(pub String);
+
 impl Caller {
     /// `Ok` when the caller has one of `roles`, else a 403 that says which roles would do.
-    pub fn require(&self, roles: &[Role]) -> crate::error::Result<()> {
+    pub fn require(&self, roles: &[Role]) -> Result<(), Forbidden> {
         if roles.contains(&self.role) {
             return Ok(());
         }
         let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-        Err(crate::error::Error::Forbidden(format!(
+        Err(Forbidden(format!(
             "this needs a token with the {} role; yours ({}) has {}",
             names.join(" or "),
             self.name,

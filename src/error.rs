@@ -122,9 +122,9 @@ fn past(verb: &str) -> String {
     }
 }
 
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        Error::Internal(format!("database: {e}"))
+impl From<crate::domain::Forbidden> for Error {
+    fn from(e: crate::domain::Forbidden) -> Self {
+        Error::Forbidden(e.0)
     }
 }
 

@@ -9,20 +9,22 @@
 
 pub mod api;
 pub mod app;
+pub mod apply;
 pub mod auth;
 pub mod aws;
-pub mod bench;
 pub mod config;
 pub mod console;
 pub mod domain;
 pub mod error;
 pub mod identity;
+pub mod inspect;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod oidc;
 pub mod policy;
 pub mod refusals;
+pub mod slack;
 pub mod store;
 pub mod tls;
 pub mod tokens;

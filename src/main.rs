@@ -255,7 +255,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => serve(config).await,
         Command::Migrate => {
-            let (_, applied) = store::open_and_migrate(&config.database.0)?;
+            let applied = store::migrate_database(&config.database.0)?;
             for m in &applied {
                 eprintln!("applied {}", m.name);
             }
@@ -346,7 +346,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Health { url } => health(url, &config).await,
         Command::BenchSeed { shares, audit } => {
-            let s = secret_broker::bench::seed(&config.database.0, shares, audit)?;
+            let s = secret_broker::store::bench::seed(&config.database.0, shares, audit)?;
             println!("{}", serde_json::to_string(&s)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -626,7 +626,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     use secret_broker::domain::ShareAction;
     use secret_broker::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
     use secret_broker::policy::document::PolicyDocument;
-    use secret_broker::policy::eval::{Check, Guardrails, check};
+    use secret_broker::policy::eval::{Check, Guardrails, Verdict, check};
 
     let secret =
         SecretArn::parse(&args.secret_arn).map_err(|e| anyhow::anyhow!("--secret-arn: {e}"))?;
@@ -728,10 +728,10 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         guardrails: &guardrails,
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
-    Ok(match result.decision.as_str() {
-        "allow" => ExitCode::SUCCESS,
-        "deny" => ExitCode::from(1),
-        _ => ExitCode::from(3),
+    Ok(match result.decision {
+        Verdict::Allow => ExitCode::SUCCESS,
+        Verdict::Deny => ExitCode::from(1),
+        Verdict::Unknown => ExitCode::from(3),
     })
 }
 

@@ -15,7 +15,6 @@ use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use rusqlite::{Connection, params};
 use serde_json::json;
 use sha2::Sha256;
 
@@ -23,151 +22,7 @@ use crate::domain::fmt_time;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::audit::{self, NewEvent};
-use crate::store::rows::Share;
-
-/// Writes an event for `share` to the outbox (inside the caller's transaction). No-op when `enabled`
-/// is false. `share.expiring` is recorded once per share.
-pub fn enqueue(
-    conn: &Connection,
-    enabled: bool,
-    event: &str,
-    share: &Share,
-    detail: &str,
-    now: &str,
-) -> Result<()> {
-    if !enabled {
-        return Ok(());
-    }
-    let id = uuid::Uuid::now_v7().to_string();
-    let secret_name = share
-        .secret_arn
-        .split(":secret:")
-        .nth(1)
-        .map(|n| n.rsplit_once('-').map(|(a, _)| a).unwrap_or(n))
-        .unwrap_or(&share.secret_arn);
-    let mut text = format!(
-        "secret-broker: share {} of secret `{secret_name}` for `{}` is *{}*",
-        &share.id[..share.id.len().min(8)],
-        share.principal_arn,
-        event.trim_start_matches("share.")
-    );
-    if !detail.is_empty() {
-        text.push_str(&format!(": {}", slack_code(detail)));
-    }
-    let text = slack_text(&text);
-    let payload = json!({
-        "id": id,
-        "event": event,
-        "at": now,
-        "text": text,
-        "share": {
-            "id": share.id,
-            "status": share.status,
-            "secret_arn": share.secret_arn,
-            "principal_arn": share.principal_arn,
-            "actions": share.actions,
-            "version_stage": share.version_stage,
-            "expires_at": share.expires_at,
-            "requested_by": share.requested_by,
-            "last_error": share.last_error,
-        },
-        "detail": detail,
-    })
-    .to_string();
-    let verb = if event == "share.expiring" {
-        "INSERT OR IGNORE"
-    } else {
-        "INSERT"
-    };
-    conn.prepare_cached(&format!(
-            "{verb} INTO outbox (id, seq, event, share_id, payload, state, next_attempt_at, created_at)
-             VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM outbox), ?2, ?3, ?4, 'pending', ?5, ?5)"
-        ))?.execute(params![id, event, share.id, payload, now])?;
-    Ok(())
-}
-
-/// User-given text as one Slack inline code span, so that its `*`, `_`, `~` cannot make bold, italic
-/// or strikethrough text (nor `:` emoji, nor a `>` quote) in the approvers' channel.
-///
-/// Slack documents exactly one escaping mechanism, for `&`, `<` and `>` ("There are three characters
-/// you must convert to HTML entities and only three", Slack API docs, "Formatting text for app
-/// surfaces": escaping text); it documents no escape for the mrkdwn emphasis characters. What it
-/// documents for showing text literally is code formatting: inside `` `...` `` no other formatting is
-/// applied. There is no escape for a backtick inside a code span either, so a user's backtick (which
-/// would close the span early and let the rest be formatted) becomes `ˋ` (U+02CB, modifier letter
-/// grave accent), which looks alike and formats nothing. [`slack_text`] is still applied to the whole
-/// text afterwards (entities and invisible characters). The structured fields keep the value verbatim.
-pub fn slack_code(user_given: &str) -> String {
-    format!("`{}`", user_given.replace('`', "\u{2CB}"))
-}
-
-/// `text` made safe for the `text` field of a Slack message: `&`, `<` and `>` escaped as Slack requires
-/// (`&amp;`, `&lt;`, `&gt;`), so a requester's `<!channel>` or `<https://evil|Click here>` shows as
-/// typed instead of pinging a channel or disguising a link; and control characters, every Unicode
-/// format character (general category Cf: zero-width spaces and joiners, U+2060 word joiner, U+FEFF,
-/// the bidirectional marks, embeddings, overrides and isolates, tag characters...), line and
-/// paragraph separators folded to one space, so a user-given field cannot start a line that looks
-/// like another message, nor hide or reorder what an approver reads. Emphasis in user-given fields is
-/// neutralised by [`slack_code`]. The structured fields of the payload keep the values verbatim.
-pub fn slack_text(text: &str) -> String {
-    use icu_properties::CodePointMapData;
-    use icu_properties::props::GeneralCategory;
-    let gc = CodePointMapData::<GeneralCategory>::new();
-    let mut out = String::with_capacity(text.len());
-    let mut space = false;
-    for c in text.chars() {
-        let fold = c.is_control()
-            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{85}')
-            || gc.get(c) == GeneralCategory::Format;
-        if fold {
-            if !space {
-                out.push(' ');
-            }
-            space = true;
-            continue;
-        }
-        space = false;
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Writes an `audit.anchor` event with the chain's head to the outbox (inside the caller's
-/// transaction). No-op when `enabled` is false.
-pub fn enqueue_anchor(
-    conn: &Connection,
-    enabled: bool,
-    head: &audit::Anchor,
-    when: &str,
-    now: &str,
-) -> Result<()> {
-    if !enabled {
-        return Ok(());
-    }
-    let id = uuid::Uuid::now_v7().to_string();
-    let payload = json!({
-        "id": id,
-        "event": "audit.anchor",
-        "at": now,
-        "text": format!(
-            "secret-broker: audit chain head at row {} ({when}); keep it to detect truncation",
-            head.seq
-        ),
-        "anchor": {"seq": head.seq, "hash": head.hash, "when": when},
-    })
-    .to_string();
-    conn.prepare_cached(
-        "INSERT INTO outbox (id, seq, event, share_id, payload, state, next_attempt_at, created_at)
-         VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM outbox), 'audit.anchor', NULL, ?2, 'pending', ?3, ?3)",
-    )?
-    .execute(params![id, payload, now])?;
-    Ok(())
-}
+use crate::store::outbox;
 
 /// The signature header value for a delivery.
 pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
@@ -188,14 +43,6 @@ pub struct Notifier {
     max_attempts: u32,
     backoff: Duration,
     client: HttpsClient,
-}
-
-struct Due {
-    id: String,
-    event: String,
-    share_id: Option<String>,
-    payload: String,
-    attempts: u32,
 }
 
 impl Notifier {
@@ -268,26 +115,7 @@ impl Notifier {
         let now_s = fmt_time(clock.now());
         let due = {
             let now_s = now_s.clone();
-            store
-                .read(move |c| {
-                    let mut st = c.prepare_cached(
-                        "SELECT id, event, share_id, payload, attempts FROM outbox
-                         WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY seq LIMIT 100",
-                    )?;
-                    let rows = st
-                        .query_map([&now_s], |r| {
-                            Ok(Due {
-                                id: r.get(0)?,
-                                event: r.get(1)?,
-                                share_id: r.get(2)?,
-                                payload: r.get(3)?,
-                                attempts: r.get(4)?,
-                            })
-                        })?
-                        .collect::<rusqlite::Result<Vec<_>>>()?;
-                    Ok(rows)
-                })
-                .await?
+            store.read(move |c| outbox::due(c, &now_s, 100)).await?
         };
         let mut delivered = 0;
         for d in due {
@@ -316,13 +144,7 @@ impl Notifier {
                 Ok(()) => {
                     delivered += 1;
                     store
-                        .write(move |c| {
-                            c.execute(
-                                "UPDATE outbox SET state = 'delivered', attempts = ?2, delivered_at = ?3, last_error = NULL WHERE id = ?1",
-                                params![d.id, attempts, now_s],
-                            )?;
-                            Ok(())
-                        })
+                        .write(move |c| outbox::delivered(c, &d.id, attempts, &now_s))
                         .await?;
                 }
                 Err(e) => {
@@ -330,10 +152,7 @@ impl Notifier {
                     store
                         .write(move |c| {
                             if attempts >= max {
-                                c.execute(
-                                    "UPDATE outbox SET state = 'failed', attempts = ?2, last_error = ?3 WHERE id = ?1",
-                                    params![d.id, attempts, e],
-                                )?;
+                                outbox::given_up(c, &d.id, attempts, &e)?;
                                 audit::append(
                                     c,
                                     &NewEvent {
@@ -346,10 +165,7 @@ impl Notifier {
                                     },
                                 )?;
                             } else {
-                                c.execute(
-                                    "UPDATE outbox SET attempts = ?2, last_error = ?3, next_attempt_at = ?4 WHERE id = ?1",
-                                    params![d.id, attempts, e, next],
-                                )?;
+                                outbox::retry_at(c, &d.id, attempts, &e, &next)?;
                             }
                             Ok(())
                         })
@@ -358,56 +174,5 @@ impl Notifier {
             }
         }
         Ok(delivered)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::slack_text;
-
-    #[test]
-    fn slack_text_escapes_markup_and_folds_lines() {
-        assert_eq!(
-            slack_text("need it <!channel> <https://evil.example/approve|Click here to approve>"),
-            "need it &lt;!channel&gt; &lt;https://evil.example/approve|Click here to approve&gt;"
-        );
-        assert_eq!(slack_text("a & b"), "a &amp; b");
-        assert_eq!(
-            slack_text("line one\r\n\r\nApproved by bob"),
-            "line one Approved by bob"
-        );
-        assert_eq!(slack_text("x\u{2028}y\u{202E}z\ty\u{0}"), "x y z y ");
-        assert_eq!(slack_text("plain `code` *bold*"), "plain `code` *bold*");
-    }
-
-    #[test]
-    fn every_format_character_is_folded() {
-        // Zero-width space, word joiner, BOM, Arabic letter mark, soft hyphen, zero-width joiner,
-        // the bidi controls, a tag character, an interlinear annotation anchor.
-        for c in [
-            '\u{200B}',
-            '\u{2060}',
-            '\u{FEFF}',
-            '\u{061C}',
-            '\u{AD}',
-            '\u{200D}',
-            '\u{200E}',
-            '\u{202E}',
-            '\u{2066}',
-            '\u{E0041}',
-            '\u{FFF9}',
-        ] {
-            assert_eq!(slack_text(&format!("a{c}b")), "a b", "U+{:04X}", c as u32);
-        }
-        // Letters, marks and symbols outside Cf are kept.
-        assert_eq!(slack_text("café ✓ ß"), "café ✓ ß");
-    }
-
-    #[test]
-    fn user_given_text_is_one_code_span() {
-        assert_eq!(
-            super::slack_code("*URGENT* _ok_ ~no~ `x` done"),
-            "`*URGENT* _ok_ ~no~ \u{2CB}x\u{2CB} done`"
-        );
     }
 }

@@ -27,9 +27,9 @@ use crate::app::App;
 use crate::config::RepairMode;
 use crate::domain::{ShareStatus, fmt_time};
 use crate::error::Result;
-use crate::notify;
-use crate::store::audit::{self, NewEvent};
-use crate::store::rows::{self, Share};
+use crate::store::audit;
+use crate::store::rows;
+use crate::store::{Outcome, Transition, transition};
 
 /// What one tick did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,38 +48,8 @@ pub struct TickReport {
     pub delivered: usize,
 }
 
-fn select(
-    c: &rusqlite::Connection,
-    sql: &str,
-    args: &[&dyn rusqlite::ToSql],
-) -> Result<Vec<String>> {
-    let mut st = c.prepare_cached(sql)?;
-    let ids = st
-        .query_map(args, |r| r.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(ids)
-}
-
-fn event(
-    c: &rusqlite::Connection,
-    now: &str,
-    action: &str,
-    share: &Share,
-    details: serde_json::Value,
-) -> Result<()> {
-    audit::append(
-        c,
-        &NewEvent {
-            at: now,
-            actor: "system",
-            action,
-            share_id: Some(&share.id),
-            request_id: None,
-            details,
-        },
-    )?;
-    Ok(())
-}
+/// The actor of the worker's audit rows.
+const SYSTEM: &str = "system";
 
 /// One pass of steps 1 to 5 (everything but notification delivery).
 pub async fn maintain(app: &Arc<App>) -> Result<TickReport> {
@@ -92,17 +62,11 @@ pub async fn maintain(app: &Arc<App>) -> Result<TickReport> {
     let cutoff = fmt_time(now_t - app.config.pending_ttl.0);
     let ttl = app.config.pending_ttl.to_string();
     // Candidates are found with a read, so the writer is held only when there is something to change
-    // (the state machine in set_share_status rechecks each share inside the write).
+    // (`store::transition` rechecks each share against the state machine inside the write).
     let candidates = {
         let (cutoff, now) = (cutoff.clone(), now.clone());
         app.store
-            .read(move |c| {
-                select(
-                    c,
-                    "SELECT id FROM shares WHERE status = 'pending' AND (created_at <= ?1 OR expires_at <= ?2)",
-                    &[&cutoff, &now],
-                )
-            })
+            .read(move |c| rows::pending_due(c, &cutoff, &now))
             .await?
     };
     report.pending_expired = if candidates.is_empty() {
@@ -119,11 +83,12 @@ pub async fn maintain(app: &Arc<App>) -> Result<TickReport> {
                     }
                 }
                 for id in &ids {
-                    rows::set_share_status(c, id, ShareStatus::Expired, Some("not decided in time"), &now)?;
-                    if let Some(s) = rows::share_by_id(c, id)? {
-                        event(c, &now, "share.expired", &s, json!({"reason": format!("pending for longer than {ttl} or past its expiry"), "from": "pending", "to": "expired"}))?;
-                        notify::enqueue(c, notify_on, "share.expired", &s, "the request was not decided in time", &now)?;
-                    }
+                    let details = json!({"reason": format!("pending for longer than {ttl} or past its expiry"), "from": "pending", "to": "expired"});
+                    transition(c, Transition {
+                        reason: Some("not decided in time"),
+                        notice: notify_on.then_some(("share.expired", "the request was not decided in time")),
+                        ..Transition::new(id, ShareStatus::Pending, ShareStatus::Expired, &now, SYSTEM, "share.expired", details)
+                    })?;
                 }
                 Ok(ids.len())
             }
@@ -138,16 +103,29 @@ pub async fn maintain(app: &Arc<App>) -> Result<TickReport> {
             .write({
                 let now = now.clone();
                 move |c| {
-                    let ids = select(
-                        c,
-                        "SELECT id FROM shares WHERE status IN ('active', 'drifted') AND expires_at <= ?1",
-                        &[&now],
-                    )?;
+                    let ids = rows::live_expired(c, &now)?;
                     let mut secrets = Vec::new();
                     for id in &ids {
-                        let Some(s) = rows::share_by_id(c, id)? else { continue };
-                        rows::set_share_status(c, id, ShareStatus::Revoking, Some("expired"), &now)?;
-                        event(c, &now, "share.expiry_started", &s, json!({"expires_at": s.expires_at, "from": s.status, "to": "revoking"}))?;
+                        let Some(s) = rows::share_by_id(c, id)? else {
+                            continue;
+                        };
+                        let details =
+                            json!({"expires_at": s.expires_at, "from": s.status, "to": "revoking"});
+                        transition(
+                            c,
+                            Transition {
+                                reason: Some("expired"),
+                                ..Transition::new(
+                                    id,
+                                    s.status,
+                                    ShareStatus::Revoking,
+                                    &now,
+                                    SYSTEM,
+                                    "share.expiry_started",
+                                    details,
+                                )
+                            },
+                        )?;
                         if !secrets.contains(&s.secret_arn) {
                             secrets.push(s.secret_arn.clone());
                         }
@@ -170,16 +148,18 @@ pub async fn maintain(app: &Arc<App>) -> Result<TickReport> {
             .write({
                 let now = now.clone();
                 move |c| {
-                    let ids = select(
-                        c,
-                        "SELECT s.id FROM shares s WHERE s.status = 'active' AND s.expires_at > ?1 AND s.expires_at <= ?2
-                         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.share_id = s.id AND o.event = 'share.expiring')",
-                        &[&now, &horizon],
-                    )?;
+                    let ids = rows::expiring_unannounced(c, &now, &horizon)?;
                     for id in &ids {
                         if let Some(s) = rows::share_by_id(c, id)? {
                             let detail = format!("access ends at {}", s.expires_at);
-                            notify::enqueue(c, true, "share.expiring", &s, &detail, &now)?;
+                            crate::store::outbox::enqueue(
+                                c,
+                                true,
+                                "share.expiring",
+                                &s,
+                                &detail,
+                                &now,
+                            )?;
                         }
                     }
                     Ok(ids.len())
@@ -198,7 +178,7 @@ pub async fn maintain(app: &Arc<App>) -> Result<TickReport> {
             let drifts = match app.applier.detect_drift(&secret).await {
                 Ok(d) => d,
                 Err(e) => {
-                    tracing::warn!(secret, error = %e, "drift check skipped: cannot read the policies");
+                    tracing::warn!(secret = %secret, error = %e, "drift check skipped: cannot read the policies");
                     continue;
                 }
             };
@@ -218,25 +198,27 @@ pub async fn maintain(app: &Arc<App>) -> Result<TickReport> {
                             continue;
                         }
                         let problems = d.problems.join("; ");
-                        rows::set_share_status(c, &s.id, ShareStatus::Drifted, None, &now2)?;
-                        rows::set_share_outcome(c, &s.id, None, Some(&problems), &now2)?;
-                        event(
+                        let details =
+                            json!({"problems": d.problems, "from": "active", "to": "drifted"});
+                        transition(
                             c,
-                            &now2,
-                            "share.drifted",
-                            &s,
-                            json!({"problems": d.problems, "from": "active", "to": "drifted"}),
+                            Transition {
+                                outcome: Some(Outcome {
+                                    key_arn: None,
+                                    last_error: Some(&problems),
+                                }),
+                                notice: notify_on.then_some(("share.drifted", problems.as_str())),
+                                ..Transition::new(
+                                    &s.id,
+                                    ShareStatus::Active,
+                                    ShareStatus::Drifted,
+                                    &now2,
+                                    SYSTEM,
+                                    "share.drifted",
+                                    details,
+                                )
+                            },
                         )?;
-                        if let Some(after) = rows::share_by_id(c, &s.id)? {
-                            notify::enqueue(
-                                c,
-                                notify_on,
-                                "share.drifted",
-                                &after,
-                                &problems,
-                                &now2,
-                            )?;
-                        }
                         marked.push(s.id);
                     }
                     Ok(marked)
@@ -287,7 +269,7 @@ pub async fn anchor(app: &Arc<App>, when: &'static str) -> Result<Option<audit::
         .write(move |c| {
             let head = audit::head(c)?;
             if let Some(a) = &head {
-                notify::enqueue_anchor(c, enabled, a, when, &now)?;
+                crate::store::outbox::enqueue_anchor(c, enabled, a, when, &now)?;
             }
             Ok(head)
         })

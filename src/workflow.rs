@@ -13,6 +13,7 @@ use crate::identity;
 use crate::policy::arn::{PrincipalArn, SecretArn};
 use crate::store::audit::{self, NewEvent};
 use crate::store::rows::{self, Principal, Share, StoredResponse};
+use crate::store::{Transition, Tx, transition};
 
 /// Who did something, and in which request; what every audit row needs.
 #[derive(Debug, Clone)]
@@ -29,6 +30,29 @@ impl Origin {
         Self {
             actor: caller.name.clone(),
             request_id,
+        }
+    }
+
+    /// `share` (in the status it was read in) becoming `to`, by this origin.
+    fn transition<'a>(
+        &'a self,
+        at: &'a str,
+        share: &'a Share,
+        to: ShareStatus,
+        action: &'a str,
+        details: serde_json::Value,
+    ) -> Transition<'a> {
+        Transition {
+            request_id: self.request_id.as_deref(),
+            ..Transition::new(
+                &share.id,
+                share.status,
+                to,
+                at,
+                &self.actor,
+                action,
+                details,
+            )
         }
     }
 
@@ -89,7 +113,7 @@ fn new_principal(
 ) -> Principal {
     Principal {
         id: Uuid::now_v7().to_string(),
-        arn: arn.as_str().to_owned(),
+        arn: arn.clone(),
         account_id: arn.account().to_owned(),
         kind: arn.kind(),
         description,
@@ -204,9 +228,10 @@ pub async fn request_share(
                 id: Uuid::now_v7().to_string(),
                 status: ShareStatus::Pending,
                 status_reason: None,
-                secret_arn: req.secret_arn.as_str().to_owned(),
+                secret_arn: req.secret_arn,
                 principal_id: principal.id,
-                principal_arn: principal.arn,
+                // The registered principal is the one of this ARN (looked up by it, or just made).
+                principal_arn: req.principal_arn,
                 actions: req.actions.iter().map(|a| a.as_str().to_owned()).collect(),
                 version_stage: req.version_stage,
                 justification: req.justification,
@@ -220,7 +245,7 @@ pub async fn request_share(
                 last_error: None,
             };
             rows::insert_share(c, &share)?;
-            crate::notify::enqueue(
+            crate::store::outbox::enqueue(
                 c,
                 notify,
                 "share.pending",
@@ -272,7 +297,7 @@ pub async fn request_share(
         .await
 }
 
-fn load(c: &rusqlite::Connection, id: &str) -> Result<Share> {
+fn load(c: &Tx<'_>, id: &str) -> Result<Share> {
     rows::share_by_id(c, id)?.ok_or_else(|| Error::NotFound(format!("no share with id {id}")))
 }
 
@@ -464,48 +489,33 @@ pub async fn decide(
                 }
                 Decision::Approve => ("share.approval_recorded", None),
             };
-            if let Some(s) = new_status {
-                debug_assert!(share.status.can_become(s));
-                let reason = (decision == Decision::Reject)
-                    .then_some(comment.as_deref())
-                    .flatten();
-                rows::set_share_status(c, &share.id, s, reason, &now)?;
-            }
-            audit::append(
+            let details = json!({
+                "decision": d,
+                "comment": comment,
+                "credential": credential,
+                "issued_by": issued_by,
+                "approvals": approvals,
+                "approvals_required": share.approvals_required,
+                "from": share.status,
+                "to": new_status.unwrap_or(share.status),
+            });
+            let Some(to) = new_status else {
+                audit::append(c, &origin.event(&now, action, Some(&share.id), details))?;
+                return load(c, &share.id);
+            };
+            let reason = (decision == Decision::Reject)
+                .then_some(comment.as_deref())
+                .flatten();
+            // The outbox event is named after the new status (`share.approved`, `share.rejected`).
+            let by = format!("by {}", origin.actor);
+            transition(
                 c,
-                &origin.event(
-                    &now,
-                    action,
-                    Some(&share.id),
-                    json!({
-                        "decision": d,
-                        "comment": comment,
-                        "credential": credential,
-                        "issued_by": issued_by,
-                        "approvals": approvals,
-                        "approvals_required": share.approvals_required,
-                        "from": share.status,
-                        "to": new_status.unwrap_or(share.status),
-                    }),
-                ),
-            )?;
-            let after = load(c, &share.id)?;
-            if let Some(s) = new_status {
-                let event = if s == ShareStatus::Approved {
-                    "share.approved"
-                } else {
-                    "share.rejected"
-                };
-                crate::notify::enqueue(
-                    c,
-                    notify,
-                    event,
-                    &after,
-                    &format!("by {}", origin.actor),
-                    &now,
-                )?;
-            }
-            Ok(after)
+                Transition {
+                    reason,
+                    notice: notify.then_some((action, by.as_str())),
+                    ..origin.transition(&now, &share, to, action, details)
+                },
+            )
         })
         .await
 }
@@ -516,11 +526,7 @@ const CLI: &str = "cli";
 /// Who could cast a vote as `name` with the broker token `token` (`None`: an OIDC identity, or a vote
 /// recorded before credentials were): the name and, for a broker token, everyone in its issuer chain,
 /// in canonical form and without the command line.
-fn controllers(
-    c: &rusqlite::Connection,
-    name: &str,
-    token: Option<&str>,
-) -> Result<BTreeSet<String>> {
+fn controllers(c: &Tx<'_>, name: &str, token: Option<&str>) -> Result<BTreeSet<String>> {
     let mut set = BTreeSet::from([identity::canonical(name)]);
     if let Some(id) = token {
         set.extend(
@@ -557,17 +563,16 @@ pub async fn cancel(app: &App, caller: &Caller, origin: Origin, share_id: String
             if share.status != ShareStatus::Pending {
                 return Err(Error::bad_transition("cancel", share.status, "pending"));
             }
-            rows::set_share_status(c, &share.id, ShareStatus::Cancelled, None, &now)?;
-            audit::append(
+            transition(
                 c,
-                &origin.event(
+                origin.transition(
                     &now,
+                    &share,
+                    ShareStatus::Cancelled,
                     "share.cancelled",
-                    Some(&share.id),
                     json!({"from": share.status, "to": ShareStatus::Cancelled}),
                 ),
-            )?;
-            load(c, &share.id)
+            )
         })
         .await
 }
@@ -673,17 +678,21 @@ pub async fn request_revoke(
                     "active or drifted",
                 ));
             }
-            rows::set_share_status(c, &share.id, ShareStatus::Revoking, Some(&reason), &now)?;
-            audit::append(
+            let details =
+                json!({"reason": reason, "from": share.status, "to": ShareStatus::Revoking});
+            transition(
                 c,
-                &origin.event(
-                    &now,
-                    "share.revoke_requested",
-                    Some(&share.id),
-                    json!({"reason": reason, "from": share.status, "to": ShareStatus::Revoking}),
-                ),
-            )?;
-            load(c, &share.id)
+                Transition {
+                    reason: Some(&reason),
+                    ..origin.transition(
+                        &now,
+                        &share,
+                        ShareStatus::Revoking,
+                        "share.revoke_requested",
+                        details,
+                    )
+                },
+            )
         })
         .await
 }
@@ -704,17 +713,16 @@ pub async fn retry(app: &App, origin: Origin, share_id: String) -> Result<Share>
                     existing_id: None,
                 });
             }
-            rows::set_share_status(c, &share.id, ShareStatus::Approved, None, &now)?;
-            audit::append(
+            transition(
                 c,
-                &origin.event(
+                origin.transition(
                     &now,
+                    &share,
+                    ShareStatus::Approved,
                     "share.retry",
-                    Some(&share.id),
                     json!({"previous_error": share.last_error, "from": share.status, "to": ShareStatus::Approved}),
                 ),
-            )?;
-            load(c, &share.id)
+            )
         })
         .await
 }

@@ -460,7 +460,7 @@ fuzz_target!(|input: Input| {
             && key.partition() == grant.secret.partition();
         if !same_partition {
             // Partitions are isolated: nothing crosses them.
-            assert_eq!(granted, "deny", "a grant across partitions {grant:?}");
+            assert_eq!(granted.as_str(), "deny", "a grant across partitions {grant:?}");
             return;
         }
         // Every action of the grant, each through the layers it needs (a DescribeSecret statement
@@ -537,7 +537,7 @@ fuzz_target!(|input: Input| {
             assert_eq!(full.decision, fast, "check and decide agree");
             assert_eq!(full.layers.len(), if input.describe { 1 } else { 2 });
         }
-        fast
+        fast.as_str()
     };
     // The traced comparison on half of the inputs (the other half spend their time on the change).
     let before = run(&docs, (input.layer / 8) % 2 == 0);

@@ -8,13 +8,13 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::extract::Body;
-use super::principals::parse_principal;
+use super::principals::{parse_principal, parse_secret};
 use super::problem::Problem;
 use crate::app::App;
 use crate::domain::Caller;
 use crate::domain::ShareAction;
 use crate::error::{Error, FieldError, Result};
-use crate::policy::arn::SecretArn;
+use crate::policy::arn::MAX_ARN_LEN;
 use crate::policy::document::PolicyDocument;
 use crate::policy::eval::{CheckResult, Guardrails};
 
@@ -135,22 +135,9 @@ pub async fn create(
     let principal = parse_principal("principal_arn", &body.principal_arn)
         .map_err(|e| errors.push(e))
         .ok();
-    let secret = if body.secret_arn.len() > 2048 {
-        errors.push(FieldError {
-            field: "secret_arn".into(),
-            message: "is longer than 2048 characters".into(),
-        });
-        None
-    } else {
-        SecretArn::parse(&body.secret_arn)
-            .map_err(|e| {
-                errors.push(FieldError {
-                    field: "secret_arn".into(),
-                    message: e.to_string(),
-                })
-            })
-            .ok()
-    };
+    let secret = parse_secret("secret_arn", &body.secret_arn)
+        .map_err(|e| errors.push(e))
+        .ok();
     let identity = document(
         "identity_policy",
         body.identity_policy.as_ref(),
@@ -240,7 +227,7 @@ pub async fn create(
 }
 
 fn arn_list() -> utoipa::openapi::schema::Array {
-    super::bounded_strings(2048)
+    super::bounded_strings(MAX_ARN_LEN)
 }
 
 /// Body of `POST /v1/access-reviews`.
@@ -265,7 +252,7 @@ pub struct AccessReview {
     request_body(content = Option<AccessReview>, description = "Optional: without it every active share is reviewed"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "A decision per active share", body = crate::aws::saga::Review),
+        (status = 200, description = "A decision per active share", body = crate::inspect::Review),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs approver, auditor or admin", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
@@ -275,7 +262,7 @@ pub async fn review(
     State(app): State<Arc<App>>,
     caller: Caller,
     super::extract::OptionalBody(body): super::extract::OptionalBody<AccessReview>,
-) -> Result<Json<crate::aws::saga::Review>> {
+) -> Result<Json<crate::inspect::Review>> {
     use crate::domain::Role;
     caller.require(&[Role::Approver, Role::Auditor, Role::Admin])?;
     let body = body?;
@@ -290,10 +277,10 @@ pub async fn review(
                 message: "at most 1000 entries".into(),
             });
         }
-        if list.iter().flatten().any(|a| a.len() > 2048) {
+        if list.iter().flatten().any(|a| a.len() > MAX_ARN_LEN) {
             errors.push(FieldError {
                 field: field.into(),
-                message: "an entry is longer than 2048 characters".into(),
+                message: format!("an entry is longer than {MAX_ARN_LEN} characters"),
             });
         }
     }

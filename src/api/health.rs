@@ -59,18 +59,7 @@ pub async fn metrics(
     use axum::response::IntoResponse;
     caller.require(&[crate::domain::Role::Auditor, crate::domain::Role::Admin])?;
     let m = crate::metrics::metrics();
-    let (counts, audit_len) = app
-        .store
-        .read(|c| {
-            let mut st = c.prepare_cached("SELECT status, count(*) FROM shares GROUP BY status")?;
-            let counts = st
-                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let audit: i64 =
-                c.query_row("SELECT coalesce(max(seq), 0) FROM audit", [], |r| r.get(0))?;
-            Ok((counts, audit))
-        })
-        .await?;
+    let (counts, audit_len) = app.store.read(crate::store::stats::counts).await?;
     for s in crate::domain::ShareStatus::ALL {
         let n = counts
             .iter()

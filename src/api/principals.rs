@@ -15,7 +15,7 @@ use super::{check_text, decode_cursor, invalid_if_any, page_limit, paginate};
 use crate::app::App;
 use crate::domain::{Caller, Role};
 use crate::error::{Error, FieldError, Result};
-use crate::policy::arn::PrincipalArn;
+use crate::policy::arn::{ArnError, MAX_ARN_LEN, PrincipalArn, SecretArn};
 use crate::store::rows::{self, Principal};
 use crate::workflow::{self, Origin};
 
@@ -63,16 +63,29 @@ pub struct PrincipalQuery {
 
 /// Parses a principal ARN field, naming the field in the 422.
 pub fn parse_principal(field: &str, value: &str) -> std::result::Result<PrincipalArn, FieldError> {
-    if value.len() > 2048 {
-        return Err(FieldError {
-            field: field.into(),
-            message: "is longer than 2048 characters".into(),
-        });
-    }
-    PrincipalArn::parse(value).map_err(|e| FieldError {
+    parse_arn(field, value, PrincipalArn::parse)
+}
+
+/// Parses a secret ARN field, naming the field in the 422.
+pub fn parse_secret(field: &str, value: &str) -> std::result::Result<SecretArn, FieldError> {
+    parse_arn(field, value, SecretArn::parse)
+}
+
+/// An ARN field: refused unparsed when longer than [`MAX_ARN_LEN`], else parsed; the error names the
+/// field.
+fn parse_arn<T>(
+    field: &str,
+    value: &str,
+    parse: impl FnOnce(&str) -> std::result::Result<T, ArnError>,
+) -> std::result::Result<T, FieldError> {
+    let refused = |message: String| FieldError {
         field: field.into(),
-        message: e.to_string(),
-    })
+        message,
+    };
+    if value.len() > MAX_ARN_LEN {
+        return Err(refused(format!("is longer than {MAX_ARN_LEN} characters")));
+    }
+    parse(value).map_err(|e| refused(e.to_string()))
 }
 
 /// Register a consumer principal.

@@ -17,13 +17,13 @@ use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Auth, Body, OptionalBody, Query, RequestId};
-use super::principals::{parse_principal, truncate};
+use super::principals::{parse_principal, parse_secret, truncate};
 use super::problem::Problem;
 use super::{actor_of, check_len, check_text, decode_cursor, invalid_if_any, page_limit, paginate};
 use crate::app::App;
 use crate::domain::{Caller, Role, ShareAction, ShareStatus, fmt_time};
 use crate::error::{Error, FieldError, Result};
-use crate::policy::arn::SecretArn;
+use crate::policy::arn::MAX_ARN_LEN;
 use crate::store::rows::{self, Share, ShareFilter};
 use crate::workflow::{self, Decision, NewShare, Origin};
 
@@ -205,14 +205,9 @@ fn validate(app: &App, body: CreateShare) -> Result<NewShare> {
         field: f.into(),
         message: m,
     };
-    let secret = if body.secret_arn.len() > 2048 {
-        errors.push(field("secret_arn", "is longer than 2048 characters".into()));
-        None
-    } else {
-        SecretArn::parse(&body.secret_arn)
-            .map_err(|e| errors.push(field("secret_arn", e.to_string())))
-            .ok()
-    };
+    let secret = parse_secret("secret_arn", &body.secret_arn)
+        .map_err(|e| errors.push(e))
+        .ok();
     let principal = parse_principal("principal_arn", &body.principal_arn)
         .map_err(|e| errors.push(e))
         .ok();
@@ -479,8 +474,8 @@ pub async fn list(
     let limit = page_limit(q.limit)?;
     let before = decode_cursor(q.cursor.as_deref())?.unwrap_or(i64::MAX);
     check_len("status", q.status.as_deref(), 64)?;
-    check_len("secret_arn", q.secret_arn.as_deref(), 2048)?;
-    check_len("principal_arn", q.principal_arn.as_deref(), 2048)?;
+    check_len("secret_arn", q.secret_arn.as_deref(), MAX_ARN_LEN)?;
+    check_len("principal_arn", q.principal_arn.as_deref(), MAX_ARN_LEN)?;
     check_len("expiring_within", q.expiring_within.as_deref(), 16)?;
     let given = |v: Option<String>| v.filter(|s| !s.is_empty());
     let q = ShareQuery {
@@ -787,7 +782,7 @@ async fn share_or_404(app: &App, id: &str) -> Result<Share> {
     params(("id" = String, Path, description = "Share id", max_length = 64)),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The plan", body = crate::aws::saga::LivePlan),
+        (status = 200, description = "The plan", body = crate::inspect::LivePlan),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The share's secret or key does not exist (or is not visible to the broker)", body = Problem, content_type = "application/problem+json"),
@@ -799,7 +794,7 @@ pub async fn plan(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<crate::aws::saga::LivePlan>> {
+) -> Result<Json<crate::inspect::LivePlan>> {
     let id = share_path_id(id);
     let share = share_or_404(&app, &id).await?;
     Ok(Json(
@@ -842,15 +837,10 @@ pub async fn consumer(
     Path(id): Path<String>,
 ) -> Result<Json<ConsumerInstructions>> {
     let id = share_path_id(id);
-    use crate::policy::arn::KmsKeyArn;
     use crate::policy::compose::{compose, consumer_cli};
     let share = share_or_404(&app, &id).await?;
-    let grant = crate::aws::saga::grant_of(&share)?;
-    let key = match share
-        .key_arn
-        .as_deref()
-        .and_then(|k| KmsKeyArn::parse(k).ok())
-    {
+    let grant = crate::apply::grant_of(&share)?;
+    let key = match share.key_arn.clone() {
         Some(k) => k,
         None => app
             .applier
@@ -877,8 +867,8 @@ pub async fn consumer(
     }
     Ok(Json(ConsumerInstructions {
         share_id: share.id.clone(),
-        principal_arn: share.principal_arn.clone(),
-        secret_arn: share.secret_arn.clone(),
+        principal_arn: share.principal_arn.to_string(),
+        secret_arn: share.secret_arn.to_string(),
         key_arn: key.as_str().to_owned(),
         identity_policy: composed.identity_policy,
         command: consumer_cli(&grant),

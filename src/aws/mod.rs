@@ -1,11 +1,12 @@
 //! AWS: narrow traits over the calls the broker makes ([`SecretsApi`], [`KmsApi`]), their aws-sdk
-//! implementation ([`sdk`]), and the apply/revoke saga ([`saga`]).
+//! implementation ([`sdk`]), and an in-memory implementation for fast tests ([`memory`]). What the
+//! broker does with them is [`crate::apply`] (writes) and [`crate::inspect`] (reads).
 //!
 //! The broker's own IAM permissions are exactly what these traits call: `secretsmanager:DescribeSecret`,
 //! `GetResourcePolicy`, `PutResourcePolicy`, `DeleteResourcePolicy`, `kms:DescribeKey`, `GetKeyPolicy`,
 //! `PutKeyPolicy`. It never calls `GetSecretValue`.
 
-pub mod saga;
+pub mod memory;
 pub mod sdk;
 
 use std::fmt;

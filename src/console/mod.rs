@@ -43,9 +43,9 @@ use crate::api::audit::{AuditQuery, VerifyQuery};
 use crate::api::extract::{Auth, Body, OptionalBody, Query, RequestId};
 use crate::api::shares::{ApproveShare, RejectShare, RevokeShare, ShareQuery};
 use crate::app::App;
-use crate::aws::saga::LivePlan;
 use crate::domain::{Caller, ShareStatus, fmt_time};
 use crate::error::Error;
+use crate::inspect::LivePlan;
 use crate::store::rows::Share;
 use crate::store::sessions::{self, SessionRow};
 use html::{csrf_field, esc, page, url_component};
@@ -623,7 +623,7 @@ fn statements(doc: &serde_json::Value) -> Vec<serde_json::Value> {
 
 /// One policy's diff: every statement of the planned document, the broker's new one marked `+`,
 /// the others (foreign, or already there) shown unchanged.
-fn diff_html(title: &str, id: &str, d: &crate::aws::saga::PolicyDiff) -> String {
+fn diff_html(title: &str, id: &str, d: &crate::inspect::PolicyDiff) -> String {
     let mut out = String::new();
     let current = d.current.as_ref().map(statements).unwrap_or_default();
     let proposed = statements(&d.proposed);
@@ -672,7 +672,7 @@ fn verdicts(
     use crate::policy::arn::KmsKeyArn;
     use crate::policy::document::PolicyDocument;
     use crate::policy::eval;
-    let grant = crate::aws::saga::grant_of(share).map_err(|e| e.to_string())?;
+    let grant = crate::apply::grant_of(share).map_err(|e| e.to_string())?;
     let key = KmsKeyArn::parse(&plan.key_arn).map_err(|e| e.to_string())?;
     let parse =
         |v: &serde_json::Value| PolicyDocument::parse(&v.to_string()).map_err(|e| e.to_string());
@@ -715,7 +715,7 @@ fn verdict_html(share: &Share, plan: &LivePlan, now: OffsetDateTime) -> String {
                 let _ = write!(
                     out,
                     "<p><span class=\"verdict {d}\" id=\"verdict\">{d}</span> <code>{a}</code> by the consumer, on the documents as the broker would write them</p><ul>",
-                    d = esc(&r.decision),
+                    d = esc(r.decision.as_str()),
                     a = esc(&action)
                 );
                 for layer in &r.layers {

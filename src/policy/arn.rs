@@ -18,6 +18,11 @@ pub const PARTITIONS: &[&str] = &[
     "aws-eusc",
 ];
 
+/// The longest ARN the API takes in any field: checked before parsing, and the `maxLength` of every ARN
+/// field in the OpenAPI document (utoipa's attributes take only literals, so `2048` is written there
+/// and `tests/it/openapi.rs` keeps each one equal to this).
+pub const MAX_ARN_LEN: usize = 2048;
+
 /// Maximum length of a secret name (Secrets Manager quota).
 const MAX_SECRET_NAME: usize = 512;
 /// Maximum length of an IAM user or role name.
@@ -489,6 +494,28 @@ impl fmt::Display for PrincipalArn {
         f.write_str(&self.raw)
     }
 }
+
+/// The parsed ARNs read as their text wherever text is wanted (`&arn` where a `&str` is expected, or
+/// `arn.len()`), and serialize as that text (JSON, the API, webhook payloads): what was parsed once stays
+/// parsed, and nothing needs to parse it again.
+macro_rules! arn_text {
+    ($($t:ty),+) => {$(
+        impl std::ops::Deref for $t {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.raw
+            }
+        }
+
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.raw)
+            }
+        }
+    )+};
+}
+
+arn_text!(SecretArn, KmsKeyArn, PrincipalArn);
 
 /// `rest` is `[path/]name` after `user/` or `role/`.
 fn check_path_and_name(rest: &str, kind: &str) -> Result<(), ArnError> {

@@ -85,6 +85,53 @@ impl Decision {
     }
 }
 
+/// The answer to a check over every layer: each allows, one denies, or it cannot be known. Shown by
+/// the API as `allow`, `deny` or `unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Every layer allows: the read is proven for the policies evaluated.
+    Allow,
+    /// A layer denies (explicitly or for want of an Allow).
+    Deny,
+    /// Neither: something the broker cannot know decides.
+    Unknown,
+}
+
+impl Verdict {
+    /// `allow`, `deny` or `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::Unknown => "unknown",
+        }
+    }
+
+    /// Several verdicts as one (a share's, over its actions): any deny denies, all allow allows,
+    /// otherwise unknown.
+    pub fn all(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
+        let (mut allow, mut deny) = (true, false);
+        for v in verdicts {
+            allow &= v == Verdict::Allow;
+            deny |= v == Verdict::Deny;
+        }
+        if deny {
+            Verdict::Deny
+        } else if allow {
+            Verdict::Allow
+        } else {
+            Verdict::Unknown
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What is known about the request's condition keys. Keys are case-insensitive.
 #[derive(Debug, Clone, Default)]
 pub struct RequestContext<'a> {
@@ -1389,8 +1436,7 @@ pub struct NotEvaluated {
 pub struct CheckResult {
     /// `allow`, `deny` or `unknown`. An `allow` proves the read for the policies evaluated here; the
     /// layers in `not_evaluated` can still refuse it.
-    #[schema(example = "allow")]
-    pub decision: String,
+    pub decision: Verdict,
     /// The secret layer and, for GetSecretValue, the decrypt layer.
     pub layers: Vec<Layer>,
     /// Every hint, in order.
@@ -1885,7 +1931,7 @@ pub fn check(c: &Check<'_>) -> CheckResult {
     }
     let decision = overall(layers.iter().map(|l| l.decision));
     CheckResult {
-        decision: decision.into(),
+        decision,
         layers,
         reasons,
         not_evaluated: not_evaluated(c),
@@ -1893,25 +1939,22 @@ pub fn check(c: &Check<'_>) -> CheckResult {
 }
 
 /// Every layer must allow; any denying denies; otherwise the answer is unknown.
-fn overall(layers: impl Iterator<Item = Decision>) -> &'static str {
-    let (mut allow, mut deny) = (true, false);
-    for d in layers {
-        allow &= d.is_allow();
-        deny |= d.is_deny();
-    }
-    if deny {
-        "deny"
-    } else if allow {
-        "allow"
-    } else {
-        "unknown"
-    }
+fn overall(layers: impl Iterator<Item = Decision>) -> Verdict {
+    Verdict::all(layers.map(|d| {
+        if d.is_allow() {
+            Verdict::Allow
+        } else if d.is_deny() {
+            Verdict::Deny
+        } else {
+            Verdict::Unknown
+        }
+    }))
 }
 
 /// The same answer as [`check`]'s `decision`, without traces or hints: the fast path for access reviews.
-pub fn decide(c: &Check<'_>) -> &'static str {
+pub fn decide(c: &Check<'_>) -> Verdict {
     if other_partition(c) {
-        return "deny";
+        return Verdict::Deny;
     }
     let caller = caller_of(c);
     let guards = guardrail_policies(c.guardrails);

@@ -201,7 +201,7 @@ fn decision(d: &Docs) -> String {
         full,
         "the fast path and the explained path agree"
     );
-    full
+    full.as_str().to_owned()
 }
 
 proptest! {

@@ -723,9 +723,11 @@ fn scenario_table() {
         edit(&mut s);
         let r = run(&s);
         assert_eq!(
-            r.decision, *expected,
+            r.decision.as_str(),
+            *expected,
             "{rule} {what}: expected {expected}, got {}\nreasons: {:#?}",
-            r.decision, r.reasons
+            r.decision,
+            r.reasons
         );
         if !hint.is_empty() {
             assert!(

@@ -122,3 +122,58 @@ fn every_string_input_is_bounded() {
         unbounded.join("\n")
     );
 }
+
+/// Every ARN input (`arn`, `*_arn`, and the ARN lists of an access review) declares the one limit the
+/// handlers check, `policy::arn::MAX_ARN_LEN` (utoipa's attributes take only literals, so the number is
+/// written in each; this keeps them equal).
+#[test]
+fn every_arn_input_has_the_one_arn_length_limit() {
+    use secret_broker::policy::arn::MAX_ARN_LEN;
+    let spec: serde_json::Value =
+        serde_json::from_str(&secret_broker::api::openapi_json()).unwrap();
+    let comps = &spec["components"]["schemas"];
+    let resolve = |s: &'_ serde_json::Value| -> serde_json::Value {
+        match s["$ref"].as_str() {
+            Some(r) => comps[r.rsplit('/').next().unwrap()].clone(),
+            None => s.clone(),
+        }
+    };
+    let is_arn = |name: &str| name == "arn" || name.ends_with("_arn");
+    let mut seen = Vec::new();
+    let mut check = |what: String, s: &serde_json::Value| {
+        let s = if s.get("items").is_some() {
+            &s["items"]
+        } else {
+            s
+        };
+        assert_eq!(
+            s["maxLength"].as_u64(),
+            Some(MAX_ARN_LEN as u64),
+            "{what}: {s}"
+        );
+        seen.push(what);
+    };
+    for (p, item) in spec["paths"].as_object().unwrap() {
+        for (m, op) in item.as_object().unwrap() {
+            for prm in op["parameters"].as_array().into_iter().flatten() {
+                let name = prm["name"].as_str().unwrap();
+                if is_arn(name) {
+                    check(format!("{m} {p} {name}"), &prm["schema"]);
+                }
+            }
+            for (_, c) in op["requestBody"]["content"]
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
+                let body = resolve(&c["schema"]);
+                for (k, v) in body["properties"].as_object().into_iter().flatten() {
+                    if is_arn(k) || matches!(k.as_str(), "secrets" | "principals") {
+                        check(format!("{m} {p} body.{k}"), &resolve(v));
+                    }
+                }
+            }
+        }
+    }
+    assert!(seen.len() >= 6, "only {seen:?}");
+}

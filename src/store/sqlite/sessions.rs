@@ -1,6 +1,8 @@
 //! SQL for console sessions (issue 20). The id a browser holds is never stored: only its SHA-256.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
+
+use super::Tx;
 
 use crate::error::Result;
 
@@ -20,7 +22,8 @@ pub struct SessionRow {
 }
 
 /// Stores a new session, and removes sessions that ended before `now`.
-pub fn insert_session(conn: &Connection, s: &SessionRow, now: &str) -> Result<()> {
+pub fn insert_session(tx: &Tx<'_>, s: &SessionRow, now: &str) -> Result<()> {
+    let conn = tx.conn();
     conn.prepare_cached("DELETE FROM console_sessions WHERE expires_at <= ?1")?
         .execute(params![now])?;
     conn.prepare_cached(
@@ -37,7 +40,8 @@ pub fn insert_session(conn: &Connection, s: &SessionRow, now: &str) -> Result<()
 }
 
 /// The session whose id hashes to `id_hash`, if it has not ended at `now`.
-pub fn live_session(conn: &Connection, id_hash: &str, now: &str) -> Result<Option<SessionRow>> {
+pub fn live_session(tx: &Tx<'_>, id_hash: &str, now: &str) -> Result<Option<SessionRow>> {
+    let conn = tx.conn();
     Ok(conn
         .prepare_cached(
             "SELECT id_hash, token_id, csrf, created_at, expires_at FROM console_sessions \
@@ -56,7 +60,8 @@ pub fn live_session(conn: &Connection, id_hash: &str, now: &str) -> Result<Optio
 }
 
 /// Ends a session; false when there was none.
-pub fn delete_session(conn: &Connection, id_hash: &str) -> Result<bool> {
+pub fn delete_session(tx: &Tx<'_>, id_hash: &str) -> Result<bool> {
+    let conn = tx.conn();
     let n = conn
         .prepare_cached("DELETE FROM console_sessions WHERE id_hash = ?1")?
         .execute(params![id_hash])?;

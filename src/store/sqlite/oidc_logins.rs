@@ -2,7 +2,9 @@
 //! the identity a session opened through OIDC carries. The `state` and the browser-binding value are
 //! never stored, only their SHA-256.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
+
+use super::Tx;
 
 use crate::domain::Role;
 use crate::error::Result;
@@ -39,22 +41,25 @@ impl std::fmt::Debug for LoginRow {
 /// already, the oldest give way (and their number is returned): the table stays bounded, and a flood of
 /// started sign-ins from anyone who can reach the port (they need no credential) only ends the sign-ins
 /// it outlasts instead of refusing every new one until the flood's rows expire.
-pub fn insert_login(conn: &Connection, row: &LoginRow, now: &str, max: u32) -> Result<u64> {
-    conn.prepare_cached("DELETE FROM console_oidc_logins WHERE expires_at <= ?1")?
+pub fn insert_login(tx: &Tx<'_>, row: &LoginRow, now: &str, max: u32) -> Result<u64> {
+    tx.conn()
+        .prepare_cached("DELETE FROM console_oidc_logins WHERE expires_at <= ?1")?
         .execute(params![now])?;
-    let n: i64 = conn
+    let n: i64 = tx
+        .conn()
         .prepare_cached("SELECT count(*) FROM console_oidc_logins")?
         .query_row([], |r| r.get(0))?;
     let excess = (n + 1 - i64::from(max.max(1))).max(0);
     if excess > 0 {
         // rowid grows with each insert: the smallest are the oldest.
-        conn.prepare_cached(
-            "DELETE FROM console_oidc_logins WHERE rowid IN \
+        tx.conn()
+            .prepare_cached(
+                "DELETE FROM console_oidc_logins WHERE rowid IN \
              (SELECT rowid FROM console_oidc_logins ORDER BY rowid LIMIT ?1)",
-        )?
-        .execute(params![excess])?;
+            )?
+            .execute(params![excess])?;
     }
-    conn.prepare_cached(
+    tx.conn().prepare_cached(
         "INSERT INTO console_oidc_logins (state_hash, browser_hash, nonce, verifier, created_at, expires_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
@@ -71,8 +76,9 @@ pub fn insert_login(conn: &Connection, row: &LoginRow, now: &str, max: u32) -> R
 
 /// Takes (deletes and returns) the sign-in whose state hashes to `state_hash`, expired or not: a state
 /// is used at most once, whatever its callback's outcome.
-pub fn take_login(conn: &Connection, state_hash: &str) -> Result<Option<LoginRow>> {
-    Ok(conn
+pub fn take_login(tx: &Tx<'_>, state_hash: &str) -> Result<Option<LoginRow>> {
+    Ok(tx
+        .conn()
         .prepare_cached(
             "DELETE FROM console_oidc_logins WHERE state_hash = ?1 \
              RETURNING state_hash, browser_hash, nonce, verifier, created_at, expires_at",
@@ -106,14 +112,15 @@ pub struct OidcIdentity {
 
 /// Stores a session opened through OIDC with its identity, and removes sessions that ended before `now`.
 pub fn insert_oidc_session(
-    conn: &Connection,
+    tx: &Tx<'_>,
     s: &SessionRow,
     who: &OidcIdentity,
     now: &str,
 ) -> Result<()> {
-    conn.prepare_cached("DELETE FROM console_sessions WHERE expires_at <= ?1")?
+    tx.conn()
+        .prepare_cached("DELETE FROM console_sessions WHERE expires_at <= ?1")?
         .execute(params![now])?;
-    conn.prepare_cached(
+    tx.conn().prepare_cached(
         "INSERT INTO console_sessions (id_hash, token_id, csrf, created_at, expires_at, oidc_name, oidc_role, \
          oidc_credential, oidc_role_values) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
@@ -134,14 +141,15 @@ pub fn insert_oidc_session(
 }
 
 /// The OIDC identity of the session whose id hashes to `id_hash`, if it was opened through OIDC.
-pub fn session_identity(conn: &Connection, id_hash: &str) -> Result<Option<OidcIdentity>> {
+pub fn session_identity(tx: &Tx<'_>, id_hash: &str) -> Result<Option<OidcIdentity>> {
     type Row = (
         Option<String>,
         Option<String>,
         Option<String>,
         Option<String>,
     );
-    let row: Option<Row> = conn
+    let row: Option<Row> = tx
+        .conn()
         .prepare_cached(
             "SELECT oidc_name, oidc_role, oidc_credential, oidc_role_values FROM console_sessions \
              WHERE id_hash = ?1",

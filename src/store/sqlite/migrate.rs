@@ -11,47 +11,47 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "0001_init.sql",
-        include_str!("../../migrations/0001_init.sql"),
+        include_str!("../../../migrations/0001_init.sql"),
     ),
     (
         2,
         "0002_apply.sql",
-        include_str!("../../migrations/0002_apply.sql"),
+        include_str!("../../../migrations/0002_apply.sql"),
     ),
     (
         3,
         "0003_lifecycle.sql",
-        include_str!("../../migrations/0003_lifecycle.sql"),
+        include_str!("../../../migrations/0003_lifecycle.sql"),
     ),
     (
         4,
         "0004_indexes.sql",
-        include_str!("../../migrations/0004_indexes.sql"),
+        include_str!("../../../migrations/0004_indexes.sql"),
     ),
     (
         5,
         "0005_token_expiry.sql",
-        include_str!("../../migrations/0005_token_expiry.sql"),
+        include_str!("../../../migrations/0005_token_expiry.sql"),
     ),
     (
         6,
         "0006_identity.sql",
-        include_str!("../../migrations/0006_identity.sql"),
+        include_str!("../../../migrations/0006_identity.sql"),
     ),
     (
         7,
         "0007_console_sessions.sql",
-        include_str!("../../migrations/0007_console_sessions.sql"),
+        include_str!("../../../migrations/0007_console_sessions.sql"),
     ),
     (
         8,
         "0008_console_oidc.sql",
-        include_str!("../../migrations/0008_console_oidc.sql"),
+        include_str!("../../../migrations/0008_console_oidc.sql"),
     ),
     (
         9,
         "0009_console_oidc_roles.sql",
-        include_str!("../../migrations/0009_console_oidc_roles.sql"),
+        include_str!("../../../migrations/0009_console_oidc_roles.sql"),
     ),
 ];
 

@@ -7,9 +7,9 @@ use std::path::Path;
 use rusqlite::params;
 use serde_json::json;
 
+use super::audit::{GENESIS, row_hash};
 use crate::domain::ShareStatus;
 use crate::error::Result;
-use crate::store::audit::{GENESIS, row_hash};
 
 /// What was seeded.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -25,7 +25,7 @@ pub struct Seeded {
 /// Adds `shares` shares (over 1,000 principals and 1,000 secrets, in realistic statuses) and `audit`
 /// audit rows (continuing the chain) to the database at `path`, migrating it first.
 pub fn seed(path: &Path, shares: u64, audit: u64) -> Result<Seeded> {
-    let (mut conn, _) = crate::store::open_and_migrate(path)?;
+    let (mut conn, _) = super::open_and_migrate(path)?;
     conn.pragma_update(None, "synchronous", "OFF")?;
     let tx = conn.transaction()?;
     let now = "2026-11-29T12:00:00Z";

@@ -15,6 +15,8 @@
 //! reaches an anchor it is given.
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+use super::Tx;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -106,7 +108,8 @@ pub fn row_hash(
 }
 
 /// Appends one row to the chain; call inside the transaction of the change it records.
-pub fn append(conn: &Connection, ev: &NewEvent<'_>) -> Result<i64> {
+pub fn append(tx: &Tx<'_>, ev: &NewEvent<'_>) -> Result<i64> {
+    let conn = tx.conn();
     let last: Option<(i64, String)> = conn
         .query_row(
             "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
@@ -171,11 +174,12 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(AuditEvent, String)> {
 
 /// A page of the log in chain order, after `after_seq`, optionally for one share.
 pub fn list(
-    conn: &Connection,
+    tx: &Tx<'_>,
     share_id: Option<&str>,
     after_seq: i64,
     limit: usize,
 ) -> Result<Vec<AuditEvent>> {
+    let conn = tx.conn();
     // One statement per shape, so that each walks its own index (seq, or share_id then seq).
     let rows = match share_id {
         Some(id) => {
@@ -211,7 +215,8 @@ pub struct Anchor {
 }
 
 /// The current head of the chain, if the chain has any row.
-pub fn head(conn: &Connection) -> Result<Option<Anchor>> {
+pub fn head(tx: &Tx<'_>) -> Result<Option<Anchor>> {
+    let conn = tx.conn();
     Ok(conn
         .query_row(
             "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
@@ -246,13 +251,14 @@ pub struct Verification {
 }
 
 /// Walks the whole chain and reports the first broken row.
-pub fn verify(conn: &Connection) -> Result<Verification> {
-    verify_against(conn, None)
+pub fn verify(tx: &Tx<'_>) -> Result<Verification> {
+    verify_against(tx, None)
 }
 
 /// Walks the whole chain and reports the first broken row; with `anchor`, also that the chain still
 /// reaches the anchored row with the anchored hash (rows removed from the end are found this way).
-pub fn verify_against(conn: &Connection, anchor: Option<&Anchor>) -> Result<Verification> {
+pub fn verify_against(tx: &Tx<'_>, anchor: Option<&Anchor>) -> Result<Verification> {
+    let conn = tx.conn();
     let v = walk(conn, anchor)?;
     let Some(a) = anchor else { return Ok(v) };
     if !v.ok {

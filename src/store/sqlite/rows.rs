@@ -2,12 +2,14 @@
 //! [`Store::write`](super::Store::write) closure so that a change and its audit row commit together.
 
 use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Tx, json_strings, parse_column, parse_optional_column};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::{Role, ShareStatus};
 use crate::error::{Error, Result};
-use crate::policy::arn::PrincipalKind;
+use crate::policy::arn::{KmsKeyArn, PrincipalArn, PrincipalKind, SecretArn};
 
 /// A token as stored (without its secret).
 #[derive(Debug, Clone)]
@@ -66,7 +68,8 @@ fn token_info_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
 }
 
 /// Every token, newest first.
-pub fn list_tokens(conn: &Connection) -> Result<Vec<TokenInfo>> {
+pub fn list_tokens(tx: &Tx<'_>) -> Result<Vec<TokenInfo>> {
+    let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {TOKEN_INFO_COLUMNS} FROM tokens ORDER BY created_at DESC, id"
     ))?;
@@ -77,7 +80,8 @@ pub fn list_tokens(conn: &Connection) -> Result<Vec<TokenInfo>> {
 }
 
 /// One token as an admin sees it.
-pub fn token_info(conn: &Connection, id: &str) -> Result<Option<TokenInfo>> {
+pub fn token_info(tx: &Tx<'_>, id: &str) -> Result<Option<TokenInfo>> {
+    let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {TOKEN_INFO_COLUMNS} FROM tokens WHERE id = ?1"
     ))?;
@@ -85,7 +89,8 @@ pub fn token_info(conn: &Connection, id: &str) -> Result<Option<TokenInfo>> {
 }
 
 /// Revokes a token; false when there is no such token or it was already revoked.
-pub fn revoke_token(conn: &Connection, id: &str, now: &str) -> Result<bool> {
+pub fn revoke_token(tx: &Tx<'_>, id: &str, now: &str) -> Result<bool> {
+    let conn = tx.conn();
     let n = conn
         .prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
         .execute(params![id, now])?;
@@ -93,7 +98,8 @@ pub fn revoke_token(conn: &Connection, id: &str, now: &str) -> Result<bool> {
 }
 
 /// Inserts a token.
-pub fn insert_token(conn: &Connection, t: &TokenRow, created_at: &str) -> Result<()> {
+pub fn insert_token(tx: &Tx<'_>, t: &TokenRow, created_at: &str) -> Result<()> {
+    let conn = tx.conn();
     conn.prepare_cached(
         "INSERT INTO tokens (id, name, role, secret_hash, created_at, expires_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
@@ -110,7 +116,8 @@ pub fn insert_token(conn: &Connection, t: &TokenRow, created_at: &str) -> Result
 }
 
 /// Ids of the active tokens (neither revoked nor expired at `now`) carrying the canonical `name`.
-pub fn active_tokens_named(conn: &Connection, name: &str, now: &str) -> Result<Vec<String>> {
+pub fn active_tokens_named(tx: &Tx<'_>, name: &str, now: &str) -> Result<Vec<String>> {
+    let conn = tx.conn();
     let mut stmt = conn.prepare_cached(
         "SELECT id FROM tokens WHERE name = ?1 AND revoked_at IS NULL
          AND (expires_at IS NULL OR expires_at > ?2) ORDER BY created_at, id",
@@ -150,20 +157,23 @@ fn issuers(conn: &Connection, sql: &'static str, key: &str) -> Result<Vec<String
 /// Everyone who issued the token `id`, directly or through tokens issued to them, and so on up to the
 /// command line: the canonical names of its creator, of the creators of every token carrying that
 /// name, and so on. Empty for an unknown token or one whose creator is unknown.
-pub fn token_issuers(conn: &Connection, id: &str) -> Result<Vec<String>> {
+pub fn token_issuers(tx: &Tx<'_>, id: &str) -> Result<Vec<String>> {
+    let conn = tx.conn();
     issuers(conn, issuers_sql!("id"), id)
 }
 
 /// Everyone who issued a token carrying the name `name`, directly or through tokens issued to them,
 /// and so on up to the command line (the issuer chain of a name rather than of one token: a share
 /// records who requested it, not which token did). Empty for a name no token carries (an OIDC name).
-pub fn name_issuers(conn: &Connection, name: &str) -> Result<Vec<String>> {
+pub fn name_issuers(tx: &Tx<'_>, name: &str) -> Result<Vec<String>> {
+    let conn = tx.conn();
     issuers(conn, issuers_sql!("name"), name)
 }
 
 /// How many shares requested by `requester` (a canonical name) are pending. Names stored before they
 /// were canonical differ from it in ASCII case at most (token names are ASCII), hence `lower`.
-pub fn pending_shares_of(conn: &Connection, requester: &str) -> Result<u64> {
+pub fn pending_shares_of(tx: &Tx<'_>, requester: &str) -> Result<u64> {
+    let conn = tx.conn();
     let n: i64 = conn
         .prepare_cached(
             "SELECT count(*) FROM shares WHERE status = 'pending'
@@ -176,11 +186,12 @@ pub fn pending_shares_of(conn: &Connection, requester: &str) -> Result<u64> {
 /// Active admin tokens other than `except` that work at least as long as `until` (`None`: for ever),
 /// at time `now`.
 pub fn admin_tokens_lasting(
-    conn: &Connection,
+    tx: &Tx<'_>,
     except: &str,
     until: Option<&str>,
     now: &str,
 ) -> Result<u64> {
+    let conn = tx.conn();
     let n: i64 = conn
         .prepare_cached(
             "SELECT count(*) FROM tokens WHERE role = 'admin' AND id != ?1 AND revoked_at IS NULL
@@ -191,7 +202,8 @@ pub fn admin_tokens_lasting(
 }
 
 /// Looks a token up by its public id.
-pub fn token_by_id(conn: &Connection, id: &str) -> Result<Option<TokenRow>> {
+pub fn token_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<TokenRow>> {
+    let conn = tx.conn();
     let mut stmt = conn.prepare_cached(
         "SELECT id, name, role, secret_hash, revoked_at, expires_at, created_by FROM tokens WHERE id = ?1",
     )?;
@@ -230,8 +242,8 @@ pub struct Principal {
     /// Id.
     pub id: String,
     /// The principal's ARN.
-    #[schema(example = "arn:aws:iam::444455556666:role/app-reader")]
-    pub arn: String,
+    #[schema(value_type = String, example = "arn:aws:iam::444455556666:role/app-reader")]
+    pub arn: PrincipalArn,
     /// Its account.
     #[schema(example = "444455556666")]
     pub account_id: String,
@@ -251,12 +263,24 @@ fn principal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Principal> {
     let kind: String = r.get(3)?;
     Ok(Principal {
         id: r.get(0)?,
-        arn: r.get(1)?,
+        arn: parse_column(r, 1, "principal", PrincipalArn::parse)?,
         account_id: r.get(2)?,
         kind: match kind.as_str() {
             "user" => PrincipalKind::User,
             "role" => PrincipalKind::Role,
-            _ => PrincipalKind::AccountRoot,
+            "account_root" => PrincipalKind::AccountRoot,
+            other => {
+                // Refused, not guessed: a wrong kind would compose the wrong policies.
+                let id: String = r.get(0)?;
+                return Err(rusqlite::Error::FromSqlConversionFailure(
+                    3,
+                    rusqlite::types::Type::Text,
+                    format!(
+                        "principal {id} has an unknown kind {other:?} (user, role or account_root)"
+                    )
+                    .into(),
+                ));
+            }
         },
         description: r.get(4)?,
         created_by: r.get(5)?,
@@ -265,13 +289,14 @@ fn principal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Principal> {
 }
 
 /// Inserts a principal.
-pub fn insert_principal(conn: &Connection, p: &Principal) -> Result<()> {
+pub fn insert_principal(tx: &Tx<'_>, p: &Principal) -> Result<()> {
+    let conn = tx.conn();
     conn.prepare_cached(&format!(
         "INSERT INTO principals ({PRINCIPAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
     ))?
     .execute(params![
         p.id,
-        p.arn,
+        p.arn.as_str(),
         p.account_id,
         p.kind.as_str(),
         p.description,
@@ -282,7 +307,8 @@ pub fn insert_principal(conn: &Connection, p: &Principal) -> Result<()> {
 }
 
 /// A principal by id.
-pub fn principal_by_id(conn: &Connection, id: &str) -> Result<Option<Principal>> {
+pub fn principal_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<Principal>> {
+    let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE id = ?1"
     ))?;
@@ -290,7 +316,8 @@ pub fn principal_by_id(conn: &Connection, id: &str) -> Result<Option<Principal>>
 }
 
 /// A principal by ARN.
-pub fn principal_by_arn(conn: &Connection, arn: &str) -> Result<Option<Principal>> {
+pub fn principal_by_arn(tx: &Tx<'_>, arn: &str) -> Result<Option<Principal>> {
+    let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE arn = ?1"
     ))?;
@@ -299,10 +326,11 @@ pub fn principal_by_arn(conn: &Connection, arn: &str) -> Result<Option<Principal
 
 /// A page of principals, newest first, before `before_seq`; returns rows with their seq.
 pub fn list_principals(
-    conn: &Connection,
+    tx: &Tx<'_>,
     before_seq: i64,
     limit: usize,
 ) -> Result<Vec<(i64, Principal)>> {
+    let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {PRINCIPAL_COLUMNS}, seq FROM principals WHERE seq < ?1 ORDER BY seq DESC LIMIT ?2"
     ))?;
@@ -344,14 +372,15 @@ pub struct Share {
     pub status_reason: Option<String>,
     /// The secret.
     #[schema(
+        value_type = String,
         example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf"
     )]
-    pub secret_arn: String,
+    pub secret_arn: SecretArn,
     /// The consumer principal's registration id.
     pub principal_id: String,
     /// The consumer principal.
-    #[schema(example = "arn:aws:iam::444455556666:role/app-reader")]
-    pub principal_arn: String,
+    #[schema(value_type = String, example = "arn:aws:iam::444455556666:role/app-reader")]
+    pub principal_arn: PrincipalArn,
     /// IAM actions granted.
     #[schema(example = json!(["secretsmanager:GetSecretValue"]))]
     pub actions: Vec<String>,
@@ -369,7 +398,8 @@ pub struct Share {
     /// Votes so far.
     pub approvals: Vec<Approval>,
     /// The full ARN of the secret's KMS key, once the share has been applied.
-    pub key_arn: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub key_arn: Option<KmsKeyArn>,
     /// The last failure applying or revoking the share, in words.
     pub last_error: Option<String>,
     /// Created, RFC 3339 UTC.
@@ -383,20 +413,14 @@ const SHARE_COLUMNS: &str = "id, status, status_reason, secret_arn, principal_id
      key_arn, last_error";
 
 fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
-    let status: String = r.get(1)?;
-    let actions: String = r.get(6)?;
     Ok(Share {
         id: r.get(0)?,
-        status: status.parse().map_err(|e: String| {
-            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, e.into())
-        })?,
+        status: parse_column(r, 1, "share", str::parse::<ShareStatus>)?,
         status_reason: r.get(2)?,
-        secret_arn: r.get(3)?,
+        secret_arn: parse_column(r, 3, "share", SecretArn::parse)?,
         principal_id: r.get(4)?,
-        principal_arn: r.get(5)?,
-        actions: serde_json::from_str(&actions).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(6, rusqlite::types::Type::Text, e.into())
-        })?,
+        principal_arn: parse_column(r, 5, "share", PrincipalArn::parse)?,
+        actions: parse_column(r, 6, "share", json_strings)?,
         version_stage: r.get(7)?,
         justification: r.get(8)?,
         expires_at: r.get(9)?,
@@ -405,7 +429,7 @@ fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
         approvals: Vec::new(),
         created_at: r.get(12)?,
         updated_at: r.get(13)?,
-        key_arn: r.get(14)?,
+        key_arn: parse_optional_column(r, 14, "share", KmsKeyArn::parse)?,
         last_error: r.get(15)?,
     })
 }
@@ -430,16 +454,17 @@ fn load_approvals(conn: &Connection, share: &mut Share) -> Result<()> {
 }
 
 /// Inserts a new share (its approvals list is ignored).
-pub fn insert_share(conn: &Connection, s: &Share) -> Result<()> {
+pub fn insert_share(tx: &Tx<'_>, s: &Share) -> Result<()> {
+    let conn = tx.conn();
     conn.prepare_cached(&format!(
             "INSERT INTO shares ({SHARE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
         ))?.execute(params![
             s.id,
             s.status.as_str(),
             s.status_reason,
-            s.secret_arn,
+            s.secret_arn.as_str(),
             s.principal_id,
-            s.principal_arn,
+            s.principal_arn.as_str(),
             serde_json::to_string(&s.actions)?,
             s.version_stage,
             s.justification,
@@ -448,14 +473,15 @@ pub fn insert_share(conn: &Connection, s: &Share) -> Result<()> {
             s.approvals_required,
             s.created_at,
             s.updated_at,
-            s.key_arn,
+            s.key_arn.as_deref(),
             s.last_error
         ])?;
     Ok(())
 }
 
 /// A share with its approvals.
-pub fn share_by_id(conn: &Connection, id: &str) -> Result<Option<Share>> {
+pub fn share_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<Share>> {
+    let conn = tx.conn();
     let mut stmt =
         conn.prepare_cached(&format!("SELECT {SHARE_COLUMNS} FROM shares WHERE id = ?1"))?;
     let share = stmt.query_row([id], share_from_row).optional()?;
@@ -483,11 +509,12 @@ pub struct ShareFilter {
 
 /// A page of shares, newest first, before `before_seq`; returns rows with their seq.
 pub fn list_shares(
-    conn: &Connection,
+    tx: &Tx<'_>,
     f: &ShareFilter,
     before_seq: i64,
     limit: usize,
 ) -> Result<Vec<(i64, Share)>> {
+    let conn = tx.conn();
     let mut sql = format!("SELECT {SHARE_COLUMNS}, seq FROM shares WHERE seq < ?");
     let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(before_seq)];
     if let Some(s) = f.status {
@@ -555,38 +582,41 @@ fn load_approvals_for<'a>(
     Ok(())
 }
 
-/// Sets a share's status (and reason), stamping `updated_at`.
-pub fn set_share_status(
-    conn: &Connection,
+/// A share's status; `None` when there is no such share.
+pub fn status_of(tx: &Tx<'_>, id: &str) -> Result<Option<ShareStatus>> {
+    let status: Option<String> = tx
+        .conn()
+        .prepare_cached("SELECT status FROM shares WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    status
+        .map(|s| {
+            s.parse()
+                .map_err(|e| Error::Internal(format!("share {id} has an unknown status: {e}")))
+        })
+        .transpose()
+}
+
+/// Sets a share's status (and reason), stamping `updated_at`: only through [`super::transition`],
+/// which checks the state machine and records the change.
+pub(super) fn set_share_status(
+    tx: &Tx<'_>,
     id: &str,
     status: ShareStatus,
     reason: Option<&str>,
     now: &str,
 ) -> Result<()> {
-    let current: String = conn.query_row("SELECT status FROM shares WHERE id = ?1", [id], |r| {
-        r.get(0)
-    })?;
-    let current: ShareStatus = current.parse().map_err(Error::Internal)?;
-    if !current.can_become(status) {
-        return Err(Error::Conflict {
-            detail: format!("a share that is {current} cannot become {status}"),
-            current_status: Some(current),
-            existing_id: None,
-        });
-    }
-    conn.prepare_cached(
-        "UPDATE shares SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1",
-    )?
-    .execute(params![id, status.as_str(), reason, now])?;
+    tx.conn()
+        .prepare_cached(
+            "UPDATE shares SET status = ?2, status_reason = ?3, updated_at = ?4 WHERE id = ?1",
+        )?
+        .execute(params![id, status.as_str(), reason, now])?;
     Ok(())
 }
 
 /// Shares of one secret in one status, oldest first, with their approvals.
-pub fn shares_of_secret(
-    conn: &Connection,
-    secret_arn: &str,
-    status: ShareStatus,
-) -> Result<Vec<Share>> {
+pub fn shares_of_secret(tx: &Tx<'_>, secret_arn: &str, status: ShareStatus) -> Result<Vec<Share>> {
+    let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {SHARE_COLUMNS} FROM shares WHERE secret_arn = ?1 AND status = ?2 ORDER BY seq"
     ))?;
@@ -599,11 +629,8 @@ pub fn shares_of_secret(
 
 /// Shares in one of `statuses` that were applied with `key_arn`, whatever their secret (a key can
 /// encrypt several secrets, and a secret re-created under its old name is another ARN), oldest first.
-pub fn shares_with_key(
-    conn: &Connection,
-    key_arn: &str,
-    statuses: &[ShareStatus],
-) -> Result<Vec<Share>> {
+pub fn shares_with_key(tx: &Tx<'_>, key_arn: &str, statuses: &[ShareStatus]) -> Result<Vec<Share>> {
+    let conn = tx.conn();
     let marks = vec!["?"; statuses.len()].join(",");
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {SHARE_COLUMNS} FROM shares WHERE key_arn = ? AND status IN ({marks}) ORDER BY seq"
@@ -618,26 +645,30 @@ pub fn shares_with_key(
 }
 
 /// Secrets that have shares in one of these statuses.
-pub fn secrets_with_status(conn: &Connection, statuses: &[ShareStatus]) -> Result<Vec<String>> {
+pub fn secrets_with_status(tx: &Tx<'_>, statuses: &[ShareStatus]) -> Result<Vec<SecretArn>> {
+    let conn = tx.conn();
     let marks = vec!["?"; statuses.len()].join(",");
     let mut stmt = conn.prepare(&format!(
         "SELECT DISTINCT secret_arn FROM shares WHERE status IN ({marks}) ORDER BY secret_arn"
     ))?;
     let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
     let rows = stmt
-        .query_map(rusqlite::params_from_iter(names), |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+        .query_map(rusqlite::params_from_iter(names), |r| {
+            parse_column(r, 0, "secret", SecretArn::parse)
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// Sets a share's key ARN and last error.
 pub fn set_share_outcome(
-    conn: &Connection,
+    tx: &Tx<'_>,
     id: &str,
     key_arn: Option<&str>,
     last_error: Option<&str>,
     now: &str,
 ) -> Result<()> {
+    let conn = tx.conn();
     conn.prepare_cached("UPDATE shares SET key_arn = coalesce(?2, key_arn), last_error = ?3, updated_at = ?4 WHERE id = ?1")?.execute(params![id, key_arn, last_error, now])?;
     Ok(())
 }
@@ -662,7 +693,8 @@ pub struct NewVote<'a> {
 }
 
 /// Records a vote; returns false if this approver already voted on this share.
-pub fn insert_vote(conn: &Connection, v: &NewVote<'_>) -> Result<bool> {
+pub fn insert_vote(tx: &Tx<'_>, v: &NewVote<'_>) -> Result<bool> {
+    let conn = tx.conn();
     let n = conn
         .prepare_cached(
             "INSERT INTO approvals (share_id, approver, decision, comment, at, credential, issued_by)
@@ -692,11 +724,8 @@ pub struct StoredResponse {
 }
 
 /// The response stored for (actor, key), if any.
-pub fn idempotent_response(
-    conn: &Connection,
-    actor: &str,
-    key: &str,
-) -> Result<Option<StoredResponse>> {
+pub fn idempotent_response(tx: &Tx<'_>, actor: &str, key: &str) -> Result<Option<StoredResponse>> {
+    let conn = tx.conn();
     let mut stmt = conn.prepare_cached(
         "SELECT request_hash, status, body FROM idempotency_keys WHERE actor = ?1 AND key = ?2",
     )?;
@@ -713,12 +742,13 @@ pub fn idempotent_response(
 
 /// Stores the response for (actor, key).
 pub fn store_idempotent_response(
-    conn: &Connection,
+    tx: &Tx<'_>,
     actor: &str,
     key: &str,
     resp: &StoredResponse,
     now: &str,
 ) -> Result<()> {
+    let conn = tx.conn();
     conn.prepare_cached(
         "INSERT INTO idempotency_keys (actor, key, request_hash, status, body, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -732,4 +762,79 @@ pub fn store_idempotent_response(
         now
     ])?;
     Ok(())
+}
+
+fn share_ids(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<String>> {
+    let mut st = conn.prepare_cached(sql)?;
+    let ids = st
+        .query_map(args, |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(ids)
+}
+
+/// Pending shares requested at or before `requested_before`, or whose access would end by `now`.
+pub fn pending_due(tx: &Tx<'_>, requested_before: &str, now: &str) -> Result<Vec<String>> {
+    share_ids(
+        tx.conn(),
+        "SELECT id FROM shares WHERE status = 'pending' AND (created_at <= ?1 OR expires_at <= ?2)",
+        &[&requested_before, &now],
+    )
+}
+
+/// Active or drifted shares whose access ended by `now`.
+pub fn live_expired(tx: &Tx<'_>, now: &str) -> Result<Vec<String>> {
+    share_ids(
+        tx.conn(),
+        "SELECT id FROM shares WHERE status IN ('active', 'drifted') AND expires_at <= ?1",
+        &[&now],
+    )
+}
+
+/// Active shares whose access ends after `now` and by `horizon`, not yet announced as expiring.
+pub fn expiring_unannounced(tx: &Tx<'_>, now: &str, horizon: &str) -> Result<Vec<String>> {
+    share_ids(
+        tx.conn(),
+        "SELECT s.id FROM shares s WHERE s.status = 'active' AND s.expires_at > ?1 AND s.expires_at <= ?2
+         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.share_id = s.id AND o.event = 'share.expiring')",
+        &[&now, &horizon],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::store::{Store, StoreOptions};
+
+    /// A share row that does not parse is refused with an error naming it and the column.
+    #[tokio::test]
+    async fn rows_that_do_not_parse_are_refused_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), StoreOptions::default()).unwrap();
+        store
+            .write(|c| {
+                c.conn().execute_batch(
+                    "INSERT INTO principals (id, arn, account_id, kind, description, created_by, created_at)
+                     VALUES ('p1', 'arn:aws:iam::444455556666:role/r', '444455556666', 'role', NULL, 't', 'now');
+                     INSERT INTO shares (id, status, status_reason, secret_arn, principal_id, principal_arn,
+                       actions, version_stage, justification, expires_at, requested_by, approvals_required,
+                       created_at, updated_at)
+                     VALUES ('s1', 'active', NULL, 'arn:aws:secretsmanager:us-east-1:111122223333:secret:x',
+                       'p1', 'arn:aws:iam::444455556666:role/r', '[]', NULL, 'j', 'e', 'r', 1, 'c', 'u');",
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let err = store
+            .read(|c| share_by_id(c, "s1"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("share s1: secret_arn") && err.contains("does not parse"),
+            "{err}"
+        );
+    }
 }

@@ -1,0 +1,100 @@
+//! Claiming work: every share of a secret in one status moves into one journaled job, in one store
+//! transaction.
+
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{Applier, SYSTEM};
+use crate::domain::ShareStatus;
+use crate::store::jobs::{self, JobKind};
+use crate::store::rows::{self, Share};
+use crate::store::{Transition, transition};
+
+impl Applier {
+    /// Moves every share of `secret` in status `from` into the job (apply: to `applying`), journaling the
+    /// job, in one transaction.
+    pub(super) async fn claim(
+        &self,
+        secret: &str,
+        from: ShareStatus,
+        kind: JobKind,
+    ) -> crate::error::Result<Option<(String, Vec<Share>)>> {
+        let now = self.now();
+        let secret = secret.to_owned();
+        let notify = self.settings.notify;
+        let claimed = self
+            .store
+            .write(move |c| {
+                let mut shares = rows::shares_of_secret(c, &secret, from)?;
+                if from == ShareStatus::Approved {
+                    // An approved share whose time ran out before it was applied is never applied.
+                    let (late, due): (Vec<Share>, Vec<Share>) =
+                        shares.into_iter().partition(|s| s.expires_at <= now);
+                    for s in &late {
+                        const WHY: &str = "expired before it was applied";
+                        let details = json!({"reason": WHY, "from": "approved", "to": "expired"});
+                        transition(c, Transition {
+                            reason: Some(WHY),
+                            notice: notify.then_some(("share.expired", WHY)),
+                            ..Transition::new(&s.id, ShareStatus::Approved, ShareStatus::Expired, &now, SYSTEM, "share.expired", details)
+                        })?;
+                    }
+                    shares = due;
+                }
+                if shares.is_empty() {
+                    return Ok(None);
+                }
+                let job = Uuid::now_v7().to_string();
+                let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+                jobs::insert(c, &job, kind, &secret, &ids, &now)?;
+                if from == ShareStatus::Approved {
+                    for s in &shares {
+                        let details = json!({"job": job, "with": ids.len(), "from": "approved", "to": "applying"});
+                        transition(c, Transition::new(&s.id, ShareStatus::Approved, ShareStatus::Applying, &now, SYSTEM, "share.applying", details))?;
+                    }
+                }
+                Ok(Some((job, shares)))
+            })
+            .await?;
+        Ok(self.running(claimed))
+    }
+
+    /// Moves the drifted shares `ids` of `secret` (those still drifted) into one journaled repair job.
+    pub(super) async fn claim_drifted(
+        &self,
+        secret: &str,
+        ids: Vec<String>,
+    ) -> crate::error::Result<Option<(String, Vec<Share>)>> {
+        let now = self.now();
+        let secret_s = secret.to_owned();
+        let claimed = self
+            .store
+            .write(move |c| {
+                let shares: Vec<Share> =
+                    rows::shares_of_secret(c, &secret_s, ShareStatus::Drifted)?
+                        .into_iter()
+                        .filter(|s| ids.contains(&s.id))
+                        .collect();
+                if shares.is_empty() {
+                    return Ok(None);
+                }
+                let job = Uuid::now_v7().to_string();
+                let share_ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+                jobs::insert(c, &job, JobKind::Apply, &secret_s, &share_ids, &now)?;
+                Ok(Some((job, shares)))
+            })
+            .await?;
+        Ok(self.running(claimed))
+    }
+
+    /// Registers a claimed job as run by this process (recovery leaves it alone).
+    fn running(&self, claimed: Option<(String, Vec<Share>)>) -> Option<(String, Vec<Share>)> {
+        if let Some((job, _)) = &claimed {
+            self.active_jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(job.clone());
+        }
+        claimed
+    }
+}

@@ -1,0 +1,172 @@
+//! What a share stands for in the policies: its grant, the Sids of its statements, and the statements
+//! live shares still need (so a revoke or a compensation never removes one of them).
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use super::{Applier, Failure, FailureKind};
+use crate::domain::{ShareAction, ShareStatus};
+use crate::policy::arn::KmsKeyArn;
+use crate::policy::compose::{
+    Grant, InstallationId, is_unique_id, key_statement_for, legacy_statements,
+    resource_statements_for,
+};
+use crate::policy::document::PolicyDocument;
+use crate::store::jobs;
+use crate::store::rows::{self, Share};
+
+/// The grant a share stands for.
+pub fn grant_of(share: &Share) -> Result<Grant, Failure> {
+    let bad = |m: String| {
+        Failure::new(
+            FailureKind::Internal,
+            format!("stored share {} is invalid: {m}", share.id),
+        )
+    };
+    let mut actions = share
+        .actions
+        .iter()
+        .map(|a| ShareAction::parse(a))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad)?;
+    actions.sort();
+    actions.dedup();
+    Ok(Grant {
+        secret: share.secret_arn.clone(),
+        principal: share.principal_arn.clone(),
+        actions,
+        version_stage: share.version_stage.clone(),
+    })
+}
+pub(crate) fn sid_of(v: &Value) -> String {
+    v.get("Sid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+pub(super) fn statements_as_values(doc: Option<&PolicyDocument>) -> Vec<Value> {
+    doc.map(|d| {
+        d.statements()
+            .iter()
+            .map(|s| serde_json::from_str(s.raw()).unwrap_or(Value::Null))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// The Sids a share's statements have (or had under the earlier scheme), per policy.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ShareSids {
+    /// Resource-policy Sids: this installation's, then the earlier scheme's.
+    pub(crate) resource: Vec<String>,
+    /// Key-policy Sids: this installation's, then the earlier scheme's.
+    pub(crate) key: Vec<String>,
+}
+
+pub(crate) fn share_sids(grant: &Grant, installation: &InstallationId) -> ShareSids {
+    let (legacy_res, legacy_key) = legacy_statements(grant);
+    ShareSids {
+        resource: resource_statements_for(grant, installation)
+            .iter()
+            .map(sid_of)
+            .chain([sid_of(&legacy_res)])
+            .collect(),
+        key: vec![
+            sid_of(&key_statement_for(grant, installation)),
+            sid_of(&legacy_key),
+        ],
+    }
+}
+
+/// Statements live shares still need: resource-policy Sids of the secret, and (key ARN, Sid) pairs.
+#[derive(Debug, Default)]
+pub(super) struct Needed {
+    pub(super) resource: HashSet<String>,
+    pub(super) key: HashSet<(String, String)>,
+}
+
+/// The unique ids (AROA..., AIDA...) that stand where an ARN was in a statement's principal.
+pub(crate) fn unique_ids_in(found: &crate::policy::document::RawStatement) -> Vec<String> {
+    found
+        .parsed()
+        .principal
+        .as_ref()
+        .map(|p| p.values("AWS").to_vec())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| is_unique_id(v))
+        .collect()
+}
+
+impl Applier {
+    /// Statements live shares other than `exclude` need: the resource-policy Sids of `secret` (shares of
+    /// that exact ARN), and per key of `keys` the (key ARN, Sid) pairs of every live share applied with
+    /// that key, whatever its secret (a key encrypts several secrets, and a secret re-created under its
+    /// old name has another ARN but the same key statement). Shares being applied count for the key
+    /// their running job resolved. `exclude` drops the job's own shares while they are `applying`
+    /// (or in any status with `exclude_any_status`).
+    pub(super) async fn needed(
+        &self,
+        secret: &str,
+        keys: &[KmsKeyArn],
+        exclude: &[String],
+        exclude_any_status: bool,
+    ) -> Result<Needed, Failure> {
+        const LIVE: [ShareStatus; 3] = [
+            ShareStatus::Active,
+            ShareStatus::Drifted,
+            ShareStatus::Applying,
+        ];
+        let secret_s = secret.to_owned();
+        let key_list: Vec<String> = keys.iter().map(|k| k.as_str().to_owned()).collect();
+        let (of_secret, with_key) = self
+            .store
+            .read(move |c| {
+                let mut of_secret = Vec::new();
+                for st in LIVE {
+                    of_secret.extend(rows::shares_of_secret(c, &secret_s, st)?);
+                }
+                let mut with_key = Vec::new();
+                for key in &key_list {
+                    for s in rows::shares_with_key(c, key, &LIVE)? {
+                        with_key.push((key.clone(), s));
+                    }
+                    for job in jobs::running_with_key(c, key)? {
+                        for id in &job.share_ids {
+                            if let Some(s) = rows::share_by_id(c, id)?
+                                && s.status == ShareStatus::Applying
+                                && s.key_arn.is_none()
+                            {
+                                with_key.push((key.clone(), s));
+                            }
+                        }
+                    }
+                }
+                Ok((of_secret, with_key))
+            })
+            .await?;
+        // A share being revoked (status `revoking`) is not live: it keeps nothing alive.
+        let skip = |s: &Share| {
+            exclude.contains(&s.id) && (exclude_any_status || s.status == ShareStatus::Applying)
+        };
+        let installation = &self.settings.installation;
+        let mut needed = Needed::default();
+        for s in of_secret.iter().filter(|s| !skip(s)) {
+            if let Ok(g) = grant_of(s) {
+                needed
+                    .resource
+                    .extend(share_sids(&g, installation).resource);
+            }
+        }
+        for (key, s) in with_key.iter().filter(|(_, s)| !skip(s)) {
+            if let Ok(g) = grant_of(s) {
+                for sid in share_sids(&g, installation).key {
+                    needed.key.insert((key.clone(), sid));
+                }
+            }
+        }
+        Ok(needed)
+    }
+}

@@ -1,0 +1,103 @@
+//! DescribeSecret + DescribeKey: the secret's customer managed key, or why it cannot be shared.
+
+use std::time::Duration;
+
+use super::{Applier, Failure, FailureKind};
+use crate::policy::arn::{KmsKeyArn, SecretArn};
+
+/// How long a DescribeKey answer is reused.
+const KEY_INFO_TTL: Duration = Duration::from_secs(300);
+
+/// The refusal for a secret encrypted with the AWS managed key.
+fn aws_managed_key(secret: &SecretArn) -> Failure {
+    Failure::new(
+        FailureKind::Refused,
+        format!(
+            "the secret is encrypted with the AWS managed key aws/secretsmanager, whose key policy cannot be \
+             changed, so no other account can ever decrypt it. Re-encrypt it with a customer managed key: \
+             aws secretsmanager update-secret --region {} --secret-id {} --kms-key-id <customer managed key ARN> \
+             (new versions use that key; then request the share again)",
+            secret.region(),
+            secret.as_str()
+        ),
+    )
+}
+
+fn is_aws_managed_alias(key_id: &str) -> bool {
+    key_id == "alias/aws/secretsmanager" || key_id.ends_with(":alias/aws/secretsmanager")
+}
+
+impl Applier {
+    /// DescribeSecret + DescribeKey: the secret's customer managed key, or why it cannot be shared.
+    pub async fn resolve_key(&self, secret: &SecretArn) -> Result<KmsKeyArn, Failure> {
+        let info = self.secrets.describe_secret(secret.as_str()).await?;
+        if info.arn != secret.as_str() {
+            // Secrets Manager also resolves partial ARNs; policies need the exact one.
+            return Err(Failure::new(
+                FailureKind::Refused,
+                format!(
+                    "{} is not the secret's full ARN; Secrets Manager resolved it to {}: request the share with the full ARN",
+                    secret.as_str(),
+                    info.arn
+                ),
+            ));
+        }
+        if let Some(primary) = info.primary_region.as_deref()
+            && primary != secret.region()
+        {
+            let primary_arn = secret.as_str().replacen(
+                &format!(":{}:", secret.region()),
+                &format!(":{primary}:"),
+                1,
+            );
+            return Err(Failure::new(
+                FailureKind::Refused,
+                format!(
+                    "the secret is a replica; policies are written on the primary secret only: request the \
+                     share for {primary_arn} (region {primary})"
+                ),
+            ));
+        }
+        let key_id = match info.kms_key_id.as_deref() {
+            None => return Err(aws_managed_key(secret)),
+            Some(k) if is_aws_managed_alias(k) => return Err(aws_managed_key(secret)),
+            Some(k) => k.to_owned(),
+        };
+        let cached = self
+            .key_info
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key_id)
+            .filter(|(at, _)| at.elapsed() < KEY_INFO_TTL)
+            .map(|(_, k)| k.clone());
+        let key = match cached {
+            Some(k) => k,
+            None => {
+                let k = self.kms.describe_key(&key_id, secret.region()).await?;
+                self.key_info
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key_id.clone(), (std::time::Instant::now(), k.clone()));
+                k
+            }
+        };
+        if key.key_manager != "CUSTOMER" {
+            return Err(aws_managed_key(secret));
+        }
+        if !key.enabled {
+            return Err(Failure::new(
+                FailureKind::Refused,
+                format!(
+                    "the secret's key {} is not enabled (state {}): enable it before sharing",
+                    key.arn, key.key_state
+                ),
+            ));
+        }
+        KmsKeyArn::parse(&key.arn).map_err(|e| {
+            Failure::new(
+                FailureKind::Aws,
+                format!("DescribeKey returned an unusable key ARN {}: {e}", key.arn),
+            )
+        })
+    }
+}

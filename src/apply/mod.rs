@@ -1,0 +1,250 @@
+//! Applying and revoking shares: a journaled saga per secret.
+//!
+//! An approval that reaches quorum *kicks* its secret. After a short coalescing window the applier takes
+//! the secret's lock, claims every `approved` share of it in one transaction ([`claim`]: they become
+//! `applying`, and a job row is journaled), and runs one read-modify-write per policy for all of them
+//! ([`rmw`]):
+//!
+//! DescribeSecret (refuse replicas and the AWS managed key) -> DescribeKey (customer managed, enabled)
+//! ([`key`]) -> key policy: read, merge, lint, journal, write, read back, compare -> resource policy: the
+//! same, with `BlockPublicPolicy=true` -> evaluate the read-back policies with [`crate::policy::eval`]
+//! ([`verify`]) -> `active`.
+//!
+//! Each write is journaled (with the Sids it adds) before it is sent. When a step fails, the job is
+//! compensated ([`compensate`]) by removing exactly the statements it added from the *current* policies
+//! (never by writing back a stale document), and its shares end `failed` with the reason. A job left
+//! `running` by a crash is compensated at the next start and its shares are queued again ([`recover`]).
+//! Revokes ([`revoke`]) remove a share's statements unless another live share needs the same statement,
+//! and delete a resource policy left empty. An apply and a repair of drifted shares are one saga
+//! ([`run`]); they differ only in how the outcome is recorded.
+//!
+//! Writes are serialized per secret (one task at a time holds its lock) and per key.
+//!
+//! Reading the live policies without writing (drift, the live plan, access checks and reviews) is
+//! [`crate::inspect`].
+
+mod claim;
+mod compensate;
+mod failure;
+mod grant;
+mod key;
+pub(crate) mod live;
+mod recover;
+mod revoke;
+mod rmw;
+mod run;
+#[cfg(test)]
+mod tests;
+pub(crate) mod verify;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::aws::{KeyInfo, KmsApi, SecretsApi};
+use crate::domain::{Clock, ShareStatus, fmt_time};
+use crate::policy::compose::{Grant, InstallationId, legacy_statements};
+use crate::policy::merge::Owner;
+use crate::store::Store;
+use crate::store::jobs::{self, JobKind};
+
+pub use failure::{Failure, FailureKind};
+pub use grant::grant_of;
+pub(crate) use grant::{share_sids, sid_of, unique_ids_in};
+
+/// Applier settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Whether approved shares are applied at all.
+    pub enabled: bool,
+    /// Wait after a kick, so approvals close together share one write.
+    pub coalesce: Duration,
+    /// Read-modify-write attempts per policy.
+    pub write_attempts: u32,
+    /// Whether to write notification events to the outbox.
+    pub notify: bool,
+    /// This broker's id in the Sids it writes; it owns only those statements.
+    pub installation: InstallationId,
+}
+
+/// Counts running work so tests and shutdown can wait for quiet; decremented even on panic.
+struct Busy<'a>(&'a Applier);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Unregisters a job from the running set when dropped.
+struct JobGuard<'a>(&'a Applier, String);
+
+impl Drop for JobGuard<'_> {
+    fn drop(&mut self) {
+        self.0
+            .active_jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.1);
+    }
+}
+
+/// Applies and revokes shares.
+pub struct Applier {
+    /// DescribeKey answers by key id, with when they were fetched.
+    key_info: Mutex<HashMap<String, (std::time::Instant, KeyInfo)>>,
+    /// Jobs this process is running now: recovery leaves them alone.
+    active_jobs: Mutex<HashSet<String>>,
+    pub(crate) store: Store,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) secrets: Arc<dyn SecretsApi>,
+    pub(crate) kms: Arc<dyn KmsApi>,
+    pub(crate) settings: Settings,
+    scheduled: Mutex<HashSet<String>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    busy: AtomicUsize,
+    idle: Notify,
+}
+
+/// The actor of the saga's audit rows.
+const SYSTEM: &str = "system";
+
+impl Applier {
+    /// An applier over the store and the AWS clients.
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        secrets: Arc<dyn SecretsApi>,
+        kms: Arc<dyn KmsApi>,
+        settings: Settings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            active_jobs: Mutex::new(HashSet::new()),
+            key_info: Mutex::new(HashMap::new()),
+            store,
+            clock,
+            secrets,
+            kms,
+            settings,
+            scheduled: Mutex::new(HashSet::new()),
+            locks: Mutex::new(HashMap::new()),
+            busy: AtomicUsize::new(0),
+            idle: Notify::new(),
+        })
+    }
+
+    /// Whether approved shares are applied.
+    pub fn enabled(&self) -> bool {
+        self.settings.enabled
+    }
+
+    pub(crate) fn now(&self) -> String {
+        fmt_time(self.clock.now())
+    }
+
+    /// This installation's statements, plus the earlier-scheme statements these shares relied on.
+    pub(crate) fn owner_for<'s>(&self, grants: impl IntoIterator<Item = &'s Grant>) -> Owner {
+        Owner::new(self.settings.installation.clone()).with_legacy(grants.into_iter().flat_map(
+            |g| {
+                let (r, k) = legacy_statements(g);
+                [sid_of(&r), sid_of(&k)]
+            },
+        ))
+    }
+
+    pub(crate) fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(name.to_owned()).or_default().clone()
+    }
+
+    fn enter(&self) -> Busy<'_> {
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(self)
+    }
+
+    /// Waits until no apply or revoke is scheduled or running.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.busy.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Schedules the secret's approved and revoking shares to be processed after the coalescing window.
+    pub fn kick(self: &Arc<Self>, secret_arn: &str) {
+        if !self.settings.enabled {
+            return;
+        }
+        {
+            let mut s = self.scheduled.lock().unwrap_or_else(|p| p.into_inner());
+            if !s.insert(secret_arn.to_owned()) {
+                return;
+            }
+        }
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        let me = self.clone();
+        let secret = secret_arn.to_owned();
+        tokio::spawn(async move {
+            let _busy = Busy(&me);
+            tokio::time::sleep(me.settings.coalesce).await;
+            me.scheduled
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&secret);
+            let lock = me.lock_for(&secret);
+            let _guard = lock.lock().await;
+            me.process_secret(&secret).await;
+        });
+    }
+
+    async fn process_secret(&self, secret: &str) {
+        match self
+            .claim(secret, ShareStatus::Revoking, JobKind::Revoke)
+            .await
+        {
+            Ok(Some((job, shares))) => self.run_revoke(&job, shares).await,
+            Ok(None) => {}
+            Err(e) => tracing::error!(secret, error = %e, "cannot claim shares to revoke"),
+        }
+        // Approvals that arrive while a round runs are picked up by the next round.
+        for _ in 0..100 {
+            match self
+                .claim(secret, ShareStatus::Approved, JobKind::Apply)
+                .await
+            {
+                Ok(Some((job, shares))) => self.run(&job, shares, run::Mode::Apply).await,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(secret, error = %e, "cannot claim approved shares");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Marks a job as no longer run by this process (also when its task panics).
+    fn release(&self, job: &str) -> JobGuard<'_> {
+        JobGuard(self, job.to_owned())
+    }
+
+    async fn journal_step(
+        &self,
+        job: &str,
+        step: &'static str,
+        key: Option<&str>,
+    ) -> Result<(), Failure> {
+        let (job, now, key) = (job.to_owned(), self.now(), key.map(str::to_owned));
+        self.store
+            .write(move |c| jobs::step(c, &job, step, key.as_deref(), &now))
+            .await
+            .map_err(Failure::from)
+    }
+}

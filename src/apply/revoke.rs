@@ -1,0 +1,169 @@
+//! Revoking: removing the statements of `revoking` shares that no live share needs, and recording the
+//! end (`revoked`, or `expired` for a share whose time ran out).
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use super::rmw::Policy;
+use super::{Applier, Failure, SYSTEM, grant_of, share_sids};
+use crate::domain::ShareStatus;
+use crate::policy::arn::KmsKeyArn;
+use crate::policy::lint::Context;
+use crate::store::audit::{self, NewEvent};
+use crate::store::jobs::{self, JobState};
+use crate::store::rows::{self, Share};
+use crate::store::{Outcome, Transition, transition};
+
+impl Applier {
+    async fn revoke_steps(
+        &self,
+        job: &str,
+        shares: &[Share],
+    ) -> Result<(Vec<String>, Vec<String>), Failure> {
+        let secret = shares[0].secret_arn.clone();
+        let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+        let installation = &self.settings.installation;
+        let mut by_key: HashMap<KmsKeyArn, Vec<String>> = HashMap::new();
+        let mut res_sids: Vec<String> = Vec::new();
+        let mut grants = Vec::new();
+        for s in shares {
+            let g = grant_of(s)?;
+            let Some(k) = s.key_arn.clone() else {
+                continue; // never applied: nothing to remove
+            };
+            let sids = share_sids(&g, installation);
+            let entry = by_key.entry(k).or_default();
+            for sid in sids.key {
+                if !entry.contains(&sid) {
+                    entry.push(sid);
+                }
+            }
+            for sid in sids.resource {
+                if !res_sids.contains(&sid) {
+                    res_sids.push(sid);
+                }
+            }
+            grants.push(g);
+        }
+        let mut keys: Vec<KmsKeyArn> = by_key.keys().cloned().collect();
+        keys.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let needed = self.needed(secret.as_str(), &keys, &ids, false).await?;
+        let owner = self.owner_for(&grants);
+        let mut removed = Vec::new();
+        let mut kept = Vec::new();
+        let first_key = keys.first();
+        self.journal_step(job, "resource_policy_write", first_key.map(|k| k.as_str()))
+            .await?;
+        // Only the Sids present now are reported (a share has this installation's Sids or, applied
+        // by an earlier version, earlier-scheme ones: rarely both).
+        let (keep, res_remove): (Vec<String>, Vec<String>) = self
+            .present(Policy::Resource(&secret), res_sids)
+            .await?
+            .into_iter()
+            .partition(|sid| needed.resource.contains(sid));
+        kept.extend(keep);
+        if !res_remove.is_empty() {
+            let ctx = Context {
+                secret: &secret,
+                key: first_key,
+                owner: &owner,
+            };
+            self.rmw(
+                Some(job),
+                Policy::Resource(&secret),
+                &ctx,
+                &[],
+                &res_remove,
+                false,
+            )
+            .await?;
+        }
+        removed.extend(res_remove);
+        for key in &keys {
+            let (keep, remove): (Vec<String>, Vec<String>) = self
+                .present(Policy::Key(key), by_key[key].clone())
+                .await?
+                .into_iter()
+                .partition(|sid| needed.key.contains(&(key.as_str().to_owned(), sid.clone())));
+            kept.extend(keep);
+            if !remove.is_empty() {
+                self.journal_step(job, "key_policy_write", Some(key.as_str()))
+                    .await?;
+                let ctx = Context {
+                    secret: &secret,
+                    key: Some(key),
+                    owner: &owner,
+                };
+                let lock = self.lock_for(key.as_str());
+                let _g = lock.lock().await;
+                self.rmw(Some(job), Policy::Key(key), &ctx, &[], &remove, false)
+                    .await?;
+            }
+            removed.extend(remove);
+        }
+        kept.sort();
+        kept.dedup();
+        Ok((removed, kept))
+    }
+
+    pub(super) async fn run_revoke(&self, job: &str, shares: Vec<Share>) {
+        let _busy = self.enter();
+        let _job = self.release(job);
+        let notify = self.settings.notify;
+        let started = std::time::Instant::now();
+        let outcome = self.revoke_steps(job, &shares).await;
+        crate::metrics::metrics().saga("revoke", outcome.is_ok(), started.elapsed());
+        let now = self.now();
+        let job_id = job.to_owned();
+        let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+        let result = self
+            .store
+            .write(move |c| {
+                match &outcome {
+                    Ok((removed, kept)) => {
+                        for id in &ids {
+                            // A share revoked because its time ran out ends `expired`; a revoked one keeps
+                            // the reason it was revoked for.
+                            let before = rows::share_by_id(c, id)?;
+                            let expired = before.as_ref().is_some_and(|s| s.expires_at <= now);
+                            let (to, action, reason) = if expired {
+                                (ShareStatus::Expired, "share.expired", None)
+                            } else {
+                                (ShareStatus::Revoked, "share.revoked", before.and_then(|s| s.status_reason))
+                            };
+                            let details = json!({"job": job_id, "removed": removed, "kept_for_other_shares": kept, "from": "revoking", "to": to});
+                            transition(c, Transition {
+                                reason: reason.as_deref(),
+                                outcome: Some(Outcome::default()),
+                                notice: notify.then_some((action, "access has ended")),
+                                ..Transition::new(id, ShareStatus::Revoking, to, &now, SYSTEM, action, details)
+                            })?;
+                        }
+                        jobs::finish(c, &job_id, JobState::Done, None, &now)
+                    }
+                    Err(f) => {
+                        for id in &ids {
+                            rows::set_share_outcome(c, id, None, Some(&f.message), &now)?;
+                            audit::append(
+                                c,
+                                &NewEvent {
+                                    at: &now,
+                                    actor: SYSTEM,
+                                    action: "share.revoke_failed",
+                                    share_id: Some(id),
+                                    request_id: None,
+                                    details: json!({"job": job_id, "error": f.message, "status": "revoking"}),
+                                },
+                            )?;
+                        }
+                        jobs::finish(c, &job_id, JobState::Failed, Some(&f.message), &now)
+                    }
+                }
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(job, error = %e, "cannot record the outcome of a revoke");
+        }
+    }
+}

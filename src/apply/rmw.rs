@@ -1,0 +1,218 @@
+//! Read-modify-write of one policy: upsert and remove broker statements, lint, journal, write, read
+//! back, compare; retried (bounded) when the policy changed under the broker.
+
+use serde_json::Value;
+
+use super::grant::statements_as_values;
+use super::{Applier, Failure, FailureKind, sid_of};
+use crate::policy::arn::{KmsKeyArn, SecretArn};
+use crate::policy::document::PolicyDocument;
+use crate::policy::lint::{self, Context, DocumentKind, Finding, Severity};
+use crate::policy::merge::{self, Change};
+use crate::store::jobs::{self, Target};
+
+/// A policy the saga writes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Policy<'a> {
+    Key(&'a KmsKeyArn),
+    Resource(&'a SecretArn),
+}
+
+impl Policy<'_> {
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Policy::Key(_) => "key policy",
+            Policy::Resource(_) => "resource policy",
+        }
+    }
+    fn target(&self) -> Target {
+        match self {
+            Policy::Key(_) => Target::Key,
+            Policy::Resource(_) => Target::Resource,
+        }
+    }
+    fn kind(&self) -> DocumentKind {
+        match self {
+            Policy::Key(_) => DocumentKind::KeyPolicy,
+            Policy::Resource(_) => DocumentKind::ResourcePolicy,
+        }
+    }
+}
+
+impl Applier {
+    pub(super) async fn read(&self, p: Policy<'_>) -> Result<Option<String>, Failure> {
+        Ok(match p {
+            Policy::Key(k) => Some(self.kms.get_key_policy(k.as_str()).await?),
+            Policy::Resource(s) => self.secrets.get_resource_policy(s.as_str()).await?,
+        })
+    }
+
+    /// Read-modify-write of one policy: upsert `add`, remove `remove`, lint, journal, write, read back,
+    /// compare; retried (bounded) when the policy changed under us. Returns the read-back document
+    /// (`None` when the resource policy was deleted or never existed).
+    ///
+    /// A broker statement whose content someone changed is written back only with `overwrite_edits`
+    /// (an admin's repair); otherwise the write is refused and the edit stays as the owner left it.
+    pub(super) async fn rmw(
+        &self,
+        job: Option<&str>,
+        p: Policy<'_>,
+        ctx: &Context<'_>,
+        add: &[Value],
+        remove: &[String],
+        overwrite_edits: bool,
+    ) -> Result<Option<PolicyDocument>, Failure> {
+        let attempts = self.settings.write_attempts.max(1);
+        for attempt in 1..=attempts {
+            let current = self.read(p).await?;
+            let mut doc = match current.as_deref() {
+                Some(t) if !t.trim().is_empty() => PolicyDocument::parse(t).map_err(|e| {
+                    Failure::new(
+                        FailureKind::Policy,
+                        format!("the current {} cannot be parsed ({e}); the broker does not write over a policy it cannot read", p.name()),
+                    )
+                })?,
+                _ => PolicyDocument::new(),
+            };
+            let existed = current.as_deref().is_some_and(|t| !t.trim().is_empty());
+            let mut added = Vec::new();
+            let mut changed = false;
+            for s in add {
+                if !overwrite_edits
+                    && let Some(found) = merge::find(&doc, &sid_of(s))
+                    && !merge::same_content(found, s)
+                {
+                    return Err(Failure::new(
+                        FailureKind::Policy,
+                        format!(
+                            "the {} statement {} was changed by someone other than the broker; the broker \
+                             does not revert an owner's edit on its own: an admin can repair the share to write \
+                             it back, or revoke it",
+                            p.name(),
+                            sid_of(s)
+                        ),
+                    ));
+                }
+                match merge::upsert(&mut doc, ctx.owner, s)
+                    .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?
+                {
+                    Change::Added => {
+                        added.push(sid_of(s));
+                        changed = true;
+                    }
+                    Change::Replaced => changed = true,
+                    Change::Unchanged => {}
+                }
+            }
+            for sid in remove {
+                changed |= merge::remove(&mut doc, ctx.owner, sid);
+            }
+            if !changed {
+                return Ok(existed.then_some(doc));
+            }
+            if !add.is_empty() {
+                let findings: Vec<Finding> = lint::lint(p.kind(), &doc, ctx)
+                    .into_iter()
+                    .filter(|f| f.severity == Severity::Error)
+                    .collect();
+                if !findings.is_empty() {
+                    let list = findings
+                        .iter()
+                        .map(|f| match &f.statement {
+                            Some(st) => format!("statement {st}: {} ({})", f.message, f.code),
+                            None => format!("{} ({})", f.message, f.code),
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    return Err(Failure::new(
+                        FailureKind::Policy,
+                        format!("the {} would be refused: {list}", p.name()),
+                    ));
+                }
+            }
+            if let Some(job) = job {
+                let (job, now, target) = (job.to_owned(), self.now(), p.target());
+                let added2 = added.clone();
+                self.store
+                    .write(move |c| jobs::write_started(c, &job, target, &added2, &now))
+                    .await?;
+            }
+            let written = if doc.is_empty() {
+                match p {
+                    Policy::Resource(s) => {
+                        if existed {
+                            self.secrets.delete_resource_policy(s.as_str()).await?;
+                        }
+                        None
+                    }
+                    Policy::Key(_) => {
+                        return Err(Failure::new(
+                            FailureKind::Policy,
+                            "refusing to write an empty key policy",
+                        ));
+                    }
+                }
+            } else {
+                let text = doc.render();
+                match p {
+                    Policy::Key(k) => self.kms.put_key_policy(k.as_str(), &text).await?,
+                    Policy::Resource(s) => {
+                        self.secrets.put_resource_policy(s.as_str(), &text).await?
+                    }
+                }
+                Some(doc)
+            };
+            let back = self.read(p).await?;
+            let back_doc = match back.as_deref() {
+                Some(t) if !t.trim().is_empty() => Some(PolicyDocument::parse(t).map_err(|e| {
+                    Failure::new(
+                        FailureKind::Policy,
+                        format!("the {} read back does not parse: {e}", p.name()),
+                    )
+                })?),
+                _ => None,
+            };
+            if statements_as_values(back_doc.as_ref()) == statements_as_values(written.as_ref()) {
+                return Ok(back_doc);
+            }
+            tracing::warn!(
+                policy = p.name(),
+                attempt,
+                "the policy changed between our read and our read-back; retrying"
+            );
+        }
+        Err(Failure::new(
+            FailureKind::Aws,
+            format!(
+                "the {} kept changing while the broker wrote it (read back differently {attempts} \
+                 time(s)): someone else is editing it; retry the share later",
+                p.name()
+            ),
+        ))
+    }
+
+    /// The Sids of `sids` that are present in the policy now (for the audit, and to skip empty writes).
+    pub(super) async fn present(
+        &self,
+        p: Policy<'_>,
+        sids: Vec<String>,
+    ) -> Result<Vec<String>, Failure> {
+        let text = match self.read(p).await {
+            Ok(t) => t,
+            // A deleted secret has no resource policy left to clean.
+            Err(f) if f.kind == FailureKind::NotFound && matches!(p, Policy::Resource(_)) => None,
+            Err(f) => return Err(f),
+        };
+        let Some(doc) = text
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+            .and_then(|t| PolicyDocument::parse(t).ok())
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(sids
+            .into_iter()
+            .filter(|s| merge::find(&doc, s).is_some())
+            .collect())
+    }
+}

@@ -1,0 +1,282 @@
+//! One run of the apply saga over a claimed job: an apply of approved shares or a repair of drifted
+//! ones. Both resolve the key, write both policies, verify, leave old keys, and compensate on failure;
+//! they differ only in how the outcome is recorded.
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+use super::rmw::Policy;
+use super::verify::identity_document;
+use super::{Applier, Failure, FailureKind, SYSTEM, grant_of, share_sids, sid_of};
+use crate::domain::ShareStatus;
+use crate::policy::arn::{KmsKeyArn, SecretArn};
+use crate::policy::compose::{Composed, Grant, compose_for};
+use crate::policy::lint::Context;
+use crate::store::jobs::{self, JobState};
+use crate::store::rows::Share;
+use crate::store::{Outcome, Transition, transition};
+
+/// What a run of the apply saga is for; decides how its outcome is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Approved shares: `applying -> active`, or `failed` (compensated).
+    Apply,
+    /// Drifted shares: `drifted -> active`, or they stay `drifted` with the error. `by_admin`: a broker
+    /// statement someone edited is written back.
+    Repair {
+        /// An admin asked for the repair.
+        by_admin: bool,
+    },
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Apply => "apply",
+            Mode::Repair { .. } => "repair",
+        }
+    }
+}
+
+impl Applier {
+    /// Runs a claimed job: the saga, then compensation when it failed, then the outcome in one store
+    /// transaction per job.
+    pub(super) async fn run(&self, job: &str, shares: Vec<Share>, mode: Mode) {
+        let _busy = self.enter();
+        let _job = self.release(job);
+        let started = std::time::Instant::now();
+        let overwrite_edits = mode == Mode::Repair { by_admin: true };
+        let outcome = self.apply_steps(job, &shares, overwrite_edits).await;
+        crate::metrics::metrics().saga(mode.name(), outcome.is_ok(), started.elapsed());
+        let compensation = match &outcome {
+            Ok(_) => Ok(()),
+            Err(failure) => {
+                tracing::warn!(job, error = %failure, "{} failed; compensating", mode.name());
+                self.compensate_job(job).await
+            }
+        };
+        let result = match mode {
+            Mode::Apply => self.record_apply(job, &shares, outcome, compensation).await,
+            Mode::Repair { .. } => {
+                self.record_repair(job, &shares, outcome, compensation)
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(job, error = %e, "cannot record the outcome of an {}", mode.name());
+        }
+    }
+
+    /// Compensates a job from its journal as it stands now.
+    async fn compensate_job(&self, job: &str) -> Result<(), Failure> {
+        let j = job.to_owned();
+        match self.store.read(move |c| jobs::get(c, &j)).await {
+            Ok(Some(j)) => self.compensate(&j).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(Failure::from(e)),
+        }
+    }
+
+    pub(super) async fn apply_steps(
+        &self,
+        job: &str,
+        shares: &[Share],
+        overwrite_edits: bool,
+    ) -> Result<KmsKeyArn, Failure> {
+        let grants = shares.iter().map(grant_of).collect::<Result<Vec<_>, _>>()?;
+        let secret = grants[0].secret.clone();
+        self.journal_step(job, "describe", None).await?;
+        let key = self.resolve_key(&secret).await?;
+        self.journal_step(job, "compose", Some(key.as_str()))
+            .await?;
+        let installation = &self.settings.installation;
+        let composed: Vec<Composed> = grants
+            .iter()
+            .map(|g| compose_for(g, &key, installation))
+            .collect();
+        let mut key_stmts: Vec<Value> = Vec::new();
+        let mut res_stmts: Vec<Value> = Vec::new();
+        for c in &composed {
+            if !key_stmts
+                .iter()
+                .any(|s| sid_of(s) == sid_of(&c.key_statement))
+            {
+                key_stmts.push(c.key_statement.clone());
+            }
+            for r in c.resource_statements() {
+                if !res_stmts.iter().any(|s| sid_of(s) == sid_of(r)) {
+                    res_stmts.push(r.clone());
+                }
+            }
+        }
+        let owner = self.owner_for(&grants);
+        let ctx = Context {
+            secret: &secret,
+            key: Some(&key),
+            owner: &owner,
+        };
+        let key_doc = {
+            let lock = self.lock_for(key.as_str());
+            let _g = lock.lock().await;
+            self.rmw(
+                Some(job),
+                Policy::Key(&key),
+                &ctx,
+                &key_stmts,
+                &[],
+                overwrite_edits,
+            )
+            .await?
+        };
+        let res_doc = self
+            .rmw(
+                Some(job),
+                Policy::Resource(&secret),
+                &ctx,
+                &res_stmts,
+                &[],
+                overwrite_edits,
+            )
+            .await?;
+        self.journal_step(job, "verify", None).await?;
+        let key_doc = key_doc.ok_or_else(|| {
+            Failure::new(FailureKind::Policy, "the key policy read back is empty")
+        })?;
+        for (g, c) in grants.iter().zip(&composed) {
+            let identity = identity_document(c)?;
+            if let Err((action, r)) = self.verify(g, &key, &identity, res_doc.as_ref(), &key_doc) {
+                return Err(Failure::new(
+                    FailureKind::Policy,
+                    format!(
+                        "the policies were written but do not grant {} {action} ({}): {}",
+                        g.principal,
+                        r.decision,
+                        r.reasons.join("; ")
+                    ),
+                ));
+            }
+        }
+        self.leave_old_keys(job, shares, &grants, &secret, &key)
+            .await?;
+        Ok(key)
+    }
+
+    /// A share applied before with another key (the secret was re-encrypted since) leaves that key:
+    /// its statements there are removed unless another live share applied with that key needs the
+    /// same (key, Sid).
+    async fn leave_old_keys(
+        &self,
+        job: &str,
+        shares: &[Share],
+        grants: &[Grant],
+        secret: &SecretArn,
+        key: &KmsKeyArn,
+    ) -> Result<(), Failure> {
+        let mut by_key: HashMap<KmsKeyArn, Vec<String>> = HashMap::new();
+        let mut moved = Vec::new();
+        for (s, g) in shares.iter().zip(grants) {
+            let Some(old) = s.key_arn.as_ref().filter(|k| *k != key) else {
+                continue;
+            };
+            let sids = by_key.entry(old.clone()).or_default();
+            for sid in share_sids(g, &self.settings.installation).key {
+                if !sids.contains(&sid) {
+                    sids.push(sid);
+                }
+            }
+            moved.push(g);
+        }
+        if by_key.is_empty() {
+            return Ok(());
+        }
+        let old_keys: Vec<KmsKeyArn> = by_key.keys().cloned().collect();
+        let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+        let needed = self.needed(secret.as_str(), &old_keys, &ids, true).await?;
+        let owner = self.owner_for(moved);
+        for old in old_keys {
+            let remove: Vec<String> = by_key[&old]
+                .iter()
+                .filter(|sid| {
+                    !needed
+                        .key
+                        .contains(&(old.as_str().to_owned(), (*sid).clone()))
+                })
+                .cloned()
+                .collect();
+            if remove.is_empty() {
+                continue;
+            }
+            self.journal_step(job, "old_key_policy_write", None).await?;
+            let ctx = Context {
+                secret,
+                key: Some(&old),
+                owner: &owner,
+            };
+            let lock = self.lock_for(old.as_str());
+            let _g = lock.lock().await;
+            self.rmw(None, Policy::Key(&old), &ctx, &[], &remove, false)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Records an apply's outcome: its shares `active` with their key, or `failed` with the reason
+    /// (the job `compensated`, or left `running` for recovery when compensation failed too).
+    async fn record_apply(
+        &self,
+        job: &str,
+        shares: &[Share],
+        outcome: Result<KmsKeyArn, Failure>,
+        compensation: Result<(), Failure>,
+    ) -> crate::error::Result<()> {
+        let notify = self.settings.notify;
+        let now = self.now();
+        let job_id = job.to_owned();
+        let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+        match outcome {
+            Ok(key) => {
+                let key = key.as_str().to_owned();
+                self.store
+                    .write(move |c| {
+                        for id in &ids {
+                            let details = json!({"job": job_id, "key_arn": key, "from": "applying", "to": "active"});
+                            transition(c, Transition {
+                                outcome: Some(Outcome { key_arn: Some(&key), last_error: None }),
+                                notice: notify.then_some(("share.active", "the policies are in place and verified")),
+                                ..Transition::new(id, ShareStatus::Applying, ShareStatus::Active, &now, SYSTEM, "share.active", details)
+                            })?;
+                        }
+                        jobs::finish(c, &job_id, JobState::Done, None, &now)
+                    })
+                    .await
+            }
+            Err(failure) => {
+                let (state, message) = match &compensation {
+                    Ok(()) => (JobState::Compensated, failure.message.clone()),
+                    Err(c) => (
+                        JobState::Running,
+                        format!(
+                            "{}; removing the statements already written failed too ({c}); it is retried at the next start",
+                            failure.message
+                        ),
+                    ),
+                };
+                let compensated = compensation.is_ok();
+                self.store
+                    .write(move |c| {
+                        for id in &ids {
+                            let details = json!({"job": job_id, "error": message, "compensated": compensated, "from": "applying", "to": "failed"});
+                            transition(c, Transition {
+                                outcome: Some(Outcome { key_arn: None, last_error: Some(&message) }),
+                                notice: notify.then_some(("share.failed", message.as_str())),
+                                ..Transition::new(id, ShareStatus::Applying, ShareStatus::Failed, &now, SYSTEM, "share.failed", details)
+                            })?;
+                        }
+                        jobs::finish(c, &job_id, state, Some(&message), &now)
+                    })
+                    .await
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Drift: the live policies of a secret's active shares compared with what the broker wrote, and
+//! evaluated again.
+
+use serde_json::Value;
+
+use super::LivePolicies;
+use crate::apply::verify::identity_document;
+use crate::apply::{Applier, Failure, FailureKind, grant_of, sid_of, unique_ids_in};
+use crate::domain::ShareStatus;
+use crate::policy::arn::{KmsKeyArn, SecretArn};
+use crate::policy::compose::{compose_for, legacy_statements};
+use crate::policy::document::PolicyDocument;
+use crate::policy::merge;
+use crate::store::rows;
+
+impl Applier {
+    /// Compares the live policies of the secret's active shares with what the broker wrote, and checks
+    /// that they still allow the read. Reads each policy once.
+    pub async fn detect_drift(&self, secret: &SecretArn) -> Result<Vec<Drift>, Failure> {
+        let secret_s = secret.clone();
+        let shares = self
+            .store
+            .read(move |c| rows::shares_of_secret(c, &secret_s, ShareStatus::Active))
+            .await?;
+        if shares.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut live = LivePolicies::new(self);
+        live.fetch_resource(secret).await?;
+        // The key that encrypts the secret now: a share applied with another key (the secret was
+        // re-encrypted since) no longer lets its consumer decrypt new versions.
+        // A transient failure skips this secret's check (like a failed policy read); a refusal (the AWS
+        // managed key, a disabled key) or a deleted secret is drift.
+        let current_key = match self.resolve_key(secret).await {
+            Ok(k) => Ok(k),
+            Err(f) if matches!(f.kind, FailureKind::Refused | FailureKind::NotFound) => {
+                Err(f.message)
+            }
+            Err(f) => return Err(f),
+        };
+        // Every key the shares were applied with, read once (before the comparisons borrow them).
+        let applied: Vec<Option<KmsKeyArn>> = shares.iter().map(|s| s.key_arn.clone()).collect();
+        for key in applied.iter().flatten() {
+            live.fetch_key(key).await?;
+        }
+        let no_longer_parses =
+            |what: &'static str| move |e: &str| format!("the {what} no longer parses: {e}");
+        let resource = match live.resource(secret) {
+            Some(l) => l.parsed(no_longer_parses("resource policy")),
+            None => Ok(None),
+        };
+        let mut out = Vec::new();
+        for (share, key) in shares.iter().zip(applied) {
+            let Some(key) = key else {
+                continue;
+            };
+            let key_problem = match &current_key {
+                Ok(k) if k == &key => None,
+                Ok(k) => Some(format!(
+                    "the secret is now encrypted with the key {k}, not {key} that the share was applied \
+                     with: the consumer cannot decrypt new versions; repair grants decrypt on the new key \
+                     and removes the grant from the old one"
+                )),
+                Err(e) => Some(format!(
+                    "the secret's key cannot be used for a share any more: {e}"
+                )),
+            };
+            let key_doc = match live.key(&key) {
+                Some(l) => l.parsed(no_longer_parses("key policy")),
+                None => Ok(None),
+            };
+            let grant = grant_of(share)?;
+            let c = compose_for(&grant, &key, &self.settings.installation);
+            let (legacy_res, legacy_key) = legacy_statements(&grant);
+            let mut problems: Vec<String> = key_problem.into_iter().collect();
+            let docs = [
+                (
+                    "resource policy",
+                    &resource,
+                    c.resource_statements(),
+                    &legacy_res,
+                ),
+                ("key policy", &key_doc, vec![&c.key_statement], &legacy_key),
+            ];
+            for (name, doc, wants, legacy) in docs {
+                match doc {
+                    Err(e) => problems.push(e.clone()),
+                    Ok(doc) => {
+                        let d: Option<&PolicyDocument> = *doc;
+                        let present =
+                            |v: &Value| d.is_some_and(|d| merge::find(d, &sid_of(v)).is_some());
+                        if !wants.iter().all(|w| present(w)) && present(legacy) {
+                            // Applied before installation ids: its earlier-scheme statement stands
+                            // for it (the evaluation below still checks every action it grants).
+                            statement_drift(
+                                name,
+                                d,
+                                legacy,
+                                grant.principal.as_str(),
+                                &mut problems,
+                            );
+                        } else {
+                            for want in wants {
+                                statement_drift(
+                                    name,
+                                    d,
+                                    want,
+                                    grant.principal.as_str(),
+                                    &mut problems,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            if problems.is_empty()
+                && let (Ok(res), Ok(Some(kp))) = (&resource, &key_doc)
+            {
+                let identity = identity_document(&c)?;
+                if let Err((action, r)) = self.verify(&grant, &key, &identity, *res, kp) {
+                    problems.push(format!(
+                        "the policies no longer allow {action} ({}): {}",
+                        r.decision,
+                        r.reasons.join("; ")
+                    ));
+                }
+            }
+            if !problems.is_empty() {
+                out.push(Drift {
+                    share_id: share.id.clone(),
+                    problems,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What drifted on one share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// The share.
+    pub share_id: String,
+    /// What changed, in words.
+    pub problems: Vec<String>,
+}
+
+fn statement_drift(
+    name: &str,
+    doc: Option<&PolicyDocument>,
+    want: &Value,
+    principal: &str,
+    problems: &mut Vec<String>,
+) {
+    let sid = sid_of(want);
+    let Some(found) = doc.and_then(|d| merge::find(d, &sid)) else {
+        problems.push(format!("the {name} statement {sid} is missing"));
+        return;
+    };
+    if merge::same_content(found, want) {
+        return;
+    }
+    let ids = unique_ids_in(found);
+    if let Some(id) = ids.first() {
+        problems.push(format!(
+            "the {name} statement {sid} names {id} instead of {principal}: AWS shows a principal's unique id \
+             once the principal was deleted; one re-created with the same ARN is someone new, so the broker \
+             never grants it again: repair ends the share revoked (the new principal needs a new share)"
+        ));
+    } else {
+        problems.push(format!(
+            "the {name} statement {sid} was changed by someone else; the broker does not revert an owner's \
+             edit on its own: an admin's repair writes it back"
+        ));
+    }
+}

@@ -1,0 +1,169 @@
+//! The outbox: notification events written in the transaction of the change they announce (so a change
+//! is never announced without happening, nor happens unannounced), and their delivery state. The
+//! payload is what the webhook receives ([`crate::notify`] signs and posts it).
+
+use rusqlite::params;
+use serde_json::json;
+
+use super::Tx;
+use super::audit;
+use super::rows::Share;
+use crate::error::Result;
+use crate::slack::{slack_code, slack_text};
+
+/// Writes an event for `share` to the outbox (inside the caller's transaction). No-op when `enabled`
+/// is false. `share.expiring` is recorded once per share.
+pub fn enqueue(
+    tx: &Tx<'_>,
+    enabled: bool,
+    event: &str,
+    share: &Share,
+    detail: &str,
+    now: &str,
+) -> Result<()> {
+    if !enabled {
+        return Ok(());
+    }
+    let conn = tx.conn();
+    let id = uuid::Uuid::now_v7().to_string();
+    let secret_name = share
+        .secret_arn
+        .split(":secret:")
+        .nth(1)
+        .map(|n| n.rsplit_once('-').map(|(a, _)| a).unwrap_or(n))
+        .unwrap_or(&share.secret_arn);
+    let mut text = format!(
+        "secret-broker: share {} of secret `{secret_name}` for `{}` is *{}*",
+        &share.id[..share.id.len().min(8)],
+        share.principal_arn,
+        event.trim_start_matches("share.")
+    );
+    if !detail.is_empty() {
+        text.push_str(&format!(": {}", slack_code(detail)));
+    }
+    let text = slack_text(&text);
+    let payload = json!({
+        "id": id,
+        "event": event,
+        "at": now,
+        "text": text,
+        "share": {
+            "id": share.id,
+            "status": share.status,
+            "secret_arn": share.secret_arn,
+            "principal_arn": share.principal_arn,
+            "actions": share.actions,
+            "version_stage": share.version_stage,
+            "expires_at": share.expires_at,
+            "requested_by": share.requested_by,
+            "last_error": share.last_error,
+        },
+        "detail": detail,
+    })
+    .to_string();
+    let verb = if event == "share.expiring" {
+        "INSERT OR IGNORE"
+    } else {
+        "INSERT"
+    };
+    conn.prepare_cached(&format!(
+            "{verb} INTO outbox (id, seq, event, share_id, payload, state, next_attempt_at, created_at)
+             VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM outbox), ?2, ?3, ?4, 'pending', ?5, ?5)"
+        ))?.execute(params![id, event, share.id, payload, now])?;
+    Ok(())
+}
+
+/// Writes an `audit.anchor` event with the chain's head to the outbox (inside the caller's
+/// transaction). No-op when `enabled` is false.
+pub fn enqueue_anchor(
+    tx: &Tx<'_>,
+    enabled: bool,
+    head: &audit::Anchor,
+    when: &str,
+    now: &str,
+) -> Result<()> {
+    if !enabled {
+        return Ok(());
+    }
+    let conn = tx.conn();
+    let id = uuid::Uuid::now_v7().to_string();
+    let payload = json!({
+        "id": id,
+        "event": "audit.anchor",
+        "at": now,
+        "text": format!(
+            "secret-broker: audit chain head at row {} ({when}); keep it to detect truncation",
+            head.seq
+        ),
+        "anchor": {"seq": head.seq, "hash": head.hash, "when": when},
+    })
+    .to_string();
+    conn.prepare_cached(
+        "INSERT INTO outbox (id, seq, event, share_id, payload, state, next_attempt_at, created_at)
+         VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM outbox), 'audit.anchor', NULL, ?2, 'pending', ?3, ?3)",
+    )?
+    .execute(params![id, payload, now])?;
+    Ok(())
+}
+
+/// An event due for delivery.
+#[derive(Debug, Clone)]
+pub struct Due {
+    /// The delivery id.
+    pub id: String,
+    /// The event name.
+    pub event: String,
+    /// The share it is about, if any.
+    pub share_id: Option<String>,
+    /// The JSON body to post.
+    pub payload: String,
+    /// Attempts so far.
+    pub attempts: u32,
+}
+
+/// Up to `limit` pending events whose next attempt is due at `now`, oldest first.
+pub fn due(tx: &Tx<'_>, now: &str, limit: usize) -> Result<Vec<Due>> {
+    let mut st = tx.conn().prepare_cached(
+        "SELECT id, event, share_id, payload, attempts FROM outbox
+         WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = st
+        .query_map(params![now, limit as i64], |r| {
+            Ok(Due {
+                id: r.get(0)?,
+                event: r.get(1)?,
+                share_id: r.get(2)?,
+                payload: r.get(3)?,
+                attempts: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Records a delivery.
+pub fn delivered(tx: &Tx<'_>, id: &str, attempts: u32, now: &str) -> Result<()> {
+    tx.conn().execute(
+        "UPDATE outbox SET state = 'delivered', attempts = ?2, delivered_at = ?3, last_error = NULL WHERE id = ?1",
+        params![id, attempts, now],
+    )?;
+    Ok(())
+}
+
+/// Records a failed attempt, to be tried again at `next`.
+pub fn retry_at(tx: &Tx<'_>, id: &str, attempts: u32, error: &str, next: &str) -> Result<()> {
+    tx.conn().execute(
+        "UPDATE outbox SET attempts = ?2, last_error = ?3, next_attempt_at = ?4 WHERE id = ?1",
+        params![id, attempts, error, next],
+    )?;
+    Ok(())
+}
+
+/// Gives an event up after its last attempt failed.
+pub fn given_up(tx: &Tx<'_>, id: &str, attempts: u32, error: &str) -> Result<()> {
+    tx.conn().execute(
+        "UPDATE outbox SET state = 'failed', attempts = ?2, last_error = ?3 WHERE id = ?1",
+        params![id, attempts, error],
+    )?;
+    Ok(())
+}
