@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0009_console_oidc_roles.sql",
         include_str!("../../../migrations/0009_console_oidc_roles.sql"),
     ),
+    (
+        10,
+        "0010_pending_by_requester.sql",
+        include_str!("../../../migrations/0010_pending_by_requester.sql"),
+    ),
 ];
 
 /// A migration applied by this run.

@@ -170,15 +170,21 @@ pub fn name_issuers(tx: &Tx<'_>, name: &str) -> Result<Vec<String>> {
     issuers(conn, issuers_sql!("name"), name)
 }
 
+/// A requester's pending shares, counted as two sums so that each uses its partial index (migration
+/// 0010): a single `... AND (requested_by = ?1 OR lower(requested_by) = ?1)` makes SQLite walk every
+/// pending share instead.
+const PENDING_SHARES_OF: &str = "SELECT
+    (SELECT count(*) FROM shares WHERE status = 'pending' AND lower(requested_by) = ?1)
+  + (SELECT count(*) FROM shares WHERE status = 'pending' AND requested_by = ?1
+       AND lower(requested_by) != ?1)";
+
 /// How many shares requested by `requester` (a canonical name) are pending. Names stored before they
-/// were canonical differ from it in ASCII case at most (token names are ASCII), hence `lower`.
+/// were canonical differ from it in ASCII case at most (token names are ASCII), hence `lower`; a name
+/// equal to `requester` but not to its ASCII lower case is counted by the second sum.
 pub fn pending_shares_of(tx: &Tx<'_>, requester: &str) -> Result<u64> {
     let conn = tx.conn();
     let n: i64 = conn
-        .prepare_cached(
-            "SELECT count(*) FROM shares WHERE status = 'pending'
-             AND (requested_by = ?1 OR lower(requested_by) = ?1)",
-        )?
+        .prepare_cached(PENDING_SHARES_OF)?
         .query_row([requester], |r| r.get(0))?;
     Ok(n as u64)
 }
@@ -806,6 +812,58 @@ mod tests {
 
     use super::*;
     use crate::store::{Store, StoreOptions};
+
+    /// The pending count per requester reads the requester's rows through the partial indexes of
+    /// migration 0010, never by walking every pending share, and counts both spellings of a name.
+    #[tokio::test]
+    async fn pending_shares_of_uses_its_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), StoreOptions::default()).unwrap();
+        let plan = store
+            .read(|c| {
+                let mut st = c
+                    .conn()
+                    .prepare(&format!("EXPLAIN QUERY PLAN {PENDING_SHARES_OF}"))?;
+                let rows = st.query_map(["alice"], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+            })
+            .await
+            .unwrap();
+        let searches: Vec<&String> = plan.iter().filter(|d| d.contains("shares")).collect();
+        assert_eq!(searches.len(), 2, "{plan:?}");
+        assert!(
+            searches[0].contains("INDEX shares_pending_by_requester_lower ("),
+            "{plan:?}"
+        );
+        assert!(
+            searches[1].contains("INDEX shares_pending_by_requester ("),
+            "{plan:?}"
+        );
+        store
+            .write(|c| {
+                c.conn().execute_batch(
+                    "INSERT INTO principals (id, arn, account_id, kind, description, created_by, created_at)
+                     VALUES ('p1', 'arn:aws:iam::444455556666:role/r', '444455556666', 'role', NULL, 't', 'now');
+                     INSERT INTO shares (id, status, status_reason, secret_arn, principal_id, principal_arn,
+                       actions, version_stage, justification, expires_at, requested_by, approvals_required,
+                       created_at, updated_at)
+                     VALUES
+                     ('s1', 'pending', NULL, 'x', 'p1', 'y', '[]', NULL, 'j', 'e', 'alice', 1, 'c', 'u'),
+                     ('s2', 'pending', NULL, 'x', 'p1', 'y', '[]', NULL, 'j', 'e', 'Alice', 1, 'c', 'u'),
+                     ('s3', 'active', NULL, 'x', 'p1', 'y', '[]', NULL, 'j', 'e', 'alice', 1, 'c', 'u'),
+                     ('s4', 'pending', NULL, 'x', 'p1', 'y', '[]', NULL, 'j', 'e', 'bob', 1, 'c', 'u'),
+                     ('s5', 'pending', NULL, 'x', 'p1', 'y', '[]', NULL, 'j', 'e', 'ΟΔ', 1, 'c', 'u');",
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let count = |who: &'static str| store.read(move |c| pending_shares_of(c, who));
+        assert_eq!(count("alice").await.unwrap(), 2);
+        assert_eq!(count("bob").await.unwrap(), 1);
+        assert_eq!(count("ΟΔ").await.unwrap(), 1);
+        assert_eq!(count("carol").await.unwrap(), 0);
+    }
 
     /// A share row that does not parse is refused with an error naming it and the column.
     #[tokio::test]
