@@ -77,23 +77,58 @@ fn check_account(a: &str) -> Result<(), ArnError> {
     }
 }
 
-/// `us-east-1`, `us-gov-west-1`, `cn-north-1`, `eu-isoe-west-1`: lowercase words joined by `-`, ending in a number.
-fn check_region(r: &str) -> Result<(), ArnError> {
+/// `us-east-1`, `us-gov-west-1`, `cn-north-1`, `eu-isoe-west-1`: lowercase words joined by `-`, ending
+/// in a number, of the shape the partition's regions have (see [`region_prefixes`]).
+fn check_region(partition: &str, r: &str) -> Result<(), ArnError> {
     let parts: Vec<&str> = r.split('-').collect();
     let ok = r.len() <= 25
         && (3..=5).contains(&parts.len())
         && parts[..parts.len() - 1]
             .iter()
             .all(|p| (1..=10).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_lowercase()))
-        && parts[0].len() == 2
+        && (2..=4).contains(&parts[0].len())
         && (1..=2).contains(&parts[parts.len() - 1].len())
         && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit());
-    if ok {
+    if !ok {
+        return Err(ArnError::new(format!(
+            "region {r:?} is not a region code such as us-east-1"
+        )));
+    }
+    // The partition's regions are <prefix>-<word>-<number> (no other dash).
+    let prefixes = region_prefixes(partition);
+    let in_partition = prefixes.iter().any(|prefix| {
+        r.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|rest| rest.split('-').count() == 2)
+    });
+    if in_partition {
         Ok(())
     } else {
+        let shapes: Vec<String> = prefixes.iter().map(|p| format!("{p}-...-N")).collect();
         Err(ArnError::new(format!(
-            "region {r:?} is not a region code such as us-east-1"
+            "region {r:?} does not exist in partition {partition} (its regions look like {}); \
+             check the region, or the partition (arn:aws-cn:... for China, arn:aws-us-gov:... for \
+             GovCloud)",
+            shapes.join(", ")
         )))
+    }
+}
+
+/// The first words of a partition's region codes, from the partitions' `regionRegex` that the AWS SDK
+/// resolves endpoints with (`^(us|eu|ap|sa|ca|me|af|il|mx)\-\w+\-\d+$` for aws, `^cn\-\w+\-\d+$` for
+/// aws-cn, ...). A region that does not match does not exist there: calling AWS with it only fails to
+/// resolve a host, so the broker refuses it as the caller's error instead.
+fn region_prefixes(partition: &str) -> &'static [&'static str] {
+    match partition {
+        "aws" => &["us", "eu", "ap", "sa", "ca", "me", "af", "il", "mx"],
+        "aws-cn" => &["cn"],
+        "aws-us-gov" => &["us-gov"],
+        "aws-iso" => &["us-iso"],
+        "aws-iso-b" => &["us-isob"],
+        "aws-iso-e" => &["eu-isoe"],
+        "aws-iso-f" => &["us-isof"],
+        "aws-eusc" => &["eusc-de"],
+        _ => &[],
     }
 }
 
@@ -146,7 +181,7 @@ impl SecretArn {
                 hint()
             )));
         }
-        check_region(parts[3])?;
+        check_region(parts[1], parts[3])?;
         check_account(parts[4])?;
         if parts[5] != "secret" {
             return Err(ArnError::new(format!(
@@ -275,7 +310,7 @@ impl KmsKeyArn {
                 parts[2]
             )));
         }
-        check_region(parts[3])?;
+        check_region(parts[1], parts[3])?;
         check_account(parts[4])?;
         let resource = parts[5];
         if resource.starts_with("alias/") {
@@ -577,6 +612,62 @@ mod tests {
             a.without_suffix(),
             "arn:aws-us-gov:secretsmanager:us-gov-west-1:111122223333:secret:team/db-pass"
         );
+    }
+
+    #[test]
+    fn regions_must_exist_in_their_partition() {
+        // The SDK's partitions (regionRegex): a region of another partition, or of none, is refused
+        // before any call to AWS, naming the region and the partition.
+        for (partition, region) in [
+            ("aws", "yu-bmm-08"),
+            ("aws", "cn-north-1"),
+            ("aws", "us-gov-west-1"),
+            ("aws", "us-iso-east-1"),
+            ("aws-us-gov", "rq-bqklz-u-82"),
+            ("aws-us-gov", "us-east-1"),
+            ("aws-cn", "us-east-1"),
+            ("aws-cn", "cn-north-east-1"),
+            ("aws-iso-b", "us-iso-east-1"),
+            ("aws-eusc", "eu-central-1"),
+        ] {
+            let secret =
+                format!("arn:{partition}:secretsmanager:{region}:111122223333:secret:db-AbCdEf");
+            let e = SecretArn::parse(&secret).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!(
+                    "region {region:?} does not exist in partition {partition}"
+                )),
+                "{secret}: {e}"
+            );
+            assert!(e.ends_with(SECRET_EXAMPLE), "{e}");
+            let key = format!(
+                "arn:{partition}:kms:{region}:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+            );
+            let e = KmsKeyArn::parse(&key).unwrap_err().to_string();
+            assert!(e.contains("does not exist in partition"), "{key}: {e}");
+        }
+        for (partition, region) in [
+            ("aws", "us-east-1"),
+            ("aws", "mx-central-1"),
+            ("aws", "ap-southeast-7"),
+            ("aws", "il-central-1"),
+            ("aws-cn", "cn-northwest-1"),
+            ("aws-us-gov", "us-gov-east-1"),
+            ("aws-iso", "us-iso-west-1"),
+            ("aws-iso-b", "us-isob-east-1"),
+            ("aws-iso-e", "eu-isoe-west-1"),
+            ("aws-iso-f", "us-isof-south-1"),
+            ("aws-eusc", "eusc-de-east-1"),
+        ] {
+            let secret =
+                format!("arn:{partition}:secretsmanager:{region}:111122223333:secret:db-AbCdEf");
+            let a = SecretArn::parse(&secret).unwrap_or_else(|e| panic!("{secret}: {e}"));
+            assert_eq!((a.partition(), a.region()), (partition, region));
+            let key = format!(
+                "arn:{partition}:kms:{region}:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+            );
+            KmsKeyArn::parse(&key).unwrap_or_else(|e| panic!("{key}: {e}"));
+        }
     }
 
     #[test]

@@ -380,10 +380,11 @@ async fn responses_carry_request_ids_and_safe_headers() {
     assert_eq!(rid, "req-456");
 }
 
-/// Access checks refuse what can never be granted, and bad guardrail documents, before any AWS call
+/// Access checks refuse what can never be granted (other partitions, regions that do not exist), and
+/// bad guardrail documents, before any AWS call
 /// (this app has no AWS access configured: a check that got that far would fail otherwise).
 #[tokio::test]
-async fn access_checks_refuse_other_partitions_and_name_bad_guardrails() {
+async fn access_checks_refuse_other_partitions_unknown_regions_and_bad_guardrails() {
     let t = TestApp::new();
     let alice = t.token("alice", Requester).await;
     let cn_secret =
@@ -404,6 +405,20 @@ async fn access_checks_refuse_other_partitions_and_name_bad_guardrails() {
             json!({"principal_arn": ROLE, "secret_arn": cn_secret}),
             "principal_arn",
             "partitions are isolated",
+        ),
+        // A region that does not exist in the ARN's partition is the caller's error, not AWS's (a
+        // schemathesis run got 5xx for these two: the SDK could not resolve a host for them).
+        (
+            json!({"principal_arn": "arn:aws-us-gov:iam::444455556666:role/app",
+                   "secret_arn": "arn:aws-us-gov:secretsmanager:rq-bqklz-u-82:111122223333:secret:x-AbCdEf"}),
+            "secret_arn",
+            "does not exist in partition aws-us-gov",
+        ),
+        (
+            json!({"principal_arn": ROLE,
+                   "secret_arn": "arn:aws:secretsmanager:yu-bmm-08:111122223333:secret:x-AbCdEf"}),
+            "secret_arn",
+            "does not exist in partition aws",
         ),
         (
             json!({"principal_arn": ROLE, "secret_arn": SECRET, "action": "secretsmanager:PutSecretValue"}),
