@@ -288,7 +288,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 expires_at,
             )
             .await?;
-            eprintln!("created a {role} token for {name}; it is shown only now:");
+            let article = if role.as_str().starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            };
+            eprintln!("created {article} {role} token for {name}; it is shown only now:");
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }

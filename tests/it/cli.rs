@@ -134,6 +134,28 @@ pub fn serve_env(dir: &Path, endpoint: &str, env: &[(&str, &str)]) -> Server {
     Server { child, addr }
 }
 
+/// The message reads as written: "an approver", "an admin", "a requester" (a walkthrough printed
+/// "created a approver token").
+#[test]
+fn tokens_create_says_which_token_in_plain_english() {
+    let dir = tempfile::tempdir().unwrap();
+    for (role, said) in [
+        ("requester", "created a requester token for p-requester;"),
+        ("approver", "created an approver token for p-approver;"),
+        ("auditor", "created an auditor token for p-auditor;"),
+        ("admin", "created an admin token for p-admin;"),
+    ] {
+        let name = format!("p-{role}");
+        let out = broker(dir.path())
+            .args(["tokens", "create", "--name", &name, "--role", role])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains(said), "{role}: {stderr}");
+    }
+}
+
 #[test]
 fn tokens_create_prints_the_token_as_its_last_line() {
     let dir = tempfile::tempdir().unwrap();
