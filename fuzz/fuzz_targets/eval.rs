@@ -472,7 +472,8 @@ fuzz_target!(|input: Input| {
                 .is_some_and(|s| s.contains("${")))
         {
             assert_eq!(
-                granted, "allow",
+                granted.as_str(),
+                "allow",
                 "the composed documents grant {action:?} of {grant:?}"
             );
         }
