@@ -10,6 +10,7 @@ pub mod principals;
 pub mod problem;
 pub mod shares;
 pub mod tokens;
+pub mod views;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,132 @@
+//! What the API shows of the domain: each view is built from a domain type (`From`), and carries the
+//! OpenAPI schema; the domain types carry neither (as crates.io's `views.rs`). The JSON is the one the
+//! API has always served: ids and ARNs as text, times as RFC 3339 UTC with whole seconds, actions as
+//! IAM action names.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::domain::{ActionSet, ShareId, ShareStatus};
+use crate::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
+use crate::store::rows;
+
+/// One approver's vote.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Approval)]
+pub struct ApprovalView {
+    /// The approver's name.
+    pub approver: String,
+    /// `approve` or `reject`.
+    #[schema(example = "approve")]
+    pub decision: String,
+    /// Their comment.
+    pub comment: Option<String>,
+    /// When.
+    #[serde(with = "crate::domain::rfc3339")]
+    #[schema(value_type = String)]
+    pub at: OffsetDateTime,
+    /// The credential that cast the vote: a broker token's id, or `oidc:<sub>` for a JWT (absent for
+    /// votes recorded before the broker kept it).
+    pub credential: Option<String>,
+    /// For a broker token, who created it (`cli` for the command line).
+    pub issued_by: Option<String>,
+}
+
+impl From<rows::Approval> for ApprovalView {
+    fn from(a: rows::Approval) -> Self {
+        ApprovalView {
+            approver: a.approver,
+            decision: a.decision,
+            comment: a.comment,
+            at: a.at,
+            credential: a.credential,
+            issued_by: a.issued_by,
+        }
+    }
+}
+
+/// A share request and its state.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Share)]
+pub struct ShareView {
+    /// Id.
+    #[schema(value_type = String)]
+    pub id: ShareId,
+    /// Where the share is in its life.
+    pub status: ShareStatus,
+    /// Why it is in that status, when there is more to say (rejection comment, failure).
+    pub status_reason: Option<String>,
+    /// The secret.
+    #[schema(
+        value_type = String,
+        example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf"
+    )]
+    pub secret_arn: SecretArn,
+    /// The consumer principal's registration id.
+    pub principal_id: String,
+    /// The consumer principal.
+    #[schema(value_type = String, example = "arn:aws:iam::444455556666:role/app-reader")]
+    pub principal_arn: PrincipalArn,
+    /// IAM actions granted.
+    #[schema(value_type = Vec<String>, example = json!(["secretsmanager:GetSecretValue"]))]
+    pub actions: ActionSet,
+    /// Version stage the consumer is limited to; null means any stage.
+    #[schema(example = "AWSCURRENT")]
+    pub version_stage: Option<String>,
+    /// Why the consumer needs it.
+    pub justification: String,
+    /// When access ends, RFC 3339 UTC.
+    #[serde(with = "crate::domain::rfc3339")]
+    #[schema(value_type = String)]
+    pub expires_at: OffsetDateTime,
+    /// Who asked.
+    pub requested_by: String,
+    /// Distinct approvals needed.
+    pub approvals_required: u32,
+    /// Votes so far.
+    pub approvals: Vec<ApprovalView>,
+    /// The full ARN of the secret's KMS key, once the share has been applied.
+    #[schema(value_type = Option<String>)]
+    pub key_arn: Option<KmsKeyArn>,
+    /// The last failure applying or revoking the share, in words.
+    pub last_error: Option<String>,
+    /// Created, RFC 3339 UTC.
+    #[serde(with = "crate::domain::rfc3339")]
+    #[schema(value_type = String)]
+    pub created_at: OffsetDateTime,
+    /// Last change, RFC 3339 UTC.
+    #[serde(with = "crate::domain::rfc3339")]
+    #[schema(value_type = String)]
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<rows::Share> for ShareView {
+    fn from(s: rows::Share) -> Self {
+        ShareView {
+            id: s.id,
+            status: s.status,
+            status_reason: s.status_reason,
+            secret_arn: s.secret_arn,
+            principal_id: s.principal_id,
+            principal_arn: s.principal_arn,
+            actions: s.actions,
+            version_stage: s.version_stage,
+            justification: s.justification,
+            expires_at: s.expires_at,
+            requested_by: s.requested_by,
+            approvals_required: s.approvals_required,
+            approvals: s.approvals.into_iter().map(ApprovalView::from).collect(),
+            key_arn: s.key_arn,
+            last_error: s.last_error,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+impl From<&rows::Share> for ShareView {
+    fn from(s: &rows::Share) -> Self {
+        ShareView::from(s.clone())
+    }
+}
