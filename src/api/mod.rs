@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod checks;
 pub mod extract;
+pub mod fields;
 pub mod health;
 pub mod limits;
 pub mod principals;

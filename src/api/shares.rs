@@ -17,14 +17,15 @@ use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Auth, Body, OptionalBody, Query, RequestId};
-use super::principals::{parse_principal, parse_secret, truncate};
+use super::fields::Parsed;
+use super::principals::truncate;
 use super::problem::Problem;
 use super::views::ShareView;
 use super::{actor_of, check_len, check_text, decode_cursor, invalid_if_any, page_limit, paginate};
 use crate::app::App;
 use crate::domain::{ActionSet, Caller, Role, ShareAction, ShareStatus, fmt_time};
 use crate::error::{Error, FieldError, Result};
-use crate::policy::arn::MAX_ARN_LEN;
+use crate::policy::arn::{MAX_ARN_LEN, PrincipalArn, SecretArn};
 use crate::store::rows::{self, Share, ShareFilter};
 use crate::workflow::{self, Decision, NewShare, Origin};
 
@@ -47,18 +48,20 @@ where
 pub struct CreateShare {
     /// The secret's full ARN, with the 6-character suffix Secrets Manager adds to its name.
     #[schema(
+        value_type = String,
         example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf",
         max_length = 2048,
         pattern = r"^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):secretsmanager:[a-z]{2}(-[a-z]{1,10}){1,3}-[0-9]{1,2}:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]{1,64}-[A-Za-z0-9]{6}$"
     )]
-    pub secret_arn: String,
+    pub secret_arn: Parsed<SecretArn>,
     /// The consumer: IAM user, role or account root in another account. Registered on the fly if new.
     #[schema(
+        value_type = String,
         example = "arn:aws:iam::444455556666:role/app-reader",
         max_length = 2048,
         pattern = r"^([0-9]{12}|arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::[0-9]{12}:(root|(user|role)/([A-Za-z0-9_+=,.@-]{1,32}/){0,8}[A-Za-z0-9_+=,.@-]{1,64}))$"
     )]
-    pub principal_arn: String,
+    pub principal_arn: Parsed<PrincipalArn>,
     /// Why the consumer needs the secret (required, at most 2000 characters).
     #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     pub justification: String,
@@ -206,12 +209,8 @@ fn validate(app: &App, body: CreateShare) -> Result<NewShare> {
         field: f.into(),
         message: m,
     };
-    let secret = parse_secret("secret_arn", &body.secret_arn)
-        .map_err(|e| errors.push(e))
-        .ok();
-    let principal = parse_principal("principal_arn", &body.principal_arn)
-        .map_err(|e| errors.push(e))
-        .ok();
+    let secret = body.secret_arn.into_field("secret_arn", &mut errors);
+    let principal = body.principal_arn.into_field("principal_arn", &mut errors);
     if let (Some(s), Some(p)) = (&secret, &principal) {
         if s.partition() != p.partition() {
             errors.push(field(
