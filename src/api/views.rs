@@ -130,3 +130,62 @@ impl From<&rows::Share> for ShareView {
         ShareView::from(s.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::domain::ShareAction;
+
+    /// The JSON clients have always seen: the id hyphenated, times RFC 3339 UTC in whole seconds,
+    /// actions as IAM names in one order, ARNs as text.
+    #[test]
+    fn a_share_shows_as_it_always_did() {
+        let t = time::macros::datetime!(2026-12-01 12:00:00.75 +01:00);
+        let share = rows::Share {
+            id: ShareId::parse("0190B8A47B7E7CC09D2F6A1E2B3C4D5E").unwrap(),
+            status: ShareStatus::Active,
+            status_reason: None,
+            secret_arn: SecretArn::parse(
+                "arn:aws:secretsmanager:us-east-1:111122223333:secret:x-AbCdEf",
+            )
+            .unwrap(),
+            principal_id: "p1".into(),
+            principal_arn: PrincipalArn::parse("444455556666").unwrap(),
+            actions: ActionSet::new([ShareAction::DescribeSecret, ShareAction::GetSecretValue]),
+            version_stage: None,
+            justification: "j".into(),
+            expires_at: t,
+            requested_by: "r".into(),
+            approvals_required: 1,
+            approvals: vec![rows::Approval {
+                approver: "a".into(),
+                decision: "approve".into(),
+                comment: None,
+                at: t,
+                credential: None,
+                issued_by: None,
+            }],
+            key_arn: None,
+            last_error: None,
+            created_at: t,
+            updated_at: t,
+        };
+        let v = serde_json::to_value(ShareView::from(share)).unwrap();
+        assert_eq!(v["id"], "0190b8a4-7b7e-7cc0-9d2f-6a1e2b3c4d5e");
+        assert_eq!(v["expires_at"], "2026-12-01T11:00:00Z");
+        assert_eq!(v["created_at"], "2026-12-01T11:00:00Z");
+        assert_eq!(v["approvals"][0]["at"], "2026-12-01T11:00:00Z");
+        assert_eq!(
+            v["actions"],
+            serde_json::json!([
+                "secretsmanager:GetSecretValue",
+                "secretsmanager:DescribeSecret"
+            ])
+        );
+        assert_eq!(v["principal_arn"], "arn:aws:iam::444455556666:root");
+        assert_eq!(v["status"], "active");
+        assert!(v["version_stage"].is_null());
+    }
+}
