@@ -12,12 +12,13 @@ use utoipa::{IntoParams, ToSchema};
 use super::extract::{Auth, Body, Query, RequestId};
 use super::fields::{FieldValue, Parsed, parse_field};
 use super::problem::Problem;
+use super::views::PrincipalView;
 use super::{check_text, decode_cursor, invalid_if_any, page_limit, paginate};
 use crate::app::App;
 use crate::domain::{Caller, Role};
 use crate::error::{Error, FieldError, Result};
 use crate::policy::arn::PrincipalArn;
-use crate::store::rows::{self, Principal};
+use crate::store::rows;
 use crate::workflow::{self, Origin};
 
 /// Longest description kept.
@@ -45,7 +46,7 @@ pub struct CreatePrincipal {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PrincipalPage {
     /// This page.
-    pub items: Vec<Principal>,
+    pub items: Vec<PrincipalView>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<String>,
 }
@@ -83,7 +84,7 @@ fn parse_arn<T: FieldValue>(field: &str, value: &str) -> std::result::Result<T, 
     request_body = CreatePrincipal,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Registered", body = Principal),
+        (status = 201, description = "Registered", body = PrincipalView),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs requester or admin", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already registered (existing_id names it)", body = Problem, content_type = "application/problem+json"),
@@ -136,7 +137,12 @@ async fn create_inner(
     )
     .await?;
     let location = format!("/v1/principals/{}", p.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(p)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(PrincipalView::from(p)),
+    )
+        .into_response())
 }
 
 /// List registered principals, newest first.
@@ -162,6 +168,7 @@ pub async fn list(
         .read(move |c| rows::list_principals(c, before, limit + 1))
         .await?;
     let (items, next_cursor) = paginate(rows, limit);
+    let items = items.into_iter().map(PrincipalView::from).collect();
     Ok(Json(PrincipalPage { items, next_cursor }))
 }
 
@@ -171,7 +178,7 @@ pub async fn list(
     params(("id" = String, Path, description = "Principal id", max_length = 64)),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The principal", body = Principal),
+        (status = 200, description = "The principal", body = PrincipalView),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such principal", body = Problem, content_type = "application/problem+json"),
     )
@@ -180,12 +187,12 @@ pub async fn get(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Principal>> {
+) -> Result<Json<PrincipalView>> {
     let id2 = id.clone();
     app.store
         .read(move |c| rows::principal_by_id(c, &id2))
         .await?
-        .map(Json)
+        .map(|p| Json(PrincipalView::from(p)))
         .ok_or_else(|| Error::NotFound(format!("no principal with id {}", truncate(&id))))
 }
 

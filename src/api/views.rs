@@ -7,8 +7,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::domain::{ActionSet, ShareId, ShareStatus};
-use crate::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
+use crate::domain::{ActionSet, Role, ShareId, ShareStatus};
+use crate::policy::arn::{KmsKeyArn, PrincipalArn, PrincipalKind, SecretArn};
 use crate::store::rows;
 
 /// One approver's vote.
@@ -128,6 +128,77 @@ impl From<rows::Share> for ShareView {
 impl From<&rows::Share> for ShareView {
     fn from(s: &rows::Share) -> Self {
         ShareView::from(s.clone())
+    }
+}
+
+/// A registered consumer principal.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Principal)]
+pub struct PrincipalView {
+    /// Id.
+    pub id: String,
+    /// The principal's ARN.
+    #[schema(value_type = String, example = "arn:aws:iam::444455556666:role/app-reader")]
+    pub arn: PrincipalArn,
+    /// Its account.
+    #[schema(example = "444455556666")]
+    pub account_id: String,
+    /// User, role or account root.
+    pub kind: PrincipalKind,
+    /// Free text.
+    pub description: Option<String>,
+    /// Who registered it.
+    pub created_by: String,
+    /// When.
+    pub created_at: String,
+}
+
+impl From<rows::Principal> for PrincipalView {
+    fn from(p: rows::Principal) -> Self {
+        PrincipalView {
+            id: p.id,
+            arn: p.arn,
+            account_id: p.account_id,
+            kind: p.kind,
+            description: p.description,
+            created_by: p.created_by,
+            created_at: p.created_at,
+        }
+    }
+}
+
+/// A token as an admin sees it: never its secret or hash.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = TokenInfo)]
+pub struct TokenInfoView {
+    /// Public id (the part after `sb_` and before the next `_`).
+    pub id: String,
+    /// Actor name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Created, RFC 3339 UTC.
+    pub created_at: String,
+    /// When it stops working, if ever.
+    pub expires_at: Option<String>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<String>,
+    /// Who created it (`cli` for the command line); absent when unknown. A token cannot approve a
+    /// share requested by whoever created it, directly or through tokens they created.
+    pub created_by: Option<String>,
+}
+
+impl From<rows::TokenInfo> for TokenInfoView {
+    fn from(t: rows::TokenInfo) -> Self {
+        TokenInfoView {
+            id: t.id,
+            name: t.name,
+            role: t.role,
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            revoked_at: t.revoked_at,
+            created_by: t.created_by,
+        }
     }
 }
 

@@ -4,8 +4,6 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Tx, parse_column, parse_optional_column};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use crate::domain::{ActionSet, Role, ShareId, ShareStatus, fmt_time, parse_time};
 use crate::error::{Error, Result};
@@ -31,8 +29,9 @@ pub struct TokenRow {
     pub created_by: Option<String>,
 }
 
-/// A token as an admin sees it: never its secret or hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+/// A token as an admin sees it: never its secret or hash (the API shows it as
+/// `api::views::TokenInfoView`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {
     /// Public id (the part after `sb_` and before the next `_`).
     pub id: String,
@@ -46,8 +45,7 @@ pub struct TokenInfo {
     pub expires_at: Option<String>,
     /// When it was revoked, if it was.
     pub revoked_at: Option<String>,
-    /// Who created it (`cli` for the command line); absent when unknown. A token cannot approve a
-    /// share requested by whoever created it, directly or through tokens they created.
+    /// Who created it (`cli` for the command line); `None` when unknown.
     pub created_by: Option<String>,
 }
 
@@ -237,16 +235,14 @@ pub fn token_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<TokenRow>> {
     .transpose()
 }
 
-/// A registered consumer principal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+/// A registered consumer principal (the API shows it as `api::views::PrincipalView`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// Id.
     pub id: String,
     /// The principal's ARN.
-    #[schema(value_type = String, example = "arn:aws:iam::444455556666:role/app-reader")]
     pub arn: PrincipalArn,
     /// Its account.
-    #[schema(example = "444455556666")]
     pub account_id: String,
     /// User, role or account root.
     pub kind: PrincipalKind,
