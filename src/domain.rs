@@ -186,6 +186,117 @@ impl ShareAction {
     }
 }
 
+/// The actions a share grants: never empty in a valid share, each action once, in one order
+/// (`GetSecretValue` before `DescribeSecret`), whatever order or case they were given in. Serializes
+/// as the list of IAM action names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ActionSet(Vec<ShareAction>);
+
+impl ActionSet {
+    /// The set of the given actions.
+    pub fn new(actions: impl IntoIterator<Item = ShareAction>) -> Self {
+        let mut v: Vec<ShareAction> = actions.into_iter().collect();
+        v.sort();
+        v.dedup();
+        ActionSet(v)
+    }
+
+    /// The actions, in order.
+    pub fn iter(&self) -> impl Iterator<Item = ShareAction> + '_ {
+        self.0.iter().copied()
+    }
+
+    /// Whether it holds `a`.
+    pub fn contains(&self, a: ShareAction) -> bool {
+        self.0.contains(&a)
+    }
+
+    /// The actions as a slice, in order.
+    pub fn as_slice(&self) -> &[ShareAction] {
+        &self.0
+    }
+
+    /// The IAM action names joined with `sep`.
+    pub fn join(&self, sep: &str) -> String {
+        self.iter()
+            .map(ShareAction::as_str)
+            .collect::<Vec<_>>()
+            .join(sep)
+    }
+
+    /// Parses a list of IAM action names (see [`ShareAction::parse`]).
+    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Self, String> {
+        names
+            .iter()
+            .map(|n| ShareAction::parse(n.as_ref()))
+            .collect::<Result<Vec<_>, _>>()
+            .map(ActionSet::new)
+    }
+
+    /// Parses the JSON list of names a share's `actions` column holds.
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let names: Vec<String> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if names.is_empty() {
+            return Err("a share grants at least one action".into());
+        }
+        ActionSet::parse(&names)
+    }
+
+    /// The JSON list of names, as the `actions` column holds it.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "[]".into())
+    }
+}
+
+impl Serialize for ActionSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter().map(ShareAction::as_str))
+    }
+}
+
+/// A share's id: a UUID, shown and stored in its hyphenated lower-case form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShareId(pub uuid::Uuid);
+
+impl ShareId {
+    /// A new id (UUIDv7: time-ordered).
+    pub fn new() -> Self {
+        ShareId(uuid::Uuid::now_v7())
+    }
+
+    /// Parses any form a UUID parser accepts (upper case, without dashes, in braces, `urn:uuid:`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        uuid::Uuid::parse_str(s)
+            .map(ShareId)
+            .map_err(|_| format!("{s:?} is not a share id (a UUID)"))
+    }
+}
+
+impl Default for ShareId {
+    fn default() -> Self {
+        ShareId::new()
+    }
+}
+
+impl fmt::Display for ShareId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl FromStr for ShareId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        ShareId::parse(s)
+    }
+}
+
+impl Serialize for ShareId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// The source of "now". Domain code takes time as a parameter; the app holds one of these.
 pub trait Clock: Send + Sync + 'static {
     /// The current time, UTC.
@@ -202,12 +313,39 @@ impl Clock for SystemClock {
     }
 }
 
+/// Parses a stored or served time (RFC 3339).
+pub fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
+}
+
+/// Serde for a time in the one format stored and served ([`fmt_time`]):
+/// `#[serde(with = "crate::domain::rfc3339")]`.
+pub mod rfc3339 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    /// Serializes as [`super::fmt_time`] does.
+    pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::fmt_time(*t))
+    }
+
+    /// Deserializes an RFC 3339 time.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_time(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `t` in UTC, to the whole second: what [`fmt_time`] shows of it, and what reading that back gives.
+pub fn utc_seconds(t: OffsetDateTime) -> OffsetDateTime {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    t.replace_nanosecond(0).unwrap_or(t)
+}
+
 /// Formats a time as RFC 3339 UTC with whole seconds, the one format stored and served.
 pub fn fmt_time(t: OffsetDateTime) -> String {
-    let t = t
-        .to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .unwrap_or(t);
+    let t = utc_seconds(t);
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }

@@ -209,7 +209,7 @@ pub async fn maintain(app: &Arc<App>) -> Result<TickReport> {
                                 }),
                                 notice: notify_on.then_some(("share.drifted", problems.as_str())),
                                 ..Transition::new(
-                                    &s.id,
+                                    &s.id.to_string(),
                                     ShareStatus::Active,
                                     ShareStatus::Drifted,
                                     &now2,
@@ -219,7 +219,7 @@ pub async fn maintain(app: &Arc<App>) -> Result<TickReport> {
                                 )
                             },
                         )?;
-                        marked.push(s.id);
+                        marked.push(s.id.to_string());
                     }
                     Ok(marked)
                 })

@@ -7,7 +7,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::app::App;
-use crate::domain::{Caller, ShareAction, ShareStatus, fmt_time};
+use time::OffsetDateTime;
+
+use crate::domain::{ActionSet, Caller, ShareId, ShareStatus, fmt_time, utc_seconds};
 use crate::error::{Error, Result};
 use crate::identity;
 use crate::policy::arn::{PrincipalArn, SecretArn};
@@ -37,22 +39,15 @@ impl Origin {
     fn transition<'a>(
         &'a self,
         at: &'a str,
-        share: &'a Share,
+        share_id: &'a str,
+        share: &Share,
         to: ShareStatus,
         action: &'a str,
         details: serde_json::Value,
     ) -> Transition<'a> {
         Transition {
             request_id: self.request_id.as_deref(),
-            ..Transition::new(
-                &share.id,
-                share.status,
-                to,
-                at,
-                &self.actor,
-                action,
-                details,
-            )
+            ..Transition::new(share_id, share.status, to, at, &self.actor, action, details)
         }
     }
 
@@ -81,14 +76,14 @@ pub struct NewShare {
     pub secret_arn: SecretArn,
     /// The consumer.
     pub principal_arn: PrincipalArn,
-    /// Sorted, without duplicates.
-    pub actions: Vec<ShareAction>,
+    /// What it grants.
+    pub actions: ActionSet,
     /// `None`: any stage.
     pub version_stage: Option<String>,
     /// Why.
     pub justification: String,
-    /// RFC 3339 UTC.
-    pub expires_at: String,
+    /// When access ends.
+    pub expires_at: OffsetDateTime,
 }
 
 /// The answer to a create call: status code, JSON body, and whether it was replayed from an
@@ -166,8 +161,10 @@ pub async fn request_share(
     origin: Origin,
     req: NewShare,
     idempotency: Option<(String, String)>,
+    render: fn(&Share) -> Result<String>,
 ) -> Result<Created> {
-    let now = fmt_time(app.clock.now());
+    let now_t = utc_seconds(app.clock.now());
+    let now = fmt_time(now_t);
     let quorum = app.config.approval_quorum.0 as u32;
     let max_pending = app.config.max_pending_per_requester.0 as u64;
     let notify = app.notify_enabled();
@@ -225,22 +222,22 @@ pub async fn request_share(
                 }
             };
             let share = Share {
-                id: Uuid::now_v7().to_string(),
+                id: ShareId::new(),
                 status: ShareStatus::Pending,
                 status_reason: None,
                 secret_arn: req.secret_arn,
                 principal_id: principal.id,
                 // The registered principal is the one of this ARN (looked up by it, or just made).
                 principal_arn: req.principal_arn,
-                actions: req.actions.iter().map(|a| a.as_str().to_owned()).collect(),
+                actions: req.actions,
                 version_stage: req.version_stage,
                 justification: req.justification,
-                expires_at: req.expires_at,
+                expires_at: utc_seconds(req.expires_at),
                 requested_by: origin.actor.clone(),
                 approvals_required: quorum,
                 approvals: Vec::new(),
-                created_at: now.clone(),
-                updated_at: now.clone(),
+                created_at: now_t,
+                updated_at: now_t,
                 key_arn: None,
                 last_error: None,
             };
@@ -261,19 +258,19 @@ pub async fn request_share(
                 &origin.event(
                     &now,
                     "share.requested",
-                    Some(&share.id),
+                    Some(&share.id.to_string()),
                     json!({
                         "secret_arn": share.secret_arn,
                         "principal_arn": share.principal_arn,
                         "actions": share.actions,
                         "version_stage": share.version_stage,
-                        "expires_at": share.expires_at,
+                        "expires_at": fmt_time(share.expires_at),
                         "justification": share.justification,
                         "approvals_required": share.approvals_required,
                     }),
                 ),
             )?;
-            let body = serde_json::to_string(&share)?;
+            let body = render(&share)?;
             if let Some((key, hash)) = &idempotency {
                 rows::store_idempotent_response(
                     c,
@@ -290,7 +287,7 @@ pub async fn request_share(
             Ok(Created {
                 status: 201,
                 body,
-                id: share.id,
+                id: share.id.to_string(),
                 replayed: false,
             })
         })
@@ -395,11 +392,11 @@ pub async fn decide(
             if share.status != ShareStatus::Pending {
                 return Err(Error::bad_transition(verb, share.status, "pending"));
             }
-            if decision == Decision::Approve && share.expires_at <= now {
+            if decision == Decision::Approve && share.expires_at <= utc_seconds(now_t) {
                 return Err(Error::Conflict {
                     detail: format!(
                         "the share's access would have ended at {}; request a new share",
-                        share.expires_at
+                        fmt_time(share.expires_at)
                     ),
                     current_status: Some(share.status),
                     existing_id: None,
@@ -417,7 +414,7 @@ pub async fn decide(
                 || !rows::insert_vote(
                     c,
                     &rows::NewVote {
-                        share_id: &share.id,
+                        share_id: &share.id.to_string(),
                         approver: &origin.actor,
                         decision: d,
                         comment: comment.as_deref(),
@@ -500,8 +497,9 @@ pub async fn decide(
                 "to": new_status.unwrap_or(share.status),
             });
             let Some(to) = new_status else {
-                audit::append(c, &origin.event(&now, action, Some(&share.id), details))?;
-                return load(c, &share.id);
+                let id = share.id.to_string();
+                audit::append(c, &origin.event(&now, action, Some(&id), details))?;
+                return load(c, &id);
             };
             let reason = (decision == Decision::Reject)
                 .then_some(comment.as_deref())
@@ -513,7 +511,7 @@ pub async fn decide(
                 Transition {
                     reason,
                     notice: notify.then_some((action, by.as_str())),
-                    ..origin.transition(&now, &share, to, action, details)
+                    ..origin.transition(&now, &share.id.to_string(), &share, to, action, details)
                 },
             )
         })
@@ -567,6 +565,7 @@ pub async fn cancel(app: &App, caller: &Caller, origin: Origin, share_id: String
                 c,
                 origin.transition(
                     &now,
+                    &share.id.to_string(),
                     &share,
                     ShareStatus::Cancelled,
                     "share.cancelled",
@@ -686,6 +685,7 @@ pub async fn request_revoke(
                     reason: Some(&reason),
                     ..origin.transition(
                         &now,
+                        &share.id.to_string(),
                         &share,
                         ShareStatus::Revoking,
                         "share.revoke_requested",
@@ -699,16 +699,17 @@ pub async fn request_revoke(
 
 /// Queues a failed share to be applied again (admin).
 pub async fn retry(app: &App, origin: Origin, share_id: String) -> Result<Share> {
-    let now = fmt_time(app.clock.now());
+    let now_t = utc_seconds(app.clock.now());
+    let now = fmt_time(now_t);
     app.store
         .write(move |c| {
             let share = load(c, &share_id)?;
             if share.status != ShareStatus::Failed {
                 return Err(Error::bad_transition("retry", share.status, "failed"));
             }
-            if share.expires_at <= now {
+            if share.expires_at <= now_t {
                 return Err(Error::Conflict {
-                    detail: format!("the share's access ended at {}; request a new share", share.expires_at),
+                    detail: format!("the share's access ended at {}; request a new share", fmt_time(share.expires_at)),
                     current_status: Some(share.status),
                     existing_id: None,
                 });
@@ -717,6 +718,7 @@ pub async fn retry(app: &App, origin: Origin, share_id: String) -> Result<Share>
                 c,
                 origin.transition(
                     &now,
+                    &share.id.to_string(),
                     &share,
                     ShareStatus::Approved,
                     "share.retry",
@@ -741,7 +743,7 @@ pub async fn request_repair(app: &App, origin: Origin, share_id: String) -> Resu
                 &origin.event(
                     &now,
                     "share.repair_requested",
-                    Some(&share.id),
+                    Some(&share.id.to_string()),
                     json!({"problems": share.last_error}),
                 ),
             )?;

@@ -460,7 +460,11 @@ fuzz_target!(|input: Input| {
             && key.partition() == grant.secret.partition();
         if !same_partition {
             // Partitions are isolated: nothing crosses them.
-            assert_eq!(granted.as_str(), "deny", "a grant across partitions {grant:?}");
+            assert_eq!(
+                granted.as_str(),
+                "deny",
+                "a grant across partitions {grant:?}"
+            );
             return;
         }
         // Every action of the grant, each through the layers it needs (a DescribeSecret statement

@@ -8,13 +8,14 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::extract::Body;
-use super::principals::{parse_principal, parse_secret};
+use super::fields::Parsed;
+use super::principals::parse_principal;
 use super::problem::Problem;
 use crate::app::App;
 use crate::domain::Caller;
 use crate::domain::ShareAction;
 use crate::error::{Error, FieldError, Result};
-use crate::policy::arn::MAX_ARN_LEN;
+use crate::policy::arn::{MAX_ARN_LEN, PrincipalArn, SecretArn};
 use crate::policy::document::PolicyDocument;
 use crate::policy::eval::{CheckResult, Guardrails};
 
@@ -24,18 +25,20 @@ use crate::policy::eval::{CheckResult, Guardrails};
 pub struct AccessCheck {
     /// The consumer principal.
     #[schema(
+        value_type = String,
         example = "arn:aws:iam::444455556666:role/app-reader",
         max_length = 2048,
         pattern = r"^([0-9]{12}|arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::[0-9]{12}:(root|(user|role)/([A-Za-z0-9_+=,.@-]{1,32}/){0,8}[A-Za-z0-9_+=,.@-]{1,64}))$"
     )]
-    pub principal_arn: String,
+    pub principal_arn: Parsed<PrincipalArn>,
     /// The secret's full ARN.
     #[schema(
+        value_type = String,
         example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf",
         max_length = 2048,
         pattern = r"^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):secretsmanager:[a-z]{2}(-[a-z]{1,10}){1,3}-[0-9]{1,2}:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]{1,64}-[A-Za-z0-9]{6}$"
     )]
-    pub secret_arn: String,
+    pub secret_arn: Parsed<SecretArn>,
     /// The `--version-stage` the consumer passes; omit when it passes none.
     #[schema(max_length = 256)]
     pub version_stage: Option<String>,
@@ -132,12 +135,9 @@ pub async fn create(
             message: "is longer than 256 characters".into(),
         });
     }
-    let principal = parse_principal("principal_arn", &body.principal_arn)
-        .map_err(|e| errors.push(e))
-        .ok();
-    let secret = parse_secret("secret_arn", &body.secret_arn)
-        .map_err(|e| errors.push(e))
-        .ok();
+    let bare = body.principal_arn.raw().bytes().all(|b| b.is_ascii_digit());
+    let principal = body.principal_arn.into_field("principal_arn", &mut errors);
+    let secret = body.secret_arn.into_field("secret_arn", &mut errors);
     let identity = document(
         "identity_policy",
         body.identity_policy.as_ref(),
@@ -180,7 +180,6 @@ pub async fn create(
     };
     if let (Some(p), Some(s)) = (&principal, &secret) {
         if p.partition() != s.partition() {
-            let bare = body.principal_arn.bytes().all(|b| b.is_ascii_digit());
             errors.push(FieldError {
                 field: "principal_arn".into(),
                 message: format!(

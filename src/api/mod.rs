@@ -4,12 +4,14 @@
 pub mod audit;
 pub mod checks;
 pub mod extract;
+pub mod fields;
 pub mod health;
 pub mod limits;
 pub mod principals;
 pub mod problem;
 pub mod shares;
 pub mod tokens;
+pub mod views;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -10,13 +10,15 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Auth, Body, Query, RequestId};
+use super::fields::{FieldValue, Parsed, parse_field};
 use super::problem::Problem;
+use super::views::PrincipalView;
 use super::{check_text, decode_cursor, invalid_if_any, page_limit, paginate};
 use crate::app::App;
 use crate::domain::{Caller, Role};
 use crate::error::{Error, FieldError, Result};
-use crate::policy::arn::{ArnError, MAX_ARN_LEN, PrincipalArn, SecretArn};
-use crate::store::rows::{self, Principal};
+use crate::policy::arn::PrincipalArn;
+use crate::store::rows;
 use crate::workflow::{self, Origin};
 
 /// Longest description kept.
@@ -29,11 +31,12 @@ pub struct CreatePrincipal {
     /// IAM user, role (with path) or account-root ARN in another account; a bare 12-digit account id
     /// means that account's root.
     #[schema(
+        value_type = String,
         example = "arn:aws:iam::444455556666:role/app-reader",
         max_length = 2048,
         pattern = r"^([0-9]{12}|arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::[0-9]{12}:(root|(user|role)/([A-Za-z0-9_+=,.@-]{1,32}/){0,8}[A-Za-z0-9_+=,.@-]{1,64}))$"
     )]
-    pub arn: String,
+    pub arn: Parsed<PrincipalArn>,
     /// Free text, at most 1000 characters.
     #[schema(max_length = 1000)]
     pub description: Option<String>,
@@ -43,7 +46,7 @@ pub struct CreatePrincipal {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PrincipalPage {
     /// This page.
-    pub items: Vec<Principal>,
+    pub items: Vec<PrincipalView>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<String>,
 }
@@ -63,29 +66,16 @@ pub struct PrincipalQuery {
 
 /// Parses a principal ARN field, naming the field in the 422.
 pub fn parse_principal(field: &str, value: &str) -> std::result::Result<PrincipalArn, FieldError> {
-    parse_arn(field, value, PrincipalArn::parse)
+    parse_arn(field, value)
 }
 
-/// Parses a secret ARN field, naming the field in the 422.
-pub fn parse_secret(field: &str, value: &str) -> std::result::Result<SecretArn, FieldError> {
-    parse_arn(field, value, SecretArn::parse)
-}
-
-/// An ARN field: refused unparsed when longer than [`MAX_ARN_LEN`], else parsed; the error names the
-/// field.
-fn parse_arn<T>(
-    field: &str,
-    value: &str,
-    parse: impl FnOnce(&str) -> std::result::Result<T, ArnError>,
-) -> std::result::Result<T, FieldError> {
-    let refused = |message: String| FieldError {
+/// An ARN field ([`parse_field`]: refused unparsed when longer than its limit, else parsed); the error
+/// names the field.
+fn parse_arn<T: FieldValue>(field: &str, value: &str) -> std::result::Result<T, FieldError> {
+    parse_field(value).map_err(|message| FieldError {
         field: field.into(),
         message,
-    };
-    if value.len() > MAX_ARN_LEN {
-        return Err(refused(format!("is longer than {MAX_ARN_LEN} characters")));
-    }
-    parse(value).map_err(|e| refused(e.to_string()))
+    })
 }
 
 /// Register a consumer principal.
@@ -94,7 +84,7 @@ fn parse_arn<T>(
     request_body = CreatePrincipal,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Registered", body = Principal),
+        (status = 201, description = "Registered", body = PrincipalView),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs requester or admin", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already registered (existing_id names it)", body = Problem, content_type = "application/problem+json"),
@@ -110,7 +100,7 @@ pub async fn create(
     let target = body
         .as_ref()
         .ok()
-        .map(|b| b.arn.chars().take(256).collect::<String>());
+        .map(|b| b.arn.raw().chars().take(256).collect::<String>());
     super::guarded(
         &app,
         &rid,
@@ -133,9 +123,7 @@ async fn create_inner(
     caller.require(&[Role::Requester, Role::Admin])?;
     let body = body?;
     let mut errors = Vec::new();
-    let arn = parse_principal("arn", &body.arn)
-        .map_err(|e| errors.push(e))
-        .ok();
+    let arn = body.arn.into_field("arn", &mut errors);
     if let Some(d) = &body.description {
         check_text(&mut errors, "description", d, MAX_DESCRIPTION, false);
     }
@@ -149,7 +137,12 @@ async fn create_inner(
     )
     .await?;
     let location = format!("/v1/principals/{}", p.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(p)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(PrincipalView::from(p)),
+    )
+        .into_response())
 }
 
 /// List registered principals, newest first.
@@ -175,6 +168,7 @@ pub async fn list(
         .read(move |c| rows::list_principals(c, before, limit + 1))
         .await?;
     let (items, next_cursor) = paginate(rows, limit);
+    let items = items.into_iter().map(PrincipalView::from).collect();
     Ok(Json(PrincipalPage { items, next_cursor }))
 }
 
@@ -184,7 +178,7 @@ pub async fn list(
     params(("id" = String, Path, description = "Principal id", max_length = 64)),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The principal", body = Principal),
+        (status = 200, description = "The principal", body = PrincipalView),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such principal", body = Problem, content_type = "application/problem+json"),
     )
@@ -193,12 +187,12 @@ pub async fn get(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Principal>> {
+) -> Result<Json<PrincipalView>> {
     let id2 = id.clone();
     app.store
         .read(move |c| rows::principal_by_id(c, &id2))
         .await?
-        .map(Json)
+        .map(|p| Json(PrincipalView::from(p)))
         .ok_or_else(|| Error::NotFound(format!("no principal with id {}", truncate(&id))))
 }
 

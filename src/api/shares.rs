@@ -17,13 +17,15 @@ use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Auth, Body, OptionalBody, Query, RequestId};
-use super::principals::{parse_principal, parse_secret, truncate};
+use super::fields::Parsed;
+use super::principals::truncate;
 use super::problem::Problem;
+use super::views::ShareView;
 use super::{actor_of, check_len, check_text, decode_cursor, invalid_if_any, page_limit, paginate};
 use crate::app::App;
-use crate::domain::{Caller, Role, ShareAction, ShareStatus, fmt_time};
+use crate::domain::{ActionSet, Caller, Role, ShareAction, ShareStatus, fmt_time};
 use crate::error::{Error, FieldError, Result};
-use crate::policy::arn::MAX_ARN_LEN;
+use crate::policy::arn::{MAX_ARN_LEN, PrincipalArn, SecretArn};
 use crate::store::rows::{self, Share, ShareFilter};
 use crate::workflow::{self, Decision, NewShare, Origin};
 
@@ -46,18 +48,20 @@ where
 pub struct CreateShare {
     /// The secret's full ARN, with the 6-character suffix Secrets Manager adds to its name.
     #[schema(
+        value_type = String,
         example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf",
         max_length = 2048,
         pattern = r"^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):secretsmanager:[a-z]{2}(-[a-z]{1,10}){1,3}-[0-9]{1,2}:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]{1,64}-[A-Za-z0-9]{6}$"
     )]
-    pub secret_arn: String,
+    pub secret_arn: Parsed<SecretArn>,
     /// The consumer: IAM user, role or account root in another account. Registered on the fly if new.
     #[schema(
+        value_type = String,
         example = "arn:aws:iam::444455556666:role/app-reader",
         max_length = 2048,
         pattern = r"^([0-9]{12}|arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::[0-9]{12}:(root|(user|role)/([A-Za-z0-9_+=,.@-]{1,32}/){0,8}[A-Za-z0-9_+=,.@-]{1,64}))$"
     )]
-    pub principal_arn: String,
+    pub principal_arn: Parsed<PrincipalArn>,
     /// Why the consumer needs the secret (required, at most 2000 characters).
     #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     pub justification: String,
@@ -132,7 +136,7 @@ pub struct RejectShare {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SharePage {
     /// This page.
-    pub items: Vec<Share>,
+    pub items: Vec<ShareView>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<String>,
 }
@@ -205,12 +209,8 @@ fn validate(app: &App, body: CreateShare) -> Result<NewShare> {
         field: f.into(),
         message: m,
     };
-    let secret = parse_secret("secret_arn", &body.secret_arn)
-        .map_err(|e| errors.push(e))
-        .ok();
-    let principal = parse_principal("principal_arn", &body.principal_arn)
-        .map_err(|e| errors.push(e))
-        .ok();
+    let secret = body.secret_arn.into_field("secret_arn", &mut errors);
+    let principal = body.principal_arn.into_field("principal_arn", &mut errors);
     if let (Some(s), Some(p)) = (&secret, &principal) {
         if s.partition() != p.partition() {
             errors.push(field(
@@ -328,15 +328,20 @@ fn validate(app: &App, body: CreateShare) -> Result<NewShare> {
         (Some(secret_arn), Some(principal_arn), Some(expires_at)) => Ok(NewShare {
             secret_arn,
             principal_arn,
-            actions,
+            actions: ActionSet::new(actions),
             version_stage,
             justification: body.justification,
-            expires_at: fmt_time(expires_at),
+            expires_at,
         }),
         _ => Err(Error::Internal(
             "validation passed with missing fields".into(),
         )),
     }
+}
+
+/// The body of a share's 201 (kept with an Idempotency-Key to be replayed byte for byte).
+fn render(share: &Share) -> Result<String> {
+    Ok(serde_json::to_string(&ShareView::from(share))?)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
@@ -393,7 +398,7 @@ fn canonical(v: &serde_json::Value, out: &mut String) {
             description = "Same key and same body replay the first response; same key and another body is 422")),
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Requested; status is pending", body = Share,
+        (status = 201, description = "Requested; status is pending", body = ShareView,
          headers(("Location" = String, description = "The new share"),
                  ("Idempotent-Replayed" = String, description = "`true` when replayed from an Idempotency-Key"))),
         (status = 400, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
@@ -435,7 +440,8 @@ pub async fn create(
             (k, hex::encode(Sha256::digest(c.as_bytes())))
         });
         let created =
-            workflow::request_share(&app, Origin::of(&caller, rid.0.clone()), new, idem).await?;
+            workflow::request_share(&app, Origin::of(&caller, rid.0.clone()), new, idem, render)
+                .await?;
         let mut resp = (
             StatusCode::from_u16(created.status).unwrap_or(StatusCode::CREATED),
             [(header::CONTENT_TYPE, "application/json")],
@@ -525,6 +531,7 @@ pub async fn list(
         .read(move |c| rows::list_shares(c, &filter, before, limit + 1))
         .await?;
     let (items, next_cursor) = paginate(rows, limit);
+    let items = items.into_iter().map(ShareView::from).collect();
     Ok(Json(SharePage { items, next_cursor }))
 }
 
@@ -534,7 +541,7 @@ pub async fn list(
     params(("id" = String, Path, description = "Share id", max_length = 64)),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The share", body = Share),
+        (status = 200, description = "The share", body = ShareView),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
     )
@@ -543,13 +550,17 @@ pub async fn get(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Share>> {
+) -> Result<Json<ShareView>> {
+    find(&app, id).await.map(|s| Json(ShareView::from(s)))
+}
+
+/// The share `GET /v1/shares/{id}` shows, as the domain sees it (the console renders it).
+pub async fn find(app: &App, id: String) -> Result<Share> {
     let id = share_path_id(id);
     let id2 = id.clone();
     app.store
         .read_quick(move |c| rows::share_by_id(c, &id2))
         .await?
-        .map(Json)
         .ok_or_else(|| Error::NotFound(format!("no share with id {}", truncate(&id))))
 }
 
@@ -561,7 +572,7 @@ pub async fn get(
     request_body(content = Option<ApproveShare>, description = "Optional"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Vote recorded; the share as it now is", body = Share),
+        (status = 200, description = "Vote recorded; the share as it now is", body = ShareView),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs approver or admin, and not the requester", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
@@ -575,7 +586,7 @@ pub async fn approve(
     Auth(auth): Auth,
     Path(id): Path<String>,
     OptionalBody(body): OptionalBody<ApproveShare>,
-) -> Result<Json<Share>> {
+) -> Result<Json<ShareView>> {
     let id = share_path_id(id);
     guarded(&app, &rid, actor_of(&auth), Some(&id), "approve", async {
         let caller = auth?;
@@ -599,7 +610,7 @@ pub async fn approve(
         if share.status == ShareStatus::Approved {
             app.applier.kick(&share.secret_arn);
         }
-        Ok(Json(share))
+        Ok(Json(ShareView::from(share)))
     })
     .await
 }
@@ -611,7 +622,7 @@ pub async fn approve(
     request_body = RejectShare,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Rejected", body = Share),
+        (status = 200, description = "Rejected", body = ShareView),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs approver or admin, and not the requester", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
@@ -625,7 +636,7 @@ pub async fn reject(
     Auth(auth): Auth,
     Path(id): Path<String>,
     Body(body): Body<RejectShare>,
-) -> Result<Json<Share>> {
+) -> Result<Json<ShareView>> {
     let id = share_path_id(id);
     guarded(&app, &rid, actor_of(&auth), Some(&id), "reject", async {
         let caller = auth?;
@@ -644,7 +655,7 @@ pub async fn reject(
             Some(body.comment),
         )
         .await
-        .map(Json)
+        .map(|s| Json(ShareView::from(s)))
     })
     .await
 }
@@ -655,7 +666,7 @@ pub async fn reject(
     params(("id" = String, Path, description = "Share id", max_length = 64)),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Cancelled", body = Share),
+        (status = 200, description = "Cancelled", body = ShareView),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs the requester or an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
@@ -667,7 +678,7 @@ pub async fn cancel(
     rid: RequestId,
     Auth(auth): Auth,
     Path(id): Path<String>,
-) -> Result<Json<Share>> {
+) -> Result<Json<ShareView>> {
     let id = share_path_id(id);
     guarded(&app, &rid, actor_of(&auth), Some(&id), "cancel", async {
         let caller = auth?;
@@ -675,7 +686,7 @@ pub async fn cancel(
         let origin = Origin::of(&caller, rid.0.clone());
         workflow::cancel(&app, &caller, origin, id.clone())
             .await
-            .map(Json)
+            .map(|s| Json(ShareView::from(s)))
     })
     .await
 }
@@ -706,7 +717,7 @@ mod tests {
     request_body = RevokeShare,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Revoking; the statements are removed in the background", body = Share),
+        (status = 200, description = "Revoking; the statements are removed in the background", body = ShareView),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not the requester, an approver or an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
@@ -720,7 +731,7 @@ pub async fn revoke(
     Auth(auth): Auth,
     Path(id): Path<String>,
     Body(body): Body<RevokeShare>,
-) -> Result<Json<Share>> {
+) -> Result<Json<ShareView>> {
     let id = share_path_id(id);
     guarded(&app, &rid, actor_of(&auth), Some(&id), "revoke", async {
         let caller = auth?;
@@ -733,7 +744,7 @@ pub async fn revoke(
         let share =
             workflow::request_revoke(&app, &caller, origin, id.clone(), body.reason).await?;
         app.applier.kick(&share.secret_arn);
-        Ok(Json(share))
+        Ok(Json(ShareView::from(share)))
     })
     .await
 }
@@ -744,7 +755,7 @@ pub async fn revoke(
     params(("id" = String, Path, description = "Share id", max_length = 64)),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Approved again; it is applied in the background", body = Share),
+        (status = 200, description = "Approved again; it is applied in the background", body = ShareView),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
@@ -756,14 +767,14 @@ pub async fn retry(
     rid: RequestId,
     Auth(auth): Auth,
     Path(id): Path<String>,
-) -> Result<Json<Share>> {
+) -> Result<Json<ShareView>> {
     let id = share_path_id(id);
     guarded(&app, &rid, actor_of(&auth), Some(&id), "retry", async {
         let caller = auth?;
         caller.require(&[Role::Admin])?;
         let share = workflow::retry(&app, Origin::of(&caller, rid.0.clone()), id.clone()).await?;
         app.applier.kick(&share.secret_arn);
-        Ok(Json(share))
+        Ok(Json(ShareView::from(share)))
     })
     .await
 }
@@ -866,7 +877,7 @@ pub async fn consumer(
         ));
     }
     Ok(Json(ConsumerInstructions {
-        share_id: share.id.clone(),
+        share_id: share.id.to_string(),
         principal_arn: share.principal_arn.to_string(),
         secret_arn: share.secret_arn.to_string(),
         key_arn: key.as_str().to_owned(),
@@ -882,7 +893,7 @@ pub async fn consumer(
     params(("id" = String, Path, description = "Share id", max_length = 64)),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "Repair started; the share stays drifted until it verifies", body = Share),
+        (status = 200, description = "Repair started; the share stays drifted until it verifies", body = ShareView),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
@@ -894,7 +905,7 @@ pub async fn repair(
     rid: RequestId,
     Auth(auth): Auth,
     Path(id): Path<String>,
-) -> Result<Json<Share>> {
+) -> Result<Json<ShareView>> {
     let id = share_path_id(id);
     guarded(&app, &rid, actor_of(&auth), Some(&id), "repair", async {
         let caller = auth?;
@@ -902,8 +913,8 @@ pub async fn repair(
         let share =
             workflow::request_repair(&app, Origin::of(&caller, rid.0.clone()), id.clone()).await?;
         app.applier
-            .repair(&share.secret_arn, vec![share.id.clone()], true);
-        Ok(Json(share))
+            .repair(&share.secret_arn, vec![share.id.to_string()], true);
+        Ok(Json(ShareView::from(share)))
     })
     .await
 }

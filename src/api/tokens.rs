@@ -13,12 +13,13 @@ use utoipa::ToSchema;
 use super::extract::{Auth, Body, RequestId};
 use super::principals::truncate;
 use super::problem::Problem;
+use super::views::TokenInfoView;
 use crate::app::App;
 use crate::config::Span;
 use crate::domain::{Caller, Role, fmt_time};
 use crate::error::{Error, Result};
 use crate::store::audit::{self, NewEvent};
-use crate::store::rows::{self, TokenInfo};
+use crate::store::rows;
 use crate::tokens;
 use crate::workflow::Resource;
 
@@ -58,14 +59,14 @@ pub struct CreatedToken {
     pub token: String,
     /// What the listing shows of it.
     #[serde(flatten)]
-    pub info: TokenInfo,
+    pub info: TokenInfoView,
 }
 
 /// Every token (never their secrets).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TokenList {
     /// Newest first.
-    pub items: Vec<TokenInfo>,
+    pub items: Vec<TokenInfoView>,
 }
 
 /// Create a token (admin).
@@ -149,6 +150,7 @@ async fn create_inner(
         .store
         .read(move |c| rows::token_info(c, &id))
         .await?
+        .map(TokenInfoView::from)
         .ok_or_else(|| Error::Internal("the new token is not stored".into()))?;
     Ok((StatusCode::CREATED, Json(CreatedToken { token, info })).into_response())
 }
@@ -178,6 +180,7 @@ pub async fn list(
         async {
             auth?.require(&[Role::Admin])?;
             let items = app.store.read(rows::list_tokens).await?;
+            let items = items.into_iter().map(TokenInfoView::from).collect();
             Ok(Json(TokenList { items }))
         },
     )

@@ -5,7 +5,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{Applier, SYSTEM};
-use crate::domain::ShareStatus;
+use crate::domain::{ShareStatus, fmt_time};
 use crate::store::jobs::{self, JobKind};
 use crate::store::rows::{self, Share};
 use crate::store::{Transition, transition};
@@ -29,14 +29,14 @@ impl Applier {
                 if from == ShareStatus::Approved {
                     // An approved share whose time ran out before it was applied is never applied.
                     let (late, due): (Vec<Share>, Vec<Share>) =
-                        shares.into_iter().partition(|s| s.expires_at <= now);
+                        shares.into_iter().partition(|s| fmt_time(s.expires_at) <= now);
                     for s in &late {
                         const WHY: &str = "expired before it was applied";
                         let details = json!({"reason": WHY, "from": "approved", "to": "expired"});
                         transition(c, Transition {
                             reason: Some(WHY),
                             notice: notify.then_some(("share.expired", WHY)),
-                            ..Transition::new(&s.id, ShareStatus::Approved, ShareStatus::Expired, &now, SYSTEM, "share.expired", details)
+                            ..Transition::new(&s.id.to_string(), ShareStatus::Approved, ShareStatus::Expired, &now, SYSTEM, "share.expired", details)
                         })?;
                     }
                     shares = due;
@@ -45,12 +45,12 @@ impl Applier {
                     return Ok(None);
                 }
                 let job = Uuid::now_v7().to_string();
-                let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+                let ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
                 jobs::insert(c, &job, kind, &secret, &ids, &now)?;
                 if from == ShareStatus::Approved {
                     for s in &shares {
                         let details = json!({"job": job, "with": ids.len(), "from": "approved", "to": "applying"});
-                        transition(c, Transition::new(&s.id, ShareStatus::Approved, ShareStatus::Applying, &now, SYSTEM, "share.applying", details))?;
+                        transition(c, Transition::new(&s.id.to_string(), ShareStatus::Approved, ShareStatus::Applying, &now, SYSTEM, "share.applying", details))?;
                     }
                 }
                 Ok(Some((job, shares)))
@@ -73,13 +73,13 @@ impl Applier {
                 let shares: Vec<Share> =
                     rows::shares_of_secret(c, &secret_s, ShareStatus::Drifted)?
                         .into_iter()
-                        .filter(|s| ids.contains(&s.id))
+                        .filter(|s| ids.contains(&s.id.to_string()))
                         .collect();
                 if shares.is_empty() {
                     return Ok(None);
                 }
                 let job = Uuid::now_v7().to_string();
-                let share_ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+                let share_ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
                 jobs::insert(c, &job, JobKind::Apply, &secret_s, &share_ids, &now)?;
                 Ok(Some((job, shares)))
             })

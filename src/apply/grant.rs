@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
-use super::{Applier, Failure, FailureKind};
-use crate::domain::{ShareAction, ShareStatus};
+use super::{Applier, Failure};
+use crate::domain::ShareStatus;
 use crate::policy::arn::KmsKeyArn;
 use crate::policy::compose::{
     Grant, InstallationId, is_unique_id, key_statement_for, legacy_statements,
@@ -18,24 +18,11 @@ use crate::store::rows::{self, Share};
 
 /// The grant a share stands for.
 pub fn grant_of(share: &Share) -> Result<Grant, Failure> {
-    let bad = |m: String| {
-        Failure::new(
-            FailureKind::Internal,
-            format!("stored share {} is invalid: {m}", share.id),
-        )
-    };
-    let mut actions = share
-        .actions
-        .iter()
-        .map(|a| ShareAction::parse(a))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(bad)?;
-    actions.sort();
-    actions.dedup();
+    // The store refuses a share whose actions do not parse, and a set holds each action once.
     Ok(Grant {
         secret: share.secret_arn.clone(),
         principal: share.principal_arn.clone(),
-        actions,
+        actions: share.actions.as_slice().to_vec(),
         version_stage: share.version_stage.clone(),
     })
 }
@@ -149,7 +136,8 @@ impl Applier {
             .await?;
         // A share being revoked (status `revoking`) is not live: it keeps nothing alive.
         let skip = |s: &Share| {
-            exclude.contains(&s.id) && (exclude_any_status || s.status == ShareStatus::Applying)
+            exclude.contains(&s.id.to_string())
+                && (exclude_any_status || s.status == ShareStatus::Applying)
         };
         let installation = &self.settings.installation;
         let mut needed = Needed::default();

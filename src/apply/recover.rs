@@ -196,13 +196,13 @@ impl Applier {
                 .store
                 .write(move |c| {
                     for (share, reason) in &recreated {
-                        if rows::status_of(c, &share.id)? != Some(ShareStatus::Drifted) {
+                        if rows::status_of(c, &share.id.to_string())? != Some(ShareStatus::Drifted) {
                             continue;
                         }
                         let details = json!({"job": job_id, "reason": reason, "principal_recreated": true, "from": "drifted", "to": "revoking"});
                         transition(c, Transition {
                             reason: Some(reason),
-                            ..Transition::new(&share.id, ShareStatus::Drifted, ShareStatus::Revoking, &now, SYSTEM, "share.revoke_requested", details)
+                            ..Transition::new(&share.id.to_string(), ShareStatus::Drifted, ShareStatus::Revoking, &now, SYSTEM, "share.revoke_requested", details)
                         })?;
                     }
                     Ok(())
@@ -239,7 +239,7 @@ impl Applier {
         let job = job.to_owned();
         let now = self.now();
         let notify = self.settings.notify;
-        let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+        let ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
         self.store
             .write(move |c| {
                 for id in &ids {

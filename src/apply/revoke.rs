@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::rmw::Policy;
 use super::{Applier, Failure, SYSTEM, grant_of, share_sids};
-use crate::domain::ShareStatus;
+use crate::domain::{ShareStatus, fmt_time};
 use crate::policy::arn::KmsKeyArn;
 use crate::policy::lint::Context;
 use crate::store::audit::{self, NewEvent};
@@ -22,7 +22,7 @@ impl Applier {
         shares: &[Share],
     ) -> Result<(Vec<String>, Vec<String>), Failure> {
         let secret = shares[0].secret_arn.clone();
-        let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+        let ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
         let installation = &self.settings.installation;
         let mut by_key: HashMap<KmsKeyArn, Vec<String>> = HashMap::new();
         let mut res_sids: Vec<String> = Vec::new();
@@ -116,7 +116,7 @@ impl Applier {
         crate::metrics::metrics().saga("revoke", outcome.is_ok(), started.elapsed());
         let now = self.now();
         let job_id = job.to_owned();
-        let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+        let ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
         let result = self
             .store
             .write(move |c| {
@@ -126,7 +126,7 @@ impl Applier {
                             // A share revoked because its time ran out ends `expired`; a revoked one keeps
                             // the reason it was revoked for.
                             let before = rows::share_by_id(c, id)?;
-                            let expired = before.as_ref().is_some_and(|s| s.expires_at <= now);
+                            let expired = before.as_ref().is_some_and(|s| fmt_time(s.expires_at) <= now);
                             let (to, action, reason) = if expired {
                                 (ShareStatus::Expired, "share.expired", None)
                             } else {

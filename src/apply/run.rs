@@ -191,7 +191,7 @@ impl Applier {
             return Ok(());
         }
         let old_keys: Vec<KmsKeyArn> = by_key.keys().cloned().collect();
-        let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+        let ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
         let needed = self.needed(secret.as_str(), &old_keys, &ids, true).await?;
         let owner = self.owner_for(moved);
         for old in old_keys {
@@ -233,7 +233,7 @@ impl Applier {
         let notify = self.settings.notify;
         let now = self.now();
         let job_id = job.to_owned();
-        let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+        let ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
         match outcome {
             Ok(key) => {
                 let key = key.as_str().to_owned();

@@ -13,7 +13,7 @@ use time::macros::datetime;
 use super::{Applier, Settings, grant_of, share_sids};
 use crate::aws::AwsErrorKind;
 use crate::aws::memory::{MemoryAws, MemorySecret};
-use crate::domain::{Clock, ShareStatus, fmt_time};
+use crate::domain::{ActionSet, Clock, ShareAction, ShareId, ShareStatus, fmt_time};
 use crate::policy::arn::{PrincipalArn, PrincipalKind, SecretArn};
 use crate::policy::compose::key_statement_for;
 use crate::store::jobs::{JobKind, JobState};
@@ -113,26 +113,26 @@ impl Fixture {
                     }
                 };
                 let share = Share {
-                    id: uuid::Uuid::now_v7().to_string(),
+                    id: ShareId::new(),
                     status,
                     status_reason: None,
                     secret_arn: SecretArn::parse(SECRET).unwrap(),
                     principal_id: principal.id,
                     principal_arn: principal.arn,
-                    actions: vec!["secretsmanager:GetSecretValue".into()],
+                    actions: ActionSet::new([ShareAction::GetSecretValue]),
                     version_stage: Some("AWSCURRENT".into()),
                     justification: "tests".into(),
-                    expires_at: "2027-01-01T00:00:00Z".into(),
+                    expires_at: time::macros::datetime!(2027-01-01 00:00:00 UTC),
                     requested_by: "tester".into(),
                     approvals_required: 1,
                     approvals: Vec::new(),
                     key_arn: None,
                     last_error: None,
-                    created_at: now.clone(),
-                    updated_at: now,
+                    created_at: NOW,
+                    updated_at: NOW,
                 };
                 rows::insert_share(c, &share)?;
-                Ok(share.id)
+                Ok(share.id.to_string())
             })
             .await
             .unwrap()

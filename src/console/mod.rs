@@ -36,12 +36,12 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::api::audit::{AuditQuery, VerifyQuery};
 use crate::api::extract::{Auth, Body, OptionalBody, Query, RequestId};
 use crate::api::shares::{ApproveShare, RejectShare, RevokeShare, ShareQuery};
+use crate::api::views::ShareView;
 use crate::app::App;
 use crate::domain::{Caller, ShareStatus, fmt_time};
 use crate::error::Error;
@@ -414,11 +414,8 @@ fn who(s: &Session) -> Option<(&Caller, &str)> {
     Some((&s.caller, s.row.csrf.as_str()))
 }
 
-fn age(now: OffsetDateTime, since: &str) -> String {
-    let Ok(t) = OffsetDateTime::parse(since, &Rfc3339) else {
-        return "?".into();
-    };
-    let secs = (now - t).whole_seconds().max(0);
+fn age(now: OffsetDateTime, since: OffsetDateTime) -> String {
+    let secs = (now - since).whole_seconds().max(0);
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m", s / 60),
@@ -434,7 +431,7 @@ async fn shares_with(
     caller: &Caller,
     status: &str,
     secret: Option<String>,
-) -> Result<Vec<Share>, Error> {
+) -> Result<Vec<ShareView>, Error> {
     let mut out = Vec::new();
     let mut cursor = None;
     loop {
@@ -479,7 +476,7 @@ async fn queue(
         Ok(v) => v,
         Err(e) => return api_error(&e, Some(&s)),
     };
-    let mut items: Vec<Share> = all
+    let mut items: Vec<ShareView> = all
         .into_iter()
         .filter(|sh| {
             requester
@@ -512,14 +509,14 @@ async fn queue(
             let _ = write!(
                 body,
                 "<tr><td><a class=\"share\" href=\"/console/shares/{id}\">{age}</a></td><td>{req}</td><td>{who}</td><td>{sec}</td><td>{act}</td><td>{stage}</td><td>{exp}</td><td>{just}</td><td>{approvals} of {need}</td></tr>",
-                id = esc(&sh.id),
-                age = esc(&age(now, &sh.created_at)),
+                id = esc(&sh.id.to_string()),
+                age = esc(&age(now, sh.created_at)),
                 req = esc(&sh.requested_by),
                 who = esc(&sh.principal_arn),
                 sec = esc(&sh.secret_arn),
                 act = esc(&sh.actions.join(", ")),
                 stage = esc(sh.version_stage.as_deref().unwrap_or("any")),
-                exp = esc(&sh.expires_at),
+                exp = esc(&fmt_time(sh.expires_at)),
                 just = esc(&sh.justification),
                 need = sh.approvals_required,
             );
@@ -544,7 +541,7 @@ async fn active(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
             Err(e) => return api_error(&e, Some(&s)),
         }
     }
-    items.sort_by(|a, b| a.expires_at.cmp(&b.expires_at));
+    items.sort_by_key(|s| s.expires_at);
     let mut body = String::new();
     if items.is_empty() {
         body.push_str("<p class=\"muted\">No active shares.</p>");
@@ -561,11 +558,11 @@ async fn active(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
             let _ = write!(
                 body,
                 "<tr><td><a href=\"/console/shares/{id}\">{id}</a></td><td>{drift}</td><td>{who}</td><td>{sec}</td><td>{exp}</td><td>{req}</td></tr>",
-                id = esc(&sh.id),
+                id = esc(&sh.id.to_string()),
                 drift = esc(drift),
                 who = esc(&sh.principal_arn),
                 sec = esc(&sh.secret_arn),
-                exp = esc(&sh.expires_at),
+                exp = esc(&fmt_time(sh.expires_at)),
                 req = esc(&sh.requested_by),
             );
         }
@@ -771,15 +768,13 @@ async fn decision(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let share =
-        match crate::api::shares::get(State(app.clone()), s.caller.clone(), Path(id.clone())).await
-        {
-            Ok(sh) => sh.0,
-            Err(e) => return api_error(&e, Some(&s)),
-        };
+    let share = match crate::api::shares::find(&app, id.clone()).await {
+        Ok(sh) => sh,
+        Err(e) => return api_error(&e, Some(&s)),
+    };
     let now = app.clock.now();
     let csrf = s.row.csrf.as_str();
-    let sid = esc(&share.id);
+    let sid = esc(&share.id.to_string());
     let mut body = String::new();
     if let Some(d) = done.ok().and_then(|d| d.0.done) {
         let msg = match d.as_str() {
@@ -816,10 +811,10 @@ async fn decision(
         sec = esc(&share.secret_arn),
         act = esc(&share.actions.join(", ")),
         stage = esc(share.version_stage.as_deref().unwrap_or("any")),
-        exp = esc(&share.expires_at),
+        exp = esc(&fmt_time(share.expires_at)),
         just = esc(&share.justification),
-        created = esc(&share.created_at),
-        age = esc(&age(now, &share.created_at)),
+        created = esc(&fmt_time(share.created_at)),
+        age = esc(&age(now, share.created_at)),
         need = share.approvals_required,
     );
     if let Some(r) = &share.status_reason {
@@ -837,7 +832,7 @@ async fn decision(
                 "<li>{} <strong>{}</strong> at {}{}</li>",
                 esc(&v.approver),
                 esc(&v.decision),
-                esc(&v.at),
+                esc(&fmt_time(v.at)),
                 v.comment
                     .as_deref()
                     .map(|c| format!(": “{}”", esc(c)))
@@ -881,8 +876,12 @@ async fn decision(
         share.status,
         ShareStatus::Pending | ShareStatus::Approved | ShareStatus::Failed
     ) {
-        match crate::api::shares::plan(State(app.clone()), s.caller.clone(), Path(share.id.clone()))
-            .await
+        match crate::api::shares::plan(
+            State(app.clone()),
+            s.caller.clone(),
+            Path(share.id.to_string()),
+        )
+        .await
         {
             Ok(p) => {
                 let plan = p.0;
@@ -939,7 +938,7 @@ async fn decision(
 
     body.push_str("<h2>Timeline</h2>");
     let q = AuditQuery {
-        share_id: Some(share.id.clone()),
+        share_id: Some(share.id.to_string()),
         limit: Some(crate::api::MAX_LIMIT),
         cursor: None,
     };
@@ -1002,7 +1001,7 @@ async fn approve(
     )
     .await
     {
-        Ok(sh) => decided(&sh.0.id, "approve"),
+        Ok(sh) => decided(&sh.0.id.to_string(), "approve"),
         Err(e) => api_error(&e, Some(&s)),
     }
 }
@@ -1031,7 +1030,7 @@ async fn reject(
     )
     .await
     {
-        Ok(sh) => decided(&sh.0.id, "reject"),
+        Ok(sh) => decided(&sh.0.id.to_string(), "reject"),
         Err(e) => api_error(&e, Some(&s)),
     }
 }
@@ -1060,7 +1059,7 @@ async fn revoke(
     )
     .await
     {
-        Ok(sh) => decided(&sh.0.id, "revoke"),
+        Ok(sh) => decided(&sh.0.id.to_string(), "revoke"),
         Err(e) => api_error(&e, Some(&s)),
     }
 }

@@ -133,7 +133,7 @@ impl Applier {
                 let decision = Verdict::all(actions.iter().map(|a| a.decision));
                 review.evaluated += 1;
                 review.items.push(ReviewItem {
-                    share_id: share.id.clone(),
+                    share_id: share.id.to_string(),
                     secret_arn: share.secret_arn.to_string(),
                     principal_arn: share.principal_arn.to_string(),
                     decision,

@@ -127,7 +127,7 @@ impl Applier {
             }
             if !problems.is_empty() {
                 out.push(Drift {
-                    share_id: share.id.clone(),
+                    share_id: share.id.to_string(),
                     problems,
                 });
             }

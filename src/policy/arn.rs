@@ -23,6 +23,16 @@ pub const PARTITIONS: &[&str] = &[
 /// and `tests/it/openapi.rs` keeps each one equal to this).
 pub const MAX_ARN_LEN: usize = 2048;
 
+/// The `pattern` of every secret ARN field in the OpenAPI document: what [`SecretArn::parse`] accepts,
+/// as a client-side hint (the parser decides; utoipa's attributes take only literals, so this is
+/// written in each, and `tests/it/openapi.rs` keeps each one equal to this).
+pub const SECRET_ARN_PATTERN: &str = r"^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):secretsmanager:[a-z]{2}(-[a-z]{1,10}){1,3}-[0-9]{1,2}:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]{1,64}-[A-Za-z0-9]{6}$";
+
+/// The `pattern` of every principal ARN field in the OpenAPI document (a bare 12-digit account id, or
+/// a user, role or account-root ARN): what [`PrincipalArn::parse`] accepts, as a client-side hint;
+/// kept equal to the literals as [`SECRET_ARN_PATTERN`] is.
+pub const PRINCIPAL_ARN_PATTERN: &str = r"^([0-9]{12}|arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::[0-9]{12}:(root|(user|role)/([A-Za-z0-9_+=,.@-]{1,32}/){0,8}[A-Za-z0-9_+=,.@-]{1,64}))$";
+
 /// Maximum length of a secret name (Secrets Manager quota).
 const MAX_SECRET_NAME: usize = 512;
 /// Maximum length of an IAM user or role name.
@@ -597,6 +607,16 @@ fn check_path_and_name(rest: &str, kind: &str) -> Result<(), ArnError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The schema patterns name the partitions the parsers know, and no others.
+    #[test]
+    fn patterns_name_the_partitions_the_parsers_know() {
+        let alternatives = format!("arn:({}):", PARTITIONS.join("|"));
+        assert!(SECRET_ARN_PATTERN.contains(&alternatives));
+        assert!(PRINCIPAL_ARN_PATTERN.contains(&alternatives));
+        assert!(SECRET_ARN_PATTERN.contains(":secretsmanager:"));
+        assert!(PRINCIPAL_ARN_PATTERN.contains(":iam::"));
+    }
 
     #[test]
     fn secret_arn_parts() {

@@ -177,3 +177,47 @@ fn every_arn_input_has_the_one_arn_length_limit() {
     }
     assert!(seen.len() >= 6, "only {seen:?}");
 }
+
+/// Every ARN pattern in the document is the one next to its parser: `SECRET_ARN_PATTERN` for a secret,
+/// `PRINCIPAL_ARN_PATTERN` for a principal (utoipa's attributes take only literals, so each is written
+/// where it is used; this keeps them equal, as the test above does for `MAX_ARN_LEN`).
+#[test]
+fn every_arn_pattern_is_the_one_next_to_its_parser() {
+    use secret_broker::policy::arn::{PRINCIPAL_ARN_PATTERN, SECRET_ARN_PATTERN};
+    let spec: serde_json::Value =
+        serde_json::from_str(&secret_broker::api::openapi_json()).unwrap();
+    fn walk(path: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    if k == "pattern"
+                        && let Some(p) = x.as_str()
+                    {
+                        out.push((path.to_owned(), p.to_owned()));
+                    }
+                    walk(&format!("{path}/{k}"), x, out);
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    walk(&format!("{path}/{i}"), x, out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut patterns = Vec::new();
+    walk("", &spec, &mut patterns);
+    let (mut secrets, mut principals) = (0, 0);
+    for (path, p) in &patterns {
+        if p.contains(":secretsmanager:") {
+            assert_eq!(p, SECRET_ARN_PATTERN, "{path}");
+            secrets += 1;
+        } else if p.contains(":iam::") {
+            assert_eq!(p, PRINCIPAL_ARN_PATTERN, "{path}");
+            principals += 1;
+        }
+    }
+    // CreateShare and AccessCheck name a secret; those two and CreatePrincipal a principal.
+    assert!(secrets >= 2 && principals >= 3, "{patterns:?}");
+}

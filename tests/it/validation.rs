@@ -159,6 +159,41 @@ async fn several_errors_are_reported_together() {
     assert_eq!(fields, ["secret_arn", "principal_arn", "justification"]);
 }
 
+/// Both ARN fields of an access check are parsed while the body is read, and both bad ones are named
+/// in one 422 (a too-long one refused unparsed, the other with what a valid value looks like).
+#[tokio::test]
+async fn two_bad_arn_fields_get_one_answer_naming_both() {
+    let t = TestApp::new();
+    let alice = t.token("alice", Requester).await;
+    let before = snapshot(&t);
+    let r = t
+        .post(
+            "/v1/access-checks",
+            &alice,
+            json!({"principal_arn": "*", "secret_arn": "x".repeat(5000)}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(
+        r.body["type"].as_str().map(|s| s.ends_with("validation")),
+        Some(true),
+        "{}",
+        r.text
+    );
+    let errors = r.body["errors"].as_array().unwrap();
+    let fields: Vec<&str> = errors
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["principal_arn", "secret_arn"], "{}", r.text);
+    assert!(
+        errors[1]["message"].as_str().unwrap().contains("2048"),
+        "{}",
+        r.text
+    );
+    assert_eq!(snapshot(&t), before, "refused requests wrote nothing");
+}
+
 #[tokio::test]
 async fn unreadable_bodies() {
     let t = TestApp::with(|c| c.max_body_bytes.0 = 1024);

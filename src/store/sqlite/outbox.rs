@@ -8,6 +8,7 @@ use serde_json::json;
 use super::Tx;
 use super::audit;
 use super::rows::Share;
+use crate::domain::fmt_time;
 use crate::error::Result;
 use crate::slack::{slack_code, slack_text};
 
@@ -32,9 +33,10 @@ pub fn enqueue(
         .nth(1)
         .map(|n| n.rsplit_once('-').map(|(a, _)| a).unwrap_or(n))
         .unwrap_or(&share.secret_arn);
+    let share_id = share.id.to_string();
     let mut text = format!(
         "secret-broker: share {} of secret `{secret_name}` for `{}` is *{}*",
-        &share.id[..share.id.len().min(8)],
+        &share_id[..8],
         share.principal_arn,
         event.trim_start_matches("share.")
     );
@@ -48,13 +50,13 @@ pub fn enqueue(
         "at": now,
         "text": text,
         "share": {
-            "id": share.id,
+            "id": share_id,
             "status": share.status,
             "secret_arn": share.secret_arn,
             "principal_arn": share.principal_arn,
             "actions": share.actions,
             "version_stage": share.version_stage,
-            "expires_at": share.expires_at,
+            "expires_at": fmt_time(share.expires_at),
             "requested_by": share.requested_by,
             "last_error": share.last_error,
         },
@@ -69,7 +71,7 @@ pub fn enqueue(
     conn.prepare_cached(&format!(
             "{verb} INTO outbox (id, seq, event, share_id, payload, state, next_attempt_at, created_at)
              VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM outbox), ?2, ?3, ?4, 'pending', ?5, ?5)"
-        ))?.execute(params![id, event, share.id, payload, now])?;
+        ))?.execute(params![id, event, share_id, payload, now])?;
     Ok(())
 }
 

@@ -3,13 +3,12 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Tx, json_strings, parse_column, parse_optional_column};
-use serde::Serialize;
-use utoipa::ToSchema;
+use super::{Tx, parse_column, parse_optional_column};
 
-use crate::domain::{Role, ShareStatus};
+use crate::domain::{ActionSet, Role, ShareId, ShareStatus, fmt_time, parse_time};
 use crate::error::{Error, Result};
 use crate::policy::arn::{KmsKeyArn, PrincipalArn, PrincipalKind, SecretArn};
+use time::OffsetDateTime;
 
 /// A token as stored (without its secret).
 #[derive(Debug, Clone)]
@@ -30,8 +29,9 @@ pub struct TokenRow {
     pub created_by: Option<String>,
 }
 
-/// A token as an admin sees it: never its secret or hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+/// A token as an admin sees it: never its secret or hash (the API shows it as
+/// `api::views::TokenInfoView`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenInfo {
     /// Public id (the part after `sb_` and before the next `_`).
     pub id: String,
@@ -45,8 +45,7 @@ pub struct TokenInfo {
     pub expires_at: Option<String>,
     /// When it was revoked, if it was.
     pub revoked_at: Option<String>,
-    /// Who created it (`cli` for the command line); absent when unknown. A token cannot approve a
-    /// share requested by whoever created it, directly or through tokens they created.
+    /// Who created it (`cli` for the command line); `None` when unknown.
     pub created_by: Option<String>,
 }
 
@@ -242,16 +241,14 @@ pub fn token_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<TokenRow>> {
     .transpose()
 }
 
-/// A registered consumer principal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+/// A registered consumer principal (the API shows it as `api::views::PrincipalView`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     /// Id.
     pub id: String,
     /// The principal's ARN.
-    #[schema(value_type = String, example = "arn:aws:iam::444455556666:role/app-reader")]
     pub arn: PrincipalArn,
     /// Its account.
-    #[schema(example = "444455556666")]
     pub account_id: String,
     /// User, role or account root.
     pub kind: PrincipalKind,
@@ -349,17 +346,16 @@ pub fn list_principals(
 }
 
 /// One approver's vote.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Approval {
     /// The approver's name.
     pub approver: String,
     /// `approve` or `reject`.
-    #[schema(example = "approve")]
     pub decision: String,
     /// Their comment.
     pub comment: Option<String>,
     /// When.
-    pub at: String,
+    pub at: OffsetDateTime,
     /// The credential that cast the vote: a broker token's id, or `oidc:<sub>` for a JWT (absent for
     /// votes recorded before the broker kept it).
     pub credential: Option<String>,
@@ -367,36 +363,30 @@ pub struct Approval {
     pub issued_by: Option<String>,
 }
 
-/// A share request and its state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+/// A share request and its state, as the domain sees it (the API's view is `api::views::ShareView`,
+/// the webhook payload is composed in `outbox.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Share {
     /// Id.
-    pub id: String,
+    pub id: ShareId,
     /// Where the share is in its life.
     pub status: ShareStatus,
     /// Why it is in that status, when there is more to say (rejection comment, failure).
     pub status_reason: Option<String>,
     /// The secret.
-    #[schema(
-        value_type = String,
-        example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf"
-    )]
     pub secret_arn: SecretArn,
     /// The consumer principal's registration id.
     pub principal_id: String,
     /// The consumer principal.
-    #[schema(value_type = String, example = "arn:aws:iam::444455556666:role/app-reader")]
     pub principal_arn: PrincipalArn,
     /// IAM actions granted.
-    #[schema(example = json!(["secretsmanager:GetSecretValue"]))]
-    pub actions: Vec<String>,
+    pub actions: ActionSet,
     /// Version stage the consumer is limited to; null means any stage.
-    #[schema(example = "AWSCURRENT")]
     pub version_stage: Option<String>,
     /// Why the consumer needs it.
     pub justification: String,
-    /// When access ends, RFC 3339 UTC.
-    pub expires_at: String,
+    /// When access ends.
+    pub expires_at: OffsetDateTime,
     /// Who asked.
     pub requested_by: String,
     /// Distinct approvals needed.
@@ -404,14 +394,13 @@ pub struct Share {
     /// Votes so far.
     pub approvals: Vec<Approval>,
     /// The full ARN of the secret's KMS key, once the share has been applied.
-    #[schema(value_type = Option<String>)]
     pub key_arn: Option<KmsKeyArn>,
     /// The last failure applying or revoking the share, in words.
     pub last_error: Option<String>,
-    /// Created, RFC 3339 UTC.
-    pub created_at: String,
-    /// Last change, RFC 3339 UTC.
-    pub updated_at: String,
+    /// Created.
+    pub created_at: OffsetDateTime,
+    /// Last change.
+    pub updated_at: OffsetDateTime,
 }
 
 const SHARE_COLUMNS: &str = "id, status, status_reason, secret_arn, principal_id, principal_arn, actions, \
@@ -419,42 +408,47 @@ const SHARE_COLUMNS: &str = "id, status, status_reason, secret_arn, principal_id
      key_arn, last_error";
 
 fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
+    // Fields are read in column order, the id last: a row whose other columns do not parse is named
+    // by its id as stored.
     Ok(Share {
-        id: r.get(0)?,
         status: parse_column(r, 1, "share", str::parse::<ShareStatus>)?,
         status_reason: r.get(2)?,
         secret_arn: parse_column(r, 3, "share", SecretArn::parse)?,
         principal_id: r.get(4)?,
         principal_arn: parse_column(r, 5, "share", PrincipalArn::parse)?,
-        actions: parse_column(r, 6, "share", json_strings)?,
+        actions: parse_column(r, 6, "share", ActionSet::from_json)?,
         version_stage: r.get(7)?,
         justification: r.get(8)?,
-        expires_at: r.get(9)?,
+        expires_at: parse_column(r, 9, "share", parse_time)?,
         requested_by: r.get(10)?,
         approvals_required: r.get(11)?,
         approvals: Vec::new(),
-        created_at: r.get(12)?,
-        updated_at: r.get(13)?,
+        created_at: parse_column(r, 12, "share", parse_time)?,
+        updated_at: parse_column(r, 13, "share", parse_time)?,
         key_arn: parse_optional_column(r, 14, "share", KmsKeyArn::parse)?,
         last_error: r.get(15)?,
+        id: parse_column(r, 0, "share", ShareId::parse)?,
+    })
+}
+
+/// A vote from `SELECT share_id, approver, decision, comment, at, credential, issued_by`.
+fn approval_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
+    Ok(Approval {
+        approver: r.get(1)?,
+        decision: r.get(2)?,
+        comment: r.get(3)?,
+        at: parse_column(r, 4, "approval of share", parse_time)?,
+        credential: r.get(5)?,
+        issued_by: r.get(6)?,
     })
 }
 
 fn load_approvals(conn: &Connection, share: &mut Share) -> Result<()> {
     let mut stmt = conn.prepare_cached(
-        "SELECT approver, decision, comment, at, credential, issued_by FROM approvals WHERE share_id = ?1 ORDER BY at, rowid",
+        "SELECT share_id, approver, decision, comment, at, credential, issued_by FROM approvals WHERE share_id = ?1 ORDER BY at, rowid",
     )?;
     share.approvals = stmt
-        .query_map([&share.id], |r| {
-            Ok(Approval {
-                approver: r.get(0)?,
-                decision: r.get(1)?,
-                comment: r.get(2)?,
-                at: r.get(3)?,
-                credential: r.get(4)?,
-                issued_by: r.get(5)?,
-            })
-        })?
+        .query_map([share.id.to_string()], approval_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(())
 }
@@ -465,20 +459,20 @@ pub fn insert_share(tx: &Tx<'_>, s: &Share) -> Result<()> {
     conn.prepare_cached(&format!(
             "INSERT INTO shares ({SHARE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
         ))?.execute(params![
-            s.id,
+            s.id.to_string(),
             s.status.as_str(),
             s.status_reason,
             s.secret_arn.as_str(),
             s.principal_id,
             s.principal_arn.as_str(),
-            serde_json::to_string(&s.actions)?,
+            s.actions.to_json(),
             s.version_stage,
             s.justification,
-            s.expires_at,
+            fmt_time(s.expires_at),
             s.requested_by,
             s.approvals_required,
-            s.created_at,
-            s.updated_at,
+            fmt_time(s.created_at),
+            fmt_time(s.updated_at),
             s.key_arn.as_deref(),
             s.last_error
         ])?;
@@ -564,19 +558,12 @@ fn load_approvals_for<'a>(
     let mut stmt = conn.prepare(&format!(
         "SELECT share_id, approver, decision, comment, at, credential, issued_by FROM approvals WHERE share_id IN ({marks}) ORDER BY at, rowid"
     ))?;
-    let ids: Vec<String> = shares.iter().map(|s| s.id.clone()).collect();
+    let ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
     let votes = stmt
         .query_map(rusqlite::params_from_iter(ids.iter()), |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                Approval {
-                    approver: r.get(1)?,
-                    decision: r.get(2)?,
-                    comment: r.get(3)?,
-                    at: r.get(4)?,
-                    credential: r.get(5)?,
-                    issued_by: r.get(6)?,
-                },
+                parse_column(r, 0, "approval of share", ShareId::parse)?,
+                approval_from_row(r)?,
             ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -893,6 +880,127 @@ mod tests {
         assert!(
             err.contains("share s1: secret_arn") && err.contains("does not parse"),
             "{err}"
+        );
+    }
+
+    /// A share whose id, actions or times do not parse is refused, naming the row and the column.
+    #[tokio::test]
+    async fn typed_share_columns_are_refused_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), StoreOptions::default()).unwrap();
+        let good_id = "0190b8a4-7b7e-7cc0-9d2f-6a1e2b3c4d5e";
+        let cases = [
+            (
+                "s1",
+                r#"["secretsmanager:GetSecretValue"]"#,
+                "2027-01-01T00:00:00Z",
+                "id",
+            ),
+            (
+                good_id,
+                r#"["secretsmanager:PutSecretValue"]"#,
+                "2027-01-01T00:00:00Z",
+                "actions",
+            ),
+            (good_id, "[]", "2027-01-01T00:00:00Z", "actions"),
+            (
+                good_id,
+                r#"["secretsmanager:GetSecretValue"]"#,
+                "soon",
+                "expires_at",
+            ),
+        ];
+        for (id, actions, expires, column) in cases {
+            let (id2, actions, expires) = (id.to_owned(), actions.to_owned(), expires.to_owned());
+            store
+                .write(move |c| {
+                    c.conn().execute_batch("DELETE FROM shares; DELETE FROM principals;")?;
+                    c.conn().execute(
+                        "INSERT INTO principals (id, arn, account_id, kind, description, created_by, created_at)
+                         VALUES ('p1', 'arn:aws:iam::444455556666:role/r', '444455556666', 'role', NULL, 't',
+                           '2026-01-01T00:00:00Z')",
+                        [],
+                    )?;
+                    c.conn().execute(
+                        "INSERT INTO shares (id, status, status_reason, secret_arn, principal_id, principal_arn,
+                           actions, version_stage, justification, expires_at, requested_by, approvals_required,
+                           created_at, updated_at)
+                         VALUES (?1, 'active', NULL,
+                           'arn:aws:secretsmanager:us-east-1:111122223333:secret:x-AbCdEf', 'p1',
+                           'arn:aws:iam::444455556666:role/r', ?2, NULL, 'j', ?3, 'r', 1,
+                           '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+                        params![id2, actions, expires],
+                    )?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            let id2 = id.to_owned();
+            let err = store
+                .read(move |c| share_by_id(c, &id2))
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("share {id}: {column}")) && err.contains("does not parse"),
+                "{column}: {err}"
+            );
+        }
+    }
+
+    /// What a share's typed columns read back as is what was written.
+    #[tokio::test]
+    async fn typed_share_columns_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), StoreOptions::default()).unwrap();
+        let t = time::macros::datetime!(2026-12-01 12:00:00 UTC);
+        let share = Share {
+            id: ShareId::new(),
+            status: ShareStatus::Pending,
+            status_reason: None,
+            secret_arn: SecretArn::parse(
+                "arn:aws:secretsmanager:us-east-1:111122223333:secret:x-AbCdEf",
+            )
+            .unwrap(),
+            principal_id: "p1".into(),
+            principal_arn: PrincipalArn::parse("arn:aws:iam::444455556666:role/r").unwrap(),
+            actions: ActionSet::new([
+                crate::domain::ShareAction::DescribeSecret,
+                crate::domain::ShareAction::GetSecretValue,
+            ]),
+            version_stage: Some("AWSCURRENT".into()),
+            justification: "j".into(),
+            expires_at: t + time::Duration::days(30),
+            requested_by: "r".into(),
+            approvals_required: 1,
+            approvals: Vec::new(),
+            key_arn: None,
+            last_error: None,
+            created_at: t,
+            updated_at: t,
+        };
+        let s2 = share.clone();
+        store
+            .write(move |c| {
+                c.conn().execute_batch(
+                    "INSERT INTO principals (id, arn, account_id, kind, description, created_by, created_at)
+                     VALUES ('p1', 'arn:aws:iam::444455556666:role/r', '444455556666', 'role', NULL, 't',
+                       '2026-01-01T00:00:00Z')",
+                )?;
+                insert_share(c, &s2)
+            })
+            .await
+            .unwrap();
+        let id = share.id.to_string();
+        let back = store
+            .read(move |c| share_by_id(c, &id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, share);
+        assert_eq!(
+            back.actions.to_json(),
+            r#"["secretsmanager:GetSecretValue","secretsmanager:DescribeSecret"]"#
         );
     }
 }

@@ -1,0 +1,262 @@
+//! What the API shows of the domain: each view is built from a domain type (`From`), and carries the
+//! OpenAPI schema; the domain types carry neither (as crates.io's `views.rs`). The JSON is the one the
+//! API has always served: ids and ARNs as text, times as RFC 3339 UTC with whole seconds, actions as
+//! IAM action names.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::domain::{ActionSet, Role, ShareId, ShareStatus};
+use crate::policy::arn::{KmsKeyArn, PrincipalArn, PrincipalKind, SecretArn};
+use crate::store::rows;
+
+/// One approver's vote.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Approval)]
+pub struct ApprovalView {
+    /// The approver's name.
+    pub approver: String,
+    /// `approve` or `reject`.
+    #[schema(example = "approve")]
+    pub decision: String,
+    /// Their comment.
+    pub comment: Option<String>,
+    /// When.
+    #[serde(with = "crate::domain::rfc3339")]
+    #[schema(value_type = String)]
+    pub at: OffsetDateTime,
+    /// The credential that cast the vote: a broker token's id, or `oidc:<sub>` for a JWT (absent for
+    /// votes recorded before the broker kept it).
+    pub credential: Option<String>,
+    /// For a broker token, who created it (`cli` for the command line).
+    pub issued_by: Option<String>,
+}
+
+impl From<rows::Approval> for ApprovalView {
+    fn from(a: rows::Approval) -> Self {
+        ApprovalView {
+            approver: a.approver,
+            decision: a.decision,
+            comment: a.comment,
+            at: a.at,
+            credential: a.credential,
+            issued_by: a.issued_by,
+        }
+    }
+}
+
+/// A share request and its state.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Share)]
+pub struct ShareView {
+    /// Id.
+    #[schema(value_type = String)]
+    pub id: ShareId,
+    /// Where the share is in its life.
+    pub status: ShareStatus,
+    /// Why it is in that status, when there is more to say (rejection comment, failure).
+    pub status_reason: Option<String>,
+    /// The secret.
+    #[schema(
+        value_type = String,
+        example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf"
+    )]
+    pub secret_arn: SecretArn,
+    /// The consumer principal's registration id.
+    pub principal_id: String,
+    /// The consumer principal.
+    #[schema(value_type = String, example = "arn:aws:iam::444455556666:role/app-reader")]
+    pub principal_arn: PrincipalArn,
+    /// IAM actions granted.
+    #[schema(value_type = Vec<String>, example = json!(["secretsmanager:GetSecretValue"]))]
+    pub actions: ActionSet,
+    /// Version stage the consumer is limited to; null means any stage.
+    #[schema(example = "AWSCURRENT")]
+    pub version_stage: Option<String>,
+    /// Why the consumer needs it.
+    pub justification: String,
+    /// When access ends, RFC 3339 UTC.
+    #[serde(with = "crate::domain::rfc3339")]
+    #[schema(value_type = String)]
+    pub expires_at: OffsetDateTime,
+    /// Who asked.
+    pub requested_by: String,
+    /// Distinct approvals needed.
+    pub approvals_required: u32,
+    /// Votes so far.
+    pub approvals: Vec<ApprovalView>,
+    /// The full ARN of the secret's KMS key, once the share has been applied.
+    #[schema(value_type = Option<String>)]
+    pub key_arn: Option<KmsKeyArn>,
+    /// The last failure applying or revoking the share, in words.
+    pub last_error: Option<String>,
+    /// Created, RFC 3339 UTC.
+    #[serde(with = "crate::domain::rfc3339")]
+    #[schema(value_type = String)]
+    pub created_at: OffsetDateTime,
+    /// Last change, RFC 3339 UTC.
+    #[serde(with = "crate::domain::rfc3339")]
+    #[schema(value_type = String)]
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<rows::Share> for ShareView {
+    fn from(s: rows::Share) -> Self {
+        ShareView {
+            id: s.id,
+            status: s.status,
+            status_reason: s.status_reason,
+            secret_arn: s.secret_arn,
+            principal_id: s.principal_id,
+            principal_arn: s.principal_arn,
+            actions: s.actions,
+            version_stage: s.version_stage,
+            justification: s.justification,
+            expires_at: s.expires_at,
+            requested_by: s.requested_by,
+            approvals_required: s.approvals_required,
+            approvals: s.approvals.into_iter().map(ApprovalView::from).collect(),
+            key_arn: s.key_arn,
+            last_error: s.last_error,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+impl From<&rows::Share> for ShareView {
+    fn from(s: &rows::Share) -> Self {
+        ShareView::from(s.clone())
+    }
+}
+
+/// A registered consumer principal.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Principal)]
+pub struct PrincipalView {
+    /// Id.
+    pub id: String,
+    /// The principal's ARN.
+    #[schema(value_type = String, example = "arn:aws:iam::444455556666:role/app-reader")]
+    pub arn: PrincipalArn,
+    /// Its account.
+    #[schema(example = "444455556666")]
+    pub account_id: String,
+    /// User, role or account root.
+    pub kind: PrincipalKind,
+    /// Free text.
+    pub description: Option<String>,
+    /// Who registered it.
+    pub created_by: String,
+    /// When.
+    pub created_at: String,
+}
+
+impl From<rows::Principal> for PrincipalView {
+    fn from(p: rows::Principal) -> Self {
+        PrincipalView {
+            id: p.id,
+            arn: p.arn,
+            account_id: p.account_id,
+            kind: p.kind,
+            description: p.description,
+            created_by: p.created_by,
+            created_at: p.created_at,
+        }
+    }
+}
+
+/// A token as an admin sees it: never its secret or hash.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = TokenInfo)]
+pub struct TokenInfoView {
+    /// Public id (the part after `sb_` and before the next `_`).
+    pub id: String,
+    /// Actor name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Created, RFC 3339 UTC.
+    pub created_at: String,
+    /// When it stops working, if ever.
+    pub expires_at: Option<String>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<String>,
+    /// Who created it (`cli` for the command line); absent when unknown. A token cannot approve a
+    /// share requested by whoever created it, directly or through tokens they created.
+    pub created_by: Option<String>,
+}
+
+impl From<rows::TokenInfo> for TokenInfoView {
+    fn from(t: rows::TokenInfo) -> Self {
+        TokenInfoView {
+            id: t.id,
+            name: t.name,
+            role: t.role,
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            revoked_at: t.revoked_at,
+            created_by: t.created_by,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::domain::ShareAction;
+
+    /// The JSON clients have always seen: the id hyphenated, times RFC 3339 UTC in whole seconds,
+    /// actions as IAM names in one order, ARNs as text.
+    #[test]
+    fn a_share_shows_as_it_always_did() {
+        let t = time::macros::datetime!(2026-12-01 12:00:00.75 +01:00);
+        let share = rows::Share {
+            id: ShareId::parse("0190B8A47B7E7CC09D2F6A1E2B3C4D5E").unwrap(),
+            status: ShareStatus::Active,
+            status_reason: None,
+            secret_arn: SecretArn::parse(
+                "arn:aws:secretsmanager:us-east-1:111122223333:secret:x-AbCdEf",
+            )
+            .unwrap(),
+            principal_id: "p1".into(),
+            principal_arn: PrincipalArn::parse("444455556666").unwrap(),
+            actions: ActionSet::new([ShareAction::DescribeSecret, ShareAction::GetSecretValue]),
+            version_stage: None,
+            justification: "j".into(),
+            expires_at: t,
+            requested_by: "r".into(),
+            approvals_required: 1,
+            approvals: vec![rows::Approval {
+                approver: "a".into(),
+                decision: "approve".into(),
+                comment: None,
+                at: t,
+                credential: None,
+                issued_by: None,
+            }],
+            key_arn: None,
+            last_error: None,
+            created_at: t,
+            updated_at: t,
+        };
+        let v = serde_json::to_value(ShareView::from(share)).unwrap();
+        assert_eq!(v["id"], "0190b8a4-7b7e-7cc0-9d2f-6a1e2b3c4d5e");
+        assert_eq!(v["expires_at"], "2026-12-01T11:00:00Z");
+        assert_eq!(v["created_at"], "2026-12-01T11:00:00Z");
+        assert_eq!(v["approvals"][0]["at"], "2026-12-01T11:00:00Z");
+        assert_eq!(
+            v["actions"],
+            serde_json::json!([
+                "secretsmanager:GetSecretValue",
+                "secretsmanager:DescribeSecret"
+            ])
+        );
+        assert_eq!(v["principal_arn"], "arn:aws:iam::444455556666:root");
+        assert_eq!(v["status"], "active");
+        assert!(v["version_stage"].is_null());
+    }
+}
