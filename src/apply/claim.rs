@@ -19,7 +19,8 @@ impl Applier {
         from: ShareStatus,
         kind: JobKind,
     ) -> crate::error::Result<Option<(String, Vec<Share>)>> {
-        let now = self.now();
+        let now_t = self.clock.now();
+        let now = fmt_time(now_t);
         let secret = secret.to_owned();
         let notify = self.settings.notify;
         let claimed = self
@@ -29,7 +30,7 @@ impl Applier {
                 if from == ShareStatus::Approved {
                     // An approved share whose time ran out before it was applied is never applied.
                     let (late, due): (Vec<Share>, Vec<Share>) =
-                        shares.into_iter().partition(|s| fmt_time(s.expires_at) <= now);
+                        shares.into_iter().partition(|s| s.expires_at <= now_t);
                     for s in &late {
                         const WHY: &str = "expired before it was applied";
                         let details = json!({"reason": WHY, "from": "approved", "to": "expired"});

@@ -114,7 +114,8 @@ impl Applier {
         let started = std::time::Instant::now();
         let outcome = self.revoke_steps(job, &shares).await;
         crate::metrics::metrics().saga("revoke", outcome.is_ok(), started.elapsed());
-        let now = self.now();
+        let now_t = self.clock.now();
+        let now = fmt_time(now_t);
         let job_id = job.to_owned();
         let ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
         let result = self
@@ -126,7 +127,7 @@ impl Applier {
                             // A share revoked because its time ran out ends `expired`; a revoked one keeps
                             // the reason it was revoked for.
                             let before = rows::share_by_id(c, id)?;
-                            let expired = before.as_ref().is_some_and(|s| fmt_time(s.expires_at) <= now);
+                            let expired = before.as_ref().is_some_and(|s| s.expires_at <= now_t);
                             let (to, action, reason) = if expired {
                                 (ShareStatus::Expired, "share.expired", None)
                             } else {
