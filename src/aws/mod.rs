@@ -6,8 +6,10 @@
 //! `GetResourcePolicy`, `PutResourcePolicy`, `DeleteResourcePolicy`, `kms:DescribeKey`, `GetKeyPolicy`,
 //! `PutKeyPolicy`. It never calls `GetSecretValue`.
 
+pub mod errors;
 pub mod memory;
 pub mod sdk;
+pub mod setup;
 
 use std::fmt;
 
@@ -22,6 +24,8 @@ pub struct SecretInfo {
     pub kms_key_id: Option<String>,
     /// For a replica, the primary secret's region.
     pub primary_region: Option<String>,
+    /// Whether the secret is scheduled for deletion (DescribeSecret's `DeletedDate`).
+    pub deleted: bool,
 }
 
 /// What DescribeKey tells the broker.
@@ -37,9 +41,13 @@ pub struct KeyInfo {
     pub key_state: String,
 }
 
-/// Kinds of AWS failure, by what the broker tells its user.
+/// Kinds of AWS failure, by what the broker tells its user ([`errors::user_message`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AwsErrorKind {
+    /// No credential source of the chain had credentials.
+    NoCredentials,
+    /// No region is configured where one is needed.
+    NoRegion,
     /// The broker's identity lacks a permission.
     AccessDenied,
     /// The secret or key does not exist.
@@ -52,6 +60,10 @@ pub enum AwsErrorKind {
     PublicPolicy,
     /// Still throttled after the SDK's retries.
     Throttled,
+    /// The KMS key is disabled or pending deletion.
+    KeyUnusable,
+    /// The secret is scheduled for deletion.
+    SecretDeleted,
     /// AWS refused the request as invalid (a 4xx the broker has no better name for): the input, such
     /// as the ARN's region, is what it objects to.
     Rejected,
@@ -61,7 +73,8 @@ pub enum AwsErrorKind {
     Other,
 }
 
-/// A failed AWS call, with the operation and what AWS said.
+/// A failed AWS call, with the operation and what AWS said. Its `Display` is the user's message
+/// (cause and fix, no AWS text); `message` and `request_id` are for the log.
 #[derive(Debug, Clone)]
 pub struct AwsError {
     /// The kind.
@@ -70,59 +83,15 @@ pub struct AwsError {
     pub action: &'static str,
     /// The resource it was called on.
     pub resource: String,
-    /// AWS's error code and message.
+    /// AWS's error code and message, or the SDK's error chain (logged, never shown).
     pub message: String,
+    /// AWS's request id, when AWS answered.
+    pub request_id: Option<String>,
 }
 
 impl fmt::Display for AwsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            AwsErrorKind::AccessDenied => write!(
-                f,
-                "the broker is not allowed to call {} on {}: grant it that permission (README: the broker's IAM policy) ({})",
-                self.action, self.resource, self.message
-            ),
-            AwsErrorKind::NotFound => write!(
-                f,
-                "{} does not exist or is not visible to the broker ({}: {})",
-                self.resource, self.action, self.message
-            ),
-            AwsErrorKind::InvalidPrincipal => write!(
-                f,
-                "AWS rejected a principal in the policy for {}: the principal may not exist yet (a new IAM role or user can take a few minutes to be usable in policies) or at all; check the ARN and retry ({})",
-                self.resource, self.message
-            ),
-            AwsErrorKind::MalformedPolicy => write!(
-                f,
-                "AWS refused the policy for {} ({}: {})",
-                self.resource, self.action, self.message
-            ),
-            AwsErrorKind::PublicPolicy => write!(
-                f,
-                "AWS refused the policy for {} because it would make the secret public ({})",
-                self.resource, self.message
-            ),
-            AwsErrorKind::Throttled => write!(
-                f,
-                "AWS kept throttling {} on {} after retries; it will be retried ({})",
-                self.action, self.resource, self.message
-            ),
-            AwsErrorKind::Rejected => write!(
-                f,
-                "AWS refused {} on {} as invalid: {}",
-                self.action, self.resource, self.message
-            ),
-            AwsErrorKind::Unavailable => write!(
-                f,
-                "AWS could not be reached or failed for {} on {} ({})",
-                self.action, self.resource, self.message
-            ),
-            AwsErrorKind::Other => write!(
-                f,
-                "{} on {} failed: {}",
-                self.action, self.resource, self.message
-            ),
-        }
+        f.write_str(&errors::user_message(self))
     }
 }
 
@@ -143,6 +112,12 @@ pub trait SecretsApi: Send + Sync + 'static {
     async fn put_resource_policy(&self, secret_arn: &str, policy: &str) -> AwsResult<()>;
     /// DeleteResourcePolicy.
     async fn delete_resource_policy(&self, secret_arn: &str) -> AwsResult<()>;
+    /// Whether credentials resolve (their source, or why not), from a check reused for a while: asks
+    /// the credential source, never an AWS API, at most once per [`setup::CHECK_TTL`]. `None`: this
+    /// implementation needs no credentials.
+    async fn credentials(&self) -> Option<setup::CredentialCheck> {
+        None
+    }
 }
 
 /// The KMS calls the broker makes. Keys are named by full ARN (or, for DescribeKey, whatever the secret

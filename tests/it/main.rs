@@ -9,6 +9,7 @@ mod moto;
 
 mod apply;
 mod audit_log;
+mod aws_errors;
 mod cli;
 mod concurrency;
 mod console;
