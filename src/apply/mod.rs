@@ -115,6 +115,14 @@ pub struct Applier {
 const SYSTEM: &str = "system";
 
 impl Applier {
+    /// Whether the AWS credentials resolve (a cached check; `None` when the AWS implementation needs
+    /// none).
+    pub async fn credentials(&self) -> Option<crate::aws::setup::CredentialCheck> {
+        self.secrets.credentials().await
+    }
+}
+
+impl Applier {
     /// An applier over the store and the AWS clients.
     pub fn new(
         store: Store,

@@ -285,10 +285,15 @@ async fn with_no_aws_configuration_a_share_fails_saying_how_to_configure_credent
     let base = format!("http://{addr}");
     let mut ready = false;
     for _ in 0..100 {
-        let (status, _) = crate::http::http(&c, "GET", &format!("{base}/readyz"), "", None)
+        let (status, body) = crate::http::http(&c, "GET", &format!("{base}/readyz"), "", None)
             .await
             .unwrap();
         if status == 200 {
+            // Ready: the database answers; the missing credentials are reported, not fatal.
+            assert_eq!(body["database"], "ok", "{body}");
+            assert_eq!(body["status"], "degraded", "{body}");
+            let aws = body["aws_credentials"].as_str().unwrap();
+            assert!(aws.contains("no AWS credentials found"), "{body}");
             ready = true;
             break;
         }
@@ -341,4 +346,27 @@ async fn with_no_aws_configuration_a_share_fails_saying_how_to_configure_credent
     // The SDK's whole error is in the log, not in the share.
     let all = log.join("\n");
     assert!(all.contains("aws call failed"), "{all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_the_database_and_the_credentials() {
+    let t = TestApp::with_aws(|_| {});
+    for _ in 0..3 {
+        let r = t.get("/readyz", "").await.expect(200);
+        assert_eq!(r.body["status"], "ok", "{}", r.text);
+        assert_eq!(r.body["database"], "ok", "{}", r.text);
+        assert!(
+            r.body["aws_credentials"]
+                .as_str()
+                .unwrap()
+                .starts_with("ok ("),
+            "{}",
+            r.text
+        );
+    }
+    // Without applying, no credential is looked at.
+    let t = TestApp::new();
+    let r = t.get("/readyz", "").await.expect(200);
+    assert!(r.body.get("aws_credentials").is_none(), "{}", r.text);
+    assert_eq!(r.body["database"], "ok", "{}", r.text);
 }
