@@ -9,7 +9,7 @@ use crate::policy::arn::{KmsKeyArn, SecretArn};
 const KEY_INFO_TTL: Duration = Duration::from_secs(300);
 
 /// The refusal for a secret encrypted with the AWS managed key.
-fn aws_managed_key(secret: &SecretArn) -> Failure {
+pub(crate) fn aws_managed_key(secret: &SecretArn) -> Failure {
     Failure::new(
         FailureKind::Refused,
         format!(
@@ -40,7 +40,7 @@ pub(crate) fn key_not_enabled(key_arn: &str, state: &str) -> Failure {
     )
 }
 
-fn is_aws_managed_alias(key_id: &str) -> bool {
+pub(crate) fn is_aws_managed_alias(key_id: &str) -> bool {
     key_id == "alias/aws/secretsmanager" || key_id.ends_with(":alias/aws/secretsmanager")
 }
 

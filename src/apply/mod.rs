@@ -27,7 +27,7 @@ mod claim;
 mod compensate;
 mod failure;
 mod grant;
-mod key;
+pub(crate) mod key;
 pub(crate) mod live;
 mod recover;
 mod revoke;

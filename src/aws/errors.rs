@@ -14,8 +14,6 @@ pub const CREDENTIAL_SOURCES: &str = "environment variables, the shared config a
 pub fn statement_for(action: &str) -> &'static str {
     if action.starts_with("kms:") {
         "BrokerKeyPolicies"
-    } else if action.starts_with("sts:") {
-        "BrokerAssumeRole"
     } else {
         "BrokerSecretPolicies"
     }

@@ -15,6 +15,18 @@ use std::fmt;
 
 use async_trait::async_trait;
 
+/// Every AWS call the broker makes, as IAM actions: what [`sdk`] calls (a test reads it and keeps the
+/// two equal) and what `secret-broker doctor --print-iam-policy` grants. Never `GetSecretValue`.
+pub const CALLS: [&str; 7] = [
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:GetResourcePolicy",
+    "secretsmanager:PutResourcePolicy",
+    "secretsmanager:DeleteResourcePolicy",
+    "kms:DescribeKey",
+    "kms:GetKeyPolicy",
+    "kms:PutKeyPolicy",
+];
+
 /// What DescribeSecret tells the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretInfo {
@@ -135,4 +147,30 @@ pub trait KmsApi: Send + Sync + 'static {
 /// The region of an ARN (its fourth field).
 pub fn region_of(arn: &str) -> Option<&str> {
     arn.split(':').nth(3).filter(|r| !r.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The IAM actions named in the SDK adapter's source (each call names its action once).
+    fn actions_in_adapter() -> Vec<String> {
+        let src = include_str!("sdk.rs");
+        let mut found: Vec<String> = src
+            .split("const A: &str = \"")
+            .skip(1)
+            .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
+            .collect();
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn the_list_of_calls_is_what_the_adapter_calls() {
+        let mut calls: Vec<String> = super::CALLS.iter().map(|s| s.to_string()).collect();
+        calls.sort();
+        assert_eq!(actions_in_adapter(), calls);
+        // And each call of the adapter goes through the client of its own service.
+        let src = include_str!("sdk.rs");
+        assert_eq!(src.matches(".get_secret_value(").count(), 0);
+        assert_eq!(src.matches("const A: &str").count(), super::CALLS.len());
+    }
 }

@@ -14,6 +14,7 @@ mod cli;
 mod concurrency;
 mod console;
 mod contract;
+mod doctor;
 mod eval_edges;
 mod eval_props;
 mod eval_table;
