@@ -178,3 +178,14 @@ fn the_cli_prints_the_iam_policy_and_fails_naming_the_fix_without_a_database() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_readme_shows_the_printed_iam_policy() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = &readme[readme.find("<!-- iam-policy -->").expect("marker")..];
+    let start = block.find("```json\n").unwrap() + "```json\n".len();
+    let json = &block[start..start + block[start..].find("```").unwrap()];
+    let shown: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(shown, doctor::iam_policy());
+}
