@@ -324,14 +324,16 @@ where
         }
         _ => {
             let chain = DisplayErrorContext(&e).to_string();
-            let kind = if credentials_missing(&e) {
-                AwsErrorKind::NoCredentials
-            } else if chain.to_ascii_lowercase().contains("region")
-                && (chain.contains("must be set")
-                    || chain.contains("NoRegion")
-                    || chain.contains("no region"))
+            let lower = chain.to_ascii_lowercase();
+            // A missing region shows in the endpoint resolver's text ("Missing Region"), also when it
+            // is the credential provider (STS for assume_role_arn) that needed one.
+            let kind = if lower.contains("missing region")
+                || lower.contains("region must be set")
+                || lower.contains("no region")
             {
                 AwsErrorKind::NoRegion
+            } else if credentials_missing(&e) {
+                AwsErrorKind::NoCredentials
             } else if matches!(
                 e,
                 SdkError::TimeoutError(_)
@@ -512,6 +514,57 @@ impl KmsApi for SdkAws {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client(config: aws_config::SdkConfig) -> aws_sdk_kms::Client {
+        aws_sdk_kms::Client::new(&config)
+    }
+
+    #[tokio::test]
+    async fn a_client_without_a_region_is_a_no_region_error() {
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    aws_credential_types::Credentials::new("test", "test", None, None, "test"),
+                ),
+            )
+            .build();
+        let e = client(config)
+            .describe_key()
+            .key_id("k")
+            .send()
+            .await
+            .unwrap_err();
+        let e = classify(e, "kms:DescribeKey", "k");
+        assert_eq!(e.kind, AwsErrorKind::NoRegion, "{}", e.message);
+        assert!(e.to_string().contains("AWS_REGION"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn credentials_that_do_not_load_are_a_no_credentials_error() {
+        use aws_credential_types::provider::error::CredentialsError;
+        let provider = aws_credential_types::credential_fn::provide_credentials_fn(|| async {
+            Err(CredentialsError::not_loaded("no source had credentials"))
+        });
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+            )
+            .build();
+        let e = client(config)
+            .describe_key()
+            .key_id("k")
+            .send()
+            .await
+            .unwrap_err();
+        let e = classify(e, "kms:DescribeKey", "k");
+        assert_eq!(e.kind, AwsErrorKind::NoCredentials, "{}", e.message);
+        assert!(e.to_string().contains("BROKER_APPLY_SHARES=false"), "{e}");
+        assert!(!e.to_string().contains("no source had credentials"), "{e}");
+    }
 
     #[test]
     fn service_error_codes_are_sorted_into_what_the_user_can_do() {
