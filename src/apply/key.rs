@@ -10,17 +10,21 @@ const KEY_INFO_TTL: Duration = Duration::from_secs(300);
 
 /// The refusal for a secret encrypted with the AWS managed key.
 pub(crate) fn aws_managed_key(secret: &SecretArn) -> Failure {
-    Failure::new(
-        FailureKind::Refused,
+    let message = |arn: &str| {
         format!(
-            "the secret is encrypted with the AWS managed key aws/secretsmanager, whose key policy cannot be \
-             changed, so no other account can ever decrypt it. Re-encrypt it with a customer managed key: \
-             aws secretsmanager update-secret --region {} --secret-id {} --kms-key-id <customer managed key ARN> \
-             (new versions use that key; then request the share again)",
-            secret.region(),
-            secret.as_str()
-        ),
-    )
+            "On the AWS managed key aws/secretsmanager, other accounts cannot read it: run aws secretsmanager \
+             update-secret --region {} --secret-id {arn} --kms-key-id <your key>, then request the share again.",
+            secret.region()
+        )
+    };
+    let full = message(secret.as_str());
+    // A last_error stays under 300 characters: a very long ARN is named by reference.
+    let text = if full.chars().count() <= crate::aws::errors::MAX_USER_MESSAGE {
+        full
+    } else {
+        message("<the secret_arn>")
+    };
+    Failure::new(FailureKind::Refused, text)
 }
 
 /// The refusal for a key that is disabled or pending deletion: what to run to make it usable.

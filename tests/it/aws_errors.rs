@@ -370,3 +370,14 @@ async fn readyz_reports_the_database_and_the_credentials() {
     assert!(r.body.get("aws_credentials").is_none(), "{}", r.text);
     assert_eq!(r.body["database"], "ok", "{}", r.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_on_the_aws_managed_key_says_how_to_re_encrypt_it_in_under_300_characters() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let secret = moto().create_secret(None).await;
+    let e = last_error(&applied(&t, &a, &secret).await);
+    assert!(e.contains("aws secretsmanager update-secret"), "{e}");
+    assert!(e.contains(&secret), "{e}");
+    assert!(e.ends_with("then request the share again."), "{e}");
+}
