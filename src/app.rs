@@ -65,11 +65,10 @@ impl App {
             put_key_policy_rate: config.aws_put_key_policy_rate.0 as u32,
             ..Tuning::default()
         };
-        Self::open_with(
-            config,
-            Arc::new(SystemClock),
-            AwsParts::sdk(SdkAws::new(sdk, tuning)),
-        )
+        let aws = SdkAws::new(sdk, tuning);
+        aws.report(config.assume_role_arn.0.as_deref(), config.apply_shares.0)
+            .await;
+        Self::open_with(config, Arc::new(SystemClock), AwsParts::sdk(aws))
     }
 
     /// Same, with a given clock and AWS clients (tests point them at the emulator).

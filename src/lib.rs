@@ -14,6 +14,7 @@ pub mod auth;
 pub mod aws;
 pub mod config;
 pub mod console;
+pub mod doctor;
 pub mod domain;
 pub mod error;
 pub mod identity;

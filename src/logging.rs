@@ -65,6 +65,16 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for EscapingWriter<M> {
     }
 }
 
+/// `filter` with the AWS SDK's own logging (credential-chain and retry chatter, multi-line IMDS
+/// warnings) down to errors, unless the filter names an AWS target itself. RUST_LOG is taken as given.
+pub fn quiet_sdk(filter: &str) -> String {
+    if filter.contains("aws_") {
+        filter.to_owned()
+    } else {
+        format!("{filter},aws_config=error,aws_runtime=error,aws_smithy=error")
+    }
+}
+
 /// The service's subscriber: `config.log` as the filter (or `rust_log` when `log` is left at its
 /// default), `config.log_format`, written through [`EscapingWriter`] to `writer`.
 pub fn subscriber<M>(
@@ -77,7 +87,7 @@ where
 {
     let filter = match rust_log {
         Some(f) if config.log == "info" => EnvFilter::new(f),
-        _ => EnvFilter::new(&config.log),
+        _ => EnvFilter::new(quiet_sdk(&config.log)),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

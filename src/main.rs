@@ -66,6 +66,19 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Check what the broker needs, with the service's configuration: the database, its migrations,
+    /// the audit chain, AWS credentials and region, and with --secret-arn the broker's read permissions
+    /// on that secret and its key (read-only calls). Prints each check as ok or a one-line fix; exit 1
+    /// when any fails.
+    Doctor {
+        /// A secret to check the broker's permissions on (DescribeSecret, GetResourcePolicy,
+        /// DescribeKey, GetKeyPolicy; never GetSecretValue, never a write).
+        #[arg(long, value_name = "ARN")]
+        secret_arn: Option<String>,
+        /// Print the least-privilege IAM policy the broker's role needs, and exit.
+        #[arg(long)]
+        print_iam_policy: bool,
+    },
     /// Compose the three policy documents for a share, offline (no AWS call), merged into existing
     /// policies when given; exit 1 when a finding is an error.
     Plan(PlanArgs),
@@ -254,6 +267,19 @@ async fn main() -> ExitCode {
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => serve(config).await,
+        Command::Doctor {
+            secret_arn,
+            print_iam_policy,
+        } => {
+            if print_iam_policy {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&secret_broker::doctor::iam_policy())?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            doctor(&config, secret_arn.as_deref()).await
+        }
         Command::Migrate => {
             let applied = store::migrate_database(&config.database.0)?;
             for m in &applied {
@@ -532,6 +558,36 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 /// The store alone, for commands that need no AWS.
+async fn doctor(config: &Config, secret_arn: Option<&str>) -> anyhow::Result<ExitCode> {
+    use secret_broker::aws::sdk::{SdkAws, Tuning, load_config};
+    use secret_broker::doctor;
+    let mut checks = doctor::check_store(config).await;
+    let sdk = load_config(config.assume_role_arn.0.as_deref()).await;
+    let aws = SdkAws::new(
+        sdk.clone(),
+        Tuning {
+            max_attempts: config.aws_max_attempts.0 as u32,
+            ..Tuning::default()
+        },
+    );
+    checks.extend(doctor::check_aws_setup(config, &sdk, &aws).await);
+    if let Some(arn) = secret_arn {
+        checks.extend(doctor::check_secret(arn, &aws, &aws).await);
+    }
+    let mut failed = 0;
+    for c in &checks {
+        println!("{c}");
+        failed += usize::from(c.outcome.is_err());
+    }
+    if failed == 0 {
+        println!("all {} checks ok", checks.len());
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("{failed} of {} checks failed", checks.len());
+        Ok(ExitCode::from(1))
+    }
+}
+
 fn open_store(config: &Config) -> anyhow::Result<store::Store> {
     Ok(store::Store::open(
         &config.database.0,

@@ -1,4 +1,5 @@
-//! `/healthz` (the process answers) and `/readyz` (the database answers too).
+//! `/healthz` (the process answers) and `/readyz` (the database answers too, and what the AWS
+//! credentials look like when shares are applied).
 
 use std::sync::Arc;
 
@@ -14,9 +15,17 @@ use crate::error::Result;
 /// Health answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
-    /// `ok`.
+    /// `ok`; `degraded` when shares are applied but no AWS credentials resolve (requests and
+    /// approvals still work; applies fail until credentials are configured).
     #[schema(example = "ok")]
     pub status: String,
+    /// `/readyz`: `ok` when the database answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// `/readyz`, when shares are applied: `ok (<credential source>)`, or why no credentials resolve
+    /// (a check reused for a minute: never an AWS API call per probe).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_credentials: Option<String>,
 }
 
 /// Liveness: the process serves HTTP.
@@ -25,10 +34,13 @@ pub struct Health {
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
+        database: None,
+        aws_credentials: None,
     })
 }
 
-/// Readiness: the database answers a query and its writer is running.
+/// Readiness: the database answers a query and its writer is running; with the state of the AWS
+/// credentials when shares are applied.
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
         (status = 200, description = "Ready", body = Health),
@@ -39,8 +51,21 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Health>> {
         return Err(crate::error::Error::Unavailable("shutting down".into()));
     }
     app.store.ping().await?;
+    let aws = match app.config.apply_shares.0 {
+        true => app.applier.credentials().await,
+        false => None,
+    };
+    let status = match aws {
+        Some(Err(_)) => "degraded",
+        _ => "ok",
+    };
     Ok(Json(Health {
-        status: "ok".into(),
+        status: status.into(),
+        database: Some("ok".into()),
+        aws_credentials: aws.map(|c| match c {
+            Ok(source) => format!("ok ({source})"),
+            Err(why) => format!("{why}: configure credentials or set BROKER_APPLY_SHARES=false"),
+        }),
     }))
 }
 

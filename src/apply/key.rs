@@ -9,21 +9,42 @@ use crate::policy::arn::{KmsKeyArn, SecretArn};
 const KEY_INFO_TTL: Duration = Duration::from_secs(300);
 
 /// The refusal for a secret encrypted with the AWS managed key.
-fn aws_managed_key(secret: &SecretArn) -> Failure {
+pub(crate) fn aws_managed_key(secret: &SecretArn) -> Failure {
+    let message = |arn: &str| {
+        format!(
+            "On the AWS managed key aws/secretsmanager, other accounts cannot read it: run aws secretsmanager \
+             update-secret --region {} --secret-id {arn} --kms-key-id <your key>, then request the share again.",
+            secret.region()
+        )
+    };
+    let full = message(secret.as_str());
+    // A last_error stays under 300 characters: a very long ARN is named by reference.
+    let text = if full.chars().count() <= crate::aws::errors::MAX_USER_MESSAGE {
+        full
+    } else {
+        message("<the secret_arn>")
+    };
+    Failure::new(FailureKind::Refused, text)
+}
+
+/// The refusal for a key that is disabled or pending deletion: what to run to make it usable.
+pub(crate) fn key_not_enabled(key_arn: &str, state: &str) -> Failure {
+    let fix = if state == "PendingDeletion" || state == "PendingReplicaDeletion" {
+        format!(
+            "cancel the deletion and enable it (aws kms cancel-key-deletion --key-id {key_arn}, then aws kms enable-key)"
+        )
+    } else {
+        format!("enable it (aws kms enable-key --key-id {key_arn})")
+    };
     Failure::new(
         FailureKind::Refused,
         format!(
-            "the secret is encrypted with the AWS managed key aws/secretsmanager, whose key policy cannot be \
-             changed, so no other account can ever decrypt it. Re-encrypt it with a customer managed key: \
-             aws secretsmanager update-secret --region {} --secret-id {} --kms-key-id <customer managed key ARN> \
-             (new versions use that key; then request the share again)",
-            secret.region(),
-            secret.as_str()
+            "The secret's KMS key is {state}, so it cannot be shared: {fix}, then request the share again."
         ),
     )
 }
 
-fn is_aws_managed_alias(key_id: &str) -> bool {
+pub(crate) fn is_aws_managed_alias(key_id: &str) -> bool {
     key_id == "alias/aws/secretsmanager" || key_id.ends_with(":alias/aws/secretsmanager")
 }
 
@@ -39,6 +60,16 @@ impl Applier {
                     "{} is not the secret's full ARN; Secrets Manager resolved it to {}: request the share with the full ARN",
                     secret.as_str(),
                     info.arn
+                ),
+            ));
+        }
+        if info.deleted {
+            return Err(Failure::new(
+                FailureKind::Refused,
+                format!(
+                    "The secret is scheduled for deletion, so its policy cannot be changed: restore it \
+                     (aws secretsmanager restore-secret --region {} --secret-id <ARN>), then request the share again.",
+                    secret.region()
                 ),
             ));
         }
@@ -85,13 +116,7 @@ impl Applier {
             return Err(aws_managed_key(secret));
         }
         if !key.enabled {
-            return Err(Failure::new(
-                FailureKind::Refused,
-                format!(
-                    "the secret's key {} is not enabled (state {}): enable it before sharing",
-                    key.arn, key.key_state
-                ),
-            ));
+            return Err(key_not_enabled(&key.arn, &key.key_state));
         }
         KmsKeyArn::parse(&key.arn).map_err(|e| {
             Failure::new(

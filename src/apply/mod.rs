@@ -27,7 +27,7 @@ mod claim;
 mod compensate;
 mod failure;
 mod grant;
-mod key;
+pub(crate) mod key;
 pub(crate) mod live;
 mod recover;
 mod revoke;
@@ -113,6 +113,14 @@ pub struct Applier {
 
 /// The actor of the saga's audit rows.
 const SYSTEM: &str = "system";
+
+impl Applier {
+    /// Whether the AWS credentials resolve (a cached check; `None` when the AWS implementation needs
+    /// none).
+    pub async fn credentials(&self) -> Option<crate::aws::setup::CredentialCheck> {
+        self.secrets.credentials().await
+    }
+}
 
 impl Applier {
     /// An applier over the store and the AWS clients.

@@ -154,12 +154,13 @@ impl Applier {
                 }
             } else {
                 let text = doc.render();
-                match p {
-                    Policy::Key(k) => self.kms.put_key_policy(k.as_str(), &text).await?,
+                let put = match p {
+                    Policy::Key(k) => self.kms.put_key_policy(k.as_str(), &text).await,
                     Policy::Resource(s) => {
-                        self.secrets.put_resource_policy(s.as_str(), &text).await?
+                        self.secrets.put_resource_policy(s.as_str(), &text).await
                     }
-                }
+                };
+                put.map_err(|e| super::failure::refused_write(e, p.name(), &text, &added))?;
                 Some(doc)
             };
             let back = self.read(p).await?;

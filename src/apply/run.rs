@@ -256,10 +256,7 @@ impl Applier {
                     Ok(()) => (JobState::Compensated, failure.message.clone()),
                     Err(c) => (
                         JobState::Running,
-                        format!(
-                            "{}; removing the statements already written failed too ({c}); it is retried at the next start",
-                            failure.message
-                        ),
+                        super::failure::with_failed_compensation(&failure.message, c),
                     ),
                 };
                 let compensated = compensation.is_ok();
@@ -273,9 +270,13 @@ impl Applier {
                                 ..Transition::new(id, ShareStatus::Applying, ShareStatus::Failed, &now, SYSTEM, "share.failed", details)
                             })?;
                         }
-                        jobs::finish(c, &job_id, state, Some(&message), &now)
+                        jobs::finish(c, &job_id, state, Some(&message), &now)?;
+                        Ok(message)
                     })
                     .await
+                    .map(|message| {
+                        tracing::warn!(shares = shares.len(), error = %message, "its shares are failed");
+                    })
             }
         }
     }

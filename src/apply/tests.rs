@@ -419,3 +419,47 @@ async fn repair_revokes_a_share_whose_principal_was_deleted() {
     );
     assert!(f.resource_sids().is_empty());
 }
+
+#[tokio::test]
+async fn no_credentials_says_where_the_broker_looked_and_how_to_run_without_aws() {
+    let f = fixture();
+    f.aws.fail(
+        "secretsmanager:DescribeSecret",
+        AwsErrorKind::NoCredentials,
+        None,
+    );
+    let id = f.share(ShareStatus::Approved).await;
+    f.settle().await;
+    let share = f.get(&id).await;
+    assert_eq!(share.status, ShareStatus::Failed);
+    let error = share.last_error.unwrap();
+    assert!(error.chars().count() < 300, "{error}");
+    assert!(error.contains("no AWS credentials"), "{error}");
+    assert!(error.contains("AWS_PROFILE"), "{error}");
+    assert!(error.contains("BROKER_APPLY_SHARES=false"), "{error}");
+}
+
+#[tokio::test]
+async fn a_failure_and_its_failed_compensation_fit_in_a_last_error() {
+    let f = fixture();
+    f.aws.fail(
+        "secretsmanager:PutResourcePolicy",
+        AwsErrorKind::Throttled,
+        None,
+    );
+    f.aws
+        .fail_after("kms:PutKeyPolicy", 1, AwsErrorKind::AccessDenied, None);
+    let id = f.share(ShareStatus::Approved).await;
+    f.settle().await;
+    let error = f.get(&id).await.last_error.unwrap();
+    assert!(
+        error.chars().count() < 300,
+        "{} characters: {error}",
+        error.len()
+    );
+    assert!(
+        error.contains("throttling secretsmanager:PutResourcePolicy"),
+        "{error}"
+    );
+    assert!(error.contains("failed too"), "{error}");
+}

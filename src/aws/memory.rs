@@ -20,6 +20,8 @@ pub struct MemorySecret {
     pub primary_region: Option<String>,
     /// The resource policy text, if any.
     pub policy: Option<String>,
+    /// Scheduled for deletion.
+    pub deleted: bool,
 }
 
 /// A key as the fake keeps it.
@@ -180,6 +182,7 @@ impl MemoryAws {
                 action,
                 resource: resource.to_owned(),
                 message: "injected failure".into(),
+                request_id: None,
             });
         }
         Ok(st)
@@ -192,6 +195,7 @@ fn not_found(action: &'static str, resource: &str) -> AwsError {
         action,
         resource: resource.to_owned(),
         message: "ResourceNotFoundException".into(),
+        request_id: None,
     }
 }
 
@@ -208,6 +212,7 @@ impl SecretsApi for MemoryAws {
             arn: secret_arn.to_owned(),
             kms_key_id: s.kms_key_id.clone(),
             primary_region: s.primary_region.clone(),
+            deleted: s.deleted,
         })
     }
 

@@ -6,12 +6,26 @@
 //! `GetResourcePolicy`, `PutResourcePolicy`, `DeleteResourcePolicy`, `kms:DescribeKey`, `GetKeyPolicy`,
 //! `PutKeyPolicy`. It never calls `GetSecretValue`.
 
+pub mod errors;
 pub mod memory;
 pub mod sdk;
+pub mod setup;
 
 use std::fmt;
 
 use async_trait::async_trait;
+
+/// Every AWS call the broker makes, as IAM actions: what [`sdk`] calls (a test reads it and keeps the
+/// two equal) and what `secret-broker doctor --print-iam-policy` grants. Never `GetSecretValue`.
+pub const CALLS: [&str; 7] = [
+    "secretsmanager:DescribeSecret",
+    "secretsmanager:GetResourcePolicy",
+    "secretsmanager:PutResourcePolicy",
+    "secretsmanager:DeleteResourcePolicy",
+    "kms:DescribeKey",
+    "kms:GetKeyPolicy",
+    "kms:PutKeyPolicy",
+];
 
 /// What DescribeSecret tells the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +36,8 @@ pub struct SecretInfo {
     pub kms_key_id: Option<String>,
     /// For a replica, the primary secret's region.
     pub primary_region: Option<String>,
+    /// Whether the secret is scheduled for deletion (DescribeSecret's `DeletedDate`).
+    pub deleted: bool,
 }
 
 /// What DescribeKey tells the broker.
@@ -37,9 +53,13 @@ pub struct KeyInfo {
     pub key_state: String,
 }
 
-/// Kinds of AWS failure, by what the broker tells its user.
+/// Kinds of AWS failure, by what the broker tells its user ([`errors::user_message`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AwsErrorKind {
+    /// No credential source of the chain had credentials.
+    NoCredentials,
+    /// No region is configured where one is needed.
+    NoRegion,
     /// The broker's identity lacks a permission.
     AccessDenied,
     /// The secret or key does not exist.
@@ -52,6 +72,10 @@ pub enum AwsErrorKind {
     PublicPolicy,
     /// Still throttled after the SDK's retries.
     Throttled,
+    /// The KMS key is disabled or pending deletion.
+    KeyUnusable,
+    /// The secret is scheduled for deletion.
+    SecretDeleted,
     /// AWS refused the request as invalid (a 4xx the broker has no better name for): the input, such
     /// as the ARN's region, is what it objects to.
     Rejected,
@@ -61,7 +85,8 @@ pub enum AwsErrorKind {
     Other,
 }
 
-/// A failed AWS call, with the operation and what AWS said.
+/// A failed AWS call, with the operation and what AWS said. Its `Display` is the user's message
+/// (cause and fix, no AWS text); `message` and `request_id` are for the log.
 #[derive(Debug, Clone)]
 pub struct AwsError {
     /// The kind.
@@ -70,59 +95,15 @@ pub struct AwsError {
     pub action: &'static str,
     /// The resource it was called on.
     pub resource: String,
-    /// AWS's error code and message.
+    /// AWS's error code and message, or the SDK's error chain (logged, never shown).
     pub message: String,
+    /// AWS's request id, when AWS answered.
+    pub request_id: Option<String>,
 }
 
 impl fmt::Display for AwsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
-            AwsErrorKind::AccessDenied => write!(
-                f,
-                "the broker is not allowed to call {} on {}: grant it that permission (README: the broker's IAM policy) ({})",
-                self.action, self.resource, self.message
-            ),
-            AwsErrorKind::NotFound => write!(
-                f,
-                "{} does not exist or is not visible to the broker ({}: {})",
-                self.resource, self.action, self.message
-            ),
-            AwsErrorKind::InvalidPrincipal => write!(
-                f,
-                "AWS rejected a principal in the policy for {}: the principal may not exist yet (a new IAM role or user can take a few minutes to be usable in policies) or at all; check the ARN and retry ({})",
-                self.resource, self.message
-            ),
-            AwsErrorKind::MalformedPolicy => write!(
-                f,
-                "AWS refused the policy for {} ({}: {})",
-                self.resource, self.action, self.message
-            ),
-            AwsErrorKind::PublicPolicy => write!(
-                f,
-                "AWS refused the policy for {} because it would make the secret public ({})",
-                self.resource, self.message
-            ),
-            AwsErrorKind::Throttled => write!(
-                f,
-                "AWS kept throttling {} on {} after retries; it will be retried ({})",
-                self.action, self.resource, self.message
-            ),
-            AwsErrorKind::Rejected => write!(
-                f,
-                "AWS refused {} on {} as invalid: {}",
-                self.action, self.resource, self.message
-            ),
-            AwsErrorKind::Unavailable => write!(
-                f,
-                "AWS could not be reached or failed for {} on {} ({})",
-                self.action, self.resource, self.message
-            ),
-            AwsErrorKind::Other => write!(
-                f,
-                "{} on {} failed: {}",
-                self.action, self.resource, self.message
-            ),
-        }
+        f.write_str(&errors::user_message(self))
     }
 }
 
@@ -143,6 +124,12 @@ pub trait SecretsApi: Send + Sync + 'static {
     async fn put_resource_policy(&self, secret_arn: &str, policy: &str) -> AwsResult<()>;
     /// DeleteResourcePolicy.
     async fn delete_resource_policy(&self, secret_arn: &str) -> AwsResult<()>;
+    /// Whether credentials resolve (their source, or why not), from a check reused for a while: asks
+    /// the credential source, never an AWS API, at most once per [`setup::CHECK_TTL`]. `None`: this
+    /// implementation needs no credentials.
+    async fn credentials(&self) -> Option<setup::CredentialCheck> {
+        None
+    }
 }
 
 /// The KMS calls the broker makes. Keys are named by full ARN (or, for DescribeKey, whatever the secret
@@ -160,4 +147,30 @@ pub trait KmsApi: Send + Sync + 'static {
 /// The region of an ARN (its fourth field).
 pub fn region_of(arn: &str) -> Option<&str> {
     arn.split(':').nth(3).filter(|r| !r.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The IAM actions named in the SDK adapter's source (each call names its action once).
+    fn actions_in_adapter() -> Vec<String> {
+        let src = include_str!("sdk.rs");
+        let mut found: Vec<String> = src
+            .split("const A: &str = \"")
+            .skip(1)
+            .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
+            .collect();
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn the_list_of_calls_is_what_the_adapter_calls() {
+        let mut calls: Vec<String> = super::CALLS.iter().map(|s| s.to_string()).collect();
+        calls.sort();
+        assert_eq!(actions_in_adapter(), calls);
+        // And each call of the adapter goes through the client of its own service.
+        let src = include_str!("sdk.rs");
+        assert_eq!(src.matches(".get_secret_value(").count(), 0);
+        assert_eq!(src.matches("const A: &str").count(), super::CALLS.len());
+    }
 }

@@ -85,6 +85,7 @@ pub struct SdkAws {
     secrets: Mutex<HashMap<String, aws_sdk_secretsmanager::Client>>,
     kms: Mutex<HashMap<String, aws_sdk_kms::Client>>,
     pacers: Mutex<HashMap<(&'static str, String), std::sync::Arc<Pacer>>>,
+    check: super::setup::CachedCheck,
 }
 
 impl std::fmt::Debug for SdkAws {
@@ -124,7 +125,22 @@ impl SdkAws {
             secrets: Mutex::new(HashMap::new()),
             kms: Mutex::new(HashMap::new()),
             pacers: Mutex::new(HashMap::new()),
+            check: super::setup::CachedCheck::default(),
         }
+    }
+
+    /// Logs the one line saying what the AWS configuration is (region, credential source, assumed
+    /// role, endpoint override), or the one warning that no credentials resolve. Credentials are
+    /// resolved only when shares are applied.
+    pub async fn report(&self, assume_role: Option<&str>, applying: bool) {
+        if !applying {
+            tracing::info!(
+                "AWS: applying shares is off (BROKER_APPLY_SHARES=false): no AWS call is made, so no credentials are needed"
+            );
+            return;
+        }
+        let check = self.check.get(&self.base).await;
+        super::setup::log_setup(&self.base, &check, assume_role, applying);
     }
 
     /// Waits for a slot under the client-side rate limit of this kind of call in this region.
@@ -198,17 +214,10 @@ async fn timed<T>(
     let r = fut.await;
     let outcome = match &r {
         Ok(_) => "ok",
-        Err(e) => match e.kind {
-            AwsErrorKind::AccessDenied => "access_denied",
-            AwsErrorKind::NotFound => "not_found",
-            AwsErrorKind::InvalidPrincipal => "invalid_principal",
-            AwsErrorKind::MalformedPolicy => "malformed_policy",
-            AwsErrorKind::PublicPolicy => "public_policy",
-            AwsErrorKind::Throttled => "throttled",
-            AwsErrorKind::Rejected => "rejected",
-            AwsErrorKind::Unavailable => "unavailable",
-            AwsErrorKind::Other => "error",
-        },
+        Err(e) => {
+            super::errors::log_failure(e);
+            super::errors::label(e.kind)
+        }
     };
     let took = start.elapsed();
     crate::metrics::metrics().aws_call(action, outcome, took);
@@ -228,7 +237,68 @@ fn region(arn: &str, action: &'static str) -> AwsResult<String> {
         action,
         resource: arn.to_owned(),
         message: "not an ARN with a region".into(),
+        request_id: None,
     })
+}
+
+/// Whether an error's source chain holds a failure to load credentials.
+fn credentials_missing(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    let mut steps = 0;
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<aws_credential_types::provider::error::CredentialsError>()
+            .is_some()
+        {
+            return true;
+        }
+        steps += 1;
+        if steps > 32 {
+            break;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// The kind of a service error, by AWS's code and message.
+pub(crate) fn kind_of_code(code: &str, message: &str, client_error: bool) -> AwsErrorKind {
+    let lower = message.to_ascii_lowercase();
+    match code {
+        "AccessDeniedException" | "AccessDenied" | "UnauthorizedOperation" => {
+            AwsErrorKind::AccessDenied
+        }
+        "ResourceNotFoundException" | "NotFoundException" => AwsErrorKind::NotFound,
+        "MalformedPolicyDocumentException" if lower.contains("principal") => {
+            AwsErrorKind::InvalidPrincipal
+        }
+        "MalformedPolicyDocumentException" | "LimitExceededException" => {
+            AwsErrorKind::MalformedPolicy
+        }
+        "PublicPolicyException" => AwsErrorKind::PublicPolicy,
+        "ThrottlingException"
+        | "Throttling"
+        | "TooManyRequestsException"
+        | "RequestLimitExceeded" => AwsErrorKind::Throttled,
+        "DisabledException" | "KMSInvalidStateException" => AwsErrorKind::KeyUnusable,
+        "InvalidRequestException"
+            if lower.contains("marked for deletion")
+                || lower.contains("marked deleted")
+                || lower.contains("scheduled for deletion") =>
+        {
+            AwsErrorKind::SecretDeleted
+        }
+        "UnrecognizedClientException" | "InvalidClientTokenId" | "ExpiredTokenException" => {
+            AwsErrorKind::NoCredentials
+        }
+        "InternalServiceError"
+        | "InternalFailure"
+        | "KMSInternalException"
+        | "DependencyTimeoutException"
+        | "ServiceUnavailable" => AwsErrorKind::Unavailable,
+        _ if client_error => AwsErrorKind::Rejected,
+        _ => AwsErrorKind::Other,
+    }
 }
 
 fn classify<E>(
@@ -239,48 +309,50 @@ fn classify<E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    let request_id = e.raw_response().and_then(|r| {
+        r.headers()
+            .get("x-amzn-requestid")
+            .or_else(|| r.headers().get("x-amz-request-id"))
+            .map(str::to_owned)
+    });
     let (kind, message) = match &e {
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or("").to_owned();
             let msg = se.err().message().unwrap_or("").to_owned();
-            let lower = msg.to_ascii_lowercase();
-            let kind = match code.as_str() {
-                "AccessDeniedException" | "AccessDenied" | "UnauthorizedOperation" => {
-                    AwsErrorKind::AccessDenied
-                }
-                "ResourceNotFoundException" | "NotFoundException" => AwsErrorKind::NotFound,
-                "MalformedPolicyDocumentException" if lower.contains("principal") => {
-                    AwsErrorKind::InvalidPrincipal
-                }
-                "MalformedPolicyDocumentException" | "LimitExceededException" => {
-                    AwsErrorKind::MalformedPolicy
-                }
-                "PublicPolicyException" => AwsErrorKind::PublicPolicy,
-                "ThrottlingException"
-                | "Throttling"
-                | "TooManyRequestsException"
-                | "RequestLimitExceeded" => AwsErrorKind::Throttled,
-                "InternalServiceError"
-                | "InternalFailure"
-                | "KMSInternalException"
-                | "DependencyTimeoutException"
-                | "ServiceUnavailable" => AwsErrorKind::Unavailable,
-                _ if se.raw().status().is_client_error() => AwsErrorKind::Rejected,
-                _ => AwsErrorKind::Other,
-            };
+            let kind = kind_of_code(&code, &msg, se.raw().status().is_client_error());
             (kind, format!("{code}: {msg}"))
         }
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => (
-            AwsErrorKind::Unavailable,
-            DisplayErrorContext(&e).to_string(),
-        ),
-        _ => (AwsErrorKind::Other, DisplayErrorContext(&e).to_string()),
+        _ => {
+            let chain = DisplayErrorContext(&e).to_string();
+            let lower = chain.to_ascii_lowercase();
+            // A missing region shows in the endpoint resolver's text ("Missing Region"), also when it
+            // is the credential provider (STS for assume_role_arn) that needed one.
+            let kind = if lower.contains("missing region")
+                || lower.contains("region must be set")
+                || lower.contains("no region")
+            {
+                AwsErrorKind::NoRegion
+            } else if credentials_missing(&e) {
+                AwsErrorKind::NoCredentials
+            } else if matches!(
+                e,
+                SdkError::TimeoutError(_)
+                    | SdkError::DispatchFailure(_)
+                    | SdkError::ResponseError(_)
+            ) {
+                AwsErrorKind::Unavailable
+            } else {
+                AwsErrorKind::Other
+            };
+            (kind, chain)
+        }
     };
     AwsError {
         kind,
         action,
         resource: resource.to_owned(),
         message,
+        request_id,
     }
 }
 
@@ -300,6 +372,7 @@ impl SecretsApi for SdkAws {
                 arn: out.arn().unwrap_or(secret_arn).to_owned(),
                 kms_key_id: out.kms_key_id().map(str::to_owned),
                 primary_region: out.primary_region().map(str::to_owned),
+                deleted: out.deleted_date().is_some(),
             })
         })
         .await
@@ -341,6 +414,10 @@ impl SecretsApi for SdkAws {
         .await
     }
 
+    async fn credentials(&self) -> Option<super::setup::CredentialCheck> {
+        Some(self.check.get(&self.base).await)
+    }
+
     async fn delete_resource_policy(&self, secret_arn: &str) -> AwsResult<()> {
         const A: &str = "secretsmanager:DeleteResourcePolicy";
         timed(A, secret_arn, async move {
@@ -375,6 +452,7 @@ impl KmsApi for SdkAws {
                 action: A,
                 resource: key_id.to_owned(),
                 message: "DescribeKey returned no metadata".into(),
+                request_id: None,
             })?;
             Ok(KeyInfo {
                 arn: m.arn().unwrap_or(key_id).to_owned(),
@@ -409,6 +487,7 @@ impl KmsApi for SdkAws {
                 action: A,
                 resource: key_arn.to_owned(),
                 message: "GetKeyPolicy returned no policy".into(),
+                request_id: None,
             })
         })
         .await
@@ -435,6 +514,95 @@ impl KmsApi for SdkAws {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client(config: aws_config::SdkConfig) -> aws_sdk_kms::Client {
+        aws_sdk_kms::Client::new(&config)
+    }
+
+    #[tokio::test]
+    async fn a_client_without_a_region_is_a_no_region_error() {
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(
+                    aws_credential_types::Credentials::new("test", "test", None, None, "test"),
+                ),
+            )
+            .build();
+        let e = client(config)
+            .describe_key()
+            .key_id("k")
+            .send()
+            .await
+            .unwrap_err();
+        let e = classify(e, "kms:DescribeKey", "k");
+        assert_eq!(e.kind, AwsErrorKind::NoRegion, "{}", e.message);
+        assert!(e.to_string().contains("AWS_REGION"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn credentials_that_do_not_load_are_a_no_credentials_error() {
+        use aws_credential_types::provider::error::CredentialsError;
+        let provider = aws_credential_types::credential_fn::provide_credentials_fn(|| async {
+            Err(CredentialsError::not_loaded("no source had credentials"))
+        });
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+            )
+            .build();
+        let e = client(config)
+            .describe_key()
+            .key_id("k")
+            .send()
+            .await
+            .unwrap_err();
+        let e = classify(e, "kms:DescribeKey", "k");
+        assert_eq!(e.kind, AwsErrorKind::NoCredentials, "{}", e.message);
+        assert!(e.to_string().contains("BROKER_APPLY_SHARES=false"), "{e}");
+        assert!(!e.to_string().contains("no source had credentials"), "{e}");
+    }
+
+    #[test]
+    fn service_error_codes_are_sorted_into_what_the_user_can_do() {
+        use AwsErrorKind as K;
+        for (code, message, want) in [
+            ("AccessDeniedException", "", K::AccessDenied),
+            ("ThrottlingException", "Rate exceeded", K::Throttled),
+            ("DisabledException", "key is disabled", K::KeyUnusable),
+            (
+                "KMSInvalidStateException",
+                "pending deletion",
+                K::KeyUnusable,
+            ),
+            (
+                "InvalidRequestException",
+                "You can't perform this operation on the secret because it was marked for deletion.",
+                K::SecretDeleted,
+            ),
+            (
+                "MalformedPolicyDocumentException",
+                "Invalid principal",
+                K::InvalidPrincipal,
+            ),
+            (
+                "MalformedPolicyDocumentException",
+                "too large",
+                K::MalformedPolicy,
+            ),
+            (
+                "UnrecognizedClientException",
+                "invalid security token",
+                K::NoCredentials,
+            ),
+            ("InvalidRequestException", "something else", K::Rejected),
+        ] {
+            assert_eq!(kind_of_code(code, message, true), want, "{code}: {message}");
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_pacer_keeps_calls_under_the_rate() {

@@ -9,10 +9,12 @@ mod moto;
 
 mod apply;
 mod audit_log;
+mod aws_errors;
 mod cli;
 mod concurrency;
 mod console;
 mod contract;
+mod doctor;
 mod eval_edges;
 mod eval_props;
 mod eval_table;

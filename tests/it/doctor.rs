@@ -1,0 +1,191 @@
+//! `secret-broker doctor` (issue 17) against the emulator: all ok for a shareable secret; a one-line
+//! fix for a secret on the AWS managed key, a disabled key and a missing permission (injected by the
+//! SDK fault interceptor); read-only calls only.
+
+use aws_smithy_runtime_api::client::interceptors::SharedInterceptor;
+use secret_broker::aws::sdk::{SdkAws, Tuning};
+use secret_broker::config::Config;
+use secret_broker::doctor::{self, Check};
+
+use crate::moto::{Fault, Faults, moto};
+use crate::recovery::unique;
+
+fn sdk(faults: &Faults) -> SdkAws {
+    SdkAws::new(
+        moto().sdk_config(),
+        Tuning {
+            max_attempts: 1,
+            interceptors: vec![SharedInterceptor::new(faults.clone())],
+            ..Tuning::default()
+        },
+    )
+}
+
+fn failed(checks: &[Check]) -> Vec<String> {
+    checks
+        .iter()
+        .filter(|c| c.outcome.is_err())
+        .map(|c| c.to_string())
+        .collect()
+}
+
+fn printed(checks: &[Check]) -> String {
+    checks
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_ok_for_a_shareable_secret_with_read_only_calls() {
+    let m = moto();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::load(None, Vec::<(String, String)>::new()).unwrap();
+    config.database.0 = dir.path().join("broker.db");
+    secret_broker::store::migrate_database(&config.database.0).unwrap();
+    let faults = Faults::default();
+    let aws = sdk(&faults);
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+
+    let mut checks = doctor::check_store(&config).await;
+    checks.extend(doctor::check_aws_setup(&config, &m.sdk_config(), &aws).await);
+    checks.extend(doctor::check_secret(&secret, &aws, &aws).await);
+    assert!(failed(&checks).is_empty(), "{}", printed(&checks));
+    let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+    for n in [
+        "database",
+        "migrations",
+        "audit chain",
+        "AWS credentials",
+        "AWS region",
+        "secretsmanager:DescribeSecret",
+        "secretsmanager:GetResourcePolicy",
+        "kms:DescribeKey",
+        "kms:GetKeyPolicy",
+    ] {
+        assert!(names.contains(&n), "{n} not checked: {names:?}");
+    }
+    // Read-only: nothing written, no value read.
+    assert_eq!(m.calls("PutKeyPolicy", unique(&key)), 0);
+    assert_eq!(m.calls("PutResourcePolicy", unique(&secret)), 0);
+    m.assert_no_get_secret_value();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_on_the_aws_managed_key_names_the_re_encryption() {
+    let m = moto();
+    let aws = sdk(&Faults::default());
+    let secret = m.create_secret(None).await;
+    let checks = doctor::check_secret(&secret, &aws, &aws).await;
+    let f = failed(&checks);
+    assert_eq!(f.len(), 1, "{}", printed(&checks));
+    assert!(f[0].contains("AWS managed key"), "{}", f[0]);
+    assert!(
+        f[0].contains("aws secretsmanager update-secret"),
+        "{}",
+        f[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_key_names_the_command_that_enables_it() {
+    let m = moto();
+    let aws = sdk(&Faults::default());
+    let key = m.create_key().await;
+    m.kms()
+        .disable_key()
+        .key_id(unique(&key))
+        .send()
+        .await
+        .unwrap();
+    let secret = m.create_secret(Some(&key)).await;
+    let checks = doctor::check_secret(&secret, &aws, &aws).await;
+    let f = failed(&checks);
+    assert_eq!(f.len(), 1, "{}", printed(&checks));
+    assert!(f[0].contains("Disabled"), "{}", f[0]);
+    assert!(
+        f[0].contains(&format!("aws kms enable-key --key-id {key}")),
+        "{}",
+        f[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_permission_names_the_action_and_the_iam_statement() {
+    let m = moto();
+    let faults = Faults::default();
+    let aws = sdk(&faults);
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    faults.arm(Fault::Respond {
+        op: "GetKeyPolicy",
+        status: 400,
+        code: "AccessDeniedException",
+        message: "User is not authorized to perform: kms:GetKeyPolicy (injected)",
+    });
+    let checks = doctor::check_secret(&secret, &aws, &aws).await;
+    let f = failed(&checks);
+    assert_eq!(f.len(), 1, "{}", printed(&checks));
+    assert!(f[0].starts_with("FAIL  kms:GetKeyPolicy: "), "{}", f[0]);
+    assert!(f[0].contains("BrokerKeyPolicies"), "{}", f[0]);
+    assert!(f[0].contains(&key), "{}", f[0]);
+    assert!(!f[0].contains("injected"), "{}", f[0]);
+    // The statement it names is in the printed policy, with that action.
+    let policy = doctor::iam_policy();
+    let st = policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "BrokerKeyPolicies")
+        .unwrap();
+    assert!(
+        st["Action"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "kms:GetKeyPolicy")
+    );
+}
+
+#[test]
+fn the_cli_prints_the_iam_policy_and_fails_naming_the_fix_without_a_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_secret-broker");
+    let out = std::process::Command::new(bin)
+        .args(["doctor", "--print-iam-policy"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p, doctor::iam_policy());
+
+    let out = std::process::Command::new(bin)
+        .arg("doctor")
+        .current_dir(dir.path())
+        .env("BROKER_APPLY_SHARES", "false")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("FAIL  database:") && stdout.contains("secret-broker migrate"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_readme_shows_the_printed_iam_policy() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = &readme[readme.find("<!-- iam-policy -->").expect("marker")..];
+    let start = block.find("```json\n").unwrap() + "```json\n".len();
+    let json = &block[start..start + block[start..].find("```").unwrap()];
+    let shown: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(shown, doctor::iam_policy());
+}
