@@ -290,6 +290,85 @@ fn readme_walkthrough_runs_as_printed() {
     assert!(stdout.contains("\"status\": \"approved\""), "{stdout}");
     assert!(stdout.contains("\"ok\":true"), "{stdout}");
     assert!(stdout.contains("share.approved"), "{stdout}");
+    assert_reads_as_written("the walkthrough's output", &stdout);
+    assert_reads_as_written("the walkthrough's messages", &stderr);
+}
+
+/// Article and number slips a reader trips over: "a approver", "an token", "1 shares".
+fn wording_slips(text: &str) -> Vec<String> {
+    let words: Vec<&str> = text
+        .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut slips = Vec::new();
+    for pair in words.windows(2) {
+        let (a, next) = (pair[0], pair[1]);
+        let first = next.chars().next().unwrap_or(' ').to_ascii_lowercase();
+        // "a user", "a unique id" sound like "yu": only a/e/i/o call for "an"; "an hour" is fine.
+        let vowel = matches!(first, 'a' | 'e' | 'i' | 'o');
+        let consonant =
+            first.is_ascii_alphabetic() && !matches!(first, 'a' | 'e' | 'i' | 'o' | 'u' | 'h');
+        let acronym = next.len() > 1
+            && next
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+        if (a == "a" || a == "A") && vowel && !acronym && next != "one" {
+            slips.push(format!("{a} {next}"));
+        }
+        if (a == "an" || a == "An") && consonant && !acronym {
+            slips.push(format!("{a} {next}"));
+        }
+        if a == "1" && next.len() > 3 && next.ends_with('s') && !next.ends_with("ss") {
+            slips.push(format!("{a} {next}"));
+        }
+    }
+    slips
+}
+
+fn assert_reads_as_written(what: &str, text: &str) {
+    let slips = wording_slips(text);
+    assert!(slips.is_empty(), "{what} reads wrong: {slips:?}\n{text}");
+}
+
+#[test]
+fn the_wording_check_can_fail() {
+    assert_eq!(
+        wording_slips(
+            "created a approver token; an token; 1 shares pending; a user; an hour; a AWS key"
+        ),
+        vec!["a approver", "an token", "1 shares"]
+    );
+}
+
+/// Every command's and subcommand's --help reads as written.
+#[test]
+fn every_help_text_reads_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut todo: Vec<Vec<String>> = vec![vec![]];
+    let mut seen = 0;
+    while let Some(path) = todo.pop() {
+        seen += 1;
+        assert!(seen < 100, "too many commands: {path:?}");
+        let out = broker(dir.path())
+            .args(&path)
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{path:?} --help");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert_reads_as_written(&format!("secret-broker {} --help", path.join(" ")), &text);
+        if let Some(list) = text.split("Commands:\n").nth(1) {
+            for line in list.lines().take_while(|l| l.starts_with("  ")) {
+                let name = line.split_whitespace().next().unwrap_or_default();
+                if !name.is_empty() && name != "help" {
+                    let mut sub = path.clone();
+                    sub.push(name.to_owned());
+                    todo.push(sub);
+                }
+            }
+        }
+    }
+    assert!(seen > 10, "only {seen} commands found");
 }
 
 #[test]
