@@ -328,6 +328,28 @@ impl fmt::Display for RoleMap {
     }
 }
 
+/// Whether `url` may be called for the OIDC settings (JWKS, discovery, endpoints, redirect): https, or
+/// http on a loopback address.
+pub fn https_or_loopback(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let host = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// One row of the configuration reference.
 #[derive(Debug, Clone)]
 pub struct SettingInfo {
@@ -619,7 +641,7 @@ impl Config {
                         "set exactly one with oidc_issuer".into(),
                     ));
                 }
-                (Some(u), None) if !crate::oidc::jwks_url_allowed(u) => {
+                (Some(u), None) if !https_or_loopback(u) => {
                     return Err(invalid(
                         "oidc_jwks_url",
                         format!("{u:?}: use an https URL (http only on a loopback address)"),
@@ -742,7 +764,7 @@ impl Config {
         // Exactly /console/oidc/callback: the console's cookies (Path=/console) and links are at the root
         // of the host, so behind a proxy that adds a path prefix the browser would never send the sign-in's
         // binding cookie back, and every sign-in would be refused as "not started in this browser".
-        if !crate::oidc::jwks_url_allowed(redirect) || path != "/console/oidc/callback" {
+        if !https_or_loopback(redirect) || path != "/console/oidc/callback" {
             return Err(invalid(
                 "oidc_redirect_url",
                 format!(
@@ -774,7 +796,7 @@ impl Config {
             ("oidc_token_endpoint", &self.oidc_token_endpoint.0),
         ] {
             if let Some(u) = value
-                && (!crate::oidc::jwks_url_allowed(u) || u.contains('#'))
+                && (!https_or_loopback(u) || u.contains('#'))
             {
                 return Err(invalid(
                     key,
@@ -787,7 +809,7 @@ impl Config {
         }
         let discover =
             self.oidc_authorization_endpoint.0.is_none() || self.oidc_token_endpoint.0.is_none();
-        if discover && !crate::oidc::jwks_url_allowed(issuer) {
+        if discover && !https_or_loopback(issuer) {
             return Err(invalid(
                 "oidc_issuer",
                 format!(
@@ -804,6 +826,20 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oidc_urls_are_https_or_loopback() {
+        assert!(https_or_loopback(
+            "https://idp.example.com/.well-known/jwks.json"
+        ));
+        assert!(https_or_loopback("http://127.0.0.1:8080/jwks"));
+        assert!(https_or_loopback("http://localhost/jwks"));
+        assert!(https_or_loopback("http://[::1]:9/jwks"));
+        assert!(!https_or_loopback("http://idp.example.com/jwks"));
+        assert!(!https_or_loopback("http://127.0.0.1.evil.example/jwks"));
+        assert!(!https_or_loopback("http://localhost@evil.example/jwks"));
+        assert!(!https_or_loopback("ftp://127.0.0.1/jwks"));
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

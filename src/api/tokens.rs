@@ -14,12 +14,12 @@ use super::extract::{Auth, Body, RequestId};
 use super::principals::truncate;
 use super::problem::Problem;
 use crate::app::App;
+use crate::auth::token as tokens;
 use crate::config::Span;
 use crate::domain::{Caller, Role, fmt_time};
 use crate::error::{Error, Result};
 use crate::store::audit::{self, NewEvent};
 use crate::store::rows::{self, TokenInfo};
-use crate::tokens;
 use crate::workflow::Resource;
 
 /// Body of `POST /v1/tokens`.
