@@ -189,8 +189,9 @@ impl fmt::Display for OptText {
     }
 }
 
-/// Optional secret text: empty means not set. Its value never appears in `Debug` output (the whole
-/// [`Config`] may be logged) nor in `Display` (which shows `<set>`).
+/// Optional secret text, the type of every secret setting (`webhook_secret`, `oidc_client_secret`):
+/// empty means not set. Its value never appears in `Debug` output (the whole [`Config`] may be logged)
+/// nor in `Display` (which shows `<set>`, and is what `config` and the reference print).
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct SecretText(pub Option<String>);
 
@@ -461,8 +462,8 @@ settings! {
     installation_id: InstallationId = "Main";
     /// Webhook that receives share events as JSON (empty: no notifications).
     webhook_url: OptText = "";
-    /// Shared secret for the X-Secret-Broker-Signature HMAC-SHA256 header (required with webhook_url).
-    webhook_secret: OptText = "";
+    /// Shared secret for the X-Secret-Broker-Signature HMAC-SHA256 header (required with webhook_url). Never logged.
+    webhook_secret: SecretText = "";
     /// Announce "expiring soon" this long before a share's expiry.
     webhook_expiring_lead: Span = "3d";
     /// Delivery attempts per event before it is given up (and audited).
@@ -986,6 +987,43 @@ mod tests {
         assert_eq!(c.oidc_client_secret.0.as_deref(), Some("hunter2-secret"));
         assert!(!format!("{c:?}").contains("hunter2"));
         assert_eq!(c.oidc_client_secret.to_string(), "<set>");
+    }
+
+    #[test]
+    fn no_secret_setting_shows_its_value() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("BROKER_WEBHOOK_URL", "https://hooks.example.com/broker"),
+                ("BROKER_WEBHOOK_SECRET", "webhook-hunter2"),
+                ("BROKER_OIDC_ISSUER", "https://idp.example.com"),
+                ("BROKER_OIDC_AUDIENCE", "broker"),
+                ("BROKER_OIDC_JWKS_URL", "https://idp.example.com/jwks"),
+                ("BROKER_OIDC_CLIENT_ID", "console"),
+                ("BROKER_OIDC_CLIENT_SECRET", "client-hunter2"),
+                (
+                    "BROKER_OIDC_REDIRECT_URL",
+                    "https://broker.example.com/console/oidc/callback",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.webhook_secret.0.as_deref(), Some("webhook-hunter2"));
+        assert_eq!(c.oidc_client_secret.0.as_deref(), Some("client-hunter2"));
+        let shown = [
+            format!("{c:?}"),
+            format!("{c:#?}"),
+            c.webhook_secret.to_string(),
+            c.oidc_client_secret.to_string(),
+        ];
+        for s in &shown {
+            assert!(!s.contains("hunter2"), "a secret shows: {s}");
+        }
+        assert!(
+            shown[0].contains("webhook_secret: SecretText(<set>)"),
+            "{}",
+            shown[0]
+        );
     }
 
     #[test]
