@@ -55,34 +55,24 @@ pub enum ConfigError {
     },
 }
 
-/// A duration written as a number and a unit: `90s`, `15m`, `12h`, `30d`.
+/// A duration written as numbers and units, as `humantime` reads them: `90s`, `15m`, `12h`, `30d`,
+/// `200ms`, or several together (`1h 30m`), to the millisecond.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span(pub Duration);
 
 impl FromStr for Span {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || {
+        let err = |why: &dyn fmt::Display| {
             format!(
-                "{s:?} is not a duration: write a whole number and a unit ms, s, m, h or d (e.g. 30d)"
+                "{s:?} is not a duration ({why}): write a whole number and a unit ms, s, m, h or d (e.g. 30d)"
             )
         };
-        let s = s.trim();
-        if let Some(ms) = s.strip_suffix("ms") {
-            let n: u64 = ms.parse().map_err(|_| err())?;
-            return Ok(Span(Duration::from_millis(n)));
+        let d = humantime::parse_duration(s.trim()).map_err(|e| err(&e))?;
+        if d.subsec_nanos() % 1_000_000 != 0 {
+            return Err(err(&"finer than a millisecond"));
         }
-        let unit = s.chars().last().ok_or_else(err)?;
-        let n: u64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| err())?;
-        let secs = match unit {
-            's' => Some(n),
-            'm' => n.checked_mul(60),
-            'h' => n.checked_mul(3600),
-            'd' => n.checked_mul(86_400),
-            _ => None,
-        }
-        .ok_or_else(err)?;
-        Ok(Span(Duration::from_secs(secs)))
+        Ok(Span(d))
     }
 }
 
@@ -1033,5 +1023,16 @@ mod tests {
         }
         assert!("30".parse::<Span>().is_err());
         assert!("d".parse::<Span>().is_err());
+        // What humantime adds: several units together, longer units; never finer than a millisecond.
+        assert_eq!("1h 30m".parse::<Span>().unwrap().to_string(), "90m");
+        assert_eq!("2w".parse::<Span>().unwrap().to_string(), "14d");
+        assert!(" 30d ".parse::<Span>().is_ok());
+        assert!("250us".parse::<Span>().is_err());
+        assert!(
+            "soon"
+                .parse::<Span>()
+                .unwrap_err()
+                .contains("whole number and a unit")
+        );
     }
 }
