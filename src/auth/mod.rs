@@ -30,17 +30,17 @@ use oidc::Oidc;
 
 /// Why a bearer token was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// Stable code for the audit log and metrics: `no-token`, `malformed`, `unknown-token`,
     /// `expired`, `revoked`, `jwt-*`.
-    pub reason: &'static str,
+    pub(crate) reason: &'static str,
     /// What is wrong and what to do, for the 401 body.
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 impl Failure {
     /// A failure with `reason` and `detail`.
-    pub fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: &'static str, detail: impl Into<String>) -> Self {
         Self {
             reason,
             detail: detail.into(),
@@ -50,7 +50,7 @@ impl Failure {
 
 /// The token of an `Authorization: Bearer <token>` header (scheme in any case, surrounding spaces
 /// trimmed), or `None` when the header is not of that form.
-pub fn bearer(value: &axum::http::HeaderValue) -> Option<&str> {
+pub(crate) fn bearer(value: &axum::http::HeaderValue) -> Option<&str> {
     let (scheme, rest) = value.to_str().ok()?.split_once(' ')?;
     let token = rest.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
@@ -59,7 +59,7 @@ pub fn bearer(value: &axum::http::HeaderValue) -> Option<&str> {
 /// The client a limit or the refusal audit counts against: an IPv4 address, or the /64 network of an
 /// IPv6 address (one host usually holds a whole /64, so counting single IPv6 addresses would give it
 /// 2^64 allowances). IPv4-mapped IPv6 addresses count as their IPv4 address.
-pub fn client_key(addr: Option<IpAddr>) -> Option<IpAddr> {
+pub(crate) fn client_key(addr: Option<IpAddr>) -> Option<IpAddr> {
     addr.map(|a| match a {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -86,7 +86,7 @@ struct Window {
 
 /// Decides which refusals are written to the audit log (see the module documentation).
 #[derive(Debug, Default)]
-pub struct FailureAudit {
+pub(crate) struct FailureAudit {
     windows: Mutex<HashMap<Option<IpAddr>, Window>>,
     /// Refusals counted for addresses whose entries were evicted to make room, not yet reported.
     evicted: std::sync::atomic::AtomicU64,
@@ -145,15 +145,15 @@ impl FailureAudit {
 
 /// Where a refused request came from and what it asked for.
 #[derive(Debug, Clone, Default)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     /// Client address (the peer of the connection).
-    pub addr: Option<IpAddr>,
+    pub(crate) addr: Option<IpAddr>,
     /// HTTP method.
-    pub method: String,
+    pub(crate) method: String,
     /// Matched route template, or `<unmatched>`.
-    pub route: String,
+    pub(crate) route: String,
     /// The request id.
-    pub request_id: Option<String>,
+    pub(crate) request_id: Option<String>,
 }
 
 /// Decides who a bearer token is, and audits the refusals: the store (broker tokens, the audit log),
@@ -175,7 +175,7 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// An authenticator over `store` at `clock`'s time, accepting JWTs from `oidc` when given.
-    pub fn new(store: Store, clock: Arc<dyn Clock>, oidc: Option<Arc<Oidc>>) -> Self {
+    pub(crate) fn new(store: Store, clock: Arc<dyn Clock>, oidc: Option<Arc<Oidc>>) -> Self {
         Self {
             store,
             clock,
@@ -193,7 +193,10 @@ impl Authenticator {
     ///
     /// `Ok(Err(_))` is a refusal (401); `Err(_)` is a failure to decide (the database could not be
     /// read).
-    pub async fn authenticate(&self, token: &str) -> Result<std::result::Result<Caller, Failure>> {
+    pub(crate) async fn authenticate(
+        &self,
+        token: &str,
+    ) -> Result<std::result::Result<Caller, Failure>> {
         let now = self.clock.now();
         if token.starts_with(token::PREFIX) {
             return token::authenticate(&self.store, token, &crate::domain::fmt_time(now)).await;
@@ -213,7 +216,12 @@ impl Authenticator {
 
     /// Counts a refusal and, unless coalesced away, writes its `auth.failed` audit row. A row that
     /// cannot be written is logged: the request is refused either way.
-    pub async fn record_failure(&self, failure: &Failure, token: Option<&str>, attempt: Attempt) {
+    pub(crate) async fn record_failure(
+        &self,
+        failure: &Failure,
+        token: Option<&str>,
+        attempt: Attempt,
+    ) {
         let m = crate::metrics::metrics();
         m.auth_failures
             .get_or_create(&crate::metrics::Kind {
@@ -275,7 +283,7 @@ impl Authenticator {
 }
 
 /// The 401 for a refusal.
-pub fn unauthorized(failure: &Failure) -> Error {
+pub(crate) fn unauthorized(failure: &Failure) -> Error {
     Error::Unauthorized(failure.detail.clone())
 }
 

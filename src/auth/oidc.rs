@@ -89,7 +89,7 @@ pub struct Oidc {
 impl Oidc {
     /// The verifier for `config`, or `None` when `oidc_issuer` is not set. A JWKS file is read now (a
     /// bad one stops the start); a URL is fetched by [`Oidc::refresh`].
-    pub fn from_config(
+    pub(crate) fn from_config(
         config: &Config,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Option<Arc<Self>>> {
@@ -163,11 +163,6 @@ impl Oidc {
     /// How often [`Oidc::refresh`] should run.
     pub fn refresh_interval(&self) -> Duration {
         self.refresh
-    }
-
-    /// Number of usable keys in the cached set.
-    pub fn key_count(&self) -> usize {
-        self.current().keys.len()
     }
 
     fn current(&self) -> Arc<KeySet> {
@@ -281,7 +276,7 @@ impl Oidc {
     }
 
     /// Verifies a JWT and maps it to a caller, at `now` (Unix seconds).
-    pub async fn authenticate(&self, token: &str, now: i64) -> Result<Caller, Failure> {
+    pub(crate) async fn authenticate(&self, token: &str, now: i64) -> Result<Caller, Failure> {
         self.verify(token, now, &self.audience, None)
             .await
             .map(|(caller, _)| caller)
@@ -293,7 +288,7 @@ impl Oidc {
     /// equal the one the sign-in stored, it must have a `sub`, and its `azp`, when present (required
     /// when `aud` names several audiences), must be `client_id`. Besides the caller, returns the values
     /// of the roles claim, so a session can map them again with the role map in force at each request.
-    pub async fn verify_id_token(
+    pub(crate) async fn verify_id_token(
         &self,
         token: &str,
         now: i64,
@@ -479,7 +474,7 @@ impl Oidc {
 
     /// The one broker role the roles claim's `values` map to under `oidc_role_map` (admin wins; none,
     /// or several others, is a refusal).
-    pub fn map_roles(&self, values: &[String]) -> Result<Role, Failure> {
+    pub(crate) fn map_roles(&self, values: &[String]) -> Result<Role, Failure> {
         let roles: BTreeSet<Role> = values
             .iter()
             .filter_map(|value| {

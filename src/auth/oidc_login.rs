@@ -80,7 +80,7 @@ pub fn s256(verifier: &str) -> String {
 }
 
 /// Up to 100 printable ASCII characters of a value the identity provider sent, for a page.
-pub fn shown(s: &str) -> String {
+pub(crate) fn shown(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_ascii_graphic() || *c == ' ')
         .take(100)
@@ -129,22 +129,22 @@ impl OidcLogin {
     }
 
     /// The issuer (the id_token's `iss`).
-    pub fn issuer(&self) -> &str {
+    pub(crate) fn issuer(&self) -> &str {
         &self.issuer
     }
 
     /// The client id (the id_token's `aud`).
-    pub fn client_id(&self) -> &str {
+    pub(crate) fn client_id(&self) -> &str {
         &self.client_id
     }
 
     /// Whether the redirect URL is https (browsers reach the broker over https).
-    pub fn https(&self) -> bool {
+    pub(crate) fn https(&self) -> bool {
         self.https
     }
 
     /// The issuer's host, for the sign-in button.
-    pub fn issuer_host(&self) -> &str {
+    pub(crate) fn issuer_host(&self) -> &str {
         let rest = self
             .issuer
             .split_once("://")
@@ -153,7 +153,7 @@ impl OidcLogin {
     }
 
     /// The discovery document's URL.
-    pub fn discovery_url(&self) -> String {
+    pub(crate) fn discovery_url(&self) -> String {
         format!(
             "{}/.well-known/openid-configuration",
             self.issuer.trim_end_matches('/')
@@ -268,7 +268,7 @@ impl OidcLogin {
     }
 
     /// The URL the browser is sent to.
-    pub fn authorize_url(
+    pub(crate) fn authorize_url(
         &self,
         endpoint: &str,
         state: &str,
@@ -288,7 +288,7 @@ impl OidcLogin {
 
     /// Exchanges `code` for the id_token at the token endpoint, with the PKCE verifier (and the client
     /// secret, with HTTP Basic, for a confidential client).
-    pub async fn exchange(
+    pub(crate) async fn exchange(
         &self,
         token_endpoint: &str,
         code: &str,
