@@ -125,7 +125,7 @@ impl App {
 
     /// Whether a JWT from the configured OIDC issuer can carry the admin role (so that revoking the
     /// last admin token does not leave the broker without an admin).
-    pub fn oidc_maps_admin(&self) -> bool {
+    pub(crate) fn oidc_maps_admin(&self) -> bool {
         self.auth.oidc().is_some()
             && (self.config.oidc_role_map.0.is_empty()
                 || self
@@ -137,7 +137,7 @@ impl App {
     }
 
     /// Whether events are written to the outbox.
-    pub fn notify_enabled(&self) -> bool {
+    pub(crate) fn notify_enabled(&self) -> bool {
         self.notifier.is_some()
     }
 }

@@ -115,7 +115,7 @@ impl std::fmt::Debug for SdkAws {
 }
 
 /// Loads the standard configuration chain, assuming `assume_role_arn` when given.
-pub async fn load_config(assume_role_arn: Option<&str>) -> SdkConfig {
+pub(crate) async fn load_config(assume_role_arn: Option<&str>) -> SdkConfig {
     let base = aws_config::defaults(BehaviorVersion::latest()).load().await;
     match assume_role_arn {
         None => base,
