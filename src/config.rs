@@ -55,8 +55,9 @@ pub enum ConfigError {
     },
 }
 
-/// A duration written as numbers and units, as `humantime` reads them: `90s`, `15m`, `12h`, `30d`,
-/// `200ms`, or several together (`1h 30m`), to the millisecond.
+/// A duration written as a whole number and a unit (`200ms`, `90s`, `15m`, `12h`, `30d`, `2w`), or
+/// several together (`1h 30m`), to the millisecond. `humantime` reads it; only these short units are
+/// taken (not `3 weeks` or `1M`), so a value means what it looks like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span(pub Duration);
 
@@ -68,6 +69,12 @@ impl FromStr for Span {
                 "{s:?} is not a duration ({why}): write a whole number and a unit ms, s, m, h or d (e.g. 30d)"
             )
         };
+        if let Some(unit) = s
+            .split(|c: char| c.is_ascii_digit() || c.is_whitespace())
+            .find(|u| !u.is_empty() && !["ms", "s", "m", "h", "d", "w"].contains(u))
+        {
+            return Err(err(&format_args!("unknown unit {unit:?}")));
+        }
         let d = humantime::parse_duration(s.trim()).map_err(|e| err(&e))?;
         if d.subsec_nanos() % 1_000_000 != 0 {
             return Err(err(&"finer than a millisecond"));
@@ -1023,11 +1030,14 @@ mod tests {
         }
         assert!("30".parse::<Span>().is_err());
         assert!("d".parse::<Span>().is_err());
-        // What humantime adds: several units together, longer units; never finer than a millisecond.
+        // What humantime adds: several units together, weeks; never finer than a millisecond, and no
+        // unit but these short ones.
         assert_eq!("1h 30m".parse::<Span>().unwrap().to_string(), "90m");
         assert_eq!("2w".parse::<Span>().unwrap().to_string(), "14d");
         assert!(" 30d ".parse::<Span>().is_ok());
         assert!("250us".parse::<Span>().is_err());
+        assert!("3 weeks".parse::<Span>().is_err());
+        assert!("1M".parse::<Span>().is_err());
         assert!(
             "soon"
                 .parse::<Span>()
