@@ -1,12 +1,13 @@
 //! AWS: narrow traits over the calls the broker makes ([`SecretsApi`], [`KmsApi`]), their aws-sdk
-//! implementation ([`sdk`]), and an in-memory implementation for fast tests ([`memory`]). What the
+//! implementation ([`sdk`]), and an in-memory implementation for the unit tests (`memory`). What the
 //! broker does with them is [`crate::apply`] (writes) and [`crate::inspect`] (reads).
 //!
 //! The broker's own IAM permissions are exactly what these traits call: `secretsmanager:DescribeSecret`,
 //! `GetResourcePolicy`, `PutResourcePolicy`, `DeleteResourcePolicy`, `kms:DescribeKey`, `GetKeyPolicy`,
 //! `PutKeyPolicy`. It never calls `GetSecretValue`.
 
-pub mod memory;
+#[cfg(test)]
+pub(crate) mod memory;
 pub mod sdk;
 
 use std::fmt;
@@ -17,29 +18,29 @@ use async_trait::async_trait;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretInfo {
     /// The secret's ARN.
-    pub arn: String,
+    pub(crate) arn: String,
     /// `KmsKeyId` as returned (key id, key ARN or alias); `None` means the AWS managed key.
-    pub kms_key_id: Option<String>,
+    pub(crate) kms_key_id: Option<String>,
     /// For a replica, the primary secret's region.
-    pub primary_region: Option<String>,
+    pub(crate) primary_region: Option<String>,
 }
 
 /// What DescribeKey tells the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyInfo {
     /// The full key ARN.
-    pub arn: String,
+    pub(crate) arn: String,
     /// `CUSTOMER` or `AWS`.
-    pub key_manager: String,
+    pub(crate) key_manager: String,
     /// Whether the key can be used.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// `Enabled`, `Disabled`, `PendingDeletion`, ...
-    pub key_state: String,
+    pub(crate) key_state: String,
 }
 
 /// Kinds of AWS failure, by what the broker tells its user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AwsErrorKind {
+pub(crate) enum AwsErrorKind {
     /// The broker's identity lacks a permission.
     AccessDenied,
     /// The secret or key does not exist.
@@ -65,13 +66,13 @@ pub enum AwsErrorKind {
 #[derive(Debug, Clone)]
 pub struct AwsError {
     /// The kind.
-    pub kind: AwsErrorKind,
+    pub(crate) kind: AwsErrorKind,
     /// The IAM action of the call, e.g. `kms:PutKeyPolicy`.
-    pub action: &'static str,
+    pub(crate) action: &'static str,
     /// The resource it was called on.
-    pub resource: String,
+    pub(crate) resource: String,
     /// AWS's error code and message.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for AwsError {
@@ -129,7 +130,7 @@ impl fmt::Display for AwsError {
 impl std::error::Error for AwsError {}
 
 /// Result of an AWS call.
-pub type AwsResult<T> = Result<T, AwsError>;
+pub(crate) type AwsResult<T> = Result<T, AwsError>;
 
 /// The Secrets Manager calls the broker makes. Secrets are named by full ARN; the implementation talks
 /// to the ARN's region.
@@ -158,6 +159,6 @@ pub trait KmsApi: Send + Sync + 'static {
 }
 
 /// The region of an ARN (its fourth field).
-pub fn region_of(arn: &str) -> Option<&str> {
+pub(crate) fn region_of(arn: &str) -> Option<&str> {
     arn.split(':').nth(3).filter(|r| !r.is_empty())
 }
