@@ -345,7 +345,8 @@ const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// `s` percent-encoded for a URL's query or a form body: everything but the unreserved characters.
-fn url_component(s: &str) -> String {
+/// `s` percent-encoded for a URL's query or a form body: everything but the unreserved characters
+/// (letters, digits and `-._~`).
+pub(crate) fn url_component(s: &str) -> String {
     utf8_percent_encode(s, UNRESERVED).to_string()
 }
