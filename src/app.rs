@@ -3,6 +3,9 @@
 use std::sync::Arc;
 
 use crate::apply::{Applier, Settings};
+use crate::auth::Authenticator;
+use crate::auth::oidc::Oidc;
+use crate::auth::oidc_login::OidcLogin;
 use crate::aws::sdk::{SdkAws, Tuning, load_config};
 use crate::aws::{KmsApi, SecretsApi};
 use crate::config::Config;
@@ -25,12 +28,11 @@ pub struct App {
     pub notifier: Option<Arc<Notifier>>,
     /// Set when shutdown begins: `/readyz` answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
-    /// Verifies JWTs from the configured OIDC issuer, when there is one.
-    pub oidc: Option<Arc<crate::oidc::Oidc>>,
+    /// Decides who a bearer token is (broker tokens, and JWTs from the configured OIDC issuer) and
+    /// audits the refusals.
+    pub auth: Authenticator,
     /// The console's OIDC sign-in (authorization code with PKCE), when `oidc_client_id` is set.
-    pub oidc_login: Option<Arc<crate::console::oidc_login::OidcLogin>>,
-    /// Which refused authentications are written to the audit log.
-    pub auth_failures: crate::auth::FailureAudit,
+    pub oidc_login: Option<Arc<OidcLogin>>,
     /// Which refusals of signed-in callers are written to the audit log.
     pub refusals: crate::refusals::RefusalAudit,
 }
@@ -89,10 +91,10 @@ impl App {
             )?)),
             _ => None,
         };
-        let oidc = crate::oidc::Oidc::from_config(&config, clock.clone())
+        let oidc = Oidc::from_config(&config, clock.clone())
             .map_err(|e| Error::Unavailable(format!("{e:#}")))?;
-        let oidc_login = crate::console::oidc_login::OidcLogin::from_config(&config)
-            .map_err(|e| Error::Unavailable(format!("{e:#}")))?;
+        let oidc_login =
+            OidcLogin::from_config(&config).map_err(|e| Error::Unavailable(format!("{e:#}")))?;
         let applier = Applier::new(
             store.clone(),
             clock.clone(),
@@ -106,6 +108,7 @@ impl App {
                 installation: config.installation_id.clone(),
             },
         );
+        let auth = Authenticator::new(store.clone(), clock.clone(), oidc);
         Ok(Arc::new(Self {
             config,
             store,
@@ -113,17 +116,16 @@ impl App {
             applier,
             notifier,
             draining: std::sync::atomic::AtomicBool::new(false),
-            oidc,
+            auth,
             oidc_login,
-            auth_failures: crate::auth::FailureAudit::default(),
             refusals: crate::refusals::RefusalAudit::default(),
         }))
     }
 
     /// Whether a JWT from the configured OIDC issuer can carry the admin role (so that revoking the
     /// last admin token does not leave the broker without an admin).
-    pub fn oidc_maps_admin(&self) -> bool {
-        self.oidc.is_some()
+    pub(crate) fn oidc_maps_admin(&self) -> bool {
+        self.auth.oidc().is_some()
             && (self.config.oidc_role_map.0.is_empty()
                 || self
                     .config
@@ -134,7 +136,7 @@ impl App {
     }
 
     /// Whether events are written to the outbox.
-    pub fn notify_enabled(&self) -> bool {
+    pub(crate) fn notify_enabled(&self) -> bool {
         self.notifier.is_some()
     }
 }

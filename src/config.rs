@@ -55,34 +55,31 @@ pub enum ConfigError {
     },
 }
 
-/// A duration written as a number and a unit: `90s`, `15m`, `12h`, `30d`.
+/// A duration written as a whole number and a unit (`200ms`, `90s`, `15m`, `12h`, `30d`, `2w`), or
+/// several together (`1h 30m`), to the millisecond. `humantime` reads it; only these short units are
+/// taken (not `3 weeks` or `1M`), so a value means what it looks like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span(pub Duration);
 
 impl FromStr for Span {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || {
+        let err = |why: &dyn fmt::Display| {
             format!(
-                "{s:?} is not a duration: write a whole number and a unit ms, s, m, h or d (e.g. 30d)"
+                "{s:?} is not a duration ({why}): write a whole number and a unit ms, s, m, h or d (e.g. 30d)"
             )
         };
-        let s = s.trim();
-        if let Some(ms) = s.strip_suffix("ms") {
-            let n: u64 = ms.parse().map_err(|_| err())?;
-            return Ok(Span(Duration::from_millis(n)));
+        if let Some(unit) = s
+            .split(|c: char| c.is_ascii_digit() || c.is_whitespace())
+            .find(|u| !u.is_empty() && !["ms", "s", "m", "h", "d", "w"].contains(u))
+        {
+            return Err(err(&format_args!("unknown unit {unit:?}")));
         }
-        let unit = s.chars().last().ok_or_else(err)?;
-        let n: u64 = s[..s.len() - unit.len_utf8()].parse().map_err(|_| err())?;
-        let secs = match unit {
-            's' => Some(n),
-            'm' => n.checked_mul(60),
-            'h' => n.checked_mul(3600),
-            'd' => n.checked_mul(86_400),
-            _ => None,
+        let d = humantime::parse_duration(s.trim()).map_err(|e| err(&e))?;
+        if d.subsec_nanos() % 1_000_000 != 0 {
+            return Err(err(&"finer than a millisecond"));
         }
-        .ok_or_else(err)?;
-        Ok(Span(Duration::from_secs(secs)))
+        Ok(Span(d))
     }
 }
 
@@ -189,8 +186,9 @@ impl fmt::Display for OptText {
     }
 }
 
-/// Optional secret text: empty means not set. Its value never appears in `Debug` output (the whole
-/// [`Config`] may be logged) nor in `Display` (which shows `<set>`).
+/// Optional secret text, the type of every secret setting (`webhook_secret`, `oidc_client_secret`):
+/// empty means not set. Its value never appears in `Debug` output (the whole [`Config`] may be logged)
+/// nor in `Display` (which shows `<set>`, and is what `config` and the reference print).
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct SecretText(pub Option<String>);
 
@@ -328,6 +326,28 @@ impl fmt::Display for RoleMap {
     }
 }
 
+/// Whether `url` may be called for the OIDC settings (JWKS, discovery, endpoints, redirect): https, or
+/// http on a loopback address.
+pub fn https_or_loopback(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let host = if let Some(v6) = host.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// One row of the configuration reference.
 #[derive(Debug, Clone)]
 pub struct SettingInfo {
@@ -439,8 +459,8 @@ settings! {
     installation_id: InstallationId = "Main";
     /// Webhook that receives share events as JSON (empty: no notifications).
     webhook_url: OptText = "";
-    /// Shared secret for the X-Secret-Broker-Signature HMAC-SHA256 header (required with webhook_url).
-    webhook_secret: OptText = "";
+    /// Shared secret for the X-Secret-Broker-Signature HMAC-SHA256 header (required with webhook_url). Never logged.
+    webhook_secret: SecretText = "";
     /// Announce "expiring soon" this long before a share's expiry.
     webhook_expiring_lead: Span = "3d";
     /// Delivery attempts per event before it is given up (and audited).
@@ -619,7 +639,7 @@ impl Config {
                         "set exactly one with oidc_issuer".into(),
                     ));
                 }
-                (Some(u), None) if !crate::oidc::jwks_url_allowed(u) => {
+                (Some(u), None) if !https_or_loopback(u) => {
                     return Err(invalid(
                         "oidc_jwks_url",
                         format!("{u:?}: use an https URL (http only on a loopback address)"),
@@ -742,7 +762,7 @@ impl Config {
         // Exactly /console/oidc/callback: the console's cookies (Path=/console) and links are at the root
         // of the host, so behind a proxy that adds a path prefix the browser would never send the sign-in's
         // binding cookie back, and every sign-in would be refused as "not started in this browser".
-        if !crate::oidc::jwks_url_allowed(redirect) || path != "/console/oidc/callback" {
+        if !https_or_loopback(redirect) || path != "/console/oidc/callback" {
             return Err(invalid(
                 "oidc_redirect_url",
                 format!(
@@ -774,7 +794,7 @@ impl Config {
             ("oidc_token_endpoint", &self.oidc_token_endpoint.0),
         ] {
             if let Some(u) = value
-                && (!crate::oidc::jwks_url_allowed(u) || u.contains('#'))
+                && (!https_or_loopback(u) || u.contains('#'))
             {
                 return Err(invalid(
                     key,
@@ -787,7 +807,7 @@ impl Config {
         }
         let discover =
             self.oidc_authorization_endpoint.0.is_none() || self.oidc_token_endpoint.0.is_none();
-        if discover && !crate::oidc::jwks_url_allowed(issuer) {
+        if discover && !https_or_loopback(issuer) {
             return Err(invalid(
                 "oidc_issuer",
                 format!(
@@ -804,6 +824,20 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oidc_urls_are_https_or_loopback() {
+        assert!(https_or_loopback(
+            "https://idp.example.com/.well-known/jwks.json"
+        ));
+        assert!(https_or_loopback("http://127.0.0.1:8080/jwks"));
+        assert!(https_or_loopback("http://localhost/jwks"));
+        assert!(https_or_loopback("http://[::1]:9/jwks"));
+        assert!(!https_or_loopback("http://idp.example.com/jwks"));
+        assert!(!https_or_loopback("http://127.0.0.1.evil.example/jwks"));
+        assert!(!https_or_loopback("http://localhost@evil.example/jwks"));
+        assert!(!https_or_loopback("ftp://127.0.0.1/jwks"));
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
@@ -953,11 +987,62 @@ mod tests {
     }
 
     #[test]
+    fn no_secret_setting_shows_its_value() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("BROKER_WEBHOOK_URL", "https://hooks.example.com/broker"),
+                ("BROKER_WEBHOOK_SECRET", "webhook-hunter2"),
+                ("BROKER_OIDC_ISSUER", "https://idp.example.com"),
+                ("BROKER_OIDC_AUDIENCE", "broker"),
+                ("BROKER_OIDC_JWKS_URL", "https://idp.example.com/jwks"),
+                ("BROKER_OIDC_CLIENT_ID", "console"),
+                ("BROKER_OIDC_CLIENT_SECRET", "client-hunter2"),
+                (
+                    "BROKER_OIDC_REDIRECT_URL",
+                    "https://broker.example.com/console/oidc/callback",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.webhook_secret.0.as_deref(), Some("webhook-hunter2"));
+        assert_eq!(c.oidc_client_secret.0.as_deref(), Some("client-hunter2"));
+        let shown = [
+            format!("{c:?}"),
+            format!("{c:#?}"),
+            c.webhook_secret.to_string(),
+            c.oidc_client_secret.to_string(),
+        ];
+        for s in &shown {
+            assert!(!s.contains("hunter2"), "a secret shows: {s}");
+        }
+        assert!(
+            shown[0].contains("webhook_secret: SecretText(<set>)"),
+            "{}",
+            shown[0]
+        );
+    }
+
+    #[test]
     fn spans_round_trip() {
         for s in ["30d", "12h", "15m", "90s", "250ms"] {
             assert_eq!(s.parse::<Span>().unwrap().to_string(), s);
         }
         assert!("30".parse::<Span>().is_err());
         assert!("d".parse::<Span>().is_err());
+        // What humantime adds: several units together, weeks; never finer than a millisecond, and no
+        // unit but these short ones.
+        assert_eq!("1h 30m".parse::<Span>().unwrap().to_string(), "90m");
+        assert_eq!("2w".parse::<Span>().unwrap().to_string(), "14d");
+        assert!(" 30d ".parse::<Span>().is_ok());
+        assert!("250us".parse::<Span>().is_err());
+        assert!("3 weeks".parse::<Span>().is_err());
+        assert!("1M".parse::<Span>().is_err());
+        assert!(
+            "soon"
+                .parse::<Span>()
+                .unwrap_err()
+                .contains("whole number and a unit")
+        );
     }
 }

@@ -14,10 +14,10 @@
 use icu_normalizer::ComposingNormalizerBorrowed;
 
 /// Names reserved for the audit log; no token or OIDC identity may carry one (in any case or width).
-pub const RESERVED: [&str; 3] = ["anonymous", "cli", "system"];
+pub(crate) const RESERVED: [&str; 3] = ["anonymous", "cli", "system"];
 
 /// The canonical form of a name (see the module documentation). Idempotent.
-pub fn canonical(name: &str) -> String {
+pub(crate) fn canonical(name: &str) -> String {
     // Token names are ASCII (letters, digits, `._@-`): their canonical form is their lower case.
     if name.is_ascii() {
         return name.to_ascii_lowercase();
@@ -29,12 +29,12 @@ pub fn canonical(name: &str) -> String {
 }
 
 /// Whether two names are one person.
-pub fn same(a: &str, b: &str) -> bool {
+pub(crate) fn same(a: &str, b: &str) -> bool {
     a == b || canonical(a) == canonical(b)
 }
 
 /// Whether `name` is, in any case or width, a name reserved for the audit log.
-pub fn is_reserved(name: &str) -> bool {
+pub(crate) fn is_reserved(name: &str) -> bool {
     let c = canonical(name);
     RESERVED.contains(&c.as_str())
 }

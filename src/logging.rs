@@ -18,7 +18,7 @@ fn needs_escape(c: char) -> bool {
 }
 
 /// `event` (one formatted log line) with its control characters escaped; a final newline is kept.
-pub fn escape_line(event: &[u8]) -> Vec<u8> {
+pub(crate) fn escape_line(event: &[u8]) -> Vec<u8> {
     let (body, newline) = match event.strip_suffix(b"\n") {
         Some(b) => (b, true),
         None => (event, false),
@@ -43,7 +43,7 @@ pub fn escape_line(event: &[u8]) -> Vec<u8> {
 }
 
 /// A writer that escapes each event before passing it on (the fmt layer writes one event per call).
-pub struct Escaping<W>(W);
+pub(crate) struct Escaping<W>(W);
 
 impl<W: Write> Write for Escaping<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -56,7 +56,7 @@ impl<W: Write> Write for Escaping<W> {
 }
 
 /// Makes [`Escaping`] writers around another writer maker.
-pub struct EscapingWriter<M>(pub M);
+pub(crate) struct EscapingWriter<M>(pub M);
 
 impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for EscapingWriter<M> {
     type Writer = Escaping<M::Writer>;

@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use secret_broker::api;
 use secret_broker::app::App;
+use secret_broker::auth::token as tokens;
 use secret_broker::config::Config;
 use secret_broker::domain::{Role, fmt_time};
 use secret_broker::store::{self, audit};
-use secret_broker::{api, tokens};
 
 #[derive(Parser)]
 #[command(
@@ -471,8 +472,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let app = App::open(config).await?;
     app.applier.recover().await?;
     secret_broker::worker::anchor(&app, "start").await?;
-    let _ = slot.set(api::router(app.clone()));
-    if let Some(oidc) = app.oidc.clone() {
+    let _ = slot.set(secret_broker::server::router(app.clone()));
+    if let Some(oidc) = app.auth.oidc().cloned() {
         // Fetched now and then every oidc_jwks_refresh; a failure keeps the last good keys.
         tokio::spawn(async move {
             match oidc.refresh().await {
@@ -503,7 +504,7 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     tracing::info!(
         database = %app.store.path().display(),
         apply_shares = app.applier.enabled(),
-        oidc = app.oidc.is_some(),
+        oidc = app.auth.oidc().is_some(),
         "secret-broker listening on {scheme}://{addr}"
     );
     let worker = secret_broker::worker::spawn(app.clone(), stopped.clone());

@@ -15,36 +15,36 @@ use prometheus_client::registry::Registry;
 
 /// Labels of HTTP metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct HttpLabels {
+pub(crate) struct HttpLabels {
     /// Method.
-    pub method: String,
+    pub(crate) method: String,
     /// Matched route template (`/v1/shares/{id}`), never the raw path.
-    pub route: String,
+    pub(crate) route: String,
     /// Status code.
-    pub status: u16,
+    pub(crate) status: u16,
 }
 
 /// Labels of AWS call metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct AwsLabels {
+pub(crate) struct AwsLabels {
     /// IAM action of the call, e.g. `kms:PutKeyPolicy`.
-    pub operation: String,
+    pub(crate) operation: String,
     /// `ok` or the error kind.
-    pub outcome: String,
+    pub(crate) outcome: String,
 }
 
 /// A single label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct Kind {
+pub(crate) struct Kind {
     /// Its value.
-    pub kind: String,
+    pub(crate) kind: String,
 }
 
 /// A share status label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StatusLabel {
+pub(crate) struct StatusLabel {
     /// The status.
-    pub status: String,
+    pub(crate) status: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -52,51 +52,51 @@ fn latency_histogram() -> Histogram {
 }
 
 /// Every metric the service exports.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// Requests by route and status.
-    pub http_requests: Family<HttpLabels, Counter>,
+    pub(crate) http_requests: Family<HttpLabels, Counter>,
     /// Request latency by route and status.
-    pub http_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
+    pub(crate) http_duration: Family<HttpLabels, Histogram, fn() -> Histogram>,
     /// Approver votes by decision.
-    pub votes: Family<Kind, Counter>,
+    pub(crate) votes: Family<Kind, Counter>,
     /// AWS calls by operation and outcome.
-    pub aws_calls: Family<AwsLabels, Counter>,
+    pub(crate) aws_calls: Family<AwsLabels, Counter>,
     /// AWS call latency by operation and outcome.
-    pub aws_duration: Family<AwsLabels, Histogram, fn() -> Histogram>,
+    pub(crate) aws_duration: Family<AwsLabels, Histogram, fn() -> Histogram>,
     /// Apply and revoke runs by kind (`apply`, `revoke`, `repair`) and outcome.
-    pub saga_runs: Family<AwsLabels, Counter>,
+    pub(crate) saga_runs: Family<AwsLabels, Counter>,
     /// Apply and revoke durations by kind.
-    pub saga_duration: Family<Kind, Histogram, fn() -> Histogram>,
+    pub(crate) saga_duration: Family<Kind, Histogram, fn() -> Histogram>,
     /// Shares found drifted.
-    pub drift_found: Counter,
+    pub(crate) drift_found: Counter,
     /// Webhook deliveries by outcome (`delivered`, `retry`, `failed`).
-    pub webhook_deliveries: Family<Kind, Counter>,
+    pub(crate) webhook_deliveries: Family<Kind, Counter>,
     /// Writes per group commit.
-    pub commit_batch: Histogram,
+    pub(crate) commit_batch: Histogram,
     /// Shares by status (set at scrape).
-    pub shares: Family<StatusLabel, Gauge>,
+    pub(crate) shares: Family<StatusLabel, Gauge>,
     /// Audit rows (set at scrape).
-    pub audit_chain_length: Gauge,
+    pub(crate) audit_chain_length: Gauge,
     /// Writes waiting for the writer (set at scrape).
-    pub writer_queue_depth: Gauge,
+    pub(crate) writer_queue_depth: Gauge,
     /// Refused authentications by reason (`no-token`, `unknown-token`, `jwt-expired`, ...).
-    pub auth_failures: Family<Kind, Counter>,
+    pub(crate) auth_failures: Family<Kind, Counter>,
     /// Refused authentications not written to the audit log (coalesced per client address).
-    pub auth_failures_unaudited: Counter,
+    pub(crate) auth_failures_unaudited: Counter,
     /// Refused mutations of signed-in callers not written to the audit log (coalesced per caller).
-    pub refusals_unaudited: Counter,
+    pub(crate) refusals_unaudited: Counter,
     /// OIDC JWKS fetches by outcome (`ok`, `failed`).
-    pub oidc_jwks_refreshes: Family<Kind, Counter>,
+    pub(crate) oidc_jwks_refreshes: Family<Kind, Counter>,
     /// Requests answered 429 by limit (`token`, `address`) or 503 because too many were in flight
     /// (`concurrency`).
-    pub limited: Family<Kind, Counter>,
+    pub(crate) limited: Family<Kind, Counter>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
 
 /// The process-wide metrics.
-pub fn metrics() -> &'static Metrics {
+pub(crate) fn metrics() -> &'static Metrics {
     METRICS.get_or_init(|| {
         let mut r = Registry::with_prefix("secret_broker");
         let m = Metrics {
@@ -220,7 +220,7 @@ impl Metrics {
     }
 
     /// Records one saga run.
-    pub fn saga(&self, kind: &str, ok: bool, took: Duration) {
+    pub(crate) fn saga(&self, kind: &str, ok: bool, took: Duration) {
         self.saga_runs
             .get_or_create(&AwsLabels {
                 operation: kind.to_owned(),
@@ -235,7 +235,7 @@ impl Metrics {
     }
 
     /// The OpenMetrics text.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

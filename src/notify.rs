@@ -106,7 +106,7 @@ impl Notifier {
     /// Sends every due event once; returns how many were delivered.
     /// Sends every due event once (for at most a minute per pass); returns how many were delivered.
     /// Each delivery is signed with the time it is sent.
-    pub async fn deliver_due(
+    pub(crate) async fn deliver_due(
         &self,
         store: &Store,
         clock: &dyn crate::domain::Clock,

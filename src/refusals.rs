@@ -39,7 +39,7 @@ impl RefusalAudit {
     /// `Some(n)` when the refusal of `actor` doing `action` on `target` at `now` (unix seconds) is to
     /// be written, `n` being the refusals not written since the caller's previous row (plus those of
     /// dropped callers); `None` when it is only counted.
-    pub fn admit(&self, actor: &str, action: &str, target: &str, now: i64) -> Option<u64> {
+    pub(crate) fn admit(&self, actor: &str, action: &str, target: &str, now: i64) -> Option<u64> {
         use std::sync::atomic::Ordering::Relaxed;
         let mut w = self
             .windows

@@ -16,9 +16,9 @@ use tokio_rustls::rustls;
 use tokio_rustls::server::TlsStream;
 
 /// Longest a client may take to complete its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most handshakes in progress at once; further connections wait to be accepted.
-pub const MAX_HANDSHAKES: usize = 256;
+pub(crate) const MAX_HANDSHAKES: usize = 256;
 /// Most handshakes in progress from one client address (an IPv6 /64), unless
 /// `max_concurrent_per_address` is off; more are closed at once, so one host cannot fill every slot
 /// with connections that never speak.

@@ -52,7 +52,7 @@ pub struct TickReport {
 const SYSTEM: &str = "system";
 
 /// One pass of steps 1 to 5 (everything but notification delivery).
-pub async fn maintain(app: &Arc<App>) -> Result<TickReport> {
+pub(crate) async fn maintain(app: &Arc<App>) -> Result<TickReport> {
     let mut report = TickReport::default();
     let now_t = app.clock.now();
     let now = fmt_time(now_t);
@@ -242,7 +242,7 @@ pub async fn maintain(app: &Arc<App>) -> Result<TickReport> {
 }
 
 /// Delivers due webhook notifications; returns how many were delivered.
-pub async fn deliver(app: &Arc<App>) -> Result<usize> {
+pub(crate) async fn deliver(app: &Arc<App>) -> Result<usize> {
     match &app.notifier {
         Some(n) => n.deliver_due(&app.store, app.clock.as_ref()).await,
         None => Ok(0),

@@ -62,7 +62,7 @@ impl FromRequestParts<Arc<App>> for Auth {
                 "malformed",
                 "the Authorization header must be `Bearer <token>`",
             ))),
-            (Some(_), Some(token)) => auth::authenticate(app, token).await,
+            (Some(_), Some(token)) => app.auth.authenticate(token).await,
         };
         let res = match outcome {
             Ok(Ok(caller)) => {
@@ -85,7 +85,9 @@ impl FromRequestParts<Arc<App>> for Auth {
                         .ok()
                         .and_then(|r| r.0),
                 };
-                auth::record_failure(app, &failure, token.as_deref(), attempt).await;
+                app.auth
+                    .record_failure(&failure, token.as_deref(), attempt)
+                    .await;
                 Err(auth::unauthorized(&failure))
             }
             Err(e) => Err(e),

@@ -189,8 +189,9 @@ pub fn openapi_json() -> String {
     s
 }
 
-/// The complete router with its layers.
-pub fn router(app: Arc<App>) -> Router {
+/// The API's router with its layers, `pages` (the console's) merged in inside the same limits and
+/// outside the OpenAPI document. [`crate::server::router`] gives it the console.
+pub fn router(app: Arc<App>, pages: Router<Arc<App>>) -> Router {
     let timeout = app.config.request_timeout.0;
     let body_limit = app.config.max_body_bytes.0;
     let max_concurrent = app.config.max_concurrent_requests.0;
@@ -213,7 +214,7 @@ pub fn router(app: Arc<App>) -> Router {
     let limited = api
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
         // The console's pages: inside the same limits, outside the OpenAPI document.
-        .merge(crate::console::router())
+        .merge(pages)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(
             ServiceBuilder::new()

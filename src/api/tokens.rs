@@ -15,12 +15,12 @@ use super::principals::truncate;
 use super::problem::Problem;
 use super::views::TokenInfoView;
 use crate::app::App;
+use crate::auth::token as tokens;
 use crate::config::Span;
 use crate::domain::{Caller, Role, fmt_time};
 use crate::error::{Error, Result};
 use crate::store::audit::{self, NewEvent};
 use crate::store::rows;
-use crate::tokens;
 use crate::workflow::Resource;
 
 /// Body of `POST /v1/tokens`.

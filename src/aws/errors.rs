@@ -108,7 +108,7 @@ fn compose(e: &AwsError, resource: &str) -> String {
 }
 
 /// The label of a kind in metrics and logs.
-pub fn label(kind: AwsErrorKind) -> &'static str {
+pub(crate) fn label(kind: AwsErrorKind) -> &'static str {
     match kind {
         AwsErrorKind::NoCredentials => "no_credentials",
         AwsErrorKind::NoRegion => "no_region",

@@ -13,26 +13,26 @@ use super::{AwsError, AwsErrorKind, AwsResult, KeyInfo, KmsApi, SecretInfo, Secr
 
 /// A secret as the fake keeps it.
 #[derive(Debug, Clone, Default)]
-pub struct MemorySecret {
+pub(crate) struct MemorySecret {
     /// `KmsKeyId` as DescribeSecret reports it (`None`: the AWS managed key).
-    pub kms_key_id: Option<String>,
+    pub(crate) kms_key_id: Option<String>,
     /// For a replica, the primary's region.
-    pub primary_region: Option<String>,
+    pub(crate) primary_region: Option<String>,
     /// The resource policy text, if any.
-    pub policy: Option<String>,
+    pub(crate) policy: Option<String>,
     /// Scheduled for deletion.
-    pub deleted: bool,
+    pub(crate) deleted: bool,
 }
 
 /// A key as the fake keeps it.
 #[derive(Debug, Clone)]
-pub struct MemoryKey {
+pub(crate) struct MemoryKey {
     /// `CUSTOMER` or `AWS`.
-    pub key_manager: String,
+    pub(crate) key_manager: String,
     /// Whether it can be used.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// The key policy text.
-    pub policy: String,
+    pub(crate) policy: String,
 }
 
 /// A failure to inject: the IAM action it applies to, its kind, and how many calls it fails (`None`:
@@ -55,13 +55,13 @@ struct State {
 
 /// Secrets Manager and KMS in memory. Implements both [`SecretsApi`] and [`KmsApi`].
 #[derive(Debug, Default)]
-pub struct MemoryAws {
+pub(crate) struct MemoryAws {
     state: Mutex<State>,
 }
 
 impl MemoryAws {
     /// Empty: no secret, no key.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -70,12 +70,12 @@ impl MemoryAws {
     }
 
     /// Adds (or replaces) a secret under its full ARN.
-    pub fn put_secret(&self, arn: &str, secret: MemorySecret) {
+    pub(crate) fn put_secret(&self, arn: &str, secret: MemorySecret) {
         self.state().secrets.insert(arn.to_owned(), secret);
     }
 
     /// Adds (or replaces) a customer managed, enabled key under its full ARN, with `policy`.
-    pub fn put_key(&self, arn: &str, policy: &str) {
+    pub(crate) fn put_key(&self, arn: &str, policy: &str) {
         self.state().keys.insert(
             arn.to_owned(),
             MemoryKey {
@@ -86,30 +86,25 @@ impl MemoryAws {
         );
     }
 
-    /// Deletes a secret (as if by DeleteSecret).
-    pub fn delete_secret(&self, arn: &str) {
-        self.state().secrets.remove(arn);
-    }
-
     /// The secret's resource policy as stored.
-    pub fn resource_policy(&self, arn: &str) -> Option<String> {
+    pub(crate) fn resource_policy(&self, arn: &str) -> Option<String> {
         self.state().secrets.get(arn).and_then(|s| s.policy.clone())
     }
 
     /// Replaces the secret's resource policy (an owner's edit, outside the broker).
-    pub fn set_resource_policy(&self, arn: &str, policy: Option<&str>) {
+    pub(crate) fn set_resource_policy(&self, arn: &str, policy: Option<&str>) {
         if let Some(s) = self.state().secrets.get_mut(arn) {
             s.policy = policy.map(str::to_owned);
         }
     }
 
     /// The key policy as stored.
-    pub fn key_policy(&self, arn: &str) -> Option<String> {
+    pub(crate) fn key_policy(&self, arn: &str) -> Option<String> {
         self.state().keys.get(arn).map(|k| k.policy.clone())
     }
 
     /// Replaces the key policy (an owner's edit, outside the broker).
-    pub fn set_key_policy(&self, arn: &str, policy: &str) {
+    pub(crate) fn set_key_policy(&self, arn: &str, policy: &str) {
         if let Some(k) = self.state().keys.get_mut(arn) {
             k.policy = policy.to_owned();
         }
@@ -117,12 +112,12 @@ impl MemoryAws {
 
     /// Makes the next `times` calls of `action` (an IAM action such as `kms:PutKeyPolicy`) fail with
     /// `kind`; `None`: every call from now on, until [`MemoryAws::clear_faults`].
-    pub fn fail(&self, action: &'static str, kind: AwsErrorKind, times: Option<u32>) {
+    pub(crate) fn fail(&self, action: &'static str, kind: AwsErrorKind, times: Option<u32>) {
         self.fail_after(action, 0, kind, times);
     }
 
     /// Like [`MemoryAws::fail`], after `skip` calls of `action` that succeed.
-    pub fn fail_after(
+    pub(crate) fn fail_after(
         &self,
         action: &'static str,
         skip: u32,
@@ -138,17 +133,12 @@ impl MemoryAws {
     }
 
     /// Removes every injected failure.
-    pub fn clear_faults(&self) {
+    pub(crate) fn clear_faults(&self) {
         self.state().faults.clear();
     }
 
-    /// The calls made so far: (IAM action, resource), oldest first.
-    pub fn calls(&self) -> Vec<(&'static str, String)> {
-        self.state().calls.clone()
-    }
-
     /// How many calls of `action` were made.
-    pub fn count(&self, action: &str) -> usize {
+    pub(crate) fn count(&self, action: &str) -> usize {
         self.state()
             .calls
             .iter()

@@ -1,5 +1,5 @@
 //! AWS: narrow traits over the calls the broker makes ([`SecretsApi`], [`KmsApi`]), their aws-sdk
-//! implementation ([`sdk`]), and an in-memory implementation for fast tests ([`memory`]). What the
+//! implementation ([`sdk`]), and an in-memory implementation for the unit tests (`memory`). What the
 //! broker does with them is [`crate::apply`] (writes) and [`crate::inspect`] (reads).
 //!
 //! The broker's own IAM permissions are exactly what these traits call: `secretsmanager:DescribeSecret`,
@@ -7,7 +7,8 @@
 //! `PutKeyPolicy`. It never calls `GetSecretValue`.
 
 pub mod errors;
-pub mod memory;
+#[cfg(test)]
+pub(crate) mod memory;
 pub mod sdk;
 pub mod setup;
 
@@ -31,31 +32,31 @@ pub const CALLS: [&str; 7] = [
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretInfo {
     /// The secret's ARN.
-    pub arn: String,
+    pub(crate) arn: String,
     /// `KmsKeyId` as returned (key id, key ARN or alias); `None` means the AWS managed key.
-    pub kms_key_id: Option<String>,
+    pub(crate) kms_key_id: Option<String>,
     /// For a replica, the primary secret's region.
-    pub primary_region: Option<String>,
+    pub(crate) primary_region: Option<String>,
     /// Whether the secret is scheduled for deletion (DescribeSecret's `DeletedDate`).
-    pub deleted: bool,
+    pub(crate) deleted: bool,
 }
 
 /// What DescribeKey tells the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyInfo {
     /// The full key ARN.
-    pub arn: String,
+    pub(crate) arn: String,
     /// `CUSTOMER` or `AWS`.
-    pub key_manager: String,
+    pub(crate) key_manager: String,
     /// Whether the key can be used.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// `Enabled`, `Disabled`, `PendingDeletion`, ...
-    pub key_state: String,
+    pub(crate) key_state: String,
 }
 
 /// Kinds of AWS failure, by what the broker tells its user ([`errors::user_message`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AwsErrorKind {
+pub(crate) enum AwsErrorKind {
     /// No credential source of the chain had credentials.
     NoCredentials,
     /// No region is configured where one is needed.
@@ -90,15 +91,15 @@ pub enum AwsErrorKind {
 #[derive(Debug, Clone)]
 pub struct AwsError {
     /// The kind.
-    pub kind: AwsErrorKind,
+    pub(crate) kind: AwsErrorKind,
     /// The IAM action of the call, e.g. `kms:PutKeyPolicy`.
-    pub action: &'static str,
+    pub(crate) action: &'static str,
     /// The resource it was called on.
-    pub resource: String,
+    pub(crate) resource: String,
     /// AWS's error code and message, or the SDK's error chain (logged, never shown).
-    pub message: String,
+    pub(crate) message: String,
     /// AWS's request id, when AWS answered.
-    pub request_id: Option<String>,
+    pub(crate) request_id: Option<String>,
 }
 
 impl fmt::Display for AwsError {
@@ -110,7 +111,7 @@ impl fmt::Display for AwsError {
 impl std::error::Error for AwsError {}
 
 /// Result of an AWS call.
-pub type AwsResult<T> = Result<T, AwsError>;
+pub(crate) type AwsResult<T> = Result<T, AwsError>;
 
 /// The Secrets Manager calls the broker makes. Secrets are named by full ARN; the implementation talks
 /// to the ARN's region.
@@ -145,7 +146,7 @@ pub trait KmsApi: Send + Sync + 'static {
 }
 
 /// The region of an ARN (its fourth field).
-pub fn region_of(arn: &str) -> Option<&str> {
+pub(crate) fn region_of(arn: &str) -> Option<&str> {
     arn.split(':').nth(3).filter(|r| !r.is_empty())
 }
 

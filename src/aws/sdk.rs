@@ -3,6 +3,7 @@
 //! task roles), optionally assuming a role, with the SDK's standard retry mode for throttling and 5xx.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -20,31 +21,49 @@ use super::{
     AwsError, AwsErrorKind, AwsResult, KeyInfo, KmsApi, SecretInfo, SecretsApi, region_of,
 };
 
-/// Spaces calls so that at most `1 / interval` start per second (per kind of call and region).
-#[derive(Debug)]
-pub struct Pacer {
-    interval: Duration,
-    next: tokio::sync::Mutex<tokio::time::Instant>,
+/// governor's clock over tokio's, so that paused time (in tests) paces calls too.
+#[derive(Clone, Debug)]
+struct TokioClock(tokio::time::Instant);
+
+impl governor::clock::Clock for TokioClock {
+    type Instant = Duration;
+    fn now(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
+
+/// Spaces one kind of call in one region: at most `per_second` start per second, evenly (a burst of
+/// one, so calls never bunch up against AWS's per-second quota), by governor's GCRA.
+struct Pacer {
+    limiter: governor::RateLimiter<
+        governor::state::NotKeyed,
+        governor::state::InMemoryState,
+        TokioClock,
+        governor::middleware::NoOpMiddleware<Duration>,
+    >,
+    clock: TokioClock,
 }
 
 impl Pacer {
     /// A pacer for `per_second` calls per second.
-    pub fn new(per_second: u32) -> Self {
+    fn new(per_second: u32) -> Self {
+        let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
+        let clock = TokioClock(tokio::time::Instant::now());
         Self {
-            interval: Duration::from_secs(1) / per_second.max(1),
-            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+            limiter: governor::RateLimiter::direct_with_clock(
+                governor::Quota::per_second(rate).allow_burst(NonZeroU32::MIN),
+                clock.clone(),
+            ),
+            clock,
         }
     }
 
     /// Waits for the next slot.
-    pub async fn wait(&self) {
-        let at = {
-            let mut next = self.next.lock().await;
-            let at = (*next).max(tokio::time::Instant::now());
-            *next = at + self.interval;
-            at
-        };
-        tokio::time::sleep_until(at).await;
+    async fn wait(&self) {
+        use governor::clock::Clock;
+        while let Err(later) = self.limiter.check() {
+            tokio::time::sleep(later.wait_time_from(self.clock.now())).await;
+        }
     }
 }
 

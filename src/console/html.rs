@@ -26,18 +26,8 @@ pub fn esc(s: &str) -> String {
 }
 
 /// Escapes a value for a URL query component (letters, digits and `-._~` kept, the rest
-/// percent-encoded), to be placed in an attribute after [`esc`].
-pub fn url_component(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
+/// percent-encoded), to be placed in an attribute after [`esc`]: the OIDC client's, one encoder.
+pub(crate) use crate::auth::oidc_login::url_component;
 
 /// The hidden CSRF field of a form.
 pub fn csrf_field(csrf: &str) -> String {

@@ -212,7 +212,7 @@ async fn session(app: &App, headers: &HeaderMap) -> Result<Option<Session>, Erro
         tracing::Span::current().record("caller", caller.name.as_str());
         return Ok(Some(Session { row, caller }));
     }
-    match crate::tokens::caller_by_id(&app.store, &row.token_id, &now).await? {
+    match crate::auth::token::caller_by_id(&app.store, &row.token_id, &now).await? {
         Ok(caller) => {
             tracing::Span::current().record("caller", caller.name.as_str());
             Ok(Some(Session { row, caller }))
@@ -325,14 +325,14 @@ async fn sign_in(
     }
     let token = form.token.unwrap_or_default();
     let token = token.trim();
-    if !token.starts_with(crate::tokens::PREFIX) {
+    if !token.starts_with(crate::auth::token::PREFIX) {
         return sign_in_page(
             &app,
             StatusCode::UNAUTHORIZED,
             Some("paste a broker token (it starts with sb_)"),
         );
     }
-    let caller = match crate::auth::authenticate(&app, token).await {
+    let caller = match app.auth.authenticate(token).await {
         Ok(Ok(c)) => c,
         Ok(Err(failure)) => {
             let attempt = crate::auth::Attempt {
@@ -343,7 +343,9 @@ async fn sign_in(
                     .map_or_else(|| "/console/sign-in".to_owned(), |m| m.as_str().to_owned()),
                 request_id: rid.0.clone(),
             };
-            crate::auth::record_failure(&app, &failure, Some(token), attempt).await;
+            app.auth
+                .record_failure(&failure, Some(token), attempt)
+                .await;
             return sign_in_page(&app, StatusCode::UNAUTHORIZED, Some(&failure.detail));
         }
         Err(e) => return api_error(&e, None),

@@ -1,5 +1,6 @@
 //! The offline plan: the three documents for a grant, merged into existing policies when given, with
-//! the lint findings. Pure; the `plan` command and (later) the API's plan endpoint print it.
+//! the lint findings. Pure; the `plan` command prints it, and the API's plan endpoint
+//! (`inspect::plan`) computes it over the live policies.
 
 use serde::Serialize;
 use serde_json::value::RawValue;

@@ -1,6 +1,6 @@
 //! The audit log: one row per change, chained; edits behind the service's back are found.
 
-use secret_broker::config::OptText;
+use secret_broker::config::{OptText, SecretText};
 use secret_broker::domain::Role::*;
 use secret_broker::store::audit::{GENESIS, row_hash};
 use serde_json::json;
@@ -301,7 +301,7 @@ async fn rows_cut_from_the_end_are_found_given_the_anchored_head() {
 async fn the_anchor_goes_to_the_webhook_outbox() {
     let t = TestApp::with(|c| {
         c.webhook_url = OptText(Some("http://127.0.0.1:9/hook".into()));
-        c.webhook_secret = OptText(Some("s3cret".into()));
+        c.webhook_secret = SecretText(Some("s3cret".into()));
     });
     scripted(&t).await;
     let a = secret_broker::worker::anchor(&t.app, "interval")

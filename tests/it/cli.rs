@@ -463,6 +463,27 @@ fn readme_documents_every_setting() {
 }
 
 #[test]
+fn the_config_command_never_shows_a_secret() {
+    for args in [&["config"][..], &["config", "--print-defaults"][..]] {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("BROKER_WEBHOOK_URL", "https://hooks.example.com/broker")
+            .env("BROKER_WEBHOOK_SECRET", "webhook-hunter2")
+            .env("BROKER_OIDC_CLIENT_SECRET", "client-hunter2")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !text.contains("hunter2"),
+            "{args:?} shows a secret:\n{text}"
+        );
+        assert!(text.contains("webhook_secret"), "{args:?}");
+    }
+}
+
+#[test]
 fn the_ci_script_runs_the_readme_test_command() {
     let text = readme();
     let ci = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/run")).unwrap();

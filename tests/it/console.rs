@@ -339,7 +339,7 @@ async fn sessions_end_at_their_expiry_and_with_their_token() {
 
     // Revoking the token ends the session at once.
     let jar = sign_in(&t, &a.bob).await;
-    let bob_id = secret_broker::tokens::public_id(&a.bob).unwrap();
+    let bob_id = secret_broker::auth::token::public_id(&a.bob).unwrap();
     t.post(&format!("/v1/tokens/{bob_id}/revoke"), &a.root, json!({}))
         .await;
     let r = get_page(&t, "/console/queue", Some(&jar)).await;

@@ -462,7 +462,7 @@ async fn oidc_sign_in_opens_a_session_with_the_apis_identity_that_can_approve() 
     let verifiers = idp.s.verifiers.lock().unwrap().clone();
     assert_eq!(verifiers.len(), 1);
     assert_eq!(
-        secret_broker::console::oidc_login::s256(&verifiers[0]),
+        secret_broker::auth::oidc_login::s256(&verifiers[0]),
         p["code_challenge"]
     );
     assert!(idp.s.basic.lock().unwrap()[0].is_some());
@@ -937,7 +937,7 @@ async fn a_discovery_issuer_mismatch_names_what_the_document_says() {
     c.oidc_issuer = OptText(Some(base.clone()));
     c.oidc_client_id = OptText(Some(CLIENT_ID.into()));
     c.oidc_redirect_url = OptText(Some(REDIRECT.into()));
-    let login = secret_broker::console::oidc_login::OidcLogin::from_config(&c)
+    let login = secret_broker::auth::oidc_login::OidcLogin::from_config(&c)
         .unwrap()
         .unwrap();
     let e = login.endpoints().await.unwrap_err();

@@ -127,7 +127,7 @@ impl TestApp {
         )));
         let faults = crate::moto::Faults::default();
         let app = Self::open(&config, clock.clone(), aws, endpoint.as_deref(), &faults);
-        let router = secret_broker::api::router(app.clone());
+        let router = secret_broker::server::router(app.clone());
         Self {
             app,
             router,
@@ -206,7 +206,7 @@ impl TestApp {
             self.endpoint.as_deref(),
             &self.faults,
         );
-        let router = secret_broker::api::router(app.clone());
+        let router = secret_broker::server::router(app.clone());
         Self {
             app,
             router,
@@ -231,9 +231,15 @@ impl TestApp {
 
     /// Creates a token the way the CLI does.
     pub async fn token(&self, name: &str, role: Role) -> String {
-        secret_broker::tokens::create(&self.app.store, "2026-11-29T12:00:00Z", "cli", name, role)
-            .await
-            .unwrap()
+        secret_broker::auth::token::create(
+            &self.app.store,
+            "2026-11-29T12:00:00Z",
+            "cli",
+            name,
+            role,
+        )
+        .await
+        .unwrap()
     }
 
     pub async fn raw(&self, req: Request<Body>) -> Resp {

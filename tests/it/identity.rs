@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Method, Request};
-use secret_broker::config::OptText;
+use secret_broker::config::{OptText, SecretText};
 use secret_broker::domain::Role::*;
 use serde_json::{Value, json};
 
@@ -291,7 +291,7 @@ async fn names_are_compared_without_regard_to_case_or_width() {
 async fn webhook_text_carries_no_markup_from_the_requester() {
     let t = TestApp::with(|c| {
         c.webhook_url = OptText(Some("http://127.0.0.1:9/hook".into()));
-        c.webhook_secret = OptText(Some("s3cret".into()));
+        c.webhook_secret = SecretText(Some("s3cret".into()));
     });
     let alice = t.token("alice", Requester).await;
     let justification = "billing <!channel>\n<https://evil.example/approve|Click here to approve> & more\r\nApproved by bob";
@@ -871,7 +871,7 @@ async fn pending_shares_per_requester_are_bounded() {
 async fn webhook_text_folds_invisible_characters_and_neutralises_emphasis() {
     let t = TestApp::with(|c| {
         c.webhook_url = OptText(Some("http://127.0.0.1:9/hook".into()));
-        c.webhook_secret = OptText(Some("s3cret".into()));
+        c.webhook_secret = SecretText(Some("s3cret".into()));
     });
     let alice = t.token("alice", Requester).await;
     let justification = "*APPROVED* by _security_\u{200B}\u{2060}\u{FEFF}\u{061C}\u{E0041} ~not~ `rm -rf` x\u{AD}y ` *tail*";

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use secret_broker::config::{OptText, RepairMode};
+use secret_broker::config::{OptText, RepairMode, SecretText};
 use secret_broker::worker::tick;
 use serde_json::{Value, json};
 
@@ -273,7 +273,7 @@ async fn webhook_gets_each_event_once_signed_and_retried_after_a_500() {
     let (url, rx) = receiver(1).await;
     let t = TestApp::with_aws(|c| {
         c.webhook_url = OptText(Some(url.clone()));
-        c.webhook_secret = OptText(Some("s3cret".into()));
+        c.webhook_secret = SecretText(Some("s3cret".into()));
         c.webhook_backoff.0 = Duration::from_secs(5);
     });
     let a = actors(&t).await;
@@ -368,7 +368,7 @@ async fn a_delivery_that_keeps_failing_is_given_up_and_audited() {
     let (url, rx) = receiver(usize::MAX).await;
     let t = TestApp::with(|c| {
         c.webhook_url = OptText(Some(url.clone()));
-        c.webhook_secret = OptText(Some("s3cret".into()));
+        c.webhook_secret = SecretText(Some("s3cret".into()));
         c.webhook_backoff.0 = Duration::from_secs(1);
         c.webhook_max_attempts.0 = 2;
     });

@@ -143,7 +143,7 @@ async fn every_operation_has_an_entry_and_every_cell_holds() {
         (Auditor, jwt_of(Auditor)),
         (Admin, jwt_of(Admin)),
     ];
-    let expired = secret_broker::tokens::create_with_expiry(
+    let expired = secret_broker::auth::token::create_with_expiry(
         &t.app.store,
         "2026-11-29T12:00:00Z",
         "cli",

@@ -365,7 +365,7 @@ async fn a_jwks_url_is_fetched_and_a_rotated_key_is_picked_up() {
     t.get("/v1/shares", &rotated).await.expect(200);
     assert_eq!(server.hits(), 2, "the rotated key is cached");
     // The periodic refresh (what serve runs every oidc_jwks_refresh) fetches whatever the kids.
-    let oidc = t.app.oidc.clone().unwrap();
+    let oidc = t.app.auth.oidc().cloned().unwrap();
     assert_eq!(oidc.refresh().await, Ok(3));
     assert_eq!(server.hits(), 3);
     // A refresh that fails keeps the last good keys.
@@ -745,7 +745,7 @@ async fn the_token_limit_cannot_be_dodged_by_respelling_the_header() {
 #[tokio::test]
 async fn refused_authentications_are_audited_without_the_token_and_coalesced() {
     let t = TestApp::new();
-    let expired = secret_broker::tokens::create_with_expiry(
+    let expired = secret_broker::auth::token::create_with_expiry(
         &t.app.store,
         "2026-11-29T12:00:00Z",
         "cli",

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::store::{Store, audit, rows};
 
 /// Every broker token starts with this.
-pub const PREFIX: &str = "sb_";
+pub(crate) const PREFIX: &str = "sb_";
 
 /// The public id of a text shaped like a broker token (never its secret), for the audit log.
 pub fn public_id(token: &str) -> Option<String> {
@@ -21,7 +21,7 @@ pub fn public_id(token: &str) -> Option<String> {
 }
 
 /// Checks an actor name: 1 to 64 of letters, digits and `._@-`.
-pub fn validate_name(name: &str) -> std::result::Result<(), String> {
+pub(crate) fn validate_name(name: &str) -> std::result::Result<(), String> {
     if name.is_empty() || name.len() > 64 {
         return Err("must be 1 to 64 characters".into());
     }
@@ -83,24 +83,24 @@ pub async fn create_with_expiry(
 
 /// A token to create.
 #[derive(Debug, Clone)]
-pub struct NewToken {
+pub(crate) struct NewToken {
     /// Actor name as given; stored in its canonical form.
-    pub name: String,
+    pub(crate) name: String,
     /// Role.
-    pub role: Role,
+    pub(crate) role: Role,
     /// When it stops working (RFC 3339 UTC), if ever.
-    pub expires_at: Option<String>,
+    pub(crate) expires_at: Option<String>,
     /// `Some(flag)`: a name that already belongs to someone else's active tokens is refused (409)
     /// unless `flag` says the new token is for that same person. `None`: not checked (the command
     /// line, run on the database host).
-    pub same_person: Option<bool>,
+    pub(crate) same_person: Option<bool>,
     /// The request that asked for it.
-    pub request_id: Option<String>,
+    pub(crate) request_id: Option<String>,
 }
 
 /// Creates a token as `actor` (a canonical name, or `cli`), records it in the audit log with who
 /// created it, and returns the token text (shown once: only its hash is kept).
-pub async fn issue(store: &Store, now: &str, actor: &str, t: NewToken) -> Result<String> {
+pub(crate) async fn issue(store: &Store, now: &str, actor: &str, t: NewToken) -> Result<String> {
     validate_name(&t.name).map_err(|m| Error::field("name", m))?;
     let mut id = [0u8; 8];
     let mut secret = [0u8; 32];
@@ -171,7 +171,7 @@ pub async fn issue(store: &Store, now: &str, actor: &str, t: NewToken) -> Result
 
 /// Resolves a broker token to its caller at time `now` (RFC 3339). `Ok(Err(_))` is a refusal that
 /// says what is wrong; `Err(_)` means the token table could not be read.
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     store: &Store,
     token: &str,
     now: &str,
@@ -229,7 +229,7 @@ pub async fn authenticate(
 /// Resolves the broker token with public id `id` to its caller at time `now` (RFC 3339), for a console
 /// session opened with it: the same checks as [`authenticate`] after the secret matched (expiry,
 /// revocation), so revoking the token ends the sessions it opened.
-pub async fn caller_by_id(
+pub(crate) async fn caller_by_id(
     store: &Store,
     id: &str,
     now: &str,

@@ -1,5 +1,10 @@
 //! Authentication of a request's bearer token (a broker token, or a JWT from the configured OIDC
-//! issuer), and the audit of refused attempts.
+//! issuer), and the audit of refused attempts: one [`Authenticator`] that holds what it needs (the
+//! store, the clock, the OIDC verifier, the refusal window), so nothing here imports the application.
+//!
+//! - [`token`]: broker tokens (`sb_<id>_<secret>`): creation, lookup, revocation.
+//! - [`oidc`]: JWTs from the configured issuer, verified against its JWKS.
+//! - [`oidc_login`]: the OIDC client of the console's sign-in (authorization code with PKCE).
 //!
 //! Every refusal is counted in `secret_broker_auth_failures{kind=<reason>}` and recorded as an
 //! `auth.failed` audit row naming the reason, method, route and client address, never the token (a
@@ -10,27 +15,32 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::app::App;
-use crate::domain::Caller;
+use crate::domain::{Caller, Clock};
 use crate::error::{Error, Result};
-use crate::store::audit;
+use crate::store::{Store, audit};
+
+pub mod oidc;
+pub mod oidc_login;
+pub mod token;
+
+use oidc::Oidc;
 
 /// Why a bearer token was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// Stable code for the audit log and metrics: `no-token`, `malformed`, `unknown-token`,
     /// `expired`, `revoked`, `jwt-*`.
-    pub reason: &'static str,
+    pub(crate) reason: &'static str,
     /// What is wrong and what to do, for the 401 body.
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 impl Failure {
     /// A failure with `reason` and `detail`.
-    pub fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: &'static str, detail: impl Into<String>) -> Self {
         Self {
             reason,
             detail: detail.into(),
@@ -40,7 +50,7 @@ impl Failure {
 
 /// The token of an `Authorization: Bearer <token>` header (scheme in any case, surrounding spaces
 /// trimmed), or `None` when the header is not of that form.
-pub fn bearer(value: &axum::http::HeaderValue) -> Option<&str> {
+pub(crate) fn bearer(value: &axum::http::HeaderValue) -> Option<&str> {
     let (scheme, rest) = value.to_str().ok()?.split_once(' ')?;
     let token = rest.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
@@ -49,7 +59,7 @@ pub fn bearer(value: &axum::http::HeaderValue) -> Option<&str> {
 /// The client a limit or the refusal audit counts against: an IPv4 address, or the /64 network of an
 /// IPv6 address (one host usually holds a whole /64, so counting single IPv6 addresses would give it
 /// 2^64 allowances). IPv4-mapped IPv6 addresses count as their IPv4 address.
-pub fn client_key(addr: Option<IpAddr>) -> Option<IpAddr> {
+pub(crate) fn client_key(addr: Option<IpAddr>) -> Option<IpAddr> {
     addr.map(|a| match a {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -76,7 +86,7 @@ struct Window {
 
 /// Decides which refusals are written to the audit log (see the module documentation).
 #[derive(Debug, Default)]
-pub struct FailureAudit {
+pub(crate) struct FailureAudit {
     windows: Mutex<HashMap<Option<IpAddr>, Window>>,
     /// Refusals counted for addresses whose entries were evicted to make room, not yet reported.
     evicted: std::sync::atomic::AtomicU64,
@@ -135,102 +145,145 @@ impl FailureAudit {
 
 /// Where a refused request came from and what it asked for.
 #[derive(Debug, Clone, Default)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     /// Client address (the peer of the connection).
-    pub addr: Option<IpAddr>,
+    pub(crate) addr: Option<IpAddr>,
     /// HTTP method.
-    pub method: String,
+    pub(crate) method: String,
     /// Matched route template, or `<unmatched>`.
-    pub route: String,
+    pub(crate) route: String,
     /// The request id.
-    pub request_id: Option<String>,
+    pub(crate) request_id: Option<String>,
 }
 
-/// Authenticates a bearer token (the text after `Bearer `) at the app's current time.
-///
-/// `Ok(Err(_))` is a refusal (401); `Err(_)` is a failure to decide (the database could not be read).
-pub async fn authenticate(app: &App, token: &str) -> Result<std::result::Result<Caller, Failure>> {
-    let now = app.clock.now();
-    if token.starts_with(crate::tokens::PREFIX) {
-        return crate::tokens::authenticate(&app.store, token, &crate::domain::fmt_time(now)).await;
-    }
-    match &app.oidc {
-        Some(oidc) => Ok(oidc.authenticate(token, now.unix_timestamp()).await),
-        None => Ok(Err(Failure::new(
-            "malformed",
-            if token.split('.').count() == 3 {
-                "this broker does not accept JWTs (no OIDC issuer is configured): use a broker token"
-            } else {
-                "the bearer token is not valid: create one with `secret-broker tokens create`"
-            },
-        ))),
+/// Decides who a bearer token is, and audits the refusals: the store (broker tokens, the audit log),
+/// the service clock, the OIDC verifier when an issuer is configured, and which refusals are written.
+pub struct Authenticator {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    oidc: Option<Arc<Oidc>>,
+    failures: FailureAudit,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("oidc", &self.oidc.as_ref().map(|o| o.issuer().to_owned()))
+            .finish_non_exhaustive()
     }
 }
 
-/// Counts a refusal and, unless coalesced away, writes its `auth.failed` audit row. A row that cannot
-/// be written is logged: the request is refused either way.
-pub async fn record_failure(app: &App, failure: &Failure, token: Option<&str>, attempt: Attempt) {
-    let m = crate::metrics::metrics();
-    m.auth_failures
-        .get_or_create(&crate::metrics::Kind {
-            kind: failure.reason.to_owned(),
-        })
-        .inc();
-    // Logged (at info) as often as audited, so a flood cannot flood the log either.
-    let Some((unaudited, elsewhere)) = app.auth_failures.admit(attempt.addr, Instant::now()) else {
-        m.auth_failures_unaudited.inc();
-        tracing::debug!(reason = failure.reason, addr = ?attempt.addr, "authentication refused (coalesced)");
-        return;
-    };
-    tracing::info!(
-        reason = failure.reason,
-        addr = ?attempt.addr,
-        route = %attempt.route,
-        unaudited_before = unaudited,
-        "authentication refused"
-    );
-    let token_id = token.and_then(crate::tokens::public_id);
-    let mut details = serde_json::json!({
-        "reason": failure.reason,
-        "method": attempt.method,
-        "route": attempt.route,
-        "address": attempt.addr.map(|a| a.to_string()),
-    });
-    if let Some(id) = token_id {
-        details["token_id"] = id.into();
+impl Authenticator {
+    /// An authenticator over `store` at `clock`'s time, accepting JWTs from `oidc` when given.
+    pub(crate) fn new(store: Store, clock: Arc<dyn Clock>, oidc: Option<Arc<Oidc>>) -> Self {
+        Self {
+            store,
+            clock,
+            oidc,
+            failures: FailureAudit::default(),
+        }
     }
-    if unaudited > 0 {
-        details["unaudited_before"] = unaudited.into();
+
+    /// The OIDC verifier, when an issuer is configured.
+    pub fn oidc(&self) -> Option<&Arc<Oidc>> {
+        self.oidc.as_ref()
     }
-    if elsewhere > 0 {
-        details["unaudited_other_addresses"] = elsewhere.into();
-    }
-    let now = crate::domain::fmt_time(app.clock.now());
-    let rid = attempt.request_id;
-    let res = app
-        .store
-        .write(move |c| {
-            audit::append(
-                c,
-                &audit::NewEvent {
-                    at: &now,
-                    actor: "anonymous",
-                    action: "auth.failed",
-                    share_id: None,
-                    request_id: rid.as_deref(),
-                    details,
+
+    /// Authenticates a bearer token (the text after `Bearer `) at the service clock's current time.
+    ///
+    /// `Ok(Err(_))` is a refusal (401); `Err(_)` is a failure to decide (the database could not be
+    /// read).
+    pub(crate) async fn authenticate(
+        &self,
+        token: &str,
+    ) -> Result<std::result::Result<Caller, Failure>> {
+        let now = self.clock.now();
+        if token.starts_with(token::PREFIX) {
+            return token::authenticate(&self.store, token, &crate::domain::fmt_time(now)).await;
+        }
+        match &self.oidc {
+            Some(oidc) => Ok(oidc.authenticate(token, now.unix_timestamp()).await),
+            None => Ok(Err(Failure::new(
+                "malformed",
+                if token.split('.').count() == 3 {
+                    "this broker does not accept JWTs (no OIDC issuer is configured): use a broker token"
+                } else {
+                    "the bearer token is not valid: create one with `secret-broker tokens create`"
                 },
-            )?;
-            Ok(())
-        })
-        .await;
-    if let Err(e) = res {
-        tracing::error!(error = %e, "cannot audit a refused authentication");
+            ))),
+        }
+    }
+
+    /// Counts a refusal and, unless coalesced away, writes its `auth.failed` audit row. A row that
+    /// cannot be written is logged: the request is refused either way.
+    pub(crate) async fn record_failure(
+        &self,
+        failure: &Failure,
+        token: Option<&str>,
+        attempt: Attempt,
+    ) {
+        let m = crate::metrics::metrics();
+        m.auth_failures
+            .get_or_create(&crate::metrics::Kind {
+                kind: failure.reason.to_owned(),
+            })
+            .inc();
+        // Logged (at info) as often as audited, so a flood cannot flood the log either.
+        let Some((unaudited, elsewhere)) = self.failures.admit(attempt.addr, Instant::now()) else {
+            m.auth_failures_unaudited.inc();
+            tracing::debug!(reason = failure.reason, addr = ?attempt.addr, "authentication refused (coalesced)");
+            return;
+        };
+        tracing::info!(
+            reason = failure.reason,
+            addr = ?attempt.addr,
+            route = %attempt.route,
+            unaudited_before = unaudited,
+            "authentication refused"
+        );
+        let token_id = token.and_then(token::public_id);
+        let mut details = serde_json::json!({
+            "reason": failure.reason,
+            "method": attempt.method,
+            "route": attempt.route,
+            "address": attempt.addr.map(|a| a.to_string()),
+        });
+        if let Some(id) = token_id {
+            details["token_id"] = id.into();
+        }
+        if unaudited > 0 {
+            details["unaudited_before"] = unaudited.into();
+        }
+        if elsewhere > 0 {
+            details["unaudited_other_addresses"] = elsewhere.into();
+        }
+        let now = crate::domain::fmt_time(self.clock.now());
+        let rid = attempt.request_id;
+        let res = self
+            .store
+            .write(move |c| {
+                audit::append(
+                    c,
+                    &audit::NewEvent {
+                        at: &now,
+                        actor: "anonymous",
+                        action: "auth.failed",
+                        share_id: None,
+                        request_id: rid.as_deref(),
+                        details,
+                    },
+                )?;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "cannot audit a refused authentication");
+        }
     }
 }
 
 /// The 401 for a refusal.
-pub fn unauthorized(failure: &Failure) -> Error {
+pub(crate) fn unauthorized(failure: &Failure) -> Error {
     Error::Unauthorized(failure.detail.clone())
 }
 
