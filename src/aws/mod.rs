@@ -171,7 +171,10 @@ mod tests {
         assert_eq!(actions_in_adapter(), calls);
         // And each call of the adapter goes through the client of its own service.
         let src = include_str!("sdk.rs");
-        assert_eq!(src.matches(".get_secret_value(").count(), 0);
+        // Never the call that reads a secret's value (spelled in two halves, so that a search of the
+        // source for the call finds real calls only).
+        let reads_value = concat!(".get_secret", "_value(");
+        assert_eq!(src.matches(reads_value).count(), 0);
         assert_eq!(src.matches("const A: &str").count(), super::CALLS.len());
     }
 }
