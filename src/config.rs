@@ -421,8 +421,8 @@ settings! {
     writer_max_batch: Count = "64";
     /// Independent approvers needed before a share is approved (two whose tokens one person issued count once; see SECURITY.md).
     approval_quorum: Count = "1";
-    /// Most pending shares one requester may have; more are refused (429) until some are decided or cancelled.
-    max_pending_per_requester: Count = "50";
+    /// Most pending shares one requester may have; more are refused (429) until some are decided or cancelled (off: no bound).
+    max_pending_per_requester: Limit = "50";
     /// Lifetime of a share when the request gives no expires_at.
     default_share_ttl: Span = "30d";
     /// Longest lifetime a share may be given.

@@ -166,7 +166,7 @@ pub async fn request_share(
     let now_t = utc_seconds(app.clock.now());
     let now = fmt_time(now_t);
     let quorum = app.config.approval_quorum.0 as u32;
-    let max_pending = app.config.max_pending_per_requester.0 as u64;
+    let max_pending = app.config.max_pending_per_requester.0.map(u64::from);
     let notify = app.notify_enabled();
     app.store
         .write(move |c| {
@@ -194,15 +194,18 @@ pub async fn request_share(
             }
             // Each pending share is an audit row, a webhook post and an approver's time: bounded per
             // requester (counted in this transaction, so concurrent requests cannot overshoot).
-            let pending = rows::pending_shares_of(c, &identity::canonical(&origin.actor))?;
-            if pending >= max_pending {
-                return Err(Error::TooMany(format!(
-                    "{} already has {pending} pending shares, the most one requester may have \
-                     (setting max_pending_per_requester = {max_pending}): cancel some \
-                     (POST /v1/shares/{{id}}/cancel) or wait for approvers to decide them, then \
-                     request again",
-                    origin.actor
-                )));
+            if let Some(max_pending) = max_pending {
+                let pending =
+                    rows::pending_shares_of(c, &identity::canonical(&origin.actor), max_pending)?;
+                if pending >= max_pending {
+                    return Err(Error::TooMany(format!(
+                        "{} already has {pending} pending shares, the most one requester may have \
+                         (setting max_pending_per_requester = {max_pending}): cancel some \
+                         (POST /v1/shares/{{id}}/cancel) or wait for approvers to decide them, then \
+                         request again",
+                        origin.actor
+                    )));
+                }
             }
             let principal = match rows::principal_by_arn(c, req.principal_arn.as_str())? {
                 Some(p) => p,

@@ -859,7 +859,7 @@ async fn a_thousand_shares_over_fifty_secrets_approved_at_once() {
     let t = TestApp::with_aws(|c| {
         c.apply_coalesce.0 = std::time::Duration::from_millis(3000);
         c.max_concurrent_requests.0 = 1024;
-        c.max_pending_per_requester.0 = 1000;
+        c.max_pending_per_requester.0 = Some(1000);
     });
     let a = actors(&t).await;
     let m = moto();

@@ -1097,7 +1097,7 @@ async fn browser_signs_in_decides_and_revokes() {
 
 #[tokio::test]
 async fn queue_shows_the_oldest_of_more_than_a_page() {
-    let t = TestApp::with(|c| c.max_pending_per_requester.0 = 1000);
+    let t = TestApp::with(|c| c.max_pending_per_requester.0 = Some(1000));
     let a = actors(&t).await;
     let oldest = request(&t, &a, crate::harness::SECRET, ROLE, json!({})).await;
     t.clock.advance(std::time::Duration::from_secs(1));

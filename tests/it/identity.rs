@@ -820,7 +820,7 @@ async fn the_quorum_counts_independent_controllers() {
 /// cancelled one makes room; others are not affected.
 #[tokio::test]
 async fn pending_shares_per_requester_are_bounded() {
-    let t = TestApp::with(|c| c.max_pending_per_requester.0 = 3);
+    let t = TestApp::with(|c| c.max_pending_per_requester.0 = Some(3));
     let alice = t.token("alice", Requester).await;
     let big_alice = t.token("ALICE", Requester).await;
     let bob = t.token("bob", Requester).await;

@@ -100,7 +100,7 @@ async fn every_operation_has_an_entry_and_every_cell_holds() {
     // The matrix requests a share for every cell that needs one, as one requester.
     let t = TestApp::with(|c| {
         jwt::configure_file(c, jwks_dir.path());
-        c.max_pending_per_requester.0 = 10_000;
+        c.max_pending_per_requester.0 = Some(10_000);
     });
     let now = t.app.clock.now().unix_timestamp();
     let spec = secret_broker::api::openapi();

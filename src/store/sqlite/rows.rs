@@ -173,19 +173,23 @@ pub fn name_issuers(tx: &Tx<'_>, name: &str) -> Result<Vec<String>> {
 /// 0010): a single `... AND (requested_by = ?1 OR lower(requested_by) = ?1)` makes SQLite walk every
 /// pending share instead.
 const PENDING_SHARES_OF: &str = "SELECT
-    (SELECT count(*) FROM shares WHERE status = 'pending' AND lower(requested_by) = ?1)
-  + (SELECT count(*) FROM shares WHERE status = 'pending' AND requested_by = ?1
-       AND lower(requested_by) != ?1)";
+    (SELECT count(*) FROM (SELECT 1 FROM shares WHERE status = 'pending'
+       AND lower(requested_by) = ?1 LIMIT ?2))
+  + (SELECT count(*) FROM (SELECT 1 FROM shares WHERE status = 'pending' AND requested_by = ?1
+       AND lower(requested_by) != ?1 LIMIT ?2))";
 
-/// How many shares requested by `requester` (a canonical name) are pending. Names stored before they
-/// were canonical differ from it in ASCII case at most (token names are ASCII), hence `lower`; a name
-/// equal to `requester` but not to its ASCII lower case is counted by the second sum.
-pub fn pending_shares_of(tx: &Tx<'_>, requester: &str) -> Result<u64> {
+/// How many shares requested by `requester` (a canonical name) are pending, counted up to `upto`
+/// (each sum stops there: the bound needs no more, and a requester with a hundred thousand pending
+/// shares costs no more than one with `upto`). Names stored before they were canonical differ from it
+/// in ASCII case at most (token names are ASCII), hence `lower`; a name equal to `requester` but not
+/// to its ASCII lower case is counted by the second sum.
+pub fn pending_shares_of(tx: &Tx<'_>, requester: &str, upto: u64) -> Result<u64> {
     let conn = tx.conn();
+    let upto = i64::try_from(upto).unwrap_or(i64::MAX);
     let n: i64 = conn
         .prepare_cached(PENDING_SHARES_OF)?
-        .query_row([requester], |r| r.get(0))?;
-    Ok(n as u64)
+        .query_row(params![requester, upto], |r| r.get(0))?;
+    Ok((n as u64).min(upto as u64))
 }
 
 /// Active admin tokens other than `except` that work at least as long as `until` (`None`: for ever),
@@ -811,7 +815,7 @@ mod tests {
                 let mut st = c
                     .conn()
                     .prepare(&format!("EXPLAIN QUERY PLAN {PENDING_SHARES_OF}"))?;
-                let rows = st.query_map(["alice"], |r| r.get::<_, String>(3))?;
+                let rows = st.query_map(params!["alice", 50], |r| r.get::<_, String>(3))?;
                 Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
             })
             .await
@@ -845,11 +849,17 @@ mod tests {
             })
             .await
             .unwrap();
-        let count = |who: &'static str| store.read(move |c| pending_shares_of(c, who));
+        let count = |who: &'static str| store.read(move |c| pending_shares_of(c, who, 50));
         assert_eq!(count("alice").await.unwrap(), 2);
         assert_eq!(count("bob").await.unwrap(), 1);
         assert_eq!(count("ΟΔ").await.unwrap(), 1);
         assert_eq!(count("carol").await.unwrap(), 0);
+        // Counted up to the bound only.
+        let upto = store
+            .read(|c| pending_shares_of(c, "alice", 1))
+            .await
+            .unwrap();
+        assert_eq!(upto, 1);
     }
 
     /// A share row that does not parse is refused with an error naming it and the column.
