@@ -253,6 +253,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut config = config;
+    if matches!(cli.command, Command::Doctor { .. })
+        && config.log == "info"
+        && std::env::var_os("RUST_LOG").is_none()
+    {
+        // doctor prints each failure as a one-line fix; the SDK's error chain behind it (`aws call
+        // failed`) is for RUST_LOG=warn, not for its screen.
+        config.log = "info,secret_broker::aws::errors=error".into();
+    }
     init_logging(&config);
     match run(cli.command, config).await {
         Ok(code) => code,
@@ -583,7 +592,10 @@ async fn doctor(config: &Config, secret_arn: Option<&str>) -> anyhow::Result<Exi
         println!("all {} checks ok", checks.len());
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("{failed} of {} checks failed", checks.len());
+        println!(
+            "{failed} of {} checks failed (AWS's own answers and request ids: run again with RUST_LOG=warn)",
+            checks.len()
+        );
         Ok(ExitCode::from(1))
     }
 }

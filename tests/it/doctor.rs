@@ -189,3 +189,37 @@ fn the_readme_shows_the_printed_iam_policy() {
     let shown: serde_json::Value = serde_json::from_str(json).unwrap();
     assert_eq!(shown, doctor::iam_policy());
 }
+
+/// Without credentials, `doctor --secret-arn` prints its one-line fixes and not the SDK's error chain
+/// (that is for the service's log, or for `RUST_LOG`): hermetic, nothing is resolved over the network.
+#[test]
+fn the_cli_prints_its_fixes_without_the_sdk_error_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_secret-broker");
+    let out = std::process::Command::new(bin)
+        .args([
+            "doctor",
+            "--secret-arn",
+            "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf",
+        ])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("HOME", dir.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("FAIL  secretsmanager:DescribeSecret: The broker found no AWS credentials"),
+        "{stdout}"
+    );
+    for raw in ["DispatchFailure", "ProviderChainError", "aws call failed"] {
+        assert!(!stderr.contains(raw), "{raw} in stderr: {stderr}");
+        assert!(!stdout.contains(raw), "{raw} in stdout: {stdout}");
+    }
+    assert!(stdout.contains("RUST_LOG"), "{stdout}");
+}
