@@ -223,3 +223,48 @@ fn the_cli_prints_its_fixes_without_the_sdk_error_chain() {
     }
     assert!(stdout.contains("RUST_LOG"), "{stdout}");
 }
+
+/// doctor checks the migrations, it does not apply them: a database one migration behind is reported
+/// with the command to run and left as it was.
+#[tokio::test]
+async fn a_pending_migration_is_reported_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::load(None, Vec::<(String, String)>::new()).unwrap();
+    config.database.0 = dir.path().join("broker.db");
+    secret_broker::store::migrate_database(&config.database.0).unwrap();
+    let (newest, name, sql) = *secret_broker::store::migrate::MIGRATIONS.last().unwrap();
+    let versions = || {
+        let c = rusqlite::Connection::open(&config.database.0).unwrap();
+        c.query_row(
+            "SELECT count(*) FROM schema_migrations WHERE version = ?1",
+            [newest],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+    };
+    {
+        // The database as the previous release left it: without the newest migration.
+        let c = rusqlite::Connection::open(&config.database.0).unwrap();
+        c.execute("DELETE FROM schema_migrations WHERE version = ?1", [newest])
+            .unwrap();
+        let undo: Vec<String> = sql
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("CREATE INDEX "))
+            .filter_map(|rest| {
+                rest.split_whitespace()
+                    .find(|w| *w != "IF" && *w != "NOT" && *w != "EXISTS")
+            })
+            .map(|ix| format!("DROP INDEX IF EXISTS {ix};"))
+            .collect();
+        c.execute_batch(&undo.join("\n")).unwrap();
+    }
+    assert_eq!(versions(), 0);
+    let checks = doctor::check_store(&config).await;
+    let migrations = checks.iter().find(|c| c.name == "migrations").unwrap();
+    let fix = migrations.outcome.clone().unwrap_err();
+    assert!(
+        fix.contains(name) && fix.contains("secret-broker migrate"),
+        "{fix}"
+    );
+    assert_eq!(versions(), 0, "doctor applied {name}: {}", printed(&checks));
+}
