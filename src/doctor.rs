@@ -43,13 +43,22 @@ impl std::fmt::Display for Check {
 /// The least-privilege IAM policy of the broker's role: one statement per service, with exactly the
 /// actions of [`CALLS`].
 pub fn iam_policy() -> Value {
+    iam_policy_for("aws")
+}
+
+/// [`iam_policy`] for a role in `partition` (`aws-us-gov`, `aws-cn`, ...): its resources are that
+/// partition's ARNs, as `arn:aws:` ones match nothing there.
+pub fn iam_policy_for(partition: &str) -> Value {
     let mut statements: Vec<Value> = Vec::new();
     for (sid, resource) in [
         (
             "BrokerSecretPolicies",
-            "arn:aws:secretsmanager:*:*:secret:*",
+            format!("arn:{partition}:secretsmanager:*:*:secret:*"),
         ),
-        ("BrokerKeyPolicies", "arn:aws:kms:*:*:key/*"),
+        (
+            "BrokerKeyPolicies",
+            format!("arn:{partition}:kms:*:*:key/*"),
+        ),
     ] {
         let actions: Vec<&str> = CALLS
             .iter()

@@ -78,6 +78,11 @@ enum Command {
         /// Print the least-privilege IAM policy the broker's role needs, and exit.
         #[arg(long)]
         print_iam_policy: bool,
+        /// The partition of the broker's role, for --print-iam-policy (aws-us-gov for GovCloud,
+        /// aws-cn for China): its resources are that partition's ARNs.
+        #[arg(long, value_name = "PARTITION", default_value = "aws", requires = "print_iam_policy",
+              value_parser = ["aws", "aws-cn", "aws-us-gov", "aws-iso", "aws-iso-b", "aws-iso-e", "aws-iso-f", "aws-eusc"])]
+        partition: String,
     },
     /// Compose the three policy documents for a share, offline (no AWS call), merged into existing
     /// policies when given; exit 1 when a finding is an error.
@@ -279,11 +284,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Doctor {
             secret_arn,
             print_iam_policy,
+            partition,
         } => {
             if print_iam_policy {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&secret_broker::doctor::iam_policy())?
+                    serde_json::to_string_pretty(&secret_broker::doctor::iam_policy_for(
+                        &partition
+                    ))?
                 );
                 return Ok(ExitCode::SUCCESS);
             }

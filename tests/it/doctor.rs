@@ -268,3 +268,31 @@ async fn a_pending_migration_is_reported_not_applied() {
     );
     assert_eq!(versions(), 0, "doctor applied {name}: {}", printed(&checks));
 }
+
+/// In GovCloud or China the role's policy names that partition's ARNs: `arn:aws:` resources there
+/// match nothing, and every call of the broker would be denied.
+#[test]
+fn the_iam_policy_is_printed_for_the_partition_asked_for() {
+    let bin = env!("CARGO_BIN_EXE_secret-broker");
+    for partition in ["aws-us-gov", "aws-cn"] {
+        let out = std::process::Command::new(bin)
+            .args(["doctor", "--print-iam-policy", "--partition", partition])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for s in p["Statement"].as_array().unwrap() {
+            let r = s["Resource"].as_str().unwrap();
+            assert!(r.starts_with(&format!("arn:{partition}:")), "{r}");
+        }
+        assert_eq!(
+            p["Statement"][0]["Action"],
+            doctor::iam_policy()["Statement"][0]["Action"]
+        );
+    }
+    let out = std::process::Command::new(bin)
+        .args(["doctor", "--print-iam-policy", "--partition", "aws-moon"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+}
