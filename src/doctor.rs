@@ -43,13 +43,22 @@ impl std::fmt::Display for Check {
 /// The least-privilege IAM policy of the broker's role: one statement per service, with exactly the
 /// actions of [`CALLS`].
 pub fn iam_policy() -> Value {
+    iam_policy_for("aws")
+}
+
+/// [`iam_policy`] for a role in `partition` (`aws-us-gov`, `aws-cn`, ...): its resources are that
+/// partition's ARNs, as `arn:aws:` ones match nothing there.
+pub fn iam_policy_for(partition: &str) -> Value {
     let mut statements: Vec<Value> = Vec::new();
     for (sid, resource) in [
         (
             "BrokerSecretPolicies",
-            "arn:aws:secretsmanager:*:*:secret:*",
+            format!("arn:{partition}:secretsmanager:*:*:secret:*"),
         ),
-        ("BrokerKeyPolicies", "arn:aws:kms:*:*:key/*"),
+        (
+            "BrokerKeyPolicies",
+            format!("arn:{partition}:kms:*:*:key/*"),
+        ),
     ] {
         let actions: Vec<&str> = CALLS
             .iter()
@@ -80,20 +89,26 @@ pub async fn check_store(config: &Config) -> Vec<Check> {
         ));
         return out;
     }
-    match crate::store::migrate_database(path) {
-        Ok(applied) => {
+    // Read-only: doctor reports pending migrations, `migrate` (or `serve`) applies them.
+    match crate::store::pending_migrations(path) {
+        Ok(pending) => {
             out.push(Check::new(
                 "database",
                 Ok(format!("{} opens", path.display())),
             ));
-            out.push(Check::new(
-                "migrations",
-                Ok(if applied.is_empty() {
-                    "up to date".into()
-                } else {
-                    format!("{} pending migration(s) applied now", applied.len())
-                }),
-            ));
+            if !pending.is_empty() {
+                out.push(Check::new(
+                    "migrations",
+                    Err(format!(
+                        "{} pending ({}): run `secret-broker migrate` with this configuration (serve applies them at start)",
+                        pending.len(),
+                        pending.join(", ")
+                    )),
+                ));
+                // Opening the store would apply them: the audit chain is checked once they are.
+                return out;
+            }
+            out.push(Check::new("migrations", Ok("up to date".into())));
         }
         Err(e) => {
             out.push(Check::new(

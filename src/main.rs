@@ -79,6 +79,11 @@ enum Command {
         /// Print the least-privilege IAM policy the broker's role needs, and exit.
         #[arg(long)]
         print_iam_policy: bool,
+        /// The partition of the broker's role, for --print-iam-policy (aws-us-gov for GovCloud,
+        /// aws-cn for China): its resources are that partition's ARNs.
+        #[arg(long, value_name = "PARTITION", default_value = "aws", requires = "print_iam_policy",
+              value_parser = ["aws", "aws-cn", "aws-us-gov", "aws-iso", "aws-iso-b", "aws-iso-e", "aws-iso-f", "aws-eusc"])]
+        partition: String,
     },
     /// Compose the three policy documents for a share, offline (no AWS call), merged into existing
     /// policies when given; exit 1 when a finding is an error.
@@ -254,6 +259,15 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut config = config;
+    if matches!(cli.command, Command::Doctor { .. })
+        && config.log == "info"
+        && std::env::var_os("RUST_LOG").is_none()
+    {
+        // doctor prints each failure as a one-line fix; the SDK's error chain behind it (`aws call
+        // failed`) is for RUST_LOG=warn, not for its screen.
+        config.log = "info,secret_broker::aws::errors=error".into();
+    }
     init_logging(&config);
     match run(cli.command, config).await {
         Ok(code) => code,
@@ -271,11 +285,14 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         Command::Doctor {
             secret_arn,
             print_iam_policy,
+            partition,
         } => {
             if print_iam_policy {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&secret_broker::doctor::iam_policy())?
+                    serde_json::to_string_pretty(&secret_broker::doctor::iam_policy_for(
+                        &partition
+                    ))?
                 );
                 return Ok(ExitCode::SUCCESS);
             }
@@ -584,7 +601,10 @@ async fn doctor(config: &Config, secret_arn: Option<&str>) -> anyhow::Result<Exi
         println!("all {} checks ok", checks.len());
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("{failed} of {} checks failed", checks.len());
+        println!(
+            "{failed} of {} checks failed (AWS's own answers and request ids: run again with RUST_LOG=warn)",
+            checks.len()
+        );
         Ok(ExitCode::from(1))
     }
 }

@@ -44,6 +44,15 @@ pub(crate) fn key_not_enabled(key_arn: &str, state: &str) -> Failure {
     )
 }
 
+/// `full` if it fits in a `last_error`, else the shorter message (a very long ARN named by reference).
+fn fit(full: String, short: impl FnOnce() -> String) -> String {
+    if full.chars().count() <= crate::aws::errors::MAX_USER_MESSAGE {
+        full
+    } else {
+        short()
+    }
+}
+
 pub(crate) fn is_aws_managed_alias(key_id: &str) -> bool {
     key_id == "alias/aws/secretsmanager" || key_id.ends_with(":alias/aws/secretsmanager")
 }
@@ -54,13 +63,18 @@ impl Applier {
         let info = self.secrets.describe_secret(secret.as_str()).await?;
         if info.arn != secret.as_str() {
             // Secrets Manager also resolves partial ARNs; policies need the exact one.
+            let full = format!(
+                "{} is not the secret's full ARN; Secrets Manager resolved it to {}: request the share with the full ARN",
+                secret.as_str(),
+                info.arn
+            );
             return Err(Failure::new(
                 FailureKind::Refused,
-                format!(
-                    "{} is not the secret's full ARN; Secrets Manager resolved it to {}: request the share with the full ARN",
-                    secret.as_str(),
-                    info.arn
-                ),
+                fit(full, || {
+                    "The secret_arn is not the secret's full ARN (Secrets Manager resolved it to another one, \
+                     see DescribeSecret): request the share with the full ARN"
+                        .to_owned()
+                }),
             ));
         }
         if info.deleted {
@@ -81,12 +95,17 @@ impl Applier {
                 &format!(":{primary}:"),
                 1,
             );
-            return Err(Failure::new(
-                FailureKind::Refused,
+            let message = |arn: &str| {
                 format!(
                     "the secret is a replica; policies are written on the primary secret only: request the \
-                     share for {primary_arn} (region {primary})"
-                ),
+                     share for {arn} (region {primary})"
+                )
+            };
+            return Err(Failure::new(
+                FailureKind::Refused,
+                fit(message(&primary_arn), || {
+                    message(&format!("the secret_arn with region {primary}"))
+                }),
             ));
         }
         let key_id = match info.kms_key_id.as_deref() {

@@ -463,3 +463,29 @@ async fn a_failure_and_its_failed_compensation_fit_in_a_last_error() {
     );
     assert!(error.contains("failed too"), "{error}");
 }
+
+#[tokio::test]
+async fn a_replica_with_a_long_name_is_refused_within_a_last_error() {
+    let f = fixture();
+    let long = format!(
+        "arn:aws:secretsmanager:eu-west-1:111122223333:secret:{}-AbCdEf",
+        "n".repeat(500)
+    );
+    f.aws.put_secret(
+        &long,
+        MemorySecret {
+            kms_key_id: Some(KEY.into()),
+            primary_region: Some("us-east-1".into()),
+            ..Default::default()
+        },
+    );
+    let failure = f
+        .applier
+        .resolve_key(&SecretArn::parse(&long).unwrap())
+        .await
+        .unwrap_err();
+    let m = failure.message;
+    assert!(m.chars().count() < 300, "{} characters: {m}", m.len());
+    assert!(m.contains("replica"), "{m}");
+    assert!(m.contains("us-east-1"), "{m}");
+}

@@ -48,7 +48,13 @@ fn code(e: &AwsError) -> &str {
     e.message
         .split_once(':')
         .map(|(c, _)| c)
-        .filter(|c| !c.is_empty() && !c.contains(' '))
+        // AWS's codes are words such as `ValidationException`: anything else (a hostile or broken
+        // endpoint's newlines, terminal escapes, markup) is not quoted to the user.
+        .filter(|c| {
+            (1..=64).contains(&c.len())
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
+        })
         .unwrap_or("no code")
 }
 
@@ -200,6 +206,38 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("BrokerKeyPolicies"), "{m}");
+    }
+
+    #[test]
+    fn a_hostile_error_code_is_not_quoted() {
+        for message in [
+            "Evil\x1b[2J\n2026-12-01T00:00:00Z INFO forged: rest",
+            "<img/src=x/onerror=alert(1)>: rest",
+            "Code\u{202e}exe: rest",
+            "\u{9b}31m: rest",
+        ] {
+            for kind in [
+                AwsErrorKind::MalformedPolicy,
+                AwsErrorKind::Rejected,
+                AwsErrorKind::Other,
+            ] {
+                let mut e = error(kind, "arn:aws:kms:us-east-1:123456789012:key/k");
+                e.message = message.into();
+                let m = user_message(&e);
+                assert!(
+                    m.chars()
+                        .all(|c| !c.is_control() && !"<>\u{202e}".contains(c)),
+                    "{kind:?}: {m:?}"
+                );
+                assert!(m.contains("(no code)"), "{kind:?}: {m:?}");
+            }
+        }
+        let mut e = error(
+            AwsErrorKind::Rejected,
+            "arn:aws:kms:us-east-1:123456789012:key/k",
+        );
+        e.message = "ValidationException: bad".into();
+        assert!(user_message(&e).contains("(ValidationException)"));
     }
 
     #[test]

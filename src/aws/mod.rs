@@ -177,4 +177,42 @@ mod tests {
         assert_eq!(src.matches(reads_value).count(), 0);
         assert_eq!(src.matches("const A: &str").count(), super::CALLS.len());
     }
+
+    /// The operations the adapter really sends (the builder method after `.secrets(..)` or `.kms(..)`
+    /// of each `.send()`), as IAM actions: a call added without its `const A` is caught too.
+    #[test]
+    fn every_request_the_adapter_sends_is_in_the_list_of_calls() {
+        let src = include_str!("sdk.rs");
+        let src = &src[..src.find("#[cfg(test)]").unwrap_or(src.len())];
+        let lines: Vec<&str> = src.lines().map(str::trim).collect();
+        let mut sent = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            let service = if l.starts_with(".secrets(") || l.starts_with("self.secrets(") {
+                "secretsmanager"
+            } else if l.starts_with(".kms(") || l.starts_with("self.kms(") {
+                "kms"
+            } else {
+                continue;
+            };
+            let op = lines[i + 1]
+                .strip_prefix('.')
+                .and_then(|o| o.strip_suffix("()"))
+                .unwrap_or_else(|| panic!("no operation after {l}: {}", lines[i + 1]));
+            let pascal: String = op
+                .split('_')
+                .map(|w| w[..1].to_uppercase() + &w[1..])
+                .collect();
+            sent.push(format!("{service}:{pascal}"));
+        }
+        assert_eq!(
+            sent.len(),
+            src.matches(".send()").count(),
+            "each .send() goes through .secrets() or .kms() then its operation: {sent:?}"
+        );
+        sent.sort();
+        sent.dedup();
+        let mut calls: Vec<String> = super::CALLS.iter().map(|s| s.to_string()).collect();
+        calls.sort();
+        assert_eq!(sent, calls);
+    }
 }

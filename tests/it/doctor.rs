@@ -189,3 +189,110 @@ fn the_readme_shows_the_printed_iam_policy() {
     let shown: serde_json::Value = serde_json::from_str(json).unwrap();
     assert_eq!(shown, doctor::iam_policy());
 }
+
+/// Without credentials, `doctor --secret-arn` prints its one-line fixes and not the SDK's error chain
+/// (that is for the service's log, or for `RUST_LOG`): hermetic, nothing is resolved over the network.
+#[test]
+fn the_cli_prints_its_fixes_without_the_sdk_error_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_secret-broker");
+    let out = std::process::Command::new(bin)
+        .args([
+            "doctor",
+            "--secret-arn",
+            "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf",
+        ])
+        .current_dir(dir.path())
+        .env_clear()
+        .env("HOME", dir.path())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("FAIL  secretsmanager:DescribeSecret: The broker found no AWS credentials"),
+        "{stdout}"
+    );
+    for raw in ["DispatchFailure", "ProviderChainError", "aws call failed"] {
+        assert!(!stderr.contains(raw), "{raw} in stderr: {stderr}");
+        assert!(!stdout.contains(raw), "{raw} in stdout: {stdout}");
+    }
+    assert!(stdout.contains("RUST_LOG"), "{stdout}");
+}
+
+/// doctor checks the migrations, it does not apply them: a database one migration behind is reported
+/// with the command to run and left as it was.
+#[tokio::test]
+async fn a_pending_migration_is_reported_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::load(None, Vec::<(String, String)>::new()).unwrap();
+    config.database.0 = dir.path().join("broker.db");
+    secret_broker::store::migrate_database(&config.database.0).unwrap();
+    let (newest, name, sql) = *secret_broker::store::migrate::MIGRATIONS.last().unwrap();
+    let versions = || {
+        let c = rusqlite::Connection::open(&config.database.0).unwrap();
+        c.query_row(
+            "SELECT count(*) FROM schema_migrations WHERE version = ?1",
+            [newest],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+    };
+    {
+        // The database as the previous release left it: without the newest migration.
+        let c = rusqlite::Connection::open(&config.database.0).unwrap();
+        c.execute("DELETE FROM schema_migrations WHERE version = ?1", [newest])
+            .unwrap();
+        let undo: Vec<String> = sql
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("CREATE INDEX "))
+            .filter_map(|rest| {
+                rest.split_whitespace()
+                    .find(|w| *w != "IF" && *w != "NOT" && *w != "EXISTS")
+            })
+            .map(|ix| format!("DROP INDEX IF EXISTS {ix};"))
+            .collect();
+        c.execute_batch(&undo.join("\n")).unwrap();
+    }
+    assert_eq!(versions(), 0);
+    let checks = doctor::check_store(&config).await;
+    let migrations = checks.iter().find(|c| c.name == "migrations").unwrap();
+    let fix = migrations.outcome.clone().unwrap_err();
+    assert!(
+        fix.contains(name) && fix.contains("secret-broker migrate"),
+        "{fix}"
+    );
+    assert_eq!(versions(), 0, "doctor applied {name}: {}", printed(&checks));
+}
+
+/// In GovCloud or China the role's policy names that partition's ARNs: `arn:aws:` resources there
+/// match nothing, and every call of the broker would be denied.
+#[test]
+fn the_iam_policy_is_printed_for_the_partition_asked_for() {
+    let bin = env!("CARGO_BIN_EXE_secret-broker");
+    for partition in ["aws-us-gov", "aws-cn"] {
+        let out = std::process::Command::new(bin)
+            .args(["doctor", "--print-iam-policy", "--partition", partition])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let p: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for s in p["Statement"].as_array().unwrap() {
+            let r = s["Resource"].as_str().unwrap();
+            assert!(r.starts_with(&format!("arn:{partition}:")), "{r}");
+        }
+        assert_eq!(
+            p["Statement"][0]["Action"],
+            doctor::iam_policy()["Statement"][0]["Action"]
+        );
+    }
+    let out = std::process::Command::new(bin)
+        .args(["doctor", "--print-iam-policy", "--partition", "aws-moon"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+}

@@ -161,6 +161,40 @@ pub fn migrate_database(path: &Path) -> Result<Vec<migrate::Applied>> {
     open_and_migrate(path).map(|(_, applied)| applied)
 }
 
+/// The migrations `path` lacks, by name, without changing it (the file is opened read-only); an
+/// error when it does not open or is newer than this binary.
+pub fn pending_migrations(path: &Path) -> Result<Vec<&'static str>> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::Unavailable(format!("cannot open database {}: {e}", path.display())))?;
+    let has_table: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'",
+        [],
+        |r| r.get(0),
+    )?;
+    let applied: Vec<i64> = if has_table {
+        let mut st = conn.prepare("SELECT version FROM schema_migrations")?;
+        st.query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    } else {
+        Vec::new()
+    };
+    let newest_known = migrate::MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    if let Some(v) = applied.iter().copied().max().filter(|v| *v > newest_known) {
+        return Err(Error::Unavailable(format!(
+            "the database is at schema version {v}, newer than this binary knows ({newest_known}): \
+             run a newer secret-broker"
+        )));
+    }
+    Ok(migrate::MIGRATIONS
+        .iter()
+        .filter(|m| !applied.contains(&m.0))
+        .map(|m| m.1)
+        .collect())
+}
+
 /// Opens the database file read-write, sets WAL, and applies pending migrations.
 fn open_and_migrate(path: &Path) -> Result<(Connection, Vec<migrate::Applied>)> {
     let mut conn = Connection::open(path)
