@@ -979,6 +979,30 @@ fn decided(id: &str, verb: &str) -> Response {
     ))
 }
 
+/// A decision posted from a share's page: checks the session and its CSRF token, then calls the API's
+/// handler for `verb` with the session's caller and maps its answer to the page (303) or an error page.
+async fn decide<F, Fut>(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    form: Result<Form<ActionForm>, FormRejection>,
+    verb: &str,
+    call: F,
+) -> Response
+where
+    F: FnOnce(Auth, ActionForm) -> Fut,
+    Fut: std::future::Future<Output = crate::error::Result<axum::Json<ShareView>>>,
+{
+    let form = read_form(form);
+    let s = match poster(app, headers, form.csrf.as_deref()).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match call(Auth(Ok(s.caller.clone())), form).await {
+        Ok(sh) => decided(&sh.0.id.to_string(), verb),
+        Err(e) => api_error(&e, Some(&s)),
+    }
+}
+
 async fn approve(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -986,26 +1010,19 @@ async fn approve(
     Path(id): Path<String>,
     form: Result<Form<ActionForm>, FormRejection>,
 ) -> Response {
-    let form = read_form(form);
-    let s = match poster(&app, &headers, form.csrf.as_deref()).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let body = ApproveShare {
-        comment: nonblank(form.comment),
-    };
-    match crate::api::shares::approve(
-        State(app.clone()),
-        rid,
-        Auth(Ok(s.caller.clone())),
-        Path(id),
-        OptionalBody(Ok(body)),
-    )
+    decide(&app, &headers, form, "approve", |auth, form| {
+        let body = ApproveShare {
+            comment: nonblank(form.comment),
+        };
+        crate::api::shares::approve(
+            State(app.clone()),
+            rid,
+            auth,
+            Path(id),
+            OptionalBody(Ok(body)),
+        )
+    })
     .await
-    {
-        Ok(sh) => decided(&sh.0.id.to_string(), "approve"),
-        Err(e) => api_error(&e, Some(&s)),
-    }
 }
 
 async fn reject(
@@ -1015,26 +1032,13 @@ async fn reject(
     Path(id): Path<String>,
     form: Result<Form<ActionForm>, FormRejection>,
 ) -> Response {
-    let form = read_form(form);
-    let s = match poster(&app, &headers, form.csrf.as_deref()).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let body = RejectShare {
-        comment: form.comment.unwrap_or_default(),
-    };
-    match crate::api::shares::reject(
-        State(app.clone()),
-        rid,
-        Auth(Ok(s.caller.clone())),
-        Path(id),
-        Body(Ok(body)),
-    )
+    decide(&app, &headers, form, "reject", |auth, form| {
+        let body = RejectShare {
+            comment: form.comment.unwrap_or_default(),
+        };
+        crate::api::shares::reject(State(app.clone()), rid, auth, Path(id), Body(Ok(body)))
+    })
     .await
-    {
-        Ok(sh) => decided(&sh.0.id.to_string(), "reject"),
-        Err(e) => api_error(&e, Some(&s)),
-    }
 }
 
 async fn revoke(
@@ -1044,24 +1048,11 @@ async fn revoke(
     Path(id): Path<String>,
     form: Result<Form<ActionForm>, FormRejection>,
 ) -> Response {
-    let form = read_form(form);
-    let s = match poster(&app, &headers, form.csrf.as_deref()).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    let body = RevokeShare {
-        reason: form.reason.unwrap_or_default(),
-    };
-    match crate::api::shares::revoke(
-        State(app.clone()),
-        rid,
-        Auth(Ok(s.caller.clone())),
-        Path(id),
-        Body(Ok(body)),
-    )
+    decide(&app, &headers, form, "revoke", |auth, form| {
+        let body = RevokeShare {
+            reason: form.reason.unwrap_or_default(),
+        };
+        crate::api::shares::revoke(State(app.clone()), rid, auth, Path(id), Body(Ok(body)))
+    })
     .await
-    {
-        Ok(sh) => decided(&sh.0.id.to_string(), "revoke"),
-        Err(e) => api_error(&e, Some(&s)),
-    }
 }
