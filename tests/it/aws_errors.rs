@@ -37,24 +37,31 @@ fn last_error(s: &Value) -> String {
     e
 }
 
+/// A share of a fresh secret (on a customer managed key) approved with `fault` armed: its
+/// `last_error` (checked by [`last_error`]) and the secret.
+async fn failed_with(fault: Fault) -> (String, String) {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    t.faults.arm(fault);
+    (last_error(&applied(&t, &a, &secret).await), secret)
+}
+
 fn key_id(key_arn: &str) -> &str {
     key_arn.rsplit('/').next().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_denied_names_the_action_the_resource_and_the_statement_that_grants_it() {
-    let t = TestApp::with_aws(|_| {});
-    let a = actors(&t).await;
-    let m = moto();
-    let key = m.create_key().await;
-    let secret = m.create_secret(Some(&key)).await;
-    t.faults.arm(Fault::Respond {
+    let (e, secret) = failed_with(Fault::Respond {
         op: "GetResourcePolicy",
         status: 400,
         code: "AccessDeniedException",
         message: "User: arn:aws:sts::1:assumed-role/x is not authorized (injected)",
-    });
-    let e = last_error(&applied(&t, &a, &secret).await);
+    })
+    .await;
     assert!(e.contains("secretsmanager:GetResourcePolicy"), "{e}");
     assert!(e.contains(&secret), "{e}");
     assert!(e.contains("BrokerSecretPolicies"), "{e}");
@@ -63,16 +70,11 @@ async fn access_denied_names_the_action_the_resource_and_the_statement_that_gran
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_that_outlasts_the_retries_says_which_rate_to_lower() {
-    let t = TestApp::with_aws(|_| {});
-    let a = actors(&t).await;
-    let m = moto();
-    let key = m.create_key().await;
-    let secret = m.create_secret(Some(&key)).await;
-    t.faults.arm(Fault::Throttle {
+    let (e, _) = failed_with(Fault::Throttle {
         op: "PutKeyPolicy",
         times: 1000,
-    });
-    let e = last_error(&applied(&t, &a, &secret).await);
+    })
+    .await;
     assert!(e.contains("throttling kms:PutKeyPolicy"), "{e}");
     assert!(e.contains("BROKER_AWS_PUT_KEY_POLICY_RATE"), "{e}");
 }
@@ -136,36 +138,26 @@ async fn a_secret_scheduled_for_deletion_says_how_to_restore_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_principal_says_aws_does_not_know_it_yet() {
-    let t = TestApp::with_aws(|_| {});
-    let a = actors(&t).await;
-    let m = moto();
-    let key = m.create_key().await;
-    let secret = m.create_secret(Some(&key)).await;
-    t.faults.arm(Fault::Respond {
+    let (e, _) = failed_with(Fault::Respond {
         op: "PutKeyPolicy",
         status: 400,
         code: "MalformedPolicyDocumentException",
         message: "Policy contains a statement with one or more invalid principals. (injected)",
-    });
-    let e = last_error(&applied(&t, &a, &secret).await);
+    })
+    .await;
     assert!(e.contains("does not know a principal"), "{e}");
     assert!(e.contains("request the share again"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_policy_says_what_was_written_and_which_lint_finding_missed_it() {
-    let t = TestApp::with_aws(|_| {});
-    let a = actors(&t).await;
-    let m = moto();
-    let key = m.create_key().await;
-    let secret = m.create_secret(Some(&key)).await;
-    t.faults.arm(Fault::Respond {
+    let (e, _) = failed_with(Fault::Respond {
         op: "PutResourcePolicy",
         status: 400,
         code: "MalformedPolicyDocumentException",
         message: "The policy document exceeds the maximum allowed size. (injected)",
-    });
-    let e = last_error(&applied(&t, &a, &secret).await);
+    })
+    .await;
     assert!(e.contains("resource policy the broker wrote"), "{e}");
     assert!(e.contains("bytes"), "{e}");
     assert!(e.contains("statement "), "{e}");
