@@ -52,6 +52,7 @@ fn bench(c: &mut Criterion) {
         now: None,
         action: secret_broker::policy::eval::GET_SECRET_VALUE,
         guardrails: &secret_broker::policy::eval::Guardrails::NONE,
+        org: None,
     };
     assert_eq!(check(&ck).decision.as_str(), "allow");
 
@@ -160,6 +161,7 @@ fn bench(c: &mut Criterion) {
                         now: None,
                         action: secret_broker::policy::eval::GET_SECRET_VALUE,
                         guardrails: &secret_broker::policy::eval::Guardrails::NONE,
+                        org: None,
                     });
                     allowed += usize::from(d.as_str() == "allow");
                 }

@@ -421,6 +421,8 @@ settings! {
     writer_max_batch: Count = "64";
     /// Independent approvers needed before a share is approved (two whose tokens one person issued count once; see SECURITY.md).
     approval_quorum: Count = "1";
+    /// Approvals an organization or OU share needs beyond approval_quorum: it reaches every account of the organization or OU (off: none beyond the quorum).
+    org_share_extra_approvals: Limit = "1";
     /// Most pending shares one requester may have; more are refused (429) until some are decided or cancelled (off: no bound).
     max_pending_per_requester: Limit = "50";
     /// Lifetime of a share when the request gives no expires_at.

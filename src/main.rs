@@ -137,6 +137,14 @@ struct CheckArgs {
     /// An RCP level of the secret's account (JSON file; repeat once per level): each must allow.
     #[arg(long = "rcp", value_name = "FILE")]
     resource_control_policies: Vec<PathBuf>,
+    /// The organization of the consumer's account (aws:PrincipalOrgID), e.g. o-a1b2c3d4e5: without it a
+    /// statement narrowed to an organization is unknown.
+    #[arg(long)]
+    principal_org_id: Option<String>,
+    /// The organization path of the consumer's account (aws:PrincipalOrgPaths), e.g.
+    /// o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/: without it a statement narrowed to an OU is unknown.
+    #[arg(long)]
+    principal_org_path: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -708,7 +716,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     use secret_broker::domain::ShareAction;
     use secret_broker::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
     use secret_broker::policy::document::PolicyDocument;
-    use secret_broker::policy::eval::{Check, Guardrails, Verdict, check};
+    use secret_broker::policy::eval::{Check, Guardrails, OrgContext, Verdict, check};
 
     let secret =
         SecretArn::parse(&args.secret_arn).map_err(|e| anyhow::anyhow!("--secret-arn: {e}"))?;
@@ -797,6 +805,18 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         service_control_policies: many("--scp", &args.service_control_policies)?,
         resource_control_policies: many("--rcp", &args.resource_control_policies)?,
     };
+    let mut org = OrgContext::default();
+    if let Some(id) = &args.principal_org_id {
+        PrincipalArn::check_caller_org_id(id)
+            .map_err(|e| anyhow::anyhow!("--principal-org-id: {e}"))?;
+        org.org_id = Some(id.clone());
+    }
+    if let Some(path) = &args.principal_org_path {
+        PrincipalArn::check_caller_org_path(path)
+            .map_err(|e| anyhow::anyhow!("--principal-org-path: {e}"))?;
+        org.org_paths = Some(vec![path.clone()]);
+    }
+    let org = (org != OrgContext::default()).then_some(org);
     let result = check(&Check {
         principal: &principal,
         secret: &secret,
@@ -808,6 +828,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         now: Some(time::OffsetDateTime::now_utc()),
         action: action.as_str(),
         guardrails: &guardrails,
+        org: org.as_ref(),
     });
     println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(match result.decision {

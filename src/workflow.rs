@@ -109,7 +109,7 @@ fn new_principal(
     Principal {
         id: Uuid::now_v7().to_string(),
         arn: arn.clone(),
-        account_id: arn.account().to_owned(),
+        account_id: (!arn.kind().is_org()).then(|| arn.account().to_owned()),
         kind: arn.kind(),
         description,
         created_by: by.to_owned(),
@@ -145,7 +145,7 @@ pub async fn register_principal(
                     &now,
                     "principal.registered",
                     None,
-                    json!({"principal_id": p.id, "arn": p.arn}),
+                    json!({"principal_id": p.id, "arn": p.arn, "kind": p.kind}),
                 ),
             )?;
             Ok(p)
@@ -165,7 +165,13 @@ pub async fn request_share(
 ) -> Result<Created> {
     let now_t = utc_seconds(app.clock.now());
     let now = fmt_time(now_t);
-    let quorum = app.config.approval_quorum.0 as u32;
+    // An organization or OU share reaches every account of it: a wider blast radius, more approvers.
+    let quorum = app.config.approval_quorum.0 as u32
+        + if req.principal_arn.kind().is_org() {
+            app.config.org_share_extra_approvals.0.unwrap_or(0)
+        } else {
+            0
+        };
     let max_pending = app.config.max_pending_per_requester.0.map(u64::from);
     let notify = app.notify_enabled();
     app.store

@@ -453,6 +453,7 @@ fuzz_target!(|input: Input| {
             now,
             action: action.as_str(),
             guardrails: &Guardrails::NONE,
+            org: None,
         };
         let granted = check(&share).decision;
         assert_eq!(decide(&share), granted);
@@ -535,6 +536,7 @@ fuzz_target!(|input: Input| {
             now,
             action,
             guardrails: &guardrails,
+            org: None,
         };
         let fast = decide(&c);
         if traced {

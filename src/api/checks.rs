@@ -17,7 +17,7 @@ use crate::domain::ShareAction;
 use crate::error::{Error, FieldError, Result};
 use crate::policy::arn::{MAX_ARN_LEN, PrincipalArn, SecretArn};
 use crate::policy::document::PolicyDocument;
-use crate::policy::eval::{CheckResult, Guardrails};
+use crate::policy::eval::{CheckResult, Guardrails, OrgContext};
 
 /// Body of `POST /v1/access-checks`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -63,6 +63,61 @@ pub struct AccessCheck {
     /// The RCPs that apply to the secret's account, one document per level: each must allow. At most 10.
     #[schema(value_type = Option<Vec<Object>>)]
     pub resource_control_policies: Option<Vec<serde_json::Value>>,
+    /// The organization of the consumer's account (`aws:PrincipalOrgID`), when known. Without it a
+    /// statement narrowed by the organization (an organization share) is `unknown`.
+    #[schema(
+        max_length = 34,
+        pattern = r"^o-[a-z0-9]{10,32}$",
+        example = "o-a1b2c3d4e5"
+    )]
+    pub principal_org_id: Option<String>,
+    /// The organization path of the consumer's account (`aws:PrincipalOrgPaths`:
+    /// `o-.../r-.../[ou-.../...]`), when known. Without it a statement narrowed by an OU path (an OU
+    /// share) is `unknown`.
+    #[schema(
+        max_length = 415,
+        pattern = r"^o-[a-z0-9]{10,32}/r-[0-9a-z]{4,32}/(ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}/){0,5}$",
+        example = "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/"
+    )]
+    pub principal_org_path: Option<String>,
+}
+
+/// The org context of an access check, from its optional fields, collecting errors.
+fn org_context(
+    org_id: Option<&str>,
+    org_path: Option<&str>,
+    errors: &mut Vec<FieldError>,
+) -> Option<OrgContext> {
+    let mut ctx = OrgContext::default();
+    if let Some(id) = org_id {
+        match PrincipalArn::check_caller_org_id(id) {
+            Ok(()) => ctx.org_id = Some(id.to_owned()),
+            Err(e) => errors.push(FieldError {
+                field: "principal_org_id".into(),
+                message: e.to_string(),
+            }),
+        }
+    }
+    if let Some(path) = org_path {
+        match PrincipalArn::check_caller_org_path(path) {
+            Ok(()) => ctx.org_paths = Some(vec![path.to_owned()]),
+            Err(e) => errors.push(FieldError {
+                field: "principal_org_path".into(),
+                message: e.to_string(),
+            }),
+        }
+    }
+    if let (Some(id), Some(paths)) = (&ctx.org_id, &ctx.org_paths)
+        && paths.iter().any(|p| !p.starts_with(&format!("{id}/")))
+    {
+        errors.push(FieldError {
+            field: "principal_org_path".into(),
+            message: format!(
+                "begins with another organization than principal_org_id {id}; a path of that organization looks like {id}/r-ab12/ou-ab12-11111111/"
+            ),
+        });
+    }
+    (ctx != OrgContext::default()).then_some(ctx)
 }
 
 /// At most this many SCP or RCP documents (an organization has at most five OU levels, plus the root
@@ -161,6 +216,11 @@ pub async fn create(
             &mut errors,
         ),
     };
+    let org = org_context(
+        body.principal_org_id.as_deref(),
+        body.principal_org_path.as_deref(),
+        &mut errors,
+    );
     let action = match body.action.as_deref() {
         None => ShareAction::GetSecretValue,
         Some(a) if a.len() > 64 => {
@@ -220,6 +280,7 @@ pub async fn create(
             identity.as_ref(),
             action,
             &guardrails,
+            org.as_ref(),
         )
         .await?;
     Ok(Json(result))

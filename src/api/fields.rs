@@ -12,7 +12,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer};
 
 use crate::error::FieldError;
-use crate::policy::arn::{MAX_ARN_LEN, PrincipalArn, SecretArn};
+use crate::policy::arn::{MAX_ARN_LEN, MAX_ORG_PATH_LEN, PrincipalArn, SecretArn};
 
 /// A type a request field parses into: its length limit (checked before parsing) and its parser.
 pub trait FieldValue: Sized {
@@ -33,6 +33,32 @@ impl FieldValue for PrincipalArn {
     const MAX_LEN: usize = MAX_ARN_LEN;
     fn parse_field(s: &str) -> Result<Self, String> {
         PrincipalArn::parse(s).map_err(|e| e.to_string())
+    }
+}
+
+/// An organization id field (`org_id`): a consumer of kind organization.
+#[derive(Debug)]
+pub struct OrgId(pub PrincipalArn);
+
+impl FieldValue for OrgId {
+    const MAX_LEN: usize = 34;
+    fn parse_field(s: &str) -> Result<Self, String> {
+        PrincipalArn::parse_org_id(s)
+            .map(OrgId)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// An organizational-unit path field (`org_path`): a consumer of kind org_unit.
+#[derive(Debug)]
+pub struct OrgPath(pub PrincipalArn);
+
+impl FieldValue for OrgPath {
+    const MAX_LEN: usize = MAX_ORG_PATH_LEN;
+    fn parse_field(s: &str) -> Result<Self, String> {
+        PrincipalArn::parse_org_path(s)
+            .map(OrgPath)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Auth, Body, Query, RequestId};
-use super::fields::{FieldValue, Parsed, parse_field};
+use super::fields::{FieldValue, OrgId, OrgPath, Parsed, parse_field};
 use super::problem::Problem;
 use super::views::PrincipalView;
 use super::{check_text, decode_cursor, invalid_if_any, page_limit, paginate};
@@ -24,19 +24,33 @@ use crate::workflow::{self, Origin};
 /// Longest description kept.
 pub const MAX_DESCRIPTION: usize = 1000;
 
-/// Body of `POST /v1/principals`.
+/// Body of `POST /v1/principals`: exactly one of `arn`, `org_id` and `org_path`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePrincipal {
     /// IAM user, role (with path) or account-root ARN in another account; a bare 12-digit account id
     /// means that account's root.
     #[schema(
-        value_type = String,
+        value_type = Option<String>,
         example = "arn:aws:iam::444455556666:role/app-reader",
         max_length = 2048,
         pattern = r"^([0-9]{12}|arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::[0-9]{12}:(root|(user|role)/([A-Za-z0-9_+=,.@-]{1,32}/){0,8}[A-Za-z0-9_+=,.@-]{1,64}))$"
     )]
-    pub arn: Parsed<PrincipalArn>,
+    pub arn: Option<Parsed<PrincipalArn>>,
+    /// An AWS Organizations organization id: every account of the organization becomes the consumer
+    /// (`Principal: "*"` narrowed by `aws:PrincipalOrgID`). Its shares need
+    /// `org_share_extra_approvals` more approvals.
+    #[schema(value_type = Option<String>, example = "o-a1b2c3d4e5", max_length = 34, pattern = r"^o-[a-z0-9]{10,32}$")]
+    pub org_id: Option<Parsed<OrgId>>,
+    /// An organizational-unit path (organization id, root id, then each OU id down to the OU, each
+    /// followed by `/`): every account under the OU, nested OUs included (`aws:PrincipalOrgPaths`).
+    #[schema(
+        value_type = Option<String>,
+        example = "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/",
+        max_length = 415,
+        pattern = r"^o-[a-z0-9]{10,32}/r-[0-9a-z]{4,32}/(ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}/){1,5}$"
+    )]
+    pub org_path: Option<Parsed<OrgPath>>,
     /// Free text, at most 1000 characters.
     #[schema(max_length = 1000)]
     pub description: Option<String>,
@@ -97,10 +111,15 @@ pub async fn create(
     Auth(auth): Auth,
     Body(body): Body<CreatePrincipal>,
 ) -> Result<Response> {
-    let target = body
-        .as_ref()
-        .ok()
-        .map(|b| b.arn.raw().chars().take(256).collect::<String>());
+    let target = body.as_ref().ok().and_then(|b| {
+        let raw = b
+            .arn
+            .as_ref()
+            .map(Parsed::raw)
+            .or(b.org_id.as_ref().map(Parsed::raw))
+            .or(b.org_path.as_ref().map(Parsed::raw))?;
+        Some(raw.chars().take(256).collect::<String>())
+    });
     super::guarded(
         &app,
         &rid,
@@ -123,7 +142,45 @@ async fn create_inner(
     caller.require(&[Role::Requester, Role::Admin])?;
     let body = body?;
     let mut errors = Vec::new();
-    let arn = body.arn.into_field("arn", &mut errors);
+    let given = [
+        body.arn.is_some(),
+        body.org_id.is_some(),
+        body.org_path.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        let field = if given.iter().any(|g| *g) {
+            ["arn", "org_id", "org_path"]
+                .iter()
+                .zip(given)
+                .filter(|(_, g)| *g)
+                .map(|(f, _)| *f)
+                .nth(1)
+                .unwrap_or("arn")
+        } else {
+            "arn"
+        };
+        errors.push(FieldError {
+            field: field.into(),
+            message:
+                "give exactly one of arn (an IAM principal), org_id (an organization) or org_path \
+                      (an organizational unit), e.g. arn:aws:iam::444455556666:role/app-reader, \
+                      o-a1b2c3d4e5 or o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/"
+                    .into(),
+        });
+    }
+    let arn = body
+        .arn
+        .and_then(|a| a.into_field("arn", &mut errors))
+        .or_else(|| {
+            body.org_id
+                .and_then(|o| o.into_field("org_id", &mut errors))
+                .map(|o| o.0)
+        })
+        .or_else(|| {
+            body.org_path
+                .and_then(|o| o.into_field("org_path", &mut errors))
+                .map(|o| o.0)
+        });
     if let Some(d) = &body.description {
         check_text(&mut errors, "description", d, MAX_DESCRIPTION, false);
     }

@@ -25,7 +25,7 @@ use super::{actor_of, check_len, check_text, decode_cursor, invalid_if_any, page
 use crate::app::App;
 use crate::domain::{ActionSet, Caller, Role, ShareAction, ShareStatus, fmt_time};
 use crate::error::{Error, FieldError, Result};
-use crate::policy::arn::{MAX_ARN_LEN, PrincipalArn, SecretArn};
+use crate::policy::arn::{MAX_ARN_LEN, PrincipalArn, PrincipalKind, SecretArn};
 use crate::store::rows::{self, Share, ShareFilter};
 use crate::workflow::{self, Decision, NewShare, Origin};
 
@@ -55,13 +55,18 @@ pub struct CreateShare {
     )]
     pub secret_arn: Parsed<SecretArn>,
     /// The consumer: IAM user, role or account root in another account. Registered on the fly if new.
+    /// Give this or `principal_id`.
     #[schema(
-        value_type = String,
+        value_type = Option<String>,
         example = "arn:aws:iam::444455556666:role/app-reader",
         max_length = 2048,
         pattern = r"^([0-9]{12}|arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::[0-9]{12}:(root|(user|role)/([A-Za-z0-9_+=,.@-]{1,32}/){0,8}[A-Za-z0-9_+=,.@-]{1,64}))$"
     )]
-    pub principal_arn: Parsed<PrincipalArn>,
+    pub principal_arn: Option<Parsed<PrincipalArn>>,
+    /// The id of a registered consumer (`POST /v1/principals`): an IAM principal, an organization or an
+    /// OU. Give this or `principal_arn`; organization and OU consumers only this way.
+    #[schema(max_length = 64, example = "0190b7e4-5a6b-7c8d-9e0f-123456789abc")]
+    pub principal_id: Option<String>,
     /// Why the consumer needs the secret (required, at most 2000 characters).
     #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
     pub justification: String,
@@ -203,15 +208,58 @@ fn share_path_id(id: String) -> String {
     canonical_uuid(&id).unwrap_or(id)
 }
 
-fn validate(app: &App, body: CreateShare) -> Result<NewShare> {
+/// The longest `principal_id` looked up (ids are UUIDs).
+const MAX_PRINCIPAL_ID: usize = 64;
+
+/// `registered`: the consumer `principal_id` names, looked up before (`None` when no id was given or it
+/// was too long to look up; `Some(None)` when no principal has that id).
+fn validate(
+    app: &App,
+    body: CreateShare,
+    registered: Option<Option<PrincipalArn>>,
+) -> Result<NewShare> {
     let mut errors: Vec<FieldError> = Vec::new();
     let field = |f: &str, m: String| FieldError {
         field: f.into(),
         message: m,
     };
     let secret = body.secret_arn.into_field("secret_arn", &mut errors);
-    let principal = body.principal_arn.into_field("principal_arn", &mut errors);
-    if let (Some(s), Some(p)) = (&secret, &principal) {
+    let principal = match (body.principal_arn, &body.principal_id) {
+        (Some(arn), None) => arn.into_field("principal_arn", &mut errors),
+        (None, Some(id)) if id.len() > MAX_PRINCIPAL_ID => {
+            errors.push(field(
+                "principal_id",
+                format!("is longer than {MAX_PRINCIPAL_ID} characters"),
+            ));
+            None
+        }
+        (None, Some(id)) => match registered.flatten() {
+            Some(p) => Some(p),
+            None => {
+                errors.push(field(
+                    "principal_id",
+                    format!(
+                        "no principal is registered with id {}: register the consumer with POST \
+                         /v1/principals (e.g. {{\"org_id\": \"o-a1b2c3d4e5\"}}) and give the id it \
+                         answers, e.g. 0190b7e4-5a6b-7c8d-9e0f-123456789abc",
+                        truncate(id)
+                    ),
+                ));
+                None
+            }
+        },
+        (given, _) => {
+            errors.push(field(
+                if given.is_some() { "principal_id" } else { "principal_arn" },
+                "give exactly one of principal_arn (an IAM principal) or principal_id (a registered \
+                 consumer: IAM principal, organization or OU), e.g. \
+                 arn:aws:iam::444455556666:role/app-reader or 0190b7e4-5a6b-7c8d-9e0f-123456789abc"
+                    .into(),
+            ));
+            None
+        }
+    };
+    if let (Some(s), Some(p)) = (&secret, principal.as_ref().filter(|p| !p.kind().is_org())) {
         if s.partition() != p.partition() {
             errors.push(field(
                 "principal_arn",
@@ -433,7 +481,19 @@ pub async fn create(
                     message: e.to_string(),
                 }],
             })?;
-        let new = validate(&app, parsed)?;
+        let registered = match parsed.principal_id.as_deref() {
+            Some(id) if id.len() <= MAX_PRINCIPAL_ID => {
+                let id = id.to_owned();
+                Some(
+                    app.store
+                        .read(move |c| rows::principal_by_id(c, &id))
+                        .await?
+                        .map(|p| p.arn),
+                )
+            }
+            _ => None,
+        };
+        let new = validate(&app, parsed, registered)?;
         let idem = key.map(|k| {
             let mut c = String::new();
             canonical(&value, &mut c);
@@ -860,11 +920,24 @@ pub async fn consumer(
             .map_err(|e| aws_gone(&share, e.into()))?,
     };
     let composed = compose(&grant, &key);
-    let mut notes = vec![format!(
-        "attach the identity policy to {} in account {}; both it and the secret's policies must allow the read",
-        grant.principal,
-        grant.principal.account()
-    )];
+    let mut notes = vec![match grant.principal.kind() {
+        PrincipalKind::Organization => format!(
+            "the secret is shared with every account of organization {}: each consumer account attaches \
+             the identity policy to the identities that read it; both it and the secret's policies must allow the read",
+            grant.principal
+        ),
+        PrincipalKind::OrgUnit => format!(
+            "the secret is shared with every account under OU path {} (nested OUs included): each consumer \
+             account attaches the identity policy to the identities that read it; both it and the secret's \
+             policies must allow the read",
+            grant.principal
+        ),
+        _ => format!(
+            "attach the identity policy to {} in account {}; both it and the secret's policies must allow the read",
+            grant.principal,
+            grant.principal.account()
+        ),
+    }];
     if let Some(stage) = &grant.version_stage {
         notes.push(format!(
             "the share is limited to version stage {stage}: always pass --version-stage {stage}, or the read is denied"

@@ -137,13 +137,14 @@ impl From<&rows::Share> for ShareView {
 pub struct PrincipalView {
     /// Id.
     pub id: String,
-    /// The principal's ARN.
+    /// The consumer: an IAM ARN, or for an organization its id (`o-...`) and for an OU its path
+    /// (`o-.../r-.../ou-.../`).
     #[schema(value_type = String, example = "arn:aws:iam::444455556666:role/app-reader")]
     pub arn: PrincipalArn,
-    /// Its account.
+    /// Its account; absent for an organization or OU.
     #[schema(example = "444455556666")]
-    pub account_id: String,
-    /// User, role or account root.
+    pub account_id: Option<String>,
+    /// `user`, `role`, `account_root`, `organization` or `org_unit`.
     pub kind: PrincipalKind,
     /// Free text.
     pub description: Option<String>,

@@ -102,7 +102,7 @@ impl Fixture {
                         let p = Principal {
                             id: uuid::Uuid::now_v7().to_string(),
                             arn: PrincipalArn::parse(PRINCIPAL).unwrap(),
-                            account_id: "444455556666".into(),
+                            account_id: Some("444455556666".into()),
                             kind: PrincipalKind::Role,
                             description: None,
                             created_by: "tester".into(),

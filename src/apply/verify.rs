@@ -28,6 +28,9 @@ impl Applier {
         // DESIGN.md 4.12: a condition binds every action of its statement, and only GetSecretValue
         // requests carry a version stage, so each action is proven on its own: an `active` share is
         // one whose every action AWS would allow (GetSecretValue through the key as well).
+        // An organization or OU share is proven for some account of that organization (and OU): the org
+        // context its own statements name. Without it they would be `unknown` (DESIGN.md 4.15).
+        let org = eval::OrgContext::of_consumer(&grant.principal);
         for action in &grant.actions {
             let r = eval::check(&eval::Check {
                 principal: &grant.principal,
@@ -40,6 +43,7 @@ impl Applier {
                 now: Some(self.clock.now()),
                 action: action.as_str(),
                 guardrails: &eval::Guardrails::NONE,
+                org: org.as_ref(),
             });
             if r.decision != Verdict::Allow {
                 return Err((action.as_str().to_owned(), r));

@@ -693,6 +693,7 @@ fn verdicts(
                 now: Some(now),
                 action: a.as_str(),
                 guardrails: &eval::Guardrails::NONE,
+                org: None,
             });
             (a.as_str().to_owned(), r)
         })

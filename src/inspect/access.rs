@@ -10,7 +10,7 @@ use super::{Live, LivePolicies};
 use crate::apply::verify::identity_document;
 use crate::apply::{Applier, Failure, FailureKind, grant_of};
 use crate::domain::{ShareAction, ShareStatus};
-use crate::policy::arn::{PrincipalArn, SecretArn};
+use crate::policy::arn::{PrincipalArn, PrincipalKind, SecretArn};
 use crate::policy::compose::{Grant, compose};
 use crate::policy::document::PolicyDocument;
 use crate::policy::eval::{self, CheckResult, Verdict};
@@ -109,6 +109,9 @@ impl Applier {
                         &generated
                     }
                 };
+                // An organization or OU share is evaluated for some account of it (the org context
+                // its statements name), as verification does.
+                let org = eval::OrgContext::of_consumer(&grant.principal);
                 // Every action the share grants, each through the layers it needs: the share's
                 // answer is allow only when every one is.
                 let actions: Vec<ReviewAction> = grant
@@ -127,6 +130,7 @@ impl Applier {
                             now: Some(now),
                             action: a.as_str(),
                             guardrails: &eval::Guardrails::NONE,
+                            org: org.as_ref(),
                         }),
                     })
                     .collect();
@@ -136,6 +140,7 @@ impl Applier {
                     share_id: share.id.to_string(),
                     secret_arn: share.secret_arn.to_string(),
                     principal_arn: share.principal_arn.to_string(),
+                    consumer_kind: share.principal_arn.kind(),
                     decision,
                     actions,
                 });
@@ -154,6 +159,7 @@ impl Applier {
         identity: Option<&PolicyDocument>,
         action: ShareAction,
         guardrails: &eval::Guardrails,
+        org: Option<&eval::OrgContext>,
     ) -> Result<CheckResult, Failure> {
         let key = self.resolve_key(secret).await?;
         let live = LivePolicies::load(self, secret.as_str(), &[&key]).await?;
@@ -198,6 +204,7 @@ impl Applier {
             now: Some(self.clock.now()),
             action: action.as_str(),
             guardrails,
+            org,
         }))
     }
 }
@@ -222,8 +229,11 @@ pub struct ReviewItem {
     pub share_id: String,
     /// The secret.
     pub secret_arn: String,
-    /// The consumer.
+    /// The consumer: an IAM ARN, an organization id (`o-...`) or an OU path (`o-.../r-.../ou-.../`).
     pub principal_arn: String,
+    /// What the consumer is: `user`, `role`, `account_root`, `organization` (every account of it) or
+    /// `org_unit` (every account under the OU).
+    pub consumer_kind: PrincipalKind,
     /// `allow` when every action of the share is allowed, `deny` when one is denied, else `unknown`
     /// (ask `/v1/access-checks` why, with the action).
     pub decision: Verdict,

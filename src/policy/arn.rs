@@ -399,6 +399,12 @@ pub enum PrincipalKind {
     User,
     /// An IAM role.
     Role,
+    /// Every identity of every account of an AWS Organizations organization (`o-...`): the resource and key
+    /// statements name `Principal: {"AWS": "*"}` narrowed by `aws:PrincipalOrgID`.
+    Organization,
+    /// Every identity of every account under an organizational unit (`o-.../r-.../ou-.../`): narrowed by
+    /// `aws:PrincipalOrgPaths` with the path and `*`.
+    OrgUnit,
 }
 
 impl PrincipalKind {
@@ -408,11 +414,22 @@ impl PrincipalKind {
             Self::AccountRoot => "account_root",
             Self::User => "user",
             Self::Role => "role",
+            Self::Organization => "organization",
+            Self::OrgUnit => "org_unit",
         }
+    }
+
+    /// Whether this kind stands for a whole organization or OU rather than one IAM identity.
+    pub fn is_org(self) -> bool {
+        matches!(self, Self::Organization | Self::OrgUnit)
     }
 }
 
-/// An IAM principal in some account: a user, a role (with its path) or an account root.
+/// A consumer: an IAM principal in some account (a user, a role with its path, or an account root), or,
+/// built only by [`PrincipalArn::parse_org_id`], [`PrincipalArn::parse_org_path`] and
+/// [`PrincipalArn::parse_consumer`], a whole organization (`o-...`) or organizational unit path
+/// (`o-.../r-.../ou-.../`). [`PrincipalArn::parse`] takes IAM ARNs only, so a field that asks for an ARN
+/// never gets an organization.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PrincipalArn {
     raw: String,
@@ -519,18 +536,179 @@ impl PrincipalArn {
     pub fn as_str(&self) -> &str {
         &self.raw
     }
-    /// `aws`, `aws-cn`, ...
+    /// `aws`, `aws-cn`, ...; empty for an organization or OU (its statements name `"*"`, which has no
+    /// partition: the secret's partition applies).
     pub fn partition(&self) -> &str {
+        if self.kind.is_org() {
+            return "";
+        }
         &self.raw[4..4 + self.partition_len]
     }
-    /// The principal's account (12 digits).
+    /// The principal's account (12 digits); empty for an organization or OU, which has no one account.
     pub fn account(&self) -> &str {
+        if self.kind.is_org() {
+            return "";
+        }
         let start = 4 + self.partition_len + ":iam::".len();
         &self.raw[start..start + 12]
+    }
+    /// The organization id (`o-...`) of an organization or OU consumer; `None` for an IAM principal.
+    pub fn org_id(&self) -> Option<&str> {
+        self.kind
+            .is_org()
+            .then(|| self.raw.split('/').next().unwrap_or(&self.raw))
     }
     /// User, role or account root.
     pub fn kind(&self) -> PrincipalKind {
         self.kind
+    }
+}
+
+/// An organization id as AWS Organizations gives it (DescribeOrganization; the Organizations API
+/// reference's pattern for an organization id is `^o-[a-z0-9]{10,32}$`).
+pub const ORG_ID_EXAMPLE: &str = "o-a1b2c3d4e5";
+
+/// An organizational-unit path as `aws:PrincipalOrgPaths` carries it: the organization id, the root id
+/// and every OU id down to the OU, each followed by `/` (IAM User Guide, global condition keys,
+/// `aws:PrincipalOrgPaths`; the SSM API reference gives `o-a1b2c3d4e5/r-f6g7h8i9j0example/ou-ghi0-awsccccc/
+/// ou-jkl0-awsddddd/` as such a path).
+pub const ORG_PATH_EXAMPLE: &str = "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/";
+
+/// The `pattern` of the `org_id` field in the OpenAPI document.
+pub const ORG_ID_PATTERN: &str = r"^o-[a-z0-9]{10,32}$";
+
+/// The `pattern` of the `org_path` field in the OpenAPI document: up to five nested OUs (the
+/// Organizations quota on OU depth).
+pub const ORG_PATH_PATTERN: &str =
+    r"^o-[a-z0-9]{10,32}/r-[0-9a-z]{4,32}/(ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}/){1,5}$";
+
+/// The longest organizational-unit path: five OUs of the longest ids (see [`ORG_PATH_PATTERN`]).
+pub const MAX_ORG_PATH_LEN: usize = 35 + 35 + 5 * 69;
+
+fn lower_alnum(s: &str, min: usize, max: usize) -> bool {
+    (min..=max).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+fn check_org_id(s: &str) -> Result<(), ArnError> {
+    if s.len() > 34 {
+        return Err(ArnError::new(
+            "an organization id is at most 34 characters (o- and 10 to 32 lowercase letters or digits)",
+        ));
+    }
+    match s.strip_prefix("o-") {
+        Some(rest) if lower_alnum(rest, 10, 32) => Ok(()),
+        _ => Err(ArnError::new(format!(
+            "{s:?} is not an organization id: o- followed by 10 to 32 lowercase letters or digits"
+        ))),
+    }
+}
+
+impl PrincipalArn {
+    /// Parses an organization id (`o-` and 10 to 32 lowercase letters or digits): every identity in every
+    /// account of the organization. Every error ends with a valid example.
+    pub fn parse_org_id(s: &str) -> Result<Self, ArnError> {
+        if s.contains('*') || s.contains('?') {
+            return Err(ArnError::new(format!(
+                "wildcards are not allowed in an organization id; an organization id looks like {ORG_ID_EXAMPLE}"
+            )));
+        }
+        check_org_id(s)
+            .map_err(|e| with_hint(e, ORG_ID_EXAMPLE, "an organization id looks like"))?;
+        Ok(Self {
+            raw: s.to_owned(),
+            partition_len: 0,
+            kind: PrincipalKind::Organization,
+        })
+    }
+
+    /// Parses an organizational-unit path `o-<org>/r-<root>/ou-<ou>/[ou-<ou>/...]` (at least one OU, at
+    /// most five, ending in `/`): every identity in every account under that OU. Every error ends with a
+    /// valid example.
+    pub fn parse_org_path(s: &str) -> Result<Self, ArnError> {
+        Self::parse_org_path_inner(s, 1)
+            .map_err(|e| with_hint(e, ORG_PATH_EXAMPLE, "an OU path looks like"))
+    }
+
+    /// Checks a caller's own `aws:PrincipalOrgPaths` value, as a check's context gives it: like an OU
+    /// path, but an account directly under the root has the path `o-.../r-.../` (no OU).
+    pub fn check_caller_org_path(s: &str) -> Result<(), ArnError> {
+        Self::parse_org_path_inner(s, 0)
+            .map(|_| ())
+            .map_err(|e| with_hint(e, ORG_PATH_EXAMPLE, "an organization path looks like"))
+    }
+
+    /// Checks an organization id given as a caller's `aws:PrincipalOrgID`.
+    pub fn check_caller_org_id(s: &str) -> Result<(), ArnError> {
+        Self::parse_org_id(s).map(|_| ())
+    }
+
+    fn parse_org_path_inner(s: &str, min_ous: usize) -> Result<Self, ArnError> {
+        if s.contains('*') || s.contains('?') {
+            return Err(ArnError::new(
+                "wildcards are not allowed in an OU path: the broker adds the trailing * itself",
+            ));
+        }
+        if s.len() > MAX_ORG_PATH_LEN {
+            return Err(ArnError::new(format!(
+                "an OU path is at most {MAX_ORG_PATH_LEN} characters"
+            )));
+        }
+        let Some(body) = s.strip_suffix('/') else {
+            return Err(ArnError::new("an OU path ends with /"));
+        };
+        let parts: Vec<&str> = body.split('/').collect();
+        if parts.len() < 2 + min_ous {
+            return Err(ArnError::new(
+                "an OU path names the organization, its root and at least one OU (for the whole \
+                 organization register org_id instead)",
+            ));
+        }
+        if parts.len() > 7 {
+            return Err(ArnError::new(
+                "an OU path has at most five OUs (Organizations nests OUs five deep)",
+            ));
+        }
+        check_org_id(parts[0])?;
+        if !parts[1]
+            .strip_prefix("r-")
+            .is_some_and(|r| lower_alnum(r, 4, 32))
+        {
+            return Err(ArnError::new(format!(
+                "{:?} is not a root id: r- followed by 4 to 32 lowercase letters or digits",
+                parts[1]
+            )));
+        }
+        for ou in &parts[2..] {
+            let ok = ou
+                .strip_prefix("ou-")
+                .and_then(|r| r.split_once('-'))
+                .is_some_and(|(a, b)| lower_alnum(a, 4, 32) && lower_alnum(b, 8, 32));
+            if !ok {
+                return Err(ArnError::new(format!(
+                    "{ou:?} is not an OU id: ou-, 4 to 32 lowercase letters or digits, -, and 8 to 32 more"
+                )));
+            }
+        }
+        Ok(Self {
+            raw: s.to_owned(),
+            partition_len: 0,
+            kind: PrincipalKind::OrgUnit,
+        })
+    }
+
+    /// Parses any registered consumer as stored: an organization id, an OU path, or an IAM ARN.
+    pub fn parse_consumer(s: &str) -> Result<Self, ArnError> {
+        if s.starts_with("o-") {
+            if s.contains('/') {
+                Self::parse_org_path(s)
+            } else {
+                Self::parse_org_id(s)
+            }
+        } else {
+            Self::parse(s)
+        }
     }
 }
 
@@ -854,6 +1032,79 @@ mod tests {
         ] {
             let e = PrincipalArn::parse(bad).unwrap_err().to_string();
             assert!(e.contains(needle), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn organizations_and_ous_as_consumers() {
+        let o = PrincipalArn::parse_org_id("o-a1b2c3d4e5").unwrap();
+        assert_eq!(o.kind(), PrincipalKind::Organization);
+        assert_eq!((o.account(), o.partition()), ("", ""));
+        assert_eq!(o.org_id(), Some("o-a1b2c3d4e5"));
+        let ou = PrincipalArn::parse_org_path("o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/").unwrap();
+        assert_eq!(ou.kind(), PrincipalKind::OrgUnit);
+        assert_eq!(ou.org_id(), Some("o-a1b2c3d4e5"));
+        let nested = "o-a1b2c3d4e5/r-f6g7h8i9j0example/ou-ghi0-awsccccc/ou-jkl0-awsddddd/";
+        assert_eq!(
+            PrincipalArn::parse_org_path(nested).unwrap().as_str(),
+            nested
+        );
+        // As stored: each form comes back as what it was.
+        for s in ["o-a1b2c3d4e5", nested, "arn:aws:iam::444455556666:role/app"] {
+            assert_eq!(PrincipalArn::parse_consumer(s).unwrap().as_str(), s);
+        }
+        // An ARN field never takes an organization.
+        assert!(PrincipalArn::parse("o-a1b2c3d4e5").is_err());
+        assert!(PrincipalArn::parse(nested).is_err());
+        assert_eq!(
+            PrincipalArn::parse("arn:aws:iam::444455556666:root")
+                .unwrap()
+                .org_id(),
+            None
+        );
+        // A caller's own path may stop at the root.
+        PrincipalArn::check_caller_org_path("o-a1b2c3d4e5/r-ab12/").unwrap();
+    }
+
+    #[test]
+    fn organization_refusals_say_why_and_end_with_an_example() {
+        for (bad, needle) in [
+            ("", "not an organization id"),
+            ("o-", "not an organization id"),
+            ("o-abc", "not an organization id"),
+            ("o-A1B2C3D4E5", "not an organization id"),
+            ("o-*", "wildcards"),
+            ("*", "wildcards"),
+            ("r-ab12", "not an organization id"),
+            (&format!("o-{}", "a".repeat(40)), "at most 34"),
+        ] {
+            let e = PrincipalArn::parse_org_id(bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad:?}: {e}");
+            assert!(e.ends_with(ORG_ID_EXAMPLE), "{bad:?}: {e}");
+        }
+        for (bad, needle) in [
+            ("o-a1b2c3d4e5/r-ab12/ou-ab12-11111111", "ends with /"),
+            ("o-a1b2c3d4e5/r-ab12/", "at least one OU"),
+            ("o-a1b2c3d4e5/", "at least one OU"),
+            ("o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/*", "wildcards"),
+            (
+                "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/ou-ab12-22222222/*/",
+                "wildcards",
+            ),
+            ("o-bad/r-ab12/ou-ab12-11111111/", "not an organization id"),
+            ("o-a1b2c3d4e5/x-ab12/ou-ab12-11111111/", "not a root id"),
+            ("o-a1b2c3d4e5/r-ab12/ou-ab12/", "not an OU id"),
+            ("o-a1b2c3d4e5/r-ab12/ou-ab12-1111/", "not an OU id"),
+            ("o-a1b2c3d4e5/r-ab12//", "not an OU id"),
+            (
+                "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/ou-ab12-11111112/ou-ab12-11111113/ou-ab12-11111114/ou-ab12-11111115/ou-ab12-11111116/",
+                "at most five",
+            ),
+            (&"o".repeat(MAX_ORG_PATH_LEN + 1), "at most"),
+        ] {
+            let e = PrincipalArn::parse_org_path(bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad:?}: {e}");
+            assert!(e.ends_with(ORG_PATH_EXAMPLE), "{bad:?}: {e}");
         }
     }
 }

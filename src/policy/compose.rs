@@ -23,7 +23,7 @@ use std::str::FromStr;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::arn::{KmsKeyArn, PrincipalArn, SecretArn};
+use super::arn::{KmsKeyArn, PrincipalArn, PrincipalKind, SecretArn};
 use crate::domain::ShareAction;
 
 /// Every broker-owned statement's Sid starts with this (alphanumeric, as Sids must be).
@@ -184,6 +184,51 @@ fn one_or_many(mut v: Vec<String>) -> Value {
     }
 }
 
+/// The `Principal` of a grant's resource and key statements: the consumer's ARN, or for an organization
+/// or OU consumer `{"AWS": "*"}`, which [`org_narrowing`] narrows.
+fn statement_principal(p: &PrincipalArn) -> Value {
+    if p.kind().is_org() {
+        json!({"AWS": "*"})
+    } else {
+        json!({"AWS": p.as_str()})
+    }
+}
+
+/// The condition that narrows `"*"` to an organization or OU: (operator, key, value), or `None` for an IAM
+/// principal. The forms are the ones AWS documents for organization-wide resource policies (IAM User
+/// Guide, "AWS global condition context keys": `aws:PrincipalOrgID` compared with `StringEquals`, and
+/// `aws:PrincipalOrgPaths`, a multivalued key, with `ForAnyValue:StringLike` and a path ending in `/*`
+/// so that accounts in nested OUs match too); lint treats exactly these as not public.
+pub fn org_narrowing(p: &PrincipalArn) -> Option<(&'static str, &'static str, String)> {
+    match p.kind() {
+        PrincipalKind::Organization => {
+            Some(("StringEquals", "aws:PrincipalOrgID", p.as_str().to_owned()))
+        }
+        PrincipalKind::OrgUnit => Some((
+            "ForAnyValue:StringLike",
+            "aws:PrincipalOrgPaths",
+            format!("{}*", p.as_str()),
+        )),
+        _ => None,
+    }
+}
+
+/// Adds the org narrowing of `p` (if any) to a statement's Condition, keeping what is there.
+fn narrow(statement: &mut Value, p: &PrincipalArn) {
+    let Some((op, key, value)) = org_narrowing(p) else {
+        return;
+    };
+    let cond = statement
+        .as_object_mut()
+        .map(|m| m.entry("Condition").or_insert_with(|| json!({})));
+    if let Some(Value::Object(c)) = cond {
+        let block = c.entry(op).or_insert_with(|| json!({}));
+        if let Value::Object(b) = block {
+            b.insert(key.to_owned(), Value::String(value));
+        }
+    }
+}
+
 /// Composes the three documents for `grant` with the secret's key, for the default installation.
 pub fn compose(grant: &Grant, key: &KmsKeyArn) -> Composed {
     compose_for(grant, key, &InstallationId::default())
@@ -192,7 +237,7 @@ pub fn compose(grant: &Grant, key: &KmsKeyArn) -> Composed {
 /// The resource-policy statements of `grant` (GetSecretValue, then the unstaged actions if any), with
 /// Sids of `installation`; they do not depend on the key.
 pub fn resource_statements_for(grant: &Grant, installation: &InstallationId) -> Vec<Value> {
-    let principal = json!({"AWS": grant.principal.as_str()});
+    let principal = statement_principal(&grant.principal);
     let mut resource = json!({
         "Effect": "Allow",
         "Principal": principal,
@@ -204,6 +249,7 @@ pub fn resource_statements_for(grant: &Grant, installation: &InstallationId) -> 
             "ForAnyValue:StringEquals": {"secretsmanager:VersionStage": stage}
         });
     }
+    narrow(&mut resource, &grant.principal);
     let mut out = vec![with_sid(Some(installation), 'S', resource)];
     let unstaged: Vec<String> = grant
         .actions
@@ -212,16 +258,14 @@ pub fn resource_statements_for(grant: &Grant, installation: &InstallationId) -> 
         .map(|a| a.as_str().to_owned())
         .collect();
     if !unstaged.is_empty() {
-        out.push(with_sid(
-            Some(installation),
-            'S',
-            json!({
-                "Effect": "Allow",
-                "Principal": principal,
-                "Action": one_or_many(unstaged),
-                "Resource": "*",
-            }),
-        ));
+        let mut st = json!({
+            "Effect": "Allow",
+            "Principal": principal,
+            "Action": one_or_many(unstaged),
+            "Resource": "*",
+        });
+        narrow(&mut st, &grant.principal);
+        out.push(with_sid(Some(installation), 'S', st));
     }
     out
 }
@@ -229,20 +273,18 @@ pub fn resource_statements_for(grant: &Grant, installation: &InstallationId) -> 
 /// The key-policy statement of `grant`, with the Sid of `installation`; it does not depend on the key
 /// (one key can encrypt several secrets: the statement names the secret, not the key).
 pub fn key_statement_for(grant: &Grant, installation: &InstallationId) -> Value {
-    with_sid(
-        Some(installation),
-        'K',
-        json!({
-            "Effect": "Allow",
-            "Principal": {"AWS": grant.principal.as_str()},
-            "Action": "kms:Decrypt",
-            "Resource": "*",
-            "Condition": {
-                "StringEquals": {"kms:ViaService": one_or_many(via_services(&grant.secret))},
-                "StringLike": {"kms:EncryptionContext:SecretARN": secret_pattern(&grant.secret)}
-            }
-        }),
-    )
+    let mut st = json!({
+        "Effect": "Allow",
+        "Principal": statement_principal(&grant.principal),
+        "Action": "kms:Decrypt",
+        "Resource": "*",
+        "Condition": {
+            "StringEquals": {"kms:ViaService": one_or_many(via_services(&grant.secret))},
+            "StringLike": {"kms:EncryptionContext:SecretARN": secret_pattern(&grant.secret)}
+        }
+    });
+    narrow(&mut st, &grant.principal);
+    with_sid(Some(installation), 'K', st)
 }
 
 /// Composes the three documents for `grant` with the secret's key, with Sids of `installation`.

@@ -218,6 +218,31 @@ impl Caller {
     }
 }
 
+/// What is known of the caller's AWS Organizations membership, for statements narrowed by
+/// `aws:PrincipalOrgID` or `aws:PrincipalOrgPaths` (organization and OU shares). A key that is not given
+/// stays unknown in the request, so a statement narrowed by it is `unknown`, never `allow` (the broker
+/// cannot see which organization a caller's account is in).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrgContext {
+    /// `aws:PrincipalOrgID`: the organization of the caller's account.
+    pub org_id: Option<String>,
+    /// `aws:PrincipalOrgPaths`: the path of the caller's account (`o-.../r-.../ou-.../`); AWS sends
+    /// one path, the key is multivalued.
+    pub org_paths: Option<Vec<String>>,
+}
+
+impl OrgContext {
+    /// The context an organization or OU consumer stands for: some account of that organization (and,
+    /// for an OU, directly in that OU). `None` for an IAM principal.
+    pub fn of_consumer(p: &PrincipalArn) -> Option<Self> {
+        let org = p.org_id()?.to_owned();
+        Some(Self {
+            org_id: Some(org),
+            org_paths: (p.kind() == PrincipalKind::OrgUnit).then(|| vec![p.as_str().to_owned()]),
+        })
+    }
+}
+
 /// One request to evaluate a policy against.
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
@@ -436,6 +461,17 @@ fn principal_value_matches(v: &str, caller: &Caller, explain: bool) -> (Tri, Str
     if v == "*" {
         return (Tri::True, why!(explain, "\"*\" matches every principal"));
     }
+    if caller.account.is_empty() {
+        // An organization or OU consumer: some identity of some account of the organization, which may
+        // or may not be the one this value names.
+        return (
+            Tri::Unknown,
+            why!(
+                explain,
+                "{v} may or may not be an identity of the organization's accounts that calls"
+            ),
+        );
+    }
     if v.len() == 12 && v.bytes().all(|b| b.is_ascii_digit()) {
         return (
             Tri::from(v == caller.account),
@@ -614,6 +650,15 @@ fn not_principal_exempts(
         Principal::Typed(_) => p.values("AWS"),
     };
     let Some(arn) = &caller.arn else {
+        if caller.account.is_empty() {
+            return (
+                Tri::Unknown,
+                why!(
+                    explain,
+                    "which account of the organization calls is not known"
+                ),
+            );
+        }
         let same_account = values
             .iter()
             .any(|v| v.split(':').nth(4) == Some(caller.account.as_str()));
@@ -1356,6 +1401,8 @@ pub struct Check<'a> {
     pub action: &'a str,
     /// Policies of the layers the broker cannot read, when the caller supplies them.
     pub guardrails: &'a Guardrails,
+    /// The caller's organization, when known; without it an org-narrowed statement is `unknown`.
+    pub org: Option<&'a OrgContext>,
 }
 
 /// `secretsmanager:GetSecretValue`: the read a share exists for.
@@ -1457,7 +1504,17 @@ fn base_context<'a>(c: &Check<'a>, caller: &'a Caller) -> RequestContext<'a> {
         };
         ctx.set("aws:PrincipalType", [ty]);
     }
-    ctx.set("aws:PrincipalAccount", [caller.account.as_str()]);
+    if !caller.account.is_empty() {
+        ctx.set("aws:PrincipalAccount", [caller.account.as_str()]);
+    }
+    if let Some(org) = c.org {
+        if let Some(id) = &org.org_id {
+            ctx.set("aws:PrincipalOrgID", [id.as_str()]);
+        }
+        if let Some(paths) = &org.org_paths {
+            ctx.set("aws:PrincipalOrgPaths", paths.iter().map(String::as_str));
+        }
+    }
     ctx.set("aws:SecureTransport", ["true"]);
     ctx.set("aws:RequestedRegion", [c.secret.region()]);
     if let Some(now) = c.now {
@@ -1498,7 +1555,9 @@ fn decrypt_context_via<'a>(c: &Check<'a>, caller: &'a Caller, via: String) -> Re
         "kms:EncryptionContextKeys",
         ["SecretARN", "SecretVersionId"],
     );
-    ctx.set("kms:CallerAccount", [caller.account.as_str()]);
+    if !caller.account.is_empty() {
+        ctx.set("kms:CallerAccount", [caller.account.as_str()]);
+    }
     ctx.set("kms:EncryptionAlgorithm", ["SYMMETRIC_DEFAULT"]);
     ctx
 }
@@ -1722,10 +1781,16 @@ pub fn not_evaluated(c: &Check<'_>) -> Vec<NotEvaluated> {
 
 /// The caller of a check: its principal, with a permissions boundary when one is given.
 fn caller_of(c: &Check<'_>) -> Caller {
-    Caller {
+    let mut caller = Caller {
         permissions_boundary: c.guardrails.permissions_boundary.is_some(),
         ..Caller::from_principal(c.principal)
+    };
+    if c.principal.kind().is_org() {
+        // Some identity of some account of the organization: its account is not known (no key that
+        // depends on it is set), its partition is the secret's (statements name "*").
+        caller.partition = c.secret.partition().to_owned();
     }
+    caller
 }
 
 /// One layer to evaluate: its name, action, resource, request context and resource-side policy.
@@ -1840,7 +1905,8 @@ fn in_every_context(
 /// A principal of one partition never reaches a resource of another (`aws`, `aws-cn` and `aws-us-gov`
 /// are isolated: IAM User Guide, "ARN format": partitions).
 fn other_partition(c: &Check<'_>) -> bool {
-    c.principal.partition() != c.secret.partition() || c.key.partition() != c.secret.partition()
+    (!c.principal.kind().is_org() && c.principal.partition() != c.secret.partition())
+        || c.key.partition() != c.secret.partition()
 }
 
 /// Runs every layer of the read (the secret layer, and the decrypt layer for GetSecretValue) and
@@ -2038,6 +2104,7 @@ mod tests {
                 now: None,
                 action: GET_SECRET_VALUE,
                 guardrails: &Guardrails::NONE,
+                org: None,
             };
             let caller = Caller::from_principal(&p);
             let ctx = secret_context(&c, &caller);

@@ -6,9 +6,9 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::arn::{KmsKeyArn, SecretArn};
+use super::arn::{KmsKeyArn, PrincipalArn, SecretArn};
 use super::compose::{secret_pattern, via_services};
-use super::document::{Effect, PolicyDocument, Statement};
+use super::document::{Effect, PolicyDocument, Principal, Statement};
 use super::merge::Owner;
 
 /// Secrets Manager resource policy limit, in characters.
@@ -141,6 +141,72 @@ fn narrows_principal(s: &Statement) -> bool {
     })
 }
 
+/// Whether a wildcard-principal Allow is narrowed in exactly one of the two forms the broker writes for an
+/// organization or OU consumer (DESIGN.md 4.15): `StringEquals` on `aws:PrincipalOrgID` with organization
+/// ids, or `ForAnyValue:StringLike` on `aws:PrincipalOrgPaths` with paths `o-.../r-.../[ou-.../...]` and
+/// `*` after the last `/`. Such a statement is not public: it reaches only accounts of one organization.
+///
+/// What AWS documents about it: Secrets Manager's `BlockPublicPolicy` "block[s] resource-based policies
+/// that allow broad access to the secret, for example those that use a wildcard for the principal"
+/// (Secrets Manager API reference, PutResourcePolicy), and its public-access analysis (the one IAM Access
+/// Analyzer's CheckNoPublicAccess runs for `AWS::SecretsManager::Secret` and `AWS::KMS::Key`) counts a
+/// wildcard principal narrowed by fixed values of `aws:PrincipalOrgID` / `aws:PrincipalOrgPaths` as not
+/// public; for KMS, "to be considered non-public, a KMS key policy must grant access only to fixed values
+/// ... that don't contain a wildcard or ... Variables" (AWS Config rule kms-key-policy-no-public-access).
+/// Hence: fixed ids only, no wildcard before the final `/*`, no policy variable, no `IfExists`, no other
+/// set operator. Anything else with a wildcard principal stays public-looking to lint.
+pub fn org_narrowed(s: &Statement) -> bool {
+    if s.not_principal.is_some() {
+        return false;
+    }
+    // Exactly `"*"` or `{"AWS": "*"}`: a wildcard ARN (`arn:aws:iam::*:root`) or another principal type
+    // beside it is not one of the forms.
+    let exactly_star = match &s.principal {
+        Some(Principal::Any) => true,
+        Some(Principal::Typed(v)) => {
+            matches!(v.as_slice(), [(t, vals)] if t == "AWS" && vals.as_slice() == ["*"])
+        }
+        None => false,
+    };
+    if !exactly_star {
+        return false;
+    }
+    let org_path_prefix = |prefix: &str| {
+        // `o-x/`, `o-x/r-y/` or a full OU path, as `aws:PrincipalOrgPaths` values begin.
+        if PrincipalArn::parse_org_path(prefix).is_ok() {
+            return true;
+        }
+        let parts: Vec<&str> = prefix.split('/').collect();
+        match parts.as_slice() {
+            [org, ""] => PrincipalArn::parse_org_id(org).is_ok(),
+            [org, root, ""] => {
+                PrincipalArn::parse_org_id(org).is_ok()
+                    && root.strip_prefix("r-").is_some_and(|r| {
+                        (4..=32).contains(&r.len())
+                            && r.bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                    })
+            }
+            _ => false,
+        }
+    };
+    s.condition.iter().any(|b| {
+        b.entries.iter().any(|(k, v)| {
+            !v.is_empty()
+                && match (b.operator.as_str(), k.to_ascii_lowercase().as_str()) {
+                    ("StringEquals", "aws:principalorgid") => {
+                        v.iter().all(|x| PrincipalArn::parse_org_id(x).is_ok())
+                    }
+                    ("ForAnyValue:StringLike", "aws:principalorgpaths") => v.iter().all(|x| {
+                        x.strip_suffix('*')
+                            .is_some_and(|prefix| org_path_prefix(prefix))
+                    }),
+                    _ => false,
+                }
+        })
+    })
+}
+
 /// Lints one document.
 pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -206,8 +272,11 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
             continue;
         }
         // Public or wildcard principals.
-        let public =
-            s.principal.as_ref().is_some_and(|p| p.is_wildcard()) || s.not_principal.is_some();
+        // A wildcard narrowed to an organization or OU in the documented forms is not public
+        // ([`org_narrowed`]); a bare `*`, or `*` under any other condition, still is.
+        let public = (s.principal.as_ref().is_some_and(|p| p.is_wildcard())
+            || s.not_principal.is_some())
+            && !org_narrowed(s);
         if public && kind != DocumentKind::IdentityPolicy {
             let (severity, message) = if ours {
                 (
@@ -866,7 +935,8 @@ mod tests {
                 "{e}: {kf:?}"
             );
         }
-        let warning = [
+        // Issue 18: exactly the organization forms the broker writes are not public: no finding.
+        let not_public = [
             stmt(
                 json!({"Principal": "*", "Condition": {"StringEquals": {"aws:PrincipalOrgID": "o-abc123def4"}}}),
             ),
@@ -874,7 +944,30 @@ mod tests {
                 json!({"Principal": {"AWS": "*"}, "Condition": {"ForAnyValue:StringLike": {"aws:PrincipalOrgPaths": "o-abc123def4/r-ab12/ou-ab12-11111111/*"}}}),
             ),
             stmt(
+                json!({"Principal": {"AWS": "*"}, "Condition": {"ForAnyValue:StringLike": {"aws:PrincipalOrgPaths": ["o-abc123def4/*", "o-abc123def4/r-ab12/*"]}}}),
+            ),
+        ];
+        for n in not_public {
+            let f = lint(
+                DocumentKind::ResourcePolicy,
+                &doc(vec![n.clone(), r.clone()]),
+                &ctx,
+            );
+            assert!(f.is_empty(), "{n}: {f:?}");
+        }
+        // Narrowed, but not in those exact forms: still a warning.
+        let warning = [
+            stmt(
                 json!({"Principal": "*", "Condition": {"StringEquals": {"aws:PrincipalAccount": ["444455556666", "777788889999"]}}}),
+            ),
+            stmt(
+                json!({"Principal": "*", "Condition": {"StringEqualsIgnoreCase": {"aws:PrincipalOrgID": "o-abc123def4"}}}),
+            ),
+            stmt(
+                json!({"Principal": {"AWS": "*"}, "Condition": {"ForAnyValue:StringLike": {"aws:PrincipalOrgPaths": "o-abc123def4/r-ab12/ou-ab12-11111111/"}}}),
+            ),
+            stmt(
+                json!({"Principal": {"AWS": "*"}, "Condition": {"StringLike": {"aws:PrincipalOrgPaths": "o-abc123def4/r-ab12/ou-ab12-11111111/*"}}}),
             ),
         ];
         for w in warning {
@@ -942,5 +1035,78 @@ mod tests {
             &ctx,
         );
         assert!(f.iter().any(|f| f.code == "missing-via-service"), "{f:?}");
+    }
+
+    /// Issue 18: a broker statement for an organization or OU consumer (`"*"` narrowed in exactly the
+    /// documented forms) has no finding in either policy; the same statement without its narrowing, or
+    /// with `*` inside the organization id or a path with a wildcard before the final `/*`, is still an
+    /// error: a bare `*` is refused whoever wrote it.
+    #[test]
+    fn organization_statements_are_not_public_and_a_bare_star_still_is() {
+        let secret = SecretArn::parse(SECRET).unwrap();
+        let key = KmsKeyArn::parse(KEY).unwrap();
+        for consumer in ["o-a1b2c3d4e5", "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/"] {
+            let c = crate::policy::compose::compose(
+                &Grant {
+                    secret: secret.clone(),
+                    principal: PrincipalArn::parse_consumer(consumer).unwrap(),
+                    actions: vec![ShareAction::GetSecretValue, ShareAction::DescribeSecret],
+                    version_stage: Some("AWSCURRENT".into()),
+                },
+                &key,
+            );
+            let statements: Vec<Value> = c.resource_statements().into_iter().cloned().collect();
+            let rdoc = doc(statements.clone());
+            assert!(
+                codes(DocumentKind::ResourcePolicy, &rdoc, KEY).is_empty(),
+                "{consumer}: {}",
+                rdoc.render()
+            );
+            let kdoc = doc(vec![foreign_admin(), c.key_statement.clone()]);
+            assert!(
+                codes(DocumentKind::KeyPolicy, &kdoc, KEY).is_empty(),
+                "{consumer}"
+            );
+            // The same broker statements with the narrowing taken out, or made a wildcard.
+            let org_key = if consumer.contains('/') {
+                ("ForAnyValue:StringLike", "aws:PrincipalOrgPaths")
+            } else {
+                ("StringEquals", "aws:PrincipalOrgID")
+            };
+            let widen = |st: &Value, to: Option<&str>| {
+                let mut v = st.clone();
+                let block = v["Condition"][org_key.0].as_object_mut().unwrap();
+                match to {
+                    Some(w) => {
+                        block.insert(org_key.1.into(), json!(w));
+                    }
+                    None => {
+                        block.remove(org_key.1);
+                    }
+                }
+                if block.is_empty() {
+                    v["Condition"].as_object_mut().unwrap().remove(org_key.0);
+                }
+                v
+            };
+            for to in [
+                None,
+                Some("o-*"),
+                Some("o-a1b2c3d4e5/*/ou-ab12-11111111/*"),
+                Some("*"),
+            ] {
+                let r = doc(statements.iter().map(|s| widen(s, to)).collect());
+                assert!(
+                    codes(DocumentKind::ResourcePolicy, &r, KEY).contains(&"public-principal"),
+                    "{consumer} widened to {to:?}: {}",
+                    r.render()
+                );
+                let k = doc(vec![foreign_admin(), widen(&c.key_statement, to)]);
+                assert!(
+                    codes(DocumentKind::KeyPolicy, &k, KEY).contains(&"public-principal"),
+                    "{consumer} widened to {to:?}"
+                );
+            }
+        }
     }
 }

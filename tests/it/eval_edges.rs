@@ -87,6 +87,7 @@ fn run_with(d: &Docs, action: &str, guardrails: &Guardrails) -> CheckResult {
         now: Some(time::macros::datetime!(2026-11-29 12:00 UTC)),
         action,
         guardrails,
+        org: None,
     };
     let full = check(&c);
     assert_eq!(decide(&c), full.decision, "check and decide agree");
@@ -439,6 +440,7 @@ fn a_principal_of_another_partition_never_matches_not_even_star() {
             now: None,
             action: GET_SECRET_VALUE,
             guardrails: &Guardrails::NONE,
+            org: None,
         };
         let full = check(&c);
         assert_eq!(full.decision.as_str(), "deny", "{principal}");
@@ -753,6 +755,7 @@ fn in_china_a_key_statement_must_hold_under_both_via_service_names() {
             now: None,
             action: GET_SECRET_VALUE,
             guardrails: &Guardrails::NONE,
+            org: None,
         };
         let full = check(&ck);
         assert_eq!(decide(&ck), full.decision);

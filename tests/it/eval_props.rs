@@ -194,6 +194,7 @@ fn decision(d: &Docs) -> String {
             GET_SECRET_VALUE
         },
         guardrails: &guardrails,
+        org: None,
     };
     let full = check(&c).decision;
     assert_eq!(

@@ -12,13 +12,16 @@
 //!   (resource policy + identity policy + key policy; VersionStage is in the request only when passed)
 //! - [KMS]   KMS Developer Guide, "Key policies" (the account-root statement delegates to IAM in that
 //!   account only), "kms:ViaService", "kms:EncryptionContext:context-key"
+//! - [ORG]   IAM User Guide, "AWS global condition context keys": `aws:PrincipalOrgID` (single-valued, the
+//!   organization of the caller's account) and `aws:PrincipalOrgPaths` (multivalued, the caller
+//!   account's path `o-.../r-.../ou-.../`, matched with `ForAnyValue:StringLike` and `/*`)
 
 use secret_broker::domain::ShareAction;
 use secret_broker::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
 use secret_broker::policy::compose::{Grant, compose};
 use secret_broker::policy::document::PolicyDocument;
 use secret_broker::policy::eval::{
-    Caller, Check, Decision, PolicyType, Request, RequestContext, check, evaluate,
+    Caller, Check, Decision, OrgContext, PolicyType, Request, RequestContext, check, evaluate,
 };
 use serde_json::{Value, json};
 
@@ -34,6 +37,10 @@ struct Scenario {
     identity: Value,
     resource: Option<Value>,
     key: Value,
+    /// The caller's `aws:PrincipalOrgID`, when the check is given it.
+    org_id: Option<String>,
+    /// The caller's `aws:PrincipalOrgPaths` (one path), when the check is given it.
+    org_path: Option<String>,
 }
 
 fn root_statement() -> Value {
@@ -57,6 +64,34 @@ fn canonical_for(principal: &str, stage: Option<&str>, actions: &[ShareAction]) 
         identity: c.identity_policy,
         resource: Some(json!({"Version": "2012-10-17", "Statement": [c.resource_statement]})),
         key: json!({"Version": "2012-10-17", "Statement": [root_statement(), c.key_statement]}),
+        org_id: None,
+        org_path: None,
+    }
+}
+
+const ORG: &str = "o-a1b2c3d4e5";
+const OU: &str = "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/";
+
+/// A share with an organization or OU `consumer`, read by ROLE (an identity of some account), with
+/// the caller's org context as the check is given it.
+fn org_share(consumer: &str, org_id: Option<&str>, org_path: Option<&str>) -> Scenario {
+    let c = compose(
+        &Grant {
+            secret: SecretArn::parse(SECRET).unwrap(),
+            principal: PrincipalArn::parse_consumer(consumer).unwrap(),
+            actions: vec![ShareAction::GetSecretValue],
+            version_stage: Some("AWSCURRENT".into()),
+        },
+        &KmsKeyArn::parse(KEY).unwrap(),
+    );
+    Scenario {
+        principal: ROLE.into(),
+        stage_passed: Some("AWSCURRENT".into()),
+        identity: c.identity_policy,
+        resource: Some(json!({"Version": "2012-10-17", "Statement": [c.resource_statement]})),
+        key: json!({"Version": "2012-10-17", "Statement": [root_statement(), c.key_statement]}),
+        org_id: org_id.map(str::to_owned),
+        org_path: org_path.map(str::to_owned),
     }
 }
 
@@ -66,12 +101,16 @@ fn canonical() -> Scenario {
 
 fn run(s: &Scenario) -> secret_broker::policy::eval::CheckResult {
     let doc = |v: &Value| PolicyDocument::parse(&v.to_string()).unwrap();
-    let p = PrincipalArn::parse(&s.principal).unwrap();
+    let p = PrincipalArn::parse_consumer(&s.principal).unwrap();
     let secret = SecretArn::parse(SECRET).unwrap();
     let key = KmsKeyArn::parse(KEY).unwrap();
     let identity = doc(&s.identity);
     let resource = s.resource.as_ref().map(doc);
     let key_policy = doc(&s.key);
+    let org = (s.org_id.is_some() || s.org_path.is_some()).then(|| OrgContext {
+        org_id: s.org_id.clone(),
+        org_paths: s.org_path.clone().map(|p| vec![p]),
+    });
     check(&Check {
         principal: &p,
         secret: &secret,
@@ -83,6 +122,7 @@ fn run(s: &Scenario) -> secret_broker::policy::eval::CheckResult {
         now: Some(time::macros::datetime!(2026-11-29 12:00 UTC)),
         action: secret_broker::policy::eval::GET_SECRET_VALUE,
         guardrails: &secret_broker::policy::eval::Guardrails::NONE,
+        org: org.as_ref(),
     })
 }
 
@@ -708,6 +748,112 @@ fn scenario_cases() -> Vec<(&'static str, &'static str, Edit, &'static str, &'st
                     Some("AWSCURRENT"),
                     &[ShareAction::GetSecretValue, ShareAction::DescribeSecret],
                 )
+            }),
+            "allow",
+            "",
+        ),
+        (
+            "[ORG][XACCT]",
+            "organization share, caller in that organization",
+            edit(|s| *s = org_share(ORG, Some(ORG), None)),
+            "allow",
+            "",
+        ),
+        (
+            "[ORG]",
+            "organization share, the caller's organization not given: unknown, never allow",
+            edit(|s| *s = org_share(ORG, None, None)),
+            "unknown",
+            "aws:PrincipalOrgID",
+        ),
+        (
+            "[ORG]",
+            "organization share, caller in another organization",
+            edit(|s| *s = org_share(ORG, Some("o-zzzzzzzzzz"), None)),
+            "deny",
+            "",
+        ),
+        (
+            "[ORG][MULTI]",
+            "OU share, caller directly in that OU",
+            edit(|s| *s = org_share(OU, Some(ORG), Some(OU))),
+            "allow",
+            "",
+        ),
+        (
+            "[ORG][MULTI]",
+            "OU share, caller in an OU nested under it (the path ends in /*)",
+            edit(|s| {
+                *s = org_share(
+                    OU,
+                    Some(ORG),
+                    Some("o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/ou-ab12-22222222/"),
+                )
+            }),
+            "allow",
+            "",
+        ),
+        (
+            "[ORG][MULTI]",
+            "OU share, caller in a sibling OU",
+            edit(|s| *s = org_share(OU, Some(ORG), Some("o-a1b2c3d4e5/r-ab12/ou-ab12-33333333/"))),
+            "deny",
+            "",
+        ),
+        (
+            "[ORG]",
+            "OU share, only the caller's organization given (its path is not): unknown",
+            edit(|s| *s = org_share(OU, Some(ORG), None)),
+            "unknown",
+            "aws:PrincipalOrgPaths",
+        ),
+        (
+            "[ORG][EVAL]",
+            "organization share, a foreign Deny naming another account than the caller's",
+            edit(|s| {
+                *s = org_share(ORG, Some(ORG), None);
+                push(
+                    s.resource.as_mut().unwrap(),
+                    "/Statement",
+                    json!({"Sid": "NoLegacy", "Effect": "Deny", "Principal": {"AWS": "arn:aws:iam::777788889999:root"},
+                           "Action": "secretsmanager:GetSecretValue", "Resource": "*"}),
+                );
+            }),
+            "allow",
+            "",
+        ),
+        (
+            "[ORG]",
+            "verification of an organization share: some account of it, in its org context",
+            edit(|s| {
+                *s = org_share(ORG, Some(ORG), None);
+                s.principal = ORG.into();
+            }),
+            "allow",
+            "",
+        ),
+        (
+            "[ORG][EVAL]",
+            "verification of an organization share with a foreign Deny naming one account: that account may be the caller",
+            edit(|s| {
+                *s = org_share(ORG, Some(ORG), None);
+                s.principal = ORG.into();
+                push(
+                    s.resource.as_mut().unwrap(),
+                    "/Statement",
+                    json!({"Sid": "NoLegacy", "Effect": "Deny", "Principal": {"AWS": "arn:aws:iam::777788889999:root"},
+                           "Action": "secretsmanager:GetSecretValue", "Resource": "*"}),
+                );
+            }),
+            "unknown",
+            "",
+        ),
+        (
+            "[ORG]",
+            "verification of an OU share, in its org context",
+            edit(|s| {
+                *s = org_share(OU, Some(ORG), Some(OU));
+                s.principal = OU.into();
             }),
             "allow",
             "",

@@ -23,6 +23,7 @@ mod identity;
 mod lifecycle;
 mod openapi;
 mod ops;
+mod org_shares;
 mod policy_props;
 mod recovery;
 mod roles;

@@ -58,7 +58,15 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0010_pending_by_requester.sql",
         include_str!("../../../migrations/0010_pending_by_requester.sql"),
     ),
+    (
+        13,
+        "0013_org_principals.sql",
+        include_str!("../../../migrations/0013_org_principals.sql"),
+    ),
 ];
+
+/// The first line of a migration that must run with foreign keys off (it rebuilds a referenced table).
+const FOREIGN_KEYS_OFF: &str = "-- migrate: foreign_keys=off\n";
 
 /// A migration applied by this run.
 #[derive(Debug, Clone)]
@@ -114,14 +122,39 @@ pub fn apply(conn: &mut Connection) -> Result<Vec<Applied>> {
             }
             None => {}
         }
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)
-            .map_err(|e| Error::Unavailable(format!("migration {name} failed: {e}")))?;
-        tx.execute(
-            "INSERT INTO schema_migrations (version, name, checksum) VALUES (?1, ?2, ?3)",
-            rusqlite::params![version, name, checksum],
-        )?;
-        tx.commit()?;
+        // A migration that rebuilds a table other tables reference (SQLite cannot alter a constraint in
+        // place) runs with foreign keys off, as SQLite's documented procedure for such changes says, and
+        // is checked with foreign_key_check before it commits. The pragma is a no-op inside a
+        // transaction, so it is set around it.
+        let fk_off = sql.starts_with(FOREIGN_KEYS_OFF);
+        if fk_off {
+            conn.pragma_update(None, "foreign_keys", "OFF")?;
+        }
+        let result = (|| -> Result<()> {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)
+                .map_err(|e| Error::Unavailable(format!("migration {name} failed: {e}")))?;
+            if fk_off {
+                let broken: Option<String> = tx
+                    .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+                    .optional()?;
+                if let Some(table) = broken {
+                    return Err(Error::Unavailable(format!(
+                        "migration {name} failed: it leaves rows of {table} with a dangling foreign key"
+                    )));
+                }
+            }
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES (?1, ?2, ?3)",
+                rusqlite::params![version, name, checksum],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })();
+        if fk_off {
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+        }
+        result?;
         applied.push(Applied {
             version: *version,
             name: (*name).to_owned(),
@@ -188,6 +221,92 @@ mod tests {
         assert_eq!(
             rows,
             vec![("bob".into(), Some("root".into())), ("carol".into(), None)]
+        );
+    }
+
+    /// 0013 rebuilds `principals` (a CHECK constraint cannot be altered in SQLite) with foreign keys off:
+    /// existing principals and the shares that reference them survive as they were, organization and OU
+    /// kinds are accepted (without an account), and foreign keys are enforced again afterwards.
+    #[test]
+    fn org_principals_migration_keeps_rows_and_foreign_keys() {
+        let mut c = Connection::open_in_memory().unwrap();
+        c.pragma_update(None, "foreign_keys", "ON").unwrap();
+        c.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,
+             checksum TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT 'then')",
+        )
+        .unwrap();
+        for (v, name, sql) in MIGRATIONS.iter().filter(|m| m.0 < 13) {
+            c.execute_batch(sql).unwrap();
+            c.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES (?1, ?2, ?3)",
+                rusqlite::params![v, name, hex::encode(Sha256::digest(sql.as_bytes()))],
+            )
+            .unwrap();
+        }
+        c.execute_batch(
+            "INSERT INTO principals (seq, id, arn, account_id, kind, created_by, created_at) VALUES
+               (7, 'p1', 'arn:aws:iam::444455556666:role/app', '444455556666', 'role', 'alice', 't');
+             INSERT INTO shares (id, secret_arn, principal_id, principal_arn, actions, justification,
+               expires_at, status, approvals_required, requested_by, created_at, updated_at) VALUES
+               ('s1', 'arn:aws:secretsmanager:us-east-1:111122223333:secret:db-AbCdEf', 'p1',
+                'arn:aws:iam::444455556666:role/app', '[]', 'j', 't', 'pending', 1, 'alice', 't', 't');",
+        )
+        .unwrap();
+        let applied = apply(&mut c).unwrap();
+        assert!(applied.iter().any(|a| a.version == 13), "{applied:?}");
+        let row: (i64, String, Option<String>, String) = c
+            .query_row(
+                "SELECT seq, arn, account_id, kind FROM principals WHERE id = 'p1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            row,
+            (
+                7,
+                "arn:aws:iam::444455556666:role/app".into(),
+                Some("444455556666".into()),
+                "role".into()
+            )
+        );
+        let fk: i64 = c
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1, "foreign keys are on again");
+        c.execute_batch(
+            "INSERT INTO principals (id, arn, account_id, kind, created_by, created_at) VALUES
+               ('p2', 'o-a1b2c3d4e5', NULL, 'organization', 'alice', 't'),
+               ('p3', 'o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/', NULL, 'org_unit', 'alice', 't');",
+        )
+        .unwrap();
+        // An organization has no account; an IAM principal has one.
+        for bad in [
+            "INSERT INTO principals (id, arn, account_id, kind, created_by, created_at) VALUES ('p4', 'o-zzzzzzzzzz', '444455556666', 'organization', 'a', 't')",
+            "INSERT INTO principals (id, arn, account_id, kind, created_by, created_at) VALUES ('p5', 'arn:aws:iam::444455556666:root', NULL, 'account_root', 'a', 't')",
+            "INSERT INTO principals (id, arn, account_id, kind, created_by, created_at) VALUES ('p6', 'x', 'x', 'group', 'a', 't')",
+        ] {
+            assert!(c.execute(bad, []).is_err(), "{bad}");
+        }
+        // The shares still reference principals, and dangling references are refused.
+        let dangling = c.execute(
+            "INSERT INTO shares (id, secret_arn, principal_id, principal_arn, actions, justification,
+               expires_at, status, approvals_required, requested_by, created_at, updated_at) VALUES
+               ('s2', 'x', 'nobody', 'x', '[]', 'j', 't', 'pending', 1, 'alice', 't', 't')",
+            [],
+        );
+        assert!(dangling.is_err(), "a share of no principal is refused");
+        let shares_sql: String = c
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE name = 'shares'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(
+            shares_sql.contains("REFERENCES principals (id)"),
+            "{shares_sql}"
         );
     }
 

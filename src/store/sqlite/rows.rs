@@ -250,11 +250,11 @@ pub fn token_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<TokenRow>> {
 pub struct Principal {
     /// Id.
     pub id: String,
-    /// The principal's ARN.
+    /// The consumer: an IAM ARN, an organization id or an OU path.
     pub arn: PrincipalArn,
-    /// Its account.
-    pub account_id: String,
-    /// User, role or account root.
+    /// Its account; `None` for an organization or OU.
+    pub account_id: Option<String>,
+    /// User, role, account root, organization or OU.
     pub kind: PrincipalKind,
     /// Free text.
     pub description: Option<String>,
@@ -270,12 +270,14 @@ fn principal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Principal> {
     let kind: String = r.get(3)?;
     Ok(Principal {
         id: r.get(0)?,
-        arn: parse_column(r, 1, "principal", PrincipalArn::parse)?,
+        arn: parse_column(r, 1, "principal", PrincipalArn::parse_consumer)?,
         account_id: r.get(2)?,
         kind: match kind.as_str() {
             "user" => PrincipalKind::User,
             "role" => PrincipalKind::Role,
             "account_root" => PrincipalKind::AccountRoot,
+            "organization" => PrincipalKind::Organization,
+            "org_unit" => PrincipalKind::OrgUnit,
             other => {
                 // Refused, not guessed: a wrong kind would compose the wrong policies.
                 let id: String = r.get(0)?;
@@ -283,7 +285,7 @@ fn principal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Principal> {
                     3,
                     rusqlite::types::Type::Text,
                     format!(
-                        "principal {id} has an unknown kind {other:?} (user, role or account_root)"
+                        "principal {id} has an unknown kind {other:?} (user, role, account_root, organization or org_unit)"
                     )
                     .into(),
                 ));
@@ -419,7 +421,7 @@ fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
         status_reason: r.get(2)?,
         secret_arn: parse_column(r, 3, "share", SecretArn::parse)?,
         principal_id: r.get(4)?,
-        principal_arn: parse_column(r, 5, "share", PrincipalArn::parse)?,
+        principal_arn: parse_column(r, 5, "share", PrincipalArn::parse_consumer)?,
         actions: parse_column(r, 6, "share", ActionSet::from_json)?,
         version_stage: r.get(7)?,
         justification: r.get(8)?,

@@ -1,0 +1,352 @@
+//! Issue 18 part 1: shares with a whole organization or organizational unit, against the AWS emulator
+//! (moto server: policies round-trip verbatim; it enforces none, so our lint and evaluator decide).
+
+use serde_json::{Value, json};
+
+use crate::harness::{TestApp, actors, approve, broker_sids, share, statements};
+use crate::moto::moto;
+
+const ORG: &str = "o-a1b2c3d4e5";
+const OU: &str = "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/";
+/// An identity of some account of the organization, as an access check names the caller.
+const MEMBER: &str = "arn:aws:iam::444455556666:role/app-reader";
+
+const FOREIGN_KEY_POLICY: &str = r#"{
+  "Version" : "2012-10-17",
+  "Id" : "key-consolepolicy-3",
+  "Statement" : [ {
+    "Sid" : "Enable IAM User Permissions",
+    "Effect" : "Allow",
+    "Principal" : { "AWS" : "arn:aws:iam::123456789012:root" },
+    "Action" : "kms:*",
+    "Resource" : "*"
+  }, {
+    "Sid" : "Allow use by the rotation lambda",
+    "Effect" : "Allow",
+    "Principal" : { "AWS" : "arn:aws:iam::123456789012:role/rotation" },
+    "Action" : [ "kms:Decrypt", "kms:GenerateDataKey" ],
+    "Resource" : "*"
+  } ]
+}"#;
+
+const FOREIGN_RESOURCE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Sid":"DenyDeleteByOthers","Effect":"Deny","Principal":{"AWS":"arn:aws:iam::123456789012:role/intern"},"Action":"secretsmanager:DeleteSecret","Resource":"*"}]}"#;
+
+/// Registers `body` as a consumer; its id.
+async fn register(t: &TestApp, token: &str, body: Value) -> Value {
+    t.post("/v1/principals", token, body).await.expect(201).body
+}
+
+/// One organization or OU consumer through the whole life of a share: register, request by id, the
+/// quorum plus one, apply (lint passes, foreign statements stay byte for byte), verify, access checks
+/// with and without the org context, the access review, revoke (nothing of the share left).
+async fn org_share_lifecycle(field: &str, consumer: &str, key_name: &str, op: &str, value: &str) {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let carol = t
+        .token("carol", secret_broker::domain::Role::Approver)
+        .await;
+    let auditor = t
+        .token("audrey", secret_broker::domain::Role::Auditor)
+        .await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    m.set_key_policy(&key, FOREIGN_KEY_POLICY).await;
+    m.set_resource_policy(&secret, FOREIGN_RESOURCE_POLICY)
+        .await;
+
+    let p = register(
+        &t,
+        &a.alice,
+        json!({field: consumer, "description": "platform CA"}),
+    )
+    .await;
+    let kind = if field == "org_id" {
+        "organization"
+    } else {
+        "org_unit"
+    };
+    assert_eq!(p["kind"], kind, "{p}");
+    assert_eq!(p["arn"], consumer);
+    assert!(p["account_id"].is_null(), "{p}");
+    let pid = p["id"].as_str().unwrap();
+    // Registered once: a second registration names the first.
+    let dup = t
+        .post("/v1/principals", &a.alice, json!({field: consumer}))
+        .await
+        .expect(409);
+    assert_eq!(dup.body["existing_id"], pid);
+
+    let s = t
+        .post(
+            "/v1/shares",
+            &a.alice,
+            json!({"secret_arn": secret, "principal_id": pid, "justification": "shared CA bundle"}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let id = s["id"].as_str().unwrap().to_owned();
+    assert_eq!(s["principal_arn"], consumer);
+    // approval_quorum (1) plus org_share_extra_approvals (1).
+    assert_eq!(s["approvals_required"], 2, "{s}");
+    approve(&t, &a, &id).await;
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id).await["status"], "pending");
+    t.post_empty(&format!("/v1/shares/{id}/approve"), &carol)
+        .await
+        .expect(200);
+    t.settle().await;
+    let s = share(&t, &a, &id).await;
+    assert_eq!(s["status"], "active", "{s}");
+
+    // The resource policy: the foreign statement first and byte for byte, then the broker's, `*`
+    // narrowed to the organization or OU.
+    let rp = m.resource_policy(&secret).await.unwrap();
+    assert!(
+        rp.starts_with(&FOREIGN_RESOURCE_POLICY[..FOREIGN_RESOURCE_POLICY.len() - 2]),
+        "{rp}"
+    );
+    let rs = statements(&rp);
+    assert_eq!(rs.len(), 2, "{rp}");
+    assert_eq!(rs[1]["Principal"], json!({"AWS": "*"}));
+    assert_eq!(rs[1]["Condition"][op][key_name], value, "{rp}");
+    // The key policy: the foreign statements unchanged (their text too), then the broker's with the same
+    // narrowing beside kms:ViaService and the encryption context.
+    let kp = m.key_policy(&key).await;
+    let ks = statements(&kp);
+    assert_eq!(ks[..2], statements(FOREIGN_KEY_POLICY)[..]);
+    assert!(
+        kp.contains(r#""Sid" : "Allow use by the rotation lambda","#),
+        "{kp}"
+    );
+    assert_eq!(ks.len(), 3);
+    assert_eq!(ks[2]["Principal"], json!({"AWS": "*"}));
+    assert_eq!(ks[2]["Condition"][op][key_name], value, "{kp}");
+    assert_eq!(
+        ks[2]["Condition"]["StringEquals"]["kms:ViaService"],
+        "secretsmanager.us-east-1.amazonaws.com"
+    );
+    assert!(ks[2]["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"].is_string());
+
+    // The plan of the live policies: nothing to change, no finding (not public).
+    let plan = t
+        .get(&format!("/v1/shares/{id}/plan"), &a.alice)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(plan["findings"], json!([]), "{plan}");
+
+    // Access checks: decided with the caller's org context, unknown without it.
+    let check = |org: Value| {
+        let mut body =
+            json!({"principal_arn": MEMBER, "secret_arn": secret, "version_stage": "AWSCURRENT"});
+        for (k, v) in org.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    };
+    let in_org = json!({"principal_org_id": ORG, "principal_org_path": OU});
+    let r = t
+        .post("/v1/access-checks", &a.alice, check(in_org.clone()))
+        .await
+        .expect(200);
+    assert_eq!(r.body["decision"], "allow", "{}", r.text);
+    let r = t
+        .post("/v1/access-checks", &a.alice, check(json!({})))
+        .await
+        .expect(200);
+    assert_eq!(r.body["decision"], "unknown", "{}", r.text);
+    let elsewhere = json!({"principal_org_id": "o-zzzzzzzzzz", "principal_org_path": "o-zzzzzzzzzz/r-zz99/ou-zz99-99999999/"});
+    let r = t
+        .post("/v1/access-checks", &a.alice, check(elsewhere))
+        .await
+        .expect(200);
+    assert_eq!(r.body["decision"], "deny", "{}", r.text);
+
+    // The access review lists the share as what it is.
+    let r = t
+        .post(
+            "/v1/access-reviews",
+            &auditor,
+            json!({"secret_arns": [secret]}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r.body["items"][0]["consumer_kind"], kind, "{}", r.text);
+    assert_eq!(r.body["items"][0]["principal_arn"], consumer);
+    assert_eq!(r.body["items"][0]["decision"], "allow", "{}", r.text);
+
+    // Revoke: nothing of the share is left, and the foreign statements are as they were.
+    t.post(
+        &format!("/v1/shares/{id}/revoke"),
+        &a.bob,
+        json!({"reason": "CA rotated"}),
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id).await["status"], "revoked");
+    let rp = m.resource_policy(&secret).await.unwrap();
+    assert!(broker_sids(&rp).is_empty(), "{rp}");
+    assert_eq!(statements(&rp), statements(FOREIGN_RESOURCE_POLICY));
+    let kp = m.key_policy(&key).await;
+    assert!(broker_sids(&kp).is_empty(), "{kp}");
+    assert_eq!(statements(&kp), statements(FOREIGN_KEY_POLICY));
+    assert!(kp.contains(r#""Sid" : "Allow use by the rotation lambda","#));
+    m.assert_no_get_secret_value();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organization_share_composes_lints_applies_verifies_and_revokes() {
+    org_share_lifecycle("org_id", ORG, "aws:PrincipalOrgID", "StringEquals", ORG).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ou_share_composes_lints_applies_verifies_and_revokes() {
+    org_share_lifecycle(
+        "org_path",
+        OU,
+        "aws:PrincipalOrgPaths",
+        "ForAnyValue:StringLike",
+        "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/*",
+    )
+    .await;
+}
+
+/// The extra approvals of an organization share are configurable, and off means the plain quorum.
+#[tokio::test]
+async fn the_extra_approvals_of_an_org_share_are_configurable() {
+    for (setting, want) in [(None, 3), (Some("off"), 2), (Some("2"), 4)] {
+        let t = TestApp::with(|c| {
+            c.approval_quorum = "2".parse().unwrap();
+            if let Some(s) = setting {
+                c.org_share_extra_approvals = s.parse().unwrap();
+            }
+        });
+        let a = actors(&t).await;
+        let p = register(&t, &a.alice, json!({"org_id": ORG})).await;
+        let s = t
+            .post(
+                "/v1/shares",
+                &a.alice,
+                json!({"secret_arn": "arn:aws:secretsmanager:us-east-1:111122223333:secret:ca-AbCdEf",
+                       "principal_id": p["id"], "justification": "t"}),
+            )
+            .await
+            .expect(201)
+            .body;
+        assert_eq!(s["approvals_required"], want, "{setting:?}");
+        // An IAM principal keeps the plain quorum.
+        let s = t
+            .post(
+                "/v1/shares",
+                &a.alice,
+                json!({"secret_arn": "arn:aws:secretsmanager:us-east-1:111122223333:secret:ca-AbCdEf",
+                       "principal_arn": MEMBER, "justification": "t"}),
+            )
+            .await
+            .expect(201)
+            .body;
+        assert_eq!(s["approvals_required"], 2);
+    }
+}
+
+/// Strict validation: each refusal names its field and ends with a valid example; nothing is written.
+#[tokio::test]
+async fn org_consumers_are_validated_like_arns() {
+    let t = TestApp::new();
+    let a = actors(&t).await;
+    for (body, field, example) in [
+        (json!({"org_id": "o-*"}), "org_id", "o-a1b2c3d4e5"),
+        (json!({"org_id": "*"}), "org_id", "o-a1b2c3d4e5"),
+        (json!({"org_id": "o-ABC"}), "org_id", "o-a1b2c3d4e5"),
+        (
+            json!({"org_path": "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/*"}),
+            "org_path",
+            "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/",
+        ),
+        (
+            json!({"org_path": "o-a1b2c3d4e5/r-ab12/"}),
+            "org_path",
+            "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/",
+        ),
+        (json!({"arn": "*"}), "arn", "arn:aws:iam::444455556666:root"),
+        (
+            json!({"arn": "arn:aws:iam::444455556666:root", "org_id": "o-a1b2c3d4e5"}),
+            "org_id",
+            "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/",
+        ),
+        (json!({}), "arn", "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/"),
+    ] {
+        let r = t
+            .post("/v1/principals", &a.alice, body.clone())
+            .await
+            .expect(422);
+        let errors = r.body["errors"].as_array().unwrap();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e["field"] == field && e["message"].as_str().unwrap().ends_with(example)),
+            "{body}: {}",
+            r.text
+        );
+    }
+    assert_eq!(t.count("principals"), 0);
+    // A share names either an ARN or a registered id, and an unknown id is refused by name.
+    for (body, field) in [
+        (
+            json!({"principal_id": "0190b7e4-5a6b-7c8d-9e0f-123456789abc"}),
+            "principal_id",
+        ),
+        (json!({}), "principal_arn"),
+        (
+            json!({"principal_id": "x", "principal_arn": MEMBER}),
+            "principal_id",
+        ),
+        (json!({"principal_id": "x".repeat(65)}), "principal_id"),
+    ] {
+        let mut b = json!({"secret_arn": "arn:aws:secretsmanager:us-east-1:111122223333:secret:ca-AbCdEf", "justification": "t"});
+        for (k, v) in body.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        let r = t.post("/v1/shares", &a.alice, b).await.expect(422);
+        assert!(
+            r.body["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["field"] == field),
+            "{body}: {}",
+            r.text
+        );
+    }
+    assert_eq!(t.count("shares"), 0);
+    // The org context of an access check is validated too.
+    for (body, field) in [
+        (json!({"principal_org_id": "o-*"}), "principal_org_id"),
+        (
+            json!({"principal_org_path": "o-a1b2c3d4e5/*"}),
+            "principal_org_path",
+        ),
+        (
+            json!({"principal_org_id": "o-a1b2c3d4e5", "principal_org_path": "o-zzzzzzzzzz/r-ab12/"}),
+            "principal_org_path",
+        ),
+    ] {
+        let mut b = json!({"principal_arn": MEMBER, "secret_arn": "arn:aws:secretsmanager:us-east-1:111122223333:secret:ca-AbCdEf"});
+        for (k, v) in body.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        let r = t.post("/v1/access-checks", &a.alice, b).await.expect(422);
+        assert!(
+            r.body["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["field"] == field),
+            "{body}: {}",
+            r.text
+        );
+    }
+}
