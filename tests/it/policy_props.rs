@@ -283,3 +283,88 @@ proptest! {
         }
     }
 }
+
+/// A consumer of any kind: an IAM principal, an organization or an OU path (one to five OUs deep).
+fn consumer() -> impl Strategy<Value = String> {
+    let id = |n: std::ops::Range<usize>| {
+        prop::collection::vec(
+            prop::sample::select(b"abcdefghijklmnopqrstuvwxyz0123456789".to_vec()),
+            n,
+        )
+        .prop_map(|v| String::from_utf8(v).unwrap())
+    };
+    let org = id(10..33).prop_map(|s| format!("o-{s}"));
+    prop_oneof![
+        arn(),
+        org.clone(),
+        (
+            org,
+            id(4..8),
+            prop::collection::vec((id(4..8), id(8..12)), 1..6)
+        )
+            .prop_map(|(o, r, ous)| {
+                let mut p = format!("{o}/r-{r}/");
+                for (a, b) in ous {
+                    p.push_str(&format!("ou-{a}-{b}/"));
+                }
+                p
+            }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
+
+    /// Issue 18: organization and OU statements merge like any other: foreign statements byte for
+    /// byte, removal gives the original back, lint never calls them public, and without the caller's
+    /// org context the evaluator never says allow for them.
+    #[test]
+    fn org_statements_merge_lint_and_evaluate_safely(text in existing_policy(), who in consumer()) {
+        use secret_broker::domain::ShareAction;
+        use secret_broker::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
+        use secret_broker::policy::compose::{Grant, compose};
+        use secret_broker::policy::eval::{Check, Guardrails, Verdict, check};
+        use secret_broker::policy::lint::{self, Context, DocumentKind};
+
+        let secret = SecretArn::parse("arn:aws:secretsmanager:us-east-1:111122223333:secret:ca-AbCdEf").unwrap();
+        let key = KmsKeyArn::parse("arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab").unwrap();
+        let consumer = PrincipalArn::parse_consumer(&who).unwrap();
+        let c = compose(
+            &Grant { secret: secret.clone(), principal: consumer.clone(), actions: vec![ShareAction::GetSecretValue], version_stage: Some("AWSCURRENT".into()) },
+            &key,
+        );
+        let original = PolicyDocument::parse(&text).unwrap();
+        let mut d = original.clone();
+        prop_assert_eq!(merge::upsert(&mut d, &OWNER, &c.resource_statement).unwrap(), Change::Added);
+        let reparsed = PolicyDocument::parse(&d.render()).unwrap();
+        let foreign = raws(&original);
+        prop_assert_eq!(&raws(&reparsed)[..foreign.len()], &foreign[..]);
+        let sid = c.resource_statement["Sid"].as_str().unwrap().to_owned();
+        let mut back = reparsed.clone();
+        prop_assert!(merge::remove(&mut back, &OWNER, &sid));
+        prop_assert_eq!(raws(&back), foreign);
+
+        // Lint: the broker's own statement is never public, in either policy.
+        let ctx = Context { secret: &secret, key: Some(&key), owner: &OWNER };
+        let only = |v: &Value| PolicyDocument::parse(&json!({"Version": "2012-10-17", "Statement": [v]}).to_string()).unwrap();
+        for (kind, st) in [(DocumentKind::ResourcePolicy, &c.resource_statement), (DocumentKind::KeyPolicy, &c.key_statement)] {
+            let f = lint::lint(kind, &only(st), &ctx);
+            prop_assert!(f.iter().all(|f| f.code != "public-principal"), "{}: {:?}", st, f);
+        }
+
+        // Evaluation of a caller (some role) without org context: an org share is never allow.
+        if consumer.kind().is_org() {
+            let caller = PrincipalArn::parse("arn:aws:iam::444455556666:role/app").unwrap();
+            let identity = PolicyDocument::parse(&c.identity_policy.to_string()).unwrap();
+            let resource = only(&c.resource_statement);
+            let key_policy = only(&c.key_statement);
+            let r = check(&Check {
+                principal: &caller, secret: &secret, key: &key, version_stage: Some("AWSCURRENT"),
+                identity_policy: &identity, resource_policy: Some(&resource), key_policy: &key_policy,
+                now: None, action: secret_broker::policy::eval::GET_SECRET_VALUE,
+                guardrails: &Guardrails::NONE, org: None,
+            });
+            prop_assert_eq!(r.decision, Verdict::Unknown);
+        }
+    }
+}
