@@ -151,6 +151,8 @@ impl Applier {
 
     /// The live access check: the secret's resource and key policies as they are now, against `identity`
     /// (or the identity policy the broker would generate).
+    /// (The parameters are the check's own inputs, each optional or independent of the others.)
+    #[allow(clippy::too_many_arguments)]
     pub async fn access_check(
         &self,
         principal: &PrincipalArn,

@@ -197,10 +197,9 @@ pub fn org_narrowed(s: &Statement) -> bool {
                     ("StringEquals", "aws:principalorgid") => {
                         v.iter().all(|x| PrincipalArn::parse_org_id(x).is_ok())
                     }
-                    ("ForAnyValue:StringLike", "aws:principalorgpaths") => v.iter().all(|x| {
-                        x.strip_suffix('*')
-                            .is_some_and(|prefix| org_path_prefix(prefix))
-                    }),
+                    ("ForAnyValue:StringLike", "aws:principalorgpaths") => v
+                        .iter()
+                        .all(|x| x.strip_suffix('*').is_some_and(&org_path_prefix)),
                     _ => false,
                 }
         })

@@ -350,3 +350,76 @@ async fn org_consumers_are_validated_like_arns() {
         );
     }
 }
+
+/// How many one-principal shares fit on one secret's resource policy and on one key's policy with the
+/// statements the broker writes today (one per principal; nothing compacted yet), against the sizes AWS
+/// allows (lint: 20,480 characters, 32,768 bytes), and that one organization share needs one statement
+/// whatever the number of accounts. BENCHMARKS.md records the counts; they are the "before" of the
+/// compaction issue 18 asks for.
+#[test]
+fn how_many_one_principal_shares_fit_before_compaction() {
+    use secret_broker::domain::ShareAction;
+    use secret_broker::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
+    use secret_broker::policy::compose::{Grant, compose};
+    use secret_broker::policy::lint::{MAX_KEY_POLICY_BYTES, MAX_RESOURCE_POLICY_CHARS};
+    use secret_broker::policy::merge::{Merged, Owner, merge};
+
+    let secret = SecretArn::parse(
+        "arn:aws:secretsmanager:us-east-1:111122223333:secret:platform/ca-bundle-AbCdEf",
+    )
+    .unwrap();
+    let key = KmsKeyArn::parse(
+        "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    )
+    .unwrap();
+    let default_key_policy = r#"{"Version":"2012-10-17","Id":"key-default-1","Statement":[{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}"#;
+    let owner = Owner::default();
+    let grant = |p: &str| Grant {
+        secret: secret.clone(),
+        principal: PrincipalArn::parse_consumer(p).unwrap(),
+        actions: vec![ShareAction::GetSecretValue],
+        version_stage: Some("AWSCURRENT".into()),
+    };
+    let mut resource = Vec::new();
+    let mut keys = Vec::new();
+    let (mut fit_resource, mut fit_key) = (None, None);
+    for n in 1..=400u64 {
+        // A role of a typical length in a distinct account.
+        let c = compose(
+            &grant(&format!(
+                "arn:aws:iam::{}:role/app-reader",
+                200_000_000_000 + n
+            )),
+            &key,
+        );
+        resource.push(c.resource_statement);
+        keys.push(c.key_statement);
+        let Merged::Document(r) = merge(None, &owner, &resource, &[]).unwrap() else {
+            panic!("adding cannot empty a policy")
+        };
+        let Merged::Document(k) = merge(Some(default_key_policy), &owner, &keys, &[]).unwrap()
+        else {
+            panic!("adding cannot empty a policy")
+        };
+        if fit_resource.is_none() && r.chars().count() > MAX_RESOURCE_POLICY_CHARS {
+            fit_resource = Some(n - 1);
+        }
+        if fit_key.is_none() && k.len() > MAX_KEY_POLICY_BYTES {
+            fit_key = Some(n - 1);
+        }
+        if fit_resource.is_some() && fit_key.is_some() {
+            break;
+        }
+    }
+    assert_eq!(
+        (fit_resource, fit_key),
+        (Some(76), Some(85)),
+        "one-principal shares that fit on one secret and on one key"
+    );
+    // One organization share: one statement per policy for every account of the organization.
+    let c = compose(&grant("o-a1b2c3d4e5"), &key);
+    let Merged::Document(r) = merge(None, &owner, &[c.resource_statement], &[]).unwrap() else {
+        panic!()
+    };
+    assert!(r.chars().count() < 600, "{}", r.len());
+}
