@@ -711,6 +711,24 @@ fn plan_refuses_a_resource_policy_with_a_public_foreign_statement() {
             "res.json",
         ],
     );
+    // Issue 18: exactly the organization form the broker writes itself is not public: no finding.
+    assert_eq!(code, Some(0), "{stdout} {stderr}");
+    assert!(!stdout.contains("public-principal"), "{stdout}");
+    // Narrowed another way (to accounts): written, with a warning that AWS may still judge it public.
+    std::fs::write(
+        dir.path().join("res.json"),
+        r#"{"Version":"2012-10-17","Statement":[{"Sid":"Accts","Effect":"Allow","Principal":"*","Action":"secretsmanager:GetSecretValue","Resource":"*","Condition":{"StringEquals":{"aws:PrincipalAccount":"777788889999"}}}]}"#,
+    )
+    .unwrap();
+    let (code, stdout, stderr) = plan(
+        dir.path(),
+        &[
+            "--principal",
+            "444455556666",
+            "--resource-policy",
+            "res.json",
+        ],
+    );
     assert_eq!(code, Some(0), "{stdout} {stderr}");
     assert!(stdout.contains(r#""severity": "warning""#), "{stdout}");
 }
