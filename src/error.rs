@@ -10,9 +10,9 @@ use crate::domain::ShareStatus;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
     /// The field, as named in the request (`secret_arn`, `query.limit`, header `Idempotency-Key`).
-    pub field: String,
+    pub(crate) field: String,
     /// What is wrong and what a valid value looks like.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// Everything that can go wrong, by what the caller should do about it.
@@ -70,7 +70,7 @@ pub enum Error {
 
 impl Error {
     /// A 422 for one field.
-    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         let field = field.into();
         let message = message.into();
         Error::Invalid {
@@ -80,7 +80,7 @@ impl Error {
     }
 
     /// A 409 for a share whose status does not allow `what`.
-    pub fn bad_transition(what: &str, current: ShareStatus, allowed_from: &str) -> Self {
+    pub(crate) fn bad_transition(what: &str, current: ShareStatus, allowed_from: &str) -> Self {
         Error::Conflict {
             detail: format!(
                 "cannot {what} a share that is {current}; only a share that is {allowed_from} can be {}",
@@ -92,7 +92,7 @@ impl Error {
     }
 
     /// The HTTP status code this error maps to.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             Error::BadRequest(_) => 400,
             Error::Unauthorized(_) => 401,
@@ -135,4 +135,4 @@ impl From<serde_json::Error> for Error {
 }
 
 /// Shorthand.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;

@@ -13,8 +13,8 @@
 
 mod sqlite;
 
-pub use sqlite::{
-    Outcome, Store, StoreOptions, Transition, Tx, WAL_RESTART_FRAMES, WriterStats, audit, bench,
-    jobs, migrate, migrate_database, oidc_logins, outbox, pending_migrations, rows, sessions,
-    stats, transition,
+pub(crate) use sqlite::{
+    Outcome, Transition, jobs, oidc_logins, outbox, pending_migrations, rows, sessions, stats,
+    transition,
 };
+pub use sqlite::{Store, StoreOptions, Tx, audit, bench, migrate, migrate_database};
