@@ -66,6 +66,16 @@ pub enum Error {
     /// 500: a bug or an unexpected failure; the text is logged, never served.
     #[error("internal error: {0}")]
     Internal(String),
+    /// 500: a lower layer failed (the database, JSON); `context` says which, and the failure itself
+    /// is kept as the error's [`source`](std::error::Error::source). Logged, never served.
+    #[error("internal error: {context}: {source}")]
+    Caused {
+        /// Which layer failed (`database`, `json`).
+        context: &'static str,
+        /// The failure as that layer reported it.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 impl Error {
@@ -91,6 +101,17 @@ impl Error {
         }
     }
 
+    /// A 500 caused by `source`, which stays reachable through [`std::error::Error::source`].
+    pub(crate) fn caused(
+        context: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Caused {
+            context,
+            source: Box::new(source),
+        }
+    }
+
     /// The HTTP status code this error maps to.
     pub(crate) fn status(&self) -> u16 {
         match self {
@@ -105,7 +126,7 @@ impl Error {
             Error::TooMany(_) => 429,
             Error::Upstream(_) => 502,
             Error::Unavailable(_) => 503,
-            Error::Internal(_) => 500,
+            Error::Internal(_) | Error::Caused { .. } => 500,
         }
     }
 }
@@ -130,9 +151,30 @@ impl From<crate::domain::Forbidden> for Error {
 
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
-        Error::Internal(format!("json: {e}"))
+        Error::caused("json", e)
     }
 }
 
 /// Shorthand.
 pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_caused_error_keeps_its_source_and_todays_text() {
+        let json = serde_json::from_str::<u8>("x").unwrap_err();
+        let text = json.to_string();
+        let e = Error::from(json);
+        assert_eq!(e.to_string(), format!("internal error: json: {text}"));
+        assert_eq!(e.status(), 500);
+        let source = e.source().expect("the JSON error is kept as the source");
+        assert!(
+            source.downcast_ref::<serde_json::Error>().is_some(),
+            "{source:?}"
+        );
+        assert_eq!(source.to_string(), text);
+    }
+}

@@ -89,6 +89,11 @@ impl IntoResponse for Error {
                 "an internal error occurred; quote the x-request-id of this response when reporting it"
                     .to_owned()
             }
+            Error::Caused { context, source } => {
+                tracing::error!(error = %format_args!("{context}: {source}"), "internal error");
+                "an internal error occurred; quote the x-request-id of this response when reporting it"
+                    .to_owned()
+            }
             Error::Unavailable(msg) => {
                 tracing::warn!(error = %msg, "service unavailable");
                 "the service cannot record this request right now, so it was not carried out; \

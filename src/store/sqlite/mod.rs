@@ -50,7 +50,7 @@ impl<'a> Tx<'a> {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        Error::Internal(format!("database: {e}"))
+        Error::caused("database", e)
     }
 }
 
@@ -668,6 +668,26 @@ mod tests {
             (rows, bad),
             (80, 0),
             "failed writes were rolled back, and only they"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_database_error_keeps_its_source_and_todays_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, 8);
+        let e = store
+            .write(|c| Ok(c.conn().execute_batch("SELECT * FROM no_such_table")?))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("internal error: database: no such table: no_such_table"),
+            "{e}"
+        );
+        let source = std::error::Error::source(&e).expect("the database error is kept");
+        assert!(
+            source.downcast_ref::<rusqlite::Error>().is_some(),
+            "{source:?}"
         );
     }
 
