@@ -69,6 +69,9 @@ impl Origin {
     }
 }
 
+/// The header that makes a share request idempotent (as named in a field error).
+pub(crate) const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
 /// A validated share request.
 #[derive(Debug, Clone)]
 pub(crate) struct NewShare {
@@ -175,7 +178,7 @@ pub(crate) async fn request_share(
             {
                 if &prev.request_hash != hash {
                     return Err(Error::field(
-                        "Idempotency-Key",
+                        IDEMPOTENCY_KEY,
                         "this key was already used with a different request body; \
                          use a new key for a new request",
                     ));

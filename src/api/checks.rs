@@ -11,6 +11,7 @@ use super::extract::Body;
 use super::fields::Parsed;
 use super::principals::parse_principal;
 use super::problem::Problem;
+use crate::api::shares::MAX_STAGE_LEN;
 use crate::app::App;
 use crate::domain::Caller;
 use crate::domain::ShareAction;
@@ -129,10 +130,14 @@ pub(crate) async fn create(
 ) -> Result<Json<CheckResult>> {
     let body = body?;
     let mut errors = Vec::new();
-    if body.version_stage.as_ref().is_some_and(|v| v.len() > 256) {
+    if body
+        .version_stage
+        .as_ref()
+        .is_some_and(|v| v.len() > MAX_STAGE_LEN)
+    {
         errors.push(FieldError {
             field: "version_stage".into(),
-            message: "is longer than 256 characters".into(),
+            message: format!("is longer than {MAX_STAGE_LEN} characters"),
         });
     }
     let bare = body.principal_arn.raw().bytes().all(|b| b.is_ascii_digit());

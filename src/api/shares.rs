@@ -27,10 +27,15 @@ use crate::domain::{ActionSet, Caller, Role, ShareAction, ShareStatus, fmt_time}
 use crate::error::{Error, FieldError, Result};
 use crate::policy::arn::{MAX_ARN_LEN, PrincipalArn, SecretArn};
 use crate::store::rows::{self, Share, ShareFilter};
-use crate::workflow::{self, Decision, NewShare, Origin};
+use crate::workflow::{self, Decision, IDEMPOTENCY_KEY, NewShare, Origin};
 
-/// Longest justification or comment kept.
+/// Longest justification, comment or reason kept (the schema attributes' `max_length = 2000` repeat
+/// it, as utoipa's attributes take only literals; a unit test keeps them equal).
 pub(crate) const MAX_TEXT: usize = 2000;
+/// Longest version stage (a staging label); the schema's `max_length` and pattern repeat it.
+pub(crate) const MAX_STAGE_LEN: usize = 256;
+/// Longest `Idempotency-Key` value; the header parameter's `max_length` and pattern repeat it.
+pub(crate) const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// Version stage used when a request names none.
 pub(crate) const DEFAULT_STAGE: &str = "AWSCURRENT";
 
@@ -244,15 +249,16 @@ fn validate(app: &App, body: CreateShare) -> Result<NewShare> {
         Some(None) => None,
         Some(Some(s)) => {
             let ok = !s.is_empty()
-                && s.len() <= 256
+                && s.len() <= MAX_STAGE_LEN
                 && s.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "_-.+=@".contains(c));
             if !ok {
                 errors.push(field(
                     "version_stage",
-                    "must be a staging label of 1 to 256 letters, digits and _-.+=@ (e.g. AWSCURRENT), \
-                     or null for any stage"
-                        .into(),
+                    format!(
+                        "must be a staging label of 1 to {MAX_STAGE_LEN} letters, digits and _-.+=@ \
+                         (e.g. AWSCURRENT), or null for any stage"
+                    ),
                 ));
             }
             Some(s)
@@ -345,14 +351,18 @@ fn render(share: &Share) -> Result<String> {
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
-    let Some(v) = headers.get("idempotency-key") else {
+    let Some(v) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
     let s = v.to_str().unwrap_or("");
-    if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+    if s.is_empty() || s.len() > MAX_IDEMPOTENCY_KEY_LEN || !s.bytes().all(|b| b.is_ascii_graphic())
+    {
         return Err(Error::field(
-            "Idempotency-Key",
-            "must be 1 to 255 printable ASCII characters without spaces (a UUID is a good choice)",
+            IDEMPOTENCY_KEY,
+            format!(
+                "must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters without spaces \
+                 (a UUID is a good choice)"
+            ),
         ));
     }
     Ok(Some(s.to_owned()))
@@ -694,6 +704,50 @@ pub(crate) async fn cancel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// utoipa's attributes take only literals, so each limit is written again in the schema: every
+    /// written copy is the constant next to its parser.
+    #[test]
+    fn schema_limits_are_the_constants_next_to_their_parsers() {
+        let spec = serde_json::to_value(crate::api::openapi()).unwrap();
+        let schemas = &spec["components"]["schemas"];
+        let mut seen = 0;
+        for (schema, field) in [
+            ("CreateShare", "justification"),
+            ("ApproveShare", "comment"),
+            ("RejectShare", "comment"),
+            ("RevokeShare", "reason"),
+        ] {
+            let p = &schemas[schema]["properties"][field];
+            assert_eq!(p["maxLength"], MAX_TEXT, "{schema}.{field}: {p}");
+            seen += 1;
+        }
+        for schema in ["CreateShare", "AccessCheck"] {
+            let p = &schemas[schema]["properties"]["version_stage"];
+            assert_eq!(p["maxLength"], MAX_STAGE_LEN, "{schema}.version_stage: {p}");
+            if let Some(pattern) = p["pattern"].as_str() {
+                assert!(
+                    pattern.ends_with(&format!("{{1,{MAX_STAGE_LEN}}}$")),
+                    "{pattern}"
+                );
+            }
+            seen += 1;
+        }
+        let params = spec["paths"]["/v1/shares"]["post"]["parameters"]
+            .as_array()
+            .unwrap();
+        let key = params
+            .iter()
+            .find(|p| p["name"] == IDEMPOTENCY_KEY)
+            .unwrap();
+        assert_eq!(key["schema"]["maxLength"], MAX_IDEMPOTENCY_KEY_LEN, "{key}");
+        assert_eq!(
+            key["schema"]["pattern"],
+            format!("^[!-~]{{1,{MAX_IDEMPOTENCY_KEY_LEN}}}$"),
+            "{key}"
+        );
+        assert_eq!(seen, 6);
+    }
 
     #[test]
     fn canonical_json_ignores_key_order_and_spacing() {

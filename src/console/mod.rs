@@ -40,7 +40,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::api::audit::{AuditQuery, VerifyQuery};
 use crate::api::extract::{Auth, Body, OptionalBody, Query, RequestId};
-use crate::api::shares::{ApproveShare, RejectShare, RevokeShare, ShareQuery};
+use crate::api::shares::{ApproveShare, MAX_TEXT, RejectShare, RevokeShare, ShareQuery};
 use crate::api::views::ShareView;
 use crate::app::App;
 use crate::domain::{Caller, ShareStatus, fmt_time};
@@ -856,10 +856,10 @@ async fn decision(
         let _ = write!(
             body,
             "<form class=\"decide\" method=\"post\" action=\"/console/shares/{sid}/approve\" id=\"approve-form\">{c}\
-             <textarea name=\"comment\" placeholder=\"Comment (optional)\" maxlength=\"2000\"></textarea>\
+             <textarea name=\"comment\" placeholder=\"Comment (optional)\" maxlength=\"{MAX_TEXT}\"></textarea>\
              <button type=\"submit\" class=\"approve\" id=\"approve\">Approve</button></form>\
              <form class=\"decide\" method=\"post\" action=\"/console/shares/{sid}/reject\" id=\"reject-form\">{c}\
-             <textarea name=\"comment\" placeholder=\"Why (required)\" maxlength=\"2000\" required></textarea>\
+             <textarea name=\"comment\" placeholder=\"Why (required)\" maxlength=\"{MAX_TEXT}\" required></textarea>\
              <button type=\"submit\" class=\"reject\" id=\"reject\">Reject</button></form>",
             c = csrf_field(csrf),
         );
@@ -868,7 +868,7 @@ async fn decision(
         let _ = write!(
             body,
             "<h2>Revoke</h2><form class=\"decide\" method=\"post\" action=\"/console/shares/{sid}/revoke\" id=\"revoke-form\">{}\
-             <textarea name=\"reason\" placeholder=\"Why (required)\" maxlength=\"2000\" required></textarea>\
+             <textarea name=\"reason\" placeholder=\"Why (required)\" maxlength=\"{MAX_TEXT}\" required></textarea>\
              <button type=\"submit\" class=\"revoke\" id=\"revoke\">Revoke</button></form>",
             csrf_field(csrf),
         );
