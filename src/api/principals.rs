@@ -22,12 +22,12 @@ use crate::store::rows;
 use crate::workflow::{self, Origin};
 
 /// Longest description kept.
-pub const MAX_DESCRIPTION: usize = 1000;
+pub(crate) const MAX_DESCRIPTION: usize = 1000;
 
 /// Body of `POST /v1/principals`: exactly one of `arn`, `org_id` and `org_path`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreatePrincipal {
+pub(crate) struct CreatePrincipal {
     /// IAM user, role (with path) or account-root ARN in another account; a bare 12-digit account id
     /// means that account's root.
     #[schema(
@@ -36,12 +36,12 @@ pub struct CreatePrincipal {
         max_length = 2048,
         pattern = r"^([0-9]{12}|arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::[0-9]{12}:(root|(user|role)/([A-Za-z0-9_+=,.@-]{1,32}/){0,8}[A-Za-z0-9_+=,.@-]{1,64}))$"
     )]
-    pub arn: Option<Parsed<PrincipalArn>>,
+    pub(crate) arn: Option<Parsed<PrincipalArn>>,
     /// An AWS Organizations organization id: every account of the organization becomes the consumer
     /// (`Principal: "*"` narrowed by `aws:PrincipalOrgID`). Its shares need
     /// `org_share_extra_approvals` more approvals.
     #[schema(value_type = Option<String>, example = "o-a1b2c3d4e5", max_length = 34, pattern = r"^o-[a-z0-9]{10,32}$")]
-    pub org_id: Option<Parsed<OrgId>>,
+    pub(crate) org_id: Option<Parsed<OrgId>>,
     /// An organizational-unit path (organization id, root id, then each OU id down to the OU, each
     /// followed by `/`): every account under the OU, nested OUs included (`aws:PrincipalOrgPaths`).
     #[schema(
@@ -50,36 +50,39 @@ pub struct CreatePrincipal {
         max_length = 415,
         pattern = r"^o-[a-z0-9]{10,32}/r-[0-9a-z]{4,32}/(ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}/){1,5}$"
     )]
-    pub org_path: Option<Parsed<OrgPath>>,
+    pub(crate) org_path: Option<Parsed<OrgPath>>,
     /// Free text, at most 1000 characters.
     #[schema(max_length = 1000)]
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
 }
 
 /// A page of principals, newest first.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct PrincipalPage {
+pub(crate) struct PrincipalPage {
     /// This page.
-    pub items: Vec<PrincipalView>,
+    pub(crate) items: Vec<PrincipalView>,
     /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 /// Query of `GET /v1/principals`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct PrincipalQuery {
+pub(crate) struct PrincipalQuery {
     /// Page size, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// `next_cursor` of the previous page.
     #[param(max_length = 64)]
-    pub cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// Parses a principal ARN field, naming the field in the 422.
-pub fn parse_principal(field: &str, value: &str) -> std::result::Result<PrincipalArn, FieldError> {
+pub(crate) fn parse_principal(
+    field: &str,
+    value: &str,
+) -> std::result::Result<PrincipalArn, FieldError> {
     parse_arn(field, value)
 }
 
@@ -105,7 +108,7 @@ fn parse_arn<T: FieldValue>(field: &str, value: &str) -> std::result::Result<T, 
         (status = 422, description = "Invalid ARN or field", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn create(
+pub(crate) async fn create(
     State(app): State<Arc<App>>,
     rid: RequestId,
     Auth(auth): Auth,
@@ -213,7 +216,7 @@ async fn create_inner(
         (status = 422, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn list(
+pub(crate) async fn list(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Query(q): Query<PrincipalQuery>,
@@ -240,7 +243,7 @@ pub async fn list(
         (status = 404, description = "No such principal", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get(
+pub(crate) async fn get(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Path(id): Path<String>,
@@ -254,7 +257,7 @@ pub async fn get(
 }
 
 /// Shortens user input echoed in messages.
-pub fn truncate(s: &str) -> String {
+pub(crate) fn truncate(s: &str) -> String {
     let mut out: String = s.chars().take(64).collect();
     if out.len() < s.len() {
         out.push('…');
