@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: TokensCommand,
     },
+    /// Link Slack users to broker identities, for approving from Slack (issue 21).
+    Slack {
+        #[command(subcommand)]
+        command: SlackCommand,
+    },
     /// Inspect the audit log.
     Audit {
         #[command(subcommand)]
@@ -192,6 +197,34 @@ enum TokensCommand {
 }
 
 #[derive(Subcommand)]
+enum SlackCommand {
+    /// Link a Slack user (by id, never by display name) to a broker name: their Approve and Reject
+    /// clicks decide as that name, with the approver role. Replaces an earlier link of the user.
+    Link {
+        /// Slack workspace (team) id, e.g. T0123ABCD.
+        #[arg(long)]
+        team: String,
+        /// Slack user id, e.g. U0123ABCD (profile, "Copy member ID").
+        #[arg(long)]
+        user: String,
+        /// Broker name: the name of the person's tokens, or oidc:<sub>.
+        #[arg(long)]
+        name: String,
+    },
+    /// Remove a Slack user's link.
+    Unlink {
+        /// Slack workspace (team) id.
+        #[arg(long)]
+        team: String,
+        /// Slack user id.
+        #[arg(long)]
+        user: String,
+    },
+    /// List the links as JSON lines.
+    Links,
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Walk the hash chain; exit 1 and name the first broken row if it is broken.
     Verify {
@@ -279,6 +312,56 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `slack link | unlink | links`: the links an admin sets, audited as done by the command line.
+async fn slack(config: &Config, command: SlackCommand) -> anyhow::Result<ExitCode> {
+    use secret_broker::workflow::{self, Origin};
+    let store = open_store(config)?;
+    let cli = || Origin {
+        actor: "cli".into(),
+        request_id: None,
+    };
+    let now = fmt_time(time::OffsetDateTime::now_utc());
+    match command {
+        SlackCommand::Link { team, user, name } => {
+            let mut errors = Vec::new();
+            secret_broker::api::slack::check_slack_id(&mut errors, "--team", &team);
+            secret_broker::api::slack::check_slack_id(&mut errors, "--user", &user);
+            if let Some(e) = errors.first() {
+                anyhow::bail!("{}: {}", e.field, e.message);
+            }
+            secret_broker::api::slack::check_link_name(&name)
+                .map_err(|m| anyhow::anyhow!("--name: {m}"))?;
+            let link = secret_broker::store::slack::SlackLink {
+                team_id: team,
+                user_id: user,
+                name,
+                created_by: "cli".into(),
+                created_at: now,
+            };
+            let link = workflow::set_slack_link(&store, cli(), link).await?;
+            eprintln!(
+                "linked Slack user {} of team {} to {}: their clicks decide as {} (approver)",
+                link.user_id, link.team_id, link.name, link.name
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        SlackCommand::Unlink { team, user } => {
+            workflow::remove_slack_link(&store, cli(), team.clone(), user.clone(), now).await?;
+            eprintln!("removed the link of Slack user {user} of team {team}");
+            Ok(ExitCode::SUCCESS)
+        }
+        SlackCommand::Links => {
+            for l in store.read(secret_broker::store::slack::list_links).await? {
+                println!(
+                    "{}",
+                    serde_json::json!({"team_id": l.team_id, "user_id": l.user_id, "name": l.name, "created_by": l.created_by, "created_at": l.created_at})
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => serve(config).await,
@@ -341,6 +424,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Slack { command } => slack(&config, command).await,
         Command::Audit {
             command: AuditCommand::Head,
         } => {

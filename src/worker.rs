@@ -46,6 +46,8 @@ pub struct TickReport {
     pub repairs_started: usize,
     /// Notifications delivered.
     pub delivered: usize,
+    /// Unreviewed break-glass shares announced again (once a day until reviewed).
+    pub break_glass_reannounced: usize,
 }
 
 /// The actor of the worker's audit rows.
@@ -168,6 +170,11 @@ pub(crate) async fn maintain(app: &Arc<App>) -> Result<TickReport> {
             .await?;
     }
 
+    // 3b. Break-glass shares not yet reviewed: announced again every day until an approver reviews them.
+    if notify_on {
+        report.break_glass_reannounced = reannounce_break_glass(app, now_t).await?;
+    }
+
     if app.applier.enabled() {
         // 4. Drift.
         let secrets = app
@@ -239,6 +246,54 @@ pub(crate) async fn maintain(app: &Arc<App>) -> Result<TickReport> {
         app.applier.recover().await?;
     }
     Ok(report)
+}
+
+/// Announces again (`share.break_glass_unreviewed`) every break-glass share not reviewed whose last
+/// announcement is a day old or more; returns how many.
+async fn reannounce_break_glass(app: &Arc<App>, now_t: time::OffsetDateTime) -> Result<usize> {
+    use crate::store::break_glass;
+    let now = fmt_time(now_t);
+    let before = fmt_time(now_t - time::Duration::days(1));
+    let due = {
+        let before = before.clone();
+        app.store
+            .read(move |c| break_glass::due_announcements(c, &before, 100))
+            .await?
+    };
+    if due.is_empty() {
+        return Ok(0);
+    }
+    app.store
+        .write(move |c| {
+            let mut n = 0;
+            for id in due {
+                // Read again inside the write: reviewed (or announced) since the read is skipped.
+                let Some(g) = break_glass::get(c, &id)? else {
+                    continue;
+                };
+                if g.reviewed_at.is_some() || g.announced_at > before {
+                    continue;
+                }
+                if let Some(s) = rows::share_by_id(c, &id)? {
+                    let detail = format!(
+                        "BREAK-GLASS by {} on {} is not reviewed yet (POST /v1/shares/{id}/review), reason: {}",
+                        g.requested_by, g.at, g.reason
+                    );
+                    crate::store::outbox::enqueue(
+                        c,
+                        true,
+                        "share.break_glass_unreviewed",
+                        &s,
+                        &detail,
+                        &now,
+                    )?;
+                }
+                break_glass::mark_announced(c, &id, &now)?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
 }
 
 /// Delivers due webhook notifications; returns how many were delivered.

@@ -99,6 +99,9 @@ pub struct ShareView {
     #[serde(with = "crate::domain::rfc3339")]
     #[schema(value_type = String)]
     pub updated_at: OffsetDateTime,
+    /// True when the share was approved through break-glass, without its quorum: it needs a review
+    /// (`POST /v1/shares/{id}/review`).
+    pub break_glass: bool,
 }
 
 impl From<rows::Share> for ShareView {
@@ -121,6 +124,7 @@ impl From<rows::Share> for ShareView {
             last_error: s.last_error,
             created_at: s.created_at,
             updated_at: s.updated_at,
+            break_glass: s.break_glass,
         }
     }
 }
@@ -240,6 +244,7 @@ mod tests {
             }],
             key_arn: None,
             last_error: None,
+            break_glass: false,
             created_at: t,
             updated_at: t,
         };

@@ -15,6 +15,6 @@ mod sqlite;
 
 pub use sqlite::{
     Outcome, Store, StoreOptions, Transition, Tx, WAL_RESTART_FRAMES, WriterStats, audit, bench,
-    jobs, migrate, migrate_database, oidc_logins, outbox, pending_migrations, rows, sessions,
-    stats, transition,
+    break_glass, jobs, migrate, migrate_database, oidc_logins, outbox, pending_migrations, rows,
+    sessions, slack, stats, transition,
 };

@@ -14,12 +14,14 @@
 
 pub mod audit;
 pub mod bench;
+pub mod break_glass;
 pub mod jobs;
 pub mod migrate;
 pub mod oidc_logins;
 pub mod outbox;
 pub mod rows;
 pub mod sessions;
+pub mod slack;
 pub mod stats;
 mod transition;
 
