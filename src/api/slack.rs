@@ -66,12 +66,23 @@ pub async fn interactions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response> {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let on = app.config.slack_signing_secret.0.is_some();
+    if header("x-slack-signature").is_none() || header("x-slack-request-timestamp").is_none() {
+        if on {
+            workflow::record_slack_refusal(&app, "missing-signature", String::new()).await?;
+        }
+        return Err(Error::Unauthorized(
+            "a Slack callback needs Slack's X-Slack-Signature and X-Slack-Request-Timestamp headers \
+             (bearer tokens are not taken here)"
+                .into(),
+        ));
+    }
     let Some(secret) = app.config.slack_signing_secret.0.clone() else {
         return Err(Error::NotFound(
             "approving from Slack is off on this broker (no slack_signing_secret)".into(),
         ));
     };
-    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     let now = app.clock.now().unix_timestamp();
     let signature = header("x-slack-signature").map(str::to_owned);
     let ts = match crate::slack::verify(
