@@ -385,3 +385,73 @@ fn the_signing_secret_is_never_shown() {
     assert!(!format!("{c:?}").contains(SIGNING));
     assert_eq!(c.slack_signing_secret.to_string(), "<set>");
 }
+
+/// `secret-broker slack link | links | unlink`, the command line's way to set the links.
+#[test]
+fn the_command_line_sets_and_removes_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_secret-broker"));
+        c.current_dir(dir.path()).env_remove("RUST_LOG");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("BROKER_") {
+                c.env_remove(k);
+            }
+        }
+        c.args(args).output().unwrap()
+    };
+    let out = run(&[
+        "slack", "link", "--team", "T1", "--user", "UBOB", "--name", "Bob",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["slack", "links"]);
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["name"], "bob", "stored in its canonical form");
+    assert_eq!(
+        (line["team_id"].as_str(), line["user_id"].as_str()),
+        (Some("T1"), Some("UBOB"))
+    );
+    assert_eq!(line["created_by"], "cli");
+    // A display-name-like id, a reserved name: refused, nothing stored.
+    for bad in [
+        vec![
+            "slack",
+            "link",
+            "--team",
+            "T1",
+            "--user",
+            "bob smith",
+            "--name",
+            "bob",
+        ],
+        vec![
+            "slack", "link", "--team", "T1", "--user", "UX", "--name", "system",
+        ],
+    ] {
+        let out = run(&bad);
+        assert!(!out.status.success(), "{bad:?}");
+    }
+    assert_eq!(
+        String::from_utf8(run(&["slack", "links"]).stdout)
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+    let out = run(&["slack", "unlink", "--team", "T1", "--user", "UBOB"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(run(&["slack", "links"]).stdout.is_empty());
+    assert!(
+        !run(&["slack", "unlink", "--team", "T1", "--user", "UBOB"])
+            .status
+            .success()
+    );
+}
