@@ -48,6 +48,8 @@ pub struct TickReport {
     pub delivered: usize,
     /// Unreviewed break-glass shares announced again (once a day until reviewed).
     pub break_glass_reannounced: usize,
+    /// Break-glass shares reviewed unjustified during their apply, revoked once live.
+    pub unjustified_revoked: usize,
 }
 
 /// The actor of the worker's audit rows.
@@ -175,6 +177,11 @@ pub(crate) async fn maintain(app: &Arc<App>) -> Result<TickReport> {
         report.break_glass_reannounced = reannounce_break_glass(app, now_t).await?;
     }
 
+    // 3c. A break-glass share reviewed "unjustified" while it was being applied is revoked now.
+    if app.applier.enabled() {
+        report.unjustified_revoked = revoke_unjustified(app, &now).await?;
+    }
+
     if app.applier.enabled() {
         // 4. Drift.
         let secrets = app
@@ -294,6 +301,57 @@ async fn reannounce_break_glass(app: &Arc<App>, now_t: time::OffsetDateTime) -> 
             Ok(n)
         })
         .await
+}
+
+/// Revokes live break-glass shares reviewed `unjustified` (the review revokes an active share itself;
+/// this catches one that became active after its review); returns how many.
+async fn revoke_unjustified(app: &Arc<App>, now: &str) -> Result<usize> {
+    let ids = app
+        .store
+        .read(crate::store::break_glass::unjustified_live)
+        .await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let now = now.to_owned();
+    let secrets = app
+        .store
+        .write(move |c| {
+            let mut secrets = Vec::new();
+            for id in &ids {
+                let Some(s) = rows::share_by_id(c, id)? else {
+                    continue;
+                };
+                if !matches!(s.status, ShareStatus::Active | ShareStatus::Drifted) {
+                    continue;
+                }
+                let why = "break-glass reviewed unjustified";
+                let details =
+                    json!({"reason": why, "break_glass": true, "from": s.status, "to": "revoking"});
+                transition(
+                    c,
+                    Transition {
+                        reason: Some(why),
+                        ..Transition::new(
+                            id,
+                            s.status,
+                            ShareStatus::Revoking,
+                            &now,
+                            SYSTEM,
+                            "share.revoke_requested",
+                            details,
+                        )
+                    },
+                )?;
+                secrets.push(s.secret_arn.clone());
+            }
+            Ok(secrets)
+        })
+        .await?;
+    for s in &secrets {
+        app.applier.kick(s);
+    }
+    Ok(secrets.len())
 }
 
 /// Delivers due webhook notifications; returns how many were delivered.

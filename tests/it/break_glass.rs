@@ -400,3 +400,50 @@ async fn unjustified_revokes_an_active_share_at_once() {
     assert!(!m.key_policy(&key).await.contains(ROLE));
     m.assert_no_get_secret_value();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unjustified_during_the_apply_is_revoked_once_live() {
+    let t = TestApp::with_aws(|c| c.break_glass_roles = RoleList(vec![Role::Requester]));
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    let r = t
+        .post(
+            "/v1/shares",
+            &a.alice,
+            json!({"secret_arn": secret, "principal_arn": ROLE, "justification": "j", "break_glass": {"reason": "outage"}}),
+        )
+        .await
+        .expect(201);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    t.settle().await;
+    // As if the review came while the apply was running (the review cannot move an applying share).
+    let set = |status: &str| {
+        t.db()
+            .execute("UPDATE shares SET status = ?1 WHERE id = ?2", [status, &id])
+            .unwrap();
+    };
+    set("applying");
+    let r = t
+        .post(
+            &format!("/v1/shares/{id}/review"),
+            &a.bob,
+            json!({"outcome": "unjustified"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(r.body["status"], "applying");
+    set("active");
+    let report = tick(&t.app).await.unwrap();
+    assert_eq!(report.unjustified_revoked, 1);
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id).await["status"], "revoked");
+    assert!(
+        m.resource_policy(&secret)
+            .await
+            .is_none_or(|p| !p.contains(ROLE))
+    );
+    let again = tick(&t.app).await.unwrap();
+    assert_eq!(again.unjustified_revoked, 0);
+}

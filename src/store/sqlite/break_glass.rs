@@ -132,3 +132,16 @@ pub fn unreviewed(tx: &Tx<'_>) -> Result<i64> {
         .prepare_cached("SELECT count(*) FROM break_glass WHERE reviewed_at IS NULL")?
         .query_row([], |r| r.get(0))?)
 }
+
+/// Shares reviewed `unjustified` that are live (active or drifted): reviewed while their apply was
+/// running, so the review could not revoke them; the worker does.
+pub fn unjustified_live(tx: &Tx<'_>) -> Result<Vec<String>> {
+    let mut st = tx.conn().prepare_cached(
+        "SELECT b.share_id FROM break_glass b JOIN shares s ON s.id = b.share_id \
+         WHERE b.outcome = 'unjustified' AND s.status IN ('active', 'drifted') ORDER BY b.at",
+    )?;
+    let ids = st
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ids)
+}
