@@ -314,31 +314,14 @@ async fn main() -> ExitCode {
 
 /// `slack link | unlink | links`: the links an admin sets, audited as done by the command line.
 async fn slack(config: &Config, command: SlackCommand) -> anyhow::Result<ExitCode> {
-    use secret_broker::workflow::{self, Origin};
+    use secret_broker::api::slack::{cli_link, cli_unlink};
     let store = open_store(config)?;
-    let cli = || Origin {
-        actor: "cli".into(),
-        request_id: None,
-    };
     let now = fmt_time(time::OffsetDateTime::now_utc());
     match command {
         SlackCommand::Link { team, user, name } => {
-            let mut errors = Vec::new();
-            secret_broker::api::slack::check_slack_id(&mut errors, "--team", &team);
-            secret_broker::api::slack::check_slack_id(&mut errors, "--user", &user);
-            if let Some(e) = errors.first() {
-                anyhow::bail!("{}: {}", e.field, e.message);
-            }
-            secret_broker::api::slack::check_link_name(&name)
-                .map_err(|m| anyhow::anyhow!("--name: {m}"))?;
-            let link = secret_broker::store::slack::SlackLink {
-                team_id: team,
-                user_id: user,
-                name,
-                created_by: "cli".into(),
-                created_at: now,
-            };
-            let link = workflow::set_slack_link(&store, cli(), link).await?;
+            let link = cli_link(&store, team, user, name, now)
+                .await
+                .map_err(|m| anyhow::anyhow!(m))?;
             eprintln!(
                 "linked Slack user {} of team {} to {}: their clicks decide as {} (approver)",
                 link.user_id, link.team_id, link.name, link.name
@@ -346,7 +329,7 @@ async fn slack(config: &Config, command: SlackCommand) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         SlackCommand::Unlink { team, user } => {
-            workflow::remove_slack_link(&store, cli(), team.clone(), user.clone(), now).await?;
+            cli_unlink(&store, team.clone(), user.clone(), now).await?;
             eprintln!("removed the link of Slack user {user} of team {team}");
             Ok(ExitCode::SUCCESS)
         }

@@ -14,7 +14,7 @@
 /// would close the span early and let the rest be formatted) becomes `ˋ` (U+02CB, modifier letter
 /// grave accent), which looks alike and formats nothing. [`slack_text`] is still applied to the whole
 /// text afterwards (entities and invisible characters). The structured fields keep the value verbatim.
-pub fn slack_code(user_given: &str) -> String {
+pub(crate) fn slack_code(user_given: &str) -> String {
     format!("`{}`", user_given.replace('`', "\u{2CB}"))
 }
 
@@ -26,7 +26,7 @@ pub fn slack_code(user_given: &str) -> String {
 /// paragraph separators folded to one space, so a user-given field cannot start a line that looks
 /// like another message, nor hide or reorder what an approver reads. Emphasis in user-given fields is
 /// neutralised by [`slack_code`]. The structured fields of the payload keep the values verbatim.
-pub fn slack_text(text: &str) -> String {
+pub(crate) fn slack_text(text: &str) -> String {
     use icu_properties::CodePointMapData;
     use icu_properties::props::GeneralCategory;
     let gc = CodePointMapData::<GeneralCategory>::new();
@@ -58,21 +58,23 @@ pub fn slack_text(text: &str) -> String {
 // Approving from Slack (issue 21): the buttons, the callback's signature, and the reply.
 
 /// `action_id` of the Approve button.
-pub const APPROVE_ACTION: &str = "secret_broker_approve";
+pub(crate) const APPROVE_ACTION: &str = "secret_broker_approve";
 /// `action_id` of the Reject button.
-pub const REJECT_ACTION: &str = "secret_broker_reject";
+pub(crate) const REJECT_ACTION: &str = "secret_broker_reject";
 /// Oldest callback accepted, in seconds (Slack: "more than five minutes" old is refused).
-pub const MAX_AGE_SECS: i64 = 300;
+pub(crate) const MAX_AGE_SECS: i64 = 300;
 
 /// The Block Kit blocks of a pending share's notification: its text (made inert as the webhook's
 /// `text` is) and Approve / Reject buttons whose value is the share id.
-pub fn decision_blocks(share: &crate::store::rows::Share, detail: &str) -> serde_json::Value {
-    let id = share.id.to_string();
+pub(crate) fn decision_blocks(
+    id: &str,
+    secret_arn: &str,
+    principal_arn: &str,
+    detail: &str,
+) -> serde_json::Value {
     let text = slack_text(&format!(
-        "secret-broker: share {} of `{}` for `{}` is *pending*: {}",
-        &id[..8],
-        share.secret_arn,
-        share.principal_arn,
+        "secret-broker: share {} of `{secret_arn}` for `{principal_arn}` is *pending*: {}",
+        id.get(..8).unwrap_or(id),
         slack_code(detail)
     ));
     serde_json::json!([
@@ -92,7 +94,7 @@ pub fn decision_blocks(share: &crate::store::rows::Share, detail: &str) -> serde
 
 /// Why a callback's signature is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// A header is missing or unreadable.
     Missing,
     /// The timestamp is more than five minutes from now.
@@ -117,7 +119,7 @@ impl Refusal {
 /// `timestamp` is `X-Slack-Request-Timestamp`; a timestamp more than five minutes from `now_unix` is
 /// refused (a replay of an old callback). The comparison is constant-time (`Mac::verify_slice`).
 /// Returns the timestamp.
-pub fn verify(
+pub(crate) fn verify(
     secret: &str,
     timestamp: Option<&str>,
     signature: Option<&str>,
@@ -148,8 +150,9 @@ pub fn verify(
     Ok(ts)
 }
 
-/// The signature Slack would send for `body` at `timestamp` (tests sign their callbacks with it).
-pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
+/// The signature Slack would send for `body` at `timestamp` (the unit tests sign with it).
+#[cfg(test)]
+pub(crate) fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
     use hmac::{Hmac, Mac};
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes())
         .unwrap_or_else(|_| unreachable!("hmac takes keys of any length"));
@@ -159,13 +162,13 @@ pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
 }
 
 /// Slack's host for `response_url`s.
-pub const HOOKS_HOST: &str = "hooks.slack.com";
+pub(crate) const HOOKS_HOST: &str = "hooks.slack.com";
 
 /// Whether the broker may post to a callback's `response_url`: `https://hooks.slack.com/...` exactly
 /// (no user info, no port, no other host: the URL comes in the callback, and the broker must not be
 /// made to send requests elsewhere), or, only with `allow_loopback` (a test setting), `http://` to an
 /// IP literal on a loopback address (no name to resolve).
-pub fn response_url_allowed(url: &str, allow_loopback: bool) -> bool {
+pub(crate) fn response_url_allowed(url: &str, allow_loopback: bool) -> bool {
     if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return false;
     }
@@ -213,7 +216,7 @@ fn client() -> Result<&'static Client, String> {
 
 /// Posts `message` (JSON) to a callback's `response_url` (checked with [`response_url_allowed`] by
 /// the caller), within five seconds; redirects are not followed.
-pub async fn respond(url: &str, message: &serde_json::Value) -> Result<(), String> {
+pub(crate) async fn respond(url: &str, message: &serde_json::Value) -> Result<(), String> {
     use http_body_util::BodyExt;
     let req = hyper::Request::post(url)
         .header("content-type", "application/json")

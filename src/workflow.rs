@@ -19,16 +19,16 @@ use crate::store::{Transition, Tx, transition};
 
 /// Who did something, and in which request; what every audit row needs.
 #[derive(Debug, Clone)]
-pub struct Origin {
+pub(crate) struct Origin {
     /// The actor's name.
-    pub actor: String,
+    pub(crate) actor: String,
     /// The request id, when there is one.
-    pub request_id: Option<String>,
+    pub(crate) request_id: Option<String>,
 }
 
 impl Origin {
     /// From an authenticated caller.
-    pub fn of(caller: &Caller, request_id: Option<String>) -> Self {
+    pub(crate) fn of(caller: &Caller, request_id: Option<String>) -> Self {
         Self {
             actor: caller.name.clone(),
             request_id,
@@ -69,35 +69,38 @@ impl Origin {
     }
 }
 
+/// The header that makes a share request idempotent (as named in a field error).
+pub(crate) const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
 /// A validated share request.
 #[derive(Debug, Clone)]
-pub struct NewShare {
+pub(crate) struct NewShare {
     /// The secret.
-    pub secret_arn: SecretArn,
+    pub(crate) secret_arn: SecretArn,
     /// The consumer.
-    pub principal_arn: PrincipalArn,
+    pub(crate) principal_arn: PrincipalArn,
     /// What it grants.
-    pub actions: ActionSet,
+    pub(crate) actions: ActionSet,
     /// `None`: any stage.
-    pub version_stage: Option<String>,
+    pub(crate) version_stage: Option<String>,
     /// Why.
-    pub justification: String,
+    pub(crate) justification: String,
     /// When access ends.
-    pub expires_at: OffsetDateTime,
+    pub(crate) expires_at: OffsetDateTime,
 }
 
 /// The answer to a create call: status code, JSON body, and whether it was replayed from an
 /// Idempotency-Key.
 #[derive(Debug, Clone)]
-pub struct Created {
+pub(crate) struct Created {
     /// HTTP status.
-    pub status: u16,
+    pub(crate) status: u16,
     /// JSON body.
-    pub body: String,
+    pub(crate) body: String,
     /// The new resource's id (for the Location header).
-    pub id: String,
+    pub(crate) id: String,
     /// True when the answer was replayed from an earlier request with the same key.
-    pub replayed: bool,
+    pub(crate) replayed: bool,
 }
 
 fn new_principal(
@@ -118,7 +121,7 @@ fn new_principal(
 }
 
 /// Registers a consumer principal; 409 with the existing id when it is already registered.
-pub async fn register_principal(
+pub(crate) async fn register_principal(
     app: &App,
     origin: Origin,
     arn: PrincipalArn,
@@ -156,7 +159,7 @@ pub async fn register_principal(
 /// Records a share request (registering its principal on the fly when needed), honouring an
 /// idempotency key: the same key with the same request hash replays the first answer; with another
 /// request hash it is a 422.
-pub async fn request_share(
+pub(crate) async fn request_share(
     app: &App,
     origin: Origin,
     req: NewShare,
@@ -178,7 +181,7 @@ pub async fn request_share(
             {
                 if &prev.request_hash != hash {
                     return Err(Error::field(
-                        "Idempotency-Key",
+                        IDEMPOTENCY_KEY,
                         "this key was already used with a different request body; \
                          use a new key for a new request",
                     ));
@@ -303,7 +306,7 @@ fn load(c: &Tx<'_>, id: &str) -> Result<Share> {
 
 /// An approver's decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Counts toward the quorum.
     Approve,
     /// Ends the request.
@@ -317,7 +320,7 @@ pub enum Decision {
 /// self-approval and for one vote per person. A broker token issued by the requester, directly or
 /// through tokens the requester issued, cannot approve: the vote records the credential that cast it
 /// and who issued it.
-pub async fn decide(
+pub(crate) async fn decide(
     app: &App,
     caller: &Caller,
     origin: Origin,
@@ -549,7 +552,12 @@ fn join(names: &[&String]) -> String {
 }
 
 /// Withdraws a pending share. Its requester may; an admin may cancel anyone's.
-pub async fn cancel(app: &App, caller: &Caller, origin: Origin, share_id: String) -> Result<Share> {
+pub(crate) async fn cancel(
+    app: &App,
+    caller: &Caller,
+    origin: Origin,
+    share_id: String,
+) -> Result<Share> {
     let now = fmt_time(app.clock.now());
     let is_admin = caller.role == crate::domain::Role::Admin;
     app.store
@@ -581,7 +589,7 @@ pub async fn cancel(app: &App, caller: &Caller, origin: Origin, share_id: String
 
 /// What a refused mutation was aimed at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resource {
+pub(crate) enum Resource {
     /// A share (its canonical id goes in the row's `share_id`).
     Share,
     /// A bearer token.
@@ -606,7 +614,7 @@ impl Resource {
 /// Records a refused mutation (403, 409) of a share, token or principal as `<resource>.refused`,
 /// coalesced per caller ([`crate::refusals`]): the same refusal is written once a minute and at most
 /// a few per caller; the rest are counted, and the next row written says how many were not.
-pub async fn record_refusal(
+pub(crate) async fn record_refusal(
     app: &App,
     origin: Origin,
     resource: Resource,
@@ -656,7 +664,7 @@ pub async fn record_refusal(
 
 /// Asks for an active (or drifted) share to be revoked: it becomes `revoking`; the applier removes its
 /// statements. Its requester, an approver or an admin may.
-pub async fn request_revoke(
+pub(crate) async fn request_revoke(
     app: &App,
     caller: &Caller,
     origin: Origin,
@@ -704,7 +712,7 @@ pub async fn request_revoke(
 }
 
 /// Queues a failed share to be applied again (admin).
-pub async fn retry(app: &App, origin: Origin, share_id: String) -> Result<Share> {
+pub(crate) async fn retry(app: &App, origin: Origin, share_id: String) -> Result<Share> {
     let now_t = utc_seconds(app.clock.now());
     let now = fmt_time(now_t);
     app.store
@@ -736,7 +744,7 @@ pub async fn retry(app: &App, origin: Origin, share_id: String) -> Result<Share>
 }
 
 /// Records an admin's request to repair a drifted share (the applier re-applies it).
-pub async fn request_repair(app: &App, origin: Origin, share_id: String) -> Result<Share> {
+pub(crate) async fn request_repair(app: &App, origin: Origin, share_id: String) -> Result<Share> {
     let now = fmt_time(app.clock.now());
     app.store
         .write(move |c| {
@@ -760,7 +768,7 @@ pub async fn request_repair(app: &App, origin: Origin, share_id: String) -> Resu
 
 /// Opens a console session (issue 20) and audits it (`console.signed_in`, with the token's public id and
 /// the session's end; never the session id or its hash) in one transaction.
-pub async fn open_console_session(
+pub(crate) async fn open_console_session(
     app: &App,
     origin: Origin,
     row: crate::store::sessions::SessionRow,
@@ -784,7 +792,7 @@ pub async fn open_console_session(
 }
 
 /// Ends a console session at sign-out and audits it (`console.signed_out`) in one transaction.
-pub async fn end_console_session(app: &App, origin: Origin, id_hash: String) -> Result<()> {
+pub(crate) async fn end_console_session(app: &App, origin: Origin, id_hash: String) -> Result<()> {
     let now = fmt_time(app.clock.now());
     app.store
         .write(move |c| {
@@ -818,17 +826,24 @@ fn announce_pending(
         "requested by {}: {}",
         share.requested_by, share.justification
     );
-    let blocks = slack_buttons.then(|| crate::slack::decision_blocks(share, &detail));
+    let blocks = slack_buttons.then(|| {
+        crate::slack::decision_blocks(
+            &share.id.to_string(),
+            share.secret_arn.as_str(),
+            share.principal_arn.as_str(),
+            &detail,
+        )
+    });
     crate::store::outbox::enqueue_with_blocks(c, "share.pending", share, &detail, now, blocks)
 }
 
 /// A request to break the glass: the caller's role and the reason.
 #[derive(Debug, Clone)]
-pub struct Glass {
+pub(crate) struct Glass {
     /// The caller's role (checked against `break_glass_roles`).
-    pub role: crate::domain::Role,
+    pub(crate) role: crate::domain::Role,
     /// Why (required).
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// What breaking the glass needs from the configuration.
@@ -954,7 +969,7 @@ fn break_glass_in(
 
 /// `POST /v1/shares/{id}/break-glass`: the requester of a pending share has it approved without the
 /// quorum (see [`break_glass_in`]).
-pub async fn break_glass(
+pub(crate) async fn break_glass(
     app: &App,
     origin: Origin,
     share_id: String,
@@ -973,7 +988,7 @@ pub async fn break_glass(
 
 /// A reviewer's finding on a break-glass share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReviewOutcome {
+pub(crate) enum ReviewOutcome {
     /// The emergency was real.
     Justified,
     /// It was not: the share is revoked at once if it is still active.
@@ -982,7 +997,7 @@ pub enum ReviewOutcome {
 
 impl ReviewOutcome {
     /// As stored and shown.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ReviewOutcome::Justified => "justified",
             ReviewOutcome::Unjustified => "unjustified",
@@ -993,7 +1008,7 @@ impl ReviewOutcome {
 /// Records the review of a break-glass share by an approver who is not its requester (nor controls
 /// the requester's tokens, nor is controlled by them). "unjustified" revokes the share at once when it
 /// is active or drifted, and ends it (`expired`) when it is approved but not yet applied.
-pub async fn review_break_glass(
+pub(crate) async fn review_break_glass(
     app: &App,
     caller: &Caller,
     origin: Origin,
@@ -1104,7 +1119,7 @@ pub async fn review_break_glass(
 
 /// The Slack user behind a callback, as the broker sees it: the linked broker name deciding with the
 /// approver role, its credential `slack:<team>/<user>` (recorded with the vote, like `oidc:<sub>`).
-pub fn slack_caller(link: &crate::store::slack::SlackLink) -> Caller {
+pub(crate) fn slack_caller(link: &crate::store::slack::SlackLink) -> Caller {
     Caller {
         token_id: format!("slack-link:{}/{}", link.team_id, link.user_id),
         name: link.name.clone(),
@@ -1116,7 +1131,7 @@ pub fn slack_caller(link: &crate::store::slack::SlackLink) -> Caller {
 
 /// Links a Slack user to a broker name (admin, API or command line; the name is stored in its canonical
 /// form), audited as `slack.link_set`.
-pub async fn set_slack_link(
+pub(crate) async fn set_slack_link(
     store: &crate::store::Store,
     origin: Origin,
     mut link: crate::store::slack::SlackLink,
@@ -1140,7 +1155,7 @@ pub async fn set_slack_link(
 }
 
 /// Removes a Slack user's link, audited as `slack.link_removed`; 404 when there is none.
-pub async fn remove_slack_link(
+pub(crate) async fn remove_slack_link(
     store: &crate::store::Store,
     origin: Origin,
     team_id: String,
@@ -1170,7 +1185,7 @@ pub async fn remove_slack_link(
 
 /// Records a refused Slack callback (bad, old or replayed signature) as `slack.refused`, coalesced like
 /// refused authentications ([`crate::refusals`]): anyone can send them.
-pub async fn record_slack_refusal(app: &App, why: &str, detail: String) -> Result<()> {
+pub(crate) async fn record_slack_refusal(app: &App, why: &str, detail: String) -> Result<()> {
     let now_t = app.clock.now();
     let Some(unaudited) = app.refusals.admit(
         "anonymous",

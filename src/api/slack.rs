@@ -32,14 +32,14 @@ use crate::store::slack::{self as links, SlackLink};
 use crate::workflow::{self, Decision, Origin, Resource};
 
 /// Longest form body field `payload` read (Slack's are a few KiB).
-pub const MAX_PAYLOAD: usize = 60_000;
+pub(crate) const MAX_PAYLOAD: usize = 60_000;
 
 /// The form Slack posts (`application/x-www-form-urlencoded`).
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct SlackInteraction {
+pub(crate) struct SlackInteraction {
     /// The interaction as JSON (a `block_actions` payload).
     #[schema(max_length = 60000)]
-    pub payload: String,
+    pub(crate) payload: String,
 }
 
 /// Receive a Slack button click (Approve / Reject on a pending share's notification).
@@ -60,7 +60,7 @@ pub struct SlackInteraction {
         (status = 422, description = "Signed, but not a button click this broker sent", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn interactions(
+pub(crate) async fn interactions(
     State(app): State<Arc<App>>,
     rid: RequestId,
     headers: HeaderMap,
@@ -293,7 +293,7 @@ async fn decide(app: &App, rid: &RequestId, click: &Click) -> serde_json::Value 
 /// Body of `POST /v1/slack/links`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateSlackLink {
+pub(crate) struct CreateSlackLink {
     /// Slack workspace (team) id, as Slack signs it in callbacks (not its name).
     #[schema(
         min_length = 1,
@@ -301,7 +301,7 @@ pub struct CreateSlackLink {
         pattern = r"^[A-Z0-9]{1,32}$",
         example = "T0123ABCD"
     )]
-    pub team_id: String,
+    pub(crate) team_id: String,
     /// Slack user id (not a display name, which anyone can change).
     #[schema(
         min_length = 1,
@@ -309,26 +309,26 @@ pub struct CreateSlackLink {
         pattern = r"^[A-Z0-9]{1,32}$",
         example = "U0123ABCD"
     )]
-    pub user_id: String,
+    pub(crate) user_id: String,
     /// The broker name the Slack user approves and rejects as: the name of their broker tokens, or
     /// `oidc:<sub>` for an OIDC identity.
     #[schema(min_length = 1, max_length = 260, example = "bob")]
-    pub name: String,
+    pub(crate) name: String,
 }
 
 /// A Slack user's link.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SlackLinkView {
+pub(crate) struct SlackLinkView {
     /// Slack workspace (team) id.
-    pub team_id: String,
+    pub(crate) team_id: String,
     /// Slack user id.
-    pub user_id: String,
+    pub(crate) user_id: String,
     /// The broker name (canonical) the Slack user decides as, with the approver role.
-    pub name: String,
+    pub(crate) name: String,
     /// The admin who set it.
-    pub created_by: String,
+    pub(crate) created_by: String,
     /// When, RFC 3339 UTC.
-    pub created_at: String,
+    pub(crate) created_at: String,
 }
 
 impl From<SlackLink> for SlackLinkView {
@@ -345,13 +345,13 @@ impl From<SlackLink> for SlackLinkView {
 
 /// Every link.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SlackLinkList {
+pub(crate) struct SlackLinkList {
     /// By team and user.
-    pub items: Vec<SlackLinkView>,
+    pub(crate) items: Vec<SlackLinkView>,
 }
 
 /// Checks a Slack id (team or user): 1 to 32 upper-case letters and digits.
-pub fn check_slack_id(errors: &mut Vec<FieldError>, field: &str, v: &str) {
+pub(crate) fn check_slack_id(errors: &mut Vec<FieldError>, field: &str, v: &str) {
     if v.is_empty()
         || v.len() > 32
         || !v
@@ -366,7 +366,7 @@ pub fn check_slack_id(errors: &mut Vec<FieldError>, field: &str, v: &str) {
 }
 
 /// Checks a linked broker name: a token name (letters, digits, `._@-`, not reserved) or `oidc:<sub>`.
-pub fn check_link_name(name: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_link_name(name: &str) -> std::result::Result<(), String> {
     if let Some(sub) = name.strip_prefix("oidc:") {
         if sub.is_empty() || sub.chars().count() > 255 || sub.chars().any(char::is_control) {
             return Err(
@@ -392,7 +392,7 @@ pub fn check_link_name(name: &str) -> std::result::Result<(), String> {
         (status = 422, description = "Invalid id or name", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn link_create(
+pub(crate) async fn link_create(
     State(app): State<Arc<App>>,
     rid: RequestId,
     Auth(auth): Auth,
@@ -455,7 +455,7 @@ pub async fn link_create(
         (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn link_list(
+pub(crate) async fn link_list(
     State(app): State<Arc<App>>,
     caller: crate::domain::Caller,
 ) -> Result<Json<SlackLinkList>> {
@@ -481,7 +481,7 @@ pub async fn link_list(
         (status = 404, description = "No such link", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn link_delete(
+pub(crate) async fn link_delete(
     State(app): State<Arc<App>>,
     rid: RequestId,
     Auth(auth): Auth,
@@ -515,4 +515,49 @@ pub async fn link_delete(
         },
     )
     .await
+}
+
+/// `secret-broker slack link`: links a Slack user to a broker name as the command line (validated as
+/// the API does; audited as done by `cli`). The error names the flag.
+pub async fn cli_link(
+    store: &crate::store::Store,
+    team: String,
+    user: String,
+    name: String,
+    now: String,
+) -> std::result::Result<SlackLink, String> {
+    let mut errors = Vec::new();
+    check_slack_id(&mut errors, "--team", &team);
+    check_slack_id(&mut errors, "--user", &user);
+    if let Some(e) = errors.first() {
+        return Err(format!("{}: {}", e.field, e.message));
+    }
+    check_link_name(&name).map_err(|m| format!("--name: {m}"))?;
+    let link = SlackLink {
+        team_id: team,
+        user_id: user,
+        name,
+        created_by: "cli".into(),
+        created_at: now,
+    };
+    workflow::set_slack_link(store, cli_origin(), link)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// `secret-broker slack unlink`: removes a Slack user's link as the command line.
+pub async fn cli_unlink(
+    store: &crate::store::Store,
+    team: String,
+    user: String,
+    now: String,
+) -> Result<()> {
+    workflow::remove_slack_link(store, cli_origin(), team, user, now).await
+}
+
+fn cli_origin() -> Origin {
+    Origin {
+        actor: "cli".into(),
+        request_id: None,
+    }
 }

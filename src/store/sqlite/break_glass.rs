@@ -10,30 +10,30 @@ use crate::error::Result;
 
 /// A break-glass record as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BreakGlass {
+pub(crate) struct BreakGlass {
     /// The share.
-    pub share_id: String,
+    pub(crate) share_id: String,
     /// Who broke the glass (canonical name).
-    pub requested_by: String,
+    pub(crate) requested_by: String,
     /// Why.
-    pub reason: String,
+    pub(crate) reason: String,
     /// When, RFC 3339 UTC.
-    pub at: String,
+    pub(crate) at: String,
     /// Last announcement, RFC 3339 UTC.
-    pub announced_at: String,
+    pub(crate) announced_at: String,
     /// When it was reviewed, if it was.
-    pub reviewed_at: Option<String>,
+    pub(crate) reviewed_at: Option<String>,
     /// Who reviewed it.
-    pub reviewed_by: Option<String>,
+    pub(crate) reviewed_by: Option<String>,
     /// `justified` or `unjustified`.
-    pub outcome: Option<String>,
+    pub(crate) outcome: Option<String>,
     /// The reviewer's comment.
-    pub review_comment: Option<String>,
+    pub(crate) review_comment: Option<String>,
 }
 
 /// Records a share as break-glass (inside the transaction that approves it): the flag on the share, its
 /// reason, and `access_ends` as its new expiry.
-pub fn insert(
+pub(crate) fn insert(
     tx: &Tx<'_>,
     share_id: &str,
     requested_by: &str,
@@ -54,7 +54,7 @@ pub fn insert(
 }
 
 /// How many break-glass shares `requested_by` (canonical) broke at or after `since`.
-pub fn count_since(tx: &Tx<'_>, requested_by: &str, since: &str) -> Result<u64> {
+pub(crate) fn count_since(tx: &Tx<'_>, requested_by: &str, since: &str) -> Result<u64> {
     let n: i64 = tx
         .conn()
         .prepare_cached("SELECT count(*) FROM break_glass WHERE requested_by = ?1 AND at >= ?2")?
@@ -63,7 +63,7 @@ pub fn count_since(tx: &Tx<'_>, requested_by: &str, since: &str) -> Result<u64> 
 }
 
 /// The break-glass record of a share, if it is one.
-pub fn get(tx: &Tx<'_>, share_id: &str) -> Result<Option<BreakGlass>> {
+pub(crate) fn get(tx: &Tx<'_>, share_id: &str) -> Result<Option<BreakGlass>> {
     Ok(tx
         .conn()
         .prepare_cached(
@@ -87,7 +87,7 @@ pub fn get(tx: &Tx<'_>, share_id: &str) -> Result<Option<BreakGlass>> {
 }
 
 /// Records the review of a share not yet reviewed; false when it already was.
-pub fn record_review(
+pub(crate) fn record_review(
     tx: &Tx<'_>,
     share_id: &str,
     reviewed_by: &str,
@@ -106,7 +106,7 @@ pub fn record_review(
 }
 
 /// Unreviewed break-glass shares last announced at or before `before`, oldest first (at most `limit`).
-pub fn due_announcements(tx: &Tx<'_>, before: &str, limit: usize) -> Result<Vec<String>> {
+pub(crate) fn due_announcements(tx: &Tx<'_>, before: &str, limit: usize) -> Result<Vec<String>> {
     let mut st = tx.conn().prepare_cached(
         "SELECT share_id FROM break_glass WHERE reviewed_at IS NULL AND announced_at <= ?1 \
          ORDER BY announced_at LIMIT ?2",
@@ -118,7 +118,7 @@ pub fn due_announcements(tx: &Tx<'_>, before: &str, limit: usize) -> Result<Vec<
 }
 
 /// Records that a share was announced again at `now`.
-pub fn mark_announced(tx: &Tx<'_>, share_id: &str, now: &str) -> Result<()> {
+pub(crate) fn mark_announced(tx: &Tx<'_>, share_id: &str, now: &str) -> Result<()> {
     tx.conn()
         .prepare_cached("UPDATE break_glass SET announced_at = ?2 WHERE share_id = ?1")?
         .execute(params![share_id, now])?;
@@ -126,7 +126,7 @@ pub fn mark_announced(tx: &Tx<'_>, share_id: &str, now: &str) -> Result<()> {
 }
 
 /// Break-glass shares not yet reviewed (the `/metrics` gauge).
-pub fn unreviewed(tx: &Tx<'_>) -> Result<i64> {
+pub(crate) fn unreviewed(tx: &Tx<'_>) -> Result<i64> {
     Ok(tx
         .conn()
         .prepare_cached("SELECT count(*) FROM break_glass WHERE reviewed_at IS NULL")?
@@ -135,7 +135,7 @@ pub fn unreviewed(tx: &Tx<'_>) -> Result<i64> {
 
 /// Shares reviewed `unjustified` that are live (active or drifted): reviewed while their apply was
 /// running, so the review could not revoke them; the worker does.
-pub fn unjustified_live(tx: &Tx<'_>) -> Result<Vec<String>> {
+pub(crate) fn unjustified_live(tx: &Tx<'_>) -> Result<Vec<String>> {
     let mut st = tx.conn().prepare_cached(
         "SELECT b.share_id FROM break_glass b JOIN shares s ON s.id = b.share_id \
          WHERE b.outcome = 'unjustified' AND s.status IN ('active', 'drifted') ORDER BY b.at",

@@ -23,7 +23,7 @@ pub struct SlackLink {
 }
 
 /// Sets (or replaces) the link of a Slack user; true when it replaced one.
-pub fn set_link(tx: &Tx<'_>, l: &SlackLink) -> Result<bool> {
+pub(crate) fn set_link(tx: &Tx<'_>, l: &SlackLink) -> Result<bool> {
     let conn = tx.conn();
     let existed = conn
         .prepare_cached("DELETE FROM slack_links WHERE team_id = ?1 AND user_id = ?2")?
@@ -43,7 +43,7 @@ pub fn set_link(tx: &Tx<'_>, l: &SlackLink) -> Result<bool> {
 }
 
 /// Removes a link; false when there was none.
-pub fn delete_link(tx: &Tx<'_>, team_id: &str, user_id: &str) -> Result<bool> {
+pub(crate) fn delete_link(tx: &Tx<'_>, team_id: &str, user_id: &str) -> Result<bool> {
     Ok(tx
         .conn()
         .prepare_cached("DELETE FROM slack_links WHERE team_id = ?1 AND user_id = ?2")?
@@ -62,7 +62,7 @@ fn link_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SlackLink> {
 }
 
 /// The link of a Slack user, if an admin set one.
-pub fn link(tx: &Tx<'_>, team_id: &str, user_id: &str) -> Result<Option<SlackLink>> {
+pub(crate) fn link(tx: &Tx<'_>, team_id: &str, user_id: &str) -> Result<Option<SlackLink>> {
     Ok(tx
         .conn()
         .prepare_cached(
@@ -87,7 +87,12 @@ pub fn list_links(tx: &Tx<'_>) -> Result<Vec<SlackLink>> {
 /// Remembers the signature of an accepted callback with its timestamp, forgetting those older than
 /// `oldest` (outside the window, they are refused by their age); false when it was already seen (a
 /// replay).
-pub fn remember_signature(tx: &Tx<'_>, signature: &str, ts: i64, oldest: i64) -> Result<bool> {
+pub(crate) fn remember_signature(
+    tx: &Tx<'_>,
+    signature: &str,
+    ts: i64,
+    oldest: i64,
+) -> Result<bool> {
     let conn = tx.conn();
     conn.prepare_cached("DELETE FROM slack_replays WHERE ts < ?1")?
         .execute(params![oldest])?;
