@@ -326,6 +326,31 @@ impl fmt::Display for RoleMap {
     }
 }
 
+/// A set of roles written `role,role` (break-glass); empty: none.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoleList(pub Vec<crate::domain::Role>);
+
+impl FromStr for RoleList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut out: Vec<crate::domain::Role> = Vec::new();
+        for r in s.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            let role = r.parse()?;
+            if !out.contains(&role) {
+                out.push(role);
+            }
+        }
+        Ok(Self(out))
+    }
+}
+
+impl fmt::Display for RoleList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|r| r.as_str()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
 /// Whether `url` may be called for the OIDC settings (JWKS, discovery, endpoints, redirect): https, or
 /// http on a loopback address.
 pub(crate) fn https_or_loopback(url: &str) -> bool {
@@ -519,6 +544,16 @@ settings! {
     oidc_authorization_endpoint: OptText = "";
     /// Token endpoint of oidc_issuer (empty: from {oidc_issuer}/.well-known/openid-configuration).
     oidc_token_endpoint: OptText = "";
+    /// Roles whose holders may break the glass: have their own pending share approved without the quorum (POST /v1/shares/{id}/break-glass with a reason), e.g. requester,admin. Empty: break-glass is off.
+    break_glass_roles: RoleList = "";
+    /// Longest access a break-glass share keeps: its expiry is cut to at most this after the glass is broken (at most max_share_ttl).
+    break_glass_max_ttl: Span = "4h";
+    /// Most break-glass shares one person may have in 24 hours; more are refused (429, audited).
+    break_glass_daily_limit: Count = "1";
+    /// Signing secret of the Slack app (Basic Information, App Credentials): with it, a pending share's notification carries Approve and Reject buttons and POST /v1/slack/interactions verifies Slack's callbacks with it (empty: off). Never logged.
+    slack_signing_secret: SecretText = "";
+    /// For tests only: lets a Slack callback's response_url be http on a loopback address (a local receiver). Left false, the broker posts only to https://hooks.slack.com/.
+    slack_allow_loopback_response_url: Flag = "false";
 }
 
 impl Config {
@@ -679,6 +714,17 @@ impl Config {
             });
         }
         self.validate_oidc_login()?;
+        let glass = self.break_glass_max_ttl.0;
+        if glass.is_zero() || glass > self.max_share_ttl.0 {
+            return Err(ConfigError::Invalid {
+                key: "break_glass_max_ttl".into(),
+                origin: "configuration".into(),
+                message: format!(
+                    "{}: must be longer than 0s and at most max_share_ttl ({})",
+                    self.break_glass_max_ttl, self.max_share_ttl
+                ),
+            });
+        }
         let anchor = self.audit_anchor_interval.0;
         if anchor < Duration::from_secs(60) || anchor > Duration::from_secs(86_400) {
             return Err(ConfigError::Invalid {

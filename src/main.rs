@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: TokensCommand,
     },
+    /// Link Slack users to broker identities, for approving from Slack (issue 21).
+    Slack {
+        #[command(subcommand)]
+        command: SlackCommand,
+    },
     /// Inspect the audit log.
     Audit {
         #[command(subcommand)]
@@ -200,6 +205,34 @@ enum TokensCommand {
 }
 
 #[derive(Subcommand)]
+enum SlackCommand {
+    /// Link a Slack user (by id, never by display name) to a broker name: their Approve and Reject
+    /// clicks decide as that name, with the approver role. Replaces an earlier link of the user.
+    Link {
+        /// Slack workspace (team) id, e.g. T0123ABCD.
+        #[arg(long)]
+        team: String,
+        /// Slack user id, e.g. U0123ABCD (profile, "Copy member ID").
+        #[arg(long)]
+        user: String,
+        /// Broker name: the name of the person's tokens, or oidc:<sub>.
+        #[arg(long)]
+        name: String,
+    },
+    /// Remove a Slack user's link.
+    Unlink {
+        /// Slack workspace (team) id.
+        #[arg(long)]
+        team: String,
+        /// Slack user id.
+        #[arg(long)]
+        user: String,
+    },
+    /// List the links as JSON lines.
+    Links,
+}
+
+#[derive(Subcommand)]
 enum AuditCommand {
     /// Walk the hash chain; exit 1 and name the first broken row if it is broken.
     Verify {
@@ -287,6 +320,39 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `slack link | unlink | links`: the links an admin sets, audited as done by the command line.
+async fn slack(config: &Config, command: SlackCommand) -> anyhow::Result<ExitCode> {
+    use secret_broker::api::slack::{cli_link, cli_unlink};
+    let store = open_store(config)?;
+    let now = fmt_time(time::OffsetDateTime::now_utc());
+    match command {
+        SlackCommand::Link { team, user, name } => {
+            let link = cli_link(&store, team, user, name, now)
+                .await
+                .map_err(|m| anyhow::anyhow!(m))?;
+            eprintln!(
+                "linked Slack user {} of team {} to {}: their clicks decide as {} (approver)",
+                link.user_id, link.team_id, link.name, link.name
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        SlackCommand::Unlink { team, user } => {
+            cli_unlink(&store, team.clone(), user.clone(), now).await?;
+            eprintln!("removed the link of Slack user {user} of team {team}");
+            Ok(ExitCode::SUCCESS)
+        }
+        SlackCommand::Links => {
+            for l in store.read(secret_broker::store::slack::list_links).await? {
+                println!(
+                    "{}",
+                    serde_json::json!({"team_id": l.team_id, "user_id": l.user_id, "name": l.name, "created_by": l.created_by, "created_at": l.created_at})
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => serve(config).await,
@@ -349,6 +415,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Slack { command } => slack(&config, command).await,
         Command::Audit {
             command: AuditCommand::Head,
         } => {

@@ -80,6 +80,8 @@ pub(crate) struct Metrics {
     pub(crate) audit_chain_length: Gauge,
     /// Writes waiting for the writer (set at scrape).
     pub(crate) writer_queue_depth: Gauge,
+    /// Break-glass shares not yet reviewed (set at scrape).
+    pub(crate) break_glass_unreviewed: Gauge,
     /// Refused authentications by reason (`no-token`, `unknown-token`, `jwt-expired`, ...).
     pub(crate) auth_failures: Family<Kind, Counter>,
     /// Refused authentications not written to the audit log (coalesced per client address).
@@ -113,6 +115,7 @@ pub(crate) fn metrics() -> &'static Metrics {
             shares: Family::default(),
             audit_chain_length: Gauge::default(),
             writer_queue_depth: Gauge::default(),
+            break_glass_unreviewed: Gauge::default(),
             auth_failures: Family::default(),
             auth_failures_unaudited: Counter::default(),
             refusals_unaudited: Counter::default(),
@@ -176,6 +179,11 @@ pub(crate) fn metrics() -> &'static Metrics {
             "writer_queue_depth",
             "Writes waiting for the database writer",
             m.writer_queue_depth.clone(),
+        );
+        r.register(
+            "break_glass_unreviewed",
+            "Break-glass shares (approved without their quorum) not yet reviewed",
+            m.break_glass_unreviewed.clone(),
         );
         r.register(
             "auth_failures",

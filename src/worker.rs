@@ -46,6 +46,10 @@ pub struct TickReport {
     pub repairs_started: usize,
     /// Notifications delivered.
     pub delivered: usize,
+    /// Unreviewed break-glass shares announced again (once a day until reviewed).
+    pub break_glass_reannounced: usize,
+    /// Break-glass shares reviewed unjustified during their apply, revoked once live.
+    pub unjustified_revoked: usize,
 }
 
 /// The actor of the worker's audit rows.
@@ -168,6 +172,16 @@ pub(crate) async fn maintain(app: &Arc<App>) -> Result<TickReport> {
             .await?;
     }
 
+    // 3b. Break-glass shares not yet reviewed: announced again every day until an approver reviews them.
+    if notify_on {
+        report.break_glass_reannounced = reannounce_break_glass(app, now_t).await?;
+    }
+
+    // 3c. A break-glass share reviewed "unjustified" while it was being applied is revoked now.
+    if app.applier.enabled() {
+        report.unjustified_revoked = revoke_unjustified(app, &now).await?;
+    }
+
     if app.applier.enabled() {
         // 4. Drift.
         let secrets = app
@@ -239,6 +253,105 @@ pub(crate) async fn maintain(app: &Arc<App>) -> Result<TickReport> {
         app.applier.recover().await?;
     }
     Ok(report)
+}
+
+/// Announces again (`share.break_glass_unreviewed`) every break-glass share not reviewed whose last
+/// announcement is a day old or more; returns how many.
+async fn reannounce_break_glass(app: &Arc<App>, now_t: time::OffsetDateTime) -> Result<usize> {
+    use crate::store::break_glass;
+    let now = fmt_time(now_t);
+    let before = fmt_time(now_t - time::Duration::days(1));
+    let due = {
+        let before = before.clone();
+        app.store
+            .read(move |c| break_glass::due_announcements(c, &before, 100))
+            .await?
+    };
+    if due.is_empty() {
+        return Ok(0);
+    }
+    app.store
+        .write(move |c| {
+            let mut n = 0;
+            for id in due {
+                // Read again inside the write: reviewed (or announced) since the read is skipped.
+                let Some(g) = break_glass::get(c, &id)? else {
+                    continue;
+                };
+                if g.reviewed_at.is_some() || g.announced_at > before {
+                    continue;
+                }
+                if let Some(s) = rows::share_by_id(c, &id)? {
+                    let detail = format!(
+                        "BREAK-GLASS by {} on {} is not reviewed yet (POST /v1/shares/{id}/review), reason: {}",
+                        g.requested_by, g.at, g.reason
+                    );
+                    crate::store::outbox::enqueue(
+                        c,
+                        true,
+                        "share.break_glass_unreviewed",
+                        &s,
+                        &detail,
+                        &now,
+                    )?;
+                }
+                break_glass::mark_announced(c, &id, &now)?;
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await
+}
+
+/// Revokes live break-glass shares reviewed `unjustified` (the review revokes an active share itself;
+/// this catches one that became active after its review); returns how many.
+async fn revoke_unjustified(app: &Arc<App>, now: &str) -> Result<usize> {
+    let ids = app
+        .store
+        .read(crate::store::break_glass::unjustified_live)
+        .await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let now = now.to_owned();
+    let secrets = app
+        .store
+        .write(move |c| {
+            let mut secrets = Vec::new();
+            for id in &ids {
+                let Some(s) = rows::share_by_id(c, id)? else {
+                    continue;
+                };
+                if !matches!(s.status, ShareStatus::Active | ShareStatus::Drifted) {
+                    continue;
+                }
+                let why = "break-glass reviewed unjustified";
+                let details =
+                    json!({"reason": why, "break_glass": true, "from": s.status, "to": "revoking"});
+                transition(
+                    c,
+                    Transition {
+                        reason: Some(why),
+                        ..Transition::new(
+                            id,
+                            s.status,
+                            ShareStatus::Revoking,
+                            &now,
+                            SYSTEM,
+                            "share.revoke_requested",
+                            details,
+                        )
+                    },
+                )?;
+                secrets.push(s.secret_arn.clone());
+            }
+            Ok(secrets)
+        })
+        .await?;
+    for s in &secrets {
+        app.applier.kick(s);
+    }
+    Ok(secrets.len())
 }
 
 /// Delivers due webhook notifications; returns how many were delivered.

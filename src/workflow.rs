@@ -165,9 +165,11 @@ pub(crate) async fn request_share(
     req: NewShare,
     idempotency: Option<(String, String)>,
     render: fn(&Share) -> Result<String>,
+    glass: Option<Glass>,
 ) -> Result<Created> {
     let now_t = utc_seconds(app.clock.now());
     let now = fmt_time(now_t);
+    let rules = GlassRules::of(app);
     // An organization or OU share reaches every account of it: a wider blast radius, more approvers.
     let quorum = app.config.approval_quorum.0 as u32
         + if req.principal_arn.kind().is_org() {
@@ -177,6 +179,7 @@ pub(crate) async fn request_share(
         };
     let max_pending = app.config.max_pending_per_requester.0.map(u64::from);
     let notify = app.notify_enabled();
+    let slack_buttons = app.config.slack_signing_secret.0.is_some();
     app.store
         .write(move |c| {
             if let Some((key, hash)) = &idempotency
@@ -252,19 +255,12 @@ pub(crate) async fn request_share(
                 updated_at: now_t,
                 key_arn: None,
                 last_error: None,
+                break_glass: false,
             };
             rows::insert_share(c, &share)?;
-            crate::store::outbox::enqueue(
-                c,
-                notify,
-                "share.pending",
-                &share,
-                &format!(
-                    "requested by {}: {}",
-                    share.requested_by, share.justification
-                ),
-                &now,
-            )?;
+            if glass.is_none() {
+                announce_pending(c, notify, slack_buttons, &share, &now)?;
+            }
             audit::append(
                 c,
                 &origin.event(
@@ -282,6 +278,10 @@ pub(crate) async fn request_share(
                     }),
                 ),
             )?;
+            let share = match &glass {
+                Some(g) => break_glass_in(c, &origin, g, &share, &rules, now_t, notify)?,
+                None => share,
+            };
             let body = render(&share)?;
             if let Some((key, hash)) = &idempotency {
                 rows::store_idempotent_response(
@@ -602,6 +602,8 @@ pub(crate) enum Resource {
     Token,
     /// A consumer principal.
     Principal,
+    /// A Slack user's link to a broker identity.
+    SlackLink,
 }
 
 impl Resource {
@@ -610,6 +612,7 @@ impl Resource {
             Resource::Share => "share",
             Resource::Token => "token",
             Resource::Principal => "principal",
+            Resource::SlackLink => "slack_link",
         }
     }
 }
@@ -647,7 +650,7 @@ pub(crate) async fn record_refusal(
     }
     let share_id = match resource {
         Resource::Share => target,
-        Resource::Token | Resource::Principal => {
+        Resource::Token | Resource::Principal | Resource::SlackLink => {
             if let Some(t) = target {
                 details["target"] = t.into();
             }
@@ -805,6 +808,418 @@ pub(crate) async fn end_console_session(app: &App, origin: Origin, id_hash: Stri
                     &origin.event(&now, "console.signed_out", None, json!({})),
                 )?;
             }
+            Ok(())
+        })
+        .await
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Issue 21: break-glass shares, and approving from Slack.
+
+/// The notification of a new pending share: with `slack_buttons` (a Slack signing secret is set), it
+/// carries Approve and Reject buttons (Block Kit) that Slack sends back to `/v1/slack/interactions`.
+fn announce_pending(
+    c: &Tx<'_>,
+    notify: bool,
+    slack_buttons: bool,
+    share: &Share,
+    now: &str,
+) -> Result<()> {
+    if !notify {
+        return Ok(());
+    }
+    let detail = format!(
+        "requested by {}: {}",
+        share.requested_by, share.justification
+    );
+    let blocks = slack_buttons.then(|| {
+        crate::slack::decision_blocks(
+            &share.id.to_string(),
+            share.secret_arn.as_str(),
+            share.principal_arn.as_str(),
+            &detail,
+        )
+    });
+    crate::store::outbox::enqueue_with_blocks(c, "share.pending", share, &detail, now, blocks)
+}
+
+/// A request to break the glass: the caller's role and the reason.
+#[derive(Debug, Clone)]
+pub(crate) struct Glass {
+    /// The caller's role (checked against `break_glass_roles`).
+    pub(crate) role: crate::domain::Role,
+    /// Why (required).
+    pub(crate) reason: String,
+}
+
+/// What breaking the glass needs from the configuration.
+#[derive(Debug, Clone)]
+struct GlassRules {
+    roles: Vec<crate::domain::Role>,
+    max_ttl: std::time::Duration,
+    daily_limit: u64,
+}
+
+impl GlassRules {
+    fn of(app: &App) -> Self {
+        Self {
+            roles: app.config.break_glass_roles.0.clone(),
+            max_ttl: app.config.break_glass_max_ttl.0,
+            daily_limit: app.config.break_glass_daily_limit.0 as u64,
+        }
+    }
+}
+
+/// The window of the per-person limit.
+const GLASS_WINDOW: time::Duration = time::Duration::days(1);
+
+/// Breaks the glass on `share` (pending, requested by the caller), inside the caller's transaction:
+/// checks the role and the per-person limit, cuts the expiry to `break_glass_max_ttl`, records the
+/// reason, and approves it without the quorum through [`transition`] (audited as `share.break_glass`,
+/// announced at once as the webhook event `share.break_glass`).
+fn break_glass_in(
+    c: &Tx<'_>,
+    origin: &Origin,
+    glass: &Glass,
+    share: &Share,
+    rules: &GlassRules,
+    now_t: OffsetDateTime,
+    notify: bool,
+) -> Result<Share> {
+    if rules.roles.is_empty() {
+        return Err(Error::Forbidden(
+            "break-glass is off on this broker: an admin enables it with the setting \
+             break_glass_roles (e.g. requester,admin); until then ask approvers to approve the share"
+                .into(),
+        ));
+    }
+    if !rules.roles.contains(&glass.role) {
+        let names: Vec<&str> = rules.roles.iter().map(|r| r.as_str()).collect();
+        return Err(Error::Forbidden(format!(
+            "break-glass is allowed to the {} role(s) (setting break_glass_roles); {} has the {} role: \
+             ask approvers to approve the share",
+            names.join(", "),
+            origin.actor,
+            glass.role
+        )));
+    }
+    if !identity::same(&share.requested_by, &origin.actor) {
+        return Err(Error::Forbidden(format!(
+            "only the requester of a share ({}) can break the glass on it",
+            share.requested_by
+        )));
+    }
+    if share.status != ShareStatus::Pending {
+        return Err(Error::bad_transition(
+            "break the glass on",
+            share.status,
+            "pending",
+        ));
+    }
+    let now_t = utc_seconds(now_t);
+    let now = fmt_time(now_t);
+    if share.expires_at <= now_t {
+        return Err(Error::Conflict {
+            detail: format!(
+                "the share's access would have ended at {}; request a new share",
+                fmt_time(share.expires_at)
+            ),
+            current_status: Some(share.status),
+            existing_id: None,
+        });
+    }
+    let who = identity::canonical(&origin.actor);
+    let since = fmt_time(now_t - GLASS_WINDOW);
+    let used = crate::store::break_glass::count_since(c, &who, &since)?;
+    if used >= rules.daily_limit {
+        return Err(Error::TooMany(format!(
+            "{} has broken the glass {used} time(s) in the last 24 hours, the most one person may \
+             (setting break_glass_daily_limit = {}): ask approvers to approve the share",
+            origin.actor, rules.daily_limit
+        )));
+    }
+    let max = time::Duration::try_from(rules.max_ttl).unwrap_or(GLASS_WINDOW);
+    let ends = share.expires_at.min(utc_seconds(now_t + max));
+    let id = share.id.to_string();
+    crate::store::break_glass::insert(c, &id, &who, &glass.reason, &fmt_time(ends), &now)?;
+    let detail = format!(
+        "BREAK-GLASS by {} (no quorum; needs a review), reason: {}",
+        origin.actor, glass.reason
+    );
+    let details = json!({
+        "break_glass": true,
+        "reason": glass.reason,
+        "requested_by": share.requested_by,
+        "expires_at": fmt_time(ends),
+        "requested_expires_at": fmt_time(share.expires_at),
+        "approvals_required": share.approvals_required,
+        "from": share.status,
+        "to": ShareStatus::Approved,
+    });
+    transition(
+        c,
+        Transition {
+            reason: Some("break-glass: approved without its quorum, pending review"),
+            notice: notify.then_some(("share.break_glass", detail.as_str())),
+            ..origin.transition(
+                &now,
+                &id,
+                share,
+                ShareStatus::Approved,
+                "share.break_glass",
+                details,
+            )
+        },
+    )
+}
+
+/// `POST /v1/shares/{id}/break-glass`: the requester of a pending share has it approved without the
+/// quorum (see [`break_glass_in`]).
+pub(crate) async fn break_glass(
+    app: &App,
+    origin: Origin,
+    share_id: String,
+    glass: Glass,
+) -> Result<Share> {
+    let now_t = app.clock.now();
+    let rules = GlassRules::of(app);
+    let notify = app.notify_enabled();
+    app.store
+        .write(move |c| {
+            let share = load(c, &share_id)?;
+            break_glass_in(c, &origin, &glass, &share, &rules, now_t, notify)
+        })
+        .await
+}
+
+/// A reviewer's finding on a break-glass share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReviewOutcome {
+    /// The emergency was real.
+    Justified,
+    /// It was not: the share is revoked at once if it is still active.
+    Unjustified,
+}
+
+impl ReviewOutcome {
+    /// As stored and shown.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ReviewOutcome::Justified => "justified",
+            ReviewOutcome::Unjustified => "unjustified",
+        }
+    }
+}
+
+/// Records the review of a break-glass share by an approver who is not its requester (nor controls
+/// the requester's tokens, nor is controlled by them). "unjustified" revokes the share at once when it
+/// is active or drifted, and ends it (`expired`) when it is approved but not yet applied.
+pub(crate) async fn review_break_glass(
+    app: &App,
+    caller: &Caller,
+    origin: Origin,
+    share_id: String,
+    outcome: ReviewOutcome,
+    comment: Option<String>,
+) -> Result<Share> {
+    let now = fmt_time(app.clock.now());
+    let credential = caller.credential.clone();
+    let broker_token = caller.credential == caller.token_id;
+    let notify = app.notify_enabled();
+    app.store
+        .write(move |c| {
+            let share = load(c, &share_id)?;
+            let id = share.id.to_string();
+            let Some(glass) = crate::store::break_glass::get(c, &id)? else {
+                return Err(Error::Conflict {
+                    detail: format!("share {id} was not approved through break-glass: there is nothing to review"),
+                    current_status: Some(share.status),
+                    existing_id: None,
+                });
+            };
+            if identity::same(&glass.requested_by, &origin.actor)
+                || identity::same(&share.requested_by, &origin.actor)
+            {
+                return Err(Error::Forbidden(format!(
+                    "{} broke the glass on this share and cannot review it: another approver must",
+                    origin.actor
+                )));
+            }
+            let requester = identity::canonical(&share.requested_by);
+            let cred = broker_token.then_some(credential.as_str());
+            let reviewer = controllers(c, &origin.actor, cred)?;
+            let mut theirs = rows::name_issuers(c, &requester)?
+                .iter()
+                .map(|n| identity::canonical(n))
+                .collect::<BTreeSet<_>>();
+            theirs.insert(requester.clone());
+            theirs.remove(CLI);
+            if !reviewer.is_disjoint(&theirs) {
+                return Err(Error::Forbidden(format!(
+                    "the credential {credential} (named {}) is controlled by {requester}, who broke the \
+                     glass, or by whoever issued their tokens: the review needs an approver independent \
+                     of the requester",
+                    origin.actor
+                )));
+            }
+            if !crate::store::break_glass::record_review(
+                c,
+                &id,
+                &identity::canonical(&origin.actor),
+                outcome.as_str(),
+                comment.as_deref(),
+                &now,
+            )? {
+                return Err(Error::Conflict {
+                    detail: format!(
+                        "share {id} was already reviewed ({} by {})",
+                        glass.outcome.as_deref().unwrap_or("?"),
+                        glass.reviewed_by.as_deref().unwrap_or("?")
+                    ),
+                    current_status: Some(share.status),
+                    existing_id: None,
+                });
+            }
+            audit::append(
+                c,
+                &origin.event(
+                    &now,
+                    "share.break_glass_reviewed",
+                    Some(&id),
+                    json!({
+                        "break_glass": true,
+                        "outcome": outcome.as_str(),
+                        "comment": comment,
+                        "credential": credential,
+                        "reason": glass.reason,
+                        "requested_by": glass.requested_by,
+                    }),
+                ),
+            )?;
+            if outcome == ReviewOutcome::Justified {
+                return load(c, &id);
+            }
+            let why = format!("break-glass reviewed unjustified by {}", origin.actor);
+            let to = match share.status {
+                ShareStatus::Active | ShareStatus::Drifted => ShareStatus::Revoking,
+                ShareStatus::Approved => ShareStatus::Expired,
+                _ => return load(c, &id),
+            };
+            let action = if to == ShareStatus::Revoking {
+                "share.revoke_requested"
+            } else {
+                "share.expired"
+            };
+            let details = json!({"reason": why, "break_glass": true, "from": share.status, "to": to});
+            transition(
+                c,
+                Transition {
+                    reason: Some(&why),
+                    notice: notify.then_some((action, why.as_str())),
+                    ..origin.transition(&now, &id, &share, to, action, details)
+                },
+            )
+        })
+        .await
+}
+
+/// The Slack user behind a callback, as the broker sees it: the linked broker name deciding with the
+/// approver role, its credential `slack:<team>/<user>` (recorded with the vote, like `oidc:<sub>`).
+pub(crate) fn slack_caller(link: &crate::store::slack::SlackLink) -> Caller {
+    Caller {
+        token_id: format!("slack-link:{}/{}", link.team_id, link.user_id),
+        name: link.name.clone(),
+        role: crate::domain::Role::Approver,
+        credential: format!("slack:{}/{}", link.team_id, link.user_id),
+        issued_by: None,
+    }
+}
+
+/// Links a Slack user to a broker name (admin, API or command line; the name is stored in its canonical
+/// form), audited as `slack.link_set`.
+pub(crate) async fn set_slack_link(
+    store: &crate::store::Store,
+    origin: Origin,
+    mut link: crate::store::slack::SlackLink,
+) -> Result<crate::store::slack::SlackLink> {
+    link.name = identity::canonical(&link.name);
+    store
+        .write(move |c| {
+            let replaced = crate::store::slack::set_link(c, &link)?;
+            audit::append(
+                c,
+                &origin.event(
+                    &link.created_at,
+                    "slack.link_set",
+                    None,
+                    json!({"team_id": link.team_id, "user_id": link.user_id, "name": link.name, "replaced": replaced}),
+                ),
+            )?;
+            Ok(link)
+        })
+        .await
+}
+
+/// Removes a Slack user's link, audited as `slack.link_removed`; 404 when there is none.
+pub(crate) async fn remove_slack_link(
+    store: &crate::store::Store,
+    origin: Origin,
+    team_id: String,
+    user_id: String,
+    now: String,
+) -> Result<()> {
+    store
+        .write(move |c| {
+            if !crate::store::slack::delete_link(c, &team_id, &user_id)? {
+                return Err(Error::NotFound(format!(
+                    "no link for Slack user {user_id} of team {team_id}"
+                )));
+            }
+            audit::append(
+                c,
+                &origin.event(
+                    &now,
+                    "slack.link_removed",
+                    None,
+                    json!({"team_id": team_id, "user_id": user_id}),
+                ),
+            )?;
+            Ok(())
+        })
+        .await
+}
+
+/// Records a refused Slack callback (bad, old or replayed signature) as `slack.refused`, coalesced like
+/// refused authentications ([`crate::refusals`]): anyone can send them.
+pub(crate) async fn record_slack_refusal(app: &App, why: &str, detail: String) -> Result<()> {
+    let now_t = app.clock.now();
+    let Some(unaudited) = app.refusals.admit(
+        "anonymous",
+        &format!("slack.refused:{why}"),
+        "",
+        now_t.unix_timestamp(),
+    ) else {
+        crate::metrics::metrics().refusals_unaudited.inc();
+        return Ok(());
+    };
+    let now = fmt_time(now_t);
+    let mut details = json!({"why": why, "detail": detail, "status": 401});
+    if unaudited > 0 {
+        details["unaudited_before"] = unaudited.into();
+    }
+    app.store
+        .write(move |c| {
+            audit::append(
+                c,
+                &NewEvent {
+                    at: &now,
+                    actor: "anonymous",
+                    action: "slack.refused",
+                    share_id: None,
+                    request_id: None,
+                    details,
+                },
+            )?;
             Ok(())
         })
         .await

@@ -99,6 +99,11 @@ pub(crate) async fn metrics(
     }
     m.audit_chain_length.set(audit_len);
     m.writer_queue_depth.set(app.store.queue_depth() as i64);
+    m.break_glass_unreviewed.set(
+        app.store
+            .read(crate::store::break_glass::unreviewed)
+            .await?,
+    );
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -10,6 +10,7 @@ pub(crate) mod limits;
 pub(crate) mod principals;
 pub mod problem;
 pub(crate) mod shares;
+pub mod slack;
 pub(crate) mod tokens;
 pub(crate) mod views;
 
@@ -54,6 +55,7 @@ use crate::error::{Error, FieldError, Result};
         (name = "access-checks", description = "Explain whether a principal can read a secret"),
         (name = "audit", description = "The tamper-evident audit log"),
         (name = "tokens", description = "Bearer tokens (admin)"),
+        (name = "slack", description = "Approving from Slack: button callbacks and user links"),
         (name = "health", description = "Liveness and readiness")
     )
 )]
@@ -92,6 +94,12 @@ fn routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(shares::repair))
         .routes(routes!(shares::plan))
         .routes(routes!(shares::consumer))
+        // Issue 21: break-glass, and approving from Slack.
+        .routes(routes!(shares::break_glass))
+        .routes(routes!(shares::review))
+        .routes(routes!(slack::interactions))
+        .routes(routes!(slack::link_create, slack::link_list))
+        .routes(routes!(slack::link_delete))
         .routes(routes!(checks::create))
         .routes(routes!(checks::review))
         .routes(routes!(tokens::create, tokens::list))

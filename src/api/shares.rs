@@ -86,6 +86,46 @@ pub(crate) struct CreateShare {
     /// When access ends, RFC 3339. Default: now + `default_share_ttl`; at most now + `max_share_ttl`.
     #[schema(example = "2027-01-31T00:00:00Z", max_length = 64)]
     pub(crate) expires_at: Option<String>,
+    /// Break the glass at once (an emergency): the share is approved without the quorum, its expiry cut
+    /// to `break_glass_max_ttl`, and it needs a review. Only for the roles in `break_glass_roles`.
+    pub(crate) break_glass: Option<BreakGlass>,
+}
+
+/// Body of `POST /v1/shares/{id}/break-glass` (and `break_glass` of `POST /v1/shares`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BreakGlass {
+    /// Why it cannot wait for approvers (required, at most 2000 characters): announced at once and
+    /// kept for the review.
+    #[schema(
+        min_length = 1,
+        max_length = 2000,
+        pattern = r"\S",
+        example = "prod outage INC-4711: the on-call approver does not answer"
+    )]
+    pub(crate) reason: String,
+}
+
+/// Body of `POST /v1/shares/{id}/review`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReviewShare {
+    /// `justified`, or `unjustified` (which revokes the share at once if it is still active).
+    pub(crate) outcome: ReviewOutcomeView,
+    /// Optional comment, at most 2000 characters.
+    #[schema(max_length = 2000)]
+    pub(crate) comment: Option<String>,
+}
+
+/// A reviewer's finding on a break-glass share.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = ReviewOutcome)]
+pub(crate) enum ReviewOutcomeView {
+    /// The emergency was real.
+    Justified,
+    /// It was not: the share is revoked at once if it is still active.
+    Unjustified,
 }
 
 fn action_list() -> utoipa::openapi::schema::Array {
@@ -491,6 +531,19 @@ pub(crate) async fn create(
                     message: e.to_string(),
                 }],
             })?;
+        let mut parsed = parsed;
+        let glass = match parsed.break_glass.take() {
+            Some(g) => {
+                let mut errors = Vec::new();
+                check_text(&mut errors, "break_glass.reason", &g.reason, MAX_TEXT, true);
+                invalid_if_any(errors)?;
+                Some(workflow::Glass {
+                    role: caller.role,
+                    reason: g.reason,
+                })
+            }
+            None => None,
+        };
         let registered = match parsed.principal_id.as_deref() {
             Some(id) if id.len() <= MAX_PRINCIPAL_ID => {
                 let id = id.to_owned();
@@ -509,9 +562,20 @@ pub(crate) async fn create(
             canonical(&value, &mut c);
             (k, hex::encode(Sha256::digest(c.as_bytes())))
         });
-        let created =
-            workflow::request_share(&app, Origin::of(&caller, rid.0.clone()), new, idem, render)
-                .await?;
+        let secret = new.secret_arn.clone();
+        let glass_on = glass.is_some();
+        let created = workflow::request_share(
+            &app,
+            Origin::of(&caller, rid.0.clone()),
+            new,
+            idem,
+            render,
+            glass,
+        )
+        .await?;
+        if glass_on && !created.replayed {
+            app.applier.kick(&secret);
+        }
         let mut resp = (
             StatusCode::from_u16(created.status).unwrap_or(StatusCode::CREATED),
             [(header::CONTENT_TYPE, "application/json")],
@@ -1041,6 +1105,112 @@ pub(crate) async fn repair(
             workflow::request_repair(&app, Origin::of(&caller, rid.0.clone()), id.clone()).await?;
         app.applier
             .repair(&share.secret_arn, vec![share.id.to_string()], true);
+        Ok(Json(ShareView::from(share)))
+    })
+    .await
+}
+
+/// Break the glass on a pending share (its requester, with a role in `break_glass_roles`): it is
+/// approved without the quorum, its expiry cut to `break_glass_max_ttl`, and applied like any share.
+/// The event `share.break_glass` goes out at once; the share needs a review.
+#[utoipa::path(
+    post, path = "/v1/shares/{id}/break-glass", tag = "shares",
+    params(("id" = String, Path, description = "Share id", max_length = 64)),
+    request_body = BreakGlass,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Approved without the quorum; applied in the background", body = ShareView),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Break-glass is off, the caller's role may not use it, or the caller is not the requester", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not pending", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Missing reason", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over break_glass_daily_limit (audited), or a rate limit", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn break_glass(
+    State(app): State<Arc<App>>,
+    rid: RequestId,
+    Auth(auth): Auth,
+    Path(id): Path<String>,
+    Body(body): Body<BreakGlass>,
+) -> Result<Json<ShareView>> {
+    let id = share_path_id(id);
+    guarded(
+        &app,
+        &rid,
+        actor_of(&auth),
+        Some(&id),
+        "break-glass",
+        async {
+            let caller = auth?;
+            let body = body?;
+            let mut errors = Vec::new();
+            check_text(&mut errors, "reason", &body.reason, MAX_TEXT, true);
+            invalid_if_any(errors)?;
+            let glass = workflow::Glass {
+                role: caller.role,
+                reason: body.reason,
+            };
+            let share =
+                workflow::break_glass(&app, Origin::of(&caller, rid.0.clone()), id.clone(), glass)
+                    .await?;
+            app.applier.kick(&share.secret_arn);
+            Ok(Json(ShareView::from(share)))
+        },
+    )
+    .await
+}
+
+/// Review a break-glass share (an approver or admin who is not its requester): `unjustified` revokes
+/// it at once if it is still active. Until reviewed, it is announced again every day.
+#[utoipa::path(
+    post, path = "/v1/shares/{id}/review", tag = "shares",
+    params(("id" = String, Path, description = "Share id", max_length = 64)),
+    request_body = ReviewShare,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Reviewed; the share as it now is", body = ShareView),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs approver or admin, and not the requester", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not a break-glass share, or already reviewed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid outcome or comment", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn review(
+    State(app): State<Arc<App>>,
+    rid: RequestId,
+    Auth(auth): Auth,
+    Path(id): Path<String>,
+    Body(body): Body<ReviewShare>,
+) -> Result<Json<ShareView>> {
+    let id = share_path_id(id);
+    guarded(&app, &rid, actor_of(&auth), Some(&id), "review", async {
+        let caller = auth?;
+        caller.require(&[Role::Approver, Role::Admin])?;
+        let body = body?;
+        let mut errors = Vec::new();
+        if let Some(c) = &body.comment {
+            check_text(&mut errors, "comment", c, MAX_TEXT, false);
+        }
+        invalid_if_any(errors)?;
+        let outcome = match body.outcome {
+            ReviewOutcomeView::Justified => workflow::ReviewOutcome::Justified,
+            ReviewOutcomeView::Unjustified => workflow::ReviewOutcome::Unjustified,
+        };
+        let share = workflow::review_break_glass(
+            &app,
+            &caller,
+            Origin::of(&caller, rid.0.clone()),
+            id.clone(),
+            outcome,
+            body.comment,
+        )
+        .await?;
+        if share.status == ShareStatus::Revoking {
+            app.applier.kick(&share.secret_arn);
+        }
         Ok(Json(ShareView::from(share)))
     })
     .await

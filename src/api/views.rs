@@ -99,6 +99,9 @@ pub(crate) struct ShareView {
     #[serde(serialize_with = "crate::domain::rfc3339::serialize")]
     #[schema(value_type = String)]
     pub(crate) updated_at: OffsetDateTime,
+    /// True when the share was approved through break-glass, without its quorum: it needs a review
+    /// (`POST /v1/shares/{id}/review`).
+    pub(crate) break_glass: bool,
 }
 
 impl From<rows::Share> for ShareView {
@@ -121,6 +124,7 @@ impl From<rows::Share> for ShareView {
             last_error: s.last_error,
             created_at: s.created_at,
             updated_at: s.updated_at,
+            break_glass: s.break_glass,
         }
     }
 }
@@ -241,6 +245,7 @@ mod tests {
             }],
             key_arn: None,
             last_error: None,
+            break_glass: false,
             created_at: t,
             updated_at: t,
         };

@@ -128,6 +128,7 @@ impl Fixture {
                     approvals: Vec::new(),
                     key_arn: None,
                     last_error: None,
+                    break_glass: false,
                     created_at: NOW,
                     updated_at: NOW,
                 };

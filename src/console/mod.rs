@@ -561,7 +561,11 @@ async fn active(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
                 body,
                 "<tr><td><a href=\"/console/shares/{id}\">{id}</a></td><td>{drift}</td><td>{who}</td><td>{sec}</td><td>{exp}</td><td>{req}</td></tr>",
                 id = esc(&sh.id.to_string()),
-                drift = esc(drift),
+                drift = if sh.break_glass {
+                    format!("{} (BREAK-GLASS)", esc(drift))
+                } else {
+                    esc(drift)
+                },
                 who = esc(&sh.principal_arn),
                 sec = esc(&sh.secret_arn),
                 exp = esc(&fmt_time(sh.expires_at)),
@@ -820,6 +824,12 @@ async fn decision(
         age = esc(&age(now, share.created_at)),
         need = share.approvals_required,
     );
+    if share.break_glass {
+        body.push_str(
+            "<tr><th>Break-glass</th><td id=\"break-glass\"><strong>BREAK-GLASS</strong>: approved \
+             without its quorum; it needs a review (POST /v1/shares/{id}/review)</td></tr>",
+        );
+    }
     if let Some(r) = &share.status_reason {
         let _ = write!(body, "<tr><th>Reason</th><td>{}</td></tr>", esc(r));
     }

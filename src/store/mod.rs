@@ -14,7 +14,7 @@
 mod sqlite;
 
 pub(crate) use sqlite::{
-    Outcome, Transition, jobs, oidc_logins, outbox, pending_migrations, rows, sessions, stats,
-    transition,
+    Outcome, Transition, break_glass, jobs, oidc_logins, outbox, pending_migrations, rows,
+    sessions, stats, transition,
 };
-pub use sqlite::{Store, StoreOptions, Tx, audit, bench, migrate, migrate_database};
+pub use sqlite::{Store, StoreOptions, Tx, audit, bench, migrate, migrate_database, slack};

@@ -72,6 +72,18 @@ const ALLOWED: &[(&str, &str, Option<&[Role]>)] = &[
     ("post", "/v1/tokens/{id}/revoke", Some(&[Admin])),
     ("get", "/v1/audit", Some(&[Auditor, Admin])),
     ("get", "/v1/audit/verify", Some(&[Auditor, Admin])),
+    // Issue 21. Break-glass is on for requesters in the matrix (off by default: tests/it/break_glass.rs).
+    ("post", "/v1/shares/{id}/break-glass", Some(&[Requester])),
+    ("post", "/v1/shares/{id}/review", Some(&[Approver, Admin])),
+    ("post", "/v1/slack/links", Some(&[Admin])),
+    ("get", "/v1/slack/links", Some(&[Admin])),
+    (
+        "delete",
+        "/v1/slack/links/{team_id}/{user_id}",
+        Some(&[Admin]),
+    ),
+    // Authenticated by Slack's signature, not a token: see below.
+    ("post", "/v1/slack/interactions", None),
     ("get", "/healthz", None),
     ("get", "/readyz", None),
     ("get", "/metrics", Some(&[Auditor, Admin])),
@@ -90,6 +102,11 @@ fn body_for(method: &str, path: &str, n: usize) -> Option<serde_json::Value> {
         ("post", p) if p.ends_with("/revoke") => Some(json!({"reason": "matrix"})),
         ("post", "/v1/access-checks") => Some(json!({"principal_arn": ROLE, "secret_arn": SECRET})),
         ("post", "/v1/tokens") => Some(json!({"name": format!("matrix-{n}"), "role": "auditor"})),
+        ("post", p) if p.ends_with("/break-glass") => Some(json!({"reason": "matrix"})),
+        ("post", p) if p.ends_with("/review") => Some(json!({"outcome": "justified"})),
+        ("post", "/v1/slack/links") => {
+            Some(json!({"team_id": "T1", "user_id": format!("U{n}"), "name": "matrix"}))
+        }
         _ => None,
     }
 }
@@ -101,6 +118,8 @@ async fn every_operation_has_an_entry_and_every_cell_holds() {
     let t = TestApp::with(|c| {
         jwt::configure_file(c, jwks_dir.path());
         c.max_pending_per_requester.0 = Some(10_000);
+        c.break_glass_roles = secret_broker::config::RoleList(vec![Requester]);
+        c.slack_signing_secret = secret_broker::config::SecretText(Some("matrix".into()));
     });
     let now = t.app.clock.now().unix_timestamp();
     let spec = secret_broker::api::openapi();
@@ -218,6 +237,15 @@ async fn every_operation_has_an_entry_and_every_cell_holds() {
             let share_id = t.request_share(requester).await;
             if p.starts_with("/v1/principals/") {
                 p.replace("{id}", &principal_id)
+            } else if p.starts_with("/v1/slack/links/") {
+                t.db()
+                    .execute(
+                        "INSERT OR REPLACE INTO slack_links (team_id, user_id, name, created_by, created_at) \
+                         VALUES ('T1', 'UMATRIX', 'matrix', 'cli', '2026-11-29T12:00:00Z')",
+                        [],
+                    )
+                    .unwrap();
+                p.replace("{team_id}", "T1").replace("{user_id}", "UMATRIX")
             } else if p.starts_with("/v1/tokens/") {
                 let victim = t.token("matrix-victim", Auditor).await;
                 p.replace("{id}", victim.split('_').nth(1).unwrap())
@@ -227,6 +255,16 @@ async fn every_operation_has_an_entry_and_every_cell_holds() {
         };
         let path = fresh_path(&tokens[0].1).await;
         let Some(allowed) = allowed else {
+            if *p == "/v1/slack/interactions" {
+                // No token is looked at: without Slack's signature every caller is refused.
+                let token = tokens
+                    .iter()
+                    .find(|(r, _)| *r == Admin)
+                    .map(|(_, t)| t.as_str());
+                let r = t.call(method.clone(), &path, token, None).await.expect(401);
+                assert!(r.text.contains("Signature"), "{}", r.text);
+                continue;
+            }
             let r = t.call(method.clone(), &path, None, None).await;
             assert_eq!(r.status, 200, "{m} {path} is public: {}", r.text);
             continue;
@@ -255,6 +293,17 @@ async fn every_operation_has_an_entry_and_every_cell_holds() {
                     p if p.ends_with("/revoke") => "active",
                     p if p.ends_with("/retry") => "failed",
                     p if p.ends_with("/repair") => "drifted",
+                    p if p.ends_with("/review") => {
+                        let id = path.split('/').nth(3).unwrap();
+                        t.db()
+                            .execute(
+                                "INSERT INTO break_glass (share_id, requested_by, reason, at, announced_at) \
+                                 VALUES (?1, 'm-requester', 'matrix', '2026-11-29T12:00:00Z', '2026-11-29T12:00:00Z')",
+                                [id],
+                            )
+                            .unwrap();
+                        "approved"
+                    }
                     _ => return,
                 };
                 let id = path.split('/').nth(3).unwrap();

@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/0010_pending_by_requester.sql"),
     ),
     (
+        11,
+        "0011_break_glass_slack.sql",
+        include_str!("../../../migrations/0011_break_glass_slack.sql"),
+    ),
+    (
         13,
         "0013_org_principals.sql",
         include_str!("../../../migrations/0013_org_principals.sql"),

@@ -14,12 +14,14 @@
 
 pub mod audit;
 pub mod bench;
+pub(crate) mod break_glass;
 pub(crate) mod jobs;
 pub mod migrate;
 pub(crate) mod oidc_logins;
 pub(crate) mod outbox;
 pub(crate) mod rows;
 pub(crate) mod sessions;
+pub mod slack;
 pub(crate) mod stats;
 mod transition;
 

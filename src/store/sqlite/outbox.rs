@@ -25,6 +25,19 @@ pub(crate) fn enqueue(
     if !enabled {
         return Ok(());
     }
+    enqueue_with_blocks(tx, event, share, detail, now, None)
+}
+
+/// [`enqueue`] (notifications on) with Slack Block Kit `blocks` in the payload beside its `text`
+/// (the Approve and Reject buttons of a pending share, [`crate::slack::decision_blocks`]).
+pub fn enqueue_with_blocks(
+    tx: &Tx<'_>,
+    event: &str,
+    share: &Share,
+    detail: &str,
+    now: &str,
+    blocks: Option<serde_json::Value>,
+) -> Result<()> {
     let conn = tx.conn();
     let id = uuid::Uuid::now_v7().to_string();
     let secret_name = share
@@ -40,11 +53,14 @@ pub(crate) fn enqueue(
         share.principal_arn,
         event.trim_start_matches("share.")
     );
+    if share.break_glass {
+        text.push_str(" [BREAK-GLASS: approved without its quorum, needs a review]");
+    }
     if !detail.is_empty() {
         text.push_str(&format!(": {}", slack_code(detail)));
     }
     let text = slack_text(&text);
-    let payload = json!({
+    let mut payload = json!({
         "id": id,
         "event": event,
         "at": now,
@@ -59,10 +75,14 @@ pub(crate) fn enqueue(
             "expires_at": fmt_time(share.expires_at),
             "requested_by": share.requested_by,
             "last_error": share.last_error,
+            "break_glass": share.break_glass,
         },
         "detail": detail,
-    })
-    .to_string();
+    });
+    if let Some(b) = blocks {
+        payload["blocks"] = b;
+    }
+    let payload = payload.to_string();
     let verb = if event == "share.expiring" {
         "INSERT OR IGNORE"
     } else {

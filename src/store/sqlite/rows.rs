@@ -407,11 +407,14 @@ pub(crate) struct Share {
     pub(crate) created_at: OffsetDateTime,
     /// Last change.
     pub(crate) updated_at: OffsetDateTime,
+    /// Approved through break-glass, without its quorum (issue 21): its reason and review are in
+    /// [`crate::store::break_glass`].
+    pub(crate) break_glass: bool,
 }
 
 const SHARE_COLUMNS: &str = "id, status, status_reason, secret_arn, principal_id, principal_arn, actions, \
      version_stage, justification, expires_at, requested_by, approvals_required, created_at, updated_at, \
-     key_arn, last_error";
+     key_arn, last_error, break_glass";
 
 fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
     // Fields are read in column order, the id last: a row whose other columns do not parse is named
@@ -433,6 +436,7 @@ fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
         updated_at: parse_column(r, 13, "share", parse_time)?,
         key_arn: parse_optional_column(r, 14, "share", KmsKeyArn::parse)?,
         last_error: r.get(15)?,
+        break_glass: r.get::<_, i64>(16)? != 0,
         id: parse_column(r, 0, "share", ShareId::parse)?,
     })
 }
@@ -463,7 +467,7 @@ fn load_approvals(conn: &Connection, share: &mut Share) -> Result<()> {
 pub(crate) fn insert_share(tx: &Tx<'_>, s: &Share) -> Result<()> {
     let conn = tx.conn();
     conn.prepare_cached(&format!(
-            "INSERT INTO shares ({SHARE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+            "INSERT INTO shares ({SHARE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
         ))?.execute(params![
             s.id.to_string(),
             s.status.as_str(),
@@ -480,7 +484,8 @@ pub(crate) fn insert_share(tx: &Tx<'_>, s: &Share) -> Result<()> {
             fmt_time(s.created_at),
             fmt_time(s.updated_at),
             s.key_arn.as_deref(),
-            s.last_error
+            s.last_error,
+            i64::from(s.break_glass)
         ])?;
     Ok(())
 }
@@ -544,7 +549,7 @@ pub(crate) fn list_shares(
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt
         .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-            Ok((r.get::<_, i64>(16)?, share_from_row(r)?))
+            Ok((r.get::<_, i64>(17)?, share_from_row(r)?))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     load_approvals_for(conn, rows.iter_mut().map(|(_, s)| s))?;
@@ -1000,6 +1005,7 @@ mod tests {
             approvals: Vec::new(),
             key_arn: None,
             last_error: None,
+            break_glass: false,
             created_at: t,
             updated_at: t,
         };

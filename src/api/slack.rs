@@ -1,0 +1,563 @@
+//! Approving from Slack (issue 21): `POST /v1/slack/interactions` receives the Approve / Reject button
+//! clicks of a pending share's notification, and `/v1/slack/links` (admin) says which broker identity
+//! each Slack user decides as.
+//!
+//! A callback is authenticated by its signature alone ([`crate::slack::verify`]: HMAC-SHA256 of
+//! `v0:{timestamp}:{body}` with the app's signing secret, at most five minutes old, never seen before);
+//! a refused one is a 401 and a `slack.refused` audit row (coalesced: anyone can send them). The
+//! clicker is found by the (team, user) ids Slack signs, through a link an admin set, never by a
+//! display name; the decision goes through [`workflow::decide`], the function behind
+//! `POST /v1/shares/{id}/approve` and `/reject`, so the self-approval ban, one vote per person, the
+//! quorum and the identity rules hold as they do in the API. The outcome replaces the message through
+//! the callback's `response_url`; a refusal is shown to the clicker only (ephemeral).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::extract::{Auth, Body, RequestId};
+use super::problem::Problem;
+use super::{check_text, invalid_if_any};
+use crate::app::App;
+use crate::domain::{Role, ShareStatus, fmt_time};
+use crate::error::{Error, FieldError, Result};
+use crate::store::slack::{self as links, SlackLink};
+use crate::workflow::{self, Decision, Origin, Resource};
+
+/// Longest form body field `payload` read (Slack's are a few KiB).
+pub(crate) const MAX_PAYLOAD: usize = 60_000;
+
+/// The form Slack posts (`application/x-www-form-urlencoded`).
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct SlackInteraction {
+    /// The interaction as JSON (a `block_actions` payload).
+    #[schema(max_length = 60000)]
+    pub(crate) payload: String,
+}
+
+/// Receive a Slack button click (Approve / Reject on a pending share's notification).
+///
+/// Not authenticated by a bearer token: by Slack's signature (`X-Slack-Signature`,
+/// `X-Slack-Request-Timestamp`), with `slack_signing_secret`.
+#[utoipa::path(
+    post, path = "/v1/slack/interactions", tag = "slack",
+    request_body(content = SlackInteraction, content_type = "application/x-www-form-urlencoded"),
+    params(
+        ("X-Slack-Signature" = String, Header, max_length = 128, description = "v0= and the hex HMAC-SHA256 of v0:{timestamp}:{body}"),
+        ("X-Slack-Request-Timestamp" = String, Header, max_length = 12, description = "Unix time of the callback; more than five minutes old is refused"),
+    ),
+    responses(
+        (status = 200, description = "Handled: the decision (or the refusal, to the clicker only) is posted to the callback's response_url"),
+        (status = 401, description = "Missing, wrong, old or replayed signature (audited)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Slack approvals are off (no slack_signing_secret)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Signed, but not a button click this broker sent", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn interactions(
+    State(app): State<Arc<App>>,
+    rid: RequestId,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let on = app.config.slack_signing_secret.0.is_some();
+    if header("x-slack-signature").is_none() || header("x-slack-request-timestamp").is_none() {
+        if on {
+            workflow::record_slack_refusal(&app, "missing-signature", String::new()).await?;
+        }
+        return Err(Error::Unauthorized(
+            "a Slack callback needs Slack's X-Slack-Signature and X-Slack-Request-Timestamp headers \
+             (bearer tokens are not taken here)"
+                .into(),
+        ));
+    }
+    let Some(secret) = app.config.slack_signing_secret.0.clone() else {
+        return Err(Error::NotFound(
+            "approving from Slack is off on this broker (no slack_signing_secret)".into(),
+        ));
+    };
+    let now = app.clock.now().unix_timestamp();
+    let signature = header("x-slack-signature").map(str::to_owned);
+    let ts = match crate::slack::verify(
+        &secret,
+        header("x-slack-request-timestamp"),
+        signature.as_deref(),
+        &body,
+        now,
+    ) {
+        Ok(ts) => ts,
+        Err(why) => {
+            workflow::record_slack_refusal(&app, why.as_str(), String::new()).await?;
+            return Err(Error::Unauthorized(match why {
+                crate::slack::Refusal::Stale => format!(
+                    "the callback's timestamp is more than {} seconds from now: refused as a possible replay",
+                    crate::slack::MAX_AGE_SECS
+                ),
+                _ => "the callback's X-Slack-Signature does not verify with the signing secret"
+                    .into(),
+            }));
+        }
+    };
+    let sig = signature.unwrap_or_default();
+    let fresh = app
+        .store
+        .write(move |c| {
+            links::remember_signature(c, &sig, ts, now - 2 * crate::slack::MAX_AGE_SECS)
+        })
+        .await?;
+    if !fresh {
+        workflow::record_slack_refusal(&app, "replayed", String::new()).await?;
+        return Err(Error::Unauthorized(
+            "this callback was already received: a replay is refused".into(),
+        ));
+    }
+    let click = parse(&body)?;
+    let reply = decide(&app, &rid, &click).await;
+    if crate::slack::response_url_allowed(
+        &click.response_url,
+        app.config.slack_allow_loopback_response_url.0,
+    ) {
+        if let Err(e) = crate::slack::respond(&click.response_url, &reply).await {
+            tracing::warn!(error = %e, "could not update the Slack message");
+        }
+    } else {
+        tracing::warn!(
+            "a Slack callback's response_url is not on {}: not called",
+            crate::slack::HOOKS_HOST
+        );
+    }
+    Ok(StatusCode::OK.into_response())
+}
+
+/// What a button click carries.
+#[derive(Debug)]
+struct Click {
+    team_id: String,
+    user_id: String,
+    action: Decision,
+    share_id: String,
+    response_url: String,
+}
+
+fn parse(body: &[u8]) -> Result<Click> {
+    let bad = |m: &str| Error::field("payload", m.to_owned());
+    let form: SlackInteraction = serde_urlencoded::from_bytes(body)
+        .map_err(|e| bad(&format!("the body is not a form with a payload field: {e}")))?;
+    if form.payload.len() > MAX_PAYLOAD {
+        return Err(bad("is longer than 60000 characters"));
+    }
+    let v: serde_json::Value = serde_json::from_str(&form.payload)
+        .map_err(|_| bad("is not JSON (expected Slack's block_actions payload)"))?;
+    if v["type"] != "block_actions" {
+        return Err(bad("is not a block_actions interaction"));
+    }
+    let id = |x: &serde_json::Value| {
+        x.as_str()
+            .filter(|s| {
+                !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric())
+            })
+            .map(str::to_owned)
+    };
+    let user_id = id(&v["user"]["id"]).ok_or_else(|| bad("has no user.id"))?;
+    let team_id = id(&v["user"]["team_id"])
+        .or_else(|| id(&v["team"]["id"]))
+        .ok_or_else(|| bad("has no team.id"))?;
+    let a = &v["actions"][0];
+    let action = match a["action_id"].as_str() {
+        Some(crate::slack::APPROVE_ACTION) => Decision::Approve,
+        Some(crate::slack::REJECT_ACTION) => Decision::Reject,
+        _ => {
+            return Err(bad(
+                "is not a click on this broker's Approve or Reject button",
+            ));
+        }
+    };
+    let share_id = a["value"]
+        .as_str()
+        .and_then(super::shares::canonical_uuid)
+        .ok_or_else(|| bad("does not carry a share id"))?;
+    let response_url = v["response_url"]
+        .as_str()
+        .ok_or_else(|| bad("has no response_url"))?
+        .to_owned();
+    Ok(Click {
+        team_id,
+        user_id,
+        action,
+        share_id,
+        response_url,
+    })
+}
+
+/// Decides as the linked identity and says what to post back: the outcome (replacing the message), or
+/// the refusal (ephemeral: only the clicker sees it).
+async fn decide(app: &App, rid: &RequestId, click: &Click) -> serde_json::Value {
+    let refused = |why: String| json!({"response_type": "ephemeral", "replace_original": false, "text": crate::slack::slack_text(&why)});
+    let (team, user) = (click.team_id.clone(), click.user_id.clone());
+    let link = match app.store.read(move |c| links::link(c, &team, &user)).await {
+        Ok(l) => l,
+        Err(e) => return refused(format!("the broker could not read its links: {e}")),
+    };
+    let verb = if click.action == Decision::Approve {
+        "approve"
+    } else {
+        "reject"
+    };
+    let Some(link) = link else {
+        let err = Error::Forbidden(format!(
+            "Slack user {} of team {} is not linked to a broker identity: an admin links it \
+             (secret-broker slack link --team {} --user {} --name NAME)",
+            click.user_id, click.team_id, click.team_id, click.user_id
+        ));
+        let origin = Origin {
+            actor: format!("slack:{}/{}", click.team_id, click.user_id),
+            request_id: rid.0.clone(),
+        };
+        if let Err(e) = workflow::record_refusal(
+            app,
+            origin,
+            Resource::Share,
+            Some(click.share_id.clone()),
+            &format!("{verb} (slack)"),
+            &err,
+        )
+        .await
+        {
+            tracing::error!(error = %e, "could not audit a refused Slack decision");
+        }
+        return refused(err.to_string());
+    };
+    let caller = workflow::slack_caller(&link);
+    let origin = Origin::of(&caller, rid.0.clone());
+    let comment =
+        (click.action == Decision::Reject).then(|| format!("rejected from Slack by {}", link.name));
+    let res = workflow::decide(
+        app,
+        &caller,
+        origin.clone(),
+        click.share_id.clone(),
+        click.action,
+        comment,
+    )
+    .await;
+    match res {
+        Ok(share) => {
+            if share.status == ShareStatus::Approved {
+                app.applier.kick(&share.secret_arn);
+            }
+            let approvals = share
+                .approvals
+                .iter()
+                .filter(|v| v.decision == "approve")
+                .count();
+            let text = format!(
+                "secret-broker: share {} is *{}*: {} by {} from Slack ({approvals} of {} approvals)",
+                &click.share_id[..8],
+                share.status,
+                if click.action == Decision::Approve {
+                    "approved"
+                } else {
+                    "rejected"
+                },
+                link.name,
+                share.approvals_required,
+            );
+            json!({"replace_original": true, "text": crate::slack::slack_text(&text)})
+        }
+        Err(err) => {
+            if matches!(err.status(), 403 | 409 | 429)
+                && let Err(e) = workflow::record_refusal(
+                    app,
+                    origin,
+                    Resource::Share,
+                    Some(click.share_id.clone()),
+                    &format!("{verb} (slack)"),
+                    &err,
+                )
+                .await
+            {
+                tracing::error!(error = %e, "could not audit a refused Slack decision");
+            }
+            refused(format!("Not recorded: {err}"))
+        }
+    }
+}
+
+/// Body of `POST /v1/slack/links`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateSlackLink {
+    /// Slack workspace (team) id, as Slack signs it in callbacks (not its name).
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[A-Z0-9]{1,32}$",
+        example = "T0123ABCD"
+    )]
+    pub(crate) team_id: String,
+    /// Slack user id (not a display name, which anyone can change).
+    #[schema(
+        min_length = 1,
+        max_length = 32,
+        pattern = r"^[A-Z0-9]{1,32}$",
+        example = "U0123ABCD"
+    )]
+    pub(crate) user_id: String,
+    /// The broker name the Slack user approves and rejects as: the name of their broker tokens, or
+    /// `oidc:<sub>` for an OIDC identity.
+    #[schema(min_length = 1, max_length = 260, example = "bob")]
+    pub(crate) name: String,
+}
+
+/// A Slack user's link.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SlackLinkView {
+    /// Slack workspace (team) id.
+    pub(crate) team_id: String,
+    /// Slack user id.
+    pub(crate) user_id: String,
+    /// The broker name (canonical) the Slack user decides as, with the approver role.
+    pub(crate) name: String,
+    /// The admin who set it.
+    pub(crate) created_by: String,
+    /// When, RFC 3339 UTC.
+    pub(crate) created_at: String,
+}
+
+impl From<SlackLink> for SlackLinkView {
+    fn from(l: SlackLink) -> Self {
+        Self {
+            team_id: l.team_id,
+            user_id: l.user_id,
+            name: l.name,
+            created_by: l.created_by,
+            created_at: l.created_at,
+        }
+    }
+}
+
+/// Every link.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SlackLinkList {
+    /// By team and user.
+    pub(crate) items: Vec<SlackLinkView>,
+}
+
+/// Checks a Slack id (team or user): 1 to 32 upper-case letters and digits.
+pub(crate) fn check_slack_id(errors: &mut Vec<FieldError>, field: &str, v: &str) {
+    if v.is_empty()
+        || v.len() > 32
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    {
+        errors.push(FieldError {
+            field: field.into(),
+            message: "must be a Slack id: 1 to 32 upper-case letters and digits (e.g. T0123ABCD, U0123ABCD)".into(),
+        });
+    }
+}
+
+/// Checks a linked broker name: a token name (letters, digits, `._@-`, not reserved) or `oidc:<sub>`.
+pub(crate) fn check_link_name(name: &str) -> std::result::Result<(), String> {
+    if let Some(sub) = name.strip_prefix("oidc:") {
+        if sub.is_empty() || sub.chars().count() > 255 || sub.chars().any(char::is_control) {
+            return Err(
+                "oidc:<sub> needs a subject of 1 to 255 characters without control characters"
+                    .into(),
+            );
+        }
+        return Ok(());
+    }
+    crate::auth::token::validate_name(name)
+}
+
+/// Link a Slack user to a broker identity (admin): their clicks decide as that name, with the approver
+/// role. Replaces an earlier link of the same user.
+#[utoipa::path(
+    post, path = "/v1/slack/links", tag = "slack",
+    request_body = CreateSlackLink,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Linked", body = SlackLinkView),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid id or name", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn link_create(
+    State(app): State<Arc<App>>,
+    rid: RequestId,
+    Auth(auth): Auth,
+    Body(body): Body<CreateSlackLink>,
+) -> Result<Response> {
+    let target = body.as_ref().ok().map(|b| {
+        format!(
+            "{}/{}",
+            super::principals::truncate(&b.team_id),
+            super::principals::truncate(&b.user_id)
+        )
+    });
+    super::guarded(
+        &app,
+        &rid,
+        super::actor_of(&auth),
+        Resource::SlackLink,
+        target,
+        "link",
+        async {
+            let caller = auth?;
+            caller.require(&[Role::Admin])?;
+            let body = body?;
+            let mut errors = Vec::new();
+            check_slack_id(&mut errors, "team_id", &body.team_id);
+            check_slack_id(&mut errors, "user_id", &body.user_id);
+            check_text(&mut errors, "name", &body.name, 260, true);
+            if errors.iter().all(|e| e.field != "name")
+                && let Err(m) = check_link_name(&body.name)
+            {
+                errors.push(FieldError {
+                    field: "name".into(),
+                    message: m,
+                });
+            }
+            invalid_if_any(errors)?;
+            let link = SlackLink {
+                team_id: body.team_id,
+                user_id: body.user_id,
+                name: crate::identity::canonical(&body.name),
+                created_by: caller.name.clone(),
+                created_at: fmt_time(app.clock.now()),
+            };
+            let link =
+                workflow::set_slack_link(&app.store, Origin::of(&caller, rid.0.clone()), link)
+                    .await?;
+            Ok((StatusCode::CREATED, Json(SlackLinkView::from(link))).into_response())
+        },
+    )
+    .await
+}
+
+/// List the Slack links (admin).
+#[utoipa::path(
+    get, path = "/v1/slack/links", tag = "slack",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every link", body = SlackLinkList),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn link_list(
+    State(app): State<Arc<App>>,
+    caller: crate::domain::Caller,
+) -> Result<Json<SlackLinkList>> {
+    caller.require(&[Role::Admin])?;
+    let items = app.store.read(links::list_links).await?;
+    Ok(Json(SlackLinkList {
+        items: items.into_iter().map(SlackLinkView::from).collect(),
+    }))
+}
+
+/// Remove a Slack user's link (admin).
+#[utoipa::path(
+    delete, path = "/v1/slack/links/{team_id}/{user_id}", tag = "slack",
+    params(
+        ("team_id" = String, Path, max_length = 32, description = "Slack team id"),
+        ("user_id" = String, Path, max_length = 32, description = "Slack user id"),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such link", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn link_delete(
+    State(app): State<Arc<App>>,
+    rid: RequestId,
+    Auth(auth): Auth,
+    Path((team_id, user_id)): Path<(String, String)>,
+) -> Result<StatusCode> {
+    let target = Some(format!(
+        "{}/{}",
+        super::principals::truncate(&team_id),
+        super::principals::truncate(&user_id)
+    ));
+    super::guarded(
+        &app,
+        &rid,
+        super::actor_of(&auth),
+        Resource::SlackLink,
+        target,
+        "unlink",
+        async {
+            let caller = auth?;
+            caller.require(&[Role::Admin])?;
+            let now = fmt_time(app.clock.now());
+            workflow::remove_slack_link(
+                &app.store,
+                Origin::of(&caller, rid.0.clone()),
+                team_id,
+                user_id,
+                now,
+            )
+            .await?;
+            Ok(StatusCode::NO_CONTENT)
+        },
+    )
+    .await
+}
+
+/// `secret-broker slack link`: links a Slack user to a broker name as the command line (validated as
+/// the API does; audited as done by `cli`). The error names the flag.
+pub async fn cli_link(
+    store: &crate::store::Store,
+    team: String,
+    user: String,
+    name: String,
+    now: String,
+) -> std::result::Result<SlackLink, String> {
+    let mut errors = Vec::new();
+    check_slack_id(&mut errors, "--team", &team);
+    check_slack_id(&mut errors, "--user", &user);
+    if let Some(e) = errors.first() {
+        return Err(format!("{}: {}", e.field, e.message));
+    }
+    check_link_name(&name).map_err(|m| format!("--name: {m}"))?;
+    let link = SlackLink {
+        team_id: team,
+        user_id: user,
+        name,
+        created_by: "cli".into(),
+        created_at: now,
+    };
+    workflow::set_slack_link(store, cli_origin(), link)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// `secret-broker slack unlink`: removes a Slack user's link as the command line.
+pub async fn cli_unlink(
+    store: &crate::store::Store,
+    team: String,
+    user: String,
+    now: String,
+) -> Result<()> {
+    workflow::remove_slack_link(store, cli_origin(), team, user, now).await
+}
+
+fn cli_origin() -> Origin {
+    Origin {
+        actor: "cli".into(),
+        request_id: None,
+    }
+}

@@ -1,0 +1,457 @@
+//! Approving from Slack (issue 21). Slack is not reachable from here: the tests sign their callbacks
+//! themselves (HMAC-SHA256 of `v0:{timestamp}:{body}`, computed here, not with the broker's code) and
+//! run a loopback receiver standing in for the callbacks' `response_url`.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::http::Request;
+use hmac::{Hmac, Mac};
+use secret_broker::config::{Flag, OptText, SecretText};
+use secret_broker::domain::Role;
+use serde_json::{Value, json};
+
+use crate::harness::{Resp, TestApp, actors, request, share};
+
+const SIGNING: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+const SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf";
+const ROLE: &str = "arn:aws:iam::444455556666:role/app-reader";
+
+/// What the loopback `response_url` received.
+#[derive(Clone, Default)]
+struct Replies(Arc<Mutex<Vec<Value>>>);
+
+impl Replies {
+    fn all(&self) -> Vec<Value> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+async fn receiver() -> (String, Replies) {
+    let r = Replies::default();
+    let state = r.clone();
+    let app = axum::Router::new().route(
+        "/respond",
+        axum::routing::post(move |body: String| {
+            let state = state.clone();
+            async move {
+                state
+                    .0
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&body).unwrap());
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/respond"), r)
+}
+
+fn slack_app() -> TestApp {
+    TestApp::with(|c| {
+        c.slack_signing_secret = SecretText(Some(SIGNING.into()));
+        c.slack_allow_loopback_response_url = Flag(true);
+        c.webhook_url = OptText(Some("http://127.0.0.1:9/hook".into()));
+        c.webhook_secret = SecretText(Some("s3cret".into()));
+    })
+}
+
+/// The form body Slack posts for a click on `action` of share `id` by `user` of team `T1`.
+fn click_body(action: &str, id: &str, user: &str, response_url: &str) -> String {
+    let payload = json!({
+        "type": "block_actions",
+        "user": {"id": user, "username": "display-name-is-not-used", "team_id": "T1"},
+        "team": {"id": "T1", "domain": "example"},
+        "actions": [{"action_id": action, "block_id": "secret_broker_decision", "value": id, "type": "button"}],
+        "response_url": response_url,
+    });
+    serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
+}
+
+fn signed(body: &str, ts: i64, secret: &str) -> Request<Body> {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("v0:{ts}:{body}").as_bytes());
+    let sig = format!("v0={}", hex::encode(mac.finalize().into_bytes()));
+    Request::post("/v1/slack/interactions")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", ts.to_string())
+        .header("x-slack-signature", sig)
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+fn now(t: &TestApp) -> i64 {
+    use secret_broker::domain::Clock;
+    t.clock.now().unix_timestamp()
+}
+
+async fn link(t: &TestApp, root: &str, user: &str, name: &str) {
+    t.post(
+        "/v1/slack/links",
+        root,
+        json!({"team_id": "T1", "user_id": user, "name": name}),
+    )
+    .await
+    .expect(201);
+}
+
+async fn click(t: &TestApp, action: &str, id: &str, user: &str, url: &str) -> Resp {
+    let body = click_body(action, id, user, url);
+    t.raw(signed(&body, now(t), SIGNING)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pending_notification_carries_approve_and_reject_buttons() {
+    let t = slack_app();
+    let a = actors(&t).await;
+    let id = request(&t, &a, SECRET, ROLE, json!({})).await;
+    let payload: String = t
+        .db()
+        .query_row(
+            "SELECT payload FROM outbox WHERE share_id = ?1 AND event = 'share.pending'",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let p: Value = serde_json::from_str(&payload).unwrap();
+    let buttons = &p["blocks"][1]["elements"];
+    assert_eq!(buttons[0]["action_id"], "secret_broker_approve");
+    assert_eq!(buttons[0]["value"], id.as_str());
+    assert_eq!(buttons[1]["action_id"], "secret_broker_reject");
+    // Without a signing secret, no buttons.
+    let plain = TestApp::with(|c| {
+        c.webhook_url = OptText(Some("http://127.0.0.1:9/hook".into()));
+        c.webhook_secret = SecretText(Some("s3cret".into()));
+    });
+    let b = actors(&plain).await;
+    request(&plain, &b, SECRET, ROLE, json!({})).await;
+    let payload: String = plain
+        .db()
+        .query_row("SELECT payload FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert!(!payload.contains("blocks"), "{payload}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_click_by_a_linked_approver_approves_and_updates_the_message() {
+    let (url, replies) = receiver().await;
+    let t = slack_app();
+    let a = actors(&t).await;
+    link(&t, &a.root, "UBOB", "Bob").await;
+    let id = request(&t, &a, SECRET, ROLE, json!({})).await;
+    let r = click(&t, "secret_broker_approve", &id, "UBOB", &url).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let s = share(&t, &a, &id).await;
+    assert_eq!(s["status"], "approved");
+    assert_eq!(s["approvals"][0]["approver"], "bob");
+    assert_eq!(s["approvals"][0]["credential"], "slack:T1/UBOB");
+    let got = replies.all();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["replace_original"], true);
+    assert!(
+        got[0]["text"].as_str().unwrap().contains("approved"),
+        "{got:?}"
+    );
+    // One vote per person: Bob's API token cannot vote again after his Slack vote.
+    let id2 = request(&t, &a, SECRET, ROLE, json!({})).await;
+    let r = click(&t, "secret_broker_reject", &id2, "UBOB", &url).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(share(&t, &a, &id2).await["status"], "rejected");
+    t.post(&format!("/v1/shares/{id2}/approve"), &a.bob, json!({}))
+        .await
+        .expect(409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quorum_counts_a_slack_vote_once_per_person() {
+    let (url, replies) = receiver().await;
+    let t = TestApp::with(|c| {
+        c.slack_signing_secret = SecretText(Some(SIGNING.into()));
+        c.slack_allow_loopback_response_url = Flag(true);
+        c.approval_quorum.0 = 2;
+    });
+    let a = actors(&t).await;
+    link(&t, &a.root, "UBOB", "bob").await;
+    let id = request(&t, &a, SECRET, ROLE, json!({})).await;
+    assert_eq!(
+        click(&t, "secret_broker_approve", &id, "UBOB", &url)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(share(&t, &a, &id).await["status"], "pending");
+    // Bob again, through the API: refused, the share stays pending.
+    t.post(&format!("/v1/shares/{id}/approve"), &a.bob, json!({}))
+        .await
+        .expect(409);
+    let carol = t.token("carol", Role::Approver).await;
+    t.post(&format!("/v1/shares/{id}/approve"), &carol, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(share(&t, &a, &id).await["status"], "approved");
+    assert!(
+        replies.all()[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("1 of 2")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_old_or_replayed_signature_is_401_and_audited() {
+    let (url, replies) = receiver().await;
+    let t = slack_app();
+    let a = actors(&t).await;
+    link(&t, &a.root, "UBOB", "bob").await;
+    let id = request(&t, &a, SECRET, ROLE, json!({})).await;
+    let body = click_body("secret_broker_approve", &id, "UBOB", &url);
+    let refused = |t: &TestApp| {
+        t.db()
+            .query_row(
+                "SELECT count(*) FROM audit WHERE action = 'slack.refused'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+    };
+    // Signed with another secret.
+    t.raw(signed(&body, now(&t), "not-the-secret"))
+        .await
+        .expect(401);
+    assert_eq!(refused(&t), 1);
+    assert_eq!(t.last_audit().2["why"], "bad-signature");
+    // The body changed after signing.
+    let mut req = signed(&body, now(&t), SIGNING);
+    *req.body_mut() = Body::from(body.replace("approve", "reject"));
+    t.raw(req).await.expect(401);
+    // No signature at all.
+    let req = Request::post("/v1/slack/interactions")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(body.clone()))
+        .unwrap();
+    t.raw(req).await.expect(401);
+    // Signed correctly, but more than five minutes old.
+    t.raw(signed(&body, now(&t) - 301, SIGNING))
+        .await
+        .expect(401);
+    assert_eq!(t.last_audit().2["why"], "stale-timestamp");
+    assert_eq!(share(&t, &a, &id).await["status"], "pending");
+    // Signed correctly and fresh: accepted once; the same callback again is a replay.
+    let ts = now(&t);
+    assert_eq!(t.raw(signed(&body, ts, SIGNING)).await.status, 200);
+    assert_eq!(share(&t, &a, &id).await["status"], "approved");
+    let r = t.raw(signed(&body, ts, SIGNING)).await.expect(401);
+    assert!(r.text.contains("replay"), "{}", r.text);
+    assert_eq!(t.last_audit().2["why"], "replayed");
+    assert_eq!(
+        replies.all().len(),
+        1,
+        "only the accepted callback was answered"
+    );
+    // Slack approvals off: the endpoint is not there.
+    let off = TestApp::new();
+    off.raw(signed(&body, now(&off), SIGNING)).await.expect(404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlinked_slack_user_is_refused_and_only_the_clicker_is_told() {
+    let (url, replies) = receiver().await;
+    let t = slack_app();
+    let a = actors(&t).await;
+    let id = request(&t, &a, SECRET, ROLE, json!({})).await;
+    // The display name says "bob"; only a link an admin set counts.
+    let r = click(&t, "secret_broker_approve", &id, "UNOBODY", &url).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(share(&t, &a, &id).await["status"], "pending");
+    let got = replies.all();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["response_type"], "ephemeral");
+    assert_eq!(got[0]["replace_original"], false);
+    assert!(
+        got[0]["text"].as_str().unwrap().contains("not linked"),
+        "{got:?}"
+    );
+    let (actor, action, details) = t.last_audit();
+    assert_eq!(
+        (actor.as_str(), action.as_str()),
+        ("slack:T1/UNOBODY", "share.refused")
+    );
+    assert_eq!(details["status"], 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_requesters_own_linked_user_cannot_approve() {
+    let (url, replies) = receiver().await;
+    let t = slack_app();
+    let a = actors(&t).await;
+    link(&t, &a.root, "UALICE", "ALICE").await;
+    let id = request(&t, &a, SECRET, ROLE, json!({})).await;
+    let r = click(&t, "secret_broker_approve", &id, "UALICE", &url).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(share(&t, &a, &id).await["status"], "pending");
+    let got = replies.all();
+    assert_eq!(got[0]["response_type"], "ephemeral");
+    assert!(
+        got[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("requested this share"),
+        "{got:?}"
+    );
+    let (_, action, details) = t.last_audit();
+    assert_eq!(action, "share.refused");
+    assert_eq!(details["attempted"], "approve (slack)");
+    // Nor reject it (the requester cancels instead).
+    click(&t, "secret_broker_reject", &id, "UALICE", &url).await;
+    assert_eq!(share(&t, &a, &id).await["status"], "pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_url_off_slacks_host_is_never_called() {
+    let (url, replies) = receiver().await;
+    // Without the test setting, the loopback receiver is not Slack's host: the decision is recorded,
+    // nothing is posted there.
+    let t = TestApp::with(|c| c.slack_signing_secret = SecretText(Some(SIGNING.into())));
+    let a = actors(&t).await;
+    link(&t, &a.root, "UBOB", "bob").await;
+    let id = request(&t, &a, SECRET, ROLE, json!({})).await;
+    assert_eq!(
+        click(&t, "secret_broker_approve", &id, "UBOB", &url)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(share(&t, &a, &id).await["status"], "approved");
+    assert!(replies.all().is_empty());
+}
+
+#[tokio::test]
+async fn links_are_set_by_an_admin_only() {
+    let t = slack_app();
+    let a = actors(&t).await;
+    let body = json!({"team_id": "T1", "user_id": "UBOB", "name": "bob"});
+    t.post("/v1/slack/links", &a.bob, body.clone())
+        .await
+        .expect(403);
+    t.post("/v1/slack/links", &a.alice, body.clone())
+        .await
+        .expect(403);
+    for bad in [
+        json!({"team_id": "t1", "user_id": "UBOB", "name": "bob"}),
+        json!({"team_id": "T1", "user_id": "U-BOB", "name": "bob"}),
+        json!({"team_id": "T1", "user_id": "UBOB", "name": "bob smith"}),
+        json!({"team_id": "T1", "user_id": "UBOB", "name": "system"}),
+        json!({"team_id": "T1", "user_id": "UBOB"}),
+    ] {
+        t.post("/v1/slack/links", &a.root, bad.clone())
+            .await
+            .expect(422);
+    }
+    assert_eq!(t.count("slack_links"), 0);
+    let r = t.post("/v1/slack/links", &a.root, body).await.expect(201);
+    assert_eq!(r.body["name"], "bob");
+    assert_eq!(t.last_audit().1, "slack.link_set");
+    let l = t.get("/v1/slack/links", &a.root).await.expect(200);
+    assert_eq!(l.body["items"][0]["user_id"], "UBOB");
+    t.get("/v1/slack/links", &a.bob).await.expect(403);
+    t.call(
+        axum::http::Method::DELETE,
+        "/v1/slack/links/T1/UBOB",
+        Some(&a.root),
+        None,
+    )
+    .await
+    .expect(204);
+    assert_eq!(t.last_audit().1, "slack.link_removed");
+    t.call(
+        axum::http::Method::DELETE,
+        "/v1/slack/links/T1/UBOB",
+        Some(&a.root),
+        None,
+    )
+    .await
+    .expect(404);
+}
+
+#[test]
+fn the_signing_secret_is_never_shown() {
+    let c = secret_broker::config::Config {
+        slack_signing_secret: SecretText(Some(SIGNING.into())),
+        ..Default::default()
+    };
+    assert!(!format!("{c:?}").contains(SIGNING));
+    assert_eq!(c.slack_signing_secret.to_string(), "<set>");
+}
+
+/// `secret-broker slack link | links | unlink`, the command line's way to set the links.
+#[test]
+fn the_command_line_sets_and_removes_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_secret-broker"));
+        c.current_dir(dir.path()).env_remove("RUST_LOG");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("BROKER_") {
+                c.env_remove(k);
+            }
+        }
+        c.args(args).output().unwrap()
+    };
+    let out = run(&[
+        "slack", "link", "--team", "T1", "--user", "UBOB", "--name", "Bob",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["slack", "links"]);
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["name"], "bob", "stored in its canonical form");
+    assert_eq!(
+        (line["team_id"].as_str(), line["user_id"].as_str()),
+        (Some("T1"), Some("UBOB"))
+    );
+    assert_eq!(line["created_by"], "cli");
+    // A display-name-like id, a reserved name: refused, nothing stored.
+    for bad in [
+        vec![
+            "slack",
+            "link",
+            "--team",
+            "T1",
+            "--user",
+            "bob smith",
+            "--name",
+            "bob",
+        ],
+        vec![
+            "slack", "link", "--team", "T1", "--user", "UX", "--name", "system",
+        ],
+    ] {
+        let out = run(&bad);
+        assert!(!out.status.success(), "{bad:?}");
+    }
+    assert_eq!(
+        String::from_utf8(run(&["slack", "links"]).stdout)
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+    let out = run(&["slack", "unlink", "--team", "T1", "--user", "UBOB"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(run(&["slack", "links"]).stdout.is_empty());
+    assert!(
+        !run(&["slack", "unlink", "--team", "T1", "--user", "UBOB"])
+            .status
+            .success()
+    );
+}
