@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0010_pending_by_requester.sql",
         include_str!("../../../migrations/0010_pending_by_requester.sql"),
     ),
+    (
+        12,
+        "0012_token_epoch.sql",
+        include_str!("../../../migrations/0012_token_epoch.sql"),
+    ),
 ];
 
 /// A migration applied by this run.
