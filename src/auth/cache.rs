@@ -148,7 +148,10 @@ mod tests {
         assert!(c.get("a", &[2; 32], 7, NOW, t0).is_none());
         // At or after its expiry: not used (the row refuses it, saying so).
         assert!(c.get("a", &[1; 32], 7, end, t0).is_none());
-        assert!(c.get("a", &[1; 32], 7, end - time::Duration::SECOND, t0).is_some());
+        assert!(
+            c.get("a", &[1; 32], 7, end - time::Duration::SECOND, t0)
+                .is_some()
+        );
         // Older than the TTL: not used.
         assert!(c.get("a", &[1; 32], 7, NOW, t0 + TTL).is_none());
         assert!(c.get("b", &[1; 32], 7, NOW, t0).is_none());
