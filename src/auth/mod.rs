@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::store::{Store, audit};
 
 pub(crate) mod cache;
-pub mod oidc;
+pub(crate) mod oidc;
 pub mod oidc_login;
 pub mod token;
 

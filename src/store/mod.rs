@@ -4,8 +4,8 @@
 //! that [`Store::write`] commits as a whole (a change, its audit row and its outbox event together) and
 //! [`Store::read`] runs on a read-only connection.
 //!
-//! A share's status changes in one function, [`rows::transition`], which checks the state machine and
-//! writes the audit row and the outbox event of the change in the same transaction.
+//! A share's status changes in one function, [`transition`] (`sqlite/transition.rs`), which checks the
+//! state machine and writes the audit row and the outbox event of the change in the same transaction.
 //!
 //! The implementation is SQLite ([`sqlite`]): one writer thread with group commit (a SAVEPOINT per
 //! write), a pool of read connections. No module outside `store/` sees SQL or a `rusqlite` type, so a
@@ -13,8 +13,8 @@
 
 mod sqlite;
 
-pub use sqlite::{
-    Outcome, Store, StoreOptions, Transition, Tx, WAL_RESTART_FRAMES, WriterStats, audit, bench,
-    jobs, migrate, migrate_database, oidc_logins, outbox, pending_migrations, rows, sessions,
-    stats, transition,
+pub(crate) use sqlite::{
+    Outcome, Transition, jobs, oidc_logins, outbox, pending_migrations, rows, sessions, stats,
+    transition,
 };
+pub use sqlite::{Store, StoreOptions, Tx, audit, bench, migrate, migrate_database};
