@@ -22,6 +22,7 @@ use crate::domain::{Caller, Clock};
 use crate::error::{Error, Result};
 use crate::store::{Store, audit};
 
+pub(crate) mod cache;
 pub(crate) mod oidc;
 pub mod oidc_login;
 pub mod token;
@@ -163,6 +164,7 @@ pub struct Authenticator {
     clock: Arc<dyn Clock>,
     oidc: Option<Arc<Oidc>>,
     failures: FailureAudit,
+    tokens: cache::TokenCache,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -181,6 +183,7 @@ impl Authenticator {
             clock,
             oidc,
             failures: FailureAudit::default(),
+            tokens: cache::TokenCache::default(),
         }
     }
 
@@ -199,7 +202,7 @@ impl Authenticator {
     ) -> Result<std::result::Result<Caller, Failure>> {
         let now = self.clock.now();
         if token.starts_with(token::PREFIX) {
-            return token::authenticate(&self.store, token, &crate::domain::fmt_time(now)).await;
+            return token::authenticate(&self.store, Some(&self.tokens), token, now).await;
         }
         match &self.oidc {
             Some(oidc) => Ok(oidc.authenticate(token, now.unix_timestamp()).await),

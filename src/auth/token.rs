@@ -5,8 +5,10 @@ use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
 
 use crate::auth::Failure;
+use crate::auth::cache::TokenCache;
 use crate::domain::{Caller, Role};
 use crate::error::{Error, Result};
 use crate::store::{Store, audit, rows};
@@ -169,12 +171,14 @@ pub(crate) async fn issue(store: &Store, now: &str, actor: &str, t: NewToken) ->
     Ok(format!("{PREFIX}{id}_{secret}"))
 }
 
-/// Resolves a broker token to its caller at time `now` (RFC 3339). `Ok(Err(_))` is a refusal that
-/// says what is wrong; `Err(_)` means the token table could not be read.
+/// Resolves a broker token to its caller at time `now`. `Ok(Err(_))` is a refusal that says what is
+/// wrong; `Err(_)` means the token table could not be read. With `cache`, a token verified before is
+/// taken from it when the database's token counter has not moved since (see [`super::cache`]).
 pub(crate) async fn authenticate(
     store: &Store,
+    cache: Option<&TokenCache>,
     token: &str,
-    now: &str,
+    now: OffsetDateTime,
 ) -> Result<std::result::Result<Caller, Failure>> {
     let bad = || {
         Failure::new(
@@ -189,8 +193,48 @@ pub(crate) async fn authenticate(
     if secret.is_empty() || secret.len() > 256 {
         return Ok(Err(bad()));
     }
-    let given = hash_secret(secret);
-    let row = store.read_quick(move |c| rows::token_by_id(c, &id)).await?;
+    let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    let Some(cache) = cache else {
+        let row = store.read_quick(move |c| rows::token_by_id(c, &id)).await?;
+        return Ok(verify(row, &digest, now));
+    };
+    let at = std::time::Instant::now();
+    let epoch = store.read_quick(rows::token_epoch).await?;
+    if let Some(caller) = cache.get(&id, &digest, epoch, now, at) {
+        return Ok(Ok(caller));
+    }
+    // The counter is read before the row, in the same read: an entry filled from a row read before a
+    // revoke committed carries the counter from before it, and is never used.
+    let id2 = id.clone();
+    let (epoch, row) = store
+        .read_quick(move |c| Ok((rows::token_epoch(c)?, rows::token_by_id(c, &id2)?)))
+        .await?;
+    let expires_at = row.as_ref().and_then(|r| r.expires_at.clone());
+    let outcome = verify(row, &digest, now);
+    if let Ok(caller) = &outcome {
+        // Kept only when the expiry reads back as the text stored, so that comparing times on a hit
+        // is comparing that text, as the row's check does.
+        let end = match expires_at {
+            None => Some(None),
+            Some(text) => crate::domain::parse_time(&text)
+                .ok()
+                .filter(|t| crate::domain::fmt_time(*t) == text)
+                .map(Some),
+        };
+        if let Some(end) = end {
+            cache.put(&id, digest, caller.clone(), end, epoch, at);
+        }
+    }
+    Ok(outcome)
+}
+
+/// The checks of a token's row against the digest of the presented secret, at time `now`.
+fn verify(
+    row: Option<rows::TokenRow>,
+    digest: &[u8; 32],
+    now: OffsetDateTime,
+) -> std::result::Result<Caller, Failure> {
+    let given = hex::encode(digest);
     // Compare against a dummy hash when the id is unknown, so both paths do the same work.
     let (stored, row) = match row {
         Some(r) => (r.secret_hash.clone(), Some(r)),
@@ -198,32 +242,30 @@ pub(crate) async fn authenticate(
     };
     let equal: bool = given.as_bytes().ct_eq(stored.as_bytes()).into();
     let Some(r) = row.filter(|_| equal) else {
-        return Ok(Err(Failure::new(
+        return Err(Failure::new(
             "unknown-token",
             "the bearer token is not valid: create one with `secret-broker tokens create`",
-        )));
+        ));
     };
+    let now = crate::domain::fmt_time(now);
     if let Some(end) = r.expires_at.as_deref()
-        && end <= now
+        && end <= now.as_str()
     {
-        return Ok(Err(Failure::new(
+        return Err(Failure::new(
             "expired",
             format!("the bearer token expired at {end}: ask an admin for a new one"),
-        )));
+        ));
     }
     if r.revoked_at.is_some() {
-        return Ok(Err(Failure::new(
-            "revoked",
-            "the bearer token has been revoked",
-        )));
+        return Err(Failure::new("revoked", "the bearer token has been revoked"));
     }
-    Ok(Ok(Caller {
+    Ok(Caller {
         credential: r.id.clone(),
         token_id: r.id,
         name: crate::identity::canonical(&r.name),
         role: r.role,
         issued_by: r.created_by.as_deref().map(crate::identity::canonical),
-    }))
+    })
 }
 
 /// Resolves the broker token with public id `id` to its caller at time `now` (RFC 3339), for a console

@@ -64,6 +64,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/0011_break_glass_slack.sql"),
     ),
     (
+        12,
+        "0012_token_epoch.sql",
+        include_str!("../../../migrations/0012_token_epoch.sql"),
+    ),
+    (
         13,
         "0013_org_principals.sql",
         include_str!("../../../migrations/0013_org_principals.sql"),

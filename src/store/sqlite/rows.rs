@@ -210,6 +210,15 @@ pub(crate) fn admin_tokens_lasting(
     Ok(n as u64)
 }
 
+/// The counter of changes to the tokens table (migration 0012: triggers advance it on every update
+/// and delete), against which cached tokens are checked (`auth::cache`).
+pub(crate) fn token_epoch(tx: &Tx<'_>) -> Result<i64> {
+    Ok(tx
+        .conn()
+        .prepare_cached("SELECT n FROM token_epoch WHERE id = 1")?
+        .query_row([], |r| r.get(0))?)
+}
+
 /// Looks a token up by its public id.
 pub(crate) fn token_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<TokenRow>> {
     let conn = tx.conn();
@@ -443,24 +452,20 @@ fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
 
 /// A vote from `SELECT share_id, approver, decision, comment, at, credential, issued_by`.
 fn approval_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
-    Ok(Approval {
-        approver: r.get(1)?,
-        decision: r.get(2)?,
-        comment: r.get(3)?,
-        at: parse_column(r, 4, "approval of share", parse_time)?,
-        credential: r.get(5)?,
-        issued_by: r.get(6)?,
-    })
+    approval_at(r, 1)
 }
 
-fn load_approvals(conn: &Connection, share: &mut Share) -> Result<()> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT share_id, approver, decision, comment, at, credential, issued_by FROM approvals WHERE share_id = ?1 ORDER BY at, rowid",
-    )?;
-    share.approvals = stmt
-        .query_map([share.id.to_string()], approval_from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(())
+/// A vote from the six columns `approver, decision, comment, at, credential, issued_by` starting at
+/// column `i`.
+fn approval_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Approval> {
+    Ok(Approval {
+        approver: r.get(i)?,
+        decision: r.get(i + 1)?,
+        comment: r.get(i + 2)?,
+        at: parse_column(r, i + 3, "approval of share", parse_time)?,
+        credential: r.get(i + 4)?,
+        issued_by: r.get(i + 5)?,
+    })
 }
 
 /// Inserts a new share (its approvals list is ignored).
@@ -490,20 +495,30 @@ pub(crate) fn insert_share(tx: &Tx<'_>, s: &Share) -> Result<()> {
     Ok(())
 }
 
-/// A share with its approvals.
+/// A share with its approvals, in one query (the share's columns repeat on each vote's row).
 pub(crate) fn share_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<Share>> {
     let conn = tx.conn();
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT {SHARE_COLUMNS} FROM shares WHERE id = ?1"))?;
-    let share = stmt.query_row([id], share_from_row).optional()?;
-    match share {
-        Some(mut s) => {
-            load_approvals(conn, &mut s)?;
-            Ok(Some(s))
+    let mut stmt = conn.prepare_cached(SHARE_WITH_VOTES)?;
+    let mut rows = stmt.query([id])?;
+    let Some(first) = rows.next()? else {
+        return Ok(None);
+    };
+    let mut share = share_from_row(first)?;
+    if first.get_ref(16)? != rusqlite::types::ValueRef::Null {
+        share.approvals.push(approval_at(first, 16)?);
+        while let Some(r) = rows.next()? {
+            share.approvals.push(approval_at(r, 16)?);
         }
-        None => Ok(None),
     }
+    Ok(Some(share))
 }
+
+/// One share and its votes (none: one row whose vote columns are NULL), the votes in the order cast.
+const SHARE_WITH_VOTES: &str = "SELECT s.id, s.status, s.status_reason, s.secret_arn, s.principal_id, \
+     s.principal_arn, s.actions, s.version_stage, s.justification, s.expires_at, s.requested_by, \
+     s.approvals_required, s.created_at, s.updated_at, s.key_arn, s.last_error, \
+     a.approver, a.decision, a.comment, a.at, a.credential, a.issued_by \
+     FROM shares s LEFT JOIN approvals a ON a.share_id = s.id WHERE s.id = ?1 ORDER BY a.at, a.rowid";
 
 /// Filters for [`list_shares`]; `None` means no filter.
 #[derive(Debug, Clone, Default)]
@@ -556,7 +571,8 @@ pub(crate) fn list_shares(
     Ok(rows)
 }
 
-/// Loads the votes of several shares with one query.
+/// Loads the votes of several shares with one query, whose text is the same for any number of shares
+/// (the ids go in as one JSON array), so it is prepared once per connection.
 fn load_approvals_for<'a>(
     conn: &Connection,
     shares: impl Iterator<Item = &'a mut Share>,
@@ -565,22 +581,17 @@ fn load_approvals_for<'a>(
     if shares.is_empty() {
         return Ok(());
     }
-    let marks = vec!["?"; shares.len()].join(",");
-    let mut stmt = conn.prepare(&format!(
-        "SELECT share_id, approver, decision, comment, at, credential, issued_by FROM approvals WHERE share_id IN ({marks}) ORDER BY at, rowid"
-    ))?;
-    let ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
-    let votes = stmt
-        .query_map(rusqlite::params_from_iter(ids.iter()), |r| {
-            Ok((
-                parse_column(r, 0, "approval of share", ShareId::parse)?,
-                approval_from_row(r)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    for (id, v) in votes {
+    let mut stmt = conn.prepare_cached(
+        "SELECT share_id, approver, decision, comment, at, credential, issued_by FROM approvals \
+         WHERE share_id IN (SELECT value FROM json_each(?1)) ORDER BY at, rowid",
+    )?;
+    let ids = serde_json::to_string(&shares.iter().map(|s| s.id).collect::<Vec<_>>())?;
+    let mut rows = stmt.query([ids])?;
+    while let Some(r) = rows.next()? {
+        let id = parse_column(r, 0, "approval of share", ShareId::parse)?;
+        let vote = approval_from_row(r)?;
         if let Some(s) = shares.iter_mut().find(|s| s.id == id) {
-            s.approvals.push(v);
+            s.approvals.push(vote);
         }
     }
     Ok(())
