@@ -6,6 +6,7 @@ mod harness;
 mod http;
 mod jwt;
 mod moto;
+mod pg;
 
 mod apply;
 mod audit_log;
@@ -25,6 +26,7 @@ mod openapi;
 mod ops;
 mod policy_props;
 mod recovery;
+mod replicas;
 mod roles;
 mod saga_edges;
 mod security;

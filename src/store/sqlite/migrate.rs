@@ -58,6 +58,11 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0010_pending_by_requester.sql",
         include_str!("../../../migrations/0010_pending_by_requester.sql"),
     ),
+    (
+        11,
+        "0011_leases.sql",
+        include_str!("../../../migrations/0011_leases.sql"),
+    ),
 ];
 
 /// A migration applied by this run.
