@@ -243,7 +243,20 @@ pub(crate) fn pending_url(url: &str) -> Result<Vec<&'static str>> {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{MIGRATIONS, redact};
+
+    #[test]
+    fn postgres_migrations_are_numbered_in_order() {
+        for (expected, (v, name, _)) in (1..).zip(MIGRATIONS.iter()) {
+            assert_eq!(*v, expected, "{name}");
+            assert!(name.starts_with(&format!("{v:04}_")), "{name}");
+        }
+        let on_disk =
+            std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+                .unwrap()
+                .count();
+        assert_eq!(on_disk, MIGRATIONS.len(), "every file in migrations/postgres/ is listed");
+    }
 
     #[test]
     fn the_password_is_never_shown() {
