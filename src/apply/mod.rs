@@ -229,12 +229,39 @@ impl Applier {
         m.entry(name.to_owned()).or_default().clone()
     }
 
+    /// Takes the key's lease in the database (`key:<ARN>`), waiting while another broker holds it
+    /// (bounded by four lease lengths, then going on without it: the read-back after the write still
+    /// finds a statement another writer removed): two brokers never write one key policy at once,
+    /// whichever secrets they apply.
+    pub(crate) async fn key_lease(&self, key: &str) -> Option<Lease> {
+        let deadline = std::time::Instant::now() + self.settings.lease * 4;
+        loop {
+            match self.lease_named(format!("key:{key}")).await {
+                Ok(Some(l)) => return Some(l),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(None) => {
+                    tracing::error!(key, "another broker held the key's lease too long; writing without it");
+                    return None;
+                }
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "cannot take the key's lease; writing without it");
+                    return None;
+                }
+            }
+        }
+    }
+
     /// Takes the secret's lease in the database, with a heartbeat renewing it; `None` when another
     /// broker holds it (it does the secret's work; what it leaves is picked up by the worker's next
     /// pass). On SQLite the database belongs to one process: a lease found there is a previous run's
     /// (or, in tests, an app opened before this one over the same file), and is taken over at once.
     pub(crate) async fn lease(&self, secret: &str) -> crate::error::Result<Option<Lease>> {
-        let name = format!("secret:{secret}");
+        self.lease_named(format!("secret:{secret}")).await
+    }
+
+    async fn lease_named(&self, name: String) -> crate::error::Result<Option<Lease>> {
         let force = self.store.backend() == crate::store::Backend::Sqlite;
         let now_t = self.clock.now();
         let (now, until) = (fmt_time(now_t), fmt_time(now_t + self.settings.lease));

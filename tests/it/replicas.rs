@@ -3,6 +3,7 @@
 //! These always run on PostgreSQL, whichever backend the parameterised tests use.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -167,4 +168,184 @@ async fn shares_of_one_secret_approved_through_two_replicas_lose_no_statement() 
     let v = t2.get("/v1/audit/verify", &a.root).await.expect(200);
     assert_eq!(v.body["ok"], true, "{}", v.text);
     m.assert_no_get_secret_value();
+}
+
+/// A token made with the CLI in the database at `url`.
+fn cli_token(url: &str, name: &str, role: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_secret-broker"))
+        .args(["tokens", "create", "--name", name, "--role", role])
+        .env("BROKER_DATABASE", url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned()
+}
+
+/// Sends `method path` to `first`; when its connection is refused or the request is lost (the replica
+/// was killed), to `other`. The status the request ended with.
+async fn to_either(
+    c: &crate::http::Client,
+    first: &str,
+    other: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    match crate::http::http(c, method, &format!("http://{first}{path}"), token, body.clone()).await {
+        Ok(r) => r,
+        Err(_) => crate::http::http(c, method, &format!("http://{other}{path}"), token, body)
+            .await
+            .unwrap(),
+    }
+}
+
+/// Issue 16's first "done when": two `serve` processes on one PostgreSQL database and the emulator;
+/// 1,000 shares over 50 secrets (on 10 keys) requested and approved through both at once; one replica
+/// SIGKILLed while jobs run; the other finishes every share (taking over the dead one's job once its
+/// lease runs out, compensating it from the journal). Then every share is active, each secret's and
+/// key's policy holds the broker statements of exactly its shares, no share was applied by two jobs,
+/// every vote and audit row is there, and the chain verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
+    let url = crate::pg::fresh_database();
+    let m = moto();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("BROKER_DATABASE", url.as_str()),
+        ("BROKER_APPLY_LEASE", "2s"),
+        ("BROKER_WORKER_INTERVAL", "1s"),
+        ("BROKER_TOKEN_RATE_LIMIT", "off"),
+        ("BROKER_ADDRESS_RATE_LIMIT", "off"),
+        ("BROKER_MAX_CONCURRENT_PER_ADDRESS", "off"),
+        ("BROKER_MAX_PENDING_PER_REQUESTER", "off"),
+    ];
+    let mut a = crate::cli::serve_env(dir.path(), &m.endpoint, &env);
+    let b = crate::cli::serve_env(dir.path(), &m.endpoint, &env);
+    let (a_addr, b_addr) = (a.addr.clone(), b.addr.clone());
+    let alice = cli_token(&url, "alice", "requester");
+    let bob = cli_token(&url, "bob", "approver");
+    let root = cli_token(&url, "root", "admin");
+    let mut keys = Vec::new();
+    for _ in 0..10 {
+        keys.push(m.create_key().await);
+    }
+    let mut secrets = Vec::new();
+    for i in 0..50 {
+        secrets.push(m.create_secret(Some(&keys[i % 10])).await);
+    }
+    let principal = |j: usize| format!("arn:aws:iam::{}:role/consumer", 630000000000u64 + j as u64);
+    let c = crate::http::client();
+    // 1,000 requests, half through each replica, 32 at a time.
+    let mut ids: Vec<(usize, String)> = Vec::new();
+    let work: Vec<(usize, usize)> = (0..50).flat_map(|s| (0..20).map(move |p| (s, p))).collect();
+    for chunk in work.chunks(32) {
+        let mut set = tokio::task::JoinSet::new();
+        for (n, &(s, p)) in chunk.iter().enumerate() {
+            let (c, alice, secret) = (c.clone(), alice.clone(), secrets[s].clone());
+            let (first, other) = if n % 2 == 0 { (a_addr.clone(), b_addr.clone()) } else { (b_addr.clone(), a_addr.clone()) };
+            let body = json!({"secret_arn": secret, "principal_arn": principal(p), "justification": "replicas"});
+            set.spawn(async move {
+                let (status, v) = to_either(&c, &first, &other, "POST", "/v1/shares", &alice, Some(body)).await;
+                assert_eq!(status, 201, "{v}");
+                (s, v["id"].as_str().unwrap().to_owned())
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            ids.push(r.unwrap());
+        }
+    }
+    // Approved through both at once; replica A is killed while jobs run.
+    let approvals = {
+        let (c, bob, ids) = (c.clone(), bob.clone(), ids.clone());
+        let (a_addr, b_addr) = (a_addr.clone(), b_addr.clone());
+        tokio::spawn(async move {
+            let mut statuses: HashMap<u16, usize> = HashMap::new();
+            for chunk in ids.chunks(32) {
+                let mut set = tokio::task::JoinSet::new();
+                for (n, (_, id)) in chunk.iter().enumerate() {
+                    let (c, bob) = (c.clone(), bob.clone());
+                    let (first, other) = if n % 2 == 0 { (a_addr.clone(), b_addr.clone()) } else { (b_addr.clone(), a_addr.clone()) };
+                    let path = format!("/v1/shares/{id}/approve");
+                    set.spawn(async move { to_either(&c, &first, &other, "POST", &path, &bob, None).await.0 });
+                }
+                while let Some(s) = set.join_next().await {
+                    *statuses.entry(s.unwrap()).or_default() += 1;
+                }
+            }
+            statuses
+        })
+    };
+    let db = secret_broker::store::db::Direct::open(std::path::Path::new(&url)).unwrap();
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let started = std::time::Instant::now();
+    while count("SELECT count(*) FROM jobs WHERE state = 'running'") < 2 {
+        assert!(started.elapsed() < Duration::from_secs(120), "no two jobs ran at once");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a.kill();
+    let statuses = approvals.await.unwrap();
+    // A vote whose request was lost with replica A and then sent to B found the share approved (409).
+    assert_eq!(
+        statuses.get(&200).copied().unwrap_or(0) + statuses.get(&409).copied().unwrap_or(0),
+        1000,
+        "{statuses:?}"
+    );
+    let started = std::time::Instant::now();
+    while count("SELECT count(*) FROM shares WHERE status = 'active'") < 1000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "only {} of 1000 shares became active; statuses: {:?}",
+            count("SELECT count(*) FROM shares WHERE status = 'active'"),
+            count("SELECT count(*) FROM shares WHERE status <> 'active'")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every secret's and key's policy holds exactly its shares' broker statements.
+    for (i, secret) in secrets.iter().enumerate() {
+        let resource = m.resource_policy(secret).await.unwrap();
+        assert_eq!(broker_sids(&resource).len(), 20, "{secret}");
+        for p in 0..20 {
+            assert!(resource.contains(&principal(p)), "{} missing on {secret}", principal(p));
+        }
+        let key_policy = m.key_policy(&keys[i % 10]).await;
+        assert!(key_policy.contains(secret.as_str()), "{secret} missing from its key policy");
+    }
+    // No share was applied by two jobs that both finished; the killed replica's job (if it was
+    // writing) was compensated, and its shares applied again by one job.
+    let done_per_share: Vec<i64> = {
+        let mut st = db
+            .prepare(
+                "SELECT s.id, (SELECT count(*) FROM jobs j WHERE j.kind = 'apply' AND j.state = 'done'
+                   AND j.share_ids LIKE '%' || s.id || '%') FROM shares s",
+            )
+            .unwrap();
+        st.query_map([], |r| r.get(1)).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(done_per_share.len(), 1000);
+    assert!(done_per_share.iter().all(|n| *n == 1), "{done_per_share:?}");
+    // Each apply job wrote each policy once; the compensation of an interrupted job once more.
+    let jobs = count("SELECT count(*) FROM jobs WHERE kind = 'apply'");
+    let puts: usize = secrets.iter().map(|s| m.calls("PutResourcePolicy", s)).sum();
+    assert!(puts as i64 <= jobs * 2, "{puts} resource-policy writes for {jobs} jobs");
+    // Every vote and every audit row.
+    assert_eq!(count("SELECT count(*) FROM approvals"), 1000);
+    assert_eq!(count("SELECT count(*) FROM audit WHERE action = 'share.requested'"), 1000);
+    assert_eq!(count("SELECT count(*) FROM audit WHERE action = 'share.approved'"), 1000);
+    assert_eq!(count("SELECT count(*) FROM audit WHERE action = 'share.active'"), 1000);
+    assert_eq!(
+        count("SELECT count(*) FROM audit WHERE action = 'share.applying'"),
+        1000 + count("SELECT count(*) FROM audit WHERE action = 'share.requeued'")
+    );
+    let (status, v) = crate::http::http(&c, "GET", &format!("http://{b_addr}/v1/audit/verify"), &root, None)
+        .await
+        .unwrap();
+    assert_eq!((status, v["ok"].clone()), (200, json!(true)), "{v}");
+    m.assert_no_get_secret_value();
+    drop(b);
 }
