@@ -242,7 +242,10 @@ impl Applier {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Ok(None) => {
-                    tracing::error!(key, "another broker held the key's lease too long; writing without it");
+                    tracing::error!(
+                        key,
+                        "another broker held the key's lease too long; writing without it"
+                    );
                     return None;
                 }
                 Err(e) => {

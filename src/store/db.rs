@@ -240,7 +240,11 @@ impl rusqlite::ToSql for Value<'_> {
 type BoxError = Box<dyn std::error::Error + Sync + Send>;
 
 impl ToSql for Value<'_> {
-    fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> std::result::Result<IsNull, BoxError> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<IsNull, BoxError> {
         match *self {
             Value::Null => Ok(IsNull::Yes),
             Value::Int(i) => match *ty {
@@ -395,9 +399,8 @@ impl<'r> Row<'r> {
     /// Column `i`, converted.
     pub fn get<I: ColumnIndex, T: FromColumn>(&self, i: I) -> Result<T> {
         let i = i.index();
-        T::from_cell(self.get_ref(i)?).map_err(|e| {
-            DbError::Conversion(format!("column {} ({i}): {e}", self.column_name(i)))
-        })
+        T::from_cell(self.get_ref(i)?)
+            .map_err(|e| DbError::Conversion(format!("column {} ({i}): {e}", self.column_name(i))))
     }
 
     /// Column `i` as it is.
@@ -742,34 +745,13 @@ impl<'a> Stmt<'a> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::pg_sql;
-
-    #[test]
-    fn sqlite_spelling_becomes_postgres_spelling() {
-        assert_eq!(
-            pg_sql("SELECT a FROM t WHERE b = ?1 AND c = ?12 AND d = '?'"),
-            "SELECT a FROM t WHERE b = $1 AND c = $12 AND d = '?'"
-        );
-        assert_eq!(
-            pg_sql("SELECT a FROM t WHERE b IN (?,?,?) LIMIT ?"),
-            "SELECT a FROM t WHERE b IN ($1,$2,$3) LIMIT $4"
-        );
-        assert_eq!(
-            pg_sql("INSERT OR IGNORE INTO t (a) VALUES (?1)"),
-            "INSERT INTO t (a) VALUES ($1) ON CONFLICT DO NOTHING"
-        );
-    }
-}
-
 /// A connection of its own to the store's database, beside the store's writer and readers: for tests
 /// that count rows or tamper with them, and for `secret-broker migrate --from`. Usable on any thread.
 pub struct Direct(DirectConn);
 
 enum DirectConn {
     Sqlite(rusqlite::Connection),
-    Pg(PgConn),
+    Pg(Box<PgConn>),
 }
 
 impl Direct {
@@ -779,9 +761,9 @@ impl Direct {
         match super::postgres::url_of(path) {
             Some(url) => {
                 let config = super::postgres::config(url)?;
-                Ok(Self(DirectConn::Pg(super::postgres::off_runtime(|| {
-                    super::postgres::connect(&config)
-                })?)))
+                Ok(Self(DirectConn::Pg(Box::new(
+                    super::postgres::off_runtime(|| super::postgres::connect(&config))?,
+                ))))
             }
             None => Ok(Self(DirectConn::Sqlite(
                 rusqlite::Connection::open(path).map_err(DbError::from)?,
@@ -825,5 +807,26 @@ impl Direct {
         f: impl FnOnce(&Row<'_>) -> Result<T> + Send,
     ) -> Result<T> {
         self.conn().query_row(sql, p, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pg_sql;
+
+    #[test]
+    fn sqlite_spelling_becomes_postgres_spelling() {
+        assert_eq!(
+            pg_sql("SELECT a FROM t WHERE b = ?1 AND c = ?12 AND d = '?'"),
+            "SELECT a FROM t WHERE b = $1 AND c = $12 AND d = '?'"
+        );
+        assert_eq!(
+            pg_sql("SELECT a FROM t WHERE b IN (?,?,?) LIMIT ?"),
+            "SELECT a FROM t WHERE b IN ($1,$2,$3) LIMIT $4"
+        );
+        assert_eq!(
+            pg_sql("INSERT OR IGNORE INTO t (a) VALUES (?1)"),
+            "INSERT INTO t (a) VALUES ($1) ON CONFLICT DO NOTHING"
+        );
     }
 }

@@ -13,9 +13,9 @@
 //! `Store`), and the same domain functions over [`db::Conn`], the driver layer: only SQL text differs,
 //! where the dialects do ([`db::pg_sql`]). No module outside `store/` sees SQL or a driver type.
 
+pub mod copy;
 #[doc(hidden)]
 pub mod db;
-pub mod copy;
 mod postgres;
 mod sqlite;
 
@@ -31,6 +31,6 @@ pub fn describe_database(path: &std::path::Path) -> String {
 }
 pub use sqlite::{
     Outcome, Store, StoreOptions, Transition, Tx, WAL_RESTART_FRAMES, WriterStats, audit, bench,
-    jobs, leases, migrate, migrate_database, oidc_logins, outbox, pending_migrations, rows, sessions,
-    stats, transition,
+    jobs, leases, migrate, migrate_database, oidc_logins, outbox, pending_migrations, rows,
+    sessions, stats, transition,
 };

@@ -112,10 +112,7 @@ fn describe_config(config: &postgres::Config) -> String {
         })
         .unwrap_or_default();
     let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!(
-        "{host}:{port}/{}",
-        config.get_dbname().unwrap_or_default()
-    )
+    format!("{host}:{port}/{}", config.get_dbname().unwrap_or_default())
 }
 
 /// Runs `f` on a thread of its own and waits for it (the `postgres` crate must not block an async
@@ -255,7 +252,11 @@ mod tests {
             std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
                 .unwrap()
                 .count();
-        assert_eq!(on_disk, MIGRATIONS.len(), "every file in migrations/postgres/ is listed");
+        assert_eq!(
+            on_disk,
+            MIGRATIONS.len(),
+            "every file in migrations/postgres/ is listed"
+        );
     }
 
     #[test]

@@ -76,16 +76,21 @@ pub fn fresh_database() -> String {
         if first {
             // Databases of runs whose process has ended.
             let old: Vec<String> = c
-                .query("SELECT datname FROM pg_database WHERE datname LIKE 'sbt\\_%'", &[])
+                .query(
+                    "SELECT datname FROM pg_database WHERE datname LIKE 'sbt\\_%'",
+                    &[],
+                )
                 .unwrap()
                 .iter()
                 .map(|r| r.get(0))
                 .collect();
             for db in old {
                 let owner: Option<u32> = db.split('_').nth(1).and_then(|p| p.parse().ok());
-                if owner.is_some_and(|p| p != pid && !std::path::Path::new(&format!("/proc/{p}")).exists())
-                {
-                    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"));
+                if owner.is_some_and(|p| {
+                    p != pid && !std::path::Path::new(&format!("/proc/{p}")).exists()
+                }) {
+                    let _ =
+                        c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"));
                 }
             }
         }
@@ -133,7 +138,16 @@ fn throwaway_cluster() -> String {
     let data_s = data.to_str().unwrap().to_owned();
     let out = as_owner(
         "initdb",
-        &["-D", &data_s, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
+        &[
+            "-D",
+            &data_s,
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
     )
     .output()
     .unwrap();
@@ -142,11 +156,17 @@ fn throwaway_cluster() -> String {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let opts = format!("-c listen_addresses=127.0.0.1 -p {port} -k {}", dir.display());
+    let opts = format!(
+        "-c listen_addresses=127.0.0.1 -p {port} -k {}",
+        dir.display()
+    );
     let log = dir.join("log").to_str().unwrap().to_owned();
-    let out = as_owner("pg_ctl", &["-D", &data_s, "-l", &log, "-o", &opts, "-w", "start"])
-        .output()
-        .unwrap();
+    let out = as_owner(
+        "pg_ctl",
+        &["-D", &data_s, "-l", &log, "-o", &opts, "-w", "start"],
+    )
+    .output()
+    .unwrap();
     assert!(
         out.status.success(),
         "pg_ctl start failed: {}",

@@ -162,8 +162,14 @@ async fn shares_of_one_secret_approved_through_two_replicas_lose_no_statement() 
     let key_policy = m.key_policy(&key).await;
     assert_eq!(broker_sids(&resource).len(), 30);
     for p in &principals {
-        assert!(resource.contains(p.as_str()), "{p} missing from the resource policy");
-        assert!(key_policy.contains(p.as_str()), "{p} missing from the key policy");
+        assert!(
+            resource.contains(p.as_str()),
+            "{p} missing from the resource policy"
+        );
+        assert!(
+            key_policy.contains(p.as_str()),
+            "{p} missing from the key policy"
+        );
     }
     let v = t2.get("/v1/audit/verify", &a.root).await.expect(200);
     assert_eq!(v.body["ok"], true, "{}", v.text);
@@ -177,7 +183,11 @@ fn cli_token(url: &str, name: &str, role: &str) -> String {
         .env("BROKER_DATABASE", url)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -197,7 +207,15 @@ async fn to_either(
     token: &str,
     body: Option<serde_json::Value>,
 ) -> (u16, serde_json::Value) {
-    match crate::http::http(c, method, &format!("http://{first}{path}"), token, body.clone()).await {
+    match crate::http::http(
+        c,
+        method,
+        &format!("http://{first}{path}"),
+        token,
+        body.clone(),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(_) => crate::http::http(c, method, &format!("http://{other}{path}"), token, body)
             .await
@@ -248,10 +266,15 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
         let mut set = tokio::task::JoinSet::new();
         for (n, &(s, p)) in chunk.iter().enumerate() {
             let (c, alice, secret) = (c.clone(), alice.clone(), secrets[s].clone());
-            let (first, other) = if n % 2 == 0 { (a_addr.clone(), b_addr.clone()) } else { (b_addr.clone(), a_addr.clone()) };
+            let (first, other) = if n % 2 == 0 {
+                (a_addr.clone(), b_addr.clone())
+            } else {
+                (b_addr.clone(), a_addr.clone())
+            };
             let body = json!({"secret_arn": secret, "principal_arn": principal(p), "justification": "replicas"});
             set.spawn(async move {
-                let (status, v) = to_either(&c, &first, &other, "POST", "/v1/shares", &alice, Some(body)).await;
+                let (status, v) =
+                    to_either(&c, &first, &other, "POST", "/v1/shares", &alice, Some(body)).await;
                 assert_eq!(status, 201, "{v}");
                 (s, v["id"].as_str().unwrap().to_owned())
             });
@@ -270,9 +293,17 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
                 let mut set = tokio::task::JoinSet::new();
                 for (n, (_, id)) in chunk.iter().enumerate() {
                     let (c, bob) = (c.clone(), bob.clone());
-                    let (first, other) = if n % 2 == 0 { (a_addr.clone(), b_addr.clone()) } else { (b_addr.clone(), a_addr.clone()) };
+                    let (first, other) = if n % 2 == 0 {
+                        (a_addr.clone(), b_addr.clone())
+                    } else {
+                        (b_addr.clone(), a_addr.clone())
+                    };
                     let path = format!("/v1/shares/{id}/approve");
-                    set.spawn(async move { to_either(&c, &first, &other, "POST", &path, &bob, None).await.0 });
+                    set.spawn(async move {
+                        to_either(&c, &first, &other, "POST", &path, &bob, None)
+                            .await
+                            .0
+                    });
                 }
                 while let Some(s) = set.join_next().await {
                     *statuses.entry(s.unwrap()).or_default() += 1;
@@ -285,7 +316,10 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
     let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
     let started = std::time::Instant::now();
     while count("SELECT count(*) FROM jobs WHERE state = 'running'") < 2 {
-        assert!(started.elapsed() < Duration::from_secs(120), "no two jobs ran at once");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no two jobs ran at once"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     a.kill();
@@ -311,10 +345,17 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
         let resource = m.resource_policy(secret).await.unwrap();
         assert_eq!(broker_sids(&resource).len(), 20, "{secret}");
         for p in 0..20 {
-            assert!(resource.contains(&principal(p)), "{} missing on {secret}", principal(p));
+            assert!(
+                resource.contains(&principal(p)),
+                "{} missing on {secret}",
+                principal(p)
+            );
         }
         let key_policy = m.key_policy(&keys[i % 10]).await;
-        assert!(key_policy.contains(secret.as_str()), "{secret} missing from its key policy");
+        assert!(
+            key_policy.contains(secret.as_str()),
+            "{secret} missing from its key policy"
+        );
     }
     // No share was applied by two jobs that both finished; the killed replica's job (if it was
     // writing) was compensated, and its shares applied again by one job.
@@ -325,27 +366,119 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
                    AND j.share_ids LIKE '%' || s.id || '%') FROM shares s",
             )
             .unwrap();
-        st.query_map([], |r| r.get(1)).unwrap().map(Result::unwrap).collect()
+        st.query_map([], |r| r.get(1))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     };
     assert_eq!(done_per_share.len(), 1000);
     assert!(done_per_share.iter().all(|n| *n == 1), "{done_per_share:?}");
     // Each apply job wrote each policy once; the compensation of an interrupted job once more.
     let jobs = count("SELECT count(*) FROM jobs WHERE kind = 'apply'");
-    let puts: usize = secrets.iter().map(|s| m.calls("PutResourcePolicy", s)).sum();
-    assert!(puts as i64 <= jobs * 2, "{puts} resource-policy writes for {jobs} jobs");
+    let puts: usize = secrets
+        .iter()
+        .map(|s| m.calls("PutResourcePolicy", s))
+        .sum();
+    assert!(
+        puts as i64 <= jobs * 2,
+        "{puts} resource-policy writes for {jobs} jobs"
+    );
     // Every vote and every audit row.
     assert_eq!(count("SELECT count(*) FROM approvals"), 1000);
-    assert_eq!(count("SELECT count(*) FROM audit WHERE action = 'share.requested'"), 1000);
-    assert_eq!(count("SELECT count(*) FROM audit WHERE action = 'share.approved'"), 1000);
-    assert_eq!(count("SELECT count(*) FROM audit WHERE action = 'share.active'"), 1000);
+    assert_eq!(
+        count("SELECT count(*) FROM audit WHERE action = 'share.requested'"),
+        1000
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM audit WHERE action = 'share.approved'"),
+        1000
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM audit WHERE action = 'share.active'"),
+        1000
+    );
     assert_eq!(
         count("SELECT count(*) FROM audit WHERE action = 'share.applying'"),
         1000 + count("SELECT count(*) FROM audit WHERE action = 'share.requeued'")
     );
-    let (status, v) = crate::http::http(&c, "GET", &format!("http://{b_addr}/v1/audit/verify"), &root, None)
-        .await
-        .unwrap();
+    let (status, v) = crate::http::http(
+        &c,
+        "GET",
+        &format!("http://{b_addr}/v1/audit/verify"),
+        &root,
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!((status, v["ok"].clone()), (200, json!(true)), "{v}");
     m.assert_no_get_secret_value();
     drop(b);
+}
+
+/// `migrate --from FILE --to URL` copies a SQLite database into an empty PostgreSQL one: every row,
+/// the chain verified after the copy and still verifying under a broker on PostgreSQL; a second copy
+/// into the now non-empty database is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_database_moves_to_postgres_with_its_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("old.db");
+    let t = TestApp::with(|c| c.database.0 = file.clone());
+    let a = actors(&t).await;
+    let id = request(
+        &t,
+        &a,
+        "arn:aws:secretsmanager:us-east-1:111122223333:secret:moved-AbCdEf",
+        crate::harness::ROLE,
+        json!({}),
+    )
+    .await;
+    t.post_empty(&format!("/v1/shares/{id}/approve"), &a.bob)
+        .await
+        .expect(200);
+    let rows = t.count("audit");
+    let head = t.get("/v1/audit/verify", &a.root).await.expect(200).body["head"].clone();
+    drop(t);
+    let url = crate::pg::fresh_database();
+    let copy = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_secret-broker"))
+            .args(["migrate", "--from", file.to_str().unwrap(), "--to", &url])
+            .env_remove("BROKER_DATABASE")
+            .output()
+            .unwrap()
+    };
+    let out = copy();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("its audit chain verifies"), "{stderr}");
+    assert!(stderr.contains(head.as_str().unwrap()), "{stderr}");
+    // The same broker state, served from PostgreSQL.
+    let p = TestApp::with(|c| c.database.0 = url.clone().into());
+    assert_eq!(p.count("audit"), rows);
+    let v = p.get("/v1/audit/verify", &a.root).await.expect(200);
+    assert_eq!(
+        (v.body["ok"].clone(), v.body["head"].clone()),
+        (json!(true), head)
+    );
+    let s = p
+        .get(&format!("/v1/shares/{id}"), &a.alice)
+        .await
+        .expect(200);
+    assert_eq!(s.body["status"], "approved");
+    // New rows go on from the copied ones.
+    let id2 = request(
+        &p,
+        &a,
+        "arn:aws:secretsmanager:us-east-1:111122223333:secret:moved-AbCdEf",
+        "arn:aws:iam::444455556666:role/other",
+        json!({}),
+    )
+    .await;
+    assert_ne!(id, id2);
+    assert_eq!(
+        p.get("/v1/audit/verify", &a.root).await.expect(200).body["ok"],
+        true
+    );
+    let again = copy();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("copy into an empty database"));
 }

@@ -205,7 +205,13 @@ mod tests {
         // The SQL files (migrations/postgres/ holds PostgreSQL's own, checked in store/postgres.rs).
         let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "sql"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "sql")
+            })
             .count();
         assert_eq!(
             on_disk,

@@ -78,7 +78,9 @@ fn parse_column<T, E: std::fmt::Display>(
     parse(&text).map_err(|e| {
         let id: String = r.get(0).unwrap_or_default();
         let column = r.column_name(i);
-        DbError::Conversion(format!("{what} {id}: {column} {text:?} does not parse: {e}"))
+        DbError::Conversion(format!(
+            "{what} {id}: {column} {text:?} does not parse: {e}"
+        ))
     })
 }
 
@@ -136,7 +138,7 @@ impl WriterStats {
 /// A read connection of either backend.
 enum Reader {
     Sqlite(Connection),
-    Pg(PgConn),
+    Pg(Box<PgConn>),
 }
 
 impl Reader {
@@ -332,7 +334,7 @@ impl Store {
                 Conn::Pg(&r)
                     .execute_batch("SET default_transaction_read_only = on")
                     .map_err(Error::from)?;
-                readers.push(Reader::Pg(r));
+                readers.push(Reader::Pg(Box::new(r)));
             }
             Ok::<_, Error>((writer, readers))
         })?;

@@ -756,7 +756,11 @@ pub fn store_idempotent_response(
     Ok(())
 }
 
-fn share_ids(conn: Conn<'_>, sql: &str, args: &[&dyn crate::store::db::Param]) -> Result<Vec<String>> {
+fn share_ids(
+    conn: Conn<'_>,
+    sql: &str,
+    args: &[&dyn crate::store::db::Param],
+) -> Result<Vec<String>> {
     let mut st = conn.prepare_cached(sql)?;
     let ids = st
         .query_map(args, |r| r.get::<_, String>(0))?
