@@ -25,24 +25,24 @@ pub struct App {
     /// Applies and revokes shares on AWS.
     pub applier: Arc<Applier>,
     /// Delivers webhook notifications, when configured.
-    pub notifier: Option<Arc<Notifier>>,
+    pub(crate) notifier: Option<Arc<Notifier>>,
     /// Set when shutdown begins: `/readyz` answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
     /// Decides who a bearer token is (broker tokens, and JWTs from the configured OIDC issuer) and
     /// audits the refusals.
     pub auth: Authenticator,
     /// The console's OIDC sign-in (authorization code with PKCE), when `oidc_client_id` is set.
-    pub oidc_login: Option<Arc<OidcLogin>>,
+    pub(crate) oidc_login: Option<Arc<OidcLogin>>,
     /// Which refusals of signed-in callers are written to the audit log.
-    pub refusals: crate::refusals::RefusalAudit,
+    pub(crate) refusals: crate::refusals::RefusalAudit,
 }
 
 /// The AWS side of an [`App`].
 pub struct AwsParts {
     /// Secrets Manager.
-    pub secrets: Arc<dyn SecretsApi>,
+    pub(crate) secrets: Arc<dyn SecretsApi>,
     /// KMS.
-    pub kms: Arc<dyn KmsApi>,
+    pub(crate) kms: Arc<dyn KmsApi>,
 }
 
 impl AwsParts {

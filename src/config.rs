@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use crate::policy::compose::InstallationId;
+pub(crate) use crate::policy::compose::InstallationId;
 
 /// A configuration problem, with the setting it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -334,7 +334,7 @@ impl fmt::Display for RoleMap {
 
 /// Whether `url` may be called for the OIDC settings (JWKS, discovery, endpoints, redirect): https, or
 /// http on a loopback address.
-pub fn https_or_loopback(url: &str) -> bool {
+pub(crate) fn https_or_loopback(url: &str) -> bool {
     if url.starts_with("https://") {
         return true;
     }

@@ -27,7 +27,7 @@ pub enum Role {
 
 impl Role {
     /// All roles, in a stable order.
-    pub const ALL: [Role; 4] = [Role::Requester, Role::Approver, Role::Auditor, Role::Admin];
+    pub(crate) const ALL: [Role; 4] = [Role::Requester, Role::Approver, Role::Auditor, Role::Admin];
 
     /// Stable lowercase name.
     pub fn as_str(self) -> &'static str {
@@ -88,7 +88,7 @@ pub enum ShareStatus {
 
 impl ShareStatus {
     /// All statuses, in a stable order.
-    pub const ALL: [ShareStatus; 11] = [
+    pub(crate) const ALL: [ShareStatus; 11] = [
         ShareStatus::Pending,
         ShareStatus::Approved,
         ShareStatus::Applying,
@@ -103,7 +103,7 @@ impl ShareStatus {
     ];
 
     /// Stable lowercase name (as stored and served).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ShareStatus::Pending => "pending",
             ShareStatus::Approved => "approved",
@@ -120,7 +120,7 @@ impl ShareStatus {
     }
 
     /// Whether the state machine allows `self -> to`.
-    pub fn can_become(self, to: ShareStatus) -> bool {
+    pub(crate) fn can_become(self, to: ShareStatus) -> bool {
         use ShareStatus::*;
         matches!(
             (self, to),
@@ -190,11 +190,11 @@ impl ShareAction {
 /// (`GetSecretValue` before `DescribeSecret`), whatever order or case they were given in. Serializes
 /// as the list of IAM action names.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
-pub struct ActionSet(Vec<ShareAction>);
+pub(crate) struct ActionSet(Vec<ShareAction>);
 
 impl ActionSet {
     /// The set of the given actions.
-    pub fn new(actions: impl IntoIterator<Item = ShareAction>) -> Self {
+    pub(crate) fn new(actions: impl IntoIterator<Item = ShareAction>) -> Self {
         let mut v: Vec<ShareAction> = actions.into_iter().collect();
         v.sort();
         v.dedup();
@@ -202,22 +202,17 @@ impl ActionSet {
     }
 
     /// The actions, in order.
-    pub fn iter(&self) -> impl Iterator<Item = ShareAction> + '_ {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = ShareAction> + '_ {
         self.0.iter().copied()
     }
 
-    /// Whether it holds `a`.
-    pub fn contains(&self, a: ShareAction) -> bool {
-        self.0.contains(&a)
-    }
-
     /// The actions as a slice, in order.
-    pub fn as_slice(&self) -> &[ShareAction] {
+    pub(crate) fn as_slice(&self) -> &[ShareAction] {
         &self.0
     }
 
     /// The IAM action names joined with `sep`.
-    pub fn join(&self, sep: &str) -> String {
+    pub(crate) fn join(&self, sep: &str) -> String {
         self.iter()
             .map(ShareAction::as_str)
             .collect::<Vec<_>>()
@@ -225,7 +220,7 @@ impl ActionSet {
     }
 
     /// Parses a list of IAM action names (see [`ShareAction::parse`]).
-    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<Self, String> {
+    pub(crate) fn parse<S: AsRef<str>>(names: &[S]) -> Result<Self, String> {
         names
             .iter()
             .map(|n| ShareAction::parse(n.as_ref()))
@@ -234,7 +229,7 @@ impl ActionSet {
     }
 
     /// Parses the JSON list of names a share's `actions` column holds.
-    pub fn from_json(text: &str) -> Result<Self, String> {
+    pub(crate) fn from_json(text: &str) -> Result<Self, String> {
         let names: Vec<String> = serde_json::from_str(text).map_err(|e| e.to_string())?;
         if names.is_empty() {
             return Err("a share grants at least one action".into());
@@ -243,7 +238,7 @@ impl ActionSet {
     }
 
     /// The JSON list of names, as the `actions` column holds it.
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| "[]".into())
     }
 }
@@ -256,16 +251,16 @@ impl Serialize for ActionSet {
 
 /// A share's id: a UUID, shown and stored in its hyphenated lower-case form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ShareId(pub uuid::Uuid);
+pub(crate) struct ShareId(pub(crate) uuid::Uuid);
 
 impl ShareId {
     /// A new id (UUIDv7: time-ordered).
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         ShareId(uuid::Uuid::now_v7())
     }
 
     /// Parses any form a UUID parser accepts (upper case, without dashes, in braces, `urn:uuid:`).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub(crate) fn parse(s: &str) -> Result<Self, String> {
         uuid::Uuid::parse_str(s)
             .map(ShareId)
             .map_err(|_| format!("{s:?} is not a share id (a UUID)"))
@@ -305,7 +300,7 @@ pub trait Clock: Send + Sync + 'static {
 
 /// The real clock.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {
@@ -314,31 +309,25 @@ impl Clock for SystemClock {
 }
 
 /// Parses a stored or served time (RFC 3339).
-pub fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
+pub(crate) fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .map_err(|e| format!("{s:?} is not an RFC 3339 time: {e}"))
 }
 
 /// Serde for a time in the one format stored and served ([`fmt_time`]):
-/// `#[serde(with = "crate::domain::rfc3339")]`.
-pub mod rfc3339 {
-    use serde::{Deserialize, Deserializer, Serializer};
+/// `#[serde(serialize_with = "crate::domain::rfc3339::serialize")]`.
+pub(crate) mod rfc3339 {
+    use serde::Serializer;
     use time::OffsetDateTime;
 
     /// Serializes as [`super::fmt_time`] does.
-    pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&super::fmt_time(*t))
-    }
-
-    /// Deserializes an RFC 3339 time.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
-        let s = String::deserialize(d)?;
-        super::parse_time(&s).map_err(serde::de::Error::custom)
     }
 }
 
 /// `t` in UTC, to the whole second: what [`fmt_time`] shows of it, and what reading that back gives.
-pub fn utc_seconds(t: OffsetDateTime) -> OffsetDateTime {
+pub(crate) fn utc_seconds(t: OffsetDateTime) -> OffsetDateTime {
     let t = t.to_offset(time::UtcOffset::UTC);
     t.replace_nanosecond(0).unwrap_or(t)
 }
@@ -387,7 +376,7 @@ mod tests {
 
 /// An authenticated caller: the token's public id, its actor name and role.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// Public token id (for a JWT, `jwt:` and a digest of the token: the rate limits' key).
     pub token_id: String,
     /// Actor name in its canonical form ([`crate::identity::canonical`]): several tokens may share one
@@ -404,11 +393,11 @@ pub struct Caller {
 
 /// A refusal for want of a role, in words (the API answers 403 with it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Forbidden(pub String);
+pub(crate) struct Forbidden(pub(crate) String);
 
 impl Caller {
     /// `Ok` when the caller has one of `roles`, else a 403 that says which roles would do.
-    pub fn require(&self, roles: &[Role]) -> Result<(), Forbidden> {
+    pub(crate) fn require(&self, roles: &[Role]) -> Result<(), Forbidden> {
         if roles.contains(&self.role) {
             return Ok(());
         }

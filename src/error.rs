@@ -10,9 +10,9 @@ use crate::domain::ShareStatus;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
     /// The field, as named in the request (`secret_arn`, `query.limit`, header `Idempotency-Key`).
-    pub field: String,
+    pub(crate) field: String,
     /// What is wrong and what a valid value looks like.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// Everything that can go wrong, by what the caller should do about it.
@@ -66,11 +66,21 @@ pub enum Error {
     /// 500: a bug or an unexpected failure; the text is logged, never served.
     #[error("internal error: {0}")]
     Internal(String),
+    /// 500: a lower layer failed (the database, JSON); `context` says which, and the failure itself
+    /// is kept as the error's [`source`](std::error::Error::source). Logged, never served.
+    #[error("internal error: {context}: {source}")]
+    Caused {
+        /// Which layer failed (`database`, `json`).
+        context: &'static str,
+        /// The failure as that layer reported it.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 impl Error {
     /// A 422 for one field.
-    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
         let field = field.into();
         let message = message.into();
         Error::Invalid {
@@ -80,7 +90,7 @@ impl Error {
     }
 
     /// A 409 for a share whose status does not allow `what`.
-    pub fn bad_transition(what: &str, current: ShareStatus, allowed_from: &str) -> Self {
+    pub(crate) fn bad_transition(what: &str, current: ShareStatus, allowed_from: &str) -> Self {
         Error::Conflict {
             detail: format!(
                 "cannot {what} a share that is {current}; only a share that is {allowed_from} can be {}",
@@ -91,8 +101,19 @@ impl Error {
         }
     }
 
+    /// A 500 caused by `source`, which stays reachable through [`std::error::Error::source`].
+    pub(crate) fn caused(
+        context: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Caused {
+            context,
+            source: Box::new(source),
+        }
+    }
+
     /// The HTTP status code this error maps to.
-    pub fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         match self {
             Error::BadRequest(_) => 400,
             Error::Unauthorized(_) => 401,
@@ -105,7 +126,7 @@ impl Error {
             Error::TooMany(_) => 429,
             Error::Upstream(_) => 502,
             Error::Unavailable(_) => 503,
-            Error::Internal(_) => 500,
+            Error::Internal(_) | Error::Caused { .. } => 500,
         }
     }
 }
@@ -130,9 +151,30 @@ impl From<crate::domain::Forbidden> for Error {
 
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
-        Error::Internal(format!("json: {e}"))
+        Error::caused("json", e)
     }
 }
 
 /// Shorthand.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_caused_error_keeps_its_source_and_todays_text() {
+        let json = serde_json::from_str::<u8>("x").unwrap_err();
+        let text = json.to_string();
+        let e = Error::from(json);
+        assert_eq!(e.to_string(), format!("internal error: json: {text}"));
+        assert_eq!(e.status(), 500);
+        let source = e.source().expect("the JSON error is kept as the source");
+        assert!(
+            source.downcast_ref::<serde_json::Error>().is_some(),
+            "{source:?}"
+        );
+        assert_eq!(source.to_string(), text);
+    }
+}

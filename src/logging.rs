@@ -56,7 +56,7 @@ impl<W: Write> Write for Escaping<W> {
 }
 
 /// Makes [`Escaping`] writers around another writer maker.
-pub(crate) struct EscapingWriter<M>(pub M);
+pub(crate) struct EscapingWriter<M>(pub(crate) M);
 
 impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for EscapingWriter<M> {
     type Writer = Escaping<M::Writer>;
@@ -67,7 +67,7 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for EscapingWriter<M> {
 
 /// `filter` with the AWS SDK's own logging (credential-chain and retry chatter, multi-line IMDS
 /// warnings) down to errors, unless the filter names an AWS target itself. RUST_LOG is taken as given.
-pub fn quiet_sdk(filter: &str) -> String {
+pub(crate) fn quiet_sdk(filter: &str) -> String {
     if filter.contains("aws_") {
         filter.to_owned()
     } else {

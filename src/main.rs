@@ -318,8 +318,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                 "{} now holds {}; its audit chain verifies ({} row(s), head {})",
                 store::describe_database(&to),
                 from.display(),
-                copied.verification.rows,
-                copied.verification.head.as_deref().unwrap_or("none")
+                copied.chain_rows,
+                copied.head.as_deref().unwrap_or("none")
             );
             Ok(ExitCode::SUCCESS)
         }

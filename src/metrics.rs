@@ -208,7 +208,7 @@ pub(crate) fn metrics() -> &'static Metrics {
 
 impl Metrics {
     /// Records one AWS call.
-    pub fn aws_call(&self, operation: &str, outcome: &str, took: Duration) {
+    pub(crate) fn aws_call(&self, operation: &str, outcome: &str, took: Duration) {
         let l = AwsLabels {
             operation: operation.to_owned(),
             outcome: outcome.to_owned(),

@@ -25,7 +25,7 @@ use crate::store::audit::{self, NewEvent};
 use crate::store::outbox;
 
 /// The signature header value for a delivery.
-pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
+pub(crate) fn signature(secret: &str, timestamp: i64, body: &str) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| {
         // HMAC accepts keys of any length.
         unreachable!("hmac key")
@@ -37,7 +37,7 @@ pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Delivers the outbox to the webhook.
-pub struct Notifier {
+pub(crate) struct Notifier {
     url: String,
     secret: String,
     max_attempts: u32,
@@ -47,7 +47,12 @@ pub struct Notifier {
 
 impl Notifier {
     /// A notifier for `url`, signing with `secret`.
-    pub fn new(url: String, secret: String, max_attempts: u32, backoff: Duration) -> Result<Self> {
+    pub(crate) fn new(
+        url: String,
+        secret: String,
+        max_attempts: u32,
+        backoff: Duration,
+    ) -> Result<Self> {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()
             .map_err(|e| {

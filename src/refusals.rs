@@ -29,7 +29,7 @@ struct Window {
 
 /// Decides which refusals are written (see the module documentation).
 #[derive(Debug, Default)]
-pub struct RefusalAudit {
+pub(crate) struct RefusalAudit {
     windows: Mutex<HashMap<Option<String>, Window>>,
     /// Refusals of callers whose entries were dropped to make room, not reported yet.
     evicted: std::sync::atomic::AtomicU64,

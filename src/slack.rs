@@ -12,7 +12,7 @@
 /// would close the span early and let the rest be formatted) becomes `ˋ` (U+02CB, modifier letter
 /// grave accent), which looks alike and formats nothing. [`slack_text`] is still applied to the whole
 /// text afterwards (entities and invisible characters). The structured fields keep the value verbatim.
-pub fn slack_code(user_given: &str) -> String {
+pub(crate) fn slack_code(user_given: &str) -> String {
     format!("`{}`", user_given.replace('`', "\u{2CB}"))
 }
 
@@ -24,7 +24,7 @@ pub fn slack_code(user_given: &str) -> String {
 /// paragraph separators folded to one space, so a user-given field cannot start a line that looks
 /// like another message, nor hide or reorder what an approver reads. Emphasis in user-given fields is
 /// neutralised by [`slack_code`]. The structured fields of the payload keep the values verbatim.
-pub fn slack_text(text: &str) -> String {
+pub(crate) fn slack_text(text: &str) -> String {
     use icu_properties::CodePointMapData;
     use icu_properties::props::GeneralCategory;
     let gc = CodePointMapData::<GeneralCategory>::new();

@@ -19,16 +19,16 @@ use crate::store::{Transition, Tx, transition};
 
 /// Who did something, and in which request; what every audit row needs.
 #[derive(Debug, Clone)]
-pub struct Origin {
+pub(crate) struct Origin {
     /// The actor's name.
-    pub actor: String,
+    pub(crate) actor: String,
     /// The request id, when there is one.
-    pub request_id: Option<String>,
+    pub(crate) request_id: Option<String>,
 }
 
 impl Origin {
     /// From an authenticated caller.
-    pub fn of(caller: &Caller, request_id: Option<String>) -> Self {
+    pub(crate) fn of(caller: &Caller, request_id: Option<String>) -> Self {
         Self {
             actor: caller.name.clone(),
             request_id,
@@ -69,35 +69,38 @@ impl Origin {
     }
 }
 
+/// The header that makes a share request idempotent (as named in a field error).
+pub(crate) const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
 /// A validated share request.
 #[derive(Debug, Clone)]
-pub struct NewShare {
+pub(crate) struct NewShare {
     /// The secret.
-    pub secret_arn: SecretArn,
+    pub(crate) secret_arn: SecretArn,
     /// The consumer.
-    pub principal_arn: PrincipalArn,
+    pub(crate) principal_arn: PrincipalArn,
     /// What it grants.
-    pub actions: ActionSet,
+    pub(crate) actions: ActionSet,
     /// `None`: any stage.
-    pub version_stage: Option<String>,
+    pub(crate) version_stage: Option<String>,
     /// Why.
-    pub justification: String,
+    pub(crate) justification: String,
     /// When access ends.
-    pub expires_at: OffsetDateTime,
+    pub(crate) expires_at: OffsetDateTime,
 }
 
 /// The answer to a create call: status code, JSON body, and whether it was replayed from an
 /// Idempotency-Key.
 #[derive(Debug, Clone)]
-pub struct Created {
+pub(crate) struct Created {
     /// HTTP status.
-    pub status: u16,
+    pub(crate) status: u16,
     /// JSON body.
-    pub body: String,
+    pub(crate) body: String,
     /// The new resource's id (for the Location header).
-    pub id: String,
+    pub(crate) id: String,
     /// True when the answer was replayed from an earlier request with the same key.
-    pub replayed: bool,
+    pub(crate) replayed: bool,
 }
 
 fn new_principal(
@@ -118,7 +121,7 @@ fn new_principal(
 }
 
 /// Registers a consumer principal; 409 with the existing id when it is already registered.
-pub async fn register_principal(
+pub(crate) async fn register_principal(
     app: &App,
     origin: Origin,
     arn: PrincipalArn,
@@ -156,7 +159,7 @@ pub async fn register_principal(
 /// Records a share request (registering its principal on the fly when needed), honouring an
 /// idempotency key: the same key with the same request hash replays the first answer; with another
 /// request hash it is a 422.
-pub async fn request_share(
+pub(crate) async fn request_share(
     app: &App,
     origin: Origin,
     req: NewShare,
@@ -175,7 +178,7 @@ pub async fn request_share(
             {
                 if &prev.request_hash != hash {
                     return Err(Error::field(
-                        "Idempotency-Key",
+                        IDEMPOTENCY_KEY,
                         "this key was already used with a different request body; \
                          use a new key for a new request",
                     ));
@@ -303,7 +306,7 @@ fn load(c: &Tx<'_>, id: &str) -> Result<Share> {
 
 /// An approver's decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Counts toward the quorum.
     Approve,
     /// Ends the request.
@@ -317,7 +320,7 @@ pub enum Decision {
 /// self-approval and for one vote per person. A broker token issued by the requester, directly or
 /// through tokens the requester issued, cannot approve: the vote records the credential that cast it
 /// and who issued it.
-pub async fn decide(
+pub(crate) async fn decide(
     app: &App,
     caller: &Caller,
     origin: Origin,
@@ -549,7 +552,12 @@ fn join(names: &[&String]) -> String {
 }
 
 /// Withdraws a pending share. Its requester may; an admin may cancel anyone's.
-pub async fn cancel(app: &App, caller: &Caller, origin: Origin, share_id: String) -> Result<Share> {
+pub(crate) async fn cancel(
+    app: &App,
+    caller: &Caller,
+    origin: Origin,
+    share_id: String,
+) -> Result<Share> {
     let now = fmt_time(app.clock.now());
     let is_admin = caller.role == crate::domain::Role::Admin;
     app.store
@@ -581,7 +589,7 @@ pub async fn cancel(app: &App, caller: &Caller, origin: Origin, share_id: String
 
 /// What a refused mutation was aimed at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resource {
+pub(crate) enum Resource {
     /// A share (its canonical id goes in the row's `share_id`).
     Share,
     /// A bearer token.
@@ -603,7 +611,7 @@ impl Resource {
 /// Records a refused mutation (403, 409) of a share, token or principal as `<resource>.refused`,
 /// coalesced per caller ([`crate::refusals`]): the same refusal is written once a minute and at most
 /// a few per caller; the rest are counted, and the next row written says how many were not.
-pub async fn record_refusal(
+pub(crate) async fn record_refusal(
     app: &App,
     origin: Origin,
     resource: Resource,
@@ -653,7 +661,7 @@ pub async fn record_refusal(
 
 /// Asks for an active (or drifted) share to be revoked: it becomes `revoking`; the applier removes its
 /// statements. Its requester, an approver or an admin may.
-pub async fn request_revoke(
+pub(crate) async fn request_revoke(
     app: &App,
     caller: &Caller,
     origin: Origin,
@@ -701,7 +709,7 @@ pub async fn request_revoke(
 }
 
 /// Queues a failed share to be applied again (admin).
-pub async fn retry(app: &App, origin: Origin, share_id: String) -> Result<Share> {
+pub(crate) async fn retry(app: &App, origin: Origin, share_id: String) -> Result<Share> {
     let now_t = utc_seconds(app.clock.now());
     let now = fmt_time(now_t);
     app.store
@@ -733,7 +741,7 @@ pub async fn retry(app: &App, origin: Origin, share_id: String) -> Result<Share>
 }
 
 /// Records an admin's request to repair a drifted share (the applier re-applies it).
-pub async fn request_repair(app: &App, origin: Origin, share_id: String) -> Result<Share> {
+pub(crate) async fn request_repair(app: &App, origin: Origin, share_id: String) -> Result<Share> {
     let now = fmt_time(app.clock.now());
     app.store
         .write(move |c| {
@@ -757,7 +765,7 @@ pub async fn request_repair(app: &App, origin: Origin, share_id: String) -> Resu
 
 /// Opens a console session (issue 20) and audits it (`console.signed_in`, with the token's public id and
 /// the session's end; never the session id or its hash) in one transaction.
-pub async fn open_console_session(
+pub(crate) async fn open_console_session(
     app: &App,
     origin: Origin,
     row: crate::store::sessions::SessionRow,
@@ -781,7 +789,7 @@ pub async fn open_console_session(
 }
 
 /// Ends a console session at sign-out and audits it (`console.signed_out`) in one transaction.
-pub async fn end_console_session(app: &App, origin: Origin, id_hash: String) -> Result<()> {
+pub(crate) async fn end_console_session(app: &App, origin: Origin, id_hash: String) -> Result<()> {
     let now = fmt_time(app.clock.now());
     app.store
         .write(move |c| {

@@ -17,27 +17,27 @@ use crate::store::audit::{self, Anchor, AuditEvent, Verification};
 
 /// A page of audit events in chain order (oldest first).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct AuditPage {
+pub(crate) struct AuditPage {
     /// This page.
-    pub items: Vec<AuditEvent>,
+    pub(crate) items: Vec<AuditEvent>,
     /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 /// Query of `GET /v1/audit`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct AuditQuery {
+pub(crate) struct AuditQuery {
     /// Only events of this share.
     #[param(max_length = 64)]
-    pub share_id: Option<String>,
+    pub(crate) share_id: Option<String>,
     /// Page size, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// `next_cursor` of the previous page.
     #[param(max_length = 64)]
-    pub cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// Read the audit log, oldest first.
@@ -52,7 +52,7 @@ pub struct AuditQuery {
         (status = 422, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn list(
+pub(crate) async fn list(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(q): Query<AuditQuery>,
@@ -80,19 +80,19 @@ pub async fn list(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct VerifyQuery {
+pub(crate) struct VerifyQuery {
     /// A head kept earlier (`head_seq` of a verification, or `seq` of an `audit.anchor` event): the
     /// chain must still reach this row. Give with `head_hash`.
     #[param(minimum = 1)]
-    pub head_seq: Option<i64>,
+    pub(crate) head_seq: Option<i64>,
     /// That row's hash (64 hex digits).
     #[param(min_length = 64, max_length = 64, pattern = "^[0-9a-fA-F]{64}$")]
-    pub head_hash: Option<String>,
+    pub(crate) head_hash: Option<String>,
 }
 
 impl VerifyQuery {
     /// The anchor to check against, or a 422 naming the field.
-    pub fn anchor(&self) -> Result<Option<Anchor>> {
+    pub(crate) fn anchor(&self) -> Result<Option<Anchor>> {
         match (self.head_seq, self.head_hash.as_deref()) {
             (None, None) => Ok(None),
             (Some(seq), Some(hash)) => {
@@ -135,7 +135,7 @@ impl VerifyQuery {
         (status = 422, description = "Bad head_seq or head_hash", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn verify(
+pub(crate) async fn verify(
     State(app): State<Arc<App>>,
     caller: Caller,
     Query(q): Query<VerifyQuery>,

@@ -11,6 +11,7 @@ use super::extract::Body;
 use super::fields::Parsed;
 use super::principals::parse_principal;
 use super::problem::Problem;
+use crate::api::shares::MAX_STAGE_LEN;
 use crate::app::App;
 use crate::domain::Caller;
 use crate::domain::ShareAction;
@@ -22,7 +23,7 @@ use crate::policy::eval::{CheckResult, Guardrails};
 /// Body of `POST /v1/access-checks`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AccessCheck {
+pub(crate) struct AccessCheck {
     /// The consumer principal.
     #[schema(
         value_type = String,
@@ -30,7 +31,7 @@ pub struct AccessCheck {
         max_length = 2048,
         pattern = r"^([0-9]{12}|arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::[0-9]{12}:(root|(user|role)/([A-Za-z0-9_+=,.@-]{1,32}/){0,8}[A-Za-z0-9_+=,.@-]{1,64}))$"
     )]
-    pub principal_arn: Parsed<PrincipalArn>,
+    pub(crate) principal_arn: Parsed<PrincipalArn>,
     /// The secret's full ARN.
     #[schema(
         value_type = String,
@@ -38,31 +39,31 @@ pub struct AccessCheck {
         max_length = 2048,
         pattern = r"^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):secretsmanager:[a-z]{2}(-[a-z]{1,10}){1,3}-[0-9]{1,2}:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]{1,64}-[A-Za-z0-9]{6}$"
     )]
-    pub secret_arn: Parsed<SecretArn>,
+    pub(crate) secret_arn: Parsed<SecretArn>,
     /// The `--version-stage` the consumer passes; omit when it passes none.
     #[schema(max_length = 256)]
-    pub version_stage: Option<String>,
+    pub(crate) version_stage: Option<String>,
     /// The consumer's identity policy (a policy document); omitted: the one the broker would generate.
     #[schema(value_type = Option<Object>)]
-    pub identity_policy: Option<serde_json::Value>,
+    pub(crate) identity_policy: Option<serde_json::Value>,
     /// The action the consumer calls: `secretsmanager:GetSecretValue` (default; evaluated with the
     /// decrypt layer) or `secretsmanager:DescribeSecret`.
     #[schema(max_length = 64, example = "secretsmanager:GetSecretValue")]
-    pub action: Option<String>,
+    pub(crate) action: Option<String>,
     /// The consumer's permissions boundary (a policy document), when it has one: it must allow too.
     #[schema(value_type = Option<Object>)]
-    pub permissions_boundary: Option<serde_json::Value>,
+    pub(crate) permissions_boundary: Option<serde_json::Value>,
     /// The session policy of the consumer's role session, when one was passed: it must allow too.
     #[schema(value_type = Option<Object>)]
-    pub session_policy: Option<serde_json::Value>,
+    pub(crate) session_policy: Option<serde_json::Value>,
     /// The SCPs that apply to the consumer's account, one document per level of the organization
     /// (root, each OU, the account; merge the SCPs of one level into one document): each must allow.
     /// At most 10.
     #[schema(value_type = Option<Vec<Object>>)]
-    pub service_control_policies: Option<Vec<serde_json::Value>>,
+    pub(crate) service_control_policies: Option<Vec<serde_json::Value>>,
     /// The RCPs that apply to the secret's account, one document per level: each must allow. At most 10.
     #[schema(value_type = Option<Vec<Object>>)]
-    pub resource_control_policies: Option<Vec<serde_json::Value>>,
+    pub(crate) resource_control_policies: Option<Vec<serde_json::Value>>,
 }
 
 /// At most this many SCP or RCP documents (an organization has at most five OU levels, plus the root
@@ -122,17 +123,21 @@ fn documents(
         (status = 502, description = "AWS refused or failed", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn create(
+pub(crate) async fn create(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Body(body): Body<AccessCheck>,
 ) -> Result<Json<CheckResult>> {
     let body = body?;
     let mut errors = Vec::new();
-    if body.version_stage.as_ref().is_some_and(|v| v.len() > 256) {
+    if body
+        .version_stage
+        .as_ref()
+        .is_some_and(|v| v.len() > MAX_STAGE_LEN)
+    {
         errors.push(FieldError {
             field: "version_stage".into(),
-            message: "is longer than 256 characters".into(),
+            message: format!("is longer than {MAX_STAGE_LEN} characters"),
         });
     }
     let bare = body.principal_arn.raw().bytes().all(|b| b.is_ascii_digit());
@@ -232,16 +237,16 @@ fn arn_list() -> utoipa::openapi::schema::Array {
 /// Body of `POST /v1/access-reviews`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AccessReview {
+pub(crate) struct AccessReview {
     /// Only these secrets (full ARNs); all when omitted. At most 1000.
     #[schema(schema_with = arn_list)]
-    pub secret_arns: Option<Vec<String>>,
+    pub(crate) secret_arns: Option<Vec<String>>,
     /// Only these principals; all when omitted. At most 1000.
     #[schema(schema_with = arn_list)]
-    pub principal_arns: Option<Vec<String>>,
+    pub(crate) principal_arns: Option<Vec<String>>,
     /// Identity policies to use instead of the generated ones, by principal ARN. At most 100.
     #[schema(value_type = Option<Object>)]
-    pub identity_policies: Option<std::collections::HashMap<String, serde_json::Value>>,
+    pub(crate) identity_policies: Option<std::collections::HashMap<String, serde_json::Value>>,
 }
 
 /// Evaluate every active share against the live policies (read once per secret and key): who can
@@ -257,7 +262,7 @@ pub struct AccessReview {
         (status = 422, description = "Invalid field", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn review(
+pub(crate) async fn review(
     State(app): State<Arc<App>>,
     caller: Caller,
     super::extract::OptionalBody(body): super::extract::OptionalBody<AccessReview>,

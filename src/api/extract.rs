@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 /// else the one the service generated in its place, so the log span and the audit row carry one value.
 /// (Cleaned again here, in case a router without that layer is used.)
 #[derive(Debug, Clone)]
-pub struct RequestId(pub Option<String>);
+pub(crate) struct RequestId(pub(crate) Option<String>);
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     type Rejection = std::convert::Infallible;
@@ -43,7 +43,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 }
 
 /// The outcome of authenticating the request.
-pub struct Auth(pub Result<Caller>);
+pub(crate) struct Auth(pub(crate) Result<Caller>);
 
 impl FromRequestParts<Arc<App>> for Auth {
     type Rejection = std::convert::Infallible;
@@ -108,7 +108,7 @@ impl FromRequestParts<Arc<App>> for Caller {
 }
 
 /// A JSON body parsed into `T`, or the problem that explains why it could not be.
-pub struct Body<T>(pub Result<T>);
+pub(crate) struct Body<T>(pub(crate) Result<T>);
 
 impl<T, S> FromRequest<S> for Body<T>
 where
@@ -129,10 +129,10 @@ where
 /// A query string parsed into `T`; a bad one is a 400 problem.
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(Error))]
-pub struct Query<T>(pub T);
+pub(crate) struct Query<T>(pub(crate) T);
 
 /// An optional JSON body: an empty body gives `T::default()`; anything else must be JSON for `T`.
-pub struct OptionalBody<T>(pub Result<T>);
+pub(crate) struct OptionalBody<T>(pub(crate) Result<T>);
 
 impl<T, S> FromRequest<S> for OptionalBody<T>
 where

@@ -15,7 +15,7 @@ use crate::error::FieldError;
 use crate::policy::arn::{MAX_ARN_LEN, PrincipalArn, SecretArn};
 
 /// A type a request field parses into: its length limit (checked before parsing) and its parser.
-pub trait FieldValue: Sized {
+pub(crate) trait FieldValue: Sized {
     /// The longest text accepted; longer is refused unparsed.
     const MAX_LEN: usize;
     /// Parses the text; the error says what a valid value looks like.
@@ -37,7 +37,7 @@ impl FieldValue for PrincipalArn {
 }
 
 /// Parses `s` as a `T` field: refused unparsed when longer than `T::MAX_LEN`.
-pub fn parse_field<T: FieldValue>(s: &str) -> Result<T, String> {
+pub(crate) fn parse_field<T: FieldValue>(s: &str) -> Result<T, String> {
     if s.len() > T::MAX_LEN {
         return Err(format!("is longer than {} characters", T::MAX_LEN));
     }
@@ -45,19 +45,19 @@ pub fn parse_field<T: FieldValue>(s: &str) -> Result<T, String> {
 }
 
 /// A field parsed during deserialization: the text as given, and the value or why it does not parse.
-pub struct Parsed<T> {
+pub(crate) struct Parsed<T> {
     raw: String,
     value: Result<T, String>,
 }
 
 impl<T> Parsed<T> {
     /// The text as the request gave it.
-    pub fn raw(&self) -> &str {
+    pub(crate) fn raw(&self) -> &str {
         &self.raw
     }
 
     /// The value; or `None`, with the field's error (named `field`) added to `errors`.
-    pub fn into_field(self, field: &str, errors: &mut Vec<FieldError>) -> Option<T> {
+    pub(crate) fn into_field(self, field: &str, errors: &mut Vec<FieldError>) -> Option<T> {
         self.value
             .map_err(|message| {
                 errors.push(FieldError {

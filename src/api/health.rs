@@ -14,28 +14,28 @@ use crate::error::Result;
 
 /// Health answer.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Health {
+pub(crate) struct Health {
     /// `ok`; `degraded` when shares are applied but no AWS credentials resolve (requests and
     /// approvals still work; applies fail until credentials are configured).
     #[schema(example = "ok")]
-    pub status: String,
+    pub(crate) status: String,
     /// `/readyz`: `ok` when the database answers.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub database: Option<String>,
+    pub(crate) database: Option<String>,
     /// `/readyz`: which database the broker runs on, `sqlite` or `postgres`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "sqlite")]
-    pub backend: Option<String>,
+    pub(crate) backend: Option<String>,
     /// `/readyz`, when shares are applied: `ok (<credential source>)`, or why no credentials resolve
     /// (a check reused for a minute: never an AWS API call per probe).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub aws_credentials: Option<String>,
+    pub(crate) aws_credentials: Option<String>,
 }
 
 /// Liveness: the process serves HTTP.
 #[utoipa::path(get, path = "/healthz", tag = "health",
     responses((status = 200, description = "Alive", body = Health)))]
-pub async fn healthz() -> Json<Health> {
+pub(crate) async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
         database: None,
@@ -51,7 +51,7 @@ pub async fn healthz() -> Json<Health> {
         (status = 200, description = "Ready", body = Health),
         (status = 503, description = "Not ready", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Health>> {
+pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Health>> {
     if app.draining.load(std::sync::atomic::Ordering::SeqCst) {
         return Err(crate::error::Error::Unavailable("shutting down".into()));
     }
@@ -83,7 +83,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Health>> {
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs auditor or admin", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn metrics(
+pub(crate) async fn metrics(
     State(app): State<Arc<App>>,
     caller: crate::domain::Caller,
 ) -> Result<axum::response::Response> {

@@ -38,7 +38,7 @@ fn peer<T>(req: &Request<T>) -> Option<IpAddr> {
 
 /// Keys requests by client address (the connection's peer; forwarded headers are not trusted).
 #[derive(Debug, Clone, Copy)]
-pub struct AddressKey;
+pub(crate) struct AddressKey;
 
 impl KeyExtractor for AddressKey {
     type Key = Option<IpAddr>;
@@ -49,7 +49,7 @@ impl KeyExtractor for AddressKey {
 
 /// Keys requests by a digest of their Authorization header, or by client address without one.
 #[derive(Debug, Clone, Copy)]
-pub struct CredentialKey;
+pub(crate) struct CredentialKey;
 
 impl KeyExtractor for CredentialKey {
     type Key = [u8; 16];
@@ -77,7 +77,7 @@ impl KeyExtractor for CredentialKey {
 }
 
 /// A rate limit of `per_second` requests a second with bursts of twice that, keyed by `K`.
-pub fn config<K>(key: K, per_second: u32) -> Arc<GovernorConfig<K, NoOpMiddleware>>
+pub(crate) fn config<K>(key: K, per_second: u32) -> Arc<GovernorConfig<K, NoOpMiddleware>>
 where
     K: KeyExtractor + Send + Sync + 'static,
     K::Key: Send + Sync + 'static,
@@ -119,7 +119,7 @@ where
 }
 
 /// The 429 problem for a request over limit `kind` (`token` or `address`).
-pub fn too_many(
+pub(crate) fn too_many(
     kind: &'static str,
     per_second: u32,
 ) -> impl Fn(GovernorError) -> Response<axum::body::Body> + Send + Sync + 'static {
@@ -164,21 +164,21 @@ fn refusal(
 
 /// Counts what each client (as [`crate::auth::client_key`] gives it) has in progress, up to a cap.
 #[derive(Debug)]
-pub struct PerClient {
+pub(crate) struct PerClient {
     max: usize,
     counts: std::sync::Mutex<std::collections::HashMap<Option<IpAddr>, usize>>,
 }
 
 /// One unit of a client's allowance, given back when dropped.
 #[derive(Debug)]
-pub struct ClientSlot {
+pub(crate) struct ClientSlot {
     owner: Arc<PerClient>,
     key: Option<IpAddr>,
 }
 
 impl PerClient {
     /// At most `max` at once per client.
-    pub fn new(max: usize) -> Arc<Self> {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
         Arc::new(Self {
             max,
             counts: std::sync::Mutex::default(),
@@ -186,12 +186,12 @@ impl PerClient {
     }
 
     /// The cap.
-    pub fn max(&self) -> usize {
+    pub(crate) fn max(&self) -> usize {
         self.max
     }
 
     /// A slot for `key`, or `None` when it already holds `max`.
-    pub fn take(self: &Arc<Self>, key: Option<IpAddr>) -> Option<ClientSlot> {
+    pub(crate) fn take(self: &Arc<Self>, key: Option<IpAddr>) -> Option<ClientSlot> {
         let mut m = self
             .counts
             .lock()
@@ -226,13 +226,13 @@ impl Drop for ClientSlot {
 
 /// Caps the requests one client address has in flight; more are answered 503 with Retry-After.
 #[derive(Debug, Clone)]
-pub struct PerAddressLayer {
+pub(crate) struct PerAddressLayer {
     state: Arc<PerClient>,
 }
 
 impl PerAddressLayer {
     /// At most `max` requests in flight per address.
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self {
             state: PerClient::new(max),
         }
@@ -251,7 +251,7 @@ impl<S> tower::Layer<S> for PerAddressLayer {
 
 /// The service of [`PerAddressLayer`].
 #[derive(Debug, Clone)]
-pub struct PerAddressService<S> {
+pub(crate) struct PerAddressService<S> {
     inner: S,
     state: Arc<PerClient>,
 }
@@ -300,7 +300,7 @@ fn busy_address(max: usize) -> Response<axum::body::Body> {
 }
 
 /// The 503 for a request shed because `max_concurrent_requests` are in flight.
-pub async fn overloaded(_: axum::BoxError) -> Response<axum::body::Body> {
+pub(crate) async fn overloaded(_: axum::BoxError) -> Response<axum::body::Body> {
     refusal(
         "concurrency",
         503,

@@ -1,17 +1,17 @@
 //! The REST API: handlers (one module per resource), extractors, problem details, the OpenAPI document
 //! and the router with its layers.
 
-pub mod audit;
-pub mod checks;
-pub mod extract;
-pub mod fields;
-pub mod health;
-pub mod limits;
-pub mod principals;
+pub(crate) mod audit;
+pub(crate) mod checks;
+pub(crate) mod extract;
+pub(crate) mod fields;
+pub(crate) mod health;
+pub(crate) mod limits;
+pub(crate) mod principals;
 pub mod problem;
-pub mod shares;
-pub mod tokens;
-pub mod views;
+pub(crate) mod shares;
+pub(crate) mod tokens;
+pub(crate) mod views;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,7 +191,7 @@ pub fn openapi_json() -> String {
 
 /// The API's router with its layers, `pages` (the console's) merged in inside the same limits and
 /// outside the OpenAPI document. [`crate::server::router`] gives it the console.
-pub fn router(app: Arc<App>, pages: Router<Arc<App>>) -> Router {
+pub(crate) fn router(app: Arc<App>, pages: Router<Arc<App>>) -> Router {
     let timeout = app.config.request_timeout.0;
     let body_limit = app.config.max_body_bytes.0;
     let max_concurrent = app.config.max_concurrent_requests.0;
@@ -274,10 +274,10 @@ pub fn router(app: Arc<App>, pages: Router<Arc<App>>) -> Router {
 }
 
 /// Longest `X-Request-Id` kept from a caller.
-pub const MAX_REQUEST_ID: usize = 64;
+pub(crate) const MAX_REQUEST_ID: usize = 64;
 
 /// Whether a caller's request id is kept: 1 to [`MAX_REQUEST_ID`] letters, digits, `-`, `_` and `.`.
-pub fn is_plain_request_id(v: &[u8]) -> bool {
+pub(crate) fn is_plain_request_id(v: &[u8]) -> bool {
     !v.is_empty()
         && v.len() <= MAX_REQUEST_ID
         && v.iter()
@@ -301,7 +301,7 @@ async fn plain_request_id(mut req: axum::extract::Request) -> axum::extract::Req
 
 /// A method as metrics and the audit log name it: standard methods by name, anything else (a client may
 /// send any token) as `other`, so made-up methods cannot create label values without end.
-pub fn method_label(m: &axum::http::Method) -> &'static str {
+pub(crate) fn method_label(m: &axum::http::Method) -> &'static str {
     match m.as_str() {
         "GET" => "GET",
         "POST" => "POST",
@@ -369,7 +369,7 @@ fn on_response<B>(resp: &Response<B>, latency: Duration, _span: &Span) {
 }
 
 /// The name a refusal is audited under: the caller's canonical name, or `anonymous`.
-pub fn actor_of(auth: &Result<crate::domain::Caller>) -> String {
+pub(crate) fn actor_of(auth: &Result<crate::domain::Caller>) -> String {
     auth.as_ref()
         .map(|c| c.name.clone())
         .unwrap_or_else(|_| "anonymous".into())
@@ -379,7 +379,7 @@ pub fn actor_of(auth: &Result<crate::domain::Caller>) -> String {
 /// recorded as `<resource>.refused` with the attempted action and its target, coalesced per caller
 /// ([`crate::refusals`]). A 401 is audited as `auth.failed` by the extractor, not here. If the row
 /// cannot be written the answer is 503.
-pub async fn guarded<T>(
+pub(crate) async fn guarded<T>(
     app: &App,
     rid: &extract::RequestId,
     actor: String,
@@ -402,12 +402,12 @@ pub async fn guarded<T>(
 }
 
 /// Page size bounds for every list endpoint.
-pub const DEFAULT_LIMIT: usize = 50;
+pub(crate) const DEFAULT_LIMIT: usize = 50;
 /// Largest page.
 pub const MAX_LIMIT: usize = 500;
 
 /// Validates a `limit` query parameter.
-pub fn page_limit(limit: Option<usize>) -> Result<usize> {
+pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize> {
     match limit {
         None => Ok(DEFAULT_LIMIT),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
@@ -419,15 +419,15 @@ pub fn page_limit(limit: Option<usize>) -> Result<usize> {
 }
 
 /// Encodes a position as an opaque cursor.
-pub fn encode_cursor(seq: i64) -> String {
+pub(crate) fn encode_cursor(seq: i64) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{seq}"))
 }
 
 /// Longest cursor accepted (the service's own are about 16 characters).
-pub const MAX_CURSOR: usize = 64;
+pub(crate) const MAX_CURSOR: usize = 64;
 
 /// Decodes a cursor from a previous page's `next_cursor`.
-pub fn decode_cursor(cursor: Option<&str>) -> Result<Option<i64>> {
+pub(crate) fn decode_cursor(cursor: Option<&str>) -> Result<Option<i64>> {
     let Some(c) = cursor.filter(|c| !c.is_empty()) else {
         return Ok(None);
     };
@@ -458,7 +458,7 @@ pub fn decode_cursor(cursor: Option<&str>) -> Result<Option<i64>> {
 }
 
 /// Builds a page from `limit + 1` fetched rows: the extra row only says there is a next page.
-pub fn paginate<T>(mut rows: Vec<(i64, T)>, limit: usize) -> (Vec<T>, Option<String>) {
+pub(crate) fn paginate<T>(mut rows: Vec<(i64, T)>, limit: usize) -> (Vec<T>, Option<String>) {
     let more = rows.len() > limit;
     rows.truncate(limit);
     let next = if more {
@@ -470,7 +470,7 @@ pub fn paginate<T>(mut rows: Vec<(i64, T)>, limit: usize) -> (Vec<T>, Option<Str
 }
 
 /// Checks a free-text field's length (and presence), adding a field error to `errors`.
-pub fn check_text(
+pub(crate) fn check_text(
     errors: &mut Vec<FieldError>,
     field: &str,
     value: &str,
@@ -492,7 +492,7 @@ pub fn check_text(
 
 /// A 422 when an optional filter or parameter is longer than `max` bytes (the bound the OpenAPI
 /// document declares as its maxLength).
-pub fn check_len(field: &str, value: Option<&str>, max: usize) -> Result<()> {
+pub(crate) fn check_len(field: &str, value: Option<&str>, max: usize) -> Result<()> {
     match value {
         Some(v) if v.len() > max => Err(Error::field(
             field,
@@ -503,7 +503,7 @@ pub fn check_len(field: &str, value: Option<&str>, max: usize) -> Result<()> {
 }
 
 /// The OpenAPI schema of an optional (nullable) list of strings of at most `max` characters each.
-pub fn bounded_strings(max: usize) -> utoipa::openapi::schema::Array {
+pub(crate) fn bounded_strings(max: usize) -> utoipa::openapi::schema::Array {
     use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
     ArrayBuilder::new()
         .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
@@ -516,7 +516,7 @@ pub fn bounded_strings(max: usize) -> utoipa::openapi::schema::Array {
 }
 
 /// Turns collected field errors into one 422, or `Ok` when there are none.
-pub fn invalid_if_any(errors: Vec<FieldError>) -> Result<()> {
+pub(crate) fn invalid_if_any(errors: Vec<FieldError>) -> Result<()> {
     if errors.is_empty() {
         return Ok(());
     }

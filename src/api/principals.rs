@@ -22,12 +22,12 @@ use crate::store::rows;
 use crate::workflow::{self, Origin};
 
 /// Longest description kept.
-pub const MAX_DESCRIPTION: usize = 1000;
+pub(crate) const MAX_DESCRIPTION: usize = 1000;
 
 /// Body of `POST /v1/principals`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreatePrincipal {
+pub(crate) struct CreatePrincipal {
     /// IAM user, role (with path) or account-root ARN in another account; a bare 12-digit account id
     /// means that account's root.
     #[schema(
@@ -36,36 +36,39 @@ pub struct CreatePrincipal {
         max_length = 2048,
         pattern = r"^([0-9]{12}|arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::[0-9]{12}:(root|(user|role)/([A-Za-z0-9_+=,.@-]{1,32}/){0,8}[A-Za-z0-9_+=,.@-]{1,64}))$"
     )]
-    pub arn: Parsed<PrincipalArn>,
+    pub(crate) arn: Parsed<PrincipalArn>,
     /// Free text, at most 1000 characters.
     #[schema(max_length = 1000)]
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
 }
 
 /// A page of principals, newest first.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct PrincipalPage {
+pub(crate) struct PrincipalPage {
     /// This page.
-    pub items: Vec<PrincipalView>,
+    pub(crate) items: Vec<PrincipalView>,
     /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 /// Query of `GET /v1/principals`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct PrincipalQuery {
+pub(crate) struct PrincipalQuery {
     /// Page size, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// `next_cursor` of the previous page.
     #[param(max_length = 64)]
-    pub cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// Parses a principal ARN field, naming the field in the 422.
-pub fn parse_principal(field: &str, value: &str) -> std::result::Result<PrincipalArn, FieldError> {
+pub(crate) fn parse_principal(
+    field: &str,
+    value: &str,
+) -> std::result::Result<PrincipalArn, FieldError> {
     parse_arn(field, value)
 }
 
@@ -91,7 +94,7 @@ fn parse_arn<T: FieldValue>(field: &str, value: &str) -> std::result::Result<T, 
         (status = 422, description = "Invalid ARN or field", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn create(
+pub(crate) async fn create(
     State(app): State<Arc<App>>,
     rid: RequestId,
     Auth(auth): Auth,
@@ -156,7 +159,7 @@ async fn create_inner(
         (status = 422, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn list(
+pub(crate) async fn list(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Query(q): Query<PrincipalQuery>,
@@ -183,7 +186,7 @@ pub async fn list(
         (status = 404, description = "No such principal", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get(
+pub(crate) async fn get(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Path(id): Path<String>,
@@ -197,7 +200,7 @@ pub async fn get(
 }
 
 /// Shortens user input echoed in messages.
-pub fn truncate(s: &str) -> String {
+pub(crate) fn truncate(s: &str) -> String {
     let mut out: String = s.chars().take(64).collect();
     if out.len() < s.len() {
         out.push('…');

@@ -10,29 +10,29 @@ use crate::domain::ShareStatus;
 use crate::error::{Error, FieldError};
 
 /// Media type of every error body.
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 
 /// An RFC 9457 problem. `type` is a stable URN per kind of problem (see the README).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
     /// Kind of problem, e.g. `urn:secret-broker:problem:validation`.
     #[serde(rename = "type")]
-    pub type_: String,
+    pub(crate) type_: String,
     /// Short summary of the kind.
-    pub title: String,
+    pub(crate) title: String,
     /// HTTP status code.
-    pub status: u16,
+    pub(crate) status: u16,
     /// What went wrong in this request and what to do about it.
-    pub detail: String,
+    pub(crate) detail: String,
     /// Invalid fields (validation problems).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<FieldError>,
+    pub(crate) errors: Vec<FieldError>,
     /// The share's status when a transition was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub current_status: Option<ShareStatus>,
+    pub(crate) current_status: Option<ShareStatus>,
     /// The id of the existing resource a create collided with.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub existing_id: Option<String>,
+    pub(crate) existing_id: Option<String>,
 }
 
 fn code_and_title(status: u16) -> (&'static str, &'static str) {
@@ -86,6 +86,11 @@ impl IntoResponse for Error {
         let detail = match &self {
             Error::Internal(msg) => {
                 tracing::error!(error = %msg, "internal error");
+                "an internal error occurred; quote the x-request-id of this response when reporting it"
+                    .to_owned()
+            }
+            Error::Caused { context, source } => {
+                tracing::error!(error = %format_args!("{context}: {source}"), "internal error");
                 "an internal error occurred; quote the x-request-id of this response when reporting it"
                     .to_owned()
             }
@@ -151,7 +156,7 @@ impl From<QueryRejection> for Error {
 
 /// Middleware: gives every bare error response (from a layer, the router's 405, a panic) a problem body,
 /// so clients can always parse errors the same way.
-pub async fn problemize<B>(resp: axum::http::Response<B>) -> Response
+pub(crate) async fn problemize<B>(resp: axum::http::Response<B>) -> Response
 where
     B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,

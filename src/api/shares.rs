@@ -27,12 +27,17 @@ use crate::domain::{ActionSet, Caller, Role, ShareAction, ShareStatus, fmt_time}
 use crate::error::{Error, FieldError, Result};
 use crate::policy::arn::{MAX_ARN_LEN, PrincipalArn, SecretArn};
 use crate::store::rows::{self, Share, ShareFilter};
-use crate::workflow::{self, Decision, NewShare, Origin};
+use crate::workflow::{self, Decision, IDEMPOTENCY_KEY, NewShare, Origin};
 
-/// Longest justification or comment kept.
-pub const MAX_TEXT: usize = 2000;
+/// Longest justification, comment or reason kept (the schema attributes' `max_length = 2000` repeat
+/// it, as utoipa's attributes take only literals; a unit test keeps them equal).
+pub(crate) const MAX_TEXT: usize = 2000;
+/// Longest version stage (a staging label); the schema's `max_length` and pattern repeat it.
+pub(crate) const MAX_STAGE_LEN: usize = 256;
+/// Longest `Idempotency-Key` value; the header parameter's `max_length` and pattern repeat it.
+pub(crate) const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// Version stage used when a request names none.
-pub const DEFAULT_STAGE: &str = "AWSCURRENT";
+pub(crate) const DEFAULT_STAGE: &str = "AWSCURRENT";
 
 fn double_option<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
 where
@@ -45,7 +50,7 @@ where
 /// Body of `POST /v1/shares`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateShare {
+pub(crate) struct CreateShare {
     /// The secret's full ARN, with the 6-character suffix Secrets Manager adds to its name.
     #[schema(
         value_type = String,
@@ -53,7 +58,7 @@ pub struct CreateShare {
         max_length = 2048,
         pattern = r"^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):secretsmanager:[a-z]{2}(-[a-z]{1,10}){1,3}-[0-9]{1,2}:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]{1,64}-[A-Za-z0-9]{6}$"
     )]
-    pub secret_arn: Parsed<SecretArn>,
+    pub(crate) secret_arn: Parsed<SecretArn>,
     /// The consumer: IAM user, role or account root in another account. Registered on the fly if new.
     #[schema(
         value_type = String,
@@ -61,21 +66,21 @@ pub struct CreateShare {
         max_length = 2048,
         pattern = r"^([0-9]{12}|arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::[0-9]{12}:(root|(user|role)/([A-Za-z0-9_+=,.@-]{1,32}/){0,8}[A-Za-z0-9_+=,.@-]{1,64}))$"
     )]
-    pub principal_arn: Parsed<PrincipalArn>,
+    pub(crate) principal_arn: Parsed<PrincipalArn>,
     /// Why the consumer needs the secret (required, at most 2000 characters).
     #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
-    pub justification: String,
+    pub(crate) justification: String,
     /// Version stage the consumer may read. Omitted: `AWSCURRENT`; `null`: any stage.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>, nullable, example = "AWSCURRENT", pattern = r"^[A-Za-z0-9_.+=@-]{1,256}$", max_length = 256)]
-    pub version_stage: Option<Option<String>>,
+    pub(crate) version_stage: Option<Option<String>>,
     /// Actions to grant: `secretsmanager:GetSecretValue` (default, required) and optionally
     /// `secretsmanager:DescribeSecret`.
     #[schema(schema_with = action_list, example = json!(["secretsmanager:GetSecretValue"]))]
-    pub actions: Option<Vec<String>>,
+    pub(crate) actions: Option<Vec<String>>,
     /// When access ends, RFC 3339. Default: now + `default_share_ttl`; at most now + `max_share_ttl`.
     #[schema(example = "2027-01-31T00:00:00Z", max_length = 64)]
-    pub expires_at: Option<String>,
+    pub(crate) expires_at: Option<String>,
 }
 
 fn action_list() -> utoipa::openapi::schema::Array {
@@ -85,85 +90,85 @@ fn action_list() -> utoipa::openapi::schema::Array {
 /// Body of `POST /v1/shares/{id}/approve` (optional).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ApproveShare {
+pub(crate) struct ApproveShare {
     /// Optional comment, at most 2000 characters.
     #[schema(max_length = 2000)]
-    pub comment: Option<String>,
+    pub(crate) comment: Option<String>,
 }
 
 /// Body of `POST /v1/shares/{id}/revoke`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RevokeShare {
+pub(crate) struct RevokeShare {
     /// Why (required, at most 2000 characters).
     #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// `GET /v1/shares/{id}/consumer`: what the consumer's account needs.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ConsumerInstructions {
+pub(crate) struct ConsumerInstructions {
     /// The share.
-    pub share_id: String,
+    pub(crate) share_id: String,
     /// The consumer principal the policy is for.
-    pub principal_arn: String,
+    pub(crate) principal_arn: String,
     /// The secret.
-    pub secret_arn: String,
+    pub(crate) secret_arn: String,
     /// The secret's customer managed key.
-    pub key_arn: String,
+    pub(crate) key_arn: String,
     /// Attach this to the principal in its own account.
     #[schema(value_type = Object)]
-    pub identity_policy: serde_json::Value,
+    pub(crate) identity_policy: serde_json::Value,
     /// The exact call to read the secret.
     #[schema(
         example = "aws secretsmanager get-secret-value --secret-id arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf --version-stage AWSCURRENT --region us-east-1"
     )]
-    pub command: String,
+    pub(crate) command: String,
     /// Things the consumer must know.
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 /// Body of `POST /v1/shares/{id}/reject`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RejectShare {
+pub(crate) struct RejectShare {
     /// Why (required, at most 2000 characters); kept as the share's status_reason.
     #[schema(min_length = 1, max_length = 2000, pattern = r"\S")]
-    pub comment: String,
+    pub(crate) comment: String,
 }
 
 /// A page of shares, newest first.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SharePage {
+pub(crate) struct SharePage {
     /// This page.
-    pub items: Vec<ShareView>,
+    pub(crate) items: Vec<ShareView>,
     /// Pass as `cursor` to get the next page; absent on the last page.
-    pub next_cursor: Option<String>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 /// Query of `GET /v1/shares`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct ShareQuery {
+pub(crate) struct ShareQuery {
     /// Only shares in this status.
     #[param(max_length = 64)]
-    pub status: Option<String>,
+    pub(crate) status: Option<String>,
     /// Only shares of this secret (exact ARN).
     #[param(max_length = 2048)]
-    pub secret_arn: Option<String>,
+    pub(crate) secret_arn: Option<String>,
     /// Only shares for this principal (exact ARN).
     #[param(max_length = 2048)]
-    pub principal_arn: Option<String>,
+    pub(crate) principal_arn: Option<String>,
     /// Only active shares whose access ends within this span from now (e.g. `7d`, `12h`).
     #[param(max_length = 16)]
-    pub expiring_within: Option<String>,
+    pub(crate) expiring_within: Option<String>,
     /// Page size, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// `next_cursor` of the previous page.
     #[param(max_length = 64)]
-    pub cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// Runs a share mutation and audits its refusal: a 403 or 409 outcome is recorded as
@@ -192,7 +197,7 @@ async fn guarded<T>(
 
 /// The canonical form of a UUID typed in any of the forms a UUID parser accepts (upper case, without
 /// dashes, in braces, `urn:uuid:`), or `None` when it is not a UUID.
-pub fn canonical_uuid(id: &str) -> Option<String> {
+pub(crate) fn canonical_uuid(id: &str) -> Option<String> {
     uuid::Uuid::parse_str(id)
         .ok()
         .map(|u| u.hyphenated().to_string())
@@ -244,15 +249,16 @@ fn validate(app: &App, body: CreateShare) -> Result<NewShare> {
         Some(None) => None,
         Some(Some(s)) => {
             let ok = !s.is_empty()
-                && s.len() <= 256
+                && s.len() <= MAX_STAGE_LEN
                 && s.chars()
                     .all(|c| c.is_ascii_alphanumeric() || "_-.+=@".contains(c));
             if !ok {
                 errors.push(field(
                     "version_stage",
-                    "must be a staging label of 1 to 256 letters, digits and _-.+=@ (e.g. AWSCURRENT), \
-                     or null for any stage"
-                        .into(),
+                    format!(
+                        "must be a staging label of 1 to {MAX_STAGE_LEN} letters, digits and _-.+=@ \
+                         (e.g. AWSCURRENT), or null for any stage"
+                    ),
                 ));
             }
             Some(s)
@@ -345,14 +351,18 @@ fn render(share: &Share) -> Result<String> {
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
-    let Some(v) = headers.get("idempotency-key") else {
+    let Some(v) = headers.get(IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
     let s = v.to_str().unwrap_or("");
-    if s.is_empty() || s.len() > 255 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+    if s.is_empty() || s.len() > MAX_IDEMPOTENCY_KEY_LEN || !s.bytes().all(|b| b.is_ascii_graphic())
+    {
         return Err(Error::field(
-            "Idempotency-Key",
-            "must be 1 to 255 printable ASCII characters without spaces (a UUID is a good choice)",
+            IDEMPOTENCY_KEY,
+            format!(
+                "must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters without spaces \
+                 (a UUID is a good choice)"
+            ),
         ));
     }
     Ok(Some(s.to_owned()))
@@ -410,7 +420,7 @@ fn canonical(v: &serde_json::Value, out: &mut String) {
         (status = 429, description = "The requester has max_pending_per_requester pending shares (cancel some or wait for decisions), or a rate limit", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn create(
+pub(crate) async fn create(
     State(app): State<Arc<App>>,
     rid: RequestId,
     Auth(auth): Auth,
@@ -472,7 +482,7 @@ pub async fn create(
         (status = 422, description = "Bad filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn list(
+pub(crate) async fn list(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Query(q): Query<ShareQuery>,
@@ -546,7 +556,7 @@ pub async fn list(
         (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get(
+pub(crate) async fn get(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Path(id): Path<String>,
@@ -555,7 +565,7 @@ pub async fn get(
 }
 
 /// The share `GET /v1/shares/{id}` shows, as the domain sees it (the console renders it).
-pub async fn find(app: &App, id: String) -> Result<Share> {
+pub(crate) async fn find(app: &App, id: String) -> Result<Share> {
     let id = share_path_id(id);
     let id2 = id.clone();
     app.store
@@ -580,7 +590,7 @@ pub async fn find(app: &App, id: String) -> Result<Share> {
         (status = 422, description = "Invalid comment", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn approve(
+pub(crate) async fn approve(
     State(app): State<Arc<App>>,
     rid: RequestId,
     Auth(auth): Auth,
@@ -630,7 +640,7 @@ pub async fn approve(
         (status = 422, description = "Missing or invalid comment", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn reject(
+pub(crate) async fn reject(
     State(app): State<Arc<App>>,
     rid: RequestId,
     Auth(auth): Auth,
@@ -673,7 +683,7 @@ pub async fn reject(
         (status = 409, description = "Not pending (current_status says what it is)", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn cancel(
+pub(crate) async fn cancel(
     State(app): State<Arc<App>>,
     rid: RequestId,
     Auth(auth): Auth,
@@ -694,6 +704,50 @@ pub async fn cancel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// utoipa's attributes take only literals, so each limit is written again in the schema: every
+    /// written copy is the constant next to its parser.
+    #[test]
+    fn schema_limits_are_the_constants_next_to_their_parsers() {
+        let spec = serde_json::to_value(crate::api::openapi()).unwrap();
+        let schemas = &spec["components"]["schemas"];
+        let mut seen = 0;
+        for (schema, field) in [
+            ("CreateShare", "justification"),
+            ("ApproveShare", "comment"),
+            ("RejectShare", "comment"),
+            ("RevokeShare", "reason"),
+        ] {
+            let p = &schemas[schema]["properties"][field];
+            assert_eq!(p["maxLength"], MAX_TEXT, "{schema}.{field}: {p}");
+            seen += 1;
+        }
+        for schema in ["CreateShare", "AccessCheck"] {
+            let p = &schemas[schema]["properties"]["version_stage"];
+            assert_eq!(p["maxLength"], MAX_STAGE_LEN, "{schema}.version_stage: {p}");
+            if let Some(pattern) = p["pattern"].as_str() {
+                assert!(
+                    pattern.ends_with(&format!("{{1,{MAX_STAGE_LEN}}}$")),
+                    "{pattern}"
+                );
+            }
+            seen += 1;
+        }
+        let params = spec["paths"]["/v1/shares"]["post"]["parameters"]
+            .as_array()
+            .unwrap();
+        let key = params
+            .iter()
+            .find(|p| p["name"] == IDEMPOTENCY_KEY)
+            .unwrap();
+        assert_eq!(key["schema"]["maxLength"], MAX_IDEMPOTENCY_KEY_LEN, "{key}");
+        assert_eq!(
+            key["schema"]["pattern"],
+            format!("^[!-~]{{1,{MAX_IDEMPOTENCY_KEY_LEN}}}$"),
+            "{key}"
+        );
+        assert_eq!(seen, 6);
+    }
 
     #[test]
     fn canonical_json_ignores_key_order_and_spacing() {
@@ -725,7 +779,7 @@ mod tests {
         (status = 422, description = "Missing reason", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn revoke(
+pub(crate) async fn revoke(
     State(app): State<Arc<App>>,
     rid: RequestId,
     Auth(auth): Auth,
@@ -762,7 +816,7 @@ pub async fn revoke(
         (status = 409, description = "Not failed", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn retry(
+pub(crate) async fn retry(
     State(app): State<Arc<App>>,
     rid: RequestId,
     Auth(auth): Auth,
@@ -801,7 +855,7 @@ async fn share_or_404(app: &App, id: &str) -> Result<Share> {
         (status = 502, description = "AWS refused or failed", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn plan(
+pub(crate) async fn plan(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Path(id): Path<String>,
@@ -842,7 +896,7 @@ fn aws_gone(share: &rows::Share, e: Error) -> Error {
         (status = 502, description = "AWS refused or failed (resolving the key of a share not yet applied)", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn consumer(
+pub(crate) async fn consumer(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Path(id): Path<String>,
@@ -900,7 +954,7 @@ pub async fn consumer(
         (status = 409, description = "Not drifted", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn repair(
+pub(crate) async fn repair(
     State(app): State<Arc<App>>,
     rid: RequestId,
     Auth(auth): Auth,

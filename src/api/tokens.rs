@@ -26,7 +26,7 @@ use crate::workflow::Resource;
 /// Body of `POST /v1/tokens`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateToken {
+pub(crate) struct CreateToken {
     /// Actor name (letters, digits, ._@-); tokens with one name are one person for approvals.
     #[schema(
         min_length = 1,
@@ -34,39 +34,39 @@ pub struct CreateToken {
         pattern = r"^[A-Za-z0-9._@-]{1,64}$",
         example = "ci-portal"
     )]
-    pub name: String,
+    pub(crate) name: String,
     /// Role.
-    pub role: Role,
+    pub(crate) role: Role,
     /// Lifetime such as `90d` or `12h`; without it the token never expires.
     #[schema(
         pattern = r"^0*[1-9][0-9]{0,5}(ms|s|m|h|d)$",
         max_length = 16,
         example = "90d"
     )]
-    pub expires_in: Option<String>,
+    pub(crate) expires_in: Option<String>,
     /// Set to `true` to create a token for a name that already has active tokens held by someone
     /// else than the caller: it says the new token is for that same person (the audit row records
     /// it). Without it, such a name is refused (409): every token of one name is one person for
     /// approvals, so minting tokens under others' names would let one person vote as several.
     #[serde(default)]
-    pub same_person: bool,
+    pub(crate) same_person: bool,
 }
 
 /// A new token: the only time its text is shown.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedToken {
+pub(crate) struct CreatedToken {
     /// The bearer token. Keep it now: only its hash is stored.
-    pub token: String,
+    pub(crate) token: String,
     /// What the listing shows of it.
     #[serde(flatten)]
-    pub info: TokenInfoView,
+    pub(crate) info: TokenInfoView,
 }
 
 /// Every token (never their secrets).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TokenList {
+pub(crate) struct TokenList {
     /// Newest first.
-    pub items: Vec<TokenInfoView>,
+    pub(crate) items: Vec<TokenInfoView>,
 }
 
 /// Create a token (admin).
@@ -82,7 +82,7 @@ pub struct TokenList {
         (status = 422, description = "Invalid name or lifetime", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn create(
+pub(crate) async fn create(
     State(app): State<Arc<App>>,
     rid: RequestId,
     Auth(auth): Auth,
@@ -165,7 +165,7 @@ async fn create_inner(
         (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn list(
+pub(crate) async fn list(
     State(app): State<Arc<App>>,
     rid: RequestId,
     Auth(auth): Auth,
@@ -200,7 +200,7 @@ pub async fn list(
         (status = 409, description = "The last admin credential: create another admin token first", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn revoke(
+pub(crate) async fn revoke(
     State(app): State<Arc<App>>,
     rid: RequestId,
     Auth(auth): Auth,

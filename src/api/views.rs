@@ -14,23 +14,23 @@ use crate::store::rows;
 /// One approver's vote.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(as = Approval)]
-pub struct ApprovalView {
+pub(crate) struct ApprovalView {
     /// The approver's name.
-    pub approver: String,
+    pub(crate) approver: String,
     /// `approve` or `reject`.
     #[schema(example = "approve")]
-    pub decision: String,
+    pub(crate) decision: String,
     /// Their comment.
-    pub comment: Option<String>,
+    pub(crate) comment: Option<String>,
     /// When.
-    #[serde(with = "crate::domain::rfc3339")]
+    #[serde(serialize_with = "crate::domain::rfc3339::serialize")]
     #[schema(value_type = String)]
-    pub at: OffsetDateTime,
+    pub(crate) at: OffsetDateTime,
     /// The credential that cast the vote: a broker token's id, or `oidc:<sub>` for a JWT (absent for
     /// votes recorded before the broker kept it).
-    pub credential: Option<String>,
+    pub(crate) credential: Option<String>,
     /// For a broker token, who created it (`cli` for the command line).
-    pub issued_by: Option<String>,
+    pub(crate) issued_by: Option<String>,
 }
 
 impl From<rows::Approval> for ApprovalView {
@@ -49,56 +49,56 @@ impl From<rows::Approval> for ApprovalView {
 /// A share request and its state.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(as = Share)]
-pub struct ShareView {
+pub(crate) struct ShareView {
     /// Id.
     #[schema(value_type = String)]
-    pub id: ShareId,
+    pub(crate) id: ShareId,
     /// Where the share is in its life.
-    pub status: ShareStatus,
+    pub(crate) status: ShareStatus,
     /// Why it is in that status, when there is more to say (rejection comment, failure).
-    pub status_reason: Option<String>,
+    pub(crate) status_reason: Option<String>,
     /// The secret.
     #[schema(
         value_type = String,
         example = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf"
     )]
-    pub secret_arn: SecretArn,
+    pub(crate) secret_arn: SecretArn,
     /// The consumer principal's registration id.
-    pub principal_id: String,
+    pub(crate) principal_id: String,
     /// The consumer principal.
     #[schema(value_type = String, example = "arn:aws:iam::444455556666:role/app-reader")]
-    pub principal_arn: PrincipalArn,
+    pub(crate) principal_arn: PrincipalArn,
     /// IAM actions granted.
     #[schema(value_type = Vec<String>, example = json!(["secretsmanager:GetSecretValue"]))]
-    pub actions: ActionSet,
+    pub(crate) actions: ActionSet,
     /// Version stage the consumer is limited to; null means any stage.
     #[schema(example = "AWSCURRENT")]
-    pub version_stage: Option<String>,
+    pub(crate) version_stage: Option<String>,
     /// Why the consumer needs it.
-    pub justification: String,
+    pub(crate) justification: String,
     /// When access ends, RFC 3339 UTC.
-    #[serde(with = "crate::domain::rfc3339")]
+    #[serde(serialize_with = "crate::domain::rfc3339::serialize")]
     #[schema(value_type = String)]
-    pub expires_at: OffsetDateTime,
+    pub(crate) expires_at: OffsetDateTime,
     /// Who asked.
-    pub requested_by: String,
+    pub(crate) requested_by: String,
     /// Distinct approvals needed.
-    pub approvals_required: u32,
+    pub(crate) approvals_required: u32,
     /// Votes so far.
-    pub approvals: Vec<ApprovalView>,
+    pub(crate) approvals: Vec<ApprovalView>,
     /// The full ARN of the secret's KMS key, once the share has been applied.
     #[schema(value_type = Option<String>)]
-    pub key_arn: Option<KmsKeyArn>,
+    pub(crate) key_arn: Option<KmsKeyArn>,
     /// The last failure applying or revoking the share, in words.
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
     /// Created, RFC 3339 UTC.
-    #[serde(with = "crate::domain::rfc3339")]
+    #[serde(serialize_with = "crate::domain::rfc3339::serialize")]
     #[schema(value_type = String)]
-    pub created_at: OffsetDateTime,
+    pub(crate) created_at: OffsetDateTime,
     /// Last change, RFC 3339 UTC.
-    #[serde(with = "crate::domain::rfc3339")]
+    #[serde(serialize_with = "crate::domain::rfc3339::serialize")]
     #[schema(value_type = String)]
-    pub updated_at: OffsetDateTime,
+    pub(crate) updated_at: OffsetDateTime,
 }
 
 impl From<rows::Share> for ShareView {
@@ -134,23 +134,23 @@ impl From<&rows::Share> for ShareView {
 /// A registered consumer principal.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(as = Principal)]
-pub struct PrincipalView {
+pub(crate) struct PrincipalView {
     /// Id.
-    pub id: String,
+    pub(crate) id: String,
     /// The principal's ARN.
     #[schema(value_type = String, example = "arn:aws:iam::444455556666:role/app-reader")]
-    pub arn: PrincipalArn,
+    pub(crate) arn: PrincipalArn,
     /// Its account.
     #[schema(example = "444455556666")]
-    pub account_id: String,
+    pub(crate) account_id: String,
     /// User, role or account root.
-    pub kind: PrincipalKind,
+    pub(crate) kind: PrincipalKind,
     /// Free text.
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     /// Who registered it.
-    pub created_by: String,
+    pub(crate) created_by: String,
     /// When.
-    pub created_at: String,
+    pub(crate) created_at: String,
 }
 
 impl From<rows::Principal> for PrincipalView {
@@ -170,22 +170,22 @@ impl From<rows::Principal> for PrincipalView {
 /// A token as an admin sees it: never its secret or hash.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[schema(as = TokenInfo)]
-pub struct TokenInfoView {
+pub(crate) struct TokenInfoView {
     /// Public id (the part after `sb_` and before the next `_`).
-    pub id: String,
+    pub(crate) id: String,
     /// Actor name.
-    pub name: String,
+    pub(crate) name: String,
     /// Role.
-    pub role: Role,
+    pub(crate) role: Role,
     /// Created, RFC 3339 UTC.
-    pub created_at: String,
+    pub(crate) created_at: String,
     /// When it stops working, if ever.
-    pub expires_at: Option<String>,
+    pub(crate) expires_at: Option<String>,
     /// When it was revoked, if it was.
-    pub revoked_at: Option<String>,
+    pub(crate) revoked_at: Option<String>,
     /// Who created it (`cli` for the command line); absent when unknown. A token cannot approve a
     /// share requested by whoever created it, directly or through tokens they created.
-    pub created_by: Option<String>,
+    pub(crate) created_by: Option<String>,
 }
 
 impl From<rows::TokenInfo> for TokenInfoView {

@@ -5,16 +5,16 @@ use crate::error::Error;
 
 /// Why an apply, revoke or live read failed.
 #[derive(Debug, Clone)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// What kind of failure.
-    pub kind: FailureKind,
+    pub(crate) kind: FailureKind,
     /// In words, for the share's `last_error` or a problem's detail.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// Kinds of [`Failure`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     /// The secret cannot be shared as it is (AWS managed key, replica, disabled key).
     Refused,
     /// The secret or key does not exist.

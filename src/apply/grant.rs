@@ -17,7 +17,7 @@ use crate::store::jobs;
 use crate::store::rows::{self, Share};
 
 /// The grant a share stands for.
-pub fn grant_of(share: &Share) -> Result<Grant, Failure> {
+pub(crate) fn grant_of(share: &Share) -> Result<Grant, Failure> {
     // The store refuses a share whose actions do not parse, and a set holds each action once.
     Ok(Grant {
         secret: share.secret_arn.clone(),

@@ -59,7 +59,7 @@ pub(crate) fn is_aws_managed_alias(key_id: &str) -> bool {
 
 impl Applier {
     /// DescribeSecret + DescribeKey: the secret's customer managed key, or why it cannot be shared.
-    pub async fn resolve_key(&self, secret: &SecretArn) -> Result<KmsKeyArn, Failure> {
+    pub(crate) async fn resolve_key(&self, secret: &SecretArn) -> Result<KmsKeyArn, Failure> {
         let info = self.secrets.describe_secret(secret.as_str()).await?;
         if info.arn != secret.as_str() {
             // Secrets Manager also resolves partial ARNs; policies need the exact one.

@@ -52,25 +52,25 @@ use crate::store::Store;
 use crate::store::jobs::{self, JobKind};
 use crate::store::leases;
 
-pub use failure::{Failure, FailureKind};
-pub use grant::grant_of;
+pub(crate) use failure::{Failure, FailureKind};
+pub(crate) use grant::grant_of;
 pub(crate) use grant::{share_sids, sid_of, unique_ids_in};
 
 /// Applier settings.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Whether approved shares are applied at all.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Wait after a kick, so approvals close together share one write.
-    pub coalesce: Duration,
+    pub(crate) coalesce: Duration,
     /// Read-modify-write attempts per policy.
-    pub write_attempts: u32,
+    pub(crate) write_attempts: u32,
     /// Whether to write notification events to the outbox.
-    pub notify: bool,
+    pub(crate) notify: bool,
     /// This broker's id in the Sids it writes; it owns only those statements.
-    pub installation: InstallationId,
+    pub(crate) installation: InstallationId,
     /// How long a claim on a secret's work lasts without renewal (see [`Lease`]).
-    pub lease: Duration,
+    pub(crate) lease: Duration,
 }
 
 /// A secret's lease in the database (`store::leases`), held while this broker works on the secret and
@@ -173,14 +173,14 @@ const SYSTEM: &str = "system";
 impl Applier {
     /// Whether the AWS credentials resolve (a cached check; `None` when the AWS implementation needs
     /// none).
-    pub async fn credentials(&self) -> Option<crate::aws::setup::CredentialCheck> {
+    pub(crate) async fn credentials(&self) -> Option<crate::aws::setup::CredentialCheck> {
         self.secrets.credentials().await
     }
 }
 
 impl Applier {
     /// An applier over the store and the AWS clients.
-    pub fn new(
+    pub(crate) fn new(
         store: Store,
         clock: Arc<dyn Clock>,
         secrets: Arc<dyn SecretsApi>,
@@ -327,7 +327,7 @@ impl Applier {
     }
 
     /// Schedules the secret's approved and revoking shares to be processed after the coalescing window.
-    pub fn kick(self: &Arc<Self>, secret_arn: &str) {
+    pub(crate) fn kick(self: &Arc<Self>, secret_arn: &str) {
         if !self.settings.enabled {
             return;
         }

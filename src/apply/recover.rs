@@ -106,7 +106,7 @@ impl Applier {
     /// edited is written back; the worker's automatic repair leaves such an edit alone (the share stays
     /// `drifted`). Either way a share whose principal AWS shows as a unique id (deleted, perhaps
     /// re-created) is never granted again: it is revoked, with that reason.
-    pub fn repair(self: &Arc<Self>, secret: &str, ids: Vec<String>, by_admin: bool) {
+    pub(crate) fn repair(self: &Arc<Self>, secret: &str, ids: Vec<String>, by_admin: bool) {
         if !self.settings.enabled || ids.is_empty() {
             return;
         }

@@ -22,7 +22,7 @@ use crate::domain::{Caller, Clock};
 use crate::error::{Error, Result};
 use crate::store::{Store, audit};
 
-pub mod oidc;
+pub(crate) mod oidc;
 pub mod oidc_login;
 pub mod token;
 

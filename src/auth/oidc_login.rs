@@ -32,9 +32,9 @@ type HttpClient = hyper_util::client::legacy::Client<
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoints {
     /// Where the browser is sent to sign in.
-    pub authorization: String,
+    pub(crate) authorization: String,
     /// Where the broker exchanges the code.
-    pub token: String,
+    pub(crate) token: String,
 }
 
 #[derive(Default)]

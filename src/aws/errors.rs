@@ -5,13 +5,13 @@
 use super::{AwsError, AwsErrorKind};
 
 /// The longest message a user reads (a share's `last_error`, a problem's detail).
-pub const MAX_USER_MESSAGE: usize = 299;
+pub(crate) const MAX_USER_MESSAGE: usize = 299;
 
 /// Where the default credential chain looks, in its order.
-pub const CREDENTIAL_SOURCES: &str = "environment variables, the shared config and credentials files (AWS_PROFILE), web identity, ECS and EC2 instance roles";
+pub(crate) const CREDENTIAL_SOURCES: &str = "environment variables, the shared config and credentials files (AWS_PROFILE), web identity, ECS and EC2 instance roles";
 
 /// The IAM policy statement (its Sid in `secret-broker doctor --print-iam-policy`) that grants `action`.
-pub fn statement_for(action: &str) -> &'static str {
+pub(crate) fn statement_for(action: &str) -> &'static str {
     if action.starts_with("kms:") {
         "BrokerKeyPolicies"
     } else {
@@ -31,7 +31,7 @@ fn shorten(resource: &str, max: usize) -> String {
 }
 
 /// The message for `e`, built with the resource shortened as far as needed to fit.
-pub fn user_message(e: &AwsError) -> String {
+pub(crate) fn user_message(e: &AwsError) -> String {
     let mut max = e.resource.chars().count();
     loop {
         let m = compose(e, &shorten(&e.resource, max));
@@ -133,7 +133,7 @@ pub(crate) fn label(kind: AwsErrorKind) -> &'static str {
 }
 
 /// Logs the whole of a failed call (AWS's message or the SDK's error chain, and the request id).
-pub fn log_failure(e: &AwsError) {
+pub(crate) fn log_failure(e: &AwsError) {
     tracing::warn!(
         operation = e.action,
         resource = %e.resource,

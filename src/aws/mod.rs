@@ -6,11 +6,11 @@
 //! `GetResourcePolicy`, `PutResourcePolicy`, `DeleteResourcePolicy`, `kms:DescribeKey`, `GetKeyPolicy`,
 //! `PutKeyPolicy`. It never calls `GetSecretValue`.
 
-pub mod errors;
+pub(crate) mod errors;
 #[cfg(test)]
 pub(crate) mod memory;
 pub mod sdk;
-pub mod setup;
+pub(crate) mod setup;
 
 use std::fmt;
 
@@ -18,7 +18,7 @@ use async_trait::async_trait;
 
 /// Every AWS call the broker makes, as IAM actions: what [`sdk`] calls (a test reads it and keeps the
 /// two equal) and what `secret-broker doctor --print-iam-policy` grants. Never `GetSecretValue`.
-pub const CALLS: [&str; 7] = [
+pub(crate) const CALLS: [&str; 7] = [
     "secretsmanager:DescribeSecret",
     "secretsmanager:GetResourcePolicy",
     "secretsmanager:PutResourcePolicy",

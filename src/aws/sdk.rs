@@ -151,7 +151,7 @@ impl SdkAws {
     /// Logs the one line saying what the AWS configuration is (region, credential source, assumed
     /// role, endpoint override), or the one warning that no credentials resolve. Credentials are
     /// resolved only when shares are applied.
-    pub async fn report(&self, assume_role: Option<&str>, applying: bool) {
+    pub(crate) async fn report(&self, assume_role: Option<&str>, applying: bool) {
         if !applying {
             tracing::info!(
                 "AWS: applying shares is off (BROKER_APPLY_SHARES=false): no AWS call is made, so no credentials are needed"

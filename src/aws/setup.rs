@@ -13,13 +13,13 @@ use aws_credential_types::provider::ProvideCredentials;
 use super::errors::CREDENTIAL_SOURCES;
 
 /// How long a credential check is reused.
-pub const CHECK_TTL: Duration = Duration::from_secs(60);
+pub(crate) const CHECK_TTL: Duration = Duration::from_secs(60);
 
 /// The longest a credential resolution may take (an unreachable instance metadata service).
-pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the credentials came from, in words.
-pub fn source_of(c: &Credentials) -> &'static str {
+pub(crate) fn source_of(c: &Credentials) -> &'static str {
     use AwsCredentialFeature as F;
     let features = c
         .get_property::<Vec<AwsCredentialFeature>>()
@@ -49,10 +49,10 @@ pub fn source_of(c: &Credentials) -> &'static str {
 }
 
 /// The outcome of resolving credentials once: their source, or why none resolved.
-pub type CredentialCheck = Result<&'static str, String>;
+pub(crate) type CredentialCheck = Result<&'static str, String>;
 
 /// Resolves the configuration's credentials once (bounded by [`RESOLVE_TIMEOUT`]).
-pub async fn resolve(config: &SdkConfig) -> CredentialCheck {
+pub(crate) async fn resolve(config: &SdkConfig) -> CredentialCheck {
     let Some(provider) = config.credentials_provider() else {
         return Err("no credential provider is configured".into());
     };
@@ -73,11 +73,11 @@ pub async fn resolve(config: &SdkConfig) -> CredentialCheck {
 
 /// A credential check and when it was made.
 #[derive(Debug, Default)]
-pub struct CachedCheck(tokio::sync::Mutex<Option<(Instant, CredentialCheck)>>);
+pub(crate) struct CachedCheck(tokio::sync::Mutex<Option<(Instant, CredentialCheck)>>);
 
 impl CachedCheck {
     /// The last check when younger than [`CHECK_TTL`], or a new one.
-    pub async fn get(&self, config: &SdkConfig) -> CredentialCheck {
+    pub(crate) async fn get(&self, config: &SdkConfig) -> CredentialCheck {
         let mut slot = self.0.lock().await;
         if let Some((at, c)) = slot.as_ref()
             && at.elapsed() < CHECK_TTL
@@ -91,7 +91,7 @@ impl CachedCheck {
 }
 
 /// The one line (or one warning) saying what the AWS configuration is.
-pub fn log_setup(
+pub(crate) fn log_setup(
     config: &SdkConfig,
     check: &CredentialCheck,
     assume_role: Option<&str>,

@@ -8,7 +8,7 @@ use crate::domain::Caller;
 /// Escapes text for an HTML element's content or a double-quoted attribute value: `&`, `<`, `>`, `"`
 /// and `'` become character references, and control characters (other than tab and line feed) become
 /// U+FFFD, so no given string can open a tag, close an attribute or smuggle a terminal escape.
-pub fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
         match c {
@@ -30,12 +30,12 @@ pub fn esc(s: &str) -> String {
 pub(crate) use crate::auth::oidc_login::url_component;
 
 /// The hidden CSRF field of a form.
-pub fn csrf_field(csrf: &str) -> String {
+pub(crate) fn csrf_field(csrf: &str) -> String {
     format!(r#"<input type="hidden" name="csrf" value="{}">"#, esc(csrf))
 }
 
 /// A whole page: the frame with the navigation (when signed in) and `body` (already escaped HTML).
-pub fn page(title: &str, who: Option<(&Caller, &str)>, body: &str) -> String {
+pub(crate) fn page(title: &str, who: Option<(&Caller, &str)>, body: &str) -> String {
     let mut out = String::with_capacity(body.len() + 1024);
     out.push_str("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">");
     out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");

@@ -18,7 +18,7 @@
 //!
 //! Pages use no script at all; the Content-Security-Policy allows only the embedded stylesheet.
 
-pub mod html;
+pub(crate) mod html;
 pub mod oidc_login;
 
 use std::fmt::Write;
@@ -40,7 +40,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::api::audit::{AuditQuery, VerifyQuery};
 use crate::api::extract::{Auth, Body, OptionalBody, Query, RequestId};
-use crate::api::shares::{ApproveShare, RejectShare, RevokeShare, ShareQuery};
+use crate::api::shares::{ApproveShare, MAX_TEXT, RejectShare, RevokeShare, ShareQuery};
 use crate::api::views::ShareView;
 use crate::app::App;
 use crate::domain::{Caller, ShareStatus, fmt_time};
@@ -51,18 +51,18 @@ use crate::store::sessions::{self, SessionRow};
 use html::{csrf_field, esc, page, url_component};
 
 /// The session cookie.
-pub const SESSION_COOKIE: &str = "sb_console";
+pub(crate) const SESSION_COOKIE: &str = "sb_console";
 /// The pre-session cookie that carries the sign-in form's CSRF nonce.
-pub const SIGNIN_COOKIE: &str = "sb_console_signin";
+pub(crate) const SIGNIN_COOKIE: &str = "sb_console_signin";
 /// The console's Content-Security-Policy: nothing but the embedded stylesheet, no script at all, forms
 /// post only to the broker, and no framing.
-pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+pub(crate) const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                        frame-ancestors 'none'; base-uri 'none'";
 
 const CSS: &str = include_str!("console.css");
 
 /// The console's routes (merged into the API router inside its limits; not in the OpenAPI document).
-pub fn router() -> Router<Arc<App>> {
+pub(crate) fn router() -> Router<Arc<App>> {
     Router::new()
         .route("/console", get(index))
         .route("/console/", get(index))
@@ -146,7 +146,7 @@ async fn css() -> Response {
 // Sessions
 
 /// A signed-in browser: its stored session and the caller its token resolves to now.
-pub struct Session {
+pub(crate) struct Session {
     row: SessionRow,
     caller: Caller,
 }
@@ -292,7 +292,7 @@ async fn sign_in_form(State(app): State<Arc<App>>) -> Response {
 
 /// The sign-in form's fields.
 #[derive(Debug, Deserialize)]
-pub struct SignInForm {
+pub(crate) struct SignInForm {
     csrf: Option<String>,
     token: Option<String>,
 }
@@ -377,7 +377,7 @@ async fn sign_in(
 
 /// A form that carries only the CSRF token (and, for decisions, a comment or a reason).
 #[derive(Debug, Deserialize, Default)]
-pub struct ActionForm {
+pub(crate) struct ActionForm {
     csrf: Option<String>,
     comment: Option<String>,
     reason: Option<String>,
@@ -457,7 +457,7 @@ async fn shares_with(
 /// The filters of the queue.
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
-pub struct QueueFilter {
+pub(crate) struct QueueFilter {
     secret: Option<String>,
     requester: Option<String>,
 }
@@ -756,7 +756,7 @@ fn verdict_html(share: &Share, plan: &LivePlan, now: OffsetDateTime) -> String {
 /// What a post can report back on the page it redirects to.
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
-pub struct Done {
+pub(crate) struct Done {
     done: Option<String>,
 }
 
@@ -856,10 +856,10 @@ async fn decision(
         let _ = write!(
             body,
             "<form class=\"decide\" method=\"post\" action=\"/console/shares/{sid}/approve\" id=\"approve-form\">{c}\
-             <textarea name=\"comment\" placeholder=\"Comment (optional)\" maxlength=\"2000\"></textarea>\
+             <textarea name=\"comment\" placeholder=\"Comment (optional)\" maxlength=\"{MAX_TEXT}\"></textarea>\
              <button type=\"submit\" class=\"approve\" id=\"approve\">Approve</button></form>\
              <form class=\"decide\" method=\"post\" action=\"/console/shares/{sid}/reject\" id=\"reject-form\">{c}\
-             <textarea name=\"comment\" placeholder=\"Why (required)\" maxlength=\"2000\" required></textarea>\
+             <textarea name=\"comment\" placeholder=\"Why (required)\" maxlength=\"{MAX_TEXT}\" required></textarea>\
              <button type=\"submit\" class=\"reject\" id=\"reject\">Reject</button></form>",
             c = csrf_field(csrf),
         );
@@ -868,7 +868,7 @@ async fn decision(
         let _ = write!(
             body,
             "<h2>Revoke</h2><form class=\"decide\" method=\"post\" action=\"/console/shares/{sid}/revoke\" id=\"revoke-form\">{}\
-             <textarea name=\"reason\" placeholder=\"Why (required)\" maxlength=\"2000\" required></textarea>\
+             <textarea name=\"reason\" placeholder=\"Why (required)\" maxlength=\"{MAX_TEXT}\" required></textarea>\
              <button type=\"submit\" class=\"revoke\" id=\"revoke\">Revoke</button></form>",
             csrf_field(csrf),
         );

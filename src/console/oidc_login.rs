@@ -47,9 +47,9 @@ use crate::store::oidc_logins::{self, LoginRow, OidcIdentity};
 use crate::store::sessions::SessionRow;
 
 /// The cookie that binds a sign-in in progress to the browser that started it.
-pub const LOGIN_COOKIE: &str = "sb_console_oidc";
+pub(crate) const LOGIN_COOKIE: &str = "sb_console_oidc";
 /// How long a started sign-in may take to come back.
-pub const LOGIN_TTL: Duration = Duration::from_secs(600);
+pub(crate) const LOGIN_TTL: Duration = Duration::from_secs(600);
 /// Most sign-ins in progress at once (a started sign-in is a database row; this bounds them: past it the
 /// oldest gives way to the newest).
 const MAX_LOGINS: u32 = 10_000;
@@ -144,7 +144,7 @@ fn login_cookie(app: &App, value: &str, max_age: u64) -> axum::http::HeaderValue
 // Routes
 
 /// `GET /console/oidc/start`: stores a new sign-in and sends the browser to the identity provider.
-pub async fn start(State(app): State<Arc<App>>) -> Response {
+pub(crate) async fn start(State(app): State<Arc<App>>) -> Response {
     let Some(login) = app.oidc_login.clone() else {
         return error_page(
             404,
@@ -201,7 +201,7 @@ pub async fn start(State(app): State<Arc<App>>) -> Response {
 /// What the identity provider sends back (RFC 6749 4.1.2, RFC 9207's `iss`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct CallbackQuery {
+pub(crate) struct CallbackQuery {
     code: Option<String>,
     state: Option<String>,
     error: Option<String>,
@@ -224,7 +224,7 @@ fn refused(status: u16, reason: &'static str, detail: impl Into<String>) -> Refu
 
 /// `GET /console/oidc/callback`: checks the state, exchanges the code, verifies the id_token and opens
 /// the session.
-pub async fn callback(
+pub(crate) async fn callback(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     rid: RequestId,

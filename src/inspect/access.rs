@@ -20,7 +20,7 @@ impl Applier {
     /// Evaluates every active share (optionally only of some secrets or principals) against the live
     /// policies, read once per secret and once per key; `identities` replaces the generated identity
     /// policy of a principal. Decisions only (the fast path); `access_check` explains one.
-    pub async fn access_review(
+    pub(crate) async fn access_review(
         &self,
         secrets: Option<Vec<String>>,
         principals: Option<Vec<String>>,
@@ -146,7 +146,7 @@ impl Applier {
 
     /// The live access check: the secret's resource and key policies as they are now, against `identity`
     /// (or the identity policy the broker would generate).
-    pub async fn access_check(
+    pub(crate) async fn access_check(
         &self,
         principal: &PrincipalArn,
         secret: &SecretArn,
@@ -204,47 +204,47 @@ impl Applier {
 
 /// `POST /v1/access-reviews`.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct Review {
+pub(crate) struct Review {
     /// One decision per active share.
-    pub items: Vec<ReviewItem>,
+    pub(crate) items: Vec<ReviewItem>,
     /// Secrets whose policies were read.
-    pub secrets: usize,
+    pub(crate) secrets: usize,
     /// Shares evaluated.
-    pub evaluated: usize,
+    pub(crate) evaluated: usize,
     /// Secrets that could not be reviewed, and why.
-    pub failures: Vec<ReviewFailure>,
+    pub(crate) failures: Vec<ReviewFailure>,
 }
 
 /// Who can read what.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ReviewItem {
+pub(crate) struct ReviewItem {
     /// The share.
-    pub share_id: String,
+    pub(crate) share_id: String,
     /// The secret.
-    pub secret_arn: String,
+    pub(crate) secret_arn: String,
     /// The consumer.
-    pub principal_arn: String,
+    pub(crate) principal_arn: String,
     /// `allow` when every action of the share is allowed, `deny` when one is denied, else `unknown`
     /// (ask `/v1/access-checks` why, with the action).
-    pub decision: Verdict,
+    pub(crate) decision: Verdict,
     /// The decision for each action the share grants.
-    pub actions: Vec<ReviewAction>,
+    pub(crate) actions: Vec<ReviewAction>,
 }
 
 /// The review's decision for one action of a share.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ReviewAction {
+pub(crate) struct ReviewAction {
     /// The IAM action.
-    pub action: String,
+    pub(crate) action: String,
     /// `allow`, `deny` or `unknown`.
-    pub decision: Verdict,
+    pub(crate) decision: Verdict,
 }
 
 /// A secret that could not be reviewed.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ReviewFailure {
+pub(crate) struct ReviewFailure {
     /// The secret.
-    pub secret_arn: String,
+    pub(crate) secret_arn: String,
     /// Why.
-    pub error: String,
+    pub(crate) error: String,
 }

@@ -16,7 +16,7 @@ use crate::store::rows;
 impl Applier {
     /// Compares the live policies of the secret's active shares with what the broker wrote, and checks
     /// that they still allow the read. Reads each policy once.
-    pub async fn detect_drift(&self, secret: &SecretArn) -> Result<Vec<Drift>, Failure> {
+    pub(crate) async fn detect_drift(&self, secret: &SecretArn) -> Result<Vec<Drift>, Failure> {
         let secret_s = secret.clone();
         let shares = self
             .store
@@ -138,11 +138,11 @@ impl Applier {
 
 /// What drifted on one share.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Drift {
+pub(crate) struct Drift {
     /// The share.
-    pub share_id: String,
+    pub(crate) share_id: String,
     /// What changed, in words.
-    pub problems: Vec<String>,
+    pub(crate) problems: Vec<String>,
 }
 
 fn statement_drift(

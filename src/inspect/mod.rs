@@ -3,12 +3,11 @@
 //! through [`LivePolicies`] (defined beside the
 //! applier, whose repair reads the same way); the writes are [`crate::apply`]'s.
 
-pub mod access;
-pub mod drift;
-pub mod plan;
+pub(crate) mod access;
+pub(crate) mod drift;
+pub(crate) mod plan;
 
 pub(crate) use crate::apply::live::{Live, LivePolicies};
 
-pub use access::{Review, ReviewAction, ReviewFailure, ReviewItem};
-pub use drift::Drift;
-pub use plan::{LivePlan, PolicyDiff};
+pub(crate) use access::Review;
+pub(crate) use plan::{LivePlan, PolicyDiff};

@@ -19,7 +19,7 @@ fn not_read() -> Failure {
 
 impl Applier {
     /// The live plan of a share: its documents merged into the live policies, diffed and linted. No write.
-    pub async fn live_plan(&self, share: &Share) -> Result<LivePlan, Failure> {
+    pub(crate) async fn live_plan(&self, share: &Share) -> Result<LivePlan, Failure> {
         let grant = grant_of(share)?;
         let key = self.resolve_key(&grant.secret).await?;
         let live = LivePolicies::load(self, grant.secret.as_str(), &[&key]).await?;
@@ -73,37 +73,37 @@ impl Applier {
 
 /// One policy in a live plan.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct PolicyDiff {
+pub(crate) struct PolicyDiff {
     /// The policy as it is now (`null`: none).
     #[schema(value_type = Object)]
-    pub current: Option<Value>,
+    pub(crate) current: Option<Value>,
     /// The policy as the broker would write it.
     #[schema(value_type = Object)]
-    pub proposed: Value,
+    pub(crate) proposed: Value,
     /// The broker statement's Sid (the first one when the share needs several).
-    pub statement_sid: String,
+    pub(crate) statement_sid: String,
     /// Every broker statement the share needs in this policy: the resource policy has a second one for
     /// actions without a version stage (DescribeSecret).
-    pub statement_sids: Vec<String>,
+    pub(crate) statement_sids: Vec<String>,
     /// `add` (a statement is new or differs) or `unchanged` (all already there, for this or an equal
     /// share).
-    pub change: String,
+    pub(crate) change: String,
 }
 
 /// `GET /v1/shares/{id}/plan`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct LivePlan {
+pub(crate) struct LivePlan {
     /// The secret's customer managed key.
-    pub key_arn: String,
+    pub(crate) key_arn: String,
     /// The secret's resource policy.
-    pub resource_policy: PolicyDiff,
+    pub(crate) resource_policy: PolicyDiff,
     /// The key policy.
-    pub key_policy: PolicyDiff,
+    pub(crate) key_policy: PolicyDiff,
     /// The identity policy for the consumer's account.
     #[schema(value_type = Object)]
-    pub identity_policy: Value,
+    pub(crate) identity_policy: Value,
     /// The call the consumer makes.
-    pub consumer_command: String,
+    pub(crate) consumer_command: String,
     /// Lint findings.
-    pub findings: Vec<Finding>,
+    pub(crate) findings: Vec<Finding>,
 }

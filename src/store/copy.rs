@@ -27,8 +27,10 @@ const TABLES: &[(&str, &str)] = &[
 pub struct Copied {
     /// Rows per table.
     pub rows: Vec<(&'static str, u64)>,
-    /// The copied chain, verified.
-    pub verification: audit::Verification,
+    /// Rows in the copied chain (verified).
+    pub chain_rows: i64,
+    /// The copied chain's head hash, when it has rows.
+    pub head: Option<String>,
 }
 
 /// A column's value, owned (rows are read in chunks, then written).
@@ -172,6 +174,7 @@ fn copy(src: Conn<'_>, dst: Conn<'_>) -> Result<Copied> {
     }
     Ok(Copied {
         rows: counts,
-        verification,
+        chain_rows: verification.rows,
+        head: verification.head,
     })
 }

@@ -56,7 +56,7 @@ pub type Result<T> = std::result::Result<T, DbError>;
 
 impl From<DbError> for crate::error::Error {
     fn from(e: DbError) -> Self {
-        crate::error::Error::Internal(format!("database: {e}"))
+        crate::error::Error::caused("database", e)
     }
 }
 

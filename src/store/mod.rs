@@ -4,8 +4,8 @@
 //! that [`Store::write`] commits as a whole (a change, its audit row and its outbox event together) and
 //! [`Store::read`] runs on a read-only connection.
 //!
-//! A share's status changes in one function, [`rows::transition`], which checks the state machine and
-//! writes the audit row and the outbox event of the change in the same transaction.
+//! A share's status changes in one function, [`transition`] (`sqlite/transition.rs`), which checks the
+//! state machine and writes the audit row and the outbox event of the change in the same transaction.
 //!
 //! Two backends, chosen by the `database` setting: a file path is SQLite (one machine; the embedded
 //! default), a `postgres://` URL is PostgreSQL (one or several replicas). Both run the same writer
@@ -29,8 +29,8 @@ pub fn describe_database(path: &std::path::Path) -> String {
         None => path.display().to_string(),
     }
 }
-pub use sqlite::{
-    Outcome, Store, StoreOptions, Transition, Tx, WAL_RESTART_FRAMES, WriterStats, audit, bench,
-    jobs, leases, migrate, migrate_database, oidc_logins, outbox, pending_migrations, rows,
-    sessions, stats, transition,
+pub(crate) use sqlite::{
+    Outcome, Transition, jobs, leases, oidc_logins, outbox, pending_migrations, rows, sessions,
+    stats, transition,
 };
+pub use sqlite::{Store, StoreOptions, Tx, audit, bench, migrate, migrate_database};

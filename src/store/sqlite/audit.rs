@@ -28,43 +28,43 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 
 /// What one audit row records, before it gets its place in the chain.
 #[derive(Debug, Clone)]
-pub struct NewEvent<'a> {
+pub(crate) struct NewEvent<'a> {
     /// RFC 3339 UTC.
-    pub at: &'a str,
+    pub(crate) at: &'a str,
     /// Token name, `cli`, or `anonymous` for refused unauthenticated calls.
-    pub actor: &'a str,
+    pub(crate) actor: &'a str,
     /// Dotted action name, e.g. `share.approved`.
-    pub action: &'a str,
+    pub(crate) action: &'a str,
     /// The share concerned, if any.
-    pub share_id: Option<&'a str>,
+    pub(crate) share_id: Option<&'a str>,
     /// The HTTP request id, if any.
-    pub request_id: Option<&'a str>,
+    pub(crate) request_id: Option<&'a str>,
     /// Free-form details.
-    pub details: serde_json::Value,
+    pub(crate) details: serde_json::Value,
 }
 
 /// An audit row as stored and served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct AuditEvent {
+pub(crate) struct AuditEvent {
     /// Position in the chain, from 1, without gaps.
-    pub seq: i64,
+    pub(crate) seq: i64,
     /// When, RFC 3339 UTC.
-    pub at: String,
+    pub(crate) at: String,
     /// Who: a token name, `cli`, or `anonymous`.
-    pub actor: String,
+    pub(crate) actor: String,
     /// What, e.g. `share.requested`, `share.approved`, `share.refused`.
-    pub action: String,
+    pub(crate) action: String,
     /// The share concerned.
-    pub share_id: Option<String>,
+    pub(crate) share_id: Option<String>,
     /// The request that caused it.
-    pub request_id: Option<String>,
+    pub(crate) request_id: Option<String>,
     /// Details of the event.
     #[schema(value_type = Object)]
-    pub details: serde_json::Value,
+    pub(crate) details: serde_json::Value,
     /// Hash of the previous row.
-    pub prev_hash: String,
+    pub(crate) prev_hash: String,
     /// This row's hash.
-    pub hash: String,
+    pub(crate) hash: String,
 }
 
 fn put(h: &mut Sha256, field: &str) {
@@ -108,7 +108,7 @@ pub fn row_hash(
 }
 
 /// Appends one row to the chain; call inside the transaction of the change it records.
-pub fn append(tx: &Tx<'_>, ev: &NewEvent<'_>) -> Result<i64> {
+pub(crate) fn append(tx: &Tx<'_>, ev: &NewEvent<'_>) -> Result<i64> {
     let conn = tx.conn();
     let last: Option<(i64, String)> = conn
         .query_row(
@@ -173,7 +173,7 @@ fn from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<(AuditEve
 }
 
 /// A page of the log in chain order, after `after_seq`, optionally for one share.
-pub fn list(
+pub(crate) fn list(
     tx: &Tx<'_>,
     share_id: Option<&str>,
     after_seq: i64,
@@ -238,12 +238,12 @@ pub struct Verification {
     /// was given, the chain still holds it).
     pub ok: bool,
     /// Rows checked.
-    pub rows: i64,
+    pub(crate) rows: i64,
     /// The last row's sequence number, when there is one.
-    pub head_seq: Option<i64>,
+    pub(crate) head_seq: Option<i64>,
     /// The last row's hash (the chain head), when there is one. Keep it elsewhere with `head_seq` and
     /// pass both back to detect truncation.
-    pub head: Option<String>,
+    pub(crate) head: Option<String>,
     /// The first broken sequence number, when the chain is broken.
     pub first_broken_seq: Option<i64>,
     /// What is wrong at that row.
@@ -251,7 +251,7 @@ pub struct Verification {
 }
 
 /// Walks the whole chain and reports the first broken row.
-pub fn verify(tx: &Tx<'_>) -> Result<Verification> {
+pub(crate) fn verify(tx: &Tx<'_>) -> Result<Verification> {
     verify_against(tx, None)
 }
 

@@ -15,11 +15,11 @@ use crate::error::Result;
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Seeded {
     /// One share id in the middle of the table, for point reads.
-    pub sample_share: String,
+    pub(crate) sample_share: String,
     /// Shares written.
-    pub shares: u64,
+    pub(crate) shares: u64,
     /// Audit rows written.
-    pub audit: u64,
+    pub(crate) audit: u64,
 }
 
 /// Adds `shares` shares (over 1,000 principals and 1,000 secrets, in realistic statuses) and `audit`

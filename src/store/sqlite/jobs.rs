@@ -9,7 +9,7 @@ use crate::policy::arn::{KmsKeyArn, SecretArn};
 
 /// Which policy a write step touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// The KMS key policy.
     Key,
     /// The secret's resource policy.
@@ -18,7 +18,7 @@ pub enum Target {
 
 /// What a job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobKind {
+pub(crate) enum JobKind {
     /// Writes shares' statements (an apply of approved shares or a repair of drifted ones).
     Apply,
     /// Removes them.
@@ -27,7 +27,7 @@ pub enum JobKind {
 
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobState {
+pub(crate) enum JobState {
     /// Running, or left running by a crash or a failed compensation (recovery's work).
     Running,
     /// Finished.
@@ -42,7 +42,7 @@ macro_rules! text_enum {
     ($t:ty, $what:literal, $($v:ident = $s:literal),+) => {
         impl $t {
             /// As stored.
-            pub fn as_str(self) -> &'static str {
+            pub(crate) fn as_str(self) -> &'static str {
                 match self { $(Self::$v => $s),+ }
             }
         }
@@ -72,31 +72,31 @@ text_enum!(
 /// parse is refused, naming the job (a corrupt `key_sids` read as empty would make compensation remove
 /// nothing and report success).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Job {
+pub(crate) struct Job {
     /// Id.
-    pub id: String,
+    pub(crate) id: String,
     /// What it does.
-    pub kind: JobKind,
+    pub(crate) kind: JobKind,
     /// The secret.
-    pub secret_arn: SecretArn,
+    pub(crate) secret_arn: SecretArn,
     /// The key, once resolved.
-    pub key_arn: Option<KmsKeyArn>,
+    pub(crate) key_arn: Option<KmsKeyArn>,
     /// The shares it carries.
-    pub share_ids: Vec<String>,
+    pub(crate) share_ids: Vec<String>,
     /// Where it is.
-    pub state: JobState,
+    pub(crate) state: JobState,
     /// The step it is at (or reached).
-    pub step: String,
+    pub(crate) step: String,
     /// Broker Sids this job added to the key policy.
-    pub key_sids: Vec<String>,
+    pub(crate) key_sids: Vec<String>,
     /// Broker Sids this job added to the resource policy.
-    pub resource_sids: Vec<String>,
+    pub(crate) resource_sids: Vec<String>,
     /// A key-policy write was sent.
-    pub key_write_started: bool,
+    pub(crate) key_write_started: bool,
     /// A resource-policy write was sent.
-    pub resource_write_started: bool,
+    pub(crate) resource_write_started: bool,
     /// Why it failed.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 const COLUMNS: &str = "id, kind, secret_arn, key_arn, share_ids, state, step, key_sids, resource_sids, \
@@ -120,7 +120,7 @@ fn from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<Job> {
 }
 
 /// Starts a job.
-pub fn insert(
+pub(crate) fn insert(
     tx: &Tx<'_>,
     id: &str,
     kind: JobKind,
@@ -144,7 +144,13 @@ pub fn insert(
 }
 
 /// Records the step about to run (and the key, once known).
-pub fn step(tx: &Tx<'_>, id: &str, step: &str, key_arn: Option<&str>, now: &str) -> Result<()> {
+pub(crate) fn step(
+    tx: &Tx<'_>,
+    id: &str,
+    step: &str,
+    key_arn: Option<&str>,
+    now: &str,
+) -> Result<()> {
     let conn = tx.conn();
     conn.prepare_cached(
         "UPDATE jobs SET step = ?2, key_arn = coalesce(?3, key_arn), updated_at = ?4 WHERE id = ?1",
@@ -154,7 +160,7 @@ pub fn step(tx: &Tx<'_>, id: &str, step: &str, key_arn: Option<&str>, now: &str)
 }
 
 /// Records, before a write is sent, that it is being sent and which Sids it adds.
-pub fn write_started(
+pub(crate) fn write_started(
     tx: &Tx<'_>,
     id: &str,
     target: Target,
@@ -192,7 +198,7 @@ pub fn write_started(
 }
 
 /// Ends a job.
-pub fn finish(
+pub(crate) fn finish(
     tx: &Tx<'_>,
     id: &str,
     state: JobState,
@@ -206,14 +212,14 @@ pub fn finish(
 }
 
 /// One job.
-pub fn get(tx: &Tx<'_>, id: &str) -> Result<Option<Job>> {
+pub(crate) fn get(tx: &Tx<'_>, id: &str) -> Result<Option<Job>> {
     let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))?;
     Ok(stmt.query_row([id], from_row).optional()?)
 }
 
 /// Jobs left running (by a crash), oldest first.
-pub fn running(tx: &Tx<'_>) -> Result<Vec<Job>> {
+pub(crate) fn running(tx: &Tx<'_>) -> Result<Vec<Job>> {
     let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM jobs WHERE state = 'running' ORDER BY started_at, id"
@@ -225,7 +231,7 @@ pub fn running(tx: &Tx<'_>) -> Result<Vec<Job>> {
 }
 
 /// Running jobs that resolved `key_arn` (their shares may be writing to that key now).
-pub fn running_with_key(tx: &Tx<'_>, key_arn: &str) -> Result<Vec<Job>> {
+pub(crate) fn running_with_key(tx: &Tx<'_>, key_arn: &str) -> Result<Vec<Job>> {
     let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM jobs WHERE state = 'running' AND key_arn = ?1 ORDER BY started_at, id"
@@ -238,7 +244,7 @@ pub fn running_with_key(tx: &Tx<'_>, key_arn: &str) -> Result<Vec<Job>> {
 
 /// Every job, oldest first.
 #[cfg(test)]
-pub fn all(tx: &Tx<'_>) -> Result<Vec<Job>> {
+pub(crate) fn all(tx: &Tx<'_>) -> Result<Vec<Job>> {
     let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM jobs ORDER BY started_at, id"

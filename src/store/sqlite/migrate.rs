@@ -75,7 +75,7 @@ pub struct Applied {
 }
 
 /// Applies every pending migration; returns those it applied.
-pub fn apply(conn: &mut Connection) -> Result<Vec<Applied>> {
+pub(crate) fn apply(conn: &mut Connection) -> Result<Vec<Applied>> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    INTEGER PRIMARY KEY,

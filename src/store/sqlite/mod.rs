@@ -14,17 +14,17 @@
 
 pub mod audit;
 pub mod bench;
-pub mod jobs;
-pub mod leases;
+pub(crate) mod jobs;
+pub(crate) mod leases;
 pub mod migrate;
-pub mod oidc_logins;
-pub mod outbox;
-pub mod rows;
-pub mod sessions;
-pub mod stats;
+pub(crate) mod oidc_logins;
+pub(crate) mod outbox;
+pub(crate) mod rows;
+pub(crate) mod sessions;
+pub(crate) mod stats;
 mod transition;
 
-pub use transition::{Outcome, Transition, transition};
+pub(crate) use transition::{Outcome, Transition, transition};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,7 +62,7 @@ impl<'a> Tx<'a> {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        Error::Internal(format!("database: {e}"))
+        Error::caused("database", e)
     }
 }
 
@@ -110,6 +110,10 @@ type Job = Box<dyn FnOnce(Conn<'_>) -> (bool, Reply) + Send>;
 pub struct Store {
     writer: mpsc::Sender<Job>,
     readers: Arc<ReadPool>,
+    #[cfg_attr(
+        not(test),
+        allow(dead_code, reason = "read by the group-commit unit test")
+    )]
     stats: Arc<WriterStats>,
     path: PathBuf,
     backend: Backend,
@@ -119,19 +123,15 @@ pub struct Store {
 
 /// Counters kept by the writer thread.
 #[derive(Debug, Default)]
-pub struct WriterStats {
+pub(crate) struct WriterStats {
     commits: AtomicU64,
-    writes: AtomicU64,
 }
 
+#[cfg(test)]
 impl WriterStats {
     /// Transactions committed (each may carry several writes).
-    pub fn commits(&self) -> u64 {
+    pub(crate) fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
-    }
-    /// Writes committed or rolled back.
-    pub fn writes(&self) -> u64 {
-        self.writes.load(Ordering::Relaxed)
     }
 }
 
@@ -202,7 +202,7 @@ pub fn migrate_database(path: &Path) -> Result<Vec<migrate::Applied>> {
 
 /// The migrations `path` lacks, by name, without changing it (the file is opened read-only); an
 /// error when it does not open or is newer than this binary.
-pub fn pending_migrations(path: &Path) -> Result<Vec<&'static str>> {
+pub(crate) fn pending_migrations(path: &Path) -> Result<Vec<&'static str>> {
     if let Some(url) = super::postgres::url_of(path) {
         return super::postgres::pending_url(url);
     }
@@ -384,19 +384,20 @@ impl Store {
         &self.path
     }
 
+    #[cfg(test)]
     /// The writer's counters.
-    pub fn stats(&self) -> &WriterStats {
+    pub(crate) fn stats(&self) -> &WriterStats {
         &self.stats
     }
 
     /// Writes queued and not yet taken by the writer.
-    pub fn queue_depth(&self) -> usize {
+    pub(crate) fn queue_depth(&self) -> usize {
         self.writer.max_capacity() - self.writer.capacity()
     }
 
     /// Runs `f` in the writer's transaction (inside its own savepoint) and returns its result once the
     /// transaction has committed. An `Err` from `f` rolls back everything `f` wrote.
-    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
@@ -464,7 +465,7 @@ impl Store {
     /// Runs a short point read (a lookup by key) on the calling thread when a read connection is free,
     /// avoiding the hop to the blocking pool; otherwise it waits like [`Store::read`]. Only for queries
     /// that take microseconds.
-    pub async fn read_quick<T, F>(&self, f: F) -> Result<T>
+    pub(crate) async fn read_quick<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
@@ -492,7 +493,7 @@ impl Store {
     }
 
     /// Whether the database answers a trivial query.
-    pub async fn ping(&self) -> Result<()> {
+    pub(crate) async fn ping(&self) -> Result<()> {
         if self.writer.is_closed() {
             return Err(Error::Unavailable("the database writer has stopped".into()));
         }
@@ -503,7 +504,7 @@ impl Store {
 }
 
 /// WAL frames (pages) past which the checkpointer restarts the WAL (about 16 MB of 4 KiB pages).
-pub const WAL_RESTART_FRAMES: i64 = 4_096;
+pub(crate) const WAL_RESTART_FRAMES: i64 = 4_096;
 
 /// Every half second, a PASSIVE checkpoint: it never blocks the writer. Under sustained writes a
 /// passive checkpoint never reaches the end of the WAL, so the WAL is never started over and grows
@@ -647,7 +648,6 @@ fn writer_groups(
                 Some(e.to_string())
             }
         };
-        stats.writes.fetch_add(size as u64, Ordering::Relaxed);
         crate::metrics::metrics().commit_batch.observe(size as f64);
         if err.is_none() {
             stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -816,6 +816,26 @@ mod tests {
             (rows, bad),
             (80, 0),
             "failed writes were rolled back, and only they"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_database_error_keeps_its_source_and_todays_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir, 8);
+        let e = store
+            .write(|c| Ok(c.conn().execute_batch("SELECT * FROM no_such_table")?))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("internal error: database: no such table: no_such_table"),
+            "{e}"
+        );
+        let source = std::error::Error::source(&e).expect("the database error is kept");
+        assert!(
+            source.downcast_ref::<rusqlite::Error>().is_some(),
+            "{source:?}"
         );
     }
 

@@ -12,19 +12,19 @@ use crate::store::sessions::SessionRow;
 
 /// A sign-in in progress, as stored.
 #[derive(Clone, PartialEq, Eq)]
-pub struct LoginRow {
+pub(crate) struct LoginRow {
     /// Hex SHA-256 of the `state` sent to the identity provider.
-    pub state_hash: String,
+    pub(crate) state_hash: String,
     /// Hex SHA-256 of the value in the browser's short-lived sign-in cookie.
-    pub browser_hash: String,
+    pub(crate) browser_hash: String,
     /// The nonce the id_token must carry.
-    pub nonce: String,
+    pub(crate) nonce: String,
     /// The PKCE code_verifier the token request sends.
-    pub verifier: String,
+    pub(crate) verifier: String,
     /// Started, RFC 3339 UTC.
-    pub created_at: String,
+    pub(crate) created_at: String,
     /// Ends, RFC 3339 UTC.
-    pub expires_at: String,
+    pub(crate) expires_at: String,
 }
 
 impl std::fmt::Debug for LoginRow {
@@ -41,7 +41,7 @@ impl std::fmt::Debug for LoginRow {
 /// already, the oldest give way (and their number is returned): the table stays bounded, and a flood of
 /// started sign-ins from anyone who can reach the port (they need no credential) only ends the sign-ins
 /// it outlasts instead of refusing every new one until the flood's rows expire.
-pub fn insert_login(tx: &Tx<'_>, row: &LoginRow, now: &str, max: u32) -> Result<u64> {
+pub(crate) fn insert_login(tx: &Tx<'_>, row: &LoginRow, now: &str, max: u32) -> Result<u64> {
     tx.conn()
         .prepare_cached("DELETE FROM console_oidc_logins WHERE expires_at <= ?1")?
         .execute(params![now])?;
@@ -76,7 +76,7 @@ pub fn insert_login(tx: &Tx<'_>, row: &LoginRow, now: &str, max: u32) -> Result<
 
 /// Takes (deletes and returns) the sign-in whose state hashes to `state_hash`, expired or not: a state
 /// is used at most once, whatever its callback's outcome.
-pub fn take_login(tx: &Tx<'_>, state_hash: &str) -> Result<Option<LoginRow>> {
+pub(crate) fn take_login(tx: &Tx<'_>, state_hash: &str) -> Result<Option<LoginRow>> {
     Ok(tx
         .conn()
         .prepare_cached(
@@ -98,20 +98,20 @@ pub fn take_login(tx: &Tx<'_>, state_hash: &str) -> Result<Option<LoginRow>> {
 
 /// The identity of a session opened through OIDC.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OidcIdentity {
+pub(crate) struct OidcIdentity {
     /// Canonical caller name, `oidc:<name claim>`.
-    pub name: String,
+    pub(crate) name: String,
     /// The role the id_token's roles claim mapped to when the session opened.
-    pub role: Role,
+    pub(crate) role: Role,
     /// The values of the id_token's roles claim, mapped again at each request (`None`: a session
     /// stored before they were kept).
-    pub role_values: Option<Vec<String>>,
+    pub(crate) role_values: Option<Vec<String>>,
     /// `oidc:<sub>`, as votes record it.
-    pub credential: String,
+    pub(crate) credential: String,
 }
 
 /// Stores a session opened through OIDC with its identity, and removes sessions that ended before `now`.
-pub fn insert_oidc_session(
+pub(crate) fn insert_oidc_session(
     tx: &Tx<'_>,
     s: &SessionRow,
     who: &OidcIdentity,
@@ -141,7 +141,7 @@ pub fn insert_oidc_session(
 }
 
 /// The OIDC identity of the session whose id hashes to `id_hash`, if it was opened through OIDC.
-pub fn session_identity(tx: &Tx<'_>, id_hash: &str) -> Result<Option<OidcIdentity>> {
+pub(crate) fn session_identity(tx: &Tx<'_>, id_hash: &str) -> Result<Option<OidcIdentity>> {
     type Row = (
         Option<String>,
         Option<String>,

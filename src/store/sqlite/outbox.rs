@@ -14,7 +14,7 @@ use crate::slack::{slack_code, slack_text};
 
 /// Writes an event for `share` to the outbox (inside the caller's transaction). No-op when `enabled`
 /// is false. `share.expiring` is recorded once per share.
-pub fn enqueue(
+pub(crate) fn enqueue(
     tx: &Tx<'_>,
     enabled: bool,
     event: &str,
@@ -77,7 +77,7 @@ pub fn enqueue(
 
 /// Writes an `audit.anchor` event with the chain's head to the outbox (inside the caller's
 /// transaction). No-op when `enabled` is false.
-pub fn enqueue_anchor(
+pub(crate) fn enqueue_anchor(
     tx: &Tx<'_>,
     enabled: bool,
     head: &audit::Anchor,
@@ -110,21 +110,21 @@ pub fn enqueue_anchor(
 
 /// An event due for delivery.
 #[derive(Debug, Clone)]
-pub struct Due {
+pub(crate) struct Due {
     /// The delivery id.
-    pub id: String,
+    pub(crate) id: String,
     /// The event name.
-    pub event: String,
+    pub(crate) event: String,
     /// The share it is about, if any.
-    pub share_id: Option<String>,
+    pub(crate) share_id: Option<String>,
     /// The JSON body to post.
-    pub payload: String,
+    pub(crate) payload: String,
     /// Attempts so far.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
 }
 
 /// Up to `limit` pending events whose next attempt is due at `now`, oldest first.
-pub fn due(tx: &Tx<'_>, now: &str, limit: usize) -> Result<Vec<Due>> {
+pub(crate) fn due(tx: &Tx<'_>, now: &str, limit: usize) -> Result<Vec<Due>> {
     let mut st = tx.conn().prepare_cached(
         "SELECT id, event, share_id, payload, attempts FROM outbox
          WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY seq LIMIT ?2",
@@ -158,7 +158,7 @@ pub fn claim_due(tx: &Tx<'_>, now: &str, lease_until: &str, limit: usize) -> Res
 }
 
 /// Records a delivery.
-pub fn delivered(tx: &Tx<'_>, id: &str, attempts: u32, now: &str) -> Result<()> {
+pub(crate) fn delivered(tx: &Tx<'_>, id: &str, attempts: u32, now: &str) -> Result<()> {
     tx.conn().execute(
         "UPDATE outbox SET state = 'delivered', attempts = ?2, delivered_at = ?3, last_error = NULL WHERE id = ?1",
         params![id, attempts, now],
@@ -167,7 +167,13 @@ pub fn delivered(tx: &Tx<'_>, id: &str, attempts: u32, now: &str) -> Result<()> 
 }
 
 /// Records a failed attempt, to be tried again at `next`.
-pub fn retry_at(tx: &Tx<'_>, id: &str, attempts: u32, error: &str, next: &str) -> Result<()> {
+pub(crate) fn retry_at(
+    tx: &Tx<'_>,
+    id: &str,
+    attempts: u32,
+    error: &str,
+    next: &str,
+) -> Result<()> {
     tx.conn().execute(
         "UPDATE outbox SET attempts = ?2, last_error = ?3, next_attempt_at = ?4 WHERE id = ?1",
         params![id, attempts, error, next],
@@ -176,7 +182,7 @@ pub fn retry_at(tx: &Tx<'_>, id: &str, attempts: u32, error: &str, next: &str) -
 }
 
 /// Gives an event up after its last attempt failed.
-pub fn given_up(tx: &Tx<'_>, id: &str, attempts: u32, error: &str) -> Result<()> {
+pub(crate) fn given_up(tx: &Tx<'_>, id: &str, attempts: u32, error: &str) -> Result<()> {
     tx.conn().execute(
         "UPDATE outbox SET state = 'failed', attempts = ?2, last_error = ?3 WHERE id = ?1",
         params![id, attempts, error],

@@ -12,41 +12,41 @@ use time::OffsetDateTime;
 
 /// A token as stored (without its secret).
 #[derive(Debug, Clone)]
-pub struct TokenRow {
+pub(crate) struct TokenRow {
     /// Public id.
-    pub id: String,
+    pub(crate) id: String,
     /// Actor name.
-    pub name: String,
+    pub(crate) name: String,
     /// Role.
-    pub role: Role,
+    pub(crate) role: Role,
     /// Hex SHA-256 of the secret part.
-    pub secret_hash: String,
+    pub(crate) secret_hash: String,
     /// Set when revoked.
-    pub revoked_at: Option<String>,
+    pub(crate) revoked_at: Option<String>,
     /// When it stops working, if ever.
-    pub expires_at: Option<String>,
+    pub(crate) expires_at: Option<String>,
     /// Canonical name of whoever created it (`cli` for the command line); `None` when unknown.
-    pub created_by: Option<String>,
+    pub(crate) created_by: Option<String>,
 }
 
 /// A token as an admin sees it: never its secret or hash (the API shows it as
 /// `api::views::TokenInfoView`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenInfo {
+pub(crate) struct TokenInfo {
     /// Public id (the part after `sb_` and before the next `_`).
-    pub id: String,
+    pub(crate) id: String,
     /// Actor name.
-    pub name: String,
+    pub(crate) name: String,
     /// Role.
-    pub role: Role,
+    pub(crate) role: Role,
     /// Created, RFC 3339 UTC.
-    pub created_at: String,
+    pub(crate) created_at: String,
     /// When it stops working, if ever.
-    pub expires_at: Option<String>,
+    pub(crate) expires_at: Option<String>,
     /// When it was revoked, if it was.
-    pub revoked_at: Option<String>,
+    pub(crate) revoked_at: Option<String>,
     /// Who created it (`cli` for the command line); `None` when unknown.
-    pub created_by: Option<String>,
+    pub(crate) created_by: Option<String>,
 }
 
 const TOKEN_INFO_COLUMNS: &str = "id, name, role, created_at, expires_at, revoked_at, created_by";
@@ -67,7 +67,7 @@ fn token_info_from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Resul
 }
 
 /// Every token, newest first.
-pub fn list_tokens(tx: &Tx<'_>) -> Result<Vec<TokenInfo>> {
+pub(crate) fn list_tokens(tx: &Tx<'_>) -> Result<Vec<TokenInfo>> {
     let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {TOKEN_INFO_COLUMNS} FROM tokens ORDER BY created_at DESC, id"
@@ -79,7 +79,7 @@ pub fn list_tokens(tx: &Tx<'_>) -> Result<Vec<TokenInfo>> {
 }
 
 /// One token as an admin sees it.
-pub fn token_info(tx: &Tx<'_>, id: &str) -> Result<Option<TokenInfo>> {
+pub(crate) fn token_info(tx: &Tx<'_>, id: &str) -> Result<Option<TokenInfo>> {
     let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {TOKEN_INFO_COLUMNS} FROM tokens WHERE id = ?1"
@@ -88,7 +88,7 @@ pub fn token_info(tx: &Tx<'_>, id: &str) -> Result<Option<TokenInfo>> {
 }
 
 /// Revokes a token; false when there is no such token or it was already revoked.
-pub fn revoke_token(tx: &Tx<'_>, id: &str, now: &str) -> Result<bool> {
+pub(crate) fn revoke_token(tx: &Tx<'_>, id: &str, now: &str) -> Result<bool> {
     let conn = tx.conn();
     let n = conn
         .prepare_cached("UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL")?
@@ -97,7 +97,7 @@ pub fn revoke_token(tx: &Tx<'_>, id: &str, now: &str) -> Result<bool> {
 }
 
 /// Inserts a token.
-pub fn insert_token(tx: &Tx<'_>, t: &TokenRow, created_at: &str) -> Result<()> {
+pub(crate) fn insert_token(tx: &Tx<'_>, t: &TokenRow, created_at: &str) -> Result<()> {
     let conn = tx.conn();
     conn.prepare_cached(
         "INSERT INTO tokens (id, name, role, secret_hash, created_at, expires_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -115,7 +115,7 @@ pub fn insert_token(tx: &Tx<'_>, t: &TokenRow, created_at: &str) -> Result<()> {
 }
 
 /// Ids of the active tokens (neither revoked nor expired at `now`) carrying the canonical `name`.
-pub fn active_tokens_named(tx: &Tx<'_>, name: &str, now: &str) -> Result<Vec<String>> {
+pub(crate) fn active_tokens_named(tx: &Tx<'_>, name: &str, now: &str) -> Result<Vec<String>> {
     let conn = tx.conn();
     let mut stmt = conn.prepare_cached(
         "SELECT id FROM tokens WHERE name = ?1 AND revoked_at IS NULL
@@ -156,7 +156,7 @@ fn issuers(conn: Conn<'_>, sql: &'static str, key: &str) -> Result<Vec<String>> 
 /// Everyone who issued the token `id`, directly or through tokens issued to them, and so on up to the
 /// command line: the canonical names of its creator, of the creators of every token carrying that
 /// name, and so on. Empty for an unknown token or one whose creator is unknown.
-pub fn token_issuers(tx: &Tx<'_>, id: &str) -> Result<Vec<String>> {
+pub(crate) fn token_issuers(tx: &Tx<'_>, id: &str) -> Result<Vec<String>> {
     let conn = tx.conn();
     issuers(conn, issuers_sql!("id"), id)
 }
@@ -164,7 +164,7 @@ pub fn token_issuers(tx: &Tx<'_>, id: &str) -> Result<Vec<String>> {
 /// Everyone who issued a token carrying the name `name`, directly or through tokens issued to them,
 /// and so on up to the command line (the issuer chain of a name rather than of one token: a share
 /// records who requested it, not which token did). Empty for a name no token carries (an OIDC name).
-pub fn name_issuers(tx: &Tx<'_>, name: &str) -> Result<Vec<String>> {
+pub(crate) fn name_issuers(tx: &Tx<'_>, name: &str) -> Result<Vec<String>> {
     let conn = tx.conn();
     issuers(conn, issuers_sql!("name"), name)
 }
@@ -183,7 +183,7 @@ const PENDING_SHARES_OF: &str = "SELECT
 /// shares costs no more than one with `upto`). Names stored before they were canonical differ from it
 /// in ASCII case at most (token names are ASCII), hence `lower`; a name equal to `requester` but not
 /// to its ASCII lower case is counted by the second sum.
-pub fn pending_shares_of(tx: &Tx<'_>, requester: &str, upto: u64) -> Result<u64> {
+pub(crate) fn pending_shares_of(tx: &Tx<'_>, requester: &str, upto: u64) -> Result<u64> {
     let conn = tx.conn();
     let upto = i64::try_from(upto).unwrap_or(i64::MAX);
     let n: i64 = conn
@@ -194,7 +194,7 @@ pub fn pending_shares_of(tx: &Tx<'_>, requester: &str, upto: u64) -> Result<u64>
 
 /// Active admin tokens other than `except` that work at least as long as `until` (`None`: for ever),
 /// at time `now`.
-pub fn admin_tokens_lasting(
+pub(crate) fn admin_tokens_lasting(
     tx: &Tx<'_>,
     except: &str,
     until: Option<&str>,
@@ -211,7 +211,7 @@ pub fn admin_tokens_lasting(
 }
 
 /// Looks a token up by its public id.
-pub fn token_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<TokenRow>> {
+pub(crate) fn token_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<TokenRow>> {
     let conn = tx.conn();
     let mut stmt = conn.prepare_cached(
         "SELECT id, name, role, secret_hash, revoked_at, expires_at, created_by FROM tokens WHERE id = ?1",
@@ -247,21 +247,21 @@ pub fn token_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<TokenRow>> {
 
 /// A registered consumer principal (the API shows it as `api::views::PrincipalView`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
+pub(crate) struct Principal {
     /// Id.
-    pub id: String,
+    pub(crate) id: String,
     /// The principal's ARN.
-    pub arn: PrincipalArn,
+    pub(crate) arn: PrincipalArn,
     /// Its account.
-    pub account_id: String,
+    pub(crate) account_id: String,
     /// User, role or account root.
-    pub kind: PrincipalKind,
+    pub(crate) kind: PrincipalKind,
     /// Free text.
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     /// Who registered it.
-    pub created_by: String,
+    pub(crate) created_by: String,
     /// When.
-    pub created_at: String,
+    pub(crate) created_at: String,
 }
 
 const PRINCIPAL_COLUMNS: &str = "id, arn, account_id, kind, description, created_by, created_at";
@@ -291,7 +291,7 @@ fn principal_from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result
 }
 
 /// Inserts a principal.
-pub fn insert_principal(tx: &Tx<'_>, p: &Principal) -> Result<()> {
+pub(crate) fn insert_principal(tx: &Tx<'_>, p: &Principal) -> Result<()> {
     let conn = tx.conn();
     conn.prepare_cached(&format!(
         "INSERT INTO principals ({PRINCIPAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
@@ -309,7 +309,7 @@ pub fn insert_principal(tx: &Tx<'_>, p: &Principal) -> Result<()> {
 }
 
 /// A principal by id.
-pub fn principal_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<Principal>> {
+pub(crate) fn principal_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<Principal>> {
     let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE id = ?1"
@@ -318,7 +318,7 @@ pub fn principal_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<Principal>> {
 }
 
 /// A principal by ARN.
-pub fn principal_by_arn(tx: &Tx<'_>, arn: &str) -> Result<Option<Principal>> {
+pub(crate) fn principal_by_arn(tx: &Tx<'_>, arn: &str) -> Result<Option<Principal>> {
     let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE arn = ?1"
@@ -327,7 +327,7 @@ pub fn principal_by_arn(tx: &Tx<'_>, arn: &str) -> Result<Option<Principal>> {
 }
 
 /// A page of principals, newest first, before `before_seq`; returns rows with their seq.
-pub fn list_principals(
+pub(crate) fn list_principals(
     tx: &Tx<'_>,
     before_seq: i64,
     limit: usize,
@@ -346,60 +346,60 @@ pub fn list_principals(
 
 /// One approver's vote.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Approval {
+pub(crate) struct Approval {
     /// The approver's name.
-    pub approver: String,
+    pub(crate) approver: String,
     /// `approve` or `reject`.
-    pub decision: String,
+    pub(crate) decision: String,
     /// Their comment.
-    pub comment: Option<String>,
+    pub(crate) comment: Option<String>,
     /// When.
-    pub at: OffsetDateTime,
+    pub(crate) at: OffsetDateTime,
     /// The credential that cast the vote: a broker token's id, or `oidc:<sub>` for a JWT (absent for
     /// votes recorded before the broker kept it).
-    pub credential: Option<String>,
+    pub(crate) credential: Option<String>,
     /// For a broker token, who created it (`cli` for the command line).
-    pub issued_by: Option<String>,
+    pub(crate) issued_by: Option<String>,
 }
 
 /// A share request and its state, as the domain sees it (the API's view is `api::views::ShareView`,
 /// the webhook payload is composed in `outbox.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Share {
+pub(crate) struct Share {
     /// Id.
-    pub id: ShareId,
+    pub(crate) id: ShareId,
     /// Where the share is in its life.
-    pub status: ShareStatus,
+    pub(crate) status: ShareStatus,
     /// Why it is in that status, when there is more to say (rejection comment, failure).
-    pub status_reason: Option<String>,
+    pub(crate) status_reason: Option<String>,
     /// The secret.
-    pub secret_arn: SecretArn,
+    pub(crate) secret_arn: SecretArn,
     /// The consumer principal's registration id.
-    pub principal_id: String,
+    pub(crate) principal_id: String,
     /// The consumer principal.
-    pub principal_arn: PrincipalArn,
+    pub(crate) principal_arn: PrincipalArn,
     /// IAM actions granted.
-    pub actions: ActionSet,
+    pub(crate) actions: ActionSet,
     /// Version stage the consumer is limited to; null means any stage.
-    pub version_stage: Option<String>,
+    pub(crate) version_stage: Option<String>,
     /// Why the consumer needs it.
-    pub justification: String,
+    pub(crate) justification: String,
     /// When access ends.
-    pub expires_at: OffsetDateTime,
+    pub(crate) expires_at: OffsetDateTime,
     /// Who asked.
-    pub requested_by: String,
+    pub(crate) requested_by: String,
     /// Distinct approvals needed.
-    pub approvals_required: u32,
+    pub(crate) approvals_required: u32,
     /// Votes so far.
-    pub approvals: Vec<Approval>,
+    pub(crate) approvals: Vec<Approval>,
     /// The full ARN of the secret's KMS key, once the share has been applied.
-    pub key_arn: Option<KmsKeyArn>,
+    pub(crate) key_arn: Option<KmsKeyArn>,
     /// The last failure applying or revoking the share, in words.
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
     /// Created.
-    pub created_at: OffsetDateTime,
+    pub(crate) created_at: OffsetDateTime,
     /// Last change.
-    pub updated_at: OffsetDateTime,
+    pub(crate) updated_at: OffsetDateTime,
 }
 
 const SHARE_COLUMNS: &str = "id, status, status_reason, secret_arn, principal_id, principal_arn, actions, \
@@ -453,7 +453,7 @@ fn load_approvals(conn: Conn<'_>, share: &mut Share) -> Result<()> {
 }
 
 /// Inserts a new share (its approvals list is ignored).
-pub fn insert_share(tx: &Tx<'_>, s: &Share) -> Result<()> {
+pub(crate) fn insert_share(tx: &Tx<'_>, s: &Share) -> Result<()> {
     let conn = tx.conn();
     conn.prepare_cached(&format!(
             "INSERT INTO shares ({SHARE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
@@ -479,7 +479,7 @@ pub fn insert_share(tx: &Tx<'_>, s: &Share) -> Result<()> {
 }
 
 /// A share with its approvals.
-pub fn share_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<Share>> {
+pub(crate) fn share_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<Share>> {
     let conn = tx.conn();
     let mut stmt =
         conn.prepare_cached(&format!("SELECT {SHARE_COLUMNS} FROM shares WHERE id = ?1"))?;
@@ -495,19 +495,19 @@ pub fn share_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<Share>> {
 
 /// Filters for [`list_shares`]; `None` means no filter.
 #[derive(Debug, Clone, Default)]
-pub struct ShareFilter {
+pub(crate) struct ShareFilter {
     /// Only this status.
-    pub status: Option<ShareStatus>,
+    pub(crate) status: Option<ShareStatus>,
     /// Only this secret.
-    pub secret_arn: Option<String>,
+    pub(crate) secret_arn: Option<String>,
     /// Only this principal.
-    pub principal_arn: Option<String>,
+    pub(crate) principal_arn: Option<String>,
     /// Only shares whose access ends at or before this time (RFC 3339).
-    pub expires_before: Option<String>,
+    pub(crate) expires_before: Option<String>,
 }
 
 /// A page of shares, newest first, before `before_seq`; returns rows with their seq.
-pub fn list_shares(
+pub(crate) fn list_shares(
     tx: &Tx<'_>,
     f: &ShareFilter,
     before_seq: i64,
@@ -575,7 +575,7 @@ fn load_approvals_for<'a>(
 }
 
 /// A share's status; `None` when there is no such share.
-pub fn status_of(tx: &Tx<'_>, id: &str) -> Result<Option<ShareStatus>> {
+pub(crate) fn status_of(tx: &Tx<'_>, id: &str) -> Result<Option<ShareStatus>> {
     let status: Option<String> = tx
         .conn()
         .prepare_cached("SELECT status FROM shares WHERE id = ?1")?
@@ -607,7 +607,11 @@ pub(super) fn set_share_status(
 }
 
 /// Shares of one secret in one status, oldest first, with their approvals.
-pub fn shares_of_secret(tx: &Tx<'_>, secret_arn: &str, status: ShareStatus) -> Result<Vec<Share>> {
+pub(crate) fn shares_of_secret(
+    tx: &Tx<'_>,
+    secret_arn: &str,
+    status: ShareStatus,
+) -> Result<Vec<Share>> {
     let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {SHARE_COLUMNS} FROM shares WHERE secret_arn = ?1 AND status = ?2 ORDER BY seq"
@@ -621,7 +625,11 @@ pub fn shares_of_secret(tx: &Tx<'_>, secret_arn: &str, status: ShareStatus) -> R
 
 /// Shares in one of `statuses` that were applied with `key_arn`, whatever their secret (a key can
 /// encrypt several secrets, and a secret re-created under its old name is another ARN), oldest first.
-pub fn shares_with_key(tx: &Tx<'_>, key_arn: &str, statuses: &[ShareStatus]) -> Result<Vec<Share>> {
+pub(crate) fn shares_with_key(
+    tx: &Tx<'_>,
+    key_arn: &str,
+    statuses: &[ShareStatus],
+) -> Result<Vec<Share>> {
     let conn = tx.conn();
     let marks = vec!["?"; statuses.len()].join(",");
     let mut stmt = conn.prepare_cached(&format!(
@@ -637,7 +645,7 @@ pub fn shares_with_key(tx: &Tx<'_>, key_arn: &str, statuses: &[ShareStatus]) -> 
 }
 
 /// Secrets that have shares in one of these statuses.
-pub fn secrets_with_status(tx: &Tx<'_>, statuses: &[ShareStatus]) -> Result<Vec<SecretArn>> {
+pub(crate) fn secrets_with_status(tx: &Tx<'_>, statuses: &[ShareStatus]) -> Result<Vec<SecretArn>> {
     let conn = tx.conn();
     let marks = vec!["?"; statuses.len()].join(",");
     let mut stmt = conn.prepare(&format!(
@@ -653,7 +661,7 @@ pub fn secrets_with_status(tx: &Tx<'_>, statuses: &[ShareStatus]) -> Result<Vec<
 }
 
 /// Sets a share's key ARN and last error.
-pub fn set_share_outcome(
+pub(crate) fn set_share_outcome(
     tx: &Tx<'_>,
     id: &str,
     key_arn: Option<&str>,
@@ -667,25 +675,25 @@ pub fn set_share_outcome(
 
 /// One vote to record.
 #[derive(Debug, Clone, Copy)]
-pub struct NewVote<'a> {
+pub(crate) struct NewVote<'a> {
     /// The share.
-    pub share_id: &'a str,
+    pub(crate) share_id: &'a str,
     /// The approver's canonical name.
-    pub approver: &'a str,
+    pub(crate) approver: &'a str,
     /// `approve` or `reject`.
-    pub decision: &'a str,
+    pub(crate) decision: &'a str,
     /// Their comment.
-    pub comment: Option<&'a str>,
+    pub(crate) comment: Option<&'a str>,
     /// The credential that cast it (token id or `oidc:<sub>`).
-    pub credential: &'a str,
+    pub(crate) credential: &'a str,
     /// Who created the broker token.
-    pub issued_by: Option<&'a str>,
+    pub(crate) issued_by: Option<&'a str>,
     /// When.
-    pub at: &'a str,
+    pub(crate) at: &'a str,
 }
 
 /// Records a vote; returns false if this approver already voted on this share.
-pub fn insert_vote(tx: &Tx<'_>, v: &NewVote<'_>) -> Result<bool> {
+pub(crate) fn insert_vote(tx: &Tx<'_>, v: &NewVote<'_>) -> Result<bool> {
     let conn = tx.conn();
     let n = conn
         .prepare_cached(
@@ -706,17 +714,21 @@ pub fn insert_vote(tx: &Tx<'_>, v: &NewVote<'_>) -> Result<bool> {
 
 /// A stored idempotent response.
 #[derive(Debug, Clone)]
-pub struct StoredResponse {
+pub(crate) struct StoredResponse {
     /// Hash of the request it answered.
-    pub request_hash: String,
+    pub(crate) request_hash: String,
     /// HTTP status.
-    pub status: u16,
+    pub(crate) status: u16,
     /// JSON body.
-    pub body: String,
+    pub(crate) body: String,
 }
 
 /// The response stored for (actor, key), if any.
-pub fn idempotent_response(tx: &Tx<'_>, actor: &str, key: &str) -> Result<Option<StoredResponse>> {
+pub(crate) fn idempotent_response(
+    tx: &Tx<'_>,
+    actor: &str,
+    key: &str,
+) -> Result<Option<StoredResponse>> {
     let conn = tx.conn();
     let mut stmt = conn.prepare_cached(
         "SELECT request_hash, status, body FROM idempotency_keys WHERE actor = ?1 AND key = ?2",
@@ -733,7 +745,7 @@ pub fn idempotent_response(tx: &Tx<'_>, actor: &str, key: &str) -> Result<Option
 }
 
 /// Stores the response for (actor, key).
-pub fn store_idempotent_response(
+pub(crate) fn store_idempotent_response(
     tx: &Tx<'_>,
     actor: &str,
     key: &str,
@@ -769,7 +781,7 @@ fn share_ids(
 }
 
 /// Pending shares requested at or before `requested_before`, or whose access would end by `now`.
-pub fn pending_due(tx: &Tx<'_>, requested_before: &str, now: &str) -> Result<Vec<String>> {
+pub(crate) fn pending_due(tx: &Tx<'_>, requested_before: &str, now: &str) -> Result<Vec<String>> {
     share_ids(
         tx.conn(),
         "SELECT id FROM shares WHERE status = 'pending' AND (created_at <= ?1 OR expires_at <= ?2)",
@@ -778,7 +790,7 @@ pub fn pending_due(tx: &Tx<'_>, requested_before: &str, now: &str) -> Result<Vec
 }
 
 /// Active or drifted shares whose access ended by `now`.
-pub fn live_expired(tx: &Tx<'_>, now: &str) -> Result<Vec<String>> {
+pub(crate) fn live_expired(tx: &Tx<'_>, now: &str) -> Result<Vec<String>> {
     share_ids(
         tx.conn(),
         "SELECT id FROM shares WHERE status IN ('active', 'drifted') AND expires_at <= ?1",
@@ -787,7 +799,7 @@ pub fn live_expired(tx: &Tx<'_>, now: &str) -> Result<Vec<String>> {
 }
 
 /// Active shares whose access ends after `now` and by `horizon`, not yet announced as expiring.
-pub fn expiring_unannounced(tx: &Tx<'_>, now: &str, horizon: &str) -> Result<Vec<String>> {
+pub(crate) fn expiring_unannounced(tx: &Tx<'_>, now: &str, horizon: &str) -> Result<Vec<String>> {
     share_ids(
         tx.conn(),
         "SELECT s.id FROM shares s WHERE s.status = 'active' AND s.expires_at > ?1 AND s.expires_at <= ?2

@@ -8,21 +8,21 @@ use crate::error::Result;
 
 /// A console session as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionRow {
+pub(crate) struct SessionRow {
     /// Hex SHA-256 of the session id the browser holds.
-    pub id_hash: String,
+    pub(crate) id_hash: String,
     /// Public id of the broker token the session was opened with.
-    pub token_id: String,
+    pub(crate) token_id: String,
     /// The CSRF token every form of this session carries.
-    pub csrf: String,
+    pub(crate) csrf: String,
     /// Opened, RFC 3339 UTC.
-    pub created_at: String,
+    pub(crate) created_at: String,
     /// Ends, RFC 3339 UTC.
-    pub expires_at: String,
+    pub(crate) expires_at: String,
 }
 
 /// Stores a new session, and removes sessions that ended before `now`.
-pub fn insert_session(tx: &Tx<'_>, s: &SessionRow, now: &str) -> Result<()> {
+pub(crate) fn insert_session(tx: &Tx<'_>, s: &SessionRow, now: &str) -> Result<()> {
     let conn = tx.conn();
     conn.prepare_cached("DELETE FROM console_sessions WHERE expires_at <= ?1")?
         .execute(params![now])?;
@@ -40,7 +40,7 @@ pub fn insert_session(tx: &Tx<'_>, s: &SessionRow, now: &str) -> Result<()> {
 }
 
 /// The session whose id hashes to `id_hash`, if it has not ended at `now`.
-pub fn live_session(tx: &Tx<'_>, id_hash: &str, now: &str) -> Result<Option<SessionRow>> {
+pub(crate) fn live_session(tx: &Tx<'_>, id_hash: &str, now: &str) -> Result<Option<SessionRow>> {
     let conn = tx.conn();
     Ok(conn
         .prepare_cached(
@@ -60,7 +60,7 @@ pub fn live_session(tx: &Tx<'_>, id_hash: &str, now: &str) -> Result<Option<Sess
 }
 
 /// Ends a session; false when there was none.
-pub fn delete_session(tx: &Tx<'_>, id_hash: &str) -> Result<bool> {
+pub(crate) fn delete_session(tx: &Tx<'_>, id_hash: &str) -> Result<bool> {
     let conn = tx.conn();
     let n = conn
         .prepare_cached("DELETE FROM console_sessions WHERE id_hash = ?1")?

@@ -6,7 +6,7 @@ use super::Tx;
 use crate::error::Result;
 
 /// Shares per status (statuses with none are absent), and the audit chain's length.
-pub fn counts(tx: &Tx<'_>) -> Result<(Vec<(String, i64)>, i64)> {
+pub(crate) fn counts(tx: &Tx<'_>) -> Result<(Vec<(String, i64)>, i64)> {
     let conn: Conn<'_> = tx.conn();
     let mut st = conn.prepare_cached("SELECT status, count(*) FROM shares GROUP BY status")?;
     let counts = st

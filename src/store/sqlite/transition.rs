@@ -9,45 +9,45 @@ use crate::error::{Error, Result};
 
 /// What a share's apply or revoke left on it, set with its new status.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Outcome<'a> {
+pub(crate) struct Outcome<'a> {
     /// The key the share was applied with (`None` keeps the one recorded).
-    pub key_arn: Option<&'a str>,
+    pub(crate) key_arn: Option<&'a str>,
     /// The last failure, in words (`None` clears it).
-    pub last_error: Option<&'a str>,
+    pub(crate) last_error: Option<&'a str>,
 }
 
 /// A change of a share's status and what records it.
 #[derive(Debug, Clone)]
-pub struct Transition<'a> {
+pub(crate) struct Transition<'a> {
     /// The share.
-    pub share_id: &'a str,
+    pub(crate) share_id: &'a str,
     /// The status the caller found it in: if it is in another one now, nothing changes (409).
-    pub from: ShareStatus,
+    pub(crate) from: ShareStatus,
     /// The new status; the state machine ([`ShareStatus::can_become`]) must allow it.
-    pub to: ShareStatus,
+    pub(crate) to: ShareStatus,
     /// Why it is in the new status (`None` clears the reason).
-    pub reason: Option<&'a str>,
+    pub(crate) reason: Option<&'a str>,
     /// The apply or revoke outcome to record with it, if any.
-    pub outcome: Option<Outcome<'a>>,
+    pub(crate) outcome: Option<Outcome<'a>>,
     /// When (RFC 3339 UTC).
-    pub at: &'a str,
+    pub(crate) at: &'a str,
     /// Who: a caller's name, or `system`.
-    pub actor: &'a str,
+    pub(crate) actor: &'a str,
     /// The HTTP request, if any.
-    pub request_id: Option<&'a str>,
+    pub(crate) request_id: Option<&'a str>,
     /// The audit action, e.g. `share.approved`.
-    pub action: &'a str,
+    pub(crate) action: &'a str,
     /// The audit row's details.
-    pub details: serde_json::Value,
+    pub(crate) details: serde_json::Value,
     /// The outbox event and its detail in words; `None` writes none (notifications off, or a change
     /// no one is told about).
-    pub notice: Option<(&'a str, &'a str)>,
+    pub(crate) notice: Option<(&'a str, &'a str)>,
 }
 
 impl<'a> Transition<'a> {
     /// `from -> to` by `actor` at `at`, audited as `action` with `details`; no reason, outcome,
     /// request or notice (set them with struct update syntax).
-    pub fn new(
+    pub(crate) fn new(
         share_id: &'a str,
         from: ShareStatus,
         to: ShareStatus,
@@ -74,7 +74,7 @@ impl<'a> Transition<'a> {
 
 /// Changes a share's status, with its audit row and its outbox event, and returns the share as it is
 /// afterwards.
-pub fn transition(tx: &Tx<'_>, t: Transition<'_>) -> Result<Share> {
+pub(crate) fn transition(tx: &Tx<'_>, t: Transition<'_>) -> Result<Share> {
     let current = rows::status_of(tx, t.share_id)?
         .ok_or_else(|| Error::NotFound(format!("no share with id {}", t.share_id)))?;
     if current != t.from || !current.can_become(t.to) {
