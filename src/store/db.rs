@@ -55,8 +55,13 @@ impl DbError {
 pub type Result<T> = std::result::Result<T, DbError>;
 
 impl From<DbError> for crate::error::Error {
+    /// The driver's own error stays the source (a `rusqlite::Error` or a `postgres::Error`).
     fn from(e: DbError) -> Self {
-        crate::error::Error::caused("database", e)
+        match e {
+            DbError::Sqlite(e) => crate::error::Error::caused("database", e),
+            DbError::Pg(e) => crate::error::Error::caused("database", e),
+            other => crate::error::Error::caused("database", other),
+        }
     }
 }
 
