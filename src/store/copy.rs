@@ -91,11 +91,11 @@ pub fn sqlite_to_postgres(from: &Path, to: &Path) -> Result<Copied> {
 }
 
 fn copy(src: Conn<'_>, dst: Conn<'_>) -> Result<Copied> {
-    for t in ["shares", "principals", "tokens", "audit"] {
-        let n: i64 = dst.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))?;
+    for table in ["shares", "principals", "tokens", "audit"] {
+        let n: i64 = dst.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
         if n > 0 {
             return Err(Error::Unavailable(format!(
-                "the PostgreSQL database already holds {n} row(s) in {t}: copy into an empty database"
+                "the PostgreSQL database already holds {n} row(s) in {table}: copy into an empty database"
             )));
         }
     }
@@ -115,7 +115,8 @@ fn copy(src: Conn<'_>, dst: Conn<'_>) -> Result<Copied> {
                 })?;
             let list = columns.join(", ");
             let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
-            let insert = format!("INSERT INTO {table} ({list}) VALUES ({})", marks.join(", "));
+            let marks = marks.join(", ");
+            let insert = format!("INSERT INTO {table} ({list}) VALUES ({marks})");
             let mut ins = dst.prepare(&insert)?;
             let select = format!(
                 "SELECT {order}, {list} FROM {table} WHERE {order} > ?1 ORDER BY {order} LIMIT ?2"

@@ -581,8 +581,10 @@ pub fn pg_sql(sql: &str) -> String {
         }
     }
     let trimmed = out.trim_start();
-    if let Some(rest) = trimmed.strip_prefix("INSERT OR IGNORE ") {
-        return format!("INSERT {rest} ON CONFLICT DO NOTHING");
+    if trimmed.starts_with("INSERT OR IGNORE ") {
+        let mut rewritten = trimmed.replacen("INSERT OR IGNORE ", "INSERT ", 1);
+        rewritten.push_str(" ON CONFLICT DO NOTHING");
+        return rewritten;
     }
     out
 }
