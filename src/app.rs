@@ -106,6 +106,7 @@ impl App {
                 write_attempts: config.policy_write_attempts.0 as u32,
                 notify: notifier.is_some(),
                 installation: config.installation_id.clone(),
+                lease: config.apply_lease.0,
             },
         );
         let auth = Authenticator::new(store.clone(), clock.clone(), oidc);

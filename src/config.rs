@@ -127,9 +127,15 @@ impl fmt::Display for LogFormat {
     }
 }
 
-/// A path shown as given.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A path shown as given (a PostgreSQL URL in the `database` setting is shown without its password).
+#[derive(Clone, PartialEq, Eq)]
 pub struct FilePath(pub PathBuf);
+
+impl fmt::Debug for FilePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FilePath({:?})", self.to_string())
+    }
+}
 
 impl FromStr for FilePath {
     type Err = String;
@@ -144,7 +150,7 @@ impl FromStr for FilePath {
 
 impl fmt::Display for FilePath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0.display())
+        write!(f, "{}", crate::store::describe_database(&self.0))
     }
 }
 
@@ -438,7 +444,7 @@ macro_rules! settings {
 settings! {
     /// Address and port to listen on.
     listen: SocketAddr = "127.0.0.1:8080";
-    /// SQLite database file (created, with its WAL files, if missing).
+    /// SQLite database file (created, with its WAL files, if missing), or a postgres://user@host:port/db URL for PostgreSQL (several replicas; password in the URL or PGPASSWORD, never logged; no TLS: sslmode=require is refused).
     database: FilePath = "./secret-broker.db";
     /// Read connections to the database (writes go through one writer thread).
     read_connections: Count = "4";
@@ -476,6 +482,8 @@ settings! {
     apply_coalesce: Span = "200ms";
     /// Read-modify-write attempts per policy when someone else changes it at the same time.
     policy_write_attempts: Count = "3";
+    /// How long a broker's claim on a secret's work (its lease in the database) lasts without renewal; the holder renews it every third of this while it works. With several replicas on PostgreSQL, a replica that dies leaves its job to another after this time.
+    apply_lease: Span = "30s";
     /// How often the background worker runs (expiry, pending timeouts, drift checks, notifications).
     worker_interval: Span = "60s";
     /// A pending share not decided within this time expires.

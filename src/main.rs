@@ -30,8 +30,16 @@ struct Cli {
 enum Command {
     /// Run the HTTP service (migrates the database first).
     Serve,
-    /// Apply pending database migrations and exit.
-    Migrate,
+    /// Apply pending database migrations and exit; with --from FILE --to URL, copy a SQLite database
+    /// into an empty PostgreSQL database and verify the copied audit chain.
+    Migrate {
+        /// The SQLite database file to copy (with --to).
+        #[arg(long, requires = "to")]
+        from: Option<PathBuf>,
+        /// The PostgreSQL database to copy it into, as a postgres:// URL (with --from).
+        #[arg(long, requires = "from")]
+        to: Option<PathBuf>,
+    },
     /// Manage bearer tokens.
     Tokens {
         #[command(subcommand)]
@@ -372,7 +380,24 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             }
             doctor(&config, secret_arn.as_deref()).await
         }
-        Command::Migrate => {
+        Command::Migrate {
+            from: Some(from),
+            to: Some(to),
+        } => {
+            let copied = store::copy::sqlite_to_postgres(&from, &to)?;
+            for (table, n) in &copied.rows {
+                eprintln!("copied {n} row(s) of {table}");
+            }
+            eprintln!(
+                "{} now holds {}; its audit chain verifies ({} row(s), head {})",
+                store::describe_database(&to),
+                from.display(),
+                copied.chain_rows,
+                copied.head.as_deref().unwrap_or("none")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate { .. } => {
             let applied = store::migrate_database(&config.database.0)?;
             for m in &applied {
                 eprintln!("applied {}", m.name);
@@ -594,7 +619,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         );
     }
     tracing::info!(
-        database = %app.store.path().display(),
+        database = %app.store.describe(),
+        backend = app.store.backend().as_str(),
         apply_shares = app.applier.enabled(),
         oidc = app.auth.oidc().is_some(),
         "secret-broker listening on {scheme}://{addr}"

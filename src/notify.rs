@@ -119,8 +119,13 @@ impl Notifier {
         let started = std::time::Instant::now();
         let now_s = fmt_time(clock.now());
         let due = {
+            // Claimed in the database (each event is pushed back for the time a pass may take), so
+            // that the workers of several replicas never send one event twice.
             let now_s = now_s.clone();
-            store.read(move |c| outbox::due(c, &now_s, 100)).await?
+            let lease_until = fmt_time(clock.now() + Duration::from_secs(120));
+            store
+                .write(move |c| outbox::claim_due(c, &now_s, &lease_until, 100))
+                .await?
         };
         let mut delivered = 0;
         for d in due {

@@ -22,6 +22,10 @@ pub(crate) struct Health {
     /// `/readyz`: `ok` when the database answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) database: Option<String>,
+    /// `/readyz`: which database the broker runs on, `sqlite` or `postgres`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "sqlite")]
+    pub(crate) backend: Option<String>,
     /// `/readyz`, when shares are applied: `ok (<credential source>)`, or why no credentials resolve
     /// (a check reused for a minute: never an AWS API call per probe).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -35,6 +39,7 @@ pub(crate) async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
         database: None,
+        backend: None,
         aws_credentials: None,
     })
 }
@@ -62,6 +67,7 @@ pub(crate) async fn readyz(State(app): State<Arc<App>>) -> Result<Json<Health>> 
     Ok(Json(Health {
         status: status.into(),
         database: Some("ok".into()),
+        backend: Some(app.store.backend().as_str().into()),
         aws_credentials: aws.map(|c| match c {
             Ok(source) => format!("ok ({source})"),
             Err(why) => format!("{why}: configure credentials or set BROKER_APPLY_SHARES=false"),

@@ -52,6 +52,7 @@ impl Applier {
                 };
                 let lock = self.lock_for(k.as_str());
                 let _g = lock.lock().await;
+                let _key_lease = self.key_lease(k.as_str()).await;
                 self.rmw(None, Policy::Key(k), &ctx, &[], &remove, false)
                     .await?;
             }

@@ -50,6 +50,7 @@ use crate::policy::compose::{Grant, InstallationId, legacy_statements};
 use crate::policy::merge::Owner;
 use crate::store::Store;
 use crate::store::jobs::{self, JobKind};
+use crate::store::leases;
 
 pub(crate) use failure::{Failure, FailureKind};
 pub(crate) use grant::grant_of;
@@ -68,6 +69,59 @@ pub(crate) struct Settings {
     pub(crate) notify: bool,
     /// This broker's id in the Sids it writes; it owns only those statements.
     pub(crate) installation: InstallationId,
+    /// How long a claim on a secret's work lasts without renewal (see [`Lease`]).
+    pub(crate) lease: Duration,
+}
+
+/// A secret's lease in the database (`store::leases`), held while this broker works on the secret and
+/// renewed every third of its length by a heartbeat task; released by [`Lease::end`] (or, if dropped,
+/// by a task). Another broker takes the secret's work over only after the lease has run out.
+pub(crate) struct Lease {
+    name: String,
+    holder: String,
+    store: Store,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Lease {
+    /// Stops renewing and gives the lease up.
+    pub(crate) async fn end(mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+        let (name, holder) = (self.name.clone(), self.holder.clone());
+        if let Err(e) = self
+            .store
+            .write(move |c| leases::release(c, &name, &holder))
+            .await
+        {
+            tracing::warn!(lease = %self.name, error = %e, "cannot release a lease; it runs out by itself");
+        }
+        self.name.clear();
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+        if self.name.is_empty() {
+            return;
+        }
+        let (store, name, holder) = (
+            self.store.clone(),
+            std::mem::take(&mut self.name),
+            self.holder.clone(),
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = store
+                    .write(move |c| leases::release(c, &name, &holder))
+                    .await;
+            });
+        }
+    }
 }
 
 /// Counts running work so tests and shutdown can wait for quiet; decremented even on panic.
@@ -107,6 +161,8 @@ pub struct Applier {
     pub(crate) settings: Settings,
     scheduled: Mutex<HashSet<String>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// This process's id as a lease holder (random per start).
+    holder: String,
     busy: AtomicUsize,
     idle: Notify,
 }
@@ -141,6 +197,7 @@ impl Applier {
             settings,
             scheduled: Mutex::new(HashSet::new()),
             locks: Mutex::new(HashMap::new()),
+            holder: uuid::Uuid::new_v4().to_string(),
             busy: AtomicUsize::new(0),
             idle: Notify::new(),
         })
@@ -165,9 +222,92 @@ impl Applier {
         ))
     }
 
+    /// The in-process lock of a secret's work: tasks of this process take turns on it before they ask
+    /// the database for the secret's [`Lease`], which orders the work of several brokers.
     pub(crate) fn lock_for(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut m = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// Takes the key's lease in the database (`key:<ARN>`), waiting while another broker holds it
+    /// (bounded by four lease lengths, then going on without it: the read-back after the write still
+    /// finds a statement another writer removed): two brokers never write one key policy at once,
+    /// whichever secrets they apply.
+    pub(crate) async fn key_lease(&self, key: &str) -> Option<Lease> {
+        let deadline = std::time::Instant::now() + self.settings.lease * 4;
+        loop {
+            match self.lease_named(format!("key:{key}")).await {
+                Ok(Some(l)) => return Some(l),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(None) => {
+                    tracing::error!(
+                        key,
+                        "another broker held the key's lease too long; writing without it"
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    tracing::warn!(key, error = %e, "cannot take the key's lease; writing without it");
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Takes the secret's lease in the database, with a heartbeat renewing it; `None` when another
+    /// broker holds it (it does the secret's work; what it leaves is picked up by the worker's next
+    /// pass). On SQLite the database belongs to one process: a lease found there is a previous run's
+    /// (or, in tests, an app opened before this one over the same file), and is taken over at once.
+    pub(crate) async fn lease(&self, secret: &str) -> crate::error::Result<Option<Lease>> {
+        self.lease_named(format!("secret:{secret}")).await
+    }
+
+    async fn lease_named(&self, name: String) -> crate::error::Result<Option<Lease>> {
+        let force = self.store.backend() == crate::store::Backend::Sqlite;
+        let now_t = self.clock.now();
+        let (now, until) = (fmt_time(now_t), fmt_time(now_t + self.settings.lease));
+        let (n, h) = (name.clone(), self.holder.clone());
+        let held = self
+            .store
+            .write(move |c| leases::acquire(c, &n, &h, &until, &now, force))
+            .await?;
+        if !held {
+            tracing::debug!(lease = %name, "another broker holds the lease");
+            return Ok(None);
+        }
+        let heartbeat = {
+            let (store, clock, name, holder) = (
+                self.store.clone(),
+                self.clock.clone(),
+                name.clone(),
+                self.holder.clone(),
+            );
+            let every = (self.settings.lease / 3).max(Duration::from_millis(10));
+            let length = self.settings.lease;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let until = fmt_time(clock.now() + length);
+                    let (n, h) = (name.clone(), holder.clone());
+                    match store.write(move |c| leases::renew(c, &n, &h, &until)).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::error!(lease = %name, "the lease was taken over while this broker held it");
+                            return;
+                        }
+                        Err(e) => tracing::warn!(lease = %name, error = %e, "cannot renew a lease"),
+                    }
+                }
+            })
+        };
+        Ok(Some(Lease {
+            name,
+            holder: self.holder.clone(),
+            store: self.store.clone(),
+            heartbeat: Some(heartbeat),
+        }))
     }
 
     fn enter(&self) -> Busy<'_> {
@@ -209,7 +349,14 @@ impl Applier {
                 .remove(&secret);
             let lock = me.lock_for(&secret);
             let _guard = lock.lock().await;
-            me.process_secret(&secret).await;
+            match me.lease(&secret).await {
+                Ok(Some(lease)) => {
+                    me.process_secret(&secret).await;
+                    lease.end().await;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!(secret, error = %e, "cannot take the secret's lease"),
+            }
         });
     }
 

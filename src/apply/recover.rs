@@ -40,6 +40,11 @@ impl Applier {
             {
                 continue;
             }
+            // Another broker holding the secret's lease is running the job (or another of the secret):
+            // it is no orphan until that lease runs out.
+            let Some(lease) = self.lease(&listed.secret_arn).await? else {
+                continue;
+            };
             // The list was read before the lock was ours: a job that finished while we waited for it is
             // no orphan. Its journal, read again under the lock, is the truth (and has its latest Sids).
             let id = listed.id.clone();
@@ -69,6 +74,7 @@ impl Applier {
                         tracing::error!(job = %job.id, error = %e, "cannot compensate an interrupted apply; retrying at the next start")
                     }
                 }
+                lease.end().await;
             } else {
                 let id = job.id.clone();
                 self.store
@@ -82,6 +88,7 @@ impl Applier {
                         )
                     })
                     .await?;
+                lease.end().await;
             }
         }
         let secrets = self
@@ -111,7 +118,18 @@ impl Applier {
             let lock = me.lock_for(&secret);
             let revoking = {
                 let _guard = lock.lock().await;
-                me.run_repair(&secret, ids, by_admin).await
+                match me.lease(&secret).await {
+                    Ok(Some(lease)) => {
+                        let r = me.run_repair(&secret, ids, by_admin).await;
+                        lease.end().await;
+                        r
+                    }
+                    Ok(None) => false,
+                    Err(e) => {
+                        tracing::error!(secret, error = %e, "cannot take the secret's lease");
+                        false
+                    }
+                }
             };
             if revoking {
                 me.kick(&secret);

@@ -97,6 +97,7 @@ impl Applier {
                 };
                 let lock = self.lock_for(key.as_str());
                 let _g = lock.lock().await;
+                let _key_lease = self.key_lease(key.as_str()).await;
                 self.rmw(Some(job), Policy::Key(key), &ctx, &[], &remove, false)
                     .await?;
             }

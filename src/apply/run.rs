@@ -119,6 +119,7 @@ impl Applier {
         let key_doc = {
             let lock = self.lock_for(key.as_str());
             let _g = lock.lock().await;
+            let _key_lease = self.key_lease(key.as_str()).await;
             self.rmw(
                 Some(job),
                 Policy::Key(&key),
@@ -215,6 +216,7 @@ impl Applier {
             };
             let lock = self.lock_for(old.as_str());
             let _g = lock.lock().await;
+            let _key_lease = self.key_lease(old.as_str()).await;
             self.rmw(None, Policy::Key(&old), &ctx, &[], &remove, false)
                 .await?;
         }

@@ -80,6 +80,7 @@ fn fixture() -> Fixture {
             write_attempts: 3,
             notify: false,
             installation: Default::default(),
+            lease: Duration::from_secs(30),
         },
     );
     Fixture {

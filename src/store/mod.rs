@@ -7,14 +7,30 @@
 //! A share's status changes in one function, [`transition`] (`sqlite/transition.rs`), which checks the
 //! state machine and writes the audit row and the outbox event of the change in the same transaction.
 //!
-//! The implementation is SQLite ([`sqlite`]): one writer thread with group commit (a SAVEPOINT per
-//! write), a pool of read connections. No module outside `store/` sees SQL or a `rusqlite` type, so a
-//! second backend (PostgreSQL) is a change inside `store/` only.
+//! Two backends, chosen by the `database` setting: a file path is SQLite (one machine; the embedded
+//! default), a `postgres://` URL is PostgreSQL (one or several replicas). Both run the same writer
+//! (one thread, group commit, a SAVEPOINT per write) and a pool of read connections ([`sqlite`]'s
+//! `Store`), and the same domain functions over [`db::Conn`], the driver layer: only SQL text differs,
+//! where the dialects do ([`db::pg_sql`]). No module outside `store/` sees SQL or a driver type.
 
+pub mod copy;
+#[doc(hidden)]
+pub mod db;
+mod postgres;
 mod sqlite;
 
+pub use db::Backend;
+
+/// The `database` setting for logs and status pages: a file path as given, a PostgreSQL URL without
+/// its password.
+pub fn describe_database(path: &std::path::Path) -> String {
+    match postgres::url_of(path) {
+        Some(url) => postgres::redact(url),
+        None => path.display().to_string(),
+    }
+}
 pub(crate) use sqlite::{
-    Outcome, Transition, break_glass, jobs, oidc_logins, outbox, pending_migrations, rows,
+    Outcome, Transition, break_glass, jobs, leases, oidc_logins, outbox, pending_migrations, rows,
     sessions, stats, transition,
 };
 pub use sqlite::{Store, StoreOptions, Tx, audit, bench, migrate, migrate_database, slack};

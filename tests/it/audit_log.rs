@@ -155,10 +155,11 @@ async fn an_edited_row_is_found_with_its_sequence_number() {
     scripted(&t).await;
     let auditor = t.token("audrey", Auditor).await;
     let db = t.db();
-    db.execute_batch(
-        "DROP TRIGGER audit_no_update;
+    db.execute_batch(&format!(
+        "{};
          UPDATE audit SET details = replace(details, 'fine', 'FINE') WHERE seq = 6;",
-    )
+        t.drop_audit_trigger("audit_no_update")
+    ))
     .unwrap();
     let v = t.get("/v1/audit/verify", &auditor).await.expect(200);
     assert_eq!(v.body["ok"], false);
@@ -195,7 +196,10 @@ async fn a_deleted_row_is_found() {
     scripted(&t).await;
     let auditor = t.token("audrey", Auditor).await;
     t.db()
-        .execute_batch("DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq = 3;")
+        .execute_batch(&format!(
+            "{}; DELETE FROM audit WHERE seq = 3;",
+            t.drop_audit_trigger("audit_no_delete")
+        ))
         .unwrap();
     let v = t.get("/v1/audit/verify", &auditor).await.expect(200);
     assert_eq!(v.body["ok"], false);
@@ -222,7 +226,8 @@ async fn an_edit_of_any_column_is_found_at_its_row() {
         let auditor = t.token("audrey", Auditor).await;
         t.db()
             .execute_batch(&format!(
-                "DROP TRIGGER audit_no_update; UPDATE audit SET {edit} WHERE seq = 6;"
+                "{}; UPDATE audit SET {edit} WHERE seq = 6;",
+                t.drop_audit_trigger("audit_no_update")
             ))
             .unwrap();
         let v = t.get("/v1/audit/verify", &auditor).await.expect(200);
@@ -254,7 +259,10 @@ async fn rows_cut_from_the_end_are_found_given_the_anchored_head() {
     assert_eq!(v.body["head_seq"], 9);
 
     t.db()
-        .execute_batch("DROP TRIGGER audit_no_delete; DELETE FROM audit WHERE seq >= 7;")
+        .execute_batch(&format!(
+            "{}; DELETE FROM audit WHERE seq >= 7;",
+            t.drop_audit_trigger("audit_no_delete")
+        ))
         .unwrap();
     // Without the anchor the shorter chain is valid: that is the gap the anchor closes.
     let v = verify(String::new()).await.expect(200);

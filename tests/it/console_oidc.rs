@@ -775,10 +775,10 @@ async fn a_flood_of_started_sign_ins_does_not_lock_others_out() {
     let idp = FakeIdp::start(Some(CLIENT_SECRET)).await;
     let t = TestApp::with(|c| idp.configure(c, REDIRECT));
     {
-        let mut db = t.db();
-        let tx = db.transaction().unwrap();
+        let db = t.db();
+        db.execute_batch("BEGIN").unwrap();
         {
-            let mut ins = tx
+            let mut ins = db
                 .prepare(
                     "INSERT INTO console_oidc_logins (state_hash, browser_hash, nonce, verifier, created_at, expires_at) \
                      VALUES (?1, 'b', 'n', 'v', '2026-11-29T11:59:00Z', '2026-11-29T12:09:00Z')",
@@ -788,7 +788,7 @@ async fn a_flood_of_started_sign_ins_does_not_lock_others_out() {
                 ins.execute([format!("flood-{i:05}")]).unwrap();
             }
         }
-        tx.commit().unwrap();
+        db.execute_batch("COMMIT").unwrap();
     }
     let jar = oidc_sign_in(&t, &idp, "dana", &["idp-approvers"]).await;
     assert!(!jar.csrf.is_empty());

@@ -114,7 +114,10 @@ impl TestApp {
     fn build(aws: bool, endpoint: Option<String>, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::load(None, Vec::<(String, String)>::new()).unwrap();
-        config.database.0 = dir.path().join("broker.db");
+        config.database.0 = match crate::pg::backend() {
+            crate::pg::Backend::Sqlite => dir.path().join("broker.db"),
+            crate::pg::Backend::Postgres => crate::pg::fresh_database().into(),
+        };
         config.apply_shares = Flag(aws);
         config.apply_coalesce.0 = std::time::Duration::from_millis(20);
         // Tests send many requests from one address with one token; tests of the limits turn them on.
@@ -328,9 +331,18 @@ impl TestApp {
         r.body["id"].as_str().unwrap().to_owned()
     }
 
-    /// A direct connection to the database file, for counting rows and tampering.
-    pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(&self.config.database.0).unwrap()
+    /// A direct connection to the database (the SQLite file or the PostgreSQL database), for counting
+    /// rows and tampering.
+    pub fn db(&self) -> secret_broker::store::db::Direct {
+        secret_broker::store::db::Direct::open(&self.config.database.0).unwrap()
+    }
+
+    /// The statement that drops one of the audit table's append-only triggers, in the backend's SQL.
+    pub fn drop_audit_trigger(&self, name: &str) -> String {
+        match crate::pg::backend() {
+            crate::pg::Backend::Sqlite => format!("DROP TRIGGER {name}"),
+            crate::pg::Backend::Postgres => format!("DROP TRIGGER {name} ON audit"),
+        }
     }
 
     /// The newest audit row: actor, action and details.

@@ -6,6 +6,7 @@ mod harness;
 mod http;
 mod jwt;
 mod moto;
+mod pg;
 
 mod apply;
 mod audit_log;
@@ -27,6 +28,7 @@ mod ops;
 mod org_shares;
 mod policy_props;
 mod recovery;
+mod replicas;
 mod roles;
 mod saga_edges;
 mod security;

@@ -949,7 +949,11 @@ fn sql_is_never_built_from_values() {
                     .find('}')
                     .map_or(holes.len(), |e| open + e + 1);
                 let hole = &holes[open..close];
-                if !allowed(hole) {
+                // store/copy.rs (migrate --from) only: table names from its constant list and
+                // their column names as SQLite's own schema lists them; identifiers, never values.
+                let copy_identifier = p.ends_with("store/copy.rs")
+                    && matches!(hole, "{table}" | "{list}" | "{order}");
+                if !allowed(hole) && !copy_identifier {
                     found.push(format!("{}: {hole} in {lit:?}", p.display()));
                 }
                 holes = &holes[close..];

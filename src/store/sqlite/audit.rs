@@ -14,7 +14,7 @@
 //! emits the head (an [`Anchor`]) to its log and webhook, and [`verify_against`] checks the chain still
 //! reaches an anchor it is given.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{Conn, OptionalExtension, params};
 
 use super::Tx;
 use serde::Serialize;
@@ -149,7 +149,7 @@ pub(crate) fn append(tx: &Tx<'_>, ev: &NewEvent<'_>) -> Result<i64> {
 
 const COLUMNS: &str = "seq, at, actor, action, share_id, request_id, details, prev_hash, hash";
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(AuditEvent, String)> {
+fn from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<(AuditEvent, String)> {
     let details_text: String = r.get(6)?;
     let details = serde_json::from_str(&details_text)
         .unwrap_or(serde_json::Value::String(details_text.clone()));
@@ -186,7 +186,7 @@ pub(crate) fn list(
             stmt.query_map(params![id, after_seq, limit as i64], |r| {
                 from_row(r).map(|(e, _)| e)
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?
+            .collect::<crate::store::db::Result<Vec<_>>>()?
         }
         None => {
             let mut stmt = conn.prepare_cached(&format!(
@@ -195,7 +195,7 @@ pub(crate) fn list(
             stmt.query_map(params![after_seq, limit as i64], |r| {
                 from_row(r).map(|(e, _)| e)
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?
+            .collect::<crate::store::db::Result<Vec<_>>>()?
         }
     };
     Ok(rows)
@@ -278,13 +278,13 @@ pub fn verify_against(tx: &Tx<'_>, anchor: Option<&Anchor>) -> Result<Verificati
     Ok(v)
 }
 
-fn walk(conn: &Connection, anchor: Option<&Anchor>) -> Result<Verification> {
+fn walk(conn: Conn<'_>, anchor: Option<&Anchor>) -> Result<Verification> {
     let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM audit ORDER BY seq"))?;
-    let mut rows = stmt.query([])?;
     let mut prev = GENESIS.to_owned();
     let mut expected_seq = 1i64;
     let mut count = 0i64;
-    let broken = |seq: i64, count: i64, reason: String| Verification {
+    let mut broken: Option<Verification> = None;
+    let broken_at = |seq: i64, count: i64, reason: String| Verification {
         ok: false,
         rows: count,
         head_seq: None,
@@ -292,33 +292,36 @@ fn walk(conn: &Connection, anchor: Option<&Anchor>) -> Result<Verification> {
         first_broken_seq: Some(seq),
         reason: Some(reason),
     };
-    // Reads the columns as borrowed text (no JSON parsing, no per-row allocation beyond the hash).
-    while let Some(r) = rows.next()? {
+    // Reads the columns as borrowed text (no JSON parsing, no per-row allocation beyond the hash),
+    // streaming the rows; stops at the first broken one.
+    stmt.for_each([], |r| {
         let seq: i64 = r.get(0)?;
-        let text = |i: usize| -> rusqlite::Result<&str> {
-            r.get_ref(i)?.as_str().map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
-            })
+        let text = |i: usize| -> crate::store::db::Result<&str> {
+            r.get_ref(i)?
+                .as_str()
+                .map_err(crate::store::db::DbError::Conversion)
         };
-        let opt = |i: usize| -> rusqlite::Result<Option<&str>> {
-            r.get_ref(i)?.as_str_or_null().map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
-            })
+        let opt = |i: usize| -> crate::store::db::Result<Option<&str>> {
+            r.get_ref(i)?
+                .as_str_or_null()
+                .map_err(crate::store::db::DbError::Conversion)
         };
         count += 1;
         if seq != expected_seq {
-            return Ok(broken(
+            broken = Some(broken_at(
                 expected_seq,
                 count,
                 format!("row {expected_seq} is missing (next row is {seq})"),
             ));
+            return Ok(false);
         }
         if text(7)? != prev {
-            return Ok(broken(
+            broken = Some(broken_at(
                 seq,
                 count,
                 "prev_hash does not match the previous row's hash".into(),
             ));
+            return Ok(false);
         }
         let h = row_hash(
             &prev,
@@ -331,26 +334,32 @@ fn walk(conn: &Connection, anchor: Option<&Anchor>) -> Result<Verification> {
             text(6)?,
         );
         if h != text(8)? {
-            return Ok(broken(
+            broken = Some(broken_at(
                 seq,
                 count,
                 "the row's content does not match its hash (edited after it was written)".into(),
             ));
+            return Ok(false);
         }
         if let Some(a) = anchor
             && a.seq == seq
             && !a.hash.eq_ignore_ascii_case(&h)
         {
-            return Ok(broken(
+            broken = Some(broken_at(
                 seq,
                 count,
                 format!(
                     "row {seq} does not have the anchored hash: the chain was rewritten from row {seq} or earlier"
                 ),
             ));
+            return Ok(false);
         }
         prev = h;
         expected_seq += 1;
+        Ok(true)
+    })?;
+    if let Some(b) = broken {
+        return Ok(b);
     }
     Ok(Verification {
         ok: true,

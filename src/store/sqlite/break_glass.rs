@@ -3,7 +3,7 @@
 //! [`crate::store::transition`]; these functions record what surrounds it. Plain SQL that PostgreSQL
 //! accepts as well (text times compared as RFC 3339 UTC, `break_glass` an integer 0 or 1).
 
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 
 use super::Tx;
 use crate::error::Result;
@@ -113,7 +113,7 @@ pub(crate) fn due_announcements(tx: &Tx<'_>, before: &str, limit: usize) -> Resu
     )?;
     let ids = st
         .query_map(params![before, limit as i64], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+        .collect::<crate::store::db::Result<Vec<String>>>()?;
     Ok(ids)
 }
 
@@ -142,6 +142,6 @@ pub(crate) fn unjustified_live(tx: &Tx<'_>) -> Result<Vec<String>> {
     )?;
     let ids = st
         .query_map([], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+        .collect::<crate::store::db::Result<Vec<String>>>()?;
     Ok(ids)
 }

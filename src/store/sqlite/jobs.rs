@@ -1,6 +1,6 @@
 //! The saga journal: one row per apply or revoke run, updated before each step runs.
 
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 
 use super::{Tx, json_strings, parse_column, parse_optional_column};
 
@@ -102,7 +102,7 @@ pub(crate) struct Job {
 const COLUMNS: &str = "id, kind, secret_arn, key_arn, share_ids, state, step, key_sids, resource_sids, \
      key_write_started, resource_write_started, error";
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+fn from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<Job> {
     Ok(Job {
         id: r.get(0)?,
         kind: parse_column(r, 1, "job", str::parse)?,
@@ -226,7 +226,7 @@ pub(crate) fn running(tx: &Tx<'_>) -> Result<Vec<Job>> {
     ))?;
     let rows = stmt
         .query_map([], from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -238,7 +238,7 @@ pub(crate) fn running_with_key(tx: &Tx<'_>, key_arn: &str) -> Result<Vec<Job>> {
     ))?;
     let rows = stmt
         .query_map([key_arn], from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -251,7 +251,7 @@ pub(crate) fn all(tx: &Tx<'_>) -> Result<Vec<Job>> {
     ))?;
     let rows = stmt
         .query_map([], from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(rows)
 }
 

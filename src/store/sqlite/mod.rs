@@ -16,6 +16,7 @@ pub mod audit;
 pub mod bench;
 pub(crate) mod break_glass;
 pub(crate) mod jobs;
+pub(crate) mod leases;
 pub mod migrate;
 pub(crate) mod oidc_logins;
 pub(crate) mod outbox;
@@ -35,18 +36,29 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::db::{self, Backend, Conn, DbError, PgConn, Row};
 use crate::error::{Error, Result};
 
 /// The store's side of one unit of work: inside [`Store::write`], the writer's transaction (inside the
 /// write's own savepoint); inside [`Store::read`], a read-only connection. The functions of this
-/// module's submodules take it; its connection is visible only inside `store/`.
+/// module's submodules take it; its connection (SQLite or PostgreSQL) is visible only inside `store/`.
 #[derive(Clone, Copy)]
-pub struct Tx<'a>(&'a Connection);
+pub struct Tx<'a>(Conn<'a>);
 
 impl<'a> Tx<'a> {
     /// The connection (for the store's own SQL).
-    pub(in crate::store) fn conn(&self) -> &'a Connection {
+    pub(in crate::store) fn conn(&self) -> Conn<'a> {
         self.0
+    }
+
+    /// A unit of work over a connection of the store's own (`migrate --from`).
+    pub(in crate::store) fn of(conn: Conn<'a>) -> Self {
+        Self(conn)
+    }
+
+    /// Which database this unit of work runs on.
+    pub fn backend(&self) -> Backend {
+        self.0.backend()
     }
 }
 
@@ -59,20 +71,18 @@ impl From<rusqlite::Error> for Error {
 /// A column that must parse: a row where it does not is refused with an error naming the row (`what`
 /// and its id, column 0), the column and the value; never read as a default.
 fn parse_column<T, E: std::fmt::Display>(
-    r: &rusqlite::Row<'_>,
+    r: &Row<'_>,
     i: usize,
     what: &str,
     parse: impl FnOnce(&str) -> std::result::Result<T, E>,
-) -> rusqlite::Result<T> {
+) -> db::Result<T> {
     let text: String = r.get(i)?;
     parse(&text).map_err(|e| {
         let id: String = r.get(0).unwrap_or_default();
-        let column = r.as_ref().column_name(i).unwrap_or("?");
-        rusqlite::Error::FromSqlConversionFailure(
-            i,
-            rusqlite::types::Type::Text,
-            format!("{what} {id}: {column} {text:?} does not parse: {e}").into(),
-        )
+        let column = r.column_name(i);
+        DbError::Conversion(format!(
+            "{what} {id}: {column} {text:?} does not parse: {e}"
+        ))
     })
 }
 
@@ -83,19 +93,19 @@ fn json_strings(t: &str) -> serde_json::Result<Vec<String>> {
 
 /// [`parse_column`] for a column that may be NULL.
 fn parse_optional_column<T, E: std::fmt::Display>(
-    r: &rusqlite::Row<'_>,
+    r: &Row<'_>,
     i: usize,
     what: &str,
     parse: impl FnOnce(&str) -> std::result::Result<T, E>,
-) -> rusqlite::Result<Option<T>> {
+) -> db::Result<Option<T>> {
     match r.get_ref(i)? {
-        rusqlite::types::ValueRef::Null => Ok(None),
+        db::Cell::Null => Ok(None),
         _ => parse_column(r, i, what, parse).map(Some),
     }
 }
 
 type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+type Job = Box<dyn FnOnce(Conn<'_>) -> (bool, Reply) + Send>;
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
@@ -108,6 +118,7 @@ pub struct Store {
     )]
     stats: Arc<WriterStats>,
     path: PathBuf,
+    backend: Backend,
     /// While any handle lives, the checkpoint thread runs.
     _alive: Arc<()>,
 }
@@ -126,8 +137,33 @@ impl WriterStats {
     }
 }
 
+/// A read connection of either backend.
+enum Reader {
+    Sqlite(Connection),
+    Pg(Box<PgConn>),
+}
+
+impl Reader {
+    fn conn(&self) -> Conn<'_> {
+        match self {
+            Reader::Sqlite(c) => Conn::Sqlite(c),
+            Reader::Pg(c) => Conn::Pg(c),
+        }
+    }
+
+    /// Connects a PostgreSQL reader again when its connection was lost (a server restart).
+    fn heal(&self) {
+        if let Reader::Pg(c) = self
+            && c.is_closed()
+            && let Err(e) = c.reconnect()
+        {
+            tracing::warn!(error = %e, "cannot reconnect a PostgreSQL read connection");
+        }
+    }
+}
+
 struct ReadPool {
-    conns: Mutex<Vec<Connection>>,
+    conns: Mutex<Vec<Reader>>,
     permits: Arc<Semaphore>,
 }
 
@@ -160,12 +196,18 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 /// Opens the database file read-write, sets WAL, and applies pending migrations; returns what was
 /// applied.
 pub fn migrate_database(path: &Path) -> Result<Vec<migrate::Applied>> {
+    if let Some(url) = super::postgres::url_of(path) {
+        return super::postgres::migrate_url(url);
+    }
     open_and_migrate(path).map(|(_, applied)| applied)
 }
 
 /// The migrations `path` lacks, by name, without changing it (the file is opened read-only); an
 /// error when it does not open or is newer than this binary.
 pub(crate) fn pending_migrations(path: &Path) -> Result<Vec<&'static str>> {
+    if let Some(url) = super::postgres::url_of(path) {
+        return super::postgres::pending_url(url);
+    }
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -215,7 +257,11 @@ fn open_and_migrate(path: &Path) -> Result<(Connection, Vec<migrate::Applied>)> 
 
 impl Store {
     /// Opens (creating if needed) and migrates the database, starts the writer thread and the read pool.
+    /// `path` is a SQLite file, or a `postgres://` URL for PostgreSQL.
     pub fn open(path: &Path, opts: StoreOptions) -> Result<Self> {
+        if let Some(url) = super::postgres::url_of(path) {
+            return Self::open_postgres(url, path, opts);
+        }
         let (conn, applied) = open_and_migrate(path)?;
         // Checkpoints run on their own connection and thread (see spawn_checkpointer), so a commit
         // never waits for the WAL to be copied into the database file. After a restart the WAL file
@@ -238,7 +284,7 @@ impl Store {
             .map_err(|e| Error::Unavailable(format!("cannot open read connection: {e}")))?;
             configure(&r)?;
             r.pragma_update(None, "query_only", "ON")?;
-            readers.push(r);
+            readers.push(Reader::Sqlite(r));
         }
         let n = readers.len();
         let (tx, rx) = mpsc::channel::<Job>(1024);
@@ -247,7 +293,16 @@ impl Store {
         let writer_stats = stats.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_batch, &writer_stats, &restarting))
+            .spawn(move || {
+                writer_loop(
+                    Conn::Sqlite(&conn),
+                    "BEGIN IMMEDIATE",
+                    rx,
+                    max_batch,
+                    &writer_stats,
+                    &restarting,
+                )
+            })
             .map_err(|e| Error::Internal(format!("cannot start writer thread: {e}")))?;
         Ok(Self {
             writer: tx,
@@ -257,8 +312,73 @@ impl Store {
             }),
             stats,
             path: path.to_owned(),
+            backend: Backend::Sqlite,
             _alive: alive,
         })
+    }
+
+    /// [`Store::open`] on PostgreSQL: migrates, then starts the writer thread (group commit as on
+    /// SQLite: one transaction per group that first locks the audit chain's head row, so the writers
+    /// of several replicas take turns and the chain never forks; a SAVEPOINT per write) and the read
+    /// connections. The `postgres` crate blocks on a runtime of its own, so every connection is opened
+    /// and used off the async worker threads.
+    fn open_postgres(url: &str, path: &Path, opts: StoreOptions) -> Result<Self> {
+        let config = super::postgres::config(url)?;
+        let n = opts.read_connections.max(1);
+        let (writer, readers) = super::postgres::off_runtime(|| {
+            let writer = super::postgres::connect(&config)?;
+            for m in super::postgres::migrate(&writer)? {
+                tracing::info!(version = m.version, name = %m.name, "applied migration");
+            }
+            let mut readers = Vec::with_capacity(n);
+            for _ in 0..n {
+                let r = super::postgres::connect(&config)?;
+                Conn::Pg(&r)
+                    .execute_batch("SET default_transaction_read_only = on")
+                    .map_err(Error::from)?;
+                readers.push(Reader::Pg(Box::new(r)));
+            }
+            Ok::<_, Error>((writer, readers))
+        })?;
+        let (tx, rx) = mpsc::channel::<Job>(1024);
+        let max_batch = opts.writer_max_batch.max(1);
+        let stats = Arc::new(WriterStats::default());
+        let writer_stats = stats.clone();
+        let never = std::sync::atomic::AtomicBool::new(false);
+        std::thread::Builder::new()
+            .name("pg-writer".into())
+            .spawn(move || {
+                writer_loop(
+                    Conn::Pg(&writer),
+                    super::postgres::BEGIN,
+                    rx,
+                    max_batch,
+                    &writer_stats,
+                    &never,
+                )
+            })
+            .map_err(|e| Error::Internal(format!("cannot start writer thread: {e}")))?;
+        Ok(Self {
+            writer: tx,
+            readers: Arc::new(ReadPool {
+                conns: Mutex::new(readers),
+                permits: Arc::new(Semaphore::new(n)),
+            }),
+            stats,
+            path: path.to_owned(),
+            backend: Backend::Postgres,
+            _alive: Arc::new(()),
+        })
+    }
+
+    /// Which database the store runs on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The database, for logs and status pages: the file, or the PostgreSQL URL without its password.
+    pub fn describe(&self) -> String {
+        super::describe_database(&self.path)
     }
 
     /// The database file.
@@ -330,7 +450,10 @@ impl Store {
         // The connection goes back to the pool (and only then its permit) inside the blocking task, so
         // a caller that gives up waiting (a client that disconnects) cannot leak it.
         tokio::task::spawn_blocking(move || {
-            let res = f(&Tx(&conn));
+            let res = db::on_store_thread(|| {
+                conn.heal();
+                f(&Tx(conn.conn()))
+            });
             if let Ok(mut v) = pool.conns.lock() {
                 v.push(conn);
             }
@@ -350,14 +473,17 @@ impl Store {
         F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
     {
         let pool = self.readers.clone();
-        if let Ok(permit) = pool.permits.clone().try_acquire_owned() {
+        // PostgreSQL's client blocks on a runtime of its own: never on an async worker thread.
+        if self.backend == Backend::Sqlite
+            && let Ok(permit) = pool.permits.clone().try_acquire_owned()
+        {
             let conn = pool
                 .conns
                 .lock()
                 .map_err(|_| Error::Internal("read pool poisoned".into()))?
                 .pop();
             if let Some(conn) = conn {
-                let res = f(&Tx(&conn));
+                let res = f(&Tx(conn.conn()));
                 if let Ok(mut v) = pool.conns.lock() {
                     v.push(conn);
                 }
@@ -445,8 +571,20 @@ fn spawn_checkpointer(
 }
 
 fn writer_loop(
-    conn: Connection,
+    conn: Conn<'_>,
+    begin_sql: &str,
     mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    stats: &WriterStats,
+    restarting: &std::sync::atomic::AtomicBool,
+) {
+    db::on_store_thread(|| writer_groups(conn, begin_sql, &mut rx, max_batch, stats, restarting));
+}
+
+fn writer_groups(
+    conn: Conn<'_>,
+    begin_sql: &str,
+    rx: &mut mpsc::Receiver<Job>,
     max_batch: usize,
     stats: &WriterStats,
     restarting: &std::sync::atomic::AtomicBool,
@@ -468,7 +606,17 @@ fn writer_loop(
         }
         let size = batch.len();
         let mut replies: Vec<Reply> = Vec::with_capacity(size);
-        let begin = conn.execute_batch("BEGIN IMMEDIATE");
+        if let Conn::Pg(p) = conn
+            && p.is_closed()
+        {
+            // The server restarted or the network broke: connect again (this group waits for it; if
+            // it fails, the group's callers get 503 and the next group tries again).
+            match p.reconnect() {
+                Ok(()) => tracing::info!("the writer connected to PostgreSQL again"),
+                Err(e) => tracing::error!(error = %e, "the writer cannot reconnect to PostgreSQL"),
+            }
+        }
+        let begin = conn.execute_batch(begin_sql);
         if let Err(e) = begin {
             tracing::error!(error = %e, "writer cannot begin a transaction");
             // Dropping a job drops its reply channel: each caller gets 503.
@@ -482,7 +630,7 @@ fn writer_loop(
                 tracing::error!(error = %e, "writer cannot open a savepoint; skipping the write");
                 continue;
             }
-            let (ok, reply) = job(&conn);
+            let (ok, reply) = job(conn);
             let end = if ok {
                 "RELEASE job"
             } else {

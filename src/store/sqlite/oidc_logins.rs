@@ -2,7 +2,7 @@
 //! the identity a session opened through OIDC carries. The `state` and the browser-binding value are
 //! never stored, only their SHA-256.
 
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 
 use super::Tx;
 

@@ -2,7 +2,7 @@
 //! is never announced without happening, nor happens unannounced), and their delivery state. The
 //! payload is what the webhook receives ([`crate::notify`] signs and posts it).
 
-use rusqlite::params;
+use crate::store::db::params;
 use serde_json::json;
 
 use super::Tx;
@@ -159,8 +159,22 @@ pub(crate) fn due(tx: &Tx<'_>, now: &str, limit: usize) -> Result<Vec<Due>> {
                 attempts: r.get(4)?,
             })
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+/// Claims up to `limit` due events for delivery by this broker: each is pushed back to `lease_until`,
+/// so that another replica's pass does not send it too (a broker that dies while sending leaves it
+/// due again then). Returns them in order.
+pub fn claim_due(tx: &Tx<'_>, now: &str, lease_until: &str, limit: usize) -> Result<Vec<Due>> {
+    let due = due(tx, now, limit)?;
+    let mut st = tx
+        .conn()
+        .prepare_cached("UPDATE outbox SET next_attempt_at = ?2 WHERE id = ?1")?;
+    for d in &due {
+        st.execute(params![d.id, lease_until])?;
+    }
+    Ok(due)
 }
 
 /// Records a delivery.

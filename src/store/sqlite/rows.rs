@@ -1,7 +1,7 @@
 //! SQL over the domain tables, as plain functions of a connection. Callers compose them inside one
 //! [`Store::write`](super::Store::write) closure so that a change and its audit row commit together.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{Conn, OptionalExtension, params};
 
 use super::{Tx, parse_column, parse_optional_column};
 
@@ -51,14 +51,14 @@ pub(crate) struct TokenInfo {
 
 const TOKEN_INFO_COLUMNS: &str = "id, name, role, created_at, expires_at, revoked_at, created_by";
 
-fn token_info_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenInfo> {
+fn token_info_from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<TokenInfo> {
     let role: String = r.get(2)?;
     Ok(TokenInfo {
         id: r.get(0)?,
         name: r.get(1)?,
-        role: role.parse().map_err(|e: String| {
-            rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, e.into())
-        })?,
+        role: role
+            .parse()
+            .map_err(|e: String| crate::store::db::DbError::Conversion(e))?,
         created_at: r.get(3)?,
         expires_at: r.get(4)?,
         revoked_at: r.get(5)?,
@@ -74,7 +74,7 @@ pub(crate) fn list_tokens(tx: &Tx<'_>) -> Result<Vec<TokenInfo>> {
     ))?;
     let rows = stmt
         .query_map([], token_info_from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -123,7 +123,7 @@ pub(crate) fn active_tokens_named(tx: &Tx<'_>, name: &str, now: &str) -> Result<
     )?;
     let ids = stmt
         .query_map(params![name, now], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+        .collect::<crate::store::db::Result<Vec<String>>>()?;
     Ok(ids)
 }
 
@@ -145,11 +145,11 @@ macro_rules! issuers_sql {
     };
 }
 
-fn issuers(conn: &Connection, sql: &'static str, key: &str) -> Result<Vec<String>> {
+fn issuers(conn: Conn<'_>, sql: &'static str, key: &str) -> Result<Vec<String>> {
     let names = conn
         .prepare_cached(sql)?
         .query_map([key], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
+        .collect::<crate::store::db::Result<Vec<String>>>()?;
     Ok(names)
 }
 
@@ -174,9 +174,9 @@ pub(crate) fn name_issuers(tx: &Tx<'_>, name: &str) -> Result<Vec<String>> {
 /// pending share instead.
 const PENDING_SHARES_OF: &str = "SELECT
     (SELECT count(*) FROM (SELECT 1 FROM shares WHERE status = 'pending'
-       AND lower(requested_by) = ?1 LIMIT ?2))
+       AND lower(requested_by) = ?1 LIMIT ?2) AS lowered)
   + (SELECT count(*) FROM (SELECT 1 FROM shares WHERE status = 'pending' AND requested_by = ?1
-       AND lower(requested_by) != ?1 LIMIT ?2))";
+       AND lower(requested_by) != ?1 LIMIT ?2) AS exact)";
 
 /// How many shares requested by `requester` (a canonical name) are pending, counted up to `upto`
 /// (each sum stops there: the bound needs no more, and a requester with a hundred thousand pending
@@ -275,7 +275,7 @@ pub(crate) struct Principal {
 
 const PRINCIPAL_COLUMNS: &str = "id, arn, account_id, kind, description, created_by, created_at";
 
-fn principal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Principal> {
+fn principal_from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<Principal> {
     let kind: String = r.get(3)?;
     Ok(Principal {
         id: r.get(0)?,
@@ -290,14 +290,9 @@ fn principal_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Principal> {
             other => {
                 // Refused, not guessed: a wrong kind would compose the wrong policies.
                 let id: String = r.get(0)?;
-                return Err(rusqlite::Error::FromSqlConversionFailure(
-                    3,
-                    rusqlite::types::Type::Text,
-                    format!(
-                        "principal {id} has an unknown kind {other:?} (user, role, account_root, organization or org_unit)"
-                    )
-                    .into(),
-                ));
+                return Err(crate::store::db::DbError::Conversion(format!(
+                    "principal {id} has an unknown kind {other:?} (user, role, account_root, organization or org_unit)"
+                )));
             }
         },
         description: r.get(4)?,
@@ -356,7 +351,7 @@ pub(crate) fn list_principals(
         .query_map(params![before_seq, limit as i64], |r| {
             Ok((r.get(7)?, principal_from_row(r)?))
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -425,7 +420,7 @@ const SHARE_COLUMNS: &str = "id, status, status_reason, secret_arn, principal_id
      version_stage, justification, expires_at, requested_by, approvals_required, created_at, updated_at, \
      key_arn, last_error, break_glass";
 
-fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
+fn share_from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<Share> {
     // Fields are read in column order, the id last: a row whose other columns do not parse is named
     // by its id as stored.
     Ok(Share {
@@ -451,13 +446,13 @@ fn share_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Share> {
 }
 
 /// A vote from `SELECT share_id, approver, decision, comment, at, credential, issued_by`.
-fn approval_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Approval> {
+fn approval_from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<Approval> {
     approval_at(r, 1)
 }
 
 /// A vote from the six columns `approver, decision, comment, at, credential, issued_by` starting at
 /// column `i`.
-fn approval_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Approval> {
+fn approval_at(r: &crate::store::db::Row<'_>, i: usize) -> crate::store::db::Result<Approval> {
     Ok(Approval {
         approver: r.get(i)?,
         decision: r.get(i + 1)?,
@@ -499,24 +494,27 @@ pub(crate) fn insert_share(tx: &Tx<'_>, s: &Share) -> Result<()> {
 pub(crate) fn share_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<Share>> {
     let conn = tx.conn();
     let mut stmt = conn.prepare_cached(SHARE_WITH_VOTES)?;
-    let mut rows = stmt.query([id])?;
-    let Some(first) = rows.next()? else {
-        return Ok(None);
-    };
-    let mut share = share_from_row(first)?;
-    if first.get_ref(16)? != rusqlite::types::ValueRef::Null {
-        share.approvals.push(approval_at(first, 16)?);
-        while let Some(r) = rows.next()? {
-            share.approvals.push(approval_at(r, 16)?);
+    let mut share: Option<Share> = None;
+    stmt.for_each([id], |r| {
+        let s = match share.as_mut() {
+            Some(s) => s,
+            None => share.insert(share_from_row(r)?),
+        };
+        if !matches!(r.get_ref(VOTE_AT)?, crate::store::db::Cell::Null) {
+            s.approvals.push(approval_at(r, VOTE_AT)?);
         }
-    }
-    Ok(Some(share))
+        Ok(true)
+    })?;
+    Ok(share)
 }
+
+/// The first vote column of [`SHARE_WITH_VOTES`]: right after the share's columns.
+const VOTE_AT: usize = 17;
 
 /// One share and its votes (none: one row whose vote columns are NULL), the votes in the order cast.
 const SHARE_WITH_VOTES: &str = "SELECT s.id, s.status, s.status_reason, s.secret_arn, s.principal_id, \
      s.principal_arn, s.actions, s.version_stage, s.justification, s.expires_at, s.requested_by, \
-     s.approvals_required, s.created_at, s.updated_at, s.key_arn, s.last_error, \
+     s.approvals_required, s.created_at, s.updated_at, s.key_arn, s.last_error, s.break_glass, \
      a.approver, a.decision, a.comment, a.at, a.credential, a.issued_by \
      FROM shares s LEFT JOIN approvals a ON a.share_id = s.id WHERE s.id = ?1 ORDER BY a.at, a.rowid";
 
@@ -542,7 +540,7 @@ pub(crate) fn list_shares(
 ) -> Result<Vec<(i64, Share)>> {
     let conn = tx.conn();
     let mut sql = format!("SELECT {SHARE_COLUMNS}, seq FROM shares WHERE seq < ?");
-    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(before_seq)];
+    let mut args: Vec<Box<dyn crate::store::db::Param>> = vec![Box::new(before_seq)];
     if let Some(s) = f.status {
         sql.push_str(" AND status = ?");
         args.push(Box::new(s.as_str()));
@@ -563,10 +561,10 @@ pub(crate) fn list_shares(
     args.push(Box::new(limit as i64));
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt
-        .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+        .query_map(crate::store::db::params_from_iter(args.iter()), |r| {
             Ok((r.get::<_, i64>(17)?, share_from_row(r)?))
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     load_approvals_for(conn, rows.iter_mut().map(|(_, s)| s))?;
     Ok(rows)
 }
@@ -574,24 +572,29 @@ pub(crate) fn list_shares(
 /// Loads the votes of several shares with one query, whose text is the same for any number of shares
 /// (the ids go in as one JSON array), so it is prepared once per connection.
 fn load_approvals_for<'a>(
-    conn: &Connection,
+    conn: Conn<'_>,
     shares: impl Iterator<Item = &'a mut Share>,
 ) -> Result<()> {
     let mut shares: Vec<&mut Share> = shares.collect();
     if shares.is_empty() {
         return Ok(());
     }
-    let mut stmt = conn.prepare_cached(
-        "SELECT share_id, approver, decision, comment, at, credential, issued_by FROM approvals \
-         WHERE share_id IN (SELECT value FROM json_each(?1)) ORDER BY at, rowid",
-    )?;
-    let ids = serde_json::to_string(&shares.iter().map(|s| s.id).collect::<Vec<_>>())?;
-    let mut rows = stmt.query([ids])?;
-    while let Some(r) = rows.next()? {
-        let id = parse_column(r, 0, "approval of share", ShareId::parse)?;
-        let vote = approval_from_row(r)?;
+    let marks = vec!["?"; shares.len()].join(",");
+    let mut stmt = conn.prepare(&format!(
+        "SELECT share_id, approver, decision, comment, at, credential, issued_by FROM approvals WHERE share_id IN ({marks}) ORDER BY at, rowid"
+    ))?;
+    let ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
+    let votes = stmt
+        .query_map(crate::store::db::params_from_iter(ids.iter()), |r| {
+            Ok((
+                parse_column(r, 0, "approval of share", ShareId::parse)?,
+                approval_from_row(r)?,
+            ))
+        })?
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
+    for (id, v) in votes {
         if let Some(s) = shares.iter_mut().find(|s| s.id == id) {
-            s.approvals.push(vote);
+            s.approvals.push(v);
         }
     }
     Ok(())
@@ -641,7 +644,7 @@ pub(crate) fn shares_of_secret(
     ))?;
     let mut rows = stmt
         .query_map(params![secret_arn, status.as_str()], share_from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     load_approvals_for(conn, rows.iter_mut())?;
     Ok(rows)
 }
@@ -661,8 +664,8 @@ pub(crate) fn shares_with_key(
     let mut values: Vec<&str> = vec![key_arn];
     values.extend(statuses.iter().map(|s| s.as_str()));
     let mut rows = stmt
-        .query_map(rusqlite::params_from_iter(values), share_from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .query_map(crate::store::db::params_from_iter(values), share_from_row)?
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     load_approvals_for(conn, rows.iter_mut())?;
     Ok(rows)
 }
@@ -676,10 +679,10 @@ pub(crate) fn secrets_with_status(tx: &Tx<'_>, statuses: &[ShareStatus]) -> Resu
     ))?;
     let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
     let rows = stmt
-        .query_map(rusqlite::params_from_iter(names), |r| {
+        .query_map(crate::store::db::params_from_iter(names), |r| {
             parse_column(r, 0, "secret", SecretArn::parse)
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -791,11 +794,15 @@ pub(crate) fn store_idempotent_response(
     Ok(())
 }
 
-fn share_ids(conn: &Connection, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<String>> {
+fn share_ids(
+    conn: Conn<'_>,
+    sql: &str,
+    args: &[&dyn crate::store::db::Param],
+) -> Result<Vec<String>> {
     let mut st = conn.prepare_cached(sql)?;
     let ids = st
         .query_map(args, |r| r.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(ids)
 }
 

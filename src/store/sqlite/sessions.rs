@@ -1,6 +1,6 @@
 //! SQL for console sessions (issue 20). The id a browser holds is never stored: only its SHA-256.
 
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 
 use super::Tx;
 

@@ -2,7 +2,7 @@
 //! admin sets, and the signatures of accepted callbacks (refusing replays). Plain SQL that PostgreSQL
 //! accepts as well.
 
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 
 use super::Tx;
 use crate::error::Result;
@@ -51,7 +51,7 @@ pub(crate) fn delete_link(tx: &Tx<'_>, team_id: &str, user_id: &str) -> Result<b
         == 1)
 }
 
-fn link_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SlackLink> {
+fn link_from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<SlackLink> {
     Ok(SlackLink {
         team_id: r.get(0)?,
         user_id: r.get(1)?,
@@ -80,7 +80,7 @@ pub fn list_links(tx: &Tx<'_>) -> Result<Vec<SlackLink>> {
     )?;
     let links = st
         .query_map([], link_from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(links)
 }
 
