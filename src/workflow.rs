@@ -362,8 +362,17 @@ pub(crate) async fn decide(
             // the voter or by anyone in its issuer chain (the command line excepted: SECURITY.md).
             let voter = if decision == Decision::Approve {
                 let cred = broker_token.then_some(credential.as_str());
-                let voter = controllers(c, &origin.actor, cred)?;
+                let mut voter = controllers(c, &origin.actor, cred)?;
+                voter.extend(slack_controllers(&credential, issued_by.as_deref()));
                 let requester = identity::canonical(&share.requested_by);
+                if credential.starts_with("slack:") && voter.contains(&requester) {
+                    return Err(Error::Forbidden(format!(
+                        "this vote ({credential}, named {}) is controlled by {requester}, who requested \
+                         this share: a Slack user linked by the requester cannot approve the request. \
+                         Another admin links the Slack user, or approve with another identity",
+                        origin.actor,
+                    )));
+                }
                 let issuers = rows::token_issuers(c, &credential)?;
                 if broker_token && issuers.iter().any(|i| identity::same(i, &requester)) {
                     let direct = issued_by.as_deref().is_some_and(|i| identity::same(i, &requester));
@@ -452,7 +461,11 @@ pub(crate) async fn decide(
             if let Some(voter) = &voter {
                 for v in share.approvals.iter().filter(|v| v.decision == "approve") {
                     let cred = v.credential.as_deref().filter(|c| !c.starts_with("oidc:"));
-                    let prior = controllers(c, &v.approver, cred)?;
+                    let mut prior = controllers(c, &v.approver, cred)?;
+                    prior.extend(slack_controllers(
+                        v.credential.as_deref().unwrap_or_default(),
+                        v.issued_by.as_deref(),
+                    ));
                     let common: Vec<&String> = voter.intersection(&prior).collect();
                     if !common.is_empty() {
                         return Err(Error::Conflict {
@@ -547,6 +560,19 @@ fn controllers(c: &Tx<'_>, name: &str, token: Option<&str>) -> Result<BTreeSet<S
     }
     set.remove(CLI);
     Ok(set)
+}
+
+/// Who else controls a vote cast from Slack (`credential` `slack:<team>/<user>`): the Slack user itself,
+/// whichever name it is linked to at the time (so relinking one Slack user to a second name cannot
+/// count it twice), and the admin who set the link (`linker`), who chose that name. Nothing for any
+/// other credential.
+fn slack_controllers(credential: &str, linker: Option<&str>) -> Vec<String> {
+    if !credential.starts_with("slack:") {
+        return Vec::new();
+    }
+    let mut out = vec![credential.to_owned()];
+    out.extend(linker.map(identity::canonical).filter(|n| n != CLI));
+    out
 }
 
 fn join(names: &[&String]) -> String {
@@ -1131,7 +1157,9 @@ pub(crate) fn slack_caller(link: &crate::store::slack::SlackLink) -> Caller {
         name: link.name.clone(),
         role: crate::domain::Role::Approver,
         credential: format!("slack:{}/{}", link.team_id, link.user_id),
-        issued_by: None,
+        // The admin who set the link chose whom this Slack user votes as (and can relink it): like a
+        // token's issuer, they control the vote.
+        issued_by: Some(link.created_by.clone()),
     }
 }
 

@@ -105,7 +105,9 @@ pub(crate) async fn interactions(
             }));
         }
     };
-    let sig = signature.unwrap_or_default();
+    // Hex is case-insensitive (the check accepts either case), so the replay table keeps one spelling:
+    // the same callback with its signature in upper case is the same callback.
+    let sig = signature.unwrap_or_default().to_ascii_lowercase();
     let fresh = app
         .store
         .write(move |c| {

@@ -455,3 +455,90 @@ fn the_command_line_sets_and_removes_links() {
             .success()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_slack_user_relinked_to_a_second_name_still_counts_once() {
+    // Review finding: an admin could link one Slack user to "bob", click, relink it to "dave" and click
+    // again, meeting a quorum of two alone. The Slack user and the admin who linked it control the vote.
+    let (url, replies) = receiver().await;
+    let t = TestApp::with(|c| {
+        c.slack_signing_secret = SecretText(Some(SIGNING.into()));
+        c.slack_allow_loopback_response_url = Flag(true);
+        c.approval_quorum.0 = 2;
+    });
+    let a = actors(&t).await;
+    link(&t, &a.root, "UONE", "bob").await;
+    let id = request(&t, &a, SECRET, ROLE, json!({})).await;
+    click(&t, "secret_broker_approve", &id, "UONE", &url)
+        .await
+        .expect(200);
+    link(&t, &a.root, "UONE", "dave").await;
+    // A later click (another timestamp, so not a replay).
+    t.clock.advance(std::time::Duration::from_secs(1));
+    click(&t, "secret_broker_approve", &id, "UONE", &url)
+        .await
+        .expect(200);
+    let s = share(&t, &a, &id).await;
+    assert_eq!(s["status"], "pending", "{s}");
+    assert_eq!(s["approvals"].as_array().unwrap().len(), 1, "{s}");
+    let got = replies.all();
+    assert_eq!(got[1]["response_type"], "ephemeral", "{got:?}");
+    assert!(
+        got[1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("could have cast both"),
+        "{got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slack_user_linked_by_the_requester_cannot_approve() {
+    // The admin who sets a link chooses whom the Slack user votes as: an admin requester cannot approve
+    // their own share through a Slack user they linked to another name.
+    let (url, _replies) = receiver().await;
+    let t = slack_app();
+    let a = actors(&t).await;
+    link(&t, &a.root, "UBOB", "bob").await;
+    let id = t
+        .post(
+            "/v1/shares",
+            &a.root,
+            json!({"secret_arn": SECRET, "principal_arn": ROLE, "justification": "test"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    click(&t, "secret_broker_approve", &id, "UBOB", &url)
+        .await
+        .expect(200);
+    let s = share(&t, &a, &id).await;
+    assert_eq!(s["status"], "pending", "{s}");
+    assert!(s["approvals"].as_array().unwrap().is_empty(), "{s}");
+    assert_eq!(t.last_audit().1, "share.refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_with_the_signature_in_upper_case_is_still_a_replay() {
+    let (url, _replies) = receiver().await;
+    let t = slack_app();
+    let a = actors(&t).await;
+    link(&t, &a.root, "UBOB", "bob").await;
+    let id = request(&t, &a, SECRET, ROLE, json!({})).await;
+    let body = click_body("secret_broker_reject", &id, "UBOB", &url);
+    let ts = now(&t);
+    t.raw(signed(&body, ts, SIGNING)).await.expect(200);
+    let mut again = signed(&body, ts, SIGNING);
+    let sig = again.headers()["x-slack-signature"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let upper = format!("v0={}", sig.trim_start_matches("v0=").to_ascii_uppercase());
+    again
+        .headers_mut()
+        .insert("x-slack-signature", upper.parse().unwrap());
+    t.raw(again).await.expect(401);
+}
