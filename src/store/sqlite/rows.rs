@@ -204,7 +204,7 @@ pub(crate) fn admin_tokens_lasting(
     let n: i64 = conn
         .prepare_cached(
             "SELECT count(*) FROM tokens WHERE role = 'admin' AND id != ?1 AND revoked_at IS NULL
-             AND (expires_at IS NULL OR (expires_at > ?3 AND ?2 IS NOT NULL AND expires_at >= ?2))",
+             AND (expires_at IS NULL OR (expires_at > ?3 AND CAST(?2 AS TEXT) IS NOT NULL AND expires_at >= ?2))",
         )?
         .query_row(params![except, until, now], |r| r.get(0))?;
     Ok(n as u64)
