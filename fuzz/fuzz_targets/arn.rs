@@ -152,6 +152,9 @@ fn principal(s: &str) -> Option<PrincipalArn> {
                 PrincipalKind::AccountRoot => assert_eq!(resource, "root"),
                 PrincipalKind::User => assert!(resource.starts_with("user/"), "{s}"),
                 PrincipalKind::Role => assert!(resource.starts_with("role/"), "{s}"),
+                PrincipalKind::Organization | PrincipalKind::OrgUnit => {
+                    panic!("PrincipalArn::parse makes IAM principals only: {s}")
+                }
             }
             if p.kind() != PrincipalKind::AccountRoot {
                 let name = resource.rsplit('/').next().unwrap_or("");
