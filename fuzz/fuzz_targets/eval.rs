@@ -282,6 +282,11 @@ fn policy_property(
 
 /// What a principal's own NotPrincipal Deny does to it, and the context's principal type.
 fn principal_properties(p: &PrincipalArn, c: &Check<'_>) {
+    // These properties are about IAM identities; organization and OU consumers have their own
+    // (tests/it/policy_props.rs: never allow without the caller's organization context).
+    if matches!(p.kind(), PrincipalKind::Organization | PrincipalKind::OrgUnit) {
+        return;
+    }
     let caller = Caller::from_principal(p);
     let ctx = secret_context(c, &caller);
     let ty = ctx.get("aws:PrincipalType");
@@ -290,6 +295,9 @@ fn principal_properties(p: &PrincipalArn, c: &Check<'_>) {
         PrincipalKind::User => assert_eq!(ty, Lookup::Present(&[Cow::Borrowed("User")]), "{p}"),
         PrincipalKind::Role => {
             assert_eq!(ty, Lookup::Present(&[Cow::Borrowed("AssumedRole")]), "{p}")
+        }
+        PrincipalKind::Organization | PrincipalKind::OrgUnit => {
+            unreachable!("returned above for organization and OU consumers: {p}")
         }
     }
     let doc = document(&[
@@ -310,6 +318,9 @@ fn principal_properties(p: &PrincipalArn, c: &Check<'_>) {
         PrincipalKind::Role | PrincipalKind::User => Decision::ExplicitDeny,
         // Which identity of the account calls is not known.
         PrincipalKind::AccountRoot => Decision::Unknown,
+        PrincipalKind::Organization | PrincipalKind::OrgUnit => {
+            unreachable!("returned above for organization and OU consumers: {p}")
+        }
     };
     assert_eq!(d, want, "NotPrincipal [{p}]");
     // With the account listed, a user is exempt only without a permissions boundary, which the
@@ -322,6 +333,9 @@ fn principal_properties(p: &PrincipalArn, c: &Check<'_>) {
     let want = match p.kind() {
         PrincipalKind::Role => Decision::ExplicitDeny,
         PrincipalKind::User | PrincipalKind::AccountRoot => Decision::Unknown,
+        PrincipalKind::Organization | PrincipalKind::OrgUnit => {
+            unreachable!("returned above for organization and OU consumers: {p}")
+        }
     };
     assert_eq!(
         evaluate_decision(&doc, PolicyType::Resource, &req),
