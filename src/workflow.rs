@@ -753,6 +753,7 @@ pub(crate) async fn retry(app: &App, origin: Origin, share_id: String) -> Result
             if share.status != ShareStatus::Failed {
                 return Err(Error::bad_transition("retry", share.status, "failed"));
             }
+            refuse_unjustified(c, &share, "retried")?;
             if share.expires_at <= now_t {
                 return Err(Error::Conflict {
                     detail: format!("the share's access ended at {}; request a new share", fmt_time(share.expires_at)),
@@ -1039,7 +1040,8 @@ impl ReviewOutcome {
 
 /// Records the review of a break-glass share by an approver who is not its requester (nor controls
 /// the requester's tokens, nor is controlled by them). "unjustified" revokes the share at once when it
-/// is active or drifted, and ends it (`expired`) when it is approved but not yet applied.
+/// is active or drifted, and ends it (`expired`) when it is approved but not yet applied; it is final:
+/// a share so reviewed whose apply failed is never retried ([`refuse_unjustified`]).
 pub(crate) async fn review_break_glass(
     app: &App,
     caller: &Caller,
@@ -1147,6 +1149,27 @@ pub(crate) async fn review_break_glass(
             )
         })
         .await
+}
+
+/// 409 when `share` is a break-glass share reviewed `unjustified`: the review is final, so the share
+/// is never applied again (a failed one is not retried: that would grant what the review refused).
+fn refuse_unjustified(c: &Tx<'_>, share: &Share, verb: &str) -> Result<()> {
+    let id = share.id.to_string();
+    match crate::store::break_glass::get(c, &id)? {
+        Some(g) if g.outcome.as_deref() == Some(ReviewOutcome::Unjustified.as_str()) => {
+            Err(Error::Conflict {
+                detail: format!(
+                    "share {id} broke the glass and was reviewed unjustified by {} at {}: the review \
+                     is final and the share cannot be {verb}; request a new share",
+                    g.reviewed_by.as_deref().unwrap_or("?"),
+                    g.reviewed_at.as_deref().unwrap_or("?"),
+                ),
+                current_status: Some(share.status),
+                existing_id: None,
+            })
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The Slack user behind a callback, as the broker sees it: the linked broker name deciding with the

@@ -937,7 +937,7 @@ pub(crate) async fn revoke(
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not failed", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not failed, past its expiry, or a break-glass share reviewed unjustified (the review is final)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn retry(
@@ -1163,7 +1163,8 @@ pub async fn break_glass(
 }
 
 /// Review a break-glass share (an approver or admin who is not its requester): `unjustified` revokes
-/// it at once if it is still active. Until reviewed, it is announced again every day.
+/// it at once if it is still active, and is final (a failed share so reviewed is never retried). Until
+/// reviewed, it is announced again every day.
 #[utoipa::path(
     post, path = "/v1/shares/{id}/review", tag = "shares",
     params(("id" = String, Path, description = "Share id", max_length = 64)),

@@ -447,3 +447,53 @@ async fn unjustified_during_the_apply_is_revoked_once_live() {
     let again = tick(&t.app).await.unwrap();
     assert_eq!(again.unjustified_revoked, 0);
 }
+
+#[tokio::test]
+async fn an_unjustified_review_of_a_failed_share_is_final() {
+    // Review finding: a break-glass share whose apply failed could be reviewed "unjustified" and then
+    // retried, granting the access the review refused. The retry is refused, naming the review.
+    let t = TestApp::with(|c| {
+        c.break_glass_roles = RoleList(vec![Role::Requester]);
+        c.break_glass_daily_limit.0 = 2;
+    });
+    let a = actors(&t).await;
+    let mut ids = Vec::new();
+    for reason in ["outage one", "outage two"] {
+        let id = request(&t, &a, SECRET, ROLE, json!({})).await;
+        break_glass(&t, &a.alice, &id, reason).await.expect(200);
+        // As if its apply had failed (this broker has no AWS to apply with).
+        t.db()
+            .execute(
+                "UPDATE shares SET status = 'failed', last_error = 'AccessDenied' WHERE id = ?1",
+                [&id],
+            )
+            .unwrap();
+        ids.push(id);
+    }
+    let review = |id: &str, outcome: &str| {
+        let path = format!("/v1/shares/{id}/review");
+        let body = json!({"outcome": outcome, "comment": "checked"});
+        let t = &t;
+        let bob = a.bob.clone();
+        async move { t.post(&path, &bob, body).await }
+    };
+    let r = review(&ids[0], "unjustified").await.expect(200);
+    assert_eq!(r.body["status"], "failed");
+    let r = t
+        .post_empty(&format!("/v1/shares/{}/retry", ids[0]), &a.root)
+        .await
+        .expect(409);
+    assert!(r.text.contains("unjustified"), "{}", r.text);
+    assert!(r.text.contains("bob"), "{}", r.text);
+    assert_eq!(share(&t, &a, &ids[0]).await["status"], "failed");
+    let (actor, action, details) = t.last_audit();
+    assert_eq!((actor.as_str(), action.as_str()), ("root", "share.refused"));
+    assert_eq!(details["attempted"], "retry");
+    // A failed share reviewed justified is retried as any failed share.
+    review(&ids[1], "justified").await.expect(200);
+    let r = t
+        .post_empty(&format!("/v1/shares/{}/retry", ids[1]), &a.root)
+        .await
+        .expect(200);
+    assert_eq!(r.body["status"], "approved");
+}
