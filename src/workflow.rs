@@ -2,6 +2,7 @@
 //! row and appends its audit event, so a change without its audit row (or the reverse) cannot exist.
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use uuid::Uuid;
@@ -9,12 +10,13 @@ use uuid::Uuid;
 use crate::app::App;
 use time::OffsetDateTime;
 
-use crate::domain::{ActionSet, Caller, ShareId, ShareStatus, fmt_time, utc_seconds};
+use crate::domain::{ActionSet, Caller, Role, ShareId, ShareStatus, fmt_time, utc_seconds};
 use crate::error::{Error, Result};
 use crate::identity;
 use crate::policy::arn::{PrincipalArn, SecretArn};
 use crate::store::audit::{self, NewEvent};
 use crate::store::rows::{self, Principal, Share, StoredResponse};
+use crate::store::slack::SlackLink;
 use crate::store::{Transition, Tx, transition};
 
 /// Who did something, and in which request; what every audit row needs.
@@ -335,212 +337,258 @@ pub(crate) async fn decide(
     comment: Option<String>,
 ) -> Result<Share> {
     let now_t = app.clock.now();
-    let now = fmt_time(now_t);
     let notify = app.notify_enabled();
-    let credential = caller.credential.clone();
-    let issued_by = caller.issued_by.clone();
-    let broker_token = caller.credential == caller.token_id;
+    let ballot = Ballot::of(caller, decision, comment);
     app.store
-        .write(move |c| {
-            let share = load(c, &share_id)?;
-            let verb = match decision {
-                Decision::Approve => "approve",
-                Decision::Reject => "reject",
-            };
-            if identity::same(&share.requested_by, &origin.actor) {
-                return Err(Error::Forbidden(format!(
-                    "{} requested this share and cannot {verb} it: another approver must decide{}",
-                    origin.actor,
-                    if decision == Decision::Reject {
-                        " (use POST /v1/shares/{id}/cancel to withdraw it)"
-                    } else {
-                        ""
-                    }
-                )));
+        .write(move |c| decide_in(c, &origin, &ballot, &share_id, now_t, notify))
+        .await
+}
+
+/// A vote as [`decide_in`] records it: the decision and the credential that casts it.
+struct Ballot {
+    credential: String,
+    issued_by: Option<String>,
+    broker_token: bool,
+    decision: Decision,
+    comment: Option<String>,
+}
+
+impl Ballot {
+    fn of(caller: &Caller, decision: Decision, comment: Option<String>) -> Self {
+        Self {
+            credential: caller.credential.clone(),
+            issued_by: caller.issued_by.clone(),
+            broker_token: caller.credential == caller.token_id,
+            decision,
+            comment,
+        }
+    }
+}
+
+/// [`decide`] inside the caller's write transaction.
+fn decide_in(
+    c: &Tx<'_>,
+    origin: &Origin,
+    ballot: &Ballot,
+    share_id: &str,
+    now_t: OffsetDateTime,
+    notify: bool,
+) -> Result<Share> {
+    let now = fmt_time(now_t);
+    let Ballot {
+        credential,
+        issued_by,
+        broker_token,
+        decision,
+        comment,
+    } = ballot;
+    let (broker_token, decision) = (*broker_token, *decision);
+    let share = load(c, share_id)?;
+    let verb = match decision {
+        Decision::Approve => "approve",
+        Decision::Reject => "reject",
+    };
+    if identity::same(&share.requested_by, &origin.actor) {
+        return Err(Error::Forbidden(format!(
+            "{} requested this share and cannot {verb} it: another approver must decide{}",
+            origin.actor,
+            if decision == Decision::Reject {
+                " (use POST /v1/shares/{id}/cancel to withdraw it)"
+            } else {
+                ""
             }
-            // Whoever issued a token saw its secret and can act as its holder, so a vote is cast by
-            // the voter or by anyone in its issuer chain (the command line excepted: SECURITY.md).
-            let voter = if decision == Decision::Approve {
-                let cred = broker_token.then_some(credential.as_str());
-                let mut voter = controllers(c, &origin.actor, cred)?;
-                voter.extend(slack_controllers(&credential, issued_by.as_deref()));
-                let requester = identity::canonical(&share.requested_by);
-                if credential.starts_with("slack:") && voter.contains(&requester) {
-                    return Err(Error::Forbidden(format!(
-                        "this vote ({credential}, named {}) is controlled by {requester}, who requested \
+        )));
+    }
+    // Whoever issued a token saw its secret and can act as its holder, so a vote is cast by
+    // the voter or by anyone in its issuer chain (the command line excepted: SECURITY.md).
+    let voter = if decision == Decision::Approve {
+        let cred = broker_token.then_some(credential.as_str());
+        let mut voter = controllers(c, &origin.actor, cred)?;
+        voter.extend(slack_controllers(credential, issued_by.as_deref()));
+        let requester = identity::canonical(&share.requested_by);
+        if credential.starts_with("slack:") && voter.contains(&requester) {
+            return Err(Error::Forbidden(format!(
+                "this vote ({credential}, named {}) is controlled by {requester}, who requested \
                          this share: a Slack user linked by the requester cannot approve the request. \
                          Another admin links the Slack user, or approve with another identity",
-                        origin.actor,
-                    )));
-                }
-                let issuers = rows::token_issuers(c, &credential)?;
-                if broker_token && issuers.iter().any(|i| identity::same(i, &requester)) {
-                    let direct = issued_by.as_deref().is_some_and(|i| identity::same(i, &requester));
-                    return Err(Error::Forbidden(format!(
-                        "this token ({credential}, named {}) was issued by {requester}{}, who requested \
+                origin.actor,
+            )));
+        }
+        let issuers = rows::token_issuers(c, credential)?;
+        if broker_token && issuers.iter().any(|i| identity::same(i, &requester)) {
+            let direct = issued_by
+                .as_deref()
+                .is_some_and(|i| identity::same(i, &requester));
+            return Err(Error::Forbidden(format!(
+                "this token ({credential}, named {}) was issued by {requester}{}, who requested \
                          this share: a token its requester issued cannot approve the request. Approve \
                          with a token issued by someone else (or by the command line), or with an OIDC \
                          identity",
-                        origin.actor,
-                        if direct { "" } else { " through tokens they issued" },
-                    )));
-                }
-                let mut theirs = rows::name_issuers(c, &requester)?
-                    .iter()
-                    .map(|n| identity::canonical(n))
-                    .collect::<BTreeSet<_>>();
-                theirs.remove(CLI);
-                let common: Vec<&String> = voter.intersection(&theirs).collect();
-                if !common.is_empty() {
-                    return Err(Error::Forbidden(format!(
-                        "{} issued the tokens of {requester}, who requested this share, and {} this \
+                origin.actor,
+                if direct {
+                    ""
+                } else {
+                    " through tokens they issued"
+                },
+            )));
+        }
+        let mut theirs = rows::name_issuers(c, &requester)?
+            .iter()
+            .map(|n| identity::canonical(n))
+            .collect::<BTreeSet<_>>();
+        theirs.remove(CLI);
+        let common: Vec<&String> = voter.intersection(&theirs).collect();
+        if !common.is_empty() {
+            return Err(Error::Forbidden(format!(
+                "{} issued the tokens of {requester}, who requested this share, and {} this \
                          vote ({credential}, named {}): whoever issues a token can act as its holder, \
                          so the requester's issuers cannot approve the request. Approve with a token \
                          issued by someone else (or by the command line), or with an OIDC identity",
-                        join(&common),
-                        if common.iter().any(|n| **n == identity::canonical(&origin.actor)) {
-                            "would cast"
-                        } else {
-                            "issued the token (directly or through tokens they issued) casting"
-                        },
-                        origin.actor,
-                    )));
-                }
-                Some(voter)
-            } else {
-                None
-            };
-            if share.status != ShareStatus::Pending {
-                return Err(Error::bad_transition(verb, share.status, "pending"));
-            }
-            if decision == Decision::Approve && share.expires_at <= utc_seconds(now_t) {
-                return Err(Error::Conflict {
-                    detail: format!(
-                        "the share's access would have ended at {}; request a new share",
-                        fmt_time(share.expires_at)
-                    ),
-                    current_status: Some(share.status),
-                    existing_id: None,
-                });
-            }
-            let d = match decision {
-                Decision::Approve => "approve",
-                Decision::Reject => "reject",
-            };
-            let voted = share
-                .approvals
-                .iter()
-                .any(|v| identity::same(&v.approver, &origin.actor));
-            if voted
-                || !rows::insert_vote(
-                    c,
-                    &rows::NewVote {
-                        share_id: &share.id.to_string(),
-                        approver: &origin.actor,
-                        decision: d,
-                        comment: comment.as_deref(),
-                        credential: &credential,
-                        issued_by: issued_by.as_deref(),
-                        at: &now,
-                    },
-                )?
-            {
-                return Err(Error::Conflict {
-                    detail: format!(
-                        "{} has already voted on this share (names are compared without regard to \
+                join(&common),
+                if common
+                    .iter()
+                    .any(|n| **n == identity::canonical(&origin.actor))
+                {
+                    "would cast"
+                } else {
+                    "issued the token (directly or through tokens they issued) casting"
+                },
+                origin.actor,
+            )));
+        }
+        Some(voter)
+    } else {
+        None
+    };
+    if share.status != ShareStatus::Pending {
+        return Err(Error::bad_transition(verb, share.status, "pending"));
+    }
+    if decision == Decision::Approve && share.expires_at <= utc_seconds(now_t) {
+        return Err(Error::Conflict {
+            detail: format!(
+                "the share's access would have ended at {}; request a new share",
+                fmt_time(share.expires_at)
+            ),
+            current_status: Some(share.status),
+            existing_id: None,
+        });
+    }
+    let d = match decision {
+        Decision::Approve => "approve",
+        Decision::Reject => "reject",
+    };
+    let voted = share
+        .approvals
+        .iter()
+        .any(|v| identity::same(&v.approver, &origin.actor));
+    if voted
+        || !rows::insert_vote(
+            c,
+            &rows::NewVote {
+                share_id: &share.id.to_string(),
+                approver: &origin.actor,
+                decision: d,
+                comment: comment.as_deref(),
+                credential,
+                issued_by: issued_by.as_deref(),
+                at: &now,
+            },
+        )?
+    {
+        return Err(Error::Conflict {
+            detail: format!(
+                "{} has already voted on this share (names are compared without regard to \
                          case: every token of one name is one person)",
-                        origin.actor
-                    ),
-                    current_status: Some(share.status),
-                    existing_id: None,
-                });
-            }
-            // The quorum counts independent controllers: a vote that one of the approvers before it
-            // could have cast (their controllers meet) is refused, so the approvals recorded are
-            // pairwise independent and each counts once.
-            if let Some(voter) = &voter {
-                for v in share.approvals.iter().filter(|v| v.decision == "approve") {
-                    let cred = v.credential.as_deref().filter(|c| !c.starts_with("oidc:"));
-                    let mut prior = controllers(c, &v.approver, cred)?;
-                    prior.extend(slack_controllers(
-                        v.credential.as_deref().unwrap_or_default(),
-                        v.issued_by.as_deref(),
-                    ));
-                    let common: Vec<&String> = voter.intersection(&prior).collect();
-                    if !common.is_empty() {
-                        return Err(Error::Conflict {
-                            detail: format!(
-                                "{} could have cast both this vote (named {}) and the approval of {} \
+                origin.actor
+            ),
+            current_status: Some(share.status),
+            existing_id: None,
+        });
+    }
+    // The quorum counts independent controllers: a vote that one of the approvers before it
+    // could have cast (their controllers meet) is refused, so the approvals recorded are
+    // pairwise independent and each counts once.
+    if let Some(voter) = &voter {
+        for v in share.approvals.iter().filter(|v| v.decision == "approve") {
+            let cred = v.credential.as_deref().filter(|c| !c.starts_with("oidc:"));
+            let mut prior = controllers(c, &v.approver, cred)?;
+            prior.extend(slack_controllers(
+                v.credential.as_deref().unwrap_or_default(),
+                v.issued_by.as_deref(),
+            ));
+            let common: Vec<&String> = voter.intersection(&prior).collect();
+            if !common.is_empty() {
+                return Err(Error::Conflict {
+                    detail: format!(
+                        "{} could have cast both this vote (named {}) and the approval of {} \
                                  already recorded: whoever issues a token can act as its holder, so the \
                                  same controller cannot vote twice and this vote was not recorded. The \
                                  share needs an approver whose token was issued by someone else (or by \
                                  the command line), or an OIDC identity",
-                                join(&common),
-                                origin.actor,
-                                v.approver,
-                            ),
-                            current_status: Some(share.status),
-                            existing_id: None,
-                        });
-                    }
-                }
+                        join(&common),
+                        origin.actor,
+                        v.approver,
+                    ),
+                    current_status: Some(share.status),
+                    existing_id: None,
+                });
             }
-            crate::metrics::metrics()
-                .votes
-                .get_or_create(&crate::metrics::Kind { kind: d.to_owned() })
-                .inc();
-            // Distinct people: votes recorded before names were canonical may differ in case only.
-            let approvals = {
-                let mut people: Vec<String> = share
-                    .approvals
-                    .iter()
-                    .filter(|v| v.decision == "approve")
-                    .map(|v| identity::canonical(&v.approver))
-                    .collect();
-                if decision == Decision::Approve {
-                    people.push(identity::canonical(&origin.actor));
-                }
-                people.sort();
-                people.dedup();
-                people.len() as u32
-            };
-            let (action, new_status) = match decision {
-                Decision::Reject => ("share.rejected", Some(ShareStatus::Rejected)),
-                Decision::Approve if approvals >= share.approvals_required => {
-                    ("share.approved", Some(ShareStatus::Approved))
-                }
-                Decision::Approve => ("share.approval_recorded", None),
-            };
-            let details = json!({
-                "decision": d,
-                "comment": comment,
-                "credential": credential,
-                "issued_by": issued_by,
-                "approvals": approvals,
-                "approvals_required": share.approvals_required,
-                "from": share.status,
-                "to": new_status.unwrap_or(share.status),
-            });
-            let Some(to) = new_status else {
-                let id = share.id.to_string();
-                audit::append(c, &origin.event(&now, action, Some(&id), details))?;
-                return load(c, &id);
-            };
-            let reason = (decision == Decision::Reject)
-                .then_some(comment.as_deref())
-                .flatten();
-            // The outbox event is named after the new status (`share.approved`, `share.rejected`).
-            let by = format!("by {}", origin.actor);
-            transition(
-                c,
-                Transition {
-                    reason,
-                    notice: notify.then_some((action, by.as_str())),
-                    ..origin.transition(&now, &share.id.to_string(), &share, to, action, details)
-                },
-            )
-        })
-        .await
+        }
+    }
+    crate::metrics::metrics()
+        .votes
+        .get_or_create(&crate::metrics::Kind { kind: d.to_owned() })
+        .inc();
+    // Distinct people: votes recorded before names were canonical may differ in case only.
+    let approvals = {
+        let mut people: Vec<String> = share
+            .approvals
+            .iter()
+            .filter(|v| v.decision == "approve")
+            .map(|v| identity::canonical(&v.approver))
+            .collect();
+        if decision == Decision::Approve {
+            people.push(identity::canonical(&origin.actor));
+        }
+        people.sort();
+        people.dedup();
+        people.len() as u32
+    };
+    let (action, new_status) = match decision {
+        Decision::Reject => ("share.rejected", Some(ShareStatus::Rejected)),
+        Decision::Approve if approvals >= share.approvals_required => {
+            ("share.approved", Some(ShareStatus::Approved))
+        }
+        Decision::Approve => ("share.approval_recorded", None),
+    };
+    let details = json!({
+        "decision": d,
+        "comment": comment,
+        "credential": credential,
+        "issued_by": issued_by,
+        "approvals": approvals,
+        "approvals_required": share.approvals_required,
+        "from": share.status,
+        "to": new_status.unwrap_or(share.status),
+    });
+    let Some(to) = new_status else {
+        let id = share.id.to_string();
+        audit::append(c, &origin.event(&now, action, Some(&id), details))?;
+        return load(c, &id);
+    };
+    let reason = (decision == Decision::Reject)
+        .then_some(comment.as_deref())
+        .flatten();
+    // The outbox event is named after the new status (`share.approved`, `share.rejected`).
+    let by = format!("by {}", origin.actor);
+    transition(
+        c,
+        Transition {
+            reason,
+            notice: notify.then_some((action, by.as_str())),
+            ..origin.transition(&now, &share.id.to_string(), &share, to, action, details)
+        },
+    )
 }
 
 /// The command line's name as an issuer: trusted (SECURITY.md), so never a controller.
@@ -1173,17 +1221,118 @@ fn refuse_unjustified(c: &Tx<'_>, share: &Share, verb: &str) -> Result<()> {
 }
 
 /// The Slack user behind a callback, as the broker sees it: the linked broker name deciding with the
-/// approver role, its credential `slack:<team>/<user>` (recorded with the vote, like `oidc:<sub>`).
-pub(crate) fn slack_caller(link: &crate::store::slack::SlackLink) -> Caller {
+/// `role` that name holds now (see [`slack_decider_role`]), its credential `slack:<team>/<user>`
+/// (recorded with the vote, like `oidc:<sub>`).
+fn slack_caller(link: &SlackLink, role: Role) -> Caller {
     Caller {
         token_id: format!("slack-link:{}/{}", link.team_id, link.user_id),
         name: link.name.clone(),
-        role: crate::domain::Role::Approver,
+        role,
         credential: format!("slack:{}/{}", link.team_id, link.user_id),
         // The admin who set the link chose whom this Slack user votes as (and can relink it): like a
         // token's issuer, they control the vote.
         issued_by: Some(link.created_by.clone()),
     }
+}
+
+/// The role a linked broker name decides with at `now`, if it may decide at all: approver or admin,
+/// held through a live credential, checked at each click (a link grants no role of its own).
+///
+/// - A broker name: its broker tokens that are neither revoked nor expired (admin if one of them is
+///   admin). Revoking the name's approver tokens stops its Slack clicks at once.
+/// - An `oidc:` name: the broker stores no role of an OIDC identity (a JWT's roles claim is mapped on
+///   each request, and the JWT itself never reaches the broker through Slack), so the role is taken
+///   from where the broker last verified one and still holds it: a console session opened through
+///   OIDC sign-in as that name that has not ended (nor been signed out), its roles claim mapped with
+///   the `oidc_role_map` in force now, exactly as the console maps it on each of its requests
+///   (`oidc` is `None` when OIDC sign-in is off: no `oidc:` name may decide then).
+fn slack_decider_role(
+    c: &Tx<'_>,
+    name: &str,
+    now: &str,
+    oidc: Option<&crate::auth::oidc::Oidc>,
+) -> Result<Option<Role>> {
+    let roles: Vec<Role> = if name.starts_with("oidc:") {
+        let Some(oidc) = oidc else {
+            return Ok(None);
+        };
+        crate::store::slack::live_oidc_role_values(c, name, now)?
+            .iter()
+            .filter_map(|v| serde_json::from_str::<Vec<String>>(v).ok())
+            .filter_map(|values| oidc.map_roles(&values).ok())
+            .collect()
+    } else {
+        crate::store::slack::live_token_roles(c, name, now)?
+            .iter()
+            .filter_map(|r| r.parse().ok())
+            .collect()
+    };
+    Ok([Role::Admin, Role::Approver]
+        .into_iter()
+        .find(|r| roles.contains(r)))
+}
+
+/// What a Slack click came to: the link it was decided through (`None`: the Slack user is not linked),
+/// and the decision or the refusal.
+pub(crate) struct SlackVote {
+    /// The link read in the vote's transaction.
+    pub(crate) link: Option<SlackLink>,
+    /// The share as decided, or why not.
+    pub(crate) result: Result<Share>,
+}
+
+/// A click on a pending share's Approve or Reject button by the Slack user `team_id`/`user_id`: in one
+/// write transaction, the user's link is read, the linked name's role checked
+/// ([`slack_decider_role`]), and the decision made through [`decide_in`], as `POST
+/// /v1/shares/{id}/approve` and `/reject` make it. So a click racing an unlink (or a revoke of the
+/// name's tokens) either decides before it, with the link and role it had, or is refused after it.
+pub(crate) async fn decide_from_slack(
+    app: &App,
+    request_id: Option<String>,
+    team_id: String,
+    user_id: String,
+    share_id: String,
+    decision: Decision,
+) -> SlackVote {
+    let now_t = app.clock.now();
+    let notify = app.notify_enabled();
+    let oidc = match (&app.oidc_login, app.auth.oidc()) {
+        (Some(_), Some(o)) => Some(o.clone()),
+        _ => None,
+    };
+    let seen: Arc<Mutex<Option<SlackLink>>> = Arc::default();
+    let read = seen.clone();
+    let result = app
+        .store
+        .write(move |c| {
+            let Some(link) = crate::store::slack::link(c, &team_id, &user_id)? else {
+                return Err(Error::Forbidden(format!(
+                    "Slack user {user_id} of team {team_id} is not linked to a broker identity: an \
+                     admin links it (secret-broker slack link --team {team_id} --user {user_id} \
+                     --name NAME)"
+                )));
+            };
+            *read.lock().unwrap_or_else(|e| e.into_inner()) = Some(link.clone());
+            let Some(role) = slack_decider_role(c, &link.name, &fmt_time(now_t), oidc.as_deref())?
+            else {
+                return Err(Error::Forbidden(format!(
+                    "{} (the broker name Slack user {user_id} of team {team_id} is linked to) holds \
+                     no live approver or admin credential: a broker token with that role, neither \
+                     revoked nor expired, or for an oidc: name a console session signed in through \
+                     OIDC whose roles claim maps to it. Only approvers decide from Slack",
+                    link.name
+                )));
+            };
+            let caller = slack_caller(&link, role);
+            let origin = Origin::of(&caller, request_id);
+            let comment = (decision == Decision::Reject)
+                .then(|| format!("rejected from Slack by {}", link.name));
+            let ballot = Ballot::of(&caller, decision, comment);
+            decide_in(c, &origin, &ballot, &share_id, now_t, notify)
+        })
+        .await;
+    let link = seen.lock().unwrap_or_else(|e| e.into_inner()).take();
+    SlackVote { link, result }
 }
 
 /// Links a Slack user to a broker name (admin, API or command line; the name is stored in its canonical

@@ -8,8 +8,10 @@
 //! clicker is found by the (team, user) ids Slack signs, through a link an admin set, never by a
 //! display name; the decision goes through [`workflow::decide`], the function behind
 //! `POST /v1/shares/{id}/approve` and `/reject`, so the self-approval ban, one vote per person, the
-//! quorum and the identity rules hold as they do in the API. The outcome replaces the message through
-//! the callback's `response_url`; a refusal is shown to the clicker only (ephemeral).
+//! quorum and the identity rules hold as they do in the API; the link is read, and the linked name's
+//! approver (or admin) role checked, in the vote's own transaction, at each click. The outcome replaces
+//! the message through the callback's `response_url`; a refusal is shown to the clicker only
+//! (ephemeral).
 
 use std::sync::Arc;
 
@@ -198,28 +200,52 @@ fn parse(body: &[u8]) -> Result<Click> {
     })
 }
 
-/// Decides as the linked identity and says what to post back: the outcome (replacing the message), or
-/// the refusal (ephemeral: only the clicker sees it).
+/// Decides as the linked identity ([`workflow::decide_from_slack`]) and says what to post back: the
+/// outcome (replacing the message), or the refusal (ephemeral: only the clicker sees it; a 403, 409 or
+/// 429 is audited as `share.refused`, by the linked name, or by `slack:<team>/<user>` when unlinked).
 async fn decide(app: &App, rid: &RequestId, click: &Click) -> serde_json::Value {
-    let refused = |why: String| json!({"response_type": "ephemeral", "replace_original": false, "text": crate::slack::slack_text(&why)});
-    let (team, user) = (click.team_id.clone(), click.user_id.clone());
-    let link = match app.store.read(move |c| links::link(c, &team, &user)).await {
-        Ok(l) => l,
-        Err(e) => return refused(format!("the broker could not read its links: {e}")),
+    testing::before_vote(&click.user_id).await;
+    let vote = workflow::decide_from_slack(
+        app,
+        rid.0.clone(),
+        click.team_id.clone(),
+        click.user_id.clone(),
+        click.share_id.clone(),
+        click.action,
+    )
+    .await;
+    let (verb, done) = match click.action {
+        Decision::Approve => ("approve", "approved"),
+        Decision::Reject => ("reject", "rejected"),
     };
-    let verb = if click.action == Decision::Approve {
-        "approve"
-    } else {
-        "reject"
+    let err = match (vote.result, &vote.link) {
+        (Ok(share), Some(link)) => {
+            if share.status == ShareStatus::Approved {
+                app.applier.kick(&share.secret_arn);
+            }
+            let approvals = share
+                .approvals
+                .iter()
+                .filter(|v| v.decision == "approve")
+                .count();
+            let text = format!(
+                "secret-broker: share {} is *{}*: {done} by {} from Slack ({approvals} of {} approvals)",
+                &click.share_id[..8],
+                share.status,
+                link.name,
+                share.approvals_required,
+            );
+            return json!({"replace_original": true, "text": crate::slack::slack_text(&text)});
+        }
+        (Ok(_), None) => Error::Internal("a Slack vote without its link".into()),
+        (Err(e), _) => e,
     };
-    let Some(link) = link else {
-        let err = Error::Forbidden(format!(
-            "Slack user {} of team {} is not linked to a broker identity: an admin links it \
-             (secret-broker slack link --team {} --user {} --name NAME)",
-            click.user_id, click.team_id, click.team_id, click.user_id
-        ));
+    if matches!(err.status(), 403 | 409 | 429) {
         let origin = Origin {
-            actor: format!("slack:{}/{}", click.team_id, click.user_id),
+            actor: vote.link.map_or_else(
+                || format!("slack:{}/{}", click.team_id, click.user_id),
+                |l| l.name,
+            ),
             request_id: rid.0.clone(),
         };
         if let Err(e) = workflow::record_refusal(
@@ -234,62 +260,12 @@ async fn decide(app: &App, rid: &RequestId, click: &Click) -> serde_json::Value 
         {
             tracing::error!(error = %e, "could not audit a refused Slack decision");
         }
-        return refused(err.to_string());
-    };
-    let caller = workflow::slack_caller(&link);
-    let origin = Origin::of(&caller, rid.0.clone());
-    let comment =
-        (click.action == Decision::Reject).then(|| format!("rejected from Slack by {}", link.name));
-    let res = workflow::decide(
-        app,
-        &caller,
-        origin.clone(),
-        click.share_id.clone(),
-        click.action,
-        comment,
-    )
-    .await;
-    match res {
-        Ok(share) => {
-            if share.status == ShareStatus::Approved {
-                app.applier.kick(&share.secret_arn);
-            }
-            let approvals = share
-                .approvals
-                .iter()
-                .filter(|v| v.decision == "approve")
-                .count();
-            let text = format!(
-                "secret-broker: share {} is *{}*: {} by {} from Slack ({approvals} of {} approvals)",
-                &click.share_id[..8],
-                share.status,
-                if click.action == Decision::Approve {
-                    "approved"
-                } else {
-                    "rejected"
-                },
-                link.name,
-                share.approvals_required,
-            );
-            json!({"replace_original": true, "text": crate::slack::slack_text(&text)})
-        }
-        Err(err) => {
-            if matches!(err.status(), 403 | 409 | 429)
-                && let Err(e) = workflow::record_refusal(
-                    app,
-                    origin,
-                    Resource::Share,
-                    Some(click.share_id.clone()),
-                    &format!("{verb} (slack)"),
-                    &err,
-                )
-                .await
-            {
-                tracing::error!(error = %e, "could not audit a refused Slack decision");
-            }
-            refused(format!("Not recorded: {err}"))
-        }
     }
+    json!({
+        "response_type": "ephemeral",
+        "replace_original": false,
+        "text": crate::slack::slack_text(&format!("Not recorded: {err}")),
+    })
 }
 
 /// Body of `POST /v1/slack/links`.
@@ -313,7 +289,8 @@ pub(crate) struct CreateSlackLink {
     )]
     pub(crate) user_id: String,
     /// The broker name the Slack user approves and rejects as: the name of their broker tokens, or
-    /// `oidc:<sub>` for an OIDC identity.
+    /// `oidc:<sub>` for an OIDC identity. Its clicks count only while that name holds the approver or
+    /// admin role through a live credential (checked at each click).
     #[schema(min_length = 1, max_length = 260, example = "bob")]
     pub(crate) name: String,
 }
@@ -325,7 +302,8 @@ pub(crate) struct SlackLinkView {
     pub(crate) team_id: String,
     /// Slack user id.
     pub(crate) user_id: String,
-    /// The broker name (canonical) the Slack user decides as, with the approver role.
+    /// The broker name (canonical) the Slack user decides as, while it holds the approver or admin
+    /// role through a live credential.
     pub(crate) name: String,
     /// The admin who set it.
     pub(crate) created_by: String,
@@ -381,8 +359,8 @@ pub(crate) fn check_link_name(name: &str) -> std::result::Result<(), String> {
     crate::auth::token::validate_name(name)
 }
 
-/// Link a Slack user to a broker identity (admin): their clicks decide as that name, with the approver
-/// role. Replaces an earlier link of the same user.
+/// Link a Slack user to a broker identity (admin): their clicks decide as that name, while it holds
+/// the approver or admin role through a live credential. Replaces an earlier link of the same user.
 #[utoipa::path(
     post, path = "/v1/slack/links", tag = "slack",
     request_body = CreateSlackLink,
@@ -561,5 +539,50 @@ fn cli_origin() -> Origin {
     Origin {
         actor: "cli".into(),
         request_id: None,
+    }
+}
+
+/// A test gate (for the integration tests only; nothing in the broker sets it): holds the next click
+/// of one Slack user just before its vote is written, so a test can change the link meanwhile.
+#[doc(hidden)]
+pub mod testing {
+    use std::sync::Mutex;
+    use tokio::sync::oneshot;
+
+    struct Gate {
+        user_id: String,
+        reached: oneshot::Sender<()>,
+        release: oneshot::Receiver<()>,
+    }
+
+    static GATE: Mutex<Option<Gate>> = Mutex::new(None);
+
+    /// Holds the next click of `user_id`: it sends on `reached` and waits for `release` (at most 10 s).
+    pub fn hold_before_vote(
+        user_id: &str,
+        reached: oneshot::Sender<()>,
+        release: oneshot::Receiver<()>,
+    ) {
+        *GATE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Gate {
+            user_id: user_id.to_owned(),
+            reached,
+            release,
+        });
+    }
+
+    /// Where a click of `user_id` waits when a test holds it.
+    pub(crate) async fn before_vote(user_id: &str) {
+        let gate = {
+            let mut g = GATE.lock().unwrap_or_else(|e| e.into_inner());
+            if g.as_ref().is_some_and(|g| g.user_id == user_id) {
+                g.take()
+            } else {
+                None
+            }
+        };
+        if let Some(g) = gate {
+            let _ = g.reached.send(());
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), g.release).await;
+        }
     }
 }

@@ -17,13 +17,37 @@ const SIGNING: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const SECRET: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf";
 const ROLE: &str = "arn:aws:iam::444455556666:role/app-reader";
 
-/// What the loopback `response_url` received.
-#[derive(Clone, Default)]
-struct Replies(Arc<Mutex<Vec<Value>>>);
+/// What the loopback `response_url` received, and a count of it to wait on.
+#[derive(Clone)]
+struct Replies(Arc<Mutex<Vec<Value>>>, tokio::sync::watch::Sender<usize>);
+
+impl Default for Replies {
+    fn default() -> Self {
+        Self(Arc::default(), tokio::sync::watch::Sender::new(0))
+    }
+}
 
 impl Replies {
     fn all(&self) -> Vec<Value> {
         self.0.lock().unwrap().clone()
+    }
+
+    fn push(&self, v: Value) {
+        self.0.lock().unwrap().push(v);
+        self.1.send_modify(|n| *n += 1);
+    }
+
+    /// Every reply once at least `n` have arrived (waiting at most 10 s).
+    async fn wait(&self, n: usize) -> Vec<Value> {
+        let mut rx = self.1.subscribe();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            rx.wait_for(|got| *got >= n),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("fewer than {n} replies within 10 s: {:?}", self.all()))
+        .unwrap();
+        self.all()
     }
 }
 
@@ -35,11 +59,7 @@ async fn receiver() -> (String, Replies) {
         axum::routing::post(move |body: String| {
             let state = state.clone();
             async move {
-                state
-                    .0
-                    .lock()
-                    .unwrap()
-                    .push(serde_json::from_str(&body).unwrap());
+                state.push(serde_json::from_str(&body).unwrap());
                 "ok"
             }
         }),
@@ -148,7 +168,7 @@ async fn a_signed_click_by_a_linked_approver_approves_and_updates_the_message() 
     assert_eq!(s["status"], "approved");
     assert_eq!(s["approvals"][0]["approver"], "bob");
     assert_eq!(s["approvals"][0]["credential"], "slack:T1/UBOB");
-    let got = replies.all();
+    let got = replies.wait(1).await;
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["replace_original"], true);
     assert!(
@@ -193,7 +213,7 @@ async fn the_quorum_counts_a_slack_vote_once_per_person() {
         .expect(200);
     assert_eq!(share(&t, &a, &id).await["status"], "approved");
     assert!(
-        replies.all()[0]["text"]
+        replies.wait(1).await[0]["text"]
             .as_str()
             .unwrap()
             .contains("1 of 2")
@@ -247,7 +267,7 @@ async fn a_wrong_old_or_replayed_signature_is_401_and_audited() {
     assert!(r.text.contains("replay"), "{}", r.text);
     assert_eq!(t.last_audit().2["why"], "replayed");
     assert_eq!(
-        replies.all().len(),
+        replies.wait(1).await.len(),
         1,
         "only the accepted callback was answered"
     );
@@ -266,7 +286,7 @@ async fn an_unlinked_slack_user_is_refused_and_only_the_clicker_is_told() {
     let r = click(&t, "secret_broker_approve", &id, "UNOBODY", &url).await;
     assert_eq!(r.status, 200);
     assert_eq!(share(&t, &a, &id).await["status"], "pending");
-    let got = replies.all();
+    let got = replies.wait(1).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["response_type"], "ephemeral");
     assert_eq!(got[0]["replace_original"], false);
@@ -287,12 +307,14 @@ async fn the_requesters_own_linked_user_cannot_approve() {
     let (url, replies) = receiver().await;
     let t = slack_app();
     let a = actors(&t).await;
+    // Alice also holds an approver token: the role lets the click reach the self-approval ban.
+    t.token("alice", Role::Approver).await;
     link(&t, &a.root, "UALICE", "ALICE").await;
     let id = request(&t, &a, SECRET, ROLE, json!({})).await;
     let r = click(&t, "secret_broker_approve", &id, "UALICE", &url).await;
     assert_eq!(r.status, 200);
     assert_eq!(share(&t, &a, &id).await["status"], "pending");
-    let got = replies.all();
+    let got = replies.wait(1).await;
     assert_eq!(got[0]["response_type"], "ephemeral");
     assert!(
         got[0]["text"]
@@ -467,11 +489,14 @@ async fn one_slack_user_relinked_to_a_second_name_still_counts_once() {
         c.approval_quorum.0 = 2;
     });
     let a = actors(&t).await;
+    // Both names hold the approver role (a link to a name without it decides nothing).
+    t.token("dave", Role::Approver).await;
     link(&t, &a.root, "UONE", "bob").await;
     let id = request(&t, &a, SECRET, ROLE, json!({})).await;
     click(&t, "secret_broker_approve", &id, "UONE", &url)
         .await
         .expect(200);
+    replies.wait(1).await;
     link(&t, &a.root, "UONE", "dave").await;
     // A later click (another timestamp, so not a replay).
     t.clock.advance(std::time::Duration::from_secs(1));
@@ -481,7 +506,7 @@ async fn one_slack_user_relinked_to_a_second_name_still_counts_once() {
     let s = share(&t, &a, &id).await;
     assert_eq!(s["status"], "pending", "{s}");
     assert_eq!(s["approvals"].as_array().unwrap().len(), 1, "{s}");
-    let got = replies.all();
+    let got = replies.wait(2).await;
     assert_eq!(got[1]["response_type"], "ephemeral", "{got:?}");
     assert!(
         got[1]["text"]
@@ -541,4 +566,211 @@ async fn a_replay_with_the_signature_in_upper_case_is_still_a_replay() {
         .headers_mut()
         .insert("x-slack-signature", upper.parse().unwrap());
     t.raw(again).await.expect(401);
+}
+
+/// The last `share.refused` row: (actor, attempted, status).
+fn last_refusal(t: &TestApp) -> (String, String, i64) {
+    let (actor, action, details) = t.last_audit();
+    assert_eq!(action, "share.refused", "{details}");
+    (
+        actor,
+        details["attempted"].as_str().unwrap().to_owned(),
+        details["status"].as_i64().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_name_without_a_live_approver_credential_cannot_decide() {
+    // Review finding: a link made the Slack user an approver whatever the linked name held. A click
+    // counts only while the name holds the approver or admin role through a live credential.
+    let (url, replies) = receiver().await;
+    let t = slack_app();
+    let a = actors(&t).await;
+    t.token("carol", Role::Requester).await;
+    let erin = t
+        .post(
+            "/v1/tokens",
+            &a.root,
+            json!({"name": "erin", "role": "approver", "expires_in": "1h"}),
+        )
+        .await
+        .expect(201);
+    assert!(erin.body["token"].is_string());
+    // carol: the requester role only; dave: no token at all; oidc:nobody: no signed-in OIDC identity
+    // with the role; erin: an approver token that expires in an hour.
+    for (user, name) in [
+        ("UCAROL", "carol"),
+        ("UDAVE", "dave"),
+        ("UOIDC", "oidc:nobody"),
+        ("UERIN", "erin"),
+        ("UBOB", "bob"),
+    ] {
+        link(&t, &a.root, user, name).await;
+    }
+    let id = request(&t, &a, SECRET, ROLE, json!({})).await;
+    t.clock.advance(std::time::Duration::from_secs(2 * 3600));
+    let mut n = 0;
+    for (user, name) in [
+        ("UCAROL", "carol"),
+        ("UDAVE", "dave"),
+        ("UOIDC", "oidc:nobody"),
+        ("UERIN", "erin"),
+    ] {
+        for action in ["secret_broker_approve", "secret_broker_reject"] {
+            click(&t, action, &id, user, &url).await.expect(200);
+            n += 1;
+            let got = replies.wait(n).await;
+            let last = &got[n - 1];
+            assert_eq!(last["response_type"], "ephemeral", "{user}: {got:?}");
+            assert_eq!(last["replace_original"], false, "{user}: {got:?}");
+            assert!(
+                last["text"].as_str().unwrap().contains("approver or admin"),
+                "{user}: {got:?}"
+            );
+            let (actor, attempted, status) = last_refusal(&t);
+            assert_eq!(actor, name);
+            assert!(attempted.ends_with("(slack)"), "{attempted}");
+            assert_eq!(status, 403);
+        }
+    }
+    let s = share(&t, &a, &id).await;
+    assert_eq!(s["status"], "pending", "{s}");
+    assert!(s["approvals"].as_array().unwrap().is_empty(), "{s}");
+
+    // Bob's approver token is live: his click counts; once it is revoked, his next click does not.
+    click(&t, "secret_broker_approve", &id, "UBOB", &url)
+        .await
+        .expect(200);
+    n += 1;
+    assert_eq!(replies.wait(n).await[n - 1]["replace_original"], true);
+    assert_eq!(share(&t, &a, &id).await["status"], "approved");
+    let second = request(&t, &a, SECRET, ROLE, json!({})).await;
+    let bob_id = a.bob.split('_').nth(1).unwrap();
+    t.post_empty(&format!("/v1/tokens/{bob_id}/revoke"), &a.root)
+        .await
+        .expect(204);
+    click(&t, "secret_broker_approve", &second, "UBOB", &url)
+        .await
+        .expect(200);
+    n += 1;
+    let got = replies.wait(n).await;
+    assert_eq!(got[n - 1]["response_type"], "ephemeral", "{got:?}");
+    assert_eq!(last_refusal(&t).0, "bob");
+    assert_eq!(share(&t, &a, &second).await["status"], "pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_click_racing_an_unlink_does_not_vote_as_the_unlinked_name() {
+    // Review finding: the link was read before the vote's transaction, so a click whose link an admin
+    // removed in between still voted as the unlinked name. The click is held just before its vote is
+    // written (a test gate), the link removed meanwhile, then the click goes on.
+    let (url, replies) = receiver().await;
+    let t = slack_app();
+    let a = actors(&t).await;
+    link(&t, &a.root, "URACE", "bob").await;
+    let id = request(&t, &a, SECRET, ROLE, json!({})).await;
+    let (reached_tx, reached) = tokio::sync::oneshot::channel();
+    let (release, release_rx) = tokio::sync::oneshot::channel();
+    secret_broker::api::slack::testing::hold_before_vote("URACE", reached_tx, release_rx);
+    let body = click_body("secret_broker_approve", &id, "URACE", &url);
+    let pending = tokio::spawn(t.send(signed(&body, now(&t), SIGNING), crate::harness::LOOPBACK));
+    tokio::time::timeout(std::time::Duration::from_secs(10), reached)
+        .await
+        .expect("the click reached the gate within 10 s")
+        .unwrap();
+    t.call(
+        axum::http::Method::DELETE,
+        "/v1/slack/links/T1/URACE",
+        Some(&a.root),
+        None,
+    )
+    .await
+    .expect(204);
+    release.send(()).unwrap();
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(10), pending)
+        .await
+        .expect("the click was answered within 10 s")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let s = share(&t, &a, &id).await;
+    assert_eq!(s["status"], "pending", "{s}");
+    assert!(s["approvals"].as_array().unwrap().is_empty(), "{s}");
+    let got = replies.wait(1).await;
+    assert_eq!(got[0]["response_type"], "ephemeral", "{got:?}");
+    assert!(
+        got[0]["text"].as_str().unwrap().contains("not linked"),
+        "{got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oidc_name_decides_only_while_signed_in_with_an_approver_role() {
+    // The broker keeps no role of an OIDC identity but in its console sessions: an `oidc:` link decides
+    // while a session signed in through OIDC as that name has not ended and its roles claim maps, under
+    // the role map in force, to approver or admin.
+    let (url, replies) = receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let t = TestApp::with(|c| {
+        c.slack_signing_secret = SecretText(Some(SIGNING.into()));
+        c.slack_allow_loopback_response_url = Flag(true);
+        crate::jwt::configure_file(c, dir.path());
+        c.oidc_role_map = "idp-approvers=approver,idp-requesters=requester"
+            .parse()
+            .unwrap();
+        c.oidc_client_id = OptText(Some("broker-console".into()));
+        c.oidc_client_secret = SecretText(Some("console-secret".into()));
+        c.oidc_redirect_url = OptText(Some("http://127.0.0.1:1/console/oidc/callback".into()));
+        c.oidc_authorization_endpoint = OptText(Some("http://127.0.0.1:1/authorize".into()));
+        c.oidc_token_endpoint = OptText(Some("http://127.0.0.1:1/token".into()));
+    });
+    let a = actors(&t).await;
+    link(&t, &a.root, "UDANA", "oidc:dana").await;
+    let id = request(&t, &a, SECRET, ROLE, json!({})).await;
+    // A session as the console's OIDC sign-in stores it (sessions.rs, oidc_logins.rs).
+    let session = |hash: &str, values: &str, expires_at: &str| {
+        t.db()
+            .execute(
+                "INSERT INTO console_sessions (id_hash, token_id, csrf, created_at, expires_at, \
+                 oidc_name, oidc_role, oidc_credential, oidc_role_values) \
+                 VALUES (?1, 'oidc', 'csrf', '2026-11-29T12:00:00Z', ?2, 'oidc:dana', 'approver', \
+                 'oidc:dana', ?3)",
+                [hash, expires_at, values],
+            )
+            .unwrap();
+    };
+    // No session; then one whose claim maps to requester; then an approver's that has ended.
+    let mut n = 0;
+    for step in 0..3 {
+        match step {
+            1 => session("h1", r#"["idp-requesters"]"#, "2026-11-29T20:00:00Z"),
+            2 => session("h2", r#"["idp-approvers"]"#, "2026-11-29T11:59:59Z"),
+            _ => {}
+        }
+        t.clock.advance(std::time::Duration::from_secs(1));
+        click(&t, "secret_broker_approve", &id, "UDANA", &url)
+            .await
+            .expect(200);
+        n += 1;
+        let got = replies.wait(n).await;
+        assert_eq!(got[n - 1]["response_type"], "ephemeral", "{step}: {got:?}");
+        assert!(
+            got[n - 1]["text"]
+                .as_str()
+                .unwrap()
+                .contains("approver or admin"),
+            "{step}: {got:?}"
+        );
+        assert_eq!(share(&t, &a, &id).await["status"], "pending");
+    }
+    // Signed in with an approver's claim: the click counts, as oidc:dana.
+    session("h3", r#"["idp-approvers"]"#, "2026-11-29T20:00:00Z");
+    t.clock.advance(std::time::Duration::from_secs(1));
+    click(&t, "secret_broker_approve", &id, "UDANA", &url)
+        .await
+        .expect(200);
+    let s = share(&t, &a, &id).await;
+    assert_eq!(s["status"], "approved", "{s}");
+    assert_eq!(s["approvals"][0]["approver"], "oidc:dana");
+    assert_eq!(s["approvals"][0]["credential"], "slack:T1/UDANA");
+    assert_eq!(replies.wait(n + 1).await[n]["replace_original"], true);
 }

@@ -103,3 +103,29 @@ pub(crate) fn remember_signature(
         .execute(params![signature, ts])?;
     Ok(n == 1)
 }
+
+/// The roles of the broker tokens named `name` (canonical) that work at `now`: neither revoked nor
+/// expired. Read at each Slack click, so a revoke takes effect on the next one.
+pub(crate) fn live_token_roles(tx: &Tx<'_>, name: &str, now: &str) -> Result<Vec<String>> {
+    let mut st = tx.conn().prepare_cached(
+        "SELECT DISTINCT role FROM tokens WHERE name = ?1 AND revoked_at IS NULL \
+         AND (expires_at IS NULL OR expires_at > ?2)",
+    )?;
+    let roles = st
+        .query_map(params![name, now], |r| r.get(0))?
+        .collect::<crate::store::db::Result<Vec<String>>>()?;
+    Ok(roles)
+}
+
+/// The roles-claim values (JSON arrays of strings, as kept at sign-in) of the console sessions opened
+/// through OIDC as `name` that have not ended at `now`.
+pub(crate) fn live_oidc_role_values(tx: &Tx<'_>, name: &str, now: &str) -> Result<Vec<String>> {
+    let mut st = tx.conn().prepare_cached(
+        "SELECT oidc_role_values FROM console_sessions WHERE oidc_name = ?1 AND expires_at > ?2 \
+         AND oidc_role_values IS NOT NULL",
+    )?;
+    let values = st
+        .query_map(params![name, now], |r| r.get(0))?
+        .collect::<crate::store::db::Result<Vec<String>>>()?;
+    Ok(values)
+}
