@@ -214,8 +214,12 @@ fn client() -> Result<&'static Client, String> {
         .map_err(Clone::clone)
 }
 
+/// How long posting to a `response_url` may take, answer included.
+pub(crate) const RESPOND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Posts `message` (JSON) to a callback's `response_url` (checked with [`response_url_allowed`] by
-/// the caller), within five seconds; redirects are not followed.
+/// the caller), within [`RESPOND_TIMEOUT`] (connecting, sending and reading the answer); redirects are
+/// not followed. The callback's handler runs it in the background, after answering Slack.
 pub(crate) async fn respond(url: &str, message: &serde_json::Value) -> Result<(), String> {
     use http_body_util::BodyExt;
     let req = hyper::Request::post(url)
@@ -224,12 +228,18 @@ pub(crate) async fn respond(url: &str, message: &serde_json::Value) -> Result<()
             message.to_string(),
         )))
         .map_err(|e| format!("cannot build the request: {e}"))?;
-    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), client()?.request(req))
-        .await
-        .map_err(|_| "timed out after 5 s".to_owned())?
-        .map_err(|e| format!("cannot reach Slack: {e}"))?;
-    let status = resp.status();
-    let _ = resp.into_body().collect().await;
+    let client = client()?;
+    let status = tokio::time::timeout(RESPOND_TIMEOUT, async {
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| format!("cannot reach Slack: {e}"))?;
+        let status = resp.status();
+        let _ = resp.into_body().collect().await;
+        Ok::<_, String>(status)
+    })
+    .await
+    .map_err(|_| format!("timed out after {} s", RESPOND_TIMEOUT.as_secs()))??;
     if status.is_success() {
         Ok(())
     } else {

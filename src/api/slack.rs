@@ -10,8 +10,8 @@
 //! `POST /v1/shares/{id}/approve` and `/reject`, so the self-approval ban, one vote per person, the
 //! quorum and the identity rules hold as they do in the API; the link is read, and the linked name's
 //! approver (or admin) role checked, in the vote's own transaction, at each click. The outcome replaces
-//! the message through the callback's `response_url`; a refusal is shown to the clicker only
-//! (ephemeral).
+//! the message through the callback's `response_url`, posted in the background once Slack has its 200;
+//! a refusal is shown to the clicker only (ephemeral).
 
 use std::sync::Arc;
 
@@ -128,9 +128,13 @@ pub(crate) async fn interactions(
         &click.response_url,
         app.config.slack_allow_loopback_response_url.0,
     ) {
-        if let Err(e) = crate::slack::respond(&click.response_url, &reply).await {
-            tracing::warn!(error = %e, "could not update the Slack message");
-        }
+        // Slack wants its 200 within 3 s: the message is updated in the background (bounded by
+        // `respond`'s own timeout), after the answer.
+        tokio::spawn(async move {
+            if let Err(e) = crate::slack::respond(&click.response_url, &reply).await {
+                tracing::warn!(error = %e, "could not update the Slack message");
+            }
+        });
     } else {
         tracing::warn!(
             "a Slack callback's response_url is not on {}: not called",

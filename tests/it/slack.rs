@@ -37,7 +37,8 @@ impl Replies {
         self.1.send_modify(|n| *n += 1);
     }
 
-    /// Every reply once at least `n` have arrived (waiting at most 10 s).
+    /// Every reply once at least `n` have arrived: the broker posts them in the background after
+    /// answering Slack, so a test waits for them (at most 10 s) instead of reading at once.
     async fn wait(&self, n: usize) -> Vec<Value> {
         let mut rx = self.1.subscribe();
         tokio::time::timeout(
@@ -52,14 +53,24 @@ impl Replies {
 }
 
 async fn receiver() -> (String, Replies) {
+    receiver_holding(None).await
+}
+
+/// A loopback `response_url`; with `hold`, each request is recorded and then answered only once
+/// `hold` is notified (a slow Slack).
+async fn receiver_holding(hold: Option<Arc<tokio::sync::Notify>>) -> (String, Replies) {
     let r = Replies::default();
     let state = r.clone();
     let app = axum::Router::new().route(
         "/respond",
         axum::routing::post(move |body: String| {
             let state = state.clone();
+            let hold = hold.clone();
             async move {
                 state.push(serde_json::from_str(&body).unwrap());
+                if let Some(h) = hold {
+                    h.notified().await;
+                }
                 "ok"
             }
         }),
@@ -701,6 +712,29 @@ async fn a_click_racing_an_unlink_does_not_vote_as_the_unlinked_name() {
         got[0]["text"].as_str().unwrap().contains("not linked"),
         "{got:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_gets_its_answer_before_the_message_is_updated() {
+    // Slack wants the 200 within 3 s: a slow response_url must not hold it. This receiver answers only
+    // when released; the click is answered first, and the update still arrives.
+    let hold = Arc::new(tokio::sync::Notify::new());
+    let (url, replies) = receiver_holding(Some(hold.clone())).await;
+    let t = slack_app();
+    let a = actors(&t).await;
+    link(&t, &a.root, "UBOB", "bob").await;
+    let id = request(&t, &a, SECRET, ROLE, json!({})).await;
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        click(&t, "secret_broker_approve", &id, "UBOB", &url),
+    )
+    .await
+    .expect("Slack's callback answered within 3 s while its response_url hangs");
+    assert_eq!(r.status, 200);
+    assert_eq!(share(&t, &a, &id).await["status"], "approved");
+    let got = replies.wait(1).await;
+    assert_eq!(got[0]["replace_original"], true, "{got:?}");
+    hold.notify_waiters();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
