@@ -463,15 +463,8 @@ fn decide_in(
     if share.status != ShareStatus::Pending {
         return Err(Error::bad_transition(verb, share.status, "pending"));
     }
-    if decision == Decision::Approve && share.expires_at <= utc_seconds(now_t) {
-        return Err(Error::Conflict {
-            detail: format!(
-                "the share's access would have ended at {}; request a new share",
-                fmt_time(share.expires_at)
-            ),
-            current_status: Some(share.status),
-            existing_id: None,
-        });
+    if decision == Decision::Approve {
+        refuse_ended(&share, now_t)?;
     }
     let d = match decision {
         Decision::Approve => "approve",
@@ -589,6 +582,21 @@ fn decide_in(
             ..origin.transition(&now, &share.id.to_string(), &share, to, action, details)
         },
     )
+}
+
+/// 409 when the pending `share` would be approved at or after its own expiry (`now_t`).
+fn refuse_ended(share: &Share, now_t: OffsetDateTime) -> Result<()> {
+    if share.expires_at <= utc_seconds(now_t) {
+        return Err(Error::Conflict {
+            detail: format!(
+                "the share's access would have ended at {}; request a new share",
+                fmt_time(share.expires_at)
+            ),
+            current_status: Some(share.status),
+            existing_id: None,
+        });
+    }
+    Ok(())
 }
 
 /// The command line's name as an issuer: trusted (SECURITY.md), so never a controller.
@@ -993,16 +1001,7 @@ fn break_glass_in(
     }
     let now_t = utc_seconds(now_t);
     let now = fmt_time(now_t);
-    if share.expires_at <= now_t {
-        return Err(Error::Conflict {
-            detail: format!(
-                "the share's access would have ended at {}; request a new share",
-                fmt_time(share.expires_at)
-            ),
-            current_status: Some(share.status),
-            existing_id: None,
-        });
-    }
+    refuse_ended(share, now_t)?;
     let who = identity::canonical(&origin.actor);
     let since = fmt_time(now_t - GLASS_WINDOW);
     let used = crate::store::break_glass::count_since(c, &who, &since)?;
