@@ -363,6 +363,15 @@ pub(crate) fn check_link_name(name: &str) -> std::result::Result<(), String> {
     crate::auth::token::validate_name(name)
 }
 
+/// A link as an audit row's target: `team/user`, each cut as path values are in refusals.
+fn link_target(team_id: &str, user_id: &str) -> String {
+    format!(
+        "{}/{}",
+        super::principals::truncate(team_id),
+        super::principals::truncate(user_id)
+    )
+}
+
 /// Link a Slack user to a broker identity (admin): their clicks decide as that name, while it holds
 /// the approver or admin role through a live credential. Replaces an earlier link of the same user.
 #[utoipa::path(
@@ -382,13 +391,10 @@ pub(crate) async fn link_create(
     Auth(auth): Auth,
     Body(body): Body<CreateSlackLink>,
 ) -> Result<Response> {
-    let target = body.as_ref().ok().map(|b| {
-        format!(
-            "{}/{}",
-            super::principals::truncate(&b.team_id),
-            super::principals::truncate(&b.user_id)
-        )
-    });
+    let target = body
+        .as_ref()
+        .ok()
+        .map(|b| link_target(&b.team_id, &b.user_id));
     super::guarded(
         &app,
         &rid,
@@ -471,11 +477,7 @@ pub(crate) async fn link_delete(
     Auth(auth): Auth,
     Path((team_id, user_id)): Path<(String, String)>,
 ) -> Result<StatusCode> {
-    let target = Some(format!(
-        "{}/{}",
-        super::principals::truncate(&team_id),
-        super::principals::truncate(&user_id)
-    ));
+    let target = Some(link_target(&team_id, &user_id));
     super::guarded(
         &app,
         &rid,
