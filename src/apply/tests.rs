@@ -352,7 +352,7 @@ async fn recovery_compensates_an_orphaned_apply_and_applies_its_shares_again() {
     let mut policy: Value = serde_json::from_str(&f.aws.key_policy(KEY).unwrap()).unwrap();
     policy["Statement"].as_array_mut().unwrap().push(statement);
     f.aws.set_key_policy(KEY, &policy.to_string());
-    let (id2, sid2, now) = (id.clone(), sid.clone(), fmt_time(NOW));
+    let (id2, sid2, now) = (id, sid.clone(), fmt_time(NOW));
     f.store
         .write(move |c| {
             jobs::insert(c, "orphan", JobKind::Apply, SECRET, &[id2], &now)?;
@@ -389,7 +389,7 @@ async fn repair_writes_back_a_deleted_statement_and_the_share_is_active_again() 
     assert_eq!(drift.len(), 1);
     assert!(drift[0].problems[0].contains("missing"), "{drift:?}");
     f.set_status(id, ShareStatus::Drifted).await;
-    f.applier.repair(SECRET, vec![id.clone()], false);
+    f.applier.repair(SECRET, vec![id], false);
     f.applier.wait_idle().await;
     assert_eq!(f.get(id).await.status, ShareStatus::Active);
     assert_eq!(f.resource_sids().len(), 1);
@@ -409,7 +409,7 @@ async fn repair_revokes_a_share_whose_principal_was_deleted() {
         .replace(PRINCIPAL, "AROAEXAMPLEEXAMPLE123");
     f.aws.set_resource_policy(SECRET, Some(&edited));
     f.set_status(id, ShareStatus::Drifted).await;
-    f.applier.repair(SECRET, vec![id.clone()], false);
+    f.applier.repair(SECRET, vec![id], false);
     f.applier.wait_idle().await;
     let share = f.get(id).await;
     assert_eq!(share.status, ShareStatus::Revoked);
