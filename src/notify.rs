@@ -169,7 +169,7 @@ impl Notifier {
                                         at: &now_s,
                                         actor: "system",
                                         action: "notification.failed",
-                                        share_id: d.share_id.as_deref(),
+                                        share_id: d.share_id,
                                         request_id: None,
                                         details: json!({"delivery": d.id, "event": d.event, "attempts": attempts, "error": e}),
                                     },

@@ -82,11 +82,11 @@ pub(crate) async fn maintain(app: &Arc<App>) -> Result<TickReport> {
             move |c| {
                 let mut ids = Vec::new();
                 for id in candidates {
-                    if rows::share_by_id(c, &id)?.is_some_and(|s| s.status == ShareStatus::Pending) {
+                    if rows::share_by_id(c, id)?.is_some_and(|s| s.status == ShareStatus::Pending) {
                         ids.push(id);
                     }
                 }
-                for id in &ids {
+                for &id in &ids {
                     let details = json!({"reason": format!("pending for longer than {ttl} or past its expiry"), "from": "pending", "to": "expired"});
                     transition(c, Transition {
                         reason: Some("not decided in time"),
@@ -109,7 +109,7 @@ pub(crate) async fn maintain(app: &Arc<App>) -> Result<TickReport> {
                 move |c| {
                     let ids = rows::live_expired(c, &now)?;
                     let mut secrets = Vec::new();
-                    for id in &ids {
+                    for &id in &ids {
                         let Some(s) = rows::share_by_id(c, id)? else {
                             continue;
                         };
@@ -153,7 +153,7 @@ pub(crate) async fn maintain(app: &Arc<App>) -> Result<TickReport> {
                 let now = now.clone();
                 move |c| {
                     let ids = rows::expiring_unannounced(c, &now, &horizon)?;
-                    for id in &ids {
+                    for &id in &ids {
                         if let Some(s) = rows::share_by_id(c, id)? {
                             let detail = format!("access ends at {}", s.expires_at);
                             crate::store::outbox::enqueue(
@@ -205,7 +205,7 @@ pub(crate) async fn maintain(app: &Arc<App>) -> Result<TickReport> {
                 .write(move |c| {
                     let mut marked = Vec::new();
                     for d in drifts {
-                        let Some(s) = rows::share_by_id(c, &d.share_id)? else {
+                        let Some(s) = rows::share_by_id(c, d.share_id)? else {
                             continue;
                         };
                         if s.status != ShareStatus::Active {
@@ -223,7 +223,7 @@ pub(crate) async fn maintain(app: &Arc<App>) -> Result<TickReport> {
                                 }),
                                 notice: notify_on.then_some(("share.drifted", problems.as_str())),
                                 ..Transition::new(
-                                    &s.id.to_string(),
+                                    s.id,
                                     ShareStatus::Active,
                                     ShareStatus::Drifted,
                                     &now2,
@@ -233,7 +233,7 @@ pub(crate) async fn maintain(app: &Arc<App>) -> Result<TickReport> {
                                 )
                             },
                         )?;
-                        marked.push(s.id.to_string());
+                        marked.push(s.id);
                     }
                     Ok(marked)
                 })
@@ -275,13 +275,13 @@ async fn reannounce_break_glass(app: &Arc<App>, now_t: time::OffsetDateTime) -> 
             let mut n = 0;
             for id in due {
                 // Read again inside the write: reviewed (or announced) since the read is skipped.
-                let Some(g) = break_glass::get(c, &id)? else {
+                let Some(g) = break_glass::get(c, id)? else {
                     continue;
                 };
                 if g.reviewed_at.is_some() || g.announced_at > before {
                     continue;
                 }
-                if let Some(s) = rows::share_by_id(c, &id)? {
+                if let Some(s) = rows::share_by_id(c, id)? {
                     let detail = format!(
                         "BREAK-GLASS by {} on {} is not reviewed yet (POST /v1/shares/{id}/review), reason: {}",
                         g.requested_by, g.at, g.reason
@@ -295,7 +295,7 @@ async fn reannounce_break_glass(app: &Arc<App>, now_t: time::OffsetDateTime) -> 
                         &now,
                     )?;
                 }
-                break_glass::mark_announced(c, &id, &now)?;
+                break_glass::mark_announced(c, id, &now)?;
                 n += 1;
             }
             Ok(n)
@@ -318,7 +318,7 @@ async fn revoke_unjustified(app: &Arc<App>, now: &str) -> Result<usize> {
         .store
         .write(move |c| {
             let mut secrets = Vec::new();
-            for id in &ids {
+            for &id in &ids {
                 let Some(s) = rows::share_by_id(c, id)? else {
                     continue;
                 };

@@ -41,7 +41,7 @@ impl Origin {
     fn transition<'a>(
         &'a self,
         at: &'a str,
-        share_id: &'a str,
+        share_id: ShareId,
         share: &Share,
         to: ShareStatus,
         action: &'a str,
@@ -57,7 +57,7 @@ impl Origin {
         &'a self,
         at: &'a str,
         action: &'a str,
-        share_id: Option<&'a str>,
+        share_id: Option<ShareId>,
         details: serde_json::Value,
     ) -> NewEvent<'a> {
         NewEvent {
@@ -268,7 +268,7 @@ pub(crate) async fn request_share(
                 &origin.event(
                     &now,
                     "share.requested",
-                    Some(&share.id.to_string()),
+                    Some(share.id),
                     json!({
                         "secret_arn": share.secret_arn,
                         "principal_arn": share.principal_arn,
@@ -308,7 +308,7 @@ pub(crate) async fn request_share(
         .await
 }
 
-fn load(c: &Tx<'_>, id: &str) -> Result<Share> {
+fn load(c: &Tx<'_>, id: ShareId) -> Result<Share> {
     rows::share_by_id(c, id)?.ok_or_else(|| Error::NotFound(format!("no share with id {id}")))
 }
 
@@ -332,7 +332,7 @@ pub(crate) async fn decide(
     app: &App,
     caller: &Caller,
     origin: Origin,
-    share_id: String,
+    share_id: ShareId,
     decision: Decision,
     comment: Option<String>,
 ) -> Result<Share> {
@@ -340,7 +340,7 @@ pub(crate) async fn decide(
     let notify = app.notify_enabled();
     let ballot = Ballot::of(caller, decision, comment);
     app.store
-        .write(move |c| decide_in(c, &origin, &ballot, &share_id, now_t, notify))
+        .write(move |c| decide_in(c, &origin, &ballot, share_id, now_t, notify))
         .await
 }
 
@@ -370,7 +370,7 @@ fn decide_in(
     c: &Tx<'_>,
     origin: &Origin,
     ballot: &Ballot,
-    share_id: &str,
+    share_id: ShareId,
     now_t: OffsetDateTime,
     notify: bool,
 ) -> Result<Share> {
@@ -478,7 +478,7 @@ fn decide_in(
         || !rows::insert_vote(
             c,
             &rows::NewVote {
-                share_id: &share.id.to_string(),
+                share_id: share.id,
                 approver: &origin.actor,
                 decision: d,
                 comment: comment.as_deref(),
@@ -565,9 +565,9 @@ fn decide_in(
         "to": new_status.unwrap_or(share.status),
     });
     let Some(to) = new_status else {
-        let id = share.id.to_string();
-        audit::append(c, &origin.event(&now, action, Some(&id), details))?;
-        return load(c, &id);
+        let id = share.id;
+        audit::append(c, &origin.event(&now, action, Some(id), details))?;
+        return load(c, id);
     };
     let reason = (decision == Decision::Reject)
         .then_some(comment.as_deref())
@@ -579,7 +579,7 @@ fn decide_in(
         Transition {
             reason,
             notice: notify.then_some((action, by.as_str())),
-            ..origin.transition(&now, &share.id.to_string(), &share, to, action, details)
+            ..origin.transition(&now, share.id, &share, to, action, details)
         },
     )
 }
@@ -644,13 +644,13 @@ pub(crate) async fn cancel(
     app: &App,
     caller: &Caller,
     origin: Origin,
-    share_id: String,
+    share_id: ShareId,
 ) -> Result<Share> {
     let now = fmt_time(app.clock.now());
     let is_admin = caller.role == crate::domain::Role::Admin;
     app.store
         .write(move |c| {
-            let share = load(c, &share_id)?;
+            let share = load(c, share_id)?;
             if !identity::same(&share.requested_by, &origin.actor) && !is_admin {
                 return Err(Error::Forbidden(format!(
                     "only the requester ({}) or an admin can cancel this share",
@@ -664,7 +664,7 @@ pub(crate) async fn cancel(
                 c,
                 origin.transition(
                     &now,
-                    &share.id.to_string(),
+                    share.id,
                     &share,
                     ShareStatus::Cancelled,
                     "share.cancelled",
@@ -731,7 +731,8 @@ pub(crate) async fn record_refusal(
         details["unaudited_before"] = unaudited.into();
     }
     let share_id = match resource {
-        Resource::Share => target,
+        // The handlers pass a share's id in its canonical form; anything else names no share.
+        Resource::Share => target.and_then(|t| ShareId::parse(&t).ok()),
         Resource::Token | Resource::Principal | Resource::SlackLink => {
             if let Some(t) = target {
                 details["target"] = t.into();
@@ -741,10 +742,7 @@ pub(crate) async fn record_refusal(
     };
     app.store
         .write(move |c| {
-            audit::append(
-                c,
-                &origin.event(&now, &action, share_id.as_deref(), details),
-            )?;
+            audit::append(c, &origin.event(&now, &action, share_id, details))?;
             Ok(())
         })
         .await
@@ -756,14 +754,14 @@ pub(crate) async fn request_revoke(
     app: &App,
     caller: &Caller,
     origin: Origin,
-    share_id: String,
+    share_id: ShareId,
     reason: String,
 ) -> Result<Share> {
     let now = fmt_time(app.clock.now());
     let role = caller.role;
     app.store
         .write(move |c| {
-            let share = load(c, &share_id)?;
+            let share = load(c, share_id)?;
             if role == crate::domain::Role::Requester
                 && !identity::same(&share.requested_by, &origin.actor)
             {
@@ -787,7 +785,7 @@ pub(crate) async fn request_revoke(
                     reason: Some(&reason),
                     ..origin.transition(
                         &now,
-                        &share.id.to_string(),
+                        share.id,
                         &share,
                         ShareStatus::Revoking,
                         "share.revoke_requested",
@@ -800,12 +798,12 @@ pub(crate) async fn request_revoke(
 }
 
 /// Queues a failed share to be applied again (admin).
-pub(crate) async fn retry(app: &App, origin: Origin, share_id: String) -> Result<Share> {
+pub(crate) async fn retry(app: &App, origin: Origin, share_id: ShareId) -> Result<Share> {
     let now_t = utc_seconds(app.clock.now());
     let now = fmt_time(now_t);
     app.store
         .write(move |c| {
-            let share = load(c, &share_id)?;
+            let share = load(c, share_id)?;
             if share.status != ShareStatus::Failed {
                 return Err(Error::bad_transition("retry", share.status, "failed"));
             }
@@ -821,7 +819,7 @@ pub(crate) async fn retry(app: &App, origin: Origin, share_id: String) -> Result
                 c,
                 origin.transition(
                     &now,
-                    &share.id.to_string(),
+                    share.id,
                     &share,
                     ShareStatus::Approved,
                     "share.retry",
@@ -833,11 +831,11 @@ pub(crate) async fn retry(app: &App, origin: Origin, share_id: String) -> Result
 }
 
 /// Records an admin's request to repair a drifted share (the applier re-applies it).
-pub(crate) async fn request_repair(app: &App, origin: Origin, share_id: String) -> Result<Share> {
+pub(crate) async fn request_repair(app: &App, origin: Origin, share_id: ShareId) -> Result<Share> {
     let now = fmt_time(app.clock.now());
     app.store
         .write(move |c| {
-            let share = load(c, &share_id)?;
+            let share = load(c, share_id)?;
             if share.status != ShareStatus::Drifted {
                 return Err(Error::bad_transition("repair", share.status, "drifted"));
             }
@@ -846,7 +844,7 @@ pub(crate) async fn request_repair(app: &App, origin: Origin, share_id: String) 
                 &origin.event(
                     &now,
                     "share.repair_requested",
-                    Some(&share.id.to_string()),
+                    Some(share.id),
                     json!({"problems": share.last_error}),
                 ),
             )?;
@@ -1014,8 +1012,8 @@ fn break_glass_in(
     }
     let max = time::Duration::try_from(rules.max_ttl).unwrap_or(GLASS_WINDOW);
     let ends = share.expires_at.min(utc_seconds(now_t + max));
-    let id = share.id.to_string();
-    crate::store::break_glass::insert(c, &id, &who, &glass.reason, &fmt_time(ends), &now)?;
+    let id = share.id;
+    crate::store::break_glass::insert(c, id, &who, &glass.reason, &fmt_time(ends), &now)?;
     let detail = format!(
         "BREAK-GLASS by {} (no quorum; needs a review), reason: {}",
         origin.actor, glass.reason
@@ -1037,7 +1035,7 @@ fn break_glass_in(
             notice: notify.then_some(("share.break_glass", detail.as_str())),
             ..origin.transition(
                 &now,
-                &id,
+                id,
                 share,
                 ShareStatus::Approved,
                 "share.break_glass",
@@ -1052,7 +1050,7 @@ fn break_glass_in(
 pub(crate) async fn break_glass(
     app: &App,
     origin: Origin,
-    share_id: String,
+    share_id: ShareId,
     glass: Glass,
 ) -> Result<Share> {
     let now_t = app.clock.now();
@@ -1060,7 +1058,7 @@ pub(crate) async fn break_glass(
     let notify = app.notify_enabled();
     app.store
         .write(move |c| {
-            let share = load(c, &share_id)?;
+            let share = load(c, share_id)?;
             break_glass_in(c, &origin, &glass, &share, &rules, now_t, notify)
         })
         .await
@@ -1093,7 +1091,7 @@ pub(crate) async fn review_break_glass(
     app: &App,
     caller: &Caller,
     origin: Origin,
-    share_id: String,
+    share_id: ShareId,
     outcome: ReviewOutcome,
     comment: Option<String>,
 ) -> Result<Share> {
@@ -1103,9 +1101,9 @@ pub(crate) async fn review_break_glass(
     let notify = app.notify_enabled();
     app.store
         .write(move |c| {
-            let share = load(c, &share_id)?;
-            let id = share.id.to_string();
-            let Some(glass) = crate::store::break_glass::get(c, &id)? else {
+            let share = load(c, share_id)?;
+            let id = share.id;
+            let Some(glass) = crate::store::break_glass::get(c, id)? else {
                 return Err(Error::Conflict {
                     detail: format!("share {id} was not approved through break-glass: there is nothing to review"),
                     current_status: Some(share.status),
@@ -1139,7 +1137,7 @@ pub(crate) async fn review_break_glass(
             }
             if !crate::store::break_glass::record_review(
                 c,
-                &id,
+                id,
                 &identity::canonical(&origin.actor),
                 outcome.as_str(),
                 comment.as_deref(),
@@ -1160,7 +1158,7 @@ pub(crate) async fn review_break_glass(
                 &origin.event(
                     &now,
                     "share.break_glass_reviewed",
-                    Some(&id),
+                    Some(id),
                     json!({
                         "break_glass": true,
                         "outcome": outcome.as_str(),
@@ -1172,13 +1170,13 @@ pub(crate) async fn review_break_glass(
                 ),
             )?;
             if outcome == ReviewOutcome::Justified {
-                return load(c, &id);
+                return load(c, id);
             }
             let why = format!("break-glass reviewed unjustified by {}", origin.actor);
             let to = match share.status {
                 ShareStatus::Active | ShareStatus::Drifted => ShareStatus::Revoking,
                 ShareStatus::Approved => ShareStatus::Expired,
-                _ => return load(c, &id),
+                _ => return load(c, id),
             };
             let action = if to == ShareStatus::Revoking {
                 "share.revoke_requested"
@@ -1191,7 +1189,7 @@ pub(crate) async fn review_break_glass(
                 Transition {
                     reason: Some(&why),
                     notice: notify.then_some((action, why.as_str())),
-                    ..origin.transition(&now, &id, &share, to, action, details)
+                    ..origin.transition(&now, id, &share, to, action, details)
                 },
             )
         })
@@ -1201,8 +1199,8 @@ pub(crate) async fn review_break_glass(
 /// 409 when `share` is a break-glass share reviewed `unjustified`: the review is final, so the share
 /// is never applied again (a failed one is not retried: that would grant what the review refused).
 fn refuse_unjustified(c: &Tx<'_>, share: &Share, verb: &str) -> Result<()> {
-    let id = share.id.to_string();
-    match crate::store::break_glass::get(c, &id)? {
+    let id = share.id;
+    match crate::store::break_glass::get(c, id)? {
         Some(g) if g.outcome.as_deref() == Some(ReviewOutcome::Unjustified.as_str()) => {
             Err(Error::Conflict {
                 detail: format!(
@@ -1290,7 +1288,7 @@ pub(crate) async fn decide_from_slack(
     request_id: Option<String>,
     team_id: String,
     user_id: String,
-    share_id: String,
+    share_id: ShareId,
     decision: Decision,
 ) -> SlackVote {
     let now_t = app.clock.now();
@@ -1327,7 +1325,7 @@ pub(crate) async fn decide_from_slack(
             let comment = (decision == Decision::Reject)
                 .then(|| format!("rejected from Slack by {}", link.name));
             let ballot = Ballot::of(&caller, decision, comment);
-            decide_in(c, &origin, &ballot, &share_id, now_t, notify)
+            decide_in(c, &origin, &ballot, share_id, now_t, notify)
         })
         .await;
     let link = seen.lock().unwrap_or_else(|e| e.into_inner()).take();

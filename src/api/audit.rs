@@ -11,7 +11,7 @@ use super::extract::Query;
 use super::problem::Problem;
 use super::{decode_cursor, encode_cursor, page_limit};
 use crate::app::App;
-use crate::domain::{Caller, Role};
+use crate::domain::{Caller, Role, ShareId};
 use crate::error::{Error, Result};
 use crate::store::audit::{self, Anchor, AuditEvent, Verification};
 
@@ -49,7 +49,7 @@ pub(crate) struct AuditQuery {
         (status = 200, description = "A page of events", body = AuditPage),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs auditor or admin", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad limit, cursor or share_id", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn list(
@@ -61,10 +61,21 @@ pub(crate) async fn list(
     let limit = page_limit(q.limit)?;
     let after = decode_cursor(q.cursor.as_deref())?.unwrap_or(0);
     super::check_len("share_id", q.share_id.as_deref(), 64)?;
-    let share_id = q.share_id.filter(|s| !s.is_empty());
+    let share_id = q
+        .share_id
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            ShareId::parse(&s).map_err(|_| {
+                Error::field(
+                    "share_id",
+                    "is not a share id: give the id of a share as a UUID, e.g. 01938a5e-7c1f-7b3a-9d2e-4f5a6b7c8d9e",
+                )
+            })
+        })
+        .transpose()?;
     let mut items = app
         .store
-        .read(move |c| audit::list(c, share_id.as_deref(), after, limit + 1))
+        .read(move |c| audit::list(c, share_id, after, limit + 1))
         .await?;
     let more = items.len() > limit;
     items.truncate(limit);

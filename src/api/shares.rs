@@ -23,7 +23,7 @@ use super::problem::Problem;
 use super::views::ShareView;
 use super::{actor_of, check_len, check_text, decode_cursor, invalid_if_any, page_limit, paginate};
 use crate::app::App;
-use crate::domain::{ActionSet, Caller, Role, ShareAction, ShareStatus, fmt_time};
+use crate::domain::{ActionSet, Caller, Role, ShareAction, ShareId, ShareStatus, fmt_time};
 use crate::error::{Error, FieldError, Result};
 use crate::policy::arn::{MAX_ARN_LEN, PrincipalArn, PrincipalKind, SecretArn};
 use crate::store::rows::{self, Share, ShareFilter};
@@ -223,11 +223,11 @@ async fn guarded<T>(
     app: &App,
     rid: &RequestId,
     actor: String,
-    share_id: Option<&str>,
+    share_id: Option<ShareId>,
     attempted: &str,
     fut: impl Future<Output = Result<T>>,
 ) -> Result<T> {
-    let share_id = share_id.and_then(canonical_uuid);
+    let share_id = share_id.map(|id| id.to_string());
     super::guarded(
         app,
         rid,
@@ -240,17 +240,10 @@ async fn guarded<T>(
     .await
 }
 
-/// The canonical form of a UUID typed in any of the forms a UUID parser accepts (upper case, without
-/// dashes, in braces, `urn:uuid:`), or `None` when it is not a UUID.
-pub(crate) fn canonical_uuid(id: &str) -> Option<String> {
-    uuid::Uuid::parse_str(id)
-        .ok()
-        .map(|u| u.hyphenated().to_string())
-}
-
-/// A share id from a path: its canonical form when it is a UUID, else as typed (to be answered 404).
-fn share_path_id(id: String) -> String {
-    canonical_uuid(&id).unwrap_or(id)
+/// A share id from a path, in any form a UUID parser accepts; anything else names no share: the 404
+/// is answered where a UUID that names none would be (after the caller's checks).
+fn share_path_id(id: &str) -> Result<ShareId> {
+    ShareId::parse(id).map_err(|_| Error::NotFound(format!("no share with id {}", truncate(id))))
 }
 
 /// The longest `principal_id` looked up (ids are UUIDs).
@@ -690,12 +683,11 @@ pub(crate) async fn get(
 
 /// The share `GET /v1/shares/{id}` shows, as the domain sees it (the console renders it).
 pub(crate) async fn find(app: &App, id: String) -> Result<Share> {
-    let id = share_path_id(id);
-    let id2 = id.clone();
+    let id = share_path_id(&id)?;
     app.store
-        .read_quick(move |c| rows::share_by_id(c, &id2))
+        .read_quick(move |c| rows::share_by_id(c, id))
         .await?
-        .ok_or_else(|| Error::NotFound(format!("no share with id {}", truncate(&id))))
+        .ok_or_else(|| Error::NotFound(format!("no share with id {id}")))
 }
 
 /// Approve a pending share (approver or admin; never the requester). Reaching the quorum of distinct
@@ -721,31 +713,32 @@ pub(crate) async fn approve(
     Path(id): Path<String>,
     OptionalBody(body): OptionalBody<ApproveShare>,
 ) -> Result<Json<ShareView>> {
-    let id = share_path_id(id);
-    guarded(&app, &rid, actor_of(&auth), Some(&id), "approve", async {
-        let caller = auth?;
-        caller.require(&[Role::Approver, Role::Admin])?;
-        let body = body?;
-        let mut errors = Vec::new();
-        if let Some(c) = &body.comment {
-            check_text(&mut errors, "comment", c, MAX_TEXT, false);
-        }
-        invalid_if_any(errors)?;
-        let origin = Origin::of(&caller, rid.0.clone());
-        let share = workflow::decide(
-            &app,
-            &caller,
-            origin,
-            id.clone(),
-            Decision::Approve,
-            body.comment,
-        )
-        .await?;
-        if share.status == ShareStatus::Approved {
-            app.applier.kick(&share.secret_arn);
-        }
-        Ok(Json(ShareView::from(share)))
-    })
+    let id = share_path_id(&id);
+    guarded(
+        &app,
+        &rid,
+        actor_of(&auth),
+        id.as_ref().ok().copied(),
+        "approve",
+        async {
+            let caller = auth?;
+            caller.require(&[Role::Approver, Role::Admin])?;
+            let body = body?;
+            let mut errors = Vec::new();
+            if let Some(c) = &body.comment {
+                check_text(&mut errors, "comment", c, MAX_TEXT, false);
+            }
+            invalid_if_any(errors)?;
+            let origin = Origin::of(&caller, rid.0.clone());
+            let share =
+                workflow::decide(&app, &caller, origin, id?, Decision::Approve, body.comment)
+                    .await?;
+            if share.status == ShareStatus::Approved {
+                app.applier.kick(&share.secret_arn);
+            }
+            Ok(Json(ShareView::from(share)))
+        },
+    )
     .await
 }
 
@@ -771,26 +764,33 @@ pub(crate) async fn reject(
     Path(id): Path<String>,
     Body(body): Body<RejectShare>,
 ) -> Result<Json<ShareView>> {
-    let id = share_path_id(id);
-    guarded(&app, &rid, actor_of(&auth), Some(&id), "reject", async {
-        let caller = auth?;
-        caller.require(&[Role::Approver, Role::Admin])?;
-        let body = body?;
-        let mut errors = Vec::new();
-        check_text(&mut errors, "comment", &body.comment, MAX_TEXT, true);
-        invalid_if_any(errors)?;
-        let origin = Origin::of(&caller, rid.0.clone());
-        workflow::decide(
-            &app,
-            &caller,
-            origin,
-            id.clone(),
-            Decision::Reject,
-            Some(body.comment),
-        )
-        .await
-        .map(|s| Json(ShareView::from(s)))
-    })
+    let id = share_path_id(&id);
+    guarded(
+        &app,
+        &rid,
+        actor_of(&auth),
+        id.as_ref().ok().copied(),
+        "reject",
+        async {
+            let caller = auth?;
+            caller.require(&[Role::Approver, Role::Admin])?;
+            let body = body?;
+            let mut errors = Vec::new();
+            check_text(&mut errors, "comment", &body.comment, MAX_TEXT, true);
+            invalid_if_any(errors)?;
+            let origin = Origin::of(&caller, rid.0.clone());
+            workflow::decide(
+                &app,
+                &caller,
+                origin,
+                id?,
+                Decision::Reject,
+                Some(body.comment),
+            )
+            .await
+            .map(|s| Json(ShareView::from(s)))
+        },
+    )
     .await
 }
 
@@ -813,15 +813,22 @@ pub(crate) async fn cancel(
     Auth(auth): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<ShareView>> {
-    let id = share_path_id(id);
-    guarded(&app, &rid, actor_of(&auth), Some(&id), "cancel", async {
-        let caller = auth?;
-        caller.require(&[Role::Requester, Role::Admin])?;
-        let origin = Origin::of(&caller, rid.0.clone());
-        workflow::cancel(&app, &caller, origin, id.clone())
-            .await
-            .map(|s| Json(ShareView::from(s)))
-    })
+    let id = share_path_id(&id);
+    guarded(
+        &app,
+        &rid,
+        actor_of(&auth),
+        id.as_ref().ok().copied(),
+        "cancel",
+        async {
+            let caller = auth?;
+            caller.require(&[Role::Requester, Role::Admin])?;
+            let origin = Origin::of(&caller, rid.0.clone());
+            workflow::cancel(&app, &caller, origin, id?)
+                .await
+                .map(|s| Json(ShareView::from(s)))
+        },
+    )
     .await
 }
 
@@ -910,20 +917,26 @@ pub(crate) async fn revoke(
     Path(id): Path<String>,
     Body(body): Body<RevokeShare>,
 ) -> Result<Json<ShareView>> {
-    let id = share_path_id(id);
-    guarded(&app, &rid, actor_of(&auth), Some(&id), "revoke", async {
-        let caller = auth?;
-        caller.require(&[Role::Requester, Role::Approver, Role::Admin])?;
-        let body = body?;
-        let mut errors = Vec::new();
-        check_text(&mut errors, "reason", &body.reason, MAX_TEXT, true);
-        invalid_if_any(errors)?;
-        let origin = Origin::of(&caller, rid.0.clone());
-        let share =
-            workflow::request_revoke(&app, &caller, origin, id.clone(), body.reason).await?;
-        app.applier.kick(&share.secret_arn);
-        Ok(Json(ShareView::from(share)))
-    })
+    let id = share_path_id(&id);
+    guarded(
+        &app,
+        &rid,
+        actor_of(&auth),
+        id.as_ref().ok().copied(),
+        "revoke",
+        async {
+            let caller = auth?;
+            caller.require(&[Role::Requester, Role::Approver, Role::Admin])?;
+            let body = body?;
+            let mut errors = Vec::new();
+            check_text(&mut errors, "reason", &body.reason, MAX_TEXT, true);
+            invalid_if_any(errors)?;
+            let origin = Origin::of(&caller, rid.0.clone());
+            let share = workflow::request_revoke(&app, &caller, origin, id?, body.reason).await?;
+            app.applier.kick(&share.secret_arn);
+            Ok(Json(ShareView::from(share)))
+        },
+    )
     .await
 }
 
@@ -946,23 +959,30 @@ pub(crate) async fn retry(
     Auth(auth): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<ShareView>> {
-    let id = share_path_id(id);
-    guarded(&app, &rid, actor_of(&auth), Some(&id), "retry", async {
-        let caller = auth?;
-        caller.require(&[Role::Admin])?;
-        let share = workflow::retry(&app, Origin::of(&caller, rid.0.clone()), id.clone()).await?;
-        app.applier.kick(&share.secret_arn);
-        Ok(Json(ShareView::from(share)))
-    })
+    let id = share_path_id(&id);
+    guarded(
+        &app,
+        &rid,
+        actor_of(&auth),
+        id.as_ref().ok().copied(),
+        "retry",
+        async {
+            let caller = auth?;
+            caller.require(&[Role::Admin])?;
+            let share = workflow::retry(&app, Origin::of(&caller, rid.0.clone()), id?).await?;
+            app.applier.kick(&share.secret_arn);
+            Ok(Json(ShareView::from(share)))
+        },
+    )
     .await
 }
 
 async fn share_or_404(app: &App, id: &str) -> Result<Share> {
-    let id2 = id.to_owned();
+    let id = share_path_id(id)?;
     app.store
-        .read(move |c| rows::share_by_id(c, &id2))
+        .read(move |c| rows::share_by_id(c, id))
         .await?
-        .ok_or_else(|| Error::NotFound(format!("no share with id {}", truncate(id))))
+        .ok_or_else(|| Error::NotFound(format!("no share with id {id}")))
 }
 
 /// The share's documents merged into the live policies, diffed and linted. Reads AWS; writes nothing.
@@ -984,7 +1004,6 @@ pub(crate) async fn plan(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<crate::inspect::LivePlan>> {
-    let id = share_path_id(id);
     let share = share_or_404(&app, &id).await?;
     Ok(Json(
         app.applier
@@ -1025,7 +1044,6 @@ pub(crate) async fn consumer(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ConsumerInstructions>> {
-    let id = share_path_id(id);
     use crate::policy::compose::{compose, consumer_cli};
     let share = share_or_404(&app, &id).await?;
     let grant = crate::apply::grant_of(&share)?;
@@ -1097,16 +1115,22 @@ pub(crate) async fn repair(
     Auth(auth): Auth,
     Path(id): Path<String>,
 ) -> Result<Json<ShareView>> {
-    let id = share_path_id(id);
-    guarded(&app, &rid, actor_of(&auth), Some(&id), "repair", async {
-        let caller = auth?;
-        caller.require(&[Role::Admin])?;
-        let share =
-            workflow::request_repair(&app, Origin::of(&caller, rid.0.clone()), id.clone()).await?;
-        app.applier
-            .repair(&share.secret_arn, vec![share.id.to_string()], true);
-        Ok(Json(ShareView::from(share)))
-    })
+    let id = share_path_id(&id);
+    guarded(
+        &app,
+        &rid,
+        actor_of(&auth),
+        id.as_ref().ok().copied(),
+        "repair",
+        async {
+            let caller = auth?;
+            caller.require(&[Role::Admin])?;
+            let share =
+                workflow::request_repair(&app, Origin::of(&caller, rid.0.clone()), id?).await?;
+            app.applier.repair(&share.secret_arn, vec![share.id], true);
+            Ok(Json(ShareView::from(share)))
+        },
+    )
     .await
 }
 
@@ -1135,12 +1159,12 @@ pub async fn break_glass(
     Path(id): Path<String>,
     Body(body): Body<BreakGlass>,
 ) -> Result<Json<ShareView>> {
-    let id = share_path_id(id);
+    let id = share_path_id(&id);
     guarded(
         &app,
         &rid,
         actor_of(&auth),
-        Some(&id),
+        id.as_ref().ok().copied(),
         "break-glass",
         async {
             let caller = auth?;
@@ -1153,8 +1177,7 @@ pub async fn break_glass(
                 reason: body.reason,
             };
             let share =
-                workflow::break_glass(&app, Origin::of(&caller, rid.0.clone()), id.clone(), glass)
-                    .await?;
+                workflow::break_glass(&app, Origin::of(&caller, rid.0.clone()), id?, glass).await?;
             app.applier.kick(&share.secret_arn);
             Ok(Json(ShareView::from(share)))
         },
@@ -1186,33 +1209,40 @@ pub async fn review(
     Path(id): Path<String>,
     Body(body): Body<ReviewShare>,
 ) -> Result<Json<ShareView>> {
-    let id = share_path_id(id);
-    guarded(&app, &rid, actor_of(&auth), Some(&id), "review", async {
-        let caller = auth?;
-        caller.require(&[Role::Approver, Role::Admin])?;
-        let body = body?;
-        let mut errors = Vec::new();
-        if let Some(c) = &body.comment {
-            check_text(&mut errors, "comment", c, MAX_TEXT, false);
-        }
-        invalid_if_any(errors)?;
-        let outcome = match body.outcome {
-            ReviewOutcomeView::Justified => workflow::ReviewOutcome::Justified,
-            ReviewOutcomeView::Unjustified => workflow::ReviewOutcome::Unjustified,
-        };
-        let share = workflow::review_break_glass(
-            &app,
-            &caller,
-            Origin::of(&caller, rid.0.clone()),
-            id.clone(),
-            outcome,
-            body.comment,
-        )
-        .await?;
-        if share.status == ShareStatus::Revoking {
-            app.applier.kick(&share.secret_arn);
-        }
-        Ok(Json(ShareView::from(share)))
-    })
+    let id = share_path_id(&id);
+    guarded(
+        &app,
+        &rid,
+        actor_of(&auth),
+        id.as_ref().ok().copied(),
+        "review",
+        async {
+            let caller = auth?;
+            caller.require(&[Role::Approver, Role::Admin])?;
+            let body = body?;
+            let mut errors = Vec::new();
+            if let Some(c) = &body.comment {
+                check_text(&mut errors, "comment", c, MAX_TEXT, false);
+            }
+            invalid_if_any(errors)?;
+            let outcome = match body.outcome {
+                ReviewOutcomeView::Justified => workflow::ReviewOutcome::Justified,
+                ReviewOutcomeView::Unjustified => workflow::ReviewOutcome::Unjustified,
+            };
+            let share = workflow::review_break_glass(
+                &app,
+                &caller,
+                Origin::of(&caller, rid.0.clone()),
+                id?,
+                outcome,
+                body.comment,
+            )
+            .await?;
+            if share.status == ShareStatus::Revoking {
+                app.applier.kick(&share.secret_arn);
+            }
+            Ok(Json(ShareView::from(share)))
+        },
+    )
     .await
 }

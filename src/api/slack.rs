@@ -28,7 +28,7 @@ use super::extract::{Auth, Body, RequestId};
 use super::problem::Problem;
 use super::{check_text, invalid_if_any};
 use crate::app::App;
-use crate::domain::{Role, ShareStatus, fmt_time};
+use crate::domain::{Role, ShareId, ShareStatus, fmt_time};
 use crate::error::{Error, FieldError, Result};
 use crate::store::slack::{self as links, SlackLink};
 use crate::workflow::{self, Decision, Origin, Resource};
@@ -150,7 +150,7 @@ struct Click {
     team_id: String,
     user_id: String,
     action: Decision,
-    share_id: String,
+    share_id: ShareId,
     response_url: String,
 }
 
@@ -189,7 +189,7 @@ fn parse(body: &[u8]) -> Result<Click> {
     };
     let share_id = a["value"]
         .as_str()
-        .and_then(super::shares::canonical_uuid)
+        .and_then(|v| ShareId::parse(v).ok())
         .ok_or_else(|| bad("does not carry a share id"))?;
     let response_url = v["response_url"]
         .as_str()
@@ -214,7 +214,7 @@ async fn decide(app: &App, rid: &RequestId, click: &Click) -> serde_json::Value 
         rid.0.clone(),
         click.team_id.clone(),
         click.user_id.clone(),
-        click.share_id.clone(),
+        click.share_id,
         click.action,
     )
     .await;
@@ -234,7 +234,7 @@ async fn decide(app: &App, rid: &RequestId, click: &Click) -> serde_json::Value 
                 .count();
             let text = format!(
                 "secret-broker: share {} is *{}*: {done} by {} from Slack ({approvals} of {} approvals)",
-                &click.share_id[..8],
+                &click.share_id.to_string()[..8],
                 share.status,
                 link.name,
                 share.approvals_required,
@@ -256,7 +256,7 @@ async fn decide(app: &App, rid: &RequestId, click: &Click) -> serde_json::Value 
             app,
             origin,
             Resource::Share,
-            Some(click.share_id.clone()),
+            Some(click.share_id.to_string()),
             &format!("{verb} (slack)"),
             &err,
         )

@@ -5,7 +5,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{Applier, SYSTEM};
-use crate::domain::{ShareStatus, fmt_time};
+use crate::domain::{ShareId, ShareStatus, fmt_time};
 use crate::store::jobs::{self, JobKind};
 use crate::store::rows::{self, Share};
 use crate::store::{Transition, transition};
@@ -37,7 +37,7 @@ impl Applier {
                         transition(c, Transition {
                             reason: Some(WHY),
                             notice: notify.then_some(("share.expired", WHY)),
-                            ..Transition::new(&s.id.to_string(), ShareStatus::Approved, ShareStatus::Expired, &now, SYSTEM, "share.expired", details)
+                            ..Transition::new(s.id, ShareStatus::Approved, ShareStatus::Expired, &now, SYSTEM, "share.expired", details)
                         })?;
                     }
                     shares = due;
@@ -46,12 +46,12 @@ impl Applier {
                     return Ok(None);
                 }
                 let job = Uuid::now_v7().to_string();
-                let ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
+                let ids: Vec<ShareId> = shares.iter().map(|s| s.id).collect();
                 jobs::insert(c, &job, kind, &secret, &ids, &now)?;
                 if from == ShareStatus::Approved {
                     for s in &shares {
                         let details = json!({"job": job, "with": ids.len(), "from": "approved", "to": "applying"});
-                        transition(c, Transition::new(&s.id.to_string(), ShareStatus::Approved, ShareStatus::Applying, &now, SYSTEM, "share.applying", details))?;
+                        transition(c, Transition::new(s.id, ShareStatus::Approved, ShareStatus::Applying, &now, SYSTEM, "share.applying", details))?;
                     }
                 }
                 Ok(Some((job, shares)))
@@ -64,7 +64,7 @@ impl Applier {
     pub(super) async fn claim_drifted(
         &self,
         secret: &str,
-        ids: Vec<String>,
+        ids: Vec<ShareId>,
     ) -> crate::error::Result<Option<(String, Vec<Share>)>> {
         let now = self.now();
         let secret_s = secret.to_owned();
@@ -74,13 +74,13 @@ impl Applier {
                 let shares: Vec<Share> =
                     rows::shares_of_secret(c, &secret_s, ShareStatus::Drifted)?
                         .into_iter()
-                        .filter(|s| ids.contains(&s.id.to_string()))
+                        .filter(|s| ids.contains(&s.id))
                         .collect();
                 if shares.is_empty() {
                     return Ok(None);
                 }
                 let job = Uuid::now_v7().to_string();
-                let share_ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
+                let share_ids: Vec<ShareId> = shares.iter().map(|s| s.id).collect();
                 jobs::insert(c, &job, JobKind::Apply, &secret_s, &share_ids, &now)?;
                 Ok(Some((job, shares)))
             })

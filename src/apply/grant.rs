@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use serde_json::Value;
 
 use super::{Applier, Failure};
-use crate::domain::ShareStatus;
+use crate::domain::{ShareId, ShareStatus};
 use crate::policy::arn::KmsKeyArn;
 use crate::policy::compose::{
     Grant, InstallationId, is_unique_id, key_statement_for, legacy_statements,
@@ -98,7 +98,7 @@ impl Applier {
         &self,
         secret: &str,
         keys: &[KmsKeyArn],
-        exclude: &[String],
+        exclude: &[ShareId],
         exclude_any_status: bool,
     ) -> Result<Needed, Failure> {
         const LIVE: [ShareStatus; 3] = [
@@ -122,7 +122,7 @@ impl Applier {
                     }
                     for job in jobs::running_with_key(c, key)? {
                         for id in &job.share_ids {
-                            if let Some(s) = rows::share_by_id(c, id)?
+                            if let Some(s) = rows::share_by_id(c, *id)?
                                 && s.status == ShareStatus::Applying
                                 && s.key_arn.is_none()
                             {
@@ -136,8 +136,7 @@ impl Applier {
             .await?;
         // A share being revoked (status `revoking`) is not live: it keeps nothing alive.
         let skip = |s: &Share| {
-            exclude.contains(&s.id.to_string())
-                && (exclude_any_status || s.status == ShareStatus::Applying)
+            exclude.contains(&s.id) && (exclude_any_status || s.status == ShareStatus::Applying)
         };
         let installation = &self.settings.installation;
         let mut needed = Needed::default();

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::live::{Live, LivePolicies};
 use super::run::Mode;
 use super::{Applier, Busy, Failure, SYSTEM, grant_of, share_sids, unique_ids_in};
-use crate::domain::ShareStatus;
+use crate::domain::{ShareId, ShareStatus};
 use crate::policy::arn::KmsKeyArn;
 use crate::policy::merge;
 use crate::store::audit::{self, NewEvent};
@@ -59,7 +59,7 @@ impl Applier {
                         let j = job.clone();
                         self.store
                             .write(move |c| {
-                                for id in &j.share_ids {
+                                for &id in &j.share_ids {
                                     if rows::status_of(c, id)? == Some(ShareStatus::Applying) {
                                         let details = json!({"job": j.id, "reason": "the broker stopped while applying; what it had written was removed and the share is applied again", "from": "applying", "to": "approved"});
                                         transition(c, Transition::new(id, ShareStatus::Applying, ShareStatus::Approved, &now, SYSTEM, "share.requeued", details))?;
@@ -106,7 +106,7 @@ impl Applier {
     /// edited is written back; the worker's automatic repair leaves such an edit alone (the share stays
     /// `drifted`). Either way a share whose principal AWS shows as a unique id (deleted, perhaps
     /// re-created) is never granted again: it is revoked, with that reason.
-    pub(crate) fn repair(self: &Arc<Self>, secret: &str, ids: Vec<String>, by_admin: bool) {
+    pub(crate) fn repair(self: &Arc<Self>, secret: &str, ids: Vec<ShareId>, by_admin: bool) {
         if !self.settings.enabled || ids.is_empty() {
             return;
         }
@@ -195,7 +195,7 @@ impl Applier {
     }
 
     /// Returns whether shares were sent to be revoked (the caller kicks the secret once the lock is free).
-    async fn run_repair(&self, secret: &str, ids: Vec<String>, by_admin: bool) -> bool {
+    async fn run_repair(&self, secret: &str, ids: Vec<ShareId>, by_admin: bool) -> bool {
         let (job, shares) = match self.claim_drifted(secret, ids).await {
             Ok(Some(x)) => x,
             Ok(None) => return false,
@@ -214,13 +214,13 @@ impl Applier {
                 .store
                 .write(move |c| {
                     for (share, reason) in &recreated {
-                        if rows::status_of(c, &share.id.to_string())? != Some(ShareStatus::Drifted) {
+                        if rows::status_of(c, share.id)? != Some(ShareStatus::Drifted) {
                             continue;
                         }
                         let details = json!({"job": job_id, "reason": reason, "principal_recreated": true, "from": "drifted", "to": "revoking"});
                         transition(c, Transition {
                             reason: Some(reason),
-                            ..Transition::new(&share.id.to_string(), ShareStatus::Drifted, ShareStatus::Revoking, &now, SYSTEM, "share.revoke_requested", details)
+                            ..Transition::new(share.id, ShareStatus::Drifted, ShareStatus::Revoking, &now, SYSTEM, "share.revoke_requested", details)
                         })?;
                     }
                     Ok(())
@@ -257,10 +257,10 @@ impl Applier {
         let job = job.to_owned();
         let now = self.now();
         let notify = self.settings.notify;
-        let ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
+        let ids: Vec<ShareId> = shares.iter().map(|s| s.id).collect();
         self.store
             .write(move |c| {
-                for id in &ids {
+                for &id in &ids {
                     match &outcome {
                         Ok(key) => {
                             // Revoked or expired meanwhile: leave it to the revoke.

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::rmw::Policy;
 use super::{Applier, Failure, SYSTEM, grant_of, share_sids};
-use crate::domain::{ShareStatus, fmt_time};
+use crate::domain::{ShareId, ShareStatus, fmt_time};
 use crate::policy::arn::KmsKeyArn;
 use crate::policy::lint::Context;
 use crate::store::audit::{self, NewEvent};
@@ -22,7 +22,7 @@ impl Applier {
         shares: &[Share],
     ) -> Result<(Vec<String>, Vec<String>), Failure> {
         let secret = shares[0].secret_arn.clone();
-        let ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
+        let ids: Vec<ShareId> = shares.iter().map(|s| s.id).collect();
         let installation = &self.settings.installation;
         let mut by_key: HashMap<KmsKeyArn, Vec<String>> = HashMap::new();
         let mut res_sids: Vec<String> = Vec::new();
@@ -118,13 +118,13 @@ impl Applier {
         let now_t = self.clock.now();
         let now = fmt_time(now_t);
         let job_id = job.to_owned();
-        let ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
+        let ids: Vec<ShareId> = shares.iter().map(|s| s.id).collect();
         let result = self
             .store
             .write(move |c| {
                 match &outcome {
                     Ok((removed, kept)) => {
-                        for id in &ids {
+                        for &id in &ids {
                             // A share revoked because its time ran out ends `expired`; a revoked one keeps
                             // the reason it was revoked for.
                             let before = rows::share_by_id(c, id)?;
@@ -145,7 +145,7 @@ impl Applier {
                         jobs::finish(c, &job_id, JobState::Done, None, &now)
                     }
                     Err(f) => {
-                        for id in &ids {
+                        for &id in &ids {
                             rows::set_share_outcome(c, id, None, Some(&f.message), &now)?;
                             audit::append(
                                 c,

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::rmw::Policy;
 use super::verify::identity_document;
 use super::{Applier, Failure, FailureKind, SYSTEM, grant_of, share_sids, sid_of};
-use crate::domain::ShareStatus;
+use crate::domain::{ShareId, ShareStatus};
 use crate::policy::arn::{KmsKeyArn, SecretArn};
 use crate::policy::compose::{Composed, Grant, compose_for};
 use crate::policy::lint::Context;
@@ -192,7 +192,7 @@ impl Applier {
             return Ok(());
         }
         let old_keys: Vec<KmsKeyArn> = by_key.keys().cloned().collect();
-        let ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
+        let ids: Vec<ShareId> = shares.iter().map(|s| s.id).collect();
         let needed = self.needed(secret.as_str(), &old_keys, &ids, true).await?;
         let owner = self.owner_for(moved);
         for old in old_keys {
@@ -235,13 +235,13 @@ impl Applier {
         let notify = self.settings.notify;
         let now = self.now();
         let job_id = job.to_owned();
-        let ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
+        let ids: Vec<ShareId> = shares.iter().map(|s| s.id).collect();
         match outcome {
             Ok(key) => {
                 let key = key.as_str().to_owned();
                 self.store
                     .write(move |c| {
-                        for id in &ids {
+                        for &id in &ids {
                             let details = json!({"job": job_id, "key_arn": key, "from": "applying", "to": "active"});
                             transition(c, Transition {
                                 outcome: Some(Outcome { key_arn: Some(&key), last_error: None }),
@@ -264,7 +264,7 @@ impl Applier {
                 let compensated = compensation.is_ok();
                 self.store
                     .write(move |c| {
-                        for id in &ids {
+                        for &id in &ids {
                             let details = json!({"job": job_id, "error": message, "compensated": compensated, "from": "applying", "to": "failed"});
                             transition(c, Transition {
                                 outcome: Some(Outcome { key_arn: None, last_error: Some(&message) }),

@@ -93,7 +93,7 @@ fn fixture() -> Fixture {
 
 impl Fixture {
     /// A share of SECRET for PRINCIPAL in `status`.
-    async fn share(&self, status: ShareStatus) -> String {
+    async fn share(&self, status: ShareStatus) -> ShareId {
         let now = fmt_time(NOW);
         self.store
             .write(move |c| {
@@ -134,30 +134,28 @@ impl Fixture {
                     updated_at: NOW,
                 };
                 rows::insert_share(c, &share)?;
-                Ok(share.id.to_string())
+                Ok(share.id)
             })
             .await
             .unwrap()
     }
 
-    async fn get(&self, id: &str) -> Share {
-        let id = id.to_owned();
+    async fn get(&self, id: ShareId) -> Share {
         self.store
-            .read(move |c| rows::share_by_id(c, &id))
+            .read(move |c| rows::share_by_id(c, id))
             .await
             .unwrap()
             .unwrap()
     }
 
-    async fn set_status(&self, id: &str, to: ShareStatus) {
-        let id = id.to_owned();
+    async fn set_status(&self, id: ShareId, to: ShareStatus) {
         self.store
             .write(move |c| {
-                let from = rows::status_of(c, &id)?.unwrap();
+                let from = rows::status_of(c, id)?.unwrap();
                 let at = fmt_time(NOW);
                 transition(
                     c,
-                    Transition::new(&id, from, to, &at, "tester", "share.test", json!({})),
+                    Transition::new(id, from, to, &at, "tester", "share.test", json!({})),
                 )
             })
             .await
@@ -203,7 +201,7 @@ async fn an_approved_share_is_applied_verified_and_active() {
     let f = fixture();
     let id = f.share(ShareStatus::Approved).await;
     f.settle().await;
-    let share = f.get(&id).await;
+    let share = f.get(id).await;
     assert_eq!(share.status, ShareStatus::Active, "{:?}", share.last_error);
     assert_eq!(share.key_arn.as_deref(), Some(KEY));
     let sids = f.sids(&share);
@@ -231,14 +229,14 @@ async fn statements_the_broker_does_not_own_are_kept_byte_for_byte() {
     f.aws.set_resource_policy(SECRET, Some(&original));
     let id = f.share(ShareStatus::Approved).await;
     f.settle().await;
-    assert_eq!(f.get(&id).await.status, ShareStatus::Active);
+    assert_eq!(f.get(id).await.status, ShareStatus::Active);
     let after = f.aws.resource_policy(SECRET).unwrap();
     assert!(after.contains(FOREIGN), "{after}");
     assert_eq!(f.resource_sids()[0], "OwnerAudit", "order kept");
     // The revoke removes only the broker's statement.
-    f.set_status(&id, ShareStatus::Revoking).await;
+    f.set_status(id, ShareStatus::Revoking).await;
     f.settle().await;
-    assert_eq!(f.get(&id).await.status, ShareStatus::Revoked);
+    assert_eq!(f.get(id).await.status, ShareStatus::Revoked);
     let revoked = f.aws.resource_policy(SECRET).unwrap();
     assert!(revoked.contains(FOREIGN), "{revoked}");
     assert_eq!(f.resource_sids(), vec!["OwnerAudit".to_owned()]);
@@ -256,7 +254,7 @@ async fn a_failure_after_the_key_write_is_compensated_and_the_share_fails() {
     );
     let id = f.share(ShareStatus::Approved).await;
     f.settle().await;
-    let share = f.get(&id).await;
+    let share = f.get(id).await;
     assert_eq!(share.status, ShareStatus::Failed);
     let error = share.last_error.unwrap();
     assert!(error.contains("PutResourcePolicy"), "{error}");
@@ -282,11 +280,11 @@ async fn a_failed_compensation_leaves_the_job_to_recovery_which_finishes_it() {
         .fail_after("kms:PutKeyPolicy", 1, AwsErrorKind::Unavailable, None);
     let id = f.share(ShareStatus::Approved).await;
     f.settle().await;
-    let share = f.get(&id).await;
+    let share = f.get(id).await;
     assert_eq!(share.status, ShareStatus::Failed);
     let error = share.last_error.unwrap();
     assert!(error.contains("failed too"), "{error}");
-    let sid = f.sids(&f.get(&id).await).key[0].clone();
+    let sid = f.sids(&f.get(id).await).key[0].clone();
     assert!(f.key_sids().contains(&sid), "the statement is still there");
     assert_eq!(f.jobs().await[0].state, JobState::Running);
     // Recovery (the next worker pass) removes it.
@@ -295,7 +293,7 @@ async fn a_failed_compensation_leaves_the_job_to_recovery_which_finishes_it() {
     f.applier.wait_idle().await;
     assert_eq!(f.jobs().await[0].state, JobState::Compensated);
     assert_eq!(f.key_sids(), vec!["EnableRootPermissions".to_owned()]);
-    assert_eq!(f.get(&id).await.status, ShareStatus::Failed, "not requeued");
+    assert_eq!(f.get(id).await.status, ShareStatus::Failed, "not requeued");
 }
 
 #[tokio::test]
@@ -304,21 +302,21 @@ async fn a_revoke_keeps_a_statement_another_live_share_needs() {
     let first = f.share(ShareStatus::Approved).await;
     let second = f.share(ShareStatus::Approved).await;
     f.settle().await;
-    assert_eq!(f.get(&first).await.status, ShareStatus::Active);
-    assert_eq!(f.get(&second).await.status, ShareStatus::Active);
+    assert_eq!(f.get(first).await.status, ShareStatus::Active);
+    assert_eq!(f.get(second).await.status, ShareStatus::Active);
     // Equal grants share one statement.
     assert_eq!(f.resource_sids().len(), 1);
-    f.set_status(&first, ShareStatus::Revoking).await;
+    f.set_status(first, ShareStatus::Revoking).await;
     f.settle().await;
-    assert_eq!(f.get(&first).await.status, ShareStatus::Revoked);
+    assert_eq!(f.get(first).await.status, ShareStatus::Revoked);
     assert_eq!(
         f.resource_sids().len(),
         1,
         "the second share still needs it"
     );
-    f.set_status(&second, ShareStatus::Revoking).await;
+    f.set_status(second, ShareStatus::Revoking).await;
     f.settle().await;
-    assert_eq!(f.get(&second).await.status, ShareStatus::Revoked);
+    assert_eq!(f.get(second).await.status, ShareStatus::Revoked);
     // The resource policy left empty is deleted; the key policy keeps the owner's statement.
     assert_eq!(f.aws.resource_policy(SECRET), None);
     assert_eq!(f.aws.count("secretsmanager:DeleteResourcePolicy"), 1);
@@ -330,15 +328,15 @@ async fn a_failed_revoke_keeps_the_share_revoking_and_is_retried() {
     let f = fixture();
     let id = f.share(ShareStatus::Approved).await;
     f.settle().await;
-    f.set_status(&id, ShareStatus::Revoking).await;
+    f.set_status(id, ShareStatus::Revoking).await;
     f.aws
         .fail("kms:PutKeyPolicy", AwsErrorKind::Throttled, Some(1));
     f.settle().await;
-    let share = f.get(&id).await;
+    let share = f.get(id).await;
     assert_eq!(share.status, ShareStatus::Revoking);
     assert!(share.last_error.unwrap().contains("kms:PutKeyPolicy"));
     f.settle().await;
-    assert_eq!(f.get(&id).await.status, ShareStatus::Revoked);
+    assert_eq!(f.get(id).await.status, ShareStatus::Revoked);
     assert_eq!(f.key_sids(), vec!["EnableRootPermissions".to_owned()]);
 }
 
@@ -348,13 +346,13 @@ async fn recovery_compensates_an_orphaned_apply_and_applies_its_shares_again() {
     // What a crash right after the key write leaves: the share `applying`, its job running with the
     // Sid it wrote, and the statement in the key policy.
     let id = f.share(ShareStatus::Applying).await;
-    let grant = grant_of(&f.get(&id).await).unwrap();
+    let grant = grant_of(&f.get(id).await).unwrap();
     let statement = key_statement_for(&grant, &Default::default());
     let sid = statement["Sid"].as_str().unwrap().to_owned();
     let mut policy: Value = serde_json::from_str(&f.aws.key_policy(KEY).unwrap()).unwrap();
     policy["Statement"].as_array_mut().unwrap().push(statement);
     f.aws.set_key_policy(KEY, &policy.to_string());
-    let (id2, sid2, now) = (id.clone(), sid.clone(), fmt_time(NOW));
+    let (id2, sid2, now) = (id, sid.clone(), fmt_time(NOW));
     f.store
         .write(move |c| {
             jobs::insert(c, "orphan", JobKind::Apply, SECRET, &[id2], &now)?;
@@ -371,7 +369,7 @@ async fn recovery_compensates_an_orphaned_apply_and_applies_its_shares_again() {
     // The compensation removed the statement (one write), the share was queued again and a new job
     // applied it (another write).
     assert_eq!(f.aws.count("kms:PutKeyPolicy"), 2);
-    assert_eq!(f.get(&id).await.status, ShareStatus::Active);
+    assert_eq!(f.get(id).await.status, ShareStatus::Active);
     assert!(f.key_sids().contains(&sid));
     assert_eq!(
         jobs.iter().filter(|j| j.state == JobState::Done).count(),
@@ -390,10 +388,10 @@ async fn repair_writes_back_a_deleted_statement_and_the_share_is_active_again() 
     let drift = f.applier.detect_drift(&secret()).await.unwrap();
     assert_eq!(drift.len(), 1);
     assert!(drift[0].problems[0].contains("missing"), "{drift:?}");
-    f.set_status(&id, ShareStatus::Drifted).await;
-    f.applier.repair(SECRET, vec![id.clone()], false);
+    f.set_status(id, ShareStatus::Drifted).await;
+    f.applier.repair(SECRET, vec![id], false);
     f.applier.wait_idle().await;
-    assert_eq!(f.get(&id).await.status, ShareStatus::Active);
+    assert_eq!(f.get(id).await.status, ShareStatus::Active);
     assert_eq!(f.resource_sids().len(), 1);
     assert!(f.applier.detect_drift(&secret()).await.unwrap().is_empty());
 }
@@ -410,10 +408,10 @@ async fn repair_revokes_a_share_whose_principal_was_deleted() {
         .unwrap()
         .replace(PRINCIPAL, "AROAEXAMPLEEXAMPLE123");
     f.aws.set_resource_policy(SECRET, Some(&edited));
-    f.set_status(&id, ShareStatus::Drifted).await;
-    f.applier.repair(SECRET, vec![id.clone()], false);
+    f.set_status(id, ShareStatus::Drifted).await;
+    f.applier.repair(SECRET, vec![id], false);
     f.applier.wait_idle().await;
-    let share = f.get(&id).await;
+    let share = f.get(id).await;
     assert_eq!(share.status, ShareStatus::Revoked);
     assert!(
         share.status_reason.unwrap().contains("was deleted"),
@@ -432,7 +430,7 @@ async fn no_credentials_says_where_the_broker_looked_and_how_to_run_without_aws(
     );
     let id = f.share(ShareStatus::Approved).await;
     f.settle().await;
-    let share = f.get(&id).await;
+    let share = f.get(id).await;
     assert_eq!(share.status, ShareStatus::Failed);
     let error = share.last_error.unwrap();
     assert!(error.chars().count() < 300, "{error}");
@@ -453,7 +451,7 @@ async fn a_failure_and_its_failed_compensation_fit_in_a_last_error() {
         .fail_after("kms:PutKeyPolicy", 1, AwsErrorKind::AccessDenied, None);
     let id = f.share(ShareStatus::Approved).await;
     f.settle().await;
-    let error = f.get(&id).await.last_error.unwrap();
+    let error = f.get(id).await.last_error.unwrap();
     assert!(
         error.chars().count() < 300,
         "{} characters: {error}",

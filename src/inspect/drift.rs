@@ -127,7 +127,7 @@ impl Applier {
             }
             if !problems.is_empty() {
                 out.push(Drift {
-                    share_id: share.id.to_string(),
+                    share_id: share.id,
                     problems,
                 });
             }
@@ -140,7 +140,7 @@ impl Applier {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Drift {
     /// The share.
-    pub(crate) share_id: String,
+    pub(crate) share_id: crate::domain::ShareId,
     /// What changed, in words.
     pub(crate) problems: Vec<String>,
 }

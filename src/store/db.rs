@@ -110,6 +110,8 @@ pub enum Value<'p> {
     Int(i64),
     Real(f64),
     Text(&'p str),
+    /// A UUID, bound as its hyphenated lower-case text (the form every id column holds).
+    Uuid(uuid::Uuid),
 }
 
 /// Something that binds as one parameter.
@@ -163,6 +165,11 @@ impl Param for bool {
 impl Param for f64 {
     fn value(&self) -> Value<'_> {
         Value::Real(*self)
+    }
+}
+impl Param for crate::domain::ShareId {
+    fn value(&self) -> Value<'_> {
+        Value::Uuid(self.0)
     }
 }
 
@@ -238,6 +245,11 @@ impl rusqlite::ToSql for Value<'_> {
             Value::Int(i) => ValueRef::Integer(i),
             Value::Real(f) => ValueRef::Real(f),
             Value::Text(s) => ValueRef::Text(s.as_bytes()),
+            Value::Uuid(u) => {
+                return Ok(ToSqlOutput::Owned(rusqlite::types::Value::Text(
+                    u.hyphenated().to_string(),
+                )));
+            }
         }))
     }
 }
@@ -270,6 +282,11 @@ impl ToSql for Value<'_> {
                 Type::INT4 => s.parse::<i32>()?.to_sql(ty, out),
                 _ => s.to_sql(ty, out),
             },
+            Value::Uuid(u) => {
+                let mut buf = uuid::Uuid::encode_buffer();
+                let text: &str = u.hyphenated().encode_lower(&mut buf);
+                text.to_sql(ty, out)
+            }
         }
     }
 

@@ -125,6 +125,21 @@ async fn the_chain_after_a_workflow() {
         actions,
         ["share.requested", "share.refused", "share.approved"]
     );
+    // The filter is a share id, read as the path's id is: any form a UUID parser accepts finds the
+    // same rows (the stored form is the hyphenated lower case), and anything else is a 422 naming it.
+    let upper = t
+        .get(
+            &format!("/v1/audit?share_id={}", id.to_uppercase().replace('-', "")),
+            &auditor,
+        )
+        .await
+        .expect(200);
+    assert_eq!(upper.body["items"], r.body["items"]);
+    let bad = t
+        .get("/v1/audit?share_id=not-a-share", &auditor)
+        .await
+        .expect(422);
+    assert_eq!(bad.body["errors"][0]["field"], "share_id", "{}", bad.body);
     let p1 = t.get("/v1/audit?limit=4", &auditor).await.expect(200);
     let c = p1.body["next_cursor"].as_str().unwrap();
     let p2 = t

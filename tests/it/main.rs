@@ -22,6 +22,7 @@ mod eval_props;
 mod eval_table;
 mod idempotency;
 mod identity;
+mod layers;
 mod lifecycle;
 mod openapi;
 mod ops;

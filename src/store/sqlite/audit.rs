@@ -21,6 +21,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
+use crate::domain::ShareId;
 use crate::error::Result;
 
 /// `prev_hash` of the first row.
@@ -36,7 +37,7 @@ pub(crate) struct NewEvent<'a> {
     /// Dotted action name, e.g. `share.approved`.
     pub(crate) action: &'a str,
     /// The share concerned, if any.
-    pub(crate) share_id: Option<&'a str>,
+    pub(crate) share_id: Option<ShareId>,
     /// The HTTP request id, if any.
     pub(crate) request_id: Option<&'a str>,
     /// Free-form details.
@@ -54,7 +55,8 @@ pub(crate) struct AuditEvent {
     pub(crate) actor: String,
     /// What, e.g. `share.requested`, `share.approved`, `share.refused`.
     pub(crate) action: String,
-    /// The share concerned.
+    /// The share concerned, as stored: the text the row's hash covers (a share id's hyphenated
+    /// lower-case form; kept as text so that `audit verify` hashes exactly what was written).
     pub(crate) share_id: Option<String>,
     /// The request that caused it.
     pub(crate) request_id: Option<String>,
@@ -119,13 +121,14 @@ pub(crate) fn append(tx: &Tx<'_>, ev: &NewEvent<'_>) -> Result<i64> {
         None => (1, GENESIS.to_owned()),
     };
     let details = serde_json::to_string(&ev.details)?;
+    let share_id = ev.share_id.map(|id| id.to_string());
     let hash = row_hash(
         &prev,
         seq,
         ev.at,
         ev.actor,
         ev.action,
-        ev.share_id,
+        share_id.as_deref(),
         ev.request_id,
         &details,
     );
@@ -138,7 +141,7 @@ pub(crate) fn append(tx: &Tx<'_>, ev: &NewEvent<'_>) -> Result<i64> {
         ev.at,
         ev.actor,
         ev.action,
-        ev.share_id,
+        share_id,
         ev.request_id,
         details,
         prev,
@@ -172,7 +175,7 @@ fn from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<(AuditEve
 /// A page of the log in chain order, after `after_seq`, optionally for one share.
 pub(crate) fn list(
     tx: &Tx<'_>,
-    share_id: Option<&str>,
+    share_id: Option<ShareId>,
     after_seq: i64,
     limit: usize,
 ) -> Result<Vec<AuditEvent>> {

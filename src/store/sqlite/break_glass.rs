@@ -5,14 +5,15 @@
 
 use crate::store::db::{OptionalExtension, params};
 
-use super::Tx;
+use super::{Tx, parse_column};
+use crate::domain::ShareId;
 use crate::error::Result;
 
 /// A break-glass record as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BreakGlass {
     /// The share.
-    pub(crate) share_id: String,
+    pub(crate) share_id: ShareId,
     /// Who broke the glass (canonical name).
     pub(crate) requested_by: String,
     /// Why.
@@ -35,7 +36,7 @@ pub(crate) struct BreakGlass {
 /// reason, and `access_ends` as its new expiry.
 pub(crate) fn insert(
     tx: &Tx<'_>,
-    share_id: &str,
+    share_id: ShareId,
     requested_by: &str,
     reason: &str,
     access_ends: &str,
@@ -63,7 +64,7 @@ pub(crate) fn count_since(tx: &Tx<'_>, requested_by: &str, since: &str) -> Resul
 }
 
 /// The break-glass record of a share, if it is one.
-pub(crate) fn get(tx: &Tx<'_>, share_id: &str) -> Result<Option<BreakGlass>> {
+pub(crate) fn get(tx: &Tx<'_>, share_id: ShareId) -> Result<Option<BreakGlass>> {
     Ok(tx
         .conn()
         .prepare_cached(
@@ -72,7 +73,7 @@ pub(crate) fn get(tx: &Tx<'_>, share_id: &str) -> Result<Option<BreakGlass>> {
         )?
         .query_row(params![share_id], |r| {
             Ok(BreakGlass {
-                share_id: r.get(0)?,
+                share_id: parse_column(r, 0, "break-glass record", ShareId::parse)?,
                 requested_by: r.get(1)?,
                 reason: r.get(2)?,
                 at: r.get(3)?,
@@ -89,7 +90,7 @@ pub(crate) fn get(tx: &Tx<'_>, share_id: &str) -> Result<Option<BreakGlass>> {
 /// Records the review of a share not yet reviewed; false when it already was.
 pub(crate) fn record_review(
     tx: &Tx<'_>,
-    share_id: &str,
+    share_id: ShareId,
     reviewed_by: &str,
     outcome: &str,
     comment: Option<&str>,
@@ -106,19 +107,21 @@ pub(crate) fn record_review(
 }
 
 /// Unreviewed break-glass shares last announced at or before `before`, oldest first (at most `limit`).
-pub(crate) fn due_announcements(tx: &Tx<'_>, before: &str, limit: usize) -> Result<Vec<String>> {
+pub(crate) fn due_announcements(tx: &Tx<'_>, before: &str, limit: usize) -> Result<Vec<ShareId>> {
     let mut st = tx.conn().prepare_cached(
         "SELECT share_id FROM break_glass WHERE reviewed_at IS NULL AND announced_at <= ?1 \
          ORDER BY announced_at LIMIT ?2",
     )?;
     let ids = st
-        .query_map(params![before, limit as i64], |r| r.get(0))?
-        .collect::<crate::store::db::Result<Vec<String>>>()?;
+        .query_map(params![before, limit as i64], |r| {
+            parse_column(r, 0, "break-glass record", ShareId::parse)
+        })?
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(ids)
 }
 
 /// Records that a share was announced again at `now`.
-pub(crate) fn mark_announced(tx: &Tx<'_>, share_id: &str, now: &str) -> Result<()> {
+pub(crate) fn mark_announced(tx: &Tx<'_>, share_id: ShareId, now: &str) -> Result<()> {
     tx.conn()
         .prepare_cached("UPDATE break_glass SET announced_at = ?2 WHERE share_id = ?1")?
         .execute(params![share_id, now])?;
@@ -135,13 +138,15 @@ pub(crate) fn unreviewed(tx: &Tx<'_>) -> Result<i64> {
 
 /// Shares reviewed `unjustified` that are live (active or drifted): reviewed while their apply was
 /// running, so the review could not revoke them; the worker does.
-pub(crate) fn unjustified_live(tx: &Tx<'_>) -> Result<Vec<String>> {
+pub(crate) fn unjustified_live(tx: &Tx<'_>) -> Result<Vec<ShareId>> {
     let mut st = tx.conn().prepare_cached(
         "SELECT b.share_id FROM break_glass b JOIN shares s ON s.id = b.share_id \
          WHERE b.outcome = 'unjustified' AND s.status IN ('active', 'drifted') ORDER BY b.at",
     )?;
     let ids = st
-        .query_map([], |r| r.get(0))?
-        .collect::<crate::store::db::Result<Vec<String>>>()?;
+        .query_map([], |r| {
+            parse_column(r, 0, "break-glass record", ShareId::parse)
+        })?
+        .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(ids)
 }

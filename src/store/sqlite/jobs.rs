@@ -4,6 +4,7 @@ use crate::store::db::{OptionalExtension, params};
 
 use super::{Tx, json_strings, parse_column, parse_optional_column};
 
+use crate::domain::ShareId;
 use crate::error::Result;
 use crate::policy::arn::{KmsKeyArn, SecretArn};
 
@@ -82,7 +83,7 @@ pub(crate) struct Job {
     /// The key, once resolved.
     pub(crate) key_arn: Option<KmsKeyArn>,
     /// The shares it carries.
-    pub(crate) share_ids: Vec<String>,
+    pub(crate) share_ids: Vec<ShareId>,
     /// Where it is.
     pub(crate) state: JobState,
     /// The step it is at (or reached).
@@ -108,7 +109,7 @@ fn from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<Job> {
         kind: parse_column(r, 1, "job", str::parse)?,
         secret_arn: parse_column(r, 2, "job", SecretArn::parse)?,
         key_arn: parse_optional_column(r, 3, "job", KmsKeyArn::parse)?,
-        share_ids: parse_column(r, 4, "job", json_strings)?,
+        share_ids: parse_column(r, 4, "job", share_id_list)?,
         state: parse_column(r, 5, "job", str::parse)?,
         step: r.get(6)?,
         key_sids: parse_column(r, 7, "job", json_strings)?,
@@ -119,13 +120,22 @@ fn from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<Job> {
     })
 }
 
+/// A JSON list of share ids, each parsed (a job whose list holds anything else is refused, naming it).
+fn share_id_list(s: &str) -> std::result::Result<Vec<ShareId>, String> {
+    json_strings(s)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|id| ShareId::parse(id))
+        .collect()
+}
+
 /// Starts a job.
 pub(crate) fn insert(
     tx: &Tx<'_>,
     id: &str,
     kind: JobKind,
     secret_arn: &str,
-    share_ids: &[String],
+    share_ids: &[ShareId],
     now: &str,
 ) -> Result<()> {
     let conn = tx.conn();
@@ -277,7 +287,7 @@ mod tests {
                     "j1",
                     JobKind::Apply,
                     SECRET,
-                    &["a".into()],
+                    &[ShareId::new()],
                     "2026-12-01T00:00:00Z",
                 )?;
                 c.conn()

@@ -5,10 +5,10 @@
 use crate::store::db::params;
 use serde_json::json;
 
-use super::Tx;
 use super::audit;
 use super::rows::Share;
-use crate::domain::fmt_time;
+use super::{Tx, parse_optional_column};
+use crate::domain::{ShareId, fmt_time};
 use crate::error::Result;
 use crate::slack::{slack_code, slack_text};
 
@@ -136,7 +136,7 @@ pub(crate) struct Due {
     /// The event name.
     pub(crate) event: String,
     /// The share it is about, if any.
-    pub(crate) share_id: Option<String>,
+    pub(crate) share_id: Option<ShareId>,
     /// The JSON body to post.
     pub(crate) payload: String,
     /// Attempts so far.
@@ -154,7 +154,7 @@ pub(crate) fn due(tx: &Tx<'_>, now: &str, limit: usize) -> Result<Vec<Due>> {
             Ok(Due {
                 id: r.get(0)?,
                 event: r.get(1)?,
-                share_id: r.get(2)?,
+                share_id: parse_optional_column(r, 2, "outbox event", ShareId::parse)?,
                 payload: r.get(3)?,
                 attempts: r.get(4)?,
             })

@@ -491,7 +491,7 @@ pub(crate) fn insert_share(tx: &Tx<'_>, s: &Share) -> Result<()> {
 }
 
 /// A share with its approvals, in one query (the share's columns repeat on each vote's row).
-pub(crate) fn share_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<Share>> {
+pub(crate) fn share_by_id(tx: &Tx<'_>, id: ShareId) -> Result<Option<Share>> {
     let conn = tx.conn();
     let mut stmt = conn.prepare_cached(SHARE_WITH_VOTES)?;
     let mut share: Option<Share> = None;
@@ -601,7 +601,7 @@ fn load_approvals_for<'a>(
 }
 
 /// A share's status; `None` when there is no such share.
-pub(crate) fn status_of(tx: &Tx<'_>, id: &str) -> Result<Option<ShareStatus>> {
+pub(crate) fn status_of(tx: &Tx<'_>, id: ShareId) -> Result<Option<ShareStatus>> {
     let status: Option<String> = tx
         .conn()
         .prepare_cached("SELECT status FROM shares WHERE id = ?1")?
@@ -619,7 +619,7 @@ pub(crate) fn status_of(tx: &Tx<'_>, id: &str) -> Result<Option<ShareStatus>> {
 /// which checks the state machine and records the change.
 pub(super) fn set_share_status(
     tx: &Tx<'_>,
-    id: &str,
+    id: ShareId,
     status: ShareStatus,
     reason: Option<&str>,
     now: &str,
@@ -689,7 +689,7 @@ pub(crate) fn secrets_with_status(tx: &Tx<'_>, statuses: &[ShareStatus]) -> Resu
 /// Sets a share's key ARN and last error.
 pub(crate) fn set_share_outcome(
     tx: &Tx<'_>,
-    id: &str,
+    id: ShareId,
     key_arn: Option<&str>,
     last_error: Option<&str>,
     now: &str,
@@ -703,7 +703,7 @@ pub(crate) fn set_share_outcome(
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NewVote<'a> {
     /// The share.
-    pub(crate) share_id: &'a str,
+    pub(crate) share_id: ShareId,
     /// The approver's canonical name.
     pub(crate) approver: &'a str,
     /// `approve` or `reject`.
@@ -798,16 +798,16 @@ fn share_ids(
     conn: Conn<'_>,
     sql: &str,
     args: &[&dyn crate::store::db::Param],
-) -> Result<Vec<String>> {
+) -> Result<Vec<ShareId>> {
     let mut st = conn.prepare_cached(sql)?;
     let ids = st
-        .query_map(args, |r| r.get::<_, String>(0))?
+        .query_map(args, |r| parse_column(r, 0, "share", ShareId::parse))?
         .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(ids)
 }
 
 /// Pending shares requested at or before `requested_before`, or whose access would end by `now`.
-pub(crate) fn pending_due(tx: &Tx<'_>, requested_before: &str, now: &str) -> Result<Vec<String>> {
+pub(crate) fn pending_due(tx: &Tx<'_>, requested_before: &str, now: &str) -> Result<Vec<ShareId>> {
     share_ids(
         tx.conn(),
         "SELECT id FROM shares WHERE status = 'pending' AND (created_at <= ?1 OR expires_at <= ?2)",
@@ -816,7 +816,7 @@ pub(crate) fn pending_due(tx: &Tx<'_>, requested_before: &str, now: &str) -> Res
 }
 
 /// Active or drifted shares whose access ended by `now`.
-pub(crate) fn live_expired(tx: &Tx<'_>, now: &str) -> Result<Vec<String>> {
+pub(crate) fn live_expired(tx: &Tx<'_>, now: &str) -> Result<Vec<ShareId>> {
     share_ids(
         tx.conn(),
         "SELECT id FROM shares WHERE status IN ('active', 'drifted') AND expires_at <= ?1",
@@ -825,7 +825,7 @@ pub(crate) fn live_expired(tx: &Tx<'_>, now: &str) -> Result<Vec<String>> {
 }
 
 /// Active shares whose access ends after `now` and by `horizon`, not yet announced as expiring.
-pub(crate) fn expiring_unannounced(tx: &Tx<'_>, now: &str, horizon: &str) -> Result<Vec<String>> {
+pub(crate) fn expiring_unannounced(tx: &Tx<'_>, now: &str, horizon: &str) -> Result<Vec<ShareId>> {
     share_ids(
         tx.conn(),
         "SELECT s.id FROM shares s WHERE s.status = 'active' AND s.expires_at > ?1 AND s.expires_at <= ?2
@@ -912,20 +912,22 @@ mod tests {
                      INSERT INTO shares (id, status, status_reason, secret_arn, principal_id, principal_arn,
                        actions, version_stage, justification, expires_at, requested_by, approvals_required,
                        created_at, updated_at)
-                     VALUES ('s1', 'active', NULL, 'arn:aws:secretsmanager:us-east-1:111122223333:secret:x',
+                     VALUES ('0190b8a4-7b7e-7cc0-9d2f-6a1e2b3c4d5e', 'active', NULL,
+                       'arn:aws:secretsmanager:us-east-1:111122223333:secret:x',
                        'p1', 'arn:aws:iam::444455556666:role/r', '[]', NULL, 'j', 'e', 'r', 1, 'c', 'u');",
                 )?;
                 Ok(())
             })
             .await
             .unwrap();
+        let id = ShareId::parse("0190b8a4-7b7e-7cc0-9d2f-6a1e2b3c4d5e").unwrap();
         let err = store
-            .read(|c| share_by_id(c, "s1"))
+            .read(move |c| share_by_id(c, id))
             .await
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("share s1: secret_arn") && err.contains("does not parse"),
+            err.contains(&format!("share {id}: secret_arn")) && err.contains("does not parse"),
             "{err}"
         );
     }
@@ -982,9 +984,15 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            let id2 = id.to_owned();
+            // Read by a listing (a row whose id is not a UUID cannot be asked for by id).
             let err = store
-                .read(move |c| share_by_id(c, &id2))
+                .read(|c| {
+                    shares_of_secret(
+                        c,
+                        "arn:aws:secretsmanager:us-east-1:111122223333:secret:x-AbCdEf",
+                        ShareStatus::Active,
+                    )
+                })
                 .await
                 .unwrap_err()
                 .to_string();
@@ -1039,9 +1047,9 @@ mod tests {
             })
             .await
             .unwrap();
-        let id = share.id.to_string();
+        let id = share.id;
         let back = store
-            .read(move |c| share_by_id(c, &id))
+            .read(move |c| share_by_id(c, id))
             .await
             .unwrap()
             .unwrap();

@@ -4,7 +4,7 @@
 use super::audit::{self, NewEvent};
 use super::rows::{self, Share};
 use super::{Tx, outbox};
-use crate::domain::ShareStatus;
+use crate::domain::{ShareId, ShareStatus};
 use crate::error::{Error, Result};
 
 /// What a share's apply or revoke left on it, set with its new status.
@@ -20,7 +20,7 @@ pub(crate) struct Outcome<'a> {
 #[derive(Debug, Clone)]
 pub(crate) struct Transition<'a> {
     /// The share.
-    pub(crate) share_id: &'a str,
+    pub(crate) share_id: ShareId,
     /// The status the caller found it in: if it is in another one now, nothing changes (409).
     pub(crate) from: ShareStatus,
     /// The new status; the state machine ([`ShareStatus::can_become`]) must allow it.
@@ -48,7 +48,7 @@ impl<'a> Transition<'a> {
     /// `from -> to` by `actor` at `at`, audited as `action` with `details`; no reason, outcome,
     /// request or notice (set them with struct update syntax).
     pub(crate) fn new(
-        share_id: &'a str,
+        share_id: ShareId,
         from: ShareStatus,
         to: ShareStatus,
         at: &'a str,
