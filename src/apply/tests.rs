@@ -363,11 +363,19 @@ async fn a_revoke_that_cannot_read_the_live_policy_fails_and_removes_nothing() {
     let share = f.get(id).await;
     assert_eq!(share.status, ShareStatus::Revoking, "not recorded revoked");
     assert!(
-        share.last_error.as_deref().unwrap_or("").contains("cannot be parsed"),
+        share
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("cannot be parsed"),
         "{:?}",
         share.last_error
     );
-    assert_eq!(f.aws.key_policy(KEY).unwrap(), unreadable, "nothing written");
+    assert_eq!(
+        f.aws.key_policy(KEY).unwrap(),
+        unreadable,
+        "nothing written"
+    );
     // Once the policy reads again, the retry removes the statement.
     f.aws.set_key_policy(KEY, &before);
     f.settle().await;
