@@ -78,13 +78,15 @@ pub fn iam_policy_for(partition: &str) -> Value {
 /// The database, its migrations and the audit chain.
 pub async fn check_store(config: &Config) -> Vec<Check> {
     let path = &config.database.0;
+    // Shown with a PostgreSQL URL's password hidden.
+    let shown = crate::store::describe_database(path);
+    let server = crate::store::is_postgres(path);
     let mut out = Vec::new();
-    if !path.exists() {
+    if !server && !path.exists() {
         out.push(Check::new(
             "database",
             Err(format!(
-                "{} does not exist: run `secret-broker migrate` (or `serve`) with this configuration, or set BROKER_DATABASE",
-                path.display()
+                "{shown} does not exist: run `secret-broker migrate` (or `serve`) with this configuration, or set BROKER_DATABASE"
             )),
         ));
         return out;
@@ -92,10 +94,7 @@ pub async fn check_store(config: &Config) -> Vec<Check> {
     // Read-only: doctor reports pending migrations, `migrate` (or `serve`) applies them.
     match crate::store::pending_migrations(path) {
         Ok(pending) => {
-            out.push(Check::new(
-                "database",
-                Ok(format!("{} opens", path.display())),
-            ));
+            out.push(Check::new("database", Ok(format!("{shown} opens"))));
             if !pending.is_empty() {
                 out.push(Check::new(
                     "migrations",
@@ -113,9 +112,11 @@ pub async fn check_store(config: &Config) -> Vec<Check> {
         Err(e) => {
             out.push(Check::new(
                 "database",
-                Err(format!(
-                    "{e}: check the path, its permissions and free disk space"
-                )),
+                Err(if server {
+                    format!("{e}: check the URL, that the server answers, and the credentials")
+                } else {
+                    format!("{e}: check the path, its permissions and free disk space")
+                }),
             ));
             return out;
         }

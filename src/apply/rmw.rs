@@ -204,13 +204,20 @@ impl Applier {
             Err(f) if f.kind == FailureKind::NotFound && matches!(p, Policy::Resource(_)) => None,
             Err(f) => return Err(f),
         };
-        let Some(doc) = text
-            .as_deref()
-            .filter(|t| !t.trim().is_empty())
-            .and_then(|t| PolicyDocument::parse(t).ok())
-        else {
+        let Some(text) = text.as_deref().filter(|t| !t.trim().is_empty()) else {
             return Ok(Vec::new());
         };
+        // A policy the broker cannot read is a failure, never "nothing of ours is there": a revoke
+        // that took it for empty would record the share revoked while its statement still grants.
+        let doc = PolicyDocument::parse(text).map_err(|e| {
+            Failure::new(
+                FailureKind::Policy,
+                format!(
+                    "the current {} cannot be parsed ({e}); the broker cannot tell whether its                      statements are still there, so it removes nothing and tries again",
+                    p.name()
+                ),
+            )
+        })?;
         Ok(sids
             .into_iter()
             .filter(|s| merge::find(&doc, s).is_some())

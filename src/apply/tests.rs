@@ -340,6 +340,49 @@ async fn a_failed_revoke_keeps_the_share_revoking_and_is_retried() {
     assert_eq!(f.key_sids(), vec!["EnableRootPermissions".to_owned()]);
 }
 
+/// A revoke that cannot read the live key policy fails (the share stays `revoking`, retried) instead
+/// of taking the policy for one without the broker's statement and recording the share revoked while
+/// the statement still grants.
+#[tokio::test]
+async fn a_revoke_that_cannot_read_the_live_policy_fails_and_removes_nothing() {
+    let f = fixture();
+    let id = f.share(ShareStatus::Approved).await;
+    f.settle().await;
+    assert_eq!(f.get(id).await.status, ShareStatus::Active);
+    let before = f.aws.key_policy(KEY).unwrap();
+    let mut policy: Value = serde_json::from_str(&before).unwrap();
+    // Someone's statement the broker's parser refuses (both Action and NotAction).
+    policy["Statement"].as_array_mut().unwrap().push(json!({
+        "Sid": "Odd", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::111122223333:root"},
+        "Action": "kms:Decrypt", "NotAction": "kms:Encrypt", "Resource": "*"
+    }));
+    let unreadable = policy.to_string();
+    f.aws.set_key_policy(KEY, &unreadable);
+    f.set_status(id, ShareStatus::Revoking).await;
+    f.settle().await;
+    let share = f.get(id).await;
+    assert_eq!(share.status, ShareStatus::Revoking, "not recorded revoked");
+    assert!(
+        share
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("cannot be parsed"),
+        "{:?}",
+        share.last_error
+    );
+    assert_eq!(
+        f.aws.key_policy(KEY).unwrap(),
+        unreadable,
+        "nothing written"
+    );
+    // Once the policy reads again, the retry removes the statement.
+    f.aws.set_key_policy(KEY, &before);
+    f.settle().await;
+    assert_eq!(f.get(id).await.status, ShareStatus::Revoked);
+    assert_eq!(f.key_sids(), vec!["EnableRootPermissions".to_owned()]);
+}
+
 #[tokio::test]
 async fn recovery_compensates_an_orphaned_apply_and_applies_its_shares_again() {
     let f = fixture();

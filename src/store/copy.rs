@@ -81,7 +81,7 @@ pub fn sqlite_to_postgres(from: &Path, to: &Path) -> Result<Copied> {
     let Some(url) = super::postgres::url_of(to) else {
         return Err(Error::Unavailable(format!(
             "--to must be a postgres:// URL, not {}",
-            to.display()
+            super::describe_database(to)
         )));
     };
     super::sqlite::migrate_database(from)?;

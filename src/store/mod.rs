@@ -21,14 +21,24 @@ mod sqlite;
 
 pub use db::Backend;
 
-/// The `database` setting for logs and status pages: a file path as given, a PostgreSQL URL without
-/// its password.
+/// Whether the `database` setting names a PostgreSQL database (a `postgres://` URL).
+pub fn is_postgres(path: &std::path::Path) -> bool {
+    postgres::url_of(path).is_some()
+}
+
+/// The `database` setting as logs and status pages show it: a file path, or a PostgreSQL URL with its
+/// password hidden.
 pub fn describe_database(path: &std::path::Path) -> String {
-    match postgres::url_of(path) {
-        Some(url) => postgres::redact(url),
-        None => path.display().to_string(),
+    // Anything that looks like a URL or carries a password parameter is redacted, a mistyped scheme
+    // included (`--to postgre://user:pw@host` is refused naming it, not its password).
+    match path.to_str() {
+        Some(s) if s.contains("://") || s.to_ascii_lowercase().contains("password=") => {
+            postgres::redact(s)
+        }
+        _ => path.display().to_string(),
     }
 }
+
 pub(crate) use sqlite::{
     Outcome, Transition, break_glass, jobs, leases, oidc_logins, outbox, pending_migrations, rows,
     sessions, stats, transition,

@@ -37,37 +37,39 @@ pub(crate) fn url_of(path: &Path) -> Option<&str> {
     (s.starts_with("postgres://") || s.starts_with("postgresql://")).then_some(s)
 }
 
-/// The URL with its password (if any) replaced by `***`, for logs and status pages.
+/// The URL with its password (if any) replaced by `***`, for logs and status pages. Everything from
+/// the first `:` to the last `@` counts as the password: a password holding `/`, `?` or `@` characters
+/// (typed without percent-encoding) is hidden whole, at the price of hiding more than the password in
+/// rare URLs. Every `password=` parameter's value is hidden as well, wherever it is.
 pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return hide_password_params(url);
     };
-    let (auth, host) = match rest.rsplit_once('@') {
-        Some((a, h)) => (Some(a), h),
-        None => (None, rest),
-    };
-    // A password given as a query parameter is cut as well.
-    let host = match host.split_once('?') {
-        Some((h, q)) => {
-            let kept: Vec<&str> = q
-                .split('&')
-                .filter(|kv| !kv.to_ascii_lowercase().starts_with("password="))
-                .collect();
-            if kept.is_empty() {
-                h.to_owned()
-            } else {
-                format!("{h}?{}", kept.join("&"))
-            }
-        }
-        None => host.to_owned(),
-    };
-    match auth {
-        Some(a) => match a.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => format!("{scheme}://{a}@{host}"),
+    let rest = match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
         },
-        None => format!("{scheme}://{host}"),
+        None => rest.to_owned(),
+    };
+    format!("{scheme}://{}", hide_password_params(&rest))
+}
+
+/// `text` with the value of every `password=` (any case) replaced by `***`, up to the next `&` or `#`.
+fn hide_password_params(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    while let Some(found) = lower[at..].find("password=") {
+        let value = at + found + "password=".len();
+        out.push_str(&text[at..value]);
+        out.push_str("***");
+        at = text[value..]
+            .find(['&', '#'])
+            .map_or(text.len(), |end| value + end);
     }
+    out.push_str(&text[at..]);
+    out
 }
 
 /// The connection settings of a URL; the password from `PGPASSWORD` when the URL has none. TLS is not
@@ -274,8 +276,20 @@ mod tests {
         );
         assert_eq!(
             redact("postgres://db/broker?user=b&password=s3cret"),
-            "postgres://db/broker?user=b"
+            "postgres://db/broker?user=b&password=***"
         );
+        // The driver reads the user info up to the first `@`: a password with `/`, `?` or `@` in it
+        // is hidden whole, and so is a `password=` parameter before an `@`.
+        for url in [
+            "postgres://h/db?password=s3cret&application_name=a@b",
+            "postgres://u:pa/s3cret@host/db",
+            "postgres://u:pa@s3cret@host/db",
+            "postgres://u:p?s3cret@host/db?PASSWORD=s3cret#x",
+            "host=db password=s3cret",
+        ] {
+            let shown = redact(url);
+            assert!(!shown.contains("s3cret"), "{url} shown as {shown}");
+        }
         assert_eq!(
             redact("postgresql://root@127.0.0.1/test"),
             "postgresql://root@127.0.0.1/test"

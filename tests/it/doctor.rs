@@ -296,3 +296,20 @@ fn the_iam_policy_is_printed_for_the_partition_asked_for() {
         .unwrap();
     assert!(!out.status.success(), "{out:?}");
 }
+
+/// On PostgreSQL the store check connects to the server (a URL is not a file that "does not exist")
+/// and never shows the URL's password, whatever the outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_check_on_postgresql_never_shows_the_password() {
+    let mut config = Config::load(None, Vec::<(String, String)>::new()).unwrap();
+    // Nothing listens on port 1 of loopback: the check fails, naming the database without its password.
+    config.database.0 = "postgres://broker:s3cret@127.0.0.1:1/broker".into();
+    let checks = doctor::check_store(&config).await;
+    let shown = printed(&checks);
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(!shown.contains("does not exist"), "{shown}");
+    assert!(
+        failed(&checks).iter().any(|c| c.contains("database")),
+        "{shown}"
+    );
+}
