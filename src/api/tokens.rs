@@ -52,14 +52,23 @@ pub(crate) struct CreateToken {
     pub(crate) same_person: bool,
 }
 
-/// A new token: the only time its text is shown.
-#[derive(Debug, Serialize, ToSchema)]
+/// A new token: the only time its text is shown (in the response body; never in `Debug`).
+#[derive(Serialize, ToSchema)]
 pub(crate) struct CreatedToken {
     /// The bearer token. Keep it now: only its hash is stored.
     pub(crate) token: String,
     /// What the listing shows of it.
     #[serde(flatten)]
     pub(crate) info: TokenInfoView,
+}
+
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("token", &"<redacted>")
+            .field("info", &self.info)
+            .finish()
+    }
 }
 
 /// Every token (never their secrets).
@@ -286,5 +295,31 @@ async fn revoke_inner(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Error::NotFound(format!("no active token with id {shown}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_created_token_never_shows_its_secret_in_debug() {
+        let t = CreatedToken {
+            token: "sb_abc_s3cret".into(),
+            info: TokenInfoView {
+                id: "abc".into(),
+                name: "alice".into(),
+                role: Role::Approver,
+                created_at: "2026-12-01T00:00:00Z".into(),
+                expires_at: None,
+                revoked_at: None,
+                created_by: None,
+            },
+        };
+        let shown = format!("{t:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("alice"),
+            "{shown}"
+        );
     }
 }

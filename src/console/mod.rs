@@ -290,11 +290,21 @@ async fn sign_in_form(State(app): State<Arc<App>>) -> Response {
     sign_in_page(&app, StatusCode::OK, None)
 }
 
-/// The sign-in form's fields.
-#[derive(Debug, Deserialize)]
+/// The sign-in form's fields (both secrets: `Debug` shows whether they were given, not what).
+#[derive(Deserialize)]
 pub(crate) struct SignInForm {
     csrf: Option<String>,
     token: Option<String>,
+}
+
+impl std::fmt::Debug for SignInForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let given = |v: &Option<String>| if v.is_some() { "<redacted>" } else { "<none>" };
+        f.debug_struct("SignInForm")
+            .field("csrf", &given(&self.csrf))
+            .field("token", &given(&self.token))
+            .finish()
+    }
 }
 
 async fn sign_in(
@@ -1066,4 +1076,19 @@ async fn revoke(
         crate::api::shares::revoke(State(app.clone()), rid, auth, Path(id), Body(Ok(body)))
     })
     .await
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::SignInForm;
+
+    #[test]
+    fn the_sign_in_form_never_shows_its_secrets_in_debug() {
+        let f = SignInForm {
+            csrf: Some("c5rf-s3cret".into()),
+            token: Some("sb_abc_s3cret".into()),
+        };
+        let shown = format!("{f:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
 }

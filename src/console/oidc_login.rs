@@ -198,8 +198,9 @@ pub(crate) async fn start(State(app): State<Arc<App>>) -> Response {
     resp
 }
 
-/// What the identity provider sends back (RFC 6749 4.1.2, RFC 9207's `iss`).
-#[derive(Debug, Default, Deserialize)]
+/// What the identity provider sends back (RFC 6749 4.1.2, RFC 9207's `iss`). The code and the state
+/// are secrets: `Debug` shows whether they came, not what.
+#[derive(Default, Deserialize)]
 #[serde(default)]
 pub(crate) struct CallbackQuery {
     code: Option<String>,
@@ -207,6 +208,19 @@ pub(crate) struct CallbackQuery {
     error: Option<String>,
     error_description: Option<String>,
     iss: Option<String>,
+}
+
+impl std::fmt::Debug for CallbackQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let given = |v: &Option<String>| if v.is_some() { "<redacted>" } else { "<none>" };
+        f.debug_struct("CallbackQuery")
+            .field("code", &given(&self.code))
+            .field("state", &given(&self.state))
+            .field("error", &self.error)
+            .field("error_description", &self.error_description)
+            .field("iss", &self.iss)
+            .finish()
+    }
 }
 
 /// A refused callback: its status, reason code (audited) and the page's message.
@@ -465,4 +479,24 @@ async fn finish(
         set_cookie(app, SESSION_COOKIE, &id, ttl.as_secs()),
     );
     Ok(resp)
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::CallbackQuery;
+
+    #[test]
+    fn the_callback_never_shows_its_code_or_state_in_debug() {
+        let q = CallbackQuery {
+            code: Some("code-s3cret".into()),
+            state: Some("state-s3cret".into()),
+            iss: Some("https://idp.example".into()),
+            ..CallbackQuery::default()
+        };
+        let shown = format!("{q:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("idp.example"),
+            "{shown}"
+        );
+    }
 }

@@ -6,8 +6,8 @@ use super::Tx;
 
 use crate::error::Result;
 
-/// A console session as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A console session as stored (`Debug` leaves out the CSRF token).
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct SessionRow {
     /// Hex SHA-256 of the session id the browser holds.
     pub(crate) id_hash: String,
@@ -19,6 +19,18 @@ pub(crate) struct SessionRow {
     pub(crate) created_at: String,
     /// Ends, RFC 3339 UTC.
     pub(crate) expires_at: String,
+}
+
+impl std::fmt::Debug for SessionRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionRow")
+            .field("id_hash", &self.id_hash)
+            .field("token_id", &self.token_id)
+            .field("csrf", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// Stores a new session, and removes sessions that ended before `now`.
@@ -66,4 +78,22 @@ pub(crate) fn delete_session(tx: &Tx<'_>, id_hash: &str) -> Result<bool> {
         .prepare_cached("DELETE FROM console_sessions WHERE id_hash = ?1")?
         .execute(params![id_hash])?;
     Ok(n == 1)
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::SessionRow;
+
+    #[test]
+    fn a_session_row_never_shows_its_csrf_token_in_debug() {
+        let s = SessionRow {
+            id_hash: "h".into(),
+            token_id: "abc".into(),
+            csrf: "c5rf-s3cret".into(),
+            created_at: "2026-12-01T00:00:00Z".into(),
+            expires_at: "2026-12-01T08:00:00Z".into(),
+        };
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
 }
