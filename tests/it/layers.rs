@@ -79,6 +79,22 @@ fn the_checker_finds_each_kind_of_breach() {
             "\nconst _U: &str = \"UPDATE shares SET status = 'active'\";\n",
             "a share's status is set in",
         ),
+        // The forms a line-by-line `crate::x` match would miss.
+        (
+            "src/domain.rs",
+            "\n#[allow(unused_imports)]\nuse crate::{app::App as _A};\n",
+            "import circle",
+        ),
+        (
+            "src/domain.rs",
+            "\nmod m {\n    #[allow(unused_imports)]\n    use super::super::app as _a;\n}\n",
+            "import circle",
+        ),
+        (
+            "src/app.rs",
+            "\nconst _L: &str = \"update shares set updated_at = 1, status = 1\";\n",
+            "holds SQL text",
+        ),
     ];
     for (file, breach, expected) in cases {
         let copy = copy_with(file, breach);
