@@ -80,7 +80,7 @@ impl Applier {
             for s in add {
                 if !overwrite_edits
                     && let Some(found) = merge::find(&doc, &sid_of(s))
-                    && !merge::same_content(found, s)
+                    && !merge::same_shape(found, s)
                 {
                     return Err(Failure::new(
                         FailureKind::Policy,
@@ -93,19 +93,28 @@ impl Applier {
                         ),
                     ));
                 }
+                // A replaced list statement may list the principal for the first time: that entry
+                // is this write's too (a compensation removes it).
+                let entry = merge::entry_of(s);
+                let had = merge::find_entry(&doc, &entry).is_some();
                 match merge::upsert(&mut doc, ctx.owner, s)
                     .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?
                 {
-                    Change::Added => {
-                        added.push(sid_of(s));
+                    Change::Added | Change::Listed => {
+                        added.push(entry);
                         changed = true;
                     }
-                    Change::Replaced => changed = true,
+                    Change::Replaced => {
+                        if !had {
+                            added.push(entry);
+                        }
+                        changed = true;
+                    }
                     Change::Unchanged => {}
                 }
             }
-            for sid in remove {
-                changed |= merge::remove(&mut doc, ctx.owner, sid);
+            for entry in remove {
+                changed |= merge::remove(&mut doc, ctx.owner, entry);
             }
             if !changed {
                 return Ok(existed.then_some(doc));
@@ -192,7 +201,8 @@ impl Applier {
         ))
     }
 
-    /// The Sids of `sids` that are present in the policy now (for the audit, and to skip empty writes).
+    /// The entries of `sids` ([`merge::entry_of`]) present in the policy now (for the audit, and to skip
+    /// empty writes).
     pub(super) async fn present(
         &self,
         p: Policy<'_>,
@@ -213,7 +223,7 @@ impl Applier {
         };
         Ok(sids
             .into_iter()
-            .filter(|s| merge::find(&doc, s).is_some())
+            .filter(|s| merge::find_entry(&doc, s).is_some())
             .collect())
     }
 }

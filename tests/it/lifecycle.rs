@@ -10,7 +10,7 @@ use secret_broker::worker::tick;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Actors, TestApp, actors, approve, broker_statements, request, share as status,
+    Actors, TestApp, actors, approve, broker_entries, broker_statements, request, share as status,
     without_principal,
 };
 use crate::http::{client, http};
@@ -181,8 +181,11 @@ async fn a_deleted_statement_is_drift_and_an_admin_repairs_it() {
         .expect(200);
     t.settle().await;
     assert_eq!(status(&t, &a, &id1).await["status"], "active");
-    assert_eq!(broker_statements(m.resource_policy(&secret).await).len(), 2);
-    assert_eq!(broker_statements(Some(m.key_policy(&key).await)).len(), 2);
+    assert_eq!(
+        broker_entries(&m.resource_policy(&secret).await.unwrap()).len(),
+        2
+    );
+    assert_eq!(broker_entries(&m.key_policy(&key).await).len(), 2);
     assert_eq!(tick(&t.app).await.unwrap().drifted, 0);
 }
 
@@ -198,7 +201,7 @@ async fn automatic_repair_restores_a_deleted_key_statement() {
     assert_eq!((report.drifted, report.repairs_started), (1, 1));
     t.settle().await;
     assert_eq!(status(&t, &a, &id1).await["status"], "active");
-    assert_eq!(broker_statements(Some(m.key_policy(&key).await)).len(), 2);
+    assert_eq!(broker_entries(&m.key_policy(&key).await).len(), 2);
     let repaired: i64 = t
         .db()
         .query_row(
