@@ -1277,7 +1277,10 @@ async fn an_access_review_judges_every_action_of_a_share() {
 /// finds exactly that share.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_shares_of_one_secret_are_one_list_statement_each_revocable() {
-    let t = TestApp::with_aws(|c| c.apply_coalesce.0 = std::time::Duration::from_millis(1500));
+    let t = TestApp::with_aws(|c| {
+        c.apply_coalesce.0 = std::time::Duration::from_millis(1500);
+        c.max_pending_per_requester.0 = Some(1000);
+    });
     let a = actors(&t).await;
     let m = moto();
     let key = m.create_key().await;
