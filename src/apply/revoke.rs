@@ -90,8 +90,18 @@ impl Applier {
             .await?;
         // Only the Sids present now are reported (a share has this installation's Sids or, applied
         // by an earlier version, earlier-scheme ones: rarely both).
+        let live_res = |sid: &str| -> Vec<String> {
+            needed
+                .resource
+                .iter()
+                .filter_map(|e| match merge::split_entry(e) {
+                    (s, Some(m)) if s == sid => Some(m.to_owned()),
+                    _ => None,
+                })
+                .collect()
+        };
         let (keep, res_remove): (Vec<String>, Vec<String>) = self
-            .present(Policy::Resource(&secret), res_sids)
+            .present_and_dead(Policy::Resource(&secret), res_sids, &live_res)
             .await?
             .into_iter()
             .partition(|sid| needed.resource.contains(sid));
@@ -114,8 +124,19 @@ impl Applier {
         }
         removed.extend(res_remove);
         for key in &keys {
+            let live_key = |sid: &str| -> Vec<String> {
+                needed
+                    .key
+                    .iter()
+                    .filter(|(k, _)| k == key.as_str())
+                    .filter_map(|(_, e)| match merge::split_entry(e) {
+                        (s, Some(m)) if s == sid => Some(m.to_owned()),
+                        _ => None,
+                    })
+                    .collect()
+            };
             let (keep, remove): (Vec<String>, Vec<String>) = self
-                .present(Policy::Key(key), by_key[key].clone())
+                .present_and_dead(Policy::Key(key), by_key[key].clone(), &live_key)
                 .await?
                 .into_iter()
                 .partition(|sid| needed.key.contains(&(key.as_str().to_owned(), sid.clone())));

@@ -194,9 +194,12 @@ pub fn shape(statement: &Value) -> Option<Value> {
     if principal.len() != 1 {
         return None;
     }
+    // A wildcard is no principal a list names: a statement widened to one has no shape (it is an
+    // edit, never a member).
+    let named = |v: &Value| v.as_str().is_some_and(|p| !p.contains(['*', '?']));
     match principal.get("AWS")? {
-        Value::String(_) => {}
-        Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_string) => {}
+        v @ Value::String(_) if named(v) => {}
+        Value::Array(a) if !a.is_empty() && a.iter().all(named) => {}
         _ => return None,
     }
     m.insert("Principal".into(), json!({"AWS": PRINCIPALS}));
