@@ -486,6 +486,37 @@ fn how_many_one_principal_shares_fit_after_compaction() {
         (Some(AFTER_RESOURCE), Some(AFTER_KEY)),
         "one-principal shares that fit on one secret and on one key, compacted"
     );
+    // Past the limit even compacted: the refusal says how full the policy is.
+    {
+        use secret_broker::policy::lint::{self, Context, DocumentKind};
+        let ctx = Context {
+            secret: &secret,
+            key: Some(&key),
+            owner: &owner,
+        };
+        for (kind, doc, code, limit) in [
+            (
+                DocumentKind::ResourcePolicy,
+                &resource,
+                "resource-policy-too-large",
+                "of the 20480 Secrets Manager allows (",
+            ),
+            (
+                DocumentKind::KeyPolicy,
+                &keys,
+                "key-policy-too-large",
+                "of the 32768 KMS allows (",
+            ),
+        ] {
+            let f = lint::lint(kind, doc, &ctx);
+            let f = f.iter().find(|f| f.code == code).expect("too large");
+            assert!(
+                f.message.contains(limit) && f.message.contains("compacted"),
+                "{}",
+                f.message
+            );
+        }
+    }
     // Every one of them revocable alone: take a share out of the middle, its principal and only it
     // leaves both lists.
     let mid = r as u64 / 2;
