@@ -1357,3 +1357,89 @@ async fn two_hundred_shares_of_one_secret_are_one_list_statement_each_revocable(
     assert_eq!(share(&t, &a, &ids[6]).await["status"], "active");
     m.assert_no_get_secret_value();
 }
+
+/// Issue 18 part 3: a share applied by a version before compaction has a statement of its own in each
+/// policy (its Sid from its whole content). It is recognized (no drift), a new share of another principal
+/// goes into a list statement beside it, and revoking the old share removes its own statements and
+/// nothing of the other share's or anyone else's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_principal_statement_of_an_earlier_version_is_recognized_and_revoked() {
+    use secret_broker::domain::ShareAction;
+    use secret_broker::policy::arn::{PrincipalArn, SecretArn};
+    use secret_broker::policy::compose::{
+        Grant, InstallationId, key_statement_for, one_principal_statements_for,
+        resource_statements_for,
+    };
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    m.set_key_policy(&key, FOREIGN_KEY_POLICY).await;
+    m.set_resource_policy(&secret, FOREIGN_RESOURCE_POLICY)
+        .await;
+    let id1 = request(&t, &a, &secret, ROLE, json!({})).await;
+    approve(&t, &a, &id1).await;
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id1).await["status"], "active");
+    // Rewrite the live statements as the earlier version wrote them: the same content, the Sid of
+    // its whole content.
+    let g = Grant {
+        secret: SecretArn::parse(&secret).unwrap(),
+        principal: PrincipalArn::parse(ROLE).unwrap(),
+        actions: vec![ShareAction::GetSecretValue],
+        version_stage: Some("AWSCURRENT".into()),
+    };
+    let inst = InstallationId::default();
+    let (old_res, old_key) = one_principal_statements_for(&g, &inst);
+    let (new_res, new_key) = (
+        resource_statements_for(&g, &inst),
+        key_statement_for(&g, &inst),
+    );
+    let sid = |v: &Value| v["Sid"].as_str().unwrap().to_owned();
+    let rp = m
+        .resource_policy(&secret)
+        .await
+        .unwrap()
+        .replace(&sid(&new_res[0]), &sid(&old_res[0]));
+    let kp = m
+        .key_policy(&key)
+        .await
+        .replace(&sid(&new_key), &sid(&old_key));
+    assert!(rp.contains(&sid(&old_res[0])) && kp.contains(&sid(&old_key)));
+    m.set_resource_policy(&secret, &rp).await;
+    m.set_key_policy(&key, &kp).await;
+    assert_eq!(tick(&t.app).await.unwrap().drifted, 0, "recognized");
+    assert_eq!(share(&t, &a, &id1).await["status"], "active");
+
+    // A second principal: a list statement beside the old one.
+    let other = "arn:aws:iam::777788889999:role/reporting";
+    let id2 = request(&t, &a, &secret, other, json!({})).await;
+    approve(&t, &a, &id2).await;
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id2).await["status"], "active");
+    let rp = m.resource_policy(&secret).await.unwrap();
+    assert_eq!(broker_sids(&rp), [sid(&old_res[0]), sid(&new_res[0])]);
+    assert_eq!(tick(&t.app).await.unwrap().drifted, 0);
+
+    // Revoke the old share: its own statements go, the other share's list statement stays.
+    t.post(
+        &format!("/v1/shares/{id1}/revoke"),
+        &a.bob,
+        json!({"reason": "moved"}),
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id1).await["status"], "revoked");
+    let rp = m.resource_policy(&secret).await.unwrap();
+    let kp = m.key_policy(&key).await;
+    assert_eq!(broker_sids(&rp), [sid(&new_res[0])]);
+    assert_eq!(broker_sids(&kp), [sid(&new_key)]);
+    assert!(!rp.contains(ROLE) && !kp.contains(ROLE));
+    assert_eq!(broker_entries(&rp), [(sid(&new_res[0]), other.to_owned())]);
+    assert!(rp.starts_with(&FOREIGN_RESOURCE_POLICY[..FOREIGN_RESOURCE_POLICY.len() - 2]));
+    assert!(kp.contains(r#""Sid" : "Allow use by the rotation lambda","#));
+    assert_eq!(share(&t, &a, &id2).await["status"], "active");
+    assert_eq!(tick(&t.app).await.unwrap().drifted, 0);
+}

@@ -519,7 +519,7 @@ fn how_many_one_principal_shares_fit_after_compaction() {
     }
     // Every one of them revocable alone: take a share out of the middle, its principal and only it
     // leaves both lists.
-    let mid = r as u64 / 2;
+    let mid = r / 2;
     let c = compose(&grant(mid), &key);
     let before = (
         merge::members(&resource.statements()[0]).len(),
