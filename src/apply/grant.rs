@@ -10,9 +10,10 @@ use crate::domain::{ShareId, ShareStatus};
 use crate::policy::arn::KmsKeyArn;
 use crate::policy::compose::{
     Grant, InstallationId, is_unique_id, key_statement_for, legacy_statements,
-    resource_statements_for,
+    one_principal_statements_for, resource_statements_for,
 };
 use crate::policy::document::PolicyDocument;
+use crate::policy::merge;
 use crate::store::jobs;
 use crate::store::rows::{self, Share};
 
@@ -52,19 +53,36 @@ pub(crate) struct ShareSids {
     pub(crate) key: Vec<String>,
 }
 
+/// What a share holds in each policy, as entries ([`merge::entry_of`]): its principal in this
+/// version's list statements (or, for an organization or OU, its statements), then the whole
+/// statements earlier versions wrote for it: one statement per principal, and the earlier Sid scheme's.
+/// Reference counting is over these entries: an entry stays while any live share holds it
+/// ([`Applier::needed`]), and goes with the last.
 pub(crate) fn share_sids(grant: &Grant, installation: &InstallationId) -> ShareSids {
     let (legacy_res, legacy_key) = legacy_statements(grant);
-    ShareSids {
-        resource: resource_statements_for(grant, installation)
-            .iter()
-            .map(sid_of)
-            .chain([sid_of(&legacy_res)])
-            .collect(),
-        key: vec![
-            sid_of(&key_statement_for(grant, installation)),
-            sid_of(&legacy_key),
-        ],
+    let (one_res, one_key) = one_principal_statements_for(grant, installation);
+    let mut out = ShareSids::default();
+    let push = |list: &mut Vec<String>, e: String| {
+        if !list.contains(&e) {
+            list.push(e);
+        }
+    };
+    for e in resource_statements_for(grant, installation)
+        .iter()
+        .map(merge::entry_of)
+        .chain(one_res.iter().map(sid_of))
+        .chain([sid_of(&legacy_res)])
+    {
+        push(&mut out.resource, e);
     }
+    for e in [
+        merge::entry_of(&key_statement_for(grant, installation)),
+        sid_of(&one_key),
+        sid_of(&legacy_key),
+    ] {
+        push(&mut out.key, e);
+    }
+    out
 }
 
 /// Statements live shares still need: resource-policy Sids of the secret, and (key ARN, Sid) pairs.
@@ -72,6 +90,21 @@ pub(crate) fn share_sids(grant: &Grant, installation: &InstallationId) -> ShareS
 pub(super) struct Needed {
     pub(super) resource: HashSet<String>,
     pub(super) key: HashSet<(String, String)>,
+}
+
+/// The unique id (AROA..., AIDA...) that stands where the principal of `entry` was: in the statement
+/// of a whole-statement entry, or in a list statement that no longer lists the entry's principal (AWS
+/// replaced it when the principal was deleted; which listed principal a unique id replaced cannot be
+/// told, so a missing principal next to one counts as deleted: the share is revoked, never re-granted).
+pub(crate) fn unique_id_for(doc: &PolicyDocument, entry: &str) -> Option<String> {
+    let (sid, member) = merge::split_entry(entry);
+    let found = merge::find(doc, sid)?;
+    if let Some(m) = member
+        && merge::members(found).iter().any(|x| x == m)
+    {
+        return None;
+    }
+    unique_ids_in(found).into_iter().next()
 }
 
 /// The unique ids (AROA..., AIDA...) that stand where an ARN was in a statement's principal.

@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering;
 
 use serde_json::json;
 
+use super::grant::unique_id_for;
 use super::live::{Live, LivePolicies};
 use super::run::Mode;
-use super::{Applier, Busy, Failure, SYSTEM, grant_of, share_sids, unique_ids_in};
+use super::{Applier, Busy, Failure, SYSTEM, grant_of, share_sids};
 use crate::domain::{ShareId, ShareStatus};
 use crate::policy::arn::KmsKeyArn;
-use crate::policy::merge;
 use crate::store::audit::{self, NewEvent};
 use crate::store::jobs::{self, JobKind, JobState};
 use crate::store::rows::{self, Share};
@@ -156,10 +156,8 @@ impl Applier {
             let sids = share_sids(&grant, &self.settings.installation);
             let mut found: Option<(String, &'static str)> = None;
             if let Some(doc) = live.resource(secret).and_then(Live::document) {
-                for sid in &sids.resource {
-                    if let Some(id) =
-                        merge::find(doc, sid).and_then(|st| unique_ids_in(st).into_iter().next())
-                    {
+                for entry in &sids.resource {
+                    if let Some(id) = unique_id_for(doc, entry) {
                         found = Some((id, "resource policy"));
                     }
                 }
@@ -169,10 +167,8 @@ impl Applier {
             {
                 let _ = live.fetch_key(k).await;
                 if let Some(doc) = live.key(k).and_then(Live::document) {
-                    for sid in &sids.key {
-                        if let Some(id) = merge::find(doc, sid)
-                            .and_then(|st| unique_ids_in(st).into_iter().next())
-                        {
+                    for entry in &sids.key {
+                        if let Some(id) = unique_id_for(doc, entry) {
                             found = Some((id, "key policy"));
                         }
                     }

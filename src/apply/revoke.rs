@@ -10,6 +10,7 @@ use super::{Applier, Failure, SYSTEM, grant_of, share_sids};
 use crate::domain::{ShareId, ShareStatus, fmt_time};
 use crate::policy::arn::KmsKeyArn;
 use crate::policy::lint::Context;
+use crate::policy::merge;
 use crate::store::audit::{self, NewEvent};
 use crate::store::jobs::{self, JobState};
 use crate::store::rows::{self, Share};
@@ -49,6 +50,38 @@ impl Applier {
         let mut keys: Vec<KmsKeyArn> = by_key.keys().cloned().collect();
         keys.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         let needed = self.needed(secret.as_str(), &keys, &ids, false).await?;
+        // A list statement no live share holds an entry of goes whole: with the principals these
+        // shares leave, and any unique id AWS put in place of a deleted principal that was listed
+        // (while a live share holds an entry the statement stays, so a unique id standing for a
+        // live share's deleted principal stays visible to the drift check and the repair).
+        let whole = |entries: &[String], held: &dyn Fn(&str) -> bool| -> Vec<String> {
+            let mut out = Vec::new();
+            for e in entries {
+                if let (sid, Some(_)) = merge::split_entry(e)
+                    && !held(sid)
+                    && !out.iter().any(|x: &String| x == sid)
+                {
+                    out.push(sid.to_owned());
+                }
+            }
+            out
+        };
+        let res_whole = whole(&res_sids, &|sid| {
+            needed
+                .resource
+                .iter()
+                .any(|e| merge::split_entry(e).0 == sid)
+        });
+        res_sids.extend(res_whole);
+        for (key, entries) in by_key.iter_mut() {
+            let extra = whole(entries, &|sid| {
+                needed
+                    .key
+                    .iter()
+                    .any(|(k, e)| k == key.as_str() && merge::split_entry(e).0 == sid)
+            });
+            entries.extend(extra);
+        }
         let owner = self.owner_for(&grants);
         let mut removed = Vec::new();
         let mut kept = Vec::new();
@@ -57,8 +90,18 @@ impl Applier {
             .await?;
         // Only the Sids present now are reported (a share has this installation's Sids or, applied
         // by an earlier version, earlier-scheme ones: rarely both).
+        let live_res = |sid: &str| -> Vec<String> {
+            needed
+                .resource
+                .iter()
+                .filter_map(|e| match merge::split_entry(e) {
+                    (s, Some(m)) if s == sid => Some(m.to_owned()),
+                    _ => None,
+                })
+                .collect()
+        };
         let (keep, res_remove): (Vec<String>, Vec<String>) = self
-            .present(Policy::Resource(&secret), res_sids)
+            .present_and_dead(Policy::Resource(&secret), res_sids, &live_res)
             .await?
             .into_iter()
             .partition(|sid| needed.resource.contains(sid));
@@ -81,8 +124,19 @@ impl Applier {
         }
         removed.extend(res_remove);
         for key in &keys {
+            let live_key = |sid: &str| -> Vec<String> {
+                needed
+                    .key
+                    .iter()
+                    .filter(|(k, _)| k == key.as_str())
+                    .filter_map(|(_, e)| match merge::split_entry(e) {
+                        (s, Some(m)) if s == sid => Some(m.to_owned()),
+                        _ => None,
+                    })
+                    .collect()
+            };
             let (keep, remove): (Vec<String>, Vec<String>) = self
-                .present(Policy::Key(key), by_key[key].clone())
+                .present_and_dead(Policy::Key(key), by_key[key].clone(), &live_key)
                 .await?
                 .into_iter()
                 .partition(|sid| needed.key.contains(&(key.as_str().to_owned(), sid.clone())));

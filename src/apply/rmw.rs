@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::grant::statements_as_values;
-use super::{Applier, Failure, FailureKind, sid_of};
+use super::{Applier, Failure, FailureKind, sid_of, unique_ids_in};
 use crate::policy::arn::{KmsKeyArn, SecretArn};
 use crate::policy::document::PolicyDocument;
 use crate::policy::lint::{self, Context, DocumentKind, Finding, Severity};
@@ -80,7 +80,7 @@ impl Applier {
             for s in add {
                 if !overwrite_edits
                     && let Some(found) = merge::find(&doc, &sid_of(s))
-                    && !merge::same_content(found, s)
+                    && !merge::same_shape(found, s)
                 {
                     return Err(Failure::new(
                         FailureKind::Policy,
@@ -93,19 +93,28 @@ impl Applier {
                         ),
                     ));
                 }
+                // A replaced list statement may list the principal for the first time: that entry
+                // is this write's too (a compensation removes it).
+                let entry = merge::entry_of(s);
+                let had = merge::find_entry(&doc, &entry).is_some();
                 match merge::upsert(&mut doc, ctx.owner, s)
                     .map_err(|e| Failure::new(FailureKind::Internal, e.to_string()))?
                 {
-                    Change::Added => {
-                        added.push(sid_of(s));
+                    Change::Added | Change::Listed => {
+                        added.push(entry);
                         changed = true;
                     }
-                    Change::Replaced => changed = true,
+                    Change::Replaced => {
+                        if !had {
+                            added.push(entry);
+                        }
+                        changed = true;
+                    }
                     Change::Unchanged => {}
                 }
             }
-            for sid in remove {
-                changed |= merge::remove(&mut doc, ctx.owner, sid);
+            for entry in remove {
+                changed |= merge::remove(&mut doc, ctx.owner, entry);
             }
             if !changed {
                 return Ok(existed.then_some(doc));
@@ -192,15 +201,21 @@ impl Applier {
         ))
     }
 
-    /// The Sids of `sids` that are present in the policy now (for the audit, and to skip empty writes).
-    pub(super) async fn present(
+    /// The entries of `entries` present in the policy now, followed by the unique ids (AROA...) in the
+    /// list statements they name that no live share can be waiting on: AWS put a unique id in place of
+    /// a deleted principal, the entry of its revoked share no longer matches, and once every live share
+    /// of the statement (`live_members(sid)`: their principals) is listed in it, each unique id there
+    /// stood for a principal no live share names. While a live share's principal is missing from the
+    /// list, its unique ids stay: the evidence the drift check and the repair need to revoke it rather
+    /// than grant the ARN again.
+    pub(super) async fn present_and_dead(
         &self,
         p: Policy<'_>,
-        sids: Vec<String>,
+        entries: Vec<String>,
+        live_members: &(dyn Fn(&str) -> Vec<String> + Sync),
     ) -> Result<Vec<String>, Failure> {
         let text = match self.read(p).await {
             Ok(t) => t,
-            // A deleted secret has no resource policy left to clean.
             Err(f) if f.kind == FailureKind::NotFound && matches!(p, Policy::Resource(_)) => None,
             Err(f) => return Err(f),
         };
@@ -213,14 +228,39 @@ impl Applier {
             Failure::new(
                 FailureKind::Policy,
                 format!(
-                    "the current {} cannot be parsed ({e}); the broker cannot tell whether its                      statements are still there, so it removes nothing and tries again",
+                    "the current {} cannot be parsed ({e}); the broker cannot tell whether its \
+                     statements are still there, so it removes nothing and tries again",
                     p.name()
                 ),
             )
         })?;
-        Ok(sids
-            .into_iter()
-            .filter(|s| merge::find(&doc, s).is_some())
-            .collect())
+        let mut out: Vec<String> = entries
+            .iter()
+            .filter(|s| merge::find_entry(&doc, s).is_some())
+            .cloned()
+            .collect();
+        let mut seen = Vec::new();
+        for e in &entries {
+            let (sid, Some(_)) = merge::split_entry(e) else {
+                continue;
+            };
+            if seen.contains(&sid) {
+                continue;
+            }
+            seen.push(sid);
+            let Some(found) = merge::find(&doc, sid) else {
+                continue;
+            };
+            let listed = merge::members(found);
+            if live_members(sid).iter().all(|m| listed.contains(m)) {
+                for id in unique_ids_in(found) {
+                    let dead = format!("{sid} {id}");
+                    if !out.contains(&dead) {
+                        out.push(dead);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 }

@@ -8,11 +8,12 @@ use serde_json::{Value, json};
 
 use super::rmw::Policy;
 use super::verify::identity_document;
-use super::{Applier, Failure, FailureKind, SYSTEM, grant_of, share_sids, sid_of};
+use super::{Applier, Failure, FailureKind, SYSTEM, grant_of, share_sids};
 use crate::domain::{ShareId, ShareStatus};
 use crate::policy::arn::{KmsKeyArn, SecretArn};
 use crate::policy::compose::{Composed, Grant, compose_for};
 use crate::policy::lint::Context;
+use crate::policy::merge::entry_of;
 use crate::store::jobs::{self, JobState};
 use crate::store::rows::Share;
 use crate::store::{Outcome, Transition, transition};
@@ -98,14 +99,15 @@ impl Applier {
         let mut key_stmts: Vec<Value> = Vec::new();
         let mut res_stmts: Vec<Value> = Vec::new();
         for c in &composed {
+            // One statement per entry: list statements share a Sid across principals.
             if !key_stmts
                 .iter()
-                .any(|s| sid_of(s) == sid_of(&c.key_statement))
+                .any(|s| entry_of(s) == entry_of(&c.key_statement))
             {
                 key_stmts.push(c.key_statement.clone());
             }
             for r in c.resource_statements() {
-                if !res_stmts.iter().any(|s| sid_of(s) == sid_of(r)) {
+                if !res_stmts.iter().any(|s| entry_of(s) == entry_of(r)) {
                     res_stmts.push(r.clone());
                 }
             }

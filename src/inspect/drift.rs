@@ -8,7 +8,7 @@ use crate::apply::verify::identity_document;
 use crate::apply::{Applier, Failure, FailureKind, grant_of, sid_of, unique_ids_in};
 use crate::domain::ShareStatus;
 use crate::policy::arn::{KmsKeyArn, SecretArn};
-use crate::policy::compose::{compose_for, legacy_statements};
+use crate::policy::compose::{compose_for, legacy_statements, one_principal_statements_for};
 use crate::policy::document::PolicyDocument;
 use crate::policy::merge;
 use crate::store::rows;
@@ -72,43 +72,50 @@ impl Applier {
             let grant = grant_of(share)?;
             let c = compose_for(&grant, &key, &self.settings.installation);
             let (legacy_res, legacy_key) = legacy_statements(&grant);
+            let (one_res, one_key) =
+                one_principal_statements_for(&grant, &self.settings.installation);
             let mut problems: Vec<String> = key_problem.into_iter().collect();
             let docs = [
                 (
                     "resource policy",
                     &resource,
                     c.resource_statements(),
+                    one_res.iter().collect::<Vec<_>>(),
                     &legacy_res,
                 ),
-                ("key policy", &key_doc, vec![&c.key_statement], &legacy_key),
+                (
+                    "key policy",
+                    &key_doc,
+                    vec![&c.key_statement],
+                    vec![&one_key],
+                    &legacy_key,
+                ),
             ];
-            for (name, doc, wants, legacy) in docs {
+            for (name, doc, wants, one_principal, legacy) in docs {
                 match doc {
                     Err(e) => problems.push(e.clone()),
                     Ok(doc) => {
                         let d: Option<&PolicyDocument> = *doc;
-                        let present =
-                            |v: &Value| d.is_some_and(|d| merge::find(d, &sid_of(v)).is_some());
-                        if !wants.iter().all(|w| present(w)) && present(legacy) {
-                            // Applied before installation ids: its earlier-scheme statement stands
-                            // for it (the evaluation below still checks every action it grants).
-                            statement_drift(
-                                name,
-                                d,
-                                legacy,
-                                grant.principal.as_str(),
-                                &mut problems,
-                            );
+                        // A share is present iff its entry is: its principal listed in a broker
+                        // statement of the right shape, or (written by an earlier version) a statement
+                        // of its own.
+                        let present = |v: &Value| {
+                            d.is_some_and(|d| merge::find_entry(d, &merge::entry_of(v)).is_some())
+                        };
+                        let checked: Vec<&Value> = if wants.iter().all(|w| present(w)) {
+                            wants
+                        } else if one_principal.iter().all(|w| present(w)) {
+                            // Applied before list statements: its one-principal statements stand for
+                            // it until it is revoked (the evaluation below checks every action).
+                            one_principal
+                        } else if present(legacy) {
+                            // Applied before installation ids: its earlier-scheme statement.
+                            vec![legacy]
                         } else {
-                            for want in wants {
-                                statement_drift(
-                                    name,
-                                    d,
-                                    want,
-                                    grant.principal.as_str(),
-                                    &mut problems,
-                                );
-                            }
+                            wants
+                        };
+                        for want in checked {
+                            statement_drift(name, d, want, grant.principal.as_str(), &mut problems);
                         }
                     }
                 }
@@ -157,10 +164,27 @@ fn statement_drift(
         problems.push(format!("the {name} statement {sid} is missing"));
         return;
     };
-    if merge::same_content(found, want) {
+    if merge::covers(found, want) {
         return;
     }
     let ids = unique_ids_in(found);
+    if merge::is_list_statement(want) && merge::same_shape(found, want) {
+        // The statement is as the broker wrote it but no longer lists this principal.
+        problems.push(match ids.first() {
+            Some(id) => format!(
+                "the {name} statement {sid} no longer lists {principal} and names {id}: AWS shows a \
+                 principal's unique id once the principal was deleted; one re-created with the same ARN is \
+                 someone new, so the broker never grants it again: repair ends the share revoked (the new \
+                 principal needs a new share)"
+            ),
+            None => format!(
+                "the {name} statement {sid} no longer lists {principal}: the share's grant is missing \
+                 (someone removed it); the broker does not revert an owner's edit on its own: an admin's \
+                 repair writes it back"
+            ),
+        });
+        return;
+    }
     if let Some(id) = ids.first() {
         problems.push(format!(
             "the {name} statement {sid} names {id} instead of {principal}: AWS shows a principal's unique id \

@@ -42,7 +42,7 @@ impl Applier {
             let doc = current.doc.as_ref().ok().and_then(Option::as_ref);
             let present = ours.iter().all(|o| {
                 doc.and_then(|d| merge::find(d, &sid_of(o)))
-                    .is_some_and(|f| merge::same_content(f, o))
+                    .is_some_and(|f| merge::covers(f, o))
             });
             PolicyDiff {
                 current: current.text.as_deref().map(parse),

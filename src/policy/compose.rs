@@ -168,12 +168,87 @@ fn sid(installation: Option<&InstallationId>, kind: char, content: &Value) -> St
 
 fn with_sid(installation: Option<&InstallationId>, kind: char, content: Value) -> Value {
     let id = sid(installation, kind, &content);
+    put_sid(id, content)
+}
+
+fn put_sid(id: String, content: Value) -> Value {
     let mut m = Map::new();
     m.insert("Sid".into(), Value::String(id));
     if let Value::Object(c) = content {
         m.extend(c);
     }
     Value::Object(m)
+}
+
+/// What stands for the principals in the content a list statement's Sid is derived from.
+const PRINCIPALS: &str = "<principals>";
+
+/// The content of a statement (without its Sid) with `{"AWS": <principals>}` in place of its
+/// principal when the principal is of the `{"AWS": ...}` form alone; `None` otherwise. Two statements
+/// with the same shape differ at most in the IAM principals they list.
+pub fn shape(statement: &Value) -> Option<Value> {
+    let mut m = statement.as_object()?.clone();
+    // Keeps the order of the other members (a plain remove may swap the last one in).
+    m.shift_remove("Sid");
+    let principal = m.get("Principal")?.as_object()?;
+    if principal.len() != 1 {
+        return None;
+    }
+    // A wildcard is no principal a list names: a statement widened to one has no shape (it is an
+    // edit, never a member).
+    let named = |v: &Value| v.as_str().is_some_and(|p| !p.contains(['*', '?']));
+    match principal.get("AWS")? {
+        v @ Value::String(_) if named(v) => {}
+        Value::Array(a) if !a.is_empty() && a.iter().all(named) => {}
+        _ => return None,
+    }
+    m.insert("Principal".into(), json!({"AWS": PRINCIPALS}));
+    Some(Value::Object(m))
+}
+
+/// A list statement (issue 18 part 3): its Sid is derived from its [`shape`], not from its principal,
+/// so the shares that differ only in their IAM principal share one statement listing them. The
+/// statement is written with this one principal; merging adds the principal to the statement's list.
+fn list_statement(installation: &InstallationId, kind: char, content: Value) -> Value {
+    let id = match shape(&content) {
+        Some(sh) => {
+            let digest = Sha256::digest(sh.to_string().as_bytes());
+            format!(
+                "{SID_PREFIX}{installation}{kind}{}",
+                &hex::encode(digest)[..16]
+            )
+        }
+        None => sid(Some(installation), kind, &content),
+    };
+    put_sid(id, content)
+}
+
+/// Whether `statement` is a list statement: its Sid is one of an installation's (`SecretBroker<id>
+/// <S|K><16 hex>`) and is derived from its [`shape`]. Such a statement lists IAM principals in
+/// `Principal.AWS` and nothing else differs between the shares it stands for; any other broker
+/// statement stands for one grant as a whole.
+pub fn is_list_statement(statement: &Value) -> bool {
+    let Some(sid) = statement.get("Sid").and_then(Value::as_str) else {
+        return false;
+    };
+    let Some(rest) = sid.strip_prefix(SID_PREFIX) else {
+        return false;
+    };
+    if rest.len() <= 17 || !is_suffix(&rest[rest.len() - 17..]) {
+        return false;
+    }
+    let Ok(installation) = rest[..rest.len() - 17].parse::<InstallationId>() else {
+        return false;
+    };
+    let kind = rest.as_bytes()[rest.len() - 17] as char;
+    let Some(sh) = shape(statement) else {
+        return false;
+    };
+    let digest = Sha256::digest(sh.to_string().as_bytes());
+    sid == format!(
+        "{SID_PREFIX}{installation}{kind}{}",
+        &hex::encode(digest)[..16]
+    )
 }
 
 fn one_or_many(mut v: Vec<String>) -> Value {
@@ -250,7 +325,7 @@ pub fn resource_statements_for(grant: &Grant, installation: &InstallationId) -> 
         });
     }
     narrow(&mut resource, &grant.principal);
-    let mut out = vec![with_sid(Some(installation), 'S', resource)];
+    let mut out = vec![written(grant, installation, 'S', resource)];
     let unstaged: Vec<String> = grant
         .actions
         .iter()
@@ -265,9 +340,48 @@ pub fn resource_statements_for(grant: &Grant, installation: &InstallationId) -> 
             "Resource": "*",
         });
         narrow(&mut st, &grant.principal);
-        out.push(with_sid(Some(installation), 'S', st));
+        out.push(written(grant, installation, 'S', st));
     }
     out
+}
+
+/// The statement as this version writes it: a list statement for an IAM principal; for an
+/// organization or OU (principal `"*"`, narrowed by a condition naming it) a statement of its own.
+fn written(grant: &Grant, installation: &InstallationId, kind: char, content: Value) -> Value {
+    if grant.principal.kind().is_org() {
+        with_sid(Some(installation), kind, content)
+    } else {
+        list_statement(installation, kind, content)
+    }
+}
+
+/// The resource-policy and key-policy statements of `grant` as versions before list statements wrote
+/// them: one statement per principal, its Sid derived from its whole content (principal included).
+/// Shares applied by those versions rely on them: they are recognized, checked and removed, never
+/// written anew. For an organization or OU they are the statements written today.
+pub fn one_principal_statements_for(
+    grant: &Grant,
+    installation: &InstallationId,
+) -> (Vec<Value>, Value) {
+    let rewrite = |v: Value| {
+        let mut content = v;
+        if let Some(m) = content.as_object_mut() {
+            m.shift_remove("Sid");
+        }
+        let kind = if content["Action"] == "kms:Decrypt" {
+            'K'
+        } else {
+            'S'
+        };
+        with_sid(Some(installation), kind, content)
+    };
+    (
+        resource_statements_for(grant, installation)
+            .into_iter()
+            .map(rewrite)
+            .collect(),
+        rewrite(key_statement_for(grant, installation)),
+    )
 }
 
 /// The key-policy statement of `grant`, with the Sid of `installation`; it does not depend on the key
@@ -284,7 +398,7 @@ pub fn key_statement_for(grant: &Grant, installation: &InstallationId) -> Value 
         }
     });
     narrow(&mut st, &grant.principal);
-    with_sid(Some(installation), 'K', st)
+    written(grant, installation, 'K', st)
 }
 
 /// Composes the three documents for `grant` with the secret's key, with Sids of `installation`.
@@ -643,7 +757,29 @@ mod tests {
             a.key_statement["Sid"], c.key_statement["Sid"],
             "decrypt does not depend on the stage"
         );
-        assert_ne!(c.key_statement["Sid"], d.key_statement["Sid"]);
+        // Issue 18 part 3: grants that differ only in their principal share one list statement (one
+        // Sid); what each holds in it (its entry) differs.
+        assert_eq!(c.key_statement["Sid"], d.key_statement["Sid"]);
+        assert_eq!(c.resource_statement["Sid"], d.resource_statement["Sid"]);
+        assert_ne!(
+            crate::policy::merge::entry_of(&c.key_statement),
+            crate::policy::merge::entry_of(&d.key_statement)
+        );
+        // The statement an earlier version wrote for each stays a statement of its own.
+        let inst = InstallationId::default();
+        let (gc, gd) = (
+            grant(SECRET, USER, &[ShareAction::GetSecretValue], None),
+            grant(
+                SECRET,
+                "arn:aws:iam::444455556666:user/bob",
+                &[ShareAction::GetSecretValue],
+                None,
+            ),
+        );
+        assert_ne!(
+            one_principal_statements_for(&gc, &inst).1["Sid"],
+            one_principal_statements_for(&gd, &inst).1["Sid"]
+        );
         for s in [&a.resource_statement["Sid"], &a.key_statement["Sid"]] {
             let s = s.as_str().unwrap();
             assert!(
@@ -848,6 +984,33 @@ mod tests {
         assert_eq!(r2["Sid"], "SecretBrokerSa4081938a49a4c04");
         assert_eq!(k2, k, "the key statement never depended on the actions");
         assert!(is_legacy_sid(r2["Sid"].as_str().unwrap()));
+    }
+
+    /// The Sids versions before list statements wrote (computed independently: SHA-256 of the compact
+    /// JSON of the statement without its Sid, principal included), so a share they applied finds its
+    /// statements; the list statement of the same grant has another Sid.
+    #[test]
+    fn one_principal_statements_reproduce_the_earlier_sids() {
+        let g = grant(
+            "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf",
+            "arn:aws:iam::444455556666:role/app-reader",
+            &[ShareAction::GetSecretValue],
+            Some("AWSCURRENT"),
+        );
+        let inst = InstallationId::default();
+        let (r, k) = one_principal_statements_for(&g, &inst);
+        assert_eq!(r[0]["Sid"], "SecretBrokerMainSaacb1f8dc1643e82");
+        assert_eq!(k["Sid"], "SecretBrokerMainKea195617481a24f8");
+        assert!(!is_list_statement(&r[0]) && !is_list_statement(&k));
+        let now = resource_statements_for(&g, &inst);
+        assert!(is_list_statement(&now[0]) && is_list_statement(&key_statement_for(&g, &inst)));
+        assert_ne!(now[0]["Sid"], r[0]["Sid"]);
+        let strip = |v: &Value| {
+            let mut v = v.clone();
+            v.as_object_mut().unwrap().shift_remove("Sid");
+            v
+        };
+        assert_eq!(strip(&now[0]), strip(&r[0]), "the same content");
     }
 
     #[test]

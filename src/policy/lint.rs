@@ -228,9 +228,10 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
                     Severity::Error,
                     None,
                     format!(
-                        "the resource policy would be {n} characters; Secrets Manager allows \
-                         {MAX_RESOURCE_POLICY_CHARS}: share with an account root or a role that several \
-                         consumers assume instead of many individual principals"
+                        "the resource policy would be {n} characters of the {MAX_RESOURCE_POLICY_CHARS} \
+                         Secrets Manager allows ({}%), the broker's statements compacted: share with an \
+                         account root or a role several consumers assume instead of many principals",
+                        n * 100 / MAX_RESOURCE_POLICY_CHARS
                     ),
                 );
             }
@@ -243,8 +244,10 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
                     Severity::Error,
                     None,
                     format!(
-                        "the key policy would be {n} bytes; KMS allows {MAX_KEY_POLICY_BYTES}: use fewer, \
-                         broader consumer principals (an account root) or a separate key"
+                        "the key policy would be {n} bytes of the {MAX_KEY_POLICY_BYTES} KMS allows \
+                         ({}%), the broker's statements compacted: use fewer, broader consumer principals \
+                         (an account root) or a separate key",
+                        n * 100 / MAX_KEY_POLICY_BYTES
                     ),
                 );
             }

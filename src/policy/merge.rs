@@ -5,12 +5,21 @@
 //! writes (`SecretBroker<installation id><S|K><16 hex>`), or an earlier-scheme Sid
 //! (`SecretBroker<S|K><16 hex>`) that one of this broker's shares relied on and was given to the
 //! [`Owner`] explicitly. Every other statement, another installation's included, is foreign.
+//!
+//! A *list statement* ([`is_list_statement`]) stands for every share that differs from another only in
+//! its IAM principal: its Sid is derived from the statement without its principal, and its
+//! `Principal.AWS` lists the principals. What one share holds in a policy is an *entry*
+//! ([`entry_of`]): a list statement's Sid with one principal (`"<Sid> <principal>"`), or the Sid of a
+//! statement that stands for one grant as a whole. An upsert of a list statement adds its principal to
+//! the list; removing an entry takes its principal out of the list, and the statement out when no
+//! principal is left. Nothing else of the statement, and nothing of any other statement, changes.
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use super::compose::{InstallationId, is_installation_sid, is_legacy_sid};
+pub use super::compose::is_list_statement;
+use super::compose::{InstallationId, is_installation_sid, is_legacy_sid, shape};
 use super::document::{ParseError, PolicyDocument, RawStatement};
 
 /// What an upsert did.
@@ -22,6 +31,8 @@ pub enum Change {
     Replaced,
     /// An equal statement was already there.
     Unchanged,
+    /// A list statement of the same shape was there: the principal was added to its list.
+    Listed,
 }
 
 /// Which statements a merge may touch: this installation's, plus the earlier-scheme Sids listed.
@@ -97,8 +108,98 @@ pub fn same_content(found: &RawStatement, statement: &Value) -> bool {
     }
 }
 
+/// The entry of a statement the broker composed: `"<Sid> <principal>"` for a list statement (its one
+/// principal), the Sid for any other. Sids are alphanumeric and principals hold no space, so an entry
+/// splits back unambiguously ([`split_entry`]).
+pub fn entry_of(statement: &Value) -> String {
+    let sid = statement
+        .get("Sid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    match (is_list_statement(statement), one_principal(statement)) {
+        (true, Some(p)) => format!("{sid} {p}"),
+        _ => sid.to_owned(),
+    }
+}
+
+/// An entry's Sid and, for a list statement's entry, its principal.
+pub fn split_entry(entry: &str) -> (&str, Option<&str>) {
+    match entry.split_once(' ') {
+        Some((sid, member)) => (sid, Some(member)),
+        None => (entry, None),
+    }
+}
+
+/// The single `Principal.AWS` value of a composed statement.
+fn one_principal(statement: &Value) -> Option<&str> {
+    statement.get("Principal")?.get("AWS")?.as_str()
+}
+
+/// The `Principal.AWS` values of a statement as found in a policy.
+pub fn members(found: &RawStatement) -> Vec<String> {
+    found
+        .parsed()
+        .principal
+        .as_ref()
+        .map(|p| p.values("AWS").to_vec())
+        .unwrap_or_default()
+}
+
+fn parsed_value(found: &RawStatement) -> Option<Value> {
+    serde_json::from_str(found.raw()).ok()
+}
+
+/// Whether a statement found in a policy has the content of the composed `statement` apart from the
+/// principals it lists (for a list statement), or all of it (for any other).
+pub fn same_shape(found: &RawStatement, statement: &Value) -> bool {
+    if !is_list_statement(statement) {
+        return same_content(found, statement);
+    }
+    let reparsed = serde_json::to_string(statement)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok());
+    match (parsed_value(found), reparsed) {
+        (Some(f), Some(s)) => shape(&f).is_some() && shape(&f) == shape(&s),
+        _ => false,
+    }
+}
+
+/// Whether the statement found grants what the composed `statement` stands for: the same shape listing
+/// its principal (a list statement), or the same content.
+pub fn covers(found: &RawStatement, statement: &Value) -> bool {
+    if !is_list_statement(statement) {
+        return same_content(found, statement);
+    }
+    same_shape(found, statement)
+        && one_principal(statement).is_some_and(|p| members(found).iter().any(|m| m == p))
+}
+
+/// The statement holding `entry`: the statement with its Sid, and for a list statement's entry only
+/// when it lists the entry's principal.
+pub fn find_entry<'a>(doc: &'a PolicyDocument, entry: &str) -> Option<&'a RawStatement> {
+    let (sid, member) = split_entry(entry);
+    let found = find(doc, sid)?;
+    match member {
+        Some(m) if !members(found).iter().any(|x| x == m) => None,
+        _ => Some(found),
+    }
+}
+
+/// `statement` with `Principal.AWS` set to `list` (a string for one, an array for more).
+fn with_members(statement: &Value, list: &[String]) -> Result<RawStatement, ParseError> {
+    let mut v = statement.clone();
+    let aws = match list {
+        [one] => Value::String(one.clone()),
+        many => Value::Array(many.iter().cloned().map(Value::String).collect()),
+    };
+    v["Principal"] = serde_json::json!({ "AWS": aws });
+    RawStatement::from_value(&v)
+}
+
 /// Adds `statement` (which must carry a Sid `owner` writes), or replaces the statement with the same
-/// Sid. Whether replacing an edited statement is allowed is the caller's decision: it sees `Replaced`
+/// Sid. A list statement whose Sid is there already with the same shape gets the statement's principal
+/// added to its list (`Listed`; `Unchanged` when it lists it); with another shape (someone edited it) it
+/// is replaced by the composed shape listing the principals it listed and this one (`Replaced`). Whether replacing an edited statement is allowed is the caller's decision: it sees `Replaced`
 /// coming with [`find`] and [`same_content`] before it writes.
 pub fn upsert(
     doc: &mut PolicyDocument,
@@ -116,6 +217,30 @@ pub fn upsert(
             ))
         })?
         .to_owned();
+    if is_list_statement(statement)
+        && let Some(p) = one_principal(statement)
+        && let Some(i) = doc
+            .statements()
+            .iter()
+            .position(|s| s.parsed().sid.as_deref() == Some(sid.as_str()))
+    {
+        let found = &doc.statements()[i];
+        let mut list = members(found);
+        let same = same_shape(found, statement);
+        let listed = list.iter().any(|m| m == p);
+        if same && listed {
+            return Ok(Change::Unchanged);
+        }
+        if !listed {
+            list.push(p.to_owned());
+        }
+        doc.statements_mut()[i] = with_members(statement, &list)?;
+        return Ok(if same {
+            Change::Listed
+        } else {
+            Change::Replaced
+        });
+    }
     let new = RawStatement::from_value(statement)?;
     let stmts = doc.statements_mut();
     match stmts
@@ -139,11 +264,41 @@ pub fn upsert(
     }
 }
 
-/// Removes the statement(s) with this Sid; returns whether anything was removed. Refuses to touch a
-/// statement whose Sid `owner` does not own.
-pub fn remove(doc: &mut PolicyDocument, owner: &Owner, sid: &str) -> bool {
+/// Removes an entry ([`entry_of`]): for a list statement's entry its principal from the statement's
+/// list, and the statement when no principal is left; for a Sid the statement(s) with it. Returns
+/// whether anything was removed. Refuses to touch a statement whose Sid `owner` does not own.
+pub fn remove(doc: &mut PolicyDocument, owner: &Owner, entry: &str) -> bool {
+    let (sid, member) = split_entry(entry);
     if !owner.owns(sid) {
         return false;
+    }
+    if let Some(m) = member {
+        let Some(i) = doc
+            .statements()
+            .iter()
+            .position(|s| s.parsed().sid.as_deref() == Some(sid))
+        else {
+            return false;
+        };
+        let found = &doc.statements()[i];
+        let list = members(found);
+        if !list.iter().any(|x| x == m) {
+            return false;
+        }
+        let rest: Vec<String> = list.into_iter().filter(|x| x != m).collect();
+        if rest.is_empty() {
+            doc.statements_mut().remove(i);
+            return true;
+        }
+        let rebuilt = parsed_value(found).and_then(|v| with_members(&v, &rest).ok());
+        match rebuilt {
+            Some(r) => doc.statements_mut()[i] = r,
+            // Our own statement that no longer parses as a value: never keep the principal in it.
+            None => {
+                doc.statements_mut().remove(i);
+            }
+        }
+        return true;
     }
     let stmts = doc.statements_mut();
     let before = stmts.len();
@@ -297,6 +452,87 @@ mod tests {
             again.render(),
             r#"{"Statement":[{"Sid":"X","Effect":"Deny","Principal":{"AWS":"arn:aws:iam::999999999999:root"},"Action":"*","Resource":"*"}]}"#
         );
+    }
+
+    fn listed(principal: &str, stage: &str) -> Value {
+        use crate::domain::ShareAction;
+        use crate::policy::arn::{PrincipalArn, SecretArn};
+        use crate::policy::compose::{Grant, resource_statements_for};
+        let g = Grant {
+            secret: SecretArn::parse(
+                "arn:aws:secretsmanager:us-east-1:111122223333:secret:db-AbCdEf",
+            )
+            .unwrap(),
+            principal: PrincipalArn::parse_consumer(principal).unwrap(),
+            actions: vec![ShareAction::GetSecretValue],
+            version_stage: Some(stage.to_owned()),
+        };
+        resource_statements_for(&g, &InstallationId::default()).remove(0)
+    }
+
+    /// Issue 18 part 3: statements that differ only in their principal are one list statement; removing
+    /// an entry takes its principal out, the statement with the last; other shapes (another stage) are
+    /// other statements; foreign statements keep their text throughout.
+    #[test]
+    fn list_statements_gain_and_lose_principals_one_at_a_time() {
+        const P1: &str = "arn:aws:iam::444455556666:role/a";
+        const P2: &str = "arn:aws:iam::777788889999:user/b";
+        let (a, b, c) = (
+            listed(P1, "AWSCURRENT"),
+            listed(P2, "AWSCURRENT"),
+            listed(P2, "AWSPREVIOUS"),
+        );
+        assert!(is_list_statement(&a) && is_list_statement(&b));
+        assert_eq!(a["Sid"], b["Sid"], "one shape, one Sid");
+        assert_ne!(a["Sid"], c["Sid"], "the stage is part of the shape");
+        let mut doc = PolicyDocument::parse(FOREIGN).unwrap();
+        assert_eq!(upsert(&mut doc, &owner(), &a).unwrap(), Change::Added);
+        assert_eq!(upsert(&mut doc, &owner(), &b).unwrap(), Change::Listed);
+        assert_eq!(upsert(&mut doc, &owner(), &b).unwrap(), Change::Unchanged);
+        assert_eq!(upsert(&mut doc, &owner(), &c).unwrap(), Change::Added);
+        assert_eq!(doc.statements().len(), 4);
+        assert_eq!(members(&doc.statements()[2]), [P1, P2]);
+        assert!(covers(&doc.statements()[2], &a) && covers(&doc.statements()[2], &b));
+        assert!(!covers(&doc.statements()[3], &a));
+        let (ea, eb) = (entry_of(&a), entry_of(&b));
+        assert_eq!(ea, format!("{} {P1}", a["Sid"].as_str().unwrap()));
+        assert_eq!(split_entry(&ea), (a["Sid"].as_str().unwrap(), Some(P1)));
+        // Remove P1: the statement lists P2 alone, as a string, with everything else unchanged.
+        assert!(remove(&mut doc, &owner(), &ea));
+        assert!(!remove(&mut doc, &owner(), &ea), "gone already");
+        assert!(find_entry(&doc, &ea).is_none() && find_entry(&doc, &eb).is_some());
+        let v: Value = serde_json::from_str(doc.statements()[2].raw()).unwrap();
+        assert_eq!(v["Principal"], json!({"AWS": P2}));
+        assert!(same_content(&doc.statements()[2], &b));
+        // The last principal takes the statement with it; the foreign statements are as they were.
+        assert!(remove(&mut doc, &owner(), &eb));
+        assert!(remove(&mut doc, &owner(), &entry_of(&c)));
+        assert_eq!(doc.render(), FOREIGN);
+    }
+
+    /// A list statement someone edited (anything but its principals) is not of its shape: the upsert
+    /// says `Replaced` (the applier refuses that unless an admin repairs), and keeps the principals it
+    /// listed; another installation's list statement is never touched.
+    #[test]
+    fn an_edited_list_statement_is_replaced_keeping_its_principals() {
+        const P1: &str = "arn:aws:iam::444455556666:role/a";
+        const P2: &str = "arn:aws:iam::777788889999:user/b";
+        let (a, b) = (listed(P1, "AWSCURRENT"), listed(P2, "AWSCURRENT"));
+        let mut edited = a.clone();
+        edited["Action"] = json!([
+            "secretsmanager:GetSecretValue",
+            "secretsmanager:PutSecretValue"
+        ]);
+        let mut doc = PolicyDocument::new();
+        doc.statements_mut()
+            .push(RawStatement::from_value(&edited).unwrap());
+        assert!(!same_shape(&doc.statements()[0], &b));
+        assert_eq!(upsert(&mut doc, &owner(), &b).unwrap(), Change::Replaced);
+        assert_eq!(members(&doc.statements()[0]), [P1, P2]);
+        assert!(covers(&doc.statements()[0], &a) && covers(&doc.statements()[0], &b));
+        let other = Owner::new("Blue7".parse().unwrap());
+        assert!(!remove(&mut doc, &other, &entry_of(&a)));
+        assert!(upsert(&mut doc, &other, &a).is_err());
     }
 
     /// Found by the `merge` fuzz target: a statement with a float that serde_json does not read back

@@ -4,10 +4,11 @@
 use serde_json::{Value, json};
 
 use crate::harness::{
-    TestApp, actors, approve, approve_all, broker_sids, request, share, statements,
+    TestApp, actors, approve, approve_all, broker_entries, broker_sids, request, share, statements,
     without_principal,
 };
 use crate::moto::{Fault, moto};
+use secret_broker::worker::tick;
 
 const ROLE: &str = "arn:aws:iam::444455556666:role/app-reader";
 
@@ -195,11 +196,11 @@ async fn two_principals_then_revoke_one_then_the_other() {
     t.settle().await;
     assert_eq!(share(&t, &a, &id1).await["status"], "active");
     assert_eq!(share(&t, &a, &id2).await["status"], "active");
-    assert_eq!(broker_sids(&m.key_policy(&key).await).len(), 2);
+    assert_eq!(broker_entries(&m.key_policy(&key).await).len(), 2);
     // The second share's DescribeSecret sits in a statement of its own, without the stage condition
     // (DESIGN.md 4.12): three resource statements for two shares.
     assert_eq!(
-        broker_sids(&m.resource_policy(&secret).await.unwrap()).len(),
+        broker_entries(&m.resource_policy(&secret).await.unwrap()).len(),
         3
     );
 
@@ -218,8 +219,8 @@ async fn two_principals_then_revoke_one_then_the_other() {
     assert_eq!(share(&t, &a, &id2).await["status"], "active");
     let kp = m.key_policy(&key).await;
     let rp = m.resource_policy(&secret).await.unwrap();
-    assert_eq!(broker_sids(&kp).len(), 1);
-    assert_eq!(broker_sids(&rp).len(), 2);
+    assert_eq!(broker_entries(&kp).len(), 1);
+    assert_eq!(broker_entries(&rp).len(), 2);
     assert!(!kp.contains(ROLE) && !rp.contains(ROLE));
     assert!(kp.contains(other) && rp.contains(other));
 
@@ -272,9 +273,9 @@ async fn overlapping_shares_of_one_grant_share_one_statement() {
     approve(&t, &a, &id2).await;
     t.settle().await;
     assert_eq!(share(&t, &a, &id2).await["status"], "active");
-    assert_eq!(broker_sids(&m.key_policy(&key).await).len(), 1);
+    assert_eq!(broker_entries(&m.key_policy(&key).await).len(), 1);
     assert_eq!(
-        broker_sids(&m.resource_policy(&secret).await.unwrap()).len(),
+        broker_entries(&m.resource_policy(&secret).await.unwrap()).len(),
         1
     );
 
@@ -288,12 +289,12 @@ async fn overlapping_shares_of_one_grant_share_one_statement() {
     t.settle().await;
     assert_eq!(share(&t, &a, &id1).await["status"], "revoked");
     assert_eq!(
-        broker_sids(&m.key_policy(&key).await).len(),
+        broker_entries(&m.key_policy(&key).await).len(),
         1,
         "still needed by the second share"
     );
     assert_eq!(
-        broker_sids(&m.resource_policy(&secret).await.unwrap()).len(),
+        broker_entries(&m.resource_policy(&secret).await.unwrap()).len(),
         1
     );
     let revoked_row: String = t
@@ -439,9 +440,9 @@ async fn twenty_approvals_on_one_secret_are_one_write_per_policy() {
     for id in &ids {
         assert_eq!(share(&t, &a, id).await["status"], "active");
     }
-    assert_eq!(broker_sids(&m.key_policy(&key).await).len(), 20);
+    assert_eq!(broker_entries(&m.key_policy(&key).await).len(), 20);
     assert_eq!(
-        broker_sids(&m.resource_policy(&secret).await.unwrap()).len(),
+        broker_entries(&m.resource_policy(&secret).await.unwrap()).len(),
         20
     );
     assert_eq!(
@@ -885,7 +886,7 @@ async fn a_thousand_shares_over_fifty_secrets_approved_at_once() {
         assert!(m.calls("PutResourcePolicy", secret) <= 2, "{secret}");
         assert!(m.calls("PutKeyPolicy", key) <= 2, "{key}");
         assert_eq!(
-            broker_sids(&m.resource_policy(secret).await.unwrap()).len(),
+            broker_entries(&m.resource_policy(secret).await.unwrap()).len(),
             20
         );
     }
@@ -1019,7 +1020,7 @@ async fn a_revoke_after_a_reencryption_leaves_no_broker_statement_in_either_key(
         "no grant left in the old key"
     );
     assert_eq!(
-        broker_sids(&m.key_policy(&new_key).await).len(),
+        broker_entries(&m.key_policy(&new_key).await).len(),
         1,
         "the live share keeps its own"
     );
@@ -1266,4 +1267,179 @@ async fn an_access_review_judges_every_action_of_a_share() {
     assert_eq!(item["decision"], "deny", "{item}");
     assert_eq!(item["actions"][0]["decision"], "allow");
     assert_eq!(item["actions"][1]["decision"], "deny");
+}
+
+/// Issue 18 part 3 against moto: 200 shares of one secret (more than twice what fit with one statement
+/// per principal: 76 on a secret, 85 on a key) are one list statement in each policy, all `active`
+/// (each verified by the evaluator over the read-back policies); revoking one
+/// takes exactly its principal out of both lists; foreign statements keep their exact text throughout;
+/// the drift check finds nothing until someone takes one principal out of a list by hand, and then
+/// finds exactly that share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_shares_of_one_secret_are_one_list_statement_each_revocable() {
+    let t = TestApp::with_aws(|c| {
+        c.apply_coalesce.0 = std::time::Duration::from_millis(1500);
+        c.max_pending_per_requester.0 = Some(1000);
+    });
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    m.set_key_policy(&key, FOREIGN_KEY_POLICY).await;
+    m.set_resource_policy(&secret, FOREIGN_RESOURCE_POLICY)
+        .await;
+    let foreign_resource = &statements(FOREIGN_RESOURCE_POLICY)[0];
+    let foreign_resource_text = serde_json::to_string(foreign_resource).unwrap();
+    assert!(FOREIGN_RESOURCE_POLICY.contains(&foreign_resource_text));
+    let principal = |i: u64| format!("arn:aws:iam::{}:role/app-reader", 300_000_000_000 + i);
+    let mut ids = Vec::new();
+    for i in 0..200u64 {
+        ids.push(request(&t, &a, &secret, &principal(i), json!({})).await);
+    }
+    approve_all(&t, &a, &ids).await;
+    t.settle().await;
+    for id in &ids {
+        assert_eq!(share(&t, &a, id).await["status"], "active", "{id}");
+    }
+    let rp = m.resource_policy(&secret).await.unwrap();
+    let kp = m.key_policy(&key).await;
+    assert_eq!(broker_sids(&rp).len(), 1, "one list statement: {rp}");
+    assert_eq!(broker_sids(&kp).len(), 1, "one list statement");
+    assert_eq!(broker_entries(&rp).len(), 200);
+    assert_eq!(broker_entries(&kp).len(), 200);
+    assert!(rp.chars().count() <= 20_480 && kp.len() <= 32_768);
+    assert!(rp.contains(&foreign_resource_text), "byte for byte: {rp}");
+    assert!(kp.contains(r#""Sid" : "Allow use by the rotation lambda","#));
+    assert_eq!(tick(&t.app).await.unwrap().drifted, 0);
+
+    // Revoke one: its principal leaves both lists, the 199 others stay.
+    let gone = 77usize;
+    t.post(
+        &format!("/v1/shares/{}/revoke", ids[gone]),
+        &a.bob,
+        json!({"reason": "one consumer leaves"}),
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    assert_eq!(share(&t, &a, &ids[gone]).await["status"], "revoked");
+    let rp = m.resource_policy(&secret).await.unwrap();
+    let kp = m.key_policy(&key).await;
+    for policy in [&rp, &kp] {
+        let entries = broker_entries(policy);
+        assert_eq!(entries.len(), 199);
+        assert!(!entries.iter().any(|(_, p)| *p == principal(gone as u64)));
+        assert!(!policy.contains(&principal(gone as u64)));
+    }
+    assert!(rp.contains(&foreign_resource_text), "byte for byte: {rp}");
+    assert_eq!(statements(&kp)[..2], statements(FOREIGN_KEY_POLICY)[..]);
+    assert!(kp.contains(r#""Sid" : "Allow use by the rotation lambda","#));
+    for (i, id) in ids.iter().enumerate() {
+        if i != gone {
+            assert_eq!(share(&t, &a, id).await["status"], "active");
+        }
+    }
+
+    // Someone takes one principal out of the key policy's list by hand: exactly that share drifts.
+    let edited = without_principal(&kp, &principal(5));
+    m.set_key_policy(&key, &edited).await;
+    let report = tick(&t.app).await.unwrap();
+    assert_eq!(report.drifted, 1);
+    let s = share(&t, &a, &ids[5]).await;
+    assert_eq!(s["status"], "drifted");
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no longer lists"),
+        "{s}"
+    );
+    assert_eq!(share(&t, &a, &ids[6]).await["status"], "active");
+    m.assert_no_get_secret_value();
+}
+
+/// Issue 18 part 3: a share applied by a version before compaction has a statement of its own in each
+/// policy (its Sid from its whole content). It is recognized (no drift), a new share of another principal
+/// goes into a list statement beside it, and revoking the old share removes its own statements and
+/// nothing of the other share's or anyone else's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_principal_statement_of_an_earlier_version_is_recognized_and_revoked() {
+    use secret_broker::domain::ShareAction;
+    use secret_broker::policy::arn::{PrincipalArn, SecretArn};
+    use secret_broker::policy::compose::{
+        Grant, InstallationId, key_statement_for, one_principal_statements_for,
+        resource_statements_for,
+    };
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    m.set_key_policy(&key, FOREIGN_KEY_POLICY).await;
+    m.set_resource_policy(&secret, FOREIGN_RESOURCE_POLICY)
+        .await;
+    let id1 = request(&t, &a, &secret, ROLE, json!({})).await;
+    approve(&t, &a, &id1).await;
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id1).await["status"], "active");
+    // Rewrite the live statements as the earlier version wrote them: the same content, the Sid of
+    // its whole content.
+    let g = Grant {
+        secret: SecretArn::parse(&secret).unwrap(),
+        principal: PrincipalArn::parse(ROLE).unwrap(),
+        actions: vec![ShareAction::GetSecretValue],
+        version_stage: Some("AWSCURRENT".into()),
+    };
+    let inst = InstallationId::default();
+    let (old_res, old_key) = one_principal_statements_for(&g, &inst);
+    let (new_res, new_key) = (
+        resource_statements_for(&g, &inst),
+        key_statement_for(&g, &inst),
+    );
+    let sid = |v: &Value| v["Sid"].as_str().unwrap().to_owned();
+    let rp = m
+        .resource_policy(&secret)
+        .await
+        .unwrap()
+        .replace(&sid(&new_res[0]), &sid(&old_res[0]));
+    let kp = m
+        .key_policy(&key)
+        .await
+        .replace(&sid(&new_key), &sid(&old_key));
+    assert!(rp.contains(&sid(&old_res[0])) && kp.contains(&sid(&old_key)));
+    m.set_resource_policy(&secret, &rp).await;
+    m.set_key_policy(&key, &kp).await;
+    assert_eq!(tick(&t.app).await.unwrap().drifted, 0, "recognized");
+    assert_eq!(share(&t, &a, &id1).await["status"], "active");
+
+    // A second principal: a list statement beside the old one.
+    let other = "arn:aws:iam::777788889999:role/reporting";
+    let id2 = request(&t, &a, &secret, other, json!({})).await;
+    approve(&t, &a, &id2).await;
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id2).await["status"], "active");
+    let rp = m.resource_policy(&secret).await.unwrap();
+    assert_eq!(broker_sids(&rp), [sid(&old_res[0]), sid(&new_res[0])]);
+    assert_eq!(tick(&t.app).await.unwrap().drifted, 0);
+
+    // Revoke the old share: its own statements go, the other share's list statement stays.
+    t.post(
+        &format!("/v1/shares/{id1}/revoke"),
+        &a.bob,
+        json!({"reason": "moved"}),
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    assert_eq!(share(&t, &a, &id1).await["status"], "revoked");
+    let rp = m.resource_policy(&secret).await.unwrap();
+    let kp = m.key_policy(&key).await;
+    assert_eq!(broker_sids(&rp), [sid(&new_res[0])]);
+    assert_eq!(broker_sids(&kp), [sid(&new_key)]);
+    assert!(!rp.contains(ROLE) && !kp.contains(ROLE));
+    assert_eq!(broker_entries(&rp), [(sid(&new_res[0]), other.to_owned())]);
+    assert!(rp.starts_with(&FOREIGN_RESOURCE_POLICY[..FOREIGN_RESOURCE_POLICY.len() - 2]));
+    assert!(kp.contains(r#""Sid" : "Allow use by the rotation lambda","#));
+    assert_eq!(share(&t, &a, &id2).await["status"], "active");
+    assert_eq!(tick(&t.app).await.unwrap().drifted, 0);
 }

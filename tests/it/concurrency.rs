@@ -8,7 +8,7 @@ use axum::http::{Request, StatusCode};
 use secret_broker::domain::Role;
 use serde_json::json;
 
-use crate::harness::{LOOPBACK, TestApp, actors, broker_sids, request};
+use crate::harness::{LOOPBACK, TestApp, actors, broker_entries, request};
 use crate::moto::moto;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,7 +121,7 @@ async fn fifty_concurrent_shares_of_one_secret_lose_no_statement() {
     // Every principal is in both policies.
     let resource = m.resource_policy(&secret).await.unwrap();
     let key_policy = m.key_policy(&key).await;
-    assert_eq!(broker_sids(&resource).len(), 50);
+    assert_eq!(broker_entries(&resource).len(), 50);
     for p in &principals {
         assert!(
             resource.contains(p.as_str()),

@@ -470,10 +470,29 @@ pub fn statements(policy: &str) -> Vec<Value> {
 
 /// A policy's text without the statements granting `principal`: what a hand edit that deletes them
 /// leaves behind.
+/// A statement listing several principals (the broker's list statements, issue 18) loses that one from
+/// its list.
 pub fn without_principal(policy: &str, principal: &str) -> String {
     let kept: Vec<Value> = statements(policy)
         .into_iter()
-        .filter(|s| s["Principal"]["AWS"] != principal)
+        .filter_map(|mut s| match s["Principal"]["AWS"].clone() {
+            Value::String(p) if p == principal => None,
+            Value::Array(list) => {
+                let rest: Vec<Value> = list.into_iter().filter(|p| p != principal).collect();
+                match rest.len() {
+                    0 => None,
+                    1 => {
+                        s["Principal"]["AWS"] = rest[0].clone();
+                        Some(s)
+                    }
+                    _ => {
+                        s["Principal"]["AWS"] = Value::Array(rest);
+                        Some(s)
+                    }
+                }
+            }
+            _ => Some(s),
+        })
         .collect();
     serde_json::json!({"Version": "2012-10-17", "Statement": kept}).to_string()
 }
@@ -497,5 +516,22 @@ pub fn broker_sids(policy: &str) -> Vec<String> {
     broker_statements(Some(policy.to_owned()))
         .iter()
         .map(|s| s["Sid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The grants of a policy's broker statements: (Sid, principal) for every principal each lists (a list
+/// statement stands for several one-principal grants, issue 18 part 3).
+pub fn broker_entries(policy: &str) -> Vec<(String, String)> {
+    broker_statements(Some(policy.to_owned()))
+        .iter()
+        .flat_map(|s| {
+            let sid = s["Sid"].as_str().unwrap().to_owned();
+            let ps: Vec<String> = match &s["Principal"]["AWS"] {
+                Value::Array(a) => a.iter().map(|p| p.as_str().unwrap().to_owned()).collect(),
+                Value::String(p) => vec![p.clone()],
+                other => vec![other.to_string()],
+            };
+            ps.into_iter().map(move |p| (sid.clone(), p))
+        })
         .collect()
 }

@@ -10,7 +10,7 @@ use secret_broker::worker::tick;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Actors, TestApp, actors, approve, broker_statements, request, share as status,
+    Actors, TestApp, actors, approve, broker_entries, broker_statements, request, share as status,
     without_principal,
 };
 use crate::http::{client, http};
@@ -181,8 +181,11 @@ async fn a_deleted_statement_is_drift_and_an_admin_repairs_it() {
         .expect(200);
     t.settle().await;
     assert_eq!(status(&t, &a, &id1).await["status"], "active");
-    assert_eq!(broker_statements(m.resource_policy(&secret).await).len(), 2);
-    assert_eq!(broker_statements(Some(m.key_policy(&key).await)).len(), 2);
+    assert_eq!(
+        broker_entries(&m.resource_policy(&secret).await.unwrap()).len(),
+        2
+    );
+    assert_eq!(broker_entries(&m.key_policy(&key).await).len(), 2);
     assert_eq!(tick(&t.app).await.unwrap().drifted, 0);
 }
 
@@ -198,7 +201,7 @@ async fn automatic_repair_restores_a_deleted_key_statement() {
     assert_eq!((report.drifted, report.repairs_started), (1, 1));
     t.settle().await;
     assert_eq!(status(&t, &a, &id1).await["status"], "active");
-    assert_eq!(broker_statements(Some(m.key_policy(&key).await)).len(), 2);
+    assert_eq!(broker_entries(&m.key_policy(&key).await).len(), 2);
     let repaired: i64 = t
         .db()
         .query_row(
@@ -592,9 +595,10 @@ async fn a_revoke_and_a_repair(first: First) {
         assert_eq!(status(&t, &a, id3).await["status"], "active");
         want.push(json!(THIRD));
     }
-    let mut principals: Vec<Value> = broker_statements(Some(m.key_policy(&key).await))
-        .iter()
-        .map(|s| s["Principal"]["AWS"].clone())
+    // (Every principal the broker's statements list: one list statement since issue 18.)
+    let mut principals: Vec<Value> = broker_entries(&m.key_policy(&key).await)
+        .into_iter()
+        .map(|(_, p)| json!(p))
         .collect();
     principals.sort_by_key(|v| v.to_string());
     want.sort_by_key(|v| v.to_string());
@@ -726,7 +730,19 @@ async fn an_owner_edit_is_reverted_only_by_an_admin() {
         let t = TestApp::with_aws(|c| c.drift_repair = RepairMode::Auto);
         let a = actors(&t).await;
         let m = moto();
-        let (key, secret, id1, _id2) = two_active(&t, &a, None).await;
+        // Two shares under one key whose statements are their own: ROLE's on one secret, OTHER's on
+        // another (shares of one secret that differ only in their principal are one list statement
+        // since issue 18, and an edit of it is drift of every share it lists).
+        let key = m.create_key().await;
+        let secret = m.create_secret(Some(&key)).await;
+        let secret2 = m.create_secret(Some(&key)).await;
+        let id1 = request(&t, &a, &secret, ROLE, json!({})).await;
+        let id2 = request(&t, &a, &secret2, OTHER, json!({})).await;
+        approve(&t, &a, &id1).await;
+        approve(&t, &a, &id2).await;
+        t.settle().await;
+        assert_eq!(status(&t, &a, &id1).await["status"], "active");
+        assert_eq!(status(&t, &a, &id2).await["status"], "active");
         let original = if in_key {
             m.key_policy(&key).await
         } else {

@@ -13,6 +13,7 @@ mod audit_log;
 mod aws_errors;
 mod break_glass;
 mod cli;
+mod compaction;
 mod concurrency;
 mod console;
 mod contract;

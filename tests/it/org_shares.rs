@@ -352,15 +352,17 @@ async fn org_consumers_are_validated_like_arns() {
 }
 
 /// How many one-principal shares fit on one secret's resource policy and on one key's policy with the
-/// statements the broker writes today (one per principal; nothing compacted yet), against the sizes AWS
-/// allows (lint: 20,480 characters, 32,768 bytes), and that one organization share needs one statement
-/// whatever the number of accounts. BENCHMARKS.md records the counts; they are the "before" of the
-/// compaction issue 18 asks for.
+/// statements versions before compaction wrote (one per principal: `one_principal_statements_for`),
+/// against the sizes AWS allows (lint: 20,480 characters, 32,768 bytes), and that one organization
+/// share needs one statement whatever the number of accounts. BENCHMARKS.md records the counts: the
+/// "before" of issue 18's compaction (`how_many_one_principal_shares_fit_after_compaction`).
 #[test]
 fn how_many_one_principal_shares_fit_before_compaction() {
     use secret_broker::domain::ShareAction;
     use secret_broker::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
-    use secret_broker::policy::compose::{Grant, compose};
+    use secret_broker::policy::compose::{
+        Grant, InstallationId, compose, one_principal_statements_for,
+    };
     use secret_broker::policy::lint::{MAX_KEY_POLICY_BYTES, MAX_RESOURCE_POLICY_CHARS};
     use secret_broker::policy::merge::{Merged, Owner, merge};
 
@@ -385,15 +387,15 @@ fn how_many_one_principal_shares_fit_before_compaction() {
     let (mut fit_resource, mut fit_key) = (None, None);
     for n in 1..=400u64 {
         // A role of a typical length in a distinct account.
-        let c = compose(
+        let (r, k) = one_principal_statements_for(
             &grant(&format!(
                 "arn:aws:iam::{}:role/app-reader",
                 200_000_000_000 + n
             )),
-            &key,
+            &InstallationId::default(),
         );
-        resource.push(c.resource_statement);
-        keys.push(c.key_statement);
+        resource.extend(r);
+        keys.push(k);
         let Merged::Document(r) = merge(None, &owner, &resource, &[]).unwrap() else {
             panic!("adding cannot empty a policy")
         };
@@ -423,3 +425,122 @@ fn how_many_one_principal_shares_fit_before_compaction() {
     };
     assert!(r.chars().count() < 600, "{}", r.len());
 }
+
+/// The same count with the statements the broker writes now (issue 18 part 3): the shares that differ
+/// only in their principal are one list statement per policy, so each more share costs its principal's
+/// ARN and two characters. Goal: at least 5x the "before" (76 and 85), every share still revocable on
+/// its own (tests/it/compaction.rs proves it with the evaluator; tests/it/apply.rs against moto).
+#[test]
+fn how_many_one_principal_shares_fit_after_compaction() {
+    use secret_broker::domain::ShareAction;
+    use secret_broker::policy::arn::{KmsKeyArn, PrincipalArn, SecretArn};
+    use secret_broker::policy::compose::{Grant, compose};
+    use secret_broker::policy::document::PolicyDocument;
+    use secret_broker::policy::lint::{MAX_KEY_POLICY_BYTES, MAX_RESOURCE_POLICY_CHARS};
+    use secret_broker::policy::merge::{self, Owner};
+
+    let secret = SecretArn::parse(
+        "arn:aws:secretsmanager:us-east-1:111122223333:secret:platform/ca-bundle-AbCdEf",
+    )
+    .unwrap();
+    let key = KmsKeyArn::parse(
+        "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    )
+    .unwrap();
+    let default_key_policy = r#"{"Version":"2012-10-17","Id":"key-default-1","Statement":[{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}"#;
+    let owner = Owner::default();
+    let principal = |n: u64| format!("arn:aws:iam::{}:role/app-reader", 200_000_000_000 + n);
+    let grant = |n: u64| Grant {
+        secret: secret.clone(),
+        principal: PrincipalArn::parse_consumer(&principal(n)).unwrap(),
+        actions: vec![ShareAction::GetSecretValue],
+        version_stage: Some("AWSCURRENT".into()),
+    };
+    let mut resource = PolicyDocument::new();
+    let mut keys = PolicyDocument::parse(default_key_policy).unwrap();
+    let (mut fit_resource, mut fit_key) = (None, None);
+    for n in 1..=2_000u64 {
+        let c = compose(&grant(n), &key);
+        merge::upsert(&mut resource, &owner, &c.resource_statement).unwrap();
+        merge::upsert(&mut keys, &owner, &c.key_statement).unwrap();
+        if fit_resource.is_none() && resource.render().chars().count() > MAX_RESOURCE_POLICY_CHARS {
+            fit_resource = Some(n - 1);
+        }
+        if fit_key.is_none() && keys.render().len() > MAX_KEY_POLICY_BYTES {
+            fit_key = Some(n - 1);
+        }
+        if fit_resource.is_some() && fit_key.is_some() {
+            break;
+        }
+    }
+    assert_eq!(resource.statements().len(), 1, "one list statement");
+    assert_eq!(
+        keys.statements().len(),
+        2,
+        "the root statement and one list statement"
+    );
+    let (r, k) = (fit_resource.unwrap(), fit_key.unwrap());
+    assert!(r >= 5 * 76 && k >= 5 * 85, "{r} {k}");
+    assert_eq!(
+        (fit_resource, fit_key),
+        (Some(AFTER_RESOURCE), Some(AFTER_KEY)),
+        "one-principal shares that fit on one secret and on one key, compacted"
+    );
+    // Past the limit even compacted: the refusal says how full the policy is.
+    {
+        use secret_broker::policy::lint::{self, Context, DocumentKind};
+        let ctx = Context {
+            secret: &secret,
+            key: Some(&key),
+            owner: &owner,
+        };
+        for (kind, doc, code, limit) in [
+            (
+                DocumentKind::ResourcePolicy,
+                &resource,
+                "resource-policy-too-large",
+                "of the 20480 Secrets Manager allows (",
+            ),
+            (
+                DocumentKind::KeyPolicy,
+                &keys,
+                "key-policy-too-large",
+                "of the 32768 KMS allows (",
+            ),
+        ] {
+            let f = lint::lint(kind, doc, &ctx);
+            let f = f.iter().find(|f| f.code == code).expect("too large");
+            assert!(
+                f.message.contains(limit) && f.message.contains("compacted"),
+                "{}",
+                f.message
+            );
+        }
+    }
+    // Every one of them revocable alone: take a share out of the middle, its principal and only it
+    // leaves both lists.
+    let mid = r / 2;
+    let c = compose(&grant(mid), &key);
+    let before = (
+        merge::members(&resource.statements()[0]).len(),
+        merge::members(&keys.statements()[1]).len(),
+    );
+    assert!(merge::remove(
+        &mut resource,
+        &owner,
+        &merge::entry_of(&c.resource_statement)
+    ));
+    assert!(merge::remove(
+        &mut keys,
+        &owner,
+        &merge::entry_of(&c.key_statement)
+    ));
+    let after_r = merge::members(&resource.statements()[0]);
+    let after_k = merge::members(&keys.statements()[1]);
+    assert_eq!((after_r.len() + 1, after_k.len() + 1), before);
+    assert!(!after_r.contains(&principal(mid)) && !after_k.contains(&principal(mid)));
+    assert!(after_r.contains(&principal(mid + 1)) && after_k.contains(&principal(mid - 1)));
+}
+
+const AFTER_RESOURCE: u64 = 459;
+const AFTER_KEY: u64 = 732;

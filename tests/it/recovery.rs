@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, actors, approve, broker_sids, request, share};
+use crate::harness::{TestApp, actors, approve, broker_entries, request, share};
 use crate::moto::{Fault, HoldingProxy, moto};
 
 const ROLE: &str = "arn:aws:iam::444455556666:role/app-reader";
@@ -98,9 +98,9 @@ async fn a_recovery_pass_leaves_a_job_that_finished_while_it_waited_alone() {
     // compensated and its share applied again.
     assert_eq!(jobs_of(&t, &id), [("apply".into(), "done".into(), None)]);
     assert_eq!(share(&t, &a, &id).await["status"], "active");
-    assert_eq!(broker_sids(&m.key_policy(&key).await).len(), 1);
+    assert_eq!(broker_entries(&m.key_policy(&key).await).len(), 1);
     assert_eq!(
-        broker_sids(&m.resource_policy(&secret).await.unwrap()).len(),
+        broker_entries(&m.resource_policy(&secret).await.unwrap()).len(),
         1
     );
     let orphan_jobs = jobs_of(&t, &orphan);

@@ -9,7 +9,7 @@ use axum::http::{Request, StatusCode};
 use secret_broker::domain::Role;
 use serde_json::json;
 
-use crate::harness::{LOOPBACK, TestApp, actors, broker_sids, request};
+use crate::harness::{LOOPBACK, TestApp, actors, broker_entries, request};
 use crate::moto::moto;
 
 /// Two replicas over one fresh PostgreSQL database.
@@ -159,7 +159,7 @@ async fn shares_of_one_secret_approved_through_two_replicas_lose_no_statement() 
     assert_eq!(t1.count_status("active"), 30);
     let resource = m.resource_policy(&secret).await.unwrap();
     let key_policy = m.key_policy(&key).await;
-    assert_eq!(broker_sids(&resource).len(), 30);
+    assert_eq!(broker_entries(&resource).len(), 30);
     for p in &principals {
         assert!(
             resource.contains(p.as_str()),

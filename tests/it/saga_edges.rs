@@ -7,7 +7,7 @@ use secret_broker::worker::tick;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Actors, TestApp, actors, approve, broker_sids, broker_statements, request, share, statements,
+    Actors, TestApp, actors, approve, broker_entries, broker_statements, request, share, statements,
 };
 use crate::moto::{Fault, HoldingProxy, moto};
 use crate::recovery::unique;
@@ -71,7 +71,7 @@ async fn a_requester_cannot_revoke_another_requesters_active_share() {
     t.settle().await;
     assert_eq!(share(&t, &a, &id).await["status"], "active");
     assert_eq!(
-        broker_sids(&moto().resource_policy(&secret).await.unwrap()).len(),
+        broker_entries(&moto().resource_policy(&secret).await.unwrap()).len(),
         1
     );
     // Its own requester can.
@@ -146,7 +146,7 @@ async fn a_revoke_whose_write_fails_stays_revoking_is_audited_and_retried() {
     assert_eq!(last_job(&t, &id).0, "failed");
     // Still granted: nothing was removed.
     assert_eq!(
-        broker_sids(&m.resource_policy(&secret).await.unwrap()).len(),
+        broker_entries(&m.resource_policy(&secret).await.unwrap()).len(),
         1
     );
 
