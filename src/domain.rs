@@ -249,6 +249,42 @@ impl Serialize for ActionSet {
     }
 }
 
+/// An approver's vote on a pending share, stored and shown as `approve` or `reject`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Counts toward the quorum.
+    Approve,
+    /// Ends the request.
+    Reject,
+}
+
+impl Decision {
+    /// As stored and shown.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve => "approve",
+            Decision::Reject => "reject",
+        }
+    }
+}
+
+impl FromStr for Decision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "approve" => Ok(Decision::Approve),
+            "reject" => Ok(Decision::Reject),
+            other => Err(format!("{other:?} is not a decision (approve or reject)")),
+        }
+    }
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A share's id: a UUID, shown and stored in its hyphenated lower-case form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct ShareId(pub(crate) uuid::Uuid);

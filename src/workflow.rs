@@ -312,14 +312,7 @@ fn load(c: &Tx<'_>, id: ShareId) -> Result<Share> {
     rows::share_by_id(c, id)?.ok_or_else(|| Error::NotFound(format!("no share with id {id}")))
 }
 
-/// An approver's decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Decision {
-    /// Counts toward the quorum.
-    Approve,
-    /// Ends the request.
-    Reject,
-}
+pub(crate) use crate::domain::Decision;
 
 /// Records an approver's vote. Approve moves the share to `approved` once `approvals_required`
 /// distinct approvers agree; reject ends it at once.
@@ -466,10 +459,7 @@ fn decide_in(
     if decision == Decision::Approve {
         refuse_ended(&share, now_t)?;
     }
-    let d = match decision {
-        Decision::Approve => "approve",
-        Decision::Reject => "reject",
-    };
+    let d = decision.as_str();
     let voted = share
         .approvals
         .iter()
@@ -480,7 +470,7 @@ fn decide_in(
             &rows::NewVote {
                 share_id: share.id,
                 approver: &origin.actor,
-                decision: d,
+                decision,
                 comment: comment.as_deref(),
                 credential,
                 issued_by: issued_by.as_deref(),
@@ -502,7 +492,11 @@ fn decide_in(
     // could have cast (their controllers meet) is refused, so the approvals recorded are
     // pairwise independent and each counts once.
     if let Some(voter) = &voter {
-        for v in share.approvals.iter().filter(|v| v.decision == "approve") {
+        for v in share
+            .approvals
+            .iter()
+            .filter(|v| v.decision == Decision::Approve)
+        {
             let cred = v.credential.as_deref().filter(|c| !c.starts_with("oidc:"));
             let mut prior = controllers(c, &v.approver, cred)?;
             prior.extend(slack_controllers(
@@ -537,7 +531,7 @@ fn decide_in(
         let mut people: Vec<String> = share
             .approvals
             .iter()
-            .filter(|v| v.decision == "approve")
+            .filter(|v| v.decision == Decision::Approve)
             .map(|v| identity::canonical(&v.approver))
             .collect();
         if decision == Decision::Approve {

@@ -230,7 +230,7 @@ async fn decide(app: &App, rid: &RequestId, click: &Click) -> serde_json::Value 
             let approvals = share
                 .approvals
                 .iter()
-                .filter(|v| v.decision == "approve")
+                .filter(|v| v.decision == crate::domain::Decision::Approve)
                 .count();
             let text = format!(
                 "secret-broker: share {} is *{}*: {done} by {} from Slack ({approvals} of {} approvals)",

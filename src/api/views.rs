@@ -37,7 +37,7 @@ impl From<rows::Approval> for ApprovalView {
     fn from(a: rows::Approval) -> Self {
         ApprovalView {
             approver: a.approver,
-            decision: a.decision,
+            decision: a.decision.as_str().to_owned(),
             comment: a.comment,
             at: a.at,
             credential: a.credential,
@@ -237,7 +237,7 @@ mod tests {
             approvals_required: 1,
             approvals: vec![rows::Approval {
                 approver: "a".into(),
-                decision: "approve".into(),
+                decision: crate::domain::Decision::Approve,
                 comment: None,
                 at: t,
                 credential: None,

@@ -516,7 +516,7 @@ async fn queue(
             let approvals = sh
                 .approvals
                 .iter()
-                .filter(|a| a.decision == "approve")
+                .filter(|a| a.decision == crate::domain::Decision::Approve.as_str())
                 .count();
             let _ = write!(
                 body,
@@ -807,7 +807,7 @@ async fn decision(
     let approvals = share
         .approvals
         .iter()
-        .filter(|a| a.decision == "approve")
+        .filter(|a| a.decision == crate::domain::Decision::Approve)
         .count();
     let _ = write!(
         body,
@@ -854,7 +854,7 @@ async fn decision(
                 body,
                 "<li>{} <strong>{}</strong> at {}{}</li>",
                 esc(&v.approver),
-                esc(&v.decision),
+                esc(v.decision.as_str()),
                 esc(&fmt_time(v.at)),
                 v.comment
                     .as_deref()

@@ -5,7 +5,7 @@ use crate::store::db::{Conn, OptionalExtension, params};
 
 use super::{Tx, parse_column, parse_optional_column};
 
-use crate::domain::{ActionSet, Role, ShareId, ShareStatus, fmt_time, parse_time};
+use crate::domain::{ActionSet, Decision, Role, ShareId, ShareStatus, fmt_time, parse_time};
 use crate::error::{Error, Result};
 use crate::policy::arn::{KmsKeyArn, PrincipalArn, PrincipalKind, SecretArn};
 use time::OffsetDateTime;
@@ -361,7 +361,7 @@ pub(crate) struct Approval {
     /// The approver's name.
     pub(crate) approver: String,
     /// `approve` or `reject`.
-    pub(crate) decision: String,
+    pub(crate) decision: Decision,
     /// Their comment.
     pub(crate) comment: Option<String>,
     /// When.
@@ -455,7 +455,7 @@ fn approval_from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<
 fn approval_at(r: &crate::store::db::Row<'_>, i: usize) -> crate::store::db::Result<Approval> {
     Ok(Approval {
         approver: r.get(i)?,
-        decision: r.get(i + 1)?,
+        decision: parse_column(r, i + 1, "vote", str::parse)?,
         comment: r.get(i + 2)?,
         at: parse_column(r, i + 3, "approval of share", parse_time)?,
         credential: r.get(i + 4)?,
@@ -707,7 +707,7 @@ pub(crate) struct NewVote<'a> {
     /// The approver's canonical name.
     pub(crate) approver: &'a str,
     /// `approve` or `reject`.
-    pub(crate) decision: &'a str,
+    pub(crate) decision: Decision,
     /// Their comment.
     pub(crate) comment: Option<&'a str>,
     /// The credential that cast it (token id or `oidc:<sub>`).
@@ -729,7 +729,7 @@ pub(crate) fn insert_vote(tx: &Tx<'_>, v: &NewVote<'_>) -> Result<bool> {
         .execute(params![
             v.share_id,
             v.approver,
-            v.decision,
+            v.decision.as_str(),
             v.comment,
             v.at,
             v.credential,
@@ -930,6 +930,66 @@ mod tests {
             err.contains(&format!("share {id}: secret_arn")) && err.contains("does not parse"),
             "{err}"
         );
+    }
+
+    /// A vote whose decision is neither `approve` nor `reject` (the schema's CHECK refuses one; a hand
+    /// edit can still leave one) is refused naming its share, never dropped from the quorum count.
+    #[tokio::test]
+    async fn a_vote_that_does_not_parse_is_refused_naming_its_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), StoreOptions::default()).unwrap();
+        let id = ShareId::parse("0190b8a4-7b7e-7cc0-9d2f-6a1e2b3c4d5e").unwrap();
+        store
+            .write(move |c| {
+                c.conn().execute(
+                    "INSERT INTO principals (id, arn, account_id, kind, description, created_by, created_at)
+                     VALUES ('p1', 'arn:aws:iam::444455556666:role/r', '444455556666', 'role', NULL, 't',
+                       '2026-01-01T00:00:00Z')",
+                    [],
+                )?;
+                c.conn().execute(
+                    "INSERT INTO shares (id, status, status_reason, secret_arn, principal_id, principal_arn,
+                       actions, version_stage, justification, expires_at, requested_by, approvals_required,
+                       created_at, updated_at)
+                     VALUES (?1, 'pending', NULL,
+                       'arn:aws:secretsmanager:us-east-1:111122223333:secret:x-AbCdEf', 'p1',
+                       'arn:aws:iam::444455556666:role/r', '[\"secretsmanager:GetSecretValue\"]', NULL, 'j',
+                       '2027-01-01T00:00:00Z', 'r', 2, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+                    params![id],
+                )?;
+                // The schema's CHECK refuses it: what a hand edit with the checks off leaves.
+                c.conn().execute_batch("PRAGMA ignore_check_constraints = ON")?;
+                c.conn().execute(
+                    "INSERT INTO approvals (share_id, approver, decision, comment, at)
+                     VALUES (?1, 'bob', 'maybe', NULL, '2026-01-01T00:00:01Z')",
+                    params![id],
+                )?;
+                c.conn().execute_batch("PRAGMA ignore_check_constraints = OFF")?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let err = store
+            .read(move |c| share_by_id(c, id))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("vote {id}: ")) && err.contains("\"maybe\" does not parse"),
+            "{err}"
+        );
+        let err = store
+            .read(|c| {
+                shares_of_secret(
+                    c,
+                    "arn:aws:secretsmanager:us-east-1:111122223333:secret:x-AbCdEf",
+                    ShareStatus::Pending,
+                )
+            })
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"maybe\" does not parse"), "{err}");
     }
 
     /// A share whose id, actions or times do not parse is refused, naming the row and the column.
