@@ -160,12 +160,29 @@ pub(crate) fn session_identity(tx: &Tx<'_>, id_hash: &str) -> Result<Option<Oidc
         .optional()?;
     Ok(match row {
         Some((Some(name), Some(role), Some(credential), values)) => {
-            role.parse().ok().map(|role| OidcIdentity {
-                name,
-                role,
-                credential,
-                role_values: values.and_then(|v| serde_json::from_str(&v).ok()),
-            })
+            // A session row that does not parse signs nobody in (fail closed), and says so.
+            let parsed_role = role.parse::<crate::domain::Role>();
+            let parsed_values = values
+                .as_deref()
+                .map(serde_json::from_str::<Vec<String>>)
+                .transpose();
+            match (parsed_role, parsed_values) {
+                (Ok(role), Ok(role_values)) => Some(OidcIdentity {
+                    name,
+                    role,
+                    credential,
+                    role_values,
+                }),
+                (role, values) => {
+                    tracing::warn!(
+                        session = %&id_hash[..id_hash.len().min(12)],
+                        role_ok = role.is_ok(),
+                        role_values_ok = values.is_ok(),
+                        "a console session row does not parse: it signs nobody in"
+                    );
+                    None
+                }
+            }
         }
         _ => None,
     })

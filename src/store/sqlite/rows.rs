@@ -52,13 +52,10 @@ pub(crate) struct TokenInfo {
 const TOKEN_INFO_COLUMNS: &str = "id, name, role, created_at, expires_at, revoked_at, created_by";
 
 fn token_info_from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<TokenInfo> {
-    let role: String = r.get(2)?;
     Ok(TokenInfo {
         id: r.get(0)?,
         name: r.get(1)?,
-        role: role
-            .parse()
-            .map_err(|e: String| crate::store::db::DbError::Conversion(e))?,
+        role: parse_column(r, 2, "token", str::parse)?,
         created_at: r.get(3)?,
         expires_at: r.get(4)?,
         revoked_at: r.get(5)?,
