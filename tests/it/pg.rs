@@ -8,8 +8,8 @@
 //! gone are dropped when the first one is made.
 //!
 //! Which backend the parameterised tests run on is [`backend`]: `BROKER_TEST_BACKEND=postgres` (set by
-//! `scripts/test` for its PostgreSQL pass over the workflow, audit, apply, lifecycle, concurrency and
-//! recovery tests), SQLite otherwise.
+//! `scripts/test` for its PostgreSQL pass over the workflow, audit, apply, lifecycle, concurrency,
+//! recovery, roles, identity, break-glass, organization-share and token tests), SQLite otherwise.
 
 use std::process::Command;
 use std::sync::OnceLock;
