@@ -9,8 +9,6 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use sha2::{Digest, Sha256};
-
 use super::db::{Conn, OptionalExtension, PgConn};
 use crate::error::{Error, Result};
 
@@ -248,50 +246,40 @@ fn migrate_locked(c: Conn<'_>) -> Result<Vec<super::migrate::Applied>> {
          )",
     )?;
     check_version(c)?;
-    let mut applied = Vec::new();
-    for (version, name, sql) in MIGRATIONS {
-        let checksum = hex::encode(Sha256::digest(sql.as_bytes()));
-        let existing: Option<String> = c
-            .query_row(
+    super::migrate::run_pending(
+        &mut (),
+        MIGRATIONS,
+        "postgres/",
+        |_, version| {
+            Ok(c.query_row(
                 "SELECT checksum FROM schema_migrations WHERE version = ?1",
                 [version],
                 |r| r.get(0),
             )
-            .optional()?;
-        match existing {
-            Some(x) if x == checksum => continue,
-            Some(_) => {
-                return Err(Error::Unavailable(format!(
-                    "migration postgres/{name} was changed after it was applied to this database; \
-                     migrations are append-only: add a new file instead"
-                )));
+            .optional()?)
+        },
+        |_, version, name, sql, checksum| {
+            c.execute_batch("BEGIN")?;
+            let run = c
+                .execute_batch(sql)
+                .map_err(|e| Error::Unavailable(format!("migration {name} failed: {e}")))
+                .and_then(|()| {
+                    let file = name.trim_start_matches("postgres/");
+                    c.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum) VALUES (?1, ?2, ?3)",
+                        crate::store::db::params![version, file, checksum],
+                    )
+                    .map_err(Error::from)
+                });
+            match run {
+                Ok(_) => Ok(c.execute_batch("COMMIT")?),
+                Err(e) => {
+                    let _ = c.execute_batch("ROLLBACK");
+                    Err(e)
+                }
             }
-            None => {}
-        }
-        c.execute_batch("BEGIN")?;
-        let run = c
-            .execute_batch(sql)
-            .map_err(|e| Error::Unavailable(format!("migration postgres/{name} failed: {e}")))
-            .and_then(|()| {
-                c.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (?1, ?2, ?3)",
-                    crate::store::db::params![version, name, checksum],
-                )
-                .map_err(Error::from)
-            });
-        match run {
-            Ok(_) => c.execute_batch("COMMIT")?,
-            Err(e) => {
-                let _ = c.execute_batch("ROLLBACK");
-                return Err(e);
-            }
-        }
-        applied.push(super::migrate::Applied {
-            version: *version,
-            name: format!("postgres/{name}"),
-        });
-    }
-    Ok(applied)
+        },
+    )
 }
 
 fn check_version(c: Conn<'_>) -> Result<Vec<i64>> {

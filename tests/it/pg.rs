@@ -332,3 +332,44 @@ fn tls_to_postgres_verifies_the_server_certificate_as_sslmode_says() {
     let e = open(url("localhost", "sslmode=verify-full")).err().unwrap();
     assert!(e.contains("sslrootcert"), "{e}");
 }
+
+/// PostgreSQL's migrations run through the same loop as SQLite's: all applied once (named
+/// `postgres/...`), none again, and a database whose applied migration was edited afterwards refused.
+#[test]
+fn postgres_migrations_apply_once_and_refuse_an_edited_one() {
+    use secret_broker::store::migrate_database;
+    let url = std::path::PathBuf::from(fresh_database());
+    let u = url.clone();
+    let first = blocking(move || migrate_database(&u).unwrap());
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "sql")
+        })
+        .count();
+    assert_eq!(first.len(), files);
+    assert!(
+        first.iter().all(|m| m.name.starts_with("postgres/")),
+        "{first:?}"
+    );
+    let u = url.clone();
+    assert!(blocking(move || migrate_database(&u).unwrap()).is_empty());
+    let u = url.clone();
+    blocking(move || {
+        let db = secret_broker::store::db::Direct::open(&u).unwrap();
+        db.execute(
+            "UPDATE schema_migrations SET checksum = 'x' WHERE version = 1",
+            [],
+        )
+        .unwrap();
+    });
+    let e = blocking(move || migrate_database(&url).unwrap_err().to_string());
+    assert!(
+        e.contains("migration postgres/0001_init.sql was changed after it was applied"),
+        "{e}"
+    );
+}

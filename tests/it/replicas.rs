@@ -603,7 +603,7 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
     // it did and B's compensation removed its statements again); one without that journal entry, none.
     let calls = |operation: &str, needle: &str| proxy.forwarded(operation, needle);
     let extra_ok = |n: usize, done: usize, interrupted_writes: usize| {
-        n >= done && (n - done) % 2 == 0 && n - done <= 2 * interrupted_writes
+        n >= done && (n - done).is_multiple_of(2) && n - done <= 2 * interrupted_writes
     };
     let mut resource_puts = 0;
     for secret in &secrets {
