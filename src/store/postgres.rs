@@ -331,7 +331,73 @@ pub(crate) fn pending_url(url: &str) -> Result<Vec<&'static str>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{MIGRATIONS, redact};
+    use super::{MIGRATIONS, config, percent_decode, redact};
+    use postgres::config::SslMode;
+
+    #[test]
+    fn sslmode_picks_the_connector_and_is_refused_when_it_cannot_hold() {
+        let base = "postgres://broker@db.internal:5432/broker";
+        for q in ["", "?sslmode=prefer", "?sslmode=disable"] {
+            let c = config(&format!("{base}{q}")).unwrap();
+            assert!(c.tls.is_none(), "{q}");
+        }
+        assert_eq!(
+            config(&format!("{base}?sslmode=disable"))
+                .unwrap()
+                .pg
+                .get_ssl_mode(),
+            SslMode::Disable
+        );
+        let c = config(&format!("{base}?sslmode=require&application_name=x")).unwrap();
+        assert!(c.tls.is_some());
+        assert_eq!(c.pg.get_ssl_mode(), SslMode::Require);
+        assert_eq!(c.pg.get_application_name(), Some("x"));
+        // A CA file is needed to verify, must exist and must hold a certificate; the messages say which.
+        for m in ["verify-ca", "verify-full"] {
+            let e = config(&format!("{base}?sslmode={m}"))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("sslrootcert") && e.contains(m), "{e}");
+        }
+        let e = config(&format!(
+            "{base}?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.contains("cannot read the CA file sslrootcert=/nonexistent/ca.pem"),
+            "{e}"
+        );
+        let empty = std::env::temp_dir().join(format!("sb-empty-ca-{}.pem", std::process::id()));
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = config(&format!(
+            "{base}?sslmode=verify-ca&sslrootcert={}",
+            empty.display()
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        std::fs::remove_file(&empty).unwrap();
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+        let e = config("postgres://broker:s3cret@db/broker?sslmode=allow")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("sslmode=allow") && e.contains("verify-full") && !e.contains("s3cret"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn percent_escapes_in_a_path_are_decoded() {
+        assert_eq!(percent_decode("/etc/my%20ca.pem"), "/etc/my ca.pem");
+        assert_eq!(percent_decode("%2Fetc%2Fca.pem"), "/etc/ca.pem");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
 
     #[test]
     fn postgres_migrations_are_numbered_in_order() {
