@@ -397,7 +397,10 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
                 v["id"].as_str().unwrap().to_owned()
             });
         }
-        while let Some(r) = set.join_next().await {
+        while let Some(r) = tokio::time::timeout(Duration::from_secs(120), set.join_next())
+            .await
+            .expect("a share request went unanswered for 120 s")
+        {
             ids.push(r.unwrap());
         }
     }
@@ -477,7 +480,10 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
         "A's job taken over by B {:.1}s after the kill",
         killed.elapsed().as_secs_f64()
     ));
-    let statuses = approvals.await.unwrap();
+    let statuses = tokio::time::timeout(Duration::from_secs(300), approvals)
+        .await
+        .expect("the approvals were not all answered within 300 s")
+        .unwrap();
     phase("1000 approvals answered");
     // A vote A took and lost with the kill, sent again to B, finds the share approved (409).
     assert_eq!(
