@@ -444,7 +444,7 @@ macro_rules! settings {
 settings! {
     /// Address and port to listen on.
     listen: SocketAddr = "127.0.0.1:8080";
-    /// SQLite database file (created, with its WAL files, if missing), or a postgres://user@host:port/db URL for PostgreSQL (several replicas; password in the URL or PGPASSWORD, never logged; no TLS: sslmode=require is refused).
+    /// SQLite database file (created, with its WAL files, if missing), or a postgres://user@host:port/db URL for PostgreSQL (several replicas; password in the URL or PGPASSWORD, never logged; TLS with sslmode=require, verify-ca or verify-full and sslrootcert=CA file).
     database: FilePath = "./secret-broker.db";
     /// Read connections to the database (writes go through one writer thread).
     read_connections: Count = "4";

@@ -161,7 +161,8 @@ pub struct Applier {
     pub(crate) settings: Settings,
     scheduled: Mutex<HashSet<String>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// This process's id as a lease holder (random per start).
+    /// This process's id as a lease holder: `<host>:<pid>:<random>` (random per start; the host and
+    /// process id tell an operator reading the `leases` table which replica holds what).
     holder: String,
     busy: AtomicUsize,
     idle: Notify,
@@ -169,6 +170,17 @@ pub struct Applier {
 
 /// The actor of the saga's audit rows.
 const SYSTEM: &str = "system";
+
+/// A lease holder id for this process: `<host>:<pid>:<8 random hex digits>`.
+fn holder_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &random[..8])
+}
 
 impl Applier {
     /// Whether the AWS credentials resolve (a cached check; `None` when the AWS implementation needs
@@ -197,7 +209,7 @@ impl Applier {
             settings,
             scheduled: Mutex::new(HashSet::new()),
             locks: Mutex::new(HashMap::new()),
-            holder: uuid::Uuid::new_v4().to_string(),
+            holder: holder_id(),
             busy: AtomicUsize::new(0),
             idle: Notify::new(),
         })

@@ -28,16 +28,16 @@ impl Applier {
         let _busy = self.enter();
         let running = self.store.read(jobs::running).await?;
         for listed in running {
+            // A job this process runs now is no orphan: skipped without waiting for its secret's lock
+            // (held until that work ends, which would hold up the takeover of a dead replica's jobs).
+            if self.runs(&listed.id) {
+                continue;
+            }
             // Jobs run under their secret's lock: once we hold it, a running job that this process
             // is not running is an orphan (a crash, a panicked task, or a compensation that failed).
             let lock = self.lock_for(&listed.secret_arn);
             let _g = lock.lock().await;
-            if self
-                .active_jobs
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&listed.id)
-            {
+            if self.runs(&listed.id) {
                 continue;
             }
             // Another broker holding the secret's lease is running the job (or another of the secret):
@@ -99,6 +99,14 @@ impl Applier {
             self.kick(&s);
         }
         Ok(())
+    }
+
+    /// Whether this process is running the job now.
+    fn runs(&self, job: &str) -> bool {
+        self.active_jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(job)
     }
 
     /// Re-applies drifted shares of a secret in the background (same saga as an apply); they return to

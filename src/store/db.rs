@@ -459,7 +459,7 @@ impl<'r> Row<'r> {
 pub struct PgConn {
     client: RefCell<Option<postgres::Client>>,
     statements: RefCell<HashMap<String, postgres::Statement>>,
-    config: postgres::Config,
+    config: super::postgres::PgConfig,
 }
 
 thread_local! {
@@ -481,8 +481,8 @@ const PG_STATEMENTS: usize = 256;
 impl PgConn {
     /// Connects (on the calling thread: never on an async worker thread, as the `postgres` crate
     /// blocks on its own runtime).
-    pub fn connect(config: &postgres::Config) -> Result<Self> {
-        let client = config.connect(postgres::NoTls)?;
+    pub fn connect(config: &super::postgres::PgConfig) -> Result<Self> {
+        let client = config.client()?;
         Ok(Self {
             client: RefCell::new(Some(client)),
             statements: RefCell::new(HashMap::new()),
@@ -497,7 +497,7 @@ impl PgConn {
 
     /// Connects again after the connection was lost.
     pub fn reconnect(&self) -> Result<()> {
-        let client = self.config.connect(postgres::NoTls)?;
+        let client = self.config.client()?;
         self.statements.borrow_mut().clear();
         let old = self.client.replace(Some(client));
         drop_off_runtime(old);

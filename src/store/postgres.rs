@@ -9,8 +9,6 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use sha2::{Digest, Sha256};
-
 use super::db::{Conn, OptionalExtension, PgConn};
 use crate::error::{Error, Result};
 
@@ -72,10 +70,68 @@ fn hide_password_params(text: &str) -> String {
     out
 }
 
-/// The connection settings of a URL; the password from `PGPASSWORD` when the URL has none. TLS is not
-/// built in: `sslmode=require` is refused with what to do instead.
-pub(crate) fn config(url: &str) -> Result<postgres::Config> {
-    let mut config = postgres::Config::from_str(url).map_err(|e| {
+/// A database's connection settings: the driver's, and the TLS connector when the URL asks for TLS.
+#[derive(Clone)]
+pub struct PgConfig {
+    pub(crate) pg: postgres::Config,
+    pub(crate) tls: Option<tls::MakeRustls>,
+}
+
+impl PgConfig {
+    /// Opens a client session (blocking: never on an async worker thread).
+    pub(crate) fn client(&self) -> std::result::Result<postgres::Client, postgres::Error> {
+        match &self.tls {
+            Some(t) => self.pg.connect(t.clone()),
+            None => self.pg.connect(postgres::NoTls),
+        }
+    }
+}
+
+/// Decodes `%XX` escapes (a path in a URL's query).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The connection settings of a URL; the password from `PGPASSWORD` when the URL has none.
+///
+/// TLS as libpq's `sslmode` says, with rustls: `disable`, and `prefer` (or no `sslmode`), connect
+/// without TLS; `require` encrypts without checking the server's certificate (with `sslrootcert`, it
+/// checks it as `verify-ca` does, as libpq does); `verify-ca` checks that the certificate chains to
+/// `sslrootcert` (a PEM file of CA certificates); `verify-full` checks that and that it names the host.
+pub(crate) fn config(url: &str) -> Result<PgConfig> {
+    // The driver knows neither `verify-*` nor `sslrootcert`: both are taken out of the URL here.
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let (mut mode, mut root) = (None, None);
+    let mut kept = Vec::new();
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        match kv.split_once('=') {
+            Some(("sslmode", v)) => mode = Some(v.to_owned()),
+            Some(("sslrootcert", v)) => root = Some(std::path::PathBuf::from(percent_decode(v))),
+            _ => kept.push(kv),
+        }
+    }
+    let rest = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    let mut config = postgres::Config::from_str(&rest).map_err(|e| {
         Error::Unavailable(format!(
             "the database URL {} does not parse: {e}",
             redact(url)
@@ -86,27 +142,65 @@ pub(crate) fn config(url: &str) -> Result<postgres::Config> {
     {
         config.password(p);
     }
-    if config.get_ssl_mode() == postgres::config::SslMode::Require {
-        return Err(Error::Unavailable(format!(
-            "the database URL {} asks for sslmode=require, but this build connects to PostgreSQL \
-             without TLS: use a server on a trusted network (sslmode=disable or prefer) or a local \
-             TLS tunnel",
-            redact(url)
-        )));
-    }
+    use postgres::config::SslMode;
+    let verify = match (mode.as_deref(), &root) {
+        (None | Some("prefer"), _) => {
+            config.ssl_mode(SslMode::Prefer);
+            None
+        }
+        (Some("disable"), _) => {
+            config.ssl_mode(SslMode::Disable);
+            None
+        }
+        (Some("require"), None) => Some(tls::Verify::Nothing),
+        (Some("require" | "verify-ca"), Some(_)) => Some(tls::Verify::Chain),
+        (Some("verify-full"), Some(_)) => Some(tls::Verify::ChainAndHost),
+        (Some(m @ ("verify-ca" | "verify-full")), None) => {
+            return Err(Error::Unavailable(format!(
+                "the database URL {} asks for sslmode={m} but names no CA: add                  sslrootcert=/path/to/ca.pem (the CA certificates, PEM)",
+                redact(url)
+            )));
+        }
+        (Some(other), _) => {
+            return Err(Error::Unavailable(format!(
+                "the database URL {} has sslmode={other}: use disable, prefer, require, verify-ca                  or verify-full",
+                redact(url)
+            )));
+        }
+    };
+    let tls = match verify {
+        None => None,
+        Some(v) => {
+            config.ssl_mode(SslMode::Require);
+            Some(
+                tls::MakeRustls::new(v, root.as_deref())
+                    .map_err(|e| Error::Unavailable(format!("{} ({})", e, redact(url))))?,
+            )
+        }
+    };
     if config.get_application_name().is_none() {
         config.application_name("secret-broker");
     }
     config.connect_timeout(std::time::Duration::from_secs(10));
-    Ok(config)
+    Ok(PgConfig { pg: config, tls })
 }
 
 /// Connects one session.
-pub(crate) fn connect(config: &postgres::Config) -> Result<PgConn> {
+pub(crate) fn connect(config: &PgConfig) -> Result<PgConn> {
     PgConn::connect(config).map_err(|e| {
+        // The driver's TLS error names the cause only in its source chain.
+        let mut why = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            let s_text = s.to_string();
+            if !why.contains(&s_text) {
+                why = format!("{why}: {s_text}");
+            }
+            source = s.source();
+        }
         Error::Unavailable(format!(
-            "cannot connect to PostgreSQL at {}: {e}",
-            describe_config(config)
+            "cannot connect to PostgreSQL at {}: {why}",
+            describe_config(&config.pg)
         ))
     })
 }
@@ -154,50 +248,40 @@ fn migrate_locked(c: Conn<'_>) -> Result<Vec<super::migrate::Applied>> {
          )",
     )?;
     check_version(c)?;
-    let mut applied = Vec::new();
-    for (version, name, sql) in MIGRATIONS {
-        let checksum = hex::encode(Sha256::digest(sql.as_bytes()));
-        let existing: Option<String> = c
-            .query_row(
+    super::migrate::run_pending(
+        &mut (),
+        MIGRATIONS,
+        "postgres/",
+        |_, version| {
+            Ok(c.query_row(
                 "SELECT checksum FROM schema_migrations WHERE version = ?1",
                 [version],
                 |r| r.get(0),
             )
-            .optional()?;
-        match existing {
-            Some(x) if x == checksum => continue,
-            Some(_) => {
-                return Err(Error::Unavailable(format!(
-                    "migration postgres/{name} was changed after it was applied to this database; \
-                     migrations are append-only: add a new file instead"
-                )));
+            .optional()?)
+        },
+        |_, version, name, sql, checksum| {
+            c.execute_batch("BEGIN")?;
+            let run = c
+                .execute_batch(sql)
+                .map_err(|e| Error::Unavailable(format!("migration {name} failed: {e}")))
+                .and_then(|()| {
+                    let file = name.trim_start_matches("postgres/");
+                    c.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum) VALUES (?1, ?2, ?3)",
+                        crate::store::db::params![version, file, checksum],
+                    )
+                    .map_err(Error::from)
+                });
+            match run {
+                Ok(_) => Ok(c.execute_batch("COMMIT")?),
+                Err(e) => {
+                    let _ = c.execute_batch("ROLLBACK");
+                    Err(e)
+                }
             }
-            None => {}
-        }
-        c.execute_batch("BEGIN")?;
-        let run = c
-            .execute_batch(sql)
-            .map_err(|e| Error::Unavailable(format!("migration postgres/{name} failed: {e}")))
-            .and_then(|()| {
-                c.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (?1, ?2, ?3)",
-                    crate::store::db::params![version, name, checksum],
-                )
-                .map_err(Error::from)
-            });
-        match run {
-            Ok(_) => c.execute_batch("COMMIT")?,
-            Err(e) => {
-                let _ = c.execute_batch("ROLLBACK");
-                return Err(e);
-            }
-        }
-        applied.push(super::migrate::Applied {
-            version: *version,
-            name: format!("postgres/{name}"),
-        });
-    }
-    Ok(applied)
+        },
+    )
 }
 
 fn check_version(c: Conn<'_>) -> Result<Vec<i64>> {
@@ -249,7 +333,73 @@ pub(crate) fn pending_url(url: &str) -> Result<Vec<&'static str>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{MIGRATIONS, redact};
+    use super::{MIGRATIONS, config, percent_decode, redact};
+    use postgres::config::SslMode;
+
+    #[test]
+    fn sslmode_picks_the_connector_and_is_refused_when_it_cannot_hold() {
+        let base = "postgres://broker@db.internal:5432/broker";
+        for q in ["", "?sslmode=prefer", "?sslmode=disable"] {
+            let c = config(&format!("{base}{q}")).unwrap();
+            assert!(c.tls.is_none(), "{q}");
+        }
+        assert_eq!(
+            config(&format!("{base}?sslmode=disable"))
+                .unwrap()
+                .pg
+                .get_ssl_mode(),
+            SslMode::Disable
+        );
+        let c = config(&format!("{base}?sslmode=require&application_name=x")).unwrap();
+        assert!(c.tls.is_some());
+        assert_eq!(c.pg.get_ssl_mode(), SslMode::Require);
+        assert_eq!(c.pg.get_application_name(), Some("x"));
+        // A CA file is needed to verify, must exist and must hold a certificate; the messages say which.
+        for m in ["verify-ca", "verify-full"] {
+            let e = config(&format!("{base}?sslmode={m}"))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("sslrootcert") && e.contains(m), "{e}");
+        }
+        let e = config(&format!(
+            "{base}?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            e.contains("cannot read the CA file sslrootcert=/nonexistent/ca.pem"),
+            "{e}"
+        );
+        let empty = std::env::temp_dir().join(format!("sb-empty-ca-{}.pem", std::process::id()));
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let e = config(&format!(
+            "{base}?sslmode=verify-ca&sslrootcert={}",
+            empty.display()
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        std::fs::remove_file(&empty).unwrap();
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+        let e = config("postgres://broker:s3cret@db/broker?sslmode=allow")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("sslmode=allow") && e.contains("verify-full") && !e.contains("s3cret"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn percent_escapes_in_a_path_are_decoded() {
+        assert_eq!(percent_decode("/etc/my%20ca.pem"), "/etc/my ca.pem");
+        assert_eq!(percent_decode("%2Fetc%2Fca.pem"), "/etc/ca.pem");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
 
     #[test]
     fn postgres_migrations_are_numbered_in_order() {
@@ -294,5 +444,261 @@ mod tests {
             redact("postgresql://root@127.0.0.1/test"),
             "postgresql://root@127.0.0.1/test"
         );
+    }
+}
+
+/// TLS to PostgreSQL with rustls (the driver takes any `MakeTlsConnect`).
+pub(crate) mod tls {
+    use std::future::Future;
+    use std::io;
+    use std::path::Path;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use postgres::Socket;
+    use postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::client::WebPkiServerVerifier;
+    use tokio_rustls::rustls::client::danger::{
+        HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+    };
+    use tokio_rustls::rustls::crypto::CryptoProvider;
+    use tokio_rustls::rustls::{CertificateError, DigitallySignedStruct, SignatureScheme};
+
+    /// What is checked of the server's certificate.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Verify {
+        /// Nothing (`sslmode=require`): the session is encrypted, the server not authenticated.
+        Nothing,
+        /// That it chains to the CA (`verify-ca`).
+        Chain,
+        /// That it chains to the CA and names the host connected to (`verify-full`).
+        ChainAndHost,
+    }
+
+    /// Makes a rustls session per connection.
+    #[derive(Clone)]
+    pub struct MakeRustls(Arc<rustls::ClientConfig>);
+
+    impl MakeRustls {
+        /// A connector checking what `verify` says against the CA certificates in `root` (PEM).
+        pub(crate) fn new(verify: Verify, root: Option<&Path>) -> Result<Self, String> {
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("cannot set up TLS to PostgreSQL: {e}"))?;
+            let config = match (verify, root) {
+                (Verify::Nothing, _) => builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(NoCheck(provider)))
+                    .with_no_client_auth(),
+                (_, None) => {
+                    return Err("a CA file (sslrootcert) is needed to verify the server".into());
+                }
+                (v, Some(path)) => {
+                    let mut roots = rustls::RootCertStore::empty();
+                    let certs = CertificateDer::pem_file_iter(path)
+                        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                        .map_err(|e| {
+                            format!(
+                                "cannot read the CA file sslrootcert={}: {e}",
+                                path.display()
+                            )
+                        })?;
+                    if certs.is_empty() {
+                        return Err(format!(
+                            "the CA file sslrootcert={} holds no PEM certificate",
+                            path.display()
+                        ));
+                    }
+                    for c in certs {
+                        roots.add(c).map_err(|e| {
+                            format!("the CA file sslrootcert={} holds a certificate rustls refuses: {e}", path.display())
+                        })?;
+                    }
+                    let webpki =
+                        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                            .build()
+                            .map_err(|e| {
+                                format!(
+                                    "cannot use the CA file sslrootcert={}: {e}",
+                                    path.display()
+                                )
+                            })?;
+                    if v == Verify::ChainAndHost {
+                        builder.with_webpki_verifier(webpki).with_no_client_auth()
+                    } else {
+                        builder
+                            .dangerous()
+                            .with_custom_certificate_verifier(Arc::new(ChainOnly(webpki)))
+                            .with_no_client_auth()
+                    }
+                }
+            };
+            Ok(Self(Arc::new(config)))
+        }
+    }
+
+    /// `sslmode=require`: any certificate; the handshake's signatures are still checked.
+    #[derive(Debug)]
+    struct NoCheck(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for NoCheck {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    /// `sslmode=verify-ca`: the chain is checked, the name in the certificate is not.
+    #[derive(Debug)]
+    struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+    impl ServerCertVerifier for ChainOnly {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            match self
+                .0
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            {
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }
+        }
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
+        }
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
+    }
+
+    impl MakeTlsConnect<Socket> for MakeRustls {
+        type Stream = Stream;
+        type TlsConnect = Connect;
+        type Error = io::Error;
+
+        fn make_tls_connect(&mut self, domain: &str) -> io::Result<Connect> {
+            let name = ServerName::try_from(domain.to_owned()).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("the host {domain:?} is no TLS server name: {e}"),
+                )
+            })?;
+            Ok(Connect(
+                tokio_rustls::TlsConnector::from(self.0.clone()),
+                name,
+            ))
+        }
+    }
+
+    /// One handshake.
+    pub struct Connect(tokio_rustls::TlsConnector, ServerName<'static>);
+
+    impl TlsConnect<Socket> for Connect {
+        type Stream = Stream;
+        type Error = io::Error;
+        type Future = Pin<Box<dyn Future<Output = io::Result<Stream>> + Send>>;
+
+        fn connect(self, socket: Socket) -> Self::Future {
+            Box::pin(async move { Ok(Stream(self.0.connect(self.1, socket).await?)) })
+        }
+    }
+
+    /// A TLS session to the server.
+    pub struct Stream(tokio_rustls::client::TlsStream<Socket>);
+
+    impl TlsStream for Stream {
+        fn channel_binding(&self) -> ChannelBinding {
+            // No channel binding: SCRAM authenticates as it does without TLS.
+            ChannelBinding::none()
+        }
+    }
+
+    impl AsyncRead for Stream {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Stream {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+        }
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().0).poll_flush(cx)
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! These always run on PostgreSQL, whichever backend the parameterised tests use.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -241,4 +242,448 @@ async fn a_sqlite_database_moves_to_postgres_with_its_chain() {
     let again = copy();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("copy into an empty database"));
+}
+
+/// A token made with the CLI in the database at `url`.
+fn cli_token(url: &str, name: &str, role: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_secret-broker"))
+        .args(["tokens", "create", "--name", name, "--role", role])
+        .env("BROKER_DATABASE", url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned()
+}
+
+/// Sends `method path` to `first`; when that fails (the replica was killed: the connection refused, or
+/// the request lost with the process), to `other`. The status and body the request ended with.
+async fn to_either(
+    c: &crate::http::Client,
+    (first, other): (&str, &str),
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    match crate::http::http(
+        c,
+        method,
+        &format!("http://{first}{path}"),
+        token,
+        body.clone(),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => crate::http::http(c, method, &format!("http://{other}{path}"), token, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path} failed on both replicas: {e}")),
+    }
+}
+
+/// The broker Sids (installation `Main`) of a share of `principal` on `secret` with the defaults (read
+/// `AWSCURRENT`): its resource-policy statement and its key-policy statement.
+fn expected_sids(secret: &str, principal: &str) -> (String, String) {
+    use secret_broker::policy::compose::{self, Grant, InstallationId};
+    let grant = Grant {
+        secret: secret_broker::policy::arn::SecretArn::parse(secret).unwrap(),
+        principal: secret_broker::policy::arn::PrincipalArn::parse(principal).unwrap(),
+        actions: vec![secret_broker::domain::ShareAction::GetSecretValue],
+        version_stage: Some("AWSCURRENT".into()),
+    };
+    let installation = InstallationId::default();
+    let resource = compose::resource_statements_for(&grant, &installation);
+    assert_eq!(resource.len(), 1);
+    let key = compose::key_statement_for(&grant, &installation);
+    let sid = |v: &serde_json::Value| v["Sid"].as_str().unwrap().to_owned();
+    (sid(&resource[0]), sid(&key))
+}
+
+/// Issue 16's first "done when": two `serve` processes on one PostgreSQL database and the emulator;
+/// 1,000 shares over 50 secrets requested and approved through both at once; replica A SIGKILLed while
+/// it applies (a job of A's has journaled its key-policy write); B finishes every share, taking A's jobs
+/// over once A's lease (`apply_lease`, 2 s here) has run out: it compensates them from their journal
+/// and applies their shares again.
+///
+/// Two secrets per key: a key's policy then holds 40 broker statements (about 16 KB). With five secrets
+/// per key (100 statements) it would pass KMS's 32 KB limit, and the broker rightly refuses the writes
+/// (the shares end `failed`, which this test reports at once).
+///
+/// "Applied once" is counted from the requests the replicas sent to AWS (through a counting proxy):
+/// every share is in exactly one apply job
+/// that finished (`done`), and each finished job wrote each of its two policies exactly once. The only
+/// other writes are around A's interrupted jobs, and their journal says which: a job that journaled a
+/// write adds 0 or 2 writes of that policy (the write never left A; or it did, and B's compensation
+/// removed exactly its statements again), never 1 (a statement left behind) and never more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
+    const SECRETS: usize = 50;
+    const PER_SECRET: usize = 20;
+    const KEYS: usize = 25;
+    let started = std::time::Instant::now();
+    let phase = |what: &str| eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
+    let url = crate::pg::fresh_database();
+    let m = moto();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("BROKER_DATABASE", url.as_str()),
+        ("BROKER_APPLY_LEASE", "2s"),
+        ("BROKER_WORKER_INTERVAL", "1s"),
+        ("BROKER_TOKEN_RATE_LIMIT", "off"),
+        ("BROKER_ADDRESS_RATE_LIMIT", "off"),
+        ("BROKER_MAX_CONCURRENT_PER_ADDRESS", "off"),
+        ("BROKER_MAX_PENDING_PER_REQUESTER", "off"),
+    ];
+    // The replicas reach the emulator through a proxy that counts every request it forwards (the
+    // emulator's own request log can lose lines when large requests arrive at once).
+    let proxy = crate::moto::HoldingProxy::start().await;
+    let mut a = crate::cli::serve_env(dir.path(), &proxy.url, &env);
+    let b = crate::cli::serve_env(dir.path(), &proxy.url, &env);
+    let (a_addr, b_addr) = (a.addr.clone(), b.addr.clone());
+    let alice = cli_token(&url, "alice", "requester");
+    let bob = cli_token(&url, "bob", "approver");
+    let root = cli_token(&url, "root", "admin");
+    let mut keys = Vec::new();
+    for _ in 0..KEYS {
+        keys.push(m.create_key().await);
+    }
+    let mut secrets = Vec::new();
+    for i in 0..SECRETS {
+        secrets.push(m.create_secret(Some(&keys[i % KEYS])).await);
+    }
+    let principal = |s: usize, p: usize| {
+        format!(
+            "arn:aws:iam::{}:role/consumer",
+            630000000000u64 + (s * PER_SECRET + p) as u64
+        )
+    };
+    let c = crate::http::client();
+    phase("replicas up");
+    // 1,000 requests, alternating between the replicas, 32 at a time.
+    let mut ids: Vec<String> = Vec::new();
+    let work: Vec<(usize, usize)> = (0..SECRETS)
+        .flat_map(|s| (0..PER_SECRET).map(move |p| (s, p)))
+        .collect();
+    for chunk in work.chunks(32) {
+        let mut set = tokio::task::JoinSet::new();
+        for (n, &(s, p)) in chunk.iter().enumerate() {
+            let (c, alice) = (c.clone(), alice.clone());
+            let to = if n % 2 == 0 {
+                a_addr.clone()
+            } else {
+                b_addr.clone()
+            };
+            let body = json!({"secret_arn": secrets[s], "principal_arn": principal(s, p), "justification": "replicas"});
+            set.spawn(async move {
+                let (status, v) = crate::http::http(
+                    &c,
+                    "POST",
+                    &format!("http://{to}/v1/shares"),
+                    &alice,
+                    Some(body),
+                )
+                .await
+                .unwrap();
+                assert_eq!(status, 201, "{v}");
+                v["id"].as_str().unwrap().to_owned()
+            });
+        }
+        while let Some(r) = tokio::time::timeout(Duration::from_secs(120), set.join_next())
+            .await
+            .expect("a share request went unanswered for 120 s")
+        {
+            ids.push(r.unwrap());
+        }
+    }
+    phase("1000 shares requested");
+    // Approved through both at once, in a task of its own; a request A took and lost with the kill is
+    // sent to B again.
+    let approvals = {
+        let (c, bob, ids) = (c.clone(), bob.clone(), ids.clone());
+        let (a_addr, b_addr) = (a_addr.clone(), b_addr.clone());
+        tokio::spawn(async move {
+            let mut statuses: HashMap<u16, usize> = HashMap::new();
+            for chunk in ids.chunks(32) {
+                let mut set = tokio::task::JoinSet::new();
+                for (n, id) in chunk.iter().enumerate() {
+                    let (c, bob) = (c.clone(), bob.clone());
+                    let (first, other) = if n % 2 == 0 {
+                        (a_addr.clone(), b_addr.clone())
+                    } else {
+                        (b_addr.clone(), a_addr.clone())
+                    };
+                    let path = format!("/v1/shares/{id}/approve");
+                    set.spawn(async move {
+                        to_either(&c, (&first, &other), "POST", &path, &bob, None).await
+                    });
+                }
+                while let Some(s) = set.join_next().await {
+                    let (status, body) = s.unwrap();
+                    assert!(status == 200 || status == 409, "{status}: {body}");
+                    *statuses.entry(status).or_default() += 1;
+                }
+            }
+            statuses
+        })
+    };
+    let db = secret_broker::store::db::Direct::open(std::path::Path::new(&url)).unwrap();
+    let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    // A is killed while it applies: a job of A's (A holds its secret's lease) has journaled its
+    // key-policy write and not finished.
+    let a_mid_write = format!(
+        "SELECT j.id FROM jobs j JOIN leases l ON l.name = 'secret:' || j.secret_arn
+         WHERE j.kind = 'apply' AND j.state = 'running' AND j.key_write_started = 1
+         AND l.holder LIKE '%:{}:%' LIMIT 1",
+        a.pid()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let interrupted_id: String = loop {
+        let found: Option<String> = {
+            let mut st = db.prepare(&a_mid_write).unwrap();
+            st.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .next()
+        };
+        if let Some(job) = found {
+            break job;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && !approvals.is_finished(),
+            "replica A was never seen in the middle of an apply"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    a.kill();
+    let killed = std::time::Instant::now();
+    phase(&format!("replica A killed in job {interrupted_id}"));
+    // B takes A's job over once A's lease (2 s) has run out, at its next worker pass.
+    let job_state =
+        format!("SELECT count(*) FROM jobs WHERE id = '{interrupted_id}' AND state = 'running'");
+    while count(&job_state) == 1 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "replica B did not take over A's job within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    phase(&format!(
+        "A's job taken over by B {:.1}s after the kill",
+        killed.elapsed().as_secs_f64()
+    ));
+    let statuses = tokio::time::timeout(Duration::from_secs(300), approvals)
+        .await
+        .expect("the approvals were not all answered within 300 s")
+        .unwrap();
+    phase("1000 approvals answered");
+    // A vote A took and lost with the kill, sent again to B, finds the share approved (409).
+    assert_eq!(
+        statuses.get(&200).copied().unwrap_or(0) + statuses.get(&409).copied().unwrap_or(0),
+        1000,
+        "{statuses:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    while count("SELECT count(*) FROM shares WHERE status = 'active'") < 1000 {
+        // A failed share never becomes active: say why at once.
+        let failed: Option<String> = {
+            let mut st = db
+                .prepare("SELECT last_error FROM shares WHERE status = 'failed' LIMIT 1")
+                .unwrap();
+            st.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .next()
+        };
+        assert!(failed.is_none(), "a share failed: {failed:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of 1000 shares became active; others: {:?}",
+            count("SELECT count(*) FROM shares WHERE status = 'active'"),
+            {
+                let mut st = db
+                    .prepare("SELECT status, count(*) FROM shares WHERE status <> 'active' GROUP BY status")
+                    .unwrap();
+                st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect::<Vec<_>>()
+            }
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    phase("1000 shares active");
+    // Every share active and verified: B's own check of each share reads the live policies.
+    // Each secret's and each key's policy holds exactly the broker statements of its active shares.
+    let mut key_expected: HashMap<&str, Vec<String>> = HashMap::new();
+    for (s, secret) in secrets.iter().enumerate() {
+        let mut res_expected = Vec::new();
+        for p in 0..PER_SECRET {
+            let (r, k) = expected_sids(secret, &principal(s, p));
+            res_expected.push(r);
+            key_expected
+                .entry(keys[s % KEYS].as_str())
+                .or_default()
+                .push(k);
+        }
+        let mut live = broker_sids(&m.resource_policy(secret).await.unwrap());
+        live.sort();
+        res_expected.sort();
+        assert_eq!(live, res_expected, "the resource policy of {secret}");
+    }
+    for key in &keys {
+        let mut live = broker_sids(&m.key_policy(key).await);
+        live.sort();
+        let mut want = key_expected.remove(key.as_str()).unwrap();
+        want.sort();
+        assert_eq!(live, want, "the key policy of {key}");
+    }
+    // Every job A was running when it died (the one seen writing, and any other) was taken over by B:
+    // compensated from its journal ("interrupted by a restart"), its shares queued again. Every other
+    // apply job finished.
+    struct Job {
+        secret: String,
+        key: Option<String>,
+        shares: Vec<String>,
+        done: bool,
+        key_write: bool,
+        resource_write: bool,
+    }
+    let jobs: Vec<Job> = {
+        let mut st = db
+            .prepare(
+                "SELECT id, secret_arn, key_arn, share_ids, state, error, key_write_started, \
+                 resource_write_started FROM jobs WHERE kind = 'apply'",
+            )
+            .unwrap();
+        st.query_map([], |r| {
+            let (id, state, error): (String, String, Option<String>) =
+                (r.get(0)?, r.get(4)?, r.get(5)?);
+            let interrupted =
+                state == "compensated" && error.as_deref() == Some("interrupted by a restart");
+            assert!(
+                state == "done" || interrupted,
+                "job {id} ended {state}: {error:?}"
+            );
+            assert!(
+                id != interrupted_id || interrupted,
+                "A's job {id} ended {state}: {error:?}"
+            );
+            Ok(Job {
+                secret: r.get(1)?,
+                key: r.get(2)?,
+                shares: serde_json::from_str(&r.get::<_, String>(3)?).unwrap(),
+                done: state == "done",
+                key_write: r.get::<_, i64>(6)? == 1,
+                resource_write: r.get::<_, i64>(7)? == 1,
+            })
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+    let taken_over = jobs.iter().filter(|j| !j.done).count();
+    assert!(taken_over >= 1);
+    // Each share in exactly one finished apply job.
+    let mut done_per_share: HashMap<&str, usize> = HashMap::new();
+    for j in jobs.iter().filter(|j| j.done) {
+        for id in &j.shares {
+            *done_per_share.entry(id.as_str()).or_default() += 1;
+        }
+    }
+    assert_eq!(done_per_share.len(), 1000);
+    assert!(
+        done_per_share.values().all(|n| *n == 1),
+        "a share applied by two jobs"
+    );
+    // The writes AWS saw: each finished job wrote each of its policies exactly once. A job of A's whose
+    // journal says a write was being sent adds 0 or 2 writes of that policy (the write never left A, or
+    // it did and B's compensation removed its statements again); one without that journal entry, none.
+    let calls = |operation: &str, needle: &str| proxy.forwarded(operation, needle);
+    let extra_ok = |n: usize, done: usize, interrupted_writes: usize| {
+        n >= done && (n - done).is_multiple_of(2) && n - done <= 2 * interrupted_writes
+    };
+    let mut resource_puts = 0;
+    for secret in &secrets {
+        let done = jobs
+            .iter()
+            .filter(|j| j.done && j.secret == *secret)
+            .count();
+        let started = jobs
+            .iter()
+            .filter(|j| !j.done && j.resource_write && j.secret == *secret)
+            .count();
+        let n = calls("PutResourcePolicy", secret);
+        resource_puts += n;
+        assert!(
+            extra_ok(n, done, started),
+            "{n} resource-policy writes of {secret}: {done} finished jobs, {started} interrupted writes"
+        );
+    }
+    for key in &keys {
+        let on_key = |j: &&Job| j.key.as_deref() == Some(key.as_str());
+        let done = jobs.iter().filter(|j| j.done).filter(on_key).count();
+        let started = jobs
+            .iter()
+            .filter(|j| !j.done && j.key_write)
+            .filter(on_key)
+            .count();
+        let n = calls("PutKeyPolicy", key);
+        assert!(
+            extra_ok(n, done, started),
+            "{n} key-policy writes of {key}: {done} finished jobs, {started} interrupted writes"
+        );
+    }
+    let resource_reads: usize = secrets.iter().map(|s| calls("GetResourcePolicy", s)).sum();
+    phase(&format!(
+        "{} apply jobs finished for 1000 shares, {taken_over} of A's taken over; {resource_puts} \
+         resource-policy writes, {resource_reads} resource-policy reads (applies and drift checks)",
+        jobs.len() - taken_over,
+    ));
+    // Every vote and every audit row.
+    assert_eq!(count("SELECT count(*) FROM approvals"), 1000);
+    for (action, n) in [
+        ("share.requested", 1000),
+        ("share.approved", 1000),
+        ("share.active", 1000),
+    ] {
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM audit WHERE action = '{action}'"
+            )),
+            n,
+            "{action}"
+        );
+    }
+    let requeued = count("SELECT count(*) FROM audit WHERE action = 'share.requeued'");
+    assert!(
+        requeued >= 1,
+        "the interrupted job's shares were never queued again"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM audit WHERE action = 'share.applying'"),
+        1000 + requeued
+    );
+    let (status, v) = crate::http::http(
+        &c,
+        "GET",
+        &format!("http://{b_addr}/v1/audit/verify"),
+        &root,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!((status, v["ok"].clone()), (200, json!(true)), "{v}");
+    assert_eq!(proxy.forwarded("GetSecretValue", ""), 0);
+    m.assert_no_get_secret_value();
+    phase("done");
+    drop(b);
 }

@@ -240,8 +240,10 @@ async fn every_operation_has_an_entry_and_every_cell_holds() {
             } else if p.starts_with("/v1/slack/links/") {
                 t.db()
                     .execute(
-                        "INSERT OR REPLACE INTO slack_links (team_id, user_id, name, created_by, created_at) \
-                         VALUES ('T1', 'UMATRIX', 'matrix', 'cli', '2026-11-29T12:00:00Z')",
+                        "INSERT INTO slack_links (team_id, user_id, name, created_by, created_at) \
+                         VALUES ('T1', 'UMATRIX', 'matrix', 'cli', '2026-11-29T12:00:00Z') \
+                         ON CONFLICT (team_id, user_id) DO UPDATE SET name = excluded.name, \
+                         created_by = excluded.created_by, created_at = excluded.created_at",
                         [],
                     )
                     .unwrap();

@@ -117,62 +117,86 @@ pub(crate) fn apply(conn: &mut Connection) -> Result<Vec<Applied>> {
              run a newer secret-broker"
         )));
     }
+    run_pending(
+        conn,
+        MIGRATIONS,
+        "",
+        |conn, version| {
+            Ok(conn
+                .query_row(
+                    "SELECT checksum FROM schema_migrations WHERE version = ?1",
+                    [version],
+                    |r| r.get(0),
+                )
+                .optional()?)
+        },
+        |conn, version, name, sql, checksum| {
+            // A migration that rebuilds a table other tables reference (SQLite cannot alter a
+            // constraint in place) runs with foreign keys off, as SQLite's documented procedure for
+            // such changes says, and is checked with foreign_key_check before it commits. The pragma
+            // is a no-op inside a transaction, so it is set around it.
+            let fk_off = sql.starts_with(FOREIGN_KEYS_OFF);
+            if fk_off {
+                conn.pragma_update(None, "foreign_keys", "OFF")?;
+            }
+            let result = (|| -> Result<()> {
+                let tx = conn.transaction()?;
+                tx.execute_batch(sql)
+                    .map_err(|e| Error::Unavailable(format!("migration {name} failed: {e}")))?;
+                if fk_off {
+                    let broken: Option<String> = tx
+                        .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+                        .optional()?;
+                    if let Some(table) = broken {
+                        return Err(Error::Unavailable(format!(
+                            "migration {name} failed: it leaves rows of {table} with a dangling foreign key"
+                        )));
+                    }
+                }
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![version, name, checksum],
+                )?;
+                tx.commit()?;
+                Ok(())
+            })();
+            if fk_off {
+                conn.pragma_update(None, "foreign_keys", "ON")?;
+            }
+            result
+        },
+    )
+}
+
+/// The one migration loop of both backends: for each migration in order, the checksum recorded for its
+/// version (`recorded`) decides: the same, it was applied; another, it was edited after it was applied
+/// and the database is refused (migrations are append-only); none, `apply_one` runs its SQL and records
+/// its checksum in one transaction of the backend's. `label` prefixes its name in messages and in what
+/// is returned (`postgres/` for PostgreSQL's).
+pub(crate) fn run_pending<C: ?Sized>(
+    conn: &mut C,
+    migrations: &[(i64, &str, &str)],
+    label: &str,
+    mut recorded: impl FnMut(&mut C, i64) -> Result<Option<String>>,
+    mut apply_one: impl FnMut(&mut C, i64, &str, &str, &str) -> Result<()>,
+) -> Result<Vec<Applied>> {
     let mut applied = Vec::new();
-    for (version, name, sql) in MIGRATIONS {
+    for (version, name, sql) in migrations {
         let checksum = hex::encode(Sha256::digest(sql.as_bytes()));
-        let existing: Option<String> = conn
-            .query_row(
-                "SELECT checksum FROM schema_migrations WHERE version = ?1",
-                [version],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match existing {
+        match recorded(conn, *version)? {
             Some(c) if c == checksum => continue,
             Some(_) => {
                 return Err(Error::Unavailable(format!(
-                    "migration {name} was changed after it was applied to this database; \
+                    "migration {label}{name} was changed after it was applied to this database; \
                      migrations are append-only: add a new file instead"
                 )));
             }
             None => {}
         }
-        // A migration that rebuilds a table other tables reference (SQLite cannot alter a constraint in
-        // place) runs with foreign keys off, as SQLite's documented procedure for such changes says, and
-        // is checked with foreign_key_check before it commits. The pragma is a no-op inside a
-        // transaction, so it is set around it.
-        let fk_off = sql.starts_with(FOREIGN_KEYS_OFF);
-        if fk_off {
-            conn.pragma_update(None, "foreign_keys", "OFF")?;
-        }
-        let result = (|| -> Result<()> {
-            let tx = conn.transaction()?;
-            tx.execute_batch(sql)
-                .map_err(|e| Error::Unavailable(format!("migration {name} failed: {e}")))?;
-            if fk_off {
-                let broken: Option<String> = tx
-                    .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
-                    .optional()?;
-                if let Some(table) = broken {
-                    return Err(Error::Unavailable(format!(
-                        "migration {name} failed: it leaves rows of {table} with a dangling foreign key"
-                    )));
-                }
-            }
-            tx.execute(
-                "INSERT INTO schema_migrations (version, name, checksum) VALUES (?1, ?2, ?3)",
-                rusqlite::params![version, name, checksum],
-            )?;
-            tx.commit()?;
-            Ok(())
-        })();
-        if fk_off {
-            conn.pragma_update(None, "foreign_keys", "ON")?;
-        }
-        result?;
+        apply_one(conn, *version, &format!("{label}{name}"), sql, &checksum)?;
         applied.push(Applied {
             version: *version,
-            name: (*name).to_owned(),
+            name: format!("{label}{name}"),
         });
     }
     Ok(applied)
