@@ -929,6 +929,42 @@ mod tests {
         );
     }
 
+    /// The point read's statement is prepared once per connection and then only re-bound: SQLite
+    /// re-prepares (parses and plans again) a statement whose plan depended on a bound value, which
+    /// cost three quarters of the point read's instructions (issue 19's profile). Read through the
+    /// store's own reader, as the service reads.
+    #[tokio::test]
+    async fn the_point_read_is_not_prepared_again_on_each_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let seeded = crate::store::bench::seed(&path, 2_000, 10).unwrap();
+        let store = Store::open(
+            &path,
+            StoreOptions {
+                read_connections: 1,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        let sample = ShareId::parse(&seeded.sample_share).unwrap();
+        for i in 0..6u8 {
+            let id = if i % 2 == 0 { sample } else { ShareId::new() };
+            store.read_quick(move |c| share_by_id(c, id)).await.unwrap();
+        }
+        let reprepared = store
+            .read_quick(|c| {
+                let crate::store::db::Conn::Sqlite(conn) = c.conn() else {
+                    return Ok(-1);
+                };
+                Ok(conn
+                    .prepare_cached(SHARE_WITH_VOTES)?
+                    .get_status(rusqlite::StatementStatus::RePrepare))
+            })
+            .await
+            .unwrap();
+        assert_eq!(reprepared, 0, "re-prepared");
+    }
+
     /// A vote whose decision is neither `approve` nor `reject` (the schema's CHECK refuses one; a hand
     /// edit can still leave one) is refused naming its share, never dropped from the quorum count.
     #[tokio::test]
