@@ -4,7 +4,7 @@
 //!
 //! Several replicas share one database: each writer's transaction starts by locking the audit chain's
 //! head row ([`BEGIN`]), so appends to the chain (and every other write of the group) take turns across
-//! replicas and the chain never forks; claims of work carry leases in the database (`jobs`).
+//! replicas and the chain never forks; claims of work carry leases in the database (`leases`, migration 0014).
 
 use std::path::Path;
 use std::str::FromStr;
