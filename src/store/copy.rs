@@ -87,8 +87,8 @@ pub fn sqlite_to_postgres(from: &Path, to: &Path) -> Result<Copied> {
     super::sqlite::migrate_database(from)?;
     super::postgres::migrate_url(url)?;
     super::postgres::off_runtime(|| {
-        let source = Direct::open(from)?;
-        let target = Direct::open(to)?;
+        let source = Direct::sqlite(from)?;
+        let target = Direct::pg(super::postgres::connect(&super::postgres::config(url)?)?);
         copy(source.conn(), target.conn())
     })
 }

@@ -455,11 +455,17 @@ impl<'r> Row<'r> {
 // ---------------------------------------------------------------------------------------------------
 // Connections
 
+/// Opens a PostgreSQL session (made by `store/postgres.rs` from the URL and its TLS settings; this
+/// layer only calls it, to connect and to connect again).
+pub type PgConnector = std::sync::Arc<
+    dyn Fn() -> std::result::Result<postgres::Client, postgres::Error> + Send + Sync,
+>;
+
 /// A PostgreSQL connection with its prepared statements (keyed by the SQLite spelling of their SQL).
 pub struct PgConn {
     client: RefCell<Option<postgres::Client>>,
     statements: RefCell<HashMap<String, postgres::Statement>>,
-    config: super::postgres::PgConfig,
+    connector: PgConnector,
 }
 
 thread_local! {
@@ -481,12 +487,12 @@ const PG_STATEMENTS: usize = 256;
 impl PgConn {
     /// Connects (on the calling thread: never on an async worker thread, as the `postgres` crate
     /// blocks on its own runtime).
-    pub fn connect(config: &super::postgres::PgConfig) -> Result<Self> {
-        let client = config.client()?;
+    pub fn connect(connector: PgConnector) -> Result<Self> {
+        let client = connector()?;
         Ok(Self {
             client: RefCell::new(Some(client)),
             statements: RefCell::new(HashMap::new()),
-            config: config.clone(),
+            connector,
         })
     }
 
@@ -497,7 +503,7 @@ impl PgConn {
 
     /// Connects again after the connection was lost.
     pub fn reconnect(&self) -> Result<()> {
-        let client = self.config.client()?;
+        let client = (self.connector)()?;
         self.statements.borrow_mut().clear();
         let old = self.client.replace(Some(client));
         drop_off_runtime(old);
@@ -779,20 +785,14 @@ enum DirectConn {
 }
 
 impl Direct {
-    /// Opens the database named by the `database` setting (a SQLite file or a `postgres://` URL),
-    /// without migrating it.
-    pub fn open(path: &std::path::Path) -> crate::error::Result<Self> {
-        match super::postgres::url_of(path) {
-            Some(url) => {
-                let config = super::postgres::config(url)?;
-                Ok(Self(DirectConn::Pg(Box::new(
-                    super::postgres::off_runtime(|| super::postgres::connect(&config))?,
-                ))))
-            }
-            None => Ok(Self(DirectConn::Sqlite(
-                rusqlite::Connection::open(path).map_err(DbError::from)?,
-            ))),
-        }
+    /// A SQLite database file, opened without migrating it.
+    pub fn sqlite(path: &std::path::Path) -> Result<Self> {
+        Ok(Self(DirectConn::Sqlite(rusqlite::Connection::open(path)?)))
+    }
+
+    /// A PostgreSQL session (`store::copy` connects it from the URL).
+    pub fn pg(conn: PgConn) -> Self {
+        Self(DirectConn::Pg(Box::new(conn)))
     }
 
     /// The connection.

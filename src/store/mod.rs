@@ -16,10 +16,25 @@
 pub mod copy;
 #[doc(hidden)]
 pub mod db;
+mod migrations;
 mod postgres;
 mod sqlite;
 
 pub use db::Backend;
+
+/// Opens the database named by the `database` setting (a SQLite file or a `postgres://` URL) for
+/// statements run directly, without migrating it (the copy to PostgreSQL, tests).
+pub fn open_direct(path: &std::path::Path) -> crate::error::Result<db::Direct> {
+    match postgres::url_of(path) {
+        Some(url) => {
+            let config = postgres::config(url)?;
+            Ok(db::Direct::pg(postgres::off_runtime(|| {
+                postgres::connect(&config)
+            })?))
+        }
+        None => Ok(db::Direct::sqlite(path)?),
+    }
+}
 
 /// Whether the `database` setting names a PostgreSQL database (a `postgres://` URL).
 pub fn is_postgres(path: &std::path::Path) -> bool {

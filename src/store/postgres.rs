@@ -187,7 +187,8 @@ pub(crate) fn config(url: &str) -> Result<PgConfig> {
 
 /// Connects one session.
 pub(crate) fn connect(config: &PgConfig) -> Result<PgConn> {
-    PgConn::connect(config).map_err(|e| {
+    let settings = config.clone();
+    PgConn::connect(std::sync::Arc::new(move || settings.client())).map_err(|e| {
         // The driver's TLS error names the cause only in its source chain.
         let mut why = e.to_string();
         let mut source = std::error::Error::source(&e);
@@ -230,7 +231,7 @@ pub(crate) fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 /// Applies every pending PostgreSQL migration, each in its own transaction, under an advisory lock (two
 /// replicas starting together do not both apply one); refuses a database whose applied migrations
 /// were edited afterwards, or that is newer than this binary.
-pub(crate) fn migrate(conn: &PgConn) -> Result<Vec<super::migrate::Applied>> {
+pub(crate) fn migrate(conn: &PgConn) -> Result<Vec<super::migrations::Applied>> {
     let c = Conn::Pg(conn);
     c.execute_batch("SELECT pg_advisory_lock(7310485)")?;
     let res = migrate_locked(c);
@@ -238,7 +239,7 @@ pub(crate) fn migrate(conn: &PgConn) -> Result<Vec<super::migrate::Applied>> {
     res
 }
 
-fn migrate_locked(c: Conn<'_>) -> Result<Vec<super::migrate::Applied>> {
+fn migrate_locked(c: Conn<'_>) -> Result<Vec<super::migrations::Applied>> {
     c.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    BIGINT PRIMARY KEY,
@@ -248,7 +249,7 @@ fn migrate_locked(c: Conn<'_>) -> Result<Vec<super::migrate::Applied>> {
          )",
     )?;
     check_version(c)?;
-    super::migrate::run_pending(
+    super::migrations::run_pending(
         &mut (),
         MIGRATIONS,
         "postgres/",
@@ -302,7 +303,7 @@ fn check_version(c: Conn<'_>) -> Result<Vec<i64>> {
 }
 
 /// Connects, applies pending migrations and returns what was applied.
-pub(crate) fn migrate_url(url: &str) -> Result<Vec<super::migrate::Applied>> {
+pub(crate) fn migrate_url(url: &str) -> Result<Vec<super::migrations::Applied>> {
     let config = config(url)?;
     off_runtime(|| {
         let conn = connect(&config)?;

@@ -334,7 +334,7 @@ impl TestApp {
     /// A direct connection to the database (the SQLite file or the PostgreSQL database), for counting
     /// rows and tampering.
     pub fn db(&self) -> secret_broker::store::db::Direct {
-        secret_broker::store::db::Direct::open(&self.config.database.0).unwrap()
+        secret_broker::store::open_direct(&self.config.database.0).unwrap()
     }
 
     /// The statement that drops one of the audit table's append-only triggers, in the backend's SQL.

@@ -297,8 +297,9 @@ fn tls_to_postgres_verifies_the_server_certificate_as_sslmode_says() {
         )
         .unwrap()
     };
-    let open =
-        |u: std::path::PathBuf| blocking(move || Direct::open(&u).map_err(|e| e.to_string()));
+    let open = |u: std::path::PathBuf| {
+        blocking(move || secret_broker::store::open_direct(&u).map_err(|e| e.to_string()))
+    };
     let full = format!("sslmode=verify-full&sslrootcert={}", right_pem.display());
     let db = open(url("localhost", &full)).unwrap();
     assert!(encrypted(&db));
@@ -360,7 +361,7 @@ fn postgres_migrations_apply_once_and_refuse_an_edited_one() {
     assert!(blocking(move || migrate_database(&u).unwrap()).is_empty());
     let u = url.clone();
     blocking(move || {
-        let db = secret_broker::store::db::Direct::open(&u).unwrap();
+        let db = secret_broker::store::open_direct(&u).unwrap();
         db.execute(
             "UPDATE schema_migrations SET checksum = 'x' WHERE version = 1",
             [],

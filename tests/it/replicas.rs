@@ -435,7 +435,7 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
             statuses
         })
     };
-    let db = secret_broker::store::db::Direct::open(std::path::Path::new(&url)).unwrap();
+    let db = secret_broker::store::open_direct(std::path::Path::new(&url)).unwrap();
     let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
     // A is killed while it applies: a job of A's (A holds its secret's lease) has journaled its
     // key-policy write and not finished.

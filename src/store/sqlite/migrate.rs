@@ -2,7 +2,6 @@
 //! run against a database whose applied migrations were edited afterwards (their checksum is kept).
 
 use rusqlite::{Connection, OptionalExtension};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
@@ -83,14 +82,8 @@ pub const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// The first line of a migration that must run with foreign keys off (it rebuilds a referenced table).
 const FOREIGN_KEYS_OFF: &str = "-- migrate: foreign_keys=off\n";
 
-/// A migration applied by this run.
-#[derive(Debug, Clone)]
-pub struct Applied {
-    /// Its number.
-    pub version: i64,
-    /// Its file name.
-    pub name: String,
-}
+pub use crate::store::migrations::Applied;
+use crate::store::migrations::run_pending;
 
 /// Applies every pending migration; returns those it applied.
 pub(crate) fn apply(conn: &mut Connection) -> Result<Vec<Applied>> {
@@ -168,43 +161,10 @@ pub(crate) fn apply(conn: &mut Connection) -> Result<Vec<Applied>> {
     )
 }
 
-/// The one migration loop of both backends: for each migration in order, the checksum recorded for its
-/// version (`recorded`) decides: the same, it was applied; another, it was edited after it was applied
-/// and the database is refused (migrations are append-only); none, `apply_one` runs its SQL and records
-/// its checksum in one transaction of the backend's. `label` prefixes its name in messages and in what
-/// is returned (`postgres/` for PostgreSQL's).
-pub(crate) fn run_pending<C: ?Sized>(
-    conn: &mut C,
-    migrations: &[(i64, &str, &str)],
-    label: &str,
-    mut recorded: impl FnMut(&mut C, i64) -> Result<Option<String>>,
-    mut apply_one: impl FnMut(&mut C, i64, &str, &str, &str) -> Result<()>,
-) -> Result<Vec<Applied>> {
-    let mut applied = Vec::new();
-    for (version, name, sql) in migrations {
-        let checksum = hex::encode(Sha256::digest(sql.as_bytes()));
-        match recorded(conn, *version)? {
-            Some(c) if c == checksum => continue,
-            Some(_) => {
-                return Err(Error::Unavailable(format!(
-                    "migration {label}{name} was changed after it was applied to this database; \
-                     migrations are append-only: add a new file instead"
-                )));
-            }
-            None => {}
-        }
-        apply_one(conn, *version, &format!("{label}{name}"), sql, &checksum)?;
-        applied.push(Applied {
-            version: *version,
-            name: format!("{label}{name}"),
-        });
-    }
-    Ok(applied)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn applies_once_and_detects_edits() {
