@@ -437,6 +437,26 @@ fn decide_in(
             .map(|n| identity::canonical(n))
             .collect::<BTreeSet<_>>();
         theirs.remove(CLI);
+        if credential.starts_with("slack:") {
+            // A Slack click approves with the approver role the name holds through its broker
+            // tokens: those tokens obey the API's rule, so one the requester (or anyone in their
+            // issuer chain) controls cannot qualify the vote, and the controllers of those that do
+            // control the vote ([`slack_token_controllers`]).
+            let qualified = slack_token_controllers(c, &origin.actor, &now, &requester)?;
+            if let Some(qualified) = qualified {
+                if qualified.is_empty() {
+                    return Err(Error::Forbidden(format!(
+                        "this vote ({credential}, named {}) takes its approver role from tokens of {} \
+                         that {requester}, who requested this share, controls (issued by them or by \
+                         whoever issued their tokens): a token its requester issued cannot approve the \
+                         request, from Slack either. The name needs an approver token issued by \
+                         someone else (or by the command line), or approve with another identity",
+                        origin.actor, origin.actor,
+                    )));
+                }
+                voter.extend(qualified);
+            }
+        }
         let common: Vec<&String> = voter.intersection(&theirs).collect();
         if !common.is_empty() {
             return Err(Error::Forbidden(format!(
@@ -509,6 +529,15 @@ fn decide_in(
                 v.credential.as_deref().unwrap_or_default(),
                 v.issued_by.as_deref(),
             ));
+            if v.credential
+                .as_deref()
+                .is_some_and(|c| c.starts_with("slack:"))
+            {
+                let requester = identity::canonical(&share.requested_by);
+                prior.extend(
+                    slack_token_controllers(c, &v.approver, &now, &requester)?.unwrap_or_default(),
+                );
+            }
             let common: Vec<&String> = voter.intersection(&prior).collect();
             if !common.is_empty() {
                 return Err(Error::Conflict {
@@ -629,6 +658,39 @@ fn slack_controllers(credential: &str, linker: Option<&str>) -> Vec<String> {
     let mut out = vec![credential.to_owned()];
     out.extend(linker.map(identity::canonical).filter(|n| n != CLI));
     out
+}
+
+/// Who controls the approver role a Slack vote as `name` takes from the name's broker tokens at `now`:
+/// the controllers ([`controllers`]) of its live approver and admin tokens that `requester` does not
+/// control (neither the requester nor anyone who issued the requester's tokens is among them), merged.
+/// Empty when every such token is the requester's; `None` for an `oidc:` name (its role comes from an
+/// OIDC sign-in, which no broker name issues).
+fn slack_token_controllers(
+    c: &Tx<'_>,
+    name: &str,
+    now: &str,
+    requester: &str,
+) -> Result<Option<BTreeSet<String>>> {
+    if name.starts_with("oidc:") {
+        return Ok(None);
+    }
+    let mut theirs = rows::name_issuers(c, requester)?
+        .iter()
+        .map(|n| identity::canonical(n))
+        .collect::<BTreeSet<_>>();
+    theirs.insert(identity::canonical(requester));
+    theirs.remove(CLI);
+    let mut out = BTreeSet::new();
+    for (id, role) in crate::store::slack::live_tokens(c, &identity::canonical(name), now)? {
+        if !matches!(role.parse::<Role>(), Ok(Role::Approver | Role::Admin)) {
+            continue;
+        }
+        let held = controllers(c, name, Some(&id))?;
+        if held.is_disjoint(&theirs) {
+            out.extend(held);
+        }
+    }
+    Ok(Some(out))
 }
 
 fn join(names: &[&String]) -> String {
@@ -1259,9 +1321,9 @@ fn slack_decider_role(
             .filter_map(|values| oidc.map_roles(&values).ok())
             .collect()
     } else {
-        crate::store::slack::live_token_roles(c, name, now)?
+        crate::store::slack::live_tokens(c, name, now)?
             .iter()
-            .filter_map(|r| r.parse().ok())
+            .filter_map(|(_, r)| r.parse().ok())
             .collect()
     };
     Ok([Role::Admin, Role::Approver]

@@ -808,3 +808,78 @@ async fn an_oidc_name_decides_only_while_signed_in_with_an_approver_role() {
     assert_eq!(s["approvals"][0]["credential"], "slack:T1/UDANA");
     assert_eq!(replies.wait(n + 1).await[n]["replace_original"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_token_issued_by_the_requester_does_not_qualify_a_slack_vote() {
+    // Review finding (issue 21): hank holds the requester role only; dave (admin) issues hank an
+    // approver token and requests a share. Through the API that token cannot approve dave's share;
+    // hank's Slack click could, because any live approver token of the name qualified it.
+    let (url, replies) = receiver().await;
+    let t = TestApp::with(|c| {
+        c.slack_signing_secret = SecretText(Some(SIGNING.into()));
+        c.slack_allow_loopback_response_url = Flag(true);
+        c.approval_quorum.0 = 2;
+    });
+    let a = actors(&t).await;
+    t.token("hank", Role::Requester).await;
+    let dave = t.token("dave", Role::Admin).await;
+    let carol = t.token("carol", Role::Admin).await;
+    link(&t, &a.root, "UHANK", "hank").await;
+    let hank = t
+        .post(
+            "/v1/tokens",
+            &dave,
+            json!({"name": "hank", "role": "approver", "same_person": true}),
+        )
+        .await
+        .expect(201);
+    let hank = hank.body["token"].as_str().unwrap().to_owned();
+    let id = t
+        .post(
+            "/v1/shares",
+            &dave,
+            json!({"secret_arn": SECRET, "principal_arn": ROLE, "justification": "test"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    t.post(&format!("/v1/shares/{id}/approve"), &hank, json!({}))
+        .await
+        .expect(403);
+    click(&t, "secret_broker_approve", &id, "UHANK", &url)
+        .await
+        .expect(200);
+    let got = replies.wait(1).await;
+    assert_eq!(got[0]["response_type"], "ephemeral", "{got:?}");
+    assert!(got[0]["text"].as_str().unwrap().contains("dave"), "{got:?}");
+    let s = share(&t, &a, &id).await;
+    assert!(s["approvals"].as_array().unwrap().is_empty(), "{s}");
+    let (actor, _, status) = last_refusal(&t);
+    assert_eq!((actor.as_str(), status), ("hank", 403));
+
+    // An approver token carol issued qualifies hank's click; carol controls that vote, so it and
+    // carol's own approval count once: hers is refused, the share stays pending.
+    t.post(
+        "/v1/tokens",
+        &carol,
+        json!({"name": "hank", "role": "approver", "same_person": true}),
+    )
+    .await
+    .expect(201);
+    t.clock.advance(std::time::Duration::from_secs(1));
+    click(&t, "secret_broker_approve", &id, "UHANK", &url)
+        .await
+        .expect(200);
+    assert_eq!(replies.wait(2).await[1]["replace_original"], true);
+    t.post(&format!("/v1/shares/{id}/approve"), &carol, json!({}))
+        .await
+        .expect(409);
+    assert_eq!(share(&t, &a, &id).await["status"], "pending");
+    t.post(&format!("/v1/shares/{id}/approve"), &a.bob, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(share(&t, &a, &id).await["status"], "approved");
+}
