@@ -1001,6 +1001,7 @@ struct GlassRules {
     roles: Vec<crate::domain::Role>,
     max_ttl: std::time::Duration,
     daily_limit: u64,
+    org_shares: bool,
 }
 
 impl GlassRules {
@@ -1009,6 +1010,7 @@ impl GlassRules {
             roles: app.config.break_glass_roles.0.clone(),
             max_ttl: app.config.break_glass_max_ttl.0,
             daily_limit: app.config.break_glass_daily_limit.0 as u64,
+            org_shares: app.config.break_glass_org_shares.0,
         }
     }
 }
@@ -1058,6 +1060,19 @@ fn break_glass_in(
             share.status,
             "pending",
         ));
+    }
+    if share.principal_arn.kind().is_org() && !rules.org_shares {
+        return Err(Error::Conflict {
+            detail: format!(
+                "{} is an organization or OU: a share with it reaches every account of it and needs \
+                 more approvals (setting org_share_extra_approvals), so break-glass is refused on it \
+                 (setting break_glass_org_shares = false): ask approvers to approve the share, or \
+                 request a break-glass share for the one account or role that needs the secret",
+                share.principal_arn.as_str()
+            ),
+            current_status: Some(share.status),
+            existing_id: None,
+        });
     }
     let now_t = utc_seconds(now_t);
     let now = fmt_time(now_t);
