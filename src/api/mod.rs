@@ -477,7 +477,10 @@ pub(crate) fn paginate<T>(mut rows: Vec<(i64, T)>, limit: usize) -> (Vec<T>, Opt
     (rows.into_iter().map(|(_, t)| t).collect(), next)
 }
 
-/// Checks a free-text field's length (and presence), adding a field error to `errors`.
+/// Checks a free-text field, adding a field error to `errors`: a required one must hold at least one
+/// visible character ([`is_invisible`]: blanks, zero-width and other format characters do not count); no
+/// control character but tab, newline and carriage return (a NUL, which PostgreSQL refuses in text,
+/// included); at most `max` characters.
 pub(crate) fn check_text(
     errors: &mut Vec<FieldError>,
     field: &str,
@@ -485,8 +488,16 @@ pub(crate) fn check_text(
     max: usize,
     required: bool,
 ) {
-    let message = if required && value.trim().is_empty() {
-        "is required and must not be blank".to_owned()
+    let message = if let Some(c) = value
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        format!(
+            "must not hold control characters (found U+{:04X}; only tab and line breaks are allowed)",
+            c as u32
+        )
+    } else if required && value.chars().all(is_invisible) {
+        "is required and must hold at least one visible character".to_owned()
     } else if value.chars().count() > max {
         format!("must be at most {max} characters")
     } else {
@@ -496,6 +507,20 @@ pub(crate) fn check_text(
         field: field.into(),
         message,
     });
+}
+
+/// Whether `c` shows nothing by itself: whitespace, a control character, a format character (Unicode
+/// category Cf: zero-width spaces and joiners, bidirectional controls, the byte order mark, tags), a
+/// variation selector, the combining grapheme joiner, or a Hangul filler.
+pub(crate) fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(c as u32,
+            0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
+            | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x2800 | 0x3164
+            | 0xFE00..=0xFE0F | 0xFEFF | 0xFFA0 | 0xFFF9..=0xFFFB | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A | 0xE0000..=0xE0FFF | 0x0600..=0x0605 | 0x06DD | 0x070F
+            | 0x0890 | 0x0891 | 0x08E2 | 0x110BD | 0x110CD | 0x13430..=0x1343F)
 }
 
 /// A 422 when an optional filter or parameter is longer than `max` bytes (the bound the OpenAPI
