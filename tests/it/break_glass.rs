@@ -130,7 +130,13 @@ async fn a_role_not_allowed_is_refused_and_an_allowed_one_approves_without_quoru
     let other = request(&t, &a, SECRET, ROLE, json!({})).await;
     assert_eq!(share(&t, &a, &other).await["break_glass"], false);
     // A share no longer pending cannot break the glass again.
-    break_glass(&t, &a.alice, &id, "again").await.expect(409);
+    let r = break_glass(&t, &a.alice, &id, "again").await.expect(409);
+    assert!(
+        r.text
+            .contains("only a share that is pending can be approved through break-glass"),
+        "{}",
+        r.text
+    );
 }
 
 #[tokio::test]

@@ -441,6 +441,43 @@ fn the_command_line_sets_and_removes_links() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Review finding (issue 21): it said "their clicks decide as bob (approver)" of a name with no
+    // approver role. It says what the name can do now.
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        said.contains("bob holds no live approver or admin token now"),
+        "{said}"
+    );
+    assert!(!said.contains("(approver)"), "{said}");
+    for role in ["requester", "approver"] {
+        let out = run(&["tokens", "create", "--name", "bob", "--role", role]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = run(&[
+            "slack", "link", "--team", "T1", "--user", "UBOB", "--name", "bob",
+        ]);
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        if role == "requester" {
+            assert!(said.contains("bob holds no live approver"), "{said}");
+        } else {
+            assert!(said.contains("which holds the approver role now"), "{said}");
+        }
+    }
+    let out = run(&[
+        "slack",
+        "link",
+        "--team",
+        "T1",
+        "--user",
+        "UX",
+        "--name",
+        "oidc:bob\u{200b}",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--name"));
     let out = run(&["slack", "links"]);
     let line: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(line["name"], "bob", "stored in its canonical form");
@@ -882,4 +919,47 @@ async fn an_approver_token_issued_by_the_requester_does_not_qualify_a_slack_vote
         .await
         .expect(200);
     assert_eq!(share(&t, &a, &id).await["status"], "approved");
+}
+
+#[tokio::test]
+async fn with_slack_approvals_off_every_callback_is_404_as_documented() {
+    // Review finding (issue 21): without signature headers the answer was 401, the OpenAPI document
+    // says 404.
+    let t = TestApp::new();
+    let unsigned = Request::post("/v1/slack/interactions")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("payload=%7B%7D"))
+        .unwrap();
+    let r = t.raw(unsigned).await.expect(404);
+    assert!(r.text.contains("slack_signing_secret"), "{}", r.text);
+    let signed = signed("payload=%7B%7D", now(&t), SIGNING);
+    t.raw(signed).await.expect(404);
+}
+
+#[tokio::test]
+async fn a_link_name_with_a_blank_subject_or_an_invisible_character_is_refused() {
+    let t = slack_app();
+    let a = actors(&t).await;
+    for name in [
+        "oidc:",
+        "oidc:  ",
+        "oidc:\u{200b}",
+        "oidc:bob\u{200b}",
+        "oidc: bob",
+        "oidc:bob\u{2060}",
+        "oidc:bob\u{0}",
+        "bob\u{200b}",
+    ] {
+        let r = t
+            .post(
+                "/v1/slack/links",
+                &a.root,
+                json!({"team_id": "T1", "user_id": "UBOB", "name": name}),
+            )
+            .await
+            .expect(422);
+        assert_eq!(r.body["errors"][0]["field"], "name", "{name:?}: {}", r.text);
+    }
+    assert_eq!(t.count("slack_links"), 0);
+    link(&t, &a.root, "UBOB", "oidc:bob smith|1").await;
 }
