@@ -510,17 +510,18 @@ pub(crate) fn check_text(
 }
 
 /// Whether `c` shows nothing by itself: whitespace, a control character, a format character (Unicode
-/// category Cf: zero-width spaces and joiners, bidirectional controls, the byte order mark, tags), a
-/// variation selector, the combining grapheme joiner, or a Hangul filler.
+/// general category Cf, as [`crate::slack::slack_text`] folds them: zero-width spaces and joiners,
+/// bidirectional controls, the byte order mark, tags), a variation selector, the combining grapheme
+/// joiner, a Hangul filler or the blank Braille pattern.
 pub(crate) fn is_invisible(c: char) -> bool {
+    use icu_properties::CodePointMapData;
+    use icu_properties::props::GeneralCategory;
     c.is_whitespace()
         || c.is_control()
+        || CodePointMapData::<GeneralCategory>::new().get(c) == GeneralCategory::Format
         || matches!(c as u32,
-            0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
-            | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x2800 | 0x3164
-            | 0xFE00..=0xFE0F | 0xFEFF | 0xFFA0 | 0xFFF9..=0xFFFB | 0x1BCA0..=0x1BCA3
-            | 0x1D173..=0x1D17A | 0xE0000..=0xE0FFF | 0x0600..=0x0605 | 0x06DD | 0x070F
-            | 0x0890 | 0x0891 | 0x08E2 | 0x110BD | 0x110CD | 0x13430..=0x1343F)
+            0x034F | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F | 0x2800 | 0x3164
+            | 0xFE00..=0xFE0F | 0xFFA0 | 0xE0100..=0xE01EF)
 }
 
 /// A 422 when an optional filter or parameter is longer than `max` bytes (the bound the OpenAPI
