@@ -57,8 +57,8 @@ pub(crate) struct SlackInteraction {
     ),
     responses(
         (status = 200, description = "Handled: the decision (or the refusal, to the clicker only) is posted to the callback's response_url"),
-        (status = 401, description = "Missing, wrong, old or replayed signature (audited)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Slack approvals are off (no slack_signing_secret)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing signature headers (whether or not Slack approvals are on), or a wrong, old or replayed signature (audited while Slack approvals are on)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "A callback with both signature headers while Slack approvals are off (no slack_signing_secret)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Signed, but not a button click this broker sent", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -69,7 +69,19 @@ pub(crate) async fn interactions(
     body: Bytes,
 ) -> Result<Response> {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    // Off: 404 whatever the callback carries, as the OpenAPI document says.
+    let on = app.config.slack_signing_secret.0.is_some();
+    // Without Slack's headers the callback is unauthenticated whether or not approvals from Slack are
+    // on (401, as the OpenAPI document says: the headers are required); a signed one is 404 when off.
+    if header("x-slack-signature").is_none() || header("x-slack-request-timestamp").is_none() {
+        if on {
+            workflow::record_slack_refusal(&app, "missing-signature", String::new()).await?;
+        }
+        return Err(Error::Unauthorized(
+            "a Slack callback needs Slack's X-Slack-Signature and X-Slack-Request-Timestamp headers \
+             (bearer tokens are not taken here)"
+                .into(),
+        ));
+    }
     let Some(secret) = app.config.slack_signing_secret.0.clone() else {
         return Err(Error::NotFound(
             "approving from Slack is off on this broker (no slack_signing_secret)".into(),

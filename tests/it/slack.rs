@@ -922,18 +922,30 @@ async fn an_approver_token_issued_by_the_requester_does_not_qualify_a_slack_vote
 }
 
 #[tokio::test]
-async fn with_slack_approvals_off_every_callback_is_404_as_documented() {
-    // Review finding (issue 21): without signature headers the answer was 401, the OpenAPI document
-    // says 404.
+async fn with_slack_approvals_off_a_callback_gets_what_the_openapi_document_says() {
+    // Review finding (issue 21): with Slack approvals off, a callback without signature headers got a
+    // 401 the OpenAPI document did not mention (it said 404). The headers are required: without them
+    // it is 401 whether or not approvals are on; with them, 404 while they are off.
     let t = TestApp::new();
+    let spec: Value = serde_json::from_str(&secret_broker::api::openapi_json()).unwrap();
+    let responses = &spec["paths"]["/v1/slack/interactions"]["post"]["responses"];
     let unsigned = Request::post("/v1/slack/interactions")
         .header("content-type", "application/x-www-form-urlencoded")
         .body(Body::from("payload=%7B%7D"))
         .unwrap();
-    let r = t.raw(unsigned).await.expect(404);
+    t.raw(unsigned).await.expect(401);
+    let said = responses["401"]["description"].as_str().unwrap();
+    assert!(
+        said.contains("whether or not Slack approvals are on"),
+        "{said}"
+    );
+    let r = t
+        .raw(signed("payload=%7B%7D", now(&t), SIGNING))
+        .await
+        .expect(404);
     assert!(r.text.contains("slack_signing_secret"), "{}", r.text);
-    let signed = signed("payload=%7B%7D", now(&t), SIGNING);
-    t.raw(signed).await.expect(404);
+    let said = responses["404"]["description"].as_str().unwrap();
+    assert!(said.contains("both signature headers"), "{said}");
 }
 
 #[tokio::test]
