@@ -113,10 +113,10 @@ pub(crate) fn fit_section(text: &str, max: usize) -> String {
     // An entity is at most 5 characters (`&amp;`): an `&` among the last 4 without its `;` is cut
     // in two, so the cut moves before it.
     let tail_from = cut.char_indices().rev().nth(3).map_or(0, |(i, _)| i);
-    if let Some(amp) = cut[tail_from..].rfind('&') {
-        if !cut[tail_from + amp..].contains(';') {
-            cut = &cut[..tail_from + amp];
-        }
+    if let Some(amp) = cut[tail_from..].rfind('&')
+        && !cut[tail_from + amp..].contains(';')
+    {
+        cut = &cut[..tail_from + amp];
     }
     let mut out = String::with_capacity(cut.len() + 4);
     out.push_str(cut);
