@@ -577,4 +577,13 @@ async fn a_break_glass_share_reviewed_unjustified_while_applying_is_not_applied_
     assert_eq!(f.aws.count("secretsmanager:PutResourcePolicy"), 0);
     assert_eq!(f.aws.count("kms:PutKeyPolicy"), 0);
     assert!(f.resource_sids().is_empty(), "{:?}", f.resource_sids());
+    // Recovery's own row says so, rather than that the share is applied again.
+    let rows = f
+        .store
+        .read(move |c| crate::store::audit::list(c, Some(id), 0, 100))
+        .await
+        .unwrap();
+    let requeued = rows.iter().find(|r| r.action == "share.requeued").unwrap();
+    let said = requeued.details["reason"].as_str().unwrap();
+    assert!(said.contains("not applied again"), "{said}");
 }
