@@ -558,6 +558,8 @@ settings! {
     break_glass_max_ttl: Span = "4h";
     /// Most break-glass shares one person may have in 24 hours; more are refused (429, audited).
     break_glass_daily_limit: Count = "1";
+    /// Whether break-glass may approve an organization or OU share (one that reaches every account of it and needs org_share_extra_approvals more approvals). Off: such a share is refused break-glass (409) and waits for its approvers.
+    break_glass_org_shares: Flag = "false";
     /// Signing secret of the Slack app (Basic Information, App Credentials): with it, a pending share's notification carries Approve and Reject buttons and POST /v1/slack/interactions verifies Slack's callbacks with it (empty: off). Never logged.
     slack_signing_secret: SecretText = "";
     /// For tests only: lets a Slack callback's response_url be http on a loopback address (a local receiver). Left false, the broker posts only to https://hooks.slack.com/.

@@ -139,7 +139,9 @@ fn past(verb: &str) -> String {
         "revoke" => "revoked".into(),
         "retry" => "retried".into(),
         "repair" => "repaired".into(),
-        v => format!("{v}ed"),
+        "break the glass on" => "approved through break-glass".into(),
+        // Every verb the workflow passes is listed above; another gets a phrase that is still English.
+        v => format!("the object of {v}"),
     }
 }
 
@@ -162,6 +164,28 @@ pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 mod tests {
     use super::*;
     use std::error::Error as _;
+
+    #[test]
+    fn a_refused_transition_names_what_it_needs_in_english() {
+        // Review finding (issue 21): "... can be break the glass oned".
+        let e = Error::bad_transition("break the glass on", ShareStatus::Approved, "pending");
+        assert_eq!(
+            e.to_string(),
+            "cannot break the glass on a share that is approved; only a share that is pending can \
+             be approved through break-glass"
+        );
+        for (verb, past) in [
+            ("approve", "approved"),
+            ("reject", "rejected"),
+            ("cancel", "cancelled"),
+            ("revoke", "revoked"),
+            ("retry", "retried"),
+            ("repair", "repaired"),
+        ] {
+            let e = Error::bad_transition(verb, ShareStatus::Active, "pending");
+            assert!(e.to_string().ends_with(&format!("can be {past}")), "{e}");
+        }
+    }
 
     #[test]
     fn a_caused_error_keeps_its_source_and_todays_text() {

@@ -215,7 +215,8 @@ enum TokensCommand {
 #[derive(Subcommand)]
 enum SlackCommand {
     /// Link a Slack user (by id, never by display name) to a broker name: their Approve and Reject
-    /// clicks decide as that name, with the approver role. Replaces an earlier link of the user.
+    /// clicks decide as that name while it holds the approver or admin role through a live credential.
+    /// Replaces an earlier link of the user.
     Link {
         /// Slack workspace (team) id, e.g. T0123ABCD.
         #[arg(long)]
@@ -335,12 +336,34 @@ async fn slack(config: &Config, command: SlackCommand) -> anyhow::Result<ExitCod
     let now = fmt_time(time::OffsetDateTime::now_utc());
     match command {
         SlackCommand::Link { team, user, name } => {
-            let link = cli_link(&store, team, user, name, now)
+            let link = cli_link(&store, team, user, name, now.clone())
                 .await
                 .map_err(|m| anyhow::anyhow!(m))?;
+            let what = if link.name.starts_with("oidc:") {
+                format!(
+                    "their clicks decide as {} while it is signed in to the console through OIDC with \
+                     a roles claim that maps to approver or admin",
+                    link.name
+                )
+            } else {
+                match secret_broker::api::slack::cli_link_role(&store, link.name.clone(), now)
+                    .await?
+                {
+                    Some(role) => format!(
+                        "their clicks decide as {}, which holds the {role} role now (through a live \
+                         broker token)",
+                        link.name
+                    ),
+                    None => format!(
+                        "{} holds no live approver or admin token now, so their clicks are refused \
+                         until it does (secret-broker tokens create --name {} --role approver)",
+                        link.name, link.name
+                    ),
+                }
+            };
             eprintln!(
-                "linked Slack user {} of team {} to {}: their clicks decide as {} (approver)",
-                link.user_id, link.team_id, link.name, link.name
+                "linked Slack user {} of team {} to {}: {what}",
+                link.user_id, link.team_id, link.name
             );
             Ok(ExitCode::SUCCESS)
         }

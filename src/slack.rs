@@ -77,6 +77,7 @@ pub(crate) fn decision_blocks(
         id.get(..8).unwrap_or(id),
         slack_code(detail)
     ));
+    let text = fit_section(&text, MAX_SECTION_TEXT);
     serde_json::json!([
         {"type": "section", "text": {"type": "mrkdwn", "text": text}},
         {"type": "actions", "block_id": "secret_broker_decision", "elements": [
@@ -90,6 +91,40 @@ pub(crate) fn decision_blocks(
                          "deny": {"type": "plain_text", "text": "Cancel"}}}
         ]}
     ])
+}
+
+/// Slack's maximum length of a section block's text, in characters (Block Kit reference, "Section
+/// block": `text`, "Maximum length for this field is 3000 characters"). Over it Slack refuses the whole
+/// message, buttons included.
+pub(crate) const MAX_SECTION_TEXT: usize = 3000;
+
+/// `text` (already made inert by [`slack_text`]) cut to at most `max` characters: when it is longer,
+/// it is cut before the character that would pass the bound, never inside an entity (`&amp;`, `&lt;`,
+/// `&gt;`), and ends with an ellipsis, followed by a backtick when the cut left a code span open (so
+/// the rest of a user's text stays code, not markup).
+pub(crate) fn fit_section(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    // Room for the ellipsis and a closing backtick.
+    let keep = max.saturating_sub(2);
+    let end = text.char_indices().nth(keep).map_or(text.len(), |(i, _)| i);
+    let mut cut = &text[..end];
+    // An entity is at most 5 characters (`&amp;`): an `&` among the last 4 without its `;` is cut
+    // in two, so the cut moves before it.
+    let tail_from = cut.char_indices().rev().nth(3).map_or(0, |(i, _)| i);
+    if let Some(amp) = cut[tail_from..].rfind('&')
+        && !cut[tail_from + amp..].contains(';')
+    {
+        cut = &cut[..tail_from + amp];
+    }
+    let mut out = String::with_capacity(cut.len() + 4);
+    out.push_str(cut);
+    out.push('\u{2026}');
+    if cut.matches('`').count() % 2 == 1 {
+        out.push('`');
+    }
+    out
 }
 
 /// Why a callback's signature is refused.
@@ -287,6 +322,49 @@ mod tests {
         }
         // Letters, marks and symbols outside Cf are kept.
         assert_eq!(slack_text("café ✓ ß"), "café ✓ ß");
+    }
+
+    #[test]
+    fn a_section_text_is_cut_to_slacks_maximum_outside_any_entity() {
+        // Review finding (issue 21): a 2000-character justification of `&` escaped to over 10,000
+        // characters, which Slack refuses (with the buttons).
+        let blocks = super::decision_blocks(
+            "01234567-89ab-cdef-0123-456789abcdef",
+            "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-AbCdEf",
+            "arn:aws:iam::444455556666:role/app-reader",
+            &format!("requested by alice: {}", "&".repeat(2000)),
+        );
+        let text = blocks[0]["text"]["text"].as_str().unwrap();
+        let n = text.chars().count();
+        assert!(n <= super::MAX_SECTION_TEXT, "{n}");
+        assert!(n > super::MAX_SECTION_TEXT - 8, "{n}");
+        assert!(
+            text.ends_with("&amp;\u{2026}`"),
+            "{}",
+            &text[text.len() - 20..]
+        );
+        assert_eq!(text.matches('`').count() % 2, 0, "code spans closed");
+        assert_eq!(
+            blocks[1]["elements"].as_array().unwrap().len(),
+            2,
+            "buttons kept"
+        );
+        // Every cut position: never inside an entity, never over the bound.
+        for max in 10..40 {
+            let cut = super::fit_section(&slack_text("`a&b<c>d&e`"), max);
+            assert!(cut.chars().count() <= max, "{max}: {cut}");
+            let body = cut.trim_end_matches('`').trim_end_matches('\u{2026}');
+            for (i, _) in body.match_indices('&') {
+                let e = &body[i..];
+                assert!(
+                    e.starts_with("&amp;") || e.starts_with("&lt;") || e.starts_with("&gt;"),
+                    "{max}: {cut}"
+                );
+            }
+            assert_eq!(cut.matches('`').count() % 2, 0, "{max}: {cut}");
+        }
+        // Short texts are kept as they are.
+        assert_eq!(super::fit_section("a &amp; b", 3000), "a &amp; b");
     }
 
     #[test]

@@ -430,6 +430,26 @@ fn decide_in(
             .map(|n| identity::canonical(n))
             .collect::<BTreeSet<_>>();
         theirs.remove(CLI);
+        if credential.starts_with("slack:") {
+            // A Slack click approves with the approver role the name holds through its broker
+            // tokens: those tokens obey the API's rule, so one the requester (or anyone in their
+            // issuer chain) controls cannot qualify the vote, and the controllers of those that do
+            // control the vote ([`slack_token_controllers`]).
+            let qualified = slack_token_controllers(c, &origin.actor, &now, &requester)?;
+            if let Some(qualified) = qualified {
+                if qualified.is_empty() {
+                    return Err(Error::Forbidden(format!(
+                        "this vote ({credential}, named {}) takes its approver role from tokens of {} \
+                         that {requester}, who requested this share, controls (issued by them or by \
+                         whoever issued their tokens): a token its requester issued cannot approve the \
+                         request, from Slack either. The name needs an approver token issued by \
+                         someone else (or by the command line), or approve with another identity",
+                        origin.actor, origin.actor,
+                    )));
+                }
+                voter.extend(qualified);
+            }
+        }
         let common: Vec<&String> = voter.intersection(&theirs).collect();
         if !common.is_empty() {
             return Err(Error::Forbidden(format!(
@@ -503,6 +523,15 @@ fn decide_in(
                 v.credential.as_deref().unwrap_or_default(),
                 v.issued_by.as_deref(),
             ));
+            if v.credential
+                .as_deref()
+                .is_some_and(|c| c.starts_with("slack:"))
+            {
+                let requester = identity::canonical(&share.requested_by);
+                prior.extend(
+                    slack_token_controllers(c, &v.approver, &now, &requester)?.unwrap_or_default(),
+                );
+            }
             let common: Vec<&String> = voter.intersection(&prior).collect();
             if !common.is_empty() {
                 return Err(Error::Conflict {
@@ -623,6 +652,39 @@ fn slack_controllers(credential: &str, linker: Option<&str>) -> Vec<String> {
     let mut out = vec![credential.to_owned()];
     out.extend(linker.map(identity::canonical).filter(|n| n != CLI));
     out
+}
+
+/// Who controls the approver role a Slack vote as `name` takes from the name's broker tokens at `now`:
+/// the controllers ([`controllers`]) of its live approver and admin tokens that `requester` does not
+/// control (neither the requester nor anyone who issued the requester's tokens is among them), merged.
+/// Empty when every such token is the requester's; `None` for an `oidc:` name (its role comes from an
+/// OIDC sign-in, which no broker name issues).
+fn slack_token_controllers(
+    c: &Tx<'_>,
+    name: &str,
+    now: &str,
+    requester: &str,
+) -> Result<Option<BTreeSet<String>>> {
+    if name.starts_with("oidc:") {
+        return Ok(None);
+    }
+    let mut theirs = rows::name_issuers(c, requester)?
+        .iter()
+        .map(|n| identity::canonical(n))
+        .collect::<BTreeSet<_>>();
+    theirs.insert(identity::canonical(requester));
+    theirs.remove(CLI);
+    let mut out = BTreeSet::new();
+    for (id, role) in crate::store::slack::live_tokens(c, &identity::canonical(name), now)? {
+        if !matches!(role.parse::<Role>(), Ok(Role::Approver | Role::Admin)) {
+            continue;
+        }
+        let held = controllers(c, name, Some(&id))?;
+        if held.is_disjoint(&theirs) {
+            out.extend(held);
+        }
+    }
+    Ok(Some(out))
 }
 
 fn join(names: &[&String]) -> String {
@@ -933,6 +995,7 @@ struct GlassRules {
     roles: Vec<crate::domain::Role>,
     max_ttl: std::time::Duration,
     daily_limit: u64,
+    org_shares: bool,
 }
 
 impl GlassRules {
@@ -941,6 +1004,7 @@ impl GlassRules {
             roles: app.config.break_glass_roles.0.clone(),
             max_ttl: app.config.break_glass_max_ttl.0,
             daily_limit: app.config.break_glass_daily_limit.0 as u64,
+            org_shares: app.config.break_glass_org_shares.0,
         }
     }
 }
@@ -990,6 +1054,19 @@ fn break_glass_in(
             share.status,
             "pending",
         ));
+    }
+    if share.principal_arn.kind().is_org() && !rules.org_shares {
+        return Err(Error::Conflict {
+            detail: format!(
+                "{} is an organization or OU: a share with it reaches every account of it and needs \
+                 more approvals (setting org_share_extra_approvals), so break-glass is refused on it \
+                 (setting break_glass_org_shares = false): ask approvers to approve the share, or \
+                 request a break-glass share for the one account or role that needs the secret",
+                share.principal_arn.as_str()
+            ),
+            current_status: Some(share.status),
+            existing_id: None,
+        });
     }
     let now_t = utc_seconds(now_t);
     let now = fmt_time(now_t);
@@ -1190,6 +1267,12 @@ pub(crate) async fn review_break_glass(
         .await
 }
 
+/// Whether share `id` broke the glass and was reviewed `unjustified` (final: it is never applied again).
+pub(crate) fn reviewed_unjustified(c: &Tx<'_>, id: ShareId) -> Result<bool> {
+    Ok(crate::store::break_glass::get(c, id)?
+        .is_some_and(|g| g.outcome.as_deref() == Some(ReviewOutcome::Unjustified.as_str())))
+}
+
 /// 409 when `share` is a break-glass share reviewed `unjustified`: the review is final, so the share
 /// is never applied again (a failed one is not retried: that would grant what the review refused).
 fn refuse_unjustified(c: &Tx<'_>, share: &Share, verb: &str) -> Result<()> {
@@ -1253,9 +1336,9 @@ fn slack_decider_role(
             .filter_map(|values| oidc.map_roles(&values).ok())
             .collect()
     } else {
-        crate::store::slack::live_token_roles(c, name, now)?
+        crate::store::slack::live_tokens(c, name, now)?
             .iter()
-            .filter_map(|r| r.parse().ok())
+            .filter_map(|(_, r)| r.parse().ok())
             .collect()
     };
     Ok([Role::Admin, Role::Approver]

@@ -477,7 +477,10 @@ pub(crate) fn paginate<T>(mut rows: Vec<(i64, T)>, limit: usize) -> (Vec<T>, Opt
     (rows.into_iter().map(|(_, t)| t).collect(), next)
 }
 
-/// Checks a free-text field's length (and presence), adding a field error to `errors`.
+/// Checks a free-text field, adding a field error to `errors`: a required one must hold at least one
+/// visible character ([`is_invisible`]: blanks, zero-width and other format characters do not count); no
+/// control character but tab, newline and carriage return (a NUL, which PostgreSQL refuses in text,
+/// included); at most `max` characters.
 pub(crate) fn check_text(
     errors: &mut Vec<FieldError>,
     field: &str,
@@ -485,8 +488,16 @@ pub(crate) fn check_text(
     max: usize,
     required: bool,
 ) {
-    let message = if required && value.trim().is_empty() {
-        "is required and must not be blank".to_owned()
+    let message = if let Some(c) = value
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        format!(
+            "must not hold control characters (found U+{:04X}; only tab and line breaks are allowed)",
+            c as u32
+        )
+    } else if required && value.chars().all(is_invisible) {
+        "is required and must hold at least one visible character".to_owned()
     } else if value.chars().count() > max {
         format!("must be at most {max} characters")
     } else {
@@ -496,6 +507,21 @@ pub(crate) fn check_text(
         field: field.into(),
         message,
     });
+}
+
+/// Whether `c` shows nothing by itself: whitespace, a control character, a format character (Unicode
+/// general category Cf, as [`crate::slack::slack_text`] folds them: zero-width spaces and joiners,
+/// bidirectional controls, the byte order mark, tags), a variation selector, the combining grapheme
+/// joiner, a Hangul filler or the blank Braille pattern.
+pub(crate) fn is_invisible(c: char) -> bool {
+    use icu_properties::CodePointMapData;
+    use icu_properties::props::GeneralCategory;
+    c.is_whitespace()
+        || c.is_control()
+        || CodePointMapData::<GeneralCategory>::new().get(c) == GeneralCategory::Format
+        || matches!(c as u32,
+            0x034F | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F | 0x2800 | 0x3164
+            | 0xFE00..=0xFE0F | 0xFFA0 | 0xE0100..=0xE01EF)
 }
 
 /// A 422 when an optional filter or parameter is longer than `max` bytes (the bound the OpenAPI

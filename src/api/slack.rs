@@ -57,8 +57,8 @@ pub(crate) struct SlackInteraction {
     ),
     responses(
         (status = 200, description = "Handled: the decision (or the refusal, to the clicker only) is posted to the callback's response_url"),
-        (status = 401, description = "Missing, wrong, old or replayed signature (audited)", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Slack approvals are off (no slack_signing_secret)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing signature headers (whether or not Slack approvals are on), or a wrong, old or replayed signature (audited while Slack approvals are on)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "A callback with both signature headers while Slack approvals are off (no slack_signing_secret)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Signed, but not a button click this broker sent", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -70,6 +70,8 @@ pub(crate) async fn interactions(
 ) -> Result<Response> {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     let on = app.config.slack_signing_secret.0.is_some();
+    // Without Slack's headers the callback is unauthenticated whether or not approvals from Slack are
+    // on (401, as the OpenAPI document says: the headers are required); a signed one is 404 when off.
     if header("x-slack-signature").is_none() || header("x-slack-request-timestamp").is_none() {
         if on {
             workflow::record_slack_refusal(&app, "missing-signature", String::new()).await?;
@@ -85,6 +87,14 @@ pub(crate) async fn interactions(
             "approving from Slack is off on this broker (no slack_signing_secret)".into(),
         ));
     };
+    if header("x-slack-signature").is_none() || header("x-slack-request-timestamp").is_none() {
+        workflow::record_slack_refusal(&app, "missing-signature", String::new()).await?;
+        return Err(Error::Unauthorized(
+            "a Slack callback needs Slack's X-Slack-Signature and X-Slack-Request-Timestamp headers \
+             (bearer tokens are not taken here)"
+                .into(),
+        ));
+    }
     let now = app.clock.now().unix_timestamp();
     let signature = header("x-slack-signature").map(str::to_owned);
     let ts = match crate::slack::verify(
@@ -352,9 +362,17 @@ pub(crate) fn check_slack_id(errors: &mut Vec<FieldError>, field: &str, v: &str)
 /// Checks a linked broker name: a token name (letters, digits, `._@-`, not reserved) or `oidc:<sub>`.
 pub(crate) fn check_link_name(name: &str) -> std::result::Result<(), String> {
     if let Some(sub) = name.strip_prefix("oidc:") {
-        if sub.is_empty() || sub.chars().count() > 255 || sub.chars().any(char::is_control) {
+        // Blanks around the subject, or an invisible character anywhere in it (zero-width, format,
+        // control), would make a name that looks like another identity's but never matches it.
+        if sub.chars().all(super::is_invisible)
+            || sub.chars().count() > 255
+            || sub.starts_with(char::is_whitespace)
+            || sub.ends_with(char::is_whitespace)
+            || sub.chars().any(|c| super::is_invisible(c) && c != ' ')
+        {
             return Err(
-                "oidc:<sub> needs a subject of 1 to 255 characters without control characters"
+                "oidc:<sub> needs a subject of 1 to 255 visible characters: no blank subject, no \
+                 blanks around it, no control, zero-width or other invisible characters"
                     .into(),
             );
         }
@@ -529,6 +547,25 @@ pub async fn cli_link(
     workflow::set_slack_link(store, cli_origin(), link)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The role a broker name linked from Slack holds now through its live broker tokens (approver or
+/// admin; `None`: neither, so its clicks are refused), for the command line to say what a link does.
+/// Not for an `oidc:` name, whose role comes from its OIDC console sign-in.
+pub async fn cli_link_role(
+    store: &crate::store::Store,
+    name: String,
+    now: String,
+) -> Result<Option<Role>> {
+    let roles: Vec<Role> = store
+        .read(move |c| crate::store::slack::live_tokens(c, &name, &now))
+        .await?
+        .iter()
+        .filter_map(|(_, r)| r.parse().ok())
+        .collect();
+    Ok([Role::Admin, Role::Approver]
+        .into_iter()
+        .find(|r| roles.contains(r)))
 }
 
 /// `secret-broker slack unlink`: removes a Slack user's link as the command line.

@@ -41,6 +41,24 @@ impl Applier {
                         })?;
                     }
                     shares = due;
+                    // A break-glass share reviewed unjustified is never applied (again): the review is
+                    // final. One gets here when it was being applied as it was reviewed and recovery
+                    // queued it again after a restart.
+                    let mut due = Vec::with_capacity(shares.len());
+                    for s in shares {
+                        if !s.break_glass || !crate::workflow::reviewed_unjustified(c, s.id)? {
+                            due.push(s);
+                            continue;
+                        }
+                        const WHY: &str = "break-glass reviewed unjustified";
+                        let details = json!({"reason": WHY, "break_glass": true, "from": "approved", "to": "expired"});
+                        transition(c, Transition {
+                            reason: Some(WHY),
+                            notice: notify.then_some(("share.expired", WHY)),
+                            ..Transition::new(s.id, ShareStatus::Approved, ShareStatus::Expired, &now, SYSTEM, "share.expired", details)
+                        })?;
+                    }
+                    shares = due;
                 }
                 if shares.is_empty() {
                     return Ok(None);

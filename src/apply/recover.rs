@@ -61,7 +61,14 @@ impl Applier {
                             .write(move |c| {
                                 for &id in &j.share_ids {
                                     if rows::status_of(c, id)? == Some(ShareStatus::Applying) {
-                                        let details = json!({"job": j.id, "reason": "the broker stopped while applying; what it had written was removed and the share is applied again", "from": "applying", "to": "approved"});
+                                        // A break-glass share reviewed unjustified meanwhile is queued only to be
+                                        // ended by the claim, never applied (the review is final).
+                                        let reason = if crate::workflow::reviewed_unjustified(c, id)? {
+                                            "the broker stopped while applying; what it had written was removed, and as its break-glass was reviewed unjustified the share is not applied again (the next claim ends it)"
+                                        } else {
+                                            "the broker stopped while applying; what it had written was removed and the share is applied again"
+                                        };
+                                        let details = json!({"job": j.id, "reason": reason, "from": "applying", "to": "approved"});
                                         transition(c, Transition::new(id, ShareStatus::Applying, ShareStatus::Approved, &now, SYSTEM, "share.requeued", details))?;
                                     }
                                 }

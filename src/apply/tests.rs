@@ -536,3 +536,54 @@ async fn a_replica_with_a_long_name_is_refused_within_a_last_error() {
     assert!(m.contains("replica"), "{m}");
     assert!(m.contains("us-east-1"), "{m}");
 }
+
+#[tokio::test]
+async fn a_break_glass_share_reviewed_unjustified_while_applying_is_not_applied_after_a_restart() {
+    // Review finding (issue 21): the share was `applying` when it was reviewed unjustified; the broker
+    // restarted; recovery queued it again (`approved`) and the next claim applied it.
+    let f = fixture();
+    let id = f.share(ShareStatus::Applying).await;
+    let now = fmt_time(NOW);
+    f.store
+        .write(move |c| {
+            crate::store::break_glass::insert(
+                c,
+                id,
+                "tester",
+                "outage",
+                "2026-12-01T16:00:00Z",
+                &now,
+            )?;
+            crate::store::break_glass::record_review(
+                c,
+                id,
+                "bob",
+                "unjustified",
+                Some("no"),
+                &now,
+            )?;
+            jobs::insert(c, "orphan", JobKind::Apply, SECRET, &[id], &now)
+        })
+        .await
+        .unwrap();
+    f.applier.recover().await.unwrap();
+    f.applier.wait_idle().await;
+    let s = f.get(id).await;
+    assert_eq!(s.status, ShareStatus::Expired, "{s:?}");
+    assert_eq!(
+        s.status_reason.as_deref(),
+        Some("break-glass reviewed unjustified")
+    );
+    assert_eq!(f.aws.count("secretsmanager:PutResourcePolicy"), 0);
+    assert_eq!(f.aws.count("kms:PutKeyPolicy"), 0);
+    assert!(f.resource_sids().is_empty(), "{:?}", f.resource_sids());
+    // Recovery's own row says so, rather than that the share is applied again.
+    let rows = f
+        .store
+        .read(move |c| crate::store::audit::list(c, Some(id), 0, 100))
+        .await
+        .unwrap();
+    let requeued = rows.iter().find(|r| r.action == "share.requeued").unwrap();
+    let said = requeued.details["reason"].as_str().unwrap();
+    assert!(said.contains("not applied again"), "{said}");
+}

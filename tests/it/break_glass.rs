@@ -130,7 +130,13 @@ async fn a_role_not_allowed_is_refused_and_an_allowed_one_approves_without_quoru
     let other = request(&t, &a, SECRET, ROLE, json!({})).await;
     assert_eq!(share(&t, &a, &other).await["break_glass"], false);
     // A share no longer pending cannot break the glass again.
-    break_glass(&t, &a.alice, &id, "again").await.expect(409);
+    let r = break_glass(&t, &a.alice, &id, "again").await.expect(409);
+    assert!(
+        r.text
+            .contains("only a share that is pending can be approved through break-glass"),
+        "{}",
+        r.text
+    );
 }
 
 #[tokio::test]
@@ -496,4 +502,81 @@ async fn an_unjustified_review_of_a_failed_share_is_final() {
         .await
         .expect(200);
     assert_eq!(r.body["status"], "approved");
+}
+
+#[tokio::test]
+async fn an_organization_or_ou_share_is_refused_break_glass_unless_allowed() {
+    // Review finding (issue 21): break-glass skipped the extra approvals of an organization or OU
+    // share, so one requester alone could share a secret with a whole organization.
+    for (field, consumer) in [
+        ("org_id", "o-a1b2c3d4e5"),
+        ("org_path", "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/"),
+    ] {
+        let t = glass(&[Role::Requester]);
+        let a = actors(&t).await;
+        let p = t
+            .post("/v1/principals", &a.alice, json!({field: consumer}))
+            .await
+            .expect(201)
+            .body;
+        let pid = p["id"].as_str().unwrap().to_owned();
+        // At once, in POST /v1/shares: refused, and no share is created.
+        let r = t
+            .post(
+                "/v1/shares",
+                &a.alice,
+                json!({"secret_arn": SECRET, "principal_id": pid, "justification": "test",
+                       "break_glass": {"reason": "outage"}}),
+            )
+            .await
+            .expect(409);
+        assert!(r.text.contains("break_glass_org_shares"), "{}", r.text);
+        assert_eq!(t.count("break_glass"), 0);
+        // On a pending share: refused, it stays pending.
+        let id = t
+            .post(
+                "/v1/shares",
+                &a.alice,
+                json!({"secret_arn": SECRET, "principal_id": pid, "justification": "test"}),
+            )
+            .await
+            .expect(201)
+            .body["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let r = break_glass(&t, &a.alice, &id, "outage").await.expect(409);
+        assert!(r.text.contains("organization or OU"), "{}", r.text);
+        assert_eq!(share(&t, &a, &id).await["status"], "pending");
+        assert_eq!(t.count("break_glass"), 0);
+    }
+    // Allowed by the setting: the glass breaks.
+    let t = TestApp::with(|c| {
+        c.break_glass_roles = RoleList(vec![Role::Requester]);
+        c.break_glass_org_shares = secret_broker::config::Flag(true);
+    });
+    let a = actors(&t).await;
+    let p = t
+        .post(
+            "/v1/principals",
+            &a.alice,
+            json!({"org_id": "o-a1b2c3d4e5"}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let id = t
+        .post(
+            "/v1/shares",
+            &a.alice,
+            json!({"secret_arn": SECRET, "principal_id": p["id"], "justification": "test"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    break_glass(&t, &a.alice, &id, "outage").await.expect(200);
+    assert_eq!(share(&t, &a, &id).await["status"], "approved");
 }

@@ -842,7 +842,20 @@ async fn hostile_text_is_stored_as_given_and_never_interpreted() {
     let t = TestApp::new();
     let alice = t.token("alice", Requester).await;
     let root = t.token("root", Admin).await;
-    let hostile = "'); DROP TABLE shares; -- \" OR 1=1 -- <script>alert(1)</script> {{7*7}} ${jndi:ldap://x} \u{202e}\n\t\u{0}";
+    let hostile = "'); DROP TABLE shares; -- \" OR 1=1 -- <script>alert(1)</script> {{7*7}} ${jndi:ldap://x} \u{202e}\n\t";
+    // A control character but tab and line breaks is refused (issue 21 review: a NUL was stored on
+    // SQLite and a 500 on PostgreSQL, which refuses it in text), and nothing is stored.
+    let r = t
+        .post(
+            "/v1/shares",
+            &alice,
+            json!({"secret_arn": crate::harness::SECRET, "principal_arn": crate::harness::ROLE,
+                   "justification": format!("{hostile}\u{0}")}),
+        )
+        .await
+        .expect(422);
+    assert_eq!(r.body["errors"][0]["field"], "justification", "{}", r.text);
+    assert_eq!(t.count("shares"), 0);
     let r = t
         .post(
             "/v1/shares",

@@ -441,6 +441,43 @@ fn the_command_line_sets_and_removes_links() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Review finding (issue 21): it said "their clicks decide as bob (approver)" of a name with no
+    // approver role. It says what the name can do now.
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        said.contains("bob holds no live approver or admin token now"),
+        "{said}"
+    );
+    assert!(!said.contains("(approver)"), "{said}");
+    for role in ["requester", "approver"] {
+        let out = run(&["tokens", "create", "--name", "bob", "--role", role]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = run(&[
+            "slack", "link", "--team", "T1", "--user", "UBOB", "--name", "bob",
+        ]);
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        if role == "requester" {
+            assert!(said.contains("bob holds no live approver"), "{said}");
+        } else {
+            assert!(said.contains("which holds the approver role now"), "{said}");
+        }
+    }
+    let out = run(&[
+        "slack",
+        "link",
+        "--team",
+        "T1",
+        "--user",
+        "UX",
+        "--name",
+        "oidc:bob\u{200b}",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--name"));
     let out = run(&["slack", "links"]);
     let line: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(line["name"], "bob", "stored in its canonical form");
@@ -807,4 +844,134 @@ async fn an_oidc_name_decides_only_while_signed_in_with_an_approver_role() {
     assert_eq!(s["approvals"][0]["approver"], "oidc:dana");
     assert_eq!(s["approvals"][0]["credential"], "slack:T1/UDANA");
     assert_eq!(replies.wait(n + 1).await[n]["replace_original"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approver_token_issued_by_the_requester_does_not_qualify_a_slack_vote() {
+    // Review finding (issue 21): hank holds the requester role only; dave (admin) issues hank an
+    // approver token and requests a share. Through the API that token cannot approve dave's share;
+    // hank's Slack click could, because any live approver token of the name qualified it.
+    let (url, replies) = receiver().await;
+    let t = TestApp::with(|c| {
+        c.slack_signing_secret = SecretText(Some(SIGNING.into()));
+        c.slack_allow_loopback_response_url = Flag(true);
+        c.approval_quorum.0 = 2;
+    });
+    let a = actors(&t).await;
+    t.token("hank", Role::Requester).await;
+    let dave = t.token("dave", Role::Admin).await;
+    let carol = t.token("carol", Role::Admin).await;
+    link(&t, &a.root, "UHANK", "hank").await;
+    let hank = t
+        .post(
+            "/v1/tokens",
+            &dave,
+            json!({"name": "hank", "role": "approver", "same_person": true}),
+        )
+        .await
+        .expect(201);
+    let hank = hank.body["token"].as_str().unwrap().to_owned();
+    let id = t
+        .post(
+            "/v1/shares",
+            &dave,
+            json!({"secret_arn": SECRET, "principal_arn": ROLE, "justification": "test"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    t.post(&format!("/v1/shares/{id}/approve"), &hank, json!({}))
+        .await
+        .expect(403);
+    click(&t, "secret_broker_approve", &id, "UHANK", &url)
+        .await
+        .expect(200);
+    let got = replies.wait(1).await;
+    assert_eq!(got[0]["response_type"], "ephemeral", "{got:?}");
+    assert!(got[0]["text"].as_str().unwrap().contains("dave"), "{got:?}");
+    let s = share(&t, &a, &id).await;
+    assert!(s["approvals"].as_array().unwrap().is_empty(), "{s}");
+    let (actor, _, status) = last_refusal(&t);
+    assert_eq!((actor.as_str(), status), ("hank", 403));
+
+    // An approver token carol issued qualifies hank's click; carol controls that vote, so it and
+    // carol's own approval count once: hers is refused, the share stays pending.
+    t.post(
+        "/v1/tokens",
+        &carol,
+        json!({"name": "hank", "role": "approver", "same_person": true}),
+    )
+    .await
+    .expect(201);
+    t.clock.advance(std::time::Duration::from_secs(1));
+    click(&t, "secret_broker_approve", &id, "UHANK", &url)
+        .await
+        .expect(200);
+    assert_eq!(replies.wait(2).await[1]["replace_original"], true);
+    t.post(&format!("/v1/shares/{id}/approve"), &carol, json!({}))
+        .await
+        .expect(409);
+    assert_eq!(share(&t, &a, &id).await["status"], "pending");
+    t.post(&format!("/v1/shares/{id}/approve"), &a.bob, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(share(&t, &a, &id).await["status"], "approved");
+}
+
+#[tokio::test]
+async fn with_slack_approvals_off_a_callback_gets_what_the_openapi_document_says() {
+    // Review finding (issue 21): with Slack approvals off, a callback without signature headers got a
+    // 401 the OpenAPI document did not mention (it said 404). The headers are required: without them
+    // it is 401 whether or not approvals are on; with them, 404 while they are off.
+    let t = TestApp::new();
+    let spec: Value = serde_json::from_str(&secret_broker::api::openapi_json()).unwrap();
+    let responses = &spec["paths"]["/v1/slack/interactions"]["post"]["responses"];
+    let unsigned = Request::post("/v1/slack/interactions")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("payload=%7B%7D"))
+        .unwrap();
+    t.raw(unsigned).await.expect(401);
+    let said = responses["401"]["description"].as_str().unwrap();
+    assert!(
+        said.contains("whether or not Slack approvals are on"),
+        "{said}"
+    );
+    let r = t
+        .raw(signed("payload=%7B%7D", now(&t), SIGNING))
+        .await
+        .expect(404);
+    assert!(r.text.contains("slack_signing_secret"), "{}", r.text);
+    let said = responses["404"]["description"].as_str().unwrap();
+    assert!(said.contains("both signature headers"), "{said}");
+}
+
+#[tokio::test]
+async fn a_link_name_with_a_blank_subject_or_an_invisible_character_is_refused() {
+    let t = slack_app();
+    let a = actors(&t).await;
+    for name in [
+        "oidc:",
+        "oidc:  ",
+        "oidc:\u{200b}",
+        "oidc:bob\u{200b}",
+        "oidc: bob",
+        "oidc:bob\u{2060}",
+        "oidc:bob\u{0}",
+        "bob\u{200b}",
+    ] {
+        let r = t
+            .post(
+                "/v1/slack/links",
+                &a.root,
+                json!({"team_id": "T1", "user_id": "UBOB", "name": name}),
+            )
+            .await
+            .expect(422);
+        assert_eq!(r.body["errors"][0]["field"], "name", "{name:?}: {}", r.text);
+    }
+    assert_eq!(t.count("slack_links"), 0);
+    link(&t, &a.root, "UBOB", "oidc:bob smith|1").await;
 }

@@ -493,3 +493,57 @@ async fn access_checks_refuse_other_partitions_unknown_regions_and_bad_guardrail
         );
     }
 }
+
+#[tokio::test]
+async fn a_required_text_needs_a_visible_character_and_no_control_character() {
+    // Review finding (issue 21): `{"reason": "\u200b"}` and `{"reason": "\u0000\u0007"}` passed, and a
+    // NUL in a justification reached the database (PostgreSQL refuses it in text: a 500).
+    let t = TestApp::with(|c| {
+        c.break_glass_roles = secret_broker::config::RoleList(vec![Requester]);
+    });
+    let alice = t.token("alice", Requester).await;
+    let before = snapshot(&t);
+    for (text, says) in [
+        ("\u{0}", "control"),
+        ("bad\u{0}justification", "control"),
+        ("\u{7}", "control"),
+        ("\u{200b}", "visible"),
+        (" \u{feff}\u{2060}\t\n", "visible"),
+    ] {
+        let r = t
+            .post(
+                "/v1/shares",
+                &alice,
+                json!({"secret_arn": SECRET, "principal_arn": ROLE, "justification": text}),
+            )
+            .await
+            .expect(422);
+        assert_eq!(r.body["errors"][0]["field"], "justification", "{text:?}");
+        assert!(r.text.contains(says), "{text:?}: {}", r.text);
+    }
+    assert_eq!(snapshot(&t), before);
+    let id = t
+        .post(
+            "/v1/shares",
+            &alice,
+            json!({"secret_arn": SECRET, "principal_arn": ROLE,
+                   "justification": "line one\n\tline two \u{1f468}\u{200d}\u{1f4bb}"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for reason in ["\u{200b}", "\u{0}\u{7}", "\u{3164}"] {
+        let r = t
+            .post(
+                &format!("/v1/shares/{id}/break-glass"),
+                &alice,
+                json!({"reason": reason}),
+            )
+            .await
+            .expect(422);
+        assert_eq!(r.body["errors"][0]["field"], "reason", "{reason:?}");
+    }
+}

@@ -104,17 +104,17 @@ pub(crate) fn remember_signature(
     Ok(n == 1)
 }
 
-/// The roles of the broker tokens named `name` (canonical) that work at `now`: neither revoked nor
-/// expired. Read at each Slack click, so a revoke takes effect on the next one.
-pub(crate) fn live_token_roles(tx: &Tx<'_>, name: &str, now: &str) -> Result<Vec<String>> {
+/// The broker tokens named `name` (canonical) that work at `now`, neither revoked nor expired, as
+/// `(id, role)`. Read at each Slack click, so a revoke takes effect on the next one.
+pub(crate) fn live_tokens(tx: &Tx<'_>, name: &str, now: &str) -> Result<Vec<(String, String)>> {
     let mut st = tx.conn().prepare_cached(
-        "SELECT DISTINCT role FROM tokens WHERE name = ?1 AND revoked_at IS NULL \
-         AND (expires_at IS NULL OR expires_at > ?2)",
+        "SELECT id, role FROM tokens WHERE name = ?1 AND revoked_at IS NULL \
+         AND (expires_at IS NULL OR expires_at > ?2) ORDER BY id",
     )?;
-    let roles = st
-        .query_map(params![name, now], |r| r.get(0))?
-        .collect::<crate::store::db::Result<Vec<String>>>()?;
-    Ok(roles)
+    let tokens = st
+        .query_map(params![name, now], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<crate::store::db::Result<Vec<(String, String)>>>()?;
+    Ok(tokens)
 }
 
 /// The roles-claim values (JSON arrays of strings, as kept at sign-in) of the console sessions opened
