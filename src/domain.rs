@@ -249,6 +249,16 @@ impl Serialize for ActionSet {
     }
 }
 
+/// The longest action name a request may give (the longest action is 29 characters).
+pub(crate) const MAX_ACTION_LEN: usize = 64;
+
+/// The longest time a request may give (`2027-01-31T00:00:00Z` is 20 characters; offsets and
+/// fractions make it longer).
+pub(crate) const MAX_TIME_LEN: usize = 64;
+
+/// The longest share id read from a request (a UUID is 36 characters; a `urn:uuid:` form 45).
+pub(crate) const MAX_SHARE_ID_LEN: usize = 64;
+
 /// An approver's vote on a pending share, stored and shown as `approve` or `reject`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {

@@ -11,7 +11,7 @@ use super::extract::Query;
 use super::problem::Problem;
 use super::{decode_cursor, encode_cursor, page_limit};
 use crate::app::App;
-use crate::domain::{Caller, Role, ShareId};
+use crate::domain::{Caller, MAX_SHARE_ID_LEN, Role, ShareId};
 use crate::error::{Error, Result};
 use crate::store::audit::{self, Anchor, AuditEvent, Verification};
 
@@ -60,7 +60,7 @@ pub(crate) async fn list(
     caller.require(&[Role::Auditor, Role::Admin])?;
     let limit = page_limit(q.limit)?;
     let after = decode_cursor(q.cursor.as_deref())?.unwrap_or(0);
-    super::check_len("share_id", q.share_id.as_deref(), 64)?;
+    super::check_len("share_id", q.share_id.as_deref(), MAX_SHARE_ID_LEN)?;
     let share_id = q
         .share_id
         .filter(|s| !s.is_empty())

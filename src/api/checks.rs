@@ -14,7 +14,7 @@ use super::problem::Problem;
 use crate::api::shares::MAX_STAGE_LEN;
 use crate::app::App;
 use crate::domain::Caller;
-use crate::domain::ShareAction;
+use crate::domain::{MAX_ACTION_LEN, ShareAction};
 use crate::error::{Error, FieldError, Result};
 use crate::policy::arn::{MAX_ARN_LEN, PrincipalArn, SecretArn};
 use crate::policy::document::PolicyDocument;
@@ -228,10 +228,10 @@ pub(crate) async fn create(
     );
     let action = match body.action.as_deref() {
         None => ShareAction::GetSecretValue,
-        Some(a) if a.len() > 64 => {
+        Some(a) if a.len() > MAX_ACTION_LEN => {
             errors.push(FieldError {
                 field: "action".into(),
-                message: "is longer than 64 characters".into(),
+                message: format!("is longer than {MAX_ACTION_LEN} characters"),
             });
             ShareAction::GetSecretValue
         }
@@ -295,6 +295,12 @@ fn arn_list() -> utoipa::openapi::schema::Array {
     super::bounded_strings(MAX_ARN_LEN)
 }
 
+/// The most secrets, and the most principals, an access review may be narrowed to.
+pub(crate) const MAX_REVIEW_FILTER: usize = 1000;
+
+/// The most identity policies an access review may be given.
+pub(crate) const MAX_REVIEW_POLICIES: usize = 100;
+
 /// Body of `POST /v1/access-reviews`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -336,10 +342,10 @@ pub(crate) async fn review(
         ("secret_arns", &body.secret_arns),
         ("principal_arns", &body.principal_arns),
     ] {
-        if list.as_ref().is_some_and(|l| l.len() > 1000) {
+        if list.as_ref().is_some_and(|l| l.len() > MAX_REVIEW_FILTER) {
             errors.push(FieldError {
                 field: field.into(),
-                message: "at most 1000 entries".into(),
+                message: format!("at most {MAX_REVIEW_FILTER} entries"),
             });
         }
         if list.iter().flatten().any(|a| a.len() > MAX_ARN_LEN) {
@@ -351,13 +357,13 @@ pub(crate) async fn review(
     }
     let mut identities = std::collections::HashMap::new();
     if let Some(map) = &body.identity_policies {
-        if map.len() > 100 {
+        if map.len() > MAX_REVIEW_POLICIES {
             errors.push(FieldError {
                 field: "identity_policies".into(),
-                message: "at most 100 entries".into(),
+                message: format!("at most {MAX_REVIEW_POLICIES} entries"),
             });
         }
-        for (principal, v) in map.iter().take(100) {
+        for (principal, v) in map.iter().take(MAX_REVIEW_POLICIES) {
             match (
                 parse_principal("identity_policies", principal),
                 PolicyDocument::parse(&v.to_string()),

@@ -23,7 +23,10 @@ use super::problem::Problem;
 use super::views::ShareView;
 use super::{actor_of, check_len, check_text, decode_cursor, invalid_if_any, page_limit, paginate};
 use crate::app::App;
-use crate::domain::{ActionSet, Caller, Role, ShareAction, ShareId, ShareStatus, fmt_time};
+use crate::domain::{
+    ActionSet, Caller, MAX_ACTION_LEN, MAX_SHARE_ID_LEN, MAX_TIME_LEN, Role, ShareAction, ShareId,
+    ShareStatus, fmt_time,
+};
 use crate::error::{Error, FieldError, Result};
 use crate::policy::arn::{MAX_ARN_LEN, PrincipalArn, PrincipalKind, SecretArn};
 use crate::store::rows::{self, Share, ShareFilter};
@@ -32,6 +35,10 @@ use crate::workflow::{self, Decision, IDEMPOTENCY_KEY, NewShare, Origin};
 /// Longest justification, comment or reason kept (the schema attributes' `max_length = 2000` repeat
 /// it, as utoipa's attributes take only literals; a unit test keeps them equal).
 pub(crate) const MAX_TEXT: usize = 2000;
+/// The longest status filter of a listing (the longest status is 9 characters).
+pub(crate) const MAX_STATUS_FILTER_LEN: usize = 64;
+/// The longest span of `expiring_within` (`365d` is 4 characters).
+pub(crate) const MAX_SPAN_LEN: usize = 16;
 /// Longest version stage (a staging label); the schema's `max_length` and pattern repeat it.
 pub(crate) const MAX_STAGE_LEN: usize = 256;
 /// Longest `Idempotency-Key` value; the header parameter's `max_length` and pattern repeat it.
@@ -129,7 +136,7 @@ pub(crate) enum ReviewOutcomeView {
 }
 
 fn action_list() -> utoipa::openapi::schema::Array {
-    super::bounded_strings(128)
+    super::bounded_strings(MAX_ACTION_LEN)
 }
 
 /// Body of `POST /v1/shares/{id}/approve` (optional).
@@ -243,7 +250,11 @@ async fn guarded<T>(
 /// A share id from a path, in any form a UUID parser accepts; anything else names no share: the 404
 /// is answered where a UUID that names none would be (after the caller's checks).
 fn share_path_id(id: &str) -> Result<ShareId> {
-    ShareId::parse(id).map_err(|_| Error::NotFound(format!("no share with id {}", truncate(id))))
+    let none = || Error::NotFound(format!("no share with id {}", truncate(id)));
+    if id.len() > MAX_SHARE_ID_LEN {
+        return Err(none());
+    }
+    ShareId::parse(id).map_err(|_| none())
 }
 
 /// The longest `principal_id` looked up (ids are UUIDs).
@@ -352,7 +363,7 @@ fn validate(
             for a in &list {
                 match ShareAction::parse(a) {
                     Ok(a) => actions.push(a),
-                    Err(_) if a.len() > 128 => errors.push(field(
+                    Err(_) if a.len() > MAX_ACTION_LEN => errors.push(field(
                         "actions",
                         "an action name is too long: a share grants only secretsmanager:GetSecretValue \
                          and secretsmanager:DescribeSecret"
@@ -378,8 +389,11 @@ fn validate(
     let expires_at = match body.expires_at {
         None => Some(now + app.config.default_share_ttl.0),
         Some(s) => match OffsetDateTime::parse(&s, &Rfc3339) {
-            _ if s.len() > 64 => {
-                errors.push(field("expires_at", "is longer than 64 characters".into()));
+            _ if s.len() > MAX_TIME_LEN => {
+                errors.push(field(
+                    "expires_at",
+                    format!("is longer than {MAX_TIME_LEN} characters"),
+                ));
                 None
             }
             Err(_) => {
@@ -606,10 +620,14 @@ pub(crate) async fn list(
 ) -> Result<Json<SharePage>> {
     let limit = page_limit(q.limit)?;
     let before = decode_cursor(q.cursor.as_deref())?.unwrap_or(i64::MAX);
-    check_len("status", q.status.as_deref(), 64)?;
+    check_len("status", q.status.as_deref(), MAX_STATUS_FILTER_LEN)?;
     check_len("secret_arn", q.secret_arn.as_deref(), MAX_ARN_LEN)?;
     check_len("principal_arn", q.principal_arn.as_deref(), MAX_ARN_LEN)?;
-    check_len("expiring_within", q.expiring_within.as_deref(), 16)?;
+    check_len(
+        "expiring_within",
+        q.expiring_within.as_deref(),
+        MAX_SPAN_LEN,
+    )?;
     let given = |v: Option<String>| v.filter(|s| !s.is_empty());
     let q = ShareQuery {
         status: given(q.status),
@@ -622,8 +640,16 @@ pub(crate) async fn list(
         .status
         .as_deref()
         .map(|s| {
-            s.parse::<ShareStatus>()
-                .map_err(|m| Error::field("status", if s.len() > 64 { truncate(&m) } else { m }))
+            s.parse::<ShareStatus>().map_err(|m| {
+                Error::field(
+                    "status",
+                    if s.len() > MAX_STATUS_FILTER_LEN {
+                        truncate(&m)
+                    } else {
+                        m
+                    },
+                )
+            })
         })
         .transpose()?;
     let expires_before = q
@@ -633,7 +659,11 @@ pub(crate) async fn list(
             let span = w.parse::<crate::config::Span>().map_err(|m| {
                 Error::field(
                     "expiring_within",
-                    if w.len() > 64 { truncate(&m) } else { m },
+                    if w.len() > MAX_SPAN_LEN {
+                        truncate(&m)
+                    } else {
+                        m
+                    },
                 )
             })?;
             time::Duration::try_from(span.0)
@@ -848,6 +878,8 @@ mod tests {
             ("ApproveShare", "comment"),
             ("RejectShare", "comment"),
             ("RevokeShare", "reason"),
+            ("BreakGlass", "reason"),
+            ("ReviewShare", "comment"),
         ] {
             let p = &schemas[schema]["properties"][field];
             assert_eq!(p["maxLength"], MAX_TEXT, "{schema}.{field}: {p}");
@@ -877,7 +909,74 @@ mod tests {
             format!("^[!-~]{{1,{MAX_IDEMPOTENCY_KEY_LEN}}}$"),
             "{key}"
         );
-        assert_eq!(seen, 6);
+        // The other limits written as literals: each equals its constant.
+        let create = &schemas["CreateShare"]["properties"];
+        assert_eq!(
+            create["actions"]["items"]["maxLength"], MAX_ACTION_LEN,
+            "{create}"
+        );
+        assert_eq!(create["expires_at"]["maxLength"], MAX_TIME_LEN, "{create}");
+        let check = &schemas["AccessCheck"]["properties"]["action"];
+        assert_eq!(check["maxLength"], MAX_ACTION_LEN, "{check}");
+        let list = spec["paths"]["/v1/shares"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        for (name, max) in [
+            ("status", MAX_STATUS_FILTER_LEN),
+            ("expiring_within", MAX_SPAN_LEN),
+            ("cursor", crate::api::MAX_CURSOR),
+            ("secret_arn", crate::policy::arn::MAX_ARN_LEN),
+            ("principal_arn", crate::policy::arn::MAX_ARN_LEN),
+        ] {
+            let p = list.iter().find(|p| p["name"] == name).unwrap();
+            assert_eq!(p["schema"]["maxLength"], max, "{p}");
+        }
+        let mut ids = 0;
+        for (path, item) in spec["paths"].as_object().unwrap() {
+            for (_, op) in item.as_object().unwrap() {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    if p["name"] == "id" && path.starts_with("/v1/shares/") {
+                        assert_eq!(p["schema"]["maxLength"], MAX_SHARE_ID_LEN, "{path}: {p}");
+                        ids += 1;
+                    }
+                }
+            }
+        }
+        assert!(ids >= 11, "{ids} share id parameters");
+        let audit = spec["paths"]["/v1/audit"]["get"]["parameters"]
+            .as_array()
+            .unwrap();
+        let share_id = audit.iter().find(|p| p["name"] == "share_id").unwrap();
+        assert_eq!(
+            share_id["schema"]["maxLength"], MAX_SHARE_ID_LEN,
+            "{share_id}"
+        );
+        // Slack ids, wherever the document names one.
+        let slack_max = crate::api::slack::MAX_SLACK_ID;
+        let mut slack = 0;
+        for item in spec["paths"].as_object().unwrap().values() {
+            for op in item.as_object().unwrap().values() {
+                for p in op["parameters"].as_array().into_iter().flatten() {
+                    if p["name"] == "team_id" || p["name"] == "user_id" {
+                        assert_eq!(p["schema"]["maxLength"], slack_max, "{p}");
+                        slack += 1;
+                    }
+                }
+            }
+        }
+        for schema in schemas.as_object().unwrap().values() {
+            for name in ["team_id", "user_id"] {
+                // Inputs are bounded (tests/it/openapi.rs holds every one is); answers are not.
+                let p = &schema["properties"][name];
+                if !p["maxLength"].is_null() {
+                    assert_eq!(p["maxLength"], slack_max, "{p}");
+                    assert_eq!(p["pattern"], format!("^[A-Z0-9]{{1,{slack_max}}}$"), "{p}");
+                    slack += 1;
+                }
+            }
+        }
+        assert!(slack >= 4, "{slack} Slack ids");
+        assert_eq!(seen, 8);
     }
 
     #[test]

@@ -36,6 +36,9 @@ use crate::workflow::{self, Decision, Origin, Resource};
 /// Longest form body field `payload` read (Slack's are a few KiB).
 pub(crate) const MAX_PAYLOAD: usize = 60_000;
 
+/// The longest Slack team or user id taken (Slack's are about 11 characters).
+pub(crate) const MAX_SLACK_ID: usize = 32;
+
 /// The form Slack posts (`application/x-www-form-urlencoded`).
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct SlackInteraction {
@@ -179,7 +182,9 @@ fn parse(body: &[u8]) -> Result<Click> {
     let id = |x: &serde_json::Value| {
         x.as_str()
             .filter(|s| {
-                !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_alphanumeric())
+                !s.is_empty()
+                    && s.len() <= MAX_SLACK_ID
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric())
             })
             .map(str::to_owned)
     };
@@ -347,14 +352,16 @@ pub(crate) struct SlackLinkList {
 /// Checks a Slack id (team or user): 1 to 32 upper-case letters and digits.
 pub(crate) fn check_slack_id(errors: &mut Vec<FieldError>, field: &str, v: &str) {
     if v.is_empty()
-        || v.len() > 32
+        || v.len() > MAX_SLACK_ID
         || !v
             .bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
     {
         errors.push(FieldError {
             field: field.into(),
-            message: "must be a Slack id: 1 to 32 upper-case letters and digits (e.g. T0123ABCD, U0123ABCD)".into(),
+            message: format!(
+                "must be a Slack id: 1 to {MAX_SLACK_ID} upper-case letters and digits (e.g. T0123ABCD, U0123ABCD)"
+            ),
         });
     }
 }
