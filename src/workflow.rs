@@ -1267,12 +1267,6 @@ pub(crate) async fn review_break_glass(
         .await
 }
 
-/// Whether share `id` broke the glass and was reviewed `unjustified` (final: it is never applied again).
-pub(crate) fn reviewed_unjustified(c: &Tx<'_>, id: ShareId) -> Result<bool> {
-    Ok(crate::store::break_glass::get(c, id)?
-        .is_some_and(|g| g.outcome.as_deref() == Some(ReviewOutcome::Unjustified.as_str())))
-}
-
 /// 409 when `share` is a break-glass share reviewed `unjustified`: the review is final, so the share
 /// is never applied again (a failed one is not retried: that would grant what the review refused).
 fn refuse_unjustified(c: &Tx<'_>, share: &Share, verb: &str) -> Result<()> {

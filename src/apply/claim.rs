@@ -46,7 +46,7 @@ impl Applier {
                     // queued it again after a restart.
                     let mut due = Vec::with_capacity(shares.len());
                     for s in shares {
-                        if !s.break_glass || !crate::workflow::reviewed_unjustified(c, s.id)? {
+                        if !s.break_glass || !crate::store::break_glass::reviewed_unjustified(c, s.id)? {
                             due.push(s);
                             continue;
                         }

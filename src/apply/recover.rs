@@ -63,7 +63,7 @@ impl Applier {
                                     if rows::status_of(c, id)? == Some(ShareStatus::Applying) {
                                         // A break-glass share reviewed unjustified meanwhile is queued only to be
                                         // ended by the claim, never applied (the review is final).
-                                        let reason = if crate::workflow::reviewed_unjustified(c, id)? {
+                                        let reason = if crate::store::break_glass::reviewed_unjustified(c, id)? {
                                             "the broker stopped while applying; what it had written was removed, and as its break-glass was reviewed unjustified the share is not applied again (the next claim ends it)"
                                         } else {
                                             "the broker stopped while applying; what it had written was removed and the share is applied again"

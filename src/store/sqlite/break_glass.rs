@@ -150,3 +150,9 @@ pub(crate) fn unjustified_live(tx: &Tx<'_>) -> Result<Vec<ShareId>> {
         .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(ids)
 }
+
+/// Whether share `share_id` broke the glass and was reviewed `unjustified` (final: it is never applied
+/// again; the apply claim and recovery ask, so it lives here, below both).
+pub(crate) fn reviewed_unjustified(tx: &Tx<'_>, share_id: ShareId) -> Result<bool> {
+    Ok(get(tx, share_id)?.is_some_and(|g| g.outcome.as_deref() == Some("unjustified")))
+}
