@@ -73,8 +73,10 @@ pub(crate) fn decision_blocks(
     detail: &str,
 ) -> serde_json::Value {
     let text = slack_text(&format!(
-        "secret-broker: share {} of `{secret_arn}` for `{principal_arn}` is *pending*: {}",
+        "secret-broker: share {} of {} for {} is *pending*: {}",
         id.get(..8).unwrap_or(id),
+        slack_code(secret_arn),
+        slack_code(principal_arn),
         slack_code(detail)
     ));
     let text = fit_section(&text, MAX_SECTION_TEXT);
@@ -285,6 +287,23 @@ pub(crate) async fn respond(url: &str, message: &serde_json::Value) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::slack_text;
+
+    /// Review finding (issue 21, second round): an IAM path may hold a backtick; put in the message
+    /// as it was, it closed the ARN's code span and let the justification after it be formatted
+    /// (a fake bold "APPROVED by security" in the approvers' channel).
+    #[test]
+    fn a_backtick_in_an_arn_cannot_open_formatting() {
+        let blocks = super::decision_blocks(
+            "01234567-89ab-cdef-0123-456789abcdef",
+            "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-AbCdEf",
+            "arn:aws:iam::444455556666:role/a`b/app-reader",
+            "requested by alice: *APPROVED by security*",
+        );
+        let text = blocks[0]["text"]["text"].as_str().unwrap();
+        // Three code spans (the two ARNs and the detail): six backticks, all delimiters.
+        assert_eq!(text.matches('`').count(), 6, "{text}");
+        assert!(text.contains("a\u{2CB}b"), "{text}");
+    }
 
     #[test]
     fn slack_text_escapes_markup_and_folds_lines() {

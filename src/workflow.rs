@@ -397,7 +397,7 @@ fn decide_in(
     let voter = if decision == Decision::Approve {
         let cred = broker_token.then_some(credential.as_str());
         let mut voter = controllers(c, &origin.actor, cred)?;
-        voter.extend(slack_controllers(credential, issued_by.as_deref()));
+        voter.extend(slack_controllers(c, credential, issued_by.as_deref())?);
         let requester = identity::canonical(&share.requested_by);
         if credential.starts_with("slack:") && voter.contains(&requester) {
             return Err(Error::Forbidden(format!(
@@ -435,7 +435,7 @@ fn decide_in(
             // tokens: those tokens obey the API's rule, so one the requester (or anyone in their
             // issuer chain) controls cannot qualify the vote, and the controllers of those that do
             // control the vote ([`slack_token_controllers`]).
-            let qualified = slack_token_controllers(c, &origin.actor, &now, &requester)?;
+            let qualified = slack_token_controllers(c, &origin.actor, Some(&now), &requester)?;
             if let Some(qualified) = qualified {
                 if qualified.is_empty() {
                     return Err(Error::Forbidden(format!(
@@ -520,16 +520,20 @@ fn decide_in(
             let cred = v.credential.as_deref().filter(|c| !c.starts_with("oidc:"));
             let mut prior = controllers(c, &v.approver, cred)?;
             prior.extend(slack_controllers(
+                c,
                 v.credential.as_deref().unwrap_or_default(),
                 v.issued_by.as_deref(),
-            ));
+            )?);
             if v.credential
                 .as_deref()
                 .is_some_and(|c| c.starts_with("slack:"))
             {
                 let requester = identity::canonical(&share.requested_by);
                 prior.extend(
-                    slack_token_controllers(c, &v.approver, &now, &requester)?.unwrap_or_default(),
+                    // Every approver or admin token the name ever held, not only those live now:
+                    // the one that qualified this vote may have been revoked or expired since, and
+                    // its issuer must still count as this vote's controller.
+                    slack_token_controllers(c, &v.approver, None, &requester)?.unwrap_or_default(),
                 );
             }
             let common: Vec<&String> = voter.intersection(&prior).collect();
@@ -643,26 +647,37 @@ fn controllers(c: &Tx<'_>, name: &str, token: Option<&str>) -> Result<BTreeSet<S
 
 /// Who else controls a vote cast from Slack (`credential` `slack:<team>/<user>`): the Slack user itself,
 /// whichever name it is linked to at the time (so relinking one Slack user to a second name cannot
-/// count it twice), and the admin who set the link (`linker`), who chose that name. Nothing for any
-/// other credential.
-fn slack_controllers(credential: &str, linker: Option<&str>) -> Vec<String> {
+/// count it twice), the admin who set the link (`linker`), who chose that name, and whoever issued
+/// that admin's tokens (who can act as the admin: a requester who issued an admin token to a stand-in
+/// cannot have the stand-in link the requester's own Slack user). Nothing for any other credential.
+fn slack_controllers(c: &Tx<'_>, credential: &str, linker: Option<&str>) -> Result<Vec<String>> {
     if !credential.starts_with("slack:") {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let mut out = vec![credential.to_owned()];
-    out.extend(linker.map(identity::canonical).filter(|n| n != CLI));
-    out
+    if let Some(linker) = linker.map(identity::canonical).filter(|n| n != CLI) {
+        out.extend(
+            rows::name_issuers(c, &linker)?
+                .iter()
+                .map(|n| identity::canonical(n))
+                .filter(|n| n != CLI),
+        );
+        out.push(linker);
+    }
+    Ok(out)
 }
 
-/// Who controls the approver role a Slack vote as `name` takes from the name's broker tokens at `now`:
-/// the controllers ([`controllers`]) of its live approver and admin tokens that `requester` does not
-/// control (neither the requester nor anyone who issued the requester's tokens is among them), merged.
-/// Empty when every such token is the requester's; `None` for an `oidc:` name (its role comes from an
-/// OIDC sign-in, which no broker name issues).
+/// Who controls the approver role a Slack vote as `name` takes from the name's broker tokens: the
+/// controllers ([`controllers`]) of its approver and admin tokens that `requester` does not control
+/// (neither the requester nor anyone who issued the requester's tokens is among them), merged. The
+/// tokens live at `now` when it is given (a click being decided), else every one the name ever held
+/// (a vote already recorded, whose qualifying token may have gone since). Empty when every such token
+/// is the requester's; `None` for an `oidc:` name (its role comes from an OIDC sign-in, which no broker
+/// name issues).
 fn slack_token_controllers(
     c: &Tx<'_>,
     name: &str,
-    now: &str,
+    now: Option<&str>,
     requester: &str,
 ) -> Result<Option<BTreeSet<String>>> {
     if name.starts_with("oidc:") {
@@ -675,7 +690,12 @@ fn slack_token_controllers(
     theirs.insert(identity::canonical(requester));
     theirs.remove(CLI);
     let mut out = BTreeSet::new();
-    for (id, role) in crate::store::slack::live_tokens(c, &identity::canonical(name), now)? {
+    let name_c = identity::canonical(name);
+    let tokens = match now {
+        Some(now) => crate::store::slack::live_tokens(c, &name_c, now)?,
+        None => crate::store::slack::tokens_ever(c, &name_c)?,
+    };
+    for (id, role) in tokens {
         if !matches!(role.parse::<Role>(), Ok(Role::Approver | Role::Admin)) {
             continue;
         }

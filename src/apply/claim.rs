@@ -89,11 +89,17 @@ impl Applier {
         let claimed = self
             .store
             .write(move |c| {
-                let shares: Vec<Share> =
-                    rows::shares_of_secret(c, &secret_s, ShareStatus::Drifted)?
-                        .into_iter()
-                        .filter(|s| ids.contains(&s.id))
-                        .collect();
+                let mut shares = Vec::new();
+                for s in rows::shares_of_secret(c, &secret_s, ShareStatus::Drifted)? {
+                    // A break-glass share reviewed unjustified is never granted again: the worker
+                    // revokes it; a repair must not restore its statements first.
+                    if ids.contains(&s.id)
+                        && !(s.break_glass
+                            && crate::store::break_glass::reviewed_unjustified(c, s.id)?)
+                    {
+                        shares.push(s);
+                    }
+                }
                 if shares.is_empty() {
                     return Ok(None);
                 }

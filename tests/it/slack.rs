@@ -975,3 +975,96 @@ async fn a_link_name_with_a_blank_subject_or_an_invisible_character_is_refused()
     assert_eq!(t.count("slack_links"), 0);
     link(&t, &a.root, "UBOB", "oidc:bob smith|1").await;
 }
+
+#[tokio::test]
+async fn a_slack_user_linked_by_the_requesters_stand_in_admin_cannot_approve() {
+    // Review finding (issue 21, second round): rita (admin) issues an admin token to a stand-in name,
+    // lena; as lena she links her own Slack user to bob, an approver, and approves her own share from
+    // Slack. The admin who set a link controls the vote, and so does whoever issued that admin's token.
+    let (url, replies) = receiver().await;
+    let t = TestApp::with(|c| {
+        c.slack_signing_secret = SecretText(Some(SIGNING.into()));
+        c.slack_allow_loopback_response_url = Flag(true);
+    });
+    let a = actors(&t).await;
+    let rita = t.token("rita", Role::Admin).await;
+    let lena = t
+        .post(
+            "/v1/tokens",
+            &rita,
+            json!({"name": "lena", "role": "admin", "same_person": true}),
+        )
+        .await
+        .expect(201);
+    let lena = lena.body["token"].as_str().unwrap().to_owned();
+    link(&t, &lena, "URITA", "bob").await;
+    let id = t
+        .post(
+            "/v1/shares",
+            &rita,
+            json!({"secret_arn": SECRET, "principal_arn": ROLE, "justification": "test"}),
+        )
+        .await
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    click(&t, "secret_broker_approve", &id, "URITA", &url)
+        .await
+        .expect(200);
+    let got = replies.wait(1).await;
+    assert_eq!(got[0]["response_type"], "ephemeral", "{got:?}");
+    let s = share(&t, &a, &id).await;
+    assert!(s["approvals"].as_array().unwrap().is_empty(), "{s}");
+    assert_eq!(s["status"], "pending");
+}
+
+#[tokio::test]
+async fn a_slack_vote_stays_controlled_by_its_token_issuer_after_that_token_is_revoked() {
+    // Review finding (issue 21, second round): carol's approver token qualifies hank's Slack vote, so
+    // carol controls it; once that token is revoked, carol's own vote must still count as the same
+    // controller's (the vote recorded does not change with the token's later state).
+    let (url, replies) = receiver().await;
+    let t = TestApp::with(|c| {
+        c.slack_signing_secret = SecretText(Some(SIGNING.into()));
+        c.slack_allow_loopback_response_url = Flag(true);
+        c.approval_quorum.0 = 2;
+    });
+    let a = actors(&t).await;
+    t.token("hank", Role::Requester).await;
+    let carol = t.token("carol", Role::Admin).await;
+    link(&t, &a.root, "UHANK", "hank").await;
+    let issued = t
+        .post(
+            "/v1/tokens",
+            &carol,
+            json!({"name": "hank", "role": "approver", "same_person": true}),
+        )
+        .await
+        .expect(201);
+    let issued_id = issued.body["id"].as_str().unwrap().to_owned();
+    let id = request(&t, &a, SECRET, ROLE, json!({})).await;
+    click(&t, "secret_broker_approve", &id, "UHANK", &url)
+        .await
+        .expect(200);
+    assert_eq!(replies.wait(1).await[0]["replace_original"], true);
+    assert_eq!(
+        share(&t, &a, &id).await["approvals"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    t.post(&format!("/v1/tokens/{issued_id}/revoke"), &carol, json!({}))
+        .await
+        .expect(204);
+    t.post(&format!("/v1/shares/{id}/approve"), &carol, json!({}))
+        .await
+        .expect(409);
+    assert_eq!(share(&t, &a, &id).await["status"], "pending");
+    t.post(&format!("/v1/shares/{id}/approve"), &a.bob, json!({}))
+        .await
+        .expect(200);
+    assert_eq!(share(&t, &a, &id).await["status"], "approved");
+}

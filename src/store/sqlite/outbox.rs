@@ -48,9 +48,10 @@ pub fn enqueue_with_blocks(
         .unwrap_or(&share.secret_arn);
     let share_id = share.id.to_string();
     let mut text = format!(
-        "secret-broker: share {} of secret `{secret_name}` for `{}` is *{}*",
+        "secret-broker: share {} of secret {} for {} is *{}*",
         &share_id[..8],
-        share.principal_arn,
+        slack_code(secret_name),
+        slack_code(share.principal_arn.as_str()),
         event.trim_start_matches("share.")
     );
     if share.break_glass {

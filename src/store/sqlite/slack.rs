@@ -117,6 +117,18 @@ pub(crate) fn live_tokens(tx: &Tx<'_>, name: &str, now: &str) -> Result<Vec<(Str
     Ok(tokens)
 }
 
+/// Every broker token named `name` (canonical), whatever its state, as `(id, role)`: who could have
+/// qualified a Slack vote recorded earlier.
+pub(crate) fn tokens_ever(tx: &Tx<'_>, name: &str) -> Result<Vec<(String, String)>> {
+    let mut st = tx
+        .conn()
+        .prepare_cached("SELECT id, role FROM tokens WHERE name = ?1 ORDER BY id")?;
+    let tokens = st
+        .query_map(params![name], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<crate::store::db::Result<Vec<(String, String)>>>()?;
+    Ok(tokens)
+}
+
 /// The roles-claim values (JSON arrays of strings, as kept at sign-in) of the console sessions opened
 /// through OIDC as `name` that have not ended at `now`.
 pub(crate) fn live_oidc_role_values(tx: &Tx<'_>, name: &str, now: &str) -> Result<Vec<String>> {
