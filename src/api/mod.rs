@@ -525,13 +525,17 @@ pub(crate) fn is_invisible(c: char) -> bool {
 }
 
 /// A 422 when an optional filter or parameter is longer than `max` bytes (the bound the OpenAPI
-/// document declares as its maxLength).
+/// document declares as its maxLength), or holds a control character (no filter has one; a NUL would
+/// reach the database, which PostgreSQL refuses in text).
 pub(crate) fn check_len(field: &str, value: Option<&str>, max: usize) -> Result<()> {
     match value {
         Some(v) if v.len() > max => Err(Error::field(
             field,
             format!("is longer than {max} characters"),
         )),
+        Some(v) if v.chars().any(char::is_control) => {
+            Err(Error::field(field, "must not hold control characters"))
+        }
         _ => Ok(()),
     }
 }

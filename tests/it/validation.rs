@@ -547,3 +547,25 @@ async fn a_required_text_needs_a_visible_character_and_no_control_character() {
         assert_eq!(r.body["errors"][0]["field"], "reason", "{reason:?}");
     }
 }
+
+#[tokio::test]
+async fn a_query_filter_with_a_control_character_is_422_not_a_database_error() {
+    // Review finding (issue 21, second round): the ARN filters of GET /v1/shares took any text up to
+    // their length, and a NUL reached the database (PostgreSQL refuses it in text: a 500).
+    let t = TestApp::new();
+    let alice = t.token("alice", Requester).await;
+    for (query, field) in [
+        ("secret_arn=arn%00x", "secret_arn"),
+        ("principal_arn=%00", "principal_arn"),
+        ("status=active%07", "status"),
+        ("expiring_within=7d%00", "expiring_within"),
+    ] {
+        let r = t
+            .get(&format!("/v1/shares?{query}"), &alice)
+            .await
+            .expect(422);
+        assert_eq!(r.body["errors"][0]["field"], field, "{query}: {}", r.text);
+        assert!(r.text.contains("control"), "{query}: {}", r.text);
+    }
+    t.get("/v1/shares?secret_arn=arn", &alice).await.expect(200);
+}
