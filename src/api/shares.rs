@@ -247,6 +247,15 @@ async fn guarded<T>(
     .await
 }
 
+/// The optional `comment` of a vote or a review: a 422 naming it when it is not a valid free text.
+fn check_optional_comment(comment: Option<&str>) -> Result<()> {
+    let mut errors = Vec::new();
+    if let Some(c) = comment {
+        check_text(&mut errors, "comment", c, MAX_TEXT, false);
+    }
+    invalid_if_any(errors)
+}
+
 /// A share id from a path, in any form a UUID parser accepts; anything else names no share: the 404
 /// is answered where a UUID that names none would be (after the caller's checks).
 fn share_path_id(id: &str) -> Result<ShareId> {
@@ -754,11 +763,7 @@ pub(crate) async fn approve(
             let caller = auth?;
             caller.require(&[Role::Approver, Role::Admin])?;
             let body = body?;
-            let mut errors = Vec::new();
-            if let Some(c) = &body.comment {
-                check_text(&mut errors, "comment", c, MAX_TEXT, false);
-            }
-            invalid_if_any(errors)?;
+            check_optional_comment(body.comment.as_deref())?;
             let origin = Origin::of(&caller, rid.0.clone());
             let share =
                 workflow::decide(&app, &caller, origin, id?, Decision::Approve, body.comment)
@@ -1319,11 +1324,7 @@ pub async fn review(
             let caller = auth?;
             caller.require(&[Role::Approver, Role::Admin])?;
             let body = body?;
-            let mut errors = Vec::new();
-            if let Some(c) = &body.comment {
-                check_text(&mut errors, "comment", c, MAX_TEXT, false);
-            }
-            invalid_if_any(errors)?;
+            check_optional_comment(body.comment.as_deref())?;
             let outcome = match body.outcome {
                 ReviewOutcomeView::Justified => workflow::ReviewOutcome::Justified,
                 ReviewOutcomeView::Unjustified => workflow::ReviewOutcome::Unjustified,
