@@ -329,12 +329,81 @@ pub(crate) async fn decide(
     decision: Decision,
     comment: Option<String>,
 ) -> Result<Share> {
+    if decision == Decision::Approve {
+        room_for_approval(app, share_id, &origin.actor).await?;
+    }
     let now_t = app.clock.now();
     let notify = app.notify_enabled();
     let ballot = Ballot::of(caller, decision, comment);
     app.store
         .write(move |c| decide_in(c, &origin, &ballot, share_id, now_t, notify))
         .await
+}
+
+/// Distinct people who approved `share`, counting `voter` (about to approve) too. Votes recorded
+/// before names were canonical may differ in case only.
+fn approving_people(share: &Share, voter: Option<&str>) -> u32 {
+    let mut people: Vec<String> = share
+        .approvals
+        .iter()
+        .filter(|v| v.decision == Decision::Approve)
+        .map(|v| identity::canonical(&v.approver))
+        .chain(voter.map(identity::canonical))
+        .collect();
+    people.sort();
+    people.dedup();
+    people.len() as u32
+}
+
+/// How long the policy check before a final approval waits for AWS before letting the vote through.
+const ROOM_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Refuses (409) the approval that would complete a share's quorum when the share's statements, merged
+/// into the secret's or key's live policy and compacted, would exceed what AWS allows (20,480
+/// characters for a resource policy, 32,768 bytes for a key policy): the vote is not recorded and the
+/// share stays pending, instead of being approved only to fail at apply. The message says how full the
+/// policy would be. Only a final approval pays for the AWS reads; when AWS cannot be read (or applying
+/// is off) the vote goes through and the apply refuses it as before, with the same message.
+async fn room_for_approval(app: &App, share_id: ShareId, voter: &str) -> Result<()> {
+    if !app.applier.enabled() {
+        return Ok(());
+    }
+    let Some(share) = app
+        .store
+        .read(move |c| rows::share_by_id(c, share_id))
+        .await?
+    else {
+        return Ok(());
+    };
+    if share.status != ShareStatus::Pending
+        || approving_people(&share, Some(voter)) < share.approvals_required
+    {
+        return Ok(());
+    }
+    let findings = match tokio::time::timeout(ROOM_CHECK_TIMEOUT, app.applier.room_findings(&share))
+        .await
+    {
+        Ok(Ok(findings)) => findings,
+        Ok(Err(e)) => {
+            tracing::warn!(share_id = %share.id, error = %e, "cannot read the live policies before the final approval; the apply checks their size");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::warn!(share_id = %share.id, "AWS did not answer within 10 s before the final approval; the apply checks the policies' size");
+            return Ok(());
+        }
+    };
+    match findings.iter().find(|f| f.code.ends_with("-too-large")) {
+        Some(f) => Err(Error::Conflict {
+            detail: format!(
+                "share {} cannot be approved: {}. The approval is not recorded and the share stays pending",
+                share.id, f.message
+            ),
+            current_status: Some(share.status),
+            existing_id: None,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// A vote as [`decide_in`] records it: the decision and the credential that casts it.
@@ -560,20 +629,10 @@ fn decide_in(
         .get_or_create(&crate::metrics::Kind { kind: d.to_owned() })
         .inc();
     // Distinct people: votes recorded before names were canonical may differ in case only.
-    let approvals = {
-        let mut people: Vec<String> = share
-            .approvals
-            .iter()
-            .filter(|v| v.decision == Decision::Approve)
-            .map(|v| identity::canonical(&v.approver))
-            .collect();
-        if decision == Decision::Approve {
-            people.push(identity::canonical(&origin.actor));
-        }
-        people.sort();
-        people.dedup();
-        people.len() as u32
-    };
+    let approvals = approving_people(
+        &share,
+        (decision == Decision::Approve).then_some(&*origin.actor),
+    );
     let (action, new_status) = match decision {
         Decision::Reject => ("share.rejected", Some(ShareStatus::Rejected)),
         Decision::Approve if approvals >= share.approvals_required => {
@@ -1388,6 +1447,26 @@ pub(crate) async fn decide_from_slack(
         (Some(_), Some(o)) => Some(o.clone()),
         _ => None,
     };
+    if decision == Decision::Approve {
+        // The policies' room is checked as for any final approval, with the name the user is linked
+        // to now (the write below reads the link again and decides with the one it finds).
+        let (team, user) = (team_id.clone(), user_id.clone());
+        let linked = app
+            .store
+            .read(move |c| crate::store::slack::link(c, &team, &user))
+            .await;
+        let room = match linked {
+            Ok(Some(link)) => room_for_approval(app, share_id, &link.name).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = room {
+            return SlackVote {
+                link: None,
+                result: Err(e),
+            };
+        }
+    }
     let seen: Arc<Mutex<Option<SlackLink>>> = Arc::default();
     let read = seen.clone();
     let result = app

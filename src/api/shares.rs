@@ -741,7 +741,7 @@ pub(crate) async fn find(app: &App, id: String) -> Result<Share> {
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Needs approver or admin, and not the requester", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such share", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not pending (current_status says what it is), or already voted", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not pending (current_status says what it is), already voted, or (the final approval) the share's statements would not fit in the secret's or key's live policy: the detail says how full it would be, and the vote is not recorded", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid comment", body = Problem, content_type = "application/problem+json"),
     )
 )]

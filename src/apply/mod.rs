@@ -166,6 +166,23 @@ pub struct Applier {
     holder: String,
     busy: AtomicUsize,
     idle: Notify,
+    /// The live policies the approval checks read lately, per secret (see `Applier::room_findings`):
+    /// approvals of one secret within [`ROOM_READ_TTL`] share one read.
+    pub(crate) room_reads: Mutex<HashMap<String, (std::time::Instant, Arc<RoomRead>)>>,
+}
+
+/// How long the live policies read for one approval check serve the next ones of the same secret.
+pub(crate) const ROOM_READ_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One read of a secret's live policies for approval checks: done once, by whichever check comes first.
+pub(crate) type RoomRead = tokio::sync::OnceCell<RoomTexts>;
+
+/// A secret's key and the texts of its resource and key policies (`None`: no policy), as read.
+#[derive(Debug, Clone)]
+pub(crate) struct RoomTexts {
+    pub(crate) key: crate::policy::arn::KmsKeyArn,
+    pub(crate) resource_policy: Option<String>,
+    pub(crate) key_policy: Option<String>,
 }
 
 /// The actor of the saga's audit rows.
@@ -212,6 +229,7 @@ impl Applier {
             holder: holder_id(),
             busy: AtomicUsize::new(0),
             idle: Notify::new(),
+            room_reads: Mutex::new(HashMap::new()),
         })
     }
 

@@ -5,7 +5,11 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::{Live, LivePolicies};
-use crate::apply::{Applier, Failure, FailureKind, grant_of, sid_of};
+use std::sync::Arc;
+
+use crate::apply::{
+    Applier, Failure, FailureKind, ROOM_READ_TTL, RoomRead, RoomTexts, grant_of, sid_of,
+};
 use crate::policy::compose::consumer_cli;
 use crate::policy::lint::Finding;
 use crate::policy::merge;
@@ -68,6 +72,69 @@ impl Applier {
             consumer_command: consumer_cli(&grant),
             findings: p.findings,
         })
+    }
+}
+
+impl Applier {
+    /// The lint findings of a share's documents merged into its secret's and key's live policies (as
+    /// [`Applier::live_plan`] finds them), for the check before a final approval. The live policies
+    /// are read once per secret for every check within [`ROOM_READ_TTL`]: a portal approving twenty
+    /// shares of one secret at once costs one read of each policy, not twenty.
+    pub(crate) async fn room_findings(&self, share: &Share) -> Result<Vec<Finding>, Failure> {
+        let grant = grant_of(share)?;
+        let (findings, fresh) = self.room_findings_once(&grant).await?;
+        if fresh || !findings.iter().any(|f| f.code.ends_with("-too-large")) {
+            return Ok(findings);
+        }
+        // A refusal rests on a read of this check's own (or one in flight with it), never on an
+        // earlier one: the policy may have been trimmed since.
+        {
+            let mut reads = self.room_reads.lock().unwrap_or_else(|e| e.into_inner());
+            reads.remove(grant.secret.as_str());
+        }
+        Ok(self.room_findings_once(&grant).await?.0)
+    }
+
+    /// [`Applier::room_findings`] on the read at hand, and whether this call made that read.
+    async fn room_findings_once(
+        &self,
+        grant: &crate::policy::compose::Grant,
+    ) -> Result<(Vec<Finding>, bool), Failure> {
+        let mut fresh = false;
+        let cell = {
+            let mut reads = self.room_reads.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            reads.retain(|_, (at, _)| now.duration_since(*at) < ROOM_READ_TTL);
+            reads
+                .entry(grant.secret.as_str().to_owned())
+                .or_insert_with(|| (now, Arc::new(RoomRead::new())))
+                .1
+                .clone()
+        };
+        let texts = cell
+            .get_or_try_init(|| async {
+                fresh = true;
+                let key = self.resolve_key(&grant.secret).await?;
+                let live = LivePolicies::load(self, grant.secret.as_str(), &[&key]).await?;
+                let text = |l: Option<&Live>| l.ok_or_else(not_read).map(|l| l.text.clone());
+                Ok::<_, Failure>(RoomTexts {
+                    resource_policy: text(live.resource(grant.secret.as_str()))?,
+                    key_policy: text(live.key(&key))?,
+                    key,
+                })
+            })
+            .await?;
+        let p = plan::plan(
+            grant,
+            &texts.key,
+            &Existing {
+                resource_policy: texts.resource_policy.as_deref(),
+                key_policy: texts.key_policy.as_deref(),
+            },
+            &self.owner_for([grant]),
+        )
+        .map_err(|e| Failure::new(FailureKind::Policy, e.to_string()))?;
+        Ok((p.findings, fresh))
     }
 }
 

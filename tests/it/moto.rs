@@ -319,15 +319,29 @@ impl Intercept for Faults {
         };
         let (find, replace) = (r.find, r.replace);
         cfg.interceptor_state().unset::<RewriteBody>();
-        if let Some(Ok(out)) = ctx.output_or_error_mut()
-            && let Some(policy) = out
-                .downcast_ref::<GetKeyPolicyOutput>()
-                .and_then(|o| o.policy().map(str::to_owned))
+        use aws_sdk_secretsmanager::operation::get_resource_policy::GetResourcePolicyOutput;
+        use aws_smithy_runtime_api::client::interceptors::context::Output;
+        let Some(Ok(out)) = ctx.output_or_error_mut() else {
+            return Ok(());
+        };
+        if let Some(policy) = out
+            .downcast_ref::<GetKeyPolicyOutput>()
+            .and_then(|o| o.policy().map(str::to_owned))
         {
-            *out = aws_smithy_runtime_api::client::interceptors::context::Output::erase(
+            *out = Output::erase(
                 GetKeyPolicyOutput::builder()
                     .policy(policy.replace(find, replace))
                     .policy_name("default")
+                    .build(),
+            );
+        } else if let Some(o) = out.downcast_ref::<GetResourcePolicyOutput>()
+            && let Some(policy) = o.resource_policy()
+        {
+            *out = Output::erase(
+                GetResourcePolicyOutput::builder()
+                    .set_arn(o.arn().map(str::to_owned))
+                    .set_name(o.name().map(str::to_owned))
+                    .resource_policy(policy.replace(find, replace))
                     .build(),
             );
         }

@@ -544,3 +544,76 @@ fn how_many_one_principal_shares_fit_after_compaction() {
 
 const AFTER_RESOURCE: u64 = 459;
 const AFTER_KEY: u64 = 732;
+
+/// A foreign resource policy of about `chars` characters: one statement that denies a long list of
+/// contractors' roles the deletion of the secret.
+fn foreign_policy_of(chars: usize) -> String {
+    let head = r#"{"Version":"2012-10-17","Statement":[{"Sid":"NoDeleteByContractors","Effect":"Deny","Principal":{"AWS":["#;
+    let tail = r#"]},"Action":"secretsmanager:DeleteSecret","Resource":"*"}]}"#;
+    let mut list = Vec::new();
+    let mut n = head.len() + tail.len();
+    let mut i = 0u64;
+    // Each entry: "arn:aws:iam::123456789012:role/contractor-00000", (50 characters).
+    while n + 50 <= chars {
+        list.push(format!(
+            "\"arn:aws:iam::123456789012:role/contractor-{i:05}\""
+        ));
+        n += 50;
+        i += 1;
+    }
+    let doc = format!("{head}{}{tail}", list.join(","));
+    serde_json::from_str::<Value>(&doc).expect("valid JSON");
+    doc
+}
+
+/// Issue 18 part 3: the approval that would complete a share whose statements do not fit beside the
+/// live policy (here a foreign resource policy of 20,300 of the 20,480 characters Secrets Manager
+/// allows) is refused with a 409 that says how full the policy would be; the vote is not recorded,
+/// the share stays pending and nothing is written. Once there is room, the same approval goes through.
+/// Against moto (it stores the policies; it enforces no size, so the broker's lint is what counts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approval_that_would_overflow_a_policy_is_refused_with_how_full_it_would_be() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    let full = foreign_policy_of(20_300);
+    m.set_resource_policy(&secret, &full).await;
+    let id = crate::harness::request(
+        &t,
+        &a,
+        &secret,
+        "arn:aws:iam::444455556666:role/app-reader",
+        json!({}),
+    )
+    .await;
+
+    let r = t
+        .post_empty(&format!("/v1/shares/{id}/approve"), &a.bob)
+        .await
+        .expect(409);
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("of the 20480 Secrets Manager allows (10"),
+        "says how full: {detail}"
+    );
+    assert!(detail.contains("not recorded"), "{detail}");
+    assert_eq!(r.body["current_status"], "pending", "{}", r.text);
+    t.settle().await;
+    let s = share(&t, &a, &id).await;
+    assert_eq!(s["status"], "pending", "{s}");
+    assert_eq!(s["approvals"], json!([]), "no vote recorded: {s}");
+    assert_eq!(m.resource_policy(&secret).await.as_deref(), Some(&*full));
+
+    // Room again (the foreign statement shrank): the same approval goes through and applies.
+    let smaller = foreign_policy_of(2_000);
+    m.set_resource_policy(&secret, &smaller).await;
+    approve(&t, &a, &id).await;
+    t.settle().await;
+    let s = share(&t, &a, &id).await;
+    assert_eq!(s["status"], "active", "{s}");
+    let rp = m.resource_policy(&secret).await.unwrap();
+    assert!(!broker_sids(&rp).is_empty(), "{rp}");
+    m.assert_no_get_secret_value();
+}
