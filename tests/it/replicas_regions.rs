@@ -189,6 +189,19 @@ async fn a_replicated_secret_shares_verifies_and_revokes_in_all_three_regions() 
         .send()
         .await
         .unwrap();
+    let review = t
+        .post(
+            "/v1/access-reviews",
+            &a.root,
+            json!({"secret_arns": [secret]}),
+        )
+        .await
+        .expect(200);
+    let item = &review.body["items"][0];
+    assert_ne!(item["decision"], "allow", "{}", review.text);
+    assert_eq!(item["regions"][2]["region"], "eu-west-1");
+    assert_ne!(item["regions"][2]["decision"], "allow", "{}", review.text);
+    assert_eq!(item["regions"][1]["decision"], "allow", "{}", review.text);
     assert_eq!(tick(&t.app).await.unwrap().drifted, 1);
     let s = share(&t, &a, &id).await;
     assert!(
