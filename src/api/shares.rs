@@ -1158,8 +1158,8 @@ pub(crate) async fn consumer(
     let mut replica_note = None;
     let (key, replicas) = match share.key_arn.clone() {
         Some(k) if !app.applier.enabled() => (k, Vec::new()),
-        Some(k) => match app.applier.resolve_keys(&grant.secret).await {
-            Ok(keys) => (k, keys.replicas),
+        Some(k) => match app.applier.resolve_replicas(&grant.secret).await {
+            Ok(replicas) => (k, replicas),
             Err(e) => {
                 replica_note = Some(format!(
                     "the secret's replicas could not be read ({e}): the calls and the identity policy \

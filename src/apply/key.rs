@@ -123,6 +123,26 @@ impl Applier {
         let primary = self
             .customer_key(secret, info.kms_key_id.as_deref())
             .await?;
+        let replicas = self.replicas_of(secret, &info).await?;
+        Ok(Keys { primary, replicas })
+    }
+
+    /// The replicas of `secret` and their keys, as [`Applier::resolve_keys`] resolves them, without
+    /// looking at the primary's key (for readers that already know it: the access review, the
+    /// consumer instructions of an applied share).
+    pub(crate) async fn resolve_replicas(
+        &self,
+        secret: &SecretArn,
+    ) -> Result<Vec<ReplicaKey>, Failure> {
+        let info = self.describe_primary(secret).await?;
+        self.replicas_of(secret, &info).await
+    }
+
+    async fn replicas_of(
+        &self,
+        secret: &SecretArn,
+        info: &crate::aws::SecretInfo,
+    ) -> Result<Vec<ReplicaKey>, Failure> {
         let mut replicas = Vec::with_capacity(info.replicas.len());
         for r in &info.replicas {
             let replica = replica_arn(secret, &r.region)?;
@@ -148,7 +168,7 @@ impl Applier {
                 key,
             });
         }
-        Ok(Keys { primary, replicas })
+        Ok(replicas)
     }
 
     /// The replica keys a revoke removes statements from: every replica's customer managed key,

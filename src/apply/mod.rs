@@ -5,10 +5,11 @@
 //! `applying`, and a job row is journaled), and runs one read-modify-write per policy for all of them
 //! ([`rmw`]):
 //!
-//! DescribeSecret (refuse replicas and the AWS managed key) -> DescribeKey (customer managed, enabled)
-//! ([`key`]) -> key policy: read, merge, lint, journal, write, read back, compare -> resource policy: the
-//! same, with `BlockPublicPolicy=true` -> evaluate the read-back policies with [`crate::policy::eval`]
-//! ([`verify`]) -> `active`.
+//! DescribeSecret (refuse replicas and the AWS managed key) -> DescribeKey (customer managed, enabled;
+//! the same for each replica's key, in its region) ([`key`]) -> key policy: read, merge, lint, journal,
+//! write, read back, compare -> each replica's key policy: the same -> resource policy (the primary's
+//! only: AWS replicates it): the same, with `BlockPublicPolicy=true` -> evaluate the read-back policies
+//! in every region with [`crate::policy::eval`] ([`verify`]) -> `active`.
 //!
 //! Each write is journaled (with the Sids it adds) before it is sent. When a step fails, the job is
 //! compensated ([`compensate`]) by removing exactly the statements it added from the *current* policies

@@ -84,8 +84,8 @@ impl Applier {
             // The secret's replicas (issue 18 part 2): each share is decided in every region, with
             // each replica's own key (the resource policy is the primary's, replicated by AWS).
             let replicas = match SecretArn::parse(&secret) {
-                Ok(arn) => match self.resolve_keys(&arn).await {
-                    Ok(k) => k.replicas,
+                Ok(arn) => match self.resolve_replicas(&arn).await {
+                    Ok(r) => r,
                     Err(f) => {
                         fail(
                             &mut review,
@@ -206,7 +206,7 @@ impl Applier {
                     .zip(per_action)
                     .map(|(a, d)| ReviewAction {
                         action: a.as_str().to_owned(),
-                        decision: Verdict::all(d.into_iter()),
+                        decision: Verdict::all(d),
                     })
                     .collect();
                 let decision = Verdict::all(actions.iter().map(|a| a.decision));
