@@ -96,6 +96,11 @@ async fn a_replicated_secret_shares_verifies_and_revokes_in_every_region() {
         "{resource_calls:?}"
     );
     assert_eq!(f.aws.count("kms:PutKeyPolicy"), 3);
+    // What the apply cost: 7 calls for the primary (DescribeSecret, the key's read, write and
+    // read-back, the resource policy's), one DescribeKey per key (cached afterwards), and a read, a
+    // write and a read-back per replica key: 16 (README, "Applying shares to AWS").
+    assert_eq!(f.aws.count("kms:DescribeKey"), 3);
+    assert_eq!(f.aws.calls().len(), 16, "{:?}", f.aws.calls());
     // The journal names each replica key's entry with its key.
     let job = &f.jobs().await[0];
     assert_eq!(job.key_sids.len(), 3, "{:?}", job.key_sids);
