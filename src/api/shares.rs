@@ -176,6 +176,9 @@ pub(crate) struct ConsumerInstructions {
         example = "aws secretsmanager get-secret-value --secret-id arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-AbCdEf --version-stage AWSCURRENT --region us-east-1"
     )]
     pub(crate) command: String,
+    /// The call for each region the secret can be read in: `command` (the primary's region) first,
+    /// then one per replica, with the replica's ARN and region.
+    pub(crate) commands: Vec<String>,
     /// Things the consumer must know.
     pub(crate) notes: Vec<String>,
 }
@@ -1148,18 +1151,43 @@ pub(crate) async fn consumer(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ConsumerInstructions>> {
-    use crate::policy::compose::{compose, consumer_cli};
+    use crate::policy::compose::{compose_replicated, consumer_clis};
     let share = share_or_404(&app, &id).await?;
     let grant = crate::apply::grant_of(&share)?;
-    let key = match share.key_arn.clone() {
-        Some(k) => k,
-        None => app
-            .applier
-            .resolve_key(&grant.secret)
-            .await
-            .map_err(|e| aws_gone(&share, e.into()))?,
+    // The secret's replicas (issue 18 part 2): each is read in its own region with its own key.
+    let mut replica_note = None;
+    let (key, replicas) = match share.key_arn.clone() {
+        Some(k) if !app.applier.enabled() => (k, Vec::new()),
+        Some(k) => match app.applier.resolve_replicas(&grant.secret).await {
+            Ok(replicas) => (k, replicas),
+            Err(e) => {
+                replica_note = Some(format!(
+                    "the secret's replicas could not be read ({e}): the calls and the identity policy \
+                     cover the primary region only"
+                ));
+                (k, Vec::new())
+            }
+        },
+        None => {
+            let keys = app
+                .applier
+                .resolve_keys(&grant.secret)
+                .await
+                .map_err(|e| aws_gone(&share, e.into()))?;
+            (keys.primary, keys.replicas)
+        }
     };
-    let composed = compose(&grant, &key);
+    let pairs: Vec<_> = replicas.iter().map(|r| (&r.secret, &r.key)).collect();
+    let composed = compose_replicated(
+        &grant,
+        &key,
+        &pairs,
+        &crate::policy::compose::InstallationId::default(),
+    );
+    let commands = consumer_clis(
+        &grant,
+        &replicas.iter().map(|r| &r.secret).collect::<Vec<_>>(),
+    );
     let mut notes = vec![match grant.principal.kind() {
         PrincipalKind::Organization => format!(
             "the secret is shared with every account of organization {}: each consumer account attaches \
@@ -1189,13 +1217,23 @@ pub(crate) async fn consumer(
             share.status
         ));
     }
+    if !replicas.is_empty() {
+        let regions: Vec<&str> = replicas.iter().map(|r| r.secret.region()).collect();
+        notes.push(format!(
+            "the secret is replicated to {}: each replica is read in its own region with its own ARN (see \
+             commands) and decrypted with its own key, all named in the identity policy",
+            regions.join(", ")
+        ));
+    }
+    notes.extend(replica_note);
     Ok(Json(ConsumerInstructions {
         share_id: share.id.to_string(),
         principal_arn: share.principal_arn.to_string(),
         secret_arn: share.secret_arn.to_string(),
         key_arn: key.as_str().to_owned(),
         identity_policy: composed.identity_policy,
-        command: consumer_cli(&grant),
+        command: commands[0].clone(),
+        commands,
         notes,
     }))
 }

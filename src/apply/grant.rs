@@ -9,7 +9,7 @@ use super::{Applier, Failure};
 use crate::domain::{ShareId, ShareStatus};
 use crate::policy::arn::KmsKeyArn;
 use crate::policy::compose::{
-    Grant, InstallationId, is_unique_id, key_statement_for, legacy_statements,
+    Grant, InstallationId, grant_in, is_unique_id, key_statement_for, legacy_statements,
     one_principal_statements_for, resource_statements_for,
 };
 use crate::policy::document::PolicyDocument;
@@ -90,6 +90,22 @@ pub(crate) fn share_sids(grant: &Grant, installation: &InstallationId) -> ShareS
 pub(super) struct Needed {
     pub(super) resource: HashSet<String>,
     pub(super) key: HashSet<(String, String)>,
+}
+
+/// The region of a secret ARN (its fourth field).
+fn secret_region(secret: &str) -> &str {
+    secret.split(':').nth(3).unwrap_or_default()
+}
+
+/// What a share holds in the key policy of its secret's replica `replica` (an entry, as
+/// [`share_sids`]' `key`): its key statement composed for the replica. Earlier versions wrote nothing
+/// on replica keys, so there is no earlier form.
+pub(crate) fn replica_key_entry(
+    grant: &Grant,
+    replica: &crate::policy::arn::SecretArn,
+    installation: &InstallationId,
+) -> String {
+    merge::entry_of(&key_statement_for(&grant_in(grant, replica), installation))
 }
 
 /// The unique id (AROA..., AIDA...) that stands where the principal of `entry` was: in the statement
@@ -178,6 +194,22 @@ impl Applier {
                 needed
                     .resource
                     .extend(share_sids(&g, installation).resource);
+            }
+        }
+        // A replica's key (in another region than the secret's) holds the statements of the secret's
+        // live shares composed for that replica (its ARN pattern, its region's ViaService): those
+        // shares need them, whichever key their row names (it names the primary's).
+        for key in keys.iter().filter(|k| k.region() != secret_region(secret)) {
+            let Ok(replica) = crate::policy::arn::SecretArn::parse(secret)
+                .and_then(|s| s.in_region(key.region()))
+            else {
+                continue;
+            };
+            for s in of_secret.iter().filter(|s| !skip(s)) {
+                if let Ok(g) = grant_of(s) {
+                    let e = replica_key_entry(&g, &replica, installation);
+                    needed.key.insert((key.as_str().to_owned(), e));
+                }
             }
         }
         for (key, s) in with_key.iter().filter(|(_, s)| !skip(s)) {

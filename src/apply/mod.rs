@@ -5,10 +5,11 @@
 //! `applying`, and a job row is journaled), and runs one read-modify-write per policy for all of them
 //! ([`rmw`]):
 //!
-//! DescribeSecret (refuse replicas and the AWS managed key) -> DescribeKey (customer managed, enabled)
-//! ([`key`]) -> key policy: read, merge, lint, journal, write, read back, compare -> resource policy: the
-//! same, with `BlockPublicPolicy=true` -> evaluate the read-back policies with [`crate::policy::eval`]
-//! ([`verify`]) -> `active`.
+//! DescribeSecret (refuse replicas and the AWS managed key) -> DescribeKey (customer managed, enabled;
+//! the same for each replica's key, in its region) ([`key`]) -> key policy: read, merge, lint, journal,
+//! write, read back, compare -> each replica's key policy: the same -> resource policy (the primary's
+//! only: AWS replicates it): the same, with `BlockPublicPolicy=true` -> evaluate the read-back policies
+//! in every region with [`crate::policy::eval`] ([`verify`]) -> `active`.
 //!
 //! Each write is journaled (with the Sids it adds) before it is sent. When a step fails, the job is
 //! compensated ([`compensate`]) by removing exactly the statements it added from the *current* policies
@@ -177,12 +178,18 @@ pub(crate) const ROOM_READ_TTL: std::time::Duration = std::time::Duration::from_
 /// One read of a secret's live policies for approval checks: done once, by whichever check comes first.
 pub(crate) type RoomRead = tokio::sync::OnceCell<RoomTexts>;
 
-/// A secret's key and the texts of its resource and key policies (`None`: no policy), as read.
+/// A secret's key and the texts of its resource and key policies (`None`: no policy), and each
+/// replica's ARN, key and key policy, as read.
 #[derive(Debug, Clone)]
 pub(crate) struct RoomTexts {
     pub(crate) key: crate::policy::arn::KmsKeyArn,
     pub(crate) resource_policy: Option<String>,
     pub(crate) key_policy: Option<String>,
+    pub(crate) replicas: Vec<(
+        crate::policy::arn::SecretArn,
+        crate::policy::arn::KmsKeyArn,
+        Option<String>,
+    )>,
 }
 
 /// The actor of the saga's audit rows.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
+use super::grant::replica_key_entry;
 use super::rmw::Policy;
 use super::{Applier, Failure, SYSTEM, grant_of, share_sids};
 use crate::domain::{ShareId, ShareStatus, fmt_time};
@@ -46,6 +47,22 @@ impl Applier {
                 }
             }
             grants.push(g);
+        }
+        // The replicas' keys: a share applied to a replicated secret holds an entry in each (its key
+        // statement composed for the replica). They are read from DescribeSecret now; a replica removed
+        // since keeps what was written on its key (see ARCHITECTURE.md).
+        let mut replica_of: HashMap<KmsKeyArn, crate::policy::arn::SecretArn> = HashMap::new();
+        if !grants.is_empty() {
+            for r in self.replica_keys_for_revoke(&secret).await? {
+                let entry = by_key.entry(r.key.clone()).or_default();
+                for g in &grants {
+                    let e = replica_key_entry(g, &r.secret, installation);
+                    if !entry.contains(&e) {
+                        entry.push(e);
+                    }
+                }
+                replica_of.insert(r.key, r.secret);
+            }
         }
         let mut keys: Vec<KmsKeyArn> = by_key.keys().cloned().collect();
         keys.sort_by(|a, b| a.as_str().cmp(b.as_str()));
@@ -135,8 +152,12 @@ impl Applier {
                     })
                     .collect()
             };
+            let (policy, key_secret) = match replica_of.get(key) {
+                Some(replica) => (Policy::ReplicaKey(key), replica),
+                None => (Policy::Key(key), &secret),
+            };
             let (keep, remove): (Vec<String>, Vec<String>) = self
-                .present_and_dead(Policy::Key(key), by_key[key].clone(), &live_key)
+                .present_and_dead(policy, by_key[key].clone(), &live_key)
                 .await?
                 .into_iter()
                 .partition(|sid| needed.key.contains(&(key.as_str().to_owned(), sid.clone())));
@@ -145,14 +166,14 @@ impl Applier {
                 self.journal_step(job, "key_policy_write", Some(key.as_str()))
                     .await?;
                 let ctx = Context {
-                    secret: &secret,
+                    secret: key_secret,
                     key: Some(key),
                     owner: &owner,
                 };
                 let lock = self.lock_for(key.as_str());
                 let _g = lock.lock().await;
                 let _key_lease = self.key_lease(key.as_str()).await;
-                self.rmw(Some(job), Policy::Key(key), &ctx, &[], &remove, false)
+                self.rmw(Some(job), policy, &ctx, &[], &remove, false)
                     .await?;
             }
             removed.extend(remove);

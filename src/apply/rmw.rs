@@ -14,26 +14,46 @@ use crate::store::jobs::{self, Target};
 /// A policy the saga writes.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Policy<'a> {
+    /// The policy of the primary secret's key.
     Key(&'a KmsKeyArn),
+    /// The policy of a replica's key (in the replica's region, its own key).
+    ReplicaKey(&'a KmsKeyArn),
     Resource(&'a SecretArn),
 }
 
+/// A journal entry of a replica key's policy: `"<key ARN> <entry>"`. A key ARN starts with `arn:`, a
+/// Sid (the first word of any other entry) never does, so the two kinds cannot be confused, and the
+/// journal's `key_sids` column holds both without a migration.
+pub(crate) fn replica_entry(key: &KmsKeyArn, entry: &str) -> String {
+    format!("{} {entry}", key.as_str())
+}
+
+/// Splits a journal entry of `key_sids`: `(Some(replica key ARN), entry)` for a replica key's, `(None,
+/// entry)` for the primary key's.
+pub(crate) fn split_replica_entry(e: &str) -> (Option<&str>, &str) {
+    match e.split_once(' ') {
+        Some((arn, rest)) if arn.starts_with("arn:") => (Some(arn), rest),
+        _ => (None, e),
+    }
+}
+
 impl Policy<'_> {
-    pub(super) fn name(&self) -> &'static str {
+    pub(super) fn name(&self) -> String {
         match self {
-            Policy::Key(_) => "key policy",
-            Policy::Resource(_) => "resource policy",
+            Policy::Key(_) => "key policy".into(),
+            Policy::ReplicaKey(k) => format!("key policy of the replica in {}", k.region()),
+            Policy::Resource(_) => "resource policy".into(),
         }
     }
     fn target(&self) -> Target {
         match self {
-            Policy::Key(_) => Target::Key,
+            Policy::Key(_) | Policy::ReplicaKey(_) => Target::Key,
             Policy::Resource(_) => Target::Resource,
         }
     }
     fn kind(&self) -> DocumentKind {
         match self {
-            Policy::Key(_) => DocumentKind::KeyPolicy,
+            Policy::Key(_) | Policy::ReplicaKey(_) => DocumentKind::KeyPolicy,
             Policy::Resource(_) => DocumentKind::ResourcePolicy,
         }
     }
@@ -42,7 +62,9 @@ impl Policy<'_> {
 impl Applier {
     pub(super) async fn read(&self, p: Policy<'_>) -> Result<Option<String>, Failure> {
         Ok(match p {
-            Policy::Key(k) => Some(self.kms.get_key_policy(k.as_str()).await?),
+            Policy::Key(k) | Policy::ReplicaKey(k) => {
+                Some(self.kms.get_key_policy(k.as_str()).await?)
+            }
             Policy::Resource(s) => self.secrets.get_resource_policy(s.as_str()).await?,
         })
     }
@@ -141,7 +163,11 @@ impl Applier {
             }
             if let Some(job) = job {
                 let (job, now, target) = (job.to_owned(), self.now(), p.target());
-                let added2 = added.clone();
+                // A replica key's entries name their key: compensation removes them from that key.
+                let added2: Vec<String> = match p {
+                    Policy::ReplicaKey(k) => added.iter().map(|e| replica_entry(k, e)).collect(),
+                    _ => added.clone(),
+                };
                 self.store
                     .write(move |c| jobs::write_started(c, &job, target, &added2, &now))
                     .await?;
@@ -154,7 +180,7 @@ impl Applier {
                         }
                         None
                     }
-                    Policy::Key(_) => {
+                    Policy::Key(_) | Policy::ReplicaKey(_) => {
                         return Err(Failure::new(
                             FailureKind::Policy,
                             "refusing to write an empty key policy",
@@ -164,12 +190,14 @@ impl Applier {
             } else {
                 let text = doc.render();
                 let put = match p {
-                    Policy::Key(k) => self.kms.put_key_policy(k.as_str(), &text).await,
+                    Policy::Key(k) | Policy::ReplicaKey(k) => {
+                        self.kms.put_key_policy(k.as_str(), &text).await
+                    }
                     Policy::Resource(s) => {
                         self.secrets.put_resource_policy(s.as_str(), &text).await
                     }
                 };
-                put.map_err(|e| super::failure::refused_write(e, p.name(), &text, &added))?;
+                put.map_err(|e| super::failure::refused_write(e, &p.name(), &text, &added))?;
                 Some(doc)
             };
             let back = self.read(p).await?;
@@ -186,7 +214,7 @@ impl Applier {
                 return Ok(back_doc);
             }
             tracing::warn!(
-                policy = p.name(),
+                policy = %p.name(),
                 attempt,
                 "the policy changed between our read and our read-back; retrying"
             );

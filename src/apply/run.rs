@@ -11,7 +11,7 @@ use super::verify::identity_document;
 use super::{Applier, Failure, FailureKind, SYSTEM, grant_of, share_sids};
 use crate::domain::{ShareId, ShareStatus};
 use crate::policy::arn::{KmsKeyArn, SecretArn};
-use crate::policy::compose::{Composed, Grant, compose_for};
+use crate::policy::compose::{Composed, Grant, compose_replicated, grant_in, key_statement_for};
 use crate::policy::lint::Context;
 use crate::policy::merge::entry_of;
 use crate::store::jobs::{self, JobState};
@@ -88,28 +88,31 @@ impl Applier {
         let grants = shares.iter().map(grant_of).collect::<Result<Vec<_>, _>>()?;
         let secret = grants[0].secret.clone();
         self.journal_step(job, "describe", None).await?;
-        let key = self.resolve_key(&secret).await?;
+        // The primary's key and every replica's (a replica on the AWS managed key or a disabled key
+        // refuses the share, naming its region).
+        let keys = self.resolve_keys(&secret).await?;
+        let key = keys.primary.clone();
         self.journal_step(job, "compose", Some(key.as_str()))
             .await?;
         let installation = &self.settings.installation;
+        let replicas: Vec<(&SecretArn, &KmsKeyArn)> =
+            keys.replicas.iter().map(|r| (&r.secret, &r.key)).collect();
         let composed: Vec<Composed> = grants
             .iter()
-            .map(|g| compose_for(g, &key, installation))
+            .map(|g| compose_replicated(g, &key, &replicas, installation))
             .collect();
+        // One statement per entry: list statements share a Sid across principals.
+        let push = |list: &mut Vec<Value>, v: &Value| {
+            if !list.iter().any(|s| entry_of(s) == entry_of(v)) {
+                list.push(v.clone());
+            }
+        };
         let mut key_stmts: Vec<Value> = Vec::new();
         let mut res_stmts: Vec<Value> = Vec::new();
         for c in &composed {
-            // One statement per entry: list statements share a Sid across principals.
-            if !key_stmts
-                .iter()
-                .any(|s| entry_of(s) == entry_of(&c.key_statement))
-            {
-                key_stmts.push(c.key_statement.clone());
-            }
+            push(&mut key_stmts, &c.key_statement);
             for r in c.resource_statements() {
-                if !res_stmts.iter().any(|s| entry_of(s) == entry_of(r)) {
-                    res_stmts.push(r.clone());
-                }
+                push(&mut res_stmts, r);
             }
         }
         let owner = self.owner_for(&grants);
@@ -118,20 +121,45 @@ impl Applier {
             key: Some(&key),
             owner: &owner,
         };
-        let key_doc = {
-            let lock = self.lock_for(key.as_str());
-            let _g = lock.lock().await;
-            let _key_lease = self.key_lease(key.as_str()).await;
-            self.rmw(
-                Some(job),
-                Policy::Key(&key),
-                &ctx,
-                &key_stmts,
-                &[],
-                overwrite_edits,
-            )
-            .await?
-        };
+        let key_doc = self
+            .write_key(job, Policy::Key(&key), &ctx, &key_stmts, overwrite_edits)
+            .await?;
+        // Each replica's key, in the same job: journaled like the primary's (its entries name the key),
+        // so a failure in any region compensates every region written so far.
+        let mut replica_docs = Vec::with_capacity(keys.replicas.len());
+        for r in &keys.replicas {
+            let mut stmts: Vec<Value> = Vec::new();
+            for g in &grants {
+                push(
+                    &mut stmts,
+                    &key_statement_for(&grant_in(g, &r.secret), installation),
+                );
+            }
+            let ctx = Context {
+                secret: &r.secret,
+                key: Some(&r.key),
+                owner: &owner,
+            };
+            let doc = self
+                .write_key(
+                    job,
+                    Policy::ReplicaKey(&r.key),
+                    &ctx,
+                    &stmts,
+                    overwrite_edits,
+                )
+                .await?;
+            replica_docs.push(doc.ok_or_else(|| {
+                Failure::new(
+                    FailureKind::Policy,
+                    format!(
+                        "the key policy of the replica in {} read back is empty",
+                        r.secret.region()
+                    ),
+                )
+            })?);
+        }
+        // The resource policy is written on the primary only: Secrets Manager replicates it.
         let res_doc = self
             .rmw(
                 Some(job),
@@ -148,21 +176,52 @@ impl Applier {
         })?;
         for (g, c) in grants.iter().zip(&composed) {
             let identity = identity_document(c)?;
-            if let Err((action, r)) = self.verify(g, &key, &identity, res_doc.as_ref(), &key_doc) {
-                return Err(Failure::new(
-                    FailureKind::Policy,
-                    format!(
-                        "the policies were written but do not grant {} {action} ({}): {}",
-                        g.principal,
-                        r.decision,
-                        r.reasons.join("; ")
-                    ),
-                ));
+            let regions = std::iter::once((g.clone(), &key, &key_doc)).chain(
+                keys.replicas
+                    .iter()
+                    .zip(&replica_docs)
+                    .map(|(r, d)| (grant_in(g, &r.secret), &r.key, d)),
+            );
+            for (rg, k, kd) in regions {
+                if let Err((action, r)) = self.verify(&rg, k, &identity, res_doc.as_ref(), kd) {
+                    return Err(Failure::new(
+                        FailureKind::Policy,
+                        format!(
+                            "the policies were written but do not grant {} {action} in {} ({}): {}",
+                            g.principal,
+                            rg.secret.region(),
+                            r.decision,
+                            r.reasons.join("; ")
+                        ),
+                    ));
+                }
             }
         }
         self.leave_old_keys(job, shares, &grants, &secret, &key)
             .await?;
         Ok(key)
+    }
+
+    /// One key policy's read-modify-write under the key's in-process lock and database lease.
+    async fn write_key(
+        &self,
+        job: &str,
+        p: Policy<'_>,
+        ctx: &Context<'_>,
+        stmts: &[Value],
+        overwrite_edits: bool,
+    ) -> Result<Option<crate::policy::document::PolicyDocument>, Failure> {
+        let (Policy::Key(k) | Policy::ReplicaKey(k)) = p else {
+            return Err(Failure::new(
+                FailureKind::Internal,
+                "write_key of a resource policy",
+            ));
+        };
+        let lock = self.lock_for(k.as_str());
+        let _g = lock.lock().await;
+        let _key_lease = self.key_lease(k.as_str()).await;
+        self.rmw(Some(job), p, ctx, stmts, &[], overwrite_edits)
+            .await
     }
 
     /// A share applied before with another key (the secret was re-encrypted since) leaves that key:

@@ -587,3 +587,5 @@ async fn a_break_glass_share_reviewed_unjustified_while_applying_is_not_applied_
     let said = requeued.details["reason"].as_str().unwrap();
     assert!(said.contains("not applied again"), "{said}");
 }
+
+mod replicas;

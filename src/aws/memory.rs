@@ -22,6 +22,8 @@ pub(crate) struct MemorySecret {
     pub(crate) policy: Option<String>,
     /// Scheduled for deletion.
     pub(crate) deleted: bool,
+    /// For a primary, its replicas as DescribeSecret lists them.
+    pub(crate) replicas: Vec<super::ReplicaInfo>,
 }
 
 /// A key as the fake keeps it.
@@ -96,6 +98,18 @@ impl MemoryAws {
         if let Some(s) = self.state().secrets.get_mut(arn) {
             s.policy = policy.map(str::to_owned);
         }
+    }
+
+    /// Disables (or enables) a key.
+    pub(crate) fn set_key_enabled(&self, arn: &str, enabled: bool) {
+        if let Some(k) = self.state().keys.get_mut(arn) {
+            k.enabled = enabled;
+        }
+    }
+
+    /// Every call made so far, in order: (IAM action, resource).
+    pub(crate) fn calls(&self) -> Vec<(&'static str, String)> {
+        self.state().calls.clone()
     }
 
     /// The key policy as stored.
@@ -203,6 +217,7 @@ impl SecretsApi for MemoryAws {
             kms_key_id: s.kms_key_id.clone(),
             primary_region: s.primary_region.clone(),
             deleted: s.deleted,
+            replicas: s.replicas.clone(),
         })
     }
 

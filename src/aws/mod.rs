@@ -39,6 +39,22 @@ pub struct SecretInfo {
     pub(crate) primary_region: Option<String>,
     /// Whether the secret is scheduled for deletion (DescribeSecret's `DeletedDate`).
     pub(crate) deleted: bool,
+    /// For a primary secret, its replicas (DescribeSecret's `ReplicationStatus`), in the order AWS
+    /// lists them; empty for a secret that is not replicated (and for a replica).
+    pub(crate) replicas: Vec<ReplicaInfo>,
+}
+
+/// One replica of a primary secret, as DescribeSecret's `ReplicationStatus` lists it
+/// (`ReplicationStatusType`: `Region`, `KmsKeyId`, `Status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    /// The replica's region (`^([a-z]+-)+\d+$` per the API reference; the broker parses it into the
+    /// replica's ARN, which refuses anything else).
+    pub(crate) region: String,
+    /// The replica's own key: an ARN, a key id or an alias; `None` means the AWS managed key.
+    pub(crate) kms_key_id: Option<String>,
+    /// `InSync`, `InProgress` or `Failed`.
+    pub(crate) status: Option<String>,
 }
 
 /// What DescribeKey tells the broker.

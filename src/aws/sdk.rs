@@ -392,6 +392,17 @@ impl SecretsApi for SdkAws {
                 kms_key_id: out.kms_key_id().map(str::to_owned),
                 primary_region: out.primary_region().map(str::to_owned),
                 deleted: out.deleted_date().is_some(),
+                replicas: out
+                    .replication_status()
+                    .iter()
+                    .filter_map(|r| {
+                        Some(super::ReplicaInfo {
+                            region: r.region()?.to_owned(),
+                            kms_key_id: r.kms_key_id().filter(|k| !k.is_empty()).map(str::to_owned),
+                            status: r.status().map(|s| s.as_str().to_owned()),
+                        })
+                    })
+                    .collect(),
             })
         })
         .await

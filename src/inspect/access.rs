@@ -10,8 +10,8 @@ use super::{Live, LivePolicies};
 use crate::apply::verify::identity_document;
 use crate::apply::{Applier, Failure, FailureKind, grant_of};
 use crate::domain::{ShareAction, ShareStatus};
-use crate::policy::arn::{PrincipalArn, PrincipalKind, SecretArn};
-use crate::policy::compose::{Grant, compose};
+use crate::policy::arn::{KmsKeyArn, PrincipalArn, PrincipalKind, SecretArn};
+use crate::policy::compose::{Grant, compose, compose_replicated, grant_in};
 use crate::policy::document::PolicyDocument;
 use crate::policy::eval::{self, CheckResult, Verdict};
 use crate::store::rows::{self, Share};
@@ -81,6 +81,50 @@ impl Applier {
                 continue;
             }
             review.secrets += 1;
+            // The secret's replicas (issue 18 part 2): each share is decided in every region, with
+            // each replica's own key (the resource policy is the primary's, replicated by AWS).
+            let replicas = match SecretArn::parse(&secret) {
+                Ok(arn) => match self.resolve_replicas(&arn).await {
+                    Ok(r) => r,
+                    Err(f) => {
+                        fail(
+                            &mut review,
+                            format!(
+                                "its replicas could not be reviewed (the primary region is): {}",
+                                f.message
+                            ),
+                        );
+                        Vec::new()
+                    }
+                },
+                Err(_) => Vec::new(),
+            };
+            let mut replica_policies = Vec::with_capacity(replicas.len());
+            for r in &replicas {
+                if let Err(f) = live.fetch_key(&r.key).await {
+                    fail(&mut review, f.message);
+                    continue;
+                }
+                match live.key(&r.key).map(|l| &l.doc) {
+                    Some(Ok(Some(_))) => replica_policies.push(r),
+                    Some(Err(e)) => fail(
+                        &mut review,
+                        format!(
+                            "the key policy of the replica in {} does not parse: {e}",
+                            r.secret.region()
+                        ),
+                    ),
+                    _ => fail(
+                        &mut review,
+                        format!(
+                            "the key policy of the replica in {} is empty",
+                            r.secret.region()
+                        ),
+                    ),
+                }
+            }
+            let pairs: Vec<(&SecretArn, &KmsKeyArn)> =
+                replicas.iter().map(|r| (&r.secret, &r.key)).collect();
             for share in shares {
                 let (Ok(grant), Some(key)) = (grant_of(&share), share.key_arn.clone()) else {
                     continue;
@@ -105,33 +149,64 @@ impl Applier {
                 let identity = match identities.get(share.principal_arn.as_str()) {
                     Some(d) => d,
                     None => {
-                        generated = identity_document(&compose(&grant, &key))?;
+                        generated = identity_document(&compose_replicated(
+                            &grant,
+                            &key,
+                            &pairs,
+                            &self.settings.installation,
+                        ))?;
                         &generated
                     }
                 };
                 // An organization or OU share is evaluated for some account of it (the org context
                 // its statements name), as verification does.
                 let org = eval::OrgContext::of_consumer(&grant.principal);
-                // Every action the share grants, each through the layers it needs: the share's
-                // answer is allow only when every one is.
+                // Every action the share grants, each through the layers it needs, in every region
+                // (the primary's, then each replica's with its own key): the share's answer is allow
+                // only when every one is.
+                let mut in_regions = vec![(grant.clone(), &key, key_policy)];
+                for r in &replica_policies {
+                    if let Some(d) = live.key(&r.key).and_then(Live::document) {
+                        in_regions.push((grant_in(&grant, &r.secret), &r.key, d));
+                    }
+                }
+                let mut regions = Vec::with_capacity(in_regions.len());
+                let mut per_action: Vec<Vec<Verdict>> = vec![Vec::new(); grant.actions.len()];
+                for (g, k, kp) in &in_regions {
+                    let decisions: Vec<Verdict> = grant
+                        .actions
+                        .iter()
+                        .map(|a| {
+                            eval::decide(&eval::Check {
+                                principal: &g.principal,
+                                secret: &g.secret,
+                                key: k,
+                                version_stage: g.version_stage.as_deref(),
+                                identity_policy: identity,
+                                resource_policy: resource,
+                                key_policy: kp,
+                                now: Some(now),
+                                action: a.as_str(),
+                                guardrails: &eval::Guardrails::NONE,
+                                org: org.as_ref(),
+                            })
+                        })
+                        .collect();
+                    for (i, d) in decisions.iter().enumerate() {
+                        per_action[i].push(*d);
+                    }
+                    regions.push(ReviewRegion {
+                        region: g.secret.region().to_owned(),
+                        decision: Verdict::all(decisions.iter().copied()),
+                    });
+                }
                 let actions: Vec<ReviewAction> = grant
                     .actions
                     .iter()
-                    .map(|a| ReviewAction {
+                    .zip(per_action)
+                    .map(|(a, d)| ReviewAction {
                         action: a.as_str().to_owned(),
-                        decision: eval::decide(&eval::Check {
-                            principal: &grant.principal,
-                            secret: &grant.secret,
-                            key: &key,
-                            version_stage: grant.version_stage.as_deref(),
-                            identity_policy: identity,
-                            resource_policy: resource,
-                            key_policy,
-                            now: Some(now),
-                            action: a.as_str(),
-                            guardrails: &eval::Guardrails::NONE,
-                            org: org.as_ref(),
-                        }),
+                        decision: Verdict::all(d),
                     })
                     .collect();
                 let decision = Verdict::all(actions.iter().map(|a| a.decision));
@@ -143,6 +218,7 @@ impl Applier {
                     consumer_kind: share.principal_arn.kind(),
                     decision,
                     actions,
+                    regions,
                 });
             }
         }
@@ -239,8 +315,20 @@ pub(crate) struct ReviewItem {
     /// `allow` when every action of the share is allowed, `deny` when one is denied, else `unknown`
     /// (ask `/v1/access-checks` why, with the action).
     pub(crate) decision: Verdict,
-    /// The decision for each action the share grants.
+    /// The decision for each action the share grants (in every region of a replicated secret).
     pub(crate) actions: Vec<ReviewAction>,
+    /// The decision in each region the secret can be read in: the primary's, then each replica's
+    /// (issue 18 part 2), each with its own key.
+    pub(crate) regions: Vec<ReviewRegion>,
+}
+
+/// The review's decision for a share in one region.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct ReviewRegion {
+    /// The region.
+    pub(crate) region: String,
+    /// `allow` when every action is allowed there, `deny` when one is denied, else `unknown`.
+    pub(crate) decision: Verdict,
 }
 
 /// The review's decision for one action of a share.

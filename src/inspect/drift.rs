@@ -8,7 +8,10 @@ use crate::apply::verify::identity_document;
 use crate::apply::{Applier, Failure, FailureKind, grant_of, sid_of, unique_ids_in};
 use crate::domain::ShareStatus;
 use crate::policy::arn::{KmsKeyArn, SecretArn};
-use crate::policy::compose::{compose_for, legacy_statements, one_principal_statements_for};
+use crate::policy::compose::{
+    compose_replicated, grant_in, key_statement_for, legacy_statements,
+    one_principal_statements_for,
+};
 use crate::policy::document::PolicyDocument;
 use crate::policy::merge;
 use crate::store::rows;
@@ -31,7 +34,9 @@ impl Applier {
         // re-encrypted since) no longer lets its consumer decrypt new versions.
         // A transient failure skips this secret's check (like a failed policy read); a refusal (the AWS
         // managed key, a disabled key) or a deleted secret is drift.
-        let current_key = match self.resolve_key(secret).await {
+        // With the keys of the secret's replicas: each must still hold the share's statement for its
+        // replica (a replica moved to the AWS managed key or a disabled key is drift, naming its region).
+        let current = match self.resolve_keys(secret).await {
             Ok(k) => Ok(k),
             Err(f) if matches!(f.kind, FailureKind::Refused | FailureKind::NotFound) => {
                 Err(f.message)
@@ -43,6 +48,14 @@ impl Applier {
         for key in applied.iter().flatten() {
             live.fetch_key(key).await?;
         }
+        let replicas = current
+            .as_ref()
+            .map(|k| k.replicas.clone())
+            .unwrap_or_default();
+        for r in &replicas {
+            live.fetch_key(&r.key).await?;
+        }
+        let current_key = current.map(|k| k.primary);
         let no_longer_parses =
             |what: &'static str| move |e: &str| format!("the {what} no longer parses: {e}");
         let resource = match live.resource(secret) {
@@ -70,7 +83,9 @@ impl Applier {
                 None => Ok(None),
             };
             let grant = grant_of(share)?;
-            let c = compose_for(&grant, &key, &self.settings.installation);
+            let pairs: Vec<(&SecretArn, &KmsKeyArn)> =
+                replicas.iter().map(|r| (&r.secret, &r.key)).collect();
+            let c = compose_replicated(&grant, &key, &pairs, &self.settings.installation);
             let (legacy_res, legacy_key) = legacy_statements(&grant);
             let (one_res, one_key) =
                 one_principal_statements_for(&grant, &self.settings.installation);
@@ -120,16 +135,50 @@ impl Applier {
                     }
                 }
             }
+            // Each replica's key: the share's statement composed for the replica.
+            let mut replica_docs = Vec::with_capacity(replicas.len());
+            for r in &replicas {
+                let name = format!("key policy of the replica in {}", r.secret.region());
+                let want =
+                    key_statement_for(&grant_in(&grant, &r.secret), &self.settings.installation);
+                match live
+                    .key(&r.key)
+                    .map(|l| l.parsed(|e| format!("the {name} no longer parses: {e}")))
+                {
+                    Some(Ok(d)) => {
+                        statement_drift(&name, d, &want, grant.principal.as_str(), &mut problems);
+                        replica_docs.push(d);
+                    }
+                    Some(Err(e)) => problems.push(e),
+                    None => problems.push(format!("the {name} was not read")),
+                }
+            }
             if problems.is_empty()
                 && let (Ok(res), Ok(Some(kp))) = (&resource, &key_doc)
             {
                 let identity = identity_document(&c)?;
-                if let Err((action, r)) = self.verify(&grant, &key, &identity, *res, kp) {
-                    problems.push(format!(
-                        "the policies no longer allow {action} ({}): {}",
-                        r.decision,
-                        r.reasons.join("; ")
-                    ));
+                let regions = std::iter::once((grant.clone(), &key, Some(*kp))).chain(
+                    replicas
+                        .iter()
+                        .zip(&replica_docs)
+                        .map(|(r, d)| (grant_in(&grant, &r.secret), &r.key, *d)),
+                );
+                for (g, k, kd) in regions {
+                    let Some(kd) = kd else {
+                        problems.push(format!(
+                            "the key policy of the replica in {} is empty",
+                            g.secret.region()
+                        ));
+                        continue;
+                    };
+                    if let Err((action, r)) = self.verify(&g, k, &identity, *res, kd) {
+                        problems.push(format!(
+                            "the policies no longer allow {action} in {} ({}): {}",
+                            g.secret.region(),
+                            r.decision,
+                            r.reasons.join("; ")
+                        ));
+                    }
                 }
             }
             if !problems.is_empty() {

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use crate::apply::{
     Applier, Failure, FailureKind, ROOM_READ_TTL, RoomRead, RoomTexts, grant_of, sid_of,
 };
-use crate::policy::compose::consumer_cli;
+use crate::policy::arn::{KmsKeyArn, SecretArn};
+use crate::policy::compose::{compose_replicated, consumer_cli, consumer_clis};
 use crate::policy::lint::Finding;
 use crate::policy::merge;
 use crate::policy::plan::{self, Existing};
@@ -25,8 +26,11 @@ impl Applier {
     /// The live plan of a share: its documents merged into the live policies, diffed and linted. No write.
     pub(crate) async fn live_plan(&self, share: &Share) -> Result<LivePlan, Failure> {
         let grant = grant_of(share)?;
-        let key = self.resolve_key(&grant.secret).await?;
-        let live = LivePolicies::load(self, grant.secret.as_str(), &[&key]).await?;
+        let keys = self.resolve_keys(&grant.secret).await?;
+        let key = keys.primary.clone();
+        let mut all: Vec<&KmsKeyArn> = vec![&key];
+        all.extend(keys.replicas.iter().map(|r| &r.key));
+        let live = LivePolicies::load(self, grant.secret.as_str(), &all).await?;
         let (resource, key_policy) = (
             live.resource(grant.secret.as_str()).ok_or_else(not_read)?,
             live.key(&key).ok_or_else(not_read)?,
@@ -41,6 +45,22 @@ impl Applier {
             &self.owner_for([&grant]),
         )
         .map_err(|e| Failure::new(FailureKind::Policy, e.to_string()))?;
+        let owner = self.owner_for([&grant]);
+        let mut replica_plans = Vec::with_capacity(keys.replicas.len());
+        let mut findings = p.findings.clone();
+        for r in &keys.replicas {
+            let current = live.key(&r.key).ok_or_else(not_read)?;
+            let rp =
+                plan::plan_replica_key(&grant, &r.secret, &r.key, current.text.as_deref(), &owner)
+                    .map_err(|e| {
+                        Failure::new(
+                            FailureKind::Policy,
+                            format!("replica in {}: {e}", r.secret.region()),
+                        )
+                    })?;
+            findings.extend(rp.findings.iter().cloned());
+            replica_plans.push((r, current, rp));
+        }
         let diff = |current: &Live, proposed: &str, ours: &[&Value]| -> PolicyDiff {
             let parse = |t: &str| serde_json::from_str::<Value>(t).unwrap_or(Value::Null);
             let doc = current.doc.as_ref().ok().and_then(Option::as_ref);
@@ -60,6 +80,20 @@ impl Applier {
                 },
             }
         };
+        let replica_key_policies = replica_plans
+            .iter()
+            .map(|(r, current, rp)| ReplicaKeyDiff {
+                region: r.secret.region().to_owned(),
+                secret_arn: r.secret.as_str().to_owned(),
+                key_arn: r.key.as_str().to_owned(),
+                key_policy: diff(current, &rp.key_policy, &[&rp.statement]),
+            })
+            .collect();
+        let pairs: Vec<(&SecretArn, &KmsKeyArn)> =
+            keys.replicas.iter().map(|r| (&r.secret, &r.key)).collect();
+        let identity =
+            compose_replicated(&grant, &key, &pairs, owner.installation()).identity_policy;
+        let replicas: Vec<&SecretArn> = keys.replicas.iter().map(|r| &r.secret).collect();
         Ok(LivePlan {
             key_arn: key.as_str().to_owned(),
             resource_policy: diff(
@@ -68,9 +102,11 @@ impl Applier {
                 &p.composed.resource_statements(),
             ),
             key_policy: diff(key_policy, &p.key_policy, &[&p.composed.key_statement]),
-            identity_policy: p.composed.identity_policy.clone(),
+            identity_policy: identity,
             consumer_command: consumer_cli(&grant),
-            findings: p.findings,
+            consumer_commands: consumer_clis(&grant, &replicas),
+            replica_key_policies,
+            findings,
         })
     }
 }
@@ -114,16 +150,39 @@ impl Applier {
         let texts = cell
             .get_or_try_init(|| async {
                 fresh = true;
-                let key = self.resolve_key(&grant.secret).await?;
-                let live = LivePolicies::load(self, grant.secret.as_str(), &[&key]).await?;
+                let keys = self.resolve_keys(&grant.secret).await?;
+                let mut all: Vec<&KmsKeyArn> = vec![&keys.primary];
+                all.extend(keys.replicas.iter().map(|r| &r.key));
+                let live = LivePolicies::load(self, grant.secret.as_str(), &all).await?;
                 let text = |l: Option<&Live>| l.ok_or_else(not_read).map(|l| l.text.clone());
+                let mut replicas = Vec::with_capacity(keys.replicas.len());
+                for r in &keys.replicas {
+                    replicas.push((r.secret.clone(), r.key.clone(), text(live.key(&r.key))?));
+                }
                 Ok::<_, Failure>(RoomTexts {
                     resource_policy: text(live.resource(grant.secret.as_str()))?,
-                    key_policy: text(live.key(&key))?,
-                    key,
+                    key_policy: text(live.key(&keys.primary))?,
+                    key: keys.primary.clone(),
+                    replicas,
                 })
             })
             .await?;
+        let owner = self.owner_for([grant]);
+        let mut findings = Vec::new();
+        for (replica, key, text) in &texts.replicas {
+            let rp = plan::plan_replica_key(grant, replica, key, text.as_deref(), &owner).map_err(
+                |e| {
+                    Failure::new(
+                        FailureKind::Policy,
+                        format!("replica in {}: {e}", replica.region()),
+                    )
+                },
+            )?;
+            findings.extend(rp.findings.into_iter().map(|mut f| {
+                f.message = format!("in {} (replica): {}", replica.region(), f.message);
+                f
+            }));
+        }
         let p = plan::plan(
             grant,
             &texts.key,
@@ -131,10 +190,11 @@ impl Applier {
                 resource_policy: texts.resource_policy.as_deref(),
                 key_policy: texts.key_policy.as_deref(),
             },
-            &self.owner_for([grant]),
+            &owner,
         )
         .map_err(|e| Failure::new(FailureKind::Policy, e.to_string()))?;
-        Ok((p.findings, fresh))
+        findings.splice(0..0, p.findings);
+        Ok((findings, fresh))
     }
 }
 
@@ -157,6 +217,19 @@ pub(crate) struct PolicyDiff {
     pub(crate) change: String,
 }
 
+/// One replica's key policy in a live plan.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct ReplicaKeyDiff {
+    /// The replica's region.
+    pub(crate) region: String,
+    /// The replica's ARN (the primary's with the replica's region).
+    pub(crate) secret_arn: String,
+    /// The replica's customer managed key.
+    pub(crate) key_arn: String,
+    /// Its key policy.
+    pub(crate) key_policy: PolicyDiff,
+}
+
 /// `GET /v1/shares/{id}/plan`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub(crate) struct LivePlan {
@@ -171,6 +244,12 @@ pub(crate) struct LivePlan {
     pub(crate) identity_policy: Value,
     /// The call the consumer makes.
     pub(crate) consumer_command: String,
+    /// The call for each region the secret can be read in: `consumer_command` first, then one per
+    /// replica (its ARN, its region).
+    pub(crate) consumer_commands: Vec<String>,
+    /// For a replicated secret, each replica's key policy with the share's statement for that replica
+    /// (the resource policy is the primary's alone: Secrets Manager replicates it).
+    pub(crate) replica_key_policies: Vec<ReplicaKeyDiff>,
     /// Lint findings.
     pub(crate) findings: Vec<Finding>,
 }

@@ -268,6 +268,15 @@ impl SecretArn {
     pub fn without_suffix(&self) -> &str {
         &self.raw[..self.name.1]
     }
+
+    /// The ARN of this secret's replica in `region`: the same ARN with the region changed (the
+    /// Secrets Manager User Guide, "Replicate secrets across Regions": "The ARN for a replicated secret
+    /// is the same as the primary secret except for the Region"). Built by parsing, so a region that
+    /// does not exist in the partition is refused like any ARN's (the error ends with a valid example).
+    pub fn in_region(&self, region: &str) -> Result<Self, ArnError> {
+        let (r0, r1) = self.region;
+        Self::parse(&format!("{}{region}{}", &self.raw[..r0], &self.raw[r1..]))
+    }
 }
 
 impl fmt::Display for SecretArn {
@@ -785,6 +794,27 @@ fn check_path_and_name(rest: &str, kind: &str) -> Result<(), ArnError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_arn_is_the_primary_arn_in_another_region() {
+        let p =
+            SecretArn::parse("arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-AbCdEf")
+                .unwrap();
+        let r = p.in_region("eu-west-1").unwrap();
+        assert_eq!(
+            r.as_str(),
+            "arn:aws:secretsmanager:eu-west-1:111122223333:secret:prod/db-AbCdEf"
+        );
+        assert_eq!(
+            (r.region(), r.name(), r.account()),
+            ("eu-west-1", "prod/db", "111122223333")
+        );
+        // A region of another partition (or no region at all) is refused with a valid example.
+        for bad in ["cn-north-1", "", "us-east-1:x"] {
+            let e = p.in_region(bad).unwrap_err().to_string();
+            assert!(e.contains(SECRET_EXAMPLE), "{bad}: {e}");
+        }
+    }
 
     /// The schema patterns name the partitions the parsers know, and no others.
     #[test]

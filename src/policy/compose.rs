@@ -434,6 +434,54 @@ pub fn compose_for(grant: &Grant, key: &KmsKeyArn, installation: &InstallationId
     }
 }
 
+/// The grant of the same share on the secret's replica `replica` (the primary's ARN with another
+/// region): what its key statement in the replica's region is composed from.
+pub fn grant_in(grant: &Grant, replica: &SecretArn) -> Grant {
+    Grant {
+        secret: replica.clone(),
+        ..grant.clone()
+    }
+}
+
+/// Composes the documents of `grant` on a replicated secret: as [`compose_for`] with the primary's
+/// `key`, but the consumer identity policy covers the secret in every region (the primary's pattern,
+/// then each replica's) and every key (the primary's, then each replica's): a replica is read in its
+/// own region and decrypted with its own key. Without replicas it is exactly [`compose_for`]. The key
+/// statement for a replica's key is [`key_statement_for`] of [`grant_in`] that replica.
+pub fn compose_replicated(
+    grant: &Grant,
+    key: &KmsKeyArn,
+    replicas: &[(&SecretArn, &KmsKeyArn)],
+    installation: &InstallationId,
+) -> Composed {
+    let mut c = compose_for(grant, key, installation);
+    if replicas.is_empty() {
+        return c;
+    }
+    let mut patterns = vec![secret_pattern(&grant.secret)];
+    let mut keys = vec![key.as_str().to_owned()];
+    for (secret, k) in replicas {
+        let p = secret_pattern(secret);
+        if !patterns.contains(&p) {
+            patterns.push(p);
+        }
+        if !keys.iter().any(|x| x == k.as_str()) {
+            keys.push(k.as_str().to_owned());
+        }
+    }
+    if let Some(statements) = c.identity_policy["Statement"].as_array_mut() {
+        for st in statements {
+            let resource = match st["Sid"].as_str() {
+                Some(s) if s.ends_with("ReadSecret") => one_or_many(patterns.clone()),
+                Some(s) if s.ends_with("DecryptSecret") => one_or_many(keys.clone()),
+                _ => continue,
+            };
+            st["Resource"] = resource;
+        }
+    }
+    c
+}
+
 /// The statements a share's grant had under the earlier Sid scheme (`SecretBroker<S|K><16 hex>`, no
 /// installation id; every action in one resource statement; one `kms:ViaService` value), exactly as
 /// that version wrote them: (resource statement, key statement). A share applied before installation
@@ -507,6 +555,14 @@ pub fn consumer_cli(grant: &Grant) -> String {
     cmd
 }
 
+/// The AWS CLI calls the consumer can run: on the primary (as [`consumer_cli`]), then on each replica
+/// in its own region (a replica is read with its own ARN through its region's endpoint).
+pub fn consumer_clis(grant: &Grant, replicas: &[&SecretArn]) -> Vec<String> {
+    std::iter::once(consumer_cli(grant))
+        .chain(replicas.iter().map(|r| consumer_cli(&grant_in(grant, r))))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,6 +590,74 @@ mod tests {
         let mut v = v.clone();
         v.as_object_mut().unwrap().remove("Sid");
         v
+    }
+
+    /// A replicated secret: the identity policy names the secret in every region and every key; the key
+    /// statement of a replica names its region's ViaService and the replica's ARN pattern; the consumer
+    /// gets one call per region. Without replicas the documents are exactly `compose_for`'s.
+    #[test]
+    fn replicated_secret_documents_cover_every_region() {
+        let g = grant(
+            SECRET,
+            USER,
+            &[ShareAction::GetSecretValue],
+            Some("AWSCURRENT"),
+        );
+        let key = KmsKeyArn::parse(KEY).unwrap();
+        let inst = InstallationId::default();
+        assert_eq!(
+            compose_replicated(&g, &key, &[], &inst),
+            compose_for(&g, &key, &inst)
+        );
+        let west = g.secret.in_region("us-west-2").unwrap();
+        let eu = g.secret.in_region("eu-west-1").unwrap();
+        let kw = KmsKeyArn::parse(
+            "arn:aws:kms:us-west-2:111122223333:key/2234abcd-12ab-34cd-56ef-1234567890ab",
+        )
+        .unwrap();
+        let ke = KmsKeyArn::parse(
+            "arn:aws:kms:eu-west-1:111122223333:key/mrk-0123456789abcdef0123456789abcdef",
+        )
+        .unwrap();
+        let c = compose_replicated(&g, &key, &[(&west, &kw), (&eu, &ke)], &inst);
+        let st = &c.identity_policy["Statement"];
+        assert_eq!(
+            st[0]["Resource"],
+            json!([
+                "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-??????",
+                "arn:aws:secretsmanager:us-west-2:111122223333:secret:prod/db-password-??????",
+                "arn:aws:secretsmanager:eu-west-1:111122223333:secret:prod/db-password-??????"
+            ])
+        );
+        assert_eq!(st[1]["Resource"], json!([KEY, kw.as_str(), ke.as_str()]));
+        // The primary's statements do not change.
+        assert_eq!(c.key_statement, compose_for(&g, &key, &inst).key_statement);
+        let k = key_statement_for(&grant_in(&g, &west), &inst);
+        assert_eq!(
+            k["Condition"],
+            json!({
+                "StringEquals": {"kms:ViaService": "secretsmanager.us-west-2.amazonaws.com"},
+                "StringLike": {"kms:EncryptionContext:SecretARN":
+                    "arn:aws:secretsmanager:us-west-2:111122223333:secret:prod/db-password-??????"}
+            })
+        );
+        assert_ne!(sid_of_value(&k), sid_of_value(&c.key_statement));
+        let calls = consumer_clis(&g, &[&west, &eu]);
+        assert_eq!(calls.len(), 3);
+        assert!(
+            calls[1].contains(west.as_str()) && calls[1].ends_with("--region us-west-2"),
+            "{}",
+            calls[1]
+        );
+        assert!(
+            calls[2].contains("--version-stage AWSCURRENT --region eu-west-1"),
+            "{}",
+            calls[2]
+        );
+    }
+
+    fn sid_of_value(v: &Value) -> &str {
+        v["Sid"].as_str().unwrap()
     }
 
     /// The canonical case: owner 111122223333, consumer user in 444455556666, AWSCURRENT.

@@ -5,8 +5,8 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::arn::KmsKeyArn;
-use super::compose::{Composed, Grant, compose_for};
+use super::arn::{KmsKeyArn, SecretArn};
+use super::compose::{Composed, Grant, compose_for, grant_in, key_statement_for};
 use super::document::{ParseError, PolicyDocument};
 use super::lint::{self, Context, DocumentKind, Finding, Severity};
 use super::merge::{self, Owner};
@@ -152,6 +152,46 @@ pub fn plan(
         resource_policy: resource.render(),
         key_policy: key_doc.render(),
         identity_policy: identity_text,
+        findings,
+    })
+}
+
+/// The plan of one replica's key policy (issue 18 part 2): the grant's key statement composed for the
+/// replica (its ARN pattern, its region's `kms:ViaService`), merged into `existing` (the replica key's
+/// current policy), and its lint findings and edited-statement findings.
+pub struct ReplicaKeyPlan {
+    /// The statement composed for the replica.
+    pub statement: serde_json::Value,
+    /// The key policy to write.
+    pub key_policy: String,
+    /// Lint findings over it.
+    pub findings: Vec<Finding>,
+}
+
+/// Plans the key policy of the replica `replica` of the grant's secret, on its key `key`.
+pub fn plan_replica_key(
+    grant: &Grant,
+    replica: &SecretArn,
+    key: &KmsKeyArn,
+    existing: Option<&str>,
+    owner: &Owner,
+) -> Result<ReplicaKeyPlan, PlanError> {
+    let statement = key_statement_for(&grant_in(grant, replica), owner.installation());
+    let (doc, edited) = merged("replica key policy", existing, owner, &[&statement])?;
+    let ctx = Context {
+        secret: replica,
+        key: Some(key),
+        owner,
+    };
+    let mut findings = lint::lint(DocumentKind::KeyPolicy, &doc, &ctx);
+    findings.extend(
+        edited
+            .into_iter()
+            .map(|sid| edited_finding(DocumentKind::KeyPolicy, sid)),
+    );
+    Ok(ReplicaKeyPlan {
+        statement,
+        key_policy: doc.render(),
         findings,
     })
 }

@@ -31,6 +31,7 @@ mod org_shares;
 mod policy_props;
 mod recovery;
 mod replicas;
+mod replicas_regions;
 mod roles;
 mod saga_edges;
 mod security;

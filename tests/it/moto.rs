@@ -257,6 +257,16 @@ pub enum Fault {
     },
     /// After letting `skip` calls of `op` through, every later call fails before it is sent.
     FailBeforeSendAfter { op: &'static str, skip: u32 },
+    /// Every call of `op` whose request body contains `needle` (a key ARN: one region's key) fails
+    /// before it is sent.
+    FailBeforeSendMatching { op: &'static str, needle: String },
+    /// Not a fault: fills in what moto leaves out of DescribeSecret for a replicated secret. moto reports
+    /// `alias/aws/secretsmanager` as every replica's `KmsKeyId` (DESIGN.md 5); each answer about
+    /// `secret` gets the key given for each replica region instead, as AWS would report it.
+    ReplicaKeys {
+        secret: String,
+        keys: Vec<(String, String)>,
+    },
     /// After letting `skip` responses to `op` through, the next `times` have `find` replaced by
     /// `replace` in their body: what a concurrent edit of the policy looks like to a read.
     Rewrite {
@@ -293,6 +303,14 @@ impl Storable for ReplaceResponse {
     type Storer = StoreReplace<Self>;
 }
 
+/// The replica keys to put into this call's DescribeSecret answer: (region, key).
+#[derive(Debug)]
+struct FillReplicaKeys(Vec<(String, String)>);
+
+impl Storable for FillReplicaKeys {
+    type Storer = StoreReplace<Self>;
+}
+
 impl Faults {
     pub fn arm(&self, f: Fault) {
         self.0.lock().unwrap().push(f);
@@ -314,6 +332,23 @@ impl Intercept for Faults {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         use aws_sdk_kms::operation::get_key_policy::GetKeyPolicyOutput;
+        use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
+        if let Some(FillReplicaKeys(keys)) = cfg.load::<FillReplicaKeys>() {
+            let keys = keys.clone();
+            cfg.interceptor_state().unset::<FillReplicaKeys>();
+            if let Some(Ok(out)) = ctx.output_or_error_mut()
+                && let Some(d) = out.downcast_mut::<DescribeSecretOutput>()
+            {
+                for r in d.replication_status.iter_mut().flatten() {
+                    if let Some((_, key)) = keys
+                        .iter()
+                        .find(|(region, _)| r.region.as_deref() == Some(region))
+                    {
+                        r.kms_key_id = Some(key.clone());
+                    }
+                }
+            }
+        }
         let Some(r) = cfg.load::<RewriteBody>() else {
             return Ok(());
         };
@@ -406,6 +441,21 @@ impl Intercept for Faults {
                         *times -= 1;
                         cfg.interceptor_state()
                             .store_put(RewriteBody { find, replace });
+                    }
+                }
+                Fault::FailBeforeSendMatching { op, needle }
+                    if target.ends_with(&format!(".{op}")) =>
+                {
+                    let body = ctx.request().body().bytes().unwrap_or_default();
+                    if String::from_utf8_lossy(body).contains(needle.as_str()) {
+                        return Err(format!("injected failure of {op} on {needle}").into());
+                    }
+                }
+                Fault::ReplicaKeys { secret, keys } if target.ends_with(".DescribeSecret") => {
+                    let body = ctx.request().body().bytes().unwrap_or_default();
+                    if String::from_utf8_lossy(body).contains(secret.as_str()) {
+                        cfg.interceptor_state()
+                            .store_put(FillReplicaKeys(keys.clone()));
                     }
                 }
                 Fault::FailBeforeSend { op } if target.ends_with(&format!(".{op}")) => {
