@@ -6,6 +6,7 @@ pub(crate) mod checks;
 pub(crate) mod extract;
 pub(crate) mod fields;
 pub(crate) mod health;
+pub(crate) mod json;
 pub(crate) mod limits;
 pub(crate) mod principals;
 pub mod problem;

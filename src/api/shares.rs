@@ -18,6 +18,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Auth, Body, OptionalBody, Query, RequestId};
 use super::fields::Parsed;
+use super::json::{JsonBody, JsonBuf};
 use super::principals::truncate;
 use super::problem::Problem;
 use super::views::ShareView;
@@ -624,9 +625,19 @@ pub(crate) async fn create(
 )]
 pub(crate) async fn list(
     State(app): State<Arc<App>>,
+    caller: Caller,
+    query: Query<ShareQuery>,
+) -> Result<JsonBody> {
+    let page = list_page(State(app), caller, query).await?;
+    Ok(JsonBody(page.to_json()))
+}
+
+/// The page `GET /v1/shares` answers (the console shows it).
+pub(crate) async fn list_page(
+    State(app): State<Arc<App>>,
     _caller: Caller,
     Query(q): Query<ShareQuery>,
-) -> Result<Json<SharePage>> {
+) -> Result<SharePage> {
     let limit = page_limit(q.limit)?;
     let before = decode_cursor(q.cursor.as_deref())?.unwrap_or(i64::MAX);
     check_len("status", q.status.as_deref(), MAX_STATUS_FILTER_LEN)?;
@@ -698,7 +709,25 @@ pub(crate) async fn list(
         .await?;
     let (items, next_cursor) = paginate(rows, limit);
     let items = items.into_iter().map(ShareView::from).collect();
-    Ok(Json(SharePage { items, next_cursor }))
+    Ok(SharePage { items, next_cursor })
+}
+
+impl SharePage {
+    /// The JSON serde writes for the page, written by [`ShareView::write_json`].
+    pub(crate) fn to_json(&self) -> JsonBuf {
+        let mut out = JsonBuf::with_capacity(64 + 768 * self.items.len());
+        out.raw("{\"items\":[");
+        for (i, s) in self.items.iter().enumerate() {
+            if i > 0 {
+                out.raw(",");
+            }
+            s.write_json(&mut out);
+        }
+        out.raw("],\"next_cursor\":");
+        out.opt_str(self.next_cursor.as_deref());
+        out.raw("}");
+        out
+    }
 }
 
 /// One share with its votes.
@@ -716,8 +745,11 @@ pub(crate) async fn get(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<ShareView>> {
-    find(&app, id).await.map(|s| Json(ShareView::from(s)))
+) -> Result<JsonBody> {
+    let view = ShareView::from(find(&app, id).await?);
+    let mut out = JsonBuf::with_capacity(1024);
+    view.write_json(&mut out);
+    Ok(JsonBody(out))
 }
 
 /// The share `GET /v1/shares/{id}` shows, as the domain sees it (the console renders it).
@@ -870,6 +902,45 @@ pub(crate) async fn cancel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A page's hand-written JSON is what serde writes for it: empty, with shares, with and without
+    /// a next cursor.
+    #[test]
+    fn a_page_is_written_as_serde_writes_it() {
+        let t = time::macros::datetime!(2026-12-01 12:00:00 UTC);
+        let share = ShareView::from(rows::Share {
+            id: ShareId::new(),
+            status: ShareStatus::Active,
+            status_reason: None,
+            secret_arn: SecretArn::parse(
+                "arn:aws:secretsmanager:us-east-1:111122223333:secret:x-AbCdEf",
+            )
+            .unwrap(),
+            principal_id: "p\"1".into(),
+            principal_arn: PrincipalArn::parse("444455556666").unwrap(),
+            actions: ActionSet::new([ShareAction::GetSecretValue]),
+            version_stage: None,
+            justification: "line\nbreak".into(),
+            expires_at: t,
+            requested_by: "r".into(),
+            approvals_required: 1,
+            approvals: vec![],
+            key_arn: None,
+            last_error: None,
+            break_glass: false,
+            created_at: t,
+            updated_at: t,
+        });
+        for (items, next_cursor) in [
+            (vec![], None),
+            (vec![share.clone()], Some(crate::api::encode_cursor(42))),
+            (vec![share.clone(), share], None),
+        ] {
+            let page = SharePage { items, next_cursor };
+            let ours = String::from_utf8(page.to_json().into_bytes()).unwrap();
+            assert_eq!(ours, serde_json::to_string(&page).unwrap());
+        }
+    }
 
     /// utoipa's attributes take only literals, so each limit is written again in the schema: every
     /// written copy is the constant next to its parser.
