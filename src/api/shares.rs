@@ -21,7 +21,7 @@ use super::fields::Parsed;
 use super::json::{JsonBody, JsonBuf};
 use super::principals::truncate;
 use super::problem::Problem;
-use super::views::ShareView;
+use super::views::{ShareView, write_share};
 use super::{actor_of, check_len, check_text, decode_cursor, invalid_if_any, page_limit, paginate};
 use crate::app::App;
 use crate::domain::{
@@ -451,8 +451,12 @@ fn validate(
 }
 
 /// The body of a share's 201 (kept with an Idempotency-Key to be replayed byte for byte).
+/// The 201's body: the share's JSON (written by [`write_share`], as `GET /v1/shares/{id}` answers it).
 fn render(share: &Share) -> Result<String> {
-    Ok(serde_json::to_string(&ShareView::from(share))?)
+    let mut out = JsonBuf::with_capacity(1024);
+    write_share(&mut out, share);
+    String::from_utf8(out.into_bytes())
+        .map_err(|e| Error::Internal(format!("a share's JSON is not UTF-8: {e}")))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
@@ -540,14 +544,13 @@ pub(crate) async fn create(
         if !value.is_object() {
             return Err(Error::field("body", "must be a JSON object"));
         }
-        let parsed: CreateShare =
-            serde_json::from_value(value.clone()).map_err(|e| Error::Invalid {
-                detail: format!("the request body does not match the schema: {e}"),
-                errors: vec![FieldError {
-                    field: "body".into(),
-                    message: e.to_string(),
-                }],
-            })?;
+        let parsed = CreateShare::deserialize(&value).map_err(|e| Error::Invalid {
+            detail: format!("the request body does not match the schema: {e}"),
+            errors: vec![FieldError {
+                field: "body".into(),
+                message: e.to_string(),
+            }],
+        })?;
         let mut parsed = parsed;
         let glass = match parsed.break_glass.take() {
             Some(g) => {
@@ -628,16 +631,29 @@ pub(crate) async fn list(
     caller: Caller,
     query: Query<ShareQuery>,
 ) -> Result<JsonBody> {
-    let page = list_page(State(app), caller, query).await?;
-    Ok(JsonBody(page.to_json()))
+    let (items, next_cursor) = list_shares(&app, caller, query).await?;
+    Ok(JsonBody(page_json(&items, next_cursor.as_deref())))
 }
 
-/// The page `GET /v1/shares` answers (the console shows it).
+/// The page `GET /v1/shares` answers, as views (the console shows it).
 pub(crate) async fn list_page(
     State(app): State<Arc<App>>,
+    caller: Caller,
+    query: Query<ShareQuery>,
+) -> Result<SharePage> {
+    let (items, next_cursor) = list_shares(&app, caller, query).await?;
+    Ok(SharePage {
+        items: items.into_iter().map(ShareView::from).collect(),
+        next_cursor,
+    })
+}
+
+/// The shares of the page `GET /v1/shares` answers, and the cursor of the next.
+async fn list_shares(
+    app: &Arc<App>,
     _caller: Caller,
     Query(q): Query<ShareQuery>,
-) -> Result<SharePage> {
+) -> Result<(Vec<Share>, Option<String>)> {
     let limit = page_limit(q.limit)?;
     let before = decode_cursor(q.cursor.as_deref())?.unwrap_or(i64::MAX);
     check_len("status", q.status.as_deref(), MAX_STATUS_FILTER_LEN)?;
@@ -707,27 +723,24 @@ pub(crate) async fn list_page(
         .store
         .read(move |c| rows::list_shares(c, &filter, before, limit + 1))
         .await?;
-    let (items, next_cursor) = paginate(rows, limit);
-    let items = items.into_iter().map(ShareView::from).collect();
-    Ok(SharePage { items, next_cursor })
+    Ok(paginate(rows, limit))
 }
 
-impl SharePage {
-    /// The JSON serde writes for the page, written by [`ShareView::write_json`].
-    pub(crate) fn to_json(&self) -> JsonBuf {
-        let mut out = JsonBuf::with_capacity(64 + 768 * self.items.len());
-        out.raw("{\"items\":[");
-        for (i, s) in self.items.iter().enumerate() {
-            if i > 0 {
-                out.raw(",");
-            }
-            s.write_json(&mut out);
+/// The JSON serde writes for the [`SharePage`] of `items` (a unit test compares them), each share
+/// written by [`write_share`].
+fn page_json(items: &[Share], next_cursor: Option<&str>) -> JsonBuf {
+    let mut out = JsonBuf::with_capacity(64 + 768 * items.len());
+    out.raw("{\"items\":[");
+    for (i, s) in items.iter().enumerate() {
+        if i > 0 {
+            out.raw(",");
         }
-        out.raw("],\"next_cursor\":");
-        out.opt_str(self.next_cursor.as_deref());
-        out.raw("}");
-        out
+        write_share(&mut out, s);
     }
+    out.raw("],\"next_cursor\":");
+    out.opt_str(next_cursor);
+    out.raw("}");
+    out
 }
 
 /// One share with its votes.
@@ -746,9 +759,9 @@ pub(crate) async fn get(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> Result<JsonBody> {
-    let view = ShareView::from(find(&app, id).await?);
+    let share = find(&app, id).await?;
     let mut out = JsonBuf::with_capacity(1024);
-    view.write_json(&mut out);
+    write_share(&mut out, &share);
     Ok(JsonBody(out))
 }
 
@@ -908,7 +921,7 @@ mod tests {
     #[test]
     fn a_page_is_written_as_serde_writes_it() {
         let t = time::macros::datetime!(2026-12-01 12:00:00 UTC);
-        let share = ShareView::from(rows::Share {
+        let share = rows::Share {
             id: ShareId::new(),
             status: ShareStatus::Active,
             status_reason: None,
@@ -930,14 +943,18 @@ mod tests {
             break_glass: false,
             created_at: t,
             updated_at: t,
-        });
+        };
         for (items, next_cursor) in [
             (vec![], None),
             (vec![share.clone()], Some(crate::api::encode_cursor(42))),
             (vec![share.clone(), share], None),
         ] {
-            let page = SharePage { items, next_cursor };
-            let ours = String::from_utf8(page.to_json().into_bytes()).unwrap();
+            let ours =
+                String::from_utf8(page_json(&items, next_cursor.as_deref()).into_bytes()).unwrap();
+            let page = SharePage {
+                items: items.into_iter().map(ShareView::from).collect(),
+                next_cursor,
+            };
             assert_eq!(ours, serde_json::to_string(&page).unwrap());
         }
     }
