@@ -16,8 +16,8 @@ use prometheus_client::registry::Registry;
 /// Labels of HTTP metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct HttpLabels {
-    /// Method.
-    pub(crate) method: String,
+    /// Method ([`crate::api::method_label`]: a fixed set of names).
+    pub(crate) method: &'static str,
     /// Matched route template (`/v1/shares/{id}`), never the raw path.
     pub(crate) route: String,
     /// Status code.

@@ -6,6 +6,7 @@ pub(crate) mod checks;
 pub(crate) mod extract;
 pub(crate) mod fields;
 pub(crate) mod health;
+pub(crate) mod json;
 pub(crate) mod limits;
 pub(crate) mod principals;
 pub mod problem;
@@ -15,21 +16,16 @@ pub(crate) mod tokens;
 pub(crate) mod views;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath};
-use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use base64::Engine;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_governor::GovernorLayer;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
-use tracing::Span;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -217,7 +213,6 @@ pub(crate) fn router(app: Arc<App>, pages: Router<Arc<App>>) -> Router {
             .error_handler(limits::too_many("token", n))
     });
     let (api, probes, spec) = split();
-    let request_id = HeaderName::from_static("x-request-id");
     // The limits wrap the API and the docs; the probes are merged in after, outside them.
     let limited = api
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
@@ -243,42 +238,108 @@ pub(crate) fn router(app: Arc<App>, pages: Router<Arc<App>>) -> Router {
         .with_state(app)
         .layer(
             ServiceBuilder::new()
-                // A caller's X-Request-Id is kept only when plain; otherwise one is generated, so the
-                // log span and the audit row carry the same, harmless value.
-                .layer(axum::middleware::map_request(plain_request_id))
-                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(make_span)
-                        .on_request(())
-                        .on_response(on_response)
-                        .on_failure(()),
-                )
-                .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(SetResponseHeaderLayer::overriding(
-                    header::X_CONTENT_TYPE_OPTIONS,
-                    HeaderValue::from_static("nosniff"),
-                ))
-                .layer(SetResponseHeaderLayer::if_not_present(
-                    header::CACHE_CONTROL,
-                    HeaderValue::from_static("no-store"),
-                ))
-                .layer(SetResponseHeaderLayer::overriding(
-                    header::X_FRAME_OPTIONS,
-                    HeaderValue::from_static("DENY"),
-                ))
-                .layer(SetResponseHeaderLayer::overriding(
-                    header::REFERRER_POLICY,
-                    HeaderValue::from_static("no-referrer"),
-                ))
-                .layer(axum::middleware::from_fn(track))
-                .layer(axum::middleware::map_response(problem::problemize))
+                // Request id, log span and access line, metrics, problem details and the security
+                // headers in one middleware (see `edge`).
+                .layer(axum::middleware::from_fn(edge))
                 .layer(CatchPanicLayer::new())
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::REQUEST_TIMEOUT,
                     timeout,
                 )),
         )
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What every request goes through, outermost, in one future (issue 19: this was ten layers, three of
+/// them boxing a future of their own, and the request id, the span and the metrics each copied the
+/// route): in order,
+/// - the request id: a caller's `X-Request-Id` is kept only when plain and sent once; otherwise a
+///   random (version 4) UUID replaces it, so the log span and the audit row carry the same, harmless
+///   value; the response carries it back (unless the handler set one);
+/// - the `request` span (method, route, request id, and the caller once authenticated), entered
+///   while the request is handled, and at its end the `access` event (status, latency);
+/// - problem details for an error answer without a body of its own ([`problem::problemize`]);
+/// - the request counter and latency histogram by method, matched route and status;
+/// - `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY`, `Referrer-Policy: no-referrer`,
+///   and `Cache-Control: no-store` unless the handler set one.
+async fn edge(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let start = std::time::Instant::now();
+    let request_id = {
+        let mut given = req.headers().get_all(X_REQUEST_ID).iter();
+        match (given.next(), given.next()) {
+            (Some(v), None) if is_plain_request_id(v.as_bytes()) => v.clone(),
+            _ => fresh_request_id(),
+        }
+    };
+    req.headers_mut().insert(X_REQUEST_ID, request_id.clone());
+    let method = method_label(req.method());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "<unmatched>".into());
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        route = %route,
+        // A plain id or a UUID: ASCII.
+        request_id = %request_id.to_str().unwrap_or(""),
+        caller = tracing::field::Empty,
+    );
+    let resp = next.run(req).instrument(span.clone()).await;
+    let mut resp = problem::problemize(resp).await;
+    let status = resp.status().as_u16();
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            latency_ms = start.elapsed().as_secs_f64() * 1000.0,
+            "access"
+        );
+    });
+    let labels = crate::metrics::HttpLabels {
+        method,
+        route,
+        status,
+    };
+    let m = crate::metrics::metrics();
+    m.http_requests.get_or_create(&labels).inc();
+    m.http_duration
+        .get_or_create(&labels)
+        .observe(start.elapsed().as_secs_f64());
+    let headers = resp.headers_mut();
+    if !headers.contains_key(X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID, request_id);
+    }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+/// A new request id: a random (version 4) UUID, from the thread's CSPRNG (not a system call per
+/// request, as `Uuid::new_v4` makes without its fast-rng feature).
+fn fresh_request_id() -> HeaderValue {
+    let bits = rand::random::<u128>() & 0xFFFF_FFFF_FFFF_4FFF_BFFF_FFFF_FFFF_FFFF
+        | 0x0000_0000_0000_4000_8000_0000_0000_0000;
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::from_u128(bits)
+        .hyphenated()
+        .encode_lower(&mut buf);
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// Longest `X-Request-Id` kept from a caller.
@@ -290,21 +351,6 @@ pub(crate) fn is_plain_request_id(v: &[u8]) -> bool {
         && v.len() <= MAX_REQUEST_ID
         && v.iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-/// Drops a caller's `X-Request-Id` that is not plain (or is sent more than once), so that the next
-/// layer generates one in its place.
-async fn plain_request_id(mut req: axum::extract::Request) -> axum::extract::Request {
-    let mut given = req.headers().get_all("x-request-id").iter();
-    let keep = match (given.next(), given.next()) {
-        (None, _) => true,
-        (Some(v), None) => is_plain_request_id(v.as_bytes()),
-        (Some(_), Some(_)) => false,
-    };
-    if !keep {
-        req.headers_mut().remove("x-request-id");
-    }
-    req
 }
 
 /// A method as metrics and the audit log name it: standard methods by name, anything else (a client may
@@ -320,60 +366,6 @@ pub(crate) fn method_label(m: &axum::http::Method) -> &'static str {
         "OPTIONS" => "OPTIONS",
         _ => "other",
     }
-}
-
-/// Counts and times every request by matched route and status.
-async fn track(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let start = std::time::Instant::now();
-    let method = method_label(req.method()).to_owned();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "<unmatched>".into());
-    let resp = next.run(req).await;
-    let labels = crate::metrics::HttpLabels {
-        method,
-        route,
-        status: resp.status().as_u16(),
-    };
-    let m = crate::metrics::metrics();
-    m.http_requests.get_or_create(&labels).inc();
-    m.http_duration
-        .get_or_create(&labels)
-        .observe(start.elapsed().as_secs_f64());
-    resp
-}
-
-fn make_span<B>(req: &Request<B>) -> Span {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "<unmatched>".into());
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    tracing::info_span!(
-        "request",
-        method = %req.method(),
-        route = %route,
-        request_id = %request_id,
-        caller = tracing::field::Empty,
-    )
-}
-
-fn on_response<B>(resp: &Response<B>, latency: Duration, _span: &Span) {
-    tracing::info!(
-        status = resp.status().as_u16(),
-        latency_ms = latency.as_secs_f64() * 1000.0,
-        "access"
-    );
 }
 
 /// The name a refusal is audited under: the caller's canonical name, or `anonymous`.

@@ -18,9 +18,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Auth, Body, OptionalBody, Query, RequestId};
 use super::fields::Parsed;
+use super::json::{JsonBody, JsonBuf};
 use super::principals::truncate;
 use super::problem::Problem;
-use super::views::ShareView;
+use super::views::{ShareView, write_share};
 use super::{actor_of, check_len, check_text, decode_cursor, invalid_if_any, page_limit, paginate};
 use crate::app::App;
 use crate::domain::{
@@ -453,8 +454,12 @@ fn validate(
 }
 
 /// The body of a share's 201 (kept with an Idempotency-Key to be replayed byte for byte).
+/// The 201's body: the share's JSON (written by [`write_share`], as `GET /v1/shares/{id}` answers it).
 fn render(share: &Share) -> Result<String> {
-    Ok(serde_json::to_string(&ShareView::from(share))?)
+    let mut out = JsonBuf::with_capacity(1024);
+    write_share(&mut out, share);
+    String::from_utf8(out.into_bytes())
+        .map_err(|e| Error::Internal(format!("a share's JSON is not UTF-8: {e}")))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
@@ -542,14 +547,13 @@ pub(crate) async fn create(
         if !value.is_object() {
             return Err(Error::field("body", "must be a JSON object"));
         }
-        let parsed: CreateShare =
-            serde_json::from_value(value.clone()).map_err(|e| Error::Invalid {
-                detail: format!("the request body does not match the schema: {e}"),
-                errors: vec![FieldError {
-                    field: "body".into(),
-                    message: e.to_string(),
-                }],
-            })?;
+        let parsed = CreateShare::deserialize(&value).map_err(|e| Error::Invalid {
+            detail: format!("the request body does not match the schema: {e}"),
+            errors: vec![FieldError {
+                field: "body".into(),
+                message: e.to_string(),
+            }],
+        })?;
         let mut parsed = parsed;
         let glass = match parsed.break_glass.take() {
             Some(g) => {
@@ -627,9 +631,32 @@ pub(crate) async fn create(
 )]
 pub(crate) async fn list(
     State(app): State<Arc<App>>,
+    caller: Caller,
+    query: Query<ShareQuery>,
+) -> Result<JsonBody> {
+    let (items, next_cursor) = list_shares(&app, caller, query).await?;
+    Ok(JsonBody(page_json(&items, next_cursor.as_deref())))
+}
+
+/// The page `GET /v1/shares` answers, as views (the console shows it).
+pub(crate) async fn list_page(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    query: Query<ShareQuery>,
+) -> Result<SharePage> {
+    let (items, next_cursor) = list_shares(&app, caller, query).await?;
+    Ok(SharePage {
+        items: items.into_iter().map(ShareView::from).collect(),
+        next_cursor,
+    })
+}
+
+/// The shares of the page `GET /v1/shares` answers, and the cursor of the next.
+async fn list_shares(
+    app: &Arc<App>,
     _caller: Caller,
     Query(q): Query<ShareQuery>,
-) -> Result<Json<SharePage>> {
+) -> Result<(Vec<Share>, Option<String>)> {
     let limit = page_limit(q.limit)?;
     let before = decode_cursor(q.cursor.as_deref())?.unwrap_or(i64::MAX);
     check_len("status", q.status.as_deref(), MAX_STATUS_FILTER_LEN)?;
@@ -699,9 +726,24 @@ pub(crate) async fn list(
         .store
         .read(move |c| rows::list_shares(c, &filter, before, limit + 1))
         .await?;
-    let (items, next_cursor) = paginate(rows, limit);
-    let items = items.into_iter().map(ShareView::from).collect();
-    Ok(Json(SharePage { items, next_cursor }))
+    Ok(paginate(rows, limit))
+}
+
+/// The JSON serde writes for the [`SharePage`] of `items` (a unit test compares them), each share
+/// written by [`write_share`].
+fn page_json(items: &[Share], next_cursor: Option<&str>) -> JsonBuf {
+    let mut out = JsonBuf::with_capacity(64 + 768 * items.len());
+    out.raw("{\"items\":[");
+    for (i, s) in items.iter().enumerate() {
+        if i > 0 {
+            out.raw(",");
+        }
+        write_share(&mut out, s);
+    }
+    out.raw("],\"next_cursor\":");
+    out.opt_str(next_cursor);
+    out.raw("}");
+    out
 }
 
 /// One share with its votes.
@@ -719,8 +761,11 @@ pub(crate) async fn get(
     State(app): State<Arc<App>>,
     _caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<ShareView>> {
-    find(&app, id).await.map(|s| Json(ShareView::from(s)))
+) -> Result<JsonBody> {
+    let share = find(&app, id).await?;
+    let mut out = JsonBuf::with_capacity(1024);
+    write_share(&mut out, &share);
+    Ok(JsonBody(out))
 }
 
 /// The share `GET /v1/shares/{id}` shows, as the domain sees it (the console renders it).
@@ -873,6 +918,49 @@ pub(crate) async fn cancel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A page's hand-written JSON is what serde writes for it: empty, with shares, with and without
+    /// a next cursor.
+    #[test]
+    fn a_page_is_written_as_serde_writes_it() {
+        let t = time::macros::datetime!(2026-12-01 12:00:00 UTC);
+        let share = rows::Share {
+            id: ShareId::new(),
+            status: ShareStatus::Active,
+            status_reason: None,
+            secret_arn: SecretArn::parse(
+                "arn:aws:secretsmanager:us-east-1:111122223333:secret:x-AbCdEf",
+            )
+            .unwrap(),
+            principal_id: "p\"1".into(),
+            principal_arn: PrincipalArn::parse("444455556666").unwrap(),
+            actions: ActionSet::new([ShareAction::GetSecretValue]),
+            version_stage: None,
+            justification: "line\nbreak".into(),
+            expires_at: t,
+            requested_by: "r".into(),
+            approvals_required: 1,
+            approvals: vec![],
+            key_arn: None,
+            last_error: None,
+            break_glass: false,
+            created_at: t,
+            updated_at: t,
+        };
+        for (items, next_cursor) in [
+            (vec![], None),
+            (vec![share.clone()], Some(crate::api::encode_cursor(42))),
+            (vec![share.clone(), share], None),
+        ] {
+            let ours =
+                String::from_utf8(page_json(&items, next_cursor.as_deref()).into_bytes()).unwrap();
+            let page = SharePage {
+                items: items.into_iter().map(ShareView::from).collect(),
+                next_cursor,
+            };
+            assert_eq!(ours, serde_json::to_string(&page).unwrap());
+        }
+    }
 
     /// utoipa's attributes take only literals, so each limit is written again in the schema: every
     /// written copy is the constant next to its parser.

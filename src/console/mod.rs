@@ -455,9 +455,10 @@ async fn shares_with(
             limit: Some(crate::api::MAX_LIMIT),
             cursor,
         };
-        let page = crate::api::shares::list(State(app.clone()), caller.clone(), Query(q)).await?;
-        out.extend(page.0.items);
-        match page.0.next_cursor {
+        let page =
+            crate::api::shares::list_page(State(app.clone()), caller.clone(), Query(q)).await?;
+        out.extend(page.items);
+        match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => return Ok(out),
         }

@@ -244,6 +244,48 @@ impl SecretArn {
         })
     }
 
+    /// A secret ARN as the store holds it: text that [`SecretArn::parse`] accepted before it was
+    /// written. Only the fields' boundaries are found (no region, name or suffix rules are checked
+    /// again: on a list page that was a fifth of the instructions); a text not even of that shape goes
+    /// through [`SecretArn::parse`], whose error says what is wrong. Never for input from outside the
+    /// store: [`SecretArn::parse`] is the constructor for that.
+    pub(crate) fn from_stored(s: &str) -> Result<Self, ArnError> {
+        Self::boundaries(s).map_or_else(|| Self::parse(s), Ok)
+    }
+
+    /// `arn:<partition>:secretsmanager:<region>:<12 digits>:secret:<name>-<6 letters or digits>`, ASCII
+    /// (so that every boundary is a character boundary), with a known partition.
+    fn boundaries(s: &str) -> Option<Self> {
+        if !s.is_ascii() {
+            return None;
+        }
+        let rest = s.strip_prefix("arn:")?;
+        let p = rest.find(':')?;
+        if !PARTITIONS.contains(&&rest[..p]) {
+            return None;
+        }
+        let rest = rest[p..].strip_prefix(":secretsmanager:")?;
+        let r0 = 4 + p + ":secretsmanager:".len();
+        let r1 = r0 + rest.find(':')?;
+        let (a0, a1) = (r1 + 1, r1 + 13);
+        let account = s.get(a0..a1)?;
+        let n0 = a1 + ":secret:".len();
+        let n1 = s.len().checked_sub(7)?;
+        let ok = r1 > r0
+            && account.bytes().all(|b| b.is_ascii_digit())
+            && s[a1..].starts_with(":secret:")
+            && n1 > n0
+            && s.as_bytes()[n1] == b'-'
+            && s[n1 + 1..].bytes().all(|b| b.is_ascii_alphanumeric());
+        ok.then(|| Self {
+            raw: s.to_owned(),
+            partition_len: p,
+            region: (r0, r1),
+            account: (a0, a1),
+            name: (n0, n1),
+        })
+    }
+
     /// The ARN as given.
     pub fn as_str(&self) -> &str {
         &self.raw
@@ -369,6 +411,37 @@ impl KmsKeyArn {
             raw: s.to_owned(),
             partition_len: p,
             region: (r0, r0 + parts[3].len()),
+        })
+    }
+
+    /// A key ARN as the store holds it (see [`SecretArn::from_stored`]): only the boundaries of the
+    /// partition and the region are found; a text not of the shape
+    /// `arn:<partition>:kms:<region>:<12 digits>:key/<id>` goes through [`KmsKeyArn::parse`].
+    pub(crate) fn from_stored(s: &str) -> Result<Self, ArnError> {
+        Self::boundaries(s).map_or_else(|| Self::parse(s), Ok)
+    }
+
+    fn boundaries(s: &str) -> Option<Self> {
+        if !s.is_ascii() {
+            return None;
+        }
+        let rest = s.strip_prefix("arn:")?;
+        let p = rest.find(':')?;
+        if !PARTITIONS.contains(&&rest[..p]) {
+            return None;
+        }
+        let rest = rest[p..].strip_prefix(":kms:")?;
+        let r0 = 4 + p + ":kms:".len();
+        let r1 = r0 + rest.find(':')?;
+        let account = s.get(r1 + 1..r1 + 13)?;
+        let ok = r1 > r0
+            && account.bytes().all(|b| b.is_ascii_digit())
+            && s[r1 + 13..].starts_with(":key/")
+            && s.len() > r1 + 13 + ":key/".len();
+        ok.then(|| Self {
+            raw: s.to_owned(),
+            partition_len: p,
+            region: (r0, r1),
         })
     }
 
@@ -704,6 +777,63 @@ impl PrincipalArn {
             raw: s.to_owned(),
             partition_len: 0,
             kind: PrincipalKind::OrgUnit,
+        })
+    }
+
+    /// A consumer as the store holds it: text that [`PrincipalArn::parse_consumer`] (or one of the
+    /// parsers it calls) accepted before it was written. Only the partition's boundary and the kind are
+    /// found (no name, path or id rules are checked again); a text not even of the shape of one of the
+    /// stored forms goes through [`PrincipalArn::parse_consumer`], whose error says what is wrong. Never
+    /// for input from outside the store.
+    pub(crate) fn from_stored(s: &str) -> Result<Self, ArnError> {
+        Self::boundaries(s).map_or_else(|| Self::parse_consumer(s), Ok)
+    }
+
+    /// `o-<id>` (an organization), `o-<id>/r-<root>/<ou>/.../` (an OU), or
+    /// `arn:<partition>:iam::<12 digits>:root|user/...|role/...`; ASCII, with a known partition.
+    fn boundaries(s: &str) -> Option<Self> {
+        if !s.is_ascii() {
+            return None;
+        }
+        if s.starts_with("o-") {
+            let kind = if s.contains('/') {
+                if !s.ends_with('/') {
+                    return None;
+                }
+                PrincipalKind::OrgUnit
+            } else {
+                PrincipalKind::Organization
+            };
+            return Some(Self {
+                raw: s.to_owned(),
+                partition_len: 0,
+                kind,
+            });
+        }
+        let rest = s.strip_prefix("arn:")?;
+        let p = rest.find(':')?;
+        if !PARTITIONS.contains(&&rest[..p]) {
+            return None;
+        }
+        let rest = rest[p..].strip_prefix(":iam::")?;
+        let account = rest.get(..12)?;
+        if !account.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let resource = rest[12..].strip_prefix(':')?;
+        let kind = if resource == "root" {
+            PrincipalKind::AccountRoot
+        } else if resource.len() > "user/".len() && resource.starts_with("user/") {
+            PrincipalKind::User
+        } else if resource.len() > "role/".len() && resource.starts_with("role/") {
+            PrincipalKind::Role
+        } else {
+            return None;
+        };
+        Some(Self {
+            raw: s.to_owned(),
+            partition_len: p,
+            kind,
         })
     }
 
@@ -1135,6 +1265,148 @@ mod tests {
             let e = PrincipalArn::parse_org_path(bad).unwrap_err().to_string();
             assert!(e.contains(needle), "{bad:?}: {e}");
             assert!(e.ends_with(ORG_PATH_EXAMPLE), "{bad:?}: {e}");
+        }
+    }
+
+    /// The store's trusted constructors give the value `parse` gives for every form the store holds
+    /// (every partition, names and paths with every character they may hold, organizations and OUs, a
+    /// bare account id as stored: its root ARN), and a text of another shape gets `parse`'s error.
+    #[test]
+    fn stored_forms_read_back_as_parse_reads_them() {
+        let mut secrets = Vec::new();
+        let mut keys = Vec::new();
+        let mut principals = Vec::new();
+        for (partition, region) in [
+            ("aws", "us-east-1"),
+            ("aws", "ap-southeast-2"),
+            ("aws-cn", "cn-north-1"),
+            ("aws-us-gov", "us-gov-west-1"),
+            ("aws-iso", "us-iso-east-1"),
+            ("aws-iso-b", "us-isob-east-1"),
+            ("aws-iso-e", "eu-isoe-west-1"),
+            ("aws-iso-f", "us-isof-south-1"),
+            ("aws-eusc", "eusc-de-east-1"),
+        ] {
+            for name in ["x", "prod/db-password", "a/b_c+d=e.f@g-h", &"n".repeat(512)] {
+                secrets.push(format!(
+                    "arn:{partition}:secretsmanager:{region}:111122223333:secret:{name}-AbCd09"
+                ));
+            }
+            keys.push(format!(
+                "arn:{partition}:kms:{region}:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+            ));
+            keys.push(format!(
+                "arn:{partition}:kms:{region}:111122223333:key/mrk-1234abcd12ab34cd56ef1234567890ab"
+            ));
+            for resource in [
+                "root".to_owned(),
+                "role/app-reader".to_owned(),
+                "user/deployer".to_owned(),
+                "role/a/b/c/x+=,.@_-y".to_owned(),
+                "user/ci/\"quoted\"\\path!~/n".to_owned(),
+                format!("role/{}", "r".repeat(64)),
+            ] {
+                principals.push(format!("arn:{partition}:iam::444455556666:{resource}"));
+            }
+        }
+        for s in &secrets {
+            let parsed = SecretArn::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            let stored = SecretArn::from_stored(s).unwrap();
+            assert_eq!(stored, parsed, "{s}");
+            assert_eq!(
+                (
+                    stored.partition(),
+                    stored.region(),
+                    stored.account(),
+                    stored.name()
+                ),
+                (
+                    parsed.partition(),
+                    parsed.region(),
+                    parsed.account(),
+                    parsed.name()
+                ),
+            );
+        }
+        for s in &keys {
+            let parsed = KmsKeyArn::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            let stored = KmsKeyArn::from_stored(s).unwrap();
+            assert_eq!(stored, parsed, "{s}");
+            assert_eq!(stored.account(), parsed.account());
+        }
+        // A bare account id is stored as its root ARN.
+        principals.push(
+            PrincipalArn::parse("444455556666")
+                .unwrap()
+                .as_str()
+                .to_owned(),
+        );
+        principals.push("o-a1b2c3d4e5".to_owned());
+        principals.push(format!("o-{}", "z9".repeat(16)));
+        principals.push("o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/".to_owned());
+        principals.push(
+            "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111/ou-ab12-11111112/ou-ab12-11111113/ou-ab12-11111114/ou-ab12-11111115/"
+                .to_owned(),
+        );
+        for s in &principals {
+            let parsed = PrincipalArn::parse_consumer(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+            let stored = PrincipalArn::from_stored(s).unwrap();
+            assert_eq!(stored, parsed, "{s}");
+            assert_eq!(
+                (
+                    stored.partition(),
+                    stored.account(),
+                    stored.org_id(),
+                    stored.kind()
+                ),
+                (
+                    parsed.partition(),
+                    parsed.account(),
+                    parsed.org_id(),
+                    parsed.kind()
+                ),
+            );
+        }
+        // Texts not of a stored shape are refused with parse's own message.
+        for bad in [
+            "arn:aws:secretsmanager:us-east-1:111122223333:secret:x",
+            "arn:aws:secretsmanager:us-east-1:11112222333:secret:x-AbCdEf",
+            "arn:aws:secretsmanager::111122223333:secret:x-AbCdEf",
+            "arn:aws:kms:us-east-1:111122223333:secret:x-AbCdEf",
+            "arn:nope:secretsmanager:us-east-1:111122223333:secret:x-AbCdEf",
+            "arn:aws:secretsmanager:us-east-1:111122223333:secret:\u{e9}-AbCdEf",
+            "",
+        ] {
+            assert_eq!(
+                SecretArn::from_stored(bad).unwrap_err(),
+                SecretArn::parse(bad).unwrap_err(),
+                "{bad}"
+            );
+        }
+        for bad in [
+            "arn:aws:kms:us-east-1:111122223333:alias/x",
+            "arn:aws:kms:us-east-1:111122223333:key/",
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+        ] {
+            assert_eq!(
+                KmsKeyArn::from_stored(bad).unwrap_err(),
+                KmsKeyArn::parse(bad).unwrap_err(),
+                "{bad}"
+            );
+        }
+        for bad in [
+            "arn:aws:iam::444455556666:group/g",
+            "arn:aws:iam::444455556666:role/",
+            "arn:aws:sts::444455556666:assumed-role/r/s",
+            "arn:aws:iam::44445555666:root",
+            "o-a1b2c3d4e5/r-ab12/ou-ab12-11111111",
+            "*",
+        ] {
+            assert_eq!(
+                PrincipalArn::from_stored(bad).unwrap_err(),
+                PrincipalArn::parse_consumer(bad).unwrap_err(),
+                "{bad}"
+            );
         }
     }
 }

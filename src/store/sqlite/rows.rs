@@ -3,7 +3,7 @@
 
 use crate::store::db::{Conn, OptionalExtension, params};
 
-use super::{Tx, parse_column, parse_optional_column};
+use super::{Tx, parse_column};
 
 use crate::domain::{ActionSet, Decision, Role, ShareId, ShareStatus, fmt_time, parse_time};
 use crate::error::{Error, Result};
@@ -276,7 +276,7 @@ fn principal_from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result
     let kind: String = r.get(3)?;
     Ok(Principal {
         id: r.get(0)?,
-        arn: parse_column(r, 1, "principal", PrincipalArn::parse_consumer)?,
+        arn: parse_text(r, 1, "principal", PrincipalArn::from_stored)?,
         account_id: r.get(2)?,
         kind: match kind.as_str() {
             "user" => PrincipalKind::User,
@@ -419,27 +419,107 @@ const SHARE_COLUMNS: &str = "id, status, status_reason, secret_arn, principal_id
 
 fn share_from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<Share> {
     // Fields are read in column order, the id last: a row whose other columns do not parse is named
-    // by its id as stored.
+    // by its id as stored. Typed columns are parsed from the row's borrowed text, the ARNs by the
+    // store's trusted constructors (they were parsed before they were written).
     Ok(Share {
-        status: parse_column(r, 1, "share", str::parse::<ShareStatus>)?,
+        status: parse_text(r, 1, "share", str::parse::<ShareStatus>)?,
         status_reason: r.get(2)?,
-        secret_arn: parse_column(r, 3, "share", SecretArn::parse)?,
+        secret_arn: parse_text(r, 3, "share", SecretArn::from_stored)?,
         principal_id: r.get(4)?,
-        principal_arn: parse_column(r, 5, "share", PrincipalArn::parse_consumer)?,
-        actions: parse_column(r, 6, "share", ActionSet::from_json)?,
+        principal_arn: parse_text(r, 5, "share", PrincipalArn::from_stored)?,
+        actions: parse_text(r, 6, "share", stored_actions)?,
         version_stage: r.get(7)?,
         justification: r.get(8)?,
-        expires_at: parse_column(r, 9, "share", parse_time)?,
+        expires_at: parse_text(r, 9, "share", stored_time)?,
         requested_by: r.get(10)?,
         approvals_required: r.get(11)?,
         approvals: Vec::new(),
-        created_at: parse_column(r, 12, "share", parse_time)?,
-        updated_at: parse_column(r, 13, "share", parse_time)?,
-        key_arn: parse_optional_column(r, 14, "share", KmsKeyArn::parse)?,
+        created_at: parse_text(r, 12, "share", stored_time)?,
+        updated_at: parse_text(r, 13, "share", stored_time)?,
+        key_arn: match r.get_ref(14)? {
+            crate::store::db::Cell::Null => None,
+            _ => Some(parse_text(r, 14, "share", KmsKeyArn::from_stored)?),
+        },
         last_error: r.get(15)?,
         break_glass: r.get::<_, i64>(16)? != 0,
-        id: parse_column(r, 0, "share", ShareId::parse)?,
+        id: parse_text(r, 0, "share", ShareId::parse)?,
     })
+}
+
+/// [`parse_column`] on the column's text as the row holds it (no owned copy before parsing); a column
+/// that is not text, or does not parse, gets [`parse_column`]'s error.
+fn parse_text<T, E: std::fmt::Display>(
+    r: &crate::store::db::Row<'_>,
+    i: usize,
+    what: &str,
+    parse: impl Fn(&str) -> std::result::Result<T, E>,
+) -> crate::store::db::Result<T> {
+    match r.get_ref(i)?.as_str().ok().map(&parse) {
+        Some(Ok(v)) => Ok(v),
+        _ => parse_column(r, i, what, parse),
+    }
+}
+
+/// A time as the store writes it ([`fmt_time`]: `YYYY-MM-DDTHH:MM:SSZ`) read without the general
+/// RFC 3339 parser; any other text goes through [`parse_time`], which gives the same value for this
+/// form (a unit test compares them).
+pub(crate) fn stored_time(s: &str) -> std::result::Result<OffsetDateTime, String> {
+    fast_time(s).map_or_else(|| parse_time(s), Ok)
+}
+
+fn fast_time(s: &str) -> Option<OffsetDateTime> {
+    let b = s.as_bytes();
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<u32> {
+        b[from..to].iter().try_fold(0u32, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    if second > 59 {
+        return None; // a leap second: the general parser decides
+    }
+    let month = time::Month::try_from(u8::try_from(month).ok()?).ok()?;
+    let date =
+        time::Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?)
+            .ok()?;
+    let t = time::Time::from_hms(
+        u8::try_from(hour).ok()?,
+        u8::try_from(minute).ok()?,
+        u8::try_from(second).ok()?,
+    )
+    .ok()?;
+    Some(time::PrimitiveDateTime::new(date, t).assume_utc())
+}
+
+/// A share's `actions` column as [`ActionSet::to_json`] writes it (`["name","name"]`, no blanks or
+/// escapes) read without a JSON parser; any other text goes through [`ActionSet::from_json`].
+pub(crate) fn stored_actions(s: &str) -> std::result::Result<ActionSet, String> {
+    fast_actions(s).map_or_else(|| ActionSet::from_json(s), Ok)
+}
+
+fn fast_actions(s: &str) -> Option<ActionSet> {
+    let inner = s.strip_prefix("[\"")?.strip_suffix("\"]")?;
+    let mut names = [""; 4];
+    let mut n = 0;
+    for name in inner.split("\",\"") {
+        if name.contains(['"', '\\']) || n == names.len() {
+            return None;
+        }
+        names[n] = name;
+        n += 1;
+    }
+    ActionSet::parse(&names[..n]).ok()
 }
 
 /// A vote from `SELECT share_id, approver, decision, comment, at, credential, issued_by`.
@@ -452,9 +532,9 @@ fn approval_from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result<
 fn approval_at(r: &crate::store::db::Row<'_>, i: usize) -> crate::store::db::Result<Approval> {
     Ok(Approval {
         approver: r.get(i)?,
-        decision: parse_column(r, i + 1, "vote", str::parse)?,
+        decision: parse_text(r, i + 1, "vote", str::parse)?,
         comment: r.get(i + 2)?,
-        at: parse_column(r, i + 3, "approval of share", parse_time)?,
+        at: parse_text(r, i + 3, "approval of share", stored_time)?,
         credential: r.get(i + 4)?,
         issued_by: r.get(i + 5)?,
     })
@@ -677,7 +757,7 @@ pub(crate) fn secrets_with_status(tx: &Tx<'_>, statuses: &[ShareStatus]) -> Resu
     let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
     let rows = stmt
         .query_map(crate::store::db::params_from_iter(names), |r| {
-            parse_column(r, 0, "secret", SecretArn::parse)
+            parse_text(r, 0, "secret", SecretArn::from_stored)
         })?
         .collect::<crate::store::db::Result<Vec<_>>>()?;
     Ok(rows)
@@ -1151,5 +1231,63 @@ mod tests {
             back.actions.to_json(),
             r#"["secretsmanager:GetSecretValue","secretsmanager:DescribeSecret"]"#
         );
+    }
+
+    /// The shortcut for times as the store writes them gives what the RFC 3339 parser gives, and
+    /// leaves every other text to it (same value, same error).
+    #[test]
+    fn stored_times_read_as_the_rfc3339_parser_reads_them() {
+        for t in [
+            "2026-12-01T11:00:00Z",
+            "1970-01-01T00:00:00Z",
+            "2024-02-29T23:59:59Z",
+            "9999-12-31T23:59:59Z",
+            "0001-01-01T00:00:00Z",
+        ] {
+            assert_eq!(fast_time(t), Some(parse_time(t).unwrap()), "{t}");
+            assert_eq!(fmt_time(stored_time(t).unwrap()), t);
+        }
+        for t in [
+            "2026-12-01T11:00:00+01:00",
+            "2026-12-01T11:00:00.5Z",
+            "2026-12-01t11:00:00z",
+            "2016-12-31T23:59:60Z",
+            "2023-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-12-01T24:00:00Z",
+            "2026-12-01T11:00:0xZ",
+            "soon",
+            "",
+        ] {
+            assert_eq!(fast_time(t), None, "{t}");
+            assert_eq!(stored_time(t), parse_time(t), "{t}");
+        }
+    }
+
+    /// The shortcut for the actions column gives what the JSON reader gives for every set the store
+    /// writes, and leaves every other text to it.
+    #[test]
+    fn stored_actions_read_as_the_json_reader_reads_them() {
+        use crate::domain::ShareAction::{DescribeSecret, GetSecretValue};
+        for set in [
+            ActionSet::new([GetSecretValue]),
+            ActionSet::new([DescribeSecret]),
+            ActionSet::new([GetSecretValue, DescribeSecret]),
+        ] {
+            let text = set.to_json();
+            assert_eq!(fast_actions(&text), Some(set.clone()), "{text}");
+            assert_eq!(ActionSet::from_json(&text).unwrap(), set);
+        }
+        for text in [
+            "[]",
+            "[\"secretsmanager:PutSecretValue\"]",
+            "[ \"secretsmanager:GetSecretValue\" ]",
+            "[\"secretsmanager:GetSecret\\u0056alue\"]",
+            "[\"secretsmanager:GetSecretValue\",\"secretsmanager:GetSecretValue\",\"a\",\"b\",\"c\"]",
+            "[\"secretsmanager:GetSecretValue\"",
+            "",
+        ] {
+            assert_eq!(stored_actions(text), ActionSet::from_json(text), "{text}");
+        }
     }
 }
