@@ -329,15 +329,54 @@ pub(crate) async fn decide(
     decision: Decision,
     comment: Option<String>,
 ) -> Result<Share> {
-    if decision == Decision::Approve {
-        room_for_approval(app, share_id, &origin.actor).await?;
-    }
     let now_t = app.clock.now();
     let notify = app.notify_enabled();
-    let ballot = Ballot::of(caller, decision, comment);
+    let ballot = Arc::new(Ballot::of(caller, decision, comment));
+    if decision == Decision::Approve {
+        let (o, b) = (origin.clone(), ballot.clone());
+        let share = app
+            .store
+            .read(move |c| authorized_share(c, &o, &b, share_id, now_t))
+            .await?;
+        room_for_approval(app, &share, &origin.actor).await?;
+    }
     app.store
         .write(move |c| decide_in(c, &origin, &ballot, share_id, now_t, notify))
         .await
+}
+
+/// The share a vote is about, once the vote passes [`authorize_vote`] and is not the voter's second:
+/// the read a final approval makes before it pays for the room check, so that a vote the write would
+/// refuse (403, 409) is refused as it would be, without reading AWS.
+fn authorized_share(
+    c: &Tx<'_>,
+    origin: &Origin,
+    ballot: &Ballot,
+    share_id: ShareId,
+    now_t: OffsetDateTime,
+) -> Result<Share> {
+    let share = load(c, share_id)?;
+    authorize_vote(c, origin, ballot, &share, now_t)?;
+    if share
+        .approvals
+        .iter()
+        .any(|v| identity::same(&v.approver, &origin.actor))
+    {
+        return Err(already_voted(origin, &share));
+    }
+    Ok(share)
+}
+
+fn already_voted(origin: &Origin, share: &Share) -> Error {
+    Error::Conflict {
+        detail: format!(
+            "{} has already voted on this share (names are compared without regard to case: every \
+             token of one name is one person)",
+            origin.actor
+        ),
+        current_status: Some(share.status),
+        existing_id: None,
+    }
 }
 
 /// Distinct people who approved `share`, counting `voter` (about to approve) too. Votes recorded
@@ -364,32 +403,31 @@ const ROOM_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 /// share stays pending, instead of being approved only to fail at apply. The message says how full the
 /// policy would be. Only a final approval pays for the AWS reads; when AWS cannot be read (or applying
 /// is off) the vote goes through and the apply refuses it as before, with the same message.
-async fn room_for_approval(app: &App, share_id: ShareId, voter: &str) -> Result<()> {
-    if !app.applier.enabled() {
-        return Ok(());
-    }
-    let Some(share) = app
-        .store
-        .read(move |c| rows::share_by_id(c, share_id))
-        .await?
-    else {
-        return Ok(());
-    };
-    if share.status != ShareStatus::Pending
-        || approving_people(&share, Some(voter)) < share.approvals_required
+async fn room_for_approval(app: &App, share: &Share, voter: &str) -> Result<()> {
+    room_within(app, share, voter, ROOM_CHECK_TIMEOUT).await
+}
+
+/// [`room_for_approval`], waiting at most `timeout` for AWS.
+async fn room_within(
+    app: &App,
+    share: &Share,
+    voter: &str,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    if !app.applier.enabled()
+        || share.status != ShareStatus::Pending
+        || approving_people(share, Some(voter)) < share.approvals_required
     {
         return Ok(());
     }
-    let findings = match tokio::time::timeout(ROOM_CHECK_TIMEOUT, app.applier.room_findings(&share))
-        .await
-    {
+    let findings = match tokio::time::timeout(timeout, app.applier.room_findings(share)).await {
         Ok(Ok(findings)) => findings,
         Ok(Err(e)) => {
             tracing::warn!(share_id = %share.id, error = %e, "cannot read the live policies before the final approval; the apply checks their size");
             return Ok(());
         }
         Err(_) => {
-            tracing::warn!(share_id = %share.id, "AWS did not answer within 10 s before the final approval; the apply checks the policies' size");
+            tracing::warn!(share_id = %share.id, timeout_ms = timeout.as_millis() as u64, "AWS did not answer in time before the final approval; the apply checks the policies' size");
             return Ok(());
         }
     };
@@ -427,25 +465,26 @@ impl Ballot {
     }
 }
 
-/// [`decide`] inside the caller's write transaction.
-fn decide_in(
+/// The checks a vote passes before it is recorded ([`decide_in`] makes them in its write; a final
+/// approval makes them first in a read, so that only an authorized vote pays for the room check):
+/// not the requester nor anyone controlling the vote on the requester's behalf, the share pending and
+/// not ended. For an approval, the names that control the vote.
+fn authorize_vote(
     c: &Tx<'_>,
     origin: &Origin,
     ballot: &Ballot,
-    share_id: ShareId,
+    share: &Share,
     now_t: OffsetDateTime,
-    notify: bool,
-) -> Result<Share> {
+) -> Result<Option<BTreeSet<String>>> {
     let now = fmt_time(now_t);
     let Ballot {
         credential,
         issued_by,
         broker_token,
         decision,
-        comment,
+        ..
     } = ballot;
     let (broker_token, decision) = (*broker_token, *decision);
-    let share = load(c, share_id)?;
     let verb = match decision {
         Decision::Approve => "approve",
         Decision::Reject => "reject",
@@ -546,8 +585,31 @@ fn decide_in(
         return Err(Error::bad_transition(verb, share.status, "pending"));
     }
     if decision == Decision::Approve {
-        refuse_ended(&share, now_t)?;
+        refuse_ended(share, now_t)?;
     }
+    Ok(voter)
+}
+
+/// [`decide`] inside the caller's write transaction.
+fn decide_in(
+    c: &Tx<'_>,
+    origin: &Origin,
+    ballot: &Ballot,
+    share_id: ShareId,
+    now_t: OffsetDateTime,
+    notify: bool,
+) -> Result<Share> {
+    let now = fmt_time(now_t);
+    let Ballot {
+        credential,
+        issued_by,
+        decision,
+        comment,
+        ..
+    } = ballot;
+    let decision = *decision;
+    let share = load(c, share_id)?;
+    let voter = authorize_vote(c, origin, ballot, &share, now_t)?;
     let d = decision.as_str();
     let voted = share
         .approvals
@@ -567,15 +629,7 @@ fn decide_in(
             },
         )?
     {
-        return Err(Error::Conflict {
-            detail: format!(
-                "{} has already voted on this share (names are compared without regard to \
-                         case: every token of one name is one person)",
-                origin.actor
-            ),
-            current_status: Some(share.status),
-            existing_id: None,
-        });
+        return Err(already_voted(origin, &share));
     }
     // The quorum counts independent controllers: a vote that one of the approvers before it
     // could have cast (their controllers meet) is refused, so the approvals recorded are
@@ -1447,22 +1501,34 @@ pub(crate) async fn decide_from_slack(
         (Some(_), Some(o)) => Some(o.clone()),
         _ => None,
     };
+    let click = SlackClick {
+        team_id,
+        user_id,
+        request_id,
+        decision,
+        now_t,
+        oidc,
+    };
+    let click = Arc::new(click);
     if decision == Decision::Approve {
-        // The policies' room is checked as for any final approval, with the name the user is linked
-        // to now (the write below reads the link again and decides with the one it finds).
-        let (team, user) = (team_id.clone(), user_id.clone());
-        let linked = app
+        // Authorized as the write would authorize it (the link, its role, the vote's checks), then
+        // the policies' room as for any final approval, within Slack's answer time.
+        let pre = click.clone();
+        let checked = app
             .store
-            .read(move |c| crate::store::slack::link(c, &team, &user))
+            .read(move |c| {
+                let (link, origin, ballot) = slack_ballot(c, &pre, None)?;
+                let share = authorized_share(c, &origin, &ballot, share_id, pre.now_t)?;
+                Ok((link, share))
+            })
             .await;
-        let room = match linked {
-            Ok(Some(link)) => room_for_approval(app, share_id, &link.name).await,
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = room {
+        // A vote the checks refuse goes on to the write, which refuses it the same way (and says
+        // which link it read).
+        if let Ok((link, share)) = checked
+            && let Err(e) = room_within(app, &share, &link.name, SLACK_ROOM_TIMEOUT).await
+        {
             return SlackVote {
-                link: None,
+                link: Some(link),
                 result: Err(e),
             };
         }
@@ -1472,34 +1538,67 @@ pub(crate) async fn decide_from_slack(
     let result = app
         .store
         .write(move |c| {
-            let Some(link) = crate::store::slack::link(c, &team_id, &user_id)? else {
-                return Err(Error::Forbidden(format!(
-                    "Slack user {user_id} of team {team_id} is not linked to a broker identity: an \
-                     admin links it (secret-broker slack link --team {team_id} --user {user_id} \
-                     --name NAME)"
-                )));
-            };
-            *read.lock().unwrap_or_else(|e| e.into_inner()) = Some(link.clone());
-            let Some(role) = slack_decider_role(c, &link.name, &fmt_time(now_t), oidc.as_deref())?
-            else {
-                return Err(Error::Forbidden(format!(
-                    "{} (the broker name Slack user {user_id} of team {team_id} is linked to) holds \
-                     no live approver or admin credential: a broker token with that role, neither \
-                     revoked nor expired, or for an oidc: name a console session signed in through \
-                     OIDC whose roles claim maps to it. Only approvers decide from Slack",
-                    link.name
-                )));
-            };
-            let caller = slack_caller(&link, role);
-            let origin = Origin::of(&caller, request_id);
-            let comment = (decision == Decision::Reject)
-                .then(|| format!("rejected from Slack by {}", link.name));
-            let ballot = Ballot::of(&caller, decision, comment);
-            decide_in(c, &origin, &ballot, share_id, now_t, notify)
+            let (_, origin, ballot) = slack_ballot(c, &click, Some(&read))?;
+            decide_in(c, &origin, &ballot, share_id, click.now_t, notify)
         })
         .await;
     let link = seen.lock().unwrap_or_else(|e| e.into_inner()).take();
     SlackVote { link, result }
+}
+
+/// How long a Slack approval waits for AWS for its room check: Slack wants its answer within 3 s.
+const SLACK_ROOM_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// A click as [`decide_from_slack`] got it.
+struct SlackClick {
+    team_id: String,
+    user_id: String,
+    request_id: Option<String>,
+    decision: Decision,
+    now_t: OffsetDateTime,
+    oidc: Option<Arc<crate::auth::oidc::Oidc>>,
+}
+
+/// The link of the clicking Slack user, checked ([`slack_decider_role`]), and the origin and ballot of
+/// its vote.
+fn slack_ballot(
+    c: &Tx<'_>,
+    click: &SlackClick,
+    seen: Option<&Mutex<Option<SlackLink>>>,
+) -> Result<(SlackLink, Origin, Ballot)> {
+    let SlackClick {
+        team_id,
+        user_id,
+        request_id,
+        decision,
+        now_t,
+        oidc,
+    } = click;
+    let Some(link) = crate::store::slack::link(c, team_id, user_id)? else {
+        return Err(Error::Forbidden(format!(
+            "Slack user {user_id} of team {team_id} is not linked to a broker identity: an \
+             admin links it (secret-broker slack link --team {team_id} --user {user_id} \
+             --name NAME)"
+        )));
+    };
+    if let Some(seen) = seen {
+        *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(link.clone());
+    }
+    let Some(role) = slack_decider_role(c, &link.name, &fmt_time(*now_t), oidc.as_deref())? else {
+        return Err(Error::Forbidden(format!(
+            "{} (the broker name Slack user {user_id} of team {team_id} is linked to) holds \
+             no live approver or admin credential: a broker token with that role, neither \
+             revoked nor expired, or for an oidc: name a console session signed in through \
+             OIDC whose roles claim maps to it. Only approvers decide from Slack",
+            link.name
+        )));
+    };
+    let caller = slack_caller(&link, role);
+    let origin = Origin::of(&caller, request_id.clone());
+    let comment =
+        (*decision == Decision::Reject).then(|| format!("rejected from Slack by {}", link.name));
+    let ballot = Ballot::of(&caller, *decision, comment);
+    Ok((link, origin, ballot))
 }
 
 /// Links a Slack user to a broker name (admin, API or command line; the name is stored in its canonical

@@ -51,9 +51,26 @@ impl Applier {
         // The replicas' keys: a share applied to a replicated secret holds an entry in each (its key
         // statement composed for the replica). They are read from DescribeSecret now; a replica removed
         // since keeps what was written on its key (see ARCHITECTURE.md).
+        // A replica the broker cannot look up (DescribeSecret or a replica key's DescribeKey refused,
+        // a replica re-keyed to a key it may not describe) must not keep the rest in place: the
+        // statements on the primary and its key go first (the primary's resource policy is what AWS
+        // replicates, so removing its statement ends the read in every region), and the revoke then
+        // fails naming the replicas, to be retried with the share still `revoking`.
         let mut replica_of: HashMap<KmsKeyArn, crate::policy::arn::SecretArn> = HashMap::new();
-        if !grants.is_empty() {
-            for r in self.replica_keys_for_revoke(&secret).await? {
+        let mut replicas_unread: Option<Failure> = None;
+        let replicas = if grants.is_empty() {
+            Vec::new()
+        } else {
+            match self.replica_keys_for_revoke(&secret).await {
+                Ok(r) => r,
+                Err(f) => {
+                    replicas_unread = Some(f);
+                    Vec::new()
+                }
+            }
+        };
+        {
+            for r in replicas {
                 let entry = by_key.entry(r.key.clone()).or_default();
                 for g in &grants {
                     let e = replica_key_entry(g, &r.secret, installation);
@@ -180,6 +197,16 @@ impl Applier {
         }
         kept.sort();
         kept.dedup();
+        if let Some(f) = replicas_unread {
+            return Err(Failure::new(
+                f.kind,
+                format!(
+                    "removed from the secret and its key (the read ends in every region); the \
+                     replicas' keys, retried: {}",
+                    f.message
+                ),
+            ));
+        }
         Ok((removed, kept))
     }
 

@@ -231,7 +231,7 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
                         "the resource policy would be {n} characters of the {MAX_RESOURCE_POLICY_CHARS} \
                          Secrets Manager allows ({}%), the broker's statements compacted: share with an \
                          account root or a role several consumers assume instead of many principals",
-                        n * 100 / MAX_RESOURCE_POLICY_CHARS
+                        (n * 100).div_ceil(MAX_RESOURCE_POLICY_CHARS)
                     ),
                 );
             }
@@ -247,7 +247,7 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
                         "the key policy would be {n} bytes of the {MAX_KEY_POLICY_BYTES} KMS allows \
                          ({}%), the broker's statements compacted: use fewer, broader consumer principals \
                          (an account root) or a separate key",
-                        n * 100 / MAX_KEY_POLICY_BYTES
+                        (n * 100).div_ceil(MAX_KEY_POLICY_BYTES)
                     ),
                 );
             }

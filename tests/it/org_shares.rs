@@ -617,3 +617,43 @@ async fn the_approval_that_would_overflow_a_policy_is_refused_with_how_full_it_w
     assert!(!broker_sids(&rp).is_empty(), "{rp}");
     m.assert_no_get_secret_value();
 }
+
+/// The room check of a final approval runs before the vote is authorized. The
+/// requester, who also holds an approver token, "approves" her own share of a secret whose resource
+/// policy is nearly full: she must get the 403 every self-approval gets, without the broker reading
+/// AWS for her. On main she gets the 409 that says how full the owner's policy is, and every such call
+/// costs a fresh read of the live policies (a refusal never uses the cached read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requester_approving_her_own_share_gets_403_not_the_room_check() {
+    let t = TestApp::with_aws(|_| {});
+    let a = actors(&t).await;
+    let alice_approver = t
+        .token("alice", secret_broker::domain::Role::Approver)
+        .await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    m.set_resource_policy(&secret, &foreign_policy_of(20_300))
+        .await;
+    let id = crate::harness::request(
+        &t,
+        &a,
+        &secret,
+        "arn:aws:iam::444455556666:role/app-reader",
+        json!({}),
+    )
+    .await;
+    let reads = || m.calls("GetResourcePolicy", &secret);
+    let before = reads();
+    for _ in 0..3 {
+        let r = t
+            .post_empty(&format!("/v1/shares/{id}/approve"), &alice_approver)
+            .await;
+        assert_eq!(r.status.as_u16(), 403, "{}", r.text);
+    }
+    assert_eq!(
+        reads() - before,
+        0,
+        "the requester's refused votes read AWS"
+    );
+}

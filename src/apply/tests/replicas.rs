@@ -296,3 +296,47 @@ async fn a_second_share_keeps_the_replica_statement_the_first_one_still_needs() 
         assert!(key_statement_in(&f, key, region).is_none(), "{region}");
     }
 }
+
+/// A revoke must not depend on a replica's key being describable. The owner re-keys
+/// the eu-west-1 replica to a key whose policy does not let the broker call DescribeKey (AccessDenied,
+/// persistent). Revoking the share must still remove its resource-policy statement on the primary
+/// (which AWS replicates: it is what ends the consumer's access in every region). On main the revoke
+/// fails at `replica_keys_for_revoke`, before any removal, and is retried forever with the same error:
+/// the consumer keeps reading the secret in all three regions.
+#[tokio::test]
+async fn a_replica_key_the_broker_cannot_describe_does_not_block_the_revoke() {
+    const NEW_EU: &str =
+        "arn:aws:kms:eu-west-1:111122223333:key/4234abcd-12ab-34cd-56ef-1234567890ab";
+    let f = replicated();
+    let id = f.share(ShareStatus::Approved).await;
+    f.settle().await;
+    assert_eq!(f.get(id).await.status, ShareStatus::Active);
+    assert!(f.aws.resource_policy(SECRET).is_some());
+    // The owner re-keys the eu-west-1 replica (the one thing a replica may change on its own).
+    f.aws.put_key(NEW_EU, &owner_key_policy());
+    f.aws.put_secret(
+        SECRET,
+        MemorySecret {
+            kms_key_id: Some(KEY.into()),
+            replicas: vec![
+                replica("us-west-2", Some(WEST)),
+                replica("eu-west-1", Some(NEW_EU)),
+            ],
+            policy: f.aws.resource_policy(SECRET),
+            ..Default::default()
+        },
+    );
+    f.aws
+        .fail_after("kms:DescribeKey", 0, AwsErrorKind::AccessDenied, None);
+    f.set_status(id, ShareStatus::Revoking).await;
+    f.settle().await;
+    f.settle().await;
+    let share = f.get(id).await;
+    let rp = f.aws.resource_policy(SECRET);
+    assert!(
+        rp.as_deref().is_none_or(|p| !p.contains(PRINCIPAL)),
+        "the consumer is still in the primary's (replicated) resource policy; share {:?}, error {:?}",
+        share.status,
+        share.last_error
+    );
+}
