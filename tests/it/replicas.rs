@@ -690,3 +690,68 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
     phase("done");
     drop(b);
 }
+
+/// What intake costs the PostgreSQL writer, counted, not timed: per group of writes committed
+/// together, one round trip opens the transaction (with the first write's savepoint), one reads the
+/// chain head and one commits; per write, one for the principal lookup (its answer decides what comes
+/// next) and one for the answers to its inserts (the share and the audit row, sent without waiting)
+/// and the savepoint closing. Each statement waited for its answer before: 6 round trips a write
+/// (savepoint, lookup, share, chain head, audit row, release) and 2 a group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_costs_the_postgresql_writer_two_round_trips_a_request() {
+    let url = crate::pg::fresh_database();
+    let t = TestApp::with(|c| {
+        c.database.0 = url.clone().into();
+        c.max_pending_per_requester.0 = None;
+    });
+    let a = actors(&t).await;
+    let body = |i: usize| {
+        json!({
+            "secret_arn": format!("arn:aws:secretsmanager:us-east-1:111122223333:secret:load{}-AbCdEf", i % 7),
+            "principal_arn": crate::harness::ROLE,
+            "justification": "counted",
+        })
+    };
+    // The principal is registered and every statement prepared before counting.
+    t.post("/v1/shares", &a.alice, body(0)).await.expect(201);
+    let (groups0, trips0, sent0) = t.app.store.writer_traffic().expect("PostgreSQL");
+
+    // One at a time: each request is a group of its own.
+    for i in 0..10 {
+        t.post("/v1/shares", &a.alice, body(i)).await.expect(201);
+    }
+    let (groups1, trips1, sent1) = t.app.store.writer_traffic().unwrap();
+    assert_eq!(groups1 - groups0, 10);
+    assert_eq!(
+        (trips1 - trips0, sent1 - sent0),
+        (10 * (2 + 3), 10 * (4 + 3)),
+        "(round trips, statements) for 10 requests in 10 groups"
+    );
+
+    // 200 at once: whatever the groups, 2 round trips a request and 3 a group.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let req = Request::post("/v1/shares")
+            .header("authorization", format!("Bearer {}", a.alice))
+            .header("content-type", "application/json")
+            .body(Body::from(body(i).to_string()))
+            .unwrap();
+        let sent = t.send(req, LOOPBACK);
+        set.spawn(async move { sent.await.status() });
+    }
+    while let Some(r) = set.join_next().await {
+        assert_eq!(r.unwrap(), StatusCode::CREATED);
+    }
+    let (groups2, trips2, sent2) = t.app.store.writer_traffic().unwrap();
+    let groups = groups2 - groups1;
+    assert!(groups < 200, "{groups} groups: the writes were not grouped");
+    assert_eq!(
+        (trips2 - trips1, sent2 - sent1),
+        (200 * 2 + 3 * groups, 200 * 4 + 3 * groups),
+        "(round trips, statements) for 200 requests in {groups} groups"
+    );
+    assert_eq!(t.count("shares"), 211);
+    // The chain head kept by the writer between appends made the same chain as reading it would.
+    let v = t.get("/v1/audit/verify", &a.root).await.expect(200);
+    assert_eq!(v.body["ok"], true, "{}", v.text);
+}
