@@ -674,7 +674,10 @@ impl PgConn {
     }
 
     /// Runs one statement or batch that waits for its answer.
-    fn wait<T: Send, F>(&self, f: impl FnOnce(std::sync::Arc<tokio_postgres::Client>) -> F + Send) -> Result<T>
+    fn wait<T: Send, F>(
+        &self,
+        f: impl FnOnce(std::sync::Arc<tokio_postgres::Client>) -> F + Send,
+    ) -> Result<T>
     where
         F: std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
     {
@@ -765,7 +768,10 @@ impl PgConn {
     pub fn send_batch_marked(&self, sql: &str) -> Result<()> {
         let client = self.with_client_handle()?;
         let sql = sql.to_owned();
-        self.send(true, Box::pin(async move { client.batch_execute(&sql).await }))
+        self.send(
+            true,
+            Box::pin(async move { client.batch_execute(&sql).await }),
+        )
     }
 
     /// The failure of a marked batch whose answer was read, once.
@@ -931,14 +937,18 @@ impl<'a> Conn<'a> {
             Conn::Sqlite(_) => self.execute(sql, p).map(|_| ()),
             Conn::Pg(conn) => {
                 let st = conn.statement(sql)?;
-                let values: Vec<OwnedValue> = p.with_values(|v| v.iter().map(OwnedValue::of).collect());
+                let values: Vec<OwnedValue> =
+                    p.with_values(|v| v.iter().map(OwnedValue::of).collect());
                 let client = conn.with_client_handle()?;
-                conn.send(false, Box::pin(async move {
-                    client
-                        .execute_raw(&st, values.iter().map(|v| v as &(dyn ToSql + Sync)))
-                        .await
-                        .map(|_| ())
-                }))
+                conn.send(
+                    false,
+                    Box::pin(async move {
+                        client
+                            .execute_raw(&st, values.iter().map(|v| v as &(dyn ToSql + Sync)))
+                            .await
+                            .map(|_| ())
+                    }),
+                )
             }
         }
     }

@@ -457,11 +457,11 @@ pub(crate) mod tls {
     use std::sync::Arc;
     use std::task::{Context, Poll};
 
-    use tokio_postgres::Socket;
-    use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio_postgres::Socket;
+    use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
     use tokio_rustls::rustls;
     use tokio_rustls::rustls::client::WebPkiServerVerifier;
     use tokio_rustls::rustls::client::danger::{

@@ -318,7 +318,7 @@ fn expected_sids(secret: &str, principal: &str) -> (String, String) {
 /// per key (100 statements) it would pass KMS's 32 KB limit, and the broker rightly refuses the writes
 /// (the shares end `failed`, which this test reports at once).
 ///
-/// "Applied once" is counted from the requests the replicas sent to AWS (through a counting proxy):
+/// "Applied once" is counted from the requests the replicas sent to AWS (through counting proxies):
 /// every share is in exactly one apply job
 /// that finished (`done`), and each finished job wrote each of its two policies exactly once. The only
 /// other writes are around A's interrupted jobs, and their journal says which: a job that journaled a
@@ -343,11 +343,14 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
         ("BROKER_MAX_CONCURRENT_PER_ADDRESS", "off"),
         ("BROKER_MAX_PENDING_PER_REQUESTER", "off"),
     ];
-    // The replicas reach the emulator through a proxy that counts every request it forwards (the
-    // emulator's own request log can lose lines when large requests arrive at once).
-    let proxy = crate::moto::HoldingProxy::start().await;
-    let mut a = crate::cli::serve_env(dir.path(), &proxy.url, &env);
-    let b = crate::cli::serve_env(dir.path(), &proxy.url, &env);
+    // The replicas reach the emulator through proxies (one each) that count every request they
+    // forward (the emulator's own request log can lose lines when large requests arrive at once);
+    // A's also holds A's resource-policy writes, so that A is killed in the middle of applying, not
+    // after a job the test saw running has finished.
+    let proxy_a = crate::moto::HoldingProxy::start().await;
+    let proxy_b = crate::moto::HoldingProxy::start().await;
+    let mut a = crate::cli::serve_env(dir.path(), &proxy_a.url, &env);
+    let b = crate::cli::serve_env(dir.path(), &proxy_b.url, &env);
     let (a_addr, b_addr) = (a.addr.clone(), b.addr.clone());
     let alice = cli_token(&url, "alice", "requester");
     let bob = cli_token(&url, "bob", "approver");
@@ -405,6 +408,8 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
         }
     }
     phase("1000 shares requested");
+    // Never released: the held writes never reach the emulator (A dies holding them).
+    let a_resource_writes = proxy_a.hold("PutResourcePolicy", "");
     // Approved through both at once, in a task of its own; a request A took and lost with the kill is
     // sent to B again.
     let approvals = {
@@ -438,7 +443,8 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
     let db = secret_broker::store::open_direct(std::path::Path::new(&url)).unwrap();
     let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
     // A is killed while it applies: a job of A's (A holds its secret's lease) has journaled its
-    // key-policy write and not finished.
+    // key-policy write and not finished (its resource-policy write is held at A's proxy).
+    a_resource_writes.reached().await;
     let a_mid_write = format!(
         "SELECT j.id FROM jobs j JOIN leases l ON l.name = 'secret:' || j.secret_arn
          WHERE j.kind = 'apply' AND j.state = 'running' AND j.key_write_started = 1
@@ -610,7 +616,9 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
     // The writes AWS saw: each finished job wrote each of its policies exactly once. A job of A's whose
     // journal says a write was being sent adds 0 or 2 writes of that policy (the write never left A, or
     // it did and B's compensation removed its statements again); one without that journal entry, none.
-    let calls = |operation: &str, needle: &str| proxy.forwarded(operation, needle);
+    let calls = |operation: &str, needle: &str| {
+        proxy_a.forwarded(operation, needle) + proxy_b.forwarded(operation, needle)
+    };
     let extra_ok = |n: usize, done: usize, interrupted_writes: usize| {
         n >= done && (n - done).is_multiple_of(2) && n - done <= 2 * interrupted_writes
     };
@@ -685,7 +693,7 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
     .await
     .unwrap();
     assert_eq!((status, v["ok"].clone()), (200, json!(true)), "{v}");
-    assert_eq!(proxy.forwarded("GetSecretValue", ""), 0);
+    assert_eq!(calls("GetSecretValue", ""), 0);
     m.assert_no_get_secret_value();
     phase("done");
     drop(b);

@@ -301,15 +301,17 @@ fn principal_from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result
 /// Inserts a principal.
 pub(crate) fn insert_principal(tx: &Tx<'_>, p: &Principal) -> Result<()> {
     tx.execute_pipelined(
-        &format!("INSERT INTO principals ({PRINCIPAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        &format!(
+            "INSERT INTO principals ({PRINCIPAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        ),
         params![
-        p.id,
-        p.arn.as_str(),
-        p.account_id,
-        p.kind.as_str(),
-        p.description,
-        p.created_by,
-        p.created_at
+            p.id,
+            p.arn.as_str(),
+            p.account_id,
+            p.kind.as_str(),
+            p.description,
+            p.created_by,
+            p.created_at
         ],
     )?;
     Ok(())
@@ -779,14 +781,7 @@ pub(crate) fn store_idempotent_response(
     tx.execute_pipelined(
         "INSERT INTO idempotency_keys (actor, key, request_hash, status, body, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            actor,
-            key,
-            resp.request_hash,
-            resp.status,
-            resp.body,
-            now
-        ],
+        params![actor, key, resp.request_hash, resp.status, resp.body, now],
     )?;
     Ok(())
 }
