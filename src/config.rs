@@ -1,6 +1,6 @@
 //! Typed configuration: built-in defaults, then an optional TOML file (unknown keys refused), then
 //! `BROKER_*` environment variables (unknown `BROKER_*` variables refused too, since a typo there would
-//! otherwise silently keep a default).
+//! otherwise silently keep a default; `BROKER_TEST_*`, the test harness's, are ignored).
 //!
 //! Every setting is declared once in the `settings!` table below; the struct, the parsers, the file and
 //! environment loaders and the reference in the README all come from that table.
@@ -11,6 +11,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
+
+/// The prefix of the test harness's environment variables (`BROKER_TEST_BACKEND`,
+/// `BROKER_TEST_POSTGRES_URL`): ignored by [`Config::load`], never settings.
+const TEST_VARIABLES: &str = "BROKER_TEST_";
 
 pub(crate) use crate::policy::compose::InstallationId;
 
@@ -567,7 +571,7 @@ settings! {
 }
 
 impl Config {
-    /// Defaults, then the file (if any), then `BROKER_*` variables from `env`.
+    /// Defaults, then the file (if any), then `BROKER_*` variables from `env` (but `BROKER_TEST_*`).
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
@@ -582,7 +586,9 @@ impl Config {
         }
         let vars: BTreeMap<String, String> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with("BROKER_"))
+            // `BROKER_TEST_*` are the test harness's own variables (the backend of its PostgreSQL
+            // pass, its server's URL), inherited by the binaries the tests start: never settings.
+            .filter(|(k, _)| k.starts_with("BROKER_") && !k.starts_with(TEST_VARIABLES))
             .collect();
         for (var, value) in vars {
             let key = var["BROKER_".len()..].to_lowercase();
@@ -933,6 +939,16 @@ mod tests {
             e.contains("approval_qorum") && e.contains("approval_quorum"),
             "{e}"
         );
+        // The test harness's variables reach the binaries the tests start: ignored, not refused.
+        let c = Config::load(
+            None,
+            env(&[
+                ("BROKER_TEST_BACKEND", "postgres"),
+                ("BROKER_TEST_POSTGRES_URL", "postgres://127.0.0.1/t"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.approval_quorum.0, 1);
         let e = Config::load(None, env(&[("BROKER_LISTN", "x")]))
             .unwrap_err()
             .to_string();

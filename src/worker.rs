@@ -1,6 +1,12 @@
 //! The background worker: one loop, every `worker_interval`.
 //!
 //! Each tick, in order:
+//! 0. work left behind is taken up ([`crate::apply::Applier::recover`]): jobs whose applier died (this
+//!    process's crashed task, or another replica whose lease ran out) are compensated or completed
+//!    from their journal, and secrets with approved or revoking shares are kicked (work is claimed
+//!    through the store, so a kick lost to a crash or an AWS outage is picked up again). First, so
+//!    that the takeover after a replica dies does not wait for the drift checks, which read every
+//!    active secret's policies from AWS;
 //! 1. pending shares older than `pending_ttl` (or past their own expiry) end `expired`;
 //! 2. active or drifted shares past `expires_at` become `revoking`; the applier removes their statements
 //!    (keeping any another live share needs) and they end `expired`;
@@ -8,9 +14,7 @@
 //! 4. drift: the live policies of active shares are compared with what the broker wrote and evaluated;
 //!    a missing or altered statement, a principal shown as a unique id, or a policy that no longer allows
 //!    the read makes the share `drifted`; with `drift_repair = auto` it is re-applied at once;
-//! 5. secrets with approved or revoking shares are kicked (work is claimed through the store, so a kick
-//!    lost to a crash or an AWS outage is picked up again);
-//! 6. due webhook notifications are delivered.
+//! 5. due webhook notifications are delivered.
 //!
 //! Beside the passes, every `audit_anchor_interval` (and at start and shutdown) the audit chain's head
 //! is anchored: logged and sent as an `audit.anchor` webhook event (see [`anchor`]).
@@ -55,12 +59,18 @@ pub struct TickReport {
 /// The actor of the worker's audit rows.
 const SYSTEM: &str = "system";
 
-/// One pass of steps 1 to 5 (everything but notification delivery).
+/// One pass of steps 0 to 4 (everything but notification delivery).
 pub(crate) async fn maintain(app: &Arc<App>) -> Result<TickReport> {
     let mut report = TickReport::default();
     let now_t = app.clock.now();
     let now = fmt_time(now_t);
     let notify_on = app.notify_enabled();
+
+    // 0. Work left behind, first: the takeover of a dead replica's jobs must not wait for the drift
+    //    checks (step 4), which read every active secret's policies from AWS.
+    if app.applier.enabled() {
+        app.applier.recover().await?;
+    }
 
     // 1. Pending timeouts.
     let cutoff = fmt_time(now_t - app.config.pending_ttl.0);
@@ -247,10 +257,6 @@ pub(crate) async fn maintain(app: &Arc<App>) -> Result<TickReport> {
                 app.applier.repair(&secret, marked, false);
             }
         }
-
-        // 5. Work left behind: orphaned jobs are compensated and their shares queued again, and
-        //    secrets with approved or revoking shares are kicked.
-        app.applier.recover().await?;
     }
     Ok(report)
 }

@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 
-use postgres::types::{FromSql, IsNull, ToSql, Type};
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
 
 /// A database error, from either driver or from a column that does not convert.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +23,7 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     /// PostgreSQL said no (its message and detail, never the connection's password).
     #[error("{}", pg_message(.0))]
-    Pg(#[from] postgres::Error),
+    Pg(#[from] tokio_postgres::Error),
     /// A column did not convert to what was asked for.
     #[error("{0}")]
     Conversion(String),
@@ -32,7 +32,7 @@ pub enum DbError {
     NoRows,
 }
 
-fn pg_message(e: &postgres::Error) -> String {
+fn pg_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => match db.detail() {
             Some(d) => format!("{} ({}): {d}", db.message(), db.code().code()),
@@ -55,7 +55,7 @@ impl DbError {
 pub type Result<T> = std::result::Result<T, DbError>;
 
 impl From<DbError> for crate::error::Error {
-    /// The driver's own error stays the source (a `rusqlite::Error` or a `postgres::Error`).
+    /// The driver's own error stays the source (a `rusqlite::Error` or a `tokio_postgres::Error`).
     fn from(e: DbError) -> Self {
         match e {
             DbError::Sqlite(e) => crate::error::Error::caused("database", e),
@@ -294,7 +294,7 @@ impl ToSql for Value<'_> {
         true
     }
 
-    postgres::types::to_sql_checked!();
+    tokio_postgres::types::to_sql_checked!();
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -414,7 +414,7 @@ impl ColumnIndex for usize {
 /// One result row.
 pub enum Row<'r> {
     Sqlite(&'r rusqlite::Row<'r>),
-    Pg(&'r postgres::Row),
+    Pg(&'r tokio_postgres::Row),
 }
 
 impl<'r> Row<'r> {
@@ -457,15 +457,96 @@ impl<'r> Row<'r> {
 
 /// Opens a PostgreSQL session (made by `store/postgres.rs` from the URL and its TLS settings; this
 /// layer only calls it, to connect and to connect again).
-pub type PgConnector = std::sync::Arc<
-    dyn Fn() -> std::result::Result<postgres::Client, postgres::Error> + Send + Sync,
+pub type PgConnector = std::sync::Arc<dyn Fn() -> Result<PgSession> + Send + Sync>;
+
+/// One client session to PostgreSQL: the asynchronous client of `tokio-postgres` and a runtime of
+/// the session's own (on the caller's thread) that drives its connection while the caller blocks.
+/// Blocking on it is what the store's threads do; the asynchronous client is what lets the writer
+/// send a statement without waiting for its answer ([`Conn::execute_pipelined`]).
+pub struct PgSession {
+    client: Option<std::sync::Arc<tokio_postgres::Client>>,
+    connection: Option<tokio::task::JoinHandle<()>>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl PgSession {
+    /// Connects (blocking the calling thread: never an async worker thread).
+    pub fn connect<T>(config: &tokio_postgres::Config, tls: T) -> Result<Self>
+    where
+        T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket> + 'static + Send,
+        T::TlsConnect: Send,
+        T::Stream: Send,
+        <T::TlsConnect as tokio_postgres::tls::TlsConnect<tokio_postgres::Socket>>::Future: Send,
+    {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                DbError::Conversion(format!("cannot start the PostgreSQL client's runtime: {e}"))
+            })?;
+        let (client, connection) = rt.block_on(config.connect(tls))?;
+        // The connection runs as a task of the session's runtime: whenever the caller blocks on a
+        // statement, it sends what is queued (in the order queued) and reads the answers.
+        let connection = rt.spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "a PostgreSQL connection ended");
+            }
+        });
+        Ok(Self {
+            client: Some(std::sync::Arc::new(client)),
+            connection: Some(connection),
+            rt,
+        })
+    }
+
+    fn client(&self) -> Result<&std::sync::Arc<tokio_postgres::Client>> {
+        self.client
+            .as_ref()
+            .ok_or_else(|| DbError::Conversion("the PostgreSQL connection is closed".into()))
+    }
+
+    /// Blocks until `f` is done, driving the connection meanwhile.
+    fn block_on<T>(
+        &self,
+        f: impl std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    ) -> Result<T> {
+        Ok(self.rt.block_on(f)?)
+    }
+}
+
+impl Drop for PgSession {
+    fn drop(&mut self) {
+        // The client's handle goes first, so the connection says goodbye to the server (Terminate)
+        // and ends; bounded, as the server may be gone.
+        drop(self.client.take());
+        if let Some(c) = self.connection.take() {
+            let _ = self.rt.block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(1), c).await
+            });
+        }
+    }
+}
+
+/// A statement sent and not yet answered (see [`Conn::execute_pipelined`]).
+type InFlight = std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>> + Send>,
 >;
 
 /// A PostgreSQL connection with its prepared statements (keyed by the SQLite spelling of their SQL).
 pub struct PgConn {
-    client: RefCell<Option<postgres::Client>>,
-    statements: RefCell<HashMap<String, postgres::Statement>>,
+    session: RefCell<Option<PgSession>>,
+    statements: RefCell<HashMap<String, tokio_postgres::Statement>>,
     connector: PgConnector,
+    /// Statements sent without waiting for their answer, oldest first; `true` marks one whose
+    /// failure the caller asked to hear of apart ([`PgConn::send_batch_marked`]).
+    in_flight: RefCell<Vec<(bool, InFlight)>>,
+    /// The first failure of a marked statement, until taken.
+    marked_failure: RefCell<Option<String>>,
+    /// Round trips: the times the connection waited for the server (a prepare, a statement or a
+    /// batch whose answer is needed, or the answers of the statements in flight).
+    round_trips: std::cell::Cell<u64>,
+    /// Statements (and batches) sent, with or without waiting.
+    sent: std::cell::Cell<u64>,
 }
 
 thread_local! {
@@ -484,58 +565,234 @@ pub fn on_store_thread<T>(f: impl FnOnce() -> T) -> T {
 /// Prepared statements kept per connection before the cache starts over.
 const PG_STATEMENTS: usize = 256;
 
+/// A parameter owned, for a statement sent and answered later.
+#[derive(Debug)]
+enum OwnedValue {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Uuid(uuid::Uuid),
+}
+
+impl OwnedValue {
+    fn of(v: &Value<'_>) -> Self {
+        match *v {
+            Value::Null => OwnedValue::Null,
+            Value::Int(i) => OwnedValue::Int(i),
+            Value::Real(f) => OwnedValue::Real(f),
+            Value::Text(s) => OwnedValue::Text(s.to_owned()),
+            Value::Uuid(u) => OwnedValue::Uuid(u),
+        }
+    }
+
+    fn value(&self) -> Value<'_> {
+        match self {
+            OwnedValue::Null => Value::Null,
+            OwnedValue::Int(i) => Value::Int(*i),
+            OwnedValue::Real(f) => Value::Real(*f),
+            OwnedValue::Text(s) => Value::Text(s),
+            OwnedValue::Uuid(u) => Value::Uuid(*u),
+        }
+    }
+}
+
+impl ToSql for OwnedValue {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<IsNull, BoxError> {
+        self.value().to_sql(ty, out)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
 impl PgConn {
-    /// Connects (on the calling thread: never on an async worker thread, as the `postgres` crate
-    /// blocks on its own runtime).
+    /// Connects (on the calling thread: never on an async worker thread, as the session blocks on
+    /// its own runtime).
     pub fn connect(connector: PgConnector) -> Result<Self> {
-        let client = connector()?;
+        let session = connector()?;
         Ok(Self {
-            client: RefCell::new(Some(client)),
+            session: RefCell::new(Some(session)),
             statements: RefCell::new(HashMap::new()),
             connector,
+            in_flight: RefCell::new(Vec::new()),
+            marked_failure: RefCell::new(None),
+            round_trips: std::cell::Cell::new(0),
+            sent: std::cell::Cell::new(0),
         })
     }
 
     /// Whether the connection is gone (the server restarted, the network broke).
     pub fn is_closed(&self) -> bool {
-        self.client.borrow().as_ref().is_none_or(|c| c.is_closed())
+        self.session
+            .borrow()
+            .as_ref()
+            .and_then(|s| s.client.as_ref())
+            .is_none_or(|c| c.is_closed())
     }
 
     /// Connects again after the connection was lost.
     pub fn reconnect(&self) -> Result<()> {
-        let client = (self.connector)()?;
+        let session = (self.connector)()?;
         self.statements.borrow_mut().clear();
-        let old = self.client.replace(Some(client));
+        // Statements in flight on the lost connection are forgotten (their answers never come).
+        self.in_flight.borrow_mut().clear();
+        let old = self.session.replace(Some(session));
         drop_off_runtime(old);
         Ok(())
     }
 
-    /// Runs `f` with the client: at once on a store thread (the writer, a read on the blocking
-    /// pool), else on a thread of its own (a test or a command on an async worker thread, where the
-    /// client's blocking would panic).
-    fn with_client<T: Send>(
-        &self,
-        f: impl FnOnce(&mut postgres::Client) -> Result<T> + Send,
-    ) -> Result<T> {
-        let mut c = self.client.borrow_mut();
-        let c = c
-            .as_mut()
+    /// (round trips, statements sent) so far: see the fields.
+    pub fn counters(&self) -> (u64, u64) {
+        (self.round_trips.get(), self.sent.get())
+    }
+
+    /// Runs `f` with the session, waiting for the server: at once on a store thread (the writer, a
+    /// read on the blocking pool), else on a thread of its own (a test or a command on an async
+    /// worker thread, where blocking on the session's runtime would panic).
+    fn with_session<T: Send>(&self, f: impl FnOnce(&PgSession) -> Result<T> + Send) -> Result<T> {
+        let s = self.session.borrow();
+        let s = s
+            .as_ref()
             .ok_or_else(|| DbError::Conversion("the PostgreSQL connection is closed".into()))?;
+        self.round_trips.set(self.round_trips.get() + 1);
         if ON_STORE_THREAD.get() {
-            f(c)
+            f(s)
         } else {
-            std::thread::scope(|s| match s.spawn(move || f(c)).join() {
+            std::thread::scope(|sc| match sc.spawn(move || f(s)).join() {
                 Ok(v) => v,
                 Err(p) => std::panic::resume_unwind(p),
             })
         }
     }
 
-    fn statement(&self, sql: &str) -> Result<postgres::Statement> {
+    /// Runs one statement or batch that waits for its answer.
+    fn wait<T: Send, F>(
+        &self,
+        f: impl FnOnce(std::sync::Arc<tokio_postgres::Client>) -> F + Send,
+    ) -> Result<T>
+    where
+        F: std::future::Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    {
+        self.sent.set(self.sent.get() + 1);
+        self.with_session(|s| {
+            let client = s.client()?.clone();
+            s.block_on(f(client))
+        })
+    }
+
+    /// Queues a request on the connection without waiting for its answer: `fut` is polled once, which
+    /// encodes it and puts it in the connection's queue (behind every request queued before it, ahead
+    /// of every later one); its answer is read by [`PgConn::finish_in_flight`].
+    fn send(&self, marked: bool, fut: InFlight) -> Result<()> {
+        let mut fut = fut;
+        self.sent.set(self.sent.get() + 1);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::future::Future::poll(fut.as_mut(), &mut cx) {
+            std::task::Poll::Ready(r) => r.map_err(DbError::from),
+            std::task::Poll::Pending => {
+                self.in_flight.borrow_mut().push((marked, fut));
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits for the answers of every statement in flight (one round trip for all of them); the
+    /// first error among them, if any.
+    pub fn finish_in_flight(&self) -> Result<()> {
+        let mut pending = std::mem::take(&mut *self.in_flight.borrow_mut());
+        if pending.is_empty() {
+            return Ok(());
+        }
+        // Answers already read (those ahead of a statement the caller waited for since) cost no
+        // round trip: only when one is still missing does the connection wait for the server.
+        let mut ready = Vec::with_capacity(pending.len());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for (marked, f) in pending.iter_mut() {
+            match std::future::Future::poll(f.as_mut(), &mut cx) {
+                std::task::Poll::Ready(r) => ready.push(Some((*marked, r))),
+                std::task::Poll::Pending => ready.push(None),
+            }
+        }
+        let answers = if ready.iter().all(Option::is_some) {
+            ready.into_iter().flatten().collect()
+        } else {
+            self.wait_in_flight(pending, ready)?
+        };
+        let mut first = Ok(());
+        for (marked, answer) in answers {
+            if let Err(e) = answer {
+                let e = DbError::from(e);
+                if marked && self.marked_failure.borrow().is_none() {
+                    self.marked_failure.replace(Some(e.to_string()));
+                }
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+
+    /// Waits (one round trip) for the answers `ready` lacks.
+    #[allow(clippy::type_complexity)]
+    fn wait_in_flight(
+        &self,
+        pending: Vec<(bool, InFlight)>,
+        ready: Vec<Option<(bool, std::result::Result<(), tokio_postgres::Error>)>>,
+    ) -> Result<Vec<(bool, std::result::Result<(), tokio_postgres::Error>)>> {
+        self.with_session(move |s| {
+            Ok(s.rt.block_on(async move {
+                let mut answers = Vec::with_capacity(pending.len());
+                for ((marked, f), done) in pending.into_iter().zip(ready) {
+                    match done {
+                        Some(answer) => answers.push(answer),
+                        None => answers.push((marked, f.await)),
+                    }
+                }
+                answers
+            }))
+        })
+    }
+
+    /// Sends statements without parameters (simple protocol) without waiting for their answer,
+    /// marked: if they fail, [`PgConn::take_marked_failure`] says so once their answer is read (the
+    /// writer's savepoint closing and opening between writes, whose failure breaks the group).
+    pub fn send_batch_marked(&self, sql: &str) -> Result<()> {
+        let client = self.with_client_handle()?;
+        let sql = sql.to_owned();
+        self.send(
+            true,
+            Box::pin(async move { client.batch_execute(&sql).await }),
+        )
+    }
+
+    /// The failure of a marked batch whose answer was read, once.
+    pub fn take_marked_failure(&self) -> Option<String> {
+        self.marked_failure.take()
+    }
+
+    fn with_client_handle(&self) -> Result<std::sync::Arc<tokio_postgres::Client>> {
+        let s = self.session.borrow();
+        let s = s
+            .as_ref()
+            .ok_or_else(|| DbError::Conversion("the PostgreSQL connection is closed".into()))?;
+        Ok(s.client()?.clone())
+    }
+
+    fn statement(&self, sql: &str) -> Result<tokio_postgres::Statement> {
         if let Some(s) = self.statements.borrow().get(sql) {
             return Ok(s.clone());
         }
-        let st = self.with_client(|c| Ok(c.prepare(&pg_sql(sql))?))?;
+        let text = pg_sql(sql);
+        let st = self.wait(|c| async move { c.prepare(&text).await })?;
         let mut cache = self.statements.borrow_mut();
         if cache.len() >= PG_STATEMENTS {
             cache.clear();
@@ -547,20 +804,21 @@ impl PgConn {
 
 impl Drop for PgConn {
     fn drop(&mut self) {
-        drop_off_runtime(self.client.get_mut().take());
+        self.in_flight.get_mut().clear();
+        drop_off_runtime(self.session.get_mut().take());
     }
 }
 
-/// Drops a PostgreSQL client on a thread of its own: its drop blocks on the client's runtime, which
-/// panics on an async worker thread.
-fn drop_off_runtime(client: Option<postgres::Client>) {
-    if let Some(c) = client {
+/// Drops a PostgreSQL session on a thread of its own: its drop blocks on the session's runtime,
+/// which panics on an async worker thread.
+fn drop_off_runtime(session: Option<PgSession>) {
+    if let Some(s) = session {
         if tokio::runtime::Handle::try_current().is_ok() {
             let _ = std::thread::Builder::new()
                 .name("pg-close".into())
-                .spawn(move || drop(c));
+                .spawn(move || drop(s));
         } else {
-            drop(c);
+            drop(s);
         }
     }
 }
@@ -623,7 +881,7 @@ pub enum Conn<'a> {
 pub enum Stmt<'a> {
     SqliteCached(rusqlite::CachedStatement<'a>),
     Sqlite(rusqlite::Statement<'a>),
-    Pg(&'a PgConn, postgres::Statement),
+    Pg(&'a PgConn, tokio_postgres::Statement),
 }
 
 impl<'a> Conn<'a> {
@@ -660,7 +918,38 @@ impl<'a> Conn<'a> {
     pub fn execute_batch(self, sql: &str) -> Result<()> {
         match self {
             Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Conn::Pg(p) => p.with_client(|c| Ok(c.batch_execute(sql)?)),
+            Conn::Pg(p) => {
+                let sql = sql.to_owned();
+                p.wait(|c| async move { c.batch_execute(&sql).await })
+            }
+        }
+    }
+
+    /// Runs one statement whose count of changed rows nobody needs, and whose failure may be known
+    /// late: on SQLite at once, as [`Conn::execute`]; on PostgreSQL it is sent without waiting for
+    /// the answer, so that the inserts of one write travel to the server together, behind and ahead
+    /// of the write's other statements in order. Only for the writer's transaction: its failure comes
+    /// out of [`PgConn::finish_in_flight`], which the writer calls at the end of every write and which
+    /// fails the write (a failed statement also makes every later one of the transaction fail, until
+    /// the write's savepoint is rolled back).
+    pub fn execute_pipelined(self, sql: &str, p: impl Params) -> Result<()> {
+        match self {
+            Conn::Sqlite(_) => self.execute(sql, p).map(|_| ()),
+            Conn::Pg(conn) => {
+                let st = conn.statement(sql)?;
+                let values: Vec<OwnedValue> =
+                    p.with_values(|v| v.iter().map(OwnedValue::of).collect());
+                let client = conn.with_client_handle()?;
+                conn.send(
+                    false,
+                    Box::pin(async move {
+                        client
+                            .execute_raw(&st, values.iter().map(|v| v as &(dyn ToSql + Sync)))
+                            .await
+                            .map(|_| ())
+                    }),
+                )
+            }
         }
     }
 
@@ -694,7 +983,8 @@ impl<'a> Stmt<'a> {
         };
         p.with_values(|v| {
             let args: Vec<&(dyn ToSql + Sync)> = v.iter().map(|x| x as _).collect();
-            conn.with_client(|c| Ok(c.execute(&*st, &args)? as usize))
+            let st = &*st;
+            conn.wait(|c| async move { c.execute(st, &args).await.map(|n| n as usize) })
         })
     }
 
@@ -718,7 +1008,8 @@ impl<'a> Stmt<'a> {
         };
         let row = p.with_values(|v| {
             let args: Vec<&(dyn ToSql + Sync)> = v.iter().map(|x| x as _).collect();
-            conn.with_client(|c| Ok(c.query_opt(&*st, &args)?))
+            let st = &*st;
+            conn.wait(|c| async move { c.query_opt(st, &args).await })
         })?;
         match row {
             Some(r) => f(&Row::Pg(&r)),
@@ -760,16 +1051,24 @@ impl<'a> Stmt<'a> {
         let Stmt::Pg(conn, st) = self else {
             unreachable!()
         };
+        let st = &*st;
         p.with_values(|v| {
-            conn.with_client(|c| {
-                use postgres::fallible_iterator::FallibleIterator;
-                let mut it = c.query_raw(&*st, v.iter().map(|x| x as &dyn ToSql))?;
-                while let Some(r) = it.next()? {
-                    if !f(&Row::Pg(&r))? {
-                        break;
+            conn.sent.set(conn.sent.get() + 1);
+            conn.with_session(|s| {
+                let client = s.client()?.clone();
+                s.rt.block_on(async move {
+                    use futures_util::TryStreamExt;
+                    let rows = client
+                        .query_raw(st, v.iter().map(|x| x as &dyn ToSql))
+                        .await?;
+                    let mut rows = std::pin::pin!(rows);
+                    while let Some(r) = rows.try_next().await? {
+                        if !f(&Row::Pg(&r))? {
+                            break;
+                        }
                     }
-                }
-                Ok(())
+                    Ok(())
+                })
             })
         })
     }

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use super::db::{Conn, OptionalExtension, PgConn};
+use super::db::{Conn, OptionalExtension, PgConn, PgSession};
 use crate::error::{Error, Result};
 
 /// Opens every writer transaction on PostgreSQL: the chain head row is locked until the commit.
@@ -73,16 +73,16 @@ fn hide_password_params(text: &str) -> String {
 /// A database's connection settings: the driver's, and the TLS connector when the URL asks for TLS.
 #[derive(Clone)]
 pub struct PgConfig {
-    pub(crate) pg: postgres::Config,
+    pub(crate) pg: tokio_postgres::Config,
     pub(crate) tls: Option<tls::MakeRustls>,
 }
 
 impl PgConfig {
     /// Opens a client session (blocking: never on an async worker thread).
-    pub(crate) fn client(&self) -> std::result::Result<postgres::Client, postgres::Error> {
+    pub(crate) fn session(&self) -> super::db::Result<PgSession> {
         match &self.tls {
-            Some(t) => self.pg.connect(t.clone()),
-            None => self.pg.connect(postgres::NoTls),
+            Some(t) => PgSession::connect(&self.pg, t.clone()),
+            None => PgSession::connect(&self.pg, tokio_postgres::NoTls),
         }
     }
 }
@@ -131,7 +131,7 @@ pub(crate) fn config(url: &str) -> Result<PgConfig> {
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    let mut config = postgres::Config::from_str(&rest).map_err(|e| {
+    let mut config = tokio_postgres::Config::from_str(&rest).map_err(|e| {
         Error::Unavailable(format!(
             "the database URL {} does not parse: {e}",
             redact(url)
@@ -142,7 +142,7 @@ pub(crate) fn config(url: &str) -> Result<PgConfig> {
     {
         config.password(p);
     }
-    use postgres::config::SslMode;
+    use tokio_postgres::config::SslMode;
     let verify = match (mode.as_deref(), &root) {
         (None | Some("prefer"), _) => {
             config.ssl_mode(SslMode::Prefer);
@@ -188,7 +188,7 @@ pub(crate) fn config(url: &str) -> Result<PgConfig> {
 /// Connects one session.
 pub(crate) fn connect(config: &PgConfig) -> Result<PgConn> {
     let settings = config.clone();
-    PgConn::connect(std::sync::Arc::new(move || settings.client())).map_err(|e| {
+    PgConn::connect(std::sync::Arc::new(move || settings.session())).map_err(|e| {
         // The driver's TLS error names the cause only in its source chain.
         let mut why = e.to_string();
         let mut source = std::error::Error::source(&e);
@@ -206,13 +206,13 @@ pub(crate) fn connect(config: &PgConfig) -> Result<PgConn> {
     })
 }
 
-fn describe_config(config: &postgres::Config) -> String {
+fn describe_config(config: &tokio_postgres::Config) -> String {
     let host = config
         .get_hosts()
         .first()
         .map(|h| match h {
-            postgres::config::Host::Tcp(h) => h.clone(),
-            postgres::config::Host::Unix(p) => p.display().to_string(),
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
         })
         .unwrap_or_default();
     let port = config.get_ports().first().copied().unwrap_or(5432);
@@ -335,7 +335,7 @@ pub(crate) fn pending_url(url: &str) -> Result<Vec<&'static str>> {
 #[cfg(test)]
 mod tests {
     use super::{MIGRATIONS, config, percent_decode, redact};
-    use postgres::config::SslMode;
+    use tokio_postgres::config::SslMode;
 
     #[test]
     fn sslmode_picks_the_connector_and_is_refused_when_it_cannot_hold() {
@@ -457,11 +457,11 @@ pub(crate) mod tls {
     use std::sync::Arc;
     use std::task::{Context, Poll};
 
-    use postgres::Socket;
-    use postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio_postgres::Socket;
+    use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
     use tokio_rustls::rustls;
     use tokio_rustls::rustls::client::WebPkiServerVerifier;
     use tokio_rustls::rustls::client::danger::{

@@ -384,6 +384,19 @@ impl TestApp {
             .map(Result::unwrap)
             .collect()
     }
+
+    /// Every audit row's details, in order, joined by spaces (on either backend).
+    pub fn audit_details(&self) -> String {
+        let db = self.db();
+        let mut s = db
+            .prepare("SELECT details FROM audit ORDER BY seq")
+            .unwrap();
+        s.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// A requester, an approver and an admin.

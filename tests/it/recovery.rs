@@ -109,3 +109,55 @@ async fn a_recovery_pass_leaves_a_job_that_finished_while_it_waited_alone() {
     assert_eq!(orphan_jobs[1].1, "done");
     assert_eq!(share(&t, &a, &orphan).await["status"], "active");
 }
+
+/// A worker pass takes over orphaned jobs before its drift checks: when the pass reaches the drift
+/// check of another secret (held at the proxy), the orphan is already compensated. Recovery used to
+/// run last in the pass, after every drift check, so a dead replica's jobs waited for all of them
+/// (3 to 16 s with a 1 s interval in the two-replica test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_takes_over_orphaned_jobs_before_its_drift_checks() {
+    let m = moto();
+    let proxy = HoldingProxy::start().await;
+    let t = TestApp::with_aws_via(&proxy.url, |_| {});
+    let a = actors(&t).await;
+
+    // An active share: the pass checks its secret's policies for drift.
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    let live = request(&t, &a, &secret, ROLE, json!({})).await;
+    approve(&t, &a, &live).await;
+    wait_status(&t, &a.root, &live, "active").await;
+
+    // An orphan: its task died after the key-policy write (the journal says `running`).
+    let key0 = m.create_key().await;
+    let secret0 = m.create_secret(Some(&key0)).await;
+    t.faults.arm(Fault::Crash {
+        op: "PutResourcePolicy",
+    });
+    let orphan = request(&t, &a, &secret0, ROLE, json!({})).await;
+    approve(&t, &a, &orphan).await;
+    t.settle().await;
+    assert_eq!(share(&t, &a, &orphan).await["status"], "applying");
+    assert_eq!(jobs_of(&t, &orphan)[0].1, "running");
+    t.clock.advance(Duration::from_secs(1));
+
+    // The pass, held at the drift check's read of the live share's resource policy.
+    let drift = proxy.hold("GetResourcePolicy", unique(&secret));
+    let app = t.app.clone();
+    let pass = tokio::spawn(async move { secret_broker::worker::tick(&app).await });
+    drift.reached().await;
+    let jobs = jobs_of(&t, &orphan);
+    assert_eq!(
+        jobs[0].1, "compensated",
+        "the orphan waited for the drift checks: {jobs:?}"
+    );
+    drift.release();
+    tokio::time::timeout(Duration::from_secs(60), pass)
+        .await
+        .expect("the pass did not end within 60 s")
+        .unwrap()
+        .unwrap();
+    t.settle().await;
+    assert_eq!(share(&t, &a, &orphan).await["status"], "active");
+    assert_eq!(share(&t, &a, &live).await["status"], "active");
+}

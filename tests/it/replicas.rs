@@ -318,7 +318,7 @@ fn expected_sids(secret: &str, principal: &str) -> (String, String) {
 /// per key (100 statements) it would pass KMS's 32 KB limit, and the broker rightly refuses the writes
 /// (the shares end `failed`, which this test reports at once).
 ///
-/// "Applied once" is counted from the requests the replicas sent to AWS (through a counting proxy):
+/// "Applied once" is counted from the requests the replicas sent to AWS (through counting proxies):
 /// every share is in exactly one apply job
 /// that finished (`done`), and each finished job wrote each of its two policies exactly once. The only
 /// other writes are around A's interrupted jobs, and their journal says which: a job that journaled a
@@ -343,11 +343,14 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
         ("BROKER_MAX_CONCURRENT_PER_ADDRESS", "off"),
         ("BROKER_MAX_PENDING_PER_REQUESTER", "off"),
     ];
-    // The replicas reach the emulator through a proxy that counts every request it forwards (the
-    // emulator's own request log can lose lines when large requests arrive at once).
-    let proxy = crate::moto::HoldingProxy::start().await;
-    let mut a = crate::cli::serve_env(dir.path(), &proxy.url, &env);
-    let b = crate::cli::serve_env(dir.path(), &proxy.url, &env);
+    // The replicas reach the emulator through proxies (one each) that count every request they
+    // forward (the emulator's own request log can lose lines when large requests arrive at once);
+    // A's also holds A's resource-policy writes, so that A is killed in the middle of applying, not
+    // after a job the test saw running has finished.
+    let proxy_a = crate::moto::HoldingProxy::start().await;
+    let proxy_b = crate::moto::HoldingProxy::start().await;
+    let mut a = crate::cli::serve_env(dir.path(), &proxy_a.url, &env);
+    let b = crate::cli::serve_env(dir.path(), &proxy_b.url, &env);
     let (a_addr, b_addr) = (a.addr.clone(), b.addr.clone());
     let alice = cli_token(&url, "alice", "requester");
     let bob = cli_token(&url, "bob", "approver");
@@ -405,6 +408,8 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
         }
     }
     phase("1000 shares requested");
+    // Never released: the held writes never reach the emulator (A dies holding them).
+    let a_resource_writes = proxy_a.hold("PutResourcePolicy", "");
     // Approved through both at once, in a task of its own; a request A took and lost with the kill is
     // sent to B again.
     let approvals = {
@@ -438,7 +443,8 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
     let db = secret_broker::store::open_direct(std::path::Path::new(&url)).unwrap();
     let count = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
     // A is killed while it applies: a job of A's (A holds its secret's lease) has journaled its
-    // key-policy write and not finished.
+    // key-policy write and not finished (its resource-policy write is held at A's proxy).
+    a_resource_writes.reached().await;
     let a_mid_write = format!(
         "SELECT j.id FROM jobs j JOIN leases l ON l.name = 'secret:' || j.secret_arn
          WHERE j.kind = 'apply' AND j.state = 'running' AND j.key_write_started = 1
@@ -610,7 +616,9 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
     // The writes AWS saw: each finished job wrote each of its policies exactly once. A job of A's whose
     // journal says a write was being sent adds 0 or 2 writes of that policy (the write never left A, or
     // it did and B's compensation removed its statements again); one without that journal entry, none.
-    let calls = |operation: &str, needle: &str| proxy.forwarded(operation, needle);
+    let calls = |operation: &str, needle: &str| {
+        proxy_a.forwarded(operation, needle) + proxy_b.forwarded(operation, needle)
+    };
     let extra_ok = |n: usize, done: usize, interrupted_writes: usize| {
         n >= done && (n - done).is_multiple_of(2) && n - done <= 2 * interrupted_writes
     };
@@ -685,8 +693,73 @@ async fn a_replica_killed_mid_apply_leaves_every_share_to_the_other() {
     .await
     .unwrap();
     assert_eq!((status, v["ok"].clone()), (200, json!(true)), "{v}");
-    assert_eq!(proxy.forwarded("GetSecretValue", ""), 0);
+    assert_eq!(calls("GetSecretValue", ""), 0);
     m.assert_no_get_secret_value();
     phase("done");
     drop(b);
+}
+
+/// What intake costs the PostgreSQL writer, counted, not timed: per group of writes committed
+/// together, one round trip opens the transaction (with the first write's savepoint), one reads the
+/// chain head and one commits; per write, one for the principal lookup (its answer decides what comes
+/// next) and one for the answers to its inserts (the share and the audit row, sent without waiting)
+/// and the savepoint closing. Each statement waited for its answer before: 6 round trips a write
+/// (savepoint, lookup, share, chain head, audit row, release) and 2 a group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_costs_the_postgresql_writer_two_round_trips_a_request() {
+    let url = crate::pg::fresh_database();
+    let t = TestApp::with(|c| {
+        c.database.0 = url.clone().into();
+        c.max_pending_per_requester.0 = None;
+    });
+    let a = actors(&t).await;
+    let body = |i: usize| {
+        json!({
+            "secret_arn": format!("arn:aws:secretsmanager:us-east-1:111122223333:secret:load{}-AbCdEf", i % 7),
+            "principal_arn": crate::harness::ROLE,
+            "justification": "counted",
+        })
+    };
+    // The principal is registered and every statement prepared before counting.
+    t.post("/v1/shares", &a.alice, body(0)).await.expect(201);
+    let (groups0, trips0, sent0) = t.app.store.writer_traffic().expect("PostgreSQL");
+
+    // One at a time: each request is a group of its own.
+    for i in 0..10 {
+        t.post("/v1/shares", &a.alice, body(i)).await.expect(201);
+    }
+    let (groups1, trips1, sent1) = t.app.store.writer_traffic().unwrap();
+    assert_eq!(groups1 - groups0, 10);
+    assert_eq!(
+        (trips1 - trips0, sent1 - sent0),
+        (10 * (2 + 3), 10 * (4 + 3)),
+        "(round trips, statements) for 10 requests in 10 groups"
+    );
+
+    // 200 at once: whatever the groups, 2 round trips a request and 3 a group.
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let req = Request::post("/v1/shares")
+            .header("authorization", format!("Bearer {}", a.alice))
+            .header("content-type", "application/json")
+            .body(Body::from(body(i).to_string()))
+            .unwrap();
+        let sent = t.send(req, LOOPBACK);
+        set.spawn(async move { sent.await.status() });
+    }
+    while let Some(r) = set.join_next().await {
+        assert_eq!(r.unwrap(), StatusCode::CREATED);
+    }
+    let (groups2, trips2, sent2) = t.app.store.writer_traffic().unwrap();
+    let groups = groups2 - groups1;
+    assert!(groups < 200, "{groups} groups: the writes were not grouped");
+    assert_eq!(
+        (trips2 - trips1, sent2 - sent1),
+        (200 * 2 + 3 * groups, 200 * 4 + 3 * groups),
+        "(round trips, statements) for 200 requests in {groups} groups"
+    );
+    assert_eq!(t.count("shares"), 211);
+    // The chain head kept by the writer between appends made the same chain as reading it would.
+    let v = t.get("/v1/audit/verify", &a.root).await.expect(200);
+    assert_eq!(v.body["ok"], true, "{}", v.text);
 }

@@ -110,12 +110,20 @@ pub fn row_hash(
 }
 
 /// Appends one row to the chain; call inside the transaction of the change it records.
+///
+/// In the writer's transaction the head (seq, hash) is read once, by the first append, and kept
+/// (see [`super::ChainHead`]); the row is sent without waiting for its answer on PostgreSQL (the
+/// writer reads it at the end of the write: a failure fails the write and puts the head back).
 pub(crate) fn append(tx: &Tx<'_>, ev: &NewEvent<'_>) -> Result<i64> {
     let conn = tx.conn();
-    let last: Option<(i64, String)> = conn
-        .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+    let kept = tx.chain_head().and_then(|h| h.borrow().clone());
+    let last: Option<(i64, String)> = match kept {
+        Some(head) => Some(head),
+        None => conn
+            .prepare_cached("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?,
+    };
     let (seq, prev) = match last {
         Some((s, h)) => (s + 1, h),
         None => (1, GENESIS.to_owned()),
@@ -132,21 +140,24 @@ pub(crate) fn append(tx: &Tx<'_>, ev: &NewEvent<'_>) -> Result<i64> {
         ev.request_id,
         &details,
     );
-    conn.prepare_cached(
+    tx.execute_pipelined(
         "INSERT INTO audit (seq, at, actor, action, share_id, request_id, details, prev_hash, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        seq,
-        ev.at,
-        ev.actor,
-        ev.action,
-        share_id,
-        ev.request_id,
-        details,
-        prev,
-        hash
-    ])?;
+        params![
+            seq,
+            ev.at,
+            ev.actor,
+            ev.action,
+            share_id,
+            ev.request_id,
+            details,
+            prev,
+            hash
+        ],
+    )?;
+    if let Some(head) = tx.chain_head() {
+        head.replace(Some((seq, hash)));
+    }
     Ok(seq)
 }
 

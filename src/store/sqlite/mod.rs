@@ -43,7 +43,14 @@ use crate::error::{Error, Result};
 /// write's own savepoint); inside [`Store::read`], a read-only connection. The functions of this
 /// module's submodules take it; its connection (SQLite or PostgreSQL) is visible only inside `store/`.
 #[derive(Clone, Copy)]
-pub struct Tx<'a>(Conn<'a>);
+pub struct Tx<'a>(Conn<'a>, Option<&'a ChainHead>);
+
+/// The audit chain's head (seq, hash) as the writer's open transaction has it, once an append has
+/// read or written it: the transaction holds the chain's write lock (SQLite's `BEGIN IMMEDIATE`,
+/// PostgreSQL's lock on the `audit_head` row), so no one else appends until it ends, and the next
+/// append need not read the head back. Forgotten at each new transaction, and put back as it was when
+/// a write's savepoint is rolled back.
+pub(crate) type ChainHead = std::cell::RefCell<Option<(i64, String)>>;
 
 impl<'a> Tx<'a> {
     /// The connection (for the store's own SQL).
@@ -53,12 +60,32 @@ impl<'a> Tx<'a> {
 
     /// A unit of work over a connection of the store's own (`migrate --from`).
     pub(in crate::store) fn of(conn: Conn<'a>) -> Self {
-        Self(conn)
+        Self(conn, None)
+    }
+
+    /// The chain head the writer keeps for its transaction (`None` outside the writer).
+    pub(in crate::store) fn chain_head(&self) -> Option<&'a ChainHead> {
+        self.1
     }
 
     /// Which database this unit of work runs on.
     pub fn backend(&self) -> Backend {
         self.0.backend()
+    }
+
+    /// An insert whose count of rows nobody needs: in the writer's transaction it is sent without
+    /// waiting for its answer on PostgreSQL ([`Conn::execute_pipelined`]; the writer reads the answers
+    /// at the end of the write, and a failure fails the write); elsewhere it runs and waits.
+    pub(in crate::store) fn execute_pipelined(
+        &self,
+        sql: &str,
+        p: impl db::Params,
+    ) -> db::Result<()> {
+        if self.1.is_some() {
+            self.0.execute_pipelined(sql, p)
+        } else {
+            self.0.execute(sql, p).map(|_| ())
+        }
     }
 }
 
@@ -105,17 +132,13 @@ fn parse_optional_column<T, E: std::fmt::Display>(
 }
 
 type Reply = Box<dyn FnOnce(Option<&str>) + Send>;
-type Job = Box<dyn FnOnce(Conn<'_>) -> (bool, Reply) + Send>;
+type Job = Box<dyn FnOnce(Tx<'_>) -> (bool, Reply) + Send>;
 
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     writer: mpsc::Sender<Job>,
     readers: Arc<ReadPool>,
-    #[cfg_attr(
-        not(test),
-        allow(dead_code, reason = "read by the group-commit unit test")
-    )]
     stats: Arc<WriterStats>,
     path: PathBuf,
     backend: Backend,
@@ -127,6 +150,10 @@ pub struct Store {
 #[derive(Debug, Default)]
 pub(crate) struct WriterStats {
     commits: AtomicU64,
+    /// PostgreSQL only: round trips the writer's connection made so far (see `db::PgConn`).
+    round_trips: AtomicU64,
+    /// PostgreSQL only: statements (and batches) it sent so far.
+    statements: AtomicU64,
 }
 
 #[cfg(test)]
@@ -134,6 +161,17 @@ impl WriterStats {
     /// Transactions committed (each may carry several writes).
     pub(crate) fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
+    }
+}
+
+impl WriterStats {
+    /// PostgreSQL only: (round trips, statements sent) of the writer's connection, as of the end of
+    /// its last group.
+    pub(crate) fn pg_traffic(&self) -> (u64, u64) {
+        (
+            self.round_trips.load(Ordering::Relaxed),
+            self.statements.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -401,6 +439,20 @@ impl Store {
         &self.stats
     }
 
+    /// PostgreSQL only: the writer connection's traffic so far, as of the end of its last group:
+    /// (groups committed, round trips, statements sent). For tests and benchmarks that count what a
+    /// write costs; `None` on SQLite.
+    pub fn writer_traffic(&self) -> Option<(u64, u64, u64)> {
+        (self.backend == Backend::Postgres).then(|| {
+            let (round_trips, statements) = self.stats.pg_traffic();
+            (
+                self.stats.commits.load(Ordering::Relaxed),
+                round_trips,
+                statements,
+            )
+        })
+    }
+
     /// Writes queued and not yet taken by the writer.
     pub(crate) fn queue_depth(&self) -> usize {
         self.writer.max_capacity() - self.writer.capacity()
@@ -414,8 +466,8 @@ impl Store {
         F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T>>();
-        let job: Job = Box::new(move |conn| {
-            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&Tx(conn))))
+        let job: Job = Box::new(move |unit| {
+            let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&unit)))
                 .unwrap_or_else(|_| Err(Error::Internal("write panicked".into())));
             let ok = res.is_ok();
             let reply: Reply = Box::new(move |commit_err| {
@@ -461,7 +513,7 @@ impl Store {
         tokio::task::spawn_blocking(move || {
             let res = db::on_store_thread(|| {
                 conn.heal();
-                f(&Tx(conn.conn()))
+                f(&Tx(conn.conn(), None))
             });
             if let Ok(mut v) = pool.conns.lock() {
                 v.push(conn);
@@ -492,7 +544,7 @@ impl Store {
                 .map_err(|_| Error::Internal("read pool poisoned".into()))?
                 .pop();
             if let Some(conn) = conn {
-                let res = f(&Tx(conn.conn()));
+                let res = f(&Tx(conn.conn(), None));
                 if let Ok(mut v) = pool.conns.lock() {
                     v.push(conn);
                 }
@@ -599,6 +651,7 @@ fn writer_groups(
     restarting: &std::sync::atomic::AtomicBool,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    let head = ChainHead::default();
     while let Some(first) = rx.blocking_recv() {
         // The checkpointer is restarting the WAL: let it have the lock (bounded: it gives up within
         // its busy timeout).
@@ -625,43 +678,106 @@ fn writer_groups(
                 Err(e) => tracing::error!(error = %e, "the writer cannot reconnect to PostgreSQL"),
             }
         }
-        let begin = conn.execute_batch(begin_sql);
-        if let Err(e) = begin {
+        // Another writer (another replica, another process) may have appended since: the head is
+        // read again by the group's first append.
+        head.replace(None);
+        if let Conn::Pg(p) = conn {
+            let _ = p.take_marked_failure();
+        }
+        // One round trip opens the transaction and the first write's savepoint. Without a savepoint
+        // a failing write could not be undone alone: no write of the group runs.
+        if let Err(e) = conn.execute_batch(&format!("{begin_sql}; SAVEPOINT job")) {
             tracing::error!(error = %e, "writer cannot begin a transaction");
+            let _ = conn.execute_batch("ROLLBACK");
             // Dropping a job drops its reply channel: each caller gets 503.
             batch.clear();
             continue;
         }
-        for job in batch.drain(..) {
-            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-                // Without a savepoint a failing write could not be undone alone: do not run it (its
-                // caller gets 503 when the job is dropped).
-                tracing::error!(error = %e, "writer cannot open a savepoint; skipping the write");
+        // Set when the transaction can no longer be trusted (a savepoint that did not close or open):
+        // the rest of the group is not run and nothing of it is kept.
+        let mut broken: Option<String> = None;
+        for (i, job) in batch.drain(..).enumerate() {
+            if broken.is_some() {
+                // Dropped: its caller gets 503.
                 continue;
             }
-            let (ok, reply) = job(conn);
-            let end = if ok {
-                "RELEASE job"
-            } else {
-                "ROLLBACK TO job; RELEASE job"
+            let before = head.borrow().clone();
+            let (mut ok, mut reply) = job(Tx(conn, Some(&head)));
+            // The answers to what the write sent without waiting (its inserts): one that failed
+            // fails the write, whatever it returned.
+            if let Conn::Pg(p) = conn
+                && let Err(e) = p.finish_in_flight()
+            {
+                if ok {
+                    tracing::warn!(error = %e, "a write's pipelined statement failed; the write is rolled back");
+                    let e = e.to_string();
+                    reply = Box::new(move |_| reply(Some(&e)));
+                }
+                ok = false;
+            }
+            if !ok {
+                head.replace(before);
+            }
+            let last = i + 1 == size;
+            let end = match (ok, last) {
+                (true, false) => "RELEASE job; SAVEPOINT job",
+                (false, false) => "ROLLBACK TO job; RELEASE job; SAVEPOINT job",
+                (true, true) => "RELEASE job",
+                (false, true) => "ROLLBACK TO job; RELEASE job",
             };
-            if let Err(e) = conn.execute_batch(end) {
-                tracing::error!(error = %e, "writer cannot close a savepoint");
+            // On PostgreSQL the next write's first statement (or the COMMIT) carries it to the
+            // server; its answer is read with the next write's (a failure there breaks the group).
+            let sent = match conn {
+                Conn::Pg(p) => p.send_batch_marked(end),
+                Conn::Sqlite(_) => conn.execute_batch(end),
+            };
+            if let Err(e) = sent {
+                tracing::error!(error = %e, "writer cannot close a savepoint; the group is rolled back");
+                broken = Some(e.to_string());
             }
             replies.push(reply);
+            if let Conn::Pg(p) = conn
+                && let Some(e) = p.take_marked_failure()
+            {
+                tracing::error!(error = %e, "writer cannot close a savepoint; the group is rolled back");
+                broken = Some(e.to_string());
+            }
         }
-        let commit = conn.execute_batch("COMMIT");
-        let err = match commit {
-            Ok(()) => None,
-            Err(e) => {
-                tracing::error!(error = %e, batch = size, "group commit failed; the whole group is rolled back");
+        let err = match broken {
+            Some(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
-                Some(e.to_string())
+                if let Conn::Pg(p) = conn {
+                    // What was in flight belonged to this group: its answers are read and dropped.
+                    let _ = p.finish_in_flight();
+                    let _ = p.take_marked_failure();
+                }
+                Some(e)
+            }
+            None => {
+                // PostgreSQL answers a COMMIT of a transaction that an error aborted with a rollback,
+                // not an error: the savepoint closing in flight ahead of it is checked too.
+                let commit = conn.execute_batch("COMMIT").and_then(|()| match conn {
+                    Conn::Pg(p) => p.finish_in_flight(),
+                    Conn::Sqlite(_) => Ok(()),
+                });
+                match commit {
+                    Ok(()) => None,
+                    Err(e) => {
+                        tracing::error!(error = %e, batch = size, "group commit failed; the whole group is rolled back");
+                        let _ = conn.execute_batch("ROLLBACK");
+                        Some(e.to_string())
+                    }
+                }
             }
         };
         crate::metrics::metrics().commit_batch.observe(size as f64);
         if err.is_none() {
             stats.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Conn::Pg(p) = conn {
+            let (round_trips, statements) = p.counters();
+            stats.round_trips.store(round_trips, Ordering::Relaxed);
+            stats.statements.store(statements, Ordering::Relaxed);
         }
         tracing::trace!(batch = size, "group committed");
         for reply in replies {

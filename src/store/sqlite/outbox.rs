@@ -38,7 +38,6 @@ pub fn enqueue_with_blocks(
     now: &str,
     blocks: Option<serde_json::Value>,
 ) -> Result<()> {
-    let conn = tx.conn();
     let id = uuid::Uuid::now_v7().to_string();
     let secret_name = share
         .secret_arn
@@ -89,10 +88,13 @@ pub fn enqueue_with_blocks(
     } else {
         "INSERT"
     };
-    conn.prepare_cached(&format!(
+    tx.execute_pipelined(
+        &format!(
             "{verb} INTO outbox (id, seq, event, share_id, payload, state, next_attempt_at, created_at)
              VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM outbox), ?2, ?3, ?4, 'pending', ?5, ?5)"
-        ))?.execute(params![id, event, share_id, payload, now])?;
+        ),
+        params![id, event, share_id, payload, now],
+    )?;
     Ok(())
 }
 
@@ -108,7 +110,6 @@ pub(crate) fn enqueue_anchor(
     if !enabled {
         return Ok(());
     }
-    let conn = tx.conn();
     let id = uuid::Uuid::now_v7().to_string();
     let payload = json!({
         "id": id,
@@ -121,11 +122,11 @@ pub(crate) fn enqueue_anchor(
         "anchor": {"seq": head.seq, "hash": head.hash, "when": when},
     })
     .to_string();
-    conn.prepare_cached(
+    tx.execute_pipelined(
         "INSERT INTO outbox (id, seq, event, share_id, payload, state, next_attempt_at, created_at)
          VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM outbox), 'audit.anchor', NULL, ?2, 'pending', ?3, ?3)",
-    )?
-    .execute(params![id, payload, now])?;
+        params![id, payload, now],
+    )?;
     Ok(())
 }
 

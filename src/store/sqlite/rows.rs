@@ -300,19 +300,20 @@ fn principal_from_row(r: &crate::store::db::Row<'_>) -> crate::store::db::Result
 
 /// Inserts a principal.
 pub(crate) fn insert_principal(tx: &Tx<'_>, p: &Principal) -> Result<()> {
-    let conn = tx.conn();
-    conn.prepare_cached(&format!(
-        "INSERT INTO principals ({PRINCIPAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-    ))?
-    .execute(params![
-        p.id,
-        p.arn.as_str(),
-        p.account_id,
-        p.kind.as_str(),
-        p.description,
-        p.created_by,
-        p.created_at
-    ])?;
+    tx.execute_pipelined(
+        &format!(
+            "INSERT INTO principals ({PRINCIPAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        ),
+        params![
+            p.id,
+            p.arn.as_str(),
+            p.account_id,
+            p.kind.as_str(),
+            p.description,
+            p.created_by,
+            p.created_at
+        ],
+    )?;
     Ok(())
 }
 
@@ -542,10 +543,11 @@ fn approval_at(r: &crate::store::db::Row<'_>, i: usize) -> crate::store::db::Res
 
 /// Inserts a new share (its approvals list is ignored).
 pub(crate) fn insert_share(tx: &Tx<'_>, s: &Share) -> Result<()> {
-    let conn = tx.conn();
-    conn.prepare_cached(&format!(
+    tx.execute_pipelined(
+        &format!(
             "INSERT INTO shares ({SHARE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
-        ))?.execute(params![
+        ),
+        params![
             s.id.to_string(),
             s.status.as_str(),
             s.status_reason,
@@ -563,7 +565,8 @@ pub(crate) fn insert_share(tx: &Tx<'_>, s: &Share) -> Result<()> {
             s.key_arn.as_deref(),
             s.last_error,
             i64::from(s.break_glass)
-        ])?;
+        ],
+    )?;
     Ok(())
 }
 
@@ -855,19 +858,11 @@ pub(crate) fn store_idempotent_response(
     resp: &StoredResponse,
     now: &str,
 ) -> Result<()> {
-    let conn = tx.conn();
-    conn.prepare_cached(
+    tx.execute_pipelined(
         "INSERT INTO idempotency_keys (actor, key, request_hash, status, body, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        actor,
-        key,
-        resp.request_hash,
-        resp.status,
-        resp.body,
-        now
-    ])?;
+        params![actor, key, resp.request_hash, resp.status, resp.body, now],
+    )?;
     Ok(())
 }
 
