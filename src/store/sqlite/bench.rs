@@ -95,7 +95,8 @@ pub fn seed(path: &Path, shares: u64, audit: u64) -> Result<Seeded> {
         )?;
         for i in 0..audit {
             seq += 1;
-            let share = format!("bench-share-{}", i % 100_000);
+            // One of 100,000 share ids, each a UUID as the API takes them (`share_uuid`).
+            let share = share_uuid(i % 100_000);
             let details = json!({"justification": "bench", "n": i}).to_string();
             let hash = row_hash(
                 &prev,
@@ -117,4 +118,25 @@ pub fn seed(path: &Path, shares: u64, audit: u64) -> Result<Seeded> {
         shares,
         audit,
     })
+}
+
+/// The id of the `n`th of the audit rows' seeded shares: a UUID (version 4 form), so that
+/// `GET /v1/audit?share_id=` takes it; `scripts/bench` asks for `share_uuid(4242)`,
+/// `00000000-0000-4000-8000-000000001092`.
+pub fn share_uuid(n: u64) -> String {
+    format!("00000000-0000-4000-8000-{n:012x}")
+}
+
+#[cfg(test)]
+mod tests {
+    /// The share `scripts/bench` filters the audit log by is one the seed wrote, in a form the API
+    /// takes (a share id that was not a UUID made that figure a count of 422s).
+    #[test]
+    fn the_bench_asks_for_a_seeded_share_the_api_takes() {
+        let id = super::share_uuid(4242);
+        let script =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/bench")).unwrap();
+        assert!(script.contains(&format!("share_id={id}")), "{id}");
+        assert!(id.parse::<crate::domain::ShareId>().is_ok(), "{id}");
+    }
 }
