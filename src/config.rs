@@ -949,6 +949,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.approval_quorum.0, 1);
+        // So no setting may be named test_*: its variable would be ignored without a word.
+        for s in Config::reference() {
+            assert!(
+                !s.env.starts_with(TEST_VARIABLES),
+                "{} cannot be set",
+                s.env
+            );
+        }
         let e = Config::load(None, env(&[("BROKER_LISTN", "x")]))
             .unwrap_err()
             .to_string();

@@ -1,16 +1,18 @@
 //! The background worker: one loop, every `worker_interval`.
 //!
 //! Each tick, in order:
-//! 0. work left behind is taken up ([`crate::apply::Applier::recover`]): jobs whose applier died (this
-//!    process's crashed task, or another replica whose lease ran out) are compensated or completed
-//!    from their journal, and secrets with approved or revoking shares are kicked (work is claimed
-//!    through the store, so a kick lost to a crash or an AWS outage is picked up again). First, so
-//!    that the takeover after a replica dies does not wait for the drift checks, which read every
-//!    active secret's policies from AWS;
 //! 1. pending shares older than `pending_ttl` (or past their own expiry) end `expired`;
 //! 2. active or drifted shares past `expires_at` become `revoking`; the applier removes their statements
 //!    (keeping any another live share needs) and they end `expired`;
-//! 3. active shares expiring within `webhook_expiring_lead` are announced once;
+//! 3. active shares expiring within `webhook_expiring_lead` are announced once (and break-glass
+//!    follow-ups);
+//! 3d. work left behind is taken up ([`crate::apply::Applier::recover`]): jobs whose applier died (this
+//!    process's crashed task, or another replica whose lease ran out) are compensated or completed
+//!    from their journal, and secrets with approved or revoking shares are kicked (work is claimed
+//!    through the store, so a kick lost to a crash or an AWS outage is picked up again). After the
+//!    expiries, which must not wait for compensations; before the drift checks, so that the takeover
+//!    after a replica dies does not wait for them (they read every active secret's policies from
+//!    AWS). A failure is logged and the pass goes on;
 //! 4. drift: the live policies of active shares are compared with what the broker wrote and evaluated;
 //!    a missing or altered statement, a principal shown as a unique id, or a policy that no longer allows
 //!    the read makes the share `drifted`; with `drift_repair = auto` it is re-applied at once;
@@ -59,18 +61,12 @@ pub struct TickReport {
 /// The actor of the worker's audit rows.
 const SYSTEM: &str = "system";
 
-/// One pass of steps 0 to 4 (everything but notification delivery).
+/// One pass of steps 1 to 4 (everything but notification delivery).
 pub(crate) async fn maintain(app: &Arc<App>) -> Result<TickReport> {
     let mut report = TickReport::default();
     let now_t = app.clock.now();
     let now = fmt_time(now_t);
     let notify_on = app.notify_enabled();
-
-    // 0. Work left behind, first: the takeover of a dead replica's jobs must not wait for the drift
-    //    checks (step 4), which read every active secret's policies from AWS.
-    if app.applier.enabled() {
-        app.applier.recover().await?;
-    }
 
     // 1. Pending timeouts.
     let cutoff = fmt_time(now_t - app.config.pending_ttl.0);
@@ -190,6 +186,17 @@ pub(crate) async fn maintain(app: &Arc<App>) -> Result<TickReport> {
     // 3c. A break-glass share reviewed "unjustified" while it was being applied is revoked now.
     if app.applier.enabled() {
         report.unjustified_revoked = revoke_unjustified(app, &now).await?;
+    }
+
+    // 3d. Work left behind: before the drift checks (step 4), which read every active secret's
+    //     policies from AWS, so the takeover of a dead replica's jobs does not wait for them; after
+    //     the expiries (steps 1 and 2), which must not wait for compensations either. A failure here
+    //     (a lease write refused, AWS throttling a compensation) is logged and the pass goes on:
+    //     the next pass recovers again.
+    if app.applier.enabled()
+        && let Err(e) = app.applier.recover().await
+    {
+        tracing::warn!(error = %e, "recovering jobs left behind failed; the next pass tries again");
     }
 
     if app.applier.enabled() {
