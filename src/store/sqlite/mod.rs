@@ -689,6 +689,10 @@ fn writer_groups(
         if let Err(e) = conn.execute_batch(&format!("{begin_sql}; SAVEPOINT job")) {
             tracing::error!(error = %e, "writer cannot begin a transaction");
             let _ = conn.execute_batch("ROLLBACK");
+            if let Conn::Pg(p) = conn {
+                let _ = p.finish_in_flight();
+                let _ = p.take_marked_failure();
+            }
             // Dropping a job drops its reply channel: each caller gets 503.
             batch.clear();
             continue;
@@ -708,8 +712,10 @@ fn writer_groups(
             if let Conn::Pg(p) = conn
                 && let Err(e) = p.finish_in_flight()
             {
+                // Logged whatever the write returned: a write that failed on a later statement
+                // ("current transaction is aborted") failed because of this one.
+                tracing::warn!(error = %e, "a write's pipelined statement failed; the write is rolled back");
                 if ok {
-                    tracing::warn!(error = %e, "a write's pipelined statement failed; the write is rolled back");
                     let e = e.to_string();
                     reply = Box::new(move |_| reply(Some(&e)));
                 }
@@ -765,6 +771,11 @@ fn writer_groups(
                     Err(e) => {
                         tracing::error!(error = %e, batch = size, "group commit failed; the whole group is rolled back");
                         let _ = conn.execute_batch("ROLLBACK");
+                        if let Conn::Pg(p) = conn {
+                            // Nothing of this group's answers may reach the next group's writes.
+                            let _ = p.finish_in_flight();
+                            let _ = p.take_marked_failure();
+                        }
                         Some(e.to_string())
                     }
                 }
