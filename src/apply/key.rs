@@ -143,9 +143,18 @@ impl Applier {
         secret: &SecretArn,
         info: &crate::aws::SecretInfo,
     ) -> Result<Vec<ReplicaKey>, Failure> {
-        let mut replicas = Vec::with_capacity(info.replicas.len());
+        let mut replicas: Vec<ReplicaKey> = Vec::with_capacity(info.replicas.len());
         for r in &info.replicas {
             let replica = replica_arn(secret, &r.region)?;
+            if replicas
+                .iter()
+                .any(|k| k.secret.region() == replica.region())
+            {
+                return Err(Failure::new(
+                    FailureKind::Aws,
+                    format!("DescribeSecret listed two replicas in {}", r.region),
+                ));
+            }
             if r.status.as_deref() == Some("Failed") {
                 return Err(Failure::new(
                     FailureKind::Refused,
@@ -326,6 +335,17 @@ impl Applier {
 
 /// The replica's ARN, or why the region DescribeSecret gave cannot be one.
 fn replica_arn(secret: &SecretArn, region: &str) -> Result<SecretArn, Failure> {
+    // A replica in the primary's own region would be the primary itself (its key is the primary's):
+    // only a broken or hostile answer lists one.
+    if region == secret.region() {
+        return Err(Failure::new(
+            FailureKind::Aws,
+            format!(
+                "DescribeSecret listed a replica in {region}, the primary secret's own region: not a \
+                 replica the broker can share"
+            ),
+        ));
+    }
     secret.in_region(region).map_err(|e| {
         Failure::new(
             FailureKind::Aws,
@@ -341,4 +361,24 @@ fn parse_key(arn: &str) -> Result<KmsKeyArn, Failure> {
             format!("DescribeKey returned an unusable key ARN {arn}: {e}"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A replica "in" the primary's own region (only a broken or hostile DescribeSecret lists one) is
+    /// refused, not shared as a second copy of the primary; another region is the replica's ARN.
+    #[test]
+    fn a_replica_in_the_primary_region_is_refused() {
+        let s =
+            SecretArn::parse("arn:aws:secretsmanager:us-east-1:111122223333:secret:app/db-AbCdEf")
+                .unwrap();
+        let e = replica_arn(&s, "us-east-1").unwrap_err();
+        assert!(e.message.contains("primary secret's own region"), "{e:?}");
+        assert_eq!(
+            replica_arn(&s, "eu-west-1").unwrap().as_str(),
+            "arn:aws:secretsmanager:eu-west-1:111122223333:secret:app/db-AbCdEf"
+        );
+    }
 }
