@@ -43,7 +43,64 @@ use crate::error::{Error, Result};
 /// write's own savepoint); inside [`Store::read`], a read-only connection. The functions of this
 /// module's submodules take it; its connection (SQLite or PostgreSQL) is visible only inside `store/`.
 #[derive(Clone, Copy)]
-pub struct Tx<'a>(Conn<'a>, Option<&'a ChainHead>);
+pub struct Tx<'a>(Conn<'a>, Option<&'a WriterState>);
+
+/// What the writer keeps across the writes of its transactions.
+#[derive(Default)]
+pub(crate) struct WriterState {
+    /// The chain head of the open transaction.
+    head: ChainHead,
+    /// Principals by ARN.
+    principals: PrincipalCache,
+}
+
+/// Registered principals by ARN, as the writer's lookups found them: a principal is never changed
+/// nor deleted once registered, so what a committed transaction found stays true on every replica,
+/// and intake need not read it again (on PostgreSQL a lookup is a round trip of the writer's). What a
+/// transaction finds is kept only once it commits (a principal a write of the same group inserted
+/// is not known before); a write rolled back forgets what it found. Bounded: emptied when full.
+#[derive(Default)]
+pub(crate) struct PrincipalCache {
+    known: std::cell::RefCell<std::collections::HashMap<String, rows::Principal>>,
+    found: std::cell::RefCell<Vec<rows::Principal>>,
+}
+
+/// The most principals [`PrincipalCache`] keeps.
+const PRINCIPAL_CACHE_MAX: usize = 10_000;
+
+impl PrincipalCache {
+    /// The principal of `arn`, if a committed transaction found it.
+    pub(in crate::store) fn get(&self, arn: &str) -> Option<rows::Principal> {
+        self.known.borrow().get(arn).cloned()
+    }
+
+    /// A lookup of the open transaction found `p`.
+    pub(in crate::store) fn found(&self, p: &rows::Principal) {
+        self.found.borrow_mut().push(p.clone());
+    }
+
+    fn mark(&self) -> usize {
+        self.found.borrow().len()
+    }
+
+    fn roll_back_to(&self, mark: usize) {
+        self.found.borrow_mut().truncate(mark);
+    }
+
+    fn committed(&self, ok: bool) {
+        let mut found = self.found.borrow_mut();
+        if ok {
+            let mut known = self.known.borrow_mut();
+            if known.len() + found.len() > PRINCIPAL_CACHE_MAX {
+                known.clear();
+            }
+            for p in found.drain(..) {
+                known.insert(p.arn.as_str().to_owned(), p);
+            }
+        }
+        found.clear();
+    }
+}
 
 /// The audit chain's head (seq, hash) as the writer's open transaction has it, once an append has
 /// read or written it: the transaction holds the chain's write lock (SQLite's `BEGIN IMMEDIATE`,
@@ -65,7 +122,12 @@ impl<'a> Tx<'a> {
 
     /// The chain head the writer keeps for its transaction (`None` outside the writer).
     pub(in crate::store) fn chain_head(&self) -> Option<&'a ChainHead> {
-        self.1
+        self.1.map(|w| &w.head)
+    }
+
+    /// The principals the writer knows (`None` outside the writer).
+    pub(in crate::store) fn principals(&self) -> Option<&'a PrincipalCache> {
+        self.1.map(|w| &w.principals)
     }
 
     /// Which database this unit of work runs on.
@@ -651,7 +713,8 @@ fn writer_groups(
     restarting: &std::sync::atomic::AtomicBool,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
-    let head = ChainHead::default();
+    let state = WriterState::default();
+    let head = &state.head;
     while let Some(first) = rx.blocking_recv() {
         // The checkpointer is restarting the WAL: let it have the lock (bounded: it gives up within
         // its busy timeout).
@@ -706,7 +769,8 @@ fn writer_groups(
                 continue;
             }
             let before = head.borrow().clone();
-            let (mut ok, mut reply) = job(Tx(conn, Some(&head)));
+            let mark = state.principals.mark();
+            let (mut ok, mut reply) = job(Tx(conn, Some(&state)));
             // The answers to what the write sent without waiting (its inserts): one that failed
             // fails the write, whatever it returned.
             if let Conn::Pg(p) = conn
@@ -723,6 +787,7 @@ fn writer_groups(
             }
             if !ok {
                 head.replace(before);
+                state.principals.roll_back_to(mark);
             }
             let last = i + 1 == size;
             let end = match (ok, last) {
@@ -781,6 +846,7 @@ fn writer_groups(
                 }
             }
         };
+        state.principals.committed(err.is_none());
         crate::metrics::metrics().commit_batch.observe(size as f64);
         if err.is_none() {
             stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -801,6 +867,43 @@ fn writer_groups(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The writer knows a principal only once the transaction that found it committed; a write rolled
+    /// back, or a group that did not commit, forgets what it found; the cache stays bounded.
+    #[test]
+    fn the_writer_knows_principals_found_by_committed_transactions_only() {
+        use crate::policy::arn::{PrincipalArn, PrincipalKind};
+        let p = |n: usize| rows::Principal {
+            id: format!("p{n}"),
+            arn: PrincipalArn::parse(&format!("arn:aws:iam::{:012}:role/r", 100_000_000_000 + n))
+                .unwrap(),
+            account_id: None,
+            kind: PrincipalKind::Role,
+            description: None,
+            created_by: "t".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+        };
+        let arn = |n: usize| p(n).arn.as_str().to_owned();
+        let c = PrincipalCache::default();
+        c.found(&p(1));
+        assert_eq!(c.get(&arn(1)), None, "not before the commit");
+        c.committed(false);
+        c.committed(true);
+        assert_eq!(c.get(&arn(1)), None, "a group that did not commit");
+        let mark = c.mark();
+        c.found(&p(2));
+        c.roll_back_to(mark);
+        c.found(&p(3));
+        c.committed(true);
+        assert_eq!(c.get(&arn(2)), None, "a write rolled back");
+        assert_eq!(c.get(&arn(3)), Some(p(3)));
+        for n in 10..10 + PRINCIPAL_CACHE_MAX {
+            c.found(&p(n));
+        }
+        c.committed(true);
+        assert!(c.known.borrow().len() <= PRINCIPAL_CACHE_MAX);
+        assert_eq!(c.get(&arn(10)), Some(p(10)));
+    }
     use std::time::Instant;
 
     fn open(dir: &tempfile::TempDir, max_batch: usize) -> Store {

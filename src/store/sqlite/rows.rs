@@ -327,12 +327,22 @@ pub(crate) fn principal_by_id(tx: &Tx<'_>, id: &str) -> Result<Option<Principal>
 }
 
 /// A principal by ARN.
+/// In the writer, a principal a committed transaction found is not read again
+/// ([`super::PrincipalCache`]: principals never change once registered).
 pub(crate) fn principal_by_arn(tx: &Tx<'_>, arn: &str) -> Result<Option<Principal>> {
+    let cache = tx.principals();
+    if let Some(p) = cache.and_then(|c| c.get(arn)) {
+        return Ok(Some(p));
+    }
     let conn = tx.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE arn = ?1"
     ))?;
-    Ok(stmt.query_row([arn], principal_from_row).optional()?)
+    let found = stmt.query_row([arn], principal_from_row).optional()?;
+    if let (Some(cache), Some(p)) = (cache, &found) {
+        cache.found(p);
+    }
+    Ok(found)
 }
 
 /// A page of principals, newest first, before `before_seq`; returns rows with their seq.
