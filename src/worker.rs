@@ -6,17 +6,17 @@
 //!    (keeping any another live share needs) and they end `expired`;
 //! 3. active shares expiring within `webhook_expiring_lead` are announced once (and break-glass
 //!    follow-ups);
-//! 3d. work left behind is taken up ([`crate::apply::Applier::recover`]): jobs whose applier died (this
+//! 4. work left behind is taken up ([`crate::apply::Applier::recover`]): jobs whose applier died (this
 //!    process's crashed task, or another replica whose lease ran out) are compensated or completed
 //!    from their journal, and secrets with approved or revoking shares are kicked (work is claimed
 //!    through the store, so a kick lost to a crash or an AWS outage is picked up again). After the
 //!    expiries, which must not wait for compensations; before the drift checks, so that the takeover
 //!    after a replica dies does not wait for them (they read every active secret's policies from
 //!    AWS). A failure is logged and the pass goes on;
-//! 4. drift: the live policies of active shares are compared with what the broker wrote and evaluated;
+//! 5. drift: the live policies of active shares are compared with what the broker wrote and evaluated;
 //!    a missing or altered statement, a principal shown as a unique id, or a policy that no longer allows
 //!    the read makes the share `drifted`; with `drift_repair = auto` it is re-applied at once;
-//! 5. due webhook notifications are delivered.
+//! 6. due webhook notifications are delivered.
 //!
 //! Beside the passes, every `audit_anchor_interval` (and at start and shutdown) the audit chain's head
 //! is anchored: logged and sent as an `audit.anchor` webhook event (see [`anchor`]).
@@ -188,7 +188,7 @@ pub(crate) async fn maintain(app: &Arc<App>) -> Result<TickReport> {
         report.unjustified_revoked = revoke_unjustified(app, &now).await?;
     }
 
-    // 3d. Work left behind: before the drift checks (step 4), which read every active secret's
+    // 4. Work left behind: before the drift checks (step 5), which read every active secret's
     //     policies from AWS, so the takeover of a dead replica's jobs does not wait for them; after
     //     the expiries (steps 1 and 2), which must not wait for compensations either. A failure here
     //     (a lease write refused, AWS throttling a compensation) is logged and the pass goes on:
@@ -200,7 +200,7 @@ pub(crate) async fn maintain(app: &Arc<App>) -> Result<TickReport> {
     }
 
     if app.applier.enabled() {
-        // 4. Drift.
+        // 5. Drift.
         let secrets = app
             .store
             .read(|c| rows::secrets_with_status(c, &[ShareStatus::Active]))
