@@ -157,13 +157,15 @@ pub(crate) fn config(url: &str) -> Result<PgConfig> {
         (Some("verify-full"), Some(_)) => Some(tls::Verify::ChainAndHost),
         (Some(m @ ("verify-ca" | "verify-full")), None) => {
             return Err(Error::Unavailable(format!(
-                "the database URL {} asks for sslmode={m} but names no CA: add                  sslrootcert=/path/to/ca.pem (the CA certificates, PEM)",
+                "the database URL {} asks for sslmode={m} but names no CA: add \
+                 sslrootcert=/path/to/ca.pem (the CA certificates, PEM)",
                 redact(url)
             )));
         }
         (Some(other), _) => {
             return Err(Error::Unavailable(format!(
-                "the database URL {} has sslmode={other}: use disable, prefer, require, verify-ca                  or verify-full",
+                "the database URL {} has sslmode={other}: use disable, prefer, require, verify-ca \
+                 or verify-full",
                 redact(url)
             )));
         }
@@ -183,6 +185,19 @@ pub(crate) fn config(url: &str) -> Result<PgConfig> {
     }
     config.connect_timeout(std::time::Duration::from_secs(10));
     Ok(PgConfig { pg: config, tls })
+}
+
+/// The settings of a read connection: every transaction read-only. Set as a startup option of the
+/// session (`-c default_transaction_read_only=on`, after any `options` of the URL), so that a read
+/// connection connected again after a server restart is read-only too.
+pub(crate) fn read_only(config: &PgConfig) -> PgConfig {
+    let mut c = config.clone();
+    let opts = match c.pg.get_options() {
+        Some(o) if !o.trim().is_empty() => format!("{o} -c default_transaction_read_only=on"),
+        _ => "-c default_transaction_read_only=on".to_owned(),
+    };
+    c.pg.options(&opts);
+    c
 }
 
 /// Connects one session.
@@ -334,7 +349,7 @@ pub(crate) fn pending_url(url: &str) -> Result<Vec<&'static str>> {
 
 #[cfg(test)]
 mod tests {
-    use super::{MIGRATIONS, config, percent_decode, redact};
+    use super::{MIGRATIONS, config, percent_decode, read_only, redact};
     use tokio_postgres::config::SslMode;
 
     #[test]
@@ -361,7 +376,13 @@ mod tests {
                 .err()
                 .unwrap()
                 .to_string();
-            assert!(e.contains("sslrootcert") && e.contains(m), "{e}");
+            assert!(
+                e.ends_with(&format!(
+                    "asks for sslmode={m} but names no CA: add sslrootcert=/path/to/ca.pem (the CA \
+                     certificates, PEM)"
+                )),
+                "{e}"
+            );
         }
         let e = config(&format!(
             "{base}?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"
@@ -389,9 +410,30 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(
-            e.contains("sslmode=allow") && e.contains("verify-full") && !e.contains("s3cret"),
+            e.contains("has sslmode=allow: use disable, prefer, require, verify-ca or verify-full")
+                && !e.contains("s3cret"),
             "{e}"
         );
+    }
+
+    /// Read connections are read-only through a startup option of the session, so a read connection
+    /// connected again (after a server restart) is read-only too; the URL's own options are kept and the
+    /// writer's settings are not touched.
+    #[test]
+    fn read_connections_are_read_only_by_a_startup_option() {
+        let c = config("postgres://broker@db.internal/broker").unwrap();
+        assert_eq!(
+            read_only(&c).pg.get_options(),
+            Some("-c default_transaction_read_only=on")
+        );
+        assert_eq!(c.pg.get_options(), None);
+        let c = config("postgres://broker@db.internal/broker?options=-c%20statement_timeout%3D5s")
+            .unwrap();
+        assert_eq!(
+            read_only(&c).pg.get_options(),
+            Some("-c statement_timeout=5s -c default_transaction_read_only=on")
+        );
+        assert_eq!(c.pg.get_options(), Some("-c statement_timeout=5s"));
     }
 
     #[test]

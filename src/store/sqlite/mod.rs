@@ -440,11 +440,9 @@ impl Store {
                 tracing::info!(version = m.version, name = %m.name, "applied migration");
             }
             let mut readers = Vec::with_capacity(n);
+            let read_config = super::postgres::read_only(&config);
             for _ in 0..n {
-                let r = super::postgres::connect(&config)?;
-                Conn::Pg(&r)
-                    .execute_batch("SET default_transaction_read_only = on")
-                    .map_err(Error::from)?;
+                let r = super::postgres::connect(&read_config)?;
                 readers.push(Reader::Pg(Box::new(r)));
             }
             Ok::<_, Error>((writer, readers))
