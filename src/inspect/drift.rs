@@ -219,7 +219,8 @@ fn statement_drift(
         && let Some(found) = merge::find(d, y)
     {
         let names = merge::find_entry(d, &alias).is_some();
-        if names && let Some(id) = unique_ids_in(found).first() {
+        let ids = unique_ids_in(found);
+        if names && let Some(id) = ids.first() {
             problems.push(format!(
                 "the {name} statement {y} names {id} instead of {principal}: AWS shows a principal's unique \
                  id once the principal was deleted; one re-created with the same ARN is someone new, so the \
@@ -228,7 +229,9 @@ fn statement_drift(
             ));
             return;
         }
-        if merge::find(d, &sid).is_none() {
+        // A deleted principal's statement without this share's pattern says nothing of this share
+        // (a share of the principal re-created with that ARN has statements of its own).
+        if ids.is_empty() && merge::find(d, &sid).is_none() {
             let list = serde_json::from_str::<Value>(found.raw())
                 .is_ok_and(|v| merge::is_secret_list_statement(&v));
             problems.push(if list {
