@@ -55,7 +55,10 @@ pub(crate) struct ShareSids {
 
 /// What a share holds in each policy, as entries ([`merge::entry_of`]): its principal in this
 /// version's list statements (or, for an organization or OU, its statements), then the whole
-/// statements earlier versions wrote for it: one statement per principal, and the earlier Sid scheme's.
+/// statements earlier versions wrote for it: one statement per principal, and the earlier Sid scheme's;
+/// last, in the key policy, the second name of its key entry ([`merge::secret_list_entry`]: the
+/// secret-list Sid of its principal with its secret's pattern), which finds its pattern in a
+/// secret-list statement whose principal AWS replaced by a unique id.
 /// Reference counting is over these entries: an entry stays while any live share holds it
 /// ([`Applier::needed`]), and goes with the last.
 pub(crate) fn share_sids(grant: &Grant, installation: &InstallationId) -> ShareSids {
@@ -75,11 +78,16 @@ pub(crate) fn share_sids(grant: &Grant, installation: &InstallationId) -> ShareS
     {
         push(&mut out.resource, e);
     }
+    let key = key_statement_for(grant, installation);
     for e in [
-        merge::entry_of(&key_statement_for(grant, installation)),
-        sid_of(&one_key),
-        sid_of(&legacy_key),
-    ] {
+        Some(merge::entry_of(&key)),
+        Some(sid_of(&one_key)),
+        Some(sid_of(&legacy_key)),
+        merge::secret_list_entry(&key),
+    ]
+    .into_iter()
+    .flatten()
+    {
         push(&mut out.key, e);
     }
     out
@@ -97,27 +105,36 @@ fn secret_region(secret: &str) -> &str {
     secret.split(':').nth(3).unwrap_or_default()
 }
 
-/// What a share holds in the key policy of its secret's replica `replica` (an entry, as
-/// [`share_sids`]' `key`): its key statement composed for the replica. Earlier versions wrote nothing
-/// on replica keys, so there is no earlier form.
-pub(crate) fn replica_key_entry(
+/// What a share holds in the key policy of its secret's replica `replica` (entries, as
+/// [`share_sids`]' `key`): its key statement composed for the replica, and that entry's second name
+/// ([`merge::secret_list_entry`]). Earlier versions wrote nothing on replica keys, so there is no
+/// earlier form.
+pub(crate) fn replica_key_entries(
     grant: &Grant,
     replica: &crate::policy::arn::SecretArn,
     installation: &InstallationId,
-) -> String {
-    merge::entry_of(&key_statement_for(&grant_in(grant, replica), installation))
+) -> Vec<String> {
+    let st = key_statement_for(&grant_in(grant, replica), installation);
+    std::iter::once(merge::entry_of(&st))
+        .chain(merge::secret_list_entry(&st))
+        .collect()
 }
 
 /// The unique id (AROA..., AIDA...) that stands where the principal of `entry` was: in the statement
 /// of a whole-statement entry, or in a list statement that no longer lists the entry's principal (AWS
 /// replaced it when the principal was deleted; which listed principal a unique id replaced cannot be
 /// told, so a missing principal next to one counts as deleted: the share is revoked, never re-granted).
+///
+/// A secret-list statement names one principal: one of the share's ([`merge::secret_list_entry`]:
+/// its Sid is derived from the principal) that shows a unique id in its place while naming the share's
+/// pattern means the principal was deleted. An entry held elsewhere (its principal listed, or its
+/// pattern in the principal's secret-list statement) is no deleted principal's.
 pub(crate) fn unique_id_for(doc: &PolicyDocument, entry: &str) -> Option<String> {
-    let (sid, member) = merge::split_entry(entry);
-    let found = merge::find(doc, sid)?;
-    if let Some(m) = member
-        && merge::members(found).iter().any(|x| x == m)
-    {
+    let found = merge::find(doc, merge::split_entry(entry).0)?;
+    if merge::is_secret_list_name(entry) != merge::find_entry(doc, entry).is_some() {
+        // Held (its principal listed, or its pattern named by its principal's secret-list statement);
+        // or its pattern is not in its principal's secret-list statement (the unique id there stands
+        // for the principal's other grants).
         return None;
     }
     unique_ids_in(found).into_iter().next()
@@ -207,8 +224,9 @@ impl Applier {
             };
             for s in of_secret.iter().filter(|s| !skip(s)) {
                 if let Ok(g) = grant_of(s) {
-                    let e = replica_key_entry(&g, &replica, installation);
-                    needed.key.insert((key.as_str().to_owned(), e));
+                    for e in replica_key_entries(&g, &replica, installation) {
+                        needed.key.insert((key.as_str().to_owned(), e));
+                    }
                 }
             }
         }

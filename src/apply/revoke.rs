@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
-use super::grant::replica_key_entry;
+use super::grant::replica_key_entries;
 use super::rmw::Policy;
 use super::{Applier, Failure, SYSTEM, grant_of, share_sids};
 use crate::domain::{ShareId, ShareStatus, fmt_time};
@@ -73,9 +73,10 @@ impl Applier {
             for r in replicas {
                 let entry = by_key.entry(r.key.clone()).or_default();
                 for g in &grants {
-                    let e = replica_key_entry(g, &r.secret, installation);
-                    if !entry.contains(&e) {
-                        entry.push(e);
+                    for e in replica_key_entries(g, &r.secret, installation) {
+                        if !entry.contains(&e) {
+                            entry.push(e);
+                        }
                     }
                 }
                 replica_of.insert(r.key, r.secret);
@@ -88,10 +89,14 @@ impl Applier {
         // shares leave, and any unique id AWS put in place of a deleted principal that was listed
         // (while a live share holds an entry the statement stays, so a unique id standing for a
         // live share's deleted principal stays visible to the drift check and the repair).
+        // Never a secret-list statement: it names secrets of other shares than those of this secret
+        // and its key (a replica key's list can name the replica of another secret, whose shares
+        // `needed` does not read); its patterns go one by one, and it goes with the last.
         let whole = |entries: &[String], held: &dyn Fn(&str) -> bool| -> Vec<String> {
             let mut out = Vec::new();
             for e in entries {
                 if let (sid, Some(_)) = merge::split_entry(e)
+                    && !merge::is_secret_list_name(e)
                     && !held(sid)
                     && !out.iter().any(|x: &String| x == sid)
                 {

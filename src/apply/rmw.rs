@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::grant::statements_as_values;
-use super::{Applier, Failure, FailureKind, sid_of, unique_ids_in};
+use super::{Applier, Failure, FailureKind, unique_ids_in};
 use crate::policy::arn::{KmsKeyArn, SecretArn};
 use crate::policy::document::PolicyDocument;
 use crate::policy::lint::{self, Context, DocumentKind, Finding, Severity};
@@ -100,18 +100,14 @@ impl Applier {
             let mut added = Vec::new();
             let mut changed = false;
             for s in add {
-                if !overwrite_edits
-                    && let Some(found) = merge::find(&doc, &sid_of(s))
-                    && !merge::same_shape(found, s)
-                {
+                if !overwrite_edits && let Some(sid) = merge::edited(&doc, s) {
                     return Err(Failure::new(
                         FailureKind::Policy,
                         format!(
-                            "the {} statement {} was changed by someone other than the broker; the broker \
+                            "the {} statement {sid} was changed by someone other than the broker; the broker \
                              does not revert an owner's edit on its own: an admin can repair the share to write \
                              it back, or revoke it",
                             p.name(),
-                            sid_of(s)
                         ),
                     ));
                 }
@@ -280,7 +276,16 @@ impl Applier {
                 continue;
             };
             let listed = merge::members(found);
-            if live_members(sid).iter().all(|m| listed.contains(m)) {
+            // A live share's principal held by its secret-list statement instead is no one a unique
+            // id here stands for. (The members of a secret-list Sid's entries are secret patterns,
+            // never listed as principals: a unique id in such a statement stays until the statement
+            // goes whole, with the last live share of that principal.)
+            let held = |m: &String| {
+                let e = format!("{sid} {m}");
+                listed.contains(m)
+                    || (!merge::is_secret_list_name(&e) && merge::find_entry(&doc, &e).is_some())
+            };
+            if live_members(sid).iter().all(held) {
                 for id in unique_ids_in(found) {
                     let dead = format!("{sid} {id}");
                     if !out.contains(&dead) {

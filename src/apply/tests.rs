@@ -94,6 +94,11 @@ fn fixture() -> Fixture {
 impl Fixture {
     /// A share of SECRET for PRINCIPAL in `status`.
     async fn share(&self, status: ShareStatus) -> ShareId {
+        self.share_of(SECRET, status).await
+    }
+
+    /// A share of `secret` for PRINCIPAL in `status`.
+    async fn share_of(&self, secret: &'static str, status: ShareStatus) -> ShareId {
         let now = fmt_time(NOW);
         self.store
             .write(move |c| {
@@ -117,7 +122,7 @@ impl Fixture {
                     id: ShareId::new(),
                     status,
                     status_reason: None,
-                    secret_arn: SecretArn::parse(SECRET).unwrap(),
+                    secret_arn: SecretArn::parse(secret).unwrap(),
                     principal_id: principal.id,
                     principal_arn: principal.arn,
                     actions: ActionSet::new([ShareAction::GetSecretValue]),

@@ -209,6 +209,46 @@ fn statement_drift(
     problems: &mut Vec<String>,
 ) {
     let sid = sid_of(want);
+    if doc.is_some_and(|d| merge::holds(d, want)) {
+        return;
+    }
+    // A key statement's grant in its principal's secret-list statement (issue 18 part 3).
+    if let Some(alias) = merge::secret_list_entry(want)
+        && let (y, Some(pattern)) = merge::split_entry(&alias)
+        && let Some(d) = doc
+        && let Some(found) = merge::find(d, y)
+    {
+        let names = merge::find_entry(d, &alias).is_some();
+        let ids = unique_ids_in(found);
+        if names && let Some(id) = ids.first() {
+            problems.push(format!(
+                "the {name} statement {y} names {id} instead of {principal}: AWS shows a principal's unique \
+                 id once the principal was deleted; one re-created with the same ARN is someone new, so the \
+                 broker never grants it again: repair ends the share revoked (the new principal needs a new \
+                 share)"
+            ));
+            return;
+        }
+        // A deleted principal's statement without this share's pattern says nothing of this share
+        // (a share of the principal re-created with that ARN has statements of its own).
+        if ids.is_empty() && merge::find(d, &sid).is_none() {
+            let list = serde_json::from_str::<Value>(found.raw())
+                .is_ok_and(|v| merge::is_secret_list_statement(&v));
+            problems.push(if list {
+                format!(
+                    "the {name} statement {y} no longer names {pattern} for {principal}: the share's grant \
+                     is missing (someone removed it); the broker does not revert an owner's edit on its \
+                     own: an admin's repair writes it back"
+                )
+            } else {
+                format!(
+                    "the {name} statement {y} was changed by someone else; the broker does not revert an \
+                     owner's edit on its own: an admin's repair writes it back"
+                )
+            });
+            return;
+        }
+    }
     let Some(found) = doc.and_then(|d| merge::find(d, &sid)) else {
         problems.push(format!("the {name} statement {sid} is missing"));
         return;

@@ -64,10 +64,7 @@ impl Applier {
         let diff = |current: &Live, proposed: &str, ours: &[&Value]| -> PolicyDiff {
             let parse = |t: &str| serde_json::from_str::<Value>(t).unwrap_or(Value::Null);
             let doc = current.doc.as_ref().ok().and_then(Option::as_ref);
-            let present = ours.iter().all(|o| {
-                doc.and_then(|d| merge::find(d, &sid_of(o)))
-                    .is_some_and(|f| merge::covers(f, o))
-            });
+            let present = ours.iter().all(|o| doc.is_some_and(|d| merge::holds(d, o)));
             PolicyDiff {
                 current: current.text.as_deref().map(parse),
                 proposed: parse(proposed),

@@ -211,44 +211,161 @@ pub fn shape(statement: &Value) -> Option<Value> {
 /// statement is written with this one principal; merging adds the principal to the statement's list.
 fn list_statement(installation: &InstallationId, kind: char, content: Value) -> Value {
     let id = match shape(&content) {
-        Some(sh) => {
-            let digest = Sha256::digest(sh.to_string().as_bytes());
-            format!(
-                "{SID_PREFIX}{installation}{kind}{}",
-                &hex::encode(digest)[..16]
-            )
-        }
+        Some(sh) => derived_sid(installation, kind, &sh),
         None => sid(Some(installation), kind, &content),
     };
     put_sid(id, content)
 }
 
+/// The installation and document letter of a Sid of an installation's form (`SecretBroker<id><S|K><16
+/// hex>`), whichever installation it is.
+fn sid_parts(sid: &str) -> Option<(InstallationId, char)> {
+    let rest = sid.strip_prefix(SID_PREFIX)?;
+    if rest.len() <= 17 || !is_suffix(&rest[rest.len() - 17..]) {
+        return None;
+    }
+    let installation = rest[..rest.len() - 17].parse::<InstallationId>().ok()?;
+    Some((installation, rest.as_bytes()[rest.len() - 17] as char))
+}
+
+/// The Sid of `installation` derived from `content` (a [`shape`] or a [`secret_shape`]).
+fn derived_sid(installation: &InstallationId, kind: char, content: &Value) -> String {
+    let digest = Sha256::digest(content.to_string().as_bytes());
+    format!(
+        "{SID_PREFIX}{installation}{kind}{}",
+        &hex::encode(digest)[..16]
+    )
+}
+
 /// Whether `statement` is a list statement: its Sid is one of an installation's (`SecretBroker<id>
 /// <S|K><16 hex>`) and is derived from its [`shape`]. Such a statement lists IAM principals in
 /// `Principal.AWS` and nothing else differs between the shares it stands for; any other broker
-/// statement stands for one grant as a whole.
+/// statement stands for one grant as a whole (or, a [secret-list statement](is_secret_list_statement),
+/// for one principal's grants on several secrets).
 pub fn is_list_statement(statement: &Value) -> bool {
     let Some(sid) = statement.get("Sid").and_then(Value::as_str) else {
         return false;
     };
-    let Some(rest) = sid.strip_prefix(SID_PREFIX) else {
+    let Some((installation, kind)) = sid_parts(sid) else {
         return false;
     };
-    if rest.len() <= 17 || !is_suffix(&rest[rest.len() - 17..]) {
-        return false;
-    }
-    let Ok(installation) = rest[..rest.len() - 17].parse::<InstallationId>() else {
-        return false;
-    };
-    let kind = rest.as_bytes()[rest.len() - 17] as char;
     let Some(sh) = shape(statement) else {
         return false;
     };
-    let digest = Sha256::digest(sh.to_string().as_bytes());
-    sid == format!(
-        "{SID_PREFIX}{installation}{kind}{}",
-        &hex::encode(digest)[..16]
-    )
+    sid == derived_sid(&installation, kind, &sh)
+}
+
+/// The key of a key statement's condition that names the secret it is for.
+pub const SECRET_ARN_KEY: &str = "kms:EncryptionContext:SecretARN";
+
+/// What stands for the secret patterns in the content a secret-list statement's Sid is derived from.
+const SECRETS: &str = "<secrets>";
+
+/// The content of a key statement (without its Sid) with `"<secrets>"` in place of its
+/// `StringLike` `kms:EncryptionContext:SecretARN` patterns, when its principal is `{"AWS": <one named
+/// IAM principal>}` (no list, no wildcard: never an organization's `"*"`) and those patterns are one
+/// string or a non-empty array of strings; `None` otherwise. Two key statements with the same secret
+/// shape differ at most in the secrets they name: same principal, same `kms:ViaService` (so the same
+/// region), same everything else.
+pub fn secret_shape(statement: &Value) -> Option<Value> {
+    let mut m = statement.as_object()?.clone();
+    m.shift_remove("Sid");
+    let principal = m.get("Principal")?.as_object()?;
+    if principal.len() != 1 {
+        return None;
+    }
+    match principal.get("AWS")? {
+        Value::String(p) if !p.contains(['*', '?']) => {}
+        _ => return None,
+    }
+    let like = m
+        .get_mut("Condition")?
+        .as_object_mut()?
+        .get_mut("StringLike")?
+        .as_object_mut()?;
+    let patterns = like.get_mut(SECRET_ARN_KEY)?;
+    match patterns {
+        Value::String(_) => {}
+        Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_string) => {}
+        _ => return None,
+    }
+    *patterns = Value::String(SECRETS.to_owned());
+    Some(Value::Object(m))
+}
+
+/// The Sid a secret-list statement of `statement`'s principal and secret shape has, with the
+/// installation of `statement`'s own Sid: `SecretBroker<id>K` + 16 hex of SHA-256 over its
+/// [`secret_shape`]. `None` for a statement without a secret shape or an installation's Sid.
+pub fn secret_list_sid(statement: &Value) -> Option<String> {
+    let sid = statement.get("Sid").and_then(Value::as_str)?;
+    let (installation, kind) = sid_parts(sid)?;
+    if kind != 'K' {
+        return None;
+    }
+    Some(derived_sid(&installation, 'K', &secret_shape(statement)?))
+}
+
+/// Whether `statement` is a **secret-list statement** (issue 18 part 3): a key statement of one IAM
+/// principal whose Sid is derived from its [`secret_shape`], so one principal's grants on several
+/// secrets under one key are one statement listing the secrets' patterns. It never lists several
+/// principals (that would grant each listed principal each listed secret).
+pub fn is_secret_list_statement(statement: &Value) -> bool {
+    statement
+        .get("Sid")
+        .and_then(Value::as_str)
+        .is_some_and(|sid| secret_list_sid(statement).as_deref() == Some(sid))
+}
+
+/// The secret patterns a key statement names (`StringLike` `kms:EncryptionContext:SecretARN`, a string
+/// or an array of strings).
+pub fn secret_patterns(statement: &Value) -> Vec<String> {
+    match statement
+        .get("Condition")
+        .and_then(|c| c.get("StringLike"))
+        .and_then(|l| l.get(SECRET_ARN_KEY))
+    {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `statement` (a key statement with a [`secret_shape`]) naming `patterns` (a string for one, an array
+/// for several) under `sid`; everything else, key order included, as it is.
+pub fn with_secret_patterns(statement: &Value, patterns: &[String], sid: &str) -> Value {
+    let mut v = statement.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.shift_remove("Sid");
+    }
+    if let Some(p) = v
+        .get_mut("Condition")
+        .and_then(|c| c.get_mut("StringLike"))
+        .and_then(|l| l.get_mut(SECRET_ARN_KEY))
+    {
+        *p = one_or_many(patterns.to_vec());
+    }
+    put_sid(sid.to_owned(), v)
+}
+
+/// The principal-list Sids ([`list_statement`]) of the one-secret statements a secret-list statement
+/// stands for, one per pattern it names, with the pattern: what the statement of the principal's grant
+/// on that one secret would have as its Sid. `None` when `statement` is no secret-list statement.
+pub fn expanded_sids(statement: &Value) -> Option<Vec<(String, String)>> {
+    if !is_secret_list_statement(statement) {
+        return None;
+    }
+    let sid = statement.get("Sid").and_then(Value::as_str)?;
+    let (installation, _) = sid_parts(sid)?;
+    let mut out = Vec::new();
+    for p in secret_patterns(statement) {
+        let one = with_secret_patterns(statement, std::slice::from_ref(&p), sid);
+        out.push((derived_sid(&installation, 'K', &shape(&one)?), p));
+    }
+    Some(out)
 }
 
 fn one_or_many(mut v: Vec<String>) -> Value {

@@ -2143,4 +2143,81 @@ mod tests {
             );
         }
     }
+
+    /// IAM: a condition key with several values in the policy matches when the request's value matches
+    /// any one of them (IAM User Guide, "Creating a condition with multiple context keys or values":
+    /// values of one key are ORed). A secret-list key statement (issue 18 part 3) relies on it:
+    /// `StringLike` `kms:EncryptionContext:SecretARN` listing two patterns decrypts either secret, and
+    /// no third, for its one principal only; `check` and `decide` agree.
+    #[test]
+    fn string_like_with_several_values_matches_any_one_of_them() {
+        let key = KmsKeyArn::parse(
+            "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        )
+        .unwrap();
+        let key_policy = doc(serde_json::json!([
+            {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::444455556666:role/app"},
+             "Action": "kms:Decrypt", "Resource": "*",
+             "Condition": {
+                "StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"},
+                "StringLike": {"kms:EncryptionContext:SecretARN": [
+                    "arn:aws:secretsmanager:us-east-1:111122223333:secret:db-??????",
+                    "arn:aws:secretsmanager:us-east-1:111122223333:secret:api/key-??????"
+                ]}}}
+        ]));
+        let identity = doc(serde_json::json!([
+            {"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue", "kms:Decrypt"], "Resource": "*"}
+        ]));
+        let resource = doc(serde_json::json!([
+            {"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}
+        ]));
+        for (principal, secret, want) in [
+            (
+                "arn:aws:iam::444455556666:role/app",
+                "db-AbCdEf",
+                Verdict::Allow,
+            ),
+            (
+                "arn:aws:iam::444455556666:role/app",
+                "api/key-123456",
+                Verdict::Allow,
+            ),
+            (
+                "arn:aws:iam::444455556666:role/app",
+                "db-other-123456",
+                Verdict::Deny,
+            ),
+            (
+                "arn:aws:iam::444455556666:role/app",
+                "other-AbCdEf",
+                Verdict::Deny,
+            ),
+            (
+                "arn:aws:iam::777788889999:role/app",
+                "db-AbCdEf",
+                Verdict::Deny,
+            ),
+        ] {
+            let p = PrincipalArn::parse(principal).unwrap();
+            let s = SecretArn::parse(&format!(
+                "arn:aws:secretsmanager:us-east-1:111122223333:secret:{secret}"
+            ))
+            .unwrap();
+            let c = Check {
+                principal: &p,
+                secret: &s,
+                key: &key,
+                version_stage: None,
+                identity_policy: &identity,
+                resource_policy: Some(&resource),
+                key_policy: &key_policy,
+                now: None,
+                action: GET_SECRET_VALUE,
+                guardrails: &Guardrails::NONE,
+                org: None,
+            };
+            assert_eq!(decide(&c), want, "{principal} {secret}");
+            assert_eq!(check(&c).decision, want, "{principal} {secret}");
+        }
+    }
 }

@@ -414,14 +414,32 @@ pub fn lint(kind: DocumentKind, doc: &PolicyDocument, ctx: &Context<'_>) -> Vec<
                     ctx.secret.account()
                 );
                 let ec = values("StringLike", "kms:EncryptionContext:SecretARN");
-                let well_formed = ec.len() == 1 && {
-                    let v = ec[0].as_str();
-                    v.strip_prefix(&stem)
-                        .and_then(|rest| rest.strip_suffix("-??????"))
-                        .is_some_and(|name| {
-                            !name.is_empty() && !name.contains('*') && !name.contains('?')
-                        })
-                };
+                // One pattern, or (a secret-list statement, issue 18 part 3) several, each of one
+                // secret: `StringLike` with several values matches any one of them.
+                let well_formed = !ec.is_empty()
+                    && ec.iter().all(|v| {
+                        v.strip_prefix(&stem)
+                            .and_then(|rest| rest.strip_suffix("-??????"))
+                            .is_some_and(|name| {
+                                !name.is_empty() && !name.contains('*') && !name.contains('?')
+                            })
+                    });
+                // Several principals and several secrets in one statement grant each principal each
+                // secret: the broker never writes that.
+                let principals = s.principal.as_ref().map_or(0, |p| p.values("AWS").len());
+                if ec.len() > 1 && principals != 1 {
+                    push(
+                        "principals-and-secrets-listed",
+                        Severity::Error,
+                        at.clone(),
+                        format!(
+                            "a broker key statement lists {principals} principals and {} secrets: each \
+                             principal would decrypt each secret; a statement lists several principals for \
+                             one secret, or several secrets for one principal",
+                            ec.len()
+                        ),
+                    );
+                }
                 if !well_formed {
                     push(
                         "missing-encryption-context",
@@ -601,6 +619,19 @@ mod tests {
             c.key_statement.clone(),
         ]);
         assert!(codes(DocumentKind::KeyPolicy, &d, KEY).is_empty());
+        // Merged as the applier merges them, the two are one secret-list statement of the principal
+        // (issue 18 part 3): clean too.
+        let mut merged = doc(vec![foreign_admin()]);
+        for st in [&other.key_statement, &c.key_statement] {
+            crate::policy::merge::upsert(&mut merged, &Owner::default(), st).unwrap();
+        }
+        assert_eq!(merged.statements().len(), 2);
+        let list: Value = serde_json::from_str(merged.statements()[1].raw()).unwrap();
+        assert!(
+            crate::policy::merge::is_secret_list_statement(&list),
+            "{list}"
+        );
+        assert!(codes(DocumentKind::KeyPolicy, &merged, KEY).is_empty());
         let mut elsewhere = other.key_statement.clone();
         elsewhere["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"] =
             json!("arn:aws:secretsmanager:eu-west-1:111122223333:secret:other-??????");
@@ -763,6 +794,35 @@ mod tests {
                     json!({"Condition": {"StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}, "StringLike": {"kms:EncryptionContext:SecretARN": "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-*"}}}),
                 )]),
                 doc(vec![k.clone()]),
+                KEY,
+            ),
+            // A secret-list statement: each pattern is checked.
+            (
+                "missing-encryption-context",
+                KeyPolicy,
+                doc(vec![patched(
+                    &k,
+                    json!({"Condition": {"StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}, "StringLike": {"kms:EncryptionContext:SecretARN": ["arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-??????", "arn:aws:secretsmanager:us-east-1:111122223333:secret:*"]}}}),
+                )]),
+                doc(vec![patched(
+                    &k,
+                    json!({"Condition": {"StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}, "StringLike": {"kms:EncryptionContext:SecretARN": ["arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-??????", "arn:aws:secretsmanager:us-east-1:111122223333:secret:api-key-??????"]}}}),
+                )]),
+                KEY,
+            ),
+            // Never both lists: several principals with several secrets grant each principal each
+            // secret; one principal with several secrets is a secret-list statement.
+            (
+                "principals-and-secrets-listed",
+                KeyPolicy,
+                doc(vec![patched(
+                    &k,
+                    json!({"Principal": {"AWS": ["arn:aws:iam::444455556666:role/app", "arn:aws:iam::777788889999:root"]}, "Condition": {"StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}, "StringLike": {"kms:EncryptionContext:SecretARN": ["arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-??????", "arn:aws:secretsmanager:us-east-1:111122223333:secret:api-key-??????"]}}}),
+                )]),
+                doc(vec![patched(
+                    &k,
+                    json!({"Principal": {"AWS": "arn:aws:iam::444455556666:role/app"}, "Condition": {"StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}, "StringLike": {"kms:EncryptionContext:SecretARN": ["arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-password-??????", "arn:aws:secretsmanager:us-east-1:111122223333:secret:api-key-??????"]}}}),
+                )]),
                 KEY,
             ),
             (

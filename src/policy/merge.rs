@@ -13,13 +13,25 @@
 //! statement that stands for one grant as a whole. An upsert of a list statement adds its principal to
 //! the list; removing an entry takes its principal out of the list, and the statement out when no
 //! principal is left. Nothing else of the statement, and nothing of any other statement, changes.
+//!
+//! In a key policy, one principal's statements that differ only in the secret they name are a
+//! *secret-list statement* ([`is_secret_list_statement`]): one principal, its Sid derived from the
+//! statement without its secret patterns, the patterns listed. Entries stay what they are (the
+//! principal-list Sid of the one-secret statement and the principal): a secret-list statement holds,
+//! for each pattern, the entry of the one-secret statement it stands for ([`entries_held`]), so
+//! [`find_entry`] and [`remove`] find an entry in either kind, and removing it takes the pattern out.
+//! No statement lists several principals and several secrets: that would grant each principal each
+//! secret.
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-pub use super::compose::is_list_statement;
-use super::compose::{InstallationId, is_installation_sid, is_legacy_sid, shape};
+use super::compose::{
+    InstallationId, expanded_sids, is_installation_sid, is_legacy_sid, is_unique_id,
+    secret_list_sid, secret_patterns, secret_shape, shape, with_secret_patterns,
+};
+pub use super::compose::{is_list_statement, is_secret_list_statement};
 use super::document::{ParseError, PolicyDocument, RawStatement};
 
 /// What an upsert did.
@@ -31,7 +43,10 @@ pub enum Change {
     Replaced,
     /// An equal statement was already there.
     Unchanged,
-    /// A list statement of the same shape was there: the principal was added to its list.
+    /// A list statement of the same shape was there: the principal was added to its list; or (a key
+    /// statement) the principal's secret-list statement of the same secret shape was there, or a
+    /// statement listing that principal alone for another secret, and the secret's pattern was added
+    /// to it (the latter becoming a secret-list statement).
     Listed,
 }
 
@@ -122,6 +137,12 @@ pub fn entry_of(statement: &Value) -> String {
     }
 }
 
+/// Whether `entry` is a [`secret_list_entry`] (`"<secret-list Sid> <secret pattern>"`): its second
+/// word is a secret pattern (`...-??????`), which no principal ARN is (IAM names hold no `?`).
+pub fn is_secret_list_name(entry: &str) -> bool {
+    split_entry(entry).1.is_some_and(|m| m.contains('?'))
+}
+
 /// An entry's Sid and, for a list statement's entry, its principal.
 pub fn split_entry(entry: &str) -> (&str, Option<&str>) {
     match entry.split_once(' ') {
@@ -175,14 +196,132 @@ pub fn covers(found: &RawStatement, statement: &Value) -> bool {
 }
 
 /// The statement holding `entry`: the statement with its Sid, and for a list statement's entry only
-/// when it lists the entry's principal.
+/// when it lists the entry's principal; or the secret-list statement of the entry's principal that
+/// names the secret of the entry's statement ([`compose::expanded_sids`](super::compose::expanded_sids)).
+/// An entry `"<secret-list Sid> <secret pattern>"` ([`secret_list_entry`]) is held by the statement
+/// with that Sid naming one principal and that pattern, even one whose principal AWS replaced by a
+/// unique id (a deleted principal).
 pub fn find_entry<'a>(doc: &'a PolicyDocument, entry: &str) -> Option<&'a RawStatement> {
     let (sid, member) = split_entry(entry);
-    let found = find(doc, sid)?;
-    match member {
-        Some(m) if !members(found).iter().any(|x| x == m) => None,
-        _ => Some(found),
+    if let Some(found) = find(doc, sid) {
+        match member {
+            None => return Some(found),
+            Some(m) if members(found).iter().any(|x| x == m) => return Some(found),
+            Some(m) if names_pattern(found, m) => return Some(found),
+            Some(_) => {}
+        }
     }
+    let m = member?;
+    secret_list_holding(doc, sid, m).map(|(i, _)| &doc.statements()[i])
+}
+
+/// Whether `found` is a statement of one principal, no principal list, naming the secret pattern `m`:
+/// a secret-list statement, or one whose principal AWS replaced.
+fn names_pattern(found: &RawStatement, m: &str) -> bool {
+    members(found).len() == 1
+        && parsed_value(found)
+            .is_some_and(|v| !is_list_statement(&v) && secret_patterns(&v).iter().any(|p| p == m))
+}
+
+/// The secret-list statement that holds the entry `"<sid> <principal>"` (a principal-list Sid of a key
+/// statement): its position and the pattern standing for the entry's secret.
+fn secret_list_holding(
+    doc: &PolicyDocument,
+    sid: &str,
+    principal: &str,
+) -> Option<(usize, String)> {
+    doc.statements().iter().enumerate().find_map(|(i, st)| {
+        let listed = members(st);
+        if listed.len() != 1 || listed[0] != principal {
+            return None;
+        }
+        let v = parsed_value(st)?;
+        expanded_sids(&v)?
+            .into_iter()
+            .find(|(s, _)| s == sid)
+            .map(|(_, p)| (i, p))
+    })
+}
+
+/// The entries a statement found in a policy holds: `"<Sid> <member>"` for each principal of a list
+/// statement; for a secret-list statement, for each pattern, the entry of the one-secret statement of
+/// its principal ([`entry_of`] of what [`compose::key_statement_for`](super::compose::key_statement_for)
+/// composes for that grant); its Sid for any other statement.
+pub fn entries_held(found: &RawStatement) -> Vec<String> {
+    let sid = found.parsed().sid.clone().unwrap_or_default();
+    let Some(v) = parsed_value(found) else {
+        return vec![sid];
+    };
+    if is_list_statement(&v) {
+        return members(found)
+            .iter()
+            .map(|m| format!("{sid} {m}"))
+            .collect();
+    }
+    if let Some(expanded) = expanded_sids(&v) {
+        let p = members(found).remove(0);
+        return expanded
+            .into_iter()
+            .map(|(s, _)| format!("{s} {p}"))
+            .collect();
+    }
+    vec![sid]
+}
+
+/// The second name of a composed key statement's entry: `"<secret-list Sid> <secret pattern>"`, the
+/// Sid the statement of its principal and secret shape has when it lists secrets, and its pattern.
+/// It names the same grant as [`entry_of`] (a share holds both), and finds it ([`find_entry`]) when
+/// AWS replaced the principal of that statement by its unique id: the principal was deleted, the Sid
+/// no longer matches the content, and `entry_of`'s entry can no longer be found in it. `None` for a
+/// statement that is not a principal-list key statement of one named principal.
+pub fn secret_list_entry(statement: &Value) -> Option<String> {
+    if !is_list_statement(statement) {
+        return None;
+    }
+    let y = secret_list_sid(statement)?;
+    match secret_patterns(statement).as_slice() {
+        [p] => Some(format!("{y} {p}")),
+        _ => None,
+    }
+}
+
+/// Whether `doc` holds what the composed `statement` grants, unedited: its statement (a list statement
+/// listing its principal with the right shape, or its content), or a secret-list statement of its
+/// principal naming its secret.
+pub fn holds(doc: &PolicyDocument, statement: &Value) -> bool {
+    let sid = statement
+        .get("Sid")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if find(doc, sid).is_some_and(|f| covers(f, statement)) {
+        return true;
+    }
+    is_list_statement(statement)
+        && one_principal(statement).is_some_and(|p| secret_list_holding(doc, sid, p).is_some())
+}
+
+/// The Sid of a broker statement in `doc` that someone other than the broker changed and that an
+/// upsert of `statement` would write over: the statement with its Sid when its shape differs, or (a
+/// key statement) the secret-list statement of its principal and secret shape when that is no longer
+/// one (its principal not replaced by a unique id: a deleted principal's statement is never merged
+/// into). `None` when `doc` holds the grant already.
+pub fn edited(doc: &PolicyDocument, statement: &Value) -> Option<String> {
+    if holds(doc, statement) {
+        return None;
+    }
+    let sid = statement.get("Sid").and_then(Value::as_str)?;
+    if let Some(found) = find(doc, sid)
+        && !same_shape(found, statement)
+    {
+        return Some(sid.to_owned());
+    }
+    if !is_list_statement(statement) {
+        return None;
+    }
+    let y = secret_list_sid(statement)?;
+    let found = find(doc, &y)?;
+    let list = parsed_value(found).is_some_and(|v| is_secret_list_statement(&v));
+    (!list && !members(found).iter().any(|m| is_unique_id(m))).then_some(y)
 }
 
 /// `statement` with `Principal.AWS` set to `list` (a string for one, an array for more).
@@ -199,8 +338,20 @@ fn with_members(statement: &Value, list: &[String]) -> Result<RawStatement, Pars
 /// Adds `statement` (which must carry a Sid `owner` writes), or replaces the statement with the same
 /// Sid. A list statement whose Sid is there already with the same shape gets the statement's principal
 /// added to its list (`Listed`; `Unchanged` when it lists it); with another shape (someone edited it) it
-/// is replaced by the composed shape listing the principals it listed and this one (`Replaced`). Whether replacing an edited statement is allowed is the caller's decision: it sees `Replaced`
-/// coming with [`find`] and [`same_content`] before it writes.
+/// is replaced by the composed shape listing the principals it listed and this one (`Replaced`).
+///
+/// A key statement of one principal ([`compose::secret_shape`](super::compose::secret_shape)) whose
+/// principal-list statement is not there joins, in this order: the principal's secret-list statement of
+/// the same secret shape (its pattern added: `Listed`; `Unchanged` when one names it already); or a
+/// statement of this installation listing that principal alone for another secret, with the same
+/// secret shape, which becomes the secret-list statement of both patterns (`Listed`: the other grant's
+/// entry is held by it as before, [`entries_held`]); or it is added. A statement never lists several
+/// principals and several secrets. A secret-list Sid found with other content (someone edited it) is
+/// replaced by the composed shape naming the patterns it named and this one (`Replaced`); one whose
+/// principal AWS replaced by a unique id (the principal was deleted) is never merged into.
+///
+/// Whether replacing an edited statement is allowed is the caller's decision: it sees `Replaced`
+/// coming with [`edited`] before it writes.
 pub fn upsert(
     doc: &mut PolicyDocument,
     owner: &Owner,
@@ -219,35 +370,36 @@ pub fn upsert(
         .to_owned();
     if is_list_statement(statement)
         && let Some(p) = one_principal(statement)
-        && let Some(i) = doc
-            .statements()
-            .iter()
-            .position(|s| s.parsed().sid.as_deref() == Some(sid.as_str()))
     {
-        let found = &doc.statements()[i];
-        let mut list = members(found);
-        let same = same_shape(found, statement);
-        let listed = list.iter().any(|m| m == p);
-        if same && listed {
+        if secret_list_holding(doc, &sid, p).is_some() {
             return Ok(Change::Unchanged);
         }
-        if !listed {
-            list.push(p.to_owned());
+        if let Some(i) = position(doc, &sid) {
+            let found = &doc.statements()[i];
+            let mut list = members(found);
+            let same = same_shape(found, statement);
+            let listed = list.iter().any(|m| m == p);
+            if same && listed {
+                return Ok(Change::Unchanged);
+            }
+            if !listed {
+                list.push(p.to_owned());
+            }
+            doc.statements_mut()[i] = with_members(statement, &list)?;
+            return Ok(if same {
+                Change::Listed
+            } else {
+                Change::Replaced
+            });
         }
-        doc.statements_mut()[i] = with_members(statement, &list)?;
-        return Ok(if same {
-            Change::Listed
-        } else {
-            Change::Replaced
-        });
+        if let Some(change) = join_secret_list(doc, owner, statement, p)? {
+            return Ok(change);
+        }
     }
     let new = RawStatement::from_value(statement)?;
-    let stmts = doc.statements_mut();
-    match stmts
-        .iter()
-        .position(|s| s.parsed().sid.as_deref() == Some(sid.as_str()))
-    {
+    match position(doc, &sid) {
         Some(i) => {
+            let stmts = doc.statements_mut();
             let parse = |t: &str| serde_json::from_str::<Value>(t).ok();
             let same = parse(stmts[i].raw()).is_some_and(|old| Some(old) == parse(new.raw()));
             if same {
@@ -258,52 +410,160 @@ pub fn upsert(
             }
         }
         None => {
-            stmts.push(new);
+            doc.statements_mut().push(new);
             Ok(Change::Added)
         }
     }
 }
 
+fn position(doc: &PolicyDocument, sid: &str) -> Option<usize> {
+    doc.statements()
+        .iter()
+        .position(|s| s.parsed().sid.as_deref() == Some(sid))
+}
+
+/// [`upsert`] of a principal-list key statement of principal `p` whose Sid is not in `doc`: into the
+/// principal's secret-list statement, or turning a one-principal statement of another secret into one;
+/// `None` when neither is there (the statement is added as it is).
+fn join_secret_list(
+    doc: &mut PolicyDocument,
+    owner: &Owner,
+    statement: &Value,
+    p: &str,
+) -> Result<Option<Change>, ParseError> {
+    let (Some(y), Some(ours)) = (secret_list_sid(statement), secret_shape(statement)) else {
+        return Ok(None);
+    };
+    let Ok([pattern]) = <[String; 1]>::try_from(secret_patterns(statement)) else {
+        return Ok(None);
+    };
+    if !owner.writes(&y) {
+        return Ok(None);
+    }
+    if let Some(i) = position(doc, &y) {
+        let found = &doc.statements()[i];
+        if members(found).iter().any(|m| is_unique_id(m)) {
+            // A deleted principal's statement (AWS shows its unique id): never granted again.
+            return Ok(None);
+        }
+        let v = parsed_value(found);
+        let mut patterns = v.as_ref().map(secret_patterns).unwrap_or_default();
+        let list = v.as_ref().is_some_and(is_secret_list_statement);
+        if list && patterns.contains(&pattern) {
+            return Ok(Some(Change::Unchanged));
+        }
+        if !patterns.contains(&pattern) {
+            patterns.push(pattern);
+        }
+        doc.statements_mut()[i] =
+            RawStatement::from_value(&with_secret_patterns(statement, &patterns, &y))?;
+        return Ok(Some(if list {
+            Change::Listed
+        } else {
+            Change::Replaced
+        }));
+    }
+    let other = doc.statements().iter().position(|st| {
+        let listed = members(st);
+        listed.len() == 1
+            && listed[0] == p
+            && st.parsed().sid.as_deref().is_some_and(|s| owner.writes(s))
+            && parsed_value(st).is_some_and(|v| {
+                is_list_statement(&v)
+                    && secret_shape(&v).as_ref() == Some(&ours)
+                    && secret_patterns(&v).len() == 1
+            })
+    });
+    let Some(i) = other else {
+        return Ok(None);
+    };
+    let mut patterns = parsed_value(&doc.statements()[i])
+        .map(|v| secret_patterns(&v))
+        .unwrap_or_default();
+    if patterns.contains(&pattern) {
+        // Its own Sid would be ours: not another secret.
+        return Ok(None);
+    }
+    patterns.push(pattern);
+    doc.statements_mut()[i] =
+        RawStatement::from_value(&with_secret_patterns(statement, &patterns, &y))?;
+    Ok(Some(Change::Listed))
+}
+
 /// Removes an entry ([`entry_of`]): for a list statement's entry its principal from the statement's
-/// list, and the statement when no principal is left; for a Sid the statement(s) with it. Returns
-/// whether anything was removed. Refuses to touch a statement whose Sid `owner` does not own.
+/// list, and the statement when no principal is left; for an entry a secret-list statement holds (or a
+/// [`secret_list_entry`]) the secret's pattern from that statement, and the statement when no pattern
+/// is left; for a Sid the statement(s) with it. Returns whether anything was removed. Refuses to touch
+/// a statement whose Sid `owner` does not own.
 pub fn remove(doc: &mut PolicyDocument, owner: &Owner, entry: &str) -> bool {
     let (sid, member) = split_entry(entry);
     if !owner.owns(sid) {
         return false;
     }
     if let Some(m) = member {
-        let Some(i) = doc
-            .statements()
-            .iter()
-            .position(|s| s.parsed().sid.as_deref() == Some(sid))
-        else {
-            return false;
-        };
-        let found = &doc.statements()[i];
-        let list = members(found);
-        if !list.iter().any(|x| x == m) {
-            return false;
-        }
-        let rest: Vec<String> = list.into_iter().filter(|x| x != m).collect();
-        if rest.is_empty() {
-            doc.statements_mut().remove(i);
-            return true;
-        }
-        let rebuilt = parsed_value(found).and_then(|v| with_members(&v, &rest).ok());
-        match rebuilt {
-            Some(r) => doc.statements_mut()[i] = r,
-            // Our own statement that no longer parses as a value: never keep the principal in it.
-            None => {
-                doc.statements_mut().remove(i);
+        if let Some(i) = position(doc, sid) {
+            let found = &doc.statements()[i];
+            let list = members(found);
+            if list.iter().any(|x| x == m) {
+                let rest: Vec<String> = list.into_iter().filter(|x| x != m).collect();
+                if rest.is_empty() {
+                    doc.statements_mut().remove(i);
+                    return true;
+                }
+                let rebuilt = parsed_value(found).and_then(|v| with_members(&v, &rest).ok());
+                match rebuilt {
+                    Some(r) => doc.statements_mut()[i] = r,
+                    // Our own statement that no longer parses as a value: never keep the principal in it.
+                    None => {
+                        doc.statements_mut().remove(i);
+                    }
+                }
+                return true;
+            }
+            if names_pattern(found, m) {
+                remove_pattern(doc, i, m);
+                return true;
             }
         }
-        return true;
+        if let Some((i, pattern)) = secret_list_holding(doc, sid, m)
+            && doc.statements()[i]
+                .parsed()
+                .sid
+                .as_deref()
+                .is_some_and(|s| owner.owns(s))
+        {
+            remove_pattern(doc, i, &pattern);
+            return true;
+        }
+        return false;
     }
     let stmts = doc.statements_mut();
     let before = stmts.len();
     stmts.retain(|s| s.parsed().sid.as_deref() != Some(sid));
     stmts.len() != before
+}
+
+/// Takes `pattern` out of the secret patterns of statement `i`, and the statement when none is left.
+fn remove_pattern(doc: &mut PolicyDocument, i: usize, pattern: &str) {
+    let found = &doc.statements()[i];
+    let sid = found.parsed().sid.clone().unwrap_or_default();
+    let rebuilt = parsed_value(found).and_then(|v| {
+        let rest: Vec<String> = secret_patterns(&v)
+            .into_iter()
+            .filter(|p| p != pattern)
+            .collect();
+        if rest.is_empty() {
+            return None;
+        }
+        RawStatement::from_value(&with_secret_patterns(&v, &rest, &sid)).ok()
+    });
+    match rebuilt {
+        Some(r) => doc.statements_mut()[i] = r,
+        // The last pattern, or our own statement that no longer parses: the statement goes.
+        None => {
+            doc.statements_mut().remove(i);
+        }
+    }
 }
 
 /// The result of merging into a policy that may not exist.
@@ -344,6 +604,10 @@ pub fn merge(
 mod tests {
     use super::*;
     use crate::policy::compose::SID_PREFIX;
+
+    fn sid_of(v: &Value) -> String {
+        v["Sid"].as_str().unwrap().to_owned()
+    }
     use serde_json::json;
 
     fn owner() -> Owner {
@@ -533,6 +797,262 @@ mod tests {
         let other = Owner::new("Blue7".parse().unwrap());
         assert!(!remove(&mut doc, &other, &entry_of(&a)));
         assert!(upsert(&mut doc, &other, &a).is_err());
+    }
+
+    fn keyed(principal: &str, secret: &str) -> Value {
+        use crate::domain::ShareAction;
+        use crate::policy::arn::{PrincipalArn, SecretArn};
+        use crate::policy::compose::{Grant, key_statement_for};
+        let g = Grant {
+            secret: SecretArn::parse(secret).unwrap(),
+            principal: PrincipalArn::parse_consumer(principal).unwrap(),
+            actions: vec![ShareAction::GetSecretValue],
+            version_stage: None,
+        };
+        key_statement_for(&g, &InstallationId::default())
+    }
+
+    const P1: &str = "arn:aws:iam::444455556666:role/a";
+    const P2: &str = "arn:aws:iam::777788889999:user/b";
+    const P3: &str = "arn:aws:iam::777788889999:root";
+    const S1: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:db-AbCdEf";
+    const S2: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:api/key-123456";
+    const S3: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:db-other-Zz9Yy8";
+
+    fn value(st: &RawStatement) -> Value {
+        serde_json::from_str(st.raw()).unwrap()
+    }
+
+    /// No broker statement lists several principals and several secrets.
+    fn assert_never_both(doc: &PolicyDocument) {
+        for st in doc.statements() {
+            if st.parsed().sid.as_deref().is_some_and(|s| owner().owns(s)) {
+                let v = value(st);
+                assert!(
+                    members(st).len() == 1 || secret_patterns(&v).len() <= 1,
+                    "{}",
+                    st.raw()
+                );
+            }
+        }
+    }
+
+    /// Issue 18 part 3: one principal's key statements that differ only in their secret become one
+    /// secret-list statement, by the upsert cases in order: (4) the first is added as it is (a
+    /// principal list of one); (3) a second secret turns that statement, which lists this principal
+    /// alone, into a secret-list statement of both patterns; (2) a third joins the secret-list
+    /// statement; (1) another principal's grant on a secret gets (or joins) that secret's principal
+    /// list. Removing an entry takes its pattern out, the statement with the last; foreign statements
+    /// keep their text throughout.
+    #[test]
+    fn secret_lists_gain_and_lose_patterns_one_at_a_time() {
+        let (a, b, c) = (keyed(P1, S1), keyed(P1, S2), keyed(P1, S3));
+        let (d, e) = (keyed(P2, S1), keyed(P3, S1));
+        assert_eq!(secret_list_sid(&a), secret_list_sid(&b));
+        assert_ne!(secret_list_sid(&a), secret_list_sid(&d));
+        assert!(!is_secret_list_statement(&a) && is_list_statement(&a));
+        assert_eq!(
+            secret_list_entry(&a).unwrap().split_once(' ').unwrap().1,
+            secret_patterns(&a)[0]
+        );
+        let mut doc = PolicyDocument::parse(FOREIGN).unwrap();
+        let foreign: Vec<String> = doc
+            .statements()
+            .iter()
+            .map(|s| s.raw().to_owned())
+            .collect();
+        // (4)
+        assert_eq!(upsert(&mut doc, &owner(), &a).unwrap(), Change::Added);
+        assert!(same_content(&doc.statements()[2], &a));
+        // (3): the statement of P1 alone for S1 becomes P1's secret-list statement of S1 and S2.
+        assert_eq!(upsert(&mut doc, &owner(), &b).unwrap(), Change::Listed);
+        assert_eq!(doc.statements().len(), 3);
+        let y = value(&doc.statements()[2]);
+        assert!(
+            is_secret_list_statement(&y) && !is_list_statement(&y),
+            "{y}"
+        );
+        assert_eq!(y["Sid"].as_str(), secret_list_sid(&a).as_deref());
+        assert_eq!(y["Principal"], json!({"AWS": P1}));
+        assert_eq!(
+            y["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"],
+            json!([secret_patterns(&a)[0], secret_patterns(&b)[0]])
+        );
+        // Everything but the patterns is the composed statement's.
+        assert_eq!(secret_shape(&y), secret_shape(&a));
+        for st in [&a, &b] {
+            assert_eq!(upsert(&mut doc, &owner(), st).unwrap(), Change::Unchanged);
+            assert!(holds(&doc, st) && find_entry(&doc, &entry_of(st)).is_some());
+            assert_eq!(edited(&doc, st), None);
+        }
+        // (2)
+        assert_eq!(upsert(&mut doc, &owner(), &c).unwrap(), Change::Listed);
+        assert_eq!(upsert(&mut doc, &owner(), &c).unwrap(), Change::Unchanged);
+        assert_eq!(doc.statements().len(), 3);
+        assert_eq!(
+            entries_held(&doc.statements()[2]),
+            [entry_of(&a), entry_of(&b), entry_of(&c)]
+        );
+        // (1) and (4): another principal on S1 gets S1's principal list (the Sid P1's entry names, now
+        // a statement of its own again), which a third principal joins; P1 stays in its secret list.
+        assert_eq!(upsert(&mut doc, &owner(), &d).unwrap(), Change::Added);
+        assert_eq!(upsert(&mut doc, &owner(), &e).unwrap(), Change::Listed);
+        assert_eq!(doc.statements().len(), 4);
+        assert_eq!(members(&doc.statements()[3]), [P2, P3]);
+        assert_eq!(doc.statements()[3].parsed().sid, Some(sid_of(&a)));
+        assert!(holds(&doc, &a) && holds(&doc, &d) && holds(&doc, &e));
+        assert_never_both(&doc);
+        // Remove P1's S2: the pattern leaves the secret list, nothing else changes.
+        let before_list = doc.statements()[3].raw().to_owned();
+        assert!(remove(&mut doc, &owner(), &entry_of(&b)));
+        assert!(!remove(&mut doc, &owner(), &entry_of(&b)), "gone already");
+        assert!(find_entry(&doc, &entry_of(&b)).is_none() && !holds(&doc, &b));
+        assert!(holds(&doc, &a) && holds(&doc, &c));
+        assert_eq!(
+            secret_patterns(&value(&doc.statements()[2])),
+            [
+                secret_patterns(&a)[0].clone(),
+                secret_patterns(&c)[0].clone()
+            ]
+        );
+        assert_eq!(doc.statements()[3].raw(), before_list);
+        // Another installation removes nothing.
+        let other = Owner::new("Blue7".parse().unwrap());
+        assert!(!remove(&mut doc, &other, &entry_of(&a)));
+        // Down to one pattern: a string, still P1's secret-list statement.
+        assert!(remove(&mut doc, &owner(), &entry_of(&a)));
+        let y = value(&doc.statements()[2]);
+        assert!(is_secret_list_statement(&y));
+        assert_eq!(
+            y["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"],
+            json!(secret_patterns(&c)[0])
+        );
+        // The last pattern takes the statement with it; then the principal list empties.
+        assert!(remove(&mut doc, &owner(), &entry_of(&c)));
+        assert_eq!(doc.statements().len(), 3);
+        assert!(remove(&mut doc, &owner(), &entry_of(&d)));
+        assert!(remove(&mut doc, &owner(), &entry_of(&e)));
+        assert_eq!(doc.render(), FOREIGN);
+        let after: Vec<String> = doc
+            .statements()
+            .iter()
+            .map(|s| s.raw().to_owned())
+            .collect();
+        assert_eq!(after, foreign);
+    }
+
+    /// A statement listing several principals never gains a second secret: the principal's grant on
+    /// another secret is a statement of its own, which becomes a secret list when a third comes.
+    /// Statements of other regions (another `kms:ViaService`, a replica's key), organizations (`"*"`)
+    /// and other installations never join a secret list.
+    #[test]
+    fn secret_lists_never_join_principal_lists_regions_organizations_or_installations() {
+        let mut doc = PolicyDocument::parse(FOREIGN).unwrap();
+        for st in [keyed(P1, S1), keyed(P2, S1)] {
+            upsert(&mut doc, &owner(), &st).unwrap();
+        }
+        assert_eq!(
+            upsert(&mut doc, &owner(), &keyed(P1, S2)).unwrap(),
+            Change::Added
+        );
+        assert_eq!(members(&doc.statements()[2]), [P1, P2]);
+        assert_eq!(
+            upsert(&mut doc, &owner(), &keyed(P1, S3)).unwrap(),
+            Change::Listed
+        );
+        assert_eq!(doc.statements().len(), 4);
+        assert!(is_secret_list_statement(&value(&doc.statements()[3])));
+        assert_never_both(&doc);
+        // Another region's statement of the same principal and name: another ViaService.
+        let west = "arn:aws:secretsmanager:us-west-2:111122223333:secret:db-AbCdEf";
+        let w = keyed(P1, west);
+        assert_ne!(secret_list_sid(&w), secret_list_sid(&keyed(P1, S1)));
+        assert_eq!(upsert(&mut doc, &owner(), &w).unwrap(), Change::Added);
+        // Organizations: `"*"` narrowed by a condition has no secret shape.
+        let (o1, o2) = (keyed("o-a1b2c3d4e5", S1), keyed("o-a1b2c3d4e5", S2));
+        assert!(secret_shape(&o1).is_none() && secret_list_sid(&o1).is_none());
+        assert_eq!(upsert(&mut doc, &owner(), &o1).unwrap(), Change::Added);
+        assert_eq!(upsert(&mut doc, &owner(), &o2).unwrap(), Change::Added);
+        assert_never_both(&doc);
+        // Another installation's one-principal statement is never turned into our secret list.
+        let blue = Owner::new("Blue7".parse().unwrap());
+        let theirs = {
+            use crate::domain::ShareAction;
+            use crate::policy::arn::{PrincipalArn, SecretArn};
+            use crate::policy::compose::{Grant, key_statement_for};
+            key_statement_for(
+                &Grant {
+                    secret: SecretArn::parse(S1).unwrap(),
+                    principal: PrincipalArn::parse(P3).unwrap(),
+                    actions: vec![ShareAction::GetSecretValue],
+                    version_stage: None,
+                },
+                &"Blue7".parse().unwrap(),
+            )
+        };
+        let mut doc = PolicyDocument::parse(FOREIGN).unwrap();
+        assert_eq!(upsert(&mut doc, &blue, &theirs).unwrap(), Change::Added);
+        let raw = doc.statements()[2].raw().to_owned();
+        assert_eq!(
+            upsert(&mut doc, &owner(), &keyed(P3, S2)).unwrap(),
+            Change::Added
+        );
+        assert_eq!(doc.statements()[2].raw(), raw);
+        assert!(!remove(&mut doc, &owner(), &entry_of(&theirs)));
+    }
+
+    /// AWS shows a deleted principal's unique id in its place: the secret-list statement's Sid no longer
+    /// matches its content. It is never merged into (a principal re-created with that ARN is someone
+    /// new: its grants get statements of their own), and the share's second entry name
+    /// ([`secret_list_entry`]) still finds and removes its pattern. An owner's edit of a secret-list
+    /// statement is [`edited`]; the upsert replaces it keeping the patterns it named.
+    #[test]
+    fn a_deleted_principal_s_or_an_edited_secret_list_statement() {
+        let (a, b, c) = (keyed(P1, S1), keyed(P1, S2), keyed(P1, S3));
+        let mut doc = PolicyDocument::parse(FOREIGN).unwrap();
+        upsert(&mut doc, &owner(), &a).unwrap();
+        upsert(&mut doc, &owner(), &b).unwrap();
+        let mut gone = value(&doc.statements()[2]);
+        gone["Principal"] = json!({"AWS": "AROA3XFRBF535PLBIFPI4"});
+        doc.statements_mut()[2] = RawStatement::from_value(&gone).unwrap();
+        assert!(!is_secret_list_statement(&gone));
+        assert!(find_entry(&doc, &entry_of(&a)).is_none() && !holds(&doc, &a));
+        let (ea, eb) = (
+            secret_list_entry(&a).unwrap(),
+            secret_list_entry(&b).unwrap(),
+        );
+        assert!(find_entry(&doc, &ea).is_some() && find_entry(&doc, &eb).is_some());
+        assert_eq!(
+            edited(&doc, &c),
+            None,
+            "a deleted principal's statement is no edit"
+        );
+        assert_eq!(upsert(&mut doc, &owner(), &c).unwrap(), Change::Added);
+        assert!(same_content(&doc.statements()[3], &c));
+        assert_eq!(
+            doc.statements()[2].raw(),
+            RawStatement::from_value(&gone).unwrap().raw()
+        );
+        assert!(remove(&mut doc, &owner(), &ea));
+        assert!(find_entry(&doc, &ea).is_none() && find_entry(&doc, &eb).is_some());
+        assert!(remove(&mut doc, &owner(), &eb));
+        assert_eq!(doc.statements().len(), 3);
+        // An edit: the owner added a condition to P1's secret list.
+        let mut doc = PolicyDocument::parse(FOREIGN).unwrap();
+        upsert(&mut doc, &owner(), &a).unwrap();
+        upsert(&mut doc, &owner(), &b).unwrap();
+        let mut changed = value(&doc.statements()[2]);
+        changed["Condition"]["Bool"] = json!({"aws:SecureTransport": "true"});
+        doc.statements_mut()[2] = RawStatement::from_value(&changed).unwrap();
+        let y = secret_list_sid(&a).unwrap();
+        assert_eq!(edited(&doc, &a), Some(y.clone()));
+        assert_eq!(edited(&doc, &c), Some(y.clone()));
+        assert_eq!(upsert(&mut doc, &owner(), &c).unwrap(), Change::Replaced);
+        assert_eq!(doc.statements().len(), 3);
+        let back = value(&doc.statements()[2]);
+        assert!(is_secret_list_statement(&back));
+        assert_eq!(secret_patterns(&back).len(), 3);
+        assert!(holds(&doc, &a) && holds(&doc, &b) && holds(&doc, &c));
     }
 
     /// Found by the `merge` fuzz target: a statement with a float that serde_json does not read back

@@ -64,14 +64,16 @@ fn merged(
     };
     let mut edited = Vec::new();
     for statement in statements {
+        // The edited statement may be the principal's secret-list statement, another Sid.
+        let which = merge::edited(&doc, statement);
         if merge::upsert(&mut doc, owner, statement).map_err(wrap)? == merge::Change::Replaced {
-            edited.push(
+            edited.push(which.unwrap_or_else(|| {
                 statement
                     .get("Sid")
                     .and_then(|v| v.as_str())
                     .unwrap_or_default()
-                    .to_owned(),
-            );
+                    .to_owned()
+            }));
         }
     }
     Ok((doc, edited))

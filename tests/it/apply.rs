@@ -1381,6 +1381,123 @@ async fn two_hundred_shares_of_one_secret_are_one_list_statement_each_revocable(
     m.assert_no_get_secret_value();
 }
 
+/// Issue 18 part 3, lists of secrets: one principal reading 50 secrets encrypted with one key costs one
+/// key statement, a secret-list statement naming the 50 secrets' patterns (it lists that principal
+/// alone), not 50 statements. Each share stays revocable alone: revoking one takes exactly its pattern
+/// out; the drift check of the others stays clean; the foreign statements keep their exact text; and a
+/// pattern taken out by hand is drift of exactly that share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_secrets_of_one_principal_under_one_key_are_one_secret_list_statement() {
+    use secret_broker::policy::merge;
+    let t = TestApp::with_aws(|c| {
+        c.max_pending_per_requester.0 = Some(1000);
+    });
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    m.set_key_policy(&key, FOREIGN_KEY_POLICY).await;
+    let mut secrets = Vec::new();
+    for _ in 0..50 {
+        secrets.push(m.create_secret(Some(&key)).await);
+    }
+    let mut ids = Vec::new();
+    for secret in &secrets {
+        ids.push(request(&t, &a, secret, ROLE, json!({})).await);
+    }
+    approve_all(&t, &a, &ids).await;
+    t.settle().await;
+    for id in &ids {
+        let s = share(&t, &a, id).await;
+        assert_eq!(s["status"], "active", "{s}");
+    }
+    let pattern = |secret: &str| format!("{}-??????", &secret[..secret.len() - 7]);
+    let patterns_of = |kp: &str| -> Vec<String> {
+        let ours = secret_broker_statements(kp);
+        assert_eq!(ours.len(), 1, "one secret-list statement: {kp}");
+        assert!(merge::is_secret_list_statement(&ours[0]), "{}", ours[0]);
+        assert_eq!(ours[0]["Principal"], json!({"AWS": ROLE}));
+        match &ours[0]["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"] {
+            Value::Array(a) => a.iter().map(|p| p.as_str().unwrap().to_owned()).collect(),
+            Value::String(p) => vec![p.clone()],
+            other => panic!("{other}"),
+        }
+    };
+    let kp = m.key_policy(&key).await;
+    let mut want: Vec<String> = secrets.iter().map(|s| pattern(s)).collect();
+    let mut got = patterns_of(&kp);
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(statements(&kp)[..2], statements(FOREIGN_KEY_POLICY)[..]);
+    assert!(kp.contains(r#""Sid" : "Allow use by the rotation lambda","#));
+    assert!(kp.len() <= 32_768);
+    assert_eq!(tick(&t.app).await.unwrap().drifted, 0);
+    // Each secret's resource policy names the principal (per secret anyway).
+    let rp = m.resource_policy(&secrets[3]).await.unwrap();
+    assert_eq!(broker_entries(&rp).len(), 1, "{rp}");
+
+    // Revoke one: exactly its pattern leaves the list; the 49 others stay, clean.
+    let gone = 17usize;
+    t.post(
+        &format!("/v1/shares/{}/revoke", ids[gone]),
+        &a.bob,
+        json!({"reason": "one secret no longer needed"}),
+    )
+    .await
+    .expect(200);
+    t.settle().await;
+    assert_eq!(share(&t, &a, &ids[gone]).await["status"], "revoked");
+    let kp = m.key_policy(&key).await;
+    let left = patterns_of(&kp);
+    assert_eq!(left.len(), 49);
+    assert!(!left.contains(&pattern(&secrets[gone])));
+    assert_eq!(statements(&kp)[..2], statements(FOREIGN_KEY_POLICY)[..]);
+    assert!(kp.contains(r#""Sid" : "Allow use by the rotation lambda","#));
+    assert!(
+        m.resource_policy(&secrets[gone])
+            .await
+            .is_none_or(|p| broker_entries(&p).is_empty())
+    );
+    assert_eq!(tick(&t.app).await.unwrap().drifted, 0);
+    for (i, id) in ids.iter().enumerate() {
+        if i != gone {
+            assert_eq!(share(&t, &a, id).await["status"], "active");
+        }
+    }
+
+    // Someone takes one secret's pattern out of the list by hand: exactly that share drifts.
+    let hand = 5usize;
+    let mut v: Value = serde_json::from_str(&kp).unwrap();
+    for st in v["Statement"].as_array_mut().unwrap() {
+        // (`pointer_mut`: indexing a missing member would add it to the foreign statements.)
+        if let Some(list) = st
+            .pointer_mut("/Condition/StringLike/kms:EncryptionContext:SecretARN")
+            .and_then(Value::as_array_mut)
+        {
+            list.retain(|p| p.as_str() != Some(pattern(&secrets[hand]).as_str()));
+        }
+    }
+    m.set_key_policy(&key, &v.to_string()).await;
+    let report = tick(&t.app).await.unwrap();
+    assert_eq!(report.drifted, 1);
+    let s = share(&t, &a, &ids[hand]).await;
+    assert_eq!(s["status"], "drifted");
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no longer names"),
+        "{s}"
+    );
+    assert_eq!(share(&t, &a, &ids[hand + 1]).await["status"], "active");
+    m.assert_no_get_secret_value();
+}
+
+/// The broker's statements of a policy, as values.
+fn secret_broker_statements(policy: &str) -> Vec<Value> {
+    crate::harness::broker_statements(Some(policy.to_owned()))
+}
+
 /// Issue 18 part 3: a share applied by a version before compaction has a statement of its own in each
 /// policy (its Sid from its whole content). It is recognized (no drift), a new share of another principal
 /// goes into a list statement beside it, and revoking the old share removes its own statements and

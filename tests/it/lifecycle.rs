@@ -720,6 +720,74 @@ async fn a_repair_of_a_unique_id_principal_revokes_and_never_grants_again() {
     }
 }
 
+/// Issue 18 part 3 with DESIGN.md 4.10: one principal's shares of several secrets under one key are one
+/// secret-list statement, whose Sid is derived from that principal. When AWS shows the deleted
+/// principal's unique id in its place, the Sid no longer matches the content; the drift check still
+/// finds the statement by the Sid the principal's secret list has, and every share of that principal
+/// is revoked by the automatic repair (never granted again, the ARN re-created is someone new), while
+/// another principal's share of one of the secrets stays active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_principal_in_a_secret_list_statement_is_revoked_and_never_granted_again() {
+    let unique = "AROAJ52OTH4H7LEXAMPLE";
+    let t = TestApp::with_aws(|c| c.drift_repair = RepairMode::Auto);
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let (s1, s2, s3) = (
+        m.create_secret(Some(&key)).await,
+        m.create_secret(Some(&key)).await,
+        m.create_secret(Some(&key)).await,
+    );
+    let mut mine = Vec::new();
+    for s in [&s1, &s2, &s3] {
+        mine.push(request(&t, &a, s, ROLE, json!({})).await);
+    }
+    let other = request(&t, &a, &s2, OTHER, json!({})).await;
+    for id in mine.iter().chain([&other]) {
+        approve(&t, &a, id).await;
+    }
+    t.settle().await;
+    for id in mine.iter().chain([&other]) {
+        assert_eq!(status(&t, &a, id).await["status"], "active");
+    }
+    let kp = m.key_policy(&key).await;
+    let lists: Vec<Value> = broker_statements(Some(kp.clone()))
+        .into_iter()
+        .filter(|s| s["Principal"]["AWS"] == ROLE)
+        .collect();
+    assert_eq!(lists.len(), 1, "{kp}");
+    assert!(
+        secret_broker::policy::merge::is_secret_list_statement(&lists[0]),
+        "{kp}"
+    );
+    m.set_key_policy(&key, &kp.replace(ROLE, unique)).await;
+    let report = tick(&t.app).await.unwrap();
+    assert_eq!(report.drifted, 3);
+    t.settle().await;
+    for id in &mine {
+        let s = status(&t, &a, id).await;
+        assert_eq!(s["status"], "revoked", "{s}");
+        let reason = s["status_reason"].as_str().unwrap();
+        assert!(
+            reason.contains(unique) && reason.contains("someone new") && reason.contains(ROLE),
+            "{reason}"
+        );
+    }
+    assert_eq!(status(&t, &a, &other).await["status"], "active");
+    for _ in 0..2 {
+        let kp = m.key_policy(&key).await;
+        assert!(!kp.contains(unique) && !kp.contains(ROLE), "{kp}");
+        assert!(kp.contains(OTHER), "{kp}");
+        for s in [&s1, &s2, &s3] {
+            let rp = m.resource_policy(s).await.unwrap_or_default();
+            assert!(!rp.contains(ROLE), "{rp}");
+        }
+        tick(&t.app).await.unwrap();
+        t.settle().await;
+    }
+    assert_eq!(status(&t, &a, &other).await["status"], "active");
+}
+
 /// Issue 13 item 9 / DESIGN.md 4.7: an owner's edit of a broker statement is drift and is never reverted
 /// without an admin. The automatic repair leaves the edit in place (the share stays drifted, the refusal
 /// audited); an admin's repair writes the statement back. Two edits: a narrowing condition added to the

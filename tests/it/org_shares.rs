@@ -545,6 +545,91 @@ fn how_many_one_principal_shares_fit_after_compaction() {
 const AFTER_RESOURCE: u64 = 459;
 const AFTER_KEY: u64 = 732;
 
+/// Issue 18 part 3, lists of secrets: how many shares of ONE principal on distinct secrets encrypted
+/// with one key fit on that key's policy (32,768 bytes with the default root statement). Before: one
+/// key statement per secret (the statements the broker wrote before secret lists, each one
+/// principal's list statement for one secret). After: one secret-list statement naming every secret's
+/// pattern, as `merge::upsert` builds it. Secrets `arn:aws:secretsmanager:us-east-1:111122223333:
+/// secret:platform/service-0001-AbCdEf` (pattern 81 characters), principal a 41-character role.
+/// BENCHMARKS.md records the counts.
+#[test]
+fn how_many_secrets_of_one_principal_fit_on_one_key_before_and_after_secret_lists() {
+    use secret_broker::domain::ShareAction;
+    use secret_broker::policy::arn::{PrincipalArn, SecretArn};
+    use secret_broker::policy::compose::{Grant, InstallationId, key_statement_for};
+    use secret_broker::policy::document::PolicyDocument;
+    use secret_broker::policy::lint::MAX_KEY_POLICY_BYTES;
+    use secret_broker::policy::merge::{self, Owner};
+
+    let default_key_policy = r#"{"Version":"2012-10-17","Id":"key-default-1","Statement":[{"Sid":"Enable IAM User Permissions","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:root"},"Action":"kms:*","Resource":"*"}]}"#;
+    let owner = Owner::default();
+    let statement = |n: u64| {
+        key_statement_for(
+            &Grant {
+                secret: SecretArn::parse(&format!(
+                    "arn:aws:secretsmanager:us-east-1:111122223333:secret:platform/service-{n:04}-AbCdEf"
+                ))
+                .unwrap(),
+                principal: PrincipalArn::parse("arn:aws:iam::200000000001:role/app-reader")
+                    .unwrap(),
+                actions: vec![ShareAction::GetSecretValue],
+                version_stage: Some("AWSCURRENT".into()),
+            },
+            &InstallationId::default(),
+        )
+    };
+    let mut before: serde_json::Value = serde_json::from_str(default_key_policy).unwrap();
+    let mut after = PolicyDocument::parse(default_key_policy).unwrap();
+    let (mut fit_before, mut fit_after) = (None, None);
+    for n in 1..=2_000u64 {
+        let st = statement(n);
+        if fit_before.is_none() {
+            // Before secret lists: each secret's statement on its own.
+            before["Statement"].as_array_mut().unwrap().push(st.clone());
+            let doc = PolicyDocument::parse(&before.to_string()).unwrap();
+            if doc.render().len() > MAX_KEY_POLICY_BYTES {
+                fit_before = Some(n - 1);
+            }
+        }
+        merge::upsert(&mut after, &owner, &st).unwrap();
+        if after.render().len() > MAX_KEY_POLICY_BYTES {
+            fit_after = Some(n - 1);
+            break;
+        }
+    }
+    assert_eq!(
+        after.statements().len(),
+        2,
+        "the root statement and one secret-list statement"
+    );
+    let list: serde_json::Value = serde_json::from_str(after.statements()[1].raw()).unwrap();
+    assert!(merge::is_secret_list_statement(&list));
+    let (b, a) = (fit_before.unwrap(), fit_after.unwrap());
+    assert!(a >= 4 * b, "{b} {a}");
+    assert_eq!(
+        (fit_before, fit_after),
+        (Some(SECRETS_BEFORE), Some(SECRETS_AFTER)),
+        "one principal's shares of distinct secrets that fit on one key, before and after"
+    );
+    // Each one revocable alone: the middle one's pattern leaves the list, nothing else.
+    let mid = statement(a / 2);
+    let patterns = |d: &PolicyDocument| {
+        let v: serde_json::Value = serde_json::from_str(d.statements()[1].raw()).unwrap();
+        v["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let n = patterns(&after);
+    assert!(merge::remove(&mut after, &owner, &merge::entry_of(&mid)));
+    assert_eq!(patterns(&after), n - 1);
+    assert!(merge::find_entry(&after, &merge::entry_of(&mid)).is_none());
+    assert!(merge::find_entry(&after, &merge::entry_of(&statement(a / 2 + 1))).is_some());
+}
+
+const SECRETS_BEFORE: u64 = 84;
+const SECRETS_AFTER: u64 = 384;
+
 /// A foreign resource policy of about `chars` characters: one statement that denies a long list of
 /// contractors' roles the deletion of the secret.
 fn foreign_policy_of(chars: usize) -> String {

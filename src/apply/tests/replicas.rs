@@ -340,3 +340,69 @@ async fn a_replica_key_the_broker_cannot_describe_does_not_block_the_revoke() {
         share.last_error
     );
 }
+
+/// Issue 18 part 3: the principal's statements on a replica key for the replicas of two secrets are one
+/// secret-list statement (same region, same principal). Revoking the share of one secret takes its
+/// replica's pattern out and keeps the other's: the revoke's reference count reads the shares of its
+/// own secret and of the keys' own secrets, not the other secret's replicas, so it must never remove a
+/// secret-list statement whole. The other share stays without drift in every region.
+#[tokio::test]
+async fn a_replica_key_s_secret_list_keeps_another_secret_s_replica_when_one_share_is_revoked() {
+    const OTHER: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/api-key-Zz9Yy8";
+    let f = replicated();
+    f.aws.put_secret(
+        OTHER,
+        MemorySecret {
+            kms_key_id: Some(KEY.into()),
+            replicas: vec![replica("us-west-2", Some(WEST))],
+            ..Default::default()
+        },
+    );
+    let first = f.share(ShareStatus::Approved).await;
+    let other = f.share_of(OTHER, ShareStatus::Approved).await;
+    f.settle().await;
+    f.applier.kick(OTHER);
+    f.applier.wait_idle().await;
+    for id in [first, other] {
+        let s = f.get(id).await;
+        assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
+    }
+    let patterns = |key: &str| -> Vec<Vec<String>> {
+        let policy: Value = serde_json::from_str(&f.aws.key_policy(key).unwrap()).unwrap();
+        policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| {
+                s["Sid"]
+                    .as_str()
+                    .is_some_and(|x| x.starts_with("SecretBrokerMain"))
+            })
+            .map(crate::policy::compose::secret_patterns)
+            .collect()
+    };
+    let other_west = format!(
+        "{}-??????",
+        SecretArn::parse(OTHER)
+            .unwrap()
+            .in_region("us-west-2")
+            .unwrap()
+            .without_suffix()
+    );
+    let first_west = format!("{}-??????", replica_arn("us-west-2").without_suffix());
+    for key in [KEY, WEST] {
+        let p = patterns(key);
+        assert_eq!(p.len(), 1, "one secret-list statement on {key}: {p:?}");
+        assert_eq!(p[0].len(), 2, "{key}: {p:?}");
+    }
+    assert!(patterns(WEST)[0].contains(&other_west) && patterns(WEST)[0].contains(&first_west));
+    f.set_status(first, ShareStatus::Revoking).await;
+    f.settle().await;
+    assert_eq!(f.get(first).await.status, ShareStatus::Revoked);
+    assert_eq!(patterns(WEST), [vec![other_west]]);
+    assert_eq!(patterns(KEY).len(), 1);
+    assert_eq!(patterns(KEY)[0].len(), 1);
+    let other_secret = SecretArn::parse(OTHER).unwrap();
+    let drift = f.applier.detect_drift(&other_secret).await.unwrap();
+    assert!(drift.is_empty(), "{drift:?}");
+}
