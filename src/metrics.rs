@@ -74,6 +74,8 @@ pub(crate) struct Metrics {
     pub(crate) webhook_deliveries: Family<Kind, Counter>,
     /// Writes per group commit.
     pub(crate) commit_batch: Histogram,
+    /// How long writes were held back while the WAL was restarted (SQLite).
+    pub(crate) wal_restart_hold: Histogram,
     /// Shares by status (set at scrape).
     pub(crate) shares: Family<StatusLabel, Gauge>,
     /// Audit rows (set at scrape).
@@ -112,6 +114,7 @@ pub(crate) fn metrics() -> &'static Metrics {
             drift_found: Counter::default(),
             webhook_deliveries: Family::default(),
             commit_batch: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            wal_restart_hold: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             shares: Family::default(),
             audit_chain_length: Gauge::default(),
             writer_queue_depth: Gauge::default(),
@@ -168,6 +171,11 @@ pub(crate) fn metrics() -> &'static Metrics {
             "writer_commit_batch_size",
             "Writes per group commit",
             m.commit_batch.clone(),
+        );
+        r.register(
+            "writer_wal_restart_hold_seconds",
+            "How long writes were held back while the WAL was restarted (SQLite)",
+            m.wal_restart_hold.clone(),
         );
         r.register("shares", "Shares by status", m.shares.clone());
         r.register(

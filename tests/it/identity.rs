@@ -506,18 +506,18 @@ impl Captured {
 }
 
 /// The log of this test binary: a process-wide subscriber (a thread's own default is not enough: a
-/// callsite first hit by a test on another thread would be cached as "not interested"), writing the
-/// service's text format (the span's fields, then the event's) to memory.
+/// callsite first hit by a test on another thread would be cached as "not interested"), the service's
+/// own (its text format: the span's fields, then the event's; at `info`) writing to memory.
 fn captured_logs() -> &'static Captured {
     static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
     LOGS.get_or_init(|| {
         let logs = Captured::default();
         let w = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || w.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish();
+        let subscriber = secret_broker::logging::subscriber(
+            &secret_broker::config::Config::default(),
+            None,
+            move || w.clone(),
+        );
         tracing::subscriber::set_global_default(subscriber)
             .expect("no other test installs a global subscriber");
         logs

@@ -378,9 +378,9 @@ impl Store {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.pragma_update(None, "journal_size_limit", WAL_RESTART_FRAMES * 4096)?;
         let alive = Arc::new(());
-        // Set by the checkpointer while it restarts the WAL: the writer holds back between groups.
-        let restarting = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        spawn_checkpointer(path, Arc::downgrade(&alive), restarting.clone())?;
+        // Held by the checkpointer while it restarts the WAL: the writer holds back between groups.
+        let gate = Arc::new(WriterGate::default());
+        spawn_checkpointer(path, Arc::downgrade(&alive), gate.clone())?;
         for m in applied {
             tracing::info!(version = m.version, name = %m.name, "applied migration");
         }
@@ -409,7 +409,7 @@ impl Store {
                     rx,
                     max_batch,
                     &writer_stats,
-                    &restarting,
+                    &gate,
                 )
             })
             .map_err(|e| Error::Internal(format!("cannot start writer thread: {e}")))?;
@@ -451,7 +451,8 @@ impl Store {
         let max_batch = opts.writer_max_batch.max(1);
         let stats = Arc::new(WriterStats::default());
         let writer_stats = stats.clone();
-        let never = std::sync::atomic::AtomicBool::new(false);
+        // No checkpointer on PostgreSQL: never held.
+        let never = WriterGate::default();
         std::thread::Builder::new()
             .name("pg-writer".into())
             .spawn(move || {
@@ -629,25 +630,118 @@ impl Store {
 /// WAL frames (pages) past which the checkpointer restarts the WAL (about 16 MB of 4 KiB pages).
 pub(crate) const WAL_RESTART_FRAMES: i64 = 4_096;
 
+/// Frames a passive checkpoint may leave uncopied before the writer is held back for the restart
+/// (what the RESTART then copies while writes wait).
+const WAL_RESTART_BACKLOG: i64 = 256;
+
+/// The longest the writer is held back for a WAL restart.
+const WAL_RESTART_HOLD: Duration = Duration::from_secs(2);
+
+/// Between the writer and the checkpointer: the checkpointer holds the gate while it restarts the
+/// WAL, and the writer starts no group while it is held (bounded by [`WAL_RESTART_HOLD`]); the
+/// checkpointer starts its restart only once the group in progress has committed, so the RESTART
+/// never waits for the writer's lock, and the writer never waits for the checkpointer's in SQLite's
+/// busy handler (whose sleeps grow 1, 2, 5, 10, 15 ms... while the lock it waits for is long free).
+#[derive(Default)]
+pub(crate) struct WriterGate {
+    state: Mutex<GateState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    /// The checkpointer holds the gate.
+    held: bool,
+    /// The writer is inside a group (between its BEGIN and its COMMIT or ROLLBACK).
+    writing: bool,
+}
+
+impl WriterGate {
+    /// The writer, before a group: waits while the gate is held (at most [`WAL_RESTART_HOLD`]),
+    /// then is inside the group until [`WriterGate::leave`].
+    fn enter(&self) {
+        let started = std::time::Instant::now();
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while g.held {
+            let Some(left) = WAL_RESTART_HOLD.checked_sub(started.elapsed()) else {
+                break;
+            };
+            g = self
+                .changed
+                .wait_timeout(g, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        g.writing = true;
+    }
+
+    /// The writer, after a group's commit or rollback.
+    fn leave(&self) {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        g.writing = false;
+        self.changed.notify_all();
+    }
+
+    /// The checkpointer: holds the gate, and waits for the group in progress, if any, to end (at
+    /// most [`WAL_RESTART_HOLD`]); whether the writer is out of any group.
+    fn hold(&self) -> bool {
+        let started = std::time::Instant::now();
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        g.held = true;
+        while g.writing {
+            let Some(left) = WAL_RESTART_HOLD.checked_sub(started.elapsed()) else {
+                break;
+            };
+            g = self
+                .changed
+                .wait_timeout(g, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        !g.writing
+    }
+
+    /// The checkpointer: lets the writer go on.
+    fn release(&self) {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        g.held = false;
+        self.changed.notify_all();
+    }
+}
+
+/// The checkpoint connection's busy handler: a lock held by a reader (a RESTART waits for the
+/// readers still in the WAL to finish, which takes microseconds) is tried again every 100 µs, for at
+/// most 1 s (then the checkpoint gives up until the next tick). SQLite's own handler sleeps 1, 2, 5,
+/// 10, 15 ms and more between tries, and the writer was held back for all of it (issue 19: intake's
+/// p99).
+fn checkpoint_busy(tries: i32) -> bool {
+    if tries >= 10_000 {
+        return false;
+    }
+    std::thread::sleep(Duration::from_micros(100));
+    true
+}
+
 /// Every half second, a PASSIVE checkpoint: it never blocks the writer. Under sustained writes a
 /// passive checkpoint never reaches the end of the WAL, so the WAL is never started over and grows
 /// without bound (the load soak found 7 GB in two minutes, and the WAL index in memory with it). So
 /// once the WAL holds more than [`WAL_RESTART_FRAMES`], a RESTART checkpoint copies the rest and waits
 /// for readers to leave the old frames, holding new writes back for that moment; the next commit then
-/// writes the WAL from its start.
+/// writes the WAL from its start. What the writer waits for is kept short: passive checkpoints first
+/// copy what the writer wrote during the previous one (until at most [`WAL_RESTART_BACKLOG`] frames
+/// are left), the RESTART starts once the group in progress has committed (through [`WriterGate`]),
+/// and it waits for readers in steps of 100 µs ([`checkpoint_busy`]).
 fn spawn_checkpointer(
     path: &Path,
     alive: std::sync::Weak<()>,
-    restarting: Arc<std::sync::atomic::AtomicBool>,
+    gate: Arc<WriterGate>,
 ) -> Result<()> {
-    let conn = Connection::open(path)
+    let mut conn = Connection::open(path)
         .map_err(|e| Error::Unavailable(format!("cannot open the checkpoint connection: {e}")))?;
     configure(&conn)?;
-    // A saturated writer re-takes its lock at once after each commit, so a RESTART waiting in its busy
-    // handler could wait for ever (the WAL grew by hundreds of MB in 30 s): while it runs, the writer
-    // holds back between groups (`restarting`). It waits at most 1 s for readers to leave the WAL (a
-    // long read, such as audit verify, makes it give up and try again at the next tick).
-    conn.busy_timeout(Duration::from_secs(1))?;
+    // A long read (such as audit verify) makes the RESTART give up within 1 s and try again at the
+    // next tick.
+    conn.busy_handler(Some(checkpoint_busy))?;
     // (busy, frames in the WAL, frames checkpointed)
     let checkpoint = move |mode: &str| -> rusqlite::Result<(bool, i64, i64)> {
         conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
@@ -659,31 +753,49 @@ fn spawn_checkpointer(
         .spawn(move || {
             while alive.upgrade().is_some() {
                 std::thread::sleep(Duration::from_millis(500));
-                match checkpoint("PASSIVE") {
-                    // Long, even if all copied: a WAL starts over only when a commit begins with no
-                    // reader in it, which steady traffic never leaves (a test shows it growing by all
-                    // that is written). On an idle WAL a RESTART costs next to nothing.
-                    Ok((_, frames, _)) if frames > WAL_RESTART_FRAMES => {
-                        restarting.store(true, Ordering::SeqCst);
-                        let restart = checkpoint("RESTART");
-                        restarting.store(false, Ordering::SeqCst);
-                        match restart {
-                            Ok((true, frames, _)) => tracing::debug!(
-                                frames,
-                                "WAL restart checkpoint busy (readers or the writer); retrying"
-                            ),
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!(error = %e, frames, "WAL restart checkpoint failed"),
+                let mut passive = checkpoint("PASSIVE");
+                // Long, even if all copied: a WAL starts over only when a commit begins with no
+                // reader in it, which steady traffic never leaves (a test shows it growing by all
+                // that is written). On an idle WAL a RESTART costs next to nothing.
+                if let Ok((_, frames, _)) = passive
+                    && frames > WAL_RESTART_FRAMES
+                {
+                    // Catch up with what was written meanwhile, without holding the writer.
+                    for _ in 0..3 {
+                        let backlog = match &passive {
+                            Ok((_, frames, done)) => frames - done,
+                            Err(_) => 0,
+                        };
+                        if backlog <= WAL_RESTART_BACKLOG {
+                            break;
                         }
-                        if frames > WAL_RESTART_FRAMES * 8 {
-                            tracing::warn!(
-                                frames,
-                                "the WAL keeps growing: a long read (audit verify, a backup) may be holding it"
-                            );
-                        }
+                        passive = checkpoint("PASSIVE");
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+                    // Writes are held back from the end of the group in progress.
+                    let writer_out = gate.hold();
+                    let held = std::time::Instant::now();
+                    let restart = checkpoint("RESTART");
+                    gate.release();
+                    crate::metrics::metrics()
+                        .wal_restart_hold
+                        .observe(held.elapsed().as_secs_f64());
+                    match restart {
+                        Ok((true, frames, _)) => tracing::debug!(
+                            frames,
+                            writer_out,
+                            "WAL restart checkpoint busy (readers or the writer); retrying"
+                        ),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, frames, "WAL restart checkpoint failed"),
+                    }
+                    if frames > WAL_RESTART_FRAMES * 8 {
+                        tracing::warn!(
+                            frames,
+                            "the WAL keeps growing: a long read (audit verify, a backup) may be holding it"
+                        );
+                    }
+                } else if let Err(e) = passive {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
                 }
             }
         })
@@ -697,9 +809,9 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Job>,
     max_batch: usize,
     stats: &WriterStats,
-    restarting: &std::sync::atomic::AtomicBool,
+    gate: &WriterGate,
 ) {
-    db::on_store_thread(|| writer_groups(conn, begin_sql, &mut rx, max_batch, stats, restarting));
+    db::on_store_thread(|| writer_groups(conn, begin_sql, &mut rx, max_batch, stats, gate));
 }
 
 fn writer_groups(
@@ -708,18 +820,14 @@ fn writer_groups(
     rx: &mut mpsc::Receiver<Job>,
     max_batch: usize,
     stats: &WriterStats,
-    restarting: &std::sync::atomic::AtomicBool,
+    gate: &WriterGate,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let state = WriterState::default();
     let head = &state.head;
     while let Some(first) = rx.blocking_recv() {
-        // The checkpointer is restarting the WAL: let it have the lock (bounded: it gives up within
-        // its busy timeout).
-        let held = std::time::Instant::now();
-        while restarting.load(Ordering::SeqCst) && held.elapsed() < Duration::from_secs(2) {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        // The checkpointer may be restarting the WAL: let it have the lock (bounded).
+        gate.enter();
         batch.push(first);
         while batch.len() < max_batch {
             match rx.try_recv() {
@@ -754,6 +862,7 @@ fn writer_groups(
                 let _ = p.finish_in_flight();
                 let _ = p.take_marked_failure();
             }
+            gate.leave();
             // Dropping a job drops its reply channel: each caller gets 503.
             batch.clear();
             continue;
@@ -844,6 +953,7 @@ fn writer_groups(
                 }
             }
         };
+        gate.leave();
         state.principals.committed(err.is_none());
         crate::metrics::metrics().commit_batch.observe(size as f64);
         if err.is_none() {
@@ -913,6 +1023,52 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    /// The gate between the writer and the checkpointer: the checkpointer's hold waits for the group
+    /// in progress to end, and no group starts while it is held.
+    #[test]
+    fn the_checkpointer_holds_the_writer_between_groups_only() {
+        use std::sync::atomic::AtomicBool;
+        let gate = Arc::new(WriterGate::default());
+        gate.enter();
+        let held = Arc::new(AtomicBool::new(false));
+        let checkpointer = {
+            let (gate, held) = (gate.clone(), held.clone());
+            std::thread::spawn(move || {
+                let out = gate.hold();
+                held.store(true, Ordering::SeqCst);
+                out
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !held.load(Ordering::SeqCst),
+            "held while a group was in progress"
+        );
+        gate.leave();
+        assert!(
+            checkpointer.join().unwrap(),
+            "the writer was out of its group"
+        );
+        // Held: the next group waits for the release.
+        let entered = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (gate, entered) = (gate.clone(), entered.clone());
+            std::thread::spawn(move || {
+                gate.enter();
+                entered.store(true, Ordering::SeqCst);
+                gate.leave();
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !entered.load(Ordering::SeqCst),
+            "a group started while held"
+        );
+        gate.release();
+        writer.join().unwrap();
+        assert!(entered.load(Ordering::SeqCst));
     }
 
     /// Under writes that never stop, the WAL must still start over: without the RESTART checkpoint it

@@ -1,7 +1,7 @@
 //! SQL over the domain tables, as plain functions of a connection. Callers compose them inside one
 //! [`Store::write`](super::Store::write) closure so that a change and its audit row commit together.
 
-use crate::store::db::{Conn, OptionalExtension, params};
+use crate::store::db::{Backend, Conn, OptionalExtension, params};
 
 use super::{Tx, parse_column};
 
@@ -659,8 +659,19 @@ pub(crate) fn list_shares(
     Ok(rows)
 }
 
-/// Loads the votes of several shares with one query, whose text is the same for any number of shares
-/// (the ids go in as one JSON array), so it is prepared once per connection.
+/// The votes of the shares whose ids `?1` lists (a JSON array of strings), in the order cast: one
+/// text for any number of shares, so the statement is prepared once per connection, not on every page
+/// (issue 19: its `IN (?, ?, ...)` form was parsed and planned for each list page).
+const VOTES_OF_SHARES: &str = "SELECT share_id, approver, decision, comment, at, credential, issued_by \
+     FROM approvals WHERE share_id IN (SELECT value FROM json_each(?1)) ORDER BY at, rowid";
+
+/// [`VOTES_OF_SHARES`] in PostgreSQL's spelling (the same one text parameter).
+const VOTES_OF_SHARES_PG: &str = "SELECT share_id, approver, decision, comment, at, credential, issued_by \
+     FROM approvals \
+     WHERE share_id = ANY (ARRAY(SELECT json_array_elements_text(CAST(CAST(?1 AS text) AS json)))) \
+     ORDER BY at, rowid";
+
+/// Loads the votes of several shares with one query ([`VOTES_OF_SHARES`]).
 fn load_approvals_for<'a>(
     conn: Conn<'_>,
     shares: impl Iterator<Item = &'a mut Share>,
@@ -669,13 +680,25 @@ fn load_approvals_for<'a>(
     if shares.is_empty() {
         return Ok(());
     }
-    let marks = vec!["?"; shares.len()].join(",");
-    let mut stmt = conn.prepare(&format!(
-        "SELECT share_id, approver, decision, comment, at, credential, issued_by FROM approvals WHERE share_id IN ({marks}) ORDER BY at, rowid"
-    ))?;
-    let ids: Vec<String> = shares.iter().map(|s| s.id.to_string()).collect();
+    // The ids as a JSON array of strings (a share id is a hyphenated UUID: nothing to escape).
+    let mut ids = String::with_capacity(shares.len() * 39 + 2);
+    ids.push('[');
+    for (i, s) in shares.iter().enumerate() {
+        if i > 0 {
+            ids.push(',');
+        }
+        ids.push('"');
+        let mut buf = uuid::Uuid::encode_buffer();
+        ids.push_str(s.id.0.hyphenated().encode_lower(&mut buf));
+        ids.push('"');
+    }
+    ids.push(']');
+    let mut stmt = conn.prepare_cached(match conn.backend() {
+        Backend::Sqlite => VOTES_OF_SHARES,
+        Backend::Postgres => VOTES_OF_SHARES_PG,
+    })?;
     let votes = stmt
-        .query_map(crate::store::db::params_from_iter(ids.iter()), |r| {
+        .query_map([ids.as_str()], |r| {
             Ok((
                 parse_column(r, 0, "approval of share", ShareId::parse)?,
                 approval_from_row(r)?,
@@ -1048,6 +1071,113 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(reprepared, 0, "re-prepared");
+    }
+
+    /// A page's votes come from one cached statement whatever the page's size (run again, never
+    /// prepared again), looked up through the approvals' primary key, each vote on its own share in
+    /// the order cast.
+    #[tokio::test]
+    async fn a_page_reads_its_votes_with_one_cached_statement() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db"), StoreOptions::default()).unwrap();
+        let ids: Vec<ShareId> = (1..=4)
+            .map(|i| ShareId::parse(&format!("0190b8a4-7b7e-7cc0-9d2f-6a1e2b3c4d5{i}")).unwrap())
+            .collect();
+        let rows = ids.clone();
+        store
+            .write(move |c| {
+                c.conn().execute(
+                    "INSERT INTO principals (id, arn, account_id, kind, description, created_by, created_at)
+                     VALUES ('p1', 'arn:aws:iam::444455556666:role/r', '444455556666', 'role', NULL, 't',
+                       '2026-01-01T00:00:00Z')",
+                    [],
+                )?;
+                for id in &rows {
+                    c.conn().execute(
+                        "INSERT INTO shares (id, status, status_reason, secret_arn, principal_id, principal_arn,
+                           actions, version_stage, justification, expires_at, requested_by, approvals_required,
+                           created_at, updated_at)
+                         VALUES (?1, 'pending', NULL,
+                           'arn:aws:secretsmanager:us-east-1:111122223333:secret:x-AbCdEf', 'p1',
+                           'arn:aws:iam::444455556666:role/r', '[\"secretsmanager:GetSecretValue\"]', NULL, 'j',
+                           '2027-01-01T00:00:00Z', 'r', 3, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+                        params![*id],
+                    )?;
+                }
+                // Votes on the first, second and fourth shares, cast out of the order of their ids.
+                for (share, approver, at) in [
+                    (3, "carol", "2026-01-01T00:00:05Z"),
+                    (0, "bob", "2026-01-01T00:00:03Z"),
+                    (1, "bob", "2026-01-01T00:00:01Z"),
+                    (0, "alice", "2026-01-01T00:00:02Z"),
+                    (3, "dave", "2026-01-01T00:00:04Z"),
+                ] {
+                    c.conn().execute(
+                        "INSERT INTO approvals (share_id, approver, decision, comment, at)
+                         VALUES (?1, ?2, 'approve', NULL, ?3)",
+                        params![rows[share], approver, at],
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let voters = |s: &Share| {
+            s.approvals
+                .iter()
+                .map(|a| a.approver.clone())
+                .collect::<Vec<_>>()
+        };
+        // Pages of 4, 1 and 3 shares, newest (highest seq) first.
+        let filter = ShareFilter::default();
+        let all = store
+            .read(move |c| list_shares(c, &ShareFilter::default(), i64::MAX, 4))
+            .await
+            .unwrap();
+        let got: Vec<(ShareId, Vec<String>)> = all.iter().map(|(_, s)| (s.id, voters(s))).collect();
+        assert_eq!(
+            got,
+            vec![
+                (ids[3], vec!["dave".to_owned(), "carol".to_owned()]),
+                (ids[2], vec![]),
+                (ids[1], vec!["bob".to_owned()]),
+                (ids[0], vec!["alice".to_owned(), "bob".to_owned()]),
+            ]
+        );
+        let seq_of_third = all[1].0;
+        // Two pages on one connection; then what its cached statement counted, and its plan.
+        let (one, three, runs, reprepared, plan) = store
+            .read(move |c| {
+                let one = list_shares(c, &filter, i64::MAX, 1)?;
+                let three = list_shares(c, &filter, seq_of_third + 1, 3)?;
+                let crate::store::db::Conn::Sqlite(conn) = c.conn() else {
+                    unreachable!("a SQLite store")
+                };
+                let st = conn.prepare_cached(VOTES_OF_SHARES)?;
+                let runs = st.get_status(rusqlite::StatementStatus::Run);
+                let reprepared = st.get_status(rusqlite::StatementStatus::RePrepare);
+                drop(st);
+                let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {VOTES_OF_SHARES}"))?;
+                let plan = st
+                    .query_map(["[]"], |r| r.get::<_, String>(3))?
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                Ok((one, three, runs, reprepared, plan))
+            })
+            .await
+            .unwrap();
+        assert_eq!(voters(&one[0].1), ["dave", "carol"]);
+        assert_eq!(three.len(), 3);
+        assert_eq!(voters(&three[2].1), ["alice", "bob"]);
+        // The two pages (of 1 and 3 shares) ran the one cached statement, never prepared again, and
+        // its plan looks each id up in the approvals' primary key.
+        assert!(runs >= 2, "the cached statement ran {runs} times");
+        assert_eq!(reprepared, 0);
+        assert!(
+            plan.iter()
+                .any(|d| d
+                    .contains("approvals USING INDEX sqlite_autoindex_approvals_1 (share_id=?)")),
+            "{plan:?}"
+        );
     }
 
     /// A vote whose decision is neither `approve` nor `reject` (the schema's CHECK refuses one; a hand
