@@ -1,0 +1,89 @@
+//! Adversarial review of secret-list key statements (issue 18 part 3), on the in-memory AWS.
+
+use super::*;
+
+const OTHER: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/api-key-Zz9Yy8";
+
+/// The fixture with a second secret under the same key: one principal sharing both has one
+/// secret-list statement naming both patterns.
+fn two_secrets() -> Fixture {
+    let f = fixture();
+    f.aws.put_secret(
+        OTHER,
+        MemorySecret {
+            kms_key_id: Some(KEY.into()),
+            ..Default::default()
+        },
+    );
+    f
+}
+
+/// The statements of the key policy that name `principal` (as a string or in a list).
+fn naming(f: &Fixture, principal: &str) -> Vec<Value> {
+    let policy: Value = serde_json::from_str(&f.aws.key_policy(KEY).unwrap()).unwrap();
+    policy["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| {
+            let aws = &s["Principal"]["AWS"];
+            aws == principal
+                || aws
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == principal))
+        })
+        .cloned()
+        .collect()
+}
+
+/// An owner adds their own role to the principal of the broker's secret-list statement (the same
+/// edit on a principal-list statement leaves the consumer removable: its entry is found by its
+/// principal). Both shares are then revoked: the revoke must take the consumer's patterns out of that
+/// statement. It found nothing: `find_entry` of the share's secret-list name requires a statement of
+/// one principal, and the expansion requires an unedited secret list, so the revokes ended `revoked`
+/// with the statement still granting the revoked consumer decrypt of both secrets (and the statement
+/// also lists two principals with two secrets, the cross product the rule forbids).
+#[tokio::test]
+async fn revoking_every_share_of_a_principal_whose_secret_list_an_owner_gave_a_second_principal_leaves_no_grant()
+ {
+    let f = two_secrets();
+    let first = f.share(ShareStatus::Approved).await;
+    let other = f.share_of(OTHER, ShareStatus::Approved).await;
+    f.settle().await;
+    f.applier.kick(OTHER);
+    f.applier.wait_idle().await;
+    for id in [first, other] {
+        let s = f.get(id).await;
+        assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
+    }
+    let list = naming(&f, PRINCIPAL);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(
+        crate::policy::compose::secret_patterns(&list[0]).len(),
+        2,
+        "{list:?}"
+    );
+    // The owner's edit: their auditor role added to the statement's principal.
+    let mut policy: Value = serde_json::from_str(&f.aws.key_policy(KEY).unwrap()).unwrap();
+    for st in policy["Statement"].as_array_mut().unwrap() {
+        if st["Principal"]["AWS"] == PRINCIPAL {
+            st["Principal"]["AWS"] = json!([PRINCIPAL, "arn:aws:iam::111122223333:role/auditor"]);
+        }
+    }
+    f.aws.put_key(KEY, &policy.to_string());
+    for id in [first, other] {
+        f.set_status(id, ShareStatus::Revoking).await;
+    }
+    f.settle().await;
+    f.applier.kick(OTHER);
+    f.applier.wait_idle().await;
+    for id in [first, other] {
+        let s = f.get(id).await;
+        assert_eq!(s.status, ShareStatus::Revoked, "{:?}", s.last_error);
+    }
+    let left = naming(&f, PRINCIPAL);
+    assert!(
+        left.is_empty(),
+        "the revoked consumer still decrypts through the broker's statement: {left:?}"
+    );
+}
