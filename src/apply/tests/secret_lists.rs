@@ -87,3 +87,59 @@ async fn revoking_every_share_of_a_principal_whose_secret_list_an_owner_gave_a_s
         "the revoked consumer still decrypts through the broker's statement: {left:?}"
     );
 }
+
+/// An owner adds a third secret's pattern to the broker's secret-list statement of a consumer (a
+/// well-formed pattern of a secret under the same key: lint accepts it, drift does not report it,
+/// since every share's pattern is still named). Every share of that consumer is then revoked. A
+/// principal-list statement no live share holds an entry of goes whole (an owner-added principal with
+/// it); a secret-list statement never goes whole, its patterns go one by one, so the owner's pattern
+/// stays forever in a statement with the broker's Sid: the consumer, with no share left, still has
+/// decrypt of that secret from the broker's statement, and no revoke can ever remove it.
+#[tokio::test]
+async fn revoking_every_share_of_a_principal_leaves_no_broker_statement_naming_it_after_an_owner_added_a_pattern()
+ {
+    let f = two_secrets();
+    let first = f.share(ShareStatus::Approved).await;
+    let other = f.share_of(OTHER, ShareStatus::Approved).await;
+    f.settle().await;
+    f.applier.kick(OTHER);
+    f.applier.wait_idle().await;
+    for id in [first, other] {
+        let s = f.get(id).await;
+        assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
+    }
+    let mut policy: Value = serde_json::from_str(&f.aws.key_policy(KEY).unwrap()).unwrap();
+    for st in policy["Statement"].as_array_mut().unwrap() {
+        if st["Principal"]["AWS"] == PRINCIPAL {
+            st["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!(
+                    "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/payroll-??????"
+                ));
+        }
+    }
+    f.aws.put_key(KEY, &policy.to_string());
+    for id in [first, other] {
+        f.set_status(id, ShareStatus::Revoking).await;
+    }
+    f.settle().await;
+    f.applier.kick(OTHER);
+    f.applier.wait_idle().await;
+    for id in [first, other] {
+        let s = f.get(id).await;
+        assert_eq!(s.status, ShareStatus::Revoked, "{:?}", s.last_error);
+    }
+    let left: Vec<Value> = naming(&f, PRINCIPAL)
+        .into_iter()
+        .filter(|s| {
+            s["Sid"]
+                .as_str()
+                .is_some_and(|x| x.starts_with("SecretBrokerMain"))
+        })
+        .collect();
+    assert!(
+        left.is_empty(),
+        "a broker statement still grants the consumer, which has no share left: {left:?}"
+    );
+}
