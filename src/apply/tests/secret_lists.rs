@@ -143,3 +143,53 @@ async fn revoking_every_share_of_a_principal_leaves_no_broker_statement_naming_i
         "a broker statement still grants the consumer, which has no share left: {left:?}"
     );
 }
+
+/// An owner edits a consumer's secret-list statement (a narrowing condition added): drift. An admin's
+/// repair of one share writes the secret shape back (`Replaced`), and a later step of that repair
+/// fails, so the repair is compensated. The read-modify-write journals the share's entry as added by
+/// that write (the entry is not found by expansion in an edited secret list), but the compensation
+/// counts references: another live share of the same consumer and secret keeps its grant. (Held up
+/// in review; kept as a regression test.)
+#[tokio::test]
+async fn a_failed_admin_repair_of_an_edited_secret_list_keeps_the_grant_another_live_share_holds() {
+    let f = two_secrets();
+    let first = f.share(ShareStatus::Approved).await;
+    let second = f.share(ShareStatus::Approved).await;
+    let other = f.share_of(OTHER, ShareStatus::Approved).await;
+    f.settle().await;
+    f.applier.kick(OTHER);
+    f.applier.wait_idle().await;
+    for id in [first, second, other] {
+        let s = f.get(id).await;
+        assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
+    }
+    let pattern = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/db-??????";
+    let mut policy: Value = serde_json::from_str(&f.aws.key_policy(KEY).unwrap()).unwrap();
+    for st in policy["Statement"].as_array_mut().unwrap() {
+        if st["Principal"]["AWS"] == PRINCIPAL {
+            st["Condition"]["Bool"] = json!({"aws:SecureTransport": "true"});
+        }
+    }
+    f.aws.put_key(KEY, &policy.to_string());
+    // The owner also removed the resource policy, so the repair writes it, and that write fails.
+    f.aws.set_resource_policy(SECRET, None);
+    f.aws.fail(
+        "secretsmanager:PutResourcePolicy",
+        AwsErrorKind::AccessDenied,
+        None,
+    );
+    f.set_status(first, ShareStatus::Drifted).await;
+    f.applier.repair(SECRET, vec![first], true);
+    f.applier.wait_idle().await;
+    f.aws.clear_faults();
+    assert_ne!(f.get(first).await.status, ShareStatus::Active);
+    assert_eq!(f.get(second).await.status, ShareStatus::Active);
+    let names: Vec<String> = naming(&f, PRINCIPAL)
+        .iter()
+        .flat_map(crate::policy::compose::secret_patterns)
+        .collect();
+    assert!(
+        names.iter().any(|p| p == pattern),
+        "the second share is active and its key grant is gone: {names:?}"
+    );
+}
