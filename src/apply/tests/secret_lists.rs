@@ -193,3 +193,66 @@ async fn a_failed_admin_repair_of_an_edited_secret_list_keeps_the_grant_another_
         "the second share is active and its key grant is gone: {names:?}"
     );
 }
+
+/// A consumer is deleted (AWS shows its unique id in its secret-list statement) and re-created with
+/// the same ARN; a new share of the re-created principal for one of the same secrets is approved and
+/// applied while the old shares are still live: the old statement is never merged into, so the new
+/// share gets a principal-list statement of its own. The old shares are then revoked; the old
+/// statement keeps the pattern the new share's second entry name (the same secret-list Sid and
+/// pattern) also stands for. Later the new share drifts for an unrelated reason (its resource policy
+/// removed), and the automatic repair looks for unique ids under each of its entries: it found the
+/// deleted principal's statement under that second name and revoked the new share as a deleted
+/// principal's, though its grant is held in full by its own statement.
+#[tokio::test]
+async fn a_recreated_principal_s_new_share_is_not_revoked_for_the_deleted_principal_s_secret_list()
+{
+    let f = two_secrets();
+    let first = f.share(ShareStatus::Approved).await;
+    let other = f.share_of(OTHER, ShareStatus::Approved).await;
+    f.settle().await;
+    f.applier.kick(OTHER);
+    f.applier.wait_idle().await;
+    for id in [first, other] {
+        assert_eq!(f.get(id).await.status, ShareStatus::Active);
+    }
+    // The principal is deleted: AWS shows its unique id everywhere it was named.
+    let dead = "AROAEXAMPLEEXAMPLE123";
+    let key = f.aws.key_policy(KEY).unwrap().replace(PRINCIPAL, dead);
+    f.aws.put_key(KEY, &key);
+    for s in [SECRET, OTHER] {
+        if let Some(p) = f.aws.resource_policy(s) {
+            f.aws
+                .set_resource_policy(s, Some(&p.replace(PRINCIPAL, dead)));
+        }
+    }
+    // Re-created, and shared again.
+    let new = f.share(ShareStatus::Approved).await;
+    f.settle().await;
+    let s = f.get(new).await;
+    assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
+    // The old shares end revoked.
+    for id in [first, other] {
+        f.set_status(id, ShareStatus::Revoking).await;
+    }
+    f.settle().await;
+    f.applier.kick(OTHER);
+    f.applier.wait_idle().await;
+    for id in [first, other] {
+        let s = f.get(id).await;
+        assert_eq!(s.status, ShareStatus::Revoked, "{:?}", s.last_error);
+    }
+    assert!(f.applier.detect_drift(&secret()).await.unwrap().is_empty());
+    // Unrelated drift of the new share: its resource policy is removed; the automatic repair.
+    f.aws.set_resource_policy(SECRET, None);
+    f.set_status(new, ShareStatus::Drifted).await;
+    f.applier.repair(SECRET, vec![new], false);
+    f.applier.wait_idle().await;
+    let s = f.get(new).await;
+    assert_eq!(
+        s.status,
+        ShareStatus::Active,
+        "{:?} {:?}",
+        s.status_reason,
+        s.last_error
+    );
+}
