@@ -256,3 +256,35 @@ async fn a_recreated_principal_s_new_share_is_not_revoked_for_the_deleted_princi
         s.last_error
     );
 }
+
+/// An owner widens a consumer's secret-list statement with a wildcard pattern (every secret under the
+/// key). A principal list widened to `"*"` has no shape and is an edit (drift); a secret list widened
+/// by a pattern kept its secret shape (the patterns are not part of it), so it was still taken for
+/// the broker's own statement: no drift reported, while the broker's Sid granted the consumer decrypt
+/// of every secret under the key.
+#[tokio::test]
+async fn a_secret_list_widened_to_a_wildcard_pattern_is_drift() {
+    let f = two_secrets();
+    let first = f.share(ShareStatus::Approved).await;
+    let other = f.share_of(OTHER, ShareStatus::Approved).await;
+    f.settle().await;
+    f.applier.kick(OTHER);
+    f.applier.wait_idle().await;
+    for id in [first, other] {
+        assert_eq!(f.get(id).await.status, ShareStatus::Active);
+    }
+    let mut policy: Value = serde_json::from_str(&f.aws.key_policy(KEY).unwrap()).unwrap();
+    for st in policy["Statement"].as_array_mut().unwrap() {
+        if st["Principal"]["AWS"] == PRINCIPAL {
+            st["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!(
+                    "arn:aws:secretsmanager:us-east-1:111122223333:secret:*"
+                ));
+        }
+    }
+    f.aws.put_key(KEY, &policy.to_string());
+    let drift = f.applier.detect_drift(&secret()).await.unwrap();
+    assert_eq!(drift.len(), 1, "the widened statement is drift: {drift:?}");
+}
