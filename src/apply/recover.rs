@@ -182,7 +182,18 @@ impl Applier {
             {
                 let _ = live.fetch_key(k).await;
                 if let Some(doc) = live.key(k).and_then(Live::document) {
+                    // A share whose grant is held under its own entry (its principal listed, or its
+                    // pattern in its principal's secret-list statement) is no deleted principal's: a
+                    // unique id under its second entry name is a deleted namesake's statement that
+                    // still names this secret (the principal re-created and shared again).
+                    let held = sids.key.iter().any(|e| {
+                        !crate::policy::merge::is_secret_list_name(e)
+                            && crate::policy::merge::find_entry(doc, e).is_some()
+                    });
                     for entry in &sids.key {
+                        if held && crate::policy::merge::is_secret_list_name(entry) {
+                            continue;
+                        }
                         if let Some(id) = unique_id_for(doc, entry) {
                             found = Some((id, "key policy"));
                         }

@@ -82,6 +82,42 @@ impl Applier {
                 replica_of.insert(r.key, r.secret);
             }
         }
+        // The live shares of these shares' principals, and the secret-list Sid of each principal's
+        // grants (on each key, replica keys included): a pattern a secret-list statement names that no
+        // live share of its principal stands for, in any region, is removed with this revoke.
+        let mut principal_of: HashMap<String, String> = HashMap::new();
+        for g in &grants {
+            let mut sts = vec![crate::policy::compose::key_statement_for(g, installation)];
+            for r in &replica_of {
+                sts.push(crate::policy::compose::key_statement_for(
+                    &crate::policy::compose::grant_in(g, r.1),
+                    installation,
+                ));
+            }
+            for st in sts {
+                if let Some(e) = merge::secret_list_entry(&st) {
+                    principal_of.insert(
+                        merge::split_entry(&e).0.to_owned(),
+                        g.principal.as_str().to_owned(),
+                    );
+                }
+            }
+        }
+        let live_of_principals = self
+            .live_secrets_of(principal_of.values().cloned().collect(), &ids)
+            .await?;
+        let live_pattern = |y: &str, pattern: &str| -> bool {
+            let Some(p) = principal_of.get(y) else {
+                return true; // not a statement of these shares' principals: kept
+            };
+            let region = pattern.split(':').nth(3).unwrap_or_default();
+            live_of_principals.iter().any(|(who, secret)| {
+                who == p
+                    && secret
+                        .in_region(region)
+                        .is_ok_and(|s| crate::policy::compose::secret_pattern(&s) == pattern)
+            })
+        };
         let mut keys: Vec<KmsKeyArn> = by_key.keys().cloned().collect();
         keys.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         let needed = self.needed(secret.as_str(), &keys, &ids, false).await?;
@@ -140,7 +176,7 @@ impl Applier {
                 .collect()
         };
         let (keep, res_remove): (Vec<String>, Vec<String>) = self
-            .present_and_dead(Policy::Resource(&secret), res_sids, &live_res)
+            .present_and_dead(Policy::Resource(&secret), res_sids, &live_res, &|_, _| true)
             .await?
             .into_iter()
             .partition(|sid| needed.resource.contains(sid));
@@ -179,7 +215,7 @@ impl Applier {
                 None => (Policy::Key(key), &secret),
             };
             let (keep, remove): (Vec<String>, Vec<String>) = self
-                .present_and_dead(policy, by_key[key].clone(), &live_key)
+                .present_and_dead(policy, by_key[key].clone(), &live_key, &live_pattern)
                 .await?
                 .into_iter()
                 .partition(|sid| needed.key.contains(&(key.as_str().to_owned(), sid.clone())));
@@ -213,6 +249,55 @@ impl Applier {
             ));
         }
         Ok((removed, kept))
+    }
+
+    /// The (principal, secret) of every share of `principals` that holds or may hold a grant (active,
+    /// drifted, applying, approved, or revoking and not one of `exclude`).
+    async fn live_secrets_of(
+        &self,
+        principals: Vec<String>,
+        exclude: &[ShareId],
+    ) -> Result<Vec<(String, crate::policy::arn::SecretArn)>, Failure> {
+        let exclude = exclude.to_vec();
+        let mut wanted = principals;
+        wanted.sort();
+        wanted.dedup();
+        Ok(self
+            .store
+            .read(move |c| {
+                let mut out = Vec::new();
+                for p in &wanted {
+                    for status in [
+                        ShareStatus::Active,
+                        ShareStatus::Drifted,
+                        ShareStatus::Applying,
+                        ShareStatus::Approved,
+                        ShareStatus::Revoking,
+                    ] {
+                        let filter = rows::ShareFilter {
+                            status: Some(status),
+                            principal_arn: Some(p.clone()),
+                            ..Default::default()
+                        };
+                        let mut before = i64::MAX;
+                        loop {
+                            let page = rows::list_shares(c, &filter, before, 500)?;
+                            let Some(last) = page.last() else { break };
+                            before = last.0;
+                            for (_, s) in &page {
+                                if !exclude.contains(&s.id) {
+                                    out.push((p.clone(), s.secret_arn.clone()));
+                                }
+                            }
+                            if page.len() < 500 {
+                                break;
+                            }
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .await?)
     }
 
     pub(super) async fn run_revoke(&self, job: &str, shares: Vec<Share>) {

@@ -232,11 +232,19 @@ impl Applier {
     /// stood for a principal no live share names. While a live share's principal is missing from the
     /// list, its unique ids stay: the evidence the drift check and the repair need to revoke it rather
     /// than grant the ARN again.
+    ///
+    /// Then, for each secret-list statement the entries name (`"<secret-list Sid> <pattern>"`), the
+    /// patterns it names that `live_pattern(<secret-list Sid>, <pattern>)` says no live share of its
+    /// principal can stand for (one an owner added, say): a secret-list statement never goes whole,
+    /// so without this such a pattern would stay in the broker's statement after the last share of
+    /// that principal is revoked. A statement that shows a unique id is left to the deleted
+    /// principal's handling.
     pub(super) async fn present_and_dead(
         &self,
         p: Policy<'_>,
         entries: Vec<String>,
         live_members: &(dyn Fn(&str) -> Vec<String> + Sync),
+        live_pattern: &(dyn Fn(&str, &str) -> bool + Sync),
     ) -> Result<Vec<String>, Failure> {
         let text = match self.read(p).await {
             Ok(t) => t,
@@ -290,6 +298,17 @@ impl Applier {
                     let dead = format!("{sid} {id}");
                     if !out.contains(&dead) {
                         out.push(dead);
+                    }
+                }
+            }
+            if merge::is_secret_list_name(e)
+                && unique_ids_in(found).is_empty()
+                && let Ok(v) = serde_json::from_str::<Value>(found.raw())
+            {
+                for pattern in crate::policy::compose::secret_patterns(&v) {
+                    let orphan = format!("{sid} {pattern}");
+                    if !live_pattern(sid, &pattern) && !out.contains(&orphan) {
+                        out.push(orphan);
                     }
                 }
             }

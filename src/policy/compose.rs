@@ -284,9 +284,17 @@ pub fn secret_shape(statement: &Value) -> Option<Value> {
         .get_mut("StringLike")?
         .as_object_mut()?;
     let patterns = like.get_mut(SECRET_ARN_KEY)?;
-    match patterns {
-        Value::String(_) => {}
-        Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_string) => {}
+    // Each pattern names one secret (`<name>-??????`, no other wildcard): a statement widened by a
+    // pattern has no secret shape (it is an edit, never a member), as a principal list widened to
+    // `"*"` has no shape.
+    let named = |v: &Value| {
+        v.as_str()
+            .and_then(|p| p.strip_suffix("-??????"))
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains(['*', '?']))
+    };
+    match &*patterns {
+        v @ Value::String(_) if named(v) => {}
+        Value::Array(a) if !a.is_empty() && a.iter().all(named) => {}
         _ => return None,
     }
     *patterns = Value::String(SECRETS.to_owned());

@@ -215,10 +215,12 @@ pub fn find_entry<'a>(doc: &'a PolicyDocument, entry: &str) -> Option<&'a RawSta
     secret_list_holding(doc, sid, m).map(|(i, _)| &doc.statements()[i])
 }
 
-/// Whether `found` is a statement of one principal, no principal list, naming the secret pattern `m`:
-/// a secret-list statement, or one whose principal AWS replaced.
+/// Whether `found` is a statement that is no principal list naming the secret pattern `m`: a
+/// secret-list statement, one whose principal AWS replaced, or one an owner edited (another principal
+/// added included: the Sid is still the one derived from the share's principal, and a revoke must
+/// still take the share's pattern out of it).
 fn names_pattern(found: &RawStatement, m: &str) -> bool {
-    members(found).len() == 1
+    !members(found).is_empty()
         && parsed_value(found)
             .is_some_and(|v| !is_list_statement(&v) && secret_patterns(&v).iter().any(|p| p == m))
 }
