@@ -660,18 +660,12 @@ impl WriterGate {
     /// The writer, before a group: waits while the gate is held (at most [`WAL_RESTART_HOLD`]),
     /// then is inside the group until [`WriterGate::leave`].
     fn enter(&self) {
-        let started = std::time::Instant::now();
-        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        while g.held {
-            let Some(left) = WAL_RESTART_HOLD.checked_sub(started.elapsed()) else {
-                break;
-            };
-            g = self
-                .changed
-                .wait_timeout(g, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        let g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = self
+            .changed
+            .wait_timeout_while(g, WAL_RESTART_HOLD, |s| s.held)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
         g.writing = true;
     }
 
@@ -685,19 +679,13 @@ impl WriterGate {
     /// The checkpointer: holds the gate, and waits for the group in progress, if any, to end (at
     /// most [`WAL_RESTART_HOLD`]); whether the writer is out of any group.
     fn hold(&self) -> bool {
-        let started = std::time::Instant::now();
         let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
         g.held = true;
-        while g.writing {
-            let Some(left) = WAL_RESTART_HOLD.checked_sub(started.elapsed()) else {
-                break;
-            };
-            g = self
-                .changed
-                .wait_timeout(g, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        let g = self
+            .changed
+            .wait_timeout_while(g, WAL_RESTART_HOLD, |s| s.writing)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
         !g.writing
     }
 
