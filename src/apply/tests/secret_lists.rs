@@ -18,6 +18,20 @@ fn two_secrets() -> Fixture {
     f
 }
 
+/// One share of each secret for the same principal, applied (active): one secret-list statement.
+async fn both_applied(f: &Fixture) -> (ShareId, ShareId) {
+    let first = f.share(ShareStatus::Approved).await;
+    let other = f.share_of(OTHER, ShareStatus::Approved).await;
+    f.settle().await;
+    f.applier.kick(OTHER);
+    f.applier.wait_idle().await;
+    for id in [first, other] {
+        let s = f.get(id).await;
+        assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
+    }
+    (first, other)
+}
+
 /// The statements of the key policy that name `principal` (as a string or in a list).
 fn naming(f: &Fixture, principal: &str) -> Vec<Value> {
     let policy: Value = serde_json::from_str(&f.aws.key_policy(KEY).unwrap()).unwrap();
@@ -47,15 +61,7 @@ fn naming(f: &Fixture, principal: &str) -> Vec<Value> {
 async fn revoking_every_share_of_a_principal_whose_secret_list_an_owner_gave_a_second_principal_leaves_no_grant()
  {
     let f = two_secrets();
-    let first = f.share(ShareStatus::Approved).await;
-    let other = f.share_of(OTHER, ShareStatus::Approved).await;
-    f.settle().await;
-    f.applier.kick(OTHER);
-    f.applier.wait_idle().await;
-    for id in [first, other] {
-        let s = f.get(id).await;
-        assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
-    }
+    let (first, other) = both_applied(&f).await;
     let list = naming(&f, PRINCIPAL);
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(
@@ -99,15 +105,7 @@ async fn revoking_every_share_of_a_principal_whose_secret_list_an_owner_gave_a_s
 async fn revoking_every_share_of_a_principal_leaves_no_broker_statement_naming_it_after_an_owner_added_a_pattern()
  {
     let f = two_secrets();
-    let first = f.share(ShareStatus::Approved).await;
-    let other = f.share_of(OTHER, ShareStatus::Approved).await;
-    f.settle().await;
-    f.applier.kick(OTHER);
-    f.applier.wait_idle().await;
-    for id in [first, other] {
-        let s = f.get(id).await;
-        assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
-    }
+    let (first, other) = both_applied(&f).await;
     let mut policy: Value = serde_json::from_str(&f.aws.key_policy(KEY).unwrap()).unwrap();
     for st in policy["Statement"].as_array_mut().unwrap() {
         if st["Principal"]["AWS"] == PRINCIPAL {
@@ -207,14 +205,7 @@ async fn a_failed_admin_repair_of_an_edited_secret_list_keeps_the_grant_another_
 async fn a_recreated_principal_s_new_share_is_not_revoked_for_the_deleted_principal_s_secret_list()
 {
     let f = two_secrets();
-    let first = f.share(ShareStatus::Approved).await;
-    let other = f.share_of(OTHER, ShareStatus::Approved).await;
-    f.settle().await;
-    f.applier.kick(OTHER);
-    f.applier.wait_idle().await;
-    for id in [first, other] {
-        assert_eq!(f.get(id).await.status, ShareStatus::Active);
-    }
+    let (first, other) = both_applied(&f).await;
     // The principal is deleted: AWS shows its unique id everywhere it was named.
     let dead = "AROAEXAMPLEEXAMPLE123";
     let key = f.aws.key_policy(KEY).unwrap().replace(PRINCIPAL, dead);
@@ -265,14 +256,7 @@ async fn a_recreated_principal_s_new_share_is_not_revoked_for_the_deleted_princi
 #[tokio::test]
 async fn a_secret_list_widened_to_a_wildcard_pattern_is_drift() {
     let f = two_secrets();
-    let first = f.share(ShareStatus::Approved).await;
-    let other = f.share_of(OTHER, ShareStatus::Approved).await;
-    f.settle().await;
-    f.applier.kick(OTHER);
-    f.applier.wait_idle().await;
-    for id in [first, other] {
-        assert_eq!(f.get(id).await.status, ShareStatus::Active);
-    }
+    both_applied(&f).await;
     let mut policy: Value = serde_json::from_str(&f.aws.key_policy(KEY).unwrap()).unwrap();
     for st in policy["Statement"].as_array_mut().unwrap() {
         if st["Principal"]["AWS"] == PRINCIPAL {
