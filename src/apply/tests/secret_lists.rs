@@ -32,6 +32,20 @@ async fn both_applied(f: &Fixture) -> (ShareId, ShareId) {
     (first, other)
 }
 
+/// An owner's edit: `pattern` added to the secret list of the key statement naming [`PRINCIPAL`].
+fn add_pattern(f: &Fixture, pattern: &str) {
+    let mut policy: Value = serde_json::from_str(&f.aws.key_policy(KEY).unwrap()).unwrap();
+    for st in policy["Statement"].as_array_mut().unwrap() {
+        if st["Principal"]["AWS"] == PRINCIPAL {
+            st["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!(pattern));
+        }
+    }
+    f.aws.put_key(KEY, &policy.to_string());
+}
+
 /// The statements of the key policy that name `principal` (as a string or in a list).
 fn naming(f: &Fixture, principal: &str) -> Vec<Value> {
     let policy: Value = serde_json::from_str(&f.aws.key_policy(KEY).unwrap()).unwrap();
@@ -106,18 +120,10 @@ async fn revoking_every_share_of_a_principal_leaves_no_broker_statement_naming_i
  {
     let f = two_secrets();
     let (first, other) = both_applied(&f).await;
-    let mut policy: Value = serde_json::from_str(&f.aws.key_policy(KEY).unwrap()).unwrap();
-    for st in policy["Statement"].as_array_mut().unwrap() {
-        if st["Principal"]["AWS"] == PRINCIPAL {
-            st["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"]
-                .as_array_mut()
-                .unwrap()
-                .push(json!(
-                    "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/payroll-??????"
-                ));
-        }
-    }
-    f.aws.put_key(KEY, &policy.to_string());
+    add_pattern(
+        &f,
+        "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/payroll-??????",
+    );
     for id in [first, other] {
         f.set_status(id, ShareStatus::Revoking).await;
     }
@@ -257,18 +263,7 @@ async fn a_recreated_principal_s_new_share_is_not_revoked_for_the_deleted_princi
 async fn a_secret_list_widened_to_a_wildcard_pattern_is_drift() {
     let f = two_secrets();
     both_applied(&f).await;
-    let mut policy: Value = serde_json::from_str(&f.aws.key_policy(KEY).unwrap()).unwrap();
-    for st in policy["Statement"].as_array_mut().unwrap() {
-        if st["Principal"]["AWS"] == PRINCIPAL {
-            st["Condition"]["StringLike"]["kms:EncryptionContext:SecretARN"]
-                .as_array_mut()
-                .unwrap()
-                .push(json!(
-                    "arn:aws:secretsmanager:us-east-1:111122223333:secret:*"
-                ));
-        }
-    }
-    f.aws.put_key(KEY, &policy.to_string());
+    add_pattern(&f, "arn:aws:secretsmanager:us-east-1:111122223333:secret:*");
     let drift = f.applier.detect_drift(&secret()).await.unwrap();
     assert_eq!(drift.len(), 1, "the widened statement is drift: {drift:?}");
 }
