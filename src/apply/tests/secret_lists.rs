@@ -2,11 +2,11 @@
 
 use super::*;
 
-const OTHER: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/api-key-Zz9Yy8";
+pub(super) const OTHER: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/api-key-Zz9Yy8";
 
 /// The fixture with a second secret under the same key: one principal sharing both has one
 /// secret-list statement naming both patterns.
-fn two_secrets() -> Fixture {
+pub(super) fn two_secrets() -> Fixture {
     let f = fixture();
     f.aws.put_secret(
         OTHER,
@@ -19,7 +19,7 @@ fn two_secrets() -> Fixture {
 }
 
 /// One share of each secret for the same principal, applied (active): one secret-list statement.
-async fn both_applied(f: &Fixture) -> (ShareId, ShareId) {
+pub(super) async fn both_applied(f: &Fixture) -> (ShareId, ShareId) {
     let first = f.share(ShareStatus::Approved).await;
     let other = f.share_of(OTHER, ShareStatus::Approved).await;
     f.settle().await;
@@ -33,7 +33,7 @@ async fn both_applied(f: &Fixture) -> (ShareId, ShareId) {
 }
 
 /// An owner's edit: `pattern` added to the secret list of the key statement naming [`PRINCIPAL`].
-fn add_pattern(f: &Fixture, pattern: &str) {
+pub(super) fn add_pattern(f: &Fixture, pattern: &str) {
     let mut policy: Value = serde_json::from_str(&f.aws.key_policy(KEY).unwrap()).unwrap();
     for st in policy["Statement"].as_array_mut().unwrap() {
         if st["Principal"]["AWS"] == PRINCIPAL {
