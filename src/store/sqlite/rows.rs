@@ -769,15 +769,59 @@ pub(crate) fn shares_with_key(
     key_arn: &str,
     statuses: &[ShareStatus],
 ) -> Result<Vec<Share>> {
+    shares_where(tx, Column::KeyArn, &[key_arn], statuses)
+}
+
+/// Shares in one of `statuses` of the consumers `principal_arns` (as a share names one: an IAM ARN,
+/// an organization id or an OU path), whatever their secret, oldest first.
+pub(crate) fn shares_of_principals(
+    tx: &Tx<'_>,
+    principal_arns: &[&str],
+    statuses: &[ShareStatus],
+) -> Result<Vec<Share>> {
+    shares_where(tx, Column::PrincipalArn, principal_arns, statuses)
+}
+
+/// A column [`shares_where`] selects by.
+#[derive(Clone, Copy)]
+enum Column {
+    KeyArn,
+    PrincipalArn,
+}
+
+/// Shares whose `column` is one of `values`, in one of `statuses`, oldest first, with their approvals.
+fn shares_where(
+    tx: &Tx<'_>,
+    column: Column,
+    values: &[&str],
+    statuses: &[ShareStatus],
+) -> Result<Vec<Share>> {
+    if values.is_empty() || statuses.is_empty() {
+        return Ok(Vec::new());
+    }
     let conn = tx.conn();
+    let column = match column {
+        Column::KeyArn => "key_arn",
+        Column::PrincipalArn => "principal_arn",
+    };
+    // The values as one JSON array parameter (as [`VOTES_OF_SHARES`]): one statement text whatever
+    // their number, so the statement cache keeps one entry.
+    let of_values = match conn.backend() {
+        Backend::Sqlite => format!("{column} IN (SELECT value FROM json_each(?))"),
+        Backend::Postgres => format!(
+            "{column} = ANY (ARRAY(SELECT json_array_elements_text(CAST(CAST(? AS text) AS json))))"
+        ),
+    };
     let marks = vec!["?"; statuses.len()].join(",");
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {SHARE_COLUMNS} FROM shares WHERE key_arn = ? AND status IN ({marks}) ORDER BY seq"
+        "SELECT {SHARE_COLUMNS} FROM shares WHERE {of_values} AND status IN ({marks}) ORDER BY seq"
     ))?;
-    let mut values: Vec<&str> = vec![key_arn];
-    values.extend(statuses.iter().map(|s| s.as_str()));
+    let json = serde_json::to_string(values)
+        .map_err(|e| crate::store::db::DbError::Conversion(format!("share filter: {e}")))?;
+    let mut args: Vec<&str> = vec![json.as_str()];
+    args.extend(statuses.iter().map(|s| s.as_str()));
     let mut rows = stmt
-        .query_map(crate::store::db::params_from_iter(values), share_from_row)?
+        .query_map(crate::store::db::params_from_iter(args), share_from_row)?
         .collect::<crate::store::db::Result<Vec<_>>>()?;
     load_approvals_for(conn, rows.iter_mut())?;
     Ok(rows)
