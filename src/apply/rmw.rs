@@ -13,7 +13,7 @@ use crate::store::jobs::{self, Target};
 
 /// A policy the saga writes.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Policy<'a> {
+pub(crate) enum Policy<'a> {
     /// The policy of the primary secret's key.
     Key(&'a KmsKeyArn),
     /// The policy of a replica's key (in the replica's region, its own key).

@@ -1,0 +1,227 @@
+//! Members of this installation's statements that no share holds: a principal or a secret pattern
+//! someone with `PutResourcePolicy`/`PutKeyPolicy` rights added to a list statement (it keeps the
+//! statement's shape, so it is no edit and no share's drift), or a statement written under a Sid of
+//! this installation. Such a grant carries the broker's name without an approval: drift reports it
+//! on every share that reads the policy, an admin's repair removes it, the automatic repair refuses.
+//!
+//! A member is held when a share that may still stand in the policy holds its entry: a share of the
+//! member's consumer in any status of [`MAY_STAND`] (on any replica: the store is shared), of any
+//! secret for a key policy (a key's statements span secrets; a share's key entries are counted in the
+//! key's region too, since a replicated secret's statements on its replica's key are held by the
+//! primary's shares), of the policy's secret for a resource policy. A share that ended after the
+//! policy was read (less [`ENDED_MARGIN`]) still holds what it wrote: its revoke or compensation may
+//! have removed the member after the read; so does every share of a job still running (a failed
+//! share whose compensation failed too stands until recovery compensates it).
+
+use std::collections::HashSet;
+
+use time::OffsetDateTime;
+
+use super::grant::MAY_STAND;
+use super::rmw::Policy;
+use super::run::Mode;
+use super::{Applier, Failure, FailureKind, grant_of, share_sids};
+use crate::domain::ShareStatus;
+use crate::policy::compose::grant_in;
+use crate::policy::document::PolicyDocument;
+use crate::policy::merge::{self, Member, MemberKind};
+use crate::store::jobs;
+use crate::store::rows::{self, Share};
+
+/// The statuses a share ends in once its statements were (or never were) written.
+const ENDED: [ShareStatus; 3] = [
+    ShareStatus::Revoked,
+    ShareStatus::Expired,
+    ShareStatus::Failed,
+];
+
+/// How long before a policy was read a share that ended since still counts as holding what it wrote
+/// (replicas' clocks differ by less).
+pub(crate) const ENDED_MARGIN: time::Duration = time::Duration::minutes(5);
+
+/// The entries shares hold in one policy, and the Sids of those entries.
+#[derive(Default)]
+struct Held {
+    entries: HashSet<String>,
+    sids: HashSet<String>,
+}
+
+impl Held {
+    /// Adds what `shares` hold in `p`.
+    fn add(
+        &mut self,
+        p: Policy<'_>,
+        shares: &[Share],
+        installation: &crate::policy::compose::InstallationId,
+    ) {
+        for s in shares {
+            let Ok(g) = grant_of(s) else { continue };
+            let entries = match p {
+                Policy::Resource(secret) if s.secret_arn.as_str() == secret.as_str() => {
+                    share_sids(&g, installation).resource
+                }
+                Policy::Resource(_) => Vec::new(),
+                Policy::Key(k) | Policy::ReplicaKey(k) => {
+                    let mut e = share_sids(&g, installation).key;
+                    if g.secret.region() != k.region()
+                        && let Ok(replica) = g.secret.in_region(k.region())
+                    {
+                        e.extend(share_sids(&grant_in(&g, &replica), installation).key);
+                    }
+                    e
+                }
+            };
+            for e in entries {
+                self.sids.insert(merge::split_entry(&e).0.to_owned());
+                self.entries.insert(e);
+            }
+        }
+    }
+
+    /// Whether a share holds `m`: its entry, or (a statement of no list form) a share's entry names
+    /// its Sid: a share's statement someone edited (reported as that share's drift, an edit) or one
+    /// whose principal AWS replaced by a unique id (a deleted principal's).
+    fn holds(&self, m: &Member) -> bool {
+        self.entries.contains(m.entry())
+            || (*m.kind() == MemberKind::Statement && self.sids.contains(m.sid()))
+    }
+}
+
+/// The consumers whose shares can hold one of `members`.
+fn consumers(members: &[Member]) -> Vec<String> {
+    members
+        .iter()
+        .flat_map(|m| m.who().iter().cloned())
+        .collect()
+}
+
+impl<'a> Policy<'a> {
+    /// The ARN of what the policy belongs to: the secret's, or the key's.
+    pub(crate) fn arn(&self) -> &'a str {
+        match self {
+            Policy::Resource(s) => s.as_str(),
+            Policy::Key(k) | Policy::ReplicaKey(k) => k.as_str(),
+        }
+    }
+
+    /// The policy with what it belongs to, for a message: `resource policy of <secret ARN>`, `key
+    /// policy of <key ARN>`.
+    pub(crate) fn named(&self) -> String {
+        match self {
+            Policy::Resource(s) => format!("resource policy of {s}"),
+            Policy::Key(k) => format!("key policy of {k}"),
+            Policy::ReplicaKey(k) => format!("key policy of {k} (the replica in {})", k.region()),
+        }
+    }
+}
+
+/// What `m` in `p` is, in words, naming the statement, the policy and the unheld principal or pattern.
+pub(crate) fn unheld_message(p: Policy<'_>, m: &Member) -> String {
+    let what = match m.kind() {
+        MemberKind::Principal(who) => format!(
+            "the {} statement {} lists {who}, which no share holds",
+            p.named(),
+            m.sid()
+        ),
+        MemberKind::Pattern(pattern) => format!(
+            "the {} statement {} names the secret {pattern} for {}, which no share holds",
+            p.named(),
+            m.sid(),
+            m.principals()
+        ),
+        MemberKind::Statement => format!(
+            "the {} has a statement {} (principal {}) under a Sid of this installation that no share holds",
+            p.named(),
+            m.sid(),
+            m.principals()
+        ),
+    };
+    format!(
+        "{what}: someone other than the broker wrote it, a grant under the broker's name that no one \
+         approved; the broker does not remove it on its own: an admin's repair removes it"
+    )
+}
+
+impl Applier {
+    /// The members of this installation's statements in `doc`, the policy `p` as read at `read_at` or
+    /// later, that no share holds (see the module's documentation).
+    pub(crate) async fn unheld(
+        &self,
+        p: Policy<'_>,
+        doc: &PolicyDocument,
+        read_at: OffsetDateTime,
+    ) -> Result<Vec<Member>, Failure> {
+        let installation = &self.settings.installation;
+        let members = merge::broker_members(doc, installation);
+        if members.is_empty() {
+            return Ok(members);
+        }
+        let mut held = Held::default();
+        let live = self
+            .shares_of_principals(consumers(&members), &MAY_STAND)
+            .await?;
+        held.add(p, &live, installation);
+        let mut left: Vec<Member> = members.into_iter().filter(|m| !held.holds(m)).collect();
+        if left.is_empty() {
+            return Ok(left);
+        }
+        let since = read_at - ENDED_MARGIN;
+        let ended: Vec<Share> = self
+            .shares_of_principals(consumers(&left), &ENDED)
+            .await?
+            .into_iter()
+            .filter(|s| s.updated_at >= since)
+            .collect();
+        held.add(p, &ended, installation);
+        // A failed share whose compensation failed too: its job stays running until recovery
+        // compensates it, and its statements stand until then.
+        let in_jobs = self
+            .store
+            .read(|c| {
+                let mut out = Vec::new();
+                for job in jobs::running(c)? {
+                    for id in job.share_ids {
+                        out.extend(rows::share_by_id(c, id)?);
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        held.add(p, &in_jobs, installation);
+        left.retain(|m| !held.holds(m));
+        Ok(left)
+    }
+
+    /// For a repair about to write `p` (under its lock): the entries of the members no share holds,
+    /// to remove with the write when an admin asked for the repair; the automatic repair refuses
+    /// instead, naming them (the share stays drifted). Nothing for an apply.
+    pub(super) async fn unheld_to_remove(
+        &self,
+        p: Policy<'_>,
+        mode: Mode,
+    ) -> Result<Vec<String>, Failure> {
+        let Mode::Repair { by_admin } = mode else {
+            return Ok(Vec::new());
+        };
+        let read_at = self.clock.now();
+        let Some(text) = self.read(p).await?.filter(|t| !t.trim().is_empty()) else {
+            return Ok(Vec::new());
+        };
+        // A policy that does not parse is the read-modify-write's to refuse.
+        let Ok(doc) = PolicyDocument::parse(&text) else {
+            return Ok(Vec::new());
+        };
+        let unheld = self.unheld(p, &doc, read_at).await?;
+        if by_admin || unheld.is_empty() {
+            return Ok(unheld.iter().map(|m| m.entry().to_owned()).collect());
+        }
+        Err(Failure::new(
+            FailureKind::Policy,
+            unheld
+                .iter()
+                .map(|m| unheld_message(p, m))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ))
+    }
+}
