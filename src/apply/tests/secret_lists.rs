@@ -111,8 +111,9 @@ async fn revoking_every_share_of_a_principal_whose_secret_list_an_owner_gave_a_s
 
 /// An owner adds a third secret's pattern to the broker's secret-list statement of a consumer (a
 /// well-formed pattern of a secret under the same key: lint accepts it, and every share's pattern is
-/// still named; drift reports it as held by no share, `unheld::a_pattern_added_to_a_secret_list_statement_is_drift`). Every share of that consumer is then revoked. A
-/// principal-list statement no live share holds an entry of goes whole (an owner-added principal with
+/// still named; drift reports it as held by no share since
+/// `unheld::a_pattern_added_to_a_secret_list_statement_is_drift`). Every share of that consumer is
+/// then revoked. A principal-list statement no live share holds an entry of goes whole (an owner-added principal with
 /// it); a secret-list statement never goes whole, its patterns go one by one, so the owner's pattern
 /// stays forever in a statement with the broker's Sid: the consumer, with no share left, still has
 /// decrypt of that secret from the broker's statement, and no revoke can ever remove it.
