@@ -6,7 +6,6 @@
 use super::secret_lists::{OTHER, add_pattern, both_applied, two_secrets};
 use super::*;
 use crate::apply::unheld::ENDED_MARGIN;
-use crate::inspect::drift::Drift;
 
 /// Someone no share names.
 const INTRUDER: &str = "arn:aws:iam::777788889999:role/intruder";
@@ -15,7 +14,7 @@ const WRITER: &str = "arn:aws:iam::444455556666:role/app-writer";
 
 /// Every problem drift reports for `secret`.
 async fn problems_of(f: &Fixture, secret: &str) -> Vec<String> {
-    let drift: Vec<Drift> = f
+    let drift = f
         .applier
         .detect_drift(&SecretArn::parse(secret).unwrap())
         .await

@@ -769,7 +769,11 @@ pub(crate) fn shares_with_key(
     key_arn: &str,
     statuses: &[ShareStatus],
 ) -> Result<Vec<Share>> {
-    shares_where(tx, Column::KeyArn, &[key_arn], statuses)
+    let marks = vec!["?"; statuses.len()].join(",");
+    let sql = format!(
+        "SELECT {SHARE_COLUMNS} FROM shares WHERE key_arn = ? AND status IN ({marks}) ORDER BY seq"
+    );
+    shares_where(tx, &sql, key_arn, statuses)
 }
 
 /// Shares in one of `statuses` of the consumers `principal_arns` (as a share names one: an IAM ARN,
@@ -779,46 +783,38 @@ pub(crate) fn shares_of_principals(
     principal_arns: &[&str],
     statuses: &[ShareStatus],
 ) -> Result<Vec<Share>> {
-    shares_where(tx, Column::PrincipalArn, principal_arns, statuses)
-}
-
-/// A column [`shares_where`] selects by.
-#[derive(Clone, Copy)]
-enum Column {
-    KeyArn,
-    PrincipalArn,
-}
-
-/// Shares whose `column` is one of `values`, in one of `statuses`, oldest first, with their approvals.
-fn shares_where(
-    tx: &Tx<'_>,
-    column: Column,
-    values: &[&str],
-    statuses: &[ShareStatus],
-) -> Result<Vec<Share>> {
-    if values.is_empty() || statuses.is_empty() {
+    if principal_arns.is_empty() {
         return Ok(Vec::new());
     }
-    let conn = tx.conn();
-    let column = match column {
-        Column::KeyArn => "key_arn",
-        Column::PrincipalArn => "principal_arn",
-    };
-    // The values as one JSON array parameter (as [`VOTES_OF_SHARES`]): one statement text whatever
+    // The ARNs as one JSON array parameter (as [`VOTES_OF_SHARES`]): one statement text whatever
     // their number, so the statement cache keeps one entry.
-    let of_values = match conn.backend() {
-        Backend::Sqlite => format!("{column} IN (SELECT value FROM json_each(?))"),
+    let marks = vec!["?"; statuses.len()].join(",");
+    let sql = match tx.conn().backend() {
+        Backend::Sqlite => format!(
+            "SELECT {SHARE_COLUMNS} FROM shares WHERE principal_arn IN (SELECT value FROM json_each(?)) \
+             AND status IN ({marks}) ORDER BY seq"
+        ),
         Backend::Postgres => format!(
-            "{column} = ANY (ARRAY(SELECT json_array_elements_text(CAST(CAST(? AS text) AS json))))"
+            "SELECT {SHARE_COLUMNS} FROM shares WHERE principal_arn = ANY (ARRAY(SELECT \
+             json_array_elements_text(CAST(CAST(? AS text) AS json)))) AND status IN ({marks}) ORDER BY seq"
         ),
     };
-    let marks = vec!["?"; statuses.len()].join(",");
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {SHARE_COLUMNS} FROM shares WHERE {of_values} AND status IN ({marks}) ORDER BY seq"
-    ))?;
-    let json = serde_json::to_string(values)
+    let json = serde_json::to_string(principal_arns)
         .map_err(|e| crate::store::db::DbError::Conversion(format!("share filter: {e}")))?;
-    let mut args: Vec<&str> = vec![json.as_str()];
+    shares_where(tx, &sql, &json, statuses)
+}
+
+/// The shares `sql` selects (`SHARE_COLUMNS`) with `first` and then `statuses` as its parameters,
+/// with their approvals.
+fn shares_where(
+    tx: &Tx<'_>,
+    sql: &str,
+    first: &str,
+    statuses: &[ShareStatus],
+) -> Result<Vec<Share>> {
+    let conn = tx.conn();
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut args: Vec<&str> = vec![first];
     args.extend(statuses.iter().map(|s| s.as_str()));
     let mut rows = stmt
         .query_map(crate::store::db::params_from_iter(args), share_from_row)?
