@@ -607,3 +607,4 @@ async fn a_break_glass_share_reviewed_unjustified_while_applying_is_not_applied_
 mod replicas;
 mod secret_lists;
 mod unheld;
+mod unheld_review;

@@ -1,0 +1,70 @@
+//! Review of unheld-member detection: owner edits that grant under the broker's name and must be
+//! reported, and legitimate shares that must never be reported or removed.
+
+use super::*;
+
+/// Someone no share names.
+const INTRUDER: &str = "arn:aws:iam::777788889999:role/intruder";
+
+/// Every problem drift reports for `secret`.
+async fn problems_of(f: &Fixture, secret: &str) -> Vec<String> {
+    let drift = f
+        .applier
+        .detect_drift(&SecretArn::parse(secret).unwrap())
+        .await
+        .unwrap();
+    drift.into_iter().flat_map(|d| d.problems).collect()
+}
+
+/// One active share of SECRET for PRINCIPAL.
+async fn one_active(f: &Fixture) -> ShareId {
+    let id = f.share(ShareStatus::Approved).await;
+    f.settle().await;
+    let s = f.get(id).await;
+    assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
+    id
+}
+
+/// The broker statement of the resource policy listing PRINCIPAL.
+fn broker_statement(policy: &str) -> Value {
+    let v: Value = serde_json::from_str(policy).unwrap();
+    v["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Principal"]["AWS"] == PRINCIPAL)
+        .cloned()
+        .unwrap()
+}
+
+/// `policy` with `extra` appended to its statements.
+fn with_statement(policy: &str, extra: Value) -> String {
+    let mut v: Value = serde_json::from_str(policy).unwrap();
+    v["Statement"].as_array_mut().unwrap().push(extra);
+    v.to_string()
+}
+
+/// An owner appends a second statement under the Sid of the broker's (held) list statement, granting
+/// an intruder every Secrets Manager action. The share's own check finds its Sid's first statement
+/// intact, and the member check counts any whole statement whose Sid a share's entry names as held:
+/// the intruder's grant, under the broker's name, is reported as fine.
+#[tokio::test]
+async fn a_second_statement_under_a_held_broker_sid_is_reported_unheld() {
+    let f = fixture();
+    one_active(&f).await;
+    let policy = f.aws.resource_policy(SECRET).unwrap();
+    let mut forged = broker_statement(&policy);
+    let sid = forged["Sid"].as_str().unwrap().to_owned();
+    forged["Principal"]["AWS"] = json!(INTRUDER);
+    forged["Action"] = json!("secretsmanager:*");
+    f.aws
+        .set_resource_policy(SECRET, Some(&with_statement(&policy, forged)));
+    let problems = problems_of(&f, SECRET).await;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains(&sid) && p.contains(INTRUDER)),
+        "a second statement {sid} granting {INTRUDER} secretsmanager:* is not reported: {problems:?}"
+    );
+}
+
