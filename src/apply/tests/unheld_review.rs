@@ -68,3 +68,30 @@ async fn a_second_statement_under_a_held_broker_sid_is_reported_unheld() {
     );
 }
 
+/// An owner appends a second statement under the Sid of the broker's list statement, of the same
+/// shape, listing an intruder: drift reports the intruder, but an admin's repair takes the member out
+/// of the first statement with that Sid only (which does not list it), ends the share `active` and
+/// leaves the intruder's grant in place (reported again on the next pass).
+#[tokio::test]
+async fn an_admin_repair_removes_an_unheld_member_of_a_second_statement_with_the_same_sid() {
+    let f = fixture();
+    let id = one_active(&f).await;
+    let policy = f.aws.resource_policy(SECRET).unwrap();
+    let mut copy = broker_statement(&policy);
+    copy["Principal"]["AWS"] = json!(INTRUDER);
+    f.aws
+        .set_resource_policy(SECRET, Some(&with_statement(&policy, copy)));
+    let problems = problems_of(&f, SECRET).await;
+    assert!(
+        problems.iter().any(|p| p.contains(INTRUDER)),
+        "{problems:?}"
+    );
+    f.set_status(id, ShareStatus::Drifted).await;
+    f.applier.repair(SECRET, vec![id], true);
+    f.applier.wait_idle().await;
+    let after = f.aws.resource_policy(SECRET).unwrap();
+    assert!(!after.contains(INTRUDER), "the admin's repair left {INTRUDER}: {after}");
+    assert!(after.contains(PRINCIPAL), "{after}");
+    let problems = problems_of(&f, SECRET).await;
+    assert!(problems.is_empty(), "{problems:?}");
+}
