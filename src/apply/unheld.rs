@@ -135,6 +135,13 @@ pub(crate) fn unheld_message(p: Policy<'_>, m: &Member) -> String {
             m.sid(),
             m.principals()
         ),
+        MemberKind::Repeated => format!(
+            "the {} has a second statement {} (principal {}) under the Sid of an earlier one, which no \
+             share holds",
+            p.named(),
+            m.sid(),
+            m.principals()
+        ),
     };
     format!(
         "{what}: someone other than the broker wrote it, a grant under the broker's name that no one \

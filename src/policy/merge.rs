@@ -503,7 +503,19 @@ pub fn remove(doc: &mut PolicyDocument, owner: &Owner, entry: &str) -> bool {
         return false;
     }
     if let Some(m) = member {
-        if let Some(i) = position(doc, sid) {
+        if m.starts_with('{') {
+            return remove_repeated(doc, sid, m);
+        }
+        // Every statement with the Sid, the first one first: an owner may have written a second
+        // statement under it listing the member ([`broker_members`]).
+        let with_sid: Vec<usize> = doc
+            .statements()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.parsed().sid.as_deref() == Some(sid))
+            .map(|(i, _)| i)
+            .collect();
+        for i in with_sid {
             let found = &doc.statements()[i];
             let list = members(found);
             if list.iter().any(|x| x == m) {
@@ -543,6 +555,27 @@ pub fn remove(doc: &mut PolicyDocument, owner: &Owner, entry: &str) -> bool {
     let before = stmts.len();
     stmts.retain(|s| s.parsed().sid.as_deref() != Some(sid));
     stmts.len() != before
+}
+
+/// Removes the statements with the Sid `sid` other than the first one whose content is `content` (the
+/// entry of a [`MemberKind::Repeated`] member): the first statement with a Sid is the one the broker
+/// reads and writes, and stays.
+fn remove_repeated(doc: &mut PolicyDocument, sid: &str, content: &str) -> bool {
+    let Ok(wanted) = serde_json::from_str::<Value>(content) else {
+        return false;
+    };
+    let mut first = true;
+    let before = doc.statements().len();
+    doc.statements_mut().retain(|s| {
+        if s.parsed().sid.as_deref() != Some(sid) {
+            return true;
+        }
+        if std::mem::take(&mut first) {
+            return true;
+        }
+        parsed_value(s).as_ref() != Some(&wanted)
+    });
+    doc.statements().len() != before
 }
 
 /// Takes `pattern` out of the secret patterns of statement `i`, and the statement when none is left.
@@ -590,6 +623,10 @@ pub enum MemberKind {
     /// A statement of any other form, as a whole (a one-grant statement, an organization's, or one
     /// an owner wrote under a Sid of this installation).
     Statement,
+    /// A statement of no list form under the Sid of an earlier statement of the policy, as a whole:
+    /// the broker writes one statement per Sid and reads the first, so no share holds a second one
+    /// (its entry is `"<Sid> <its content as JSON>"`, which [`remove`] takes out, leaving the first).
+    Repeated,
 }
 
 impl Member {
@@ -628,6 +665,7 @@ impl Member {
 /// deleted principal, never a member, and a statement naming only unique ids grants no one.
 pub fn broker_members(doc: &PolicyDocument, installation: &InstallationId) -> Vec<Member> {
     let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
     for st in doc.statements() {
         let Some(sid) = st.parsed().sid.clone() else {
             continue;
@@ -635,6 +673,7 @@ pub fn broker_members(doc: &PolicyDocument, installation: &InstallationId) -> Ve
         if !is_installation_sid(&sid, installation) {
             continue;
         }
+        let repeated = !seen.insert(sid.clone());
         let listed = members(st);
         let v = parsed_value(st).unwrap_or(Value::Null);
         if is_list_statement(&v) {
@@ -666,6 +705,15 @@ pub fn broker_members(doc: &PolicyDocument, installation: &InstallationId) -> Ve
                 .filter(|m| m != "*" && !is_unique_id(m))
                 .collect();
             who.extend(org_narrowed_to(&v));
+            if repeated {
+                out.push(Member {
+                    entry: format!("{sid} {v}"),
+                    sid,
+                    kind: MemberKind::Repeated,
+                    who,
+                });
+                continue;
+            }
             out.push(Member {
                 entry: sid.clone(),
                 sid,

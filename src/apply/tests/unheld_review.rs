@@ -95,3 +95,30 @@ async fn an_admin_repair_removes_an_unheld_member_of_a_second_statement_with_the
     let problems = problems_of(&f, SECRET).await;
     assert!(problems.is_empty(), "{problems:?}");
 }
+
+/// An admin's repair takes the second statement under a held Sid out, and keeps the first (the
+/// share's grant) and the share active.
+#[tokio::test]
+async fn an_admin_repair_removes_a_second_statement_under_a_held_sid_and_keeps_the_first() {
+    let f = fixture();
+    let id = one_active(&f).await;
+    let policy = f.aws.resource_policy(SECRET).unwrap();
+    let mut forged = broker_statement(&policy);
+    forged["Principal"]["AWS"] = json!(INTRUDER);
+    forged["Action"] = json!("secretsmanager:*");
+    f.aws
+        .set_resource_policy(SECRET, Some(&with_statement(&policy, forged)));
+    f.set_status(id, ShareStatus::Drifted).await;
+    f.applier.repair(SECRET, vec![id], false);
+    f.applier.wait_idle().await;
+    assert!(f.aws.resource_policy(SECRET).unwrap().contains(INTRUDER));
+    f.applier.repair(SECRET, vec![id], true);
+    f.applier.wait_idle().await;
+    let s = f.get(id).await;
+    assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
+    let after = f.aws.resource_policy(SECRET).unwrap();
+    assert!(!after.contains(INTRUDER), "{after}");
+    assert_eq!(broker_statement(&after), broker_statement(&policy), "{after}");
+    let problems = problems_of(&f, SECRET).await;
+    assert!(problems.is_empty(), "{problems:?}");
+}
