@@ -122,3 +122,43 @@ async fn an_admin_repair_removes_a_second_statement_under_a_held_sid_and_keeps_t
     let problems = problems_of(&f, SECRET).await;
     assert!(problems.is_empty(), "{problems:?}");
 }
+
+/// A secret of the same consumer encrypted with another key.
+const ELSEWHERE: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/billing-Gh5Jk6";
+/// Its key.
+const KEY2: &str = "arn:aws:kms:us-east-1:111122223333:key/9999abcd-12ab-34cd-56ef-1234567890ab";
+
+/// An owner of KEY writes a statement under the Sid of the consumer's key statement for another
+/// secret (encrypted with KEY2, whose policy holds that statement), naming the consumer and an
+/// intruder, granting `kms:Decrypt` with no condition. Its Sid is a share's, so the member check
+/// calls it "that share's edit", but that share's drift reads KEY2's policy, never KEY's: nobody
+/// reports the intruder's decrypt grant on KEY, written under the broker's name.
+#[tokio::test]
+async fn a_statement_under_the_sid_of_a_share_on_another_key_is_reported_unheld() {
+    let f = fixture();
+    one_active(&f).await;
+    let elsewhere = f.share_for(ELSEWHERE, PRINCIPAL, ShareStatus::Active).await;
+    f.store
+        .write(move |c| rows::set_share_outcome(c, elsewhere, Some(KEY2), None, &fmt_time(NOW)))
+        .await
+        .unwrap();
+    let share = f.get(elsewhere).await;
+    let theirs = key_statement_for(&grant_of(&share).unwrap(), &Default::default());
+    let sid = theirs["Sid"].as_str().unwrap().to_owned();
+    let forged = json!({
+        "Sid": sid,
+        "Effect": "Allow",
+        "Principal": {"AWS": [PRINCIPAL, INTRUDER]},
+        "Action": "kms:Decrypt",
+        "Resource": "*",
+    });
+    let policy = f.aws.key_policy(KEY).unwrap();
+    f.aws.put_key(KEY, &with_statement(&policy, forged));
+    let problems = problems_of(&f, SECRET).await;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains(&sid) && p.contains(INTRUDER)),
+        "the statement {sid} granting {INTRUDER} decrypt on {KEY} is not reported: {problems:?}"
+    );
+}
