@@ -56,6 +56,20 @@ impl Held {
     ) {
         for s in shares {
             let Ok(g) = grant_of(s) else { continue };
+            // Whether the share's own drift reads `p` (so a statement under one of its Sids that no
+            // longer has its form is reported there, as its edit): its key (or a key not recorded
+            // yet: a share being applied), or a key in another region (a replica's). A share of a
+            // secret under another key in the same region never reads this key's policy: a statement
+            // under its Sid here is no edit anyone reports, and holds nothing.
+            let reads = match p {
+                Policy::Resource(_) => true,
+                Policy::Key(k) | Policy::ReplicaKey(k) => {
+                    s.key_arn
+                        .as_ref()
+                        .is_none_or(|a| a.as_str() == k.as_str())
+                        || g.secret.region() != k.region()
+                }
+            };
             let entries = match p {
                 Policy::Resource(secret) if s.secret_arn.as_str() == secret.as_str() => {
                     share_sids(&g, installation).resource
@@ -72,7 +86,9 @@ impl Held {
                 }
             };
             for e in entries {
-                self.sids.insert(merge::split_entry(&e).0.to_owned());
+                if reads {
+                    self.sids.insert(merge::split_entry(&e).0.to_owned());
+                }
                 self.entries.insert(e);
             }
         }
