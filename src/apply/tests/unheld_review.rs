@@ -162,3 +162,40 @@ async fn a_statement_under_the_sid_of_a_share_on_another_key_is_reported_unheld(
         "the statement {sid} granting {INTRUDER} decrypt on {KEY} is not reported: {problems:?}"
     );
 }
+
+/// The automatic repair of a share whose key statement someone removed refuses because of a member
+/// no share holds in a statement of another secret and another consumer under the same key: the
+/// consumer's decrypt is not restored (before unheld members, the automatic repair restored it), and
+/// one owner-added principal anywhere in a shared key policy blocks the automatic repair of every
+/// share on that key.
+#[tokio::test]
+async fn an_unrelated_unheld_member_does_not_keep_the_automatic_repair_from_restoring_a_grant() {
+    use super::secret_lists::{OTHER, two_secrets};
+    let f = two_secrets();
+    let id = one_active(&f).await;
+    let writer = "arn:aws:iam::444455556666:role/app-writer";
+    let other = f.share_for(OTHER, writer, ShareStatus::Approved).await;
+    f.applier.kick(OTHER);
+    f.applier.wait_idle().await;
+    assert_eq!(f.get(other).await.status, ShareStatus::Active);
+    // An owner adds an intruder to the other consumer's statement, and removes this consumer's.
+    let mut v: Value = serde_json::from_str(&f.aws.key_policy(KEY).unwrap()).unwrap();
+    let list = v["Statement"].as_array_mut().unwrap();
+    list.retain(|s| s["Principal"]["AWS"] != PRINCIPAL);
+    for st in list.iter_mut() {
+        if st["Principal"]["AWS"] == writer {
+            st["Principal"]["AWS"] = json!([writer, INTRUDER]);
+        }
+    }
+    f.aws.put_key(KEY, &v.to_string());
+    assert!(!f.aws.key_policy(KEY).unwrap().contains(PRINCIPAL));
+    f.set_status(id, ShareStatus::Drifted).await;
+    f.applier.repair(SECRET, vec![id], false);
+    f.applier.wait_idle().await;
+    let s = f.get(id).await;
+    assert!(
+        f.aws.key_policy(KEY).unwrap().contains(PRINCIPAL),
+        "the automatic repair did not restore the consumer's decrypt: {:?}",
+        s.last_error
+    );
+}
