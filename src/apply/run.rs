@@ -47,7 +47,9 @@ impl Applier {
         let _busy = self.enter();
         let _job = self.release(job);
         let started = std::time::Instant::now();
-        let outcome = self.apply_steps(job, &shares, mode).await;
+        // What an automatic repair left in place: members no share holds (an admin's repair removes them).
+        let mut left = Vec::new();
+        let outcome = self.apply_steps(job, &shares, mode, &mut left).await;
         crate::metrics::metrics().saga(mode.name(), outcome.is_ok(), started.elapsed());
         let compensation = match &outcome {
             Ok(_) => Ok(()),
@@ -59,7 +61,7 @@ impl Applier {
         let result = match mode {
             Mode::Apply => self.record_apply(job, &shares, outcome, compensation).await,
             Mode::Repair { .. } => {
-                self.record_repair(job, &shares, outcome, compensation)
+                self.record_repair(job, &shares, outcome, compensation, &left)
                     .await
             }
         };
@@ -83,6 +85,7 @@ impl Applier {
         job: &str,
         shares: &[Share],
         mode: Mode,
+        left: &mut Vec<String>,
     ) -> Result<KmsKeyArn, Failure> {
         let overwrite_edits = mode == Mode::Repair { by_admin: true };
         let grants = shares.iter().map(grant_of).collect::<Result<Vec<_>, _>>()?;
@@ -122,7 +125,7 @@ impl Applier {
             owner: &owner,
         };
         let key_doc = self
-            .write_key(job, Policy::Key(&key), &ctx, &key_stmts, mode)
+            .write_key(job, Policy::Key(&key), &ctx, &key_stmts, mode, left)
             .await?;
         // Each replica's key, in the same job: journaled like the primary's (its entries name the key),
         // so a failure in any region compensates every region written so far.
@@ -141,7 +144,7 @@ impl Applier {
                 owner: &owner,
             };
             let doc = self
-                .write_key(job, Policy::ReplicaKey(&r.key), &ctx, &stmts, mode)
+                .write_key(job, Policy::ReplicaKey(&r.key), &ctx, &stmts, mode, left)
                 .await?;
             replica_docs.push(doc.ok_or_else(|| {
                 Failure::new(
@@ -155,7 +158,7 @@ impl Applier {
         }
         // The resource policy is written on the primary only: Secrets Manager replicates it.
         let unheld = self
-            .unheld_to_remove(Policy::Resource(&secret), mode)
+            .unheld_to_remove(Policy::Resource(&secret), mode, left)
             .await?;
         let res_doc = self
             .rmw(
@@ -208,6 +211,7 @@ impl Applier {
         ctx: &Context<'_>,
         stmts: &[Value],
         mode: Mode,
+        left: &mut Vec<String>,
     ) -> Result<Option<crate::policy::document::PolicyDocument>, Failure> {
         let (Policy::Key(k) | Policy::ReplicaKey(k)) = p else {
             return Err(Failure::new(
@@ -218,7 +222,7 @@ impl Applier {
         let lock = self.lock_for(k.as_str());
         let _g = lock.lock().await;
         let _key_lease = self.key_lease(k.as_str()).await;
-        let unheld = self.unheld_to_remove(p, mode).await?;
+        let unheld = self.unheld_to_remove(p, mode, left).await?;
         let overwrite_edits = mode == Mode::Repair { by_admin: true };
         self.rmw(Some(job), p, ctx, stmts, &unheld, overwrite_edits)
             .await

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 use super::grant::MAY_STAND;
 use super::rmw::Policy;
 use super::run::Mode;
-use super::{Applier, Failure, FailureKind, grant_of, share_sids};
+use super::{Applier, Failure, grant_of, share_sids};
 use crate::domain::ShareStatus;
 use crate::policy::compose::grant_in;
 use crate::policy::document::PolicyDocument;
@@ -216,12 +216,15 @@ impl Applier {
     }
 
     /// For a repair about to write `p` (under its lock): the entries of the members no share holds,
-    /// to remove with the write when an admin asked for the repair; the automatic repair refuses
-    /// instead, naming them (the share stays drifted). Nothing for an apply.
+    /// to remove with the write when an admin asked for the repair. The automatic repair removes
+    /// nothing: it writes the shares' grants all the same (a consumer's access is restored whatever
+    /// else the policy holds), and adds what it left, in words, to `left` (the share then stays
+    /// drifted, naming them). Nothing for an apply.
     pub(super) async fn unheld_to_remove(
         &self,
         p: Policy<'_>,
         mode: Mode,
+        left: &mut Vec<String>,
     ) -> Result<Vec<String>, Failure> {
         let Mode::Repair { by_admin } = mode else {
             return Ok(Vec::new());
@@ -235,16 +238,10 @@ impl Applier {
             return Ok(Vec::new());
         };
         let unheld = self.unheld(p, &doc, read_at).await?;
-        if by_admin || unheld.is_empty() {
+        if by_admin {
             return Ok(unheld.iter().map(|m| m.entry().to_owned()).collect());
         }
-        Err(Failure::new(
-            FailureKind::Policy,
-            unheld
-                .iter()
-                .map(|m| unheld_message(p, m))
-                .collect::<Vec<_>>()
-                .join("; "),
-        ))
+        left.extend(unheld.iter().map(|m| unheld_message(p, m)));
+        Ok(Vec::new())
     }
 }
