@@ -199,3 +199,35 @@ async fn an_unrelated_unheld_member_does_not_keep_the_automatic_repair_from_rest
         s.last_error
     );
 }
+
+/// An owner writes a statement under the Sid the consumer's secret-list statement would have on this
+/// key (the consumer shares one secret here, so its grant is a principal-list statement and no
+/// secret list exists), naming the consumer and an intruder, `kms:Decrypt` with no condition. A share
+/// names that Sid (the second name of its key entry), so the member check calls it that share's
+/// edit; but that share's drift finds its grant in its principal-list statement and never looks at
+/// the secret-list Sid: the intruder's decrypt grant is reported by no one.
+#[tokio::test]
+async fn a_statement_under_a_share_s_unused_secret_list_sid_is_reported_unheld() {
+    use crate::policy::compose::secret_list_sid;
+    let f = fixture();
+    let id = one_active(&f).await;
+    let share = f.get(id).await;
+    let ours = key_statement_for(&grant_of(&share).unwrap(), &Default::default());
+    let sid = secret_list_sid(&ours).unwrap();
+    let forged = json!({
+        "Sid": sid,
+        "Effect": "Allow",
+        "Principal": {"AWS": [PRINCIPAL, INTRUDER]},
+        "Action": "kms:Decrypt",
+        "Resource": "*",
+    });
+    let policy = f.aws.key_policy(KEY).unwrap();
+    f.aws.put_key(KEY, &with_statement(&policy, forged));
+    let problems = problems_of(&f, SECRET).await;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains(&sid) && p.contains(INTRUDER)),
+        "the statement {sid} granting {INTRUDER} decrypt on {KEY} is not reported: {problems:?}"
+    );
+}
