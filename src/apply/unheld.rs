@@ -15,14 +15,18 @@
 
 use std::collections::HashSet;
 
+use serde_json::Value;
+
 use time::OffsetDateTime;
 
 use super::grant::MAY_STAND;
 use super::rmw::Policy;
 use super::run::Mode;
-use super::{Applier, Failure, grant_of, share_sids};
+use super::{Applier, Failure, grant_of, share_sids, sid_of};
 use crate::domain::ShareStatus;
-use crate::policy::compose::grant_in;
+use crate::policy::compose::{
+    grant_in, key_statement_for, one_principal_statements_for, resource_statements_for,
+};
 use crate::policy::document::PolicyDocument;
 use crate::policy::merge::{self, Member, MemberKind};
 use crate::store::jobs;
@@ -39,18 +43,21 @@ const ENDED: [ShareStatus; 3] = [
 /// (replicas' clocks differ by less).
 pub(crate) const ENDED_MARGIN: time::Duration = time::Duration::minutes(5);
 
-/// The entries shares hold in one policy, and the Sids of those entries.
+/// The entries shares hold in one policy; the whole statements they stand for (an organization's,
+/// one an earlier version wrote per principal); and the Sids their own drift checks there.
 #[derive(Default)]
 struct Held {
     entries: HashSet<String>,
-    sids: HashSet<String>,
+    whole: Vec<Value>,
+    checked: HashSet<String>,
 }
 
 impl Held {
-    /// Adds what `shares` hold in `p`.
+    /// Adds what `shares` hold in `p`, whose document is `doc`.
     fn add(
         &mut self,
         p: Policy<'_>,
+        doc: &PolicyDocument,
         shares: &[Share],
         installation: &crate::policy::compose::InstallationId,
     ) {
@@ -70,6 +77,30 @@ impl Held {
                         || g.secret.region() != k.region()
                 }
             };
+            // (statements this version writes, statements an earlier version wrote per principal)
+            // for each grant of the share that `p` may hold.
+            let forms: Vec<(Vec<Value>, Vec<Value>)> = match p {
+                Policy::Resource(secret) if s.secret_arn.as_str() == secret.as_str() => vec![(
+                    resource_statements_for(&g, installation),
+                    one_principal_statements_for(&g, installation).0,
+                )],
+                Policy::Resource(_) => Vec::new(),
+                Policy::Key(k) | Policy::ReplicaKey(k) => {
+                    let mut out = vec![(
+                        vec![key_statement_for(&g, installation)],
+                        vec![one_principal_statements_for(&g, installation).1],
+                    )];
+                    if g.secret.region() != k.region()
+                        && let Ok(replica) = g.secret.in_region(k.region())
+                    {
+                        out.push((
+                            vec![key_statement_for(&grant_in(&g, &replica), installation)],
+                            Vec::new(),
+                        ));
+                    }
+                    out
+                }
+            };
             let entries = match p {
                 Policy::Resource(secret) if s.secret_arn.as_str() == secret.as_str() => {
                     share_sids(&g, installation).resource
@@ -85,21 +116,61 @@ impl Held {
                     e
                 }
             };
-            for e in entries {
-                if reads {
-                    self.sids.insert(merge::split_entry(&e).0.to_owned());
+            self.entries.extend(entries);
+            for (wants, one) in forms {
+                self.whole.extend(
+                    wants
+                        .iter()
+                        .chain(&one)
+                        .filter(|v| !merge::is_list_statement(v))
+                        .cloned(),
+                );
+                if !reads {
+                    continue;
                 }
-                self.entries.insert(e);
+                // The Sids the share's drift checks here, chosen as it chooses
+                // (`inspect::drift`): this version's statements when all are there, else the earlier
+                // version's when all of those are, else this version's (and, for a key statement,
+                // the secret-list statement its grant may be in).
+                let present =
+                    |v: &Value| merge::find_entry(doc, &merge::entry_of(v)).is_some();
+                let chosen = if wants.iter().all(present) {
+                    wants
+                } else if !one.is_empty() && one.iter().all(present) {
+                    one
+                } else {
+                    for w in &wants {
+                        if let Some(alias) = merge::secret_list_entry(w) {
+                            self.checked
+                                .insert(merge::split_entry(&alias).0.to_owned());
+                        }
+                    }
+                    wants
+                };
+                self.checked.extend(chosen.iter().map(sid_of));
             }
         }
     }
 
-    /// Whether a share holds `m`: its entry, or (a statement of no list form) a share's entry names
-    /// its Sid: a share's statement someone edited (reported as that share's drift, an edit) or one
-    /// whose principal AWS replaced by a unique id (a deleted principal's).
-    fn holds(&self, m: &Member) -> bool {
-        self.entries.contains(m.entry())
-            || (*m.kind() == MemberKind::Statement && self.sids.contains(m.sid()))
+    /// Whether a share holds `m`: a list statement's principal or a secret list's pattern by its
+    /// entry; a statement of no list form when it is one a share stands for, content and all (an
+    /// organization's, one an earlier version wrote), or when a share's drift checks its Sid (a
+    /// share's statement someone edited: reported there, as that share's edit). A Sid a share would
+    /// have but its drift does not look at (an earlier version's statement beside this version's, a
+    /// secret list the grant is not in, a share on another key) holds nothing else.
+    fn holds(&self, doc: &PolicyDocument, m: &Member) -> bool {
+        match m.kind() {
+            MemberKind::Principal(_) | MemberKind::Pattern(_) => self.entries.contains(m.entry()),
+            MemberKind::Statement => {
+                self.checked.contains(m.sid())
+                    || merge::find(doc, m.sid()).is_some_and(|found| {
+                        self.whole
+                            .iter()
+                            .any(|v| sid_of(v) == m.sid() && merge::same_content(found, v))
+                    })
+            }
+            MemberKind::Repeated => false,
+        }
     }
 }
 
@@ -183,8 +254,8 @@ impl Applier {
         let live = self
             .shares_of_principals(consumers(&members), &MAY_STAND)
             .await?;
-        held.add(p, &live, installation);
-        let mut left: Vec<Member> = members.into_iter().filter(|m| !held.holds(m)).collect();
+        held.add(p, doc, &live, installation);
+        let mut left: Vec<Member> = members.into_iter().filter(|m| !held.holds(doc, m)).collect();
         if left.is_empty() {
             return Ok(left);
         }
@@ -195,7 +266,7 @@ impl Applier {
             .into_iter()
             .filter(|s| s.updated_at >= since)
             .collect();
-        held.add(p, &ended, installation);
+        held.add(p, doc, &ended, installation);
         // A failed share whose compensation failed too: its job stays running until recovery
         // compensates it, and its statements stand until then.
         let in_jobs = self
@@ -210,8 +281,8 @@ impl Applier {
                 Ok(out)
             })
             .await?;
-        held.add(p, &in_jobs, installation);
-        left.retain(|m| !held.holds(m));
+        held.add(p, doc, &in_jobs, installation);
+        left.retain(|m| !held.holds(doc, m));
         Ok(left)
     }
 
