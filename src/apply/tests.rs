@@ -115,10 +115,10 @@ impl Fixture {
                 let principal = match rows::principal_by_arn(c, principal)? {
                     Some(p) => p,
                     None => {
-                        let arn = PrincipalArn::parse(principal).unwrap();
+                        let arn = PrincipalArn::parse_consumer(principal).unwrap();
                         let p = Principal {
                             id: uuid::Uuid::now_v7().to_string(),
-                            account_id: Some(arn.account().to_owned()),
+                            account_id: (!arn.kind().is_org()).then(|| arn.account().to_owned()),
                             kind: arn.kind(),
                             arn,
                             description: None,

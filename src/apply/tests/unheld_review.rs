@@ -231,3 +231,49 @@ async fn a_statement_under_a_share_s_unused_secret_list_sid_is_reported_unheld()
         "the statement {sid} granting {INTRUDER} decrypt on {KEY} is not reported: {problems:?}"
     );
 }
+
+/// Legitimate shares of other forms are never reported, and an admin's repair of another share
+/// leaves their statements: an organization's share (principal `"*"` narrowed by its org id, a
+/// statement of its own), and a share applied by an earlier version (one statement per principal,
+/// no list statement).
+#[tokio::test]
+async fn an_organization_share_and_an_earlier_version_s_statements_are_held() {
+    use crate::policy::compose::one_principal_statements_for;
+    let f = fixture();
+    let id = one_active(&f).await;
+    let org = f
+        .share_for(SECRET, "o-a1b2c3d4e5", ShareStatus::Approved)
+        .await;
+    f.settle().await;
+    let s = f.get(org).await;
+    assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
+    // A share applied before list statements: its one-principal statements only.
+    let old = f.share_for(SECRET, INTRUDER, ShareStatus::Active).await;
+    f.store
+        .write(move |c| rows::set_share_outcome(c, old, Some(KEY), None, &fmt_time(NOW)))
+        .await
+        .unwrap();
+    let (res, key) = one_principal_statements_for(
+        &grant_of(&f.get(old).await).unwrap(),
+        &Default::default(),
+    );
+    let mut policy = f.aws.resource_policy(SECRET).unwrap();
+    for st in res {
+        policy = with_statement(&policy, st);
+    }
+    f.aws.set_resource_policy(SECRET, Some(&policy));
+    let kp = with_statement(&f.aws.key_policy(KEY).unwrap(), key);
+    f.aws.put_key(KEY, &kp);
+    let problems = problems_of(&f, SECRET).await;
+    assert!(problems.is_empty(), "{problems:?}");
+    let (res_before, key_before) = (
+        f.aws.resource_policy(SECRET).unwrap(),
+        f.aws.key_policy(KEY).unwrap(),
+    );
+    f.set_status(id, ShareStatus::Drifted).await;
+    f.applier.repair(SECRET, vec![id], true);
+    f.applier.wait_idle().await;
+    assert_eq!(f.get(id).await.status, ShareStatus::Active);
+    assert_eq!(f.aws.resource_policy(SECRET).unwrap(), res_before);
+    assert_eq!(f.aws.key_policy(KEY).unwrap(), key_before);
+}
