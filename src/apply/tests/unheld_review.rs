@@ -277,3 +277,38 @@ async fn an_organization_share_and_an_earlier_version_s_statements_are_held() {
     assert_eq!(f.aws.resource_policy(SECRET).unwrap(), res_before);
     assert_eq!(f.aws.key_policy(KEY).unwrap(), key_before);
 }
+
+/// An owner takes the organization narrowing out of an organization share's statement (it now
+/// grants everyone): drift reports the share's edit; an admin's repair must write the statement back
+/// (narrowed again) and end the share active. The member check loads no share for a `"*"` statement
+/// without a narrowing (it names no consumer), so it called the statement unheld, and the repair
+/// removed it by its Sid right after writing it back: the organization's grant was gone and the
+/// repair failed.
+#[tokio::test]
+async fn an_admin_repair_of_an_organization_statement_stripped_of_its_narrowing_writes_it_back() {
+    let f = fixture();
+    let org = "o-a1b2c3d4e5";
+    let id = f.share_for(SECRET, org, ShareStatus::Approved).await;
+    f.settle().await;
+    let s = f.get(id).await;
+    assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
+    let policy = f.aws.resource_policy(SECRET).unwrap();
+    let mut v: Value = serde_json::from_str(&policy).unwrap();
+    for st in v["Statement"].as_array_mut().unwrap() {
+        st["Condition"]
+            .as_object_mut()
+            .unwrap()
+            .shift_remove("StringEquals");
+    }
+    let stripped = v.to_string();
+    assert!(!stripped.contains(org), "{stripped}");
+    f.aws.set_resource_policy(SECRET, Some(&stripped));
+    assert!(!problems_of(&f, SECRET).await.is_empty());
+    f.set_status(id, ShareStatus::Drifted).await;
+    f.applier.repair(SECRET, vec![id], true);
+    f.applier.wait_idle().await;
+    let s = f.get(id).await;
+    let after = f.aws.resource_policy(SECRET).unwrap_or_default();
+    assert_eq!(s.status, ShareStatus::Active, "{:?}; {after}", s.last_error);
+    assert_eq!(after, policy);
+}
