@@ -312,3 +312,48 @@ async fn an_admin_repair_of_an_organization_statement_stripped_of_its_narrowing_
     assert_eq!(s.status, ShareStatus::Active, "{:?}; {after}", s.last_error);
     assert_eq!(after, policy);
 }
+
+/// A secret re-encrypted with a key that already holds the consumer's grant on another secret: the
+/// admin's repair of its share moves the grant to the new key (a secret list with the other secret's
+/// pattern), and neither secret is reported, nor the other share's grant touched.
+#[tokio::test]
+async fn a_re_encrypted_secret_s_repair_on_a_key_shared_with_another_share_reports_and_removes_nothing()
+ {
+    let f = fixture();
+    f.aws.put_key(KEY2, &owner_key_policy());
+    f.aws.put_secret(
+        ELSEWHERE,
+        MemorySecret {
+            kms_key_id: Some(KEY2.into()),
+            ..Default::default()
+        },
+    );
+    let id = one_active(&f).await;
+    let other = f.share_of(ELSEWHERE, ShareStatus::Approved).await;
+    f.applier.kick(ELSEWHERE);
+    f.applier.wait_idle().await;
+    assert_eq!(f.get(other).await.status, ShareStatus::Active);
+    nothing_but_key_problems(&f, ELSEWHERE).await;
+    // The owner re-encrypts the secret with KEY2.
+    f.aws.put_secret(
+        SECRET,
+        MemorySecret {
+            kms_key_id: Some(KEY2.into()),
+            ..Default::default()
+        },
+    );
+    f.set_status(id, ShareStatus::Drifted).await;
+    f.applier.repair(SECRET, vec![id], true);
+    f.applier.wait_idle().await;
+    let s = f.get(id).await;
+    assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
+    assert_eq!(s.key_arn.as_deref(), Some(KEY2));
+    nothing_but_key_problems(&f, SECRET).await;
+    nothing_but_key_problems(&f, ELSEWHERE).await;
+}
+
+/// Asserts that drift reports nothing for `secret`.
+async fn nothing_but_key_problems(f: &Fixture, secret: &str) {
+    let problems = problems_of(f, secret).await;
+    assert!(problems.is_empty(), "{secret}: {problems:?}");
+}
