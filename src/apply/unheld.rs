@@ -71,9 +71,7 @@ impl Held {
             let reads = match p {
                 Policy::Resource(_) => true,
                 Policy::Key(k) | Policy::ReplicaKey(k) => {
-                    s.key_arn
-                        .as_ref()
-                        .is_none_or(|a| a.as_str() == k.as_str())
+                    s.key_arn.as_ref().is_none_or(|a| a.as_str() == k.as_str())
                         || g.secret.region() != k.region()
                 }
             };
@@ -132,8 +130,7 @@ impl Held {
                 // (`inspect::drift`): this version's statements when all are there, else the earlier
                 // version's when all of those are, else this version's (and, for a key statement,
                 // the secret-list statement its grant may be in).
-                let present =
-                    |v: &Value| merge::find_entry(doc, &merge::entry_of(v)).is_some();
+                let present = |v: &Value| merge::find_entry(doc, &merge::entry_of(v)).is_some();
                 let chosen = if wants.iter().all(present) {
                     wants
                 } else if !one.is_empty() && one.iter().all(present) {
@@ -141,8 +138,7 @@ impl Held {
                 } else {
                     for w in &wants {
                         if let Some(alias) = merge::secret_list_entry(w) {
-                            self.checked
-                                .insert(merge::split_entry(&alias).0.to_owned());
+                            self.checked.insert(merge::split_entry(&alias).0.to_owned());
                         }
                     }
                     wants
@@ -255,7 +251,10 @@ impl Applier {
             .shares_of_principals(consumers(&members), &MAY_STAND)
             .await?;
         held.add(p, doc, &live, installation);
-        let mut left: Vec<Member> = members.into_iter().filter(|m| !held.holds(doc, m)).collect();
+        let mut left: Vec<Member> = members
+            .into_iter()
+            .filter(|m| !held.holds(doc, m))
+            .collect();
         if left.is_empty() {
             return Ok(left);
         }

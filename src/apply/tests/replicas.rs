@@ -448,6 +448,9 @@ async fn unheld_nothing_on_replicated_secrets_and_an_admin_repair_removes_nothin
     f.applier.wait_idle().await;
     let s = f.get(writer).await;
     assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
-    assert_eq!([KEY, WEST, EU].map(|k| f.aws.key_policy(k).unwrap()), before);
+    assert_eq!(
+        [KEY, WEST, EU].map(|k| f.aws.key_policy(k).unwrap()),
+        before
+    );
     assert_eq!(f.aws.resource_policy(SECRET), res_before);
 }

@@ -90,7 +90,10 @@ async fn an_admin_repair_removes_an_unheld_member_of_a_second_statement_with_the
     f.applier.repair(SECRET, vec![id], true);
     f.applier.wait_idle().await;
     let after = f.aws.resource_policy(SECRET).unwrap();
-    assert!(!after.contains(INTRUDER), "the admin's repair left {INTRUDER}: {after}");
+    assert!(
+        !after.contains(INTRUDER),
+        "the admin's repair left {INTRUDER}: {after}"
+    );
     assert!(after.contains(PRINCIPAL), "{after}");
     let problems = problems_of(&f, SECRET).await;
     assert!(problems.is_empty(), "{problems:?}");
@@ -118,7 +121,11 @@ async fn an_admin_repair_removes_a_second_statement_under_a_held_sid_and_keeps_t
     assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
     let after = f.aws.resource_policy(SECRET).unwrap();
     assert!(!after.contains(INTRUDER), "{after}");
-    assert_eq!(broker_statement(&after), broker_statement(&policy), "{after}");
+    assert_eq!(
+        broker_statement(&after),
+        broker_statement(&policy),
+        "{after}"
+    );
     let problems = problems_of(&f, SECRET).await;
     assert!(problems.is_empty(), "{problems:?}");
 }
@@ -253,10 +260,8 @@ async fn an_organization_share_and_an_earlier_version_s_statements_are_held() {
         .write(move |c| rows::set_share_outcome(c, old, Some(KEY), None, &fmt_time(NOW)))
         .await
         .unwrap();
-    let (res, key) = one_principal_statements_for(
-        &grant_of(&f.get(old).await).unwrap(),
-        &Default::default(),
-    );
+    let (res, key) =
+        one_principal_statements_for(&grant_of(&f.get(old).await).unwrap(), &Default::default());
     let mut policy = f.aws.resource_policy(SECRET).unwrap();
     for st in res {
         policy = with_statement(&policy, st);
