@@ -362,3 +362,50 @@ async fn nothing_but_key_problems(f: &Fixture, secret: &str) {
     let problems = problems_of(f, secret).await;
     assert!(problems.is_empty(), "{secret}: {problems:?}");
 }
+
+/// A us-west-2 key encrypting secrets of that region only (a share of one of them makes drift read
+/// it). An owner writes into it the broker's statement for the consumer on `prod/db` in us-west-2,
+/// a secret of its own there (not a replica: the consumer's share is of `prod/db` in us-east-1,
+/// which has no replica). The member check counts every key entry of a share as held in any region
+/// (as a replica's would be), so this decrypt grant under the broker's name is reported by no one.
+#[tokio::test]
+async fn a_statement_for_a_same_name_secret_in_another_region_without_a_replica_is_reported_unheld()
+{
+    use crate::policy::compose::grant_in;
+    const WEST: &str =
+        "arn:aws:kms:us-west-2:111122223333:key/2234abcd-12ab-34cd-56ef-1234567890ab";
+    const WEST_SECRET: &str =
+        "arn:aws:secretsmanager:us-west-2:111122223333:secret:prod/cache-Aa1Bb2";
+    const WRITER: &str = "arn:aws:iam::444455556666:role/app-writer";
+    let f = fixture();
+    f.aws.put_key(WEST, &owner_key_policy());
+    f.aws.put_secret(
+        WEST_SECRET,
+        MemorySecret {
+            kms_key_id: Some(WEST.into()),
+            ..Default::default()
+        },
+    );
+    let id = one_active(&f).await;
+    let west = f
+        .share_for(WEST_SECRET, WRITER, ShareStatus::Approved)
+        .await;
+    f.applier.kick(WEST_SECRET);
+    f.applier.wait_idle().await;
+    assert_eq!(f.get(west).await.status, ShareStatus::Active);
+    nothing_but_key_problems(&f, WEST_SECRET).await;
+    // The broker's statement for the consumer on us-west-2's own prod/db.
+    let g = grant_of(&f.get(id).await).unwrap();
+    let there = secret().in_region("us-west-2").unwrap();
+    let st = key_statement_for(&grant_in(&g, &there), &Default::default());
+    let sid = st["Sid"].as_str().unwrap().to_owned();
+    f.aws
+        .put_key(WEST, &with_statement(&f.aws.key_policy(WEST).unwrap(), st));
+    let problems = problems_of(&f, WEST_SECRET).await;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains(&sid) && p.contains(PRINCIPAL)),
+        "{PRINCIPAL}'s decrypt of us-west-2 prod/db on {WEST} is not reported: {problems:?}"
+    );
+}
