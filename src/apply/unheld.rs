@@ -53,47 +53,53 @@ struct Held {
 }
 
 impl Held {
-    /// Adds what `shares` hold in `p`, whose document is `doc`.
+    /// Adds what `shares` hold in `p`, whose document is `doc`; on a key of another region than a
+    /// share's secret, what the share's replica there holds when `has_replica` says the secret has one
+    /// in the key's region.
     fn add(
         &mut self,
         p: Policy<'_>,
         doc: &PolicyDocument,
         shares: &[Share],
         installation: &crate::policy::compose::InstallationId,
+        has_replica: &dyn Fn(&Share) -> bool,
     ) {
         for s in shares {
             let Ok(g) = grant_of(s) else { continue };
-            // Whether the share's own drift reads `p` (so a statement under one of its Sids that no
-            // longer has its form is reported there, as its edit): its key (or a key not recorded
-            // yet: a share being applied), or a key in another region (a replica's). A share of a
-            // secret under another key in the same region never reads this key's policy: a statement
-            // under its Sid here is no edit anyone reports, and holds nothing.
-            let reads = match p {
-                Policy::Resource(_) => true,
-                Policy::Key(k) | Policy::ReplicaKey(k) => {
-                    s.key_arn.as_ref().is_none_or(|a| a.as_str() == k.as_str())
-                        || g.secret.region() != k.region()
+            // The share's replica in the key's region, when its secret has one there.
+            let replica = match p {
+                Policy::Key(k) | Policy::ReplicaKey(k)
+                    if g.secret.region() != k.region() && has_replica(s) =>
+                {
+                    g.secret.in_region(k.region()).ok()
                 }
+                _ => None,
             };
-            // (statements this version writes, statements an earlier version wrote per principal)
-            // for each grant of the share that `p` may hold.
-            let forms: Vec<(Vec<Value>, Vec<Value>)> = match p {
+            // (statements this version writes, statements an earlier version wrote per principal,
+            // whether the share's own drift reads them in `p`) for each grant of the share that `p`
+            // may hold. A share's drift reads its key (or any key while none is recorded: a share
+            // being applied) and its replicas' keys: a statement under its Sid there that no longer
+            // has its form is reported there, as its edit. A share of a secret under another key
+            // never reads this key's policy: a statement under its Sid here is no edit anyone
+            // reports, and holds nothing.
+            let forms: Vec<(Vec<Value>, Vec<Value>, bool)> = match p {
                 Policy::Resource(secret) if s.secret_arn.as_str() == secret.as_str() => vec![(
                     resource_statements_for(&g, installation),
                     one_principal_statements_for(&g, installation).0,
+                    true,
                 )],
                 Policy::Resource(_) => Vec::new(),
                 Policy::Key(k) | Policy::ReplicaKey(k) => {
                     let mut out = vec![(
                         vec![key_statement_for(&g, installation)],
                         vec![one_principal_statements_for(&g, installation).1],
+                        s.key_arn.as_ref().is_none_or(|a| a.as_str() == k.as_str()),
                     )];
-                    if g.secret.region() != k.region()
-                        && let Ok(replica) = g.secret.in_region(k.region())
-                    {
+                    if let Some(replica) = &replica {
                         out.push((
-                            vec![key_statement_for(&grant_in(&g, &replica), installation)],
+                            vec![key_statement_for(&grant_in(&g, replica), installation)],
                             Vec::new(),
+                            true,
                         ));
                     }
                     out
@@ -104,18 +110,16 @@ impl Held {
                     share_sids(&g, installation).resource
                 }
                 Policy::Resource(_) => Vec::new(),
-                Policy::Key(k) | Policy::ReplicaKey(k) => {
+                Policy::Key(_) | Policy::ReplicaKey(_) => {
                     let mut e = share_sids(&g, installation).key;
-                    if g.secret.region() != k.region()
-                        && let Ok(replica) = g.secret.in_region(k.region())
-                    {
-                        e.extend(share_sids(&grant_in(&g, &replica), installation).key);
+                    if let Some(replica) = &replica {
+                        e.extend(share_sids(&grant_in(&g, replica), installation).key);
                     }
                     e
                 }
             };
             self.entries.extend(entries);
-            for (wants, one) in forms {
+            for (wants, one, reads) in forms {
                 self.whole.extend(
                     wants
                         .iter()
@@ -250,7 +254,7 @@ impl Applier {
         let live = self
             .shares_of_principals(consumers(&members), &MAY_STAND)
             .await?;
-        held.add(p, doc, &live, installation);
+        held.add(p, doc, &live, installation, &|_| false);
         let mut left: Vec<Member> = members
             .into_iter()
             .filter(|m| !held.holds(doc, m))
@@ -265,7 +269,7 @@ impl Applier {
             .into_iter()
             .filter(|s| s.updated_at >= since)
             .collect();
-        held.add(p, doc, &ended, installation);
+        held.add(p, doc, &ended, installation, &|_| false);
         // A failed share whose compensation failed too: its job stays running until recovery
         // compensates it, and its statements stand until then.
         let in_jobs = self
@@ -280,7 +284,37 @@ impl Applier {
                 Ok(out)
             })
             .await?;
-        held.add(p, doc, &in_jobs, installation);
+        held.add(p, doc, &in_jobs, installation, &|_| false);
+        left.retain(|m| !held.holds(doc, m));
+        // On a key, what shares of secrets of other regions hold as their replicas' statements,
+        // for the secrets that have a replica in the key's region (asked only now, for what is
+        // left; a secret that cannot be described counts as having one: never call a replica's
+        // grant foreign).
+        if let (Policy::Key(k) | Policy::ReplicaKey(k), false) = (p, left.is_empty()) {
+            let others: Vec<Share> = live
+                .into_iter()
+                .chain(ended)
+                .chain(in_jobs)
+                .filter(|s| s.secret_arn.region() != k.region())
+                .collect();
+            let mut replicated = HashSet::new();
+            let mut asked = HashSet::new();
+            for s in &others {
+                if !asked.insert(s.secret_arn.as_str().to_owned()) {
+                    continue;
+                }
+                let there = match self.resolve_replicas(&s.secret_arn).await {
+                    Ok(replicas) => replicas.iter().any(|r| r.secret.region() == k.region()),
+                    Err(_) => true,
+                };
+                if there {
+                    replicated.insert(s.secret_arn.as_str().to_owned());
+                }
+            }
+            held.add(p, doc, &others, installation, &|s| {
+                replicated.contains(s.secret_arn.as_str())
+            });
+        }
         left.retain(|m| !held.holds(doc, m));
         Ok(left)
     }
