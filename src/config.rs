@@ -492,7 +492,7 @@ settings! {
     worker_interval: Span = "60s";
     /// A pending share not decided within this time expires.
     pending_ttl: Span = "7d";
-    /// What to do when a share's statements drift: manual (mark drifted, an admin repairs) or auto. Auto repair re-adds missing statements; a broker statement someone edited is written back only by an admin's repair; any repair revokes a share whose principal AWS shows as a unique id (deleted and re-created), never granting it again.
+    /// What to do when a share's statements drift: manual (mark drifted, an admin repairs) or auto. Auto repair re-adds missing statements; a broker statement someone edited is written back, and a member of a broker statement that no share holds is removed, only by an admin's repair; any repair revokes a share whose principal AWS shows as a unique id (deleted and re-created), never granting it again.
     drift_repair: RepairMode = "manual";
     /// This broker's id in the Sids of the statements it writes (SecretBroker<id>S..., 1-16 letters and digits). Brokers that write to the same AWS account must have different ids: each removes or rewrites only its own statements.
     installation_id: InstallationId = "Main";

@@ -70,6 +70,8 @@ pub(crate) struct Metrics {
     pub(crate) saga_duration: Family<Kind, Histogram, fn() -> Histogram>,
     /// Shares found drifted.
     pub(crate) drift_found: Counter,
+    /// Members of the broker's statements found held by no share (per policy, per drift check).
+    pub(crate) drift_unheld_found: Counter,
     /// Webhook deliveries by outcome (`delivered`, `retry`, `failed`).
     pub(crate) webhook_deliveries: Family<Kind, Counter>,
     /// Writes per group commit.
@@ -112,6 +114,7 @@ pub(crate) fn metrics() -> &'static Metrics {
             saga_runs: Family::default(),
             saga_duration: Family::new_with_constructor(latency_histogram),
             drift_found: Counter::default(),
+            drift_unheld_found: Counter::default(),
             webhook_deliveries: Family::default(),
             commit_batch: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
             wal_restart_hold: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
@@ -162,6 +165,11 @@ pub(crate) fn metrics() -> &'static Metrics {
             m.saga_duration.clone(),
         );
         r.register("drift_found", "Shares found drifted", m.drift_found.clone());
+        r.register(
+            "drift_unheld_found",
+            "Members of the broker's statements (a principal, a secret pattern, a statement) found held by no share",
+            m.drift_unheld_found.clone(),
+        );
         r.register(
             "webhook_deliveries",
             "Webhook delivery attempts by outcome",

@@ -14,8 +14,9 @@
 //!    after a replica dies does not wait for them (they read every active secret's policies from
 //!    AWS). A failure is logged and the pass goes on;
 //! 5. drift: the live policies of active shares are compared with what the broker wrote and evaluated;
-//!    a missing or altered statement, a principal shown as a unique id, or a policy that no longer allows
-//!    the read makes the share `drifted`; with `drift_repair = auto` it is re-applied at once;
+//!    a missing or altered statement, a principal shown as a unique id, a policy that no longer allows
+//!    the read, or a member of a broker statement in a policy it reads that no share holds makes the
+//!    share `drifted`; with `drift_repair = auto` it is re-applied at once;
 //! 6. due webhook notifications are delivered.
 //!
 //! Beside the passes, every `audit_anchor_interval` (and at start and shutdown) the audit chain's head

@@ -153,7 +153,37 @@ pub(crate) fn unique_ids_in(found: &crate::policy::document::RawStatement) -> Ve
         .collect()
 }
 
+/// The statuses in which a share's statements may stand in a policy: approved (a claim, on any
+/// replica, moves it to `applying` before its first write, and a share queued again after a
+/// compensation is `approved`), being applied, in place, drifted, being removed.
+pub(crate) const MAY_STAND: [ShareStatus; 5] = [
+    ShareStatus::Active,
+    ShareStatus::Drifted,
+    ShareStatus::Applying,
+    ShareStatus::Approved,
+    ShareStatus::Revoking,
+];
+
 impl Applier {
+    /// Every share in one of `statuses` of each consumer of `principals` (IAM ARNs, organization ids
+    /// or OU paths, as shares name them), whatever its secret: the store is shared by every replica,
+    /// so this includes the shares other replicas are applying or revoking.
+    pub(crate) async fn shares_of_principals(
+        &self,
+        mut principals: Vec<String>,
+        statuses: &'static [ShareStatus],
+    ) -> Result<Vec<Share>, Failure> {
+        principals.sort();
+        principals.dedup();
+        Ok(self
+            .store
+            .read(move |c| {
+                let arns: Vec<&str> = principals.iter().map(String::as_str).collect();
+                rows::shares_of_principals(c, &arns, statuses)
+            })
+            .await?)
+    }
+
     /// Statements live shares other than `exclude` need: the resource-policy Sids of `secret` (shares of
     /// that exact ARN), and per key of `keys` the (key ARN, Sid) pairs of every live share applied with
     /// that key, whatever its secret (a key encrypts several secrets, and a secret re-created under its

@@ -36,6 +36,7 @@ mod rmw;
 mod run;
 #[cfg(test)]
 mod tests;
+mod unheld;
 pub(crate) mod verify;
 
 use std::collections::{HashMap, HashSet};
@@ -56,6 +57,8 @@ use crate::store::leases;
 pub(crate) use failure::{Failure, FailureKind};
 pub(crate) use grant::grant_of;
 pub(crate) use grant::{share_sids, sid_of, unique_ids_in};
+pub(crate) use rmw::Policy;
+pub(crate) use unheld::unheld_message;
 
 /// Applier settings.
 #[derive(Debug, Clone)]

@@ -275,8 +275,12 @@ impl Applier {
         shares: &[Share],
         outcome: Result<KmsKeyArn, Failure>,
         compensation: Result<(), Failure>,
+        left: &[String],
     ) -> crate::error::Result<()> {
         let job = job.to_owned();
+        // An automatic repair that wrote the grants but left members no share holds: the share stays
+        // drifted, naming them (an admin's repair removes them).
+        let left = (!left.is_empty()).then(|| left.join("; "));
         let now = self.now();
         let notify = self.settings.notify;
         let ids: Vec<ShareId> = shares.iter().map(|s| s.id).collect();
@@ -287,6 +291,18 @@ impl Applier {
                         Ok(key) => {
                             // Revoked or expired meanwhile: leave it to the revoke.
                             if rows::status_of(c, id)? != Some(ShareStatus::Drifted) {
+                                continue;
+                            }
+                            if let Some(message) = &left {
+                                rows::set_share_outcome(c, id, Some(key.as_str()), Some(message), &now)?;
+                                audit::append(c, &NewEvent {
+                                    at: &now,
+                                    actor: SYSTEM,
+                                    action: "share.repair_failed",
+                                    share_id: Some(id),
+                                    request_id: None,
+                                    details: json!({"job": job, "error": message, "status": "drifted", "grants_written": true}),
+                                })?;
                                 continue;
                             }
                             let details = json!({"job": job, "from": "drifted", "to": "active"});

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
-use super::grant::replica_key_entries;
+use super::grant::{MAY_STAND, replica_key_entries};
 use super::rmw::Policy;
 use super::{Applier, Failure, SYSTEM, grant_of, share_sids};
 use crate::domain::{ShareId, ShareStatus, fmt_time};
@@ -251,53 +251,20 @@ impl Applier {
         Ok((removed, kept))
     }
 
-    /// The (principal, secret) of every share of `principals` that holds or may hold a grant (active,
-    /// drifted, applying, approved, or revoking and not one of `exclude`).
+    /// The (principal, secret) of every share of `principals` that holds or may hold a grant
+    /// ([`MAY_STAND`]) and is not one of `exclude`.
     async fn live_secrets_of(
         &self,
         principals: Vec<String>,
         exclude: &[ShareId],
     ) -> Result<Vec<(String, crate::policy::arn::SecretArn)>, Failure> {
-        let exclude = exclude.to_vec();
-        let mut wanted = principals;
-        wanted.sort();
-        wanted.dedup();
         Ok(self
-            .store
-            .read(move |c| {
-                let mut out = Vec::new();
-                for p in &wanted {
-                    for status in [
-                        ShareStatus::Active,
-                        ShareStatus::Drifted,
-                        ShareStatus::Applying,
-                        ShareStatus::Approved,
-                        ShareStatus::Revoking,
-                    ] {
-                        let filter = rows::ShareFilter {
-                            status: Some(status),
-                            principal_arn: Some(p.clone()),
-                            ..Default::default()
-                        };
-                        let mut before = i64::MAX;
-                        loop {
-                            let page = rows::list_shares(c, &filter, before, 500)?;
-                            let Some(last) = page.last() else { break };
-                            before = last.0;
-                            for (_, s) in &page {
-                                if !exclude.contains(&s.id) {
-                                    out.push((p.clone(), s.secret_arn.clone()));
-                                }
-                            }
-                            if page.len() < 500 {
-                                break;
-                            }
-                        }
-                    }
-                }
-                Ok(out)
-            })
-            .await?)
+            .shares_of_principals(principals, &MAY_STAND)
+            .await?
+            .into_iter()
+            .filter(|s| !exclude.contains(&s.id))
+            .map(|s| (s.principal_arn.as_str().to_owned(), s.secret_arn))
+            .collect())
     }
 
     pub(super) async fn run_revoke(&self, job: &str, shares: Vec<Share>) {

@@ -13,7 +13,7 @@ use crate::store::jobs::{self, Target};
 
 /// A policy the saga writes.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum Policy<'a> {
+pub(crate) enum Policy<'a> {
     /// The policy of the primary secret's key.
     Key(&'a KmsKeyArn),
     /// The policy of a replica's key (in the replica's region, its own key).
@@ -132,6 +132,12 @@ impl Applier {
                 }
             }
             for entry in remove {
+                // A whole statement goes by its Sid: never one this write has just upserted (its
+                // share's grant, written back).
+                let (sid, member) = merge::split_entry(entry);
+                if member.is_none() && add.iter().any(|s| super::sid_of(s) == sid) {
+                    continue;
+                }
                 changed |= merge::remove(&mut doc, ctx.owner, entry);
             }
             if !changed {

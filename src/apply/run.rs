@@ -47,8 +47,9 @@ impl Applier {
         let _busy = self.enter();
         let _job = self.release(job);
         let started = std::time::Instant::now();
-        let overwrite_edits = mode == Mode::Repair { by_admin: true };
-        let outcome = self.apply_steps(job, &shares, overwrite_edits).await;
+        // What an automatic repair left in place: members no share holds (an admin's repair removes them).
+        let mut left = Vec::new();
+        let outcome = self.apply_steps(job, &shares, mode, &mut left).await;
         crate::metrics::metrics().saga(mode.name(), outcome.is_ok(), started.elapsed());
         let compensation = match &outcome {
             Ok(_) => Ok(()),
@@ -60,7 +61,7 @@ impl Applier {
         let result = match mode {
             Mode::Apply => self.record_apply(job, &shares, outcome, compensation).await,
             Mode::Repair { .. } => {
-                self.record_repair(job, &shares, outcome, compensation)
+                self.record_repair(job, &shares, outcome, compensation, &left)
                     .await
             }
         };
@@ -83,8 +84,10 @@ impl Applier {
         &self,
         job: &str,
         shares: &[Share],
-        overwrite_edits: bool,
+        mode: Mode,
+        left: &mut Vec<String>,
     ) -> Result<KmsKeyArn, Failure> {
+        let overwrite_edits = mode == Mode::Repair { by_admin: true };
         let grants = shares.iter().map(grant_of).collect::<Result<Vec<_>, _>>()?;
         let secret = grants[0].secret.clone();
         self.journal_step(job, "describe", None).await?;
@@ -122,7 +125,7 @@ impl Applier {
             owner: &owner,
         };
         let key_doc = self
-            .write_key(job, Policy::Key(&key), &ctx, &key_stmts, overwrite_edits)
+            .write_key(job, Policy::Key(&key), &ctx, &key_stmts, mode, left)
             .await?;
         // Each replica's key, in the same job: journaled like the primary's (its entries name the key),
         // so a failure in any region compensates every region written so far.
@@ -141,13 +144,7 @@ impl Applier {
                 owner: &owner,
             };
             let doc = self
-                .write_key(
-                    job,
-                    Policy::ReplicaKey(&r.key),
-                    &ctx,
-                    &stmts,
-                    overwrite_edits,
-                )
+                .write_key(job, Policy::ReplicaKey(&r.key), &ctx, &stmts, mode, left)
                 .await?;
             replica_docs.push(doc.ok_or_else(|| {
                 Failure::new(
@@ -160,13 +157,16 @@ impl Applier {
             })?);
         }
         // The resource policy is written on the primary only: Secrets Manager replicates it.
+        let unheld = self
+            .unheld_to_remove(Policy::Resource(&secret), mode, left)
+            .await?;
         let res_doc = self
             .rmw(
                 Some(job),
                 Policy::Resource(&secret),
                 &ctx,
                 &res_stmts,
-                &[],
+                &unheld,
                 overwrite_edits,
             )
             .await?;
@@ -202,14 +202,16 @@ impl Applier {
         Ok(key)
     }
 
-    /// One key policy's read-modify-write under the key's in-process lock and database lease.
+    /// One key policy's read-modify-write under the key's in-process lock and database lease (a
+    /// repair also takes out the members no share holds, or refuses: [`Applier::unheld_to_remove`]).
     async fn write_key(
         &self,
         job: &str,
         p: Policy<'_>,
         ctx: &Context<'_>,
         stmts: &[Value],
-        overwrite_edits: bool,
+        mode: Mode,
+        left: &mut Vec<String>,
     ) -> Result<Option<crate::policy::document::PolicyDocument>, Failure> {
         let (Policy::Key(k) | Policy::ReplicaKey(k)) = p else {
             return Err(Failure::new(
@@ -220,7 +222,9 @@ impl Applier {
         let lock = self.lock_for(k.as_str());
         let _g = lock.lock().await;
         let _key_lease = self.key_lease(k.as_str()).await;
-        self.rmw(Some(job), p, ctx, stmts, &[], overwrite_edits)
+        let unheld = self.unheld_to_remove(p, mode, left).await?;
+        let overwrite_edits = mode == Mode::Repair { by_admin: true };
+        self.rmw(Some(job), p, ctx, stmts, &unheld, overwrite_edits)
             .await
     }
 

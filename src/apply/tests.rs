@@ -14,7 +14,7 @@ use super::{Applier, Settings, grant_of, share_sids};
 use crate::aws::AwsErrorKind;
 use crate::aws::memory::{MemoryAws, MemorySecret};
 use crate::domain::{ActionSet, Clock, ShareAction, ShareId, ShareStatus, fmt_time};
-use crate::policy::arn::{PrincipalArn, PrincipalKind, SecretArn};
+use crate::policy::arn::{PrincipalArn, SecretArn};
 use crate::policy::compose::key_statement_for;
 use crate::store::jobs::{JobKind, JobState};
 use crate::store::rows::{self, Principal, Share};
@@ -99,17 +99,28 @@ impl Fixture {
 
     /// A share of `secret` for PRINCIPAL in `status`.
     async fn share_of(&self, secret: &'static str, status: ShareStatus) -> ShareId {
+        self.share_for(secret, PRINCIPAL, status).await
+    }
+
+    /// A share of `secret` for `principal` (a role ARN) in `status`.
+    async fn share_for(
+        &self,
+        secret: &'static str,
+        principal: &'static str,
+        status: ShareStatus,
+    ) -> ShareId {
         let now = fmt_time(NOW);
         self.store
             .write(move |c| {
-                let principal = match rows::principal_by_arn(c, PRINCIPAL)? {
+                let principal = match rows::principal_by_arn(c, principal)? {
                     Some(p) => p,
                     None => {
+                        let arn = PrincipalArn::parse_consumer(principal).unwrap();
                         let p = Principal {
                             id: uuid::Uuid::now_v7().to_string(),
-                            arn: PrincipalArn::parse(PRINCIPAL).unwrap(),
-                            account_id: Some("444455556666".into()),
-                            kind: PrincipalKind::Role,
+                            account_id: (!arn.kind().is_org()).then(|| arn.account().to_owned()),
+                            kind: arn.kind(),
+                            arn,
                             description: None,
                             created_by: "tester".into(),
                             created_at: now.clone(),
@@ -595,3 +606,5 @@ async fn a_break_glass_share_reviewed_unjustified_while_applying_is_not_applied_
 
 mod replicas;
 mod secret_lists;
+mod unheld;
+mod unheld_review;

@@ -1,11 +1,17 @@
 //! Drift: the live policies of a secret's active shares compared with what the broker wrote, and
-//! evaluated again.
+//! evaluated again; and every member of this installation's statements in those policies that no
+//! share holds (`apply::unheld`: a principal or secret pattern someone added to a list statement, a
+//! statement under a forged Sid), reported on each share that reads the policy.
+
+use std::collections::HashMap;
 
 use serde_json::Value;
 
 use super::LivePolicies;
 use crate::apply::verify::identity_document;
-use crate::apply::{Applier, Failure, FailureKind, grant_of, sid_of, unique_ids_in};
+use crate::apply::{
+    Applier, Failure, FailureKind, Policy, grant_of, sid_of, unheld_message, unique_ids_in,
+};
 use crate::domain::ShareStatus;
 use crate::policy::arn::{KmsKeyArn, SecretArn};
 use crate::policy::compose::{
@@ -28,6 +34,8 @@ impl Applier {
         if shares.is_empty() {
             return Ok(Vec::new());
         }
+        // Before any policy is read: a share that ended after this still holds what it wrote.
+        let read_at = self.clock.now();
         let mut live = LivePolicies::new(self);
         live.fetch_resource(secret).await?;
         // The key that encrypts the secret now: a share applied with another key (the secret was
@@ -62,9 +70,40 @@ impl Applier {
             Some(l) => l.parsed(no_longer_parses("resource policy")),
             None => Ok(None),
         };
+        // Members of this installation's statements no share holds, per policy read (by ARN): each
+        // is reported on every share that reads the policy.
+        let mut unheld: HashMap<&str, Vec<String>> = HashMap::new();
+        let mut policies: Vec<(Policy<'_>, Option<&PolicyDocument>)> = vec![(
+            Policy::Resource(secret),
+            resource.as_ref().ok().copied().flatten(),
+        )];
+        for key in applied.iter().flatten() {
+            policies.push((Policy::Key(key), live.key(key).and_then(|l| l.document())));
+        }
+        for r in &replicas {
+            policies.push((
+                Policy::ReplicaKey(&r.key),
+                live.key(&r.key).and_then(|l| l.document()),
+            ));
+        }
+        for (p, doc) in policies {
+            let arn = p.arn();
+            if unheld.contains_key(arn) {
+                continue;
+            }
+            let found = match doc {
+                Some(d) => self.unheld(p, d, read_at).await?,
+                None => Vec::new(),
+            };
+            crate::metrics::metrics()
+                .drift_unheld_found
+                .inc_by(found.len() as u64);
+            unheld.insert(arn, found.iter().map(|m| unheld_message(p, m)).collect());
+        }
+        let unheld_in = |arn: &str| unheld.get(arn).cloned().unwrap_or_default();
         let mut out = Vec::new();
-        for (share, key) in shares.iter().zip(applied) {
-            let Some(key) = key else {
+        for (share, key) in shares.iter().zip(&applied) {
+            let Some(key) = key.clone() else {
                 continue;
             };
             let key_problem = match &current_key {
@@ -178,6 +217,16 @@ impl Applier {
                             r.decision,
                             r.reasons.join("; ")
                         ));
+                    }
+                }
+            }
+            let reads = [secret.as_str(), key.as_str()]
+                .into_iter()
+                .chain(replicas.iter().map(|r| r.key.as_str()));
+            for arn in reads {
+                for p in unheld_in(arn) {
+                    if !problems.contains(&p) {
+                        problems.push(p);
                     }
                 }
             }

@@ -327,10 +327,16 @@ pub fn is_secret_list_statement(statement: &Value) -> bool {
 /// The secret patterns a key statement names (`StringLike` `kms:EncryptionContext:SecretARN`, a string
 /// or an array of strings).
 pub fn secret_patterns(statement: &Value) -> Vec<String> {
+    condition_values(statement, "StringLike", SECRET_ARN_KEY)
+}
+
+/// The values a statement's condition compares the key `key` with under the operator `op` (a string or
+/// an array of strings).
+pub fn condition_values(statement: &Value, op: &str, key: &str) -> Vec<String> {
     match statement
         .get("Condition")
-        .and_then(|c| c.get("StringLike"))
-        .and_then(|l| l.get(SECRET_ARN_KEY))
+        .and_then(|c| c.get(op))
+        .and_then(|l| l.get(key))
     {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(a)) => a

@@ -28,8 +28,8 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use super::compose::{
-    InstallationId, expanded_sids, is_installation_sid, is_legacy_sid, is_unique_id,
-    secret_list_sid, secret_patterns, secret_shape, shape, with_secret_patterns,
+    InstallationId, condition_values, expanded_sids, is_installation_sid, is_legacy_sid,
+    is_unique_id, secret_list_sid, secret_patterns, secret_shape, shape, with_secret_patterns,
 };
 pub use super::compose::{is_list_statement, is_secret_list_statement};
 use super::document::{ParseError, PolicyDocument, RawStatement};
@@ -503,7 +503,19 @@ pub fn remove(doc: &mut PolicyDocument, owner: &Owner, entry: &str) -> bool {
         return false;
     }
     if let Some(m) = member {
-        if let Some(i) = position(doc, sid) {
+        if m.starts_with('{') {
+            return remove_repeated(doc, sid, m);
+        }
+        // Every statement with the Sid, the first one first: an owner may have written a second
+        // statement under it listing the member ([`broker_members`]).
+        let with_sid: Vec<usize> = doc
+            .statements()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.parsed().sid.as_deref() == Some(sid))
+            .map(|(i, _)| i)
+            .collect();
+        for i in with_sid {
             let found = &doc.statements()[i];
             let list = members(found);
             if list.iter().any(|x| x == m) {
@@ -545,6 +557,27 @@ pub fn remove(doc: &mut PolicyDocument, owner: &Owner, entry: &str) -> bool {
     stmts.len() != before
 }
 
+/// Removes the statements with the Sid `sid` other than the first one whose content is `content` (the
+/// entry of a [`MemberKind::Repeated`] member): the first statement with a Sid is the one the broker
+/// reads and writes, and stays.
+fn remove_repeated(doc: &mut PolicyDocument, sid: &str, content: &str) -> bool {
+    let Ok(wanted) = serde_json::from_str::<Value>(content) else {
+        return false;
+    };
+    let mut first = true;
+    let before = doc.statements().len();
+    doc.statements_mut().retain(|s| {
+        if s.parsed().sid.as_deref() != Some(sid) {
+            return true;
+        }
+        if std::mem::take(&mut first) {
+            return true;
+        }
+        parsed_value(s).as_ref() != Some(&wanted)
+    });
+    doc.statements().len() != before
+}
+
 /// Takes `pattern` out of the secret patterns of statement `i`, and the statement when none is left.
 fn remove_pattern(doc: &mut PolicyDocument, i: usize, pattern: &str) {
     let found = &doc.statements()[i];
@@ -566,6 +599,142 @@ fn remove_pattern(doc: &mut PolicyDocument, i: usize, pattern: &str) {
             doc.statements_mut().remove(i);
         }
     }
+}
+
+/// What one of this installation's statements in a policy grants, one member at a time
+/// ([`broker_members`]): a principal of a list statement, a secret pattern of a secret-list statement,
+/// or a whole statement of another form. Each is some share's grant, or someone wrote it under the
+/// broker's name: whoever holds its [`entry`](Member::entry) accounts for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    sid: String,
+    entry: String,
+    kind: MemberKind,
+    who: Vec<String>,
+}
+
+/// Which part of its statement a [`Member`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberKind {
+    /// A principal a list statement lists.
+    Principal(String),
+    /// A secret pattern a secret-list statement names (for its one principal).
+    Pattern(String),
+    /// A statement of any other form, as a whole (a one-grant statement, an organization's, or one
+    /// an owner wrote under a Sid of this installation).
+    Statement,
+    /// A statement of no list form under the Sid of an earlier statement of the policy, as a whole:
+    /// the broker writes one statement per Sid and reads the first, so no share holds a second one
+    /// (its entry is `"<Sid> <its content as JSON>"`, which [`remove`] takes out, leaving the first).
+    Repeated,
+}
+
+impl Member {
+    /// The Sid of its statement.
+    pub fn sid(&self) -> &str {
+        &self.sid
+    }
+    /// The entry a share holding it holds ([`entry_of`], or [`entries_held`] of a secret list); what
+    /// [`remove`] takes out.
+    pub fn entry(&self) -> &str {
+        &self.entry
+    }
+    /// Which part of its statement it is.
+    pub fn kind(&self) -> &MemberKind {
+        &self.kind
+    }
+    /// The consumers (principal ARNs, organization ids, OU paths, as shares name them) whose shares
+    /// can hold it: the statement's principals (never `"*"` or a unique id), and the organization or
+    /// OU its `"*"` is narrowed to.
+    pub fn who(&self) -> &[String] {
+        &self.who
+    }
+    /// Its statement's principals, for a message: the listed ARNs, and `"*"` with its narrowing.
+    pub fn principals(&self) -> String {
+        if self.who.is_empty() {
+            "\"*\"".to_owned()
+        } else {
+            self.who.join(", ")
+        }
+    }
+}
+
+/// The members of the statements of `doc` whose Sid is one `installation` writes, in order: each
+/// principal of a list statement, each pattern of a secret-list statement, and each other such
+/// statement whole. A unique id AWS put in place of a deleted principal is evidence of a share's
+/// deleted principal, never a member, and a statement naming only unique ids grants no one.
+pub fn broker_members(doc: &PolicyDocument, installation: &InstallationId) -> Vec<Member> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for st in doc.statements() {
+        let Some(sid) = st.parsed().sid.clone() else {
+            continue;
+        };
+        if !is_installation_sid(&sid, installation) {
+            continue;
+        }
+        let repeated = !seen.insert(sid.clone());
+        let listed = members(st);
+        let v = parsed_value(st).unwrap_or(Value::Null);
+        if is_list_statement(&v) {
+            for m in listed.into_iter().filter(|m| !is_unique_id(m)) {
+                out.push(Member {
+                    sid: sid.clone(),
+                    entry: format!("{sid} {m}"),
+                    kind: MemberKind::Principal(m.clone()),
+                    who: vec![m],
+                });
+            }
+        } else if let (Some(expanded), [p]) = (expanded_sids(&v), listed.as_slice()) {
+            for (one, pattern) in expanded {
+                out.push(Member {
+                    sid: sid.clone(),
+                    entry: format!("{one} {p}"),
+                    kind: MemberKind::Pattern(pattern),
+                    who: vec![p.clone()],
+                });
+            }
+        } else {
+            if !listed.is_empty() && listed.iter().all(|m| is_unique_id(m)) {
+                // A deleted principal's statement (a secret list whose principal AWS replaced no
+                // longer has its form): it grants no one, and its shares' drift names it.
+                continue;
+            }
+            let mut who: Vec<String> = listed
+                .into_iter()
+                .filter(|m| m != "*" && !is_unique_id(m))
+                .collect();
+            who.extend(org_narrowed_to(&v));
+            if repeated {
+                out.push(Member {
+                    entry: format!("{sid} {v}"),
+                    sid,
+                    kind: MemberKind::Repeated,
+                    who,
+                });
+                continue;
+            }
+            out.push(Member {
+                entry: sid.clone(),
+                sid,
+                kind: MemberKind::Statement,
+                who,
+            });
+        }
+    }
+    out
+}
+
+/// The organization ids and OU paths (as a share names them: an OU path without the trailing `*`) a
+/// statement's condition narrows `"*"` to, in the forms [`compose::org_narrowing`](super::compose::org_narrowing) writes.
+fn org_narrowed_to(statement: &Value) -> Vec<String> {
+    let mut out = condition_values(statement, "StringEquals", "aws:PrincipalOrgID");
+    out.extend(
+        condition_values(statement, "ForAnyValue:StringLike", "aws:PrincipalOrgPaths")
+            .into_iter()
+            .map(|p| p.strip_suffix('*').map(str::to_owned).unwrap_or(p)),
+    );
+    out
 }
 
 /// The result of merging into a policy that may not exist.

@@ -870,6 +870,51 @@ async fn an_owner_edit_is_reverted_only_by_an_admin() {
     }
 }
 
+/// A principal someone adds to the broker's list statement keeps the statement's shape (no edit, no
+/// share's drift), and no share holds it: a grant under the broker's name that no one approved. The
+/// worker reports it on the share that reads the policy, naming the statement's policy and the
+/// principal; the automatic repair leaves it (the share stays drifted); an admin's repair removes it
+/// and nothing else, and the share is active again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_no_share_holds_in_a_broker_list_statement_is_drift_until_an_admin_repairs() {
+    let t = TestApp::with_aws(|c| c.drift_repair = RepairMode::Auto);
+    let a = actors(&t).await;
+    let m = moto();
+    let key = m.create_key().await;
+    let secret = m.create_secret(Some(&key)).await;
+    let id = request(&t, &a, &secret, ROLE, json!({})).await;
+    approve(&t, &a, &id).await;
+    t.settle().await;
+    assert_eq!(status(&t, &a, &id).await["status"], "active");
+    let intruder = "arn:aws:iam::999988887777:role/intruder";
+    let mut doc: Value = serde_json::from_str(&m.resource_policy(&secret).await.unwrap()).unwrap();
+    for st in doc["Statement"].as_array_mut().unwrap() {
+        if st["Principal"]["AWS"] == ROLE {
+            st["Principal"]["AWS"] = json!([ROLE, intruder]);
+        }
+    }
+    m.set_resource_policy(&secret, &doc.to_string()).await;
+    let report = tick(&t.app).await.unwrap();
+    assert_eq!((report.drifted, report.repairs_started), (1, 1));
+    t.settle().await;
+    let s = status(&t, &a, &id).await;
+    assert_eq!(s["status"], "drifted", "{s}");
+    let error = s["last_error"].as_str().unwrap();
+    assert!(
+        error.contains(intruder) && error.contains(&secret) && error.contains("no share holds"),
+        "{error}"
+    );
+    assert!(m.resource_policy(&secret).await.unwrap().contains(intruder));
+    t.post_empty(&format!("/v1/shares/{id}/repair"), &a.root)
+        .await
+        .expect(200);
+    t.settle().await;
+    assert_eq!(status(&t, &a, &id).await["status"], "active");
+    let now = m.resource_policy(&secret).await.unwrap();
+    assert!(!now.contains(intruder) && now.contains(ROLE), "{now}");
+    assert_eq!(tick(&t.app).await.unwrap().drifted, 0);
+}
+
 /// Issue 13 item 10: a secret re-encrypted under another key is drift (the consumer cannot decrypt new
 /// versions); the repair grants decrypt on the new key and leaves no broker statement for that share in
 /// the old one; a later revoke leaves none in either key.

@@ -406,3 +406,51 @@ async fn a_replica_key_s_secret_list_keeps_another_secret_s_replica_when_one_sha
     let drift = f.applier.detect_drift(&other_secret).await.unwrap();
     assert!(drift.is_empty(), "{drift:?}");
 }
+
+/// Unheld members on replicated secrets: two secrets under one key, both replicated to us-west-2 on
+/// WEST (the consumer's statements there a secret list), a second consumer on the first secret. No
+/// member is called unheld, and an admin's repair of one share leaves every key policy as it was.
+#[tokio::test]
+async fn unheld_nothing_on_replicated_secrets_and_an_admin_repair_removes_nothing() {
+    const OTHER: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/api-key-Zz9Yy8";
+    const WRITER: &str = "arn:aws:iam::444455556666:role/app-writer";
+    let f = replicated();
+    f.aws.put_secret(
+        OTHER,
+        MemorySecret {
+            kms_key_id: Some(KEY.into()),
+            replicas: vec![replica("us-west-2", Some(WEST))],
+            ..Default::default()
+        },
+    );
+    let first = f.share(ShareStatus::Approved).await;
+    let writer = f.share_for(SECRET, WRITER, ShareStatus::Approved).await;
+    let other = f.share_of(OTHER, ShareStatus::Approved).await;
+    f.settle().await;
+    f.applier.kick(OTHER);
+    f.applier.wait_idle().await;
+    for id in [first, writer, other] {
+        let s = f.get(id).await;
+        assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
+    }
+    for secret in [SECRET, OTHER] {
+        let drift = f
+            .applier
+            .detect_drift(&SecretArn::parse(secret).unwrap())
+            .await
+            .unwrap();
+        assert!(drift.is_empty(), "{secret}: {drift:?}");
+    }
+    let before = [KEY, WEST, EU].map(|k| f.aws.key_policy(k).unwrap());
+    let res_before = f.aws.resource_policy(SECRET);
+    f.set_status(writer, ShareStatus::Drifted).await;
+    f.applier.repair(SECRET, vec![writer], true);
+    f.applier.wait_idle().await;
+    let s = f.get(writer).await;
+    assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
+    assert_eq!(
+        [KEY, WEST, EU].map(|k| f.aws.key_policy(k).unwrap()),
+        before
+    );
+    assert_eq!(f.aws.resource_policy(SECRET), res_before);
+}

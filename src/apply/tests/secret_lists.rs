@@ -2,11 +2,12 @@
 
 use super::*;
 
-const OTHER: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/api-key-Zz9Yy8";
+pub(super) const OTHER: &str =
+    "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/api-key-Zz9Yy8";
 
 /// The fixture with a second secret under the same key: one principal sharing both has one
 /// secret-list statement naming both patterns.
-fn two_secrets() -> Fixture {
+pub(super) fn two_secrets() -> Fixture {
     let f = fixture();
     f.aws.put_secret(
         OTHER,
@@ -19,7 +20,7 @@ fn two_secrets() -> Fixture {
 }
 
 /// One share of each secret for the same principal, applied (active): one secret-list statement.
-async fn both_applied(f: &Fixture) -> (ShareId, ShareId) {
+pub(super) async fn both_applied(f: &Fixture) -> (ShareId, ShareId) {
     let first = f.share(ShareStatus::Approved).await;
     let other = f.share_of(OTHER, ShareStatus::Approved).await;
     f.settle().await;
@@ -33,7 +34,7 @@ async fn both_applied(f: &Fixture) -> (ShareId, ShareId) {
 }
 
 /// An owner's edit: `pattern` added to the secret list of the key statement naming [`PRINCIPAL`].
-fn add_pattern(f: &Fixture, pattern: &str) {
+pub(super) fn add_pattern(f: &Fixture, pattern: &str) {
     let mut policy: Value = serde_json::from_str(&f.aws.key_policy(KEY).unwrap()).unwrap();
     for st in policy["Statement"].as_array_mut().unwrap() {
         if st["Principal"]["AWS"] == PRINCIPAL {
@@ -109,9 +110,10 @@ async fn revoking_every_share_of_a_principal_whose_secret_list_an_owner_gave_a_s
 }
 
 /// An owner adds a third secret's pattern to the broker's secret-list statement of a consumer (a
-/// well-formed pattern of a secret under the same key: lint accepts it, drift does not report it,
-/// since every share's pattern is still named). Every share of that consumer is then revoked. A
-/// principal-list statement no live share holds an entry of goes whole (an owner-added principal with
+/// well-formed pattern of a secret under the same key: lint accepts it, and every share's pattern is
+/// still named; drift reports it as held by no share since
+/// `unheld::a_pattern_added_to_a_secret_list_statement_is_drift`). Every share of that consumer is
+/// then revoked. A principal-list statement no live share holds an entry of goes whole (an owner-added principal with
 /// it); a secret-list statement never goes whole, its patterns go one by one, so the owner's pattern
 /// stays forever in a statement with the broker's Sid: the consumer, with no share left, still has
 /// decrypt of that secret from the broker's statement, and no revoke can ever remove it.

@@ -769,15 +769,55 @@ pub(crate) fn shares_with_key(
     key_arn: &str,
     statuses: &[ShareStatus],
 ) -> Result<Vec<Share>> {
-    let conn = tx.conn();
     let marks = vec!["?"; statuses.len()].join(",");
-    let mut stmt = conn.prepare_cached(&format!(
+    let sql = format!(
         "SELECT {SHARE_COLUMNS} FROM shares WHERE key_arn = ? AND status IN ({marks}) ORDER BY seq"
-    ))?;
-    let mut values: Vec<&str> = vec![key_arn];
-    values.extend(statuses.iter().map(|s| s.as_str()));
+    );
+    shares_where(tx, &sql, key_arn, statuses)
+}
+
+/// Shares in one of `statuses` of the consumers `principal_arns` (as a share names one: an IAM ARN,
+/// an organization id or an OU path), whatever their secret, oldest first.
+pub(crate) fn shares_of_principals(
+    tx: &Tx<'_>,
+    principal_arns: &[&str],
+    statuses: &[ShareStatus],
+) -> Result<Vec<Share>> {
+    if principal_arns.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The ARNs as one JSON array parameter (as [`VOTES_OF_SHARES`]): one statement text whatever
+    // their number, so the statement cache keeps one entry.
+    let marks = vec!["?"; statuses.len()].join(",");
+    let sql = match tx.conn().backend() {
+        Backend::Sqlite => format!(
+            "SELECT {SHARE_COLUMNS} FROM shares WHERE principal_arn IN (SELECT value FROM json_each(?)) \
+             AND status IN ({marks}) ORDER BY seq"
+        ),
+        Backend::Postgres => format!(
+            "SELECT {SHARE_COLUMNS} FROM shares WHERE principal_arn = ANY (ARRAY(SELECT \
+             json_array_elements_text(CAST(CAST(? AS text) AS json)))) AND status IN ({marks}) ORDER BY seq"
+        ),
+    };
+    let json = serde_json::to_string(principal_arns)
+        .map_err(|e| crate::store::db::DbError::Conversion(format!("share filter: {e}")))?;
+    shares_where(tx, &sql, &json, statuses)
+}
+
+/// The shares `sql` selects (`SHARE_COLUMNS`) with `first` and then `statuses` as its parameters,
+/// with their approvals.
+fn shares_where(
+    tx: &Tx<'_>,
+    sql: &str,
+    first: &str,
+    statuses: &[ShareStatus],
+) -> Result<Vec<Share>> {
+    let conn = tx.conn();
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut args: Vec<&str> = vec![first];
+    args.extend(statuses.iter().map(|s| s.as_str()));
     let mut rows = stmt
-        .query_map(crate::store::db::params_from_iter(values), share_from_row)?
+        .query_map(crate::store::db::params_from_iter(args), share_from_row)?
         .collect::<crate::store::db::Result<Vec<_>>>()?;
     load_approvals_for(conn, rows.iter_mut())?;
     Ok(rows)
