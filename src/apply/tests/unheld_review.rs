@@ -44,6 +44,27 @@ fn with_statement(policy: &str, extra: Value) -> String {
     v.to_string()
 }
 
+/// Writes a statement under `sid` on the key granting the consumer and an intruder `kms:Decrypt`
+/// with no condition, and asserts that the secret's drift reports it, naming the Sid and the intruder.
+async fn forged_decrypt_is_reported(f: &Fixture, sid: &str) {
+    let forged = json!({
+        "Sid": sid,
+        "Effect": "Allow",
+        "Principal": {"AWS": [PRINCIPAL, INTRUDER]},
+        "Action": "kms:Decrypt",
+        "Resource": "*",
+    });
+    let policy = f.aws.key_policy(KEY).unwrap();
+    f.aws.put_key(KEY, &with_statement(&policy, forged));
+    let problems = problems_of(f, SECRET).await;
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains(sid) && p.contains(INTRUDER)),
+        "the statement {sid} granting {INTRUDER} decrypt on {KEY} is not reported: {problems:?}"
+    );
+}
+
 /// An owner appends a second statement under the Sid of the broker's (held) list statement, granting
 /// an intruder every Secrets Manager action. The share's own check finds its Sid's first statement
 /// intact, and the member check counts any whole statement whose Sid a share's entry names as held:
@@ -152,22 +173,7 @@ async fn a_statement_under_the_sid_of_a_share_on_another_key_is_reported_unheld(
     let share = f.get(elsewhere).await;
     let theirs = key_statement_for(&grant_of(&share).unwrap(), &Default::default());
     let sid = theirs["Sid"].as_str().unwrap().to_owned();
-    let forged = json!({
-        "Sid": sid,
-        "Effect": "Allow",
-        "Principal": {"AWS": [PRINCIPAL, INTRUDER]},
-        "Action": "kms:Decrypt",
-        "Resource": "*",
-    });
-    let policy = f.aws.key_policy(KEY).unwrap();
-    f.aws.put_key(KEY, &with_statement(&policy, forged));
-    let problems = problems_of(&f, SECRET).await;
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.contains(&sid) && p.contains(INTRUDER)),
-        "the statement {sid} granting {INTRUDER} decrypt on {KEY} is not reported: {problems:?}"
-    );
+    forged_decrypt_is_reported(&f, &sid).await;
 }
 
 /// The automatic repair of a share whose key statement someone removed refuses because of a member
@@ -221,22 +227,7 @@ async fn a_statement_under_a_share_s_unused_secret_list_sid_is_reported_unheld()
     let share = f.get(id).await;
     let ours = key_statement_for(&grant_of(&share).unwrap(), &Default::default());
     let sid = secret_list_sid(&ours).unwrap();
-    let forged = json!({
-        "Sid": sid,
-        "Effect": "Allow",
-        "Principal": {"AWS": [PRINCIPAL, INTRUDER]},
-        "Action": "kms:Decrypt",
-        "Resource": "*",
-    });
-    let policy = f.aws.key_policy(KEY).unwrap();
-    f.aws.put_key(KEY, &with_statement(&policy, forged));
-    let problems = problems_of(&f, SECRET).await;
-    assert!(
-        problems
-            .iter()
-            .any(|p| p.contains(&sid) && p.contains(INTRUDER)),
-        "the statement {sid} granting {INTRUDER} decrypt on {KEY} is not reported: {problems:?}"
-    );
+    forged_decrypt_is_reported(&f, &sid).await;
 }
 
 /// Legitimate shares of other forms are never reported, and an admin's repair of another share
