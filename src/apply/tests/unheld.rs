@@ -8,12 +8,12 @@ use super::*;
 use crate::apply::unheld::ENDED_MARGIN;
 
 /// Someone no share names.
-const INTRUDER: &str = "arn:aws:iam::777788889999:role/intruder";
+pub(super) const INTRUDER: &str = "arn:aws:iam::777788889999:role/intruder";
 /// A second consumer.
 const WRITER: &str = "arn:aws:iam::444455556666:role/app-writer";
 
 /// Every problem drift reports for `secret`.
-async fn problems_of(f: &Fixture, secret: &str) -> Vec<String> {
+pub(super) async fn problems_of(f: &Fixture, secret: &str) -> Vec<String> {
     let drift = f
         .applier
         .detect_drift(&SecretArn::parse(secret).unwrap())

@@ -1,20 +1,8 @@
 //! Review of unheld-member detection: owner edits that grant under the broker's name and must be
 //! reported, and legitimate shares that must never be reported or removed.
 
+use super::unheld::{INTRUDER, problems_of};
 use super::*;
-
-/// Someone no share names.
-const INTRUDER: &str = "arn:aws:iam::777788889999:role/intruder";
-
-/// Every problem drift reports for `secret`.
-async fn problems_of(f: &Fixture, secret: &str) -> Vec<String> {
-    let drift = f
-        .applier
-        .detect_drift(&SecretArn::parse(secret).unwrap())
-        .await
-        .unwrap();
-    drift.into_iter().flat_map(|d| d.problems).collect()
-}
 
 /// One active share of SECRET for PRINCIPAL.
 async fn one_active(f: &Fixture) -> ShareId {
