@@ -294,15 +294,8 @@ impl Applier {
                                 continue;
                             }
                             if let Some(message) = &left {
-                                rows::set_share_outcome(c, id, Some(key.as_str()), Some(message), &now)?;
-                                audit::append(c, &NewEvent {
-                                    at: &now,
-                                    actor: SYSTEM,
-                                    action: "share.repair_failed",
-                                    share_id: Some(id),
-                                    request_id: None,
-                                    details: json!({"job": job, "error": message, "status": "drifted", "grants_written": true}),
-                                })?;
+                                let details = json!({"job": job, "error": message, "status": "drifted", "grants_written": true});
+                                repair_failed(c, id, Some(key.as_str()), message, &now, details)?;
                                 continue;
                             }
                             let details = json!({"job": job, "from": "drifted", "to": "active"});
@@ -313,15 +306,8 @@ impl Applier {
                             })?;
                         }
                         Err(f) => {
-                            rows::set_share_outcome(c, id, None, Some(&f.message), &now)?;
-                            audit::append(c, &NewEvent {
-                                at: &now,
-                                actor: SYSTEM,
-                                action: "share.repair_failed",
-                                share_id: Some(id),
-                                request_id: None,
-                                details: json!({"job": job, "error": f.message, "status": "drifted"}),
-                            })?;
+                            let details = json!({"job": job, "error": f.message, "status": "drifted"});
+                            repair_failed(c, id, None, &f.message, &now, details)?;
                         }
                     }
                 }
@@ -334,4 +320,29 @@ impl Applier {
             })
             .await
     }
+}
+
+/// A repair that leaves its share `drifted`: `message` as its error (and `key`, when the grants were
+/// written), and its `share.repair_failed` audit row with `details`.
+fn repair_failed(
+    c: &crate::store::Tx<'_>,
+    id: ShareId,
+    key: Option<&str>,
+    message: &str,
+    now: &str,
+    details: serde_json::Value,
+) -> crate::error::Result<()> {
+    rows::set_share_outcome(c, id, key, Some(message), now)?;
+    audit::append(
+        c,
+        &NewEvent {
+            at: now,
+            actor: SYSTEM,
+            action: "share.repair_failed",
+            share_id: Some(id),
+            request_id: None,
+            details,
+        },
+    )?;
+    Ok(())
 }
