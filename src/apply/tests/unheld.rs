@@ -22,6 +22,15 @@ pub(super) async fn problems_of(f: &Fixture, secret: &str) -> Vec<String> {
     drift.into_iter().flat_map(|d| d.problems).collect()
 }
 
+/// An admin's repair of `id` (a share of SECRET), which must end it active; the share after it.
+pub(super) async fn admin_repair(f: &Fixture, id: ShareId) -> Share {
+    f.applier.repair(SECRET, vec![id], true);
+    f.applier.wait_idle().await;
+    let s = f.get(id).await;
+    assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
+    s
+}
+
 /// Asserts that drift reports nothing for any of `secrets`.
 async fn nothing_reported(f: &Fixture, secrets: &[&str]) {
     for secret in secrets {
@@ -224,10 +233,7 @@ async fn an_admin_repair_removes_an_unheld_member_and_the_automatic_one_leaves_i
         s.last_error
     );
     assert!(f.aws.resource_policy(SECRET).unwrap().contains(INTRUDER));
-    f.applier.repair(SECRET, vec![id], true);
-    f.applier.wait_idle().await;
-    let s = f.get(id).await;
-    assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
+    admin_repair(&f, id).await;
     let after = f.aws.resource_policy(SECRET).unwrap();
     assert!(!after.contains(INTRUDER), "{after}");
     assert!(after.contains(FOREIGN), "{after}");

@@ -1,7 +1,7 @@
 //! Review of unheld-member detection: owner edits that grant under the broker's name and must be
 //! reported, and legitimate shares that must never be reported or removed.
 
-use super::unheld::{INTRUDER, problems_of};
+use super::unheld::{INTRUDER, admin_repair, problems_of};
 use super::*;
 
 /// One active share of SECRET for PRINCIPAL.
@@ -124,10 +124,7 @@ async fn an_admin_repair_removes_a_second_statement_under_a_held_sid_and_keeps_t
     f.applier.repair(SECRET, vec![id], false);
     f.applier.wait_idle().await;
     assert!(f.aws.resource_policy(SECRET).unwrap().contains(INTRUDER));
-    f.applier.repair(SECRET, vec![id], true);
-    f.applier.wait_idle().await;
-    let s = f.get(id).await;
-    assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
+    admin_repair(&f, id).await;
     let after = f.aws.resource_policy(SECRET).unwrap();
     assert!(!after.contains(INTRUDER), "{after}");
     assert_eq!(
@@ -255,9 +252,7 @@ async fn an_organization_share_and_an_earlier_version_s_statements_are_held() {
         f.aws.key_policy(KEY).unwrap(),
     );
     f.set_status(id, ShareStatus::Drifted).await;
-    f.applier.repair(SECRET, vec![id], true);
-    f.applier.wait_idle().await;
-    assert_eq!(f.get(id).await.status, ShareStatus::Active);
+    admin_repair(&f, id).await;
     assert_eq!(f.aws.resource_policy(SECRET).unwrap(), res_before);
     assert_eq!(f.aws.key_policy(KEY).unwrap(), key_before);
 }
@@ -327,10 +322,7 @@ async fn a_re_encrypted_secret_s_repair_on_a_key_shared_with_another_share_repor
         },
     );
     f.set_status(id, ShareStatus::Drifted).await;
-    f.applier.repair(SECRET, vec![id], true);
-    f.applier.wait_idle().await;
-    let s = f.get(id).await;
-    assert_eq!(s.status, ShareStatus::Active, "{:?}", s.last_error);
+    let s = admin_repair(&f, id).await;
     assert_eq!(s.key_arn.as_deref(), Some(KEY2));
     nothing_but_key_problems(&f, SECRET).await;
     nothing_but_key_problems(&f, ELSEWHERE).await;
