@@ -39,6 +39,21 @@ fn replicated() -> Fixture {
     f
 }
 
+/// A second secret under KEY, replicated to us-west-2 on WEST.
+const OTHER: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/api-key-Zz9Yy8";
+
+/// Registers [`OTHER`] with the in-memory AWS.
+fn other_replicated(f: &Fixture) {
+    f.aws.put_secret(
+        OTHER,
+        MemorySecret {
+            kms_key_id: Some(KEY.into()),
+            replicas: vec![replica("us-west-2", Some(WEST))],
+            ..Default::default()
+        },
+    );
+}
+
 fn replica_arn(region: &str) -> SecretArn {
     secret().in_region(region).unwrap()
 }
@@ -348,16 +363,8 @@ async fn a_replica_key_the_broker_cannot_describe_does_not_block_the_revoke() {
 /// secret-list statement whole. The other share stays without drift in every region.
 #[tokio::test]
 async fn a_replica_key_s_secret_list_keeps_another_secret_s_replica_when_one_share_is_revoked() {
-    const OTHER: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/api-key-Zz9Yy8";
     let f = replicated();
-    f.aws.put_secret(
-        OTHER,
-        MemorySecret {
-            kms_key_id: Some(KEY.into()),
-            replicas: vec![replica("us-west-2", Some(WEST))],
-            ..Default::default()
-        },
-    );
+    other_replicated(&f);
     let first = f.share(ShareStatus::Approved).await;
     let other = f.share_of(OTHER, ShareStatus::Approved).await;
     f.settle().await;
@@ -412,17 +419,9 @@ async fn a_replica_key_s_secret_list_keeps_another_secret_s_replica_when_one_sha
 /// member is called unheld, and an admin's repair of one share leaves every key policy as it was.
 #[tokio::test]
 async fn unheld_nothing_on_replicated_secrets_and_an_admin_repair_removes_nothing() {
-    const OTHER: &str = "arn:aws:secretsmanager:us-east-1:111122223333:secret:prod/api-key-Zz9Yy8";
     const WRITER: &str = "arn:aws:iam::444455556666:role/app-writer";
     let f = replicated();
-    f.aws.put_secret(
-        OTHER,
-        MemorySecret {
-            kms_key_id: Some(KEY.into()),
-            replicas: vec![replica("us-west-2", Some(WEST))],
-            ..Default::default()
-        },
-    );
+    other_replicated(&f);
     let first = f.share(ShareStatus::Approved).await;
     let writer = f.share_for(SECRET, WRITER, ShareStatus::Approved).await;
     let other = f.share_of(OTHER, ShareStatus::Approved).await;
